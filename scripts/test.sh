@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: unit (pure), integration (root, real namespaces and BPF), e2e (lab).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/python -m pytest "$@"
