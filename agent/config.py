@@ -1,0 +1,66 @@
+"""The agent's settings: one typed home, read once at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ConntrackTimeouts:
+    """Idle timeouts in seconds, per protocol and TCP state."""
+
+    tcp_syn: int = 60
+    tcp_established: int = 21600
+    tcp_closing: int = 10
+    udp: int = 60
+    icmp: int = 30
+    other: int = 60
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node_name: str
+    # Per-node bpffs directory: several lab nodes share one kernel.
+    pin_dir: Path = Path("/sys/fs/bpf/podwire/node")
+    state_dir: Path = Path("/var/lib/podwire")
+    socket_path: Path = Path("/run/podwire/agent.sock")
+    # Used when the Node object has no spec.podCIDR (standalone and lab use).
+    pod_cidr: str | None = None
+    # The node's underlay address; taken from Node.status.addresses when unset.
+    node_ip: str | None = None
+    mtu: int = 1450
+    tunnel_mode: str = "vxlan"
+    vxlan_device: str = "pw_vxlan"
+    vxlan_port: int = 8472
+    history_size: int = 4096
+    metrics_port: int = 9962
+    metrics_address: str = "0.0.0.0"
+    conntrack_max: int = 65536
+    conntrack_timeouts: ConntrackTimeouts = field(default_factory=ConntrackTimeouts)
+    conntrack_gc_interval: float = 10.0
+    flow_events: bool = True
+    # kubeconfig path; None means in-cluster configuration (ServiceAccount token).
+    kubeconfig: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AgentConfig":
+        """Build from a JSON/YAML mapping with the same field names; unknown keys are errors."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown agent setting(s): {', '.join(unknown)}")
+        values = dict(data)
+        for name in ("pin_dir", "state_dir", "socket_path"):
+            if name in values:
+                values[name] = Path(values[name])
+        if "conntrack_timeouts" in values:
+            values["conntrack_timeouts"] = ConntrackTimeouts(**values["conntrack_timeouts"])
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "AgentConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
