@@ -1,0 +1,176 @@
+"""Servers that answer with one line naming who answered and who they saw.
+
+One `EchoServer` hosts the sockets of many namespaces in one selector loop: each
+socket is created inside its namespace (setns on the calling thread) and keeps it.
+The answer names the server, so a prober can tell a real answer from anything else,
+and the peer address it saw, so masquerading can be checked from the client side.
+
+Run as a program it serves the lab's external namespace:
+`python -m podwire.lab.echo --name external --ports 80/TCP,80/UDP`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import selectors
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+
+from podwire.lab import netns
+
+log = logging.getLogger("podwire.lab.echo")
+
+BANNER = "podwire-lab"
+
+
+@dataclass(frozen=True)
+class Port:
+    port: int
+    protocol: str  # "TCP" or "UDP"
+
+    @classmethod
+    def parse(cls, text: str) -> Port:
+        """`80/TCP` or `53/udp`; the protocol defaults to TCP."""
+        number, _, proto = text.partition("/")
+        proto = (proto or "TCP").upper()
+        if proto not in ("TCP", "UDP") or not number.isdigit() or not 0 < int(number) < 65536:
+            raise ValueError(f"bad port {text!r}: expected PORT[/TCP|/UDP]")
+        return cls(int(number), proto)
+
+
+def answer(name: str, protocol: str, port: int, peer: tuple[str, int]) -> bytes:
+    """The line a server sends back."""
+    return f"{BANNER} name={name} proto={protocol} port={port} peer={peer[0]}:{peer[1]}\n".encode()
+
+
+def parse_answer(line: str) -> dict[str, str]:
+    """Fields of an answer line; empty when the line is not one."""
+    words = line.strip().split()
+    if not words or words[0] != BANNER:
+        return {}
+    return dict(w.split("=", 1) for w in words[1:] if "=" in w)
+
+
+@dataclass
+class _Listener:
+    key: str
+    name: str
+    port: Port
+
+
+class EchoServer:
+    """Sockets of many namespaces served by one thread."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._pending: queue.Queue[tuple[str, list[socket.socket], str, list[Port]]] = (
+            queue.Queue())
+        self._sockets: dict[str, list[socket.socket]] = {}
+        self._stopping = False
+
+    def add(self, key: str, ns_name: str | None, name: str, ports: list[Port]) -> None:
+        """Listen on `ports` inside namespace `ns_name` (None: ours), answering as `name`.
+
+        Raises OSError when a port cannot be bound, before anything is served.
+        """
+        made: list[socket.socket] = []
+        try:
+            for p in ports:
+                kind = socket.SOCK_STREAM if p.protocol == "TCP" else socket.SOCK_DGRAM
+                sock = (netns.socket_in(ns_name, socket.AF_INET, kind) if ns_name
+                        else socket.socket(socket.AF_INET, kind))
+                made.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("0.0.0.0", p.port))
+                if p.protocol == "TCP":
+                    sock.listen(64)
+                sock.setblocking(False)
+        except OSError:
+            for sock in made:
+                sock.close()
+            raise
+        self._pending.put((key, made, name, ports))
+        os.write(self._wake_w, b"a")
+
+    def remove(self, key: str) -> None:
+        """Stop serving the sockets added under `key` (absent is fine)."""
+        self._pending.put((key, [], "", []))
+        os.write(self._wake_w, b"r")
+
+    def stop(self) -> None:
+        self._stopping = True
+        os.write(self._wake_w, b"s")
+
+    def _apply_pending(self) -> None:
+        while True:
+            try:
+                key, sockets, name, ports = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            for old in self._sockets.pop(key, []):
+                self._selector.unregister(old)
+                old.close()
+            if sockets:
+                self._sockets[key] = sockets
+                for sock, port in zip(sockets, ports):
+                    self._selector.register(sock, selectors.EVENT_READ, _Listener(key, name, port))
+
+    def serve_forever(self) -> None:
+        while not self._stopping:
+            for key, _ in self._selector.select():
+                if key.data is None:
+                    os.read(self._wake_r, 4096)
+                    self._apply_pending()
+                else:
+                    self._serve(key.fileobj, key.data)  # type: ignore[arg-type]
+        for sockets in self._sockets.values():
+            for sock in sockets:
+                sock.close()
+
+    @staticmethod
+    def _serve(sock: socket.socket, listener: _Listener) -> None:
+        try:
+            if listener.port.protocol == "TCP":
+                conn, peer = sock.accept()
+                with conn:
+                    conn.setblocking(True)
+                    conn.settimeout(1.0)
+                    conn.sendall(answer(listener.name, "TCP", listener.port.port, peer))
+            else:
+                _, peer = sock.recvfrom(2048)
+                sock.sendto(answer(listener.name, "UDP", listener.port.port, peer), peer)
+        except OSError as exc:
+            # A peer that went away must not stop the loop that serves everyone.
+            log.warning("event=serve_error name=%s port=%s error=%s", listener.name,
+                        listener.port.port, exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="podwire.lab.echo", description=__doc__)
+    parser.add_argument("--name", required=True, help="name to answer with")
+    parser.add_argument("--ports", required=True, help="comma list of PORT/TCP|UDP")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        ports = [Port.parse(p) for p in args.ports.split(",") if p]
+    except ValueError as exc:
+        print(f"podwire.lab.echo: {exc}", file=sys.stderr)
+        return 2
+    server = EchoServer()
+    server.add("main", None, args.name, ports)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    log.info("event=serving name=%s ports=%s", args.name, args.ports)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Names, addresses and paths of one lab, derived from its prefix alone.
+
+Everything the lab creates is named from `LabLayout`, so `down` can find it again by
+name after a crash, and a test lab with its own prefix never meets the default one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PREFIX = "pwlab"
+UNDERLAY = ipaddress.IPv4Network("10.98.0.0/24")
+API_UNDERLAY_IP = "10.98.0.1"
+API_UNDERLAY_PORT = 6443
+EXTERNAL_IP = "10.98.0.250"
+EXTERNAL_PORTS = (80, 81, 443)
+BPFFS_ROOT = Path("/sys/fs/bpf/podwire")
+MTU = 1450
+# Interface names inside the lab's own namespaces: no clash with the host's.
+BRIDGE = "br0"
+NODE_UPLINK = "ul0"
+MAX_NODES = 200
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """One lab node: its names, addresses and files."""
+
+    name: str
+    index: int
+    netns: str
+    underlay_ip: str
+    pod_cidr: str
+    pin_dir: Path
+    run_dir: Path
+
+    @property
+    def bridge_port(self) -> str:
+        """The node's veth end on the underlay bridge (in the underlay namespace)."""
+        return f"v-{self.name}"[:15]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / "state"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.run_dir / "agent.sock"
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.run_dir / "net.d"
+
+    @property
+    def conf_file(self) -> Path:
+        return self.conf_dir / "10-podwire.conflist"
+
+    @property
+    def agent_config(self) -> Path:
+        return self.run_dir / "agent.json"
+
+    @property
+    def agent_log(self) -> Path:
+        return self.run_dir / "agent.log"
+
+    @property
+    def agent_pidfile(self) -> Path:
+        return self.run_dir / "agent.pid"
+
+
+@dataclass(frozen=True)
+class LabLayout:
+    """The whole lab: namespaces, node list, process and file locations."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        # No '-' in a prefix: "<prefix>-" then never matches another lab's names.
+        # Pod namespaces add "-p-" and 10 hex digits to it.
+        if not (self.prefix.isascii() and self.prefix.isalnum() and self.prefix.islower()):
+            raise ValueError(f"lab prefix {self.prefix!r} must be lower-case letters and digits")
+        if not 2 <= len(self.prefix) <= 12:
+            raise ValueError(f"lab prefix {self.prefix!r} must be 2 to 12 characters")
+
+    @property
+    def run_dir(self) -> Path:
+        suffix = "" if self.prefix == DEFAULT_PREFIX else f"-{self.prefix}"
+        return Path(f"/run/podwire-lab{suffix}")
+
+    @property
+    def underlay_netns(self) -> str:
+        return f"{self.prefix}-ul"
+
+    @property
+    def external_netns(self) -> str:
+        return f"{self.prefix}-ext"
+
+    @property
+    def pod_netns_prefix(self) -> str:
+        return f"{self.prefix}-p-"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "lab.json"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.run_dir / "bin"
+
+    @property
+    def host_kubeconfig(self) -> Path:
+        return self.run_dir / "kubeconfig"
+
+    @property
+    def node_kubeconfig(self) -> Path:
+        return self.run_dir / "kubeconfig.node"
+
+    @property
+    def api_state(self) -> Path:
+        return self.run_dir / "apiserver.state.json"
+
+    @property
+    def bpffs_dirs_glob(self) -> str:
+        return f"{self.prefix}-*"
+
+    def pidfile(self, process: str) -> Path:
+        return self.run_dir / f"{process}.pid"
+
+    def logfile(self, process: str) -> Path:
+        return self.run_dir / f"{process}.log"
+
+    def node(self, index: int) -> NodeLayout:
+        """Node `index` (1-based): node1 at 10.98.0.11 with pod CIDR 10.244.1.0/24."""
+        if not 1 <= index <= MAX_NODES:
+            raise ValueError(f"node index {index} out of range 1..{MAX_NODES}")
+        name = f"node{index}"
+        return NodeLayout(
+            name=name,
+            index=index,
+            netns=f"{self.prefix}-{name}",
+            underlay_ip=str(UNDERLAY.network_address + 10 + index),
+            pod_cidr=f"10.244.{index}.0/24",
+            pin_dir=BPFFS_ROOT / f"{self.prefix}-{name}",
+            run_dir=self.run_dir / name,
+        )
+
+    def nodes(self, count: int) -> list[NodeLayout]:
+        return [self.node(i) for i in range(1, count + 1)]
+
+    def pod_netns(self, pod_uid: str) -> str:
+        """A pod's namespace name: from its uid, so a re-created pod never reuses one."""
+        digest = hashlib.sha256(pod_uid.encode()).hexdigest()[:10]
+        return f"{self.pod_netns_prefix}{digest}"
