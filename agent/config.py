@@ -47,7 +47,7 @@ class AgentConfig:
     kubeconfig: str | None = None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AgentConfig":
+    def from_dict(cls, data: dict[str, Any]) -> AgentConfig:
         """Build from a JSON/YAML mapping with the same field names; unknown keys are errors."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
@@ -62,5 +62,5 @@ class AgentConfig:
         return cls(**values)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "AgentConfig":
+    def from_file(cls, path: str | Path) -> AgentConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,108 @@
+"""Map entries as the agent computes them: plain values, independent of the C layout.
+
+`agent/desired.py` produces these from the cluster model, `agent/reconcile.py` diffs
+them against what is installed, and `agent/programmer.py` turns them into the C structs
+of `agent/structs.py`. Keeping them here, small and hashable, lets the semantics be
+tested without a kernel.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+
+# Key layout of the policy LPM trie: ep_id:32 | direction:8 | identity:32 | proto:8 | dport:16.
+PREFIX_ANY_PROTOCOL = 72
+PREFIX_ANY_PORT = 80
+PREFIX_FULL = 96
+
+
+class Direction(enum.IntEnum):
+    """Values shared with bpf/lib: the direction of traffic relative to the endpoint."""
+
+    INGRESS = 1
+    EGRESS = 2
+
+
+class Protocol(enum.IntEnum):
+    """IP protocol numbers; ANY means every protocol (a rule with no ports)."""
+
+    ANY = 0
+    ICMP = 1
+    TCP = 6
+    UDP = 17
+    SCTP = 132
+
+    @classmethod
+    def from_name(cls, name: str) -> Protocol:
+        return cls[name.upper()]
+
+
+@dataclass(frozen=True)
+class EndpointEntry:
+    ifindex: int
+    ep_id: int
+    identity: int
+    ingress_isolated: bool
+    egress_isolated: bool
+    pod_mac: str
+    host_mac: str
+
+
+@dataclass(frozen=True)
+class IpcacheEntry:
+    identity: int
+    # Identity of the longest ipBlock prefix containing this prefix (0: none).
+    cidr_identity: int
+    # Underlay address of the node hosting this prefix, for remote pods and pod CIDRs.
+    tunnel_ip: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class PolicyKey:
+    ep_id: int
+    direction: Direction
+    identity: int
+    protocol: Protocol = Protocol.ANY
+    port: int = 0
+    # How many leading bits of the port are fixed: 16 is one port, 0 every port.
+    port_bits: int = 0
+
+    @property
+    def prefixlen(self) -> int:
+        if self.protocol == Protocol.ANY:
+            return PREFIX_ANY_PROTOCOL
+        return PREFIX_ANY_PORT + self.port_bits
+
+
+@dataclass(frozen=True)
+class PolicyValue:
+    # Index into the agent's table of "namespace/name"; names the allowing policy.
+    policy_ref: int
+
+
+def port_range_blocks(start: int, end: int) -> list[tuple[int, int]]:
+    """Cover [start, end] with aligned power-of-two blocks: (first port, fixed bits).
+
+    An endPort range costs at most 30 LPM entries instead of one entry per port, and a
+    lookup stays a single LPM walk.
+    """
+    if not 0 <= start <= end <= 0xFFFF:
+        raise ValueError(f"invalid port range {start}-{end}")
+    blocks: list[tuple[int, int]] = []
+    port = start
+    while port <= end:
+        size_bits = 0
+        while size_bits < 16:
+            size = 1 << (size_bits + 1)
+            if port % size != 0 or port + size - 1 > end:
+                break
+            size_bits += 1
+        blocks.append((port, 16 - size_bits))
+        port += 1 << size_bits
+    return blocks
+
+
+def prefix_of(network: str | ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(network, strict=False)

@@ -1,0 +1,116 @@
+"""Numeric identities: one per distinct security-relevant view of a peer.
+
+Identities are node-local. Every agent sees the whole cluster through its watches and
+numbers what it sees itself, and the receiving node resolves a remote sender by its
+source IP in its own ipcache, so no cluster-wide allocator is needed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+ANY = 0
+HOST = 1
+WORLD = 2
+REMOTE_NODE = 3
+
+RESERVED_NAMES = {ANY: "any", HOST: "host", WORLD: "world", REMOTE_NODE: "remote-node"}
+
+POD_IDENTITY_BASE = 256
+CIDR_IDENTITY_BASE = 1 << 24
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def freeze_labels(labels: dict[str, str] | Labels | None) -> Labels:
+    """Labels as a sorted tuple, so equal label sets compare and hash equal."""
+    if not labels:
+        return ()
+    items = labels.items() if isinstance(labels, dict) else labels
+    return tuple(sorted(items))
+
+
+@dataclass(frozen=True)
+class PodIdentityKey:
+    """What a policy can tell apart about a pod.
+
+    Named ports are part of it: an egress rule naming port "http" must resolve to the
+    number each destination pod declares, and two pods with equal labels may number the
+    name differently.
+    """
+
+    namespace: str
+    namespace_labels: Labels
+    pod_labels: Labels
+    named_ports: tuple[tuple[str, str, int], ...]
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class IdentityAllocator(Generic[K]):
+    """Reference-counted, stable numbering of keys from a base.
+
+    A key keeps its number while anything refers to it; numbers are reused lowest first
+    once released, so the id space stays dense.
+    """
+
+    def __init__(self, base: int, limit: int) -> None:
+        self._base = base
+        self._limit = limit
+        self._ids: dict[K, int] = {}
+        self._keys: dict[int, K] = {}
+        self._refs: dict[K, int] = {}
+        self._free: list[int] = []
+        self._next = base
+
+    def acquire(self, key: K) -> tuple[int, bool]:
+        """Take a reference to key; returns (id, newly created)."""
+        if key in self._ids:
+            self._refs[key] += 1
+            return self._ids[key], False
+        if self._free:
+            self._free.sort()
+            number = self._free.pop(0)
+        else:
+            if self._next >= self._limit:
+                raise RuntimeError(f"identity space exhausted ({self._limit - self._base} ids)")
+            number = self._next
+            self._next += 1
+        self._ids[key] = number
+        self._keys[number] = key
+        self._refs[key] = 1
+        return number, True
+
+    def release(self, key: K) -> tuple[int, bool]:
+        """Drop a reference; returns (id, now gone)."""
+        number = self._ids[key]
+        self._refs[key] -= 1
+        if self._refs[key] > 0:
+            return number, False
+        del self._refs[key], self._ids[key], self._keys[number]
+        self._free.append(number)
+        return number, True
+
+    def get(self, key: K) -> int | None:
+        return self._ids.get(key)
+
+    def key_of(self, number: int) -> K | None:
+        return self._keys.get(number)
+
+    def items(self) -> list[tuple[K, int]]:
+        return list(self._ids.items())
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def cidr_identity_allocator() -> IdentityAllocator[ipaddress.IPv4Network]:
+    return IdentityAllocator(CIDR_IDENTITY_BASE, 1 << 31)
+
+
+def pod_identity_allocator() -> IdentityAllocator[PodIdentityKey]:
+    return IdentityAllocator(POD_IDENTITY_BASE, CIDR_IDENTITY_BASE)

@@ -1,0 +1,104 @@
+"""Turn (installed, desired) map contents into an ordered list of map operations.
+
+The order is what keeps a change from opening a hole, even for the instant between two
+map writes. Policy entries of an endpoint are inert while it is not isolated, and an
+endpoint that does not exist yet drops everything, so:
+
+1. add: new and changed policy entries;
+2. tighten: endpoints are written with the isolation they have now OR will have, so a
+   new pod is isolated from its first packet and a newly isolated pod never passes
+   what its allows do not cover;
+3. add: ipcache entries (an identity's allows exist before any address resolves to it);
+4. loosen: endpoints take their final isolation;
+5. remove: stale ipcache entries, stale policy entries, removed endpoints (an allow goes
+   only after what replaces it is in place).
+
+No intermediate state allows what neither end allows, and what both ends allow stays
+allowed throughout (tests/unit/test_reconcile.py checks both on random changes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from podwire.agent.entries import EndpointEntry
+
+
+class MapName(str, enum.Enum):
+    ENDPOINTS = "endpoints"
+    IPCACHE = "ipcache"
+    POLICY = "policy"
+
+
+@dataclass(frozen=True)
+class Upsert:
+    map: MapName
+    key: Hashable
+    value: Any
+
+
+@dataclass(frozen=True)
+class Delete:
+    map: MapName
+    key: Hashable
+
+
+Operation = Upsert | Delete
+
+
+@dataclass
+class MapContents:
+    """What one node's maps hold (or should hold), keyed as in agent/entries.py."""
+
+    endpoints: dict[Any, EndpointEntry] = dataclasses.field(default_factory=dict)
+    ipcache: dict[Any, Any] = dataclasses.field(default_factory=dict)
+    policy: dict[Any, Any] = dataclasses.field(default_factory=dict)
+
+
+def _changed(installed: Mapping[Any, Any], desired: Mapping[Any, Any]) -> list[tuple[Any, Any]]:
+    return [(k, v) for k, v in desired.items() if installed.get(k) != v]
+
+
+def _stale(installed: Mapping[Any, Any], desired: Mapping[Any, Any]) -> list[Any]:
+    return [k for k in installed if k not in desired]
+
+
+def plan(installed: MapContents, desired: MapContents) -> list[Operation]:
+    """The ordered operations that take `installed` to `desired` without opening a hole."""
+    ops: list[Operation] = []
+    ops += [Upsert(MapName.POLICY, k, v) for k, v in _changed(installed.policy, desired.policy)]
+
+    loosened: list[Operation] = []
+    for ip, entry in _changed(installed.endpoints, desired.endpoints):
+        old = installed.endpoints.get(ip)
+        interim = entry
+        if old is not None:
+            interim = dataclasses.replace(
+                entry,
+                ingress_isolated=entry.ingress_isolated or old.ingress_isolated,
+                egress_isolated=entry.egress_isolated or old.egress_isolated,
+            )
+        ops.append(Upsert(MapName.ENDPOINTS, ip, interim))
+        if interim != entry:
+            loosened.append(Upsert(MapName.ENDPOINTS, ip, entry))
+
+    ops += [Upsert(MapName.IPCACHE, k, v) for k, v in _changed(installed.ipcache, desired.ipcache)]
+    ops += loosened
+    ops += [Delete(MapName.IPCACHE, k) for k in _stale(installed.ipcache, desired.ipcache)]
+    ops += [Delete(MapName.POLICY, k) for k in _stale(installed.policy, desired.policy)]
+    ops += [Delete(MapName.ENDPOINTS, k) for k in _stale(installed.endpoints, desired.endpoints)]
+    return ops
+
+
+def apply_to(contents: MapContents, ops: list[Operation]) -> None:
+    """Record operations in a MapContents (the agent's mirror of what is installed)."""
+    for op in ops:
+        table = getattr(contents, op.map.value)
+        if isinstance(op, Upsert):
+            table[op.key] = op.value
+        else:
+            table.pop(op.key, None)
