@@ -1,2 +1,143 @@
+#!/bin/sh
+''''exec /usr/bin/python3 -I -S "$0" "$@" # '''
+"""podwire-cni: the executable a container runtime runs for every pod.
+
+A thin client: VERSION is answered here; every other command is forwarded to the
+node's agent over its unix socket (``POST /cni``) and the agent's stdout and exit code
+are relayed unchanged. The runtime starts this once per pod operation, so it imports
+only a few stdlib modules and runs under ``python3 -I -S`` (no site, no editable
+finder), which halves the start time of a console-script wrapper. The first two lines
+are a sh/Python polyglot because installers drop interpreter flags from a ``#!python``
+shebang; the script therefore has to stay a single, standalone, stdlib-only file.
+"""
+
+import json
+import os
+import socket
+import sys
+
+# Every CNI spec version whose results the agent can produce. The shim answers VERSION
+# without the agent, so the list lives here; cni/protocol.py imports it from here.
+SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+LATEST_VERSION = SUPPORTED_VERSIONS[-1]
+DEFAULT_AGENT_SOCKET = "/run/podwire/agent.sock"
+# Spec error codes the shim itself can return.
+CODE_TRY_AGAIN_LATER = 11
+CODE_NOT_AVAILABLE = 50
+CODE_DECODE_FAILURE = 6
+CODE_INVALID_ENV = 4
+# Long enough for an ADD queued behind 64 others on a busy node.
+AGENT_TIMEOUT_SECONDS = 120.0
+_FORWARDED_ENV = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS",
+                  "CNI_PATH")
+
+
+class AgentUnreachable(Exception):
+    """The agent's socket could not be reached or answered nonsense."""
+
+
+def _config_field(stdin: str, key: str) -> object:
+    """A top-level field of the network configuration, None if absent or undecodable.
+
+    The agent validates the configuration; the shim only peeks at the version and
+    the socket path.
+    """
+    try:
+        conf = json.loads(stdin)
+    except ValueError:
+        return None
+    return conf.get(key) if isinstance(conf, dict) else None
+
+
+def _error(version: object, code: int, msg: str, details: str = "") -> tuple[int, str]:
+    cni_version = version if isinstance(version, str) and version else LATEST_VERSION
+    body = {"cniVersion": cni_version, "code": code, "msg": msg}
+    if details:
+        body["details"] = details
+    return code, json.dumps(body)
+
+
+def version_info(stdin: str) -> str:
+    """The VERSION answer: the versions this plugin can speak."""
+    requested = _config_field(stdin, "cniVersion")
+    cni_version = requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
+    return json.dumps({"cniVersion": cni_version, "supportedVersions": list(SUPPORTED_VERSIONS)})
+
+
+def _post(socket_path: str, path: str, payload: bytes) -> dict:
+    """One HTTP/1.1 request over a unix socket, written by hand: http.client costs more
+    import time than the whole rest of the shim."""
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: podwire-agent\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    ).encode() + payload
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(AGENT_TIMEOUT_SECONDS)
+            sock.connect(socket_path)
+            sock.sendall(request)
+            chunks = []
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    except OSError as exc:
+        raise AgentUnreachable(f"{type(exc).__name__}: {exc.strerror or exc}") from None
+    head, sep, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if not sep or len(status_line) < 2 or status_line[1] != b"200":
+        raise AgentUnreachable(f"bad answer: {head[:200]!r}")
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise AgentUnreachable("answer is not JSON") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("exit_code"), int):
+        raise AgentUnreachable("answer lacks exit_code")
+    return answer
+
+
+def run(env: dict[str, str], stdin: str) -> tuple[int, str, str]:
+    """Execute one CNI command; returns (exit code, stdout, stderr)."""
+    command = env.get("CNI_COMMAND", "")
+    version = _config_field(stdin, "cniVersion")
+    if command == "VERSION":
+        return 0, version_info(stdin), ""
+    if not command:
+        code, out = _error(version, CODE_INVALID_ENV, "CNI_COMMAND is not set")
+        return code, out, ""
+    socket_path = _config_field(stdin, "agentSocket")
+    if not isinstance(socket_path, str) or not socket_path:
+        socket_path = DEFAULT_AGENT_SOCKET
+    payload = json.dumps({
+        "command": command,
+        "env": {k: env[k] for k in _FORWARDED_ENV if k in env},
+        "stdin": stdin,
+    }).encode()
+    try:
+        answer = _post(socket_path, "/cni", payload)
+    except AgentUnreachable as exc:
+        code = CODE_NOT_AVAILABLE if command == "STATUS" else CODE_TRY_AGAIN_LATER
+        code, out = _error(version, code, f"podwire agent unreachable at {socket_path}",
+                           str(exc))
+        return code, out, ""
+    return answer["exit_code"], str(answer.get("stdout", "")), str(answer.get("stderr", ""))
+
+
 def main() -> None:
-    print("cni")
+    try:
+        stdin = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        code, out = _error(None, CODE_DECODE_FAILURE, "network configuration is not UTF-8")
+        sys.stdout.write(out)
+        sys.exit(code)
+    code, out, err = run(dict(os.environ), stdin)
+    if out:
+        sys.stdout.write(out)
+    if err:
+        sys.stderr.write(err)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -47,7 +47,8 @@ if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 stamp=.venv/.podwire-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# cni/shim.py is installed as a copied script (podwire-cni), so it is part of the stamp.
+want=$(cat pyproject.toml cni/shim.py | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   echo "$want" > "$stamp"
