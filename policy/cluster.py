@@ -1,0 +1,285 @@
+"""The cluster as NetworkPolicy sees it: namespaces, pods and policies, with lookup indexes.
+
+The agent's in-memory model and the reference evaluator share these types, so the
+datapath and the evaluator cannot read the API objects differently.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from .fields import Reader, child, item
+from .labels import Labels, as_labels
+from .model import IPAddress, NetworkPolicy, Protocol, parse_metadata
+from .names import port_name_error
+
+# The API server sets this label on every namespace (immutable, equal to the name);
+# policies use it to select a namespace by name.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """A namespace and its labels (always including `kubernetes.io/metadata.name`)."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=Labels)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "labels", as_labels(self.labels).merged({NAMESPACE_NAME_LABEL: self.name})
+        )
+
+    @classmethod
+    def from_api(cls, obj: object) -> Namespace:
+        """Decode a v1 Namespace object; raises PolicyErrors naming bad fields."""
+        reader = Reader()
+        namespace = _parse_namespace(obj, reader)
+        reader.raise_if_failed()
+        assert namespace is not None  # no errors implies a namespace was built
+        return namespace
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    """A container port; `name` (an IANA_SVC_NAME) is what named policy ports refer to."""
+
+    name: str | None
+    port: int
+    protocol: Protocol = Protocol.TCP
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "protocol", Protocol(self.protocol))
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod as policy sees it. `ip` is None until the pod has an address."""
+
+    namespace: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=Labels)
+    ip: str | None = None
+    node: str | None = None
+    ports: tuple[ContainerPort, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Normalised here so equal pods compare equal however they were built.
+        object.__setattr__(self, "labels", as_labels(self.labels))
+        object.__setattr__(self, "ports", tuple(self.ports))
+        if self.ip is not None:
+            object.__setattr__(self, "ip", str(ipaddress.ip_address(self.ip)))
+
+    @property
+    def key(self) -> str:
+        """`namespace/name`."""
+        return f"{self.namespace}/{self.name}"
+
+    @cached_property
+    def address(self) -> IPAddress | None:
+        """`ip` parsed, for ipBlock matching."""
+        return ipaddress.ip_address(self.ip) if self.ip is not None else None
+
+    def named_ports(self, name: str, protocol: Protocol) -> list[int]:
+        """The port numbers this pod names `name` on `protocol` (usually zero or one)."""
+        return [p.port for p in self.ports if p.name == name and p.protocol is protocol]
+
+    @classmethod
+    def from_api(cls, obj: object) -> Pod:
+        """Decode a v1 Pod object (labels, container ports, status.podIP, spec.nodeName)."""
+        reader = Reader()
+        pod = _parse_pod(obj, reader)
+        reader.raise_if_failed()
+        assert pod is not None  # no errors implies a pod was built
+        return pod
+
+
+class Cluster:
+    """Namespaces, pods and policies, indexed for the lookups policy resolution makes.
+
+    Mutable so the agent can apply watch events in place (`set_*` / `remove_*`); the
+    objects it holds are immutable.
+    """
+
+    def __init__(
+        self,
+        namespaces: Iterable[Namespace] = (),
+        pods: Iterable[Pod] = (),
+        policies: Iterable[NetworkPolicy] = (),
+    ) -> None:
+        self._namespaces: dict[str, Namespace] = {}
+        self._pods: dict[str, dict[str, Pod]] = {}
+        self._policies: dict[str, dict[str, NetworkPolicy]] = {}
+        self._pods_by_ip: dict[str, dict[str, Pod]] = {}
+        for namespace in namespaces:
+            self.set_namespace(namespace)
+        for pod in pods:
+            self.set_pod(pod)
+        for policy in policies:
+            self.set_policy(policy)
+
+    @property
+    def namespaces(self) -> Mapping[str, Namespace]:
+        """Known namespaces by name."""
+        return self._namespaces
+
+    def namespace(self, name: str) -> Namespace:
+        """The namespace `name`; one not (yet) seen has only its name label, as the API sets."""
+        return self._namespaces.get(name) or Namespace(name)
+
+    def namespace_names(self) -> list[str]:
+        """Names of namespaces known by object or by pod (pods may come before their Namespace)."""
+        return sorted(set(self._namespaces) | {name for name, pods in self._pods.items() if pods})
+
+    def pods(self) -> Iterator[Pod]:
+        """Every pod."""
+        for pods in self._pods.values():
+            yield from pods.values()
+
+    def pods_in(self, namespace: str) -> Iterable[Pod]:
+        """The pods of one namespace."""
+        return self._pods.get(namespace, {}).values()
+
+    def pod(self, namespace: str, name: str) -> Pod | None:
+        """One pod by name, or None."""
+        return self._pods.get(namespace, {}).get(name)
+
+    def pods_with_ip(self, ip: str) -> list[Pod]:
+        """Pods holding address `ip` (normally at most one)."""
+        return list(self._pods_by_ip.get(str(ipaddress.ip_address(ip)), {}).values())
+
+    def policies(self) -> Iterator[NetworkPolicy]:
+        """Every policy."""
+        for policies in self._policies.values():
+            yield from policies.values()
+
+    def policies_in(self, namespace: str) -> Iterable[NetworkPolicy]:
+        """The policies of one namespace (a policy only ever selects pods of its own)."""
+        return self._policies.get(namespace, {}).values()
+
+    def set_namespace(self, namespace: Namespace) -> None:
+        """Add or replace a namespace."""
+        self._namespaces[namespace.name] = namespace
+
+    def remove_namespace(self, name: str) -> None:
+        """Forget a namespace (its pods and policies stay until removed themselves)."""
+        self._namespaces.pop(name, None)
+
+    def set_pod(self, pod: Pod) -> None:
+        """Add or replace a pod."""
+        self.remove_pod(pod.namespace, pod.name)
+        self._pods.setdefault(pod.namespace, {})[pod.name] = pod
+        if pod.ip is not None:
+            self._pods_by_ip.setdefault(pod.ip, {})[pod.key] = pod
+
+    def remove_pod(self, namespace: str, name: str) -> None:
+        """Forget a pod, if known."""
+        old = self._pods.get(namespace, {}).pop(name, None)
+        if old is not None and old.ip is not None:
+            holders = self._pods_by_ip.get(old.ip, {})
+            holders.pop(old.key, None)
+            if not holders:
+                self._pods_by_ip.pop(old.ip, None)
+
+    def set_policy(self, policy: NetworkPolicy) -> None:
+        """Add or replace a policy."""
+        self._policies.setdefault(policy.namespace, {})[policy.name] = policy
+
+    def remove_policy(self, namespace: str, name: str) -> None:
+        """Forget a policy, if known."""
+        self._policies.get(namespace, {}).pop(name, None)
+
+    def add_object(self, obj: Namespace | Pod | NetworkPolicy) -> None:
+        """Add or replace any of the three kinds."""
+        if isinstance(obj, Namespace):
+            self.set_namespace(obj)
+        elif isinstance(obj, Pod):
+            self.set_pod(obj)
+        else:
+            self.set_policy(obj)
+
+
+def _parse_namespace(obj: object, reader: Reader) -> Namespace | None:
+    body = reader.mapping(obj, "")
+    if body is None:
+        return None
+    name, _ = parse_metadata(body.get("metadata"), reader, None)
+    labels = _labels(body, reader)
+    if reader.errors or name is None:
+        return None
+    return Namespace(name, Labels(labels))
+
+
+def _labels(body: Mapping[str, Any], reader: Reader) -> dict[str, str]:
+    meta = body.get("metadata")
+    if isinstance(meta, Mapping) and meta.get("labels") is not None:
+        return reader.string_map(meta["labels"], "metadata.labels") or {}
+    return {}
+
+
+def _parse_pod(obj: object, reader: Reader) -> Pod | None:
+    # Pods carry far more than policy reads; only the fields read here are checked.
+    body = reader.mapping(obj, "")
+    if body is None:
+        return None
+    name, namespace = parse_metadata(body.get("metadata"), reader, "default")
+    labels = _labels(body, reader)
+    spec = reader.mapping(body.get("spec") or {}, "spec")
+    status = reader.mapping(body.get("status") or {}, "status")
+    node = None
+    ports: list[ContainerPort] = []
+    if spec is not None:
+        if spec.get("nodeName") is not None:
+            node = reader.string(spec["nodeName"], "spec.nodeName")
+        for field_name in ("initContainers", "containers"):
+            containers_path = child("spec", field_name)
+            containers = spec.get(field_name)
+            for index, container in enumerate(reader.sequence(containers or [], containers_path) or []):
+                ports += _container_ports(container, item(containers_path, index), reader)
+    ip = None
+    if status is not None and status.get("podIP"):
+        text = reader.string(status["podIP"], "status.podIP")
+        try:
+            ip = str(ipaddress.ip_address(text)) if text is not None else None
+        except ValueError:
+            reader.error("status.podIP", f"{text!r}: must be a valid IP address")
+    if reader.errors or name is None or namespace is None:
+        return None
+    return Pod(namespace, name, Labels(labels), ip, node, tuple(ports))
+
+
+def _container_ports(container: object, path: str, reader: Reader) -> list[ContainerPort]:
+    body = reader.mapping(container, path)
+    if body is None or body.get("ports") is None:
+        return []
+    ports = []
+    ports_path = child(path, "ports")
+    for index, entry in enumerate(reader.sequence(body["ports"], ports_path) or []):
+        port_path = item(ports_path, index)
+        port_body = reader.mapping(entry, port_path)
+        if port_body is None:
+            continue
+        number = reader.integer(port_body.get("containerPort"), child(port_path, "containerPort"))
+        if number is not None and not 1 <= number <= 65535:
+            reader.error(child(port_path, "containerPort"), f"{number}: must be between 1 and 65535, inclusive")
+            number = None
+        name = None
+        if port_body.get("name") is not None:
+            name = reader.string(port_body["name"], child(port_path, "name"))
+            problem = port_name_error(name) if name is not None else None
+            if problem:
+                reader.error(child(port_path, "name"), f"{name!r}: {problem}")
+        protocol = Protocol.TCP
+        if port_body.get("protocol") is not None:
+            text = reader.string(port_body["protocol"], child(port_path, "protocol"))
+            if text is not None and text not in Protocol.__members__:
+                reader.error(child(port_path, "protocol"), f"Unsupported value: {text!r}")
+            elif text is not None:
+                protocol = Protocol(text)
+        if number is not None:
+            ports.append(ContainerPort(name, number, protocol))
+    return ports
