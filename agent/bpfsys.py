@@ -1,0 +1,251 @@
+"""Raw bpf(2) through ctypes: what the long-running agent needs of BPF objects.
+
+The agent must not import bcc (77 MB) nor keep LLVM resident (134 MB): compiling
+happens in a short-lived loader subprocess, and everything afterwards — reopening
+pins, reading and writing maps — goes through these thin syscall wrappers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from dataclasses import dataclass
+from functools import cache
+
+_SYS_BPF = 321  # x86_64
+
+BPF_MAP_CREATE = 0
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_DELETE_BATCH = 27
+
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+
+BPF_F_NO_PREALLOC = 1
+
+MAP_TYPES = {
+    "hash": 1,
+    "array": 2,
+    "percpu_hash": 5,
+    "percpu_array": 6,
+    "lru_hash": 9,
+    "lpm_trie": 11,
+    "ringbuf": 27,
+}
+PERCPU_TYPES = {5, 6}
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class BpfError(OSError):
+    """A failed bpf(2) command; the message names the command and the object."""
+
+
+def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
+    ret = _libc.syscall(_SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise BpfError(err, f"bpf cmd {cmd} on {what}: {os.strerror(err)}")
+    return int(ret)
+
+
+class _MapCreateAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_type", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("numa_node", ctypes.c_uint32),
+        ("map_name", ctypes.c_char * 16),
+    ]
+
+
+class _ElemAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("key", ctypes.c_uint64),
+        ("value", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+class _ObjAttr(ctypes.Structure):
+    _fields_ = [
+        ("pathname", ctypes.c_uint64),
+        ("bpf_fd", ctypes.c_uint32),
+        ("file_flags", ctypes.c_uint32),
+    ]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32),
+                ("info", ctypes.c_uint64)]
+
+
+class _BatchAttr(ctypes.Structure):
+    _fields_ = [
+        ("in_batch", ctypes.c_uint64),
+        ("out_batch", ctypes.c_uint64),
+        ("keys", ctypes.c_uint64),
+        ("values", ctypes.c_uint64),
+        ("count", ctypes.c_uint32),
+        ("map_fd", ctypes.c_uint32),
+        ("elem_flags", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+class _MapInfo(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+        ("rest", ctypes.c_uint8 * 64),
+    ]
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    type: int
+    id: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    name: str
+
+
+def _addr(buf: ctypes.Array | ctypes.Structure | None) -> int:
+    return ctypes.addressof(buf) if buf is not None else 0
+
+
+@cache
+def possible_cpus() -> int:
+    """Per-CPU map values hold one slot per possible CPU (not online CPU)."""
+    text = open("/sys/devices/system/cpu/possible").read().strip()
+    count = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        count += int(hi or lo) - int(lo) + 1
+    return count
+
+
+def map_create(map_type: str, key_size: int, value_size: int, max_entries: int,
+               name: str, flags: int = 0) -> int:
+    """Create a map and return its fd."""
+    if map_type not in MAP_TYPES:
+        raise ValueError(f"unknown map type {map_type!r}")
+    attr = _MapCreateAttr(map_type=MAP_TYPES[map_type], key_size=key_size,
+                          value_size=value_size, max_entries=max_entries, map_flags=flags,
+                          map_name=name.encode()[:15])
+    return _bpf(BPF_MAP_CREATE, attr, f"map {name}")
+
+
+def obj_pin(fd: int, path: str) -> None:
+    raw = ctypes.create_string_buffer(os.fsencode(path))
+    _bpf(BPF_OBJ_PIN, _ObjAttr(pathname=_addr(raw), bpf_fd=fd), path)
+
+
+def obj_get(path: str) -> int:
+    """Open a pinned object; raises FileNotFoundError-like BpfError (ENOENT) if absent."""
+    raw = ctypes.create_string_buffer(os.fsencode(path))
+    return _bpf(BPF_OBJ_GET, _ObjAttr(pathname=_addr(raw)), path)
+
+
+def map_info(fd: int) -> MapInfo:
+    info = _MapInfo()
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"fd {fd}")
+    return MapInfo(info.type, info.id, info.key_size, info.value_size, info.max_entries,
+                   info.map_flags, info.name.decode(errors="replace"))
+
+
+def lookup(fd: int, key: ctypes.Structure | ctypes.Array | ctypes._SimpleCData,
+           value: ctypes.Structure | ctypes.Array | ctypes._SimpleCData) -> bool:
+    """Fill value from key's entry; False when there is none."""
+    attr = _ElemAttr(map_fd=fd, key=_addr(key), value=_addr(value))
+    try:
+        _bpf(BPF_MAP_LOOKUP_ELEM, attr, f"map fd {fd}")
+    except BpfError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def update(fd: int, key: ctypes._CData, value: ctypes._CData, flags: int = BPF_ANY) -> None:
+    _bpf(BPF_MAP_UPDATE_ELEM, _ElemAttr(map_fd=fd, key=_addr(key), value=_addr(value),
+                                        flags=flags), f"map fd {fd}")
+
+
+def delete(fd: int, key: ctypes._CData) -> bool:
+    """Delete key's entry; False when there was none."""
+    try:
+        _bpf(BPF_MAP_DELETE_ELEM, _ElemAttr(map_fd=fd, key=_addr(key)), f"map fd {fd}")
+    except BpfError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def next_key(fd: int, key: ctypes._CData | None, out: ctypes._CData) -> bool:
+    """Fill out with the key after key (the first key when key is None); False at the end."""
+    attr = _ElemAttr(map_fd=fd, key=_addr(key) if key is not None else 0, value=_addr(out))
+    try:
+        _bpf(BPF_MAP_GET_NEXT_KEY, attr, f"map fd {fd}")
+    except BpfError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def lookup_batch(fd: int, keys: ctypes.Array, values: ctypes.Array,
+                 token: ctypes.Array | None, out_token: ctypes.Array) -> tuple[int, bool]:
+    """One BPF_MAP_LOOKUP_BATCH step (hash maps): (entries read, more remain).
+
+    token is None for the first step, then the out_token of the previous step.
+    """
+    attr = _BatchAttr(in_batch=_addr(token), out_batch=_addr(out_token), keys=_addr(keys),
+                      values=_addr(values), count=len(keys), map_fd=fd)
+    ret = _libc.syscall(_SYS_BPF, BPF_MAP_LOOKUP_BATCH, ctypes.byref(attr),
+                        ctypes.sizeof(attr))
+    if ret < 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOENT:
+            return attr.count, False
+        raise BpfError(err, f"bpf lookup batch on map fd {fd}: {os.strerror(err)}")
+    return attr.count, True
+
+
+def delete_batch(fd: int, keys: ctypes.Array, count: int) -> int:
+    """Delete the first count keys; returns how many were deleted."""
+    if count == 0:
+        return 0
+    attr = _BatchAttr(keys=_addr(keys), count=count, map_fd=fd)
+    ret = _libc.syscall(_SYS_BPF, BPF_MAP_DELETE_BATCH, ctypes.byref(attr),
+                        ctypes.sizeof(attr))
+    if ret < 0:
+        err = ctypes.get_errno()
+        if err != errno.ENOENT:
+            raise BpfError(err, f"bpf delete batch on map fd {fd}: {os.strerror(err)}")
+    return attr.count

@@ -1,0 +1,214 @@
+"""Compile bpf/ with bcc and pin maps and programs, in a subprocess.
+
+`python -m podwire.agent.loader --pin-dir DIR --sizes-json '{...}'` creates every
+map that is not pinned yet (reusing the pinned ones, so a restarted agent adopts the
+live conntrack, policy and endpoints), compiles the datapath against those pins,
+pins the programs as prog_<name> (atomically replacing older ones) and exits. Only
+this short-lived process imports bcc and holds LLVM; the agent calls
+`run_loader()` and keeps to raw bpf(2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from podwire.agent import bpfsys, structs
+from podwire.agent.reasons import drop_max
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+PROGRAMS = ("from_pod", "to_pod", "from_overlay")
+# Entry files, compiled as one unit so the programs share one set of maps.
+ENTRY_FILES = ("bpf_pod.c", "bpf_overlay.c")
+_LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class DatapathSizes:
+    """Map capacities. Pinned maps keep the size they were created with."""
+
+    endpoints: int = 1024
+    ipcache: int = 65536
+    policy: int = 65536
+    conntrack: int = 65536
+    fragments: int = 8192
+    events_pages: int = 64
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"datapath size {f.name} must be positive")
+        if self.events_pages & (self.events_pages - 1):
+            raise ValueError("datapath size events_pages must be a power of two")
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    name: str
+    type: str
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int = 0
+
+
+class LoaderError(RuntimeError):
+    """The datapath could not be compiled or pinned; the message says which step."""
+
+
+def map_specs(sizes: DatapathSizes) -> list[MapSpec]:
+    """Every map of bpf/lib/maps.h with its sizes."""
+    s = ctypes.sizeof
+    return [
+        MapSpec("endpoints", "hash", 4, s(structs.EndpointInfo), sizes.endpoints),
+        MapSpec("ipcache", "lpm_trie", s(structs.IpcacheKey), s(structs.IpcacheValue),
+                sizes.ipcache, bpfsys.BPF_F_NO_PREALLOC),
+        MapSpec("policy", "lpm_trie", s(structs.PolicyKey), s(structs.PolicyValue),
+                sizes.policy, bpfsys.BPF_F_NO_PREALLOC),
+        MapSpec("conntrack", "hash", s(structs.CtKey), s(structs.CtValue), sizes.conntrack),
+        MapSpec("fragments", "lru_hash", s(structs.FragKey), s(structs.FragValue),
+                sizes.fragments),
+        MapSpec("metrics", "percpu_array", 4, s(structs.MetricsValue),
+                drop_max() * structs.DIR_MAX),
+        MapSpec("events_lost", "percpu_array", 4, 8, 1),
+        MapSpec("config", "array", 4, s(structs.NodeConfig), 1),
+        MapSpec("events", "ringbuf", 0, 0, sizes.events_pages * PAGE_SIZE),
+    ]
+
+
+def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
+    """Create and pin missing maps, adopt existing ones; name -> max_entries in force."""
+    pin_dir.mkdir(parents=True, exist_ok=True)
+    in_force: dict[str, int] = {}
+    for spec in map_specs(sizes):
+        path = str(pin_dir / spec.name)
+        if os.path.exists(path):
+            fd = bpfsys.obj_get(path)
+            info = bpfsys.map_info(fd)
+            os.close(fd)
+            have = (bpfsys.MAP_TYPES[spec.type], spec.key_size, spec.value_size)
+            if (info.type, info.key_size, info.value_size) != have:
+                raise LoaderError(f"pinned map {path} has another layout (type/key/value "
+                                  f"{info.type}/{info.key_size}/{info.value_size}, want "
+                                  f"{have[0]}/{have[1]}/{have[2]}); remove the pin dir")
+            in_force[spec.name] = info.max_entries
+            continue
+        fd = bpfsys.map_create(spec.type, spec.key_size, spec.value_size, spec.max_entries,
+                               spec.name, spec.flags)
+        try:
+            bpfsys.obj_pin(fd, path)
+        finally:
+            os.close(fd)
+        in_force[spec.name] = spec.max_entries
+    return in_force
+
+
+def cflags(pin_dir: Path, in_force: dict[str, int]) -> list[str]:
+    return [
+        f"-I{BPF_DIR}",
+        f'-DPIN_DIR="{pin_dir}"',
+        f"-DEP_MAX={in_force['endpoints']}",
+        f"-DIPCACHE_MAX={in_force['ipcache']}",
+        f"-DPOLICY_MAX={in_force['policy']}",
+        f"-DCT_MAX={in_force['conntrack']}",
+        f"-DFRAG_MAX={in_force['fragments']}",
+        f"-DEVENTS_BYTES={in_force['events']}",
+    ]
+
+
+def datapath_source(entry_files: tuple[str, ...] = ENTRY_FILES) -> str:
+    """The entry files with their local headers spliced in, each header once.
+
+    bcc rewrites map calls (`conntrack.lookup(...)`) only in its main file, and
+    makes programs only of main-file functions; splicing keeps bpf/lib/ as small
+    headers while bcc sees one file.
+    """
+    seen: set[Path] = set()
+
+    def splice(path: Path) -> list[str]:
+        out = []
+        for line in path.read_text().splitlines():
+            match = _LOCAL_INCLUDE.match(line)
+            if not match:
+                out.append(line)
+                continue
+            header = (path.parent / match.group(1)).resolve()
+            if header not in seen:
+                seen.add(header)
+                out.extend(splice(header))
+        return out
+
+    lines: list[str] = []
+    for name in entry_files:
+        lines.extend(splice(BPF_DIR / name))
+    return "\n".join(lines) + "\n"
+
+
+def compile_and_pin(pin_dir: Path, sizes: DatapathSizes) -> dict[str, object]:
+    """The loader's whole job (runs in the subprocess: imports bcc)."""
+    from bcc import BPF  # only here: the agent process never imports bcc
+
+    in_force = ensure_maps(pin_dir, sizes)
+    bpf = BPF(text=datapath_source(), cflags=cflags(pin_dir, in_force))
+    for name in PROGRAMS:
+        fn = bpf.load_func(name, BPF.SCHED_CLS)
+        final = pin_dir / f"prog_{name}"
+        staging = pin_dir / f"prog_{name}_staging"  # bpffs refuses names with a dot
+        if staging.exists():
+            staging.unlink()
+        bpfsys.obj_pin(fn.fd, str(staging))
+        # rename(2) on bpffs swaps the pin in one step: tc re-attach finds either
+        # the old program or the new one, never no program.
+        os.replace(staging, final)
+    return {"pin_dir": str(pin_dir), "maps": in_force, "programs": list(PROGRAMS)}
+
+
+def run_loader(pin_dir: Path, sizes: DatapathSizes, timeout: float = 120.0) -> dict:
+    """Run the loader subprocess; returns its summary or raises LoaderError."""
+    cmd = [sys.executable, "-m", "podwire.agent.loader", "--pin-dir", str(pin_dir),
+           "--sizes-json", json.dumps(dataclasses.asdict(sizes))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-30:])
+        raise LoaderError(f"datapath loader failed (exit {proc.returncode}): {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="podwire.agent.loader",
+                                     description="compile and pin the podwire datapath")
+    parser.add_argument("--pin-dir", required=True, type=Path)
+    parser.add_argument("--sizes-json", default="{}",
+                        help="DatapathSizes fields as JSON, e.g. '{\"conntrack\": 1024}'")
+    args = parser.parse_args(argv)
+    try:
+        raw = json.loads(args.sizes_json)
+        if not isinstance(raw, dict):
+            raise ValueError("--sizes-json must be a JSON object")
+        known = {f.name for f in dataclasses.fields(DatapathSizes)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown datapath size(s): {', '.join(unknown)}")
+        sizes = DatapathSizes(**raw)
+        summary = compile_and_pin(args.pin_dir, sizes)
+    except (ValueError, LoaderError, OSError) as exc:
+        print(f"level=error msg=\"datapath load failed\" error=\"{exc}\"", file=sys.stderr)
+        return 1
+    except Exception as exc:  # bcc raises bare Exception on compile/verifier errors
+        print(f"level=error msg=\"datapath compile failed\" error=\"{exc}\"", file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

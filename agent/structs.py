@@ -1,0 +1,238 @@
+"""ctypes mirrors of the datapath's C structs (bpf/lib/types.h).
+
+Each struct is defined once in C and once here; tests/unit/test_structs.py compiles
+the header with gcc and compares every size and offset, so the two cannot drift.
+IPv4 addresses and ports are stored in network byte order, as the C side reads them
+straight from packets; the helpers below convert from Python's dotted strings.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import socket
+
+IDENTITY_ANY = 0
+IDENTITY_HOST = 1
+IDENTITY_WORLD = 2
+IDENTITY_REMOTE_NODE = 3
+
+EP_F_INGRESS_ISOLATED = 1
+EP_F_EGRESS_ISOLATED = 2
+
+DIR_INGRESS = 0
+DIR_EGRESS = 1
+DIR_MAX = 2
+
+HOOK_FROM_POD = 1
+HOOK_TO_POD = 2
+HOOK_FROM_OVERLAY = 3
+
+EVENT_FLOW = 1
+EVENT_DROP = 2
+
+CFG_F_EVENTS = 1
+
+CT_STATE_NEW = 0
+CT_STATE_SYN_SENT = 1
+CT_STATE_ESTABLISHED = 2
+CT_STATE_CLOSING = 3
+
+# Policy key prefix lengths: peer on any protocol/port, any port of one protocol, one port.
+POLICY_PREFIX_ANY_PROTO = 72
+POLICY_PREFIX_ANY_PORT = 80
+POLICY_PREFIX_PORT = 96
+
+
+def ip_be(ip: str) -> int:
+    """An IPv4 address as the integer the kernel stores (network byte order in memory)."""
+    return int.from_bytes(ipaddress.IPv4Address(ip).packed, "little")
+
+
+def ip_str(value: int) -> str:
+    """Inverse of ip_be."""
+    return str(ipaddress.IPv4Address(value.to_bytes(4, "little")))
+
+
+def port_be(port: int) -> int:
+    """A port as the C side stores it (network byte order in memory)."""
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(f"port out of range: {port}")
+    return socket.htons(port)
+
+
+def port_host(value: int) -> int:
+    """Inverse of port_be."""
+    return socket.ntohs(value)
+
+
+def mac_bytes(mac: str) -> bytes:
+    """'aa:bb:cc:dd:ee:ff' to 6 bytes, with an error naming the bad value."""
+    parts = mac.split(":")
+    try:
+        raw = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raw = b""
+    if len(parts) != 6 or len(raw) != 6:
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return raw
+
+
+class EndpointInfo(ctypes.Structure):
+    _fields_ = [
+        ("ifindex", ctypes.c_uint32),
+        ("ep_id", ctypes.c_uint32),
+        ("identity", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("pod_mac", ctypes.c_uint8 * 6),
+        ("host_mac", ctypes.c_uint8 * 6),
+    ]
+
+    @classmethod
+    def make(cls, ifindex: int, ep_id: int, identity: int, flags: int, pod_mac: str,
+             host_mac: str) -> "EndpointInfo":
+        """An endpoint value from readable fields (MACs as 'aa:bb:...')."""
+        value = cls(ifindex=ifindex, ep_id=ep_id, identity=identity, flags=flags)
+        value.pod_mac[:] = list(mac_bytes(pod_mac))
+        value.host_mac[:] = list(mac_bytes(host_mac))
+        return value
+
+
+class IpcacheKey(ctypes.Structure):
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("ip", ctypes.c_uint32)]
+
+    @classmethod
+    def from_cidr(cls, cidr: str) -> "IpcacheKey":
+        """'10.0.0.0/8' or '10.0.0.1' (a /32)."""
+        net = ipaddress.IPv4Network(cidr, strict=False)
+        return cls(prefixlen=net.prefixlen, ip=ip_be(str(net.network_address)))
+
+
+class IpcacheValue(ctypes.Structure):
+    _fields_ = [
+        ("identity", ctypes.c_uint32),
+        ("cidr_identity", ctypes.c_uint32),
+        ("tunnel_ip", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+    ]
+
+
+class PolicyKey(ctypes.Structure):
+    """Packed: the LPM trie matches the bytes after prefixlen in memory order.
+
+    ep_id, direction, identity and proto are always matched in full, so they are in
+    host order; dport is network order (use port_be) because port ranges are
+    prefixes of its leading bits.
+    """
+
+    _pack_ = 1
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),
+        ("ep_id", ctypes.c_uint32),
+        ("direction", ctypes.c_uint8),
+        ("identity", ctypes.c_uint32),
+        ("proto", ctypes.c_uint8),
+        ("dport", ctypes.c_uint16),
+    ]
+
+
+class PolicyValue(ctypes.Structure):
+    _fields_ = [("policy_ref", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+class CtKey(ctypes.Structure):
+    _fields_ = [
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
+class CtValue(ctypes.Structure):
+    _fields_ = [
+        ("last_seen", ctypes.c_uint64),
+        ("created", ctypes.c_uint64),
+        ("egress_ref", ctypes.c_uint32),
+        ("ingress_ref", ctypes.c_uint32),
+        ("state", ctypes.c_uint8),
+        ("seen_reply", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 6),
+    ]
+
+
+class FragKey(ctypes.Structure):
+    _fields_ = [
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("id", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
+class FragValue(ctypes.Structure):
+    _fields_ = [("sport", ctypes.c_uint16), ("dport", ctypes.c_uint16)]
+
+
+class MetricsValue(ctypes.Structure):
+    _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
+
+
+class NodeConfig(ctypes.Structure):
+    _fields_ = [
+        ("vxlan_ifindex", ctypes.c_uint32),
+        ("node_ip", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("ct_tcp_syn", ctypes.c_uint32),
+        ("ct_tcp_established", ctypes.c_uint32),
+        ("ct_tcp_closing", ctypes.c_uint32),
+        ("ct_udp", ctypes.c_uint32),
+        ("ct_icmp", ctypes.c_uint32),
+        ("ct_other", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+class FlowEvent(ctypes.Structure):
+    _fields_ = [
+        ("timestamp", ctypes.c_uint64),
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("tcp_flags", ctypes.c_uint8),
+        ("type", ctypes.c_uint8),
+        ("reason", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+        ("hook", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 2),
+        ("ifindex", ctypes.c_uint32),
+        ("src_identity", ctypes.c_uint32),
+        ("dst_identity", ctypes.c_uint32),
+        ("src_ep_id", ctypes.c_uint32),
+        ("dst_ep_id", ctypes.c_uint32),
+        ("egress_ref", ctypes.c_uint32),
+        ("ingress_ref", ctypes.c_uint32),
+        ("len", ctypes.c_uint32),
+    ]
+
+
+# C struct name -> mirror; the layout test walks this table.
+C_STRUCTS: dict[str, type[ctypes.Structure]] = {
+    "endpoint_info": EndpointInfo,
+    "ipcache_key": IpcacheKey,
+    "ipcache_value": IpcacheValue,
+    "policy_key": PolicyKey,
+    "policy_value": PolicyValue,
+    "ct_key": CtKey,
+    "ct_value": CtValue,
+    "frag_key": FragKey,
+    "frag_value": FragValue,
+    "metrics_value": MetricsValue,
+    "node_config": NodeConfig,
+    "flow_event": FlowEvent,
+}

@@ -1,0 +1,50 @@
+/* from_overlay: tc ingress of the vxlan device (collect_md). Packets from pods on
+ * other nodes, already decapsulated; the sender is resolved by its source IP in
+ * this node's ipcache (identities are node-local). */
+#include "lib/conntrack.h"
+#include "lib/policy.h"
+#include "lib/forward.h"
+
+int from_overlay(struct __sk_buff *skb)
+{
+	struct flow_ctx c = { .direction = DIR_INGRESS, .hook = HOOK_FROM_OVERLAY };
+	struct endpoint_info *dst_ep;
+	struct ipcache_value *peer;
+	struct node_config *cfg;
+	struct pkt p = {};
+	__u32 zero = 0;
+	__u64 now;
+	int ret;
+
+	cfg = config.lookup(&zero);
+	if (!cfg) {
+		count(DROP_NO_CONFIG, DIR_INGRESS, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (skb->protocol != 0x0008 /* htons(ETH_P_IP) */)
+		return drop(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3);
+	ret = parse_ipv4(skb, &p);
+	if (ret)
+		return drop(skb, cfg, &p, &c, ret);
+
+	peer = ipcache_lookup(p.saddr);
+	c.src_identity = peer ? peer->identity : IDENTITY_WORLD;
+	dst_ep = endpoints.lookup(&p.daddr);
+	if (!dst_ep)
+		return drop(skb, cfg, &p, &c, DROP_UNKNOWN_DESTINATION);
+	c.dst_identity = dst_ep->identity;
+	c.dst_ep_id = dst_ep->ep_id;
+
+	now = bpf_ktime_get_ns();
+	if (ct_lookup(skb, cfg, &p, now) != CT_NEW)
+		return deliver_local(skb, cfg, &p, &c, dst_ep);
+
+	if (!policy_allows(dst_ep, DIR_INGRESS, c.src_identity, peer ? peer->cidr_identity : 0,
+			   &p, &c.ingress_ref))
+		return drop(skb, cfg, &p, &c, DROP_POLICY_DENIED);
+	ret = ct_create(&p, now, 0, c.ingress_ref);
+	if (ret)
+		return drop(skb, cfg, &p, &c, ret);
+	emit(skb, cfg, &p, &c, EVENT_FLOW, DROP_FORWARDED);
+	return deliver_local(skb, cfg, &p, &c, dst_ep);
+}

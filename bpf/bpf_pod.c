@@ -1,0 +1,132 @@
+/* Programs on a pod's host-side veth: from_pod (tc ingress: what the pod sends) and
+ * to_pod (tc egress: what reaches the pod through the host stack). */
+#include "lib/conntrack.h"
+#include "lib/policy.h"
+#include "lib/forward.h"
+
+#define ETH_P_IP_BE 0x0008  /* htons(ETH_P_IP) */
+#define ETH_P_ARP_BE 0x0608 /* htons(ETH_P_ARP) */
+
+/* Pods resolve their gateway (169.254.1.1) and the host resolves pods by ARP: pass.
+ * Everything else that is not IPv4 (IPv6 included: the cluster is IPv4-only, and
+ * passing it would reach the node around policy) is dropped UNSUPPORTED_L3. */
+int from_pod(struct __sk_buff *skb)
+{
+	struct flow_ctx c = { .direction = DIR_EGRESS, .hook = HOOK_FROM_POD };
+	struct endpoint_info *src, *dst_ep;
+	struct ipcache_value *peer, *self;
+	struct node_config *cfg;
+	struct pkt p = {};
+	__u32 zero = 0, cidr = 0;
+	__u64 now;
+	int ret;
+
+	cfg = config.lookup(&zero);
+	if (!cfg) {
+		count(DROP_NO_CONFIG, DIR_EGRESS, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (skb->protocol == ETH_P_ARP_BE) {
+		count(DROP_FORWARDED, DIR_EGRESS, skb->len);
+		return TC_ACT_OK;
+	}
+	if (skb->protocol != ETH_P_IP_BE)
+		return drop(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3);
+	ret = parse_ipv4(skb, &p);
+	if (ret)
+		return drop(skb, cfg, &p, &c, ret);
+
+	src = endpoints.lookup(&p.saddr);
+	if (!src || src->ifindex != skb->ingress_ifindex)
+		return drop(skb, cfg, &p, &c, DROP_INVALID_SOURCE);
+	c.src_identity = src->identity;
+	c.src_ep_id = src->ep_id;
+
+	now = bpf_ktime_get_ns();
+	if (ct_lookup(skb, cfg, &p, now) != CT_NEW)
+		return deliver(skb, cfg, &p, &c);
+
+	dst_ep = endpoints.lookup(&p.daddr);
+	peer = ipcache_lookup(p.daddr);
+	if (dst_ep) {
+		c.dst_identity = dst_ep->identity;
+		c.dst_ep_id = dst_ep->ep_id;
+	} else {
+		c.dst_identity = peer ? peer->identity : IDENTITY_WORLD;
+	}
+	if (peer)
+		cidr = peer->cidr_identity;
+	if (!policy_allows(src, DIR_EGRESS, c.dst_identity, cidr, &p, &c.egress_ref))
+		return drop(skb, cfg, &p, &c, DROP_POLICY_DENIED);
+
+	if (dst_ep) {
+		self = ipcache_lookup(p.saddr);
+		c.direction = DIR_INGRESS;
+		if (!policy_allows(dst_ep, DIR_INGRESS, c.src_identity,
+				   self ? self->cidr_identity : 0, &p, &c.ingress_ref))
+			return drop(skb, cfg, &p, &c, DROP_POLICY_DENIED);
+		c.direction = DIR_EGRESS;
+	}
+
+	ret = ct_create(&p, now, c.egress_ref, c.ingress_ref);
+	if (ret)
+		return drop(skb, cfg, &p, &c, ret);
+	emit(skb, cfg, &p, &c, EVENT_FLOW, DROP_FORWARDED);
+	return deliver(skb, cfg, &p, &c);
+}
+
+/* Traffic the host stack routed to the pod: the node itself (always allowed, the
+ * Kubernetes rule), replies from the world after un-NAT, kube-proxy DNAT. Packets
+ * podwire redirected with redirect_peer never pass here. */
+int to_pod(struct __sk_buff *skb)
+{
+	struct flow_ctx c = { .direction = DIR_INGRESS, .hook = HOOK_TO_POD };
+	struct endpoint_info *dst_ep;
+	struct ipcache_value *peer;
+	struct node_config *cfg;
+	struct pkt p = {};
+	__u32 zero = 0;
+	__u64 now;
+	int ret;
+
+	cfg = config.lookup(&zero);
+	if (!cfg) {
+		count(DROP_NO_CONFIG, DIR_INGRESS, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (skb->protocol == ETH_P_ARP_BE) {
+		count(DROP_FORWARDED, DIR_INGRESS, skb->len);
+		return TC_ACT_OK;
+	}
+	if (skb->protocol != ETH_P_IP_BE)
+		return drop(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3);
+	ret = parse_ipv4(skb, &p);
+	if (ret)
+		return drop(skb, cfg, &p, &c, ret);
+
+	dst_ep = endpoints.lookup(&p.daddr);
+	if (!dst_ep || dst_ep->ifindex != skb->ifindex)
+		return drop(skb, cfg, &p, &c, DROP_UNKNOWN_DESTINATION);
+	c.dst_identity = dst_ep->identity;
+	c.dst_ep_id = dst_ep->ep_id;
+
+	now = bpf_ktime_get_ns();
+	if (ct_lookup(skb, cfg, &p, now) != CT_NEW) {
+		count(DROP_FORWARDED, DIR_INGRESS, skb->len);
+		return TC_ACT_OK;
+	}
+
+	peer = ipcache_lookup(p.saddr);
+	c.src_identity = peer ? peer->identity : IDENTITY_WORLD;
+	if (c.src_identity != IDENTITY_HOST &&
+	    !policy_allows(dst_ep, DIR_INGRESS, c.src_identity, peer ? peer->cidr_identity : 0,
+			   &p, &c.ingress_ref))
+		return drop(skb, cfg, &p, &c, DROP_POLICY_DENIED);
+
+	ret = ct_create(&p, now, 0, c.ingress_ref);
+	if (ret)
+		return drop(skb, cfg, &p, &c, ret);
+	emit(skb, cfg, &p, &c, EVENT_FLOW, DROP_FORWARDED);
+	count(DROP_FORWARDED, DIR_INGRESS, skb->len);
+	return TC_ACT_OK;
+}

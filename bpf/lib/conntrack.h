@@ -1,0 +1,147 @@
+/* Connection tracking: lookup of the forward and the reversed tuple, TCP state from
+ * flags, idle timeouts from the config map. An entry idle longer than its timeout
+ * counts as absent here already; the agent's GC deletes it later. */
+#ifndef PODWIRE_CONNTRACK_H
+#define PODWIRE_CONNTRACK_H
+
+#include "parse.h"
+
+enum ct_status {
+	CT_NEW = 0,
+	CT_ESTABLISHED = 1, /* packet in the initiator's direction */
+	CT_REPLY = 2,
+	CT_RELATED = 3, /* ICMP error about a tracked connection */
+};
+
+#define CT_NSEC_PER_SEC 1000000000ULL
+
+static __always_inline __u64 ct_timeout_ns(const struct node_config *cfg, __u8 proto,
+					   __u8 state)
+{
+	__u32 s;
+
+	if (proto == IPPROTO_TCP) {
+		if (state == CT_STATE_ESTABLISHED)
+			s = cfg->ct_tcp_established;
+		else if (state == CT_STATE_CLOSING)
+			s = cfg->ct_tcp_closing;
+		else
+			s = cfg->ct_tcp_syn;
+	} else if (proto == IPPROTO_UDP) {
+		s = cfg->ct_udp;
+	} else if (proto == IPPROTO_ICMP) {
+		s = cfg->ct_icmp;
+	} else {
+		s = cfg->ct_other;
+	}
+	return (__u64)s * CT_NSEC_PER_SEC;
+}
+
+static __always_inline int ct_alive(const struct node_config *cfg,
+				    const struct ct_value *v, __u8 proto, __u64 now)
+{
+	return now - v->last_seen <= ct_timeout_ns(cfg, proto, v->state);
+}
+
+static __always_inline void ct_key_of(const struct pkt *p, struct ct_key *k)
+{
+	k->saddr = p->saddr;
+	k->daddr = p->daddr;
+	k->sport = p->sport;
+	k->dport = p->dport;
+	k->proto = p->proto;
+}
+
+static __always_inline void ct_reverse(const struct ct_key *k, struct ct_key *r)
+{
+	r->saddr = k->daddr;
+	r->daddr = k->saddr;
+	r->sport = k->dport;
+	r->dport = k->sport;
+	r->proto = k->proto;
+}
+
+static __always_inline void ct_update_tcp(struct ct_value *v, __u8 flags, int reply)
+{
+	if (flags & (TCP_FIN | TCP_RST))
+		v->state = CT_STATE_CLOSING;
+	else if (v->state == CT_STATE_SYN_SENT && reply && (flags & TCP_ACK))
+		v->state = CT_STATE_ESTABLISHED;
+}
+
+/* Is this packet part of a live connection? Refreshes the entry it hits. */
+static __always_inline int ct_lookup(struct __sk_buff *skb, const struct node_config *cfg,
+				     const struct pkt *p, __u64 now)
+{
+	struct ct_key fwd = {}, rev = {};
+	struct ct_value *v;
+
+	ct_key_of(p, &fwd);
+	v = conntrack.lookup(&fwd);
+	if (v && ct_alive(cfg, v, p->proto, now)) {
+		/* A fresh SYN on a closing connection is a new connection (port reuse):
+		 * it goes through policy again. */
+		if (p->proto == IPPROTO_TCP && v->state == CT_STATE_CLOSING &&
+		    (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+			return CT_NEW;
+		if (p->proto == IPPROTO_TCP)
+			ct_update_tcp(v, p->tcp_flags, 0);
+		v->last_seen = now;
+		return CT_ESTABLISHED;
+	}
+
+	ct_reverse(&fwd, &rev);
+	v = conntrack.lookup(&rev);
+	if (v && ct_alive(cfg, v, p->proto, now)) {
+		if (p->proto == IPPROTO_TCP)
+			ct_update_tcp(v, p->tcp_flags, 1);
+		else
+			v->state = CT_STATE_ESTABLISHED;
+		v->seen_reply = 1;
+		v->last_seen = now;
+		return CT_REPLY;
+	}
+
+	if (is_icmp_error(p)) {
+		struct ct_key inner = {};
+
+		if (parse_icmp_inner(skb, p, &inner))
+			return CT_NEW;
+		v = conntrack.lookup(&inner);
+		if (v && ct_alive(cfg, v, inner.proto, now))
+			return CT_RELATED;
+		ct_reverse(&inner, &rev);
+		v = conntrack.lookup(&rev);
+		if (v && ct_alive(cfg, v, inner.proto, now))
+			return CT_RELATED;
+	}
+	return CT_NEW;
+}
+
+/* Record a new connection. Fails (DROP_CT_FULL) only when the map is full: an
+ * expired entry with the same key is overwritten in place. */
+static __always_inline int ct_create(const struct pkt *p, __u64 now, __u32 egress_ref,
+				     __u32 ingress_ref)
+{
+	struct ct_key k = {};
+	struct ct_value v = {};
+
+	ct_key_of(p, &k);
+	v.last_seen = now;
+	v.created = now;
+	v.egress_ref = egress_ref;
+	v.ingress_ref = ingress_ref;
+	if (p->proto == IPPROTO_TCP) {
+		if (p->tcp_flags & (TCP_FIN | TCP_RST))
+			v.state = CT_STATE_CLOSING;
+		else if (p->tcp_flags & TCP_SYN)
+			v.state = CT_STATE_SYN_SENT;
+		else
+			v.state = CT_STATE_ESTABLISHED; /* picked up mid-stream */
+	}
+	if (conntrack.update(&k, &v) < 0)
+		return DROP_CT_FULL;
+	return 0;
+}
+
+#endif

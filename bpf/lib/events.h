@@ -1,0 +1,80 @@
+/* Verdict bookkeeping: per-CPU counters for every packet, and ring buffer events
+ * for each new connection allowed and each drop (when the config enables them). */
+#ifndef PODWIRE_EVENTS_H
+#define PODWIRE_EVENTS_H
+
+#include "parse.h"
+
+/* Who a verdict is about; filled as the program learns it. */
+struct flow_ctx {
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 src_ep_id;
+	__u32 dst_ep_id;
+	__u32 egress_ref;
+	__u32 ingress_ref;
+	__u8 direction;
+	__u8 hook;
+};
+
+static __always_inline void count(__u8 reason, __u8 direction, __u32 len)
+{
+	__u32 idx = reason * DIR_MAX + direction;
+	struct metrics_value *m = metrics.lookup(&idx);
+
+	if (m) {
+		m->packets += 1;
+		m->bytes += len;
+	}
+}
+
+static __always_inline void emit(struct __sk_buff *skb, const struct node_config *cfg,
+				 const struct pkt *p, const struct flow_ctx *c, __u8 type,
+				 __u8 reason)
+{
+	struct flow_event *e;
+
+	if (!(cfg->flags & CFG_F_EVENTS))
+		return;
+	e = events.ringbuf_reserve(sizeof(*e));
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *lost = events_lost.lookup(&zero);
+
+		if (lost)
+			*lost += 1;
+		return;
+	}
+	e->timestamp = bpf_ktime_get_ns();
+	e->saddr = p->saddr;
+	e->daddr = p->daddr;
+	e->sport = p->sport;
+	e->dport = p->dport;
+	e->proto = p->proto;
+	e->tcp_flags = p->tcp_flags;
+	e->type = type;
+	e->reason = reason;
+	e->direction = c->direction;
+	e->hook = c->hook;
+	e->pad[0] = 0;
+	e->pad[1] = 0;
+	e->ifindex = skb->ifindex;
+	e->src_identity = c->src_identity;
+	e->dst_identity = c->dst_identity;
+	e->src_ep_id = c->src_ep_id;
+	e->dst_ep_id = c->dst_ep_id;
+	e->egress_ref = c->egress_ref;
+	e->ingress_ref = c->ingress_ref;
+	e->len = skb->len;
+	events.ringbuf_submit(e, 0);
+}
+
+static __always_inline int drop(struct __sk_buff *skb, const struct node_config *cfg,
+				const struct pkt *p, const struct flow_ctx *c, __u8 reason)
+{
+	count(reason, c->direction, skb->len);
+	emit(skb, cfg, p, c, EVENT_DROP, reason);
+	return TC_ACT_SHOT;
+}
+
+#endif

@@ -1,0 +1,66 @@
+/* Delivery once a packet is allowed: into a local pod, into the tunnel, or up the
+ * host stack. */
+#ifndef PODWIRE_FORWARD_H
+#define PODWIRE_FORWARD_H
+
+#include "events.h"
+
+/* identities are node-local (the receiver resolves the sender by source IP), so
+ * the VNI carries nothing; one fixed value keeps captures readable. */
+#define TUNNEL_VNI 2
+
+static __always_inline struct ipcache_value *ipcache_lookup(__u32 ip)
+{
+	struct ipcache_key k = { .prefixlen = 32, .ip = ip };
+
+	return ipcache.lookup(&k);
+}
+
+/* Into a local pod: its MACs, then straight to the veth peer. redirect_peer skips
+ * the host-side veth's egress hook, so to_pod never sees (nor re-evaluates) it. */
+static __always_inline int deliver_local(struct __sk_buff *skb, const struct node_config *cfg,
+					 const struct pkt *p, const struct flow_ctx *c,
+					 struct endpoint_info *ep)
+{
+	if (bpf_skb_store_bytes(skb, 0, ep->pod_mac, 6, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, 6, ep->host_mac, 6, 0) < 0)
+		return drop(skb, cfg, p, c, DROP_MALFORMED);
+	count(DROP_FORWARDED, c->direction, skb->len);
+	return bpf_redirect_peer(ep->ifindex, 0);
+}
+
+static __always_inline int deliver_tunnel(struct __sk_buff *skb, const struct node_config *cfg,
+					  const struct pkt *p, const struct flow_ctx *c,
+					  __u32 tunnel_ip)
+{
+	struct bpf_tunnel_key key = {};
+
+	if (!cfg->vxlan_ifindex)
+		return drop(skb, cfg, p, c, DROP_NO_ROUTE);
+	key.remote_ipv4 = bpf_ntohl(tunnel_ip);
+	key.tunnel_id = TUNNEL_VNI;
+	key.tunnel_ttl = 64;
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+		return drop(skb, cfg, p, c, DROP_NO_ROUTE);
+	count(DROP_FORWARDED, c->direction, skb->len);
+	return bpf_redirect(cfg->vxlan_ifindex, 0);
+}
+
+/* Route an allowed packet from a pod: local pod, remote node, else the host stack
+ * (the node itself, or the world through the node's routing and masquerade). */
+static __always_inline int deliver(struct __sk_buff *skb, const struct node_config *cfg,
+				   const struct pkt *p, const struct flow_ctx *c)
+{
+	struct endpoint_info *ep = endpoints.lookup((__u32 *)&p->daddr);
+	struct ipcache_value *dst;
+
+	if (ep)
+		return deliver_local(skb, cfg, p, c, ep);
+	dst = ipcache_lookup(p->daddr);
+	if (dst && dst->tunnel_ip && dst->tunnel_ip != cfg->node_ip)
+		return deliver_tunnel(skb, cfg, p, c, dst->tunnel_ip);
+	count(DROP_FORWARDED, c->direction, skb->len);
+	return TC_ACT_OK;
+}
+
+#endif
