@@ -140,7 +140,8 @@ def _addr(buf: ctypes.Array | ctypes.Structure | None) -> int:
 @cache
 def possible_cpus() -> int:
     """Per-CPU map values hold one slot per possible CPU (not online CPU)."""
-    text = open("/sys/devices/system/cpu/possible").read().strip()
+    with open("/sys/devices/system/cpu/possible") as f:
+        text = f.read().strip()
     count = 0
     for part in text.split(","):
         lo, _, hi = part.partition("-")

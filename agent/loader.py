@@ -176,7 +176,7 @@ def run_loader(pin_dir: Path, sizes: DatapathSizes, timeout: float = 120.0) -> d
     """Run the loader subprocess; returns its summary or raises LoaderError."""
     cmd = [sys.executable, "-m", "podwire.agent.loader", "--pin-dir", str(pin_dir),
            "--sizes-json", json.dumps(dataclasses.asdict(sizes))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-30:])
         raise LoaderError(f"datapath loader failed (exit {proc.returncode}): {tail}")
@@ -193,17 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         raw = json.loads(args.sizes_json)
         if not isinstance(raw, dict):
-            raise ValueError("--sizes-json must be a JSON object")
+            raise TypeError("--sizes-json must be a JSON object")
         known = {f.name for f in dataclasses.fields(DatapathSizes)}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"unknown datapath size(s): {', '.join(unknown)}")
         sizes = DatapathSizes(**raw)
         summary = compile_and_pin(args.pin_dir, sizes)
-    except (ValueError, LoaderError, OSError) as exc:
+    except (ValueError, TypeError, LoaderError, OSError) as exc:
         print(f"level=error msg=\"datapath load failed\" error=\"{exc}\"", file=sys.stderr)
         return 1
-    except Exception as exc:  # bcc raises bare Exception on compile/verifier errors
+    except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception on compile/verifier errors
         print(f"level=error msg=\"datapath compile failed\" error=\"{exc}\"", file=sys.stderr)
         return 1
     print(json.dumps(summary))

@@ -90,7 +90,7 @@ class EndpointInfo(ctypes.Structure):
 
     @classmethod
     def make(cls, ifindex: int, ep_id: int, identity: int, flags: int, pod_mac: str,
-             host_mac: str) -> "EndpointInfo":
+             host_mac: str) -> EndpointInfo:
         """An endpoint value from readable fields (MACs as 'aa:bb:...')."""
         value = cls(ifindex=ifindex, ep_id=ep_id, identity=identity, flags=flags)
         value.pod_mac[:] = list(mac_bytes(pod_mac))
@@ -102,7 +102,7 @@ class IpcacheKey(ctypes.Structure):
     _fields_ = [("prefixlen", ctypes.c_uint32), ("ip", ctypes.c_uint32)]
 
     @classmethod
-    def from_cidr(cls, cidr: str) -> "IpcacheKey":
+    def from_cidr(cls, cidr: str) -> IpcacheKey:
         """'10.0.0.0/8' or '10.0.0.1' (a /32)."""
         net = ipaddress.IPv4Network(cidr, strict=False)
         return cls(prefixlen=net.prefixlen, ip=ip_be(str(net.network_address)))
