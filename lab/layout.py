@@ -123,7 +123,12 @@ class LabLayout:
         return self.run_dir / "apiserver.state.json"
 
     @property
+    def pin_root(self) -> Path:
+        return BPFFS_ROOT
+
+    @property
     def bpffs_dirs_glob(self) -> str:
+        """Pin directories of this lab's nodes under `pin_root`."""
         return f"{self.prefix}-*"
 
     def pidfile(self, process: str) -> Path:

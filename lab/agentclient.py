@@ -1,0 +1,65 @@
+"""A small client of the agent's node-local API (HTTP/1.1, JSON, unix socket)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = str(socket_path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._socket_path)
+        self.sock = sock
+
+
+class AgentUnavailable(Exception):
+    """The agent did not answer (not started yet, gone, or its socket is missing)."""
+
+
+def get(socket_path: Path, url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    """GET `url` from the agent behind `socket_path`: (HTTP status, decoded JSON body)."""
+    conn = _UnixConnection(socket_path, timeout)
+    try:
+        conn.request("GET", url)
+        resp = conn.getresponse()
+        body = resp.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise AgentUnavailable(f"{socket_path}: {exc}") from exc
+    finally:
+        conn.close()
+    try:
+        return resp.status, json.loads(body or b"null")
+    except ValueError as exc:
+        raise AgentUnavailable(f"{socket_path}: {url} answered non-JSON") from exc
+
+
+def ready(socket_path: Path) -> bool:
+    """Whether the agent answers /healthz with ready."""
+    try:
+        status, body = get(socket_path, "/healthz", timeout=2.0)
+    except AgentUnavailable:
+        return False
+    return status == 200 and bool(isinstance(body, dict) and body.get("ready"))
+
+
+def revision(socket_path: Path) -> int | None:
+    """The resourceVersion the agent has consumed and applied, None when unreachable."""
+    try:
+        status, body = get(socket_path, "/status", timeout=2.0)
+    except AgentUnavailable:
+        return None
+    if status != 200 or not isinstance(body, dict):
+        return None
+    try:
+        return int(body.get("revision") or 0)
+    except (TypeError, ValueError):
+        return None

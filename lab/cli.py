@@ -1,0 +1,221 @@
+"""`podwire lab ...`: the lab's commands, registered into the `podwire` CLI.
+
+Exit codes: 0 done (a probe: connected), 1 failed or timed out (a probe: blocked),
+2 bad input (arguments, YAML, unknown kind or node) with nothing changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from podwire.lab.layout import DEFAULT_PREFIX, EXTERNAL_IP
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the `lab` group to the top-level parser's subcommands."""
+    lab = groups.add_parser("lab", help="a multi-node cluster on this machine",
+                            description="A multi-node podwire cluster made of namespaces.")
+    lab.add_argument("--prefix", default=DEFAULT_PREFIX,
+                     help="name prefix of the lab's namespaces (default: %(default)s)")
+    lab.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    lab.set_defaults(run=run)
+    cmds = lab.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
+
+    up = cmds.add_parser("up", help="create the lab and start its processes")
+    up.add_argument("--nodes", type=int, default=2, help="number of nodes (default: 2)")
+    up.set_defaults(handler=cmd_up)
+
+    down = cmds.add_parser("down", help="remove everything the lab made (safe to repeat)")
+    down.set_defaults(handler=cmd_down)
+
+    apply = cmds.add_parser("apply", help="create or update objects and wait for them")
+    apply.add_argument("-f", "--filename", required=True, help="YAML file, or - for stdin")
+    apply.add_argument("--timeout", type=float, default=60.0, help="seconds (default: 60)")
+    apply.set_defaults(handler=cmd_apply)
+
+    delete = cmds.add_parser("delete", help="delete objects and wait until they are gone")
+    delete.add_argument("-f", "--filename", help="YAML file, or - for stdin")
+    delete.add_argument("kind", nargs="?", help="pod, namespace or networkpolicy")
+    delete.add_argument("name", nargs="?")
+    delete.add_argument("-n", "--namespace", default="default")
+    delete.add_argument("--timeout", type=float, default=60.0, help="seconds (default: 60)")
+    delete.set_defaults(handler=cmd_delete)
+
+    get = cmds.add_parser("get", help="list pods or nodes")
+    get.add_argument("resource", choices=["pods", "nodes"])
+    get.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    get.set_defaults(handler=cmd_get)
+
+    probe = cmds.add_parser("probe", help="test connections between pods (exit 1: blocked)")
+    probe.add_argument("--from", dest="source", metavar="NS/POD")
+    probe.add_argument("--to", dest="target", metavar="NS/POD")
+    probe.add_argument("--to-ip", metavar="IP", help=f"an address, e.g. {EXTERNAL_IP}")
+    probe.add_argument("--port", type=int, required=True)
+    probe.add_argument("--protocol", type=str.upper, choices=["TCP", "UDP"], default="TCP")
+    probe.add_argument("--timeout", type=float, default=1.5, help="seconds (default: 1.5)")
+    probe.add_argument("--matrix", action="store_true", help="every pod to every pod")
+    probe.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    probe.set_defaults(handler=cmd_probe)
+
+    demo = cmds.add_parser("demo", help="up, pods, a policy, probe matrices before/after")
+    demo.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    demo.set_defaults(handler=cmd_demo)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a lab command, turning known failures into a message and an exit code."""
+    from kubernetes.client.exceptions import ApiException
+
+    from podwire.lab.cluster import LabError
+    from podwire.lab.kube import api_error_message
+    from podwire.lab.manifests import ManifestError
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (ManifestError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    except LabError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    except ApiException as exc:
+        _err(f"API server: {api_error_message(exc)}")
+        return EXIT_BAD_INPUT if exc.status in (400, 404, 409, 422) else EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _err(message: str) -> None:
+    print(f"podwire lab: {message}", file=sys.stderr)
+
+
+def _layout(args: argparse.Namespace) -> Any:
+    from podwire.lab.layout import LabLayout
+
+    return LabLayout(args.prefix)
+
+
+def _state_and_kube(args: argparse.Namespace) -> tuple[Any, Any]:
+    from podwire.lab import cluster
+    from podwire.lab.kube import Kube
+
+    state = cluster.load(_layout(args))
+    return state, Kube(Path(state.kubeconfig))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from podwire.lab import cluster
+
+    state = cluster.up(_layout(args), args.nodes)
+    print(f"lab {state.prefix} is up: {state.nodes} nodes, API at 127.0.0.1:{state.api_port}")
+    print(f"kubeconfig: {state.kubeconfig}")
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from podwire.lab import cluster
+
+    summary = cluster.down(_layout(args))
+    print("lab down: " + ", ".join(f"{v} {k}" for k, v in summary.items()) + " removed")
+    return EXIT_OK
+
+
+def _read_input(filename: str) -> tuple[str, str]:
+    if filename == "-":
+        return sys.stdin.read(), "<stdin>"
+    try:
+        return Path(filename).read_text(), filename
+    except OSError as exc:
+        raise ValueError(f"cannot read {filename}: {exc.strerror}") from None
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from podwire.lab import manifests, workload
+
+    text, source = _read_input(args.filename)
+    objects = manifests.parse(text, source)
+    if not objects:
+        raise ValueError(f"{source}: no objects to apply")
+    state, kube = _state_and_kube(args)
+    for line in workload.apply(kube, state, objects, args.timeout):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from podwire.lab import manifests, workload
+
+    if args.filename and args.kind:
+        raise ValueError("give either -f FILE or KIND NAME, not both")
+    if args.filename:
+        text, source = _read_input(args.filename)
+        targets = [(m.kind, m.name, m.namespace)
+                   for m in manifests.ordered(manifests.parse(text, source), reverse=True)]
+    elif args.kind and args.name:
+        kind = manifests.kind_from_cli(args.kind)
+        targets = [(kind, args.name, None if kind == "Namespace" else args.namespace)]
+    else:
+        raise ValueError("delete needs -f FILE or KIND NAME")
+    state, kube = _state_and_kube(args)
+    for line in workload.delete(kube, state, targets, args.timeout):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    _, kube = _state_and_kube(args)
+    listing = kube.list_pods() if args.resource == "pods" else kube.list_nodes()
+    if args.output == "json":
+        print(json.dumps(listing, indent=2))
+        return EXIT_OK
+    from podwire.lab import views
+
+    views.print_listing(args.resource, listing)
+    return EXIT_OK
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from podwire.lab import probes
+
+    state, kube = _state_and_kube(args)
+    if args.matrix:
+        if args.source or args.target or args.to_ip:
+            raise ValueError("--matrix probes every pod to every pod: no --from/--to/--to-ip")
+        table = probes.pod_matrix(kube, state.layout, args.port, args.protocol, args.timeout)
+        if args.output == "json":
+            print(json.dumps(table, indent=2))
+        else:
+            from podwire.lab import views
+
+            views.print_matrix(table, f"{args.protocol}/{args.port}")
+        return EXIT_OK
+    if not args.source or not (args.target or args.to_ip) or (args.target and args.to_ip):
+        raise ValueError("probe needs --from NS/POD and one of --to NS/POD or --to-ip IP")
+    result, label = probes.one(kube, state.layout, args.source, args.target, args.to_ip,
+                               args.port, args.protocol, args.timeout)
+    if args.output == "json":
+        print(json.dumps({"from": args.source, "to": label, "port": args.port,
+                          "protocol": args.protocol, "ok": result.ok,
+                          "detail": result.detail, "answer": result.answer}))
+    else:
+        verdict = "connected" if result.ok else "blocked"
+        print(f"{args.source} -> {label} {args.protocol}/{args.port}: {verdict} "
+              f"({result.detail})")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from podwire.lab import demo
+
+    return demo.run(_layout(args), keep=args.keep)

@@ -1,0 +1,234 @@
+"""Bringing a lab up and down: namespaces, API server, Node objects, agents, kubelet.
+
+`up` builds in dependency order and, when any step fails, takes down what it built;
+`down` finds everything by name prefix and pid files, so it also cleans after a crash
+and is safe to run twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from podwire.lab import agentclient, kube, netns, nodefiles, procs, topology
+from podwire.lab.layout import (
+    API_UNDERLAY_IP,
+    API_UNDERLAY_PORT,
+    EXTERNAL_PORTS,
+    LabLayout,
+    NodeLayout,
+)
+
+log = logging.getLogger("podwire.lab.cluster")
+
+AGENT_READY_TIMEOUT = 90.0
+API_READY_TIMEOUT = 20.0
+PROCESSES = ("kubelet", "external", "apiserver")
+
+
+class LabError(Exception):
+    """A lab operation failed; the message says what and where to look."""
+
+
+@dataclass(frozen=True)
+class LabState:
+    """What `up` made that later commands need; saved as the lab's lab.json."""
+
+    prefix: str
+    nodes: int
+    api_port: int
+    kubeconfig: str
+
+    @property
+    def layout(self) -> LabLayout:
+        return LabLayout(self.prefix)
+
+    def node_layouts(self) -> list[NodeLayout]:
+        return self.layout.nodes(self.nodes)
+
+
+def load(layout: LabLayout) -> LabState:
+    """The running lab's state, or a LabError saying the lab is not up."""
+    try:
+        data = json.loads(layout.state_file.read_text())
+        return LabState(**data)
+    except FileNotFoundError:
+        raise LabError(f"no lab is up (no {layout.state_file}); run `podwire lab up`") from None
+    except (ValueError, TypeError) as exc:
+        raise LabError(f"{layout.state_file} is damaged ({exc}); run `podwire lab down`") from exc
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    """The end of a log, for error messages: `up` removes the run dir when it fails."""
+    try:
+        text = path.read_text(errors="replace").rstrip().splitlines()[-lines:]
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(["--- last lines of " + path.name + " ---", *text]) if text else (
+        f"({path.name} is empty)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def up(layout: LabLayout, node_count: int) -> LabState:
+    """Bring the lab up and return its state; raises LabError (after cleaning up)."""
+    if not 1 <= node_count <= 200:
+        raise LabError(f"--nodes {node_count}: a lab has 1 to 200 nodes")
+    if layout.state_file.exists() or topology.lab_namespaces(layout):
+        raise LabError(f"a lab with prefix {layout.prefix!r} is already up (or left over); "
+                       "run `podwire lab down` first")
+    try:
+        return _build(layout, layout.nodes(node_count))
+    except BaseException:
+        log.error("event=up_failed action=cleaning_up")
+        down(layout)
+        raise
+
+
+def _build(layout: LabLayout, nodes: list[NodeLayout]) -> LabState:
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    topology.build_underlay(layout)
+    for node in nodes:
+        topology.build_node(layout, node)
+    topology.build_external(layout)
+
+    port = _free_port()
+    nodefiles.write_kubeconfig(layout.host_kubeconfig, f"http://127.0.0.1:{port}")
+    nodefiles.write_kubeconfig(layout.node_kubeconfig,
+                               f"http://{API_UNDERLAY_IP}:{API_UNDERLAY_PORT}")
+    _start_apiserver(layout, port)
+    api = kube.Kube(layout.host_kubeconfig)
+    for node in nodes:
+        _register_node(api, node)
+
+    nodefiles.write_bin_dir(layout)
+    for node in nodes:
+        nodefiles.write_node_files(layout, node)
+        _start_agent(node)
+    for node in nodes:
+        _wait_agent(node)
+
+    ports = ",".join(f"{p}/{proto}" for p in EXTERNAL_PORTS for proto in ("TCP", "UDP"))
+    procs.start(["nsenter", f"--net={netns.path(layout.external_netns)}", _python(), "-m",
+                 "podwire.lab.echo", "--name", "external", "--ports", ports],
+                layout.pidfile("external"), layout.logfile("external"))
+    procs.start([_python(), "-m", "podwire.lab.kubelet", "--prefix", layout.prefix,
+                 "--nodes", str(len(nodes))],
+                layout.pidfile("kubelet"), layout.logfile("kubelet"))
+
+    state = LabState(layout.prefix, len(nodes), port, str(layout.host_kubeconfig))
+    layout.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
+    log.info("event=lab_up prefix=%s nodes=%d api=127.0.0.1:%d kubeconfig=%s", layout.prefix,
+             len(nodes), port, layout.host_kubeconfig)
+    return state
+
+
+def _start_apiserver(layout: LabLayout, port: int) -> None:
+    """One API server process: the host reaches it on loopback, nodes on the underlay."""
+    procs.start([_python(), "-m", "podwire.lab.apiserver",
+                 "--listen", f"127.0.0.1:{port}",
+                 "--listen-netns",
+                 f"{netns.path(layout.underlay_netns)}={API_UNDERLAY_IP}:{API_UNDERLAY_PORT}"],
+                layout.pidfile("apiserver"), layout.logfile("apiserver"))
+    api = kube.Kube(layout.host_kubeconfig)
+
+    def answers() -> bool:
+        if procs.running(layout.pidfile("apiserver")) is None:
+            raise LabError("the API server exited\n" + _tail(layout.logfile("apiserver")))
+        try:
+            api.list_nodes()
+        except Exception:  # noqa: BLE001 - not listening yet
+            return False
+        return True
+
+    if not procs.wait_for(answers, API_READY_TIMEOUT, interval=0.1):
+        raise LabError(f"the API server did not answer within {API_READY_TIMEOUT:.0f}s\n"
+                       + _tail(layout.logfile("apiserver")))
+
+
+def node_object(node: NodeLayout) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": node.name, "labels": {
+            "kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux"}},
+        "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
+    }
+
+
+def node_status(node: NodeLayout) -> dict[str, Any]:
+    return {"status": {
+        "addresses": [{"type": "InternalIP", "address": node.underlay_ip},
+                      {"type": "Hostname", "address": node.name}],
+        "conditions": [{"type": "Ready", "status": "True", "reason": "LabNodeReady"}],
+    }}
+
+
+def _register_node(api: kube.Kube, node: NodeLayout) -> None:
+    api.core.create_node(node_object(node), _preload_content=False)
+    api.core.patch_node_status(node.name, node_status(node), _preload_content=False,
+                               _content_type=kube.MERGE_PATCH)
+
+
+def _start_agent(node: NodeLayout) -> None:
+    procs.start(["nsenter", f"--net={netns.path(node.netns)}", _python(), "-m", "podwire.agent",
+                 "--config", str(node.agent_config)],
+                node.agent_pidfile, node.agent_log)
+
+
+def _wait_agent(node: NodeLayout) -> None:
+    def healthy() -> bool:
+        if procs.running(node.agent_pidfile) is None:
+            raise LabError(f"the agent of {node.name} exited\n" + _tail(node.agent_log))
+        return agentclient.ready(node.socket_path)
+
+    if not procs.wait_for(healthy, AGENT_READY_TIMEOUT, interval=0.2):
+        raise LabError(f"the agent of {node.name} was not ready within "
+                       f"{AGENT_READY_TIMEOUT:.0f}s\n" + _tail(node.agent_log))
+    log.info("event=agent_ready node=%s socket=%s", node.name, node.socket_path)
+
+
+def down(layout: LabLayout) -> dict[str, int]:
+    """Remove every process, namespace, pin and file of the lab; returns what it removed."""
+    stopped = 0
+    for name in PROCESSES:
+        stopped += procs.stop(layout.pidfile(name))
+    for pidfile in sorted(layout.run_dir.glob("*/agent.pid")):
+        stopped += procs.stop(pidfile)
+    namespaces = len(topology.teardown(layout))
+    pins = 0
+    if layout.pin_root.is_dir():
+        for pin_dir in sorted(layout.pin_root.glob(layout.bpffs_dirs_glob)):
+            pins += _remove_tree(pin_dir)
+    if layout.run_dir.exists():
+        shutil.rmtree(layout.run_dir)
+    summary = {"processes": stopped, "namespaces": namespaces, "pins": pins}
+    log.info("event=lab_down prefix=%s %s", layout.prefix,
+             " ".join(f"{k}={v}" for k, v in summary.items()))
+    return summary
+
+
+def _remove_tree(root: Path) -> int:
+    """Unlink every pin under `root` and the directories; bpffs has no recursive rm."""
+    count = 0
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()
+        else:
+            path.unlink()
+            count += 1
+    root.rmdir()
+    return count

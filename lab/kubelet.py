@@ -1,0 +1,302 @@
+"""The lab kubelet: one process standing in for the kubelet and runtime of every node.
+
+A watcher thread keeps a cache of all Pods (list, then watch from its resourceVersion;
+relist on any error) and binds unscheduled pods to the least loaded node (a scheduler
+stand-in). One worker thread per node reconciles level-based: every pod bound to its
+node gets a namespace, a CNI ADD and servers on its container ports, then its status;
+every pod that is gone gets its servers closed, a CNI DEL and its namespace removed.
+All pods' servers live in one selector loop (`EchoServer`).
+
+Run: `python -m podwire.lab.kubelet --prefix pwlab --nodes 2`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+
+from podwire.lab import cniexec, netns
+from podwire.lab.echo import EchoServer, Port
+from podwire.lab.kube import Kube
+from podwire.lab.layout import LabLayout, NodeLayout
+from podwire.lab.nodefiles import plugin_config
+
+log = logging.getLogger("podwire.lab.kubelet")
+
+WATCH_SECONDS = 60
+RETRY_FIRST = 1.0
+RETRY_MAX = 15.0
+
+
+def pod_ref(pod: dict[str, Any]) -> str:
+    return f"{pod['metadata'].get('namespace', 'default')}/{pod['metadata']['name']}"
+
+
+def pod_ports(pod: dict[str, Any]) -> list[Port]:
+    """Every container port of the pod, TCP unless said otherwise."""
+    return [Port(int(p["containerPort"]), p.get("protocol", "TCP"))
+            for c in pod["spec"].get("containers", [])
+            for p in c.get("ports") or []]
+
+
+def wants_sandbox(pod: dict[str, Any], node: str) -> bool:
+    """Bound to `node`, not being deleted, not finished."""
+    return (pod["spec"].get("nodeName") == node
+            and not pod["metadata"].get("deletionTimestamp")
+            and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"))
+
+
+def pick_node(pods: list[dict[str, Any]], nodes: list[str]) -> str:
+    """The node with the fewest pods bound to it; ties go to the first."""
+    load = {n: 0 for n in nodes}
+    for pod in pods:
+        bound = pod["spec"].get("nodeName")
+        if bound in load:
+            load[bound] += 1
+    return min(nodes, key=lambda n: (load[n], nodes.index(n)))
+
+
+@dataclass
+class _Running:
+    sandbox: cniexec.Sandbox
+    result: dict[str, Any]
+
+
+class PodCache:
+    """All pods by uid, with a condition the node workers wait on."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.generation = 0
+
+    def replace(self, pods: list[dict[str, Any]]) -> None:
+        with self.cond:
+            self.pods = {p["metadata"]["uid"]: p for p in pods}
+            self.generation += 1
+            self.cond.notify_all()
+
+    def event(self, kind: str, pod: dict[str, Any]) -> None:
+        with self.cond:
+            if kind == "DELETED":
+                self.pods.pop(pod["metadata"]["uid"], None)
+            else:
+                self.pods[pod["metadata"]["uid"]] = pod
+            self.generation += 1
+            self.cond.notify_all()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.cond:
+            return list(self.pods.values())
+
+
+class NodeWorker:
+    """Reconciles the sandboxes of one node against the pods bound to it."""
+
+    def __init__(self, layout: LabLayout, node: NodeLayout, kube: Kube, cache: PodCache,
+                 servers: EchoServer, stop: threading.Event) -> None:
+        self.layout, self.node, self.kube, self.cache = layout, node, kube, cache
+        self.servers, self.stop = servers, stop
+        self.running: dict[str, _Running] = {}
+        self.retry_delay: dict[str, float] = {}
+        conflist = json.loads(node.conf_file.read_text())
+        self.plugin_conf = plugin_config(conflist)
+
+    def run(self) -> None:
+        seen = -1
+        while not self.stop.is_set():
+            with self.cache.cond:
+                # Failed pods are retried on the next change or after their delay.
+                wait = min(self.retry_delay.values(), default=None)
+                self.cache.cond.wait_for(
+                    lambda last=seen: self.cache.generation != last or self.stop.is_set(),
+                    timeout=wait)
+                seen = self.cache.generation
+            if not self.stop.is_set():
+                self.reconcile()
+
+    def reconcile(self) -> None:
+        desired = {p["metadata"]["uid"]: p for p in self.cache.snapshot()
+                   if wants_sandbox(p, self.node.name)}
+        for uid in [u for u in self.running if u not in desired]:
+            self.teardown(uid)
+        for uid in [u for u in self.retry_delay if u not in desired]:
+            del self.retry_delay[uid]
+        for uid, pod in desired.items():
+            if uid not in self.running:
+                self.setup(pod)
+
+    def sandbox(self, pod: dict[str, Any]) -> cniexec.Sandbox:
+        uid = pod["metadata"]["uid"]
+        return cniexec.Sandbox(
+            namespace=pod["metadata"].get("namespace", "default"),
+            name=pod["metadata"]["name"], uid=uid,
+            container_id=hashlib.sha256(uid.encode()).hexdigest(),
+            netns_name=self.layout.pod_netns(uid))
+
+    def setup(self, pod: dict[str, Any]) -> None:
+        sb = self.sandbox(pod)
+        ref = pod_ref(pod)
+        try:
+            # A namespace left by an earlier failed attempt is stale: start clean.
+            netns.remove(sb.netns_name)
+            netns.create(sb.netns_name)
+            result = cniexec.invoke("ADD", sb, self.node.netns, self.layout.bin_dir,
+                                    self.plugin_conf)
+            ip = cniexec.first_ipv4(result)
+            self.servers.add(sb.uid, sb.netns_name, ref, pod_ports(pod))
+        except (cniexec.CniError, OSError) as exc:
+            self._failed(pod, sb, exc)
+            return
+        self.running[sb.uid] = _Running(sb, result)
+        self.retry_delay.pop(sb.uid, None)
+        log.info("event=pod_started pod=%s node=%s ip=%s netns=%s", ref, self.node.name, ip,
+                 sb.netns_name)
+        self._patch_status(pod, {
+            "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+            "hostIP": self.node.underlay_ip, "hostIPs": [{"ip": self.node.underlay_ip}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "message": None, "reason": None,
+        })
+
+    def _failed(self, pod: dict[str, Any], sb: cniexec.Sandbox, exc: Exception) -> None:
+        ref = pod_ref(pod)
+        delay = min(self.retry_delay.get(sb.uid, RETRY_FIRST / 2) * 2, RETRY_MAX)
+        self.retry_delay[sb.uid] = delay
+        log.warning("event=pod_setup_failed pod=%s node=%s retry_in=%.1f error=%s", ref,
+                    self.node.name, delay, exc)
+        self._release(sb, None)
+        self._patch_status(pod, {"phase": "Pending", "reason": "NetworkSetupFailed",
+                                 "message": str(exc)[:500]})
+
+    def teardown(self, uid: str) -> None:
+        entry = self.running.pop(uid)
+        self._release(entry.sandbox, entry.result)
+        log.info("event=pod_stopped pod=%s/%s node=%s", entry.sandbox.namespace,
+                 entry.sandbox.name, self.node.name)
+
+    def _release(self, sb: cniexec.Sandbox, result: dict[str, Any] | None) -> None:
+        self.servers.remove(sb.uid)
+        try:
+            cniexec.invoke("DEL", sb, self.node.netns, self.layout.bin_dir, self.plugin_conf,
+                           prev_result=result)
+        except cniexec.CniError as exc:
+            log.warning("event=cni_del_failed pod=%s/%s error=%s", sb.namespace, sb.name, exc)
+        netns.remove(sb.netns_name)
+
+    def _patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
+        md = pod["metadata"]
+        try:
+            self.kube.core.patch_namespaced_pod_status(
+                md["name"], md.get("namespace", "default"), {"status": status},
+                _preload_content=False, _content_type="application/merge-patch+json")
+        except ApiException as exc:
+            # The pod may be gone already; the next reconcile tears its sandbox down.
+            log.warning("event=status_patch_failed pod=%s status=%s", pod_ref(pod), exc.status)
+
+
+class Kubelet:
+    """The watcher (and scheduler stand-in) plus one worker per node."""
+
+    def __init__(self, layout: LabLayout, nodes: list[NodeLayout]) -> None:
+        self.layout, self.nodes = layout, nodes
+        self.kube = Kube(layout.host_kubeconfig)
+        self.cache = PodCache()
+        self.servers = EchoServer()
+        self.stop = threading.Event()
+        self.workers = [NodeWorker(layout, n, self.kube, self.cache, self.servers, self.stop)
+                        for n in nodes]
+
+    def start(self) -> None:
+        threading.Thread(target=self.servers.serve_forever, name="servers", daemon=True).start()
+        for w in self.workers:
+            threading.Thread(target=w.run, name=f"node-{w.node.name}", daemon=True).start()
+        threading.Thread(target=self.watch_pods, name="watch", daemon=True).start()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        with self.cache.cond:
+            self.cache.cond.notify_all()
+        self.servers.stop()
+
+    def watch_pods(self) -> None:
+        backoff = RETRY_FIRST
+        while not self.stop.is_set():
+            try:
+                listed = self.kube.list_pods()
+                self.cache.replace(listed["items"])
+                self.schedule(listed["items"])
+                self._follow(listed["metadata"]["resourceVersion"])
+                backoff = RETRY_FIRST
+            except Exception as exc:  # noqa: BLE001 - any failure: relist after a pause
+                log.warning("event=watch_error error=%r retry_in=%.1f", exc, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, RETRY_MAX)
+
+    def _follow(self, resource_version: str) -> None:
+        stream = watch.Watch().stream(
+            self.kube.core.list_pod_for_all_namespaces, resource_version=resource_version,
+            timeout_seconds=WATCH_SECONDS, allow_watch_bookmarks=True)
+        for event in stream:
+            if self.stop.is_set():
+                return
+            kind, pod = event["type"], event["raw_object"]
+            if kind == "ERROR":
+                log.info("event=watch_expired reason=%s", pod.get("reason"))
+                return
+            if kind == "BOOKMARK":
+                continue
+            self.cache.event(kind, pod)
+            if kind != "DELETED":
+                self.schedule([pod])
+
+    def schedule(self, pods: list[dict[str, Any]]) -> None:
+        """Bind pods without spec.nodeName, as a scheduler would."""
+        names = [n.name for n in self.nodes]
+        for pod in pods:
+            if pod["spec"].get("nodeName") or pod["metadata"].get("deletionTimestamp"):
+                continue
+            node = pick_node(self.cache.snapshot(), names)
+            md = pod["metadata"]
+            try:
+                bound = self.kube.patch("Pod", md["name"], md.get("namespace", "default"),
+                                        {"spec": {"nodeName": node}})
+            except ApiException as exc:
+                log.warning("event=bind_failed pod=%s status=%s", pod_ref(pod), exc.status)
+                continue
+            # Count it at once so the next pod of a burst goes elsewhere.
+            self.cache.event("MODIFIED", bound)
+            log.info("event=pod_bound pod=%s node=%s", pod_ref(pod), node)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="podwire.lab.kubelet", description=__doc__)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--nodes", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    layout = LabLayout(args.prefix)
+    kubelet = Kubelet(layout, layout.nodes(args.nodes))
+    # Blocked before any thread starts, so only the main thread's sigwait receives them.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    kubelet.start()
+    log.info("event=kubelet_started nodes=%d", args.nodes)
+    signal.sigwait(stop_signals)
+    kubelet.shutdown()
+    log.info("event=kubelet_stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

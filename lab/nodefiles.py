@@ -1,0 +1,92 @@
+"""Files a lab node needs: kubeconfig, agent settings, CNI conflist, the plugin binary.
+
+The contents are computed by pure functions; `write_node_files` only puts them on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from podwire.lab.layout import MTU, LabLayout, NodeLayout
+
+
+def kubeconfig(server: str, name: str = "podwire-lab") -> dict[str, Any]:
+    """A kubeconfig for the lab API server (plain HTTP inside the lab, no credentials)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {"server": server}}],
+        "users": [{"name": name, "user": {}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "current-context": name,
+    }
+
+
+def agent_settings(node: NodeLayout, kubeconfig_path: Path) -> dict[str, Any]:
+    """The agent's config file (fields of `podwire.agent.config.AgentConfig`)."""
+    return {
+        "node_name": node.name,
+        "pin_dir": str(node.pin_dir),
+        "state_dir": str(node.state_dir),
+        "socket_path": str(node.socket_path),
+        "pod_cidr": node.pod_cidr,
+        "node_ip": node.underlay_ip,
+        "mtu": MTU,
+        # The metrics port lives in the node's namespace: the same number on every node.
+        "metrics_address": node.underlay_ip,
+        "kubeconfig": str(kubeconfig_path),
+    }
+
+
+def cni_conflist(node: NodeLayout) -> dict[str, Any]:
+    """The node's CNI network configuration list, as a runtime reads it from its conf dir."""
+    return {
+        "cniVersion": "1.1.0",
+        "name": "podwire",
+        "plugins": [{
+            "type": "podwire",
+            "agentSocket": str(node.socket_path),
+            "mtu": MTU,
+            "ipam": {"subnet": node.pod_cidr},
+        }],
+    }
+
+
+def plugin_config(conflist: dict[str, Any]) -> dict[str, Any]:
+    """The single-plugin config a runtime sends on stdin for the first plugin of a list."""
+    conf = dict(conflist["plugins"][0])
+    conf["cniVersion"] = conflist["cniVersion"]
+    conf["name"] = conflist["name"]
+    return conf
+
+
+def plugin_source() -> Path:
+    """The installed CNI plugin executable, next to the running interpreter."""
+    return Path(sys.executable).parent / "podwire-cni"
+
+
+def write_kubeconfig(path: Path, server: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(kubeconfig(server), sort_keys=False))
+
+
+def write_bin_dir(layout: LabLayout) -> None:
+    """The CNI bin dir: the plugin under its type name `podwire`."""
+    layout.bin_dir.mkdir(parents=True, exist_ok=True)
+    link = layout.bin_dir / "podwire"
+    link.unlink(missing_ok=True)
+    os.symlink(plugin_source(), link)
+
+
+def write_node_files(layout: LabLayout, node: NodeLayout) -> None:
+    for d in (node.run_dir, node.state_dir, node.conf_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    node.agent_config.write_text(
+        json.dumps(agent_settings(node, layout.node_kubeconfig), indent=2) + "\n")
+    node.conf_file.write_text(json.dumps(cni_conflist(node), indent=2) + "\n")
