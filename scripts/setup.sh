@@ -8,7 +8,7 @@ APT_PACKAGES=(
   python3-bpfcc python3-venv python3-scapy linux-headers-amd64 bpftool
   iproute2 iptables iperf3 sockperf tcpdump socat ncat
   containernetworking-plugins podman containerd runc busybox-static
-  shellcheck
+  shellcheck iputils-ping
 )
 
 missing=()

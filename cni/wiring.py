@@ -1,0 +1,198 @@
+"""Pod wiring: one veth per pod, routed (no bridge), through pyroute2.
+
+Pod side (CNI_IFNAME inside CNI_NETNS): the pod's address as /32, the route
+`169.254.1.1 dev <ifname> scope link`, `default via 169.254.1.1`, and a permanent
+neighbour 169.254.1.1 -> host veth MAC. The pod never ARPs for a gateway, which is what
+lets the datapath hand packets straight into the pod with bpf_redirect_peer.
+Node side: no address; `<pod ip>/32 dev <host veth>`, a permanent neighbour pod ip ->
+pod MAC, forwarding on and rp_filter off on the host veth.
+
+Work inside the pod's netns happens on the calling thread only (setns to it and back),
+because the agent serves concurrent ADDs on threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import ipaddress
+import os
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from podwire.cni.config import Attachment
+from podwire.cni.protocol import CniError, Code
+
+GATEWAY = ipaddress.IPv4Address("169.254.1.1")
+HOST_IFNAME_RE = re.compile(r"^pw[0-9a-f]{11}$")
+_CLONE_NEWNET = 0x40000000
+_NUD_PERMANENT = 0x80
+_RT_SCOPE_LINK = 253
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def host_ifname(attachment: Attachment) -> str:
+    """The node-side veth name: deterministic, so DEL and GC find it without state."""
+    digest = hashlib.sha256(f"{attachment.container_id}/{attachment.ifname}".encode())
+    return "pw" + digest.hexdigest()[:11]
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextmanager
+def in_netns(path: str) -> Iterator[None]:
+    """Move the calling thread into the netns at `path` and back afterwards."""
+    try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CniError(Code.UNKNOWN_CONTAINER, f"network namespace {path} cannot be opened",
+                       exc.strerror or str(exc)) from None
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            _setns(target)
+        except OSError as exc:
+            raise CniError(Code.UNKNOWN_CONTAINER, f"{path} is not a network namespace",
+                           str(exc)) from None
+        try:
+            yield
+        finally:
+            # A thread left in the pod's netns would do the next request's work there.
+            _setns(own)
+    finally:
+        os.close(target)
+        os.close(own)
+
+
+@contextmanager
+def _pod_netlink(netns: str) -> Iterator[IPRoute]:
+    """An rtnetlink socket bound to the pod's netns (the socket keeps its netns)."""
+    with in_netns(netns):
+        ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+@dataclass(frozen=True)
+class Wired:
+    host_ifname: str
+    host_ifindex: int
+    host_mac: str
+    pod_ifindex: int
+    pod_mac: str
+
+
+def _sysctl(path: str, value: str) -> None:
+    # /proc/sys/net is the netns of the writing thread: the node's, here.
+    Path("/proc/sys/net", path).write_text(value)
+
+
+def _fail(step: str, exc: Exception) -> CniError:
+    return CniError(Code.WIRING_FAILED, f"wiring failed at {step}", f"{type(exc).__name__}: {exc}")
+
+
+def wire(netns: str, ifname: str, host_name: str, ip: ipaddress.IPv4Address, mtu: int) -> Wired:
+    """Create and configure the pod's veth; on any failure nothing is left behind."""
+    with _pod_netlink(netns) as pod:
+        if pod.link_lookup(ifname=ifname):
+            raise CniError(Code.ALREADY_EXISTS, f"{ifname} already exists in {netns}")
+    with IPRoute() as node:
+        # A link with this name belongs to the same attachment: IPAM has just proved
+        # the attachment holds no address, so it is a leftover of an interrupted ADD.
+        for index in node.link_lookup(ifname=host_name):
+            node.link("del", index=index)
+        try:
+            node.link("add", ifname=host_name, kind="veth", mtu=mtu,
+                      peer={"ifname": ifname, "net_ns_fd": netns, "mtu": mtu})
+        except NetlinkError as exc:
+            raise _fail("veth creation", exc) from None
+        try:
+            return _configure(node, netns, ifname, host_name, ip)
+        except BaseException:
+            for index in node.link_lookup(ifname=host_name):
+                node.link("del", index=index)
+            raise
+
+
+def _configure(node: IPRoute, netns: str, ifname: str, host_name: str,
+               ip: ipaddress.IPv4Address) -> Wired:
+    step = "host veth"
+    try:
+        host_index = node.link_lookup(ifname=host_name)[0]
+        host_mac = node.get_links(host_index)[0].get("IFLA_ADDRESS")
+        _sysctl(f"ipv4/conf/{host_name}/rp_filter", "0")
+        _sysctl("ipv4/ip_forward", "1")
+        node.link("set", index=host_index, state="up")
+        with _pod_netlink(netns) as pod:
+            step = "pod interface"
+            pod_index = pod.link_lookup(ifname=ifname)[0]
+            pod_mac = pod.get_links(pod_index)[0].get("IFLA_ADDRESS")
+            pod.link("set", index=pod_index, state="up")
+            pod.addr("add", index=pod_index, address=str(ip), prefixlen=32)
+            step = "pod routes"
+            pod.route("add", dst=f"{GATEWAY}/32", oif=pod_index, scope=_RT_SCOPE_LINK)
+            pod.route("add", dst="0.0.0.0/0", gateway=str(GATEWAY), oif=pod_index)
+            pod.neigh("add", dst=str(GATEWAY), lladdr=host_mac, ifindex=pod_index,
+                      state=_NUD_PERMANENT)
+        step = "node route"
+        node.route("add", dst=f"{ip}/32", oif=host_index, scope=_RT_SCOPE_LINK)
+        node.neigh("add", dst=str(ip), lladdr=pod_mac, ifindex=host_index, state=_NUD_PERMANENT)
+    except (NetlinkError, OSError, IndexError) as exc:
+        raise _fail(step, exc) from None
+    return Wired(host_name, host_index, host_mac, pod_index, pod_mac)
+
+
+def unwire(host_name: str) -> bool:
+    """Delete the host veth (its peer, address and routes go with it). True if it existed."""
+    with IPRoute() as node:
+        indexes = node.link_lookup(ifname=host_name)
+        for index in indexes:
+            try:
+                node.link("del", index=index)
+            except NetlinkError as exc:
+                if exc.code != 19:  # ENODEV: a concurrent DEL got there first
+                    raise _fail("veth deletion", exc) from None
+    return bool(indexes)
+
+
+def host_links() -> list[str]:
+    """Names of every podwire host veth in the node's netns (for GC)."""
+    with IPRoute() as node:
+        names = [link.get("IFLA_IFNAME") for link in node.get_links()]
+    return [n for n in names if n and HOST_IFNAME_RE.match(n)]
+
+
+def verify(netns: str, ifname: str, host_name: str, ip: ipaddress.IPv4Address) -> list[str]:
+    """CHECK: what differs from what `wire` made; an empty list means all is in place."""
+    problems: list[str] = []
+    with IPRoute() as node:
+        host = node.link_lookup(ifname=host_name)
+        if not host:
+            return [f"host veth {host_name} is missing"]
+        routes = node.get_routes(family=socket.AF_INET, dst=str(ip), dst_len=32)
+        if not any(r.get("RTA_OIF") == host[0] for r in routes):
+            problems.append(f"node route {ip}/32 dev {host_name} is missing")
+    with _pod_netlink(netns) as pod:
+        found = pod.link_lookup(ifname=ifname)
+        if not found:
+            return problems + [f"{ifname} is missing in {netns}"]
+        addrs = {a.get("IFA_ADDRESS") for a in pod.get_addr(index=found[0], family=socket.AF_INET)}
+        if str(ip) not in addrs:
+            problems.append(f"{ifname} lacks address {ip}")
+        gateways = {r.get("RTA_GATEWAY") for r in pod.get_default_routes(family=socket.AF_INET)}
+        if str(GATEWAY) not in gateways:
+            problems.append(f"default route via {GATEWAY} is missing")
+    return problems

@@ -1,0 +1,244 @@
+"""A stand-in agent for CNI tests: CniService behind LocalApi in its own node netns.
+
+The real daemon (agent/daemon.py) adds the datapath; these tests need only the CNI
+side, so the hooks here record their calls (one JSON line each) and can be told to
+fail, and readiness is a file the test toggles. Everything lives in one place so the
+fixture can later switch to the real daemon.
+
+Run as a script it is the agent process:
+    cni_agent.py --socket S --state-dir D --pod-cidr C
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = REPO / ".venv/bin/python"
+SHIM = REPO / ".venv/bin/podwire-cni"
+NODE_IP = "192.0.2.10"  # TEST-NET-1, only ever inside the node netns
+PREFIX = "pwtc"  # this suite's namespace prefix; the lab and other suites use others
+
+
+def wait_for(condition: Callable[[], bool], what: str, deadline: float = 20.0) -> None:
+    """Poll `condition` until it holds; fail naming `what` when the deadline passes."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def run(cmd: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
+
+
+def unique(kind: str) -> str:
+    return f"{PREFIX}{kind}-{secrets.token_hex(3)}"
+
+
+@contextmanager
+def netns(name: str | None = None) -> Iterator[str]:
+    """A named network namespace with lo up, deleted afterwards; yields its path."""
+    name = name or unique("p")
+    run(["ip", "netns", "add", name])
+    try:
+        run(["ip", "-n", name, "link", "set", "lo", "up"])
+        yield f"/run/netns/{name}"
+    finally:
+        run(["ip", "netns", "del", name], check=False)
+
+
+@dataclass
+class CniRun:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class NodeAgent:
+    """A node netns with the stand-in agent serving podwire's socket inside it."""
+
+    def __init__(self, root: Path, pod_cidr: str = "10.77.0.0/24") -> None:
+        self.root = root
+        self.node = unique("n")
+        self.node_path = f"/run/netns/{self.node}"
+        self.state_dir = root / "state"
+        self.socket = root / "agent.sock"
+        self.records = root / "hooks.jsonl"
+        self.pod_cidr = pod_cidr
+        self.log = root / "agent.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        run(["ip", "netns", "add", self.node])
+        run(["ip", "-n", self.node, "link", "set", "lo", "up"])
+        # A node has an address of its own (its underlay IP); without one the kernel
+        # would source pings to pods from 127.0.0.1, which the pod's reply cannot reach.
+        run(["ip", "-n", self.node, "link", "add", "underlay0", "type", "veth", "peer",
+             "name", "underlay1"])
+        run(["ip", "-n", self.node, "addr", "add", NODE_IP + "/32", "dev", "underlay0"])
+        run(["ip", "-n", self.node, "link", "set", "underlay0", "up"])
+        run(["ip", "-n", self.node, "link", "set", "underlay1", "up"])
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                ["nsenter", f"--net={self.node_path}", str(PYTHON), __file__,
+                 "--socket", str(self.socket), "--state-dir", str(self.state_dir),
+                 "--pod-cidr", self.pod_cidr, "--records", str(self.records)],
+                stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.socket.exists() or self.proc.poll() is not None, "agent socket")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"agent died: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        run(["ip", "netns", "del", self.node], check=False)
+
+    def conf(self, version: str = "1.1.0", **extra: Any) -> dict[str, Any]:
+        conf: dict[str, Any] = {"cniVersion": version, "name": "pwtc-net", "type": "podwire",
+                                "agentSocket": str(self.socket)}
+        conf.update(extra)
+        return conf
+
+    def cni(self, command: str, conf: dict[str, Any] | str, container_id: str = "",
+            netns: str = "", ifname: str = "eth0", args: str = "",
+            extra_env: dict[str, str] | None = None) -> CniRun:
+        """Invoke podwire-cni exactly as a runtime does."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command,
+               "CNI_PATH": "/usr/lib/cni"}
+        for key, value in (("CNI_CONTAINERID", container_id), ("CNI_NETNS", netns),
+                           ("CNI_IFNAME", ifname), ("CNI_ARGS", args)):
+            if value:
+                env[key] = value
+        env.update(extra_env or {})
+        stdin = conf if isinstance(conf, str) else json.dumps(conf)
+        done = subprocess.run([str(SHIM)], input=stdin, env=env, capture_output=True,
+                              text=True, timeout=120)
+        return CniRun(done.returncode, done.stdout, done.stderr)
+
+    def in_node(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(["nsenter", f"--net={self.node_path}", *cmd], check=check)
+
+    def node_links(self) -> list[str]:
+        out = self.in_node(["ip", "-o", "link", "show"]).stdout
+        return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+    def host_veths(self) -> list[str]:
+        return [name for name in self.node_links() if name.startswith("pw")]
+
+    def node_routes(self) -> str:
+        return self.in_node(["ip", "route", "show"]).stdout
+
+    def allocations(self) -> list[str]:
+        ipam = self.state_dir / "ipam" / "pwtc-net"
+        if not ipam.exists():
+            return []
+        return sorted(p.name for p in ipam.iterdir() if p.name[0].isdigit())
+
+    def endpoints(self) -> list[str]:
+        eps = self.state_dir / "endpoints"
+        return sorted(p.name for p in eps.glob("*.json")) if eps.exists() else []
+
+    def hook_calls(self) -> list[dict[str, Any]]:
+        if not self.records.exists():
+            return []
+        return [json.loads(line) for line in self.records.read_text().splitlines()]
+
+    def ping(self, ip: str) -> bool:
+        return self.in_node(["ping", "-c1", "-W1", "-q", ip], check=False).returncode == 0
+
+    def set_ready(self, ready: bool, reason: str = "datapath not loaded") -> None:
+        flag = self.root / "not-ready"
+        if ready:
+            flag.unlink(missing_ok=True)
+        else:
+            flag.write_text(reason)
+
+    def set_hook_failure(self, fail: bool) -> None:
+        flag = self.root / "fail-hook"
+        if fail:
+            flag.write_text("1")
+        else:
+            flag.unlink(missing_ok=True)
+
+
+def pod_ip(result: dict[str, Any]) -> str:
+    return str(result["ips"][-1]["address"]).split("/")[0]
+
+
+@contextmanager
+def node_agent(root: Path, pod_cidr: str = "10.77.0.0/24") -> Iterator[NodeAgent]:
+    agent = NodeAgent(root, pod_cidr)
+    try:
+        agent.start()
+        yield agent
+    finally:
+        agent.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from podwire.agent.cni_service import CniService
+    from podwire.agent.endpoints import Endpoint
+    from podwire.agent.localapi import LocalApi
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    records = Path(args.records)
+    root = Path(args.socket).parent
+    lock = threading.Lock()
+
+    def record(event: str, endpoint: Endpoint) -> None:
+        with lock, records.open("a") as f:
+            f.write(json.dumps({"event": event, **asdict(endpoint)}) + "\n")
+
+    def added(endpoint: Endpoint) -> None:
+        record("added", endpoint)
+        if (root / "fail-hook").exists():
+            raise RuntimeError("injected datapath failure")
+
+    def ready() -> tuple[bool, str]:
+        flag = root / "not-ready"
+        return (False, flag.read_text()) if flag.exists() else (True, "")
+
+    service = CniService(Path(args.state_dir), args.pod_cidr, on_endpoint_added=added,
+                         on_endpoint_removed=lambda ep: record("removed", ep), ready=ready)
+    api = LocalApi(Path(args.socket))
+    service.register(api)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    api.start()
+    stop.wait()
+    api.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    for flag in ("--socket", "--state-dir", "--pod-cidr", "--records"):
+        parser.add_argument(flag, required=True)
+    _serve(parser.parse_args(sys.argv[1:]))
