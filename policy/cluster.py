@@ -10,7 +10,6 @@ import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 from .fields import Reader, child, item
 from .labels import Labels, as_labels
@@ -207,18 +206,10 @@ def _parse_namespace(obj: object, reader: Reader) -> Namespace | None:
     body = reader.mapping(obj, "")
     if body is None:
         return None
-    name, _ = parse_metadata(body.get("metadata"), reader, None)
-    labels = _labels(body, reader)
-    if reader.errors or name is None:
+    meta = parse_metadata(body.get("metadata"), reader, None)
+    if reader.errors or meta.name is None:
         return None
-    return Namespace(name, Labels(labels))
-
-
-def _labels(body: Mapping[str, Any], reader: Reader) -> dict[str, str]:
-    meta = body.get("metadata")
-    if isinstance(meta, Mapping) and meta.get("labels") is not None:
-        return reader.string_map(meta["labels"], "metadata.labels") or {}
-    return {}
+    return Namespace(meta.name, Labels(meta.labels))
 
 
 def _parse_pod(obj: object, reader: Reader) -> Pod | None:
@@ -226,8 +217,7 @@ def _parse_pod(obj: object, reader: Reader) -> Pod | None:
     body = reader.mapping(obj, "")
     if body is None:
         return None
-    name, namespace = parse_metadata(body.get("metadata"), reader, "default")
-    labels = _labels(body, reader)
+    meta = parse_metadata(body.get("metadata"), reader, "default")
     spec = reader.mapping(body.get("spec") or {}, "spec")
     status = reader.mapping(body.get("status") or {}, "status")
     node = None
@@ -247,9 +237,9 @@ def _parse_pod(obj: object, reader: Reader) -> Pod | None:
             ip = str(ipaddress.ip_address(text)) if text is not None else None
         except ValueError:
             reader.error("status.podIP", f"{text!r}: must be a valid IP address")
-    if reader.errors or name is None or namespace is None:
+    if reader.errors or meta.name is None or meta.namespace is None:
         return None
-    return Pod(namespace, name, Labels(labels), ip, node, tuple(ports))
+    return Pod(meta.namespace, meta.name, Labels(meta.labels), ip, node, tuple(ports))
 
 
 def _container_ports(container: object, path: str, reader: Reader) -> list[ContainerPort]:

@@ -18,6 +18,8 @@ from .errors import PolicyError, PolicyErrors
 from .model import NetworkPolicy
 
 T = TypeVar("T")
+# libyaml's loader when present: the same safe subset, an order of magnitude faster.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ClusterObject = Namespace | Pod | NetworkPolicy
 
 
@@ -33,7 +35,7 @@ def load_documents(text: str) -> list[object]:
         except json.JSONDecodeError:
             pass  # YAML flow style also starts with a brace; let the YAML parser decide.
     try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        return [doc for doc in yaml.load_all(text, Loader=_YAML_LOADER) if doc is not None]
     except yaml.YAMLError as problem:
         mark = getattr(problem, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

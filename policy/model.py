@@ -171,24 +171,31 @@ def _parse_policy(obj: object, reader: Reader, default_namespace: str) -> Networ
         reader.error("apiVersion", f"must be {API_VERSION!r}, got {body.get('apiVersion')!r}")
     if body.get("kind", KIND) != KIND:
         reader.error("kind", f"must be {KIND!r}, got {body.get('kind')!r}")
-    name, namespace = parse_metadata(body.get("metadata"), reader, default_namespace)
+    meta = parse_metadata(body.get("metadata"), reader, default_namespace)
     spec = _parse_spec(body.get("spec"), reader)
-    if reader.errors or name is None or namespace is None or spec is None:
+    if reader.errors or meta.name is None or meta.namespace is None or spec is None:
         return None
     pod_selector, ingress, egress, policy_types = spec
-    return NetworkPolicy(namespace, name, pod_selector, ingress, egress, policy_types)
+    return NetworkPolicy(meta.namespace, meta.name, pod_selector, ingress, egress, policy_types)
 
 
-def parse_metadata(
-    value: object, reader: Reader, default_namespace: str | None
-) -> tuple[str | None, str | None]:
-    """`(name, namespace)` of an object; a cluster-scoped caller passes no default."""
+@dataclass(frozen=True)
+class Metadata:
+    """The ObjectMeta fields policy reads; None where a field was missing or invalid."""
+
+    name: str | None
+    namespace: str | None
+    labels: Mapping[str, str]
+
+
+def parse_metadata(value: object, reader: Reader, default_namespace: str | None) -> Metadata:
+    """An object's metadata; a cluster-scoped caller passes no default namespace."""
     if value is None:
         reader.error("metadata.name", "Required value: name is required")
-        return None, None
+        return Metadata(None, None, {})
     meta = reader.mapping(value, "metadata", OBJECT_META_FIELDS)
     if meta is None:
-        return None, None
+        return Metadata(None, None, {})
     name = None
     if meta.get("name") is None:
         reader.error("metadata.name", "Required value: name is required")
@@ -205,10 +212,12 @@ def parse_metadata(
         if problem:
             reader.error("metadata.namespace", f"{namespace!r}: {problem}")
             namespace = None
-    for field_name in ("labels", "annotations"):
-        if meta.get(field_name) is not None:
-            reader.string_map(meta[field_name], child("metadata", field_name))
-    return name, namespace
+    labels: dict[str, str] = {}
+    if meta.get("labels") is not None:
+        labels = reader.string_map(meta["labels"], "metadata.labels") or {}
+    if meta.get("annotations") is not None:
+        reader.string_map(meta["annotations"], "metadata.annotations")
+    return Metadata(name, namespace, labels)
 
 
 _SpecParts = tuple[LabelSelector, tuple[Rule, ...], tuple[Rule, ...], frozenset[Direction]]
