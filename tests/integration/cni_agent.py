@@ -138,7 +138,7 @@ class NodeAgent:
                 env[key] = value
         env.update(extra_env or {})
         stdin = conf if isinstance(conf, str) else json.dumps(conf)
-        done = subprocess.run([str(SHIM)], input=stdin, env=env, capture_output=True,
+        done = subprocess.run([str(SHIM)], check=False, input=stdin, env=env, capture_output=True,
                               text=True, timeout=120)
         return CniRun(done.returncode, done.stdout, done.stderr)
 
