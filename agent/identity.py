@@ -12,6 +12,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from podwire.policy import ContainerPort, Labels, Namespace, Pod
+from podwire.policy.labels import as_labels
+
 ANY = 0
 HOST = 1
 WORLD = 2
@@ -21,16 +24,6 @@ RESERVED_NAMES = {ANY: "any", HOST: "host", WORLD: "world", REMOTE_NODE: "remote
 
 POD_IDENTITY_BASE = 256
 CIDR_IDENTITY_BASE = 1 << 24
-
-Labels = tuple[tuple[str, str], ...]
-
-
-def freeze_labels(labels: dict[str, str] | Labels | None) -> Labels:
-    """Labels as a sorted tuple, so equal label sets compare and hash equal."""
-    if not labels:
-        return ()
-    items = labels.items() if isinstance(labels, dict) else labels
-    return tuple(sorted(items))
 
 
 @dataclass(frozen=True)
@@ -45,7 +38,17 @@ class PodIdentityKey:
     namespace: str
     namespace_labels: Labels
     pod_labels: Labels
-    named_ports: tuple[tuple[str, str, int], ...]
+    named_ports: tuple[ContainerPort, ...]
+
+    @classmethod
+    def of(cls, namespace: Namespace, pod: Pod) -> PodIdentityKey:
+        named = tuple(sorted((p for p in pod.ports if p.name), key=lambda p: (p.name, p.port)))
+        return cls(namespace.name, as_labels(namespace.labels), as_labels(pod.labels), named)
+
+    def representative(self) -> tuple[Namespace, Pod]:
+        """A namespace and pod with exactly what this identity knows, to test selectors on."""
+        namespace = Namespace(self.namespace, self.namespace_labels)
+        return namespace, Pod(self.namespace, "", self.pod_labels, ports=self.named_ports)
 
 
 K = TypeVar("K", bound=Hashable)
