@@ -280,9 +280,15 @@ class _Handler(BaseHTTPRequestHandler):
             selector = parse_selector(query.get("labelSelector"), field_text, res)
             namespace = route.namespace if res.namespaced else None
             if watching:
-                self._watch(store.watch(res, namespace, selector, query.get("resourceVersion"),
-                                        query.get("allowWatchBookmarks") in ("true", "1")),
-                            res, query)
+                try:
+                    sub = store.watch(res, namespace, selector, query.get("resourceVersion"),
+                                      query.get("allowWatchBookmarks") in ("true", "1"))
+                except ApiError as err:
+                    if err.code != 410:
+                        raise
+                    self._expired_watch(err)
+                    return
+                self._watch(sub, res, query)
                 return
             rv, items = store.list_encoded(res, namespace, selector)
             head = _encode({"kind": res.list_kind, "apiVersion": res.api_version,
@@ -322,6 +328,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n" % len(data) + data + b"\r\n")
 
+    def _start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def _expired_watch(self, err: ApiError) -> None:
+        """As the real server: a watch from a compacted RV is accepted, then ends with one
+        ERROR event carrying the 410 Status."""
+        self._start_stream()
+        self._chunk(_encode({"type": "ERROR", "object": err.status()}) + b"\n")
+        self.wfile.write(b"0\r\n\r\n")
+
     def _watch(self, sub: Subscription, res: ResourceType, query: dict[str, str]) -> None:
         lab = self.server.lab
         try:
@@ -329,10 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             lab.store.unwatch(sub)
             raise bad_request(f"invalid timeoutSeconds {query['timeoutSeconds']!r}") from None
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+        self._start_stream()
         told = int(query.get("resourceVersion") or 0) if (
             query.get("resourceVersion") or "0").isdigit() else 0
         try:
