@@ -25,19 +25,23 @@ class AgentUnavailable(Exception):
     """The agent did not answer (not started yet, gone, or its socket is missing)."""
 
 
-def get(socket_path: Path, url: str, timeout: float = 5.0) -> tuple[int, Any]:
-    """GET `url` from the agent behind `socket_path`: (HTTP status, decoded JSON body)."""
+def _fetch(socket_path: Path, url: str, timeout: float) -> tuple[int, bytes]:
     conn = _UnixConnection(socket_path, timeout)
     try:
         conn.request("GET", url)
         resp = conn.getresponse()
-        body = resp.read()
+        return resp.status, resp.read()
     except (OSError, http.client.HTTPException) as exc:
         raise AgentUnavailable(f"{socket_path}: {exc}") from exc
     finally:
         conn.close()
+
+
+def get(socket_path: Path, url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    """GET `url` from the agent behind `socket_path`: (HTTP status, decoded JSON body)."""
+    status, body = _fetch(socket_path, url, timeout)
     try:
-        return resp.status, json.loads(body or b"null")
+        return status, json.loads(body or b"null")
     except ValueError as exc:
         raise AgentUnavailable(f"{socket_path}: {url} answered non-JSON") from exc
 
@@ -63,3 +67,14 @@ def revision(socket_path: Path) -> int | None:
         return int(body.get("revision") or 0)
     except (TypeError, ValueError):
         return None
+
+
+def recent_flows(socket_path: Path, last: int = 20) -> list[dict[str, Any]]:
+    """The agent's last `last` flow records (its /flows answers one JSON object a line)."""
+    status, body = _fetch(socket_path, f"/flows?last={last}", timeout=5.0)
+    if status != 200:
+        raise AgentUnavailable(f"{socket_path}: /flows answered HTTP {status}")
+    try:
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise AgentUnavailable(f"{socket_path}: /flows answered non-JSON") from exc

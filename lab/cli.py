@@ -31,6 +31,8 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     up = cmds.add_parser("up", help="create the lab and start its processes")
     up.add_argument("--nodes", type=int, default=2, help="number of nodes (default: 2)")
+    up.add_argument("--network", choices=["podwire", "bridge"], default="podwire",
+                    help="podwire (default), or the reference bridge plugin as a baseline")
     up.set_defaults(handler=cmd_up)
 
     down = cmds.add_parser("down", help="remove everything the lab made (safe to repeat)")
@@ -47,6 +49,8 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     delete.add_argument("name", nargs="?")
     delete.add_argument("-n", "--namespace", default="default")
     delete.add_argument("--timeout", type=float, default=60.0, help="seconds (default: 60)")
+    delete.add_argument("--ignore-not-found", action="store_true",
+                        help="exit 0 even when an object did not exist")
     delete.set_defaults(handler=cmd_delete)
 
     get = cmds.add_parser("get", help="list pods or nodes")
@@ -117,8 +121,9 @@ def _state_and_kube(args: argparse.Namespace) -> tuple[Any, Any]:
 def cmd_up(args: argparse.Namespace) -> int:
     from podwire.lab import cluster
 
-    state = cluster.up(_layout(args), args.nodes)
-    print(f"lab {state.prefix} is up: {state.nodes} nodes, API at 127.0.0.1:{state.api_port}")
+    state = cluster.up(_layout(args), args.nodes, args.network)
+    print(f"lab {state.prefix} is up: {state.nodes} nodes, {state.network} network, "
+          f"API at 127.0.0.1:{state.api_port}")
     print(f"kubeconfig: {state.kubeconfig}")
     return EXIT_OK
 
@@ -168,9 +173,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
     else:
         raise ValueError("delete needs -f FILE or KIND NAME")
     state, kube = _state_and_kube(args)
-    for line in workload.delete(kube, state, targets, args.timeout):
+    lines = workload.delete(kube, state, targets, args.timeout)
+    for line in lines:
         print(line)
-    return EXIT_OK
+    missing = [line for line in lines if line.endswith(" not found")]
+    return EXIT_FAILED if missing and not args.ignore_not_found else EXIT_OK
 
 
 def cmd_get(args: argparse.Namespace) -> int:

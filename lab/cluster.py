@@ -30,6 +30,9 @@ log = logging.getLogger("podwire.lab.cluster")
 AGENT_READY_TIMEOUT = 90.0
 API_READY_TIMEOUT = 20.0
 PROCESSES = ("kubelet", "external", "apiserver")
+# "podwire": agents and podwire's plugin. "bridge": the reference bridge plugin and
+# plain routes between nodes, no agents: a baseline to compare podwire against.
+NETWORKS = ("podwire", "bridge")
 
 
 class LabError(Exception):
@@ -44,6 +47,7 @@ class LabState:
     nodes: int
     api_port: int
     kubeconfig: str
+    network: str = "podwire"
 
     @property
     def layout(self) -> LabLayout:
@@ -84,22 +88,24 @@ def _python() -> str:
     return sys.executable
 
 
-def up(layout: LabLayout, node_count: int) -> LabState:
+def up(layout: LabLayout, node_count: int, network: str = "podwire") -> LabState:
     """Bring the lab up and return its state; raises LabError (after cleaning up)."""
     if not 1 <= node_count <= 200:
-        raise LabError(f"--nodes {node_count}: a lab has 1 to 200 nodes")
+        raise ValueError(f"--nodes {node_count}: a lab has 1 to 200 nodes")
+    if network not in NETWORKS:
+        raise ValueError(f"network {network!r}: expected one of {', '.join(NETWORKS)}")
     if layout.state_file.exists() or topology.lab_namespaces(layout):
         raise LabError(f"a lab with prefix {layout.prefix!r} is already up (or left over); "
                        "run `podwire lab down` first")
     try:
-        return _build(layout, layout.nodes(node_count))
+        return _build(layout, layout.nodes(node_count), network)
     except BaseException:
         log.error("event=up_failed action=cleaning_up")
         down(layout)
         raise
 
 
-def _build(layout: LabLayout, nodes: list[NodeLayout]) -> LabState:
+def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState:
     layout.run_dir.mkdir(parents=True, exist_ok=True)
     topology.build_underlay(layout)
     for node in nodes:
@@ -117,10 +123,14 @@ def _build(layout: LabLayout, nodes: list[NodeLayout]) -> LabState:
 
     nodefiles.write_bin_dir(layout)
     for node in nodes:
-        nodefiles.write_node_files(layout, node)
-        _start_agent(node)
-    for node in nodes:
-        _wait_agent(node)
+        nodefiles.write_node_files(layout, node, network)
+    if network == "podwire":
+        for node in nodes:
+            _start_agent(node)
+        for node in nodes:
+            _wait_agent(node)
+    else:
+        topology.route_pod_cidrs(nodes)
 
     ports = ",".join(f"{p}/{proto}" for p in EXTERNAL_PORTS for proto in ("TCP", "UDP"))
     procs.start(["nsenter", f"--net={netns.path(layout.external_netns)}", _python(), "-m",
@@ -130,10 +140,10 @@ def _build(layout: LabLayout, nodes: list[NodeLayout]) -> LabState:
                  "--nodes", str(len(nodes))],
                 layout.pidfile("kubelet"), layout.logfile("kubelet"))
 
-    state = LabState(layout.prefix, len(nodes), port, str(layout.host_kubeconfig))
+    state = LabState(layout.prefix, len(nodes), port, str(layout.host_kubeconfig), network)
     layout.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
-    log.info("event=lab_up prefix=%s nodes=%d api=127.0.0.1:%d kubeconfig=%s", layout.prefix,
-             len(nodes), port, layout.host_kubeconfig)
+    log.info("event=lab_up prefix=%s nodes=%d network=%s api=127.0.0.1:%d kubeconfig=%s",
+             layout.prefix, len(nodes), network, port, layout.host_kubeconfig)
     return state
 
 

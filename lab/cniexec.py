@@ -81,6 +81,34 @@ def invoke(command: str, sandbox: Sandbox, node_netns: str, bin_dir: Path,
         raise CniError(f"{command} printed non-JSON: {proc.stdout[:200]!r}") from exc
 
 
+def plugin_configs(conflist: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each plugin's stdin config: its entry plus the list's cniVersion and name."""
+    return [dict(p, cniVersion=conflist["cniVersion"], name=conflist["name"])
+            for p in conflist["plugins"]]
+
+
+def add_network(conflist: dict[str, Any], sandbox: Sandbox, node_netns: str, bin_dir: Path,
+                ) -> dict[str, Any]:
+    """ADD through every plugin of the list in order, each given the previous result."""
+    result: dict[str, Any] | None = None
+    for conf in plugin_configs(conflist):
+        result = invoke("ADD", sandbox, node_netns, bin_dir, conf, prev_result=result) or result
+    return result or {}
+
+
+def del_network(conflist: dict[str, Any], sandbox: Sandbox, node_netns: str, bin_dir: Path,
+                prev_result: dict[str, Any] | None) -> None:
+    """DEL through the plugins in reverse order; every plugin runs even if one fails."""
+    errors = []
+    for conf in reversed(plugin_configs(conflist)):
+        try:
+            invoke("DEL", sandbox, node_netns, bin_dir, conf, prev_result=prev_result)
+        except CniError as exc:
+            errors.append(f"{conf['type']}: {exc}")
+    if errors:
+        raise CniError("; ".join(errors))
+
+
 def _error_text(stdout: str, stderr: str) -> str:
     try:
         err = json.loads(stdout)

@@ -29,7 +29,6 @@ from podwire.lab import cniexec, netns
 from podwire.lab.echo import EchoServer, Port
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout, NodeLayout
-from podwire.lab.nodefiles import plugin_config
 
 log = logging.getLogger("podwire.lab.kubelet")
 
@@ -109,8 +108,7 @@ class NodeWorker:
         self.servers, self.stop = servers, stop
         self.running: dict[str, _Running] = {}
         self.retry_delay: dict[str, float] = {}
-        conflist = json.loads(node.conf_file.read_text())
-        self.plugin_conf = plugin_config(conflist)
+        self.conflist = json.loads(node.conf_file.read_text())
 
     def run(self) -> None:
         seen = -1
@@ -151,8 +149,8 @@ class NodeWorker:
             # A namespace left by an earlier failed attempt is stale: start clean.
             netns.remove(sb.netns_name)
             netns.create(sb.netns_name)
-            result = cniexec.invoke("ADD", sb, self.node.netns, self.layout.bin_dir,
-                                    self.plugin_conf)
+            result = cniexec.add_network(self.conflist, sb, self.node.netns,
+                                         self.layout.bin_dir)
             ip = cniexec.first_ipv4(result)
             self.servers.add(sb.uid, sb.netns_name, ref, pod_ports(pod))
         except (cniexec.CniError, OSError) as exc:
@@ -188,8 +186,8 @@ class NodeWorker:
     def _release(self, sb: cniexec.Sandbox, result: dict[str, Any] | None) -> None:
         self.servers.remove(sb.uid)
         try:
-            cniexec.invoke("DEL", sb, self.node.netns, self.layout.bin_dir, self.plugin_conf,
-                           prev_result=result)
+            cniexec.del_network(self.conflist, sb, self.node.netns, self.layout.bin_dir,
+                                prev_result=result)
         except cniexec.CniError as exc:
             log.warning("event=cni_del_failed pod=%s/%s error=%s", sb.namespace, sb.name, exc)
         netns.remove(sb.netns_name)

@@ -58,17 +58,28 @@ def cni_conflist(node: NodeLayout) -> dict[str, Any]:
     }
 
 
-def plugin_config(conflist: dict[str, Any]) -> dict[str, Any]:
-    """The single-plugin config a runtime sends on stdin for the first plugin of a list."""
-    conf = dict(conflist["plugins"][0])
-    conf["cniVersion"] = conflist["cniVersion"]
-    conf["name"] = conflist["name"]
-    return conf
+def bridge_conflist(node: NodeLayout) -> dict[str, Any]:
+    """The reference network (bridge + host-local, masquerade): a baseline lab without
+    podwire, same addresses, no policy."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": "lab-bridge",
+        "plugins": [{
+            "type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True,
+            "mtu": MTU,
+            "ipam": {"type": "host-local", "subnet": node.pod_cidr,
+                     "routes": [{"dst": "0.0.0.0/0"}],
+                     "dataDir": str(node.state_dir / "host-local")},
+        }],
+    }
 
 
 def plugin_source() -> Path:
     """The installed CNI plugin executable, next to the running interpreter."""
     return Path(sys.executable).parent / "podwire-cni"
+
+
+REFERENCE_PLUGINS = Path("/usr/lib/cni")
 
 
 def write_kubeconfig(path: Path, server: str) -> None:
@@ -77,16 +88,24 @@ def write_kubeconfig(path: Path, server: str) -> None:
 
 
 def write_bin_dir(layout: LabLayout) -> None:
-    """The CNI bin dir: the plugin under its type name `podwire`."""
+    """The CNI bin dir: podwire's plugin under its type name, and the reference plugins."""
     layout.bin_dir.mkdir(parents=True, exist_ok=True)
-    link = layout.bin_dir / "podwire"
-    link.unlink(missing_ok=True)
-    os.symlink(plugin_source(), link)
+    links = {"podwire": plugin_source()}
+    links.update({name: REFERENCE_PLUGINS / name for name in ("bridge", "host-local")})
+    for name, target in links.items():
+        link = layout.bin_dir / name
+        link.unlink(missing_ok=True)
+        os.symlink(target, link)
 
 
-def write_node_files(layout: LabLayout, node: NodeLayout) -> None:
+def write_node_files(layout: LabLayout, node: NodeLayout, network: str) -> None:
+    """Agent settings and the CNI conflist of `network` ("podwire" or "bridge")."""
     for d in (node.run_dir, node.state_dir, node.conf_dir):
         d.mkdir(parents=True, exist_ok=True)
-    node.agent_config.write_text(
-        json.dumps(agent_settings(node, layout.node_kubeconfig), indent=2) + "\n")
-    node.conf_file.write_text(json.dumps(cni_conflist(node), indent=2) + "\n")
+    if network == "podwire":
+        node.agent_config.write_text(
+            json.dumps(agent_settings(node, layout.node_kubeconfig), indent=2) + "\n")
+        conflist = cni_conflist(node)
+    else:
+        conflist = bridge_conflist(node)
+    node.conf_file.write_text(json.dumps(conflist, indent=2) + "\n")

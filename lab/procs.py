@@ -18,12 +18,18 @@ log = logging.getLogger("podwire.lab.procs")
 
 
 def _start_time(pid: int) -> str | None:
+    """The start time of a live process `pid`; None when gone or a zombie.
+
+    A lab process outlives the command that started it, so its zombie waits for init
+    to reap it: it must already count as stopped.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    # Field 22 (starttime); the command name in parentheses may contain spaces.
-    return stat.rsplit(")", 1)[1].split()[19]
+    # After the command name (in parentheses, may hold spaces): state, ..., starttime (22).
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def start(argv: list[str], pidfile: Path, logfile: Path, env: dict[str, str] | None = None,

@@ -67,6 +67,18 @@ def build_external(layout: LabLayout) -> None:
     log.info("event=external_up netns=%s ip=%s", layout.external_netns, EXTERNAL_IP)
 
 
+def route_pod_cidrs(nodes: list[NodeLayout]) -> None:
+    """Plain routes to every other node's pod CIDR via its underlay address (bridge
+    network only: podwire tunnels instead)."""
+    from pyroute2 import NetNS
+
+    for node in nodes:
+        with NetNS(node.netns) as ns:
+            for other in nodes:
+                if other is not node:
+                    ns.route("add", dst=other.pod_cidr, gateway=other.underlay_ip)
+
+
 def lab_namespaces(layout: LabLayout) -> list[str]:
     """Every namespace of this lab that exists now, pods first, underlay last."""
     names = netns.names_with_prefix(f"{layout.prefix}-")
