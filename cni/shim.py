@@ -106,6 +106,14 @@ def run(env: dict[str, str], stdin: str) -> tuple[int, str, str]:
     if not command:
         code, out = _error(version, CODE_INVALID_ENV, "CNI_COMMAND is not set")
         return code, out, ""
+    try:
+        decodable = isinstance(json.loads(stdin), dict)
+    except ValueError:
+        decodable = False
+    if not decodable:
+        # Without a configuration there is no agentSocket to ask: answer here.
+        code, out = _error(None, CODE_DECODE_FAILURE, "network configuration is not a JSON object")
+        return code, out, ""
     socket_path = _config_field(stdin, "agentSocket")
     if not isinstance(socket_path, str) or not socket_path:
         socket_path = DEFAULT_AGENT_SOCKET
