@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import yaml
 
@@ -88,14 +88,14 @@ def parse_policies(text: str, default_namespace: str = "default") -> list[Networ
 def parse_object(obj: object, default_namespace: str = "default") -> ClusterObject:
     """One API object of kind Namespace, Pod or NetworkPolicy."""
     kind = obj.get("kind") if isinstance(obj, Mapping) else None
-    decoders: dict[Any, Callable[[], ClusterObject]] = {
+    decoders: dict[str, Callable[[], ClusterObject]] = {
         "Namespace": lambda: Namespace.from_api(obj),
         "Pod": lambda: Pod.from_api(obj),
         "NetworkPolicy": lambda: NetworkPolicy.from_api(obj, default_namespace),
     }
     if not isinstance(obj, Mapping):
         raise PolicyErrors([PolicyError("", "must be an object")])
-    if kind not in decoders:
+    if not isinstance(kind, str) or kind not in decoders:
         raise PolicyErrors(
             [PolicyError("kind", f"must be Namespace, Pod or NetworkPolicy, got {kind!r}")]
         )
