@@ -54,6 +54,9 @@ Handler = Callable[[Request], Response]
 
 class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    # A node starting many pods at once connects dozens of shims together; the default
+    # backlog of 5 makes a unix socket connect fail with EAGAIN.
+    request_queue_size = 256
     routes: dict[tuple[str, str], Handler]
 
 

@@ -180,6 +180,13 @@ class NodeAgent:
         else:
             flag.write_text(reason)
 
+    def hold_hook(self, hold: bool) -> None:
+        flag = self.root / "hold-hook"
+        if hold:
+            flag.write_text("1")
+        else:
+            flag.unlink(missing_ok=True)
+
     def set_hook_failure(self, fail: bool) -> None:
         flag = self.root / "fail-hook"
         if fail:
@@ -219,6 +226,10 @@ def _serve(args: argparse.Namespace) -> None:
 
     def added(endpoint: Endpoint) -> None:
         record("added", endpoint)
+        # Holds ADD at its last step while the test does something to the caller.
+        end = time.monotonic() + 60
+        while (root / "hold-hook").exists() and time.monotonic() < end:
+            time.sleep(0.02)
         if (root / "fail-hook").exists():
             raise RuntimeError("injected datapath failure")
 
