@@ -9,8 +9,8 @@ from typing import Generic, TypeVar
 
 from podwire.agent import bpfsys
 
-K = TypeVar("K", bound=ctypes._CData)
-V = TypeVar("V", bound=ctypes._CData)
+K = TypeVar("K", bound="ctypes._CData")
+V = TypeVar("V", bound="ctypes._CData")
 
 
 class BpfMap(Generic[K, V]):

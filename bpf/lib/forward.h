@@ -17,7 +17,9 @@ static __always_inline struct ipcache_value *ipcache_lookup(__u32 ip)
 }
 
 /* Into a local pod: its MACs, then straight to the veth peer. redirect_peer skips
- * the host-side veth's egress hook, so to_pod never sees (nor re-evaluates) it. */
+ * the host-side veth's egress hook, so to_pod never sees (nor re-evaluates) it.
+ * A decapsulated frame still carries the remote pod's gateway MAC and so arrives
+ * as PACKET_OTHERHOST, which the pod's IP layer would drop: mark it for the host. */
 static __always_inline int deliver_local(struct __sk_buff *skb, const struct node_config *cfg,
 					 const struct pkt *p, const struct flow_ctx *c,
 					 struct endpoint_info *ep)
@@ -25,6 +27,8 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct nod
 	if (bpf_skb_store_bytes(skb, 0, ep->pod_mac, 6, 0) < 0 ||
 	    bpf_skb_store_bytes(skb, 6, ep->host_mac, 6, 0) < 0)
 		return drop(skb, cfg, p, c, DROP_MALFORMED);
+	if (skb->pkt_type != PACKET_HOST)
+		bpf_skb_change_type(skb, PACKET_HOST);
 	count(DROP_FORWARDED, c->direction, skb->len);
 	return bpf_redirect_peer(ep->ifindex, 0);
 }

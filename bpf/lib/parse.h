@@ -8,6 +8,7 @@
 #include <uapi/linux/ip.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_packet.h>
 #include "maps.h"
 
 #define IP_MF 0x2000

@@ -1,0 +1,284 @@
+"""The agent's handle on the eBPF datapath: load or adopt pins, attach, program maps.
+
+`Datapath.load()` runs the loader subprocess (bcc stays out of the agent), then
+opens every pinned map with raw bpf(2). Maps and programs outlive the agent, so a
+restart adopts them: conntrack, endpoints and policy keep forwarding meanwhile.
+
+What the node must provide besides (the agent's set-up, not this module's):
+- IPv4 forwarding on (`net.ipv4.ip_forward=1`): world-bound pod traffic leaves
+  from_pod with TC_ACT_OK into the host stack, which routes it.
+- A route `<podIP>/32 dev <host veth>` per local pod, so node and world replies
+  reach to_pod.
+- Masquerade for pod traffic leaving the cluster, e.g.
+  `iptables -t nat -A POSTROUTING -s <pod CIDR> ! -d <cluster CIDR> -j MASQUERADE`;
+  un-NATed replies then hit the reply entry of from_pod's conntrack in to_pod.
+- ipcache entries for the node's own addresses with IDENTITY_HOST (to_pod lets
+  the node reach its pods by that identity).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+from podwire.agent import bpfsys, structs, tc
+from podwire.agent.config import AgentConfig, ConntrackTimeouts
+from podwire.agent.loader import DatapathSizes, run_loader
+from podwire.agent.maps import BpfMap, PerCpuArray
+from podwire.agent.netns import iproute
+from podwire.agent.reasons import drop_max, reason_name
+from podwire.agent.ringbuf import RingBuffer
+
+log = logging.getLogger(__name__)
+
+_NSEC = 1_000_000_000
+_GC_BATCH = 4096
+DIRECTION_NAMES = {structs.DIR_INGRESS: "ingress", structs.DIR_EGRESS: "egress"}
+
+
+def ct_timeout_s(cfg: structs.NodeConfig, proto: int, state: int) -> int:
+    """The idle timeout of a conntrack entry; the same rule as ct_timeout_ns() in C."""
+    if proto == socket.IPPROTO_TCP:
+        if state == structs.CT_STATE_ESTABLISHED:
+            return int(cfg.ct_tcp_established)
+        if state == structs.CT_STATE_CLOSING:
+            return int(cfg.ct_tcp_closing)
+        return int(cfg.ct_tcp_syn)
+    if proto == socket.IPPROTO_UDP:
+        return int(cfg.ct_udp)
+    if proto == socket.IPPROTO_ICMP:
+        return int(cfg.ct_icmp)
+    return int(cfg.ct_other)
+
+
+def ct_expired(cfg: structs.NodeConfig, key: structs.CtKey, value: structs.CtValue,
+               now_ns: int) -> bool:
+    return now_ns - value.last_seen > ct_timeout_s(cfg, key.proto, value.state) * _NSEC
+
+
+@dataclass(frozen=True)
+class Counter:
+    reason: str
+    direction: str
+    packets: int
+    bytes: int
+
+
+class FlowReader:
+    """Flow events from the ring buffer, decoded as structs.FlowEvent."""
+
+    def __init__(self, ring: RingBuffer) -> None:
+        self._ring = ring
+
+    def read(self, max_records: int = 1024) -> list[structs.FlowEvent]:
+        size = ctypes.sizeof(structs.FlowEvent)
+        return [structs.FlowEvent.from_buffer_copy(raw[:size])
+                for raw in self._ring.read(max_records) if len(raw) >= size]
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._ring.wait(timeout)
+
+
+class Datapath:
+    """Pinned maps and programs of one node. Use Datapath.load()."""
+
+    def __init__(self, pin_dir: Path, netns: str | None = None) -> None:
+        self.pin_dir = pin_dir
+        self.netns = netns
+        p = str(pin_dir)
+        self.endpoints = BpfMap(f"{p}/endpoints", ctypes.c_uint32, structs.EndpointInfo)
+        self.ipcache = BpfMap(f"{p}/ipcache", structs.IpcacheKey, structs.IpcacheValue)
+        self.policy = BpfMap(f"{p}/policy", structs.PolicyKey, structs.PolicyValue)
+        self.conntrack = BpfMap(f"{p}/conntrack", structs.CtKey, structs.CtValue)
+        self.config = BpfMap(f"{p}/config", ctypes.c_uint32, structs.NodeConfig)
+        self.metrics = PerCpuArray(f"{p}/metrics", structs.MetricsValue)
+        self.events_lost = PerCpuArray(f"{p}/events_lost", ctypes.c_uint64)
+        self._ring: RingBuffer | None = None
+        self._ipr: IPRoute | None = None
+
+    @classmethod
+    def load(cls, config: AgentConfig, sizes: DatapathSizes | None = None,
+             netns: str | None = None) -> Datapath:
+        """Compile and pin (or adopt the pins), then open the maps.
+
+        netns names the namespace whose links attach_* works on (None: ours; the
+        agent runs inside its node's netns). Timeouts and the events switch come
+        from config; the vxlan ifindex and node IP of an adopted config are kept.
+        """
+        sizes = replace(sizes or DatapathSizes(), conntrack=config.conntrack_max)
+        summary = run_loader(config.pin_dir, sizes)
+        log.info("event=datapath_loaded pin_dir=%s maps=%s", config.pin_dir,
+                 ",".join(f"{k}:{v}" for k, v in summary["maps"].items()))
+        dp = cls(config.pin_dir, netns)
+        dp.set_node_config(node_ip=config.node_ip, flow_events=config.flow_events,
+                           timeouts=config.conntrack_timeouts)
+        return dp
+
+    def _iproute(self) -> IPRoute:
+        if self._ipr is None:
+            self._ipr = iproute(self.netns)
+        return self._ipr
+
+    def _prog(self, name: str) -> str:
+        return str(self.pin_dir / f"prog_{name}")
+
+    # Attaching
+
+    def attach_endpoint(self, host_ifindex: int) -> None:
+        """from_pod on the host veth's ingress, to_pod on its egress."""
+        ipr = self._iproute()
+        tc.attach(ipr, host_ifindex, "ingress", self._prog("from_pod"))
+        tc.attach(ipr, host_ifindex, "egress", self._prog("to_pod"))
+
+    def detach_endpoint(self, host_ifindex: int) -> None:
+        tc.detach(self._iproute(), host_ifindex)
+
+    def attach_overlay(self, vxlan_ifindex: int) -> None:
+        """from_overlay on the vxlan device, which from_pod also sends to."""
+        tc.attach(self._iproute(), vxlan_ifindex, "ingress", self._prog("from_overlay"))
+        self.set_node_config(vxlan_ifindex=vxlan_ifindex)
+
+    # Maps
+
+    def set_endpoint(self, ip: str, info: structs.EndpointInfo) -> None:
+        self.endpoints.update(ctypes.c_uint32(structs.ip_be(ip)), info)
+
+    def delete_endpoint(self, ip: str) -> bool:
+        return self.endpoints.delete(ctypes.c_uint32(structs.ip_be(ip)))
+
+    def set_ipcache(self, cidr: str, value: structs.IpcacheValue) -> None:
+        self.ipcache.update(structs.IpcacheKey.from_cidr(cidr), value)
+
+    def delete_ipcache(self, cidr: str) -> bool:
+        return self.ipcache.delete(structs.IpcacheKey.from_cidr(cidr))
+
+    def set_policy(self, key: structs.PolicyKey, value: structs.PolicyValue) -> None:
+        self.policy.update(key, value)
+
+    def delete_policy(self, key: structs.PolicyKey) -> bool:
+        return self.policy.delete(key)
+
+    def node_config(self) -> structs.NodeConfig:
+        value = self.config.lookup(ctypes.c_uint32(0))
+        if value is None:
+            raise RuntimeError(f"config map in {self.pin_dir} has no entry 0")
+        return value
+
+    def set_node_config(self, vxlan_ifindex: int | None = None, node_ip: str | None = None,
+                        flow_events: bool | None = None,
+                        timeouts: ConntrackTimeouts | None = None) -> None:
+        """Change the given node-wide settings; the others keep their value."""
+        cfg = self.node_config()
+        if vxlan_ifindex is not None:
+            cfg.vxlan_ifindex = vxlan_ifindex
+        if node_ip is not None:
+            cfg.node_ip = structs.ip_be(node_ip)
+        if flow_events is not None:
+            cfg.flags = (cfg.flags | structs.CFG_F_EVENTS) if flow_events else (
+                cfg.flags & ~structs.CFG_F_EVENTS)
+        if timeouts is not None:
+            cfg.ct_tcp_syn = timeouts.tcp_syn
+            cfg.ct_tcp_established = timeouts.tcp_established
+            cfg.ct_tcp_closing = timeouts.tcp_closing
+            cfg.ct_udp = timeouts.udp
+            cfg.ct_icmp = timeouts.icmp
+            cfg.ct_other = timeouts.other
+        self.config.update(ctypes.c_uint32(0), cfg)
+
+    # Conntrack
+
+    def conntrack_entries(self) -> Iterator[tuple[structs.CtKey, structs.CtValue]]:
+        return self.conntrack.items()
+
+    def conntrack_gc(self, now_ns: int | None = None) -> int:
+        """Delete expired entries; returns how many. now_ns is CLOCK_MONOTONIC like
+        bpf_ktime_get_ns (a test may pass a future time)."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        cfg = self.node_config()
+        fd = self.conntrack.fd
+        keys = (structs.CtKey * _GC_BATCH)()
+        values = (structs.CtValue * _GC_BATCH)()
+        token_in = (ctypes.c_uint8 * 8)()
+        token_out = (ctypes.c_uint8 * 8)()
+        expired: list[structs.CtKey] = []
+        first = True
+        while True:
+            count, more = bpfsys.lookup_batch(fd, keys, values, None if first else token_in,
+                                              token_out)
+            first = False
+            expired.extend(structs.CtKey.from_buffer_copy(keys[i]) for i in range(count)
+                           if ct_expired(cfg, keys[i], values[i], now))
+            if not more:
+                break
+            ctypes.memmove(token_in, token_out, 8)
+        deleted = 0
+        for start in range(0, len(expired), _GC_BATCH):
+            chunk = expired[start:start + _GC_BATCH]
+            batch = (structs.CtKey * len(chunk))(*chunk)
+            deleted += bpfsys.delete_batch(fd, batch, len(chunk))
+        log.info("event=conntrack_gc deleted=%d", deleted)
+        return deleted
+
+    # Observability
+
+    def read_counters(self) -> list[Counter]:
+        """Per {reason, direction} packets and bytes, summed over CPUs; zero rows omitted."""
+        rows = []
+        for reason in range(drop_max()):
+            for direction, dname in DIRECTION_NAMES.items():
+                per_cpu = self.metrics.lookup(reason * structs.DIR_MAX + direction)
+                packets = sum(v.packets for v in per_cpu)
+                if packets:
+                    rows.append(Counter(reason_name(reason), dname, packets,
+                                        sum(v.bytes for v in per_cpu)))
+        return rows
+
+    def lost_events(self) -> int:
+        """Events the datapath could not reserve ring space for."""
+        return sum(v.value for v in self.events_lost.lookup(0))
+
+    def events(self) -> FlowReader:
+        if self._ring is None:
+            self._ring = RingBuffer(str(self.pin_dir / "events"))
+        return FlowReader(self._ring)
+
+    def map_usage(self) -> dict[str, dict[str, int]]:
+        """{name: {"entries", "max"}} for the agent's /status."""
+        return {m.path.rsplit("/", 1)[1]: {"entries": len(m), "max": m.max_entries}
+                for m in (self.endpoints, self.ipcache, self.policy, self.conntrack)}
+
+    def close(self) -> None:
+        """Release fds and sockets; pins, programs and attachments stay."""
+        for m in (self.endpoints, self.ipcache, self.policy, self.conntrack, self.config,
+                  self.metrics, self.events_lost):
+            m.close()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+
+def ensure_vxlan_device(name: str, local_ip: str, port: int, mtu: int,
+                        netns: str | None = None) -> int:
+    """Create (or keep) a vxlan device in external/collect_md mode; returns its ifindex.
+
+    The tunnel key (remote node, VNI) comes from from_pod per packet, so one device
+    serves every remote node. MTU 1450 leaves room for the 50-byte encapsulation.
+    """
+    with iproute(netns) as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            ipr.link("add", ifname=name, kind="vxlan", vxlan_collect_metadata=1,
+                     vxlan_port=port, vxlan_local=local_ip, vxlan_learning=0)
+            found = ipr.link_lookup(ifname=name)
+        ipr.link("set", index=found[0], mtu=mtu, state="up")
+        return int(found[0])

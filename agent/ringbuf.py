@@ -1,0 +1,81 @@
+"""Read a BPF ring buffer by mmap of its map fd, without bcc or libbpf.
+
+Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (we write it),
+page 1 the producer position, then the data area mapped twice in a row so a record
+that wraps reads as one contiguous slice. Each record starts with an 8-byte header:
+u32 length with BUSY (still being written) and DISCARD bits, u32 page offset.
+Memory is bounded by the ring itself plus at most `max_records` copies per poll.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import select
+import struct
+
+from podwire.agent import bpfsys
+
+PAGE_SIZE = mmap.PAGESIZE
+_BUSY = 1 << 31
+_DISCARD = 1 << 30
+_HDR = 8
+
+
+class RingBuffer:
+    """Consumer side of one ring buffer map, opened from its pin."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = bpfsys.obj_get(path)
+        try:
+            self.size = bpfsys.map_info(self.fd).max_entries
+            self._consumer = mmap.mmap(self.fd, PAGE_SIZE, mmap.MAP_SHARED,
+                                       mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+            self._producer = mmap.mmap(self.fd, PAGE_SIZE + 2 * self.size, mmap.MAP_SHARED,
+                                       mmap.PROT_READ, offset=PAGE_SIZE)
+            self._epoll = select.epoll()
+            self._epoll.register(self.fd, select.EPOLLIN)
+        except OSError:
+            os.close(self.fd)
+            raise
+
+    def _positions(self) -> tuple[int, int]:
+        (consumer,) = struct.unpack_from("<Q", self._consumer, 0)
+        (producer,) = struct.unpack_from("<Q", self._producer, 0)
+        return consumer, producer
+
+    def pending(self) -> int:
+        """Bytes the producer has written that we have not consumed."""
+        consumer, producer = self._positions()
+        return producer - consumer
+
+    def read(self, max_records: int = 1024) -> list[bytes]:
+        """Up to max_records committed records, oldest first, freeing their space."""
+        out: list[bytes] = []
+        consumer, producer = self._positions()
+        while consumer < producer and len(out) < max_records:
+            off = PAGE_SIZE + (consumer & (self.size - 1))
+            (header,) = struct.unpack_from("<I", self._producer, off)
+            if header & _BUSY:
+                break  # reserved but not yet submitted: later records must wait too
+            length = header & ~(_BUSY | _DISCARD)
+            if not header & _DISCARD:
+                out.append(self._producer[off + _HDR: off + _HDR + length])
+            consumer += (length + _HDR + 7) & ~7
+            struct.pack_into("<Q", self._consumer, 0, consumer)
+        return out
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until the kernel signals data (or timeout seconds); True if readable."""
+        if self.pending():
+            return True
+        return bool(self._epoll.poll(-1 if timeout is None else timeout))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self._epoll.close()
+            self._consumer.close()
+            self._producer.close()
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,65 @@
+"""Attach pinned TC programs with pyroute2: clsact qdisc, bpf filter in direct-action.
+
+Filters are written with `replace` on a fixed handle and priority, so re-attaching
+(an agent restart, a new program) swaps the program in one netlink call and the
+link is never without one.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from podwire.agent import bpfsys
+
+log = logging.getLogger(__name__)
+
+PARENTS = {"ingress": "ffff:fff2", "egress": "ffff:fff3"}
+FILTER_HANDLE = 1
+FILTER_PRIO = 1
+
+
+def ensure_clsact(ipr: IPRoute, ifindex: int) -> None:
+    try:
+        ipr.tc("add", "clsact", ifindex)
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
+            raise
+
+
+def attach(ipr: IPRoute, ifindex: int, hook: str, prog_path: str) -> None:
+    """Attach the program pinned at prog_path on ifindex's hook ('ingress'/'egress')."""
+    if hook not in PARENTS:
+        raise ValueError(f"unknown tc hook {hook!r}; use 'ingress' or 'egress'")
+    ensure_clsact(ipr, ifindex)
+    fd = bpfsys.obj_get(prog_path)
+    try:
+        ipr.tc("replace-filter", "bpf", ifindex, handle=FILTER_HANDLE, fd=fd,
+               name=os.path.basename(prog_path), parent=PARENTS[hook], prio=FILTER_PRIO,
+               protocol=0x0003, direct_action=True)  # ETH_P_ALL
+    finally:
+        os.close(fd)
+    log.info("event=tc_attach ifindex=%d hook=%s prog=%s", ifindex, hook, prog_path)
+
+
+def detach(ipr: IPRoute, ifindex: int) -> None:
+    """Remove the clsact qdisc (and with it every filter); absent is fine."""
+    try:
+        ipr.tc("del", "clsact", ifindex)
+    except NetlinkError as exc:
+        if exc.code not in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
+            raise
+
+
+def attached_program_names(ipr: IPRoute, ifindex: int, hook: str) -> list[str]:
+    """Names of the bpf filters on a hook (for status and tests)."""
+    names = []
+    for msg in ipr.get_filters(ifindex, parent=PARENTS[hook]):
+        opts = msg.get_attr("TCA_OPTIONS")
+        if opts is not None and opts.get_attr("TCA_BPF_NAME"):
+            names.append(opts.get_attr("TCA_BPF_NAME"))
+    return names

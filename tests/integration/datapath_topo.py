@@ -1,0 +1,191 @@
+"""A minimal node/pod topology for the datapath tests, built like the CNI will.
+
+Node: a netns with an address on lo (the node's own IP). Pod: a netns whose eth0
+has a /32, `169.254.1.1 dev eth0 scope link`, `default via 169.254.1.1` and a
+permanent neighbour for 169.254.1.1 = the host veth's MAC; the node routes
+`<pod IP>/32 dev <host veth>`. Everything is removed by Topology.cleanup().
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from podwire.agent import structs
+from podwire.agent.datapath import Datapath
+from podwire.agent.netns import in_netns
+
+T = TypeVar("T")
+GATEWAY = "169.254.1.1"
+
+
+def sh(*args: str) -> str:
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def nsexec(netns: str, *args: str) -> str:
+    return sh("nsenter", f"--net=/run/netns/{netns}", *args)
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 10.0) -> T:
+    """Poll probe until it returns something truthy; fail naming what we waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def link_info(netns: str, ifname: str) -> tuple[int, str]:
+    # /sys is the root netns's sysfs under nsenter --net: ask netlink instead.
+    (link,) = json.loads(nsexec(netns, "ip", "-j", "link", "show", "dev", ifname))
+    return int(link["ifindex"]), str(link["address"])
+
+
+@dataclass
+class Pod:
+    name: str
+    netns: str
+    ip: str
+    mac: str
+    host_ifname: str
+    host_ifindex: int
+    host_mac: str
+    ep_id: int
+    identity: int
+
+    def endpoint(self, flags: int = 0) -> structs.EndpointInfo:
+        return structs.EndpointInfo.make(self.host_ifindex, self.ep_id, self.identity, flags,
+                                         self.mac, self.host_mac)
+
+    def socket(self, kind: int, proto: int = 0) -> socket.socket:
+        """A socket living in the pod's netns (usable from this thread afterwards)."""
+        with in_netns(self.netns):
+            return socket.socket(socket.AF_INET, kind, proto)
+
+    def raw_l2(self) -> socket.socket:
+        with in_netns(self.netns):
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+            s.bind(("eth0", 0))
+            return s
+
+
+@dataclass
+class Topology:
+    prefix: str
+    nodes: list[str] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
+    pin_dirs: list[Path] = field(default_factory=list)
+    datapaths: list[Datapath] = field(default_factory=list)
+
+    def add_node(self, name: str, node_ip: str) -> str:
+        netns = f"{self.prefix}-{name}"
+        sh("ip", "netns", "add", netns)
+        self.nodes.append(netns)
+        nsexec(netns, "ip", "link", "set", "lo", "up")
+        nsexec(netns, "ip", "addr", "add", f"{node_ip}/32", "dev", "lo")
+        nsexec(netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        return netns
+
+    def add_pod(self, node: str, name: str, ip: str, ep_id: int, identity: int) -> Pod:
+        netns = f"{self.prefix}-{name}"
+        host_if = f"h{name}"
+        sh("ip", "netns", "add", netns)
+        self.nodes.append(netns)
+        nsexec(netns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+        nsexec(netns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
+        nsexec(node, "ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
+               "netns", netns)
+        nsexec(node, "sysctl", "-qw", f"net.ipv6.conf.{host_if}.disable_ipv6=1")
+        nsexec(node, "ip", "link", "set", host_if, "up")
+        host_ifindex, host_mac = link_info(node, host_if)
+        _, mac = link_info(netns, "eth0")
+        for cmd in (("ip", "link", "set", "lo", "up"),
+                    ("ip", "addr", "add", f"{ip}/32", "dev", "eth0"),
+                    ("ip", "link", "set", "eth0", "up"),
+                    ("ip", "route", "add", GATEWAY, "dev", "eth0", "scope", "link"),
+                    ("ip", "route", "add", "default", "via", GATEWAY, "dev", "eth0"),
+                    ("ip", "neigh", "add", GATEWAY, "lladdr", host_mac, "dev", "eth0",
+                     "nud", "permanent")):
+            nsexec(netns, *cmd)
+        nsexec(node, "ip", "route", "add", f"{ip}/32", "dev", host_if)
+        pod = Pod(name, netns, ip, mac, host_if, host_ifindex, host_mac, ep_id, identity)
+        self.pods.append(pod)
+        return pod
+
+    def pin_dir(self, name: str) -> Path:
+        path = Path(f"/sys/fs/bpf/{self.prefix}-{name}")
+        self.pin_dirs.append(path)
+        return path
+
+    def cleanup(self) -> None:
+        for dp in self.datapaths:
+            dp.close()
+        for netns in reversed(self.nodes):
+            subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
+        for path in self.pin_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def counter(dp: Datapath, reason: str, direction: str) -> int:
+    return sum(c.packets for c in dp.read_counters()
+               if c.reason == reason and c.direction == direction)
+
+
+def drain_events(dp: Datapath) -> list[structs.FlowEvent]:
+    reader = dp.events()
+    out: list[structs.FlowEvent] = []
+    while batch := reader.read():
+        out.extend(batch)
+    return out
+
+
+def recv_nowait(sock: socket.socket) -> list[bytes]:
+    sock.setblocking(False)
+    frames = []
+    while True:
+        try:
+            frames.append(sock.recv(65535))
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return frames
+            raise
+
+
+def policy_key(ep_id: int, direction: int, identity: int, proto: int = 0,
+               port: int | None = None) -> structs.PolicyKey:
+    """An exact policy key: any protocol (proto 0), any port, or one port."""
+    if proto == 0:
+        prefix = structs.POLICY_PREFIX_ANY_PROTO
+    elif port is None:
+        prefix = structs.POLICY_PREFIX_ANY_PORT
+    else:
+        prefix = structs.POLICY_PREFIX_PORT
+    return structs.PolicyKey(prefixlen=prefix, ep_id=ep_id, direction=direction,
+                             identity=identity, proto=proto,
+                             dport=structs.port_be(port or 0))
+
+
+def ipcache_value(identity: int, cidr_identity: int = 0, tunnel_ip: str | None = None
+                  ) -> structs.IpcacheValue:
+    return structs.IpcacheValue(identity=identity, cidr_identity=cidr_identity or identity,
+                                tunnel_ip=structs.ip_be(tunnel_ip) if tunnel_ip else 0)
+
+
+def ct_count(dp: Datapath) -> int:
+    return sum(1 for _ in dp.conntrack_entries())
+
