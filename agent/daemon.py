@@ -1,0 +1,368 @@
+"""The per-node agent: loads the datapath, watches Kubernetes, programs maps by diff.
+
+One lock serialises every change to the model and the maps, whether it comes from a
+watch event or from a CNI ADD/DEL, so the maps always reflect one consistent model.
+The agent publishes `revision`: the Kubernetes resourceVersion up to which it has
+consumed every stream *and* applied the resulting map changes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import queue
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from podwire.agent import programmer
+from podwire.agent.cni_service import CniService
+from podwire.agent.config import AgentConfig
+from podwire.agent.datapath import Datapath, ensure_vxlan_device
+from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
+from podwire.agent.endpoints import Endpoint
+from podwire.agent.flows import FlowEnricher, FlowHistory, PeerNames
+from podwire.agent.localapi import LocalApi, Request, Response
+from podwire.agent.reconcile import plan
+from podwire.agent.watch import WatchEvent, WatchSet, api_client
+from podwire.policy import Direction, Namespace, NetworkPolicy, Pod, PolicyError, policies_selecting
+
+log = logging.getLogger("podwire.agent")
+
+MASQUERADE_COMMENT = "podwire: masquerade pod traffic leaving the cluster"
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.state = NodeState(config.node_name)
+        self.lock = threading.RLock()
+        self.stopping = threading.Event()
+        self.ready = False
+        self.not_ready_reason = "starting"
+        self.revision = 0
+        self.reconciles = 0
+        self.last_reconcile_seconds = 0.0
+        self.datapath: Datapath | None = None
+        self.installed = programmer.MapContents()
+        self.flows = FlowHistory(config.history_size)
+        self.api = LocalApi(config.socket_path)
+        self.cni = CniService(
+            config.state_dir,
+            pod_cidr=None,
+            on_endpoint_added=self._endpoint_added,
+            on_endpoint_removed=self._endpoint_removed,
+            ready=lambda: (self.ready, self.not_ready_reason),
+        )
+        self.watches: WatchSet | None = None
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Come up: datapath, API, watches, first full sync; then serve changes."""
+        self.api.route("GET", "/healthz", self._healthz)
+        self.api.route("GET", "/status", self._status)
+        self.api.route("GET", "/flows", self._flows)
+        self.cni.register(self.api)
+        self.api.start()
+
+        self.datapath = Datapath.load(self.config)
+        self.installed = programmer.read_installed(self.datapath)
+        log.info("event=adopted endpoints=%d ipcache=%d policy=%d",
+                 len(self.installed.endpoints), len(self.installed.ipcache),
+                 len(self.installed.policy))
+
+        self.watches = WatchSet(api_client(self.config.kubeconfig))
+        self.watches.start()
+        while not self.watches.has_synced():
+            if self.stopping.wait(0.05):
+                return
+        self._drain_events(block=False)
+
+        node = self._own_node()
+        self._set_up_node(node)
+        self._restore_endpoints()
+        with self.lock:
+            self._reconcile()
+            self.revision = self.watches.revision()
+        self.ready, self.not_ready_reason = True, ""
+        log.info("event=ready node=%s revision=%d endpoints=%d", self.config.node_name,
+                 self.revision, len(self.state.endpoints))
+
+        self._spawn("watch-loop", self._watch_loop)
+        self._spawn("flow-reader", self._read_flows)
+        self._spawn("conntrack-gc", self._conntrack_gc_loop)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.watches is not None:
+            self.watches.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.api.close()
+        if self.datapath is not None:
+            self.datapath.close()
+
+    def _spawn(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # ------------------------------------------------------------ node set-up
+
+    def _own_node(self) -> NodeInfo:
+        """This node's address and pod CIDR: from its Node object, unless configured."""
+        known = self.state.nodes.get(self.config.node_name)
+        node_ip = self.config.node_ip or (known.ip if known else None)
+        pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
+        while node_ip is None or pod_cidr is None:
+            self.not_ready_reason = (f"node {self.config.node_name} has no "
+                                     f"{'address' if node_ip is None else 'spec.podCIDR'} yet")
+            if self.stopping.wait(0.2):
+                raise SystemExit(0)
+            self._drain_events(block=False)
+            known = self.state.nodes.get(self.config.node_name)
+            node_ip = self.config.node_ip or (known.ip if known else None)
+            pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
+        return NodeInfo(self.config.node_name, node_ip, pod_cidr)
+
+    def _set_up_node(self, node: NodeInfo) -> None:
+        assert self.datapath is not None and node.ip and node.pod_cidr
+        with self.lock:
+            self.state.set_node(node)
+        self.cni.pod_cidr = ipaddress.IPv4Network(node.pod_cidr)
+        _sysctl("net.ipv4.ip_forward", "1")
+        _sysctl("net.ipv4.conf.all.rp_filter", "0")
+        _sysctl("net.ipv4.conf.default.rp_filter", "0")
+        vxlan = ensure_vxlan_device(self.config.vxlan_device, node.ip, self.config.vxlan_port,
+                                    self.config.mtu + 50)
+        self.datapath.attach_overlay(vxlan)
+        self.datapath.set_node_config(node_ip=node.ip)
+        _ensure_masquerade(node.pod_cidr)
+
+    def _restore_endpoints(self) -> None:
+        """Endpoints wired before a restart: re-attach the (possibly new) programs."""
+        assert self.datapath is not None
+        for endpoint in self.cni.endpoints.all():
+            try:
+                self.datapath.attach_endpoint(endpoint.host_ifindex)
+            except (OSError, NetlinkError) as err:  # the veth is gone: GC releases the rest
+                log.warning("event=endpoint_stale pod=%s ifname=%s error=%r", endpoint.pod,
+                            endpoint.host_ifname, str(err))
+                continue
+            with self.lock:
+                self.state.add_endpoint(_local(endpoint))
+
+    # ------------------------------------------------------------ reconcile
+
+    def _reconcile(self) -> None:
+        """Bring the maps to the model; caller holds the lock."""
+        assert self.datapath is not None
+        started = time.perf_counter()
+        desired = self.state.compute()
+        ops = plan(self.installed, desired)
+        programmer.apply(self.datapath, ops)
+        programmer.apply_to(self.installed, ops)
+        self.reconciles += 1
+        self.last_reconcile_seconds = time.perf_counter() - started
+        if ops:
+            log.info("event=reconciled ops=%d seconds=%.4f", len(ops), self.last_reconcile_seconds)
+
+    def _watch_loop(self) -> None:
+        while not self.stopping.is_set():
+            self._drain_events(block=True)
+
+    def _drain_events(self, block: bool) -> None:
+        assert self.watches is not None
+        batch: list[WatchEvent] = []
+        try:
+            if block:
+                batch.append(self.watches.events.get(timeout=0.5))
+            while True:
+                batch.append(self.watches.events.get_nowait())
+        except queue.Empty:
+            pass
+        if not batch:
+            return
+        with self.lock:
+            for event in batch:
+                self._apply_event(event)
+            if self.ready:
+                self._reconcile()
+                self.revision = batch[-1].revision
+
+    def _apply_event(self, event: WatchEvent) -> None:
+        obj, deleted = event.obj, event.type == "DELETED"
+        if event.type in ("BOOKMARK", "ERROR"):
+            return
+        meta = obj.get("metadata") or {}
+        name, namespace = meta.get("name", ""), meta.get("namespace", "")
+        try:
+            if event.kind == "Namespace":
+                if deleted:
+                    self.state.remove_namespace(name)
+                else:
+                    self.state.set_namespace(Namespace.from_api(obj))
+            elif event.kind == "Pod":
+                if deleted:
+                    self.state.remove_pod(namespace, name)
+                else:
+                    self.state.set_pod(Pod.from_api(obj))
+            elif event.kind == "NetworkPolicy":
+                if deleted:
+                    self.state.remove_policy(namespace, name)
+                else:
+                    try:
+                        self.state.set_policy(NetworkPolicy.from_api(obj))
+                    except PolicyError as err:
+                        self.state.reject_policy(f"{namespace}/{name}",
+                                                 meta.get("resourceVersion", ""), err)
+            elif event.kind == "Node":
+                if deleted:
+                    self.state.remove_node(name)
+                else:
+                    self.state.set_node(_node_info(obj))
+        except PolicyError as err:
+            log.warning("event=object_rejected kind=%s name=%s/%s error=%r", event.kind,
+                        namespace, name, err.describe())
+
+    # ------------------------------------------------------------ CNI hooks
+
+    def _endpoint_added(self, endpoint: Endpoint) -> None:
+        assert self.datapath is not None
+        with self.lock:
+            # Programs first: until the endpoint entry exists they drop its traffic.
+            self.datapath.attach_endpoint(endpoint.host_ifindex)
+            self.state.add_endpoint(_local(endpoint))
+            self._reconcile()
+        log.info("event=endpoint_added pod=%s ip=%s ifname=%s", endpoint.pod, endpoint.ip,
+                 endpoint.host_ifname)
+
+    def _endpoint_removed(self, endpoint: Endpoint) -> None:
+        with self.lock:
+            self.state.remove_endpoint(endpoint.ip)
+            self._reconcile()
+        log.info("event=endpoint_removed pod=%s ip=%s", endpoint.pod, endpoint.ip)
+
+    # ------------------------------------------------------------ flows
+
+    def _read_flows(self) -> None:
+        assert self.datapath is not None
+        reader = self.datapath.events()
+        enricher = FlowEnricher(self.config.node_name, self._names_of, self.state.policy_name,
+                                self._isolating_policies)
+        while not self.stopping.is_set():
+            if not reader.wait(0.5):
+                continue
+            for event in reader.read():
+                with self.lock:
+                    record = enricher.record(event)
+                self.flows.add(record)
+
+    def _names_of(self, ip: str) -> PeerNames:
+        for endpoint in self.state.endpoints.values():
+            if endpoint.ip == ip:
+                return PeerNames(endpoint.namespace, endpoint.name)
+        pods = self.state.cluster.pods_with_ip(ip)
+        if pods:
+            return PeerNames(pods[0].namespace, pods[0].name)
+        return PeerNames(None, None)
+
+    def _isolating_policies(self, ip: str, direction: str) -> list[str]:
+        names = self._names_of(ip)
+        if names.pod is None or names.namespace is None:
+            return []
+        pod = self.state.cluster.pod(names.namespace, names.pod)
+        if pod is None:
+            return []
+        policy_direction = Direction.INGRESS if direction == "ingress" else Direction.EGRESS
+        return [p.key for p in policies_selecting(self.state.cluster, pod, policy_direction)]
+
+    def _conntrack_gc_loop(self) -> None:
+        assert self.datapath is not None
+        while not self.stopping.wait(self.config.conntrack_gc_interval):
+            try:
+                self.datapath.conntrack_gc()
+            except OSError as err:
+                log.warning("event=conntrack_gc_failed error=%r", str(err))
+
+    # ------------------------------------------------------------ local API
+
+    def _healthz(self, request: Request) -> Response:
+        return Response(200 if self.ready else 503,
+                        {"ready": self.ready, "reason": self.not_ready_reason})
+
+    def _status(self, request: Request) -> Response:
+        with self.lock:
+            endpoints = [
+                {"ip": e.ip, "namespace": e.namespace, "pod": e.name, "ep_id": e.ep_id,
+                 "ifindex": e.ifindex}
+                for e in sorted(self.state.endpoints.values(), key=lambda e: e.ip)
+            ]
+            problems = [vars(p) for p in self.state.policy_problems.values()]
+        body: dict[str, Any] = {
+            "node": self.config.node_name,
+            "ready": self.ready,
+            "reason": self.not_ready_reason,
+            "revision": self.revision,
+            "endpoints": endpoints,
+            "policy_errors": problems,
+            "reconciles": self.reconciles,
+            "last_reconcile_seconds": self.last_reconcile_seconds,
+        }
+        if self.datapath is not None:
+            body["maps"] = self.datapath.map_usage()
+            body["lost_events"] = self.datapath.lost_events() + self.flows.lost
+            body["counters"] = [vars(c) for c in self.datapath.read_counters()]
+        return Response(200, body)
+
+    def _flows(self, request: Request) -> Response:
+        last_values = request.query.get("last")
+        count = int(last_values[0]) if last_values else None
+        follow = request.query.get("follow", ["0"])[0] in ("1", "true")
+        recent = self.flows.last(count)
+        if not follow:
+            return Response(200, stream=self.flows.as_lines(iter(recent)),
+                            content_type="application/x-ndjson")
+        after = recent[-1][0] if recent else -1
+
+        def stream() -> Any:
+            yield from self.flows.as_lines(iter(recent))
+            yield from self.flows.as_lines(self.flows.follow(after, self.stopping))
+
+        return Response(200, stream=stream(), content_type="application/x-ndjson")
+
+
+def _local(endpoint: Endpoint) -> LocalEndpoint:
+    # The host veth's ifindex is unique on the node for the pod's lifetime: it serves
+    # as the endpoint id the policy map is keyed by.
+    return LocalEndpoint(ip=endpoint.ip, ep_id=endpoint.host_ifindex,
+                         ifindex=endpoint.host_ifindex, pod_mac=endpoint.pod_mac,
+                         host_mac=endpoint.host_mac, namespace=endpoint.pod_namespace,
+                         name=endpoint.pod_name)
+
+
+def _node_info(obj: dict[str, Any]) -> NodeInfo:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    address = next((a.get("address") for a in status.get("addresses") or []
+                    if a.get("type") == "InternalIP"), None)
+    return NodeInfo(obj["metadata"]["name"], address, spec.get("podCIDR"))
+
+
+def _sysctl(name: str, value: str) -> None:
+    Path("/proc/sys", *name.split(".")).write_text(value)
+
+
+def _ensure_masquerade(pod_cidr: str) -> None:
+    """Pods reach the world with the node's address; pod-to-pod traffic never gets here."""
+    rule = ["POSTROUTING", "-s", pod_cidr, "!", "-d", pod_cidr, "-m", "comment",
+            "--comment", MASQUERADE_COMMENT, "-j", "MASQUERADE"]
+    check = subprocess.run(["iptables", "-t", "nat", "-C", *rule], check=False,
+                           capture_output=True)
+    if check.returncode != 0:
+        subprocess.run(["iptables", "-t", "nat", "-A", *rule], check=True, capture_output=True)

@@ -1,0 +1,104 @@
+"""Apply planned map operations to the live maps, and read the live maps back.
+
+The one place where the agent's plain entries (agent/entries.py) meet the C layout
+(agent/structs.py). Reading back is what lets a restarted agent adopt the pinned maps:
+it diffs its freshly computed model against what the kernel holds, not against nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+
+from podwire.agent import structs
+from podwire.agent.datapath import Datapath
+from podwire.agent.entries import (
+    Direction,
+    EndpointEntry,
+    IpcacheEntry,
+    PolicyKey,
+    PolicyValue,
+    Protocol,
+)
+from podwire.agent.reconcile import Delete, MapContents, MapName, Operation, Upsert
+
+_TO_C_DIRECTION = {Direction.INGRESS: structs.DIR_INGRESS, Direction.EGRESS: structs.DIR_EGRESS}
+_FROM_C_DIRECTION = {v: k for k, v in _TO_C_DIRECTION.items()}
+
+
+def endpoint_value(entry: EndpointEntry) -> structs.EndpointInfo:
+    flags = (structs.EP_F_INGRESS_ISOLATED if entry.ingress_isolated else 0) | (
+        structs.EP_F_EGRESS_ISOLATED if entry.egress_isolated else 0)
+    return structs.EndpointInfo.make(entry.ifindex, entry.ep_id, entry.identity, flags,
+                                     entry.pod_mac, entry.host_mac)
+
+
+def ipcache_value(entry: IpcacheEntry) -> structs.IpcacheValue:
+    tunnel = structs.ip_be(entry.tunnel_ip) if entry.tunnel_ip else 0
+    return structs.IpcacheValue(identity=entry.identity, cidr_identity=entry.cidr_identity,
+                                tunnel_ip=tunnel)
+
+
+def policy_key(key: PolicyKey) -> structs.PolicyKey:
+    return structs.PolicyKey(prefixlen=key.prefixlen, ep_id=key.ep_id,
+                             direction=_TO_C_DIRECTION[key.direction], identity=key.identity,
+                             proto=int(key.protocol), dport=structs.port_be(key.port))
+
+
+def apply(datapath: Datapath, ops: list[Operation]) -> None:
+    """Write the operations in order; each is one bpf(2) call."""
+    for op in ops:
+        if isinstance(op, Upsert):
+            if op.map is MapName.ENDPOINTS:
+                datapath.set_endpoint(op.key, endpoint_value(op.value))
+            elif op.map is MapName.IPCACHE:
+                datapath.set_ipcache(str(op.key), ipcache_value(op.value))
+            else:
+                datapath.set_policy(policy_key(op.key),
+                                    structs.PolicyValue(policy_ref=op.value.policy_ref))
+        elif isinstance(op, Delete):
+            if op.map is MapName.ENDPOINTS:
+                datapath.delete_endpoint(op.key)
+            elif op.map is MapName.IPCACHE:
+                datapath.delete_ipcache(str(op.key))
+            else:
+                datapath.delete_policy(policy_key(op.key))
+
+
+def read_installed(datapath: Datapath) -> MapContents:
+    """What the pinned maps hold now, as entries (for adopting them after a restart)."""
+    contents = MapContents()
+    for raw_ip, info in datapath.endpoints.items():
+        ip = structs.ip_str(_int(raw_ip))
+        contents.endpoints[ip] = EndpointEntry(
+            ifindex=info.ifindex, ep_id=info.ep_id, identity=info.identity,
+            ingress_isolated=bool(info.flags & structs.EP_F_INGRESS_ISOLATED),
+            egress_isolated=bool(info.flags & structs.EP_F_EGRESS_ISOLATED),
+            pod_mac=_mac(info.pod_mac), host_mac=_mac(info.host_mac),
+        )
+    for key, value in datapath.ipcache.items():
+        prefix = ipaddress.IPv4Network(f"{structs.ip_str(key.ip)}/{key.prefixlen}")
+        contents.ipcache[prefix] = IpcacheEntry(
+            identity=value.identity, cidr_identity=value.cidr_identity,
+            tunnel_ip=structs.ip_str(value.tunnel_ip) if value.tunnel_ip else None,
+        )
+    for key, value in datapath.policy.items():
+        protocol = Protocol(key.proto) if key.prefixlen > structs.POLICY_PREFIX_ANY_PROTO \
+            else Protocol.ANY
+        port_bits = max(0, key.prefixlen - structs.POLICY_PREFIX_ANY_PORT)
+        entry_key = PolicyKey(
+            ep_id=key.ep_id, direction=_FROM_C_DIRECTION[key.direction], identity=key.identity,
+            protocol=protocol,
+            port=structs.port_host(key.dport) if protocol is not Protocol.ANY else 0,
+            port_bits=port_bits,
+        )
+        contents.policy[entry_key] = PolicyValue(value.policy_ref)
+    return contents
+
+
+def _int(value: object) -> int:
+    return value.value if isinstance(value, ctypes.c_uint32) else int(value)  # type: ignore[call-overload]
+
+
+def _mac(raw: ctypes.Array[ctypes.c_uint8]) -> str:
+    return ":".join(f"{b:02x}" for b in bytes(raw))
