@@ -195,6 +195,45 @@ class NodeAgent:
             flag.unlink(missing_ok=True)
 
 
+def exec_plugin(plugin: Path, command: str, conf: dict[str, Any], container_id: str,
+                netns_path: str, ifname: str, node_path: str) -> CniRun:
+    """Run one plugin binary the way a runtime does, inside the node netns (chained
+    plugins like portmap change the netns they run in)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command,
+           "CNI_CONTAINERID": container_id, "CNI_NETNS": netns_path, "CNI_IFNAME": ifname,
+           "CNI_PATH": str(plugin.parent)}
+    done = subprocess.run(["nsenter", f"--net={node_path}", str(plugin)], check=False,
+                          input=json.dumps(conf), env=env, capture_output=True, text=True,
+                          timeout=120)
+    return CniRun(done.returncode, done.stdout, done.stderr)
+
+
+def run_conflist(bin_dir: Path, conflist: dict[str, Any], command: str, container_id: str,
+                 netns_path: str, node_path: str, ifname: str = "eth0",
+                 runtime_config: dict[str, Any] | None = None,
+                 prev_result: dict[str, Any] | None = None) -> CniRun:
+    """Execute a conflist per the spec: ADD in order feeding each result to the next as
+    prevResult; CHECK in order and DEL in reverse, each with the ADD's final result."""
+    plugins = conflist["plugins"] if command != "DEL" else list(reversed(conflist["plugins"]))
+    last = CniRun(0, "", "")
+    result = prev_result
+    for plugin in plugins:
+        conf = dict(plugin, name=conflist["name"], cniVersion=conflist["cniVersion"])
+        caps = {k: v for k, v in (runtime_config or {}).items()
+                if plugin.get("capabilities", {}).get(k)}
+        if caps:
+            conf["runtimeConfig"] = caps
+        if result is not None:
+            conf["prevResult"] = result
+        last = exec_plugin(bin_dir / plugin["type"], command, conf, container_id, netns_path,
+                           ifname, node_path)
+        if last.code != 0:
+            return last
+        if command == "ADD":
+            result = last.json
+    return CniRun(0, json.dumps(result) if command == "ADD" else "", last.stderr)
+
+
 def pod_ip(result: dict[str, Any]) -> str:
     return str(result["ips"][-1]["address"]).split("/")[0]
 
