@@ -1,0 +1,92 @@
+"""A full conntrack map: new connections are dropped CT_FULL, established ones live on.
+
+Its own module because the map size is fixed when the map is created (16 entries).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+from datapath_topo import Topology, counter, ct_count, drain_events, ipcache_value, wait_for
+
+from podwire.agent import structs
+from podwire.agent.config import AgentConfig, ConntrackTimeouts
+from podwire.agent.datapath import Datapath
+
+PREFIX = f"pwth1c{os.getpid() % 10000}"
+CT_MAX = 16
+
+
+@pytest.fixture(scope="module")
+def setup() -> Iterator[tuple[Topology, Datapath]]:
+    topo = Topology(PREFIX)
+    try:
+        node = topo.add_node("n1", "10.199.1.1")
+        a = topo.add_pod(node, "a", "10.200.1.2", ep_id=21, identity=400)
+        b = topo.add_pod(node, "b", "10.200.1.3", ep_id=22, identity=401)
+        config = AgentConfig(node_name="n1", pin_dir=topo.pin_dir("n1"), conntrack_max=CT_MAX)
+        dp = Datapath.load(config, netns=node)
+        topo.datapaths.append(dp)
+        for pod in (a, b):
+            dp.set_endpoint(pod.ip, pod.endpoint())
+            dp.set_ipcache(pod.ip, ipcache_value(pod.identity))
+            dp.attach_endpoint(pod.host_ifindex)
+        yield topo, dp
+    finally:
+        topo.cleanup()
+
+
+def test_full_conntrack_drops_new_keeps_established(setup: tuple[Topology, Datapath]) -> None:
+    topo, dp = setup
+    a, b = topo.pods
+    listener = b.socket(socket.SOCK_STREAM)
+    listener.bind((b.ip, 7000))
+    listener.listen(1)
+    client = a.socket(socket.SOCK_STREAM)
+    client.settimeout(5)
+    client.connect((b.ip, 7000))
+    listener.settimeout(5)
+    server, _ = listener.accept()
+    server.settimeout(5)
+    flood = []
+    try:
+        assert ct_count(dp) == 1
+        # A flood of new UDP flows (one source port each) fills the table.
+        sink = b.socket(socket.SOCK_DGRAM)
+        sink.bind((b.ip, 7001))
+        flood.append(sink)
+        for _ in range(CT_MAX + 8):
+            s = a.socket(socket.SOCK_DGRAM)
+            flood.append(s)
+            s.sendto(b"flood", (b.ip, 7001))
+        wait_for("CT_FULL drops", lambda: counter(dp, "CT_FULL", "egress") >= 8)
+        assert ct_count(dp) == CT_MAX
+        assert any(ev.type == structs.EVENT_DROP and ev.reason == 5 for ev in drain_events(dp))
+        # The connection that was there before the flood still works both ways.
+        for i in range(10):
+            client.sendall(b"est%d" % i)
+            assert server.recv(100) == b"est%d" % i
+            server.sendall(b"ack%d" % i)
+            assert client.recv(100) == b"ack%d" % i
+        # A new connection is refused by the datapath, not by b.
+        other = a.socket(socket.SOCK_STREAM)
+        other.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            other.connect((b.ip, 7000))
+        other.close()
+        # Once GC frees expired entries, new connections work again.
+        dp.set_node_config(timeouts=ConntrackTimeouts(udp=0))
+        assert dp.conntrack_gc() >= CT_MAX - 1
+        fresh = a.socket(socket.SOCK_DGRAM)
+        flood.append(fresh)
+        fresh.sendto(b"again", (b.ip, 7001))
+        sink.settimeout(5)
+        while sink.recv(100) != b"again":
+            pass
+    finally:
+        for s in [listener, client, server, *flood]:
+            s.close()
+
