@@ -431,3 +431,32 @@ def test_bad_endpoint_input_is_a_clear_error(e: Env) -> None:
     with pytest.raises(ValueError):
         e.dp.set_endpoint("10.0.0.300", e.a.endpoint())
     assert ctypes.sizeof(structs.PolicyKey) == 16
+
+
+def test_ring_buffer_overflow_is_counted_and_reads_are_bounded(e: Env) -> None:
+    lost_before = e.dp.lost_events()
+    drops_before = counter(e.dp, "INVALID_SOURCE", "egress")
+    frame = bytes(Ether(src=e.a.mac, dst=e.a.host_mac) / IP(src="10.200.0.98", dst=e.b.ip)
+                  / SUDP(sport=1, dport=9) / b"flood")
+    total = 6000  # more 72-byte records than the 256 KiB ring holds
+    raw = e.a.raw_l2()
+    try:
+        for _ in range(total):
+            raw.send(frame)
+    finally:
+        raw.close()
+    wait_for("every flood frame dropped",
+             lambda: counter(e.dp, "INVALID_SOURCE", "egress") >= drops_before + total)
+    lost = e.dp.lost_events() - lost_before
+    assert lost > 0
+    reader = e.dp.events()
+    first = reader.read(max_records=100)
+    assert len(first) == 100
+    rest = drain_events(e.dp)
+    flood = [ev for ev in first + rest if structs.ip_str(ev.saddr) == "10.200.0.98"]
+    assert len(flood) + lost >= total
+    # Space is free again: new events arrive.
+    assert udp_roundtrip(e.a, e.b, 6400) == b"pong:ping"
+    assert reader.wait(5)
+    assert wait_for("a flow event after the overflow", lambda: [
+        ev for ev in reader.read() if ev.type == structs.EVENT_FLOW])
