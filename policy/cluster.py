@@ -6,6 +6,7 @@ datapath and the evaluator cannot read the API objects differently.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from functools import cached_property
 
 from .fields import Reader, child, item
 from .labels import Labels, as_labels
-from .model import IPAddress, NetworkPolicy, Protocol, parse_metadata
+from .model import IPAddress, IPNetwork, NetworkPolicy, Protocol, parse_metadata
 from .names import port_name_error
 
 # The API server sets this label on every namespace (immutable, equal to the name);
@@ -114,6 +115,10 @@ class Cluster:
         self._pods: dict[str, dict[str, Pod]] = {}
         self._policies: dict[str, dict[str, NetworkPolicy]] = {}
         self._pods_by_ip: dict[str, dict[str, Pod]] = {}
+        # Derived views rebuilt on demand after a change; events come in bursts and
+        # queries between them, so rebuilding lazily beats maintaining them per event.
+        self._address_index: dict[int, tuple[list[int], list[Pod]]] | None = None
+        self._names: list[str] | None = None
         for namespace in namespaces:
             self.set_namespace(namespace)
         for pod in pods:
@@ -132,7 +137,31 @@ class Cluster:
 
     def namespace_names(self) -> list[str]:
         """Names of namespaces known by object or by pod (pods may come before their Namespace)."""
-        return sorted(set(self._namespaces) | {name for name, pods in self._pods.items() if pods})
+        if self._names is None:
+            pod_namespaces = {name for name, pods in self._pods.items() if pods}
+            self._names = sorted(set(self._namespaces) | pod_namespaces)
+        return self._names
+
+    def pods_in_network(self, network: IPNetwork) -> list[Pod]:
+        """Pods whose address lies in `network`, found by bisection rather than a scan."""
+        if self._address_index is None:
+            self._address_index = self._index_addresses()
+        keys, pods = self._address_index.get(network.version, ([], []))
+        start = bisect.bisect_left(keys, int(network.network_address))
+        end = bisect.bisect_right(keys, int(network.broadcast_address))
+        return pods[start:end]
+
+    def _index_addresses(self) -> dict[int, tuple[list[int], list[Pod]]]:
+        index: dict[int, tuple[list[int], list[Pod]]] = {}
+        for version in (4, 6):
+            entries = sorted(
+                (int(pod.address), pod.key, pod)
+                for holders in self._pods_by_ip.values()
+                for pod in holders.values()
+                if pod.address is not None and pod.address.version == version
+            )
+            index[version] = ([entry[0] for entry in entries], [entry[2] for entry in entries])
+        return index
 
     def pods(self) -> Iterator[Pod]:
         """Every pod."""
@@ -163,10 +192,12 @@ class Cluster:
     def set_namespace(self, namespace: Namespace) -> None:
         """Add or replace a namespace."""
         self._namespaces[namespace.name] = namespace
+        self._names = None
 
     def remove_namespace(self, name: str) -> None:
         """Forget a namespace (its pods and policies stay until removed themselves)."""
         self._namespaces.pop(name, None)
+        self._names = None
 
     def set_pod(self, pod: Pod) -> None:
         """Add or replace a pod."""
@@ -174,11 +205,17 @@ class Cluster:
         self._pods.setdefault(pod.namespace, {})[pod.name] = pod
         if pod.ip is not None:
             self._pods_by_ip.setdefault(pod.ip, {})[pod.key] = pod
+        self._names = None
+        self._address_index = None
 
     def remove_pod(self, namespace: str, name: str) -> None:
         """Forget a pod, if known."""
         old = self._pods.get(namespace, {}).pop(name, None)
-        if old is not None and old.ip is not None:
+        if old is None:
+            return
+        self._names = None
+        self._address_index = None
+        if old.ip is not None:
             holders = self._pods_by_ip.get(old.ip, {})
             holders.pop(old.key, None)
             if not holders:
