@@ -81,9 +81,11 @@ def main() -> None:
     for kind in ("podSelector", "namespaceSelector", "ipBlock"):
         chosen = [(policy, peer) for policy, peer in peers if _kind(peer) == kind]
         found: list[int] = []
-        timed(f"pods_matching_peer kind={kind} peers={len(chosen)}",
-              lambda chosen=chosen, found=found: found.extend(
-                  sum(1 for _ in pods_matching_peer(cluster, policy, peer)) for policy, peer in chosen))
+
+        def match(chosen: list[tuple[NetworkPolicy, Peer]] = chosen, found: list[int] = found) -> None:
+            found.extend(sum(1 for _ in pods_matching_peer(cluster, pol, peer)) for pol, peer in chosen)
+
+        timed(f"pods_matching_peer kind={kind} peers={len(chosen)}", match)
         print(f"measure=pods_matched kind={kind} total={sum(found)}")
     rng = random.Random(2)
     pairs = [(rng.choice(pods), rng.choice(pods)) for _ in range(10_000)]
