@@ -126,7 +126,7 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState
         nodefiles.write_node_files(layout, node, network)
     if network == "podwire":
         for node in nodes:
-            _start_agent(node)
+            _start_agent(node, layout.prefix)
         for node in nodes:
             _wait_agent(node)
     else:
@@ -135,10 +135,10 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState
     ports = ",".join(f"{p}/{proto}" for p in EXTERNAL_PORTS for proto in ("TCP", "UDP"))
     procs.start(["nsenter", f"--net={netns.path(layout.external_netns)}", _python(), "-m",
                  "podwire.lab.echo", "--name", "external", "--ports", ports],
-                layout.pidfile("external"), layout.logfile("external"))
+                layout.pidfile("external"), layout.logfile("external"), layout.prefix)
     procs.start([_python(), "-m", "podwire.lab.kubelet", "--prefix", layout.prefix,
                  "--nodes", str(len(nodes))],
-                layout.pidfile("kubelet"), layout.logfile("kubelet"))
+                layout.pidfile("kubelet"), layout.logfile("kubelet"), layout.prefix)
 
     state = LabState(layout.prefix, len(nodes), port, str(layout.host_kubeconfig), network)
     layout.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
@@ -153,7 +153,7 @@ def _start_apiserver(layout: LabLayout, port: int) -> None:
                  "--listen", f"127.0.0.1:{port}",
                  "--listen-netns",
                  f"{netns.path(layout.underlay_netns)}={API_UNDERLAY_IP}:{API_UNDERLAY_PORT}"],
-                layout.pidfile("apiserver"), layout.logfile("apiserver"))
+                layout.pidfile("apiserver"), layout.logfile("apiserver"), layout.prefix)
     api = kube.Kube(layout.host_kubeconfig)
 
     def answers() -> bool:
@@ -193,10 +193,10 @@ def _register_node(api: kube.Kube, node: NodeLayout) -> None:
                                _content_type=kube.MERGE_PATCH)
 
 
-def _start_agent(node: NodeLayout) -> None:
+def _start_agent(node: NodeLayout, prefix: str) -> None:
     procs.start(["nsenter", f"--net={netns.path(node.netns)}", _python(), "-m", "podwire.agent",
                  "--config", str(node.agent_config)],
-                node.agent_pidfile, node.agent_log)
+                node.agent_pidfile, node.agent_log, prefix)
 
 
 def _wait_agent(node: NodeLayout) -> None:
@@ -218,6 +218,7 @@ def down(layout: LabLayout) -> dict[str, int]:
         stopped += procs.stop(layout.pidfile(name))
     for pidfile in sorted(layout.run_dir.glob("*/agent.pid")):
         stopped += procs.stop(pidfile)
+    stopped += procs.kill_tagged(layout.prefix)
     namespaces = len(topology.teardown(layout))
     pins = 0
     if layout.pin_root.is_dir():

@@ -1,7 +1,9 @@
 """Background processes of the lab, tracked by pid files.
 
 A pid file holds the pid and the process's start time (from /proc), so stopping after
-a crash or a reboot never signals an unrelated process that reused the pid.
+a crash or a reboot never signals an unrelated process that reused the pid. Every lab
+process also carries `PODWIRE_LAB=<prefix>` in its environment, so one whose pid file
+is lost is still found.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ def _start_time(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
-def start(argv: list[str], pidfile: Path, logfile: Path, env: dict[str, str] | None = None,
-          ) -> int:
+TAG_VARIABLE = "PODWIRE_LAB"
+
+
+def start(argv: list[str], pidfile: Path, logfile: Path, tag: str) -> int:
     """Start `argv` detached (own session), output to `logfile`; record it in `pidfile`."""
     logfile.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, **{TAG_VARIABLE: tag})
     with open(logfile, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True, env=env)
@@ -77,6 +82,36 @@ def stop(pidfile: Path, grace: float = 10.0) -> bool:
         log.info("event=process_stopped pid=%d pidfile=%s", pid, pidfile)
     pidfile.unlink(missing_ok=True)
     return pid is not None
+
+
+def tagged(tag: str) -> list[int]:
+    """Live processes started with `tag` (see `start`), whatever their pid files say."""
+    marker = f"{TAG_VARIABLE}={tag}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environ and _start_time(int(entry.name)) is not None:
+            found.append(int(entry.name))
+    return found
+
+
+def kill_tagged(tag: str) -> int:
+    """SIGKILL every process tagged `tag`: the crash path, after pid files did their part."""
+    pids = tagged(tag)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(lambda: not set(pids) & set(tagged(tag)), 5.0)
+    if pids:
+        log.info("event=stray_processes_killed tag=%s pids=%s", tag, pids)
+    return len(pids)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -1,0 +1,84 @@
+"""Shared pieces of the lab's end-to-end tests: the CLI, a lab fixture, leftovers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from podwire.lab import cluster, netns, procs
+from podwire.lab.kube import Kube
+from podwire.lab.layout import LabLayout
+from podwire.policy import Cluster, Namespace, NetworkPolicy, Pod, truth_table
+
+PODWIRE = str(Path(sys.executable).parent / "podwire")
+
+
+def cli(prefix: str, *args: str, stdin: str | None = None, timeout: float = 180,
+        ) -> subprocess.CompletedProcess[str]:
+    """`podwire lab --prefix PREFIX ARGS...`, as a user runs it."""
+    return subprocess.run([PODWIRE, "lab", "--prefix", prefix, *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def cli_ok(prefix: str, *args: str, stdin: str | None = None) -> str:
+    proc = cli(prefix, *args, stdin=stdin)
+    assert proc.returncode == 0, f"podwire lab {' '.join(args)}: {proc.stderr}{proc.stdout}"
+    return proc.stdout
+
+
+def lab_up(prefix: str, nodes: int, network: str) -> Iterator[cluster.LabState]:
+    """Body of a module fixture: a lab for the module, down afterwards even on failure."""
+    layout = LabLayout(prefix)
+    cluster.down(layout)  # a previous run that was killed may have left one
+    try:
+        proc = cli(prefix, "up", "--nodes", str(nodes), "--network", network)
+        assert proc.returncode == 0, proc.stderr
+        yield cluster.load(layout)
+    finally:
+        cluster.down(layout)
+
+
+def leftovers(prefix: str) -> list[str]:
+    """Anything of lab `prefix` still on the machine: namespaces, pins, run dir, processes."""
+    layout = LabLayout(prefix)
+    found = [f"netns {n}" for n in netns.names_with_prefix(f"{prefix}-")]
+    if layout.pin_root.is_dir():
+        found += [f"pins {p}" for p in layout.pin_root.glob(layout.bpffs_dirs_glob)]
+    if layout.run_dir.exists():
+        found.append(f"dir {layout.run_dir}")
+    found += [f"process {pid}" for pid in procs.tagged(prefix)]
+    return found
+
+
+def pods_json(prefix: str) -> list[dict[str, Any]]:
+    return json.loads(cli_ok(prefix, "get", "pods", "-o", "json"))["items"]  # type: ignore[no-any-return]
+
+
+def matrix(prefix: str, port: int, protocol: str = "TCP") -> dict[str, dict[str, bool]]:
+    out = cli_ok(prefix, "probe", "--matrix", "--port", str(port), "--protocol", protocol,
+                 "--timeout", "1", "-o", "json")
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def expected(state: cluster.LabState, port: int, protocol: str = "TCP",
+             ) -> dict[str, dict[str, bool]]:
+    """The reference evaluator's truth table over what the API holds now."""
+    kube = Kube(Path(state.kubeconfig))
+    model = Cluster(
+        namespaces=[Namespace.from_api(n) for n in kube.list_namespaces()["items"]],
+        pods=[Pod.from_api(p) for p in kube.list_pods()["items"]
+              if p.get("status", {}).get("podIP")],
+        policies=[NetworkPolicy.from_api(p) for p in kube.list_policies()["items"]],
+    )
+    return truth_table(model, port, protocol)
+
+
+def differences(got: dict[str, dict[str, bool]], want: dict[str, dict[str, bool]]) -> list[str]:
+    """Pairs where the probes and the evaluator disagree, readable in a failure."""
+    pairs = {(s, d) for s in got for d in got[s]} | {(s, d) for s in want for d in want[s]}
+    return [f"{s} -> {d}: probe={got.get(s, {}).get(d)} evaluator={want.get(s, {}).get(d)}"
+            for s, d in sorted(pairs) if got.get(s, {}).get(d) != want.get(s, {}).get(d)]
