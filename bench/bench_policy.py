@@ -31,23 +31,59 @@ def build(pods: int, policies: int, namespaces: int, seed: int = 1) -> Cluster:
     cluster = Cluster(Namespace(f"ns{n}", {"team": f"t{n % 7}"}) for n in range(namespaces))
     for index in range(pods):
         labels = {"app": f"app{rng.randrange(50)}", "tier": rng.choice(["web", "api", "db"])}
-        cluster.set_pod(Pod(f"ns{index % namespaces}", f"pod{index}", labels,
-                            f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}", "node",
-                            (ContainerPort("http", 8000 + rng.randrange(3)),)))
+        cluster.set_pod(
+            Pod(
+                f"ns{index % namespaces}",
+                f"pod{index}",
+                labels,
+                f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}",
+                "node",
+                (ContainerPort("http", 8000 + rng.randrange(3)),),
+            )
+        )
     for index in range(policies):
         spec = {
             "podSelector": {"matchLabels": {"app": f"app{rng.randrange(50)}"}},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": "web"}}},
-                                  {"namespaceSelector": {"matchLabels": {"team": f"t{rng.randrange(7)}"}},
-                                   "podSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["api"]}]}}],
-                         "ports": [{"port": "http"}, {"port": 443}]}],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {"matchLabels": {"tier": "web"}}},
+                        {
+                            "namespaceSelector": {"matchLabels": {"team": f"t{rng.randrange(7)}"}},
+                            "podSelector": {
+                                "matchExpressions": [
+                                    {"key": "tier", "operator": "In", "values": ["api"]}
+                                ]
+                            },
+                        },
+                    ],
+                    "ports": [{"port": "http"}, {"port": 443}],
+                }
+            ],
             # Mostly world prefixes; one policy in ten names a /24 of pod addresses.
-            "egress": [{"to": [{"ipBlock": {"cidr": rng.choice(["192.168.0.0/16"] * 9 + ["10.0.3.0/24"]),
-                                            "except": []}}]}],
+            "egress": [
+                {
+                    "to": [
+                        {
+                            "ipBlock": {
+                                "cidr": rng.choice(["192.168.0.0/16"] * 9 + ["10.0.3.0/24"]),
+                                "except": [],
+                            }
+                        }
+                    ]
+                }
+            ],
         }
-        cluster.set_policy(NetworkPolicy.from_api(
-            {"kind": "NetworkPolicy", "metadata": {"name": f"pol{index}", "namespace": f"ns{index % namespaces}"}, "spec": spec}))
+        cluster.set_policy(
+            NetworkPolicy.from_api(
+                {
+                    "kind": "NetworkPolicy",
+                    "metadata": {"name": f"pol{index}", "namespace": f"ns{index % namespaces}"},
+                    "spec": spec,
+                }
+            )
+        )
     return cluster
 
 
@@ -70,20 +106,32 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=100)
     args = parser.parse_args()
     holder: list[Cluster] = []
-    timed(f"build_cluster pods={args.pods} policies={args.policies}",
-          lambda: holder.append(build(args.pods, args.policies, args.namespaces)))
+    timed(
+        f"build_cluster pods={args.pods} policies={args.policies}",
+        lambda: holder.append(build(args.pods, args.policies, args.namespaces)),
+    )
     cluster = holder[0]
     pods = list(cluster.pods())
-    timed("policies_selecting_every_pod_both_directions",
-          lambda: [policies_selecting(cluster, pod, d) for pod in pods for d in Direction])
-    peers = [(policy, peer) for policy in cluster.policies() for rule in policy.ingress + policy.egress
-             for peer in rule.peers]
+    timed(
+        "policies_selecting_every_pod_both_directions",
+        lambda: [policies_selecting(cluster, pod, d) for pod in pods for d in Direction],
+    )
+    peers = [
+        (policy, peer)
+        for policy in cluster.policies()
+        for rule in policy.ingress + policy.egress
+        for peer in rule.peers
+    ]
     for kind in ("podSelector", "namespaceSelector", "ipBlock"):
         chosen = [(policy, peer) for policy, peer in peers if _kind(peer) == kind]
         found: list[int] = []
 
-        def match(chosen: list[tuple[NetworkPolicy, Peer]] = chosen, found: list[int] = found) -> None:
-            found.extend(sum(1 for _ in pods_matching_peer(cluster, pol, peer)) for pol, peer in chosen)
+        def match(
+            chosen: list[tuple[NetworkPolicy, Peer]] = chosen, found: list[int] = found
+        ) -> None:
+            found.extend(
+                sum(1 for _ in pods_matching_peer(cluster, pol, peer)) for pol, peer in chosen
+            )
 
         timed(f"pods_matching_peer kind={kind} peers={len(chosen)}", match)
         print(f"measure=pods_matched kind={kind} total={sum(found)}")

@@ -265,7 +265,9 @@ def _parse_pod(obj: object, reader: Reader) -> Pod | None:
         for field_name in ("initContainers", "containers"):
             containers_path = child("spec", field_name)
             containers = spec.get(field_name)
-            for index, container in enumerate(reader.sequence(containers or [], containers_path) or []):
+            for index, container in enumerate(
+                reader.sequence(containers or [], containers_path) or []
+            ):
                 ports += _container_ports(container, item(containers_path, index), reader)
     ip = None
     if status is not None and status.get("podIP"):
@@ -292,7 +294,10 @@ def _container_ports(container: object, path: str, reader: Reader) -> list[Conta
             continue
         number = reader.integer(port_body.get("containerPort"), child(port_path, "containerPort"))
         if number is not None and not 1 <= number <= 65535:
-            reader.error(child(port_path, "containerPort"), f"{number}: must be between 1 and 65535, inclusive")
+            reader.error(
+                child(port_path, "containerPort"),
+                f"{number}: must be between 1 and 65535, inclusive",
+            )
             number = None
         name = None
         if port_body.get("name") is not None:

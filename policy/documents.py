@@ -119,7 +119,10 @@ def load_cluster(*paths: Path | str, default_namespace: str = "default") -> Clus
             objects = _decode_all(text, lambda obj: parse_object(obj, default_namespace))
         except PolicyErrors as problem:
             raise PolicyErrors(
-                [PolicyError(e.path, f"{e.message} (in {path})", e.document) for e in problem.errors]
+                [
+                    PolicyError(e.path, f"{e.message} (in {path})", e.document)
+                    for e in problem.errors
+                ]
             ) from None
         for obj in objects:
             cluster.add_object(obj)

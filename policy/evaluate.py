@@ -96,12 +96,22 @@ def evaluate(
     egress = ingress = None
     if isinstance(src, Pod):
         egress = _decide(
-            cluster, src, Direction.EGRESS, dst, protocol, port,
+            cluster,
+            src,
+            Direction.EGRESS,
+            dst,
+            protocol,
+            port,
             policies_selecting(cluster, src, Direction.EGRESS),
         )
     if isinstance(dst, Pod):
         ingress = _decide(
-            cluster, dst, Direction.INGRESS, src, protocol, port,
+            cluster,
+            dst,
+            Direction.INGRESS,
+            src,
+            protocol,
+            port,
             policies_selecting(cluster, dst, Direction.INGRESS),
         )
     if isinstance(src, Pod) and src == dst:
@@ -129,9 +139,16 @@ def truth_table(
         egress_policies = selecting[src.key, Direction.EGRESS]
         for dst in pods:
             row[dst.key] = src == dst or (
-                _decide(cluster, src, Direction.EGRESS, dst, protocol, port, egress_policies).allowed
+                _decide(
+                    cluster, src, Direction.EGRESS, dst, protocol, port, egress_policies
+                ).allowed
                 and _decide(
-                    cluster, dst, Direction.INGRESS, src, protocol, port,
+                    cluster,
+                    dst,
+                    Direction.INGRESS,
+                    src,
+                    protocol,
+                    port,
                     selecting[dst.key, Direction.INGRESS],
                 ).allowed
             )

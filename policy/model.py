@@ -26,11 +26,25 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 API_VERSION = "networking.k8s.io/v1"
 KIND = "NetworkPolicy"
 # ObjectMeta fields a stored object may carry; anything else under metadata is a typo.
-OBJECT_META_FIELDS = frozenset({
-    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
-    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
-    "annotations", "ownerReferences", "finalizers", "managedFields",
-})
+OBJECT_META_FIELDS = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    }
+)
 
 
 class Protocol(StrEnum):
@@ -276,7 +290,9 @@ def _parse_policy_types(value: object, reader: Reader) -> set[Direction] | None:
     return types
 
 
-def _parse_rules(value: object, path: str, peers_field: str, reader: Reader) -> tuple[Rule, ...] | None:
+def _parse_rules(
+    value: object, path: str, peers_field: str, reader: Reader
+) -> tuple[Rule, ...] | None:
     if value is None:
         return ()
     entries = reader.sequence(value, path)
@@ -289,7 +305,9 @@ def _parse_rules(value: object, path: str, peers_field: str, reader: Reader) -> 
         body = reader.mapping(entry, rule_path, ("ports", peers_field))
         if body is None:
             continue
-        peers = _parse_list(body.get(peers_field), child(rule_path, peers_field), _parse_peer, reader)
+        peers = _parse_list(
+            body.get(peers_field), child(rule_path, peers_field), _parse_peer, reader
+        )
         ports = _parse_list(body.get("ports"), child(rule_path, "ports"), _parse_port, reader)
         rules.append(Rule(tuple(peers), tuple(ports)))
     return tuple(rules) if len(reader.errors) == before else None
@@ -310,7 +328,11 @@ def _parse_peer(value: object, path: str, reader: Reader) -> Peer | None:
     body = reader.mapping(value, path, ("podSelector", "namespaceSelector", "ipBlock"))
     if body is None:
         return None
-    present = [name for name in ("podSelector", "namespaceSelector", "ipBlock") if body.get(name) is not None]
+    present = [
+        name
+        for name in ("podSelector", "namespaceSelector", "ipBlock")
+        if body.get(name) is not None
+    ]
     if not present:
         reader.error(path, "Required value: must specify a peer")
         return None
@@ -350,7 +372,9 @@ def _parse_ip_block(value: object, path: str, reader: Reader) -> IPBlock | None:
         for index, entry in enumerate(reader.sequence(body["except"], except_path) or []):
             entry_path = item(except_path, index)
             entry_text = reader.string(entry, entry_path)
-            excluded = parse_network(entry_text, entry_path, reader) if entry_text is not None else None
+            excluded = (
+                parse_network(entry_text, entry_path, reader) if entry_text is not None else None
+            )
             if excluded is None or cidr is None:
                 continue
             # Upstream: the except prefix must start inside cidr and be strictly longer.
@@ -359,7 +383,9 @@ def _parse_ip_block(value: object, path: str, reader: Reader) -> IPBlock | None:
                 or excluded.network_address not in cidr
                 or excluded.prefixlen <= cidr.prefixlen
             ):
-                reader.error(entry_path, f"{entry_text!r}: must be a strict subset of `cidr` {text!r}")
+                reader.error(
+                    entry_path, f"{entry_text!r}: must be a strict subset of `cidr` {text!r}"
+                )
                 continue
             excepts.append(excluded)
     if cidr is None or len(reader.errors) != before:
@@ -401,13 +427,17 @@ def _parse_port(value: object, path: str, reader: Reader) -> PolicyPort | None:
         end_port = reader.integer(body["endPort"], end_path)
         if end_port is not None:
             if raw_port is None:
-                reader.error(port_path, "Required value: must be specified when endPort is specified")
+                reader.error(
+                    port_path, "Required value: must be specified when endPort is specified"
+                )
             elif isinstance(port, str):
                 reader.error(end_path, "may not be specified when `port` is non-numeric")
             elif not 1 <= end_port <= 65535:
                 reader.error(end_path, f"{end_port}: must be between 1 and 65535, inclusive")
             elif isinstance(port, int) and end_port < port:
-                reader.error(end_path, f"{end_port}: must be greater than or equal to `port` ({port})")
+                reader.error(
+                    end_path, f"{end_port}: must be greater than or equal to `port` ({port})"
+                )
     if len(reader.errors) != before:
         return None
     return PolicyPort(protocol, port, end_port)
@@ -422,7 +452,11 @@ def policy_to_api(policy: NetworkPolicy) -> dict[str, Any]:
             out["matchLabels"] = dict(value.match_labels)
         if value.match_expressions:
             out["matchExpressions"] = [
-                {"key": r.key, "operator": r.operator.value, **({"values": sorted(r.values)} if r.values else {})}
+                {
+                    "key": r.key,
+                    "operator": r.operator.value,
+                    **({"values": sorted(r.values)} if r.values else {}),
+                }
                 for r in value.match_expressions
             ]
         return out

@@ -113,7 +113,9 @@ def port_matches(
     if port is None:
         return False
     if isinstance(port_rule.port, str):
-        return dest_pod is not None and port in dest_pod.named_ports(port_rule.port, port_rule.protocol)
+        return dest_pod is not None and port in dest_pod.named_ports(
+            port_rule.port, port_rule.protocol
+        )
     end = port_rule.end_port if port_rule.end_port is not None else port_rule.port
     return port_rule.port <= port <= end
 
@@ -188,17 +190,20 @@ def pods_matching_peer(cluster: Cluster, policy: NetworkPolicy, peer: Peer) -> I
     """Every pod `peer` names, visiting only the namespaces that can hold one."""
     if peer.ip_block is not None:
         block = peer.ip_block
-        yield from (pod for pod in cluster.pods_in_network(block.cidr) if block.contains(pod.address))  # type: ignore[arg-type]
+        yield from (
+            pod for pod in cluster.pods_in_network(block.cidr) if block.contains(pod.address)
+        )  # type: ignore[arg-type]
         return
     if peer.namespace_selector is None:
         namespaces: Iterable[str] = [policy.namespace]
     else:
         selector = peer.namespace_selector
         namespaces = [
-            name for name in cluster.namespace_names() if selector.matches(cluster.namespace(name).labels)
+            name
+            for name in cluster.namespace_names()
+            if selector.matches(cluster.namespace(name).labels)
         ]
     for name in namespaces:
         for pod in cluster.pods_in(name):
             if peer.pod_selector is None or peer.pod_selector.matches(pod.labels):
                 yield pod
-

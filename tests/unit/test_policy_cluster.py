@@ -23,7 +23,9 @@ MODEL = Path(__file__).parent / "data" / "policy_cluster.yaml"
 
 
 def test_namespace_always_carries_its_name_label() -> None:
-    namespace = Namespace.from_api({"kind": "Namespace", "metadata": {"name": "team", "labels": {"env": "dev"}}})
+    namespace = Namespace.from_api(
+        {"kind": "Namespace", "metadata": {"name": "team", "labels": {"env": "dev"}}}
+    )
     assert dict(namespace.labels) == {"env": "dev", NAMESPACE_NAME_LABEL: "team"}
     # The API server overwrites a wrong value; so does the model.
     assert Namespace("a", {NAMESPACE_NAME_LABEL: "b"}).labels[NAMESPACE_NAME_LABEL] == "a"
@@ -31,21 +33,32 @@ def test_namespace_always_carries_its_name_label() -> None:
 
 
 def test_pod_from_api_reads_what_policy_needs() -> None:
-    pod = Pod.from_api({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}, "uid": "u"},
-        "spec": {
-            "nodeName": "node-1",
-            "initContainers": [{"name": "init", "ports": [{"containerPort": 9000, "name": "metrics"}]}],
-            "containers": [
-                {"name": "c", "image": "i", "ports": [{"containerPort": 8080, "name": "http"},
-                                                      {"containerPort": 53, "protocol": "UDP", "name": "dns"}]},
-                {"name": "d", "image": "i"},
-            ],
-            "restartPolicy": "Always",
-        },
-        "status": {"podIP": "10.244.1.5", "phase": "Running"},
-    })
+    pod = Pod.from_api(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}, "uid": "u"},
+            "spec": {
+                "nodeName": "node-1",
+                "initContainers": [
+                    {"name": "init", "ports": [{"containerPort": 9000, "name": "metrics"}]}
+                ],
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": "i",
+                        "ports": [
+                            {"containerPort": 8080, "name": "http"},
+                            {"containerPort": 53, "protocol": "UDP", "name": "dns"},
+                        ],
+                    },
+                    {"name": "d", "image": "i"},
+                ],
+                "restartPolicy": "Always",
+            },
+            "status": {"podIP": "10.244.1.5", "phase": "Running"},
+        }
+    )
     assert pod.key == "shop/web"
     assert pod.ip == "10.244.1.5" and pod.node == "node-1"
     assert pod.ports == (
@@ -58,17 +71,26 @@ def test_pod_from_api_reads_what_policy_needs() -> None:
 
 
 def test_pending_pod_has_no_ip() -> None:
-    pod = Pod.from_api({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}, "status": {}})
+    pod = Pod.from_api(
+        {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}, "status": {}}
+    )
     assert pod.ip is None and pod.address is None and pod.namespace == "default"
 
 
 def test_bad_pod_fields_are_named() -> None:
     with pytest.raises(PolicyErrors) as caught:
-        Pod.from_api({
-            "kind": "Pod", "metadata": {"name": "p", "labels": {"a": 1}},
-            "spec": {"containers": [{"ports": [{"containerPort": 0, "name": "Bad Name", "protocol": "ICMP"}]}]},
-            "status": {"podIP": "10.0.0.300"},
-        })
+        Pod.from_api(
+            {
+                "kind": "Pod",
+                "metadata": {"name": "p", "labels": {"a": 1}},
+                "spec": {
+                    "containers": [
+                        {"ports": [{"containerPort": 0, "name": "Bad Name", "protocol": "ICMP"}]}
+                    ]
+                },
+                "status": {"podIP": "10.0.0.300"},
+            }
+        )
     assert [e.path for e in caught.value.errors] == [
         "metadata.labels.a",
         "spec.containers[0].ports[0].containerPort",
@@ -98,7 +120,9 @@ def test_mixed_file_builds_the_cluster() -> None:
 
 def test_mixed_file_errors_name_document_and_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("kind: Namespace\nmetadata: {name: ok}\n---\nkind: Service\nmetadata: {name: s}\n")
+    bad.write_text(
+        "kind: Namespace\nmetadata: {name: ok}\n---\nkind: Service\nmetadata: {name: s}\n"
+    )
     with pytest.raises(PolicyError) as caught:
         load_cluster(bad)
     assert caught.value.document == 1 and caught.value.path == "kind"
@@ -127,4 +151,8 @@ def test_indexes_follow_updates_and_removals() -> None:
 
 def test_empty_cluster() -> None:
     cluster = Cluster()
-    assert list(cluster.pods()) == [] and list(cluster.policies()) == [] and cluster.namespace_names() == []
+    assert (
+        list(cluster.pods()) == []
+        and list(cluster.policies()) == []
+        and cluster.namespace_names() == []
+    )

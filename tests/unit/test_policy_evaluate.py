@@ -1,4 +1,4 @@
-"""The reference evaluator against the upstream netpol e2e cases (kubernetes test/e2e/network/netpol).
+"""The reference evaluator against the upstream netpol e2e cases (test/e2e/network/netpol).
 
 The cluster is the e2e model (namespaces x, y, z; pods a, b, c; ports 80/81 on TCP, UDP
 and SCTP, named serve-<port>-<protocol>). Each case states its expected reachability the
@@ -66,8 +66,9 @@ class Reachability:
         return self.table
 
 
-def check(cluster: Cluster, expected: dict[str, dict[str, bool]], port: int = 80,
-          protocol: str = "TCP") -> None:
+def check(
+    cluster: Cluster, expected: dict[str, dict[str, bool]], port: int = 80, protocol: str = "TCP"
+) -> None:
     observed = truth_table(cluster, port, protocol)
     wrong = [
         f"{src} -> {dst}: expected {expected[src][dst]}"
@@ -121,7 +122,10 @@ spec:
   podSelector: {matchLabels: {pod: a}}
   ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]
 """)
-    check(cluster, Reachability(True).expect("*/*", "x/a", False).expect("x/b", "x/a", True).loopback())
+    check(
+        cluster,
+        Reachability(True).expect("*/*", "x/a", False).expect("x/b", "x/a", True).loopback(),
+    )
 
 
 def test_namespace_selector_with_match_expressions() -> None:
@@ -190,7 +194,10 @@ spec:
   podSelector: {}
   ingress: [{from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: y}}}]}]
 """)
-    check(cluster, Reachability(True).expect("*/*", "x/*", False).expect("y/*", "x/*", True).loopback())
+    check(
+        cluster,
+        Reachability(True).expect("*/*", "x/*", False).expect("y/*", "x/*", True).loopback(),
+    )
 
 
 def test_empty_pod_selector_peer_means_own_namespace_and_empty_namespace_selector_all() -> None:
@@ -201,7 +208,9 @@ spec:
   podSelector: {}
   ingress: [{from: [{podSelector: {}}]}]
 """)
-    check(own, Reachability(True).expect("y/*", "x/*", False).expect("z/*", "x/*", False).loopback())
+    check(
+        own, Reachability(True).expect("y/*", "x/*", False).expect("z/*", "x/*", False).loopback()
+    )
     every = model("""
 kind: NetworkPolicy
 metadata: {name: every, namespace: x}
@@ -224,7 +233,11 @@ spec:
   ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}], ports: [{port: 81}]}]
 """)
     check(cluster, Reachability(True).expect("*/*", "x/a", False).loopback(), port=80)
-    check(cluster, Reachability(True).expect("*/*", "x/a", False).expect("y/*", "x/a", True).loopback(), port=81)
+    check(
+        cluster,
+        Reachability(True).expect("*/*", "x/a", False).expect("y/*", "x/a", True).loopback(),
+        port=81,
+    )
 
 
 def test_stacked_policies_are_a_union() -> None:
@@ -244,7 +257,11 @@ spec:
 """
     cluster = model(first, second)
     for port in (80, 81):
-        check(cluster, Reachability(True).expect("*/*", "x/a", False).expect("y/*", "x/a", True).loopback(), port=port)
+        check(
+            cluster,
+            Reachability(True).expect("*/*", "x/a", False).expect("y/*", "x/a", True).loopback(),
+            port=port,
+        )
     verdict = evaluate(cluster, cluster.pod("y", "b"), cluster.pod("x", "a"), 80)  # type: ignore[arg-type]
     assert verdict.ingress is not None
     assert verdict.ingress.allowed_by == ("x/allow-80",)
@@ -263,7 +280,10 @@ spec:
     cluster = model(DENY_ALL, allow_all)
     check(cluster, Reachability(True).loopback())
     cluster.remove_policy("x", "allow-all")
-    check(cluster, Reachability(True).expect("*/*", "x/*", False).expect("x/*", "*/*", False).loopback())
+    check(
+        cluster,
+        Reachability(True).expect("*/*", "x/*", False).expect("x/*", "*/*", False).loopback(),
+    )
 
 
 def test_empty_ingress_list_and_list_of_empty_rule_differ() -> None:
@@ -304,7 +324,10 @@ spec:
   egress: [{to: [{podSelector: {matchLabels: {pod: b}}}]}]
 """)
     # Ingress of x/a is not isolated (the ingress rules are inert); egress allows only x/b.
-    check(cluster, Reachability(True).expect("x/a", "*/*", False).expect("x/a", "x/b", True).loopback())
+    check(
+        cluster,
+        Reachability(True).expect("x/a", "*/*", False).expect("x/a", "x/b", True).loopback(),
+    )
 
 
 def test_egress_rules_imply_egress_type_when_policy_types_absent() -> None:
@@ -365,7 +388,9 @@ spec:
 """)
     check(cluster, Reachability(True).expect("*/*", "x/a", False).loopback(), protocol="TCP")
     check(cluster, Reachability(True).loopback(), protocol="SCTP")
-    check(cluster, Reachability(True).expect("*/*", "x/a", False).loopback(), port=81, protocol="SCTP")
+    check(
+        cluster, Reachability(True).expect("*/*", "x/a", False).loopback(), port=81, protocol="SCTP"
+    )
 
 
 def test_named_ingress_port_resolves_on_the_selected_pod() -> None:
@@ -379,7 +404,9 @@ spec:
     check(cluster, Reachability(True).expect("*/*", "x/a", False).loopback(), port=80)
     check(cluster, Reachability(True).loopback(), port=81)
     # serve-81-udp names port 81 on UDP, which a TCP rule must not pick up.
-    check(cluster, Reachability(True).expect("*/*", "x/a", False).loopback(), port=81, protocol="UDP")
+    check(
+        cluster, Reachability(True).expect("*/*", "x/a", False).loopback(), port=81, protocol="UDP"
+    )
 
 
 def test_named_egress_port_resolves_on_the_peer_pod() -> None:
@@ -391,7 +418,9 @@ spec:
   policyTypes: [Egress]
   egress: [{ports: [{port: serve-80-udp, protocol: UDP}]}]
 """)
-    check(cluster, Reachability(True).expect("x/a", "*/*", False).loopback(), port=80, protocol="TCP")
+    check(
+        cluster, Reachability(True).expect("x/a", "*/*", False).loopback(), port=80, protocol="TCP"
+    )
     check(cluster, Reachability(True).loopback(), port=80, protocol="UDP")
     # An external destination has no container ports: the name resolves to nothing.
     assert not evaluate(cluster, cluster.pod("x", "a"), "203.0.113.9", 80, "UDP").allowed  # type: ignore[arg-type]
@@ -401,7 +430,10 @@ def test_named_port_with_different_numbers_on_different_pods() -> None:
     web1 = Pod("w", "one", {"app": "web"}, "10.9.0.1", "n1", (ContainerPort("http", 8080),))
     web2 = Pod("w", "two", {"app": "web"}, "10.9.0.2", "n1", (ContainerPort("http", 9090),))
     client = Pod("w", "client", {"app": "client"}, "10.9.0.3", "n1")
-    cluster = Cluster([Namespace("w")], [web1, web2, client], parse_policies("""
+    cluster = Cluster(
+        [Namespace("w")],
+        [web1, web2, client],
+        parse_policies("""
 kind: NetworkPolicy
 metadata: {name: http-in, namespace: w}
 spec:
@@ -414,7 +446,8 @@ spec:
   podSelector: {matchLabels: {app: client}}
   policyTypes: [Egress]
   egress: [{ports: [{port: http}]}]
-"""))
+"""),
+    )
     assert evaluate(cluster, client, web1, 8080).allowed
     assert not evaluate(cluster, client, web1, 9090).allowed
     assert evaluate(cluster, client, web2, 9090).allowed
@@ -432,7 +465,10 @@ spec:
     a = cluster.pod("x", "a")
     assert a is not None
     assert [evaluate(cluster, "10.0.2.10", a, port).allowed for port in (79, 80, 81, 82)] == [
-        False, True, True, False,
+        False,
+        True,
+        True,
+        False,
     ]
 
 
@@ -445,7 +481,9 @@ spec:
   policyTypes: [Egress]
   egress: [{to: [{ipBlock: {cidr: 10.0.1.11/32}}]}]
 """)
-    check(cidr, Reachability(True).expect("x/a", "*/*", False).expect("x/a", "x/b", True).loopback())
+    check(
+        cidr, Reachability(True).expect("x/a", "*/*", False).expect("x/a", "x/b", True).loopback()
+    )
     excepted = model("""
 kind: NetworkPolicy
 metadata: {name: except-b, namespace: x}
@@ -526,7 +564,10 @@ spec:
 """)
     check(cluster, Reachability(True).expect("*/*", "x/*", False).loopback())
     cluster.set_namespace(Namespace("y", {"ns": "y", "ns2": "updated"}))
-    check(cluster, Reachability(True).expect("*/*", "x/*", False).expect("y/*", "x/*", True).loopback())
+    check(
+        cluster,
+        Reachability(True).expect("*/*", "x/*", False).expect("y/*", "x/*", True).loopback(),
+    )
 
 
 def test_ingress_and_egress_controlled_independently() -> None:
@@ -567,13 +608,16 @@ def test_bad_evaluation_input_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize("protocol", list(Protocol))
 def test_truth_table_agrees_with_single_evaluations(protocol: Protocol) -> None:
-    cluster = model(DENY_ALL, """
+    cluster = model(
+        DENY_ALL,
+        """
 kind: NetworkPolicy
 metadata: {name: mixed, namespace: y}
 spec:
   podSelector: {matchLabels: {pod: b}}
   ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {pod: a}}}], ports: [{port: serve-80-udp, protocol: UDP}, {port: 80}]}]
-""")
+""",
+    )
     table = truth_table(cluster, 80, protocol)
     pods = {pod.key: pod for pod in cluster.pods()}
     assert set(table) == set(PODS)
@@ -590,10 +634,13 @@ def _isolated(cluster: Cluster, pods: Iterable[str], direction: Direction) -> se
 
 
 def test_isolation_per_direction() -> None:
-    cluster = model(DENY_INGRESS, """
+    cluster = model(
+        DENY_INGRESS,
+        """
 kind: NetworkPolicy
 metadata: {name: egress-b, namespace: y}
 spec: {podSelector: {matchLabels: {pod: b}}, policyTypes: [Egress]}
-""")
+""",
+    )
     assert _isolated(cluster, PODS, Direction.INGRESS) == {"x/a", "x/b", "x/c"}
     assert _isolated(cluster, PODS, Direction.EGRESS) == {"y/b"}

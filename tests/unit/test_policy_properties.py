@@ -27,23 +27,75 @@ from podwire.policy import (
 from podwire.policy.model import policy_to_api
 
 FIELD_NAMES = [
-    "podSelector", "namespaceSelector", "ipBlock", "cidr", "except", "ingress", "egress", "from",
-    "to", "ports", "port", "endPort", "protocol", "policyTypes", "matchLabels",
-    "matchExpressions", "key", "operator", "values", "name", "namespace", "labels", "app",
-    "kind", "apiVersion", "metadata", "spec", "status", "containers", "containerPort", "podIP",
+    "podSelector",
+    "namespaceSelector",
+    "ipBlock",
+    "cidr",
+    "except",
+    "ingress",
+    "egress",
+    "from",
+    "to",
+    "ports",
+    "port",
+    "endPort",
+    "protocol",
+    "policyTypes",
+    "matchLabels",
+    "matchExpressions",
+    "key",
+    "operator",
+    "values",
+    "name",
+    "namespace",
+    "labels",
+    "app",
+    "kind",
+    "apiVersion",
+    "metadata",
+    "spec",
+    "status",
+    "containers",
+    "containerPort",
+    "podIP",
 ]
 INTERESTING = [
-    "10.0.0.0/8", "10.1.0.0/16", "fd00::/64", "TCP", "UDP", "SCTP", "In", "NotIn", "Exists",
-    "DoesNotExist", "Ingress", "Egress", "http", "app", "", "a/b/c", "10.0.0.1",
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "fd00::/64",
+    "TCP",
+    "UDP",
+    "SCTP",
+    "In",
+    "NotIn",
+    "Exists",
+    "DoesNotExist",
+    "Ingress",
+    "Egress",
+    "http",
+    "app",
+    "",
+    "a/b/c",
+    "10.0.0.1",
 ]
 LEAVES = (
-    st.none() | st.booleans() | st.integers(-3, 70000) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=6) | st.sampled_from(INTERESTING)
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 70000)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+    | st.sampled_from(INTERESTING)
 )
 JSON = st.recursive(
     LEAVES,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=4) | st.integers(0, 3), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(FIELD_NAMES) | st.text(max_size=4) | st.integers(0, 3),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=25,
 )
 
@@ -62,15 +114,24 @@ def test_policy_decoding_fails_only_with_policy_error(spec: Any, metadata: Any) 
 
 
 RICH_POLICY: dict[str, Any] = {
-    "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
     "metadata": {"name": "rich", "namespace": "ns", "labels": {"a": "b"}},
     "spec": {
-        "podSelector": {"matchLabels": {"app": "web"},
-                        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]},
+        "podSelector": {
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}],
+        },
         "policyTypes": ["Ingress", "Egress"],
-        "ingress": [{"from": [{"podSelector": {}, "namespaceSelector": {"matchLabels": {"t": "x"}}},
-                              {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
-                     "ports": [{"port": 80, "endPort": 90}, {"port": "http", "protocol": "UDP"}]}],
+        "ingress": [
+            {
+                "from": [
+                    {"podSelector": {}, "namespaceSelector": {"matchLabels": {"t": "x"}}},
+                    {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}},
+                ],
+                "ports": [{"port": 80, "endPort": 90}, {"port": "http", "protocol": "UDP"}],
+            }
+        ],
         "egress": [{"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "SCTP"}]}],
     },
 }
@@ -96,7 +157,9 @@ def test_the_policy_mutated_below_is_valid() -> None:
 
 @settings(max_examples=300)
 @given(st.lists(st.tuples(st.sampled_from(RICH_PATHS), JSON), min_size=1, max_size=3))
-def test_mutated_valid_policies_fail_only_with_policy_error(mutations: list[tuple[Any, Any]]) -> None:
+def test_mutated_valid_policies_fail_only_with_policy_error(
+    mutations: list[tuple[Any, Any]],
+) -> None:
     obj = copy.deepcopy(RICH_POLICY)
     for path, replacement in mutations:
         target = obj
@@ -117,8 +180,12 @@ def test_mutated_valid_policies_fail_only_with_policy_error(mutations: list[tupl
 @settings(max_examples=200)
 @given(JSON)
 def test_any_object_decoding_fails_only_with_policy_error(obj: Any) -> None:
-    for candidate in (obj, {"kind": "Pod", "metadata": {"name": "p"}, "spec": obj, "status": obj},
-                      {"kind": "Namespace", "metadata": obj}, {"kind": obj, "metadata": obj}):
+    for candidate in (
+        obj,
+        {"kind": "Pod", "metadata": {"name": "p"}, "spec": obj, "status": obj},
+        {"kind": "Namespace", "metadata": obj},
+        {"kind": obj, "metadata": obj},
+    ):
         try:
             parse_object(candidate)
         except PolicyError:
@@ -145,41 +212,71 @@ POLICY_PORTS = st.one_of(
     ),
     st.builds(PolicyPort, PROTOCOLS, NAMES),
 )
-CONTAINER_PORTS = st.lists(st.builds(ContainerPort, NAMES, st.integers(1, 100), PROTOCOLS), max_size=4)
+CONTAINER_PORTS = st.lists(
+    st.builds(ContainerPort, NAMES, st.integers(1, 100), PROTOCOLS), max_size=4
+)
 
 
-@given(st.lists(POLICY_PORTS, max_size=4), st.none() | CONTAINER_PORTS,
-       st.sampled_from([*Protocol, "ICMP"]), st.integers(0, 101))
+@given(
+    st.lists(POLICY_PORTS, max_size=4),
+    st.none() | CONTAINER_PORTS,
+    st.sampled_from([*Protocol, "ICMP"]),
+    st.integers(0, 101),
+)
 def test_resolved_ranges_match_exactly_what_the_rule_admits(
     ports: list[PolicyPort], container_ports: list[ContainerPort] | None, protocol: str, port: int
 ) -> None:
-    dest = None if container_ports is None else Pod("n", "d", {}, "10.0.0.1", None, tuple(container_ports))
+    dest = (
+        None
+        if container_ports is None
+        else Pod("n", "d", {}, "10.0.0.1", None, tuple(container_ports))
+    )
     number = None if protocol == "ICMP" else port
     ranges = resolve_ports(ports, dest)
-    assert ports_match(ports, protocol, number, dest) is any(r.contains(protocol, number) for r in ranges)
+    assert ports_match(ports, protocol, number, dest) is any(
+        r.contains(protocol, number) for r in ranges
+    )
 
 
 # ---- the evaluator's algebra on random small clusters ----
 
 APPS = ["a", "b", "c"]
-SELECTORS = st.sampled_from([
-    {}, {"matchLabels": {"app": "a"}}, {"matchLabels": {"app": "b"}},
-    {"matchExpressions": [{"key": "app", "operator": "In", "values": ["a", "c"]}]},
-    {"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]},
-])
-NS_SELECTORS = st.sampled_from([
-    {}, {"matchLabels": {"team": "red"}}, {"matchLabels": {"kubernetes.io/metadata.name": "one"}},
-])
+SELECTORS = st.sampled_from(
+    [
+        {},
+        {"matchLabels": {"app": "a"}},
+        {"matchLabels": {"app": "b"}},
+        {"matchExpressions": [{"key": "app", "operator": "In", "values": ["a", "c"]}]},
+        {"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]},
+    ]
+)
+NS_SELECTORS = st.sampled_from(
+    [
+        {},
+        {"matchLabels": {"team": "red"}},
+        {"matchLabels": {"kubernetes.io/metadata.name": "one"}},
+    ]
+)
 PEERS = st.one_of(
     st.builds(lambda s: {"podSelector": s}, SELECTORS),
     st.builds(lambda s: {"namespaceSelector": s}, NS_SELECTORS),
     st.builds(lambda p, n: {"podSelector": p, "namespaceSelector": n}, SELECTORS, NS_SELECTORS),
-    st.sampled_from([{"ipBlock": {"cidr": "10.0.0.0/24"}},
-                     {"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.1.0/24"]}}]),
+    st.sampled_from(
+        [
+            {"ipBlock": {"cidr": "10.0.0.0/24"}},
+            {"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.1.0/24"]}},
+        ]
+    ),
 )
-PORT_LISTS = st.sampled_from([
-    [], [{"port": 80}], [{"protocol": "UDP"}], [{"port": "http"}], [{"port": 79, "endPort": 81}],
-])
+PORT_LISTS = st.sampled_from(
+    [
+        [],
+        [{"port": 80}],
+        [{"protocol": "UDP"}],
+        [{"port": "http"}],
+        [{"port": 79, "endPort": 81}],
+    ]
+)
 
 
 @st.composite
@@ -203,7 +300,9 @@ def policies(draw: st.DrawFn, name: str) -> NetworkPolicy:
     if types is not None:
         spec["policyTypes"] = types
     namespace = draw(st.sampled_from(["one", "two"]))
-    return NetworkPolicy.from_api({"kind": "NetworkPolicy", "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+    return NetworkPolicy.from_api(
+        {"kind": "NetworkPolicy", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    )
 
 
 @st.composite
@@ -212,9 +311,20 @@ def clusters(draw: st.DrawFn) -> Cluster:
     for index in range(draw(st.integers(2, 5))):
         labels = {"app": draw(st.sampled_from(APPS))} if draw(st.booleans()) else {}
         ports = (ContainerPort("http", draw(st.sampled_from([80, 81]))),)
-        pods.append(Pod(draw(st.sampled_from(["one", "two"])), f"p{index}", labels,
-                        f"10.0.{index % 2}.{index + 1}", "n1", ports))
-    namespaces = [Namespace("one", {"team": draw(st.sampled_from(["red", "blue"]))}), Namespace("two", {"team": "red"})]
+        pods.append(
+            Pod(
+                draw(st.sampled_from(["one", "two"])),
+                f"p{index}",
+                labels,
+                f"10.0.{index % 2}.{index + 1}",
+                "n1",
+                ports,
+            )
+        )
+    namespaces = [
+        Namespace("one", {"team": draw(st.sampled_from(["red", "blue"]))}),
+        Namespace("two", {"team": "red"}),
+    ]
     return Cluster(namespaces, pods)
 
 
@@ -223,13 +333,23 @@ def with_policies(cluster: Cluster, *extra: NetworkPolicy) -> Cluster:
 
 
 DENY_ALL = [
-    NetworkPolicy.from_api({"kind": "NetworkPolicy", "metadata": {"name": "zz-deny", "namespace": ns},
-                            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}})
+    NetworkPolicy.from_api(
+        {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "zz-deny", "namespace": ns},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        }
+    )
     for ns in ("one", "two")
 ]
 ALLOW_ALL = [
-    NetworkPolicy.from_api({"kind": "NetworkPolicy", "metadata": {"name": "zz-allow", "namespace": ns},
-                            "spec": {"podSelector": {}, "ingress": [{}], "egress": [{}]}})
+    NetworkPolicy.from_api(
+        {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "zz-allow", "namespace": ns},
+            "spec": {"podSelector": {}, "ingress": [{}], "egress": [{}]},
+        }
+    )
     for ns in ("one", "two")
 ]
 TRAFFIC = st.sampled_from([(80, "TCP"), (81, "TCP"), (53, "UDP"), (None, "ICMP")])
@@ -268,11 +388,16 @@ def test_policies_add_up_per_direction(
     for src in base.pods():
         for dst in base.pods():
             together = evaluate(both, src, dst, port, protocol)
-            alone = (evaluate(one, src, dst, port, protocol), evaluate(two, src, dst, port, protocol))
+            alone = (
+                evaluate(one, src, dst, port, protocol),
+                evaluate(two, src, dst, port, protocol),
+            )
             for direction in Direction:
+
                 def allowed(verdict: Any, direction: Direction = direction) -> bool:
                     side = verdict.ingress if direction is Direction.INGRESS else verdict.egress
                     return bool(side.allowed)
+
                 assert allowed(together) is (allowed(alone[0]) or allowed(alone[1]))
 
 

@@ -28,8 +28,14 @@ from podwire.policy import (
     rule_admits,
 )
 
-WEB = Pod("shop", "web", {"app": "web"}, "10.1.0.5", "n1",
-          (ContainerPort("http", 8080), ContainerPort("dns", 53, Protocol.UDP)))
+WEB = Pod(
+    "shop",
+    "web",
+    {"app": "web"},
+    "10.1.0.5",
+    "n1",
+    (ContainerPort("http", 8080), ContainerPort("dns", 53, Protocol.UDP)),
+)
 DB = Pod("shop", "db", {"app": "db"}, "10.1.0.6", "n2")
 OTHER = Pod("lab", "web", {"app": "web"}, "10.2.0.5", "n1")
 SHOP = Namespace("shop", {"team": "s"})
@@ -38,7 +44,11 @@ LAB = Namespace("lab", {"team": "l"})
 
 def policy(spec: str, namespace: str = "shop", name: str = "p") -> NetworkPolicy:
     return NetworkPolicy.from_api(
-        {"kind": "NetworkPolicy", "metadata": {"name": name, "namespace": namespace}, "spec": yaml.safe_load(spec)}
+        {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": yaml.safe_load(spec),
+        }
     )
 
 
@@ -59,7 +69,10 @@ ingress:
     assert peer_matches_pod(pol, own, SHOP, WEB)
     assert not peer_matches_pod(pol, own, SHOP, DB)
     assert not peer_matches_pod(pol, own, LAB, OTHER)  # podSelector alone: the policy's namespace
-    assert all(peer_matches_pod(pol, every_ns, ns, pod) for ns, pod in ((SHOP, WEB), (SHOP, DB), (LAB, OTHER)))
+    assert all(
+        peer_matches_pod(pol, every_ns, ns, pod)
+        for ns, pod in ((SHOP, WEB), (SHOP, DB), (LAB, OTHER))
+    )
     assert peer_matches_pod(pol, both, LAB, OTHER)
     assert not peer_matches_pod(pol, both, SHOP, WEB)
     for peer in (own, every_ns, both):
@@ -89,7 +102,12 @@ def test_port_matching_numbers_ranges_names_and_protocols() -> None:
     assert port_matches(PolicyPort(Protocol.UDP), "UDP", None, None)
     assert not port_matches(PolicyPort(Protocol.UDP), "ICMP", None, None)
     ranged = PolicyPort(Protocol.SCTP, 100, 200)
-    assert [port_matches(ranged, "SCTP", p, None) for p in (99, 100, 200, 201)] == [False, True, True, False]
+    assert [port_matches(ranged, "SCTP", p, None) for p in (99, 100, 200, 201)] == [
+        False,
+        True,
+        True,
+        False,
+    ]
     named = PolicyPort(Protocol.TCP, "http")
     assert port_matches(named, "TCP", 8080, WEB)
     assert not port_matches(named, "TCP", 8080, DB)
@@ -100,8 +118,13 @@ def test_port_matching_numbers_ranges_names_and_protocols() -> None:
 
 def test_resolve_ports_gives_concrete_ranges() -> None:
     assert resolve_ports((), None) == [ANY_TRAFFIC]
-    ports = (PolicyPort(Protocol.TCP, "http"), PolicyPort(Protocol.TCP, 80, 90), PolicyPort(Protocol.UDP),
-             PolicyPort(Protocol.UDP, "dns"), PolicyPort(Protocol.TCP, 80, 90))
+    ports = (
+        PolicyPort(Protocol.TCP, "http"),
+        PolicyPort(Protocol.TCP, 80, 90),
+        PolicyPort(Protocol.UDP),
+        PolicyPort(Protocol.UDP, "dns"),
+        PolicyPort(Protocol.TCP, 80, 90),
+    )
     assert resolve_ports(ports, WEB) == [
         PortRange(Protocol.TCP, 80, 90),
         PortRange(Protocol.TCP, 8080, 8080),
@@ -122,7 +145,9 @@ def test_policies_selecting_respects_namespace_selector_and_types() -> None:
     assert policies_selecting(cluster, WEB, Direction.EGRESS) == [egress_all]
     assert policies_selecting(cluster, DB, Direction.INGRESS) == []
     assert policies_selecting(cluster, OTHER, Direction.INGRESS) == [elsewhere]
-    assert is_isolated(cluster, DB, Direction.EGRESS) and not is_isolated(cluster, DB, Direction.INGRESS)
+    assert is_isolated(cluster, DB, Direction.EGRESS) and not is_isolated(
+        cluster, DB, Direction.INGRESS
+    )
 
 
 def test_rule_admits_resolves_named_ports_on_the_destination() -> None:
@@ -151,11 +176,20 @@ ingress:
     late = Pod("new", "x", {"app": "web"}, "10.3.0.1")  # its Namespace object has not arrived
     cluster = Cluster([SHOP, LAB], [WEB, DB, OTHER, late])
     assert {p.key for p in pods_matching_peer(cluster, pol, own)} == {"shop/web"}
-    assert {p.key for p in pods_matching_peer(cluster, pol, every_ns)} == {"shop/web", "shop/db", "lab/web", "new/x"}
+    assert {p.key for p in pods_matching_peer(cluster, pol, every_ns)} == {
+        "shop/web",
+        "shop/db",
+        "lab/web",
+        "new/x",
+    }
     assert {p.key for p in pods_matching_peer(cluster, pol, both)} == {"lab/web"}
     _, (block,) = peers("{podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.1.0.0/24}}]}]}")
     assert {p.key for p in pods_matching_peer(cluster, pol, block)} == {"shop/web", "shop/db"}
     # Cross-check every peer against the per-pod predicate.
     for peer in (own, every_ns, both, block):
-        expected = {p.key for p in cluster.pods() if peer_matches_pod(pol, peer, cluster.namespace(p.namespace), p)}
+        expected = {
+            p.key
+            for p in cluster.pods()
+            if peer_matches_pod(pol, peer, cluster.namespace(p.namespace), p)
+        }
         assert {p.key for p in pods_matching_peer(cluster, pol, peer)} == expected

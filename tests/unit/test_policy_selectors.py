@@ -16,8 +16,12 @@ VALUE_SETS = st.frozensets(VALUES, min_size=1, max_size=3)
 
 
 def requirements() -> st.SearchStrategy[Requirement]:
-    with_values = st.builds(Requirement, KEYS, st.sampled_from([Operator.IN, Operator.NOT_IN]), VALUE_SETS)
-    without = st.builds(Requirement, KEYS, st.sampled_from([Operator.EXISTS, Operator.DOES_NOT_EXIST]))
+    with_values = st.builds(
+        Requirement, KEYS, st.sampled_from([Operator.IN, Operator.NOT_IN]), VALUE_SETS
+    )
+    without = st.builds(
+        Requirement, KEYS, st.sampled_from([Operator.EXISTS, Operator.DOES_NOT_EXIST])
+    )
     return st.one_of(with_values, without)
 
 
@@ -43,7 +47,9 @@ def parse(value: object) -> LabelSelector | None:
         (Operator.DOES_NOT_EXIST, set(), {"k": "a"}, False),
     ],
 )
-def test_each_operator(operator: Operator, values: set[str], labels: dict[str, str], expected: bool) -> None:
+def test_each_operator(
+    operator: Operator, values: set[str], labels: dict[str, str], expected: bool
+) -> None:
     assert Requirement("k", operator, frozenset(values)).matches(labels) is expected
 
 
@@ -57,7 +63,12 @@ def test_empty_selector_matches_everything_and_null_nothing() -> None:
 
 
 def test_match_labels_and_expressions_are_anded() -> None:
-    selector = parse({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]})
+    selector = parse(
+        {
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}],
+        }
+    )
     assert selector is not None
     assert selector.matches({"app": "web"})
     assert selector.matches({"app": "web", "env": "dev"})
@@ -78,24 +89,33 @@ def test_null_fields_inside_a_selector_are_absent() -> None:
 
 
 @given(LABELS, st.lists(requirements(), max_size=4), LABELS)
-def test_selector_is_the_and_of_its_parts(match_labels: dict[str, str], reqs: list[Requirement],
-                                          labels: dict[str, str]) -> None:
+def test_selector_is_the_and_of_its_parts(
+    match_labels: dict[str, str], reqs: list[Requirement], labels: dict[str, str]
+) -> None:
     selector = LabelSelector(Labels(match_labels), tuple(reqs))
-    parts = [labels.get(k) == v for k, v in match_labels.items()] + [r.matches(labels) for r in reqs]
+    parts = [labels.get(k) == v for k, v in match_labels.items()] + [
+        r.matches(labels) for r in reqs
+    ]
     assert selector.matches(labels) is all(parts)
     assert selector.matches(Labels(labels)) is selector.matches(labels)
 
 
 @given(KEYS, VALUE_SETS, LABELS)
 def test_complementary_operators(key: str, values: frozenset[str], labels: dict[str, str]) -> None:
-    assert Requirement(key, Operator.IN, values).matches(labels) is not Requirement(key, Operator.NOT_IN, values).matches(labels)
-    assert Requirement(key, Operator.EXISTS).matches(labels) is not Requirement(key, Operator.DOES_NOT_EXIST).matches(labels)
+    assert Requirement(key, Operator.IN, values).matches(labels) is not Requirement(
+        key, Operator.NOT_IN, values
+    ).matches(labels)
+    assert Requirement(key, Operator.EXISTS).matches(labels) is not Requirement(
+        key, Operator.DOES_NOT_EXIST
+    ).matches(labels)
 
 
 @given(KEYS, VALUES, LABELS)
 def test_match_label_equals_in_with_one_value(key: str, value: str, labels: dict[str, str]) -> None:
     as_label = LabelSelector(Labels({key: value}))
-    as_expression = LabelSelector(match_expressions=(Requirement(key, Operator.IN, frozenset({value})),))
+    as_expression = LabelSelector(
+        match_expressions=(Requirement(key, Operator.IN, frozenset({value})),)
+    )
     assert as_label.matches(labels) is as_expression.matches(labels)
 
 
