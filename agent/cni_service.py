@@ -153,6 +153,20 @@ class CniService:
                 self._attachment_locks[key] = lock
             return lock
 
+    def _ipam_stores(self) -> list[IpamStore]:
+        """Every subnet this node has allocated from. DEL and GC search them all: a DEL
+        may come without the ipam section its ADD had (the runtime's config changed)."""
+        if not self.ipam_root.exists():
+            return []
+        stores = []
+        for path in sorted(self.ipam_root.iterdir()):
+            try:
+                subnet = ipaddress.IPv4Network(path.name.replace("_", "/"))
+            except ValueError:
+                continue
+            stores.append(IpamStore(self.ipam_root, subnet))
+        return stores
+
     def _subnet(self, conf: NetConf) -> ipaddress.IPv4Network:
         subnet = conf.subnet or self.pod_cidr
         if subnet is None:
@@ -167,9 +181,8 @@ class CniService:
             raise CniError(Code.TRY_AGAIN_LATER, "podwire agent is not ready", reason)
         attachment = Attachment(env.container_id, env.ifname)
         host_name = wiring.host_ifname(attachment)
-        subnet = self._subnet(conf)
-        ipam = IpamStore(self.ipam_root, conf.name)
-        ip = ipam.allocate(subnet, attachment)
+        ipam = IpamStore(self.ipam_root, self._subnet(conf))
+        ip = ipam.allocate(attachment, conf.name)
         with self._locks_guard:
             self._in_flight.add(host_name)
         endpoint: Endpoint | None = None
@@ -234,7 +247,7 @@ class CniService:
         attachment = Attachment(env.container_id, env.ifname)
         host_name = wiring.host_ifname(attachment)
         self._remove(host_name, self.endpoints.get(host_name))
-        freed = IpamStore(self.ipam_root, conf.name).release(attachment)
+        freed = [ip for store in self._ipam_stores() for ip in store.release(attachment)]
         log.info("event=endpoint_deleted container=%s ifname=%s freed=%s", env.container_id,
                  env.ifname, ",".join(map(str, freed)) or "-")
         return ""
@@ -298,7 +311,8 @@ class CniService:
             if name not in recorded and name not in valid_hosts and name not in busy:
                 wiring.unwire(name)
                 removed += 1
-        freed = IpamStore(self.ipam_root, conf.name).release_all_except(valid)
+        freed = [a for store in self._ipam_stores()
+                 for a in store.release_all_except(conf.name, valid)]
         log.info("event=cni_gc network=%s kept=%d removed=%d freed=%d", conf.name, len(valid),
                  removed, len(freed))
         return ""

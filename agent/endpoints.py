@@ -34,8 +34,8 @@ class Endpoint:
     @property
     def pod(self) -> str:
         """'namespace/name' for logs, or the container id outside Kubernetes."""
-        if self.pod_namespace or self.pod_name:
-            return f"{self.pod_namespace}/{self.pod_name}"
+        if self.pod_name:
+            return f"{self.pod_namespace}/{self.pod_name}" if self.pod_namespace else self.pod_name
         return self.container_id
 
 

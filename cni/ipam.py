@@ -3,9 +3,13 @@
 The store follows host-local's layout, one file per allocated address holding the
 owner, so it survives agent restarts and is readable by hand:
 
-    <root>/<network>/<ip>               "<container id>\\n<ifname>\\n"
-    <root>/<network>/last_reserved_ip   round-robin cursor: a freed address is reused last
-    <root>/<network>/lock               flock'd around every read-modify-write
+    <root>/<subnet>/<ip>               "<container id>\\n<ifname>\\n<network>\\n"
+    <root>/<subnet>/last_reserved_ip   round-robin cursor: a freed address is reused last
+    <root>/<subnet>/lock               flock'd around every read-modify-write
+
+It is keyed by subnet, not by network name: every podwire network on a node routes
+through the same node table, so two networks drawing from one pod CIDR must never
+hand out the same address. The network name is kept per allocation for GC.
 
 The flock serialises ADD/DEL/GC between the agent's threads and across processes.
 """
@@ -30,6 +34,7 @@ IPv4 = ipaddress.IPv4Address
 class Allocation:
     ip: IPv4
     owner: Attachment
+    network: str
 
 
 def usable_range(subnet: ipaddress.IPv4Network) -> tuple[int, int]:
@@ -61,10 +66,11 @@ def candidates(subnet: ipaddress.IPv4Network, last_reserved: IPv4 | None) -> Ite
 
 
 class IpamStore:
-    """Allocations of one network, kept on disk under `root/<network>`."""
+    """Allocations from one subnet, kept on disk under `root/<subnet>`."""
 
-    def __init__(self, root: Path, network: str) -> None:
-        self.dir = root / network
+    def __init__(self, root: Path, subnet: ipaddress.IPv4Network) -> None:
+        self.subnet = subnet
+        self.dir = root / str(subnet).replace("/", "_")
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -87,8 +93,8 @@ class IpamStore:
                 text = Path(entry.path).read_text()
             except FileNotFoundError:
                 continue
-            container_id, _, rest = text.partition("\n")
-            out.append(Allocation(ip, Attachment(container_id, rest.strip())))
+            container_id, ifname, network = (text.split("\n") + ["", ""])[:3]
+            out.append(Allocation(ip, Attachment(container_id, ifname), network))
         return out
 
     def allocations(self) -> list[Allocation]:
@@ -97,7 +103,7 @@ class IpamStore:
         with self._locked():
             return self._read_all()
 
-    def allocate(self, subnet: ipaddress.IPv4Network, owner: Attachment) -> IPv4:
+    def allocate(self, owner: Attachment, network: str) -> IPv4:
         """Reserve a free address for `owner`; raises CniError if none is left or the
         owner already holds one (a second ADD for the same attachment)."""
         with self._locked():
@@ -111,19 +117,19 @@ class IpamStore:
                 last_reserved: IPv4 | None = IPv4(cursor.read_text().strip())
             except (FileNotFoundError, ValueError):
                 last_reserved = None
-            for ip in candidates(subnet, last_reserved):
+            for ip in candidates(self.subnet, last_reserved):
                 try:
                     fd = os.open(self.dir / str(ip), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 except FileExistsError:
                     continue
                 with os.fdopen(fd, "w") as f:
-                    f.write(f"{owner.container_id}\n{owner.ifname}\n")
+                    f.write(f"{owner.container_id}\n{owner.ifname}\n{network}\n")
                 tmp = self.dir / "last_reserved_ip.tmp"
                 tmp.write_text(str(ip))
                 tmp.replace(cursor)
                 return ip
-        first, last = usable_range(subnet)
-        raise CniError(Code.POOL_EXHAUSTED, f"no free address in {subnet}",
+        first, last = usable_range(self.subnet)
+        raise CniError(Code.POOL_EXHAUSTED, f"no free address in {self.subnet}",
                        f"all {last - first + 1} allocatable addresses are in use")
 
     def release(self, owner: Attachment) -> list[IPv4]:
@@ -137,12 +143,12 @@ class IpamStore:
                 (self.dir / str(ip)).unlink(missing_ok=True)
         return freed
 
-    def release_all_except(self, keep: set[Attachment]) -> list[Allocation]:
-        """GC: free every allocation whose owner is not in `keep`."""
+    def release_all_except(self, network: str, keep: set[Attachment]) -> list[Allocation]:
+        """GC: free every allocation of `network` whose owner is not in `keep`."""
         if not self.dir.exists():
             return []
         with self._locked():
-            stale = [a for a in self._read_all() if a.owner not in keep]
+            stale = [a for a in self._read_all() if a.network == network and a.owner not in keep]
             for allocation in stale:
                 (self.dir / str(allocation.ip)).unlink(missing_ok=True)
         return stale

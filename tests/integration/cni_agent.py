@@ -90,6 +90,7 @@ class NodeAgent:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         run(["ip", "netns", "add", self.node])
         run(["ip", "-n", self.node, "link", "set", "lo", "up"])
         # A node has an address of its own (its underlay IP); without one the kernel
@@ -156,10 +157,9 @@ class NodeAgent:
         return self.in_node(["ip", "route", "show"]).stdout
 
     def allocations(self) -> list[str]:
-        ipam = self.state_dir / "ipam" / "pwtc-net"
-        if not ipam.exists():
-            return []
-        return sorted(p.name for p in ipam.iterdir() if p.name[0].isdigit())
+        """Allocated addresses of every subnet in the agent's IPAM store."""
+        return sorted(p.name for p in (self.state_dir / "ipam").glob("*/*")
+                      if p.name.count(".") == 3 and p.name[0].isdigit())
 
     def endpoints(self) -> list[str]:
         eps = self.state_dir / "endpoints"

@@ -259,3 +259,18 @@ def test_names_are_unique_per_attachment() -> None:
 
     names = {host_ifname(Attachment(unique("c"), ifname)) for ifname in ("eth0", "net1")}
     assert len(names) == 2 and all(HOST_IFNAME_RE.match(n) for n in names)
+
+
+def test_networks_sharing_a_subnet_never_share_an_address(clean: NodeAgent) -> None:
+    agent = clean
+    with netns() as a, netns() as b:
+        first = agent.cni("ADD", agent.conf(), "c-net-a", a)
+        second = agent.cni("ADD", agent.conf(name="pwtc-other"), "c-net-b", b)
+        assert first.code == second.code == 0, second.stdout
+        assert pod_ip(first.json) != pod_ip(second.json)
+        # GC of one network leaves the other network's pod alone.
+        gc = agent.cni("GC", agent.conf(name="pwtc-other", **{"cni.dev/valid-attachments": []}))
+        assert gc.code == 0
+        assert agent.allocations() == [pod_ip(first.json)] and agent.ping(pod_ip(first.json))
+        assert len(agent.host_veths()) == 1
+        agent.cni("DEL", agent.conf(), "c-net-a", a)

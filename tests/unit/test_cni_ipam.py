@@ -34,59 +34,62 @@ def test_candidates_round_robin_after_cursor() -> None:
 
 
 def test_allocate_release_and_reuse_last(tmp_path: Path) -> None:
-    store = IpamStore(tmp_path, "net")
-    a = store.allocate(NET, Attachment("c1", "eth0"))
-    b = store.allocate(NET, Attachment("c2", "eth0"))
+    store = IpamStore(tmp_path, NET)
+    a = store.allocate(Attachment("c1", "eth0"), "net")
+    b = store.allocate(Attachment("c2", "eth0"), "net")
     assert (str(a), str(b)) == ("10.9.0.2", "10.9.0.3")
     assert store.release(Attachment("c1", "eth0")) == [a]
     assert store.release(Attachment("c1", "eth0")) == []
-    assert store.allocate(NET, Attachment("c3", "eth0")) == ipaddress.IPv4Address("10.9.0.4")
+    assert store.allocate(Attachment("c3", "eth0"), "net") == ipaddress.IPv4Address("10.9.0.4")
     assert {x.owner.container_id for x in store.allocations()} == {"c2", "c3"}
 
 
 def test_duplicate_owner_is_refused(tmp_path: Path) -> None:
-    store = IpamStore(tmp_path, "net")
-    store.allocate(NET, Attachment("c1", "eth0"))
+    store = IpamStore(tmp_path, NET)
+    store.allocate(Attachment("c1", "eth0"), "net")
     with pytest.raises(CniError) as err:
-        store.allocate(NET, Attachment("c1", "eth0"))
+        store.allocate(Attachment("c1", "eth0"), "net")
     assert err.value.code == Code.ALREADY_EXISTS
-    assert store.allocate(NET, Attachment("c1", "net1"))
+    assert store.allocate(Attachment("c1", "net1"), "net")
 
 
 def test_exhaustion_is_a_clear_error(tmp_path: Path) -> None:
     small = ipaddress.IPv4Network("10.9.0.0/29")  # 5 allocatable addresses
-    store = IpamStore(tmp_path, "net")
-    got = {store.allocate(small, Attachment(f"c{i}", "eth0")) for i in range(5)}
+    store = IpamStore(tmp_path, small)
+    got = {store.allocate(Attachment(f"c{i}", "eth0"), "net") for i in range(5)}
     assert len(got) == 5
     with pytest.raises(CniError) as err:
-        store.allocate(small, Attachment("c9", "eth0"))
+        store.allocate(Attachment("c9", "eth0"), "net")
     assert err.value.code == Code.POOL_EXHAUSTED and "10.9.0.0/29" in err.value.msg
 
 
 def test_gc_keeps_only_valid(tmp_path: Path) -> None:
-    store = IpamStore(tmp_path, "net")
+    store = IpamStore(tmp_path, NET)
     for i in range(4):
-        store.allocate(NET, Attachment(f"c{i}", "eth0"))
-    stale = store.release_all_except({Attachment("c1", "eth0"), Attachment("zz", "eth0")})
+        store.allocate(Attachment(f"c{i}", "eth0"), "net")
+    other = store.allocate(Attachment("o1", "eth0"), "other-net")
+    stale = store.release_all_except("net", {Attachment("c1", "eth0"), Attachment("zz", "eth0")})
     assert sorted(a.owner.container_id for a in stale) == ["c0", "c2", "c3"]
-    assert [a.owner.container_id for a in store.allocations()] == ["c1"]
+    assert sorted((a.owner.container_id, a.network) for a in store.allocations()) == [
+        ("c1", "net"), ("o1", "other-net")]
+    assert other not in {a.ip for a in stale}
 
 
 def test_64_concurrent_threads_get_distinct_addresses(tmp_path: Path) -> None:
-    store = IpamStore(tmp_path, "net")
+    store = IpamStore(tmp_path, NET)
     with ThreadPoolExecutor(64) as pool:
-        got = list(pool.map(lambda i: store.allocate(NET, Attachment(f"t{i}", "eth0")),
+        got = list(pool.map(lambda i: store.allocate(Attachment(f"t{i}", "eth0"), "net"),
                             range(64)))
     assert len(set(got)) == 64
 
 
 def _allocate_in_process(args: tuple[str, int]) -> str:
     root, i = args
-    return str(IpamStore(Path(root), "net").allocate(NET, Attachment(f"p{i}", "eth0")))
+    return str(IpamStore(Path(root), NET).allocate(Attachment(f"p{i}", "eth0"), "net"))
 
 
 def test_concurrent_processes_get_distinct_addresses(tmp_path: Path) -> None:
     with multiprocessing.get_context("fork").Pool(8) as pool:
         got = pool.map(_allocate_in_process, [(str(tmp_path), i) for i in range(64)])
     assert len(set(got)) == 64
-    assert len(IpamStore(tmp_path, "net").allocations()) == 64
+    assert len(IpamStore(tmp_path, NET).allocations()) == 64
