@@ -190,9 +190,9 @@ def pods_matching_peer(cluster: Cluster, policy: NetworkPolicy, peer: Peer) -> I
     """Every pod `peer` names, visiting only the namespaces that can hold one."""
     if peer.ip_block is not None:
         block = peer.ip_block
-        yield from (
-            pod for pod in cluster.pods_in_network(block.cidr) if block.contains(pod.address)
-        )  # type: ignore[arg-type]
+        for pod in cluster.pods_in_network(block.cidr):
+            if pod.address is not None and block.contains(pod.address):
+                yield pod
         return
     if peer.namespace_selector is None:
         namespaces: Iterable[str] = [policy.namespace]
