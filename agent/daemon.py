@@ -27,7 +27,7 @@ from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
 from podwire.agent.endpoints import Endpoint
 from podwire.agent.flows import FlowEnricher, FlowHistory, PeerNames
 from podwire.agent.localapi import LocalApi, Request, Response
-from podwire.agent.reconcile import plan
+from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.agent.watch import WatchEvent, WatchSet, api_client
 from podwire.policy import Direction, Namespace, NetworkPolicy, Pod, PolicyError, policies_selecting
 
@@ -48,7 +48,7 @@ class Agent:
         self.reconciles = 0
         self.last_reconcile_seconds = 0.0
         self.datapath: Datapath | None = None
-        self.installed = programmer.MapContents()
+        self.installed = MapContents()
         self.flows = FlowHistory(config.history_size)
         self.api = LocalApi(config.socket_path)
         self.cni = CniService(
@@ -167,7 +167,7 @@ class Agent:
         desired = self.state.compute()
         ops = plan(self.installed, desired)
         programmer.apply(self.datapath, ops)
-        programmer.apply_to(self.installed, ops)
+        apply_to(self.installed, ops)
         self.reconciles += 1
         self.last_reconcile_seconds = time.perf_counter() - started
         if ops:
