@@ -6,8 +6,10 @@ always allowed: the NetworkPolicy concept page says a pod cannot block access to
 and the upstream e2e suite expects it (`reachability.AllowLoopback()` after every
 default-deny case).
 
-Addresses given as strings that belong to a pod are evaluated as that pod, as the
-datapath identifies a packet by its address.
+Addresses given as strings that belong to exactly one pod are evaluated as that pod, as
+the datapath identifies a packet by its address. Traffic between a node and its own pods
+(always allowed by Kubernetes) and hostNetwork pods are outside this model: the datapath
+recognises the host by its reserved identity.
 """
 
 from __future__ import annotations

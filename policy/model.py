@@ -220,7 +220,8 @@ def parse_metadata(value: object, reader: Reader, default_namespace: str | None)
             reader.error("metadata.name", f"{name!r}: {problem}")
             name = None
     namespace = default_namespace
-    if meta.get("namespace") is not None and default_namespace is not None:
+    # An empty namespace means "the default", as kubectl reads it.
+    if meta.get("namespace") not in (None, "") and default_namespace is not None:
         namespace = reader.string(meta["namespace"], "metadata.namespace")
         problem = dns1123_label_error(namespace) if namespace is not None else None
         if problem:

@@ -59,11 +59,12 @@ class LabelSelector:
 
     match_labels: Mapping[str, str] = field(default_factory=Labels)
     match_expressions: tuple[Requirement, ...] = ()
+    # Precompiled once: matching is on the agent's hot path (every pod x every selector).
+    _pairs: tuple[tuple[str, str], ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "match_labels", as_labels(self.match_labels))
         object.__setattr__(self, "match_expressions", tuple(self.match_expressions))
-        # Precompiled once: matching is on the agent's hot path (every pod x every selector).
         object.__setattr__(self, "_pairs", tuple(self.match_labels.items()))
 
     @property
@@ -73,8 +74,7 @@ class LabelSelector:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether an object with `labels` is selected."""
-        pairs: tuple[tuple[str, str], ...] = self._pairs  # type: ignore[attr-defined]
-        for key, value in pairs:
+        for key, value in self._pairs:
             if labels.get(key) != value:
                 return False
         return all(requirement.matches(labels) for requirement in self.match_expressions)
