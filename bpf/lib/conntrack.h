@@ -14,6 +14,10 @@ enum ct_status {
 };
 
 #define CT_NSEC_PER_SEC 1000000000ULL
+/* last_seen is refreshed at most once a second: timeouts count in seconds, and a
+ * write per packet would bounce the entry's cache line between CPUs (the two
+ * directions of a flow are often handled on different ones). */
+#define CT_REFRESH_NS CT_NSEC_PER_SEC
 
 static __always_inline __u64 ct_timeout_ns(const struct node_config *cfg, __u8 proto,
 					   __u8 state)
@@ -61,9 +65,15 @@ static __always_inline void ct_reverse(const struct ct_key *k, struct ct_key *r)
 	r->proto = k->proto;
 }
 
+static __always_inline void ct_touch(struct ct_value *v, __u64 now)
+{
+	if (now - v->last_seen > CT_REFRESH_NS)
+		v->last_seen = now;
+}
+
 static __always_inline void ct_update_tcp(struct ct_value *v, __u8 flags, int reply)
 {
-	if (flags & (TCP_FIN | TCP_RST))
+	if ((flags & (TCP_FIN | TCP_RST)) && v->state != CT_STATE_CLOSING)
 		v->state = CT_STATE_CLOSING;
 	else if (v->state == CT_STATE_SYN_SENT && reply && (flags & TCP_ACK))
 		v->state = CT_STATE_ESTABLISHED;
@@ -86,7 +96,7 @@ static __always_inline int ct_lookup(struct __sk_buff *skb, const struct node_co
 			return CT_NEW;
 		if (p->proto == IPPROTO_TCP)
 			ct_update_tcp(v, p->tcp_flags, 0);
-		v->last_seen = now;
+		ct_touch(v, now);
 		return CT_ESTABLISHED;
 	}
 
@@ -95,10 +105,11 @@ static __always_inline int ct_lookup(struct __sk_buff *skb, const struct node_co
 	if (v && ct_alive(cfg, v, p->proto, now)) {
 		if (p->proto == IPPROTO_TCP)
 			ct_update_tcp(v, p->tcp_flags, 1);
-		else
+		else if (v->state != CT_STATE_ESTABLISHED)
 			v->state = CT_STATE_ESTABLISHED;
-		v->seen_reply = 1;
-		v->last_seen = now;
+		if (!v->seen_reply)
+			v->seen_reply = 1;
+		ct_touch(v, now);
 		return CT_REPLY;
 	}
 
