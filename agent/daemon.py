@@ -27,6 +27,7 @@ from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
 from podwire.agent.endpoints import Endpoint
 from podwire.agent.flows import FlowEnricher, FlowHistory, PeerNames
 from podwire.agent.localapi import LocalApi, Request, Response
+from podwire.agent.metrics import AgentMetrics
 from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.agent.watch import WatchEvent, WatchSet, api_client
 from podwire.policy import Direction, Namespace, NetworkPolicy, Pod, PolicyError, policies_selecting
@@ -60,6 +61,10 @@ class Agent:
         )
         self.watches: WatchSet | None = None
         self._threads: list[threading.Thread] = []
+        self.metrics = AgentMetrics(datapath=lambda: self.datapath,
+                                    endpoints=lambda: len(self.state.endpoints),
+                                    revision=lambda: self.revision,
+                                    ready=lambda: self.ready)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -70,6 +75,7 @@ class Agent:
         self.api.route("GET", "/flows", self._flows)
         self.cni.register(self.api)
         self.api.start()
+        self.metrics.serve(self.config.metrics_address, self.config.metrics_port)
 
         self.datapath = Datapath.load(self.config)
         self.installed = programmer.read_installed(self.datapath)
@@ -105,6 +111,7 @@ class Agent:
         for thread in self._threads:
             thread.join(timeout=5)
         self.api.close()
+        self.metrics.close()
         if self.datapath is not None:
             self.datapath.close()
 
@@ -170,6 +177,7 @@ class Agent:
         apply_to(self.installed, ops)
         self.reconciles += 1
         self.last_reconcile_seconds = time.perf_counter() - started
+        self.metrics.reconcile_seconds.observe(self.last_reconcile_seconds)
         if ops:
             log.info("event=reconciled ops=%d seconds=%.4f", len(ops), self.last_reconcile_seconds)
 
@@ -263,14 +271,17 @@ class Agent:
                 with self.lock:
                     record = enricher.record(event)
                 self.flows.add(record)
+                self.metrics.count_flow(record)
 
     def _names_of(self, ip: str) -> PeerNames:
         for endpoint in self.state.endpoints.values():
             if endpoint.ip == ip:
-                return PeerNames(endpoint.namespace, endpoint.name)
+                pod = self.state.cluster.pod(endpoint.namespace, endpoint.name)
+                return PeerNames(endpoint.namespace, endpoint.name,
+                                 pod.labels if pod is not None else {})
         pods = self.state.cluster.pods_with_ip(ip)
         if pods:
-            return PeerNames(pods[0].namespace, pods[0].name)
+            return PeerNames(pods[0].namespace, pods[0].name, pods[0].labels)
         return PeerNames(None, None)
 
     def _isolating_policies(self, ip: str, direction: str) -> list[str]:
@@ -323,13 +334,15 @@ class Agent:
 
     def _flows(self, request: Request) -> Response:
         last_values = request.query.get("last")
-        count = int(last_values[0]) if last_values else None
+        try:
+            count = int(last_values[0]) if last_values else None
+        except ValueError:
+            return Response(400, {"error": f"last={last_values[0]!r} is not a number"})
         follow = request.query.get("follow", ["0"])[0] in ("1", "true")
-        recent = self.flows.last(count)
+        recent, after = self.flows.snapshot(count)
         if not follow:
             return Response(200, stream=self.flows.as_lines(iter(recent)),
                             content_type="application/x-ndjson")
-        after = recent[-1][0] if recent else -1
 
         def stream() -> Any:
             yield from self.flows.as_lines(iter(recent))

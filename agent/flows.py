@@ -4,6 +4,24 @@ The ring buffer carries numbers (addresses, identities, policy refs); a person w
 `x/a:41234 -> y/b:80 TCP DROPPED policy-denied (isolated by y/deny-all)`. Names come from
 the agent's model through a bounded cache, and the history is a fixed-size ring, so a
 busy node costs the agent a constant amount of memory.
+
+A record (what `GET /flows` streams, one JSON object a line, and `podwire observe -o json`
+prints) has these fields; they are a stable interface, extended but never renamed:
+
+- `time`: ISO 8601 UTC with microseconds; `node`: the agent's node name.
+- `type`: `policy-verdict` (a new connection allowed, or denied by policy) or `drop`
+  (any other drop); `verdict`: `FORWARDED` or `DROPPED`; `drop_reason`: the name from
+  bpf/lib/drop.h (`POLICY_DENIED`, `INVALID_SOURCE`, ...) or null when forwarded.
+- `direction`: `ingress` or `egress`, the side the verdict is about; `hook`: the program
+  that saw it (`from-pod`, `to-pod`, `from-overlay`).
+- `protocol` (`TCP`, `UDP`, `ICMP`, `SCTP` or the number), `tcp_flags` (names), `length`.
+- `source`, `destination`: `{ip, port, identity, namespace, pod, labels}`; namespace, pod
+  are null and labels empty for addresses that are no pod.
+- `evaluated`: the directions whose policy this node checked for the verdict (egress on
+  the sender's node, ingress on the receiver's; the node itself reaches its pods unchecked).
+- `allowed_by`: `{direction: "namespace/policy"}` for each evaluated direction a policy
+  allowed; an evaluated direction missing here had no policy isolating the pod.
+- `isolated_by`: for a policy drop, the policies isolating the pod in that direction.
 """
 
 from __future__ import annotations
@@ -13,8 +31,8 @@ import datetime
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from cachetools import TTLCache
@@ -33,6 +51,8 @@ DIRECTIONS = {structs.DIR_INGRESS: "ingress", structs.DIR_EGRESS: "egress"}
 class PeerNames:
     namespace: str | None
     pod: str | None
+    # The pod's labels, so `podwire observe -l` selects flows without an API client.
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 # ip -> PeerNames; policies -> names. Supplied by the daemon, which owns the model.
@@ -84,6 +104,7 @@ class FlowEnricher:
             "tcp_flags": [name for bit, name in TCP_FLAGS if event.tcp_flags & bit]
             if protocol == "TCP" else [],
             "length": event.len,
+            "evaluated": _evaluated(event),
             "allowed_by": {},
             "isolated_by": [],
         }
@@ -99,7 +120,26 @@ class FlowEnricher:
     def _endpoint(self, ip: str, port: int, identity: int) -> dict[str, Any]:
         names = self._names(ip)
         return {"ip": ip, "port": structs.port_host(port), "identity": identity,
-                "namespace": names.namespace, "pod": names.pod}
+                "namespace": names.namespace, "pod": names.pod, "labels": dict(names.labels)}
+
+
+def _evaluated(event: structs.FlowEvent) -> list[str]:
+    """The directions the datapath looked up policy for; the same rules as bpf/bpf_pod.c
+    and bpf/bpf_overlay.c. A direction evaluated with ref 0 means no policy isolates."""
+    sides = []
+    if event.hook == structs.HOOK_FROM_POD:
+        sides.append("egress")
+    node_to_own_pod = (event.hook == structs.HOOK_TO_POD
+                       and event.src_identity == structs.IDENTITY_HOST)
+    if event.dst_ep_id and not node_to_own_pod:
+        sides.append("ingress")
+    if event.type != structs.EVENT_DROP:
+        return sides
+    # A drop stops at the first failing check; other drops come before any lookup.
+    denied = DIRECTIONS.get(event.direction)
+    if reason_name(event.reason) != "POLICY_DENIED" or denied not in sides:
+        return []
+    return sides[:sides.index(denied) + 1]
 
 
 class FlowHistory:
@@ -119,9 +159,15 @@ class FlowHistory:
             self._cond.notify_all()
 
     def last(self, count: int | None) -> list[tuple[int, dict[str, Any]]]:
+        return self.snapshot(count)[0]
+
+    def snapshot(self, count: int | None) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+        """The last `count` records (all when None) and the sequence number of the newest
+        record held, taken together: a follower resumes after it and misses nothing."""
         with self._cond:
             items = list(self._records)
-        return items if count is None else items[-count:] if count > 0 else []
+            cursor = self._next - 1
+        return (items if count is None else items[-count:] if count > 0 else []), cursor
 
     def follow(self, after: int, stop: threading.Event) -> Iterator[tuple[int, dict[str, Any]]]:
         """Records with sequence > after, waiting for new ones until `stop` is set."""

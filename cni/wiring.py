@@ -14,6 +14,7 @@ because the agent serves concurrent ADDs on threads.
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import ipaddress
 import os
@@ -104,68 +105,80 @@ def _fail(step: str, exc: Exception) -> CniError:
     return CniError(Code.WIRING_FAILED, f"wiring failed at {step}", f"{type(exc).__name__}: {exc}")
 
 
+def _link(ipr: IPRoute, name: str) -> tuple[int, str] | None:
+    """(index, MAC) of the link called `name`, None if there is none: one request,
+    where link_lookup + get_links would be two (each costs ~1 ms in pyroute2)."""
+    try:
+        link = ipr.link("get", ifname=name)[0]
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise
+    return link["index"], link.get("IFLA_ADDRESS")
+
+
 def wire(netns: str, ifname: str, host_name: str, ip: ipaddress.IPv4Address, mtu: int) -> Wired:
     """Create and configure the pod's veth; on any failure nothing is left behind."""
-    with _pod_netlink(netns) as pod:
-        if pod.link_lookup(ifname=ifname):
+    with _pod_netlink(netns) as pod, IPRoute() as node:
+        if _link(pod, ifname) is not None:
             raise CniError(Code.ALREADY_EXISTS, f"{ifname} already exists in {netns}")
-    with IPRoute() as node:
         # A link with this name belongs to the same attachment: IPAM has just proved
         # the attachment holds no address, so it is a leftover of an interrupted ADD.
-        for index in node.link_lookup(ifname=host_name):
-            node.link("del", index=index)
+        _delete(node, host_name)
         try:
             node.link("add", ifname=host_name, kind="veth", mtu=mtu,
                       peer={"ifname": ifname, "net_ns_fd": netns, "mtu": mtu})
         except NetlinkError as exc:
             raise _fail("veth creation", exc) from None
         try:
-            return _configure(node, netns, ifname, host_name, ip)
+            return _configure(node, pod, ifname, host_name, ip)
         except BaseException:
-            for index in node.link_lookup(ifname=host_name):
-                node.link("del", index=index)
+            _delete(node, host_name)
             raise
 
 
-def _configure(node: IPRoute, netns: str, ifname: str, host_name: str,
+def _configure(node: IPRoute, pod: IPRoute, ifname: str, host_name: str,
                ip: ipaddress.IPv4Address) -> Wired:
     step = "host veth"
     try:
-        host_index = node.link_lookup(ifname=host_name)[0]
-        host_mac = node.get_links(host_index)[0].get("IFLA_ADDRESS")
+        host = _link(node, host_name)
+        pod_link = _link(pod, ifname)
+        if host is None or pod_link is None:
+            raise OSError(errno.ENODEV, "veth vanished while being configured")
+        (host_index, host_mac), (pod_index, pod_mac) = host, pod_link
         _sysctl(f"ipv4/conf/{host_name}/rp_filter", "0")
         _sysctl("ipv4/ip_forward", "1")
         node.link("set", index=host_index, state="up")
-        with _pod_netlink(netns) as pod:
-            step = "pod interface"
-            pod_index = pod.link_lookup(ifname=ifname)[0]
-            pod_mac = pod.get_links(pod_index)[0].get("IFLA_ADDRESS")
-            pod.link("set", index=pod_index, state="up")
-            pod.addr("add", index=pod_index, address=str(ip), prefixlen=32)
-            step = "pod routes"
-            pod.route("add", dst=f"{GATEWAY}/32", oif=pod_index, scope=_RT_SCOPE_LINK)
-            pod.route("add", dst="0.0.0.0/0", gateway=str(GATEWAY), oif=pod_index)
-            pod.neigh("add", dst=str(GATEWAY), lladdr=host_mac, ifindex=pod_index,
-                      state=_NUD_PERMANENT)
+        step = "pod interface"
+        pod.link("set", index=pod_index, state="up")
+        pod.addr("add", index=pod_index, address=str(ip), prefixlen=32)
+        step = "pod routes"
+        pod.route("add", dst=f"{GATEWAY}/32", oif=pod_index, scope=_RT_SCOPE_LINK)
+        pod.route("add", dst="0.0.0.0/0", gateway=str(GATEWAY), oif=pod_index)
+        pod.neigh("add", dst=str(GATEWAY), lladdr=host_mac, ifindex=pod_index,
+                  state=_NUD_PERMANENT)
         step = "node route"
         node.route("add", dst=f"{ip}/32", oif=host_index, scope=_RT_SCOPE_LINK)
         node.neigh("add", dst=str(ip), lladdr=pod_mac, ifindex=host_index, state=_NUD_PERMANENT)
-    except (NetlinkError, OSError, IndexError) as exc:
+    except (NetlinkError, OSError) as exc:
         raise _fail(step, exc) from None
     return Wired(host_name, host_index, host_mac, pod_index, pod_mac)
+
+
+def _delete(node: IPRoute, host_name: str) -> bool:
+    try:
+        node.link("del", ifname=host_name)
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:  # already gone, e.g. a concurrent DEL got there first
+            return False
+        raise _fail("veth deletion", exc) from None
+    return True
 
 
 def unwire(host_name: str) -> bool:
     """Delete the host veth (its peer, address and routes go with it). True if it existed."""
     with IPRoute() as node:
-        indexes = node.link_lookup(ifname=host_name)
-        for index in indexes:
-            try:
-                node.link("del", index=index)
-            except NetlinkError as exc:
-                if exc.code != 19:  # ENODEV: a concurrent DEL got there first
-                    raise _fail("veth deletion", exc) from None
-    return bool(indexes)
+        return _delete(node, host_name)
 
 
 def host_links() -> list[str]:

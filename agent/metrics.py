@@ -1,0 +1,139 @@
+"""Prometheus metrics of one agent, served on AgentConfig.metrics_address:metrics_port.
+
+Datapath figures (per-CPU packet counters, map fill, lost events) are read from the
+pinned maps when Prometheus scrapes, so they cost nothing between scrapes and are
+never stale; what only the agent sees (policy verdicts as flow records arrive,
+reconcile durations) is counted as it happens. Names follow Prometheus conventions:
+`podwire_` prefix, `_total` counters, seconds and bytes as base units. Drop reason
+labels carry the names of bpf/lib/drop.h, the same as `drop_reason` in flow records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from podwire.agent.datapath import Counter as DatapathCounter
+
+log = logging.getLogger("podwire.agent.metrics")
+
+# Reconciles run from tens of microseconds (one endpoint) to seconds (a big resync).
+RECONCILE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class DatapathReadings(Protocol):
+    """What the scrape reads from the datapath (agent.datapath.Datapath provides it)."""
+
+    def read_counters(self) -> list[DatapathCounter]: ...
+    def map_usage(self) -> dict[str, dict[str, int]]: ...
+    def lost_events(self) -> int: ...
+
+
+def datapath_families(counters: Sequence[DatapathCounter],
+                      maps: Mapping[str, Mapping[str, int]], lost: int) -> list[Metric]:
+    """Metric families from one reading of the datapath; pure, so it is tested alone."""
+    fwd_packets = CounterMetricFamily(
+        "podwire_forwarded_packets", "Packets the datapath forwarded, by direction.",
+        labels=["direction"])
+    fwd_bytes = CounterMetricFamily(
+        "podwire_forwarded_bytes", "Bytes the datapath forwarded, by direction.",
+        labels=["direction"])
+    drop_packets = CounterMetricFamily(
+        "podwire_dropped_packets", "Packets the datapath dropped, by reason and direction.",
+        labels=["reason", "direction"])
+    drop_bytes = CounterMetricFamily(
+        "podwire_dropped_bytes", "Bytes the datapath dropped, by reason and direction.",
+        labels=["reason", "direction"])
+    for row in counters:
+        if row.reason == "FORWARDED":
+            fwd_packets.add_metric([row.direction], row.packets)
+            fwd_bytes.add_metric([row.direction], row.bytes)
+        else:
+            drop_packets.add_metric([row.reason, row.direction], row.packets)
+            drop_bytes.add_metric([row.reason, row.direction], row.bytes)
+    entries = GaugeMetricFamily("podwire_bpf_map_entries", "Entries in a BPF map.",
+                                labels=["map"])
+    capacity = GaugeMetricFamily("podwire_bpf_map_max_entries",
+                                 "Capacity of a BPF map in entries.", labels=["map"])
+    fill = GaugeMetricFamily("podwire_bpf_map_fill_ratio",
+                             "Entries over capacity of a BPF map (0 to 1).", labels=["map"])
+    for name, usage in sorted(maps.items()):
+        entries.add_metric([name], usage["entries"])
+        capacity.add_metric([name], usage["max"])
+        fill.add_metric([name], usage["entries"] / usage["max"] if usage["max"] else 0.0)
+    lost_family = CounterMetricFamily(
+        "podwire_flow_events_lost",
+        "Flow events lost because the ring buffer was full.", value=lost)
+    return [fwd_packets, fwd_bytes, drop_packets, drop_bytes, entries, capacity, fill,
+            lost_family]
+
+
+class _DatapathCollector:
+    """Reads the datapath at scrape time; nothing while the agent has not loaded it."""
+
+    def __init__(self, datapath: Callable[[], DatapathReadings | None]) -> None:
+        self._datapath = datapath
+
+    def collect(self) -> Iterator[Metric]:
+        datapath = self._datapath()
+        if datapath is None:
+            return
+        try:
+            readings = (datapath.read_counters(), datapath.map_usage(), datapath.lost_events())
+        except OSError as err:  # maps closed under us while the agent stops
+            log.warning("event=metrics_read_failed error=%r", str(err))
+            return
+        yield from datapath_families(*readings)
+
+
+class AgentMetrics:
+    """The agent's registry, its live instruments, and the HTTP server exposing them."""
+
+    def __init__(self, datapath: Callable[[], DatapathReadings | None],
+                 endpoints: Callable[[], int], revision: Callable[[], int],
+                 ready: Callable[[], bool]) -> None:
+        # A registry of our own: several agents (tests, benchmarks) may share a process.
+        self.registry = CollectorRegistry()
+        self.registry.register(_DatapathCollector(datapath))
+        self.verdicts = Counter(
+            "podwire_policy_verdicts", "Flow records by verdict, type and direction.",
+            ["verdict", "type", "direction"], registry=self.registry)
+        self.reconcile_seconds = Histogram(
+            "podwire_reconcile_duration_seconds",
+            "Time to bring the maps to the model, per reconcile.",
+            buckets=RECONCILE_BUCKETS, registry=self.registry)
+        Gauge("podwire_endpoints", "Local pods with a datapath endpoint.",
+              registry=self.registry).set_function(lambda: float(endpoints()))
+        Gauge("podwire_policy_revision",
+              "Kubernetes resourceVersion consumed and applied to the maps.",
+              registry=self.registry).set_function(lambda: float(revision()))
+        Gauge("podwire_ready", "1 when the agent serves CNI requests, else 0.",
+              registry=self.registry).set_function(lambda: 1.0 if ready() else 0.0)
+        self._server: WSGIServer | None = None
+
+    def count_flow(self, record: Mapping[str, Any]) -> None:
+        """Count one flow record as it arrives from the ring buffer."""
+        self.verdicts.labels(record["verdict"], record["type"], record["direction"]).inc()
+
+    def serve(self, address: str, port: int) -> None:
+        """Expose /metrics. A busy port is logged, not fatal: pods must keep networking
+        even when the node runs something else on the metrics port."""
+        try:
+            self._server, _ = start_http_server(port, address, registry=self.registry)
+        except OSError as err:
+            log.error("event=metrics_unavailable address=%s port=%d error=%r", address, port,
+                      str(err))
+            return
+        log.info("event=metrics_listening address=%s port=%d", address, port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
