@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Where the kubelet mounts a pod's ServiceAccount token and the cluster CA.
+IN_CLUSTER_SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
 
 @dataclass(frozen=True)
 class ConntrackTimeouts:
@@ -45,6 +48,9 @@ class AgentConfig:
     flow_events: bool = True
     # kubeconfig path; None means in-cluster configuration (ServiceAccount token).
     kubeconfig: str | None = None
+    # Where the in-cluster configuration reads the ServiceAccount's token and ca.crt; a
+    # setting so the agent's in-cluster start can be exercised outside a pod.
+    service_account_dir: Path = IN_CLUSTER_SERVICE_ACCOUNT_DIR
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AgentConfig:
@@ -54,7 +60,7 @@ class AgentConfig:
         if unknown:
             raise ValueError(f"unknown agent setting(s): {', '.join(unknown)}")
         values = dict(data)
-        for name in ("pin_dir", "state_dir", "socket_path"):
+        for name in ("pin_dir", "state_dir", "socket_path", "service_account_dir"):
             if name in values:
                 values[name] = Path(values[name])
         if "conntrack_timeouts" in values:

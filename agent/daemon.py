@@ -83,7 +83,8 @@ class Agent:
                  len(self.installed.endpoints), len(self.installed.ipcache),
                  len(self.installed.policy))
 
-        self.watches = WatchSet(api_client(self.config.kubeconfig))
+        self.watches = WatchSet(api_client(self.config.kubeconfig,
+                                               self.config.service_account_dir))
         self.watches.start()
         while not self.watches.has_synced():
             if self.stopping.wait(0.05):

@@ -26,12 +26,16 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.config.incluster_config import InClusterConfigLoader
+
+from podwire.agent.config import IN_CLUSTER_SERVICE_ACCOUNT_DIR
 
 log = logging.getLogger("podwire.agent.watch")
 
@@ -84,12 +88,16 @@ class WatchSettings:
     backoff: Backoff = field(default_factory=Backoff)
 
 
-def api_client(kubeconfig: str | None) -> client.ApiClient:
-    """An ApiClient from a kubeconfig file, or the in-cluster ServiceAccount when None."""
+def api_client(kubeconfig: str | None,
+               service_account_dir: Path = IN_CLUSTER_SERVICE_ACCOUNT_DIR) -> client.ApiClient:
+    """An ApiClient from a kubeconfig file, or the in-cluster ServiceAccount when None
+    (token and ca.crt from `service_account_dir`, server from KUBERNETES_SERVICE_HOST/PORT)."""
     cfg = client.Configuration()
     try:
         if kubeconfig is None:
-            config.load_incluster_config(client_configuration=cfg)
+            InClusterConfigLoader(token_filename=str(service_account_dir / "token"),
+                                  cert_filename=str(service_account_dir / "ca.crt"),
+                                  ).load_and_set(cfg)
         else:
             config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
     except (ConfigException, OSError) as err:

@@ -5,7 +5,8 @@ number of listeners (the host's loopback and addresses inside lab network namesp
 on one store, so every node's agent sees one cluster.
 
 Run it: `python -m podwire.lab.apiserver --listen 127.0.0.1:6443 [--state FILE]
-[--kubeconfig PATH]`.
+[--kubeconfig PATH] [--token T] [--tls-cert-file CRT --tls-private-key-file KEY]`. With a
+certificate it serves HTTPS, as a real API server does for in-cluster clients.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import queue
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -161,6 +163,13 @@ class _Listener(ThreadingHTTPServer):
         self.server_address = sock.getsockname()[:2]
         self.lab = lab
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, ssl.SSLError):  # a client that failed the handshake: its problem
+            log.info("event=tls_handshake_failed client=%s error=%r", client_address[0], str(err))
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -169,6 +178,9 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- plumbing ---------------------------------------------------------------------
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            # Handshake in the connection's own thread, so a slow client cannot stall accept.
+            self.request.do_handshake()
         super().setup()
         self.server.lab._track(self.connection, True)
 
@@ -210,7 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorised(self) -> bool:
         token = self.server.lab.token
-        if token is None or self.headers.get("Authorization") == f"Bearer {token}":
+        # The scheme is case-insensitive, as in the real server: the client's in-cluster
+        # loader sends "bearer".
+        scheme, _, credential = (self.headers.get("Authorization") or "").partition(" ")
+        if token is None or (scheme.lower() == "bearer" and credential == token):
             return True
         self._send_error(ApiError(401, "Unauthorized", "Unauthorized"))
         return False
@@ -429,13 +444,22 @@ class LabApiServer:
 
     def __init__(self, store: ApiStore | None = None, state_path: Path | str | None = None,
                  *, token: str | None = None, bookmark_delay: float = 0.02,
-                 idle_bookmark_interval: float = 15.0, max_history: int = 100_000) -> None:
+                 idle_bookmark_interval: float = 15.0, max_history: int = 100_000,
+                 tls_cert_file: Path | str | None = None,
+                 tls_key_file: Path | str | None = None) -> None:
         self.state_path = Path(state_path) if state_path is not None else None
         if store is None:
             store = (load_state(self.state_path, max_history) if self.state_path
                      else ApiStore(max_history=max_history))
         self.store = store
         self.token = token
+        self.tls_cert_file = Path(tls_cert_file) if tls_cert_file is not None else None
+        self._tls: ssl.SSLContext | None = None
+        if tls_cert_file is not None:
+            if tls_key_file is None:
+                raise ValueError("a TLS certificate needs its private key file")
+            self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._tls.load_cert_chain(tls_cert_file, tls_key_file)
         self.bookmark_delay = bookmark_delay
         self.idle_bookmark_interval = idle_bookmark_interval
         self._specs: list[_ListenerSpec] = []
@@ -466,13 +490,16 @@ class LabApiServer:
 
     @property
     def urls(self) -> list[str]:
-        return [f"http://{_url_host(s.host)}:{s.port}" for s in self._specs]
+        scheme = "https" if self._tls is not None else "http"
+        return [f"{scheme}://{_url_host(s.host)}:{s.port}" for s in self._specs]
 
     @property
     def url(self) -> str:
         return self.urls[0]
 
     def _serve(self, sock: socket.socket) -> None:
+        if self._tls is not None:
+            sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         listener = _Listener(sock, self)
         thread = threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": 0.1},
                                   name=f"apiserver-{listener.server_address[1]}", daemon=True)
@@ -562,16 +589,22 @@ class LabApiServer:
     def write_kubeconfig(self, path: Path | str, url: str | None = None) -> Path:
         """A kubeconfig for this server (the first listener unless `url` is given)."""
         user: dict[str, Any] = {"token": self.token} if self.token else {}
+        cluster: dict[str, Any] = {"server": url or self.url}
+        if self.tls_cert_file is not None:  # self-signed: the certificate is its own CA
+            cluster["certificate-authority"] = str(self.tls_cert_file.resolve())
         config = {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": "podwire-lab", "cluster": {"server": url or self.url}}],
+            "clusters": [{"name": "podwire-lab", "cluster": cluster}],
             "users": [{"name": "podwire-lab", "user": user}],
             "contexts": [{"name": "podwire-lab",
                           "context": {"cluster": "podwire-lab", "user": "podwire-lab"}}],
             "current-context": "podwire-lab",
         }
         target = Path(path)
-        target.write_text(yaml.safe_dump(config, sort_keys=False))
+        # Written whole then renamed: a reader that sees the file sees all of it.
+        partial = target.with_name(f".{target.name}.tmp")
+        partial.write_text(yaml.safe_dump(config, sort_keys=False))
+        os.replace(partial, target)
         return target
 
 
@@ -597,12 +630,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, help="JSON file the state is kept in")
     parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig for the server here")
     parser.add_argument("--token", help="require this bearer token")
+    parser.add_argument("--tls-cert-file", type=Path, help="serve HTTPS with this certificate")
+    parser.add_argument("--tls-private-key-file", type=Path, help="the certificate's key")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="ts=%(asctime)s level=%(levelname)s %(message)s")
     try:
-        server = LabApiServer(state_path=args.state, token=args.token)
+        server = LabApiServer(state_path=args.state, token=args.token,
+                              tls_cert_file=args.tls_cert_file,
+                              tls_key_file=args.tls_private_key_file)
         server.start()
         for text in args.listen or ["127.0.0.1:6443"]:
             server.add_listener(*_parse_address(text))
