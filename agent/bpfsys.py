@@ -133,7 +133,7 @@ class MapInfo:
     name: str
 
 
-def _addr(buf: ctypes.Array | ctypes.Structure | None) -> int:
+def _addr(buf: ctypes._CData | None) -> int:
     return ctypes.addressof(buf) if buf is not None else 0
 
 
@@ -179,8 +179,7 @@ def map_info(fd: int) -> MapInfo:
                    info.map_flags, info.name.decode(errors="replace"))
 
 
-def lookup(fd: int, key: ctypes.Structure | ctypes.Array | ctypes._SimpleCData,
-           value: ctypes.Structure | ctypes.Array | ctypes._SimpleCData) -> bool:
+def lookup(fd: int, key: ctypes._CData, value: ctypes._CData) -> bool:
     """Fill value from key's entry; False when there is none."""
     attr = _ElemAttr(map_fd=fd, key=_addr(key), value=_addr(value))
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from podwire.agent import bpfsys
 
@@ -72,10 +72,13 @@ class BpfMap(Generic[K, V]):
             self.fd = -1
 
 
-class PerCpuArray(Generic[V]):
+S = TypeVar("S", bound="ctypes.Structure | ctypes._SimpleCData")
+
+
+class PerCpuArray(Generic[S]):
     """A per-CPU array: each lookup returns one value per possible CPU."""
 
-    def __init__(self, path: str, value_type: type[V]) -> None:
+    def __init__(self, path: str, value_type: type[S]) -> None:
         self.path = path
         self.fd = bpfsys.obj_get(path)
         self.value_type = value_type
@@ -84,11 +87,11 @@ class PerCpuArray(Generic[V]):
         self._slot = (ctypes.sizeof(value_type) + 7) & ~7
         self._ncpu = bpfsys.possible_cpus()
 
-    def lookup(self, index: int) -> list[V]:
+    def lookup(self, index: int) -> list[S]:
         buf = (ctypes.c_uint8 * (self._slot * self._ncpu))()
         if not bpfsys.lookup(self.fd, ctypes.c_uint32(index), buf):
             raise KeyError(f"{self.path}: index {index} out of range")
-        return [self.value_type.from_buffer_copy(buf, cpu * self._slot)
+        return [cast(S, self.value_type.from_buffer_copy(buf, cpu * self._slot))
                 for cpu in range(self._ncpu)]
 
     def close(self) -> None:

@@ -253,10 +253,6 @@ def drain_events(dp: Datapath, stop: threading.Event) -> None:
             reader.read(4096)
 
 
-def median_of(runs: int, fn: Callable[[], float]) -> float:
-    return statistics.median(fn() for _ in range(runs))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=3, help="per iperf3/sockperf run")
@@ -272,21 +268,26 @@ def main() -> int:
         stop = threading.Event()
         drainer = threading.Thread(target=drain_events, args=(dp, stop), daemon=True)
         drainer.start()
-        results: dict[str, tuple[float, float]] = {}
-        for pair in pairs:
-            gbps = median_of(args.runs, lambda p=pair: iperf3_gbps(p, args.seconds))
-            rr = median_of(args.runs, lambda p=pair: sockperf_rr(p, args.seconds))
-            results[pair.name] = (gbps, rr)
-        conn: dict[str, float] = {}
-        for entries, events in ((1, True), (10_000, True), (10_000, False)):
-            load_policy(dp, server_ep, entries)
-            dp.set_node_config(flow_events=events)
-            runs = []
-            for _ in range(args.runs):
+        # Round-robin over the paths and settings so that load from elsewhere on
+        # the machine spreads over all of them instead of biasing one.
+        samples: dict[str, list[tuple[float, float]]] = {p.name: [] for p in pairs}
+        for _ in range(args.runs):
+            for pair in pairs:
+                samples[pair.name].append((iperf3_gbps(pair, args.seconds),
+                                           sockperf_rr(pair, args.seconds)))
+        results = {name: (statistics.median(g for g, _ in runs),
+                          statistics.median(r for _, r in runs))
+                   for name, runs in samples.items()}
+        settings = ((1, True), (10_000, True), (10_000, False))
+        conn_runs: dict[str, list[float]] = {}
+        for _ in range(args.runs):
+            for entries, events in settings:
+                load_policy(dp, server_ep, entries)
+                dp.set_node_config(flow_events=events)
                 dp.conntrack_gc(time.monotonic_ns() + 10**15)
-                runs.append(connections_per_s(pw, 2.0))
-            conn[f"{entries} entries, events {'on' if events else 'off'}"] = (
-                statistics.median(runs))
+                name = f"{entries} entries, events {'on' if events else 'off'}"
+                conn_runs.setdefault(name, []).append(connections_per_s(pw, 2.0))
+        conn = {name: statistics.median(runs) for name, runs in conn_runs.items()}
         stop.set()
         drainer.join()
         lost = dp.lost_events()

@@ -24,6 +24,7 @@ from podwire.agent.datapath import Datapath
 from podwire.agent.netns import in_netns
 
 T = TypeVar("T")
+Socket = socket.socket  # Pod.socket() shadows the module name inside the class
 GATEWAY = "169.254.1.1"
 
 
@@ -72,12 +73,12 @@ class Pod:
         return structs.EndpointInfo.make(self.host_ifindex, self.ep_id, self.identity, flags,
                                          self.mac, self.host_mac)
 
-    def socket(self, kind: int, proto: int = 0) -> socket.socket:
+    def socket(self, kind: int, proto: int = 0) -> Socket:
         """A socket living in the pod's netns (usable from this thread afterwards)."""
         with in_netns(self.netns):
             return socket.socket(socket.AF_INET, kind, proto)
 
-    def raw_l2(self) -> socket.socket:
+    def raw_l2(self) -> Socket:
         with in_netns(self.netns):
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
             s.bind(("eth0", 0))
@@ -154,7 +155,7 @@ def drain_events(dp: Datapath) -> list[structs.FlowEvent]:
     return out
 
 
-def recv_nowait(sock: socket.socket) -> list[bytes]:
+def recv_nowait(sock: Socket) -> list[bytes]:
     sock.setblocking(False)
     frames = []
     while True:

@@ -11,7 +11,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from datapath_topo import (
@@ -259,6 +259,10 @@ def test_forged_source_dropped_invalid_source(e: Env) -> None:
         sniff.close()
 
 
+def count_above(dp: Datapath, reason: str, direction: str, floor: int) -> Callable[[], bool]:
+    return lambda: counter(dp, reason, direction) > floor
+
+
 def test_malformed_packets_never_crash_nor_pass_a_deny(e: Env) -> None:
     e.isolate(e.b, structs.EP_F_INGRESS_ISOLATED)
     e.dp.set_policy(policy_key(e.b.ep_id, structs.DIR_INGRESS, ID_A, UDP, 6000),
@@ -297,8 +301,7 @@ def test_malformed_packets_never_crash_nor_pass_a_deny(e: Env) -> None:
             direction = "ingress" if reason == "POLICY_DENIED" else "egress"
             before = counter(e.dp, reason, direction)
             raw.send(frame)
-            wait_for(f"{reason} drop of '{name}'",
-                     lambda r=reason, d=direction, b=before: counter(e.dp, r, d) > b)
+            wait_for(f"{reason} drop of '{name}'", count_above(e.dp, reason, direction, before))
         # The datapath still works: options and fragments to the allowed port pass.
         allowed = [
             bytes(eth / IP(options=b"\x94\x04\x00\x00", **ip) / SUDP(sport=8, dport=6000)

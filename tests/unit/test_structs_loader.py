@@ -1,0 +1,62 @@
+"""The loader's pure parts: map specs match the ctypes mirrors, bad sizes are clear errors,
+and the spliced source holds each header once."""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+
+import pytest
+
+from podwire.agent import structs
+from podwire.agent.datapath import ct_expired, ct_timeout_s
+from podwire.agent.loader import DatapathSizes, datapath_source, map_specs
+
+
+def test_sizes_are_validated() -> None:
+    with pytest.raises(ValueError, match="events_pages must be a power of two"):
+        DatapathSizes(events_pages=3)
+    with pytest.raises(ValueError, match="conntrack must be positive"):
+        DatapathSizes(conntrack=0)
+
+
+def test_map_specs_follow_the_structs() -> None:
+    specs = {s.name: s for s in map_specs(DatapathSizes(conntrack=128))}
+    assert specs["conntrack"].type == "hash"  # not LRU: see bpf/lib/maps.h
+    assert specs["conntrack"].max_entries == 128
+    assert specs["conntrack"].key_size == ctypes.sizeof(structs.CtKey)
+    assert specs["policy"].key_size == 16 and specs["policy"].flags == 1
+    assert set(specs) == {"endpoints", "ipcache", "policy", "conntrack", "fragments",
+                          "metrics", "events_lost", "config", "events"}
+
+
+def test_source_splices_each_header_once() -> None:
+    text = datapath_source()
+    assert text.count("#define PODWIRE_TYPES_H") == 1
+    assert '#include "' not in text
+    for prog in ("int from_pod(", "int to_pod(", "int from_overlay("):
+        assert prog in text
+
+
+def test_loader_cli_rejects_bad_input_without_traceback() -> None:
+    proc = subprocess.run([sys.executable, "-m", "podwire.agent.loader", "--pin-dir",
+                           "/nonexistent/pw", "--sizes-json", '{"bogus": 1}'],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert "unknown datapath size(s): bogus" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_conntrack_expiry_rule() -> None:
+    cfg = structs.NodeConfig(ct_tcp_syn=60, ct_tcp_established=3600, ct_tcp_closing=10,
+                             ct_udp=30, ct_icmp=20, ct_other=5)
+    assert ct_timeout_s(cfg, 6, structs.CT_STATE_ESTABLISHED) == 3600
+    assert ct_timeout_s(cfg, 6, structs.CT_STATE_CLOSING) == 10
+    assert ct_timeout_s(cfg, 6, structs.CT_STATE_SYN_SENT) == 60
+    assert ct_timeout_s(cfg, 17, 0) == 30 and ct_timeout_s(cfg, 1, 0) == 20
+    assert ct_timeout_s(cfg, 47, 0) == 5
+    key = structs.CtKey(proto=17)
+    value = structs.CtValue(last_seen=1_000_000_000_000)
+    assert not ct_expired(cfg, key, value, value.last_seen + 30 * 10**9)
+    assert ct_expired(cfg, key, value, value.last_seen + 30 * 10**9 + 1)
