@@ -119,15 +119,16 @@ class CniService:
                         command, env.get("CNI_CONTAINERID", ""), err.code, err.msg, err.details)
             return CniResponse(int(err.code), error_json(version, err))
         except OSError as exc:
-            err = CniError(Code.IO_FAILURE, f"I/O failure during {command}",
-                           f"{type(exc).__name__}: {exc}")
-            log.warning("event=cni_error command=%s code=5 details=%r", command, err.details)
-            return CniResponse(int(err.code), error_json(version, err))
+            io_error = CniError(Code.IO_FAILURE, f"I/O failure during {command}",
+                                f"{type(exc).__name__}: {exc}")
+            log.warning("event=cni_error command=%s code=5 details=%r", command,
+                        io_error.details)
+            return CniResponse(int(io_error.code), error_json(version, io_error))
         except Exception as exc:
             log.exception("event=cni_internal_error command=%s", command)
-            err = CniError(Code.INTERNAL, f"podwire internal error during {command}",
+            bug = CniError(Code.INTERNAL, f"podwire internal error during {command}",
                            f"{type(exc).__name__}: {exc}")
-            return CniResponse(int(err.code), error_json(version, err))
+            return CniResponse(int(bug.code), error_json(version, bug))
         log.info("event=cni_done command=%s container=%s ifname=%s ms=%.1f", command,
                  env.get("CNI_CONTAINERID", ""), env.get("CNI_IFNAME", ""),
                  (time.monotonic() - started) * 1000)

@@ -101,13 +101,13 @@ class NodeAgent:
         run(["ip", "-n", self.node, "link", "set", "underlay0", "up"])
         run(["ip", "-n", self.node, "link", "set", "underlay1", "up"])
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
+            proc = self.proc = subprocess.Popen(
                 ["nsenter", f"--net={self.node_path}", str(PYTHON), __file__,
                  "--socket", str(self.socket), "--state-dir", str(self.state_dir),
                  "--pod-cidr", self.pod_cidr, "--records", str(self.records)],
                 stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.socket.exists() or self.proc.poll() is not None, "agent socket")
-        if self.proc.poll() is not None:
+        wait_for(lambda: self.socket.exists() or proc.poll() is not None, "agent socket")
+        if proc.poll() is not None:
             raise AssertionError(f"agent died: {self.log.read_text()}")
 
     def stop(self) -> None:

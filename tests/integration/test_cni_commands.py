@@ -274,3 +274,19 @@ def test_networks_sharing_a_subnet_never_share_an_address(clean: NodeAgent) -> N
         assert agent.allocations() == [pod_ip(first.json)] and agent.ping(pod_ip(first.json))
         assert len(agent.host_veths()) == 1
         agent.cni("DEL", agent.conf(), "c-net-a", a)
+
+
+def test_add_after_another_plugin_extends_its_prev_result(clean: NodeAgent) -> None:
+    agent = clean
+    prev = {"cniVersion": "1.0.0",
+            "interfaces": [{"name": "net9", "mac": "02:00:00:00:00:09", "sandbox": "/x"}],
+            "ips": [{"address": "192.0.2.99/24", "interface": 0}],
+            "dns": {"nameservers": ["192.0.2.53"]}}
+    with netns() as ns:
+        added = agent.cni("ADD", agent.conf("1.0.0", prevResult=prev), "c-prev", ns)
+        assert added.code == 0, added.stdout
+        result = added.json
+        assert [i["name"] for i in result["interfaces"]] == ["net9", result["interfaces"][1]["name"], "eth0"]
+        assert result["ips"][0] == prev["ips"][0] and result["ips"][1]["interface"] == 2
+        assert result["interfaces"][2]["sandbox"] == ns and result["dns"] == prev["dns"]
+        assert agent.cni("DEL", agent.conf("1.0.0"), "c-prev", ns).code == 0
