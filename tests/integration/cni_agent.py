@@ -100,7 +100,10 @@ class NodeAgent:
         run(["ip", "-n", self.node, "addr", "add", NODE_IP + "/32", "dev", "underlay0"])
         run(["ip", "-n", self.node, "link", "set", "underlay0", "up"])
         run(["ip", "-n", self.node, "link", "set", "underlay1", "up"])
-        with self.log.open("wb") as log:
+        self.start_process()
+
+    def start_process(self) -> None:
+        with self.log.open("ab") as log:
             proc = self.proc = subprocess.Popen(
                 ["nsenter", f"--net={self.node_path}", str(PYTHON), __file__,
                  "--socket", str(self.socket), "--state-dir", str(self.state_dir),
@@ -110,7 +113,8 @@ class NodeAgent:
         if proc.poll() is not None:
             raise AssertionError(f"agent died: {self.log.read_text()}")
 
-    def stop(self) -> None:
+    def stop_process(self) -> None:
+        """Stop the agent, keeping its node netns and state (an agent restart)."""
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -119,6 +123,9 @@ class NodeAgent:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+    def stop(self) -> None:
+        self.stop_process()
         run(["ip", "netns", "del", self.node], check=False)
 
     def conf(self, version: str = "1.1.0", **extra: Any) -> dict[str, Any]:

@@ -290,3 +290,18 @@ def test_add_after_another_plugin_extends_its_prev_result(clean: NodeAgent) -> N
         assert result["ips"][0] == prev["ips"][0] and result["ips"][1]["interface"] == 2
         assert result["interfaces"][2]["sandbox"] == ns and result["dns"] == prev["dns"]
         assert agent.cni("DEL", agent.conf("1.0.0"), "c-prev", ns).code == 0
+
+
+def test_restarted_agent_knows_its_pods(clean: NodeAgent) -> None:
+    agent = clean
+    with netns() as ns:
+        added = agent.cni("ADD", agent.conf(), "c-restart", ns, args="K8S_POD_NAME=survivor")
+        assert added.code == 0
+        agent.stop_process()
+        assert_error(agent.cni("DEL", agent.conf(), "c-restart", ns), 11, "unreachable")
+        agent.start_process()
+        assert agent.cni("CHECK", agent.conf(prevResult=added.json), "c-restart", ns).code == 0
+        assert agent.cni("DEL", agent.conf(), "c-restart", ns).code == 0
+        removed = agent.hook_calls()[-1]
+        assert (removed["event"], removed["pod_name"]) == ("removed", "survivor")
+        assert agent.host_veths() == [] and agent.allocations() == []
