@@ -11,10 +11,13 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from podwire import observe, status
 from podwire.lab import cli as lab_cli
 
 GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
     lab_cli.register,
+    observe.register,
+    status.register,
 ]
 
 
