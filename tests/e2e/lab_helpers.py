@@ -54,8 +54,11 @@ def leftovers(prefix: str) -> list[str]:
     return found
 
 
-def pods_json(prefix: str) -> list[dict[str, Any]]:
-    return json.loads(cli_ok(prefix, "get", "pods", "-o", "json"))["items"]  # type: ignore[no-any-return]
+def pods(prefix: str) -> list[dict[str, Any]]:
+    """The pods as the API holds them (read in-process: the CLI's own listing is tested
+    once, every other check saves an interpreter start)."""
+    state = cluster.load(LabLayout(prefix))
+    return Kube(Path(state.kubeconfig)).list_pods()["items"]  # type: ignore[no-any-return]
 
 
 def matrix(prefix: str, port: int, protocol: str = "TCP") -> dict[str, dict[str, bool]]:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab_helpers import cli, cli_ok, differences, expected, lab_up, leftovers, matrix, pods_json
+from lab_helpers import cli, cli_ok, differences, expected, lab_up, leftovers, matrix, pods
 
 from podwire.lab import cluster, netns, samples
 from podwire.lab.layout import LabLayout
@@ -31,7 +31,7 @@ def lab() -> Iterator[cluster.LabState]:
 @pytest.fixture(scope="module")
 def grid(lab: cluster.LabState) -> list[dict]:
     cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml(samples.grid()))
-    return pods_json(PREFIX)
+    return pods(PREFIX)
 
 
 def test_nodes_sit_on_the_underlay_with_forwarding(lab: cluster.LabState) -> None:
@@ -56,6 +56,13 @@ def test_node_objects_carry_pod_cidr_and_internal_ip(lab: cluster.LabState) -> N
         for n in nodes["items"]}
     assert seen == {"node1": ("10.244.1.0/24", ["10.98.0.11"]),
                     "node2": ("10.244.2.0/24", ["10.98.0.12"])}
+
+
+def test_get_pods_lists_them_as_the_api_does(grid: list[dict]) -> None:
+    listing = json.loads(cli_ok(PREFIX, "get", "pods", "-o", "json"))
+    assert listing["kind"] == "PodList"
+    assert [p["metadata"]["uid"] for p in listing["items"]] == [
+        p["metadata"]["uid"] for p in grid]
 
 
 def test_applied_pods_run_with_addresses_from_their_node(grid: list[dict]) -> None:
@@ -101,22 +108,22 @@ def test_unscheduled_pods_are_bound_and_spread(grid: list[dict]) -> None:
                                             for i in range(2)]
     cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml(docs))
     try:
-        placed = [p for p in pods_json(PREFIX) if p["metadata"]["namespace"] == "spread"]
+        placed = [p for p in pods(PREFIX) if p["metadata"]["namespace"] == "spread"]
         assert {p["spec"]["nodeName"] for p in placed} == {"node1", "node2"}
         assert all(p["status"]["phase"] == "Running" for p in placed)
     finally:
         cli_ok(PREFIX, "delete", "namespace", "spread")
-    assert not [p for p in pods_json(PREFIX) if p["metadata"]["namespace"] == "spread"]
+    assert not [p for p in pods(PREFIX) if p["metadata"]["namespace"] == "spread"]
 
 
 def test_label_changes_are_applied_in_place(grid: list[dict]) -> None:
-    before = next(p for p in pods_json(PREFIX) if p["metadata"]["name"] == "c"
+    before = next(p for p in pods(PREFIX) if p["metadata"]["name"] == "c"
                   and p["metadata"]["namespace"] == "z")
     relabelled = samples.pod("z", "c", (80, 81), labels={"role": "db"},
                              node=before["spec"]["nodeName"])
     out = cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml([relabelled]))
     assert "Pod/z/c configured" in out
-    after = next(p for p in pods_json(PREFIX) if p["metadata"]["name"] == "c"
+    after = next(p for p in pods(PREFIX) if p["metadata"]["name"] == "c"
                  and p["metadata"]["namespace"] == "z")
     assert after["metadata"]["labels"] == {"pod": "c", "role": "db"}
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
@@ -125,7 +132,7 @@ def test_label_changes_are_applied_in_place(grid: list[dict]) -> None:
 
 def test_deleting_a_pod_tears_down_its_sandbox(grid: list[dict]) -> None:
     cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml([samples.pod("y", "tmp", (80,))]))
-    pod = next(p for p in pods_json(PREFIX) if p["metadata"]["name"] == "tmp")
+    pod = next(p for p in pods(PREFIX) if p["metadata"]["name"] == "tmp")
     sandbox = LabLayout(PREFIX).pod_netns(pod["metadata"]["uid"])
     assert netns.exists(sandbox)
     assert cli(PREFIX, "probe", "--from", "x/a", "--to", "y/tmp", "--port", "80").returncode == 0
@@ -154,12 +161,12 @@ def test_deleting_a_pod_tears_down_its_sandbox(grid: list[dict]) -> None:
 ])
 def test_bad_input_exits_2_and_disturbs_nothing(grid: list[dict], stdin: str | None,
                                                 args: tuple[str, ...], message: str) -> None:
-    before = {(p["metadata"]["uid"], p["metadata"]["resourceVersion"]) for p in pods_json(PREFIX)}
+    before = {(p["metadata"]["uid"], p["metadata"]["resourceVersion"]) for p in pods(PREFIX)}
     proc = cli(PREFIX, *args, stdin=stdin)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
-    after = {(p["metadata"]["uid"], p["metadata"]["resourceVersion"]) for p in pods_json(PREFIX)}
+    after = {(p["metadata"]["uid"], p["metadata"]["resourceVersion"]) for p in pods(PREFIX)}
     assert after == before
 
 
