@@ -173,6 +173,9 @@ class _Listener(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, the body would wait for
+    # the client's delayed ACK (40 ms). Go's net/http, hence the real server, disables it.
+    disable_nagle_algorithm = True
     server: _Listener
 
     # ---- plumbing ---------------------------------------------------------------------

@@ -372,11 +372,17 @@ class ApiStore:
 
     # ---- persistence -------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> bytes:
+        """The whole state as JSON, joined from the stored encodings: cheap enough to take
+        after every burst of writes even with 10,000 pods (no re-encoding under the lock)."""
         with self._lock:
-            return {"resourceVersion": self._rv,
-                    "objects": {plural: [copy.deepcopy(obj) for obj, _ in table.values()]
-                                for plural, table in self._objects.items()}}
+            tables = {plural: [data for _, data in table.values()]
+                      for plural, table in self._objects.items()}
+            rv = self._rv
+        parts = [b'"' + plural.encode() + b'":[' + b",".join(datas) + b"]"
+                 for plural, datas in tables.items()]
+        return (b'{"resourceVersion":' + str(rv).encode() + b',"objects":{'
+                + b",".join(parts) + b"}}")
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any], max_history: int = 100_000) -> ApiStore:
@@ -396,7 +402,7 @@ class ApiStore:
 def save_state(store: ApiStore, path: Path) -> None:
     """Write the store atomically (temp file and rename): a crash leaves the old file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(store.snapshot()))
+    tmp.write_bytes(store.snapshot())
     os.replace(tmp, path)
 
 
