@@ -101,9 +101,13 @@ class AgentMetrics:
         # A registry of our own: several agents (tests, benchmarks) may share a process.
         self.registry = CollectorRegistry()
         self.registry.register(_DatapathCollector(datapath))
+        self.flow_events = Counter(
+            "podwire_flow_events", "Flow events the agent read, by type and verdict.",
+            ["type", "verdict"], registry=self.registry)
         self.verdicts = Counter(
-            "podwire_policy_verdicts", "Flow records by verdict, type and direction.",
-            ["verdict", "type", "direction"], registry=self.registry)
+            "podwire_policy_verdicts",
+            "Policy verdicts on new connections, by verdict and direction.",
+            ["verdict", "direction"], registry=self.registry)
         self.reconcile_seconds = Histogram(
             "podwire_reconcile_duration_seconds",
             "Time to bring the maps to the model, per reconcile.",
@@ -119,7 +123,9 @@ class AgentMetrics:
 
     def count_flow(self, record: Mapping[str, Any]) -> None:
         """Count one flow record as it arrives from the ring buffer."""
-        self.verdicts.labels(record["verdict"], record["type"], record["direction"]).inc()
+        self.flow_events.labels(record["type"], record["verdict"]).inc()
+        if record["type"] == "policy-verdict":
+            self.verdicts.labels(record["verdict"], record["direction"]).inc()
 
     def serve(self, address: str, port: int) -> None:
         """Expose /metrics. A busy port is logged, not fatal: pods must keep networking
