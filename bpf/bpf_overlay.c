@@ -29,6 +29,15 @@ int from_overlay(struct __sk_buff *skb)
 
 	peer = ipcache_lookup(p.saddr);
 	c.src_identity = peer ? peer->identity : IDENTITY_WORLD;
+	/* A sender that belongs to a known node must come from that node's underlay
+	 * address: one node cannot speak for another node's pods. */
+	if (peer && peer->tunnel_ip) {
+		struct bpf_tunnel_key key = {};
+
+		if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0 ||
+		    key.remote_ipv4 != bpf_ntohl(peer->tunnel_ip))
+			return drop(skb, cfg, &p, &c, DROP_INVALID_SOURCE);
+	}
 	dst_ep = endpoints.lookup(&p.daddr);
 	if (!dst_ep)
 		return drop(skb, cfg, &p, &c, DROP_UNKNOWN_DESTINATION);

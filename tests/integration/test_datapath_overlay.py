@@ -138,3 +138,20 @@ def test_unknown_overlay_destination_dropped(nodes: TwoNodes) -> None:
         s.close()
     wait_for("UNKNOWN_DESTINATION on n2",
              lambda: counter(dp2, "UNKNOWN_DESTINATION", "ingress") > before)
+
+
+def test_overlay_sender_must_come_from_its_node(nodes: TwoNodes) -> None:
+    a, c, dp2 = nodes.a, nodes.c, nodes.dp2
+    # n2 now believes a lives behind another node: a's packets from n1 are spoofed.
+    dp2.set_ipcache(a.ip, ipcache_value(ID_A_ON_N2, tunnel_ip="10.198.7.9"))
+    try:
+        before = counter(dp2, "INVALID_SOURCE", "ingress")
+        s = a.socket(socket.SOCK_DGRAM)
+        try:
+            s.sendto(b"spoof?", (c.ip, 9))
+        finally:
+            s.close()
+        wait_for("INVALID_SOURCE on n2",
+                 lambda: counter(dp2, "INVALID_SOURCE", "ingress") > before)
+    finally:
+        dp2.set_ipcache(a.ip, ipcache_value(ID_A_ON_N2, tunnel_ip=UNDERLAY["n1"]))
