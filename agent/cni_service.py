@@ -303,7 +303,11 @@ class CniService:
         for endpoint in self.endpoints.all():
             if endpoint.network == conf.name and endpoint.host_ifname not in valid_hosts:
                 with self._attachment_lock(endpoint.host_ifname):
-                    self._remove(endpoint.host_ifname, endpoint)
+                    # A DEL may have taken it while GC waited for the lock.
+                    current = self.endpoints.get(endpoint.host_ifname)
+                    if current is None:
+                        continue
+                    self._remove(endpoint.host_ifname, current)
                 removed += 1
         recorded = {e.host_ifname for e in self.endpoints.all()}
         with self._locks_guard:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from podwire.cni.protocol import SUPPORTED_VERSIONS, CniError, Code, version_tuple
+from podwire.cni.shim import DEFAULT_AGENT_SOCKET
 
-DEFAULT_AGENT_SOCKET = "/run/podwire/agent.sock"
 DEFAULT_MTU = 1450
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _DNS_LIST_KEYS = ("nameservers", "search", "options")
