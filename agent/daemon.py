@@ -172,8 +172,8 @@ class Agent:
         """Bring the maps to the model; caller holds the lock."""
         assert self.datapath is not None
         started = time.perf_counter()
-        desired = self.state.compute()
-        ops = plan(self.installed, desired)
+        desired, scope = self.state.compute()
+        ops = plan(self.installed, desired, scope)
         programmer.apply(self.datapath, ops)
         apply_to(self.installed, ops)
         self.reconciles += 1

@@ -7,7 +7,10 @@ incrementally: an event marks what it touches, and `compute()` redoes only that,
 change at the API reaches the maps without a full resync.
 
 Semantics come from `podwire.policy.resolve` alone, the same functions the reference
-evaluator uses, so the datapath and the truth tables cannot disagree.
+evaluator uses, so the datapath and the truth tables cannot disagree. One combination is
+not expressible in the maps and fails closed: an egress rule naming a port by name
+towards an ipBlock that contains pods (the CIDR identity is shared by every address of
+the prefix, while the port number belongs to each destination pod).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from podwire.agent.entries import (
     port_range_blocks,
 )
 from podwire.agent.identity import IdentityAllocator, PodIdentityKey
-from podwire.agent.reconcile import MapContents
+from podwire.agent.reconcile import MapContents, Scope
+from podwire.agent.selection import PeerIndex
 from podwire.policy import (
     ANY_TRAFFIC,
     Cluster,
@@ -41,7 +45,6 @@ from podwire.policy import (
     PortRange,
     Rule,
     is_isolated,
-    peer_matches_pod,
     policies_selecting,
     resolve_ports,
 )
@@ -103,16 +106,14 @@ class NodeState:
         self._pod_ids: IdentityAllocator[PodIdentityKey] = ids.pod_identity_allocator()
         self._cidr_ids: IdentityAllocator[IPv4Net] = ids.cidr_identity_allocator()
         self._pod_identity: dict[str, int] = {}  # pod key -> identity
-        self._identity_keys: dict[int, PodIdentityKey] = {}
+        self._peer_index = PeerIndex()
         # ipBlock prefixes, each with how many (policy, peer) uses it has.
         self._prefix_uses: dict[IPv4Net, int] = {}
         self._policy_prefixes: dict[str, list[IPv4Net]] = {}
         self._policy_refs: dict[str, int] = {}
         self._policy_ref_names: dict[int, str] = {}
-        # (policy key, peer index path) -> identities the peer names; kept up to date as
-        # identities come and go so a new pod costs one pass over peers, not a recompute.
-        self._peer_sets: dict[tuple[str, str, int, int], set[int]] = {}
-        self._peers: dict[tuple[str, str, int, int], tuple[NetworkPolicy, Peer]] = {}
+        # ipBlock prefixes as (network int, length) -> CIDR identity, for longest match.
+        self._block_ids: dict[tuple[int, int], int] = {}
         # Policies with an egress rule naming a port: any new identity may change them.
         self._named_egress: set[str] = set()
         self._endpoint_policy: dict[str, dict[PolicyKey, PolicyValue]] = {}
@@ -200,13 +201,20 @@ class NodeState:
         return self._pod_identity.get(key)
 
     def pod_identity_key(self, identity: int) -> PodIdentityKey | None:
-        return self._identity_keys.get(identity)
+        found = self._peer_index.identity(identity)
+        return found[0] if found else None
 
-    def compute(self) -> MapContents:
-        """Bring `desired` up to date with every event since the last call; returns it."""
+    def compute(self) -> tuple[MapContents, Scope]:
+        """Bring `desired` up to date with every event since the last call.
+
+        Returns it with the scope of keys that may have changed, for `reconcile.plan`.
+        """
         change, self._pending = self._pending, Change()
+        scope = Scope(endpoints=set(change.endpoints), ipcache=set(change.ipcache),
+                      policy=set())
         if change.all_ipcache:
             self.desired.ipcache = self._full_ipcache()
+            scope.ipcache = None
         else:
             for prefix in change.ipcache:
                 entry = self._ipcache_entry(prefix)
@@ -215,15 +223,19 @@ class NodeState:
                 else:
                     self.desired.ipcache[prefix] = entry
         targets = set(self.endpoints) | set(self.desired.endpoints)
-        if not change.all_endpoints:
+        if change.all_endpoints:
+            scope.endpoints = scope.policy = None
+        else:
             targets &= change.endpoints
         for ip in targets:
-            self._compute_endpoint(ip)
-        return self.desired
+            self._compute_endpoint(ip, scope.policy)
+        return self.desired, scope
 
-    def _compute_endpoint(self, ip: str) -> None:
+    def _compute_endpoint(self, ip: str, changed_keys: set[PolicyKey] | None) -> None:
         for key in self._endpoint_policy.pop(ip, {}):
             del self.desired.policy[key]
+            if changed_keys is not None:
+                changed_keys.add(key)
         endpoint = self.endpoints.get(ip)
         if endpoint is None:
             self.desired.endpoints.pop(ip, None)
@@ -251,6 +263,8 @@ class NodeState:
                         entries.setdefault(key, value)
         self._endpoint_policy[ip] = entries
         self.desired.policy.update(entries)
+        if changed_keys is not None:
+            changed_keys.update(entries)
 
     def _rule_keys(
         self,
@@ -280,11 +294,9 @@ class NodeState:
                     yield from _keys(endpoint.ep_id, map_direction, identity, port_range)
             return
         # Egress: the destination pod names the number; identities carry named ports.
-        candidates = self._identity_keys if ids.ANY in peers else {
-            i: self._identity_keys[i] for i in peers if i in self._identity_keys
-        }
-        for identity, key in candidates.items():
-            _, representative = key.representative()
+        known = self._peer_index.identities()
+        candidates = known if ids.ANY in peers else {i: known[i] for i in peers if i in known}
+        for identity, (_, _, representative) in candidates.items():
             for port_range in resolve_ports(named, representative):
                 yield from _keys(endpoint.ep_id, map_direction, identity, port_range)
 
@@ -298,9 +310,8 @@ class NodeState:
             if peer.ip_block is not None:
                 identities |= self._cidr_identities(peer)
             else:
-                identities |= self._peer_sets.get(
-                    (policy.key, direction.value, rule_index, peer_index), set()
-                )
+                identities |= self._peer_index.members(
+                    (policy.key, direction.value, rule_index, peer_index))
         return identities
 
     def _cidr_identities(self, peer: Peer) -> set[int]:
@@ -376,10 +387,12 @@ class NodeState:
         return IpcacheEntry(identity=identity, cidr_identity=cidr_identity, tunnel_ip=tunnel)
 
     def _longest_block_identity(self, prefix: IPv4Net) -> int:
+        address = int(prefix.network_address)
         for length in range(prefix.prefixlen, -1, -1):
-            candidate = prefix.supernet(new_prefix=length) if length < prefix.prefixlen else prefix
-            if candidate in self._prefix_uses:
-                return self._cidr_ids.get(candidate) or 0
+            mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
+            number = self._block_ids.get((address & mask, length))
+            if number is not None:
+                return number
         return 0
 
     def _tunnel_for_node(self, node_name: str | None) -> str | None:
@@ -400,37 +413,28 @@ class NodeState:
         for pod in list(pods):
             key = PodIdentityKey.of(self.cluster.namespace(pod.namespace), pod)
             current = self._pod_identity.get(pod.key)
-            if current is not None and self._identity_keys.get(current) == key:
+            if current is not None and self.pod_identity_key(current) == key:
                 continue
             self._drop_identity(pod.key)
             number, created = self._pod_ids.acquire(key)
             self._pod_identity[pod.key] = number
             if created:
-                self._identity_keys[number] = key
-                self._identity_added(number, key)
+                self._touch_named_egress()
+                for namespace in self._peer_index.add_identity(number, key):
+                    self._touch_namespace(namespace)
             self._touch_pod(pod)
 
     def _drop_identity(self, pod_key: str) -> None:
         number = self._pod_identity.pop(pod_key, None)
         if number is None:
             return
-        key = self._identity_keys[number]
+        key = self.pod_identity_key(number)
+        assert key is not None
         _, gone = self._pod_ids.release(key)
         if gone:
-            del self._identity_keys[number]
             self._touch_named_egress()
-            for peer_id, members in self._peer_sets.items():
-                if number in members:
-                    members.discard(number)
-                    self._touch_namespace(peer_id[0].split("/", 1)[0])
-
-    def _identity_added(self, number: int, key: PodIdentityKey) -> None:
-        self._touch_named_egress()
-        namespace, pod = key.representative()
-        for peer_id, (policy, peer) in self._peers.items():
-            if peer_matches_pod(policy, peer, namespace, pod):
-                self._peer_sets[peer_id].add(number)
-                self._touch_namespace(policy.namespace)
+            for namespace in self._peer_index.remove_identity(number):
+                self._touch_namespace(namespace)
 
     # ---------------------------------------------------------------- policies
 
@@ -449,16 +453,13 @@ class NodeState:
                                 prefixes.append(net)
                         continue
                     peer_id = (policy.key, direction.value, rule_index, peer_index)
-                    self._peers[peer_id] = (policy, peer)
-                    self._peer_sets[peer_id] = {
-                        number for number, key in self._identity_keys.items()
-                        if peer_matches_pod(policy, peer, *key.representative())
-                    }
+                    self._peer_index.add_peer(peer_id, policy, peer)
         self._policy_prefixes[policy.key] = prefixes
         new_prefix = False
         for prefix in prefixes:
             if self._prefix_uses.get(prefix, 0) == 0:
-                self._cidr_ids.acquire(prefix)
+                number, _ = self._cidr_ids.acquire(prefix)
+                self._block_ids[(int(prefix.network_address), prefix.prefixlen)] = number
                 new_prefix = True
             self._prefix_uses[prefix] = self._prefix_uses.get(prefix, 0) + 1
         if new_prefix:
@@ -466,13 +467,13 @@ class NodeState:
 
     def _forget_policy(self, key: str) -> None:
         self._named_egress.discard(key)
-        for peer_id in [p for p in self._peers if p[0] == key]:
-            del self._peers[peer_id], self._peer_sets[peer_id]
+        self._peer_index.remove_peers_of(key)
         gone = False
         for prefix in self._policy_prefixes.pop(key, []):
             self._prefix_uses[prefix] -= 1
             if self._prefix_uses[prefix] == 0:
                 del self._prefix_uses[prefix]
+                del self._block_ids[(int(prefix.network_address), prefix.prefixlen)]
                 self._cidr_ids.release(prefix)
                 gone = True
         if gone:

@@ -59,21 +59,43 @@ class MapContents:
     policy: dict[Any, Any] = dataclasses.field(default_factory=dict)
 
 
-def _changed(installed: Mapping[Any, Any], desired: Mapping[Any, Any]) -> list[tuple[Any, Any]]:
-    return [(k, v) for k, v in desired.items() if installed.get(k) != v]
+@dataclass
+class Scope:
+    """The keys that may differ, per map; None means every key (a full resync)."""
+
+    endpoints: set[Any] | None = None
+    ipcache: set[Any] | None = None
+    policy: set[Any] | None = None
 
 
-def _stale(installed: Mapping[Any, Any], desired: Mapping[Any, Any]) -> list[Any]:
-    return [k for k in installed if k not in desired]
+FULL = Scope()
 
 
-def plan(installed: MapContents, desired: MapContents) -> list[Operation]:
-    """The ordered operations that take `installed` to `desired` without opening a hole."""
+def _changed(installed: Mapping[Any, Any], desired: Mapping[Any, Any],
+             keys: set[Any] | None) -> list[tuple[Any, Any]]:
+    if keys is None:
+        return [(k, v) for k, v in desired.items() if installed.get(k) != v]
+    return [(k, desired[k]) for k in keys if k in desired and installed.get(k) != desired[k]]
+
+
+def _stale(installed: Mapping[Any, Any], desired: Mapping[Any, Any],
+           keys: set[Any] | None) -> list[Any]:
+    candidates = installed if keys is None else (k for k in keys if k in installed)
+    return [k for k in candidates if k not in desired]
+
+
+def plan(installed: MapContents, desired: MapContents, scope: Scope = FULL) -> list[Operation]:
+    """The ordered operations that take `installed` to `desired` without opening a hole.
+
+    `scope` limits the comparison to keys that may have changed, so a small change
+    costs a small plan however large the maps are.
+    """
     ops: list[Operation] = []
-    ops += [Upsert(MapName.POLICY, k, v) for k, v in _changed(installed.policy, desired.policy)]
+    ops += [Upsert(MapName.POLICY, k, v)
+            for k, v in _changed(installed.policy, desired.policy, scope.policy)]
 
     loosened: list[Operation] = []
-    for ip, entry in _changed(installed.endpoints, desired.endpoints):
+    for ip, entry in _changed(installed.endpoints, desired.endpoints, scope.endpoints):
         old = installed.endpoints.get(ip)
         interim = entry
         if old is not None:
@@ -86,11 +108,15 @@ def plan(installed: MapContents, desired: MapContents) -> list[Operation]:
         if interim != entry:
             loosened.append(Upsert(MapName.ENDPOINTS, ip, entry))
 
-    ops += [Upsert(MapName.IPCACHE, k, v) for k, v in _changed(installed.ipcache, desired.ipcache)]
+    ops += [Upsert(MapName.IPCACHE, k, v)
+            for k, v in _changed(installed.ipcache, desired.ipcache, scope.ipcache)]
     ops += loosened
-    ops += [Delete(MapName.IPCACHE, k) for k in _stale(installed.ipcache, desired.ipcache)]
-    ops += [Delete(MapName.POLICY, k) for k in _stale(installed.policy, desired.policy)]
-    ops += [Delete(MapName.ENDPOINTS, k) for k in _stale(installed.endpoints, desired.endpoints)]
+    ops += [Delete(MapName.IPCACHE, k)
+            for k in _stale(installed.ipcache, desired.ipcache, scope.ipcache)]
+    ops += [Delete(MapName.POLICY, k)
+            for k in _stale(installed.policy, desired.policy, scope.policy)]
+    ops += [Delete(MapName.ENDPOINTS, k)
+            for k in _stale(installed.endpoints, desired.endpoints, scope.endpoints)]
     return ops
 
 
