@@ -207,7 +207,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(err.code, _encode(err.status()))
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
+        length_text = self.headers.get("Content-Length") or "0"
+        if not length_text.isdigit():
+            raise bad_request(f"invalid Content-Length {length_text!r}")
+        length = int(length_text)
         raw = self.rfile.read(length) if length else b""
         if not raw:
             return None
@@ -272,6 +275,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._resource(method, route, query)
         except ApiError as err:
             self._send_error(err)
+        except OSError:
+            self.close_connection = True  # the client went away mid-answer
+        except Exception as err:  # a server bug: answer as the real server does, and log it
+            log.exception("event=internal_error method=%s path=%s", method, url.path)
+            self._send_error(ApiError(500, "InternalError",
+                                      f"Internal error occurred: {type(err).__name__}: {err}"))
 
     def _admin(self, action: str) -> None:
         lab = self.server.lab
@@ -330,6 +339,8 @@ class _Handler(BaseHTTPRequestHandler):
                                                 self._body(), route.subresource)))
         elif method == "DELETE" and route.subresource is None:
             options = self._body() or {}
+            if not isinstance(options, dict):
+                raise bad_request("the body of a delete must be DeleteOptions (an object)")
             gone = store.delete(res, ns, route.name, options.get("preconditions"))
             if res is PODS:
                 self._send(200, _encode(gone))

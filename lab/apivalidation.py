@@ -37,7 +37,9 @@ def check_kind(res: ResourceType, obj: Any) -> None:
         raise bad_request("metadata must be an object")
 
 
-def check_name(res: ResourceType, name: str) -> None:
+def check_name(res: ResourceType, name: Any) -> None:
+    if not isinstance(name, str):
+        raise invalid(res.kind, str(name), "metadata.name", name, "must be a string")
     if res is NAMESPACES:
         ok, why = len(name) <= 63 and bool(_DNS_LABEL.match(name)), (
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "

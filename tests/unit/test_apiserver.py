@@ -156,6 +156,29 @@ def test_errors_are_status_objects(core: client.CoreV1Api, server: LabApiServer)
     assert "spec.ingress" in body["message"]
 
 
+def test_malformed_requests_get_clear_errors(core: client.CoreV1Api,
+                                             server: LabApiServer) -> None:
+    setup_ns(core)
+    code, body = raw(server, "POST", "/api/v1/namespaces/a/pods",
+                     {"metadata": {"name": 5}, "spec": {}})
+    assert (code, body["reason"]) == (422, "Invalid")
+    code, body = raw(server, "DELETE", "/api/v1/namespaces/a", ["not", "options"])
+    assert (code, body["reason"]) == (400, "BadRequest")
+    code, body = raw(server, "PUT", "/api/v1/namespaces/a", None)
+    assert (code, body["reason"]) == (400, "BadRequest")
+    code, body = raw(server, "PATCH", "/api/v1/namespaces/a", {"metadata": {"labels": "x"}},
+                     "application/merge-patch+json")
+    assert (code, body["reason"]) == (422, "Invalid")
+    code, body = raw(server, "GET", "/api/v1/pods/p")
+    assert (code, body["reason"]) == (404, "NotFound")
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /api/v1/namespaces HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: lots\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400") and b"invalid Content-Length" in answer
+
+
 def test_update_checks_resource_version(core: client.CoreV1Api) -> None:
     setup_ns(core)
     first = core.create_namespaced_pod("a", pod("p")).to_dict()
