@@ -208,8 +208,14 @@ def run_agent(settings: InstallSettings, config: AgentConfig) -> int:
     install(settings, config)
     agent = Agent(config)
     done = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        # Also ends a start-up still waiting for the API server or its Node object.
+        agent.stopping.set()
+        done.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: done.set())
+        signal.signal(signum, on_signal)
     try:
         agent.start()
         done.wait()
