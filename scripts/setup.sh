@@ -9,6 +9,7 @@ APT_PACKAGES=(
   iproute2 iptables iperf3 sockperf tcpdump socat ncat
   containernetworking-plugins podman containerd runc busybox-static
   shellcheck iputils-ping
+  vagrant vagrant-libvirt
 )
 
 missing=()
