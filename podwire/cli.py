@@ -12,10 +12,12 @@ import sys
 from collections.abc import Callable
 
 from podwire import observe, status
+from podwire.authoring import cli as policy_cli
 from podwire.lab import cli as lab_cli
 
 GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
     lab_cli.register,
+    policy_cli.register,
     observe.register,
     status.register,
 ]

@@ -1,0 +1,1 @@
+"""`podwire policy`: authoring NetworkPolicies (lint, explain, test, generate, preview)."""
