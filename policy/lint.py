@@ -21,7 +21,7 @@ from .context import ClusterContext
 from .cover import peer_covers, port_covers, rule_covers, selector_covers
 from .errors import PolicyErrors
 from .fields import child, item
-from .model import KIND, Direction, NetworkPolicy, Peer, PolicyPort, Rule
+from .model import KIND, Direction, IPBlock, NetworkPolicy, Peer, PolicyPort, Rule
 from .resolve import pods_matching_peer
 from .schema import schema_errors
 from .sourcemap import SourceDocument, SourceSyntaxError, load_with_marks
@@ -315,15 +315,16 @@ def _check_across(where: _Located, earlier: Sequence[_Located], out: _Collector)
         if other.policy.namespace != policy.namespace:
             continue
         other_at = f"{other.file}:{other.line('metadata.name')}"
+        # One duplicate finding per policy says enough; its rules are then moot.
         if other.policy.name == policy.name:
             out.add(where, "duplicate", "metadata.name",
                     f"{policy.key} is also defined at {other_at}; the one applied last "
                     "replaces the other")
-            continue
+            return
         if _same_spec(other.policy, policy):
             out.add(where, "duplicate", "spec",
                     f"same spec as {other.policy.key} ({other_at}); one of them is enough")
-            continue
+            return
         for direction, index, rule, path, _ in _rules(policy):
             if not _selects_superset(other.policy, policy, direction):
                 continue
@@ -358,7 +359,10 @@ def _names(pods: Sequence[Any]) -> str:
 
 
 def _check_in_cluster(where: _Located, context: ClusterContext, out: _Collector) -> None:
+    _check_ip_blocks(where, context, out)
     cluster = context.cluster
+    if not cluster.namespace_names():
+        return  # only pod CIDRs were given: no objects to match selectors against
     policy = where.policy
     in_namespace = list(cluster.pods_in(policy.namespace))
     selected = [p for p in in_namespace if policy.pod_selector.matches(p.labels)]
@@ -371,9 +375,7 @@ def _check_in_cluster(where: _Located, context: ClusterContext, out: _Collector)
     for direction, _index, rule, path, peers_field in _rules(policy):
         for peer_index, peer in enumerate(rule.peers):
             peer_path = item(child(path, peers_field), peer_index)
-            if peer.ip_block is not None:
-                _check_ip_block(where, peer, peer_path, context, out)
-            elif not any(True for _ in pods_matching_peer(cluster, policy, peer)):
+            if peer.ip_block is None and not any(True for _ in pods_matching_peer(cluster, policy, peer)):
                 out.add(where, "peer-selects-nothing", peer_path,
                         f"this peer ({_describe_peer(peer)}) matches no pod in the current "
                         "cluster")
@@ -394,11 +396,17 @@ def _check_in_cluster(where: _Located, context: ClusterContext, out: _Collector)
                         f"{port.port!r} ({_names(destinations)}), so this port admits nothing")
 
 
+def _check_ip_blocks(where: _Located, context: ClusterContext, out: _Collector) -> None:
+    for _direction, _index, rule, path, peers_field in _rules(where.policy):
+        for peer_index, peer in enumerate(rule.peers):
+            if peer.ip_block is not None:
+                peer_path = item(child(path, peers_field), peer_index)
+                _check_ip_block(where, peer.ip_block, peer_path, context, out)
+
+
 def _check_ip_block(
-    where: _Located, peer: Peer, path: str, context: ClusterContext, out: _Collector
+    where: _Located, block: IPBlock, path: str, context: ClusterContext, out: _Collector
 ) -> None:
-    block = peer.ip_block
-    assert block is not None
     ranges = [
         str(cidr) for cidr in context.pod_cidrs
         if cidr.version == block.cidr.version
