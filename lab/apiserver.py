@@ -168,6 +168,9 @@ class _Listener(ThreadingHTTPServer):
         if isinstance(err, ssl.SSLError):  # a client that failed the handshake: its problem
             log.info("event=tls_handshake_failed client=%s error=%r", client_address[0], str(err))
             return
+        if isinstance(err, ConnectionError):  # a client that hung up: nothing to answer
+            log.debug("event=client_gone client=%s error=%r", client_address[0], str(err))
+            return
         super().handle_error(request, client_address)
 
 
