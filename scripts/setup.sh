@@ -27,7 +27,7 @@ fi
 kver=$(uname -r)
 moddir=/lib/modules/$kver
 if [ ! -e "$moddir/build/include" ]; then
-  arch_hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1)
+  arch_hdr=$(find /usr/src -maxdepth 1 -name 'linux-headers-*-amd64' | sort -V | tail -n 1)
   common_hdr=${arch_hdr%-amd64}-common
   if [ -z "$arch_hdr" ] || [ ! -d "$common_hdr" ]; then
     echo "setup: no linux-headers found under /usr/src" >&2
