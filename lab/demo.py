@@ -8,6 +8,7 @@ matrix again, then the flows the agents recorded, and the lab goes down again.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from rich.console import Console
 
@@ -73,4 +74,20 @@ def show_flows(console: Console, state: cluster.LabState) -> None:
             console.print(f"{node.name}: flows unavailable ({exc})")
             continue
         for flow in flows:
-            console.print(f"{node.name}: " + " ".join(f"{k}={v}" for k, v in flow.items()))
+            console.print(f"{node.name}: {flow_line(flow)}", highlight=False)
+
+
+def _endpoint(side: dict[str, Any]) -> str:
+    name = f"{side['namespace']}/{side['pod']}" if side.get("pod") else side.get("ip", "?")
+    return f"{name}:{side.get('port', 0)}"
+
+
+def flow_line(flow: dict[str, Any]) -> str:
+    """One flow record as a line in the spirit of `hubble observe`."""
+    src, dst = flow.get("source", {}), flow.get("destination", {})
+    policies = ",".join(flow.get("isolated_by") or []) if flow.get("drop_reason") else (
+        ",".join(f"{k}={v}" for k, v in (flow.get("allowed_by") or {}).items()))
+    return " ".join(str(x) for x in (
+        flow.get("time", "")[11:23], flow.get("hook", ""), _endpoint(src), "->", _endpoint(dst),
+        flow.get("protocol", ""), flow.get("verdict", ""), flow.get("drop_reason") or "",
+        policies) if x)

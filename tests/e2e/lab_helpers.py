@@ -14,13 +14,15 @@ from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
 from podwire.policy import Cluster, Namespace, NetworkPolicy, Pod, truth_table
 
-PODWIRE = str(Path(sys.executable).parent / "podwire")
+# The CLI module rather than the console script: a concurrent `pip install -e` (setup.sh)
+# rewrites .venv/bin and would fail an unlucky call.
+PODWIRE = [sys.executable, "-m", "podwire.cli"]
 
 
 def cli(prefix: str, *args: str, stdin: str | None = None, timeout: float = 180,
         ) -> subprocess.CompletedProcess[str]:
     """`podwire lab --prefix PREFIX ARGS...`, as a user runs it."""
-    return subprocess.run([PODWIRE, "lab", "--prefix", prefix, *args], input=stdin,
+    return subprocess.run([*PODWIRE, "lab", "--prefix", prefix, *args], input=stdin,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -67,17 +69,21 @@ def matrix(prefix: str, port: int, protocol: str = "TCP") -> dict[str, dict[str,
     return json.loads(out)  # type: ignore[no-any-return]
 
 
-def expected(state: cluster.LabState, port: int, protocol: str = "TCP",
-             ) -> dict[str, dict[str, bool]]:
-    """The reference evaluator's truth table over what the API holds now."""
+def model(state: cluster.LabState) -> Cluster:
+    """The policy model of what the API holds now, as the reference evaluator reads it."""
     kube = Kube(Path(state.kubeconfig))
-    model = Cluster(
+    return Cluster(
         namespaces=[Namespace.from_api(n) for n in kube.list_namespaces()["items"]],
         pods=[Pod.from_api(p) for p in kube.list_pods()["items"]
               if p.get("status", {}).get("podIP")],
         policies=[NetworkPolicy.from_api(p) for p in kube.list_policies()["items"]],
     )
-    return truth_table(model, port, protocol)
+
+
+def expected(state: cluster.LabState, port: int, protocol: str = "TCP",
+             ) -> dict[str, dict[str, bool]]:
+    """The reference evaluator's truth table over what the API holds now."""
+    return truth_table(model(state), port, protocol)
 
 
 def differences(got: dict[str, dict[str, bool]], want: dict[str, dict[str, bool]]) -> list[str]:
