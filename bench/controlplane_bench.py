@@ -97,14 +97,20 @@ def run(pods: int, policies: int, writes: int) -> dict[str, float]:
         try:
             wait_for(kubeconfig.exists, "the API server")
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            list_times = []
+            fetch_times, parse_times = [], []
             for _ in range(3):
                 t0 = time.perf_counter()
                 conn.request("GET", "/api/v1/pods")
-                body = json.loads(conn.getresponse().read())
-                list_times.append(time.perf_counter() - t0)
-            assert len(body["items"]) == pods
-            results["list_pods_s_median"] = statistics.median(list_times)
+                raw = conn.getresponse().read()
+                t1 = time.perf_counter()
+                body = json.loads(raw)
+                fetch_times.append(t1 - t0)
+                parse_times.append(time.perf_counter() - t1)
+            if len(body["items"]) != pods:
+                raise RuntimeError(f"listed {len(body['items'])} pods, expected {pods}")
+            results["list_pods_bytes"] = len(raw)
+            results["list_pods_fetch_s_median"] = statistics.median(fetch_times)
+            results["list_pods_parse_s_median"] = statistics.median(parse_times)
 
             with api_client(str(kubeconfig)) as api:
                 watchset = WatchSet(api)
