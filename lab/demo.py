@@ -18,7 +18,7 @@ from podwire.lab.layout import LabLayout
 
 log = logging.getLogger("podwire.lab.demo")
 
-POLICY = {
+POLICY: dict[str, Any] = {
     "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
     "metadata": {"name": "x-from-y-on-80", "namespace": "x"},
     "spec": {
@@ -66,10 +66,11 @@ def show_flows(console: Console, state: cluster.LabState) -> None:
     This is the place for `podwire observe` once that command exists; until then the
     demo reads each agent's /flows endpoint (the same stream observe will render).
     """
-    console.rule("flows (last 10 per node)")
+    console.rule("policy verdicts (last 8 per node)")
     for node in state.node_layouts():
         try:
-            flows = agentclient.recent_flows(node.socket_path, last=10)
+            flows = [f for f in agentclient.recent_flows(node.socket_path, last=200)
+                     if f.get("type") == "policy-verdict"][-8:]
         except agentclient.AgentUnavailable as exc:
             console.print(f"{node.name}: flows unavailable ({exc})")
             continue

@@ -21,8 +21,9 @@ class Kube:
 
     def __init__(self, kubeconfig: Path) -> None:
         api_client = config.new_client_from_config(config_file=str(kubeconfig))
-        self.core = client.CoreV1Api(api_client)
-        self.net = client.NetworkingV1Api(api_client)
+        # Typed as Any: every call passes dicts and reads raw JSON, not the typed models.
+        self.core: Any = client.CoreV1Api(api_client)
+        self.net: Any = client.NetworkingV1Api(api_client)
         self.api_client = api_client
 
     @staticmethod

@@ -112,13 +112,15 @@ class NodeWorker:
 
     def run(self) -> None:
         seen = -1
+
+        def woken() -> bool:
+            return self.cache.generation != seen or self.stop.is_set()
+
         while not self.stop.is_set():
             with self.cache.cond:
                 # Failed pods are retried on the next change or after their delay.
                 wait = min(self.retry_delay.values(), default=None)
-                self.cache.cond.wait_for(
-                    lambda last=seen: self.cache.generation != last or self.stop.is_set(),
-                    timeout=wait)
+                self.cache.cond.wait_for(woken, timeout=wait)
                 seen = self.cache.generation
             if not self.stop.is_set():
                 self.reconcile()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -32,8 +33,9 @@ def cli_ok(prefix: str, *args: str, stdin: str | None = None) -> str:
     return proc.stdout
 
 
+@contextlib.contextmanager
 def lab_up(prefix: str, nodes: int, network: str) -> Iterator[cluster.LabState]:
-    """Body of a module fixture: a lab for the module, down afterwards even on failure."""
+    """A lab for a module fixture, down afterwards even on failure."""
     layout = LabLayout(prefix)
     cluster.down(layout)  # a previous run that was killed may have left one
     try:

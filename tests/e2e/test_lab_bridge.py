@@ -25,7 +25,8 @@ PREFIX = "pwtlb"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[cluster.LabState]:
-    yield from lab_up(PREFIX, 2, "bridge")
+    with lab_up(PREFIX, 2, "bridge") as state:
+        yield state
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def policy(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[cluster.LabState]:
-    for state in lab_up(PREFIX, 2, "podwire"):
+    with lab_up(PREFIX, 2, "podwire") as state:
         cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml(samples.grid()))
         yield state
 
