@@ -1,0 +1,250 @@
+"""Flow events benchmark: the event rate an agent ingests without loss, and what flow
+events cost forwarding (on versus off), side by side in one run.
+
+Run as root: `.venv/bin/python -m podwire.bench.flows_bench`. It brings up its own
+one-node lab (prefix pwbfl, a real agent and datapath), measures, and takes it down.
+
+- Ingest: pod `flood` may not send (an egress deny-all policy), so every packet it
+  sends is a new denied flow and one ring buffer event. hping3 sends UDP at paced
+  rates (a new source port a packet), then at full speed; for each rate the agent's
+  metrics say how many events it read and how many were lost (ring full). The
+  datapath's POLICY_DENIED counter says how many were emitted.
+- Forwarding cost: new TCP connections/s from pod `client` to pod `server` (connect,
+  RST-close), and denied packets/s under hping3 flood, with the datapath's flow events
+  switched on and off (Datapath.set_node_config(flow_events=...)), alternating runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from podwire.agent.datapath import Datapath
+from podwire.lab import cluster, netns, samples
+from podwire.lab.kube import Kube
+from podwire.lab.layout import LabLayout, NodeLayout
+
+PREFIX = "pwbfl"
+CONN_PORT = 12100
+FLOOD_TARGET_PORT = 9
+PACED_INTERVALS_US = (200, 100, 50, 25, 10)  # 5k .. 100k packets/s asked of hping3
+PODWIRE = [sys.executable, "-m", "podwire.cli"]
+DENY_EGRESS = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": "flood-no-egress", "namespace": "bench"},
+               "spec": {"podSelector": {"matchLabels": {"pod": "flood"}},
+                        "policyTypes": ["Egress"]}}
+
+
+def wait_for(condition: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Node:
+    """The lab node: its metrics, its datapath switch, its pods' namespaces."""
+
+    def __init__(self, layout: LabLayout, state: cluster.LabState) -> None:
+        self.layout: NodeLayout = layout.node(1)
+        pods = Kube(Path(state.kubeconfig)).list_pods()["items"]
+        self.pod_ns = {p["metadata"]["name"]: layout.pod_netns(p["metadata"]["uid"])
+                       for p in pods}
+        self.pod_ip = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods}
+        self.datapath = Datapath(self.layout.pin_dir)
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        url = f"http://{self.layout.underlay_ip}:9962/metrics"
+        with netns.entered(self.layout.netns), urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@dataclass(frozen=True)
+class Tally:
+    emitted: float
+    ingested: float
+    lost: float
+
+    @classmethod
+    def read(cls, node: Node) -> Tally:
+        m = node.metrics()
+        return cls(
+            emitted=m.get(("podwire_dropped_packets_total",
+                           (("direction", "egress"), ("reason", "POLICY_DENIED"))), 0.0),
+            ingested=m.get(("podwire_flow_events_total",
+                            (("type", "policy-verdict"), ("verdict", "DROPPED"))), 0.0),
+            lost=m.get(("podwire_flow_events_lost_total", ()), 0.0))
+
+    def __sub__(self, other: Tally) -> Tally:
+        return Tally(self.emitted - other.emitted, self.ingested - other.ingested,
+                     self.lost - other.lost)
+
+
+def hping(node: Node, args: list[str], seconds: float | None = None) -> float:
+    """Run hping3 (UDP, new source port each packet) from pod flood; its wall time."""
+    cmd = ["nsenter", f"--net={netns.path(node.pod_ns['flood'])}", "hping3", "--udp",
+           "-p", str(FLOOD_TARGET_PORT), *args, node.pod_ip["server"]]
+    started = time.monotonic()
+    if seconds is None:
+        subprocess.run(cmd, capture_output=True, check=False)
+    else:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class IngestRun:
+    label: str
+    offered_per_s: float
+    emitted: int
+    ingested: int
+    lost: int
+    ingest_per_s: float
+
+
+def ingest(node: Node, label: str, args: list[str], seconds: float | None) -> IngestRun:
+    """Send, then wait until the agent has read or lost every emitted event."""
+    before = Tally.read(node)
+    started = time.monotonic()
+    sent_for = hping(node, args, seconds)
+    done: list[Tally] = []
+
+    def settled() -> bool:
+        delta = Tally.read(node) - before
+        done[:] = [delta]
+        return delta.emitted > 0 and delta.ingested + delta.lost >= delta.emitted
+
+    wait_for(settled, f"the agent to account for the events of run {label}")
+    delta, drained = done[0], time.monotonic() - started
+    return IngestRun(label, delta.emitted / sent_for, int(delta.emitted), int(delta.ingested),
+                     int(delta.lost), delta.ingested / drained)
+
+
+def connections_per_s(node: Node, seconds: float) -> float:
+    """New TCP connections/s from client to server (RST close: no TIME_WAIT builds up)."""
+    with netns.entered(node.pod_ns["server"]):
+        listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((node.pod_ip["server"], CONN_PORT))
+    listener.listen(4096)
+    stop = threading.Event()
+
+    def accept_loop() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                conn.close()
+            except TimeoutError:
+                continue
+
+    acceptor = threading.Thread(target=accept_loop, daemon=True)
+    acceptor.start()
+    linger = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
+    count, deadline = 0, time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            with netns.entered(node.pod_ns["client"]):
+                s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            s.connect((node.pod_ip["server"], CONN_PORT))
+            s.close()
+            count += 1
+    finally:
+        stop.set()
+        acceptor.join()
+        listener.close()
+    return count / seconds
+
+
+def denied_per_s(node: Node, seconds: float) -> float:
+    before = Tally.read(node)
+    took = hping(node, ["--flood"], seconds)
+    return (Tally.read(node) - before).emitted / took
+
+
+def forwarding_cost(node: Node, runs: int, seconds: float) -> dict[str, dict[str, list[float]]]:
+    """{metric: {"on"/"off": [per run]}}, runs alternating so drift hits both alike."""
+    results: dict[str, dict[str, list[float]]] = {"conn/s": {"on": [], "off": []},
+                                                  "denied pkt/s": {"on": [], "off": []}}
+    try:
+        for _ in range(runs):
+            for mode in ("off", "on"):
+                node.datapath.set_node_config(flow_events=mode == "on")
+                # A fresh conntrack a run: earlier runs' entries must not fill the table.
+                node.datapath.conntrack_gc(now_ns=time.monotonic_ns() + 10**13)
+                results["conn/s"][mode].append(connections_per_s(node, seconds))
+                results["denied pkt/s"][mode].append(denied_per_s(node, seconds))
+    finally:
+        node.datapath.set_node_config(flow_events=True)
+    return results
+
+
+def up(layout: LabLayout) -> cluster.LabState:
+    cluster.down(layout)
+    subprocess.run([*PODWIRE, "lab", "--prefix", PREFIX, "up", "--nodes", "1"], check=True,
+                   capture_output=True)
+    objects = [samples.namespace("bench"), DENY_EGRESS,
+               *(samples.pod("bench", name, (80,), node="node1")
+                 for name in ("flood", "client", "server"))]
+    subprocess.run([*PODWIRE, "lab", "--prefix", PREFIX, "apply", "-f", "-"], check=True,
+                   capture_output=True, text=True, input=yaml.safe_dump_all(objects))
+    return cluster.load(layout)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="per run")
+    parser.add_argument("--runs", type=int, default=3, help="on/off pairs")
+    args = parser.parse_args()
+    layout = LabLayout(PREFIX)
+    try:
+        node = Node(layout, up(layout))
+        paced = [ingest(node, f"paced {1_000_000 // us}/s",
+                        ["-i", f"u{us}", "-c", str(int(args.seconds * 1_000_000 // us))], None)
+                 for us in PACED_INTERVALS_US]
+        flood = ingest(node, "flood", ["--flood"], args.seconds)
+        cost = forwarding_cost(node, args.runs, args.seconds)
+        node.datapath.close()
+    finally:
+        cluster.down(layout)
+
+    print(f"{'ingest run':<16} {'offered/s':>10} {'emitted':>9} {'read':>9} {'lost':>8} "
+          f"{'read/s':>9}")
+    for run in [*paced, flood]:
+        print(f"{run.label:<16} {run.offered_per_s:>10.0f} {run.emitted:>9} {run.ingested:>9} "
+              f"{run.lost:>8} {run.ingest_per_s:>9.0f}")
+    lossless = [r.offered_per_s for r in [*paced, flood] if r.lost == 0]
+    print(f"highest offered rate read without loss: "
+          f"{max(lossless):.0f} events/s" if lossless else "every run lost events")
+    print()
+    print(f"{'forwarding (median of ' + str(args.runs) + ')':<28} {'events off':>11} "
+          f"{'events on':>10} {'on/off':>7}")
+    for metric, modes in cost.items():
+        off, on = statistics.median(modes["off"]), statistics.median(modes["on"])
+        print(f"{metric:<28} {off:>11.0f} {on:>10.0f} {on / off:>7.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

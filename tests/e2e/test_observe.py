@@ -1,0 +1,334 @@
+"""`podwire observe` and `podwire status` on a running lab, as a user runs them.
+
+One module-scoped two-node lab with three pods and one policy:
+x/a (node1) and x/c (node1) reach x/b (node2) only on TCP 80 from app=a (x/b-http);
+x/c may not send at all (x/c-no-egress). Flows come from real packets through the
+agents' BPF programs; the CLI is the installed `podwire` executable.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from podwire.lab import cluster, netns, samples
+from podwire.lab.kube import Kube
+from podwire.lab.layout import LabLayout
+from podwire.lab.probe import ProbeTarget, probe
+
+pytestmark = pytest.mark.timeout(600)
+
+PREFIX = "pwtob"
+# The CLI as a module: the console script may be rewritten by a concurrent setup.sh.
+PODWIRE = [sys.executable, "-m", "podwire.cli"]
+Record = dict[str, Any]
+FIELDS = {"time", "node", "type", "verdict", "drop_reason", "direction", "hook", "protocol",
+          "source", "destination", "tcp_flags", "length", "evaluated", "allowed_by",
+          "isolated_by"}
+END_FIELDS = {"ip", "port", "identity", "namespace", "pod", "labels"}
+POLICIES = [
+    {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+     "metadata": {"name": "b-http", "namespace": "x"},
+     "spec": {"podSelector": {"matchLabels": {"pod": "b"}},
+              "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}],
+                           "ports": [{"port": 80}]}]}},
+    {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+     "metadata": {"name": "c-no-egress", "namespace": "x"},
+     "spec": {"podSelector": {"matchLabels": {"pod": "c"}}, "policyTypes": ["Egress"]}},
+]
+
+
+def wait_for(condition: Callable[[], Any], what: str, deadline: float = 30.0) -> Any:
+    end = time.monotonic() + deadline
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Lab:
+    def __init__(self, state: cluster.LabState) -> None:
+        self.state = state
+        self.pods = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p
+                     for p in Kube(Path(state.kubeconfig)).list_pods()["items"]}
+
+    def ip(self, pod: str) -> str:
+        return str(self.pods[pod]["status"]["podIP"])
+
+    def probe(self, src: str, dst: str, port: int, protocol: str = "TCP") -> bool:
+        pod_ns = LabLayout(PREFIX).pod_netns(self.pods[src]["metadata"]["uid"])
+        return probe(pod_ns, ProbeTarget(self.ip(dst), port, protocol, expect_name=dst),
+                     timeout=1.0).ok
+
+
+def podwire(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PODWIRE, *args], input=stdin, capture_output=True, text=True,
+                          timeout=180, check=False)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    layout = LabLayout(PREFIX)
+    cluster.down(layout)  # a killed earlier run may have left one
+    try:
+        up = podwire("lab", "--prefix", PREFIX, "up", "--nodes", "2")
+        assert up.returncode == 0, up.stderr
+        objects = [samples.namespace("x"),
+                   samples.pod("x", "a", (80, 81), node="node1"),
+                   samples.pod("x", "b", (80, 81), node="node2"),
+                   samples.pod("x", "c", (80, 81), node="node1"), *POLICIES]
+        applied = podwire("lab", "--prefix", PREFIX, "apply", "-f", "-",
+                          stdin=samples.to_yaml(objects))
+        assert applied.returncode == 0, applied.stderr
+        lab = Lab(cluster.load(layout))
+        assert lab.probe("x/a", "x/b", 80)
+        assert not lab.probe("x/a", "x/b", 81)
+        assert lab.probe("x/a", "x/c", 81, "UDP")
+        assert not lab.probe("x/c", "x/a", 80)
+        yield lab
+    finally:
+        cluster.down(layout)
+
+
+def observe(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = podwire("observe", "--lab", PREFIX, *args)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def records(*args: str) -> list[Record]:
+    out = observe("-o", "json", "--last", "100000", *args).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def key(record: Record) -> str:
+    return json.dumps(record, sort_keys=True)
+
+
+def pod_of(end: Record) -> str | None:
+    return f"{end['namespace']}/{end['pod']}" if end["pod"] else None
+
+
+def test_expected_flows_carry_their_reasons(lab: Lab) -> None:
+    flows = records("--protocol", "TCP", "--protocol", "UDP")
+    a_to_b = [f for f in flows if pod_of(f["source"]) == "x/a" and pod_of(f["destination"])
+              == "x/b"]
+    sent = [f for f in a_to_b if f["destination"]["port"] == 80 and f["node"] == "node1"]
+    received = [f for f in a_to_b if f["destination"]["port"] == 80 and f["node"] == "node2"]
+    denied = [f for f in a_to_b if f["destination"]["port"] == 81]
+    assert sent and sent[0]["verdict"] == "FORWARDED" and sent[0]["hook"] == "from-pod"
+    assert sent[0]["evaluated"] == ["egress"] and sent[0]["allowed_by"] == {}
+    assert received and received[0]["type"] == "policy-verdict"
+    assert received[0]["hook"] == "from-overlay"
+    assert received[0]["allowed_by"] == {"ingress": "x/b-http"}
+    assert received[0]["source"]["ip"] == lab.ip("x/a")
+    assert received[0]["destination"]["labels"] == {"pod": "b"}
+    assert received[0]["tcp_flags"] == ["SYN"]
+    drop = next(f for f in denied if f["verdict"] == "DROPPED")
+    assert drop["node"] == "node2" and drop["drop_reason"] == "POLICY_DENIED"
+    assert drop["direction"] == "ingress" and drop["isolated_by"] == ["x/b-http"]
+    same_node = [f for f in flows if pod_of(f["source"]) == "x/a"
+                 and pod_of(f["destination"]) == "x/c"]
+    assert same_node[0]["evaluated"] == ["egress", "ingress"]
+    assert same_node[0]["protocol"] == "UDP" and same_node[0]["allowed_by"] == {}
+    egress_drop = next(f for f in flows if pod_of(f["source"]) == "x/c")
+    assert egress_drop["node"] == "node1" and egress_drop["direction"] == "egress"
+    assert egress_drop["isolated_by"] == ["x/c-no-egress"]
+
+
+def test_json_output_carries_the_documented_fields(lab: Lab) -> None:
+    flows = records()
+    assert flows
+    for flow in flows:
+        assert set(flow) == FIELDS
+        assert set(flow["source"]) == END_FIELDS and set(flow["destination"]) == END_FIELDS
+    assert [f["time"] for f in flows] == sorted(f["time"] for f in flows)
+    assert {f["node"] for f in flows} == {"node1", "node2"}
+
+
+def test_compact_output_says_why_and_is_plain_when_piped(lab: Lab) -> None:
+    out = observe("--last", "100000", "--from-pod", "x/a", "--to-pod", "x/b").stdout
+    assert "\x1b[" not in out
+    lines = out.splitlines()
+    assert any(" node2 x/a:" in line and "-> x/b:80 policy-verdict FORWARDED TCP "
+               "(SYN; ingress allowed by x/b-http)" in line for line in lines), out
+    assert any(" node1 x/a:" in line and "(SYN; egress: no policy isolates x/a)" in line
+               for line in lines), out
+    assert any("-> x/b:81 policy-verdict DROPPED TCP (SYN; POLICY_DENIED ingress, isolated "
+               "by x/b-http)" in line for line in lines), out
+    table = observe("--last", "3", "-o", "table").stdout.splitlines()
+    assert table[0].split() == ["TIME", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT",
+                                "SUMMARY"] and len(table) == 4
+
+
+FILTERS: list[tuple[list[str], Callable[[Record], bool]]] = [
+    (["--from-pod", "x/a"], lambda f: pod_of(f["source"]) == "x/a"),
+    (["--to-pod", "x/b"], lambda f: pod_of(f["destination"]) == "x/b"),
+    (["--pod", "x/c"], lambda f: "x/c" in (pod_of(f["source"]), pod_of(f["destination"]))),
+    (["--pod", "x/a", "--pod", "x/c"], lambda f: bool(
+        {"x/a", "x/c"} & {pod_of(f["source"]), pod_of(f["destination"])})),
+    (["-n", "x"], lambda f: "x" in (f["source"]["namespace"], f["destination"]["namespace"])),
+    (["--from-ip", "10.244.1.0/24"], lambda f: f["source"]["ip"].startswith("10.244.1.")),
+    (["--to-ip", "10.244.2.0/24"], lambda f: f["destination"]["ip"].startswith("10.244.2.")),
+    (["--ip", "10.244.2.0/24"], lambda f: "10.244.2." in f["source"]["ip"] + " "
+                                            + f["destination"]["ip"]),
+    (["--port", "81"], lambda f: 81 in (f["source"]["port"], f["destination"]["port"])),
+    (["--protocol", "udp"], lambda f: f["protocol"] == "UDP"),
+    (["--verdict", "DROPPED"], lambda f: f["verdict"] == "DROPPED"),
+    (["--verdict", "FORWARDED", "--to-pod", "x/b"],
+     lambda f: f["verdict"] == "FORWARDED" and pod_of(f["destination"]) == "x/b"),
+    (["--type", "drop"], lambda f: f["type"] == "drop"),
+    (["--type", "policy-verdict", "--protocol", "TCP"],
+     lambda f: f["type"] == "policy-verdict" and f["protocol"] == "TCP"),
+    (["-l", "pod=c"], lambda f: "c" in (f["source"]["labels"].get("pod"),
+                                        f["destination"]["labels"].get("pod"))),
+]
+
+
+def test_each_filter_selects_what_it_should_and_nothing_else(lab: Lab) -> None:
+    # History only grows while the test runs: a flow that matched before must be shown,
+    # and a flow shown must match and still be there at the end.
+    before = records()
+    shown = {" ".join(flags): records(*flags) for flags, _ in FILTERS}
+    after = records()
+    wrong = []
+    for flags, wanted in FILTERS:
+        name = " ".join(flags)
+        must = {key(f) for f in before if wanted(f)}
+        may = {key(f) for f in after if wanted(f)}
+        got = {key(f) for f in shown[name]}
+        if not must:
+            wrong.append(f"{name}: the scenario has no flow for it")
+        if not must <= got:
+            wrong.append(f"{name}: missed {sorted(must - got)[:2]}")
+        if not got <= may:
+            wrong.append(f"{name}: showed {sorted(got - may)[:2]}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_last_and_since_bound_the_history(lab: Lab) -> None:
+    everything = records()
+    assert len(everything) >= 4
+    last_two = records("--last", "2", "--to-pod", "x/b")
+    assert [pod_of(f["destination"]) for f in last_two] == ["x/b", "x/b"]
+    assert last_two == [f for f in records("--to-pod", "x/b")][-2:]
+    middle = everything[len(everything) // 2]["time"]
+    since = records("--since", middle)
+    assert all(f["time"] >= middle for f in since)
+    assert {key(f) for f in everything if f["time"] >= middle} <= {key(f) for f in since}
+    assert records("--since", "2999-01-01T00:00:00") == []
+
+
+def test_follow_streams_new_flows_as_they_happen(lab: Lab) -> None:
+    proc = subprocess.Popen([*PODWIRE, "observe", "--lab", PREFIX, "-f", "-o", "json",
+                             "--last", "1", "--to-pod", "x/b", "--port", "80",
+                             "--verdict", "FORWARDED"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or []],
+                     daemon=True).start()
+    try:
+        first = json.loads(lines.get(timeout=30))  # the history: streams are open now
+        assert pod_of(first["destination"]) == "x/b"
+        assert lab.probe("x/a", "x/b", 80)
+        fresh = [json.loads(lines.get(timeout=30)) for _ in range(2)]
+        assert {f["node"] for f in fresh} == {"node1", "node2"}
+        assert all(f["time"] > first["time"] and f["tcp_flags"] == ["SYN"] for f in fresh)
+        assert fresh[0]["source"]["port"] == fresh[1]["source"]["port"] != (
+            first["source"]["port"])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_lost_events_are_reported(lab: Lab) -> None:
+    """A flood of denied packets (one event each) outruns the agent's reader; the lost
+    count shows in status and observe says so."""
+    c_ns = LabLayout(PREFIX).pod_netns(lab.pods["x/c"]["metadata"]["uid"])
+
+    def lost() -> int:
+        out = subprocess.run([*PODWIRE, "status", "--lab", PREFIX, "-o", "json"],
+                             capture_output=True, text=True, check=False).stdout
+        return sum(n["lost_events"] for n in json.loads(out)["nodes"])
+
+    already = lost()
+    # hping3 changes the source port every packet: every packet is a new denied flow.
+    flood = subprocess.Popen(["nsenter", f"--net={netns.path(c_ns)}", "hping3", "--udp",
+                              "--flood", "-p", "80", lab.ip("x/a")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: lost() > already, "events lost under a flood", 20)
+    finally:
+        flood.kill()
+        flood.wait()
+    proc = observe("--last", "0")
+    assert "events lost on node1" in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_status_shows_every_node(lab: Lab) -> None:
+    proc = subprocess.run([*PODWIRE, "status", "--lab", PREFIX, "-o", "json"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    nodes = {n["node"]: n for n in json.loads(proc.stdout)["nodes"]}
+    assert set(nodes) == {"node1", "node2"}
+    assert all(n["ready"] and n["reachable"] for n in nodes.values())
+    assert {e["pod"] for e in nodes["node1"]["endpoints"]} == {"a", "c"}
+    assert {e["pod"] for e in nodes["node2"]["endpoints"]} == {"b"}
+    assert nodes["node2"]["maps"]["policy"]["entries"] >= 1
+    assert nodes["node1"]["maps"]["endpoints"] == {"entries": 2, "max": 1024}
+    rich = subprocess.run([*PODWIRE, "status", "--lab", PREFIX], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert rich.returncode == 0 and "node1" in rich.stdout and "node2" in rich.stdout
+    assert "x/a" in rich.stdout and "lost events" in rich.stdout
+
+
+def test_metrics_scrape_parses_and_moves_with_traffic(lab: Lab) -> None:
+    node2 = LabLayout(PREFIX).node(2)
+
+    def forwarded_ingress() -> float:
+        url = f"http://{node2.underlay_ip}:9962/metrics"
+        with netns.entered(node2.netns), urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert families["podwire_endpoints"].samples[0].value == 1
+        return sum(s.value for s in families["podwire_forwarded_packets"].samples
+                   if s.name == "podwire_forwarded_packets_total"
+                   and s.labels["direction"] == "ingress")
+
+    before = forwarded_ingress()
+    assert lab.probe("x/a", "x/b", 80)
+    assert forwarded_ingress() > before
+
+
+def test_bad_input_is_named_without_a_traceback(lab: Lab) -> None:
+    for flags, message in ((["--port", "http"], "port 'http' is not a number"),
+                           (["--since", "soon"], "--since 'soon'"),
+                           (["--last", "-1"], "--last -1")):
+        proc = observe(*flags, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    gone = subprocess.run([*PODWIRE, "observe", "--socket", "/run/pwtob-none.sock"],
+                          capture_output=True, text=True, check=False)
+    assert gone.returncode == 1 and "/run/pwtob-none.sock" in gone.stderr
+    assert "Traceback" not in gone.stderr
