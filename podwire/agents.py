@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podwire.lab.layout import DEFAULT_PREFIX, LabLayout
+
 DEFAULT_SOCKET = Path("/run/podwire/agent.sock")
 
 
@@ -34,9 +36,9 @@ class AgentTarget:
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", type=Path, metavar="PATH",
                         help=f"the node agent's socket (default: {DEFAULT_SOCKET})")
-    parser.add_argument("--lab", nargs="?", const="pwlab", metavar="PREFIX",
-                        help="every node of the lab (default prefix pwlab); used anyway "
-                             "when no agent socket exists and a lab is up")
+    parser.add_argument("--lab", nargs="?", const=DEFAULT_PREFIX, metavar="PREFIX",
+                        help=f"every node of the lab (default prefix {DEFAULT_PREFIX}); "
+                             "used anyway when no agent socket exists and a lab is up")
 
 
 def targets(socket_path: Path | None, lab_prefix: str | None) -> list[AgentTarget]:
@@ -50,8 +52,6 @@ def targets(socket_path: Path | None, lab_prefix: str | None) -> list[AgentTarge
         return _lab_targets(lab_prefix)
     if DEFAULT_SOCKET.exists():
         return [AgentTarget("local", DEFAULT_SOCKET)]
-    from podwire.lab.layout import LabLayout
-
     if LabLayout().state_file.exists():
         return _lab_targets(LabLayout().prefix)
     raise AgentError(f"no agent socket at {DEFAULT_SOCKET} and no lab is up "
@@ -60,7 +60,6 @@ def targets(socket_path: Path | None, lab_prefix: str | None) -> list[AgentTarge
 
 def _lab_targets(prefix: str) -> list[AgentTarget]:
     from podwire.lab import cluster
-    from podwire.lab.layout import LabLayout
 
     try:
         state = cluster.load(LabLayout(prefix))
