@@ -78,6 +78,8 @@ def workloads(cluster: Cluster, group_by: str = "app") -> dict[str, Workload]:
                 groups[("full", *sorted(f"{k}={v}" for k, v in pod.labels.items()))].append(pod)
         fallback_keys = {key for (kind, *_), pods in groups.items() if kind == "full"
                          for key in pods[0].labels}
+        # Pods without the group label must not match the groups that have it.
+        keyed = {group_by} if any(kind == "key" for kind, *_ in groups) else set()
         used_names: set[str] = set()
         for (kind, *rest), pods in sorted(groups.items()):
             if kind == "key":
@@ -85,7 +87,7 @@ def workloads(cluster: Cluster, group_by: str = "app") -> dict[str, Workload]:
                 base = rest[0]
             else:
                 labels = pods[0].labels
-                absent = sorted((fallback_keys - set(labels)) | ({group_by} if group_by else set()))
+                absent = sorted((fallback_keys - set(labels)) | keyed)
                 selector = LabelSelector(
                     labels,
                     tuple(Requirement(key, Operator.DOES_NOT_EXIST) for key in absent),
