@@ -29,13 +29,12 @@ from __future__ import annotations
 import collections
 import datetime
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from cachetools import TTLCache
+from typing import Any, Generic, TypeVar
 
 from podwire.agent import structs
 from podwire.agent.reasons import reason_name
@@ -61,13 +60,46 @@ PolicyLookup = Callable[[int], str | None]
 IsolationLookup = Callable[[str, str], list[str]]  # (pod ip, direction) -> policy names
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class ExpiringCache(Generic[K, V]):
+    """A bounded cache whose entries live `ttl` seconds; the oldest goes when full.
+
+    cachetools' TTLCache reads the clock and takes its own lock on every access; this
+    one costs a dict lookup and a compare, with one clock read per event shared by
+    every lookup of that event. Only the flow reader thread uses it.
+    """
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self._size, self._ttl = size, ttl
+        self._items: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K, compute: Callable[[K], V], now: float) -> V:
+        hit = self._items.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = compute(key)
+        self._items.pop(key, None)
+        if len(self._items) >= self._size:
+            del self._items[next(iter(self._items))]  # dicts keep insertion order
+        self._items[key] = (now + self._ttl, value)
+        return value
+
+
 class FlowEnricher:
     """Turns a structs.FlowEvent into the record `podwire observe` prints."""
 
     def __init__(self, node: str, pods: PodLookup, policies: PolicyLookup,
                  isolation: IsolationLookup, cache_size: int = 8192, cache_ttl: float = 5.0):
         self.node = node
-        self._pods: TTLCache[str, PeerNames] = TTLCache(cache_size, cache_ttl)
+        # Names and isolating policies change only with the model: cached briefly, they
+        # cost one lookup per peer and TTL instead of one per event (a flood of denied
+        # packets is one event each).
+        self._pods: ExpiringCache[str, PeerNames] = ExpiringCache(cache_size, cache_ttl)
+        self._isolating: ExpiringCache[tuple[str, str], list[str]] = ExpiringCache(
+            cache_size, cache_ttl)
         self._lookup_pod = pods
         self._policy_name = policies
         self._isolation = isolation
@@ -75,18 +107,20 @@ class FlowEnricher:
         self._boot_offset = time.time() - time.monotonic()
 
     def _names(self, ip: str) -> PeerNames:
-        names = self._pods.get(ip)
-        if names is None:
-            names = self._lookup_pod(ip)
-            self._pods[ip] = names
-        return names
+        found = self._lookup_pod(ip)
+        # Records share this dict; they are serialised, never changed.
+        return PeerNames(found.namespace, found.pod, dict(found.labels))
+
+    def _isolated_by(self, key: tuple[str, str]) -> list[str]:
+        return self._isolation(*key)
 
     def record(self, event: structs.FlowEvent) -> dict[str, Any]:
-        src_ip, dst_ip = structs.ip_str(event.saddr), structs.ip_str(event.daddr)
+        src_ip, dst_ip = _ip_str(event.saddr), _ip_str(event.daddr)
         dropped = event.type == structs.EVENT_DROP
         direction = DIRECTIONS.get(event.direction, "unknown")
         protocol = PROTOCOLS.get(event.proto, str(event.proto))
         when = self._boot_offset + event.timestamp / 1e9
+        now = time.monotonic()
         reason = reason_name(event.reason) if dropped else None
         record: dict[str, Any] = {
             "time": datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat(
@@ -99,8 +133,8 @@ class FlowEnricher:
             "direction": direction,
             "hook": HOOKS.get(event.hook, str(event.hook)),
             "protocol": protocol,
-            "source": self._endpoint(src_ip, event.sport, event.src_identity),
-            "destination": self._endpoint(dst_ip, event.dport, event.dst_identity),
+            "source": self._endpoint(src_ip, event.sport, event.src_identity, now),
+            "destination": self._endpoint(dst_ip, event.dport, event.dst_identity, now),
             "tcp_flags": [name for bit, name in TCP_FLAGS if event.tcp_flags & bit]
             if protocol == "TCP" else [],
             "length": event.len,
@@ -114,13 +148,19 @@ class FlowEnricher:
                 record["allowed_by"][side] = name
         if reason == "POLICY_DENIED":
             subject = src_ip if direction == "egress" else dst_ip
-            record["isolated_by"] = self._isolation(subject, direction)
+            record["isolated_by"] = list(self._isolating.get((subject, direction),
+                                                             self._isolated_by, now))
         return record
 
-    def _endpoint(self, ip: str, port: int, identity: int) -> dict[str, Any]:
-        names = self._names(ip)
+    def _endpoint(self, ip: str, port: int, identity: int, now: float) -> dict[str, Any]:
+        names = self._pods.get(ip, self._names, now)
         return {"ip": ip, "port": structs.port_host(port), "identity": identity,
-                "namespace": names.namespace, "pod": names.pod, "labels": dict(names.labels)}
+                "namespace": names.namespace, "pod": names.pod, "labels": names.labels}
+
+
+def _ip_str(value: int) -> str:
+    """structs.ip_str without ipaddress objects: this runs twice per event."""
+    return socket.inet_ntoa(value.to_bytes(4, "little"))
 
 
 def _evaluated(event: structs.FlowEvent) -> list[str]:

@@ -120,12 +120,20 @@ class AgentMetrics:
         Gauge("podwire_ready", "1 when the agent serves CNI requests, else 0.",
               registry=self.registry).set_function(lambda: 1.0 if ready() else 0.0)
         self._server: WSGIServer | None = None
+        # Labelled children by label values: .labels() costs more than the increment.
+        self._children: dict[tuple[str, ...], Any] = {}
 
     def count_flow(self, record: Mapping[str, Any]) -> None:
         """Count one flow record as it arrives from the ring buffer."""
-        self.flow_events.labels(record["type"], record["verdict"]).inc()
-        if record["type"] == "policy-verdict":
-            self.verdicts.labels(record["verdict"], record["direction"]).inc()
+        kind, verdict, direction = record["type"], record["verdict"], record["direction"]
+        counters = self._children.get((kind, verdict, direction))
+        if counters is None:
+            counters = [self.flow_events.labels(kind, verdict)]
+            if kind == "policy-verdict":
+                counters.append(self.verdicts.labels(verdict, direction))
+            self._children[(kind, verdict, direction)] = counters
+        for counter in counters:
+            counter.inc()
 
     def serve(self, address: str, port: int) -> None:
         """Expose /metrics. A busy port is logged, not fatal: pods must keep networking

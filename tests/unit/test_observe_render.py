@@ -12,7 +12,7 @@ import pytest
 
 from podwire import render
 from podwire.agent import structs
-from podwire.agent.flows import FlowEnricher, PeerNames
+from podwire.agent.flows import ExpiringCache, FlowEnricher, PeerNames
 from podwire.agent.reasons import reason_code
 from podwire.observe import Printer
 
@@ -141,3 +141,22 @@ def test_json_output_is_the_record_one_object_a_line() -> None:
 def test_lost_notice() -> None:
     assert render.lost_notice("node1", 3) == "3 events lost on node1"
     assert render.lost_notice("node2", 1) == "1 event lost on node2"
+
+
+def test_expiring_cache_recomputes_after_ttl_and_stays_bounded() -> None:
+    computed: list[str] = []
+
+    def compute(key: str) -> str:
+        computed.append(key)
+        return key.upper()
+
+    cache: ExpiringCache[str, str] = ExpiringCache(size=2, ttl=5.0)
+    assert cache.get("a", compute, now=0.0) == "A"
+    assert cache.get("a", compute, now=4.9) == "A" and computed == ["a"]
+    assert cache.get("a", compute, now=5.1) == "A" and computed == ["a", "a"]
+    cache.get("b", compute, now=6.0)
+    cache.get("c", compute, now=6.0)  # full: the oldest ("a") makes room
+    cache.get("b", compute, now=6.0)
+    assert computed == ["a", "a", "b", "c"]
+    cache.get("a", compute, now=6.0)
+    assert computed == ["a", "a", "b", "c", "a"]
