@@ -77,6 +77,7 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 def run(args: argparse.Namespace) -> int:
     """Run a lab command, turning known failures into a message and an exit code."""
     from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
 
     from podwire.lab.cluster import LabError
     from podwire.lab.kube import api_error_message
@@ -96,6 +97,13 @@ def run(args: argparse.Namespace) -> int:
     except ApiException as exc:
         _err(f"API server: {api_error_message(exc)}")
         return EXIT_BAD_INPUT if exc.status in (400, 404, 409, 422) else EXIT_FAILED
+    except HTTPError as exc:
+        _err(f"API server unreachable ({exc}); is the lab up? `podwire lab up` starts it")
+        return EXIT_FAILED
+    except OSError as exc:
+        hint = " (the lab needs root)" if isinstance(exc, PermissionError) else ""
+        _err(f"{exc}{hint}")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 
