@@ -153,27 +153,33 @@ def generate(
             notes[key, direction, peer].append(_note(connection, flow))
     out = []
     for key, owner in sorted(involved.items()):
-        rules: dict[Direction, list[Rule]] = {}
+        rules: dict[Direction, tuple[Rule, ...]] = {}
         rule_notes: dict[tuple[Direction, int], list[str]] = {}
         for direction in Direction:
-            by_ports: dict[tuple[PolicyPort, ...], list[Peer]] = defaultdict(list)
-            for peer, ports in wanted.get((key, direction), {}).items():
-                by_ports[tuple(sorted(ports, key=_port_key))].append(peer)
-            built = []
-            for ports, peers in sorted(by_ports.items(), key=lambda kv: [_port_key(p)
-                                                                         for p in kv[0]]):
-                peers = sorted(peers, key=_peer_key)
-                rule_notes[direction, len(built)] = sorted(
+            built = _rules(wanted.get((key, direction), {}))
+            rules[direction] = tuple(rule for rule, _ in built)
+            for index, (_, peers) in enumerate(built):
+                rule_notes[direction, index] = sorted(
                     note for peer in peers for note in notes[key, direction, peer])
-                built.append(Rule(tuple(peers), ports))
-            rules[direction] = built
         policy = NetworkPolicy(
             owner.namespace, f"allow-observed-{owner.name}", owner.selector,
-            tuple(rules[Direction.INGRESS]), tuple(rules[Direction.EGRESS]),
-            frozenset(Direction),
+            rules[Direction.INGRESS], rules[Direction.EGRESS], frozenset(Direction),
         )
         out.append(Generated(owner, policy, rule_notes, sorted(set(skipped.get(key, [])))))
     return out
+
+
+def _rules(ports_by_peer: dict[Peer, set[PolicyPort]]) -> list[tuple[Rule, list[Peer]]]:
+    """One rule per distinct set of ports, naming every peer seen on exactly that set."""
+    peers_by_ports: dict[tuple[PolicyPort, ...], list[Peer]] = defaultdict(list)
+    for peer, ports in ports_by_peer.items():
+        peers_by_ports[tuple(sorted(ports, key=_port_key))].append(peer)
+    built = []
+    for port_list, peers in sorted(peers_by_ports.items(),
+                                   key=lambda entry: [_port_key(p) for p in entry[0]]):
+        ordered = sorted(peers, key=_peer_key)
+        built.append((Rule(tuple(ordered), port_list), ordered))
+    return built
 
 
 def _note(connection: Connection, flow: ObservedFlow) -> str:
