@@ -66,8 +66,10 @@ def pods(prefix: str) -> list[dict[str, Any]]:
 
 
 def matrix(prefix: str, port: int, protocol: str = "TCP") -> dict[str, dict[str, bool]]:
+    """The probe matrix; 2 s a probe, so a busy shared machine never turns a working
+    connection into a "blocked" verdict."""
     out = cli_ok(prefix, "probe", "--matrix", "--port", str(port), "--protocol", protocol,
-                 "--timeout", "1", "-o", "json")
+                 "--timeout", "2", "-o", "json")
     return json.loads(out)  # type: ignore[no-any-return]
 
 

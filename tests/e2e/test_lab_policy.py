@@ -120,7 +120,7 @@ def test_egress_to_the_world_by_ip_block(lab: cluster.LabState,
     source = next(p for p in world.pods() if p.key == "x/a")
     for port in (80, 81):
         proc = cli(PREFIX, "probe", "--from", "x/a", "--to-ip", "10.98.0.250", "--port",
-                   str(port), "--timeout", "1", "-o", "json")
+                   str(port), "--timeout", "2", "-o", "json")
         want = evaluate(world, source, "10.98.0.250", port, "TCP").allowed
         assert (proc.returncode == 0) == want, (port, proc.stdout, proc.stderr)
         if want:
