@@ -310,32 +310,41 @@ def _check_redundant_entries(
 
 
 def _check_across(where: _Located, earlier: Sequence[_Located], out: _Collector) -> None:
+    """Compare a policy with the ones before it: duplicates, and rules another makes moot."""
     policy = where.policy
     for other in earlier:
         if other.policy.namespace != policy.namespace:
             continue
-        other_at = f"{other.file}:{other.line('metadata.name')}"
         # One duplicate finding per policy says enough; its rules are then moot.
         if other.policy.name == policy.name:
             out.add(where, "duplicate", "metadata.name",
-                    f"{policy.key} is also defined at {other_at}; the one applied last "
+                    f"{policy.key} is also defined at {_at(other)}; the one applied last "
                     "replaces the other")
             return
         if _same_spec(other.policy, policy):
             out.add(where, "duplicate", "spec",
-                    f"same spec as {other.policy.key} ({other_at}); one of them is enough")
+                    f"same spec as {other.policy.key} ({_at(other)}); one of them is enough")
             return
-        for direction, index, rule, path, _ in _rules(policy):
-            if not _selects_superset(other.policy, policy, direction):
-                continue
-            base, _ = _rule_field(direction)
-            for other_index, other_rule in enumerate(other.policy.rules(direction)):
-                if rule_covers(other_rule, rule):
-                    out.add(where, "shadowed", path,
-                            f"{other.policy.key} ({other_at}) selects these pods too and its "
-                            f"{item(base, other_index)} already admits everything this rule "
-                            "does")
-                    break
+        _check_shadowed_by(where, other, out)
+        _check_shadowed_by(other, where, out)
+
+
+def _at(where: _Located) -> str:
+    return f"{where.file}:{where.line('metadata.name')}"
+
+
+def _check_shadowed_by(narrow: _Located, wide: _Located, out: _Collector) -> None:
+    """Rules of `narrow` that `wide` already admits for every pod `narrow` selects."""
+    for direction, _index, rule, path, _ in _rules(narrow.policy):
+        if not _selects_superset(wide.policy, narrow.policy, direction):
+            continue
+        base, _ = _rule_field(direction)
+        for wide_index, wide_rule in enumerate(wide.policy.rules(direction)):
+            if rule_covers(wide_rule, rule):
+                out.add(narrow, "shadowed", path,
+                        f"{wide.policy.key} ({_at(wide)}) selects these pods too and its "
+                        f"{item(base, wide_index)} already admits everything this rule does")
+                break
 
 
 def _same_spec(a: NetworkPolicy, b: NetworkPolicy) -> bool:

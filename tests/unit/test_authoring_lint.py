@@ -257,6 +257,8 @@ def test_shadowed_by_a_wider_policy_and_duplicates_across_files() -> None:
         ("f3.yaml", "duplicate", "metadata.name"),
     ]
     assert "x/wide (f0.yaml:4)" in found[0].message
+    # The narrow rule is found whichever file comes first.
+    assert [(f.file, f.code) for f in run_lint(narrow, wide)] == [("f0.yaml", "shadowed")]
 
 
 def test_cluster_checks_need_a_cluster() -> None:
