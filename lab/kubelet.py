@@ -24,6 +24,7 @@ from typing import Any
 
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from podwire.lab import cniexec, netns
 from podwire.lab.echo import EchoServer, Port
@@ -69,6 +70,7 @@ def pick_node(pods: list[dict[str, Any]], nodes: list[str]) -> str:
 class _Running:
     sandbox: cniexec.Sandbox
     result: dict[str, Any]
+    ip: str
 
 
 class PodCache:
@@ -135,6 +137,14 @@ class NodeWorker:
         for uid, pod in desired.items():
             if uid not in self.running:
                 self.setup(pod)
+            elif not self._reported(pod, self.running[uid].ip):
+                # A status write that failed (or was overwritten) is made again.
+                self._report_running(pod, self.running[uid].ip)
+
+    @staticmethod
+    def _reported(pod: dict[str, Any], ip: str) -> bool:
+        status = pod.get("status", {})
+        return status.get("phase") == "Running" and status.get("podIP") == ip
 
     def sandbox(self, pod: dict[str, Any]) -> cniexec.Sandbox:
         uid = pod["metadata"]["uid"]
@@ -158,16 +168,22 @@ class NodeWorker:
         except (cniexec.CniError, OSError) as exc:
             self._failed(pod, sb, exc)
             return
-        self.running[sb.uid] = _Running(sb, result)
+        self.running[sb.uid] = _Running(sb, result, ip)
         self.retry_delay.pop(sb.uid, None)
         log.info("event=pod_started pod=%s node=%s ip=%s netns=%s", ref, self.node.name, ip,
                  sb.netns_name)
-        self._patch_status(pod, {
-            "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
-            "hostIP": self.node.underlay_ip, "hostIPs": [{"ip": self.node.underlay_ip}],
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "message": None, "reason": None,
-        })
+        self._report_running(pod, ip)
+
+    def _report_running(self, pod: dict[str, Any], ip: str) -> None:
+        uid = pod["metadata"]["uid"]
+        if self._patch_status(pod, {
+                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                "hostIP": self.node.underlay_ip, "hostIPs": [{"ip": self.node.underlay_ip}],
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "message": None, "reason": None}):
+            self.retry_delay.pop(uid, None)
+        else:
+            self.retry_delay[uid] = RETRY_FIRST
 
     def _failed(self, pod: dict[str, Any], sb: cniexec.Sandbox, exc: Exception) -> None:
         ref = pod_ref(pod)
@@ -194,15 +210,18 @@ class NodeWorker:
             log.warning("event=cni_del_failed pod=%s/%s error=%s", sb.namespace, sb.name, exc)
         netns.remove(sb.netns_name)
 
-    def _patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
+    def _patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> bool:
         md = pod["metadata"]
         try:
             self.kube.core.patch_namespaced_pod_status(
                 md["name"], md.get("namespace", "default"), {"status": status},
                 _preload_content=False, _content_type="application/merge-patch+json")
-        except ApiException as exc:
-            # The pod may be gone already; the next reconcile tears its sandbox down.
-            log.warning("event=status_patch_failed pod=%s status=%s", pod_ref(pod), exc.status)
+        except (ApiException, HTTPError) as exc:
+            # The pod may be gone (the next reconcile tears its sandbox down) or the API
+            # server busy (the next reconcile writes again).
+            log.warning("event=status_patch_failed pod=%s error=%s", pod_ref(pod), exc)
+            return False
+        return True
 
 
 class Kubelet:
