@@ -23,6 +23,7 @@ from .errors import PolicyError, PolicyErrors
 from .fields import child
 
 HOST_IDENTITY = 1  # the datapath's reserved identity of the node itself
+VERDICT_TYPE = "policy-verdict"  # records of other types say nothing about policy
 PORTED_PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 Endpoint = Pod | str  # a pod, or an address that is no pod's
 
@@ -162,7 +163,7 @@ def observed_flows(
     tallies: dict[Connection, _Tally] = {}
     for index, raw in enumerate(records):
         record = _check(raw, index)
-        if isinstance(raw, Mapping) and raw.get("type") == "drop":
+        if isinstance(raw, Mapping) and raw.get("type", VERDICT_TYPE) != VERDICT_TYPE:
             continue
         if HOST_IDENTITY in (record.source.get("identity"), record.destination.get("identity")):
             continue

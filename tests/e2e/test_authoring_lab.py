@@ -18,6 +18,7 @@ import pytest
 from lab_helpers import PODWIRE, cli_ok, differences, lab_up, matrix
 
 from podwire.lab import cluster, samples
+from podwire.policy import parse_policies
 
 PREFIX = "pwtau"
 PODS = ["x/a", "x/b", "y/c"]
@@ -107,6 +108,14 @@ def test_generated_policies_allow_exactly_the_observed_flows(lab: cluster.LabSta
     generated = policy("generate", "--since", since)
     assert generated.returncode == 0, generated.stderr
     assert generated.stdout.count("kind: NetworkPolicy") == 3
+    # The same flows saved by `podwire observe -o json` give the same policies.
+    saved = subprocess.run([*PODWIRE, "observe", "--lab", PREFIX, "--since", since,
+                            "--last", "100000", "-o", "json"],
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    with policy_file(saved) as path:
+        from_file = policy("generate", "--flows", path)
+    assert from_file.returncode == 0, from_file.stderr
+    assert parse_policies(from_file.stdout) == parse_policies(generated.stdout)
     with applied(generated.stdout):
         for protocol, port in itertools.product(("TCP", "UDP"), (80, 81)):
             want = {s: {d: s == d or (s, d, protocol, port) in observed for d in PODS}
