@@ -39,7 +39,7 @@ from podwire.lab.layout import LabLayout, NodeLayout
 PREFIX = "pwbfl"
 CONN_PORT = 12100
 FLOOD_TARGET_PORT = 9
-PACED_INTERVALS_US = (200, 100, 50, 25, 10)  # 5k .. 100k packets/s asked of hping3
+PACED_INTERVALS_US = (200, 100, 50, 25, 10)  # asks hping3 for 5k .. 100k packets/s
 PODWIRE = [sys.executable, "-m", "podwire.cli"]
 DENY_EGRESS = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                "metadata": {"name": "flood-no-egress", "namespace": "bench"},
@@ -220,7 +220,8 @@ def main() -> int:
     layout = LabLayout(PREFIX)
     try:
         node = Node(layout, up(layout))
-        paced = [ingest(node, f"paced {1_000_000 // us}/s",
+        # hping3 paces by sleeping: the rate it reaches is measured, not the one asked.
+        paced = [ingest(node, f"hping3 -i u{us}",
                         ["-i", f"u{us}", "-c", str(int(args.seconds * 1_000_000 // us))], None)
                  for us in PACED_INTERVALS_US]
         flood = ingest(node, "flood", ["--flood"], args.seconds)
