@@ -209,6 +209,10 @@ class NodeState:
 
         Returns it with the scope of keys that may have changed, for `reconcile.plan`.
         """
+        # Numbers released before this call have had their entries planned for removal
+        # by now or by this call's plan, which the caller applies before the next events.
+        self._pod_ids.recycle()
+        self._cidr_ids.recycle()
         change, self._pending = self._pending, Change()
         scope = Scope(endpoints=set(change.endpoints), ipcache=set(change.ipcache),
                       policy=set())

@@ -57,8 +57,10 @@ K = TypeVar("K", bound=Hashable)
 class IdentityAllocator(Generic[K]):
     """Reference-counted, stable numbering of keys from a base.
 
-    A key keeps its number while anything refers to it; numbers are reused lowest first
-    once released, so the id space stays dense.
+    A key keeps its number while anything refers to it. A released number is held back
+    until `recycle()`: the maps may still hold entries for it until the next reconcile,
+    and handing it to another key before then would let the new key inherit the old
+    key's allows for an instant. Recycled numbers are reused lowest first.
     """
 
     def __init__(self, base: int, limit: int) -> None:
@@ -68,6 +70,7 @@ class IdentityAllocator(Generic[K]):
         self._keys: dict[int, K] = {}
         self._refs: dict[K, int] = {}
         self._free: list[int] = []
+        self._quarantine: list[int] = []
         self._next = base
 
     def acquire(self, key: K) -> tuple[int, bool]:
@@ -95,8 +98,13 @@ class IdentityAllocator(Generic[K]):
         if self._refs[key] > 0:
             return number, False
         del self._refs[key], self._ids[key], self._keys[number]
-        self._free.append(number)
+        self._quarantine.append(number)
         return number, True
+
+    def recycle(self) -> None:
+        """Make released numbers available again (call once their entries are gone)."""
+        self._free += self._quarantine
+        self._quarantine = []
 
     def get(self, key: K) -> int | None:
         return self._ids.get(key)

@@ -314,3 +314,19 @@ def assert_matches_evaluator_for_present_pods(states: dict[str, NodeState]) -> N
             if ip not in present:
                 state.remove_endpoint(ip)
     assert_matches_evaluator(states)
+
+
+def test_identity_numbers_are_not_reused_before_their_entries_are_gone() -> None:
+    """A relabelled pod must not inherit its old number's allows, even for an instant."""
+    state = build([np("from-a", "y", {"podSelector": {}, "ingress": [
+        {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "a"}}}]}]})],
+        make_pods(), {})["n1"]
+    state.compute()
+    pod = state.cluster.pod("x", "a")
+    assert pod is not None
+    before = state.identity_of_pod(pod.key)
+    state.remove_pod("z", "a")  # the other holders of {"pod": "a"} go too,
+    state.remove_pod("y", "a")  # so x/a's relabel frees its number
+    state.set_pod(Pod(pod.namespace, pod.name, {"pod": "zzz"}, pod.ip, pod.node, pod.ports))
+    after = state.identity_of_pod(pod.key)
+    assert after != before
