@@ -268,9 +268,10 @@ class Agent:
         while not self.stopping.is_set():
             if not reader.wait(0.5):
                 continue
-            for event in reader.read():
-                with self.lock:
-                    record = enricher.record(event)
+            events = reader.read()
+            with self.lock:  # once a batch: the model must not move while names are read
+                records = [enricher.record(event) for event in events]
+            for record in records:
                 self.flows.add(record)
                 self.metrics.count_flow(record)
 

@@ -41,7 +41,9 @@ class DatapathSizes:
     policy: int = 65536
     conntrack: int = 65536
     fragments: int = 8192
-    events_pages: int = 64
+    # 512 pages (2 MiB) hold about 29,000 flow events: room for a burst while the
+    # agent's reader catches up.
+    events_pages: int = 512
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -181,7 +181,9 @@ class Bench:
                    "CNI_ARGS": f"K8S_POD_NAMESPACE=ns{i % NAMESPACES_COUNT};K8S_POD_NAME={name}"}
             started = time.perf_counter()
             out = subprocess.run(["nsenter", f"--net=/run/netns/{self.node_ns}", SHIM], input=conf,
-                                 env=env, capture_output=True, text=True, check=True)
+                                 env=env, capture_output=True, text=True, check=False)
+            if out.returncode != 0:
+                raise RuntimeError(f"CNI ADD of {name} failed: {out.stdout} {out.stderr}")
             latencies.append(time.perf_counter() - started)
             self.local_ips[name] = json.loads(out.stdout)["ips"][0]["address"].split("/")[0]
         return latencies

@@ -101,6 +101,12 @@ def _sysctl(path: str, value: str) -> None:
     Path("/proc/sys/net", path).write_text(value)
 
 
+def _disable_ipv6(ifname: str) -> None:
+    knob = Path("/proc/sys/net/ipv6/conf", ifname, "disable_ipv6")
+    if knob.exists():  # a kernel built without IPv6 has nothing to disable
+        knob.write_text("1")
+
+
 def _fail(step: str, exc: Exception) -> CniError:
     return CniError(Code.WIRING_FAILED, f"wiring failed at {step}", f"{type(exc).__name__}: {exc}")
 
@@ -131,13 +137,13 @@ def wire(netns: str, ifname: str, host_name: str, ip: ipaddress.IPv4Address, mtu
         except NetlinkError as exc:
             raise _fail("veth creation", exc) from None
         try:
-            return _configure(node, pod, ifname, host_name, ip)
+            return _configure(node, pod, netns, ifname, host_name, ip)
         except BaseException:
             _delete(node, host_name)
             raise
 
 
-def _configure(node: IPRoute, pod: IPRoute, ifname: str, host_name: str,
+def _configure(node: IPRoute, pod: IPRoute, netns: str, ifname: str, host_name: str,
                ip: ipaddress.IPv4Address) -> Wired:
     step = "host veth"
     try:
@@ -148,6 +154,11 @@ def _configure(node: IPRoute, pod: IPRoute, ifname: str, host_name: str,
         (host_index, host_mac), (pod_index, pod_mac) = host, pod_link
         _sysctl(f"ipv4/conf/{host_name}/rp_filter", "0")
         _sysctl("ipv4/ip_forward", "1")
+        # The datapath is IPv4 only: no link-local IPv6 chatter (router and neighbour
+        # solicitations) that the programs would only drop as unsupported.
+        _disable_ipv6(host_name)
+        with in_netns(netns):
+            _disable_ipv6(ifname)
         node.link("set", index=host_index, state="up")
         step = "pod interface"
         pod.link("set", index=pod_index, state="up")
