@@ -32,11 +32,13 @@ from podwire.agent import structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.agent.netns import in_netns
+from podwire.bench.figures import Comparison, Figures
 
 PREFIX = "pwbh1"
 IPERF_PORT, SOCKPERF_PORT, CONN_PORT = 5201, 11111, 12000
 ID_CLIENT, ID_SERVER = 1000, 1001
 CNI_BIN = Path("/usr/lib/cni")
+CONN_SETTINGS = ((1, True), (10_000, True), (10_000, False))  # (policy entries, flow events)
 
 
 def sh(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
@@ -64,12 +66,15 @@ class Pair:
 
 
 class Lab:
-    def __init__(self) -> None:
+    """Namespaces `<prefix>-<name>` and clean-ups, undone in reverse by close()."""
+
+    def __init__(self, prefix: str = PREFIX) -> None:
+        self.prefix = prefix
         self.netns: list[str] = []
         self.cleanups: list[Callable[[], None]] = []
 
     def ns(self, name: str) -> str:
-        full = f"{PREFIX}-{name}"
+        full = f"{self.prefix}-{name}"
         sh("ip", "netns", "add", full)
         self.netns.append(full)
         sh("ip", "link", "set", "lo", "up", netns=full)
@@ -253,13 +258,9 @@ def drain_events(dp: Datapath, stop: threading.Event) -> None:
             reader.read(4096)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=3, help="per iperf3/sockperf run")
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        parser.error("run as root (namespaces, BPF)")
+def collect(seconds: int, runs: int) -> Figures:
+    """Every path and setting measured `runs` times, round-robin so that load from
+    elsewhere on the machine spreads over all of them instead of biasing one."""
     lab = Lab()
     try:
         pw, dp, server_ep = podwire_pair(lab, Path(f"/sys/fs/bpf/{PREFIX}-bench"))
@@ -268,44 +269,63 @@ def main() -> int:
         stop = threading.Event()
         drainer = threading.Thread(target=drain_events, args=(dp, stop), daemon=True)
         drainer.start()
-        # Round-robin over the paths and settings so that load from elsewhere on
-        # the machine spreads over all of them instead of biasing one.
-        samples: dict[str, list[tuple[float, float]]] = {p.name: [] for p in pairs}
-        for _ in range(args.runs):
+        gbps: dict[str, list[float]] = {p.name: [] for p in pairs}
+        rr: dict[str, list[float]] = {p.name: [] for p in pairs}
+        for _ in range(runs):
             for pair in pairs:
-                samples[pair.name].append((iperf3_gbps(pair, args.seconds),
-                                           sockperf_rr(pair, args.seconds)))
-        results = {name: (statistics.median(g for g, _ in runs),
-                          statistics.median(r for _, r in runs))
-                   for name, runs in samples.items()}
-        settings = ((1, True), (10_000, True), (10_000, False))
-        conn_runs: dict[str, list[float]] = {}
-        for _ in range(args.runs):
-            for entries, events in settings:
+                gbps[pair.name].append(iperf3_gbps(pair, seconds))
+                rr[pair.name].append(sockperf_rr(pair, seconds))
+        conn: dict[str, list[float]] = {}
+        for _ in range(runs):
+            for entries, events in CONN_SETTINGS:
                 load_policy(dp, server_ep, entries)
                 dp.set_node_config(flow_events=events)
                 dp.conntrack_gc(time.monotonic_ns() + 10**15)
                 name = f"{entries} entries, events {'on' if events else 'off'}"
-                conn_runs.setdefault(name, []).append(connections_per_s(pw, 2.0))
-        conn = {name: statistics.median(runs) for name, runs in conn_runs.items()}
+                conn.setdefault(name, []).append(connections_per_s(pw, 2.0))
         stop.set()
         drainer.join()
         lost = dp.lost_events()
     finally:
         lab.close()
+    return Figures(
+        comparisons=[
+            Comparison("same-node TCP throughput (iperf3)", "Gbit/s", True, "podwire", gbps,
+                       "bar"),
+            Comparison("same-node TCP request/response (sockperf)", "trans/s", True, "podwire",
+                       rr, "bar"),
+            # The subject is the 10,000-entry policy; its baselines the same path with
+            # 1 entry and with flow events off.
+            Comparison("same-node new TCP connections (podwire, policy size, events)",
+                       "conn/s", True, "10000 entries, events on", conn, "bar")],
+        scalars={"events_lost": float(lost), "iperf3_seconds": seconds, "runs": runs})
 
-    base_gbps, base_rr = results["bare veth"]
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=3, help="per iperf3/sockperf run")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        parser.error("run as root (namespaces, BPF)")
+    figures = collect(args.seconds, args.runs)
+    if args.json:
+        figures.write(args.json)
+    tp, rr, conn = figures.comparisons
     print(f"{'path':<12} {'iperf3 Gbit/s':>14} {'ratio':>6} {'TCP_RR/s':>10} {'ratio':>6}")
-    for name, (gbps, rr) in results.items():
-        print(f"{name:<12} {gbps:>14.2f} {gbps / base_gbps:>6.2f} {rr:>10.0f} "
-              f"{rr / base_rr:>6.2f}")
+    for name in tp.samples:
+        g, r = statistics.median(tp.samples[name]), statistics.median(rr.samples[name])
+        print(f"{name:<12} {g:>14.2f} {g / statistics.median(tp.samples['bare veth']):>6.2f} "
+              f"{r:>10.0f} {r / statistics.median(rr.samples['bare veth']):>6.2f}")
     print()
-    first = next(iter(conn.values()))
+    first = statistics.median(next(iter(conn.samples.values())))
     print(f"{'podwire new connections/s':<36} {'conn/s':>8} {'ratio':>6}")
-    for name, rate in conn.items():
+    for name, runs in conn.samples.items():
+        rate = statistics.median(runs)
         print(f"{name:<36} {rate:>8.0f} {rate / first:>6.2f}")
     print(f"\nmedians of {args.runs}; {args.seconds}s iperf3/sockperf runs; "
-          f"events lost (ring full): {lost}")
+          f"events lost (ring full): {figures.scalars['events_lost']:.0f}")
     return 0
 
 

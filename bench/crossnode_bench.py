@@ -1,0 +1,125 @@
+"""Cross-node benchmark: podwire on a 2-node lab vs VXLAN plus a bridge per node, no BPF.
+
+Run as root: `.venv/bin/python -m podwire.bench.crossnode_bench`. The baseline is built
+the way flannel's vxlan backend wires a node (namespaces prefix pwbh9c-): two node
+namespaces joined by an underlay veth, a vxlan device each (MTU 1450, no learning, a
+static fdb and neighbour entry for the other node), a bridge per node holding its pods
+(MTU 1450 veths), a route to the other node's pod /24 over the vxlan device. podwire runs
+as a real lab (prefix pwbh9x: API server, agents, CNI) with one pod per node. Measured
+pod to pod across nodes, round-robin over the two paths: iperf3 throughput and
+sockperf TCP request/response rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+
+from podwire.bench.datapath_bench import Lab, Pair, iperf3_gbps, link, sh, sockperf_rr
+from podwire.bench.figures import Comparison, Figures
+from podwire.lab import cluster, manifests, samples, workload
+from podwire.lab.kube import Kube
+from podwire.lab.layout import MTU, LabLayout
+
+BASELINE_PREFIX = "pwbh9c"
+LAB_PREFIX = "pwbh9x"
+VNI, VXLAN_PORT = 42, 4789
+
+
+def underlay_ip(node: int) -> str:
+    return f"10.216.0.{node}"
+
+
+def vxlan_bridge(lab: Lab) -> Pair:
+    """Two nodes, one pod each, flannel-style; returns the pod pair (node 1 -> node 2)."""
+    n1, n2 = lab.ns("n1"), lab.ns("n2")
+    sh("ip", "link", "add", "ul", "type", "veth", "peer", "name", "ul", "netns", n2, netns=n1)
+    pods = []
+    for n, node in ((1, n1), (2, n2)):
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=node)
+        for cmd in (("ip", "addr", "add", f"{underlay_ip(n)}/24", "dev", "ul"),
+                    ("ip", "link", "set", "ul", "up"),
+                    ("ip", "link", "add", "vx0", "mtu", str(MTU), "type", "vxlan", "id", str(VNI),
+                     "local", underlay_ip(n), "dstport", str(VXLAN_PORT), "nolearning",
+                     "dev", "ul"),
+                    ("ip", "addr", "add", f"10.217.{n}.0/32", "dev", "vx0"),
+                    ("ip", "link", "set", "vx0", "up"),
+                    ("ip", "link", "add", "br0", "type", "bridge"),
+                    ("ip", "addr", "add", f"10.217.{n}.1/24", "dev", "br0"),
+                    ("ip", "link", "set", "br0", "up")):
+            sh(*cmd, netns=node)
+        pod = lab.ns(f"p{n}")
+        sh("ip", "link", "add", "vethp", "mtu", str(MTU), "type", "veth", "peer", "name", "eth0",
+           "netns", pod, netns=node)
+        sh("ip", "link", "set", "vethp", "master", "br0", "up", netns=node)
+        for cmd in (("ip", "link", "set", "eth0", "mtu", str(MTU), "up"),
+                    ("ip", "addr", "add", f"10.217.{n}.2/24", "dev", "eth0"),
+                    ("ip", "route", "add", "default", "via", f"10.217.{n}.1")):
+            sh(*cmd, netns=pod)
+        pods.append((pod, f"10.217.{n}.2"))
+    macs = {n: link(node, "vx0")[1] for n, node in ((1, n1), (2, n2))}
+    for n, node, other in ((1, n1, 2), (2, n2, 1)):
+        for cmd in (("ip", "route", "add", f"10.217.{other}.0/24", "via", f"10.217.{other}.0",
+                     "dev", "vx0", "onlink"),
+                    ("ip", "neigh", "add", f"10.217.{other}.0", "lladdr", macs[other], "dev", "vx0",
+                     "nud", "permanent"),
+                    ("bridge", "fdb", "append", macs[other], "dev", "vx0", "dst",
+                     underlay_ip(other))):
+            sh(*cmd, netns=node)
+    return Pair("vxlan+bridge", pods[0], pods[1])
+
+
+def podwire_lab(layout: LabLayout) -> Pair:
+    """A 2-node podwire lab with pod a on node1 and pod b on node2."""
+    cluster.down(layout)
+    state = cluster.up(layout, 2, "podwire")
+    kube = Kube(Path(state.kubeconfig))
+    objects = [samples.namespace("bench"), samples.pod("bench", "a", (80,), node="node1"),
+               samples.pod("bench", "b", (80,), node="node2")]
+    workload.apply(kube, state, manifests.parse(samples.to_yaml(objects)))
+    pods = {p["metadata"]["name"]: (layout.pod_netns(p["metadata"]["uid"]), p["status"]["podIP"])
+            for p in kube.list_pods()["items"]}
+    return Pair("podwire", pods["a"], pods["b"])
+
+
+def collect(seconds: int, runs: int) -> Figures:
+    lab, layout = Lab(BASELINE_PREFIX), LabLayout(LAB_PREFIX)
+    try:
+        pairs = [podwire_lab(layout), vxlan_bridge(lab)]
+        gbps: dict[str, list[float]] = {p.name: [] for p in pairs}
+        rr: dict[str, list[float]] = {p.name: [] for p in pairs}
+        for _ in range(runs):
+            for pair in pairs:
+                gbps[pair.name].append(iperf3_gbps(pair, seconds))
+                rr[pair.name].append(sockperf_rr(pair, seconds))
+    finally:
+        lab.close()
+        cluster.down(layout)
+    return Figures(comparisons=[
+        Comparison("cross-node TCP throughput (iperf3)", "Gbit/s", True, "podwire", gbps, "bar"),
+        Comparison("cross-node TCP request/response (sockperf)", "trans/s", True, "podwire", rr,
+                   "bar")],
+        scalars={"iperf3_seconds": seconds, "runs": runs, "mtu": MTU})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=3, help="per iperf3/sockperf run")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        parser.error("run as root (namespaces, BPF)")
+    figures = collect(args.seconds, args.runs)
+    if args.json:
+        figures.write(args.json)
+    print(json.dumps({c.metric: {name: statistics.median(v) for name, v in c.samples.items()}
+                      for c in figures.comparisons}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
