@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from podwire.agent.config import AgentConfig
+from podwire.agent.localclient import UnixHTTPConnection
 
 log = logging.getLogger("podwire.agent.install")
 
@@ -162,22 +162,10 @@ def uninstall(settings: InstallSettings) -> None:
 # ------------------------------------------------------------------ probes
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._socket_path = str(socket_path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._socket_path)
-        self.sock = sock
-
-
 def probe(socket_path: Path, want_ready: bool, timeout: float = 3.0) -> tuple[bool, str]:
     """Ask the agent's /healthz. Alive: it answers at all (a starting agent is alive and
     not ready, and must not be restarted for it). Ready: it answers 200."""
-    conn = _UnixConnection(socket_path, timeout)
+    conn = UnixHTTPConnection(socket_path, timeout)
     try:
         conn.request("GET", "/healthz")
         resp = conn.getresponse()

@@ -3,7 +3,7 @@
  * this node's ipcache (identities are node-local). */
 #include "lib/conntrack.h"
 #include "lib/policy.h"
-#include "lib/forward.h"
+#include "lib/entry.h"
 
 int from_overlay(struct __sk_buff *skb)
 {
@@ -12,20 +12,13 @@ int from_overlay(struct __sk_buff *skb)
 	struct ipcache_value *peer;
 	struct node_config *cfg;
 	struct pkt p = {};
-	__u32 zero = 0;
 	__u64 now;
 	int ret;
 
-	cfg = config.lookup(&zero);
-	if (!cfg) {
-		count(DROP_NO_CONFIG, DIR_INGRESS, skb->len);
-		return TC_ACT_SHOT;
-	}
-	if (skb->protocol != 0x0008 /* htons(ETH_P_IP) */)
-		return drop(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3);
-	ret = parse_ipv4(skb, &p);
-	if (ret)
-		return drop(skb, cfg, &p, &c, ret);
+	/* No ARP across the overlay: the programs route pod traffic at L3. */
+	ret = entry_prologue(skb, &cfg, &p, &c, false);
+	if (ret != ENTRY_CONTINUE)
+		return ret;
 
 	peer = ipcache_lookup(p.saddr);
 	c.src_identity = peer ? peer->identity : IDENTITY_WORLD;

@@ -2,14 +2,10 @@
  * to_pod (tc egress: what reaches the pod through the host stack). */
 #include "lib/conntrack.h"
 #include "lib/policy.h"
-#include "lib/forward.h"
+#include "lib/entry.h"
 
-#define ETH_P_IP_BE 0x0008  /* htons(ETH_P_IP) */
-#define ETH_P_ARP_BE 0x0608 /* htons(ETH_P_ARP) */
-
-/* Pods resolve their gateway (169.254.1.1) and the host resolves pods by ARP: pass.
- * Everything else that is not IPv4 (IPv6 included: the cluster is IPv4-only, and
- * passing it would reach the node around policy) is dropped UNSUPPORTED_L3. */
+/* What a pod sends: anti-spoofing, conntrack, the sender's egress policy, then the
+ * receiver's ingress policy when it is local, then delivery. */
 int from_pod(struct __sk_buff *skb)
 {
 	struct flow_ctx c = { .direction = DIR_EGRESS, .hook = HOOK_FROM_POD };
@@ -17,24 +13,13 @@ int from_pod(struct __sk_buff *skb)
 	struct ipcache_value *peer, *self;
 	struct node_config *cfg;
 	struct pkt p = {};
-	__u32 zero = 0, cidr = 0;
+	__u32 cidr = 0;
 	__u64 now;
 	int ret;
 
-	cfg = config.lookup(&zero);
-	if (!cfg) {
-		count(DROP_NO_CONFIG, DIR_EGRESS, skb->len);
-		return TC_ACT_SHOT;
-	}
-	if (skb->protocol == ETH_P_ARP_BE) {
-		count(DROP_FORWARDED, DIR_EGRESS, skb->len);
-		return TC_ACT_OK;
-	}
-	if (skb->protocol != ETH_P_IP_BE)
-		return drop(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3);
-	ret = parse_ipv4(skb, &p);
-	if (ret)
-		return drop(skb, cfg, &p, &c, ret);
+	ret = entry_prologue(skb, &cfg, &p, &c, true);
+	if (ret != ENTRY_CONTINUE)
+		return ret;
 
 	src = endpoints.lookup(&p.saddr);
 	if (!src || src->ifindex != skb->ingress_ifindex)
@@ -85,24 +70,12 @@ int to_pod(struct __sk_buff *skb)
 	struct ipcache_value *peer;
 	struct node_config *cfg;
 	struct pkt p = {};
-	__u32 zero = 0;
 	__u64 now;
 	int ret;
 
-	cfg = config.lookup(&zero);
-	if (!cfg) {
-		count(DROP_NO_CONFIG, DIR_INGRESS, skb->len);
-		return TC_ACT_SHOT;
-	}
-	if (skb->protocol == ETH_P_ARP_BE) {
-		count(DROP_FORWARDED, DIR_INGRESS, skb->len);
-		return TC_ACT_OK;
-	}
-	if (skb->protocol != ETH_P_IP_BE)
-		return drop(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3);
-	ret = parse_ipv4(skb, &p);
-	if (ret)
-		return drop(skb, cfg, &p, &c, ret);
+	ret = entry_prologue(skb, &cfg, &p, &c, true);
+	if (ret != ENTRY_CONTINUE)
+		return ret;
 
 	dst_ep = endpoints.lookup(&p.daddr);
 	if (!dst_ep || dst_ep->ifindex != skb->ifindex)

@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
+from podwire.agent.localclient import AgentUnavailable, fetch
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._socket_path = str(socket_path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._socket_path)
-        self.sock = sock
-
-
-class AgentUnavailable(Exception):
-    """The agent did not answer (not started yet, gone, or its socket is missing)."""
+__all__ = ["AgentUnavailable", "get", "ready", "recent_flows", "revision"]
 
 
 def _fetch(socket_path: Path, url: str, timeout: float) -> tuple[int, bytes]:
-    conn = _UnixConnection(socket_path, timeout)
-    try:
-        conn.request("GET", url)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    except (OSError, http.client.HTTPException) as exc:
-        raise AgentUnavailable(f"{socket_path}: {exc}") from exc
-    finally:
-        conn.close()
+    return fetch(socket_path, url, timeout)
 
 
 def get(socket_path: Path, url: str, timeout: float = 5.0) -> tuple[int, Any]:

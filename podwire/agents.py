@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podwire.agent.localclient import UnixHTTPConnection
 from podwire.lab.layout import DEFAULT_PREFIX, LabLayout
 
 DEFAULT_SOCKET = Path("/run/podwire/agent.sock")
@@ -70,21 +70,9 @@ def _lab_targets(prefix: str) -> list[AgentTarget]:
     return [AgentTarget(node.name, node.socket_path) for node in state.node_layouts()]
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: Path, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._socket_path = str(socket_path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._socket_path)
-        self.sock = sock
-
-
 def get_json(target: AgentTarget, url: str, timeout: float = 5.0) -> Any:
     """GET `url` and decode its JSON body; AgentError names the socket when it fails."""
-    conn = _UnixConnection(target.socket_path, timeout)
+    conn = UnixHTTPConnection(target.socket_path, timeout)
     try:
         conn.request("GET", url)
         resp = conn.getresponse()
@@ -109,7 +97,7 @@ class RecordStream:
 
     def __init__(self, target: AgentTarget, url: str, timeout: float | None = 10.0) -> None:
         self.target, self.url = target, url
-        self._conn = _UnixConnection(target.socket_path, timeout)
+        self._conn = UnixHTTPConnection(target.socket_path, timeout)
         try:
             self._conn.request("GET", url)
             self._resp = self._conn.getresponse()

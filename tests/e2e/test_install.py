@@ -18,14 +18,14 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from waiting import wait_for
 
 from podwire.lab import netns
 from podwire.lab.apiresources import NAMESPACES, NODES, PODS
@@ -38,16 +38,6 @@ NODE_IP = "10.98.18.11"  # inside the test's node netns only
 POD_CIDR = "10.244.18.0/24"
 API_PORT = 6443
 
-def wait_for(condition: Callable[[], Any], what: str, deadline: float = 30.0) -> Any:
-    """Poll until `condition()` is truthy; fail naming `what` when the deadline passes."""
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def manifest(kind: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import wait_for
 
 from podwire.lab import cluster, netns, samples
 from podwire.lab.kube import Kube
@@ -50,15 +50,6 @@ POLICIES = [
 ]
 
 
-def wait_for(condition: Callable[[], Any], what: str, deadline: float = 30.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Lab:

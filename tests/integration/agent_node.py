@@ -15,12 +15,11 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+from waiting import wait_for
 
 from podwire.lab import netns
 from podwire.lab.apiserver import LabApiServer
@@ -34,16 +33,6 @@ NODE_IP = "10.98.9.11"  # inside the node netns only
 POD_CIDR = "10.244.9.0/24"
 
 
-def wait_for(condition: Callable[[], Any], what: str, deadline: float = 30.0) -> Any:
-    """Poll until `condition()` is truthy; fail naming `what` when the deadline passes."""
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class AgentNode:

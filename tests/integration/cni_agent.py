@@ -22,11 +22,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv/bin/python"
@@ -35,13 +37,6 @@ NODE_IP = "192.0.2.10"  # TEST-NET-1, only ever inside the node netns
 PREFIX = "pwtc"  # this suite's namespace prefix; the lab and other suites use others
 
 
-def wait_for(condition: Callable[[], bool], what: str, deadline: float = 20.0) -> None:
-    """Poll `condition` until it holds; fail naming `what` when the deadline passes."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def run(cmd: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:

@@ -3,8 +3,7 @@ clients built from the kubeconfig it writes, and waiting on state with a deadlin
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,6 @@ from podwire.lab.apiserver import LabApiServer
 POD_SPEC = {"containers": [{"name": "c", "image": "busybox"}]}
 
 
-def wait_for(condition: Callable[[], Any], what: str, deadline: float = 10.0) -> Any:
-    """Poll `condition` until it is truthy; fail naming `what` after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def pod(name: str, labels: dict[str, str] | None = None, node: str | None = None) -> dict:

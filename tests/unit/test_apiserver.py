@@ -26,9 +26,9 @@ from apiserver_fixtures import (  # noqa: F401 - fixtures
     pod,
     policy,
     server,
-    wait_for,
 )
 from kubernetes import client, watch
+from waiting import wait_for
 
 from podwire.lab.apiresources import NAMESPACES, PODS
 from podwire.lab.apiserver import LabApiServer

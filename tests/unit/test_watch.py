@@ -18,9 +18,9 @@ from apiserver_fixtures import (  # noqa: F401 - fixtures
     pod,
     policy,
     server,
-    wait_for,
 )
 from kubernetes import client
+from waiting import wait_for
 
 from podwire.agent.watch import Backoff, Informer, WatchSet, WatchSettings, api_client
 from podwire.lab.apiresources import NAMESPACES, NETWORK_POLICIES, NODES, PODS
