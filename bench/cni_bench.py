@@ -28,13 +28,16 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "integration"))
+# The stand-in agent and its helpers live with the tests (tests/ is not a package).
+sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "tests")]
 from cni_agent import PYTHON, SHIM, NodeAgent, netns, node_agent
 
+from podwire.bench.figures import Comparison, Figures, ratio
 from podwire.cni.wiring import in_netns
 
 REFERENCE = Path("/usr/lib/cni")
 VERSION = "1.0.0"  # the newest Debian's reference plugins speak
+REFERENCE_NAME = "bridge+host-local"
 
 Invoke = Callable[[str, str, str], float]
 
@@ -90,16 +93,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    figures = collect(args.pods, args.concurrency)
+    if args.json:
+        figures.write(args.json)
+    print_table(figures, args.pods, args.concurrency)
+
+
+def collect(pods: int, concurrency: int) -> Figures:
+    # The stand-in agent runs cni_agent.py as a script; its helpers import from tests/.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
     work = Path(tempfile.mkdtemp(prefix="pwtc-bench-"))
     try:
         with node_agent(work / "agent", pod_cidr="10.77.0.0/24") as agent:
-            run_bench(agent, work, args.pods, args.concurrency)
+            return run_bench(agent, work, pods, concurrency)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: int) -> None:
+def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: int) -> Figures:
     podwire_conf = agent.conf(VERSION)
     reference_conf = {"cniVersion": VERSION, "name": "pwtc-ref", "type": "bridge",
                       "bridge": "pwtcref0", "isGateway": True,
@@ -112,33 +126,45 @@ def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: int) -> None
     def reference(command: str, cid: str, ns: str) -> float:
         return invoke(REFERENCE / "bridge", reference_conf, command, cid, ns)
 
+    adds: dict[str, list[float]] = {}
+    dels: dict[str, list[float]] = {}
+    rates: dict[str, list[float]] = {}
     with ExitStack() as stack:
         spaces = [stack.enter_context(netns()) for _ in range(max(pods, concurrency))]
         # Children inherit the node netns: the bridge plugin acts where it runs.
         stack.enter_context(in_netns(agent.node_path))
         reference("ADD", "warm", spaces[0])  # creates the bridge once, outside the timings
         reference("DEL", "warm", spaces[0])
-        rows = []
-        for name, call in (("podwire", podwire), ("bridge+host-local", reference)):
-            adds, dels = sequential(call, spaces[:pods], f"seq-{name[:3]}")
-            rate = concurrent(call, spaces[:concurrency], f"par-{name[:3]}")
-            rows.append((name, statistics.median(adds), p95(adds), statistics.median(dels),
-                         p95(dels), rate))
+        for name, call in (("podwire", podwire), (REFERENCE_NAME, reference)):
+            adds[name], dels[name] = sequential(call, spaces[:pods], f"seq-{name[:3]}")
+            rates[name] = [concurrent(call, spaces[:concurrency], f"par-{name[:3]}")]
     shim_ms = start_time([str(SHIM)])
     wrapper_ms = start_time([str(PYTHON), "-c", "from podwire.cni.shim import main; main()"])
+    return Figures(
+        comparisons=[
+            Comparison("CNI ADD latency", "ms", False, "podwire", adds, "distribution"),
+            Comparison("CNI DEL latency", "ms", False, "podwire", dels, "distribution"),
+            Comparison(f"CNI ADD throughput, {concurrency}-way concurrent", "pods/s", True,
+                       "podwire", rates)],
+        scalars={"shim_start_ms": shim_ms, "venv_start_ms": wrapper_ms, "pods": pods,
+                 "concurrency": concurrency})
 
+
+def print_table(figures: Figures, pods: int, concurrency: int) -> None:
+    add, dele, rate = figures.comparisons
     print(f"\nCNI benchmark: {pods} pods sequential, {concurrency}-way concurrent ADD "
           f"(cniVersion {VERSION}, {os.cpu_count()} CPUs)\n")
     header = (f"{'plugin':<20}{'ADD p50':>10}{'ADD p95':>10}{'DEL p50':>10}{'DEL p95':>10}"
               f"{'ADD/s x' + str(concurrency):>14}")
     print(header)
     print("-" * len(header))
-    for name, add50, add95, del50, del95, rate in rows:
-        print(f"{name:<20}{add50:>8.1f}ms{add95:>8.1f}ms{del50:>8.1f}ms{del95:>8.1f}ms"
-              f"{rate:>12.1f}/s")
-    (_, a50, a95, d50, d95, r), (_, b50, b95, e50, e95, s) = rows
-    print(f"{'ratio podwire/ref':<20}{a50 / b50:>9.2f}x{a95 / b95:>9.2f}x{d50 / e50:>9.2f}x"
-          f"{d95 / e95:>9.2f}x{r / s:>12.2f}x")
+    for name in add.samples:
+        print(f"{name:<20}{statistics.median(add.samples[name]):>8.1f}ms"
+              f"{p95(add.samples[name]):>8.1f}ms{statistics.median(dele.samples[name]):>8.1f}ms"
+              f"{p95(dele.samples[name]):>8.1f}ms{rate.samples[name][0]:>12.1f}/s")
+    print(f"{'ratio podwire/ref':<20}{ratio(add, REFERENCE_NAME):>9.2f}x{'':>10}"
+          f"{ratio(dele, REFERENCE_NAME):>9.2f}x{'':>10}{ratio(rate, REFERENCE_NAME):>12.2f}x")
+    shim_ms, wrapper_ms = figures.scalars["shim_start_ms"], figures.scalars["venv_start_ms"]
     print(f"\nshim start (VERSION, median of 30): {shim_ms:.1f} ms as installed "
           f"(python3 -I -S script) vs {wrapper_ms:.1f} ms via the venv + editable finder "
           f"({wrapper_ms / shim_ms:.2f}x)")

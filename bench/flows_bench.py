@@ -32,6 +32,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from podwire.agent.datapath import Datapath
+from podwire.bench.figures import Comparison, Figures
 from podwire.lab import cluster, netns, samples
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout, NodeLayout
@@ -212,10 +213,25 @@ def up(layout: LabLayout) -> cluster.LabState:
     return cluster.load(layout)
 
 
+def write_figures(path: Path, runs: list[IngestRun], lossless: list[float],
+                  cost: dict[str, dict[str, list[float]]]) -> None:
+    scalars = {"events_per_s_without_loss": max(lossless, default=0.0)}
+    for run in runs:
+        scalars[f"{run.label}: offered/s"] = run.offered_per_s
+        scalars[f"{run.label}: read/s"] = run.ingest_per_s
+        scalars[f"{run.label}: lost"] = float(run.lost)
+    Figures(comparisons=[Comparison(f"{metric} with flow events on vs off", "/s", True,
+                                    "events on", {"events on": modes["on"],
+                                                  "events off": modes["off"]}, "bar")
+                         for metric, modes in cost.items()],
+            scalars=scalars).write(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per run")
     parser.add_argument("--runs", type=int, default=3, help="on/off pairs")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     layout = LabLayout(PREFIX)
     try:
@@ -236,6 +252,8 @@ def main() -> int:
         print(f"{run.label:<16} {run.offered_per_s:>10.0f} {run.emitted:>9} {run.ingested:>9} "
               f"{run.lost:>8} {run.ingest_per_s:>9.0f}")
     lossless = [r.offered_per_s for r in [*paced, flood] if r.lost == 0]
+    if args.json:
+        write_figures(args.json, [*paced, flood], lossless, cost)
     print(f"highest offered rate read without loss: "
           f"{max(lossless):.0f} events/s" if lossless else "every run lost events")
     print()

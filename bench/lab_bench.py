@@ -11,6 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
+from podwire.bench.figures import Figures
 from podwire.lab import cluster, manifests, probes, samples, workload
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
@@ -27,6 +28,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--network", choices=cluster.NETWORKS, default="podwire")
     parser.add_argument("--prefix", default="pwbench")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     layout = LabLayout(args.prefix)
     cluster.down(layout)
@@ -57,6 +59,8 @@ def main() -> int:
         cluster.down(layout)
         phase("down", t)
     print(f"network={args.network} " + " ".join(f"{k}={v}" for k, v in timings.items()))
+    if args.json:
+        Figures(scalars={f"{args.network} {k}_s": v for k, v in timings.items()}).write(args.json)
     return 0
 
 
