@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -244,7 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     bench = Bench(args.pods, args.policies, args.local_pods)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so cleanup runs
+    # SIGTERM unwinds to the cleanup below, but only in this process: pyroute2's
+    # netns.create forks helpers it ends with SIGTERM, and a forked copy of this stack
+    # must not run the cleanup (it removed the namespaces the parent had just made).
+    parent = os.getpid()
+    signal.signal(signal.SIGTERM,
+                  lambda *_: sys.exit(1) if os.getpid() == parent else os._exit(0))
     try:
         bench.setup()
         cold = bench.start_agent()
