@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from scapy.layers.inet import IP, UDP
 from waiting import wait_for
 
 from podwire.lab import cluster, netns, samples
@@ -67,6 +69,16 @@ class Lab:
                      timeout=1.0).ok
 
 
+    def send_forged(self, src: str, dst: str) -> None:
+        """One UDP packet from `src` with a source address that is not its own."""
+        pod_ns = LabLayout(PREFIX).pod_netns(self.pods[src]["metadata"]["uid"])
+        packet = bytes(IP(src="10.200.0.99", dst=self.ip(dst)) / UDP(sport=4000, dport=80))
+        with netns.entered(pod_ns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        with sock:
+            sock.sendto(packet, (self.ip(dst), 0))
+
+
 def podwire(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*PODWIRE, *args], input=stdin, capture_output=True, text=True,
                           timeout=180, check=False)
@@ -91,6 +103,10 @@ def lab() -> Iterator[Lab]:
         assert not lab.probe("x/a", "x/b", 81)
         assert lab.probe("x/a", "x/c", 81, "UDP")
         assert not lab.probe("x/c", "x/a", 80)
+        # A drop that is not a policy verdict: a pod forging its source address.
+        lab.send_forged("x/a", "x/b")
+        wait_for(lambda: any(f["drop_reason"] == "INVALID_SOURCE" for f in records()),
+                 "the forged packet's drop record")
         yield lab
     finally:
         cluster.down(layout)

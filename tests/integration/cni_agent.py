@@ -103,6 +103,8 @@ class NodeAgent:
                 ["nsenter", f"--net={self.node_path}", str(PYTHON), __file__,
                  "--socket", str(self.socket), "--state-dir", str(self.state_dir),
                  "--pod-cidr", self.pod_cidr, "--records", str(self.records)],
+                # Run as a script, this module imports the shared helpers in tests/.
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
                 stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: self.socket.exists() or proc.poll() is not None, "agent socket")
         if proc.poll() is not None:

@@ -34,6 +34,7 @@ from scapy.packet import Raw
 from podwire.agent import structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
+from podwire.agent.loader import DatapathSizes
 
 PREFIX = f"pwth1d{os.getpid() % 10000}"
 NODE_IP = "10.199.0.1"
@@ -441,7 +442,8 @@ def test_ring_buffer_overflow_is_counted_and_reads_are_bounded(e: Env) -> None:
     drops_before = counter(e.dp, "INVALID_SOURCE", "egress")
     frame = bytes(Ether(src=e.a.mac, dst=e.a.host_mac) / IP(src="10.200.0.98", dst=e.b.ip)
                   / SUDP(sport=1, dport=9) / b"flood")
-    total = 6000  # more 72-byte records than the 256 KiB ring holds
+    # More 72-byte records (64-byte event + 8-byte header) than the ring holds.
+    total = DatapathSizes().events_pages * 4096 // 72 + 2000
     raw = e.a.raw_l2()
     try:
         for _ in range(total):
