@@ -208,11 +208,12 @@ class Bench:
                     pass
                 results["pod label change"].append(time.perf_counter() - started)
 
-                started = time.perf_counter()
-                self.net.create_namespaced_network_policy(ns, {
+                isolating: Any = {  # the client sends a dict as it is
                     "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                     "metadata": {"name": f"bench{k}"},
-                    "spec": {"podSelector": {"matchLabels": {"app": f"moved{k}"}}}})
+                    "spec": {"podSelector": {"matchLabels": {"app": f"moved{k}"}}}}
+                started = time.perf_counter()
+                self.net.create_namespaced_network_policy(ns, isolating)
                 while not (self.endpoint(endpoints, ip).flags & structs.EP_F_INGRESS_ISOLATED):  # type: ignore[union-attr]
                     pass
                 results["policy create/delete"].append(time.perf_counter() - started)
