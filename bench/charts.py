@@ -38,8 +38,9 @@ def bar_chart(c: Comparison, path: Path) -> None:
     colours = [SUBJECT_COLOUR if n == c.subject else BASELINE_COLOUR for n in names]
     ax.bar(names, medians, yerr=[low, high], capsize=5, color=colours)
     for x, m in enumerate(medians):
-        ax.annotate(f"{m:,.3g}", (x, m), ha="center", va="bottom", xytext=(0, 3),
-                    textcoords="offset points", fontsize=8)
+        # Inside the bar's foot: above it the value would collide with the whisker.
+        ax.annotate(f"{m:,.3g}", (x, 0), ha="center", va="bottom", xytext=(0, 4),
+                    textcoords="offset points", fontsize=9, color="white")
     ax.set_ylabel(c.unit)
     ax.set_title(c.metric, fontsize=10)
     ax.tick_params(axis="x", labelsize=8)

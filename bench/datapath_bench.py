@@ -281,7 +281,8 @@ def collect(seconds: int, runs: int) -> Figures:
                 load_policy(dp, server_ep, entries)
                 dp.set_node_config(flow_events=events)
                 dp.conntrack_gc(time.monotonic_ns() + 10**15)
-                name = f"{entries} entries, events {'on' if events else 'off'}"
+                name = (f"{entries} {'entry' if entries == 1 else 'entries'}, "
+                        f"events {'on' if events else 'off'}")
                 conn.setdefault(name, []).append(connections_per_s(pw, 2.0))
         stop.set()
         drainer.join()
