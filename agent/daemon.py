@@ -47,6 +47,7 @@ class Agent:
         self.not_ready_reason = "starting"
         self.revision = 0
         self.reconciles = 0
+        self.startup: dict[str, float] = {}
         self.last_reconcile_seconds = 0.0
         self.datapath: Datapath | None = None
         self.installed = MapContents()
@@ -77,7 +78,9 @@ class Agent:
         self.api.start()
         self.metrics.serve(self.config.metrics_address, self.config.metrics_port)
 
+        started = time.perf_counter()
         self.datapath = Datapath.load(self.config)
+        self.startup["datapath_seconds"] = time.perf_counter() - started
         self.installed = programmer.read_installed(self.datapath)
         log.info("event=adopted endpoints=%d ipcache=%d policy=%d",
                  len(self.installed.endpoints), len(self.installed.ipcache),
@@ -85,6 +88,7 @@ class Agent:
 
         self.watches = WatchSet(api_client(self.config.kubeconfig,
                                                self.config.service_account_dir))
+        sync_started = time.perf_counter()
         self.watches.start()
         while not self.watches.has_synced():
             if self.stopping.wait(0.05):
@@ -98,6 +102,9 @@ class Agent:
             self._reconcile()
             self.revision = self.watches.revision()
         self.ready, self.not_ready_reason = True, ""
+        # List of every kind, model, full compute and map diff: the resync a restart costs.
+        self.startup["resync_seconds"] = time.perf_counter() - sync_started
+        self.startup["total_seconds"] = time.perf_counter() - started
         log.info("event=ready node=%s revision=%d endpoints=%d", self.config.node_name,
                  self.revision, len(self.state.endpoints))
 
@@ -326,6 +333,7 @@ class Agent:
             "endpoints": endpoints,
             "policy_errors": problems,
             "reconciles": self.reconciles,
+            "startup": self.startup,
             "last_reconcile_seconds": self.last_reconcile_seconds,
         }
         if self.datapath is not None:

@@ -114,8 +114,11 @@ class Datapath:
         """
         sizes = replace(sizes or DatapathSizes(), conntrack=config.conntrack_max)
         summary = run_loader(config.pin_dir, sizes)
-        log.info("event=datapath_loaded pin_dir=%s maps=%s", config.pin_dir,
-                 ",".join(f"{k}:{v}" for k, v in summary["maps"].items()))
+        if summary.get("adopted"):
+            log.info("event=datapath_adopted pin_dir=%s reason=same_build", config.pin_dir)
+        else:
+            log.info("event=datapath_loaded pin_dir=%s maps=%s", config.pin_dir,
+                     ",".join(f"{k}:{v}" for k, v in summary["maps"].items()))
         dp = cls(config.pin_dir, netns)
         dp.set_node_config(node_ip=config.node_ip, flow_events=config.flow_events,
                            timeouts=config.conntrack_timeouts)

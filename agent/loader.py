@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -63,6 +64,12 @@ class MapSpec:
     flags: int = 0
 
 
+# A one-entry map holding the fingerprint of the build the pinned programs came from.
+# It lives and dies with the pins, so "these pins are this build" cannot go stale.
+BUILD_MAP = "build"
+BUILD_ID_SIZE = 32
+
+
 class LoaderError(RuntimeError):
     """The datapath could not be compiled or pinned; the message says which step."""
 
@@ -84,6 +91,7 @@ def map_specs(sizes: DatapathSizes) -> list[MapSpec]:
         MapSpec("events_lost", "percpu_array", 4, 8, 1),
         MapSpec("config", "array", 4, s(structs.NodeConfig), 1),
         MapSpec("events", "ringbuf", 0, 0, sizes.events_pages * PAGE_SIZE),
+        MapSpec(BUILD_MAP, "array", 4, BUILD_ID_SIZE, 1),
     ]
 
 
@@ -163,7 +171,7 @@ def compile_and_pin(pin_dir: Path, sizes: DatapathSizes) -> dict[str, object]:
     bpf = BPF(text=datapath_source(), cflags=cflags(pin_dir, in_force))
     for name in PROGRAMS:
         fn = bpf.load_func(name, BPF.SCHED_CLS)
-        final = pin_dir / f"prog_{name}"
+        final = pin_dir / _prog_pin(name)
         staging = pin_dir / f"prog_{name}_staging"  # bpffs refuses names with a dot
         if staging.exists():
             staging.unlink()
@@ -171,11 +179,53 @@ def compile_and_pin(pin_dir: Path, sizes: DatapathSizes) -> dict[str, object]:
         # rename(2) on bpffs swaps the pin in one step: tc re-attach finds either
         # the old program or the new one, never no program.
         os.replace(staging, final)
+    # Last, once every program is pinned: a crash before this leaves no matching build.
+    _write_build_id(pin_dir, build_id(pin_dir, sizes))
     return {"pin_dir": str(pin_dir), "maps": in_force, "programs": list(PROGRAMS)}
 
 
+def build_id(pin_dir: Path, sizes: DatapathSizes) -> bytes:
+    """What the compiled programs depend on: the source, the sizes, the pin paths."""
+    digest = hashlib.sha256(datapath_source().encode())
+    digest.update(json.dumps(dataclasses.asdict(sizes), sort_keys=True).encode())
+    digest.update(str(pin_dir).encode())
+    return digest.digest()
+
+
+def _write_build_id(pin_dir: Path, value: bytes) -> None:
+    fd = bpfsys.obj_get(str(pin_dir / BUILD_MAP))
+    try:
+        bpfsys.update(fd, ctypes.c_uint32(0), (ctypes.c_uint8 * BUILD_ID_SIZE)(*value))
+    finally:
+        os.close(fd)
+
+
+def pinned_build_matches(pin_dir: Path, sizes: DatapathSizes) -> bool:
+    """Whether the pins hold exactly this build, so a restart has nothing to compile."""
+    if not all((pin_dir / name).exists() for name in [BUILD_MAP, *map(_prog_pin, PROGRAMS)]):
+        return False
+    fd = bpfsys.obj_get(str(pin_dir / BUILD_MAP))
+    try:
+        value = (ctypes.c_uint8 * BUILD_ID_SIZE)()
+        if not bpfsys.lookup(fd, ctypes.c_uint32(0), value):
+            return False
+    finally:
+        os.close(fd)
+    return bytes(value) == build_id(pin_dir, sizes)
+
+
+def _prog_pin(name: str) -> str:
+    return f"prog_{name}"
+
+
 def run_loader(pin_dir: Path, sizes: DatapathSizes, timeout: float = 120.0) -> dict:
-    """Run the loader subprocess; returns its summary or raises LoaderError."""
+    """Run the loader subprocess; returns its summary or raises LoaderError.
+
+    When the pins already hold this very build (an agent restart or upgrade with the
+    same datapath), nothing is compiled: the programs keep running as they are.
+    """
+    if pinned_build_matches(pin_dir, sizes):
+        return {"pin_dir": str(pin_dir), "adopted": True, "programs": list(PROGRAMS)}
     cmd = [sys.executable, "-m", "podwire.agent.loader", "--pin-dir", str(pin_dir),
            "--sizes-json", json.dumps(dataclasses.asdict(sizes))]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)

@@ -34,7 +34,7 @@ from scapy.packet import Raw
 from podwire.agent import structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
-from podwire.agent.loader import DatapathSizes
+from podwire.agent.loader import BUILD_MAP, DatapathSizes
 
 PREFIX = f"pwth1d{os.getpid() % 10000}"
 NODE_IP = "10.199.0.1"
@@ -406,8 +406,10 @@ def test_established_tcp_survives_agent_restart(e: Env) -> None:
         client.sendall(b"before")
         assert server.recv(100) == b"before"
         prog_before = os.stat(e.dp.pin_dir / "prog_from_pod").st_ino
-        # Restart: drop every handle, reload (recompile, adopt pins), re-attach.
+        # Restart as an upgrade: drop every handle, forget which build the pins hold (a
+        # new version), reload (recompile, adopt the maps, swap programs), re-attach.
         e.dp.close()
+        (e.dp.pin_dir / BUILD_MAP).unlink()
         e.topo.datapaths.remove(e.dp)
         dp = Datapath.load(e.config, netns=e.node)
         e.topo.datapaths.append(dp)

@@ -28,7 +28,7 @@ def test_map_specs_follow_the_structs() -> None:
     assert specs["conntrack"].key_size == ctypes.sizeof(structs.CtKey)
     assert specs["policy"].key_size == 16 and specs["policy"].flags == 1
     assert set(specs) == {"endpoints", "ipcache", "policy", "conntrack", "fragments",
-                          "metrics", "events_lost", "config", "events"}
+                          "metrics", "events_lost", "config", "events", "build"}
 
 
 def test_source_splices_each_header_once() -> None:
