@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from podwire import flowfilter, render
 from podwire.lab import agentclient, cluster, manifests, probes, samples, views, workload
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
@@ -61,34 +62,18 @@ def run(layout: LabLayout, keep: bool = False) -> int:
 
 
 def show_flows(console: Console, state: cluster.LabState) -> None:
-    """The flows behind the second matrix.
-
-    This is the place for `podwire observe` once that command exists; until then the
-    demo reads each agent's /flows endpoint (the same stream observe will render).
-    """
-    console.rule("policy verdicts (last 8 per node)")
+    """The flows behind the second matrix into namespace x, allowed and denied, as
+    `podwire observe` prints them."""
+    console.rule(f"podwire observe --lab {state.prefix} -n x --type policy-verdict")
+    batches = []
     for node in state.node_layouts():
         try:
-            flows = [f for f in agentclient.recent_flows(node.socket_path, last=200)
-                     if f.get("type") == "policy-verdict"][-8:]
+            batches.append(agentclient.recent_flows(node.socket_path, last=500))
         except agentclient.AgentUnavailable as exc:
             console.print(f"{node.name}: flows unavailable ({exc})")
-            continue
-        for flow in flows:
-            console.print(f"{node.name}: {flow_line(flow)}", highlight=False)
-
-
-def _endpoint(side: dict[str, Any]) -> str:
-    name = f"{side['namespace']}/{side['pod']}" if side.get("pod") else side.get("ip", "?")
-    return f"{name}:{side.get('port', 0)}"
-
-
-def flow_line(flow: dict[str, Any]) -> str:
-    """One flow record as a line in the spirit of `hubble observe`."""
-    src, dst = flow.get("source", {}), flow.get("destination", {})
-    policies = ",".join(flow.get("isolated_by") or []) if flow.get("drop_reason") else (
-        ",".join(f"{k}={v}" for k, v in (flow.get("allowed_by") or {}).items()))
-    return " ".join(str(x) for x in (
-        flow.get("time", "")[11:23], flow.get("hook", ""), _endpoint(src), "->", _endpoint(dst),
-        flow.get("protocol", ""), flow.get("verdict", ""), flow.get("drop_reason") or "",
-        policies) if x)
+    into_x = [r for r in flowfilter.merge_by_time(batches) if r.get("type") == "policy-verdict"
+              and r["destination"].get("namespace") == "x"]
+    allowed = [r for r in into_x if r["allowed_by"].get("ingress")][-6:]
+    denied = [r for r in into_x if r["verdict"] == "DROPPED"][-6:]
+    for record in flowfilter.merge_by_time([allowed, denied]):
+        console.print(render.compact(record))
