@@ -11,9 +11,9 @@ are a sh/Python polyglot because installers drop interpreter flags from a ``#!py
 shebang; the script therefore has to stay a single, standalone, stdlib-only file.
 """
 
-import json
+import _json
+import _socket
 import os
-import socket
 import sys
 
 # Every CNI spec version whose results the agent can produce. The shim answers VERSION
@@ -36,6 +36,49 @@ class AgentUnreachable(Exception):
     """The agent's socket could not be reached or answered nonsense."""
 
 
+# JSON through the C accelerator alone: `import json` (re, enum, ...) and `import socket`
+# cost more start-up time than everything else the shim does, per pod, so the shim
+# speaks JSON with `_json` and sockets with `_socket` directly.
+class _ScanSettings:
+    """The attributes `_json.make_scanner` reads, as json.JSONDecoder would set them."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = float
+
+
+_scan = _json.make_scanner(_ScanSettings())
+_encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ": ", ", ",
+                             False, False, True)
+
+
+def loads(text: str | bytes) -> object:
+    """json.loads for one JSON value; ValueError when `text` is not exactly one."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    text = text.strip(" \t\n\r")
+    try:
+        value, end = _scan(text, 0)
+    except (StopIteration, ValueError, SystemError):
+        # Not JSON. The accelerator reports where through json.decoder, which it cannot
+        # reach unless the package is loaded: on this rare path, let the package answer
+        # (it raises ValueError naming the problem).
+        import json
+
+        return json.loads(text)
+    if end != len(text):
+        raise ValueError("extra data after the JSON value")
+    return value
+
+
+def dumps(value: object) -> str:
+    """json.dumps with its default separators."""
+    return "".join(_encode(value, 0))
+
+
 def _config_field(stdin: str, key: str) -> object:
     """A top-level field of the network configuration, None if absent or undecodable.
 
@@ -43,7 +86,7 @@ def _config_field(stdin: str, key: str) -> object:
     the socket path.
     """
     try:
-        conf = json.loads(stdin)
+        conf = loads(stdin)
     except ValueError:
         return None
     return conf.get(key) if isinstance(conf, dict) else None
@@ -54,14 +97,14 @@ def _error(version: object, code: int, msg: str, details: str = "") -> tuple[int
     body = {"cniVersion": cni_version, "code": code, "msg": msg}
     if details:
         body["details"] = details
-    return code, json.dumps(body)
+    return code, dumps(body)
 
 
 def version_info(stdin: str) -> str:
     """The VERSION answer: the versions this plugin can speak."""
     requested = _config_field(stdin, "cniVersion")
     cni_version = requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
-    return json.dumps({"cniVersion": cni_version, "supportedVersions": list(SUPPORTED_VERSIONS)})
+    return dumps({"cniVersion": cni_version, "supportedVersions": list(SUPPORTED_VERSIONS)})
 
 
 def _post(socket_path: str, path: str, payload: bytes) -> dict:
@@ -72,7 +115,8 @@ def _post(socket_path: str, path: str, payload: bytes) -> dict:
         f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
     ).encode() + payload
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
             sock.settimeout(AGENT_TIMEOUT_SECONDS)
             sock.connect(socket_path)
             sock.sendall(request)
@@ -82,6 +126,8 @@ def _post(socket_path: str, path: str, payload: bytes) -> dict:
                 if not chunk:
                     break
                 chunks.append(chunk)
+        finally:
+            sock.close()
     except OSError as exc:
         raise AgentUnreachable(f"{type(exc).__name__}: {exc.strerror or exc}") from None
     head, sep, body = b"".join(chunks).partition(b"\r\n\r\n")
@@ -89,7 +135,7 @@ def _post(socket_path: str, path: str, payload: bytes) -> dict:
     if not sep or len(status_line) < 2 or status_line[1] != b"200":
         raise AgentUnreachable(f"bad answer: {head[:200]!r}")
     try:
-        answer = json.loads(body)
+        answer = loads(body)
     except ValueError:
         raise AgentUnreachable("answer is not JSON") from None
     if not isinstance(answer, dict) or not isinstance(answer.get("exit_code"), int):
@@ -107,7 +153,7 @@ def run(env: dict[str, str], stdin: str) -> tuple[int, str, str]:
         code, out = _error(version, CODE_INVALID_ENV, "CNI_COMMAND is not set")
         return code, out, ""
     try:
-        decodable = isinstance(json.loads(stdin), dict)
+        decodable = isinstance(loads(stdin), dict)
     except ValueError:
         decodable = False
     if not decodable:
@@ -117,7 +163,7 @@ def run(env: dict[str, str], stdin: str) -> tuple[int, str, str]:
     socket_path = _config_field(stdin, "agentSocket")
     if not isinstance(socket_path, str) or not socket_path:
         socket_path = DEFAULT_AGENT_SOCKET
-    payload = json.dumps({
+    payload = dumps({
         "command": command,
         "env": {k: env[k] for k in _FORWARDED_ENV if k in env},
         "stdin": stdin,

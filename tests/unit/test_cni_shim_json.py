@@ -1,0 +1,42 @@
+"""The shim's JSON through `_json` alone must read and write exactly what `json` does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from podwire.cni.shim import dumps, loads
+
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(VALUES)
+def test_dumps_and_loads_agree_with_json(value: object) -> None:
+    assert dumps(value) == json.dumps(value)
+    assert loads(json.dumps(value)) == json.loads(json.dumps(value))
+    assert loads(json.dumps(value, indent=2).encode()) == json.loads(json.dumps(value))
+
+
+@given(st.text())
+def test_loads_accepts_and_refuses_what_json_does(text: str) -> None:
+    try:
+        expected = json.loads(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            loads(text)
+    else:
+        assert loads(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"a": 1} x', "[1,]", "nul", "{'a': 1}"])
+def test_loads_refuses_bad_json(text: str) -> None:
+    with pytest.raises(ValueError):
+        loads(text)
