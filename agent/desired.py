@@ -7,10 +7,10 @@ incrementally: an event marks what it touches, and `compute()` redoes only that,
 change at the API reaches the maps without a full resync.
 
 Semantics come from `podwire.policy.resolve` alone, the same functions the reference
-evaluator uses, so the datapath and the truth tables cannot disagree. One combination is
-not expressible in the maps and fails closed: an egress rule naming a port by name
-towards an ipBlock that contains pods (the CIDR identity is shared by every address of
-the prefix, while the port number belongs to each destination pod).
+evaluator uses, so the datapath and the truth tables cannot disagree. One combination
+needs care: an egress rule naming a port by name towards an ipBlock. The number belongs
+to each destination pod while a CIDR identity is shared by a whole prefix, so every pod
+address inside such a block becomes a /32 prefix of its own, with its own identity.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from podwire.agent.selection import PeerIndex
 from podwire.policy import (
     ANY_TRAFFIC,
     Cluster,
+    IPBlock,
     Namespace,
     NetworkPolicy,
     Peer,
@@ -46,6 +47,7 @@ from podwire.policy import (
     PortRange,
     Rule,
     is_isolated,
+    pods_matching_peer,
     policies_selecting,
     resolve_ports,
 )
@@ -117,6 +119,11 @@ class NodeState:
         self._block_ids: dict[tuple[int, int], int] = {}
         # Policies with an egress rule naming a port: any new identity may change them.
         self._named_egress: set[str] = set()
+        # Policies with egress rules naming ports towards ipBlocks: their blocks, and the
+        # pod addresses inside them that carry a /32 prefix of their own for it.
+        self._named_blocks: dict[str, list[IPBlock]] = {}
+        self._pod_prefixes: set[IPv4Net] = set()
+        self._pod_prefixes_stale = False
         self._endpoint_policy: dict[str, dict[PolicyKey, PolicyValue]] = {}
 
         self.desired = MapContents()
@@ -139,6 +146,7 @@ class NodeState:
             self._pending.ipcache.add(_host(old.ip))
         self._refresh_identities([pod])
         self._touch_pod(pod)
+        self._pod_moved()
 
     def remove_pod(self, namespace: str, name: str) -> None:
         old = self.cluster.pod(namespace, name)
@@ -147,6 +155,7 @@ class NodeState:
         self.cluster.remove_pod(namespace, name)
         self._drop_identity(old.key)
         self._touch_pod(old)
+        self._pod_moved()
 
     def set_policy(self, policy: NetworkPolicy) -> None:
         self.policy_problems.pop(policy.key, None)
@@ -214,6 +223,7 @@ class NodeState:
         # by now or by this call's plan, which the caller applies before the next events.
         self._pod_ids.recycle()
         self._cidr_ids.recycle()
+        self._refresh_pod_prefixes()
         change, self._pending = self._pending, Change()
         scope = Scope(endpoints=set(change.endpoints), ipcache=set(change.ipcache),
                       policy=set())
@@ -304,6 +314,16 @@ class NodeState:
         for identity, (_, _, representative) in candidates.items():
             for port_range in resolve_ports(named, representative):
                 yield from _keys(endpoint.ep_id, map_direction, identity, port_range)
+        # Towards an ipBlock: each pod inside it by the /32 identity of its own address.
+        for peer in rule.peers:
+            if peer.ip_block is None:
+                continue
+            for destination in pods_matching_peer(self.cluster, policy, peer):
+                number = self._block_ids.get((int(ipaddress.IPv4Address(destination.ip)), 32))
+                if number is None:
+                    continue
+                for port_range in resolve_ports(named, destination):
+                    yield from _keys(endpoint.ep_id, map_direction, number, port_range)
 
     def _rule_peer_identities(
         self, policy: NetworkPolicy, direction: PolicyDirection, rule_index: int, rule: Rule
@@ -449,6 +469,12 @@ class NodeState:
         if any(isinstance(p.port, str) for rule in policy.rules(PolicyDirection.EGRESS)
                for p in rule.ports):
             self._named_egress.add(policy.key)
+            blocks = [peer.ip_block for rule in policy.rules(PolicyDirection.EGRESS)
+                      if any(isinstance(p.port, str) for p in rule.ports)
+                      for peer in rule.peers if peer.ip_block is not None]
+            if blocks:
+                self._named_blocks[policy.key] = blocks
+                self._pod_prefixes_stale = True
         for direction in PolicyDirection:
             for rule_index, rule in enumerate(policy.rules(direction)):
                 for peer_index, peer in enumerate(rule.peers):
@@ -460,28 +486,57 @@ class NodeState:
                     peer_id = (policy.key, direction.value, rule_index, peer_index)
                     self._peer_index.add_peer(peer_id, policy, peer)
         self._policy_prefixes[policy.key] = prefixes
-        new_prefix = False
-        for prefix in prefixes:
-            if self._prefix_uses.get(prefix, 0) == 0:
-                number, _ = self._cidr_ids.acquire(prefix)
-                self._block_ids[(int(prefix.network_address), prefix.prefixlen)] = number
-                new_prefix = True
-            self._prefix_uses[prefix] = self._prefix_uses.get(prefix, 0) + 1
-        if new_prefix:
+        new = [self._use_prefix(prefix) for prefix in prefixes]  # every one counts
+        if any(new):
             self._blocks_changed()
 
     def _forget_policy(self, key: str) -> None:
         self._named_egress.discard(key)
+        if self._named_blocks.pop(key, None) is not None:
+            self._pod_prefixes_stale = True
         self._peer_index.remove_peers_of(key)
-        gone = False
-        for prefix in self._policy_prefixes.pop(key, []):
-            self._prefix_uses[prefix] -= 1
-            if self._prefix_uses[prefix] == 0:
-                del self._prefix_uses[prefix]
-                del self._block_ids[(int(prefix.network_address), prefix.prefixlen)]
-                self._cidr_ids.release(prefix)
-                gone = True
-        if gone:
+        gone = [self._drop_prefix(prefix) for prefix in self._policy_prefixes.pop(key, [])]
+        if any(gone):
+            self._blocks_changed()
+
+    def _use_prefix(self, prefix: IPv4Net) -> bool:
+        """Count one more use of an ipBlock prefix; True when it is new."""
+        uses = self._prefix_uses.get(prefix, 0)
+        self._prefix_uses[prefix] = uses + 1
+        if uses:
+            return False
+        number, _ = self._cidr_ids.acquire(prefix)
+        self._block_ids[(int(prefix.network_address), prefix.prefixlen)] = number
+        return True
+
+    def _drop_prefix(self, prefix: IPv4Net) -> bool:
+        """Count one use less; True when the prefix is gone."""
+        self._prefix_uses[prefix] -= 1
+        if self._prefix_uses[prefix]:
+            return False
+        del self._prefix_uses[prefix]
+        del self._block_ids[(int(prefix.network_address), prefix.prefixlen)]
+        self._cidr_ids.release(prefix)
+        return True
+
+    def _pod_moved(self) -> None:
+        if self._named_blocks:
+            self._pod_prefixes_stale = True
+            self._touch_named_egress()
+
+    def _refresh_pod_prefixes(self) -> None:
+        """The /32 prefixes of pods inside blocks that egress rules name ports towards."""
+        if not self._pod_prefixes_stale:
+            return
+        self._pod_prefixes_stale = False
+        blocks = [block for blocks in self._named_blocks.values() for block in blocks]
+        wanted = {_host(pod.ip) for pod in self.cluster.pods()
+                  if pod.ip and _is_v4(pod.ip) and pod.address is not None
+                  and any(block.contains(pod.address) for block in blocks)}
+        added = [self._use_prefix(prefix) for prefix in wanted - self._pod_prefixes]
+        dropped = [self._drop_prefix(prefix) for prefix in self._pod_prefixes - wanted]
+        self._pod_prefixes = wanted
+        if any(added) or any(dropped):
             self._blocks_changed()
 
     def _blocks_changed(self) -> None:

@@ -216,12 +216,6 @@ RULE = st.fixed_dictionaries({}, optional={"peers": st.lists(PEER, max_size=2),
                                            "ports": st.lists(PORT, max_size=2)})
 
 
-def _egress_named_port_to_ipblock(spec: dict) -> bool:
-    """The one combination the maps do not express exactly (see agent/desired.py)."""
-    return any(isinstance(port.get("port"), str) and any("ipBlock" in peer for peer in rule.get("to", []))
-               for rule in spec.get("egress", []) for port in rule.get("ports", []))
-
-
 @st.composite
 def policies(draw: st.DrawFn) -> list[dict]:
     out = []
@@ -239,8 +233,6 @@ def policies(draw: st.DrawFn) -> list[dict]:
                 rules.append(body)
             if direction in types:
                 spec[direction.lower()] = rules
-        if _egress_named_port_to_ipblock(spec):
-            continue
         out.append(np(f"p{n}", draw(st.sampled_from("xyz")), spec))
     return out
 
@@ -251,18 +243,28 @@ def test_random_policies_decide_like_the_evaluator(policy_set: list[dict]) -> No
     assert_matches_evaluator(build(policy_set, make_pods(), {}))
 
 
-def test_egress_named_port_to_ipblock_fails_closed() -> None:
-    """Named ports resolve per destination pod, but an ipBlock peer is a CIDR identity
-    shared by every address in the prefix: the maps cannot say "port http of whichever
-    pod this address is". They deny rather than guess; the evaluator would allow."""
+def test_egress_named_port_to_ipblock_resolves_per_destination_pod() -> None:
+    """A named port belongs to each destination pod, a CIDR identity to a whole prefix:
+    pods inside the block get /32 identities of their own so the number is exact."""
     policy = np("named-block", "x", {"podSelector": {"matchLabels": {"pod": "a"}},
                                      "policyTypes": ["Egress"], "egress": [
         {"to": [{"ipBlock": {"cidr": "10.244.0.0/16"}}], "ports": [{"port": "serve-80-tcp"}]}]})
     states = build([policy], make_pods(), {})
-    xa, yb = states["n1"].cluster.pod("x", "a"), states["n1"].cluster.pod("y", "b")
-    assert xa and yb and xa.ip and yb.ip
-    assert evaluate(states["n1"].cluster, xa, yb, 81, "TCP").allowed
-    assert not datapath_allows(states, xa.ip, yb.ip, Protocol.TCP, 81)
+    cluster = states["n1"].cluster
+    xa, yb, yc = cluster.pod("x", "a"), cluster.pod("y", "b"), cluster.pod("y", "c")
+    assert xa and yb and yc and xa.ip and yb.ip and yc.ip
+    # y/b names serve-80-tcp 81, y/c names it 80: each only on its own number.
+    for dst, port in ((yb, 81), (yb, 80), (yc, 80), (yc, 81)):
+        want = evaluate(cluster, xa, dst, port, "TCP").allowed
+        assert datapath_allows(states, xa.ip, dst.ip, Protocol.TCP, port) == want
+    assert evaluate(cluster, xa, yb, 81, "TCP").allowed
+    assert not evaluate(cluster, xa, yb, 80, "TCP").allowed
+    # Pods come and go: the /32 prefixes follow.
+    for state in states.values():
+        state.set_pod(Pod("y", "d", {"pod": "d"}, "10.244.2.99", "n2",
+                          (ContainerPort("serve-80-tcp", 8080),)))
+    assert datapath_allows(states, xa.ip, "10.244.2.99", Protocol.TCP, 8080)
+    assert not datapath_allows(states, xa.ip, "10.244.2.99", Protocol.TCP, 80)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
