@@ -21,6 +21,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -147,6 +148,18 @@ def environment() -> dict[str, Any]:
             "load_before": list(os.getloadavg())}
 
 
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """SIGINT first: it unwinds the script's try/finally, which removes its namespaces
+    and pins (SIGTERM would end most scripts on the spot)."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
+    try:
+        child.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
 def run_one(bench: Benchmark, profile: str, out: Path) -> dict[str, Any]:
     raw = out / "raw" / f"{bench.name}.json"
     log = out / "logs" / f"{bench.name}.log"
@@ -154,12 +167,16 @@ def run_one(bench: Benchmark, profile: str, out: Path) -> dict[str, Any]:
            "--json", str(raw)]
     started = time.monotonic()
     with log.open("w") as sink:
+        child = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
         try:
-            done = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO,
-                                  timeout=TIMEOUT_S, check=False)
-            error = None if done.returncode == 0 else f"exit code {done.returncode}"
+            code = child.wait(timeout=TIMEOUT_S)
+            error = None if code == 0 else f"exit code {code}"
         except subprocess.TimeoutExpired:
+            _stop(child)
             error = f"timed out after {TIMEOUT_S} s"
+        except KeyboardInterrupt:
+            _stop(child)  # Ctrl-C reached the child too; let it finish its clean-up
+            raise
     entry: dict[str, Any] = {"description": bench.description, "command": cmd[1:],
                              "status": "ok", "seconds": round(time.monotonic() - started, 1),
                              "error": None, "figures": None}

@@ -2,7 +2,8 @@
 write results.json, report.md and charts/*.png.
 
 Exit codes: 0 every benchmark ran, 1 one or more failed (the others are still
-reported), 2 bad usage (not root, unknown benchmark, unusable output directory).
+reported), 2 bad usage (not root, unknown benchmark, unusable output directory), 130
+interrupted (the running benchmark is stopped with SIGINT so it cleans up).
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         log.error("event=bench_refused reason=%r", f"--out {out}: {err.strerror}")
         return 2
-    results = suite.run(profile, out, only or None)
+    try:
+        results = suite.run(profile, out, only or None)
+    except KeyboardInterrupt:
+        log.error("event=bench_interrupted out=%s", out)
+        return 130
     pngs = charts.draw(results, out / "charts")
     (out / "report.md").write_text(
         report.render(results, [str(p.relative_to(out)) for p in pngs]))
