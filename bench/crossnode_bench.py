@@ -38,6 +38,7 @@ def vxlan_bridge(lab: Lab) -> Pair:
     n1, n2 = lab.ns("n1"), lab.ns("n2")
     sh("ip", "link", "add", "ul", "type", "veth", "peer", "name", "ul", "netns", n2, netns=n1)
     pods = []
+    cmd: tuple[str, ...]
     for n, node in ((1, n1), (2, n2)):
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=node)
         for cmd in (("ip", "addr", "add", f"{underlay_ip(n)}/24", "dev", "ul"),

@@ -38,6 +38,7 @@ GATEWAY, CLIENT_IP, SERVER_IP = "10.219.0.1", "10.219.0.2", "10.219.0.3"
 
 def iptables_pair(lab: Lab) -> Pair:
     node = lab.ns("in")
+    cmd: tuple[str, ...]
     for cmd in (("sysctl", "-qw", "net.ipv4.ip_forward=1"),
                 ("sysctl", "-qw", "net.ipv4.conf.all.send_redirects=0"),
                 ("ip", "link", "add", "br0", "type", "bridge"),
