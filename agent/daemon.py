@@ -45,7 +45,8 @@ class Agent:
         self.stopping = threading.Event()
         self.ready = False
         self.not_ready_reason = "starting"
-        self.revision = 0
+        self.revision = 0  # published: handled and applied to the maps
+        self._handled_revision = 0
         self.reconciles = 0
         self.startup: dict[str, float] = {}
         self.last_reconcile_seconds = 0.0
@@ -100,7 +101,7 @@ class Agent:
         self._restore_endpoints()
         with self.lock:
             self._reconcile()
-            self.revision = self.watches.revision()
+            self.revision = self._handled_revision
         self.ready, self.not_ready_reason = True, ""
         # List of every kind, model, full compute and map diff: the resync a restart costs.
         self.startup["resync_seconds"] = time.perf_counter() - sync_started
@@ -208,9 +209,11 @@ class Agent:
         with self.lock:
             for event in batch:
                 self._apply_event(event)
+            # Events arrive in revision order; the last one handled vouches for all.
+            self._handled_revision = batch[-1].revision
             if self.ready:
                 self._reconcile()
-                self.revision = batch[-1].revision
+                self.revision = self._handled_revision
 
     def _apply_event(self, event: WatchEvent) -> None:
         obj, deleted = event.obj, event.type == "DELETED"
