@@ -50,9 +50,15 @@ class _ScanSettings:
     parse_constant = float
 
 
-_scan = _json.make_scanner(_ScanSettings())
-_encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ": ", ", ",
-                             False, False, True)
+def _unencodable(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# typeshed types the scanner's context as the scanner class; any object with the
+# attributes above is what CPython reads.
+_scan = _json.make_scanner(_ScanSettings())  # type: ignore[arg-type]
+_encode = _json.make_encoder(None, _unencodable, _json.encode_basestring_ascii, None, ": ",
+                             ", ", False, False, True)
 
 
 def loads(text: str | bytes) -> object:
