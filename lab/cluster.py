@@ -7,6 +7,7 @@ and is safe to run twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -224,6 +225,8 @@ def down(layout: LabLayout) -> dict[str, int]:
     if layout.pin_root.is_dir():
         for pin_dir in sorted(layout.pin_root.glob(layout.bpffs_dirs_glob)):
             pins += _remove_tree(pin_dir)
+        with contextlib.suppress(OSError):  # shared by every lab: only the last one empties it
+            layout.pin_root.rmdir()
     if layout.run_dir.exists():
         shutil.rmtree(layout.run_dir)
     summary = {"processes": stopped, "namespaces": namespaces, "pins": pins}
