@@ -13,11 +13,9 @@ because the agent serves concurrent ADDs on threads.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import ipaddress
-import os
 import re
 import socket
 from collections.abc import Iterator
@@ -28,15 +26,14 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from podwire.agent import netns
 from podwire.cni.config import Attachment
 from podwire.cni.protocol import CniError, Code
 
 GATEWAY = ipaddress.IPv4Address("169.254.1.1")
 HOST_IFNAME_RE = re.compile(r"^pw[0-9a-f]{11}$")
-_CLONE_NEWNET = 0x40000000
 _NUD_PERMANENT = 0x80
 _RT_SCOPE_LINK = 253
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def host_ifname(attachment: Attachment) -> str:
@@ -45,35 +42,20 @@ def host_ifname(attachment: Attachment) -> str:
     return "pw" + digest.hexdigest()[:11]
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
 @contextmanager
 def in_netns(path: str) -> Iterator[None]:
-    """Move the calling thread into the netns at `path` and back afterwards."""
+    """Move the calling thread into the netns at `path` and back afterwards; a path that
+    is not a network namespace is the runtime's error (code 3), naming the path."""
+    entered = False
     try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise CniError(Code.UNKNOWN_CONTAINER, f"network namespace {path} cannot be opened",
-                       exc.strerror or str(exc)) from None
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        try:
-            _setns(target)
-        except OSError as exc:
-            raise CniError(Code.UNKNOWN_CONTAINER, f"{path} is not a network namespace",
-                           str(exc)) from None
-        try:
+        with netns.in_netns(path):
+            entered = True
             yield
-        finally:
-            # A thread left in the pod's netns would do the next request's work there.
-            _setns(own)
-    finally:
-        os.close(target)
-        os.close(own)
+    except OSError as exc:
+        if entered:
+            raise
+        raise CniError(Code.UNKNOWN_CONTAINER, f"network namespace {path} cannot be entered",
+                       exc.strerror or str(exc)) from None
 
 
 @contextmanager

@@ -8,17 +8,13 @@ remounts /sys and hides the bpffs pins.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
+from podwire.agent.netns import in_netns
+
 NETNS_DIR = Path("/run/netns")
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def path(name: str) -> Path:
@@ -52,21 +48,8 @@ def remove(name: str) -> None:
         netns.remove(name)
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def entered(name: str) -> Iterator[None]:
-    """Move the calling thread into namespace `name` for the block, then back."""
-    with open("/proc/thread-self/ns/net", "rb") as home, open(path(name), "rb") as target:
-        _setns(target.fileno())
-        try:
-            yield
-        finally:
-            _setns(home.fileno())
+# The thread-local setns lives in one place, the agent's.
+entered = in_netns
 
 
 def socket_in(name: str, family: int, kind: int) -> socket.socket:
