@@ -32,6 +32,7 @@ from podwire.agent import structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.agent.netns import in_netns
+from podwire.bench import traffic
 from podwire.bench.figures import Comparison, Figures
 
 PREFIX = "pwbh1"
@@ -213,44 +214,6 @@ def sockperf_rr(pair: Pair, seconds: int) -> float:
     return int(m.group(2)) / float(m.group(1))
 
 
-def connections_per_s(pair: Pair, seconds: float) -> float:
-    """New TCP connections/s (connect, then RST-close so no TIME_WAIT builds up)."""
-    with in_netns(pair.server[0]):
-        listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((pair.server[1], CONN_PORT))
-    listener.listen(4096)
-    stop = threading.Event()
-
-    def accept_loop() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-                conn.close()
-            except TimeoutError:
-                continue
-
-    acceptor = threading.Thread(target=accept_loop, daemon=True)
-    acceptor.start()
-    linger = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
-    count = 0
-    deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            with in_netns(pair.client[0]):
-                s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-            s.connect((pair.server[1], CONN_PORT))
-            s.close()
-            count += 1
-    finally:
-        stop.set()
-        acceptor.join()
-        listener.close()
-    return count / seconds
-
-
 def drain_events(dp: Datapath, stop: threading.Event) -> None:
     reader = dp.events()
     while not stop.is_set():
@@ -283,7 +246,8 @@ def collect(seconds: int, runs: int) -> Figures:
                 dp.conntrack_gc(time.monotonic_ns() + 10**15)
                 name = (f"{entries} {'entry' if entries == 1 else 'entries'}, "
                         f"events {'on' if events else 'off'}")
-                conn.setdefault(name, []).append(connections_per_s(pw, 2.0))
+                conn.setdefault(name, []).append(traffic.connections_per_s(pw.server[0], pw.server[1],
+                                                          pw.client[0], CONN_PORT, 2.0))
         stop.set()
         drainer.join()
         lost = dp.lost_events()

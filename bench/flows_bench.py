@@ -17,11 +17,9 @@ one-node lab (prefix pwbfl, a real agent and datapath), measures, and takes it d
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -32,6 +30,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from podwire.agent.datapath import Datapath
+from podwire.bench import traffic
 from podwire.bench.figures import Comparison, Figures
 from podwire.lab import cluster, netns, samples
 from podwire.lab.kube import Kube
@@ -141,43 +140,6 @@ def ingest(node: Node, label: str, args: list[str], seconds: float | None) -> In
                      int(delta.lost), delta.ingested / drained)
 
 
-def connections_per_s(node: Node, seconds: float) -> float:
-    """New TCP connections/s from client to server (RST close: no TIME_WAIT builds up)."""
-    with netns.entered(node.pod_ns["server"]):
-        listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((node.pod_ip["server"], CONN_PORT))
-    listener.listen(4096)
-    stop = threading.Event()
-
-    def accept_loop() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-                conn.close()
-            except TimeoutError:
-                continue
-
-    acceptor = threading.Thread(target=accept_loop, daemon=True)
-    acceptor.start()
-    linger = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
-    count, deadline = 0, time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            with netns.entered(node.pod_ns["client"]):
-                s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-            s.connect((node.pod_ip["server"], CONN_PORT))
-            s.close()
-            count += 1
-    finally:
-        stop.set()
-        acceptor.join()
-        listener.close()
-    return count / seconds
-
-
 def denied_per_s(node: Node, seconds: float) -> float:
     before = Tally.read(node)
     took = hping(node, ["--flood"], seconds)
@@ -194,7 +156,9 @@ def forwarding_cost(node: Node, runs: int, seconds: float) -> dict[str, dict[str
                 node.datapath.set_node_config(flow_events=mode == "on")
                 # A fresh conntrack a run: earlier runs' entries must not fill the table.
                 node.datapath.conntrack_gc(now_ns=time.monotonic_ns() + 10**13)
-                results["conn/s"][mode].append(connections_per_s(node, seconds))
+                results["conn/s"][mode].append(traffic.connections_per_s(
+                    node.pod_ns["server"], node.pod_ip["server"], node.pod_ns["client"], CONN_PORT,
+                    seconds))
                 results["denied pkt/s"][mode].append(denied_per_s(node, seconds))
     finally:
         node.datapath.set_node_config(flow_events=True)

@@ -1,0 +1,51 @@
+"""Traffic generators shared by the benchmarks."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from podwire.agent.netns import in_netns
+
+
+def connections_per_s(server_netns: str, server_ip: str, client_netns: str, port: int,
+                      seconds: float) -> float:
+    """New TCP connections/s from `client_netns` to a listener in `server_netns`.
+
+    Each connection is closed with RST (SO_LINGER 0), so no TIME_WAIT builds up and every
+    connection is a conntrack entry and a policy decision.
+    """
+    with in_netns(server_netns):
+        listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((server_ip, port))
+    listener.listen(4096)
+    stop = threading.Event()
+
+    def accept_loop() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                conn.close()
+            except TimeoutError:
+                continue
+
+    acceptor = threading.Thread(target=accept_loop, daemon=True)
+    acceptor.start()
+    linger = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
+    count, deadline = 0, time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            with in_netns(client_netns):
+                client = socket.socket()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            client.connect((server_ip, port))
+            client.close()
+            count += 1
+    finally:
+        stop.set()
+        acceptor.join()
+        listener.close()
+    return count / seconds
