@@ -67,9 +67,10 @@ V = TypeVar("V")
 class ExpiringCache(Generic[K, V]):
     """A bounded cache whose entries live `ttl` seconds; the oldest goes when full.
 
-    cachetools' TTLCache reads the clock and takes its own lock on every access; this
-    one costs a dict lookup and a compare, with one clock read per event shared by
-    every lookup of that event. Only the flow reader thread uses it.
+    It sits on the per-event path: cachetools' TTLCache reads its timer and runs its
+    expiry bookkeeping on every access, this costs a dict lookup and a compare, with one
+    clock read per event shared by every lookup of that event (measured: part of taking
+    enrichment from 16k to 49k records/s). Only the flow reader thread uses it.
     """
 
     def __init__(self, size: int, ttl: float) -> None:

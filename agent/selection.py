@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from cachetools import LRUCache
+
 from podwire.agent.identity import PodIdentityKey
 from podwire.policy import Labels, Namespace, NetworkPolicy, Peer, Pod, peer_matches_pod
 
@@ -33,8 +35,9 @@ class PeerIndex:
         self._members: dict[PeerId, set[int]] = {}
         self._local_peers: dict[str, set[PeerId]] = defaultdict(set)  # by policy namespace
         self._ns_peers: set[PeerId] = set()
-        # (namespace, its labels) -> the namespaceSelector peers that select it.
-        self._ns_peer_cache: dict[tuple[str, Labels], list[PeerId]] = {}
+        # (namespace, its labels) -> the namespaceSelector peers that select it. Every label
+        # set a namespace ever had would stay otherwise: bounded, least recently used out.
+        self._ns_peer_cache: LRUCache[tuple[str, Labels], list[PeerId]] = LRUCache(4096)
 
     # ----------------------------------------------------------- identities
 
