@@ -103,6 +103,8 @@ class NodeState:
         self.node_name = node_name
         self.cluster = Cluster()
         self.nodes: dict[str, NodeInfo] = {}
+        self._nodes_by_ip: dict[str, NodeInfo] = {}
+        self._nodes_by_cidr: dict[IPv4Net, NodeInfo] = {}
         self.endpoints: dict[str, LocalEndpoint] = {}
         self.policy_problems: dict[str, PolicyProblem] = {}
 
@@ -179,6 +181,7 @@ class NodeState:
     def set_node(self, node: NodeInfo) -> None:
         old = self.nodes.get(node.name)
         self.nodes[node.name] = node
+        self._index_nodes()
         for info in (old, node):
             if info is not None:
                 self._touch_node(info)
@@ -189,6 +192,7 @@ class NodeState:
 
     def remove_node(self, name: str) -> None:
         old = self.nodes.pop(name, None)
+        self._index_nodes()
         if old is not None:
             self._touch_node(old)
 
@@ -201,6 +205,12 @@ class NodeState:
         if self.endpoints.pop(ip, None) is not None:
             self._pending.endpoints.add(ip)
             self._pending.ipcache.add(_host(ip))
+
+    def _index_nodes(self) -> None:
+        # Nodes change rarely and addresses are looked up per pod: index on change.
+        self._nodes_by_ip = {node.ip: node for node in self.nodes.values() if node.ip}
+        self._nodes_by_cidr = {_net(node.pod_cidr): node for node in self.nodes.values()
+                               if node.pod_cidr and _is_v4(node.pod_cidr)}
 
     # ----------------------------------------------------------- computation
 
@@ -382,26 +392,11 @@ class NodeState:
         identity: int | None = None
         tunnel: str | None = None
         if prefix.prefixlen == 32:
-            ip = str(prefix.network_address)
-            local = self.endpoints.get(ip)
-            pods = self.cluster.pods_with_ip(ip)
-            # A node address is the node's, even when host-network pods share it.
-            for node in self.nodes.values():
-                if node.ip == ip:
-                    identity = ids.HOST if node.name == self.node_name else ids.REMOTE_NODE
-            if identity is not None:
-                pass
-            elif local is not None:
-                pod = self.cluster.pod(local.namespace, local.name)
-                identity = self._pod_identity.get(pod.key, ids.WORLD) if pod else ids.WORLD
-            elif pods:
-                pod = pods[0]
-                identity = self._pod_identity.get(pod.key, ids.WORLD)
-                tunnel = self._tunnel_for_node(pod.node)
+            identity, tunnel = self._address_identity(str(prefix.network_address))
         if identity is None:
-            for node in self.nodes.values():
-                if node.name != self.node_name and node.pod_cidr and _net(node.pod_cidr) == prefix:
-                    identity, tunnel = ids.WORLD, node.ip
+            node = self._nodes_by_cidr.get(prefix)
+            if node is not None and node.name != self.node_name:
+                identity, tunnel = ids.WORLD, node.ip
         cidr_identity = self._longest_block_identity(prefix)
         if identity is None:
             if prefix not in self._prefix_uses:
@@ -410,6 +405,21 @@ class NodeState:
             if tunnel is None:
                 tunnel = self._tunnel_for_prefix(prefix)
         return IpcacheEntry(identity=identity, cidr_identity=cidr_identity, tunnel_ip=tunnel)
+
+    def _address_identity(self, ip: str) -> tuple[int | None, str | None]:
+        """(identity, tunnel) of one address: a node's, a local pod's, a remote pod's."""
+        node = self._nodes_by_ip.get(ip)
+        if node is not None:  # the node's, even when host-network pods share the address
+            return (ids.HOST if node.name == self.node_name else ids.REMOTE_NODE), None
+        local = self.endpoints.get(ip)
+        if local is not None:
+            pod = self.cluster.pod(local.namespace, local.name)
+            return (self._pod_identity.get(pod.key, ids.WORLD) if pod else ids.WORLD), None
+        pods = self.cluster.pods_with_ip(ip)
+        if pods:
+            return (self._pod_identity.get(pods[0].key, ids.WORLD),
+                    self._tunnel_for_node(pods[0].node))
+        return None, None
 
     def _longest_block_identity(self, prefix: IPv4Net) -> int:
         address = int(prefix.network_address)
