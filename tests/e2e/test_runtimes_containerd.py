@@ -84,36 +84,39 @@ def shim_pids(root: Path) -> list[int]:
 @pytest.fixture
 def cri_node() -> Iterator[tuple[NodeAgent, RuntimeServiceStub]]:
     root = Path(tempfile.mkdtemp(prefix="pwtc-ctrd-"))
-    with node_agent(root / "agent") as agent:
-        bin_dir = cni_bin_dir(root / "bin")
-        conf_dir = root / "net.d"
-        write_conflist(conf_dir, NETWORK, agent.socket)
-        config = root / "containerd.toml"
-        config.write_text(containerd_config(root, bin_dir, conf_dir))
-        socket = root / "containerd.sock"
-        archive = pause_image_archive(root)
-        with (root / "containerd.log").open("wb") as log:
-            proc = subprocess.Popen(["nsenter", f"--net={agent.node_path}", "containerd",
-                                     "--config", str(config)], stdout=log,
-                                    stderr=subprocess.STDOUT)
-        channel = grpc.insecure_channel(f"unix://{socket}")
-        try:
-            wait_for(lambda: socket.exists() or proc.poll() is not None, "containerd socket")
-            assert proc.poll() is None, (root / "containerd.log").read_text()[-3000:]
-            run(["ctr", "-a", str(socket), "-n", "k8s.io", "images", "import", str(archive)])
-            yield agent, RuntimeServiceStub(channel)
-        finally:
-            channel.close()
-            proc.send_signal(signal.SIGTERM)
+    try:
+        with node_agent(root / "agent") as agent:
+            bin_dir = cni_bin_dir(root / "bin")
+            conf_dir = root / "net.d"
+            write_conflist(conf_dir, NETWORK, agent.socket)
+            config = root / "containerd.toml"
+            config.write_text(containerd_config(root, bin_dir, conf_dir))
+            socket = root / "containerd.sock"
+            archive = pause_image_archive(root)
+            with (root / "containerd.log").open("wb") as log:
+                proc = subprocess.Popen(["nsenter", f"--net={agent.node_path}", "containerd",
+                                         "--config", str(config)], stdout=log,
+                                        stderr=subprocess.STDOUT)
+            channel = grpc.insecure_channel(f"unix://{socket}")
             try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            for pid in shim_pids(root):
-                os.kill(pid, signal.SIGKILL)
-            unmount_under(root)
-            run(["rm", "-rf", str(root)], check=False)
+                wait_for(lambda: socket.exists() or proc.poll() is not None, "containerd socket")
+                assert proc.poll() is None, (root / "containerd.log").read_text()[-3000:]
+                run(["ctr", "-a", str(socket), "-n", "k8s.io", "images", "import", str(archive)])
+                yield agent, RuntimeServiceStub(channel)
+            finally:
+                channel.close()
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                for pid in shim_pids(root):
+                    os.kill(pid, signal.SIGKILL)
+    finally:
+        # Also when the agent or containerd failed to start: nothing stays behind.
+        unmount_under(root)
+        run(["rm", "-rf", str(root)], check=False)
 
 
 def run_sandbox(runtime: RuntimeServiceStub, name: str) -> str:

@@ -50,17 +50,20 @@ class Podman:
 @pytest.fixture
 def setup() -> Iterator[tuple[NodeAgent, Podman]]:
     root = Path(tempfile.mkdtemp(prefix="pwtc-podman-"))
-    with node_agent(root / "agent") as agent:
-        podman = Podman(root, agent)
-        try:
-            podman("import", "--change", 'CMD ["/bin/sh"]',
-                   str(busybox_rootfs_tar(root / "rootfs.tar")), IMAGE)
-            yield agent, podman
-        finally:
-            podman("rm", "-af", check=False)
-            podman("rmi", "-af", check=False)
-            unmount_under(root)
-            subprocess.run(["rm", "-rf", str(root)], check=False)
+    try:
+        with node_agent(root / "agent") as agent:
+            podman = Podman(root, agent)
+            try:
+                podman("import", "--change", 'CMD ["/bin/sh"]',
+                       str(busybox_rootfs_tar(root / "rootfs.tar")), IMAGE)
+                yield agent, podman
+            finally:
+                podman("rm", "-af", check=False)
+                podman("rmi", "-af", check=False)
+    finally:
+        # Also when the agent failed to start: nothing stays behind.
+        unmount_under(root)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
 def test_podman_container_gets_an_address_and_reaches_a_pod(
