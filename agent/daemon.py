@@ -346,12 +346,13 @@ class Agent:
         return Response(200, body)
 
     def _flows(self, request: Request) -> Response:
-        last_values = request.query.get("last")
+        values = request.query.get("last")
+        last = values[0] if values else None
         try:
-            count = int(last_values[0]) if last_values else None
+            count = int(last) if last is not None else None
         except ValueError:
-            return Response(400, {"error": f"last={last_values[0]!r} is not a number"})
-        follow = request.query.get("follow", ["0"])[0] in ("1", "true")
+            return Response(400, {"error": f"last={last!r} is not a number"})
+        follow = (request.query.get("follow") or ["0"])[0] in ("1", "true")
         recent, after = self.flows.snapshot(count)
         if not follow:
             return Response(200, stream=self.flows.as_lines(iter(recent)),

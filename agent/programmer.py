@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+from typing import cast
 
 from podwire.agent import structs
 from podwire.agent.datapath import Datapath
@@ -20,7 +21,7 @@ from podwire.agent.entries import (
     PolicyValue,
     Protocol,
 )
-from podwire.agent.reconcile import Delete, MapContents, MapName, Operation, Upsert
+from podwire.agent.reconcile import MapContents, MapName, Operation, Upsert
 
 _TO_C_DIRECTION = {Direction.INGRESS: structs.DIR_INGRESS, Direction.EGRESS: structs.DIR_EGRESS}
 _FROM_C_DIRECTION = {v: k for k, v in _TO_C_DIRECTION.items()}
@@ -46,23 +47,26 @@ def policy_key(key: PolicyKey) -> structs.PolicyKey:
 
 
 def apply(datapath: Datapath, ops: list[Operation]) -> None:
-    """Write the operations in order; each is one bpf(2) call."""
+    """Write the operations in order; each is one bpf(2) call.
+
+    Keys and values are those of agent/entries.py for the map an operation names:
+    endpoints by pod IP string, ipcache by IPv4Network, policy by PolicyKey.
+    """
     for op in ops:
         if isinstance(op, Upsert):
             if op.map is MapName.ENDPOINTS:
-                datapath.set_endpoint(op.key, endpoint_value(op.value))
+                datapath.set_endpoint(cast(str, op.key), endpoint_value(op.value))
             elif op.map is MapName.IPCACHE:
                 datapath.set_ipcache(str(op.key), ipcache_value(op.value))
             else:
-                datapath.set_policy(policy_key(op.key),
+                datapath.set_policy(policy_key(cast(PolicyKey, op.key)),
                                     structs.PolicyValue(policy_ref=op.value.policy_ref))
-        elif isinstance(op, Delete):
-            if op.map is MapName.ENDPOINTS:
-                datapath.delete_endpoint(op.key)
-            elif op.map is MapName.IPCACHE:
-                datapath.delete_ipcache(str(op.key))
-            else:
-                datapath.delete_policy(policy_key(op.key))
+        elif op.map is MapName.ENDPOINTS:
+            datapath.delete_endpoint(cast(str, op.key))
+        elif op.map is MapName.IPCACHE:
+            datapath.delete_ipcache(str(op.key))
+        else:
+            datapath.delete_policy(policy_key(cast(PolicyKey, op.key)))
 
 
 def read_installed(datapath: Datapath) -> MapContents:
@@ -76,11 +80,11 @@ def read_installed(datapath: Datapath) -> MapContents:
             egress_isolated=bool(info.flags & structs.EP_F_EGRESS_ISOLATED),
             pod_mac=_mac(info.pod_mac), host_mac=_mac(info.host_mac),
         )
-    for key, value in datapath.ipcache.items():
-        prefix = ipaddress.IPv4Network(f"{structs.ip_str(key.ip)}/{key.prefixlen}")
+    for cache_key, cache_value in datapath.ipcache.items():
+        prefix = ipaddress.IPv4Network(f"{structs.ip_str(cache_key.ip)}/{cache_key.prefixlen}")
         contents.ipcache[prefix] = IpcacheEntry(
-            identity=value.identity, cidr_identity=value.cidr_identity,
-            tunnel_ip=structs.ip_str(value.tunnel_ip) if value.tunnel_ip else None,
+            identity=cache_value.identity, cidr_identity=cache_value.cidr_identity,
+            tunnel_ip=structs.ip_str(cache_value.tunnel_ip) if cache_value.tunnel_ip else None,
         )
     for key, value in datapath.policy.items():
         protocol = Protocol(key.proto) if key.prefixlen > structs.POLICY_PREFIX_ANY_PROTO \

@@ -20,10 +20,11 @@ import statistics
 import time
 from pathlib import Path
 
+from podwire.bench import traffic
 from podwire.bench.datapath_bench import (
+    CONN_PORT,
     Lab,
     Pair,
-    connections_per_s,
     load_policy,
     podwire_pair,
     sh,
@@ -31,6 +32,11 @@ from podwire.bench.datapath_bench import (
 from podwire.bench.figures import Comparison, Curve, Figures
 
 PREFIX = "pwbh9s"
+
+
+def _conn_rate(pair: Pair, seconds: float) -> float:
+    return traffic.connections_per_s(pair.server[0], pair.server[1], pair.client[0], CONN_PORT,
+                                     seconds)
 COUNTS = (1, 100, 1_000, 10_000)
 CHAIN = "PWPOL"
 GATEWAY, CLIENT_IP, SERVER_IP = "10.219.0.1", "10.219.0.2", "10.219.0.3"
@@ -89,9 +95,9 @@ def collect(runs: int, seconds: float, counts: tuple[int, ...] = COUNTS) -> Figu
             for i, entries in enumerate(counts):
                 load_policy(dp, server_ep, entries)
                 dp.conntrack_gc(time.monotonic_ns() + 10**15)
-                samples["podwire"][i].append(connections_per_s(pw, seconds))
+                samples["podwire"][i].append(_conn_rate(pw, seconds))
                 sh("iptables-restore", netns=node, stdin=iptables_rules(entries))
-                samples["iptables"][i].append(connections_per_s(ipt, seconds))
+                samples["iptables"][i].append(_conn_rate(ipt, seconds))
     finally:
         lab.close()
     top = len(counts) - 1

@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-.venv/bin/mypy agent cni policy lab podwire bench
+bash scripts/typecheck.sh
 .venv/bin/python -m pytest "$@"
