@@ -9,7 +9,7 @@ root=$(pwd)
 view=$(mktemp -d)
 trap 'rm -rf "$view"' EXIT
 mkdir "$view/podwire"
-for part in agent cni policy lab bench bpf; do
+for part in agent cni policy lab bench bpf common; do
   ln -s "$root/$part" "$view/podwire/$part"
 done
 for entry in podwire/*; do
