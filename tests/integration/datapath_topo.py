@@ -22,6 +22,11 @@ from typing import TypeVar
 from podwire.agent import structs
 from podwire.agent.datapath import Datapath
 from podwire.agent.netns import in_netns
+from podwire.bpf.constants import (
+    POLICY_PREFIX_ANY_PORT,
+    POLICY_PREFIX_ANY_PROTO,
+    POLICY_PREFIX_FULL,
+)
 
 T = TypeVar("T")
 Socket = socket.socket  # Pod.socket() shadows the module name inside the class
@@ -171,11 +176,11 @@ def policy_key(ep_id: int, direction: int, identity: int, proto: int = 0,
                port: int | None = None) -> structs.PolicyKey:
     """An exact policy key: any protocol (proto 0), any port, or one port."""
     if proto == 0:
-        prefix = structs.POLICY_PREFIX_ANY_PROTO
+        prefix = POLICY_PREFIX_ANY_PROTO
     elif port is None:
-        prefix = structs.POLICY_PREFIX_ANY_PORT
+        prefix = POLICY_PREFIX_ANY_PORT
     else:
-        prefix = structs.POLICY_PREFIX_PORT
+        prefix = POLICY_PREFIX_FULL
     return structs.PolicyKey(prefixlen=prefix, ep_id=ep_id, direction=direction,
                              identity=identity, proto=proto,
                              dport=structs.port_be(port or 0))
