@@ -26,6 +26,7 @@ from podwire.bpf.constants import (
     POLICY_PREFIX_ANY_PORT,
     POLICY_PREFIX_ANY_PROTO,
     POLICY_PREFIX_FULL,
+    Direction,
 )
 
 T = TypeVar("T")
@@ -172,7 +173,7 @@ def recv_nowait(sock: Socket) -> list[bytes]:
             raise
 
 
-def policy_key(ep_id: int, direction: int, identity: int, proto: int = 0,
+def policy_key(ep_id: int, direction: Direction, identity: int, proto: int = 0,
                port: int | None = None) -> structs.PolicyKey:
     """An exact policy key: any protocol (proto 0), any port, or one port."""
     if proto == 0:

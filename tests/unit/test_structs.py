@@ -94,6 +94,6 @@ def test_address_and_port_helpers_are_network_order() -> None:
         structs.port_be(70000)
     key = structs.IpcacheKey.from_cidr("10.1.2.3/8")
     assert (key.prefixlen, structs.ip_str(key.ip)) == (8, "10.0.0.0")
-    assert bytes(structs.PolicyKey(prefixlen=POLICY_PREFIX_FULL, ep_id=1, direction=1, identity=2, proto=6,
-                                   dport=structs.port_be(443)))[4:] == (
+    assert bytes(structs.PolicyKey(prefixlen=POLICY_PREFIX_FULL, ep_id=1, direction=1,
+                                   identity=2, proto=6, dport=structs.port_be(443)))[4:] == (
         b"\x01\x00\x00\x00" b"\x01" b"\x02\x00\x00\x00" b"\x06" b"\x01\xbb")
