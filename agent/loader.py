@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podwire.agent import bpfsys, structs
-from podwire.bpf.constants import MAPS, MapDecl
+from podwire.bpf.constants import MAPS
+from podwire.bpf.header import MapDecl
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 PROGRAMS = ("from_pod", "to_pod", "from_overlay")

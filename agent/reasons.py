@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from functools import cache
 
-from podwire.bpf import constants
+from podwire.bpf import constants, header
 
 DROP_HEADER = constants.LIB / "drop.h"
 
 
 def parse_reasons(header_text: str) -> dict[int, str]:
     """Map reason code -> name from the text of drop.h."""
-    known = constants.defines(header_text)
+    known = header.defines(header_text)
     try:
-        members = constants.enum_members(header_text, "drop_reason", known)
+        members = header.enum_members(header_text, "drop_reason", known)
         base, forwarded = known["DROP_CODE_BASE"], known["REASON_FORWARDED"]
     except (ValueError, KeyError):
         members = {}

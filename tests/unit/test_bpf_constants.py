@@ -1,4 +1,5 @@
-"""The vocabulary Python reads from bpf/lib/: complete, and read the way C means it."""
+"""The vocabulary Python reads from bpf/lib/ (podwire.bpf.constants, through
+podwire.bpf.header): complete, and read the way C means it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from podwire.agent.entries import datapath_direction, policy_direction
 from podwire.agent.reasons import reasons
-from podwire.bpf import constants
+from podwire.bpf import header
 from podwire.bpf.constants import (
     DIR_MAX,
     LIB,
@@ -37,7 +38,7 @@ DROP_H = (LIB / "drop.h").read_text()
 def test_every_c_constant_of_a_kind_is_a_member(prefix: str,
                                                 members: type[enum.IntEnum]) -> None:
     declared = {name.removeprefix(prefix): value for name, value in
-                constants.defines(TYPES_H).items() if name.startswith(prefix)}
+                header.defines(TYPES_H).items() if name.startswith(prefix)}
     declared.pop("MAX", None)  # DIR_MAX is a bound
     assert declared == {m.name: m.value for m in members}
 
@@ -58,7 +59,7 @@ def test_reserved_identities_name_what_is_no_pod() -> None:
 
 
 def test_drop_reasons_cannot_pass_for_tc_verdicts() -> None:
-    drops = constants.enum_members(DROP_H, "drop_reason", constants.defines(DROP_H))
+    drops = header.enum_members(DROP_H, "drop_reason", header.defines(DROP_H))
     # TC_ACT_UNSPEC is -1 and TC_ACT_VALUE_MAX small: every reason lies far below.
     assert drops and all(value < -128 for value in drops.values())
     codes = {drop_code(value) for value in drops.values()}
@@ -90,26 +91,26 @@ def test_map_declarations_are_read_whole() -> None:
 def test_map_parser_refuses_a_pin_under_another_name() -> None:
     text = 'BPF_TABLE_PINNED("hash", __u32, __u32, a, 4, PINNED(b));'
     with pytest.raises(ValueError, match="pinned as PINNED"):
-        constants.map_decls(text, {})
+        header.map_decls(text, {})
 
 
 def test_expressions_are_c_integers_or_nothing() -> None:
     known = {"A": 3}
-    assert constants.evaluate("(1 << 24)", known) == 1 << 24
-    assert constants.evaluate("-A - 1", known) == -4
-    assert constants.evaluate("0x10UL * A", known) == 48
-    assert constants.evaluate('"str"', known) is None
-    assert constants.evaluate("(__u8)1", known) is None
-    assert constants.evaluate("B + 1", known) is None
+    assert header.evaluate("(1 << 24)", known) == 1 << 24
+    assert header.evaluate("-A - 1", known) == -4
+    assert header.evaluate("0x10UL * A", known) == 48
+    assert header.evaluate('"str"', known) is None
+    assert header.evaluate("(__u8)1", known) is None
+    assert header.evaluate("B + 1", known) is None
     text = "#define X 2 /* two */\n#define Y (X * 4)\n#define F(a) a\n#define S \"s\"\n"
-    assert constants.defines(text) == {"X": 2, "Y": 8}
-    assert constants.enum_members("enum e { P = 4, Q, R = Q * 2 };", "e") == {
+    assert header.defines(text) == {"X": 2, "Y": 8}
+    assert header.enum_members("enum e { P = 4, Q, R = Q * 2 };", "e") == {
         "P": 4, "Q": 5, "R": 10}
     with pytest.raises(ValueError, match="no enum missing"):
-        constants.enum_members("", "missing")
+        header.enum_members("", "missing")
 
 
-def test_no_python_module_spells_a_reserved_identity_or_direction_table() -> None:
+def test_the_vocabulary_writes_no_value_down() -> None:
     """The vocabulary's values are read, never written down again in Python."""
     source = (LIB.parent / "constants.py").read_text()
     assert not re.search(r"^\s*[A-Z_]+\s*=\s*\d+\s*$", source, re.MULTILINE)
