@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,3 +358,28 @@ def test_every_benchmark_checks_up_front_for_the_programs_it_runs() -> None:
                 if any(w.startswith(f"{relative}:") for w in where)}
         assert runs <= set(module.TOOLS), (relative, sorted(runs - set(module.TOOLS)))
         assert "tools.require(TOOLS)" in path.read_text(), relative
+
+
+def modules_listed() -> set[str]:
+    return {line.split("#", 1)[0].split()[0]
+            for line in (REPO / "scripts/modules.txt").read_text().splitlines()
+            if line.split("#", 1)[0].strip()}
+
+
+def test_every_module_the_code_imports_is_in_the_setup_list() -> None:
+    own = {path.stem for path in (REPO / "tests").rglob("*.py")} | {"podwire", "__future__"}
+    imported: dict[str, set[str]] = {}
+    for module in SCAN.modules.values():
+        for node in ast.walk(module.tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                     and not node.level else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in own:
+                    imported.setdefault(top, set()).add(str(module.path.relative_to(REPO)))
+    listed = modules_listed()
+    assert not {m: sorted(w) for m, w in imported.items() if m not in listed}, \
+        "add these to scripts/modules.txt"
+    assert listed <= imported.keys(), f"modules.txt lists modules nothing imports: " \
+        f"{sorted(listed - imported.keys())}"
