@@ -1,8 +1,8 @@
-"""scripts/programs.txt is the single list of the programs podwire runs: scripts/setup.sh
-installs each and then checks it is on PATH. These tests read the programs the code
-itself runs (subprocess calls and the helpers that wrap them, statically) and fail when
-one is missing from that list, or when a benchmark does not check up front for a
-program it runs.
+"""scripts/programs.txt and scripts/modules.txt are the single list of the programs and
+Python modules podwire runs: scripts/setup.sh installs them and then checks each is
+there. These tests read what the code itself runs (subprocess calls and the helpers that
+wrap them, statically) and imports, and fail when one is missing from those lists, or
+when a benchmark does not check up front for a program it runs.
 """
 
 from __future__ import annotations
@@ -339,7 +339,7 @@ def test_the_scan_sees_programs_run_directly_through_nsenter_and_through_wrapper
 def test_every_program_the_code_runs_is_in_the_setup_list() -> None:
     listed = programs_listed()
     missing = {name: sorted(where) for name, where in SCAN.programs.items()
-               if Path(name).name not in listed and name not in listed}
+               if name not in listed}
     assert not missing, f"add these to scripts/programs.txt (run at): {missing}"
 
 
@@ -350,14 +350,28 @@ def test_every_listed_program_is_run_by_the_code_or_says_who_runs_it() -> None:
     assert not unused, f"scripts/programs.txt lists programs nothing runs: {unused}"
 
 
+def _bench_files(path: Path) -> set[Path]:
+    """A benchmark script and the bench/ modules it imports, transitively."""
+    files, todo = set(), [path]
+    while todo:
+        current = todo.pop()
+        if current in files:
+            continue
+        files.add(current)
+        module = SCAN.modules[current]
+        imported = {*module.modules.values(), *(f for f, _ in module.names.values())}
+        todo += [f for f in imported if f.parent == REPO / "bench"]
+    return files
+
+
 def test_every_benchmark_checks_up_front_for_the_programs_it_runs() -> None:
     for path in sorted((REPO / "bench").glob("*_bench.py")):
         module = importlib.import_module(f"podwire.bench.{path.stem}")
-        relative = path.relative_to(REPO).as_posix()
+        files = {f"{f.relative_to(REPO)}:" for f in _bench_files(path)}
         runs = {name for name, where in SCAN.programs.items()
-                if any(w.startswith(f"{relative}:") for w in where)}
-        assert runs <= set(module.TOOLS), (relative, sorted(runs - set(module.TOOLS)))
-        assert "tools.require(TOOLS)" in path.read_text(), relative
+                if any(w.startswith(tuple(files)) for w in where)}
+        assert runs <= set(module.TOOLS), (path.name, sorted(runs - set(module.TOOLS)))
+        assert "tools.require(TOOLS)" in path.read_text(), path.name
 
 
 def modules_listed() -> set[str]:
