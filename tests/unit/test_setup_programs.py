@@ -397,3 +397,14 @@ def test_every_module_the_code_imports_is_in_the_setup_list() -> None:
         "add these to scripts/modules.txt"
     assert listed <= imported.keys(), f"modules.txt lists modules nothing imports: " \
         f"{sorted(listed - imported.keys())}"
+
+
+def test_nothing_runs_sudo() -> None:
+    # The README's commands run as root on a fresh Debian, which has no sudo.
+    assert "sudo" not in SCAN.programs
+    shells = [*(REPO / "scripts").glob("*.sh"), *(REPO / ".ci").iterdir(),
+              *(REPO / "deploy").glob("*.sh"), REPO / "README.md"]
+    using = [f"{path.relative_to(REPO)}:{number}" for path in shells
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if re.search(r"(^|[;&|(]|`)\s*sudo\s", line)]
+    assert not using, using
