@@ -145,6 +145,7 @@ def environment() -> dict[str, Any]:
             "git_commit": commit, "git_dirty": dirty,
             "tools": {"iperf3": _first_line(["iperf3", "--version"]),
                       "sockperf": _first_line(["sockperf", "--version"]),
+                      "hping3": _first_line(["hping3", "--version"]),
                       "iptables": _first_line(["iptables", "-V"])},
             "load_before": list(os.getloadavg())}
 
