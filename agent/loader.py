@@ -173,7 +173,7 @@ def compile_and_pin(pin_dir: Path, sizes: DatapathSizes) -> dict[str, object]:
     for name in PROGRAMS:
         fn = bpf.load_func(name, BPF.SCHED_CLS)
         final = pin_dir / prog_pin(name)
-        staging = pin_dir / f"prog_{name}_staging"  # bpffs refuses names with a dot
+        staging = pin_dir / f"{prog_pin(name)}_staging"  # bpffs refuses names with a dot
         if staging.exists():
             staging.unlink()
         bpfsys.obj_pin(fn.fd, str(staging))
