@@ -33,7 +33,7 @@ sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "tests")]
 from cni_agent import PYTHON, SHIM, NodeAgent, netns, node_agent
 
 from podwire.bench.figures import Comparison, Figures, ratio
-from podwire.cni.wiring import in_netns
+from podwire.common.netns import in_netns
 
 REFERENCE = Path("/usr/lib/cni")
 VERSION = "1.0.0"  # the newest Debian's reference plugins speak
