@@ -190,6 +190,7 @@ class Result:
             "ips": [ip.render(major_minor) for ip in self.ips],
             "routes": [r.render(major_minor) for r in self.routes],
         }
-        if self.dns is not None and self.dns.render():
-            out["dns"] = self.dns.render()
+        dns = self.dns.render() if self.dns is not None else {}
+        if dns:
+            out["dns"] = dns
         return out
