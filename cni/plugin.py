@@ -28,8 +28,8 @@ from podwire.cni.shim import version_info
 log = logging.getLogger("podwire.cni")
 
 Command = Callable[[Node, CniEnv, NetConf], Result | None]
-COMMANDS: dict[str, Command] = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
-                                "STATUS": cmd_status, "GC": cmd_gc}
+_COMMANDS: dict[str, Command] = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
+                                 "STATUS": cmd_status, "GC": cmd_gc}
 # The commands about one attachment; STATUS and GC are about the whole node.
 _PER_ATTACHMENT = ("ADD", "DEL", "CHECK")
 
@@ -95,5 +95,5 @@ def _run(node: Node, env: CniEnv, conf: NetConf) -> str:
         # A runtime retrying while podwire works must wait for the first attempt.
         serial = node.attachment_lock(veth.host_ifname(Attachment(env.container_id, env.ifname)))
     with serial:
-        result = COMMANDS[env.command](node, env, conf)
+        result = _COMMANDS[env.command](node, env, conf)
     return "" if result is None else json.dumps(result.render(conf.cni_version))
