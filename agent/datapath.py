@@ -32,10 +32,10 @@ from podwire.agent import bpfsys, structs, tc
 from podwire.agent.config import AgentConfig, ConntrackTimeouts
 from podwire.agent.loader import DatapathSizes, prog_pin, run_loader
 from podwire.agent.maps import BpfMap, PerCpuArray
-from podwire.agent.netns import iproute
 from podwire.agent.reasons import reason_name
 from podwire.agent.ringbuf import RingBuffer
 from podwire.bpf.constants import CFG_F_EVENTS, REASON_MAX, CtState, Direction, metrics_index
+from podwire.common.netns import iproute
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from typing import TypeVar
 
 from podwire.agent import structs
 from podwire.agent.datapath import Datapath
-from podwire.agent.netns import in_netns
 from podwire.bpf.constants import (
     POLICY_PREFIX_ANY_PORT,
     POLICY_PREFIX_ANY_PROTO,
     POLICY_PREFIX_FULL,
     Direction,
 )
+from podwire.common.netns import in_netns
 
 T = TypeVar("T")
 Socket = socket.socket  # Pod.socket() shadows the module name inside the class
