@@ -266,10 +266,11 @@ def test_peer_leaving_keeps_its_allows_until_its_address_resolves_elsewhere() ->
 
 WORLDS = st.builds(
     World,
-    labels=st.fixed_dictionaries({ip: st.sampled_from([None, *LABELS]) for ip in (*LOCAL, *REMOTE)}),
+    labels=st.fixed_dictionaries({ip: st.sampled_from([None, *LABELS])
+                                  for ip in (*LOCAL, *REMOTE)}),
     isolated=st.frozensets(st.sampled_from([(ip, d) for ip in LOCAL for d in Direction])),
-    allows=st.frozensets(st.sampled_from(
-        [(ip, d, peer, port) for ip in LOCAL for d in Direction for peer in PEERS for port in PORTS])),
+    allows=st.frozensets(st.sampled_from([(ip, d, peer, port) for ip in LOCAL for d in Direction
+                                          for peer in PEERS for port in PORTS])),
 )
 
 
