@@ -23,11 +23,12 @@ from podwire.agent import programmer
 from podwire.agent.cni_service import CniService
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath, ensure_vxlan_device
-from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
+from podwire.agent.desired import LocalEndpoint, NodeState
 from podwire.agent.endpoints import Endpoint
 from podwire.agent.flows import FlowEnricher, FlowHistory, PeerNames
 from podwire.agent.localapi import LocalApi, Request, Response
 from podwire.agent.metrics import AgentMetrics
+from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.agent.watch import WatchEvent, WatchSet, api_client
 from podwire.policy import Direction, Namespace, NetworkPolicy, Pod, PolicyError, policies_selecting

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from podwire.agent import identity as ids
-from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
+from podwire.agent.desired import LocalEndpoint, NodeState
 from podwire.agent.entries import Direction, Protocol
+from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents
 from podwire.policy import ContainerPort, Namespace, NetworkPolicy, Pod, evaluate
 
