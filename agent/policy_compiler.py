@@ -5,7 +5,8 @@ on which ports, and which policy says so. It knows nothing of where it came from
 NetworkPolicy rules resolve to it (agent/netpol.py), and any other policy kind that
 names peers and ports can resolve to it too. Compiling is then the same for all: every
 (identity, port range) becomes the few LPM keys that cover it, and the first rule to
-produce a key names the policy in its value.
+produce a key names the policy in its value. That merge is the one place that would
+weigh rules of other verdicts (an admin tier's deny or pass) against each other.
 """
 
 from __future__ import annotations

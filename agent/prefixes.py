@@ -14,6 +14,7 @@ its own identity. Those /32s are counted here too, under their own owner.
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 
 from podwire.agent import identity as ids
@@ -21,14 +22,19 @@ from podwire.agent.addresses import IPv4Net, host_prefix, is_v4
 from podwire.agent.identity import IdentityAllocator
 from podwire.policy import IPBlock, Pod
 
+_MASKS = tuple((0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF for length in range(33))
+
 
 class PrefixTable:
     def __init__(self) -> None:
         self._ids: IdentityAllocator[IPv4Net] = ids.cidr_identity_allocator()
         self._uses: dict[IPv4Net, int] = {}
         self._owned: dict[Hashable, Sequence[IPv4Net]] = {}
-        # (network int, length) -> identity: the longest match walks lengths, not prefixes.
+        # (network int, length) -> identity: the longest match walks lengths, not prefixes,
+        # and only the lengths in use (a few, against 33), longest first.
         self._numbers: dict[tuple[int, int], int] = {}
+        self._lengths: Counter[int] = Counter()
+        self._longest_first: list[int] = []
         self._named_blocks: dict[Hashable, list[IPBlock]] = {}
         self._pod_hosts: set[IPv4Net] = set()
         self._pod_hosts_stale = False
@@ -61,6 +67,7 @@ class PrefixTable:
             return False
         number, _ = self._ids.acquire(prefix)
         self._numbers[(int(prefix.network_address), prefix.prefixlen)] = number
+        self._count_length(prefix.prefixlen, 1)
         return True
 
     def _drop(self, prefix: IPv4Net) -> bool:
@@ -69,8 +76,15 @@ class PrefixTable:
             return False
         del self._uses[prefix]
         del self._numbers[(int(prefix.network_address), prefix.prefixlen)]
+        self._count_length(prefix.prefixlen, -1)
         self._ids.release(prefix)
         return True
+
+    def _count_length(self, length: int, delta: int) -> None:
+        self._lengths[length] += delta
+        if not self._lengths[length]:
+            del self._lengths[length]
+        self._longest_first = sorted(self._lengths, reverse=True)
 
     # --------------------------------------------------------------- lookups
 
@@ -83,11 +97,11 @@ class PrefixTable:
     def longest_identity(self, prefix: IPv4Net) -> int:
         """The identity of the longest prefix in use holding `prefix` (0: none)."""
         address = int(prefix.network_address)
-        for length in range(prefix.prefixlen, -1, -1):
-            mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
-            number = self._numbers.get((address & mask, length))
-            if number is not None:
-                return number
+        for length in self._longest_first:
+            if length <= prefix.prefixlen:
+                number = self._numbers.get((address & _MASKS[length], length))
+                if number is not None:
+                    return number
         return 0
 
     def host_identity(self, pod: Pod) -> int | None:

@@ -47,6 +47,11 @@ def test_longest_prefix_names_the_cidr_identity() -> None:
     assert table.longest_identity(NET("10.1.2.3/32")) == narrow
     assert table.longest_identity(NET("10.2.0.0/24")) == wide
     assert table.longest_identity(NET("11.0.0.1/32")) == 0
+    assert table.longest_identity(NET("10.0.0.0/7")) == 0  # shorter than any in use
+    table.use("x/q", [NET("10.1.2.0/24")])
+    table.release("x/p")  # the /8 and the /16 go, the /24 stays
+    assert table.longest_identity(NET("10.1.2.3/32")) == table.longest_identity(NET("10.1.2.0/24"))
+    assert table.longest_identity(NET("10.1.3.3/32")) == 0
 
 
 def test_a_block_names_the_identities_inside_it_but_not_in_its_excepts() -> None:
