@@ -16,6 +16,7 @@ change at the API reaches the maps without a full resync. The work is the parts'
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -79,6 +80,8 @@ class NodeState:
         self.cluster = Cluster()
         self.nodes = NodeTable(node_name)
         self.endpoints: dict[str, LocalEndpoint] = {}
+        # Events name namespaces and pods, many per change: their endpoints, found fast.
+        self._endpoints_in: dict[str, set[str]] = defaultdict(set)
         self.policy_problems: dict[str, PolicyProblem] = {}
 
         self._identities = PodIdentities()
@@ -161,12 +164,16 @@ class NodeState:
             self._pending.ipcache.update(old.prefixes())
 
     def add_endpoint(self, endpoint: LocalEndpoint) -> None:
+        self.remove_endpoint(endpoint.ip)
         self.endpoints[endpoint.ip] = endpoint
+        self._endpoints_in[endpoint.namespace].add(endpoint.ip)
         self._pending.endpoints.add(endpoint.ip)
         self._pending.ipcache.add(host_prefix(endpoint.ip))
 
     def remove_endpoint(self, ip: str) -> None:
-        if self.endpoints.pop(ip, None) is not None:
+        old = self.endpoints.pop(ip, None)
+        if old is not None:
+            self._endpoints_in[old.namespace].discard(ip)
             self._pending.endpoints.add(ip)
             self._pending.ipcache.add(host_prefix(ip))
 
@@ -206,9 +213,9 @@ class NodeState:
         return self.desired, scope
 
     def _compute_endpoint(self, ip: str, changed_keys: set[PolicyKey] | None) -> None:
-        self._policy_map.remove(ip, changed_keys)
         endpoint = self.endpoints.get(ip)
         if endpoint is None:
+            self._policy_map.remove(ip, changed_keys)
             self.desired.endpoints.pop(ip, None)
             return
         pod = self._pod_of(endpoint)
@@ -223,7 +230,9 @@ class NodeState:
             pod_mac=endpoint.pod_mac,
             host_mac=endpoint.host_mac,
         )
-        if pod is not None:
+        if pod is None:
+            self._policy_map.remove(ip, changed_keys)
+        else:
             entries = compile_rules(endpoint.ep_id, self._policies.rules_for(pod))
             self._policy_map.set(ip, entries, changed_keys)
 
@@ -267,15 +276,13 @@ class NodeState:
     def _touch_pod(self, pod: Pod) -> None:
         if pod.ip and is_v4(pod.ip):
             self._pending.ipcache.add(host_prefix(pod.ip))
-        for endpoint in self.endpoints.values():
-            if endpoint.namespace == pod.namespace and endpoint.name == pod.name:
-                self._pending.endpoints.add(endpoint.ip)
+        for ip in self._endpoints_in.get(pod.namespace, ()):
+            if self.endpoints[ip].name == pod.name:
+                self._pending.endpoints.add(ip)
 
     def _touch_named_egress(self) -> None:
         for namespace in self._policies.named_egress_namespaces():
             self._touch_namespace(namespace)
 
     def _touch_namespace(self, namespace: str) -> None:
-        for endpoint in self.endpoints.values():
-            if endpoint.namespace == namespace:
-                self._pending.endpoints.add(endpoint.ip)
+        self._pending.endpoints.update(self._endpoints_in.get(namespace, ()))

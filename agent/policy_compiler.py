@@ -11,7 +11,8 @@ weigh rules of other verdicts (an admin tier's deny or pass) against each other.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+import functools
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from podwire.agent.entries import (
@@ -57,10 +58,11 @@ def compile_rules(ep_id: int, rules: Iterable[ResolvedRule]) -> dict[PolicyKey, 
     entries: dict[PolicyKey, PolicyValue] = {}
     for rule in rules:
         value = PolicyValue(rule.policy_ref)
+        blocks = [block for ports in rule.ports for block in _blocks(ports)]
         for identity in rule.identities:
-            for ports in rule.ports:
-                for key in _keys(ep_id, rule.direction, identity, ports):
-                    entries.setdefault(key, value)
+            for protocol, port, bits in blocks:
+                key = PolicyKey(ep_id, rule.direction, identity, protocol, port, bits)
+                entries.setdefault(key, value)
     return entries
 
 
@@ -91,13 +93,12 @@ class PolicyMapState:
             changed.update(entries)
 
 
-def _keys(ep_id: int, direction: Direction, identity: int, ports: PortRange) -> Iterator[PolicyKey]:
+@functools.lru_cache(maxsize=4096)
+def _blocks(ports: PortRange) -> tuple[tuple[Protocol, int, int], ...]:
+    """The (protocol, first port, fixed port bits) prefixes that cover a range."""
     if ports.protocol is None:
-        yield PolicyKey(ep_id, direction, identity)
-        return
+        return ((Protocol.ANY, 0, 0),)
     protocol = Protocol(ports.protocol.number)
     if ports.start == 0 and ports.end == 0xFFFF:
-        yield PolicyKey(ep_id, direction, identity, protocol, 0, 0)
-        return
-    for first, bits in port_range_blocks(ports.start, ports.end):
-        yield PolicyKey(ep_id, direction, identity, protocol, first, bits)
+        return ((protocol, 0, 0),)
+    return tuple((protocol, first, bits) for first, bits in port_range_blocks(ports.start, ports.end))
