@@ -22,11 +22,12 @@ from pyroute2.netlink.exceptions import NetlinkError
 from podwire.agent import programmer
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath, ensure_vxlan_device
-from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
+from podwire.agent.desired import LocalEndpoint, NodeState
 from podwire.agent.entries import policy_direction
 from podwire.agent.flows import FlowEnricher, FlowHistory, PeerNames
 from podwire.agent.localapi import LocalApi, Request, Response, cni_route
 from podwire.agent.metrics import AgentMetrics
+from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.agent.watch import WatchEvent, WatchSet, api_client
 from podwire.bpf.constants import Direction
