@@ -37,9 +37,9 @@
 #define CFG_F_EVENTS 1
 
 /* ct_value.state: the phases of a connection, each with its idle timeout. TCP and SCTP
- * go OPENING (a SYN, an INIT) -> ESTABLISHED (the handshake's last answer) -> CLOSING
- * (FIN or RST; SHUTDOWN, SHUTDOWN-ACK, SHUTDOWN-COMPLETE or ABORT); other protocols
- * go NEW -> ESTABLISHED on the first reply. */
+ * go OPENING (a SYN, an INIT) -> ESTABLISHED (the responder's ACK, its COOKIE-ACK) ->
+ * CLOSING (FIN or RST; SHUTDOWN, SHUTDOWN-ACK, SHUTDOWN-COMPLETE or ABORT); other
+ * protocols go NEW -> ESTABLISHED on the first reply. */
 #define CT_STATE_NEW 0
 #define CT_STATE_OPENING 1
 #define CT_STATE_ESTABLISHED 2
