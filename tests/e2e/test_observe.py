@@ -36,7 +36,7 @@ PREFIX = "pwtob"
 # The CLI as a module: the console script may be rewritten by a concurrent setup.sh.
 PODWIRE = [sys.executable, "-m", "podwire.cli"]
 Record = dict[str, Any]
-FIELDS = {"time", "node", "type", "verdict", "drop_reason", "direction", "hook", "protocol",
+FIELDS = {"seq", "time", "node", "type", "verdict", "drop_reason", "direction", "hook", "protocol",
           "source", "destination", "tcp_flags", "length", "evaluated", "allowed_by",
           "isolated_by"}
 END_FIELDS = {"ip", "port", "identity", "namespace", "pod", "labels"}
