@@ -10,31 +10,27 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import queue
-import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from podwire.agent import programmer
+from podwire.agent import nodesetup, programmer
 from podwire.agent.cni_service import CniService
 from podwire.agent.config import AgentConfig
-from podwire.agent.datapath import Datapath, ensure_vxlan_device
+from podwire.agent.datapath import Datapath
 from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
+from podwire.agent.dispatch import apply_event
 from podwire.agent.endpoints import Endpoint
 from podwire.agent.flows import FlowEnricher, FlowHistory, PeerNames
 from podwire.agent.localapi import LocalApi, Request, Response
 from podwire.agent.metrics import AgentMetrics
 from podwire.agent.reconcile import MapContents, apply_to, plan
-from podwire.agent.watch import WatchEvent, WatchSet, api_client
-from podwire.policy import Direction, Namespace, NetworkPolicy, Pod, PolicyError, policies_selecting
+from podwire.agent.watch import WatchSet, api_client
+from podwire.policy import Direction, policies_selecting
 
 log = logging.getLogger("podwire.agent")
-
-MASQUERADE_COMMENT = "podwire: masquerade pod traffic leaving the cluster"
 
 
 class Agent:
@@ -152,14 +148,9 @@ class Agent:
         with self.lock:
             self.state.set_node(node)
         self.cni.pod_cidr = ipaddress.IPv4Network(node.pod_cidr)
-        _sysctl("net.ipv4.ip_forward", "1")
-        _sysctl("net.ipv4.conf.all.rp_filter", "0")
-        _sysctl("net.ipv4.conf.default.rp_filter", "0")
-        vxlan = ensure_vxlan_device(self.config.vxlan_device, node.ip, self.config.vxlan_port,
-                                    self.config.mtu + 50)
+        vxlan = nodesetup.prepare(self.config, node.ip, node.pod_cidr)
         self.datapath.attach_overlay(vxlan)
         self.datapath.set_node_config(node_ip=node.ip)
-        _ensure_masquerade(node.pod_cidr)
 
     def _restore_endpoints(self) -> None:
         """Endpoints wired before a restart: re-attach the (possibly new) programs."""
@@ -196,59 +187,17 @@ class Agent:
 
     def _drain_events(self, block: bool) -> None:
         assert self.watches is not None
-        batch: list[WatchEvent] = []
-        try:
-            if block:
-                batch.append(self.watches.events.get(timeout=0.5))
-            while True:
-                batch.append(self.watches.events.get_nowait())
-        except queue.Empty:
-            pass
+        batch = list(self.watches.events(timeout=0.5 if block else 0.0))
         if not batch:
             return
         with self.lock:
             for event in batch:
-                self._apply_event(event)
+                apply_event(self.state, event)
             # Events arrive in revision order; the last one handled vouches for all.
             self._handled_revision = batch[-1].revision
             if self.ready:
                 self._reconcile()
                 self.revision = self._handled_revision
-
-    def _apply_event(self, event: WatchEvent) -> None:
-        obj, deleted = event.obj, event.type == "DELETED"
-        if event.type in ("BOOKMARK", "ERROR"):
-            return
-        meta = obj.get("metadata") or {}
-        name, namespace = meta.get("name", ""), meta.get("namespace", "")
-        try:
-            if event.kind == "Namespace":
-                if deleted:
-                    self.state.remove_namespace(name)
-                else:
-                    self.state.set_namespace(Namespace.from_api(obj))
-            elif event.kind == "Pod":
-                if deleted:
-                    self.state.remove_pod(namespace, name)
-                else:
-                    self.state.set_pod(Pod.from_api(obj))
-            elif event.kind == "NetworkPolicy":
-                if deleted:
-                    self.state.remove_policy(namespace, name)
-                else:
-                    try:
-                        self.state.set_policy(NetworkPolicy.from_api(obj))
-                    except PolicyError as err:
-                        self.state.reject_policy(f"{namespace}/{name}",
-                                                 meta.get("resourceVersion", ""), err)
-            elif event.kind == "Node":
-                if deleted:
-                    self.state.remove_node(name)
-                else:
-                    self.state.set_node(_node_info(obj))
-        except PolicyError as err:
-            log.warning("event=object_rejected kind=%s name=%s/%s error=%r", event.kind,
-                        namespace, name, err.describe())
 
     # ------------------------------------------------------------ CNI hooks
 
@@ -373,23 +322,3 @@ def _local(endpoint: Endpoint) -> LocalEndpoint:
                          host_mac=endpoint.host_mac, namespace=endpoint.pod_namespace,
                          name=endpoint.pod_name)
 
-
-def _node_info(obj: dict[str, Any]) -> NodeInfo:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    address = next((a.get("address") for a in status.get("addresses") or []
-                    if a.get("type") == "InternalIP"), None)
-    return NodeInfo(obj["metadata"]["name"], address, spec.get("podCIDR"))
-
-
-def _sysctl(name: str, value: str) -> None:
-    Path("/proc/sys", *name.split(".")).write_text(value)
-
-
-def _ensure_masquerade(pod_cidr: str) -> None:
-    """Pods reach the world with the node's address; pod-to-pod traffic never gets here."""
-    rule = ["POSTROUTING", "-s", pod_cidr, "!", "-d", pod_cidr, "-m", "comment",
-            "--comment", MASQUERADE_COMMENT, "-j", "MASQUERADE"]
-    check = subprocess.run(["iptables", "-t", "nat", "-C", *rule], check=False,
-                           capture_output=True)
-    if check.returncode != 0:
-        subprocess.run(["iptables", "-t", "nat", "-A", *rule], check=True, capture_output=True)

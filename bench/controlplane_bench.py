@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import queue
 import signal
 import socket
 import statistics
@@ -133,11 +132,8 @@ def run(pods: int, policies: int, writes: int) -> tuple[dict[str, float], list[f
 def measure_latency(watchset: WatchSet, conn: http.client.HTTPConnection,
                     writes: int) -> list[float]:
     """Patch a pod's label, then wait until the consumer dequeues that event."""
-    while True:
-        try:
-            watchset.events.get_nowait()
-        except queue.Empty:
-            break
+    for _ in watchset.events():
+        pass
     latencies = []
     for i in range(writes):
         body = json.dumps({"metadata": {"labels": {"bench": str(i)}}}).encode()
@@ -146,8 +142,10 @@ def measure_latency(watchset: WatchSet, conn: http.client.HTTPConnection,
                      headers={"Content-Type": "application/merge-patch+json"})
         rv = json.loads(conn.getresponse().read())["metadata"]["resourceVersion"]
         while True:
-            event = watchset.events.get(timeout=30)
-            if event.kind == "Pod" and event.obj["metadata"]["resourceVersion"] == rv:
+            arrived = list(watchset.events(timeout=30))
+            if not arrived:
+                raise TimeoutError("no watch event for 30 s")
+            if any(e.kind == "Pod" and e.resource_version == int(rv) for e in arrived):
                 break
         latencies.append((time.perf_counter() - t0) * 1000)
     return latencies

@@ -23,7 +23,8 @@ from datapath_topo import (
 
 from podwire.agent import structs
 from podwire.agent.config import AgentConfig
-from podwire.agent.datapath import Datapath, ensure_vxlan_device
+from podwire.agent.datapath import Datapath
+from podwire.agent.nodesetup import ensure_vxlan_device
 
 PREFIX = f"pwth1o{os.getpid() % 10000}"
 UNDERLAY = {"n1": "10.198.7.1", "n2": "10.198.7.2"}
