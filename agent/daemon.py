@@ -23,12 +23,12 @@ from podwire.agent.datapath import Datapath
 from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
 from podwire.agent.dispatch import apply_event
 from podwire.agent.endpoints import Endpoint
-from podwire.agent.flows import FlowEnricher, FlowHistory, PeerNames
+from podwire.agent.flownames import ModelNames
+from podwire.agent.flows import FlowEnricher, FlowHistory
 from podwire.agent.localapi import LocalApi, Request, Response
 from podwire.agent.metrics import AgentMetrics
 from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.agent.watch import WatchSet, api_client
-from podwire.policy import Direction, policies_selecting
 
 log = logging.getLogger("podwire.agent")
 
@@ -129,19 +129,17 @@ class Agent:
 
     def _own_node(self) -> NodeInfo:
         """This node's address and pod CIDR: from its Node object, unless configured."""
-        known = self.state.nodes.get(self.config.node_name)
-        node_ip = self.config.node_ip or (known.ip if known else None)
-        pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
-        while node_ip is None or pod_cidr is None:
+        while True:
+            known = self.state.nodes.get(self.config.node_name)
+            node_ip = self.config.node_ip or (known.ip if known else None)
+            pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
+            if node_ip is not None and pod_cidr is not None:
+                return NodeInfo(self.config.node_name, node_ip, pod_cidr)
             self.not_ready_reason = (f"node {self.config.node_name} has no "
                                      f"{'address' if node_ip is None else 'spec.podCIDR'} yet")
             if self.stopping.wait(0.2):
                 raise SystemExit(0)
             self._drain_events(block=False)
-            known = self.state.nodes.get(self.config.node_name)
-            node_ip = self.config.node_ip or (known.ip if known else None)
-            pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
-        return NodeInfo(self.config.node_name, node_ip, pod_cidr)
 
     def _set_up_node(self, node: NodeInfo) -> None:
         assert self.datapath is not None and node.ip and node.pod_cidr
@@ -222,8 +220,9 @@ class Agent:
     def _read_flows(self) -> None:
         assert self.datapath is not None
         reader = self.datapath.events()
-        enricher = FlowEnricher(self.config.node_name, self._names_of, self.state.policy_name,
-                                self._isolating_policies)
+        names = ModelNames(self.state)
+        enricher = FlowEnricher(self.config.node_name, names.pod, self.state.policy_name,
+                                names.isolating)
         while not self.stopping.is_set():
             if not reader.wait(0.5):
                 continue
@@ -233,27 +232,6 @@ class Agent:
             for record in records:
                 self.flows.add(record)
                 self.metrics.count_flow(record)
-
-    def _names_of(self, ip: str) -> PeerNames:
-        for endpoint in self.state.endpoints.values():
-            if endpoint.ip == ip:
-                pod = self.state.cluster.pod(endpoint.namespace, endpoint.name)
-                return PeerNames(endpoint.namespace, endpoint.name,
-                                 pod.labels if pod is not None else {})
-        pods = self.state.cluster.pods_with_ip(ip)
-        if pods:
-            return PeerNames(pods[0].namespace, pods[0].name, pods[0].labels)
-        return PeerNames(None, None)
-
-    def _isolating_policies(self, ip: str, direction: str) -> list[str]:
-        names = self._names_of(ip)
-        if names.pod is None or names.namespace is None:
-            return []
-        pod = self.state.cluster.pod(names.namespace, names.pod)
-        if pod is None:
-            return []
-        policy_direction = Direction.INGRESS if direction == "ingress" else Direction.EGRESS
-        return [p.key for p in policies_selecting(self.state.cluster, pod, policy_direction)]
 
     def _conntrack_gc_loop(self) -> None:
         assert self.datapath is not None

@@ -171,7 +171,7 @@ def _flows(node: AgentTarget) -> list[FlowRecord]:
 
 
 @dataclass(frozen=True)
-class _Streamed:
+class Streamed:
     """A record from one node's stream."""
 
     node: AgentTarget
@@ -193,7 +193,7 @@ class _Follower:
 
     def __init__(self, nodes: list[AgentTarget]) -> None:
         self.nodes = nodes
-        self.queue: queue.Queue[_Streamed | _Notice] = queue.Queue()
+        self.queue: queue.Queue[Streamed | _Notice] = queue.Queue()
         self.stop = threading.Event()
 
     def open(self) -> None:
@@ -212,7 +212,7 @@ class _Follower:
                     stream = RecordStream(node, "/flows?follow=1&last=0", timeout=None)
                     self.queue.put(_Notice(f"agent at {node.socket_path}: reconnected"))
                 for record in stream:
-                    self.queue.put(_Streamed(node, from_json(record)))
+                    self.queue.put(Streamed(node, from_json(record)))
                 ended = f"agent at {node.socket_path} ended the stream; reconnecting"
                 self.queue.put(_Notice(ended, node))
             except AgentError as err:
@@ -234,7 +234,7 @@ class _Follower:
                 seen[name] = lost
 
 
-class _Overlap:
+class HistoryOverlap:
     """What a node's stream repeats of the history printed before it: the stream opens
     first, so its first records may be in the history too. A node's records are told
     apart by `seq`, which grows along its stream; once a record is past the history, or
@@ -244,7 +244,7 @@ class _Overlap:
         self._until = {node: max(r["seq"] for r in records)
                        for node, records in history.items() if records}
 
-    def repeats(self, item: _Streamed) -> bool:
+    def repeats(self, item: Streamed) -> bool:
         until = self._until.get(item.node)
         if until is None:
             return False
@@ -279,7 +279,7 @@ def _follow(nodes: list[AgentTarget], selection: flowfilter.FlowFilter, last: in
             return EXIT_FAILED
         if seen_lost[name]:
             _err(flowtext.lost_notice(name, seen_lost[name]))
-    overlap = _Overlap(history)
+    overlap = HistoryOverlap(history)
     shown = [r for r in flowfilter.merge_by_time(list(history.values()))
              if selection.matches(r)]
     printer.records(shown if last is None else shown[-last:] if last else [])
