@@ -2,11 +2,12 @@
 
 An `Informer` keeps one kind's objects in a cache and tells a handler what changed, as
 a `WatchEvent` of type ADDED, MODIFIED, DELETED or BOOKMARK (the stream has reached the
-event's resourceVersion; no object changed). It lists, then watches from
-the list's resourceVersion with bookmarks; when the server answers 410 (history compacted)
-it relists and hands the handler the difference against its cache, so the handler sees the
-same events it would have seen had the watch never broken. Errors and dropped connections
-back off (exponential, jittered, capped) and resume from the last resourceVersion.
+event's resourceVersion; no object changed). It lists, then watches from the list's
+resourceVersion with bookmarks; when the server answers 410 (history compacted) it
+relists and hands the handler the difference against its cache, so the handler sees the
+same events it would have seen had the watch never broken. Errors and dropped
+connections back off (exponential, jittered, capped) and resume from the last
+resourceVersion.
 
 Bodies go through `_preload_content=False` and json.loads: 10,000 pods through the
 client's model deserialisation would take seconds; as dicts they take milliseconds.
