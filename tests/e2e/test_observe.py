@@ -167,6 +167,7 @@ def test_json_output_carries_the_documented_fields(lab: Lab) -> None:
         assert set(flow["source"]) == END_FIELDS and set(flow["destination"]) == END_FIELDS
     assert [f["time"] for f in flows] == sorted(f["time"] for f in flows)
     assert {f["node"] for f in flows} == {"node1", "node2"}
+    assert len({(f["node"], f["seq"]) for f in flows}) == len(flows)
 
 
 def test_compact_output_says_why_and_is_plain_when_piped(lab: Lab) -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 import json
 import socket
+import threading
 from typing import Any
 
 import pytest
 
 from podwire.agent import structs
-from podwire.agent.flows import ExpiringCache, FlowEnricher, PeerNames
+from podwire.agent.flows import ExpiringCache, FlowEnricher, FlowHistory, PeerNames
 from podwire.agent.reasons import reason_code
 from podwire.common import flowtext
 from podwire.observe import Printer
@@ -160,3 +161,22 @@ def test_expiring_cache_recomputes_after_ttl_and_stays_bounded() -> None:
     assert computed == ["a", "a", "b", "c"]
     cache.get("a", compute, now=6.0)
     assert computed == ["a", "a", "b", "c", "a"]
+
+
+def test_records_are_numbered_and_followers_resume_after_a_seq() -> None:
+    made = enricher()
+    records = [made.record(event(structs.HOOK_FROM_POD)) for _ in range(5)]
+    assert [r["seq"] for r in records] == [0, 1, 2, 3, 4]
+    history = FlowHistory(3)
+    assert history.snapshot(None) == ([], -1)
+    for record in records[:4]:
+        history.add(record)
+    recent, after = history.snapshot(2)
+    assert [r["seq"] for r in recent] == [2, 3] and after == 3
+    history.add(records[4])
+    stop = threading.Event()
+    followed = history.follow(after, stop)
+    assert next(followed)["seq"] == 4
+    stop.set()
+    assert list(followed) == []
+    assert [json.loads(line)["seq"] for line in history.as_lines(iter(recent))] == [2, 3]
