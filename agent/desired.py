@@ -24,17 +24,18 @@ from typing import Any
 
 from podwire.agent import identity as ids
 from podwire.agent.entries import (
-    Direction,
     EndpointEntry,
     IpcacheEntry,
     PolicyKey,
     PolicyValue,
     Protocol,
+    datapath_direction,
     port_range_blocks,
 )
 from podwire.agent.identity import IdentityAllocator, PodIdentityKey
 from podwire.agent.reconcile import MapContents, Scope
 from podwire.agent.selection import PeerIndex
+from podwire.bpf.constants import Direction, ReservedIdentity
 from podwire.policy import (
     ANY_TRAFFIC,
     Cluster,
@@ -55,7 +56,6 @@ from podwire.policy import Direction as PolicyDirection
 
 log = logging.getLogger("podwire.agent")
 
-_DIRECTIONS = {PolicyDirection.INGRESS: Direction.INGRESS, PolicyDirection.EGRESS: Direction.EGRESS}
 IPv4Net = ipaddress.IPv4Network
 
 
@@ -267,7 +267,8 @@ class NodeState:
             return
         pod = self._pod_of(endpoint)
         isolated = {d: pod is None or is_isolated(self.cluster, pod, d) for d in PolicyDirection}
-        identity = self._pod_identity.get(pod.key, ids.WORLD) if pod is not None else ids.WORLD
+        world = ReservedIdentity.WORLD
+        identity = self._pod_identity.get(pod.key, world) if pod is not None else world
         self.desired.endpoints[ip] = EndpointEntry(
             ifindex=endpoint.ifindex,
             ep_id=endpoint.ep_id,
@@ -301,7 +302,7 @@ class NodeState:
         rule: Rule,
     ) -> Iterable[PolicyKey]:
         """The policy-map keys one rule contributes for one local endpoint."""
-        map_direction = _DIRECTIONS[direction]
+        map_direction = datapath_direction(direction)
         numbered = tuple(p for p in rule.ports if not isinstance(p.port, str))
         named = tuple(p for p in rule.ports if isinstance(p.port, str))
         peers = self._rule_peer_identities(policy, direction, rule_index, rule)
@@ -320,7 +321,8 @@ class NodeState:
             return
         # Egress: the destination pod names the number; identities carry named ports.
         known = self._peer_index.identities()
-        candidates = known if ids.ANY in peers else {i: known[i] for i in peers if i in known}
+        candidates = known if ReservedIdentity.ANY in peers else {
+            i: known[i] for i in peers if i in known}
         for identity, (_, _, representative) in candidates.items():
             for port_range in resolve_ports(named, representative):
                 yield from _keys(endpoint.ep_id, map_direction, identity, port_range)
@@ -339,7 +341,7 @@ class NodeState:
         self, policy: NetworkPolicy, direction: PolicyDirection, rule_index: int, rule: Rule
     ) -> set[int]:
         if not rule.peers:
-            return {ids.ANY}
+            return {ReservedIdentity.ANY}
         identities: set[int] = set()
         for peer_index, peer in enumerate(rule.peers):
             if peer.ip_block is not None:
@@ -396,7 +398,7 @@ class NodeState:
         if identity is None:
             node = self._nodes_by_cidr.get(prefix)
             if node is not None and node.name != self.node_name:
-                identity, tunnel = ids.WORLD, node.ip
+                identity, tunnel = ReservedIdentity.WORLD, node.ip
         cidr_identity = self._longest_block_identity(prefix)
         if identity is None:
             if prefix not in self._prefix_uses:
@@ -410,14 +412,14 @@ class NodeState:
         """(identity, tunnel) of one address: a node's, a local pod's, a remote pod's."""
         node = self._nodes_by_ip.get(ip)
         if node is not None:  # the node's, even when host-network pods share the address
-            return (ids.HOST if node.name == self.node_name else ids.REMOTE_NODE), None
+            return (ReservedIdentity.HOST if node.name == self.node_name else ReservedIdentity.REMOTE_NODE), None
         local = self.endpoints.get(ip)
         if local is not None:
             pod = self.cluster.pod(local.namespace, local.name)
-            return (self._pod_identity.get(pod.key, ids.WORLD) if pod else ids.WORLD), None
+            return (self._pod_identity.get(pod.key, ReservedIdentity.WORLD) if pod else ReservedIdentity.WORLD), None
         pods = self.cluster.pods_with_ip(ip)
         if pods:
-            return (self._pod_identity.get(pods[0].key, ids.WORLD),
+            return (self._pod_identity.get(pods[0].key, ReservedIdentity.WORLD),
                     self._tunnel_for_node(pods[0].node))
         return None, None
 

@@ -5,8 +5,10 @@ which policies isolate it. The flow enricher (`agent/flows.py`) asks through the
 from __future__ import annotations
 
 from podwire.agent.desired import NodeState
+from podwire.agent.entries import policy_direction
 from podwire.agent.flows import PeerNames
-from podwire.policy import Direction, policies_selecting
+from podwire.bpf.constants import Direction
+from podwire.policy import policies_selecting
 
 
 class ModelNames:
@@ -33,5 +35,6 @@ class ModelNames:
         pod = self.state.cluster.pod(names.namespace, names.pod)
         if pod is None:
             return []
-        policy_direction = Direction.INGRESS if direction == "ingress" else Direction.EGRESS
-        return [p.key for p in policies_selecting(self.state.cluster, pod, policy_direction)]
+        selecting = policies_selecting(self.state.cluster, pod,
+                                       policy_direction(Direction.from_label(direction)))
+        return [p.key for p in selecting]

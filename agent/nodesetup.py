@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from podwire.agent.config import AgentConfig
-from podwire.agent.netns import iproute
+from podwire.common.netns import iproute
 
 MASQUERADE_COMMENT = "podwire: masquerade pod traffic leaving the cluster"
 # vxlan over IPv4/UDP: the outer headers the underlay MTU must also carry.

@@ -35,9 +35,14 @@ from kubernetes import client, config
 
 from podwire.agent import structs
 from podwire.agent.maps import BpfMap
+from podwire.bench import tools
+from podwire.bpf import constants
 from podwire.lab import netns
 from podwire.lab.apiresources import NAMESPACES, NETWORK_POLICIES, NODES, PODS
 from podwire.lab.apistore import ApiStore, save_state
+
+# The programs it runs (checked before it starts: bench/tools.py).
+TOOLS = ("nsenter", "ip", "curl")
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = str(REPO / ".venv/bin/python")
@@ -193,7 +198,7 @@ class Bench:
         return endpoints.lookup(ctypes.c_uint32(structs.ip_be(ip)))
 
     def change_latencies(self, count: int) -> dict[str, list[float]]:
-        endpoints = BpfMap(str(self.pin_dir / "endpoints"), ctypes.c_uint32, structs.EndpointInfo)
+        endpoints = BpfMap(self.pin_dir, "endpoints", ctypes.c_uint32, structs.EndpointInfo)
         results: dict[str, list[float]] = {"pod label change": [], "policy create/delete": []}
         try:
             for k in range(count):
@@ -214,12 +219,12 @@ class Bench:
                     "spec": {"podSelector": {"matchLabels": {"app": f"moved{k}"}}}}
                 started = time.perf_counter()
                 self.net.create_namespaced_network_policy(ns, isolating)
-                while not (self.endpoint(endpoints, ip).flags & structs.EP_F_INGRESS_ISOLATED):  # type: ignore[union-attr]
+                while not (self.endpoint(endpoints, ip).flags & constants.EP_F_INGRESS_ISOLATED):  # type: ignore[union-attr]
                     pass
                 results["policy create/delete"].append(time.perf_counter() - started)
                 started = time.perf_counter()
                 self.net.delete_namespaced_network_policy(f"bench{k}", ns)
-                while self.endpoint(endpoints, ip).flags & structs.EP_F_INGRESS_ISOLATED:  # type: ignore[union-attr]
+                while self.endpoint(endpoints, ip).flags & constants.EP_F_INGRESS_ISOLATED:  # type: ignore[union-attr]
                     pass
                 results["policy create/delete"].append(time.perf_counter() - started)
         finally:
@@ -245,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=100)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    tools.require(TOOLS)
     bench = Bench(args.pods, args.policies, args.local_pods)
     # SIGTERM unwinds to the cleanup below, but only in this process: pyroute2's
     # netns.create forks helpers it ends with SIGTERM, and a forked copy of this stack

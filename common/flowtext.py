@@ -13,11 +13,10 @@ import datetime
 from rich.table import Table
 from rich.text import Text
 
+from podwire.bpf.constants import reserved_label
 from podwire.common.flow import FlowEnd, FlowRecord
 from podwire.policy import Protocol
 
-# Reserved identities (docs/contracts.md): what an address that is no pod stands for.
-RESERVED = {1: "host", 2: "world", 3: "remote-node"}
 # Every protocol a NetworkPolicy port can name has ports; the others (ICMP) have none.
 PORTED = frozenset(Protocol)
 VERDICT_STYLES = {"FORWARDED": "green", "DROPPED": "bold red"}
@@ -37,7 +36,7 @@ def endpoint(end: FlowEnd, protocol: str) -> str:
         return "-"  # not IPv4: the datapath parsed no addresses
     if end.get("pod"):
         return f"{end.get('namespace')}/{end['pod']}{port}"
-    what = RESERVED.get(end.get("identity", 0))
+    what = reserved_label(end.get("identity", 0))
     address = f"{end.get('ip')}{port}"
     return f"{what} {address}" if what else address
 

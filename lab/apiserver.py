@@ -12,7 +12,6 @@ certificate it serves HTTPS, as a real API server does for in-cluster clients.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from podwire.common.netns import in_netns
 from podwire.lab import apiresources
 from podwire.lab.apierrors import ApiError, bad_request
 from podwire.lab.apiresources import PODS, RESOURCES, ResourceType, find_resource
@@ -39,7 +39,6 @@ from podwire.lab.apistore import ApiStore, Subscription, load_state, save_state
 
 log = logging.getLogger("podwire.lab.apiserver")
 
-CLONE_NEWNET = 0x40000000
 DEFAULT_WATCH_TIMEOUT = 1800
 ADMIN_PREFIX = "/podwire-admin/"
 
@@ -105,17 +104,6 @@ def _encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def _setns(path: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into {path}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
 def bind_socket(host: str, port: int, netns: str | None = None) -> socket.socket:
     """A listening TCP socket, created inside `netns` (a /run/netns path) when given.
 
@@ -126,17 +114,16 @@ def bind_socket(host: str, port: int, netns: str | None = None) -> socket.socket
 
     def make() -> None:
         try:
-            if netns is not None:
-                _setns(netns)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-                sock.listen(128)
-            except OSError:
-                sock.close()
-                raise
+            with in_netns(netns):
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((host, port))
+                    sock.listen(128)
+                except OSError:
+                    sock.close()
+                    raise
             result.append(sock)
         except OSError as err:  # handed to the caller's thread below
             result.append(err)

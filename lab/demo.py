@@ -12,9 +12,9 @@ from typing import Any
 
 from rich.console import Console
 
-from podwire.common import flowfilter, flowtext
+from podwire.common import agentapi, flowfilter, flowtext
 from podwire.common.flow import from_json
-from podwire.lab import agentclient, cluster, manifests, probes, samples, views, workload
+from podwire.lab import cluster, manifests, probes, samples, views, workload
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
 
@@ -69,9 +69,9 @@ def show_flows(console: Console, state: cluster.LabState) -> None:
     batches = []
     for node in state.node_layouts():
         try:
-            batches.append([from_json(r) for r in agentclient.recent_flows(node.socket_path,
-                                                                           last=500)])
-        except agentclient.AgentUnavailable as exc:
+            batches.append([from_json(r) for r in agentapi.recent_flows(node.socket_path,
+                                                                        last=500)])
+        except agentapi.AgentError as exc:
             console.print(f"{node.name}: flows unavailable ({exc})")
     selection = flowfilter.build(to_pod=["x/"], type=["policy-verdict"])
     into_x = [r for r in flowfilter.merge_by_time(batches) if selection.matches(r)]

@@ -18,16 +18,9 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
-from podwire.agents import (
-    AgentError,
-    AgentTarget,
-    RecordStream,
-    add_target_arguments,
-    get_json,
-    read_records,
-    targets,
-)
+from podwire.agents import AgentTarget, add_target_arguments, targets
 from podwire.common import flowfilter, flowtext
+from podwire.common.agentapi import AgentError, RecordStream, get_json, read_records
 from podwire.common.flow import FlowRecord, from_json
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -142,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _lost(node: AgentTarget) -> tuple[str, int]:
-    status = get_json(node, "/status")
+    _, status = get_json(node.socket_path, "/status")
     if not isinstance(status, dict):
         raise AgentError(f"agent at {node.socket_path}: /status answered {status!r}")
     return str(status.get("node") or node.node), int(status.get("lost_events") or 0)
@@ -167,7 +160,7 @@ def _history(nodes: list[AgentTarget], selection: flowfilter.FlowFilter, last: i
 
 
 def _flows(node: AgentTarget) -> list[FlowRecord]:
-    return [from_json(r) for r in read_records(node, "/flows")]
+    return [from_json(r) for r in read_records(node.socket_path, "/flows")]
 
 
 @dataclass(frozen=True)
@@ -199,7 +192,7 @@ class _Follower:
     def open(self) -> None:
         """Connect to every node (errors are fatal here: nothing was printed yet), then
         start reading. Records from now on reach the queue."""
-        streams = [RecordStream(node, "/flows?follow=1&last=0", timeout=None)
+        streams = [RecordStream(node.socket_path, "/flows?follow=1&last=0", timeout=None)
                    for node in self.nodes]
         for node, stream in zip(self.nodes, streams, strict=True):
             threading.Thread(target=self._pump, args=(node, stream), daemon=True,
@@ -209,7 +202,8 @@ class _Follower:
         while not self.stop.is_set():
             try:
                 if stream is None:
-                    stream = RecordStream(node, "/flows?follow=1&last=0", timeout=None)
+                    stream = RecordStream(node.socket_path, "/flows?follow=1&last=0",
+                                          timeout=None)
                     self.queue.put(_Notice(f"agent at {node.socket_path}: reconnected"))
                 for record in stream:
                     self.queue.put(Streamed(node, from_json(record)))

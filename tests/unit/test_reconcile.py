@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from podwire.agent.entries import (
-    Direction,
     EndpointEntry,
     PolicyKey,
     PolicyValue,
@@ -16,6 +15,7 @@ from podwire.agent.entries import (
     port_range_blocks,
 )
 from podwire.agent.reconcile import MapContents, MapName, apply_to, plan
+from podwire.bpf.constants import Direction
 
 
 def endpoint(isolated: bool, identity: int = 300) -> EndpointEntry:
