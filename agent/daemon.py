@@ -19,12 +19,13 @@ from pyroute2.netlink.exceptions import NetlinkError
 from podwire.agent import nodesetup, programmer
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
-from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
+from podwire.agent.desired import LocalEndpoint, NodeState
 from podwire.agent.dispatch import apply_event
 from podwire.agent.flownames import ModelNames
 from podwire.agent.flows import FlowEnricher, FlowHistory
 from podwire.agent.localapi import LocalApi, Request, Response, cni_route
 from podwire.agent.metrics import AgentMetrics
+from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.agent.watch import WatchSet, api_client
 from podwire.cni.endpoints import Endpoint

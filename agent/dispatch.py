@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from podwire.agent.desired import NodeInfo, NodeState
+from podwire.agent.desired import NodeState
+from podwire.agent.nodes import NodeInfo
 from podwire.agent.watch import EventType, WatchEvent
 from podwire.policy import Namespace, NetworkPolicy, Pod, PolicyError
 

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
+from podwire.agent.desired import LocalEndpoint, NodeState
 from podwire.agent.entries import Protocol
+from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents
 from podwire.bpf.constants import Direction, ReservedIdentity
 from podwire.policy import ContainerPort, Namespace, NetworkPolicy, Pod, evaluate

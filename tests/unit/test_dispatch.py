@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from podwire.agent.desired import NodeInfo, NodeState
+from podwire.agent.desired import NodeState
 from podwire.agent.dispatch import HANDLERS, apply_event, node_info
+from podwire.agent.nodes import NodeInfo
 from podwire.agent.watch import KINDS, EventType, WatchEvent
 
 RV = 7
@@ -45,13 +46,13 @@ def test_added_objects_enter_the_model_and_deleted_ones_leave() -> None:
     pod = state.cluster.pod("x", "a")
     assert pod is not None and pod.labels == {"app": "a"} and pod.ip == "10.244.1.2"
     assert [p.key for p in state.cluster.policies_in("x")] == ["x/deny"]
-    assert state.nodes["n2"] == NodeInfo("n2", "10.0.0.2", "10.244.2.0/24")
+    assert state.nodes.get("n2") == NodeInfo("n2", "10.0.0.2", "10.244.2.0/24")
     apply_event(state, event("Pod", EventType.DELETED, POD))
     apply_event(state, event("NetworkPolicy", EventType.DELETED, POLICY))
     apply_event(state, event("Node", EventType.DELETED, NODE))
     assert state.cluster.pod("x", "a") is None
     assert list(state.cluster.policies_in("x")) == []
-    assert "n2" not in state.nodes
+    assert state.nodes.get("n2") is None
 
 
 def test_modified_replaces_and_bookmarks_change_nothing() -> None:
