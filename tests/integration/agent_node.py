@@ -22,7 +22,7 @@ from kubernetes import client, config
 from waiting import wait_for
 
 from podwire.lab import netns
-from podwire.lab.apiserver import LabApiServer
+from podwire.lab.api.server import LabApiServer
 from podwire.lab.echo import EchoServer, Port
 from podwire.lab.probe import ProbeTarget, probe
 

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from podwire.lab.apiresources import NAMESPACES
-from podwire.lab.apiserver import LabApiServer, _setns
+from podwire.lab.api.kinds import NAMESPACES
+from podwire.lab.api.server import LabApiServer
+from podwire.lab.api.sockets import _setns
 
 
 @pytest.fixture

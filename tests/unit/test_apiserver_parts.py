@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from podwire.lab.apierrors import ApiError
-from podwire.lab.apipatch import apply_patch, json_patch, merge_patch
-from podwire.lab.apiresources import NETWORK_POLICIES, PODS
-from podwire.lab.apiselectors import parse_field_selector, parse_label_selector, parse_selector
-from podwire.lab.apiserver import parse_route
+from podwire.lab.api.errors import ApiError
+from podwire.lab.api.kinds import NETWORK_POLICIES, PODS
+from podwire.lab.api.patch import apply_patch, json_patch, merge_patch
+from podwire.lab.api.routes import parse_route
+from podwire.lab.api.selectors import parse_field_selector, parse_label_selector, parse_selector
 
 
 def labels_match(selector: str, labels: dict[str, str]) -> bool:
