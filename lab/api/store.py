@@ -131,7 +131,7 @@ class ApiStore:
             if not meta.get("name"):
                 if not meta.get("generateName"):
                     raise errors.invalid(res.kind, "", "metadata.name", None,
-                                            "name or generateName is required")
+                                         "name or generateName is required")
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             check_object(res, obj)
             self._require_namespace(res, namespace)
@@ -217,14 +217,14 @@ class ApiStore:
             pre = preconditions or {}
             if pre.get("uid") and pre["uid"] != old["metadata"]["uid"]:
                 raise errors.conflict(res.plural, name, "Precondition failed: UID in "
-                                         f"precondition: {pre['uid']}, UID in object meta: "
-                                         f"{old['metadata']['uid']}")
+                                      f"precondition: {pre['uid']}, UID in object meta: "
+                                      f"{old['metadata']['uid']}")
             if (pre.get("resourceVersion")
                     and pre["resourceVersion"] != old["metadata"]["resourceVersion"]):
                 raise errors.conflict(res.plural, name, "Precondition failed: "
-                                         "ResourceVersion in precondition: "
-                                         f"{pre['resourceVersion']}, ResourceVersion in object "
-                                         f"meta: {old['metadata']['resourceVersion']}")
+                                      "ResourceVersion in precondition: "
+                                      f"{pre['resourceVersion']}, ResourceVersion in object "
+                                      f"meta: {old['metadata']['resourceVersion']}")
             if res is NAMESPACES:
                 return self._delete_namespace(old)
             gone = copy.deepcopy(old)
