@@ -35,9 +35,13 @@ from kubernetes import client, config
 
 from podwire.agent import structs
 from podwire.agent.maps import BpfMap
+from podwire.bench import tools
 from podwire.lab import netns
 from podwire.lab.api.kinds import NAMESPACES, NETWORK_POLICIES, NODES, PODS
 from podwire.lab.api.store import ApiStore, save_state
+
+# The programs it runs (checked before it starts: bench/tools.py).
+TOOLS = ("nsenter", "ip", "curl")
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = str(REPO / ".venv/bin/python")
@@ -245,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=100)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    tools.require(TOOLS)
     bench = Bench(args.pods, args.policies, args.local_pods)
     # SIGTERM unwinds to the cleanup below, but only in this process: pyroute2's
     # netns.create forks helpers it ends with SIGTERM, and a forked copy of this stack

@@ -50,7 +50,7 @@ def bar_chart(c: Comparison, path: Path) -> None:
 def distribution_chart(c: Comparison, path: Path) -> None:
     names = list(c.samples)
     fig, ax = plt.subplots(figsize=SIZE)
-    ax.boxplot([c.samples[n] for n in names], labels=names, showfliers=True)
+    ax.boxplot([c.samples[n] for n in names], tick_labels=names, showfliers=True)
     ax.set_ylabel(c.unit)
     ax.set_title(f"{c.metric} (every sample)", fontsize=10)
     _save(fig, path)

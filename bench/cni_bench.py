@@ -32,10 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "tests")]
 from cni_agent import PYTHON, SHIM, NodeAgent, netns, node_agent
 
+from podwire.bench import tools
 from podwire.bench.figures import Comparison, Figures, ratio
 from podwire.cni.wiring import in_netns
 
 REFERENCE = Path("/usr/lib/cni")
+# The programs it runs (checked before it starts: bench/tools.py).
+TOOLS = (str(REFERENCE / "bridge"), str(REFERENCE / "host-local"))
 VERSION = "1.0.0"  # the newest Debian's reference plugins speak
 REFERENCE_NAME = "bridge+host-local"
 
@@ -95,6 +98,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    tools.require(TOOLS)
     figures = collect(args.pods, args.concurrency)
     if args.json:
         figures.write(args.json)

@@ -28,9 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from podwire.agent.watch import WatchSet, api_client
+from podwire.bench import tools
 from podwire.bench.figures import Comparison, Figures
 from podwire.lab.api.kinds import NAMESPACES, NETWORK_POLICIES, NODES, PODS
 from podwire.lab.api.store import ApiStore, save_state
+
+# The programs it runs (checked before it starts: bench/tools.py).
+TOOLS: tuple[str, ...] = ()  # only Python: the API store and the watch client
 
 NAMESPACE_COUNT = 50
 NODE_COUNT = 10
@@ -160,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writes", type=int, default=300)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    tools.require(TOOLS)
     results, latencies = run(args.pods, args.policies, args.writes)
     if args.json:
         # No baseline in this run: a single-subject comparison still gives the

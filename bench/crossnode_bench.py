@@ -18,11 +18,15 @@ import os
 import statistics
 from pathlib import Path
 
+from podwire.bench import tools
 from podwire.bench.datapath_bench import Lab, Pair, iperf3_gbps, link, sh, sockperf_rr
 from podwire.bench.figures import Comparison, Figures
 from podwire.lab import cluster, manifests, samples, workload
 from podwire.lab.kube import Kube
 from podwire.lab.layout import MTU, LabLayout
+
+# The programs it runs (checked before it starts: bench/tools.py).
+TOOLS = ("nsenter", "ip", "bridge", "sysctl", "iperf3", "sockperf")
 
 BASELINE_PREFIX = "pwbh9c"
 LAB_PREFIX = "pwbh9x"
@@ -112,6 +116,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    tools.require(TOOLS)
     if os.geteuid() != 0:
         parser.error("run as root (namespaces, BPF)")
     figures = collect(args.seconds, args.runs)

@@ -32,13 +32,16 @@ from podwire.agent import structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.agent.netns import in_netns
-from podwire.bench import traffic
+from podwire.bench import tools, traffic
 from podwire.bench.figures import Comparison, Figures
 
 PREFIX = "pwbh1"
 IPERF_PORT, SOCKPERF_PORT, CONN_PORT = 5201, 11111, 12000
 ID_CLIENT, ID_SERVER = 1000, 1001
 CNI_BIN = Path("/usr/lib/cni")
+# The programs it runs (checked before it starts: bench/tools.py).
+TOOLS = ("nsenter", "ip", "iperf3", "sockperf", str(CNI_BIN / "bridge"),
+         str(CNI_BIN / "host-local"))
 CONN_SETTINGS = ((1, True), (10_000, True), (10_000, False))  # (policy entries, flow events)
 
 
@@ -272,6 +275,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    tools.require(TOOLS)
     if os.geteuid() != 0:
         parser.error("run as root (namespaces, BPF)")
     figures = collect(args.seconds, args.runs)

@@ -30,11 +30,14 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from podwire.agent.datapath import Datapath
-from podwire.bench import traffic
+from podwire.bench import tools, traffic
 from podwire.bench.figures import Comparison, Figures
 from podwire.lab import cluster, netns, samples
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout, NodeLayout
+
+# The programs it runs (checked before it starts: bench/tools.py).
+TOOLS = ("nsenter", "hping3")
 
 PREFIX = "pwbfl"
 CONN_PORT = 12100
@@ -197,6 +200,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="on/off pairs")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    tools.require(TOOLS)
     layout = LabLayout(PREFIX)
     try:
         node = Node(layout, up(layout))

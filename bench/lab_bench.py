@@ -11,10 +11,14 @@ import argparse
 import time
 from pathlib import Path
 
+from podwire.bench import tools
 from podwire.bench.figures import Figures
 from podwire.lab import cluster, manifests, probes, samples, workload
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
+
+# The programs it runs (checked before it starts: bench/tools.py).
+TOOLS = ("nsenter",)
 
 POLICY = samples.to_yaml([{
     "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -30,6 +34,7 @@ def main() -> int:
     parser.add_argument("--prefix", default="pwbench")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    tools.require(TOOLS)
     layout = LabLayout(args.prefix)
     cluster.down(layout)
     timings: dict[str, float] = {}

@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from podwire.bench import traffic
+from podwire.bench import tools, traffic
 from podwire.bench.datapath_bench import (
     CONN_PORT,
     Lab,
@@ -30,6 +30,9 @@ from podwire.bench.datapath_bench import (
     sh,
 )
 from podwire.bench.figures import Comparison, Curve, Figures
+
+# The programs it runs (checked before it starts: bench/tools.py).
+TOOLS = ("nsenter", "ip", "sysctl", "iptables-restore", "iperf3", "sockperf")
 
 PREFIX = "pwbh9s"
 
@@ -117,6 +120,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    tools.require(TOOLS)
     if os.geteuid() != 0:
         parser.error("run as root (namespaces, BPF, iptables)")
     figures = collect(args.runs, args.seconds)

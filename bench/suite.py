@@ -34,6 +34,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from podwire.bench import tools
 from podwire.bench.figures import Figures, from_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,6 +145,7 @@ def environment() -> dict[str, Any]:
             "git_commit": commit, "git_dirty": dirty,
             "tools": {"iperf3": _first_line(["iperf3", "--version"]),
                       "sockperf": _first_line(["sockperf", "--version"]),
+                      "hping3": _first_line(["hping3", "--version"]),
                       "iptables": _first_line(["iptables", "-V"])},
             "load_before": list(os.getloadavg())}
 
@@ -166,6 +168,7 @@ def run_one(bench: Benchmark, profile: str, out: Path) -> dict[str, Any]:
     cmd = [sys.executable, "-m", f"podwire.bench.{bench.module}", *bench.args[profile],
            "--json", str(raw)]
     started = time.monotonic()
+    code: int | None = None
     with log.open("w") as sink:
         child = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
         try:
@@ -188,7 +191,9 @@ def run_one(bench: Benchmark, profile: str, out: Path) -> dict[str, Any]:
                             ).to_json()
     else:
         tail = log.read_text().strip().splitlines()[-5:]
-        entry.update(status="failed", error=f"{error}; log {log}: " + " | ".join(tail))
+        # A missing program: the script's one line says all (tools.require).
+        entry.update(status="failed", error=tail[-1] if code == tools.MISSING and tail
+                     else f"{error}; log {log}: " + " | ".join(tail))
     return entry
 
 
@@ -212,6 +217,8 @@ def run(profile: str, out: Path, only: list[str] | None = None,
             progress.update(step, completed=1,
                             description=f"  {bench.name}: {entry['status']} "
                                         f"({entry['seconds']:.0f} s)")
+            if entry["error"]:
+                progress.console.print(f"  {bench.name} failed: {entry['error']}")
             progress.advance(overall)
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["environment"]["load_after"] = list(os.getloadavg())

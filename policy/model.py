@@ -399,115 +399,135 @@ def _parse_port(value: object, path: str, reader: Reader) -> PolicyPort | None:
     if body is None:
         return None
     before = len(reader.errors)
-    protocol = Protocol.TCP
-    if body.get("protocol") is not None:
-        text = reader.string(body["protocol"], child(path, "protocol"))
-        if text is not None:
-            try:
-                protocol = Protocol(text)
-            except ValueError:
-                reader.error(
-                    child(path, "protocol"),
-                    f'Unsupported value: {text!r}: supported values: "SCTP", "TCP", "UDP"',
-                )
-    port: int | str | None = None
-    raw_port = body.get("port")
-    port_path = child(path, "port")
-    if isinstance(raw_port, str):
-        problem = port_name_error(raw_port)
-        if problem:
-            reader.error(port_path, f"{raw_port!r}: {problem}")
-        port = raw_port
-    elif raw_port is not None:
-        port = reader.integer(raw_port, port_path)
-        if port is not None and not 1 <= port <= 65535:
-            reader.error(port_path, f"{port}: must be between 1 and 65535, inclusive")
-    end_port = None
-    if body.get("endPort") is not None:
-        end_path = child(path, "endPort")
-        end_port = reader.integer(body["endPort"], end_path)
-        if end_port is not None:
-            if raw_port is None:
-                reader.error(
-                    port_path, "Required value: must be specified when endPort is specified"
-                )
-            elif isinstance(port, str):
-                reader.error(end_path, "may not be specified when `port` is non-numeric")
-            elif not 1 <= end_port <= 65535:
-                reader.error(end_path, f"{end_port}: must be between 1 and 65535, inclusive")
-            elif isinstance(port, int) and end_port < port:
-                reader.error(
-                    end_path, f"{end_port}: must be greater than or equal to `port` ({port})"
-                )
+    protocol = _parse_protocol(body, path, reader)
+    port = _parse_port_value(body.get("port"), child(path, "port"), reader)
+    end_port = _parse_end_port(body, path, port, reader)
     if len(reader.errors) != before:
         return None
     return PolicyPort(protocol, port, end_port)
 
 
+def _parse_protocol(body: Mapping[str, Any], path: str, reader: Reader) -> Protocol:
+    """The port's protocol, TCP when absent (errors recorded, TCP returned)."""
+    if body.get("protocol") is None:
+        return Protocol.TCP
+    text = reader.string(body["protocol"], child(path, "protocol"))
+    if text is None:
+        return Protocol.TCP
+    try:
+        return Protocol(text)
+    except ValueError:
+        reader.error(
+            child(path, "protocol"),
+            f'Unsupported value: {text!r}: supported values: "SCTP", "TCP", "UDP"',
+        )
+        return Protocol.TCP
+
+
+def _parse_port_value(raw: object, path: str, reader: Reader) -> int | str | None:
+    """A named port (kept even when invalid, so endPort is judged against it) or a number."""
+    if isinstance(raw, str):
+        problem = port_name_error(raw)
+        if problem:
+            reader.error(path, f"{raw!r}: {problem}")
+        return raw
+    if raw is None:
+        return None
+    port = reader.integer(raw, path)
+    if port is not None and not 1 <= port <= 65535:
+        reader.error(path, f"{port}: must be between 1 and 65535, inclusive")
+    return port
+
+
+def _parse_end_port(
+    body: Mapping[str, Any], path: str, port: int | str | None, reader: Reader
+) -> int | None:
+    if body.get("endPort") is None:
+        return None
+    end_path = child(path, "endPort")
+    end_port = reader.integer(body["endPort"], end_path)
+    if end_port is None:
+        return None
+    if body.get("port") is None:
+        reader.error(
+            child(path, "port"), "Required value: must be specified when endPort is specified"
+        )
+    elif isinstance(port, str):
+        reader.error(end_path, "may not be specified when `port` is non-numeric")
+    elif not 1 <= end_port <= 65535:
+        reader.error(end_path, f"{end_port}: must be between 1 and 65535, inclusive")
+    elif isinstance(port, int) and end_port < port:
+        reader.error(end_path, f"{end_port}: must be greater than or equal to `port` ({port})")
+    return end_port
+
+
 def policy_to_api(policy: NetworkPolicy) -> dict[str, Any]:
     """The policy as an API object (defaults made explicit), for round trips and output."""
-
-    def selector(value: LabelSelector) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if value.match_labels:
-            out["matchLabels"] = dict(value.match_labels)
-        if value.match_expressions:
-            out["matchExpressions"] = [
-                {
-                    "key": r.key,
-                    "operator": r.operator.value,
-                    **({"values": sorted(r.values)} if r.values else {}),
-                }
-                for r in value.match_expressions
-            ]
-        return out
-
-    def peer(value: Peer) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if value.ip_block is not None:
-            block: dict[str, Any] = {"cidr": str(value.ip_block.cidr)}
-            if value.ip_block.except_:
-                block["except"] = [str(net) for net in value.ip_block.except_]
-            out["ipBlock"] = block
-        if value.pod_selector is not None:
-            out["podSelector"] = selector(value.pod_selector)
-        if value.namespace_selector is not None:
-            out["namespaceSelector"] = selector(value.namespace_selector)
-        return out
-
-    def port(value: PolicyPort) -> dict[str, Any]:
-        out: dict[str, Any] = {"protocol": value.protocol.value}
-        if value.port is not None:
-            out["port"] = value.port
-        if value.end_port is not None:
-            out["endPort"] = value.end_port
-        return out
-
-    def rules(values: tuple[Rule, ...], peers_field: str) -> list[dict[str, Any]]:
-        out = []
-        for rule in values:
-            entry: dict[str, Any] = {}
-            if rule.peers:
-                entry[peers_field] = [peer(p) for p in rule.peers]
-            if rule.ports:
-                entry["ports"] = [port(p) for p in rule.ports]
-            out.append(entry)
-        return out
-
     spec: dict[str, Any] = {
-        "podSelector": selector(policy.pod_selector),
+        "podSelector": _selector_to_api(policy.pod_selector),
         "policyTypes": [d.value for d in Direction if d in policy.policy_types],
     }
     if policy.ingress:
-        spec["ingress"] = rules(policy.ingress, "from")
+        spec["ingress"] = _rules_to_api(policy.ingress, "from")
     if policy.egress:
-        spec["egress"] = rules(policy.egress, "to")
+        spec["egress"] = _rules_to_api(policy.egress, "to")
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": policy.name, "namespace": policy.namespace},
         "spec": spec,
     }
+
+
+def _selector_to_api(value: LabelSelector) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if value.match_labels:
+        out["matchLabels"] = dict(value.match_labels)
+    if value.match_expressions:
+        out["matchExpressions"] = [
+            {
+                "key": r.key,
+                "operator": r.operator.value,
+                **({"values": sorted(r.values)} if r.values else {}),
+            }
+            for r in value.match_expressions
+        ]
+    return out
+
+
+def _peer_to_api(value: Peer) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if value.ip_block is not None:
+        block: dict[str, Any] = {"cidr": str(value.ip_block.cidr)}
+        if value.ip_block.except_:
+            block["except"] = [str(net) for net in value.ip_block.except_]
+        out["ipBlock"] = block
+    if value.pod_selector is not None:
+        out["podSelector"] = _selector_to_api(value.pod_selector)
+    if value.namespace_selector is not None:
+        out["namespaceSelector"] = _selector_to_api(value.namespace_selector)
+    return out
+
+
+def _port_to_api(value: PolicyPort) -> dict[str, Any]:
+    out: dict[str, Any] = {"protocol": value.protocol.value}
+    if value.port is not None:
+        out["port"] = value.port
+    if value.end_port is not None:
+        out["endPort"] = value.end_port
+    return out
+
+
+def _rules_to_api(values: tuple[Rule, ...], peers_field: str) -> list[dict[str, Any]]:
+    out = []
+    for rule in values:
+        entry: dict[str, Any] = {}
+        if rule.peers:
+            entry[peers_field] = [_peer_to_api(p) for p in rule.peers]
+        if rule.ports:
+            entry["ports"] = [_port_to_api(p) for p in rule.ports]
+        out.append(entry)
+    return out
 
 
 def is_policy_object(obj: Mapping[str, Any]) -> bool:

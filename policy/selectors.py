@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from .fields import Reader, child, item
 from .labels import Labels, as_labels
@@ -132,38 +133,10 @@ def _parse_requirement(value: object, path: str, reader: Reader) -> Requirement 
     if body is None:
         return None
     before = len(reader.errors)
-    key = None
-    if "key" not in body:
-        reader.error(child(path, "key"), "Required value")
-    else:
-        key = reader.string(body["key"], child(path, "key"))
-        if key is not None:
-            _check_key(reader, key, child(path, "key"))
-    operator = None
-    if "operator" not in body:
-        reader.error(child(path, "operator"), "Required value")
-    else:
-        text = reader.string(body["operator"], child(path, "operator"))
-        if text is not None:
-            try:
-                operator = Operator(text)
-            except ValueError:
-                reader.error(
-                    child(path, "operator"),
-                    f"Unsupported value: {text!r}: supported values: "
-                    + ", ".join(f'"{op.value}"' for op in Operator),
-                )
-    values: list[str] = []
+    key = _parse_key(body, path, reader)
+    operator = _parse_operator(body, path, reader)
     values_path = child(path, "values")
-    if body.get("values") is not None:
-        for index, entry in enumerate(reader.sequence(body["values"], values_path) or []):
-            text = reader.string(entry, item(values_path, index))
-            if text is None:
-                continue
-            problem = label_value_error(text)
-            if problem:
-                reader.error(item(values_path, index), problem)
-            values.append(text)
+    values = _parse_values(body, values_path, reader)
     if operator in (Operator.IN, Operator.NOT_IN) and not values:
         reader.error(values_path, "must be specified when `operator` is 'In' or 'NotIn'")
     if operator in (Operator.EXISTS, Operator.DOES_NOT_EXIST) and values:
@@ -173,3 +146,47 @@ def _parse_requirement(value: object, path: str, reader: Reader) -> Requirement 
     if len(reader.errors) != before or key is None or operator is None:
         return None
     return Requirement(key, operator, frozenset(values))
+
+
+def _parse_key(body: Mapping[str, Any], path: str, reader: Reader) -> str | None:
+    if "key" not in body:
+        reader.error(child(path, "key"), "Required value")
+        return None
+    key = reader.string(body["key"], child(path, "key"))
+    if key is not None:
+        _check_key(reader, key, child(path, "key"))
+    return key
+
+
+def _parse_operator(body: Mapping[str, Any], path: str, reader: Reader) -> Operator | None:
+    if "operator" not in body:
+        reader.error(child(path, "operator"), "Required value")
+        return None
+    text = reader.string(body["operator"], child(path, "operator"))
+    if text is None:
+        return None
+    try:
+        return Operator(text)
+    except ValueError:
+        reader.error(
+            child(path, "operator"),
+            f"Unsupported value: {text!r}: supported values: "
+            + ", ".join(f'"{op.value}"' for op in Operator),
+        )
+        return None
+
+
+def _parse_values(body: Mapping[str, Any], values_path: str, reader: Reader) -> list[str]:
+    """Every string among `values` (invalid label values recorded, and still counted)."""
+    values: list[str] = []
+    if body.get("values") is None:
+        return values
+    for index, entry in enumerate(reader.sequence(body["values"], values_path) or []):
+        text = reader.string(entry, item(values_path, index))
+        if text is None:
+            continue
+        problem = label_value_error(text)
+        if problem:
+            reader.error(item(values_path, index), problem)
+        values.append(text)
+    return values

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -279,6 +280,8 @@ def test_lost_events_are_reported(lab: Lab) -> None:
         return sum(n["lost_events"] for n in json.loads(out)["nodes"])
 
     already = lost()
+    # Without it nothing floods and the wait below runs out: say so at once.
+    assert shutil.which("hping3"), "hping3 is missing: scripts/setup.sh installs it"
     # hping3 changes the source port every packet: every packet is a new denied flow.
     flood = subprocess.Popen(["nsenter", f"--net={netns.path(c_ns)}", "hping3", "--udp",
                               "--flood", "-p", "80", lab.ip("x/a")],
