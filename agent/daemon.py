@@ -20,16 +20,16 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podwire.agent import programmer
-from podwire.agent.cni_service import CniService
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath, ensure_vxlan_device
 from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
-from podwire.agent.endpoints import Endpoint
 from podwire.agent.flows import FlowEnricher, FlowHistory, PeerNames
-from podwire.agent.localapi import LocalApi, Request, Response
+from podwire.agent.localapi import LocalApi, Request, Response, cni_route
 from podwire.agent.metrics import AgentMetrics
 from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.agent.watch import WatchEvent, WatchSet, api_client
+from podwire.cni.endpoints import Endpoint
+from podwire.cni.node import EndpointHook, Node
 from podwire.policy import Direction, Namespace, NetworkPolicy, Pod, PolicyError, policies_selecting
 
 log = logging.getLogger("podwire.agent")
@@ -54,13 +54,11 @@ class Agent:
         self.installed = MapContents()
         self.flows = FlowHistory(config.history_size)
         self.api = LocalApi(config.socket_path)
-        self.cni = CniService(
-            config.state_dir,
-            pod_cidr=None,
-            on_endpoint_added=self._endpoint_added,
-            on_endpoint_removed=self._endpoint_removed,
+        self.cni = Node(config.state_dir, hook=EndpointHook(
+            added=self._endpoint_added,
+            removed=self._endpoint_removed,
             ready=lambda: (self.ready, self.not_ready_reason),
-        )
+        ))
         self.watches: WatchSet | None = None
         self._threads: list[threading.Thread] = []
         self.metrics = AgentMetrics(datapath=lambda: self.datapath,
@@ -75,7 +73,7 @@ class Agent:
         self.api.route("GET", "/healthz", self._healthz)
         self.api.route("GET", "/status", self._status)
         self.api.route("GET", "/flows", self._flows)
-        self.cni.register(self.api)
+        self.api.route("POST", "/cni", cni_route(self.cni))
         self.api.start()
         self.metrics.serve(self.config.metrics_address, self.config.metrics_port)
 

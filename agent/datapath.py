@@ -32,9 +32,9 @@ from podwire.agent import bpfsys, structs, tc
 from podwire.agent.config import AgentConfig, ConntrackTimeouts
 from podwire.agent.loader import DatapathSizes, run_loader
 from podwire.agent.maps import BpfMap, PerCpuArray
-from podwire.agent.netns import iproute
 from podwire.agent.reasons import drop_max, reason_name
 from podwire.agent.ringbuf import RingBuffer
+from podwire.common.netns import iproute
 
 log = logging.getLogger(__name__)
 

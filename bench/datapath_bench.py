@@ -31,9 +31,9 @@ from pathlib import Path
 from podwire.agent import structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
-from podwire.agent.netns import in_netns
 from podwire.bench import tools, traffic
 from podwire.bench.figures import Comparison, Figures
+from podwire.common.netns import in_netns
 
 PREFIX = "pwbh1"
 IPERF_PORT, SOCKPERF_PORT, CONN_PORT = 5201, 11111, 12000

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from podwire.lab import agentclient, kube, netns, nodefiles, procs, topology
+from podwire.common import agentapi
+from podwire.lab import kube, netns, nodefiles, procs, topology
 from podwire.lab.layout import (
     API_UNDERLAY_IP,
     API_UNDERLAY_PORT,
@@ -204,7 +205,7 @@ def _wait_agent(node: NodeLayout) -> None:
     def healthy() -> bool:
         if procs.running(node.agent_pidfile) is None:
             raise LabError(f"the agent of {node.name} exited\n" + _tail(node.agent_log))
-        return agentclient.ready(node.socket_path)
+        return agentapi.ready(node.socket_path)
 
     if not procs.wait_for(healthy, AGENT_READY_TIMEOUT, interval=0.2):
         raise LabError(f"the agent of {node.name} was not ready within "

@@ -13,7 +13,8 @@ from typing import Any
 from rich.console import Console
 
 from podwire import flowfilter, render
-from podwire.lab import agentclient, cluster, manifests, probes, samples, views, workload
+from podwire.common import agentapi
+from podwire.lab import cluster, manifests, probes, samples, views, workload
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
 
@@ -68,8 +69,8 @@ def show_flows(console: Console, state: cluster.LabState) -> None:
     batches = []
     for node in state.node_layouts():
         try:
-            batches.append(agentclient.recent_flows(node.socket_path, last=500))
-        except agentclient.AgentUnavailable as exc:
+            batches.append(agentapi.recent_flows(node.socket_path, last=500))
+        except agentapi.AgentError as exc:
             console.print(f"{node.name}: flows unavailable ({exc})")
     into_x = [r for r in flowfilter.merge_by_time(batches) if r.get("type") == "policy-verdict"
               and r["destination"].get("namespace") == "x"]

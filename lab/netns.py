@@ -12,7 +12,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from podwire.agent.netns import in_netns
+from podwire.common.netns import in_netns
 
 NETNS_DIR = Path("/run/netns")
 
@@ -48,7 +48,7 @@ def remove(name: str) -> None:
         netns.remove(name)
 
 
-# The thread-local setns lives in one place, the agent's.
+# The thread-local setns lives in one place, podwire.common.netns.
 entered = in_netns
 
 

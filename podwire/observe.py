@@ -19,15 +19,8 @@ from typing import Any, TextIO
 from rich.console import Console
 
 from podwire import flowfilter, render
-from podwire.agents import (
-    AgentError,
-    AgentTarget,
-    RecordStream,
-    add_target_arguments,
-    get_json,
-    read_records,
-    targets,
-)
+from podwire.agents import AgentTarget, add_target_arguments, targets
+from podwire.common.agentapi import AgentError, RecordStream, get_json, read_records
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_LAST = 20
@@ -141,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _lost(node: AgentTarget) -> tuple[str, int]:
-    status = get_json(node, "/status")
+    _, status = get_json(node.socket_path, "/status")
     if not isinstance(status, dict):
         raise AgentError(f"agent at {node.socket_path}: /status answered {status!r}")
     return str(status.get("node") or node.node), int(status.get("lost_events") or 0)
@@ -153,7 +146,7 @@ def _history(nodes: list[AgentTarget], selection: flowfilter.FlowFilter, last: i
     for node in nodes:
         try:
             name, lost = _lost(node)
-            batches.append([r for r in read_records(node, "/flows") if selection.matches(r)])
+            batches.append([r for r in read_records(node.socket_path, "/flows") if selection.matches(r)])
         except AgentError as err:
             _err(str(err))
             failed = True
@@ -181,7 +174,7 @@ class _Follower:
     def open(self) -> None:
         """Connect to every node (errors are fatal here: nothing was printed yet), then
         start reading. Records from now on reach the queue."""
-        streams = [RecordStream(node, "/flows?follow=1&last=0", timeout=None)
+        streams = [RecordStream(node.socket_path, "/flows?follow=1&last=0", timeout=None)
                    for node in self.nodes]
         for node, stream in zip(self.nodes, streams, strict=True):
             threading.Thread(target=self._pump, args=(node, stream), daemon=True,
@@ -191,7 +184,7 @@ class _Follower:
         while not self.stop.is_set():
             try:
                 if stream is None:
-                    stream = RecordStream(node, "/flows?follow=1&last=0", timeout=None)
+                    stream = RecordStream(node.socket_path, "/flows?follow=1&last=0", timeout=None)
                     self.queue.put(("error", f"agent at {node.socket_path}: reconnected"))
                 for record in stream:
                     self.queue.put(("flow", record))
@@ -232,7 +225,7 @@ def _follow(nodes: list[AgentTarget], selection: flowfilter.FlowFilter, last: in
     for node in nodes:
         try:
             name, seen_lost[name] = _lost(node)
-            batches.append(read_records(node, "/flows"))
+            batches.append(read_records(node.socket_path, "/flows"))
         except AgentError as err:
             _err(str(err))
             return EXIT_FAILED

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
 import socket
 import threading
 
-CLONE_NEWNET = 0x40000000
-
-
-def _setns(path: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into {path}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
+from podwire.common.netns import in_netns
 
 
 def bind_socket(host: str, port: int, netns: str | None = None) -> socket.socket:
@@ -31,17 +18,16 @@ def bind_socket(host: str, port: int, netns: str | None = None) -> socket.socket
 
     def make() -> None:
         try:
-            if netns is not None:
-                _setns(netns)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-                sock.listen(128)
-            except OSError:
-                sock.close()
-                raise
+            with in_netns(netns):
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((host, port))
+                    sock.listen(128)
+                except OSError:
+                    sock.close()
+                    raise
             result.append(sock)
         except OSError as err:  # handed to the caller's thread below
             result.append(err)

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from podwire.agent import structs
 from podwire.agent.datapath import Datapath
-from podwire.agent.netns import in_netns
+from podwire.common.netns import in_netns
 
 T = TypeVar("T")
 Socket = socket.socket  # Pod.socket() shadows the module name inside the class

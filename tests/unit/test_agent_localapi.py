@@ -1,10 +1,8 @@
-"""The agent's local API server and endpoint store (unix socket in a temp dir)."""
+"""The agent's local API server (agent/localapi.py), on a unix socket in a temp dir."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,22 +10,12 @@ from typing import Any
 
 import pytest
 
-from podwire.agent.endpoints import Endpoint, EndpointStore
 from podwire.agent.localapi import LocalApi, Request, Response
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=10)
-        self.path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
+from podwire.common.agentapi import UnixHTTPConnection
 
 
 def call(path: Path, method: str, url: str, body: Any = None) -> tuple[int, bytes]:
-    conn = UnixConnection(path)
+    conn = UnixHTTPConnection(path, timeout=10)
     try:
         conn.request(method, url, body=None if body is None else json.dumps(body))
         resp = conn.getresponse()
@@ -102,16 +90,3 @@ def test_close_removes_socket(tmp_path: Path) -> None:
     server.start()
     server.close()
     assert not (tmp_path / "a.sock").exists()
-
-
-def test_endpoint_store_round_trip(tmp_path: Path) -> None:
-    store = EndpointStore(tmp_path / "eps")
-    ep = Endpoint("c1", "eth0", "/run/netns/x", "net", "pw0123456789a", 7, "aa:aa:aa:aa:aa:aa",
-                  "bb:bb:bb:bb:bb:bb", "10.0.0.2", 1450, "ns", "web", "uid")
-    assert store.all() == [] and store.get(ep.host_ifname) is None
-    store.put(ep)
-    assert EndpointStore(tmp_path / "eps").get(ep.host_ifname) == ep
-    assert store.all() == [ep] and ep.pod == "ns/web"
-    store.remove(ep.host_ifname)
-    store.remove(ep.host_ifname)
-    assert store.all() == []

@@ -1,4 +1,5 @@
-"""The shim's JSON through `_json` alone must read and write exactly what `json` does."""
+"""podwire-cni: its JSON through `_json` alone must read and write exactly what `json`
+does, and what it cannot import from the package it must agree with."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from podwire.cni.shim import dumps, loads
+from podwire.cni.protocol import Code
+from podwire.cni.shim import (
+    CODE_DECODE_FAILURE,
+    CODE_INVALID_ENV,
+    CODE_NOT_AVAILABLE,
+    CODE_TRY_AGAIN_LATER,
+    DEFAULT_AGENT_SOCKET,
+    dumps,
+    loads,
+)
+from podwire.common.agentapi import DEFAULT_SOCKET
 
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text()
@@ -40,3 +51,12 @@ def test_loads_accepts_and_refuses_what_json_does(text: str) -> None:
 def test_loads_refuses_bad_json(text: str) -> None:
     with pytest.raises(ValueError):
         loads(text)
+
+
+def test_the_shims_default_socket_is_the_agents() -> None:
+    assert DEFAULT_AGENT_SOCKET == str(DEFAULT_SOCKET)
+
+
+def test_the_shims_codes_are_the_protocols() -> None:
+    assert (CODE_INVALID_ENV, CODE_DECODE_FAILURE, CODE_TRY_AGAIN_LATER, CODE_NOT_AVAILABLE) == (
+        Code.INVALID_ENV, Code.DECODE_FAILURE, Code.TRY_AGAIN_LATER, Code.NOT_AVAILABLE)

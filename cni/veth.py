@@ -6,9 +6,6 @@ neighbour 169.254.1.1 -> host veth MAC. The pod never ARPs for a gateway, which 
 lets the datapath hand packets straight into the pod with bpf_redirect_peer.
 Node side: no address; `<pod ip>/32 dev <host veth>`, a permanent neighbour pod ip ->
 pod MAC, forwarding on and rp_filter off on the host veth.
-
-Work inside the pod's netns happens on the calling thread only (setns to it and back),
-because the agent serves concurrent ADDs on threads.
 """
 
 from __future__ import annotations
@@ -18,15 +15,13 @@ import hashlib
 import ipaddress
 import re
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from podwire.agent import netns
+from podwire.cni import netns
 from podwire.cni.config import Attachment
 from podwire.cni.protocol import CniError, Code
 
@@ -40,33 +35,6 @@ def host_ifname(attachment: Attachment) -> str:
     """The node-side veth name: deterministic, so DEL and GC find it without state."""
     digest = hashlib.sha256(f"{attachment.container_id}/{attachment.ifname}".encode())
     return "pw" + digest.hexdigest()[:11]
-
-
-@contextmanager
-def in_netns(path: str) -> Iterator[None]:
-    """Move the calling thread into the netns at `path` and back afterwards; a path that
-    is not a network namespace is the runtime's error (code 3), naming the path."""
-    entered = False
-    try:
-        with netns.in_netns(path):
-            entered = True
-            yield
-    except OSError as exc:
-        if entered:
-            raise
-        raise CniError(Code.UNKNOWN_CONTAINER, f"network namespace {path} cannot be entered",
-                       exc.strerror or str(exc)) from None
-
-
-@contextmanager
-def _pod_netlink(netns: str) -> Iterator[IPRoute]:
-    """An rtnetlink socket bound to the pod's netns (the socket keeps its netns)."""
-    with in_netns(netns):
-        ipr = IPRoute()
-    try:
-        yield ipr
-    finally:
-        ipr.close()
 
 
 @dataclass(frozen=True)
@@ -105,27 +73,27 @@ def _link(ipr: IPRoute, name: str) -> tuple[int, str] | None:
     return link["index"], link.get("IFLA_ADDRESS")
 
 
-def wire(netns: str, ifname: str, host_name: str, ip: ipaddress.IPv4Address, mtu: int) -> Wired:
+def wire(pod_netns: str, ifname: str, host_name: str, ip: ipaddress.IPv4Address, mtu: int) -> Wired:
     """Create and configure the pod's veth; on any failure nothing is left behind."""
-    with _pod_netlink(netns) as pod, IPRoute() as node:
+    with netns.netlink(pod_netns) as pod, IPRoute() as node:
         if _link(pod, ifname) is not None:
-            raise CniError(Code.ALREADY_EXISTS, f"{ifname} already exists in {netns}")
+            raise CniError(Code.ALREADY_EXISTS, f"{ifname} already exists in {pod_netns}")
         # A link with this name belongs to the same attachment: IPAM has just proved
         # the attachment holds no address, so it is a leftover of an interrupted ADD.
         _delete(node, host_name)
         try:
             node.link("add", ifname=host_name, kind="veth", mtu=mtu,
-                      peer={"ifname": ifname, "net_ns_fd": netns, "mtu": mtu})
+                      peer={"ifname": ifname, "net_ns_fd": pod_netns, "mtu": mtu})
         except NetlinkError as exc:
             raise _fail("veth creation", exc) from None
         try:
-            return _configure(node, pod, netns, ifname, host_name, ip)
+            return _configure(node, pod, pod_netns, ifname, host_name, ip)
         except BaseException:
             _delete(node, host_name)
             raise
 
 
-def _configure(node: IPRoute, pod: IPRoute, netns: str, ifname: str, host_name: str,
+def _configure(node: IPRoute, pod: IPRoute, pod_netns: str, ifname: str, host_name: str,
                ip: ipaddress.IPv4Address) -> Wired:
     step = "host veth"
     try:
@@ -139,7 +107,7 @@ def _configure(node: IPRoute, pod: IPRoute, netns: str, ifname: str, host_name: 
         # The datapath is IPv4 only: no link-local IPv6 chatter (router and neighbour
         # solicitations) that the programs would only drop as unsupported.
         _disable_ipv6(host_name)
-        with in_netns(netns):
+        with netns.entered(pod_netns):
             _disable_ipv6(ifname)
         node.link("set", index=host_index, state="up")
         step = "pod interface"
@@ -181,7 +149,7 @@ def host_links() -> list[str]:
     return [n for n in names if n and HOST_IFNAME_RE.match(n)]
 
 
-def verify(netns: str, ifname: str, host_name: str, ip: ipaddress.IPv4Address) -> list[str]:
+def verify(pod_netns: str, ifname: str, host_name: str, ip: ipaddress.IPv4Address) -> list[str]:
     """CHECK: what differs from what `wire` made; an empty list means all is in place."""
     problems: list[str] = []
     with IPRoute() as node:
@@ -191,10 +159,10 @@ def verify(netns: str, ifname: str, host_name: str, ip: ipaddress.IPv4Address) -
         routes = node.get_routes(family=socket.AF_INET, dst=str(ip), dst_len=32)
         if not any(r.get("RTA_OIF") == host[0] for r in routes):
             problems.append(f"node route {ip}/32 dev {host_name} is missing")
-    with _pod_netlink(netns) as pod:
+    with netns.netlink(pod_netns) as pod:
         found = pod.link_lookup(ifname=ifname)
         if not found:
-            return problems + [f"{ifname} is missing in {netns}"]
+            return problems + [f"{ifname} is missing in {pod_netns}"]
         addrs = {a.get("IFA_ADDRESS") for a in pod.get_addr(index=found[0], family=socket.AF_INET)}
         if str(ip) not in addrs:
             problems.append(f"{ifname} lacks address {ip}")

@@ -1,8 +1,9 @@
 """Act inside another network namespace from the calling thread only.
 
 BPF objects are global, but links, routes and sockets belong to a netns. setns(2)
-moves just the calling thread, so other threads of the agent are unaffected and
-the thread is always moved back, also when the body raises.
+moves just the calling thread, so other threads of the process are unaffected and
+the thread is always moved back, also when the body raises. The agent, the CNI
+commands, the lab and the tests all enter namespaces through this one module.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pyroute2 import IPRoute
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = Path("/run/netns")
@@ -60,5 +63,9 @@ def in_netns(netns: str | None) -> Iterator[None]:
 
 def iproute(netns: str | None = None) -> IPRoute:
     """An IPRoute whose netlink socket lives in netns (None: the current one)."""
+    # Imported here: pyroute2 costs ~100 ms to import, which users of in_netns alone
+    # (the lab's API server) need not pay.
+    from pyroute2 import IPRoute
+
     with in_netns(netns):
         return IPRoute()

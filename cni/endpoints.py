@@ -1,7 +1,8 @@
-"""The agent's on-disk record of the pods it wired, so a restarted agent knows them.
+"""The record of the pods this node wired, on disk, so a restarted agent knows them.
 
 One JSON file per endpoint, named after its host veth (unique per container id and
-ifname), written atomically (temporary file + rename).
+ifname), written atomically (temporary file + rename). ADD writes it, DEL and GC
+remove it, CHECK compares with it; the agent reads it to restore its datapath.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One pod interface wired by the CNI service."""
+    """One pod interface wired by ADD."""
 
     container_id: str
     ifname: str
