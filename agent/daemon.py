@@ -22,15 +22,18 @@ from pyroute2.netlink.exceptions import NetlinkError
 from podwire.agent import programmer
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath, ensure_vxlan_device
-from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
+from podwire.agent.desired import LocalEndpoint, NodeState
+from podwire.agent.entries import policy_direction
 from podwire.agent.flows import FlowEnricher, FlowHistory, PeerNames
 from podwire.agent.localapi import LocalApi, Request, Response, cni_route
 from podwire.agent.metrics import AgentMetrics
+from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.agent.watch import WatchEvent, WatchSet, api_client
+from podwire.bpf.constants import Direction
 from podwire.cni.endpoints import Endpoint
 from podwire.cni.node import EndpointHook, Node
-from podwire.policy import Direction, Namespace, NetworkPolicy, Pod, PolicyError, policies_selecting
+from podwire.policy import Namespace, NetworkPolicy, Pod, PolicyError, policies_selecting
 
 log = logging.getLogger("podwire.agent")
 
@@ -301,8 +304,9 @@ class Agent:
         pod = self.state.cluster.pod(names.namespace, names.pod)
         if pod is None:
             return []
-        policy_direction = Direction.INGRESS if direction == "ingress" else Direction.EGRESS
-        return [p.key for p in policies_selecting(self.state.cluster, pod, policy_direction)]
+        selecting = policies_selecting(self.state.cluster, pod,
+                                       policy_direction(Direction.from_label(direction)))
+        return [p.key for p in selecting]
 
     def _conntrack_gc_loop(self) -> None:
         assert self.datapath is not None

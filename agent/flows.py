@@ -38,12 +38,13 @@ from typing import Any, Generic, TypeVar
 
 from podwire.agent import structs
 from podwire.agent.reasons import reason_name
+from podwire.bpf.constants import Direction, EventType, Hook, ReservedIdentity
 
 PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 132: "SCTP"}
 TCP_FLAGS = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"))
-HOOKS = {structs.HOOK_FROM_POD: "from-pod", structs.HOOK_TO_POD: "to-pod",
-         structs.HOOK_FROM_OVERLAY: "from-overlay"}
-DIRECTIONS = {structs.DIR_INGRESS: "ingress", structs.DIR_EGRESS: "egress"}
+# The labels of the datapath's values, looked up per event (a dict, not an enum call).
+HOOKS = {int(hook): hook.label for hook in Hook}
+DIRECTIONS = {int(direction): direction.label for direction in Direction}
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class FlowEnricher:
 
     def record(self, event: structs.FlowEvent) -> dict[str, Any]:
         src_ip, dst_ip = _ip_str(event.saddr), _ip_str(event.daddr)
-        dropped = event.type == structs.EVENT_DROP
+        dropped = event.type == EventType.DROP
         direction = DIRECTIONS.get(event.direction, "unknown")
         protocol = PROTOCOLS.get(event.proto, str(event.proto))
         when = self._boot_offset + event.timestamp / 1e9
@@ -168,13 +169,13 @@ def _evaluated(event: structs.FlowEvent) -> list[str]:
     """The directions the datapath looked up policy for; the same rules as bpf/bpf_pod.c
     and bpf/bpf_overlay.c. A direction evaluated with ref 0 means no policy isolates."""
     sides = []
-    if event.hook == structs.HOOK_FROM_POD:
-        sides.append("egress")
-    node_to_own_pod = (event.hook == structs.HOOK_TO_POD
-                       and event.src_identity == structs.IDENTITY_HOST)
+    if event.hook == Hook.FROM_POD:
+        sides.append(Direction.EGRESS.label)
+    node_to_own_pod = (event.hook == Hook.TO_POD
+                       and event.src_identity == ReservedIdentity.HOST)
     if event.dst_ep_id and not node_to_own_pod:
-        sides.append("ingress")
-    if event.type != structs.EVENT_DROP:
+        sides.append(Direction.INGRESS.label)
+    if event.type != EventType.DROP:
         return sides
     # A drop stops at the first failing check; other drops come before any lookup.
     denied = DIRECTIONS.get(event.direction)

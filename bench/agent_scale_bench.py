@@ -36,6 +36,7 @@ from kubernetes import client, config
 from podwire.agent import structs
 from podwire.agent.maps import BpfMap
 from podwire.bench import tools
+from podwire.bpf import constants
 from podwire.lab import netns
 from podwire.lab.api.kinds import NAMESPACES, NETWORK_POLICIES, NODES, PODS
 from podwire.lab.api.store import ApiStore, save_state
@@ -197,7 +198,7 @@ class Bench:
         return endpoints.lookup(ctypes.c_uint32(structs.ip_be(ip)))
 
     def change_latencies(self, count: int) -> dict[str, list[float]]:
-        endpoints = BpfMap(str(self.pin_dir / "endpoints"), ctypes.c_uint32, structs.EndpointInfo)
+        endpoints = BpfMap(self.pin_dir, "endpoints", ctypes.c_uint32, structs.EndpointInfo)
         results: dict[str, list[float]] = {"pod label change": [], "policy create/delete": []}
         try:
             for k in range(count):
@@ -218,12 +219,12 @@ class Bench:
                     "spec": {"podSelector": {"matchLabels": {"app": f"moved{k}"}}}}
                 started = time.perf_counter()
                 self.net.create_namespaced_network_policy(ns, isolating)
-                while not (self.endpoint(endpoints, ip).flags & structs.EP_F_INGRESS_ISOLATED):  # type: ignore[union-attr]
+                while not (self.endpoint(endpoints, ip).flags & constants.EP_F_INGRESS_ISOLATED):  # type: ignore[union-attr]
                     pass
                 results["policy create/delete"].append(time.perf_counter() - started)
                 started = time.perf_counter()
                 self.net.delete_namespaced_network_policy(f"bench{k}", ns)
-                while self.endpoint(endpoints, ip).flags & structs.EP_F_INGRESS_ISOLATED:  # type: ignore[union-attr]
+                while self.endpoint(endpoints, ip).flags & constants.EP_F_INGRESS_ISOLATED:  # type: ignore[union-attr]
                     pass
                 results["policy create/delete"].append(time.perf_counter() - started)
         finally:

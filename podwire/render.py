@@ -15,10 +15,10 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from podwire.bpf.constants import reserved_label
+
 Record = Mapping[str, Any]
 
-# Reserved identities (docs/contracts.md): what an address that is no pod stands for.
-RESERVED = {1: "host", 2: "world", 3: "remote-node"}
 PORTED = ("TCP", "UDP", "SCTP")
 VERDICT_STYLES = {"FORWARDED": "green", "DROPPED": "bold red"}
 COLUMNS = ("TIME", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY")
@@ -37,7 +37,7 @@ def endpoint(end: Record, protocol: str) -> str:
         return "-"  # not IPv4: the datapath parsed no addresses
     if end.get("pod"):
         return f"{end.get('namespace')}/{end['pod']}{port}"
-    what = RESERVED.get(end.get("identity", 0))
+    what = reserved_label(end.get("identity", 0))
     address = f"{end.get('ip')}{port}"
     return f"{what} {address}" if what else address
 
