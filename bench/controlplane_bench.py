@@ -29,8 +29,8 @@ from typing import Any
 from podwire.agent.watch import WatchSet, api_client
 from podwire.bench import tools
 from podwire.bench.figures import Comparison, Figures
-from podwire.lab.apiresources import NAMESPACES, NETWORK_POLICIES, NODES, PODS
-from podwire.lab.apistore import ApiStore, save_state
+from podwire.lab.api.kinds import NAMESPACES, NETWORK_POLICIES, NODES, PODS
+from podwire.lab.api.store import ApiStore, save_state
 
 # The programs it runs (checked before it starts: bench/tools.py).
 TOOLS: tuple[str, ...] = ()  # only Python: the API store and the watch client
@@ -97,7 +97,7 @@ def run(pods: int, policies: int, writes: int) -> tuple[dict[str, float], list[f
         results["setup_s"] = time.perf_counter() - t0
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "podwire.lab.apiserver", "--listen", f"127.0.0.1:{port}",
+            [sys.executable, "-m", "podwire.lab.api", "--listen", f"127.0.0.1:{port}",
              "--state", str(state), "--kubeconfig", str(kubeconfig), "--log-level", "WARNING"])
         try:
             wait_for(kubeconfig.exists, "the API server")

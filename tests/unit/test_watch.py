@@ -30,10 +30,10 @@ from podwire.agent.watch import (
     WatchSettings,
     api_client,
 )
-from podwire.lab.apiresources import NAMESPACES, NETWORK_POLICIES, NODES, PODS
-from podwire.lab.apiselectors import Selector
-from podwire.lab.apiserver import LabApiServer
-from podwire.lab.apistore import save_state
+from podwire.lab.api.kinds import NAMESPACES, NETWORK_POLICIES, NODES, PODS
+from podwire.lab.api.selectors import Selector
+from podwire.lab.api.server import LabApiServer
+from podwire.lab.api.store import save_state
 
 FAST = WatchSettings(watch_timeout=30, read_timeout=20,
                      backoff=Backoff(initial=0.02, factor=2.0, cap=0.2))
