@@ -272,19 +272,3 @@ class Datapath:
             self._ipr.close()
             self._ipr = None
 
-
-def ensure_vxlan_device(name: str, local_ip: str, port: int, mtu: int,
-                        netns: str | None = None) -> int:
-    """Create (or keep) a vxlan device in external/collect_md mode; returns its ifindex.
-
-    The tunnel key (remote node, VNI) comes from from_pod per packet, so one device
-    serves every remote node. MTU 1450 leaves room for the 50-byte encapsulation.
-    """
-    with iproute(netns) as ipr:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
-            ipr.link("add", ifname=name, kind="vxlan", vxlan_collect_metadata=1,
-                     vxlan_port=port, vxlan_local=local_ip, vxlan_learning=0)
-            found = ipr.link_lookup(ifname=name)
-        ipr.link("set", index=found[0], mtu=mtu, state="up")
-        return int(found[0])
