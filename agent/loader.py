@@ -102,6 +102,12 @@ def map_specs(sizes: DatapathSizes) -> list[MapSpec]:
             MapSpec(BUILD_MAP, "array", 4, BUILD_ID_SIZE, 1)]
 
 
+# Maps whose whole content the agent writes at every start: a build whose layout of
+# them differs recreates them instead of refusing the pin dir (state maps such as
+# conntrack or policy must be adopted as they are, or traffic would be cut).
+REWRITTEN_AT_START = frozenset({"config"})
+
+
 def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
     """Create and pin missing maps, adopt existing ones; name -> max_entries in force."""
     pin_dir.mkdir(parents=True, exist_ok=True)
@@ -113,12 +119,18 @@ def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
             info = bpfsys.map_info(fd)
             os.close(fd)
             have = (bpfsys.MAP_TYPES[spec.type], spec.key_size, spec.value_size)
-            if (info.type, info.key_size, info.value_size) != have:
+            if (info.type, info.key_size, info.value_size) != have \
+                    and spec.name in REWRITTEN_AT_START:
+                # Programs still attached keep the old map through their own reference
+                # until the new build replaces them; the agent fills the new one.
+                os.unlink(path)
+            elif (info.type, info.key_size, info.value_size) != have:
                 raise LoaderError(f"pinned map {path} has another layout (type/key/value "
                                   f"{info.type}/{info.key_size}/{info.value_size}, want "
                                   f"{have[0]}/{have[1]}/{have[2]}); remove the pin dir")
-            in_force[spec.name] = info.max_entries
-            continue
+            else:
+                in_force[spec.name] = info.max_entries
+                continue
         fd = bpfsys.map_create(spec.type, spec.key_size, spec.value_size, spec.max_entries,
                                spec.name, spec.flags)
         try:

@@ -1,0 +1,60 @@
+"""A pin dir left by another build: which pinned maps the loader recreates, which it refuses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from podwire.agent import bpfsys
+from podwire.agent.loader import DatapathSizes, LoaderError, ensure_maps, map_specs
+
+SIZES = DatapathSizes(endpoints=16, ipcache=64, policy=64, conntrack=64, fragments=16,
+                      events_pages=1)
+
+
+@pytest.fixture
+def pin_dir() -> Iterator[Path]:
+    path = Path(f"/sys/fs/bpf/pwtlp{os.getpid()}")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def pin_with_value_size(pin_dir: Path, name: str, value_size: int) -> None:
+    """Pin map `name` as an older build would have made it: another value size."""
+    spec = next(s for s in map_specs(SIZES) if s.name == name)
+    pin_dir.mkdir(parents=True, exist_ok=True)
+    fd = bpfsys.map_create(spec.type, spec.key_size, value_size, spec.max_entries, name,
+                           spec.flags)
+    try:
+        bpfsys.obj_pin(fd, str(pin_dir / name))
+    finally:
+        os.close(fd)
+
+
+def value_size(path: Path) -> int:
+    fd = bpfsys.obj_get(str(path))
+    try:
+        return bpfsys.map_info(fd).value_size
+    finally:
+        os.close(fd)
+
+
+def test_config_of_another_layout_is_recreated(pin_dir: Path) -> None:
+    want = next(s.value_size for s in map_specs(SIZES) if s.name == "config")
+    pin_with_value_size(pin_dir, "config", want - 8)
+    ensure_maps(pin_dir, SIZES)
+    assert value_size(pin_dir / "config") == want
+
+
+def test_state_map_of_another_layout_is_refused_and_kept(pin_dir: Path) -> None:
+    want = next(s.value_size for s in map_specs(SIZES) if s.name == "conntrack")
+    pin_with_value_size(pin_dir, "conntrack", want + 8)
+    with pytest.raises(LoaderError, match="conntrack has another layout"):
+        ensure_maps(pin_dir, SIZES)
+    assert value_size(pin_dir / "conntrack") == want + 8
