@@ -12,7 +12,8 @@ results.json (schema "podwire-bench/1"):
   cpu_model, python, bcc, pyroute2, podwire, git_commit, git_dirty, tools,
   load_before, load_after}, benchmarks {name: {description, command, status
   ("ok"|"failed"), seconds, error, figures}} where figures is `Figures.to_json()`
-  (comparisons, curves, scalars; see figures.py) or null when the benchmark failed.
+  (comparisons, curves, scalars, expectations; see figures.py) or null when the
+  benchmark failed.
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               "Flow events/s read without loss; forwarding cost with events on vs off",
               {"quick": ["--seconds", "1", "--runs", "1"],
                "full": ["--seconds", "2", "--runs", "3"]}),
+    Benchmark("faults", "faults_bench",
+              "Faults: CNI ADD/DEL under SIGKILLs of the plugin and the agent, then GC; "
+              "each figure against its expected value",
+              {"quick": ["--cni-pods", "120", "--cni-concurrency", "8", "--agent-kills", "1"],
+               "full": ["--cni-pods", "1000", "--cni-concurrency", "16", "--agent-kills", "5"]}),
     Benchmark("lab-podwire", "lab_bench", "Lab lifecycle on podwire (one run, wall clock)",
               {"full": ["--network", "podwire", "--prefix", "pwbh9l"]}),
     Benchmark("lab-bridge", "lab_bench",
