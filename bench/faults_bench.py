@@ -1,345 +1,38 @@
 """Fault bench: what survives when processes die and traffic misbehaves, each scenario's
 figures against the value they should have.
 
-Run as root: `.venv/bin/python -m podwire.bench.faults_bench [--cni-pods N] ...`. It
+Run as root: `.venv/bin/python -m podwire.bench.faults_bench [--only SCENARIO] ...`. It
 brings up its own two-node lab (prefix pwflt: API server, real agents and datapath,
 the CNI plugin run as a runtime runs it), runs the scenarios in order and takes the lab
-down, also on failure or SIGINT.
+down, also on failure or SIGINT. Each scenario is a module:
 
-- cni-chaos: pods added and deleted concurrently on node1 while random plugin
-  processes and the agent itself are SIGKILLed; the "runtime" behaves as containerd
-  does (a failed ADD is followed by DEL, both retried), then calls CNI GC with the
-  attachments it still holds. Counted after GC: duplicate addresses, leaked addresses
-  (IPAM store entries of no live attachment), leaked host links, endpoints the agent
-  reports (/status) that belong to no live attachment, and live attachments missing a
-  part. Expected: 0 of each.
+- cni-chaos (faults_cni.py): concurrent CNI ADD/DEL while plugin processes and the agent
+  are SIGKILLed, then GC: duplicate addresses, leaked addresses, leaked host links,
+  endpoints without a pod. Expected 0 of each.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
-import re
-import secrets
-import signal
-import statistics
-import subprocess
 import sys
-import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from podwire.bench import tools
-from podwire.bench.figures import Expectation, Figures
-from podwire.lab import agentclient, cluster, cniexec, netns, procs
-from podwire.lab.kube import Kube
-from podwire.lab.layout import LabLayout, NodeLayout
+from podwire.bench import faults_cni, tools
+from podwire.bench.faults_lab import Lab, lab_up, log
+from podwire.bench.figures import Figures
 
 # The programs it runs (checked before it starts: bench/tools.py).
 TOOLS = ("nsenter", "ip")
 
 PREFIX = "pwflt"
-AGENT_READY_TIMEOUT = 120.0
-# How long the "runtime" keeps retrying one CNI call before it gives the pod up (a dead
-# agent is back well within it; what is given up is GC's to clean).
-RETRY_FOR_S = 90.0
-RETRY_PAUSE_S = 0.2
-HOST_LINK = re.compile(r"^pw[0-9a-f]{11}$")  # podwire's host veths (cni/wiring.py)
-
-
-def log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-
-class Lab:
-    """The bench's two-node lab and what the scenarios do to its processes."""
-
-    def __init__(self, layout: LabLayout, state: cluster.LabState) -> None:
-        self.layout, self.state = layout, state
-        self.kube = Kube(Path(state.kubeconfig))
-
-    def node(self, index: int) -> NodeLayout:
-        return self.layout.node(index)
-
-    def kill_agent(self, node: NodeLayout) -> None:
-        """SIGKILL the agent (no clean-up of its own), and wait until it is gone."""
-        pid = procs.running(node.agent_pidfile)
-        if pid is None:
-            raise RuntimeError(f"the agent of {node.name} is not running")
-        os.kill(pid, signal.SIGKILL)
-        if not procs.wait_for(lambda: procs.running(node.agent_pidfile) is None, 10.0):
-            raise RuntimeError(f"the agent of {node.name} outlived SIGKILL")
-
-    def start_agent(self, node: NodeLayout) -> float:
-        """Start the node's agent as the lab does (its pid file, so `down` stops it);
-        seconds until it is ready."""
-        started = time.monotonic()
-        procs.start(["nsenter", f"--net={netns.path(node.netns)}", sys.executable, "-m",
-                     "podwire.agent", "--config", str(node.agent_config)],
-                    node.agent_pidfile, node.agent_log, self.layout.prefix)
-        self.wait_ready(node)
-        return time.monotonic() - started
-
-    def wait_ready(self, node: NodeLayout) -> None:
-        def ready() -> bool:
-            if procs.running(node.agent_pidfile) is None:
-                raise RuntimeError(f"the agent of {node.name} exited; see {node.agent_log}")
-            return agentclient.ready(node.socket_path)
-
-        if not procs.wait_for(ready, AGENT_READY_TIMEOUT, interval=0.1):
-            raise RuntimeError(f"the agent of {node.name} was not ready in time")
-
-    def status(self, node: NodeLayout) -> dict[str, Any]:
-        code, body = agentclient.get(node.socket_path, "/status", timeout=10.0)
-        if code != 200 or not isinstance(body, dict):
-            raise RuntimeError(f"/status of {node.name} answered HTTP {code}")
-        return body
-
-
-@contextmanager
-def lab_up(prefix: str) -> Iterator[Lab]:
-    layout = LabLayout(prefix)
-    cluster.down(layout)  # a run killed harder than SIGINT may have left one
-    try:
-        log(f"lab {prefix}: up")
-        yield Lab(layout, cluster.up(layout, 2, "podwire"))
-    finally:
-        log(f"lab {prefix}: down")
-        cluster.down(layout)
-
-
-# -- scenario 1: CNI ADD/DEL under SIGKILL, then GC ---------------------------------------
-
-@dataclass
-class ChaosTally:
-    calls: int = 0
-    failed_calls: int = 0
-    plugin_kills: int = 0
-    given_up: int = 0
-    agent_restart_s: list[float] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def count(self, ok: bool, killed: bool) -> None:
-        with self.lock:
-            self.calls += 1
-            self.failed_calls += not ok
-            self.plugin_kills += killed
-
-
-class CniChaos:
-    """A runtime adding and deleting pods on one node, with a random hand killing the
-    plugin processes it starts and the node's agent."""
-
-    def __init__(self, lab: Lab, pods: int, concurrency: int, kill_share: float,
-                 agent_kills: int, seed: int) -> None:
-        self.lab, self.node = lab, lab.node(1)
-        self.pods, self.concurrency = pods, concurrency
-        self.kill_share, self.agent_kills = kill_share, agent_kills
-        self.rng = random.Random(seed)
-        self.rng_lock = threading.Lock()
-        self.conf = cniexec.plugin_configs(json.loads(self.node.conf_file.read_text()))[0]
-        self.plugin = lab.layout.bin_dir / self.conf["type"]
-        self.tally = ChaosTally()
-        self.live: dict[str, tuple[cniexec.Sandbox, dict[str, Any]]] = {}
-        self.started = 0
-        self.progress = threading.Condition()
-        self.stopping = threading.Event()  # SIGINT: every runtime thread ends its pod
-        self.killer_error: RuntimeError | OSError | None = None
-        self.tag = secrets.token_hex(3)
-
-    def random(self) -> float:
-        with self.rng_lock:
-            return self.rng.random()
-
-    def call(self, command: str, sandbox: cniexec.Sandbox,
-             extra: dict[str, Any] | None = None) -> tuple[bool, dict[str, Any]]:
-        """One plugin process, exactly as a runtime starts it; maybe SIGKILLed midway."""
-        conf = {**self.conf, **(extra or {})}
-        proc = subprocess.Popen(
-            ["nsenter", f"--net={netns.path(self.node.netns)}", str(self.plugin)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=cniexec.environment(command, sandbox, self.lab.layout.bin_dir))
-        killer = None
-        if command in ("ADD", "DEL") and self.random() < self.kill_share:
-            # Within the plugin's own run time (interpreter start, the agent's answer).
-            killer = threading.Timer(self.random() * 0.15, proc.kill)
-            killer.start()
-        out, _ = proc.communicate(json.dumps(conf), timeout=cniexec.CNI_TIMEOUT)
-        if killer is not None:
-            killer.cancel()
-        killed = proc.returncode == -signal.SIGKILL
-        self.tally.count(proc.returncode == 0, killed)
-        if proc.returncode != 0:
-            return False, {}
-        return True, json.loads(out) if out.strip() else {}
-
-    def retried(self, command: str, sandbox: cniexec.Sandbox,
-                extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """Call until it succeeds, as the kubelet does; None once the runtime gives up.
-        A failed ADD is undone by a DEL before the next try (containerd's order)."""
-        deadline = time.monotonic() + RETRY_FOR_S
-        while time.monotonic() < deadline and not self.stopping.is_set():
-            ok, result = self.call(command, sandbox, extra)
-            if ok:
-                return result
-            if command == "ADD" and self.retried("DEL", sandbox) is None:
-                return None
-            time.sleep(RETRY_PAUSE_S)
-        return None
-
-    def pod(self, index: int) -> None:
-        if self.stopping.is_set():
-            return
-        sandbox = cniexec.Sandbox("faults", f"p{index}", f"uid-{self.tag}-{index}",
-                                  f"cid-{self.tag}-{index}",
-                                  f"{self.lab.layout.pod_netns_prefix}f{index:05d}")
-        netns.create(sandbox.netns_name)
-        with self.progress:
-            self.started += 1
-            self.progress.notify_all()
-        result = self.retried("ADD", sandbox)
-        if result is not None and self.random() < 0.9:
-            # Most pods go again: the /24 holds 252 addresses, 1,000 pods pass through.
-            if self.retried("DEL", sandbox, {"prevResult": result}) is not None:
-                netns.remove(sandbox.netns_name)
-                return
-            result = None
-        if result is None:
-            with self.tally.lock:
-                self.tally.given_up += 1
-            return
-        with self.tally.lock:
-            self.live[sandbox.container_id] = (sandbox, result)
-
-    def agent_killer(self) -> None:
-        """Kill the agent at evenly spaced points of the run, restarting it each time
-        (a DaemonSet's restart), and wait until it serves before the next kill."""
-        try:
-            for k in range(self.agent_kills):
-                mark = self.pods * (k + 1) // (self.agent_kills + 1)
-                with self.progress:
-                    self.progress.wait_for(lambda: self.started >= mark)  # noqa: B023
-                if self.stopping.is_set():
-                    return
-                time.sleep(self.random() * 0.1)
-                log(f"cni-chaos: SIGKILL agent of {self.node.name} "
-                    f"({k + 1}/{self.agent_kills})")
-                self.lab.kill_agent(self.node)
-                self.tally.agent_restart_s.append(self.lab.start_agent(self.node))
-        except (RuntimeError, OSError) as exc:  # the runtime threads must not wait on it
-            self.killer_error = exc
-            self.stopping.set()
-
-    def run(self) -> Figures:
-        killer = threading.Thread(target=self.agent_killer, name="agent-killer")
-        started = time.monotonic()
-        killer.start()
-        try:
-            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="runtime") as pool:
-                try:
-                    list(pool.map(self.pod, range(self.pods)))
-                except BaseException:
-                    self.stopping.set()
-                    raise
-        finally:
-            with self.progress:
-                self.started = self.pods
-                self.progress.notify_all()
-            killer.join()
-        if self.killer_error is not None:
-            raise RuntimeError("killing and restarting the agent failed") from self.killer_error
-        seconds = time.monotonic() - started
-        before_gc = self.leftovers()
-        valid = [{"containerID": cid, "ifname": "eth0"} for cid in self.live]
-        ok, _ = self.call("GC", cniexec.Sandbox("", "", "", "", ""),
-                          {"cni.dev/valid-attachments": valid})
-        if not ok:
-            raise RuntimeError("CNI GC failed")
-        figures = self.count(seconds, before_gc)
-        self.clean_up()
-        return figures
-
-    def leftovers(self) -> dict[str, float]:
-        """What GC has to clean: addresses and host links of no live pod."""
-        live_links = {result["interfaces"][0]["name"] for _, result in self.live.values()}
-        return {"addresses left for GC": sum(1 for owner in ipam_owners(self.node).values()
-                                             if owner not in self.live),
-                "host links left for GC": len(host_links(self.node) - live_links)}
-
-    def count(self, seconds: float, before_gc: dict[str, float]) -> Figures:
-        live_ips = [cniexec.first_ipv4(result) for _, result in self.live.values()]
-        live_links = {result["interfaces"][0]["name"] for _, result in self.live.values()}
-        endpoints = self.lab.status(self.node)["endpoints"]
-        store = ipam_owners(self.node)
-        links = host_links(self.node)
-        endpoint_ips = [e["ip"] for e in endpoints]
-        broken = sum(1 for ip, (sandbox, result) in zip(live_ips, self.live.values(),
-                                                        strict=True)
-                     if store.get(ip) != sandbox.container_id or ip not in endpoint_ips
-                     or result["interfaces"][0]["name"] not in links)
-        found = {
-            "duplicate addresses": duplicates(live_ips) + duplicates(endpoint_ips),
-            "leaked addresses": sum(1 for owner in store.values() if owner not in self.live),
-            "leaked host links": len(links - live_links),
-            "endpoints without a pod": sum(1 for ip in endpoint_ips if ip not in live_ips),
-            "live pods missing an address, link or endpoint": broken}
-        restarts = self.tally.agent_restart_s
-        scalars = {"pods": self.pods, "concurrency": self.concurrency,
-                   "CNI calls": self.tally.calls, "failed CNI calls": self.tally.failed_calls,
-                   "plugin SIGKILLs": self.tally.plugin_kills,
-                   "agent SIGKILLs": len(restarts),
-                   "agent restart to ready s (median)": statistics.median(restarts)
-                   if restarts else 0.0,
-                   "pods the runtime gave up": self.tally.given_up,
-                   "pods live at GC": len(self.live), **before_gc, "seconds": seconds}
-        return Figures(scalars={f"cni-chaos: {k}": float(v) for k, v in scalars.items()},
-                       expectations=[Expectation("cni-chaos", k, v, "==", 0)
-                                     for k, v in found.items()])
-
-    def clean_up(self) -> None:
-        for cid, (sandbox, result) in list(self.live.items()):
-            ok, _ = self.call("DEL", sandbox, {"prevResult": result})
-            if ok:
-                netns.remove(sandbox.netns_name)
-                del self.live[cid]
-
-
-def duplicates(values: list[str]) -> int:
-    return sum(n - 1 for n in Counter(values).values() if n > 1)
-
-
-def ipam_owners(node: NodeLayout) -> dict[str, str]:
-    """Allocated address -> owning container id, read from the agent's IPAM store (the
-    host-local layout: one file per address, the owner on its first line)."""
-    owners = {}
-    for path in (node.state_dir / "ipam").glob("*/*"):
-        if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", path.name):
-            owners[path.name] = path.read_text().split("\n", 1)[0]
-    return owners
-
-
-def host_links(node: NodeLayout) -> set[str]:
-    out = netns.run(node.netns, ["ip", "-j", "link", "show"])
-    if out.returncode != 0:
-        raise RuntimeError(f"ip link in {node.netns}: {out.stderr}")
-    return {link["ifname"] for link in json.loads(out.stdout) if HOST_LINK.match(link["ifname"])}
-
-
-# -- the run ------------------------------------------------------------------------------
 
 Scenario = Callable[[Lab, argparse.Namespace], Figures]
 
 
 def cni_chaos(lab: Lab, args: argparse.Namespace) -> Figures:
-    return CniChaos(lab, args.cni_pods, args.cni_concurrency, args.plugin_kill_share,
+    return faults_cni.CniChaos(lab, args.cni_pods, args.cni_concurrency, args.plugin_kill_share,
                     args.agent_kills, args.seed).run()
 
 
