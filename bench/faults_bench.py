@@ -9,6 +9,9 @@ down, also on failure or SIGINT. Each scenario is a module:
 - cni-chaos (faults_cni.py): concurrent CNI ADD/DEL while plugin processes and the agent
   are SIGKILLed, then GC: duplicate addresses, leaked addresses, leaked host links,
   endpoints without a pod. Expected 0 of each.
+- policy-churn (faults_policy.py): policy updates while pairs denied in every state are
+  probed with new TCP connections and UDP datagrams: denied traffic delivered, counted at
+  the receiving sockets and in the datapath's flow records. Expected 0.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from podwire.bench import faults_cni, tools
+from podwire.bench import faults_cni, faults_policy, tools
 from podwire.bench.faults_lab import Lab, lab_up, log
 from podwire.bench.figures import Figures
 
@@ -36,7 +39,11 @@ def cni_chaos(lab: Lab, args: argparse.Namespace) -> Figures:
                     args.agent_kills, args.seed).run()
 
 
-SCENARIOS: dict[str, Scenario] = {"cni-chaos": cni_chaos}
+def policy_churn(lab: Lab, args: argparse.Namespace) -> Figures:
+    return faults_policy.run(lab, args.policy_updates, args.policy_seconds, args.seed)
+
+
+SCENARIOS: dict[str, Scenario] = {"cni-chaos": cni_chaos, "policy-churn": policy_churn}
 
 
 def merge(parts: list[Figures]) -> Figures:
@@ -62,6 +69,9 @@ def main() -> int:
     parser.add_argument("--plugin-kill-share", type=float, default=0.1,
                         help="share of ADD/DEL plugin processes SIGKILLed")
     parser.add_argument("--agent-kills", type=int, default=5)
+    parser.add_argument("--policy-updates", type=int, default=1000)
+    parser.add_argument("--policy-seconds", type=float, default=30.0,
+                        help="spread the policy updates over this long")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--prefix", default=PREFIX)
     parser.add_argument("--json", type=Path, help="also write the figures here")
