@@ -12,6 +12,9 @@ down, also on failure or SIGINT. Each scenario is a module:
 - policy-churn (faults_policy.py): policy updates while pairs denied in every state are
   probed with new TCP connections and UDP datagrams: denied traffic delivered, counted at
   the receiving sockets and in the datapath's flow records. Expected 0.
+- crafted-packets (faults_packets.py): scapy-crafted malformed and spoofed frames from a
+  pod against a deny: frames that reached the targets or their application, agent
+  crashes, drops without a named reason. Expected 0, 0, 0.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from podwire.bench import faults_cni, faults_policy, tools
+from podwire.bench import faults_cni, faults_packets, faults_policy, tools
 from podwire.bench.faults_lab import Lab, lab_up, log
 from podwire.bench.figures import Figures
 
@@ -43,7 +46,12 @@ def policy_churn(lab: Lab, args: argparse.Namespace) -> Figures:
     return faults_policy.run(lab, args.policy_updates, args.policy_seconds, args.seed)
 
 
-SCENARIOS: dict[str, Scenario] = {"cni-chaos": cni_chaos, "policy-churn": policy_churn}
+def crafted_packets(lab: Lab, args: argparse.Namespace) -> Figures:
+    return faults_packets.run(lab, args.packets, args.seed)
+
+
+SCENARIOS: dict[str, Scenario] = {"cni-chaos": cni_chaos, "policy-churn": policy_churn,
+                                  "crafted-packets": crafted_packets}
 
 
 def merge(parts: list[Figures]) -> Figures:
@@ -72,6 +80,7 @@ def main() -> int:
     parser.add_argument("--policy-updates", type=int, default=1000)
     parser.add_argument("--policy-seconds", type=float, default=30.0,
                         help="spread the policy updates over this long")
+    parser.add_argument("--packets", type=int, default=10_000, help="crafted frames to send")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--prefix", default=PREFIX)
     parser.add_argument("--json", type=Path, help="also write the figures here")
