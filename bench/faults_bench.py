@@ -15,6 +15,9 @@ down, also on failure or SIGINT. Each scenario is a module:
 - crafted-packets (faults_packets.py): scapy-crafted malformed and spoofed frames from a
   pod against a deny: frames that reached the targets or their application, agent
   crashes, drops without a named reason. Expected 0, 0, 0.
+- agent-restarts (faults_restart.py): the agents SIGKILLed every few seconds while iperf3
+  streams and clients open new connections, same node and cross node: resets, failed
+  new connections, longest stall. Expected 0, 0, < 1 s.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from podwire.bench import faults_cni, faults_packets, faults_policy, tools
+from podwire.bench import faults_cni, faults_packets, faults_policy, faults_restart, tools
 from podwire.bench.faults_lab import Lab, lab_up, log
 from podwire.bench.figures import Figures
 
 # The programs it runs (checked before it starts: bench/tools.py).
-TOOLS = ("nsenter", "ip")
+TOOLS = ("nsenter", "ip", "iperf3")
 
 PREFIX = "pwflt"
 
@@ -50,8 +53,13 @@ def crafted_packets(lab: Lab, args: argparse.Namespace) -> Figures:
     return faults_packets.run(lab, args.packets, args.seed)
 
 
+def agent_restarts(lab: Lab, args: argparse.Namespace) -> Figures:
+    return faults_restart.run(lab, args.restart_seconds, args.kill_every)
+
+
 SCENARIOS: dict[str, Scenario] = {"cni-chaos": cni_chaos, "policy-churn": policy_churn,
-                                  "crafted-packets": crafted_packets}
+                                  "crafted-packets": crafted_packets,
+                                  "agent-restarts": agent_restarts}
 
 
 def merge(parts: list[Figures]) -> Figures:
@@ -81,6 +89,9 @@ def main() -> int:
     parser.add_argument("--policy-seconds", type=float, default=30.0,
                         help="spread the policy updates over this long")
     parser.add_argument("--packets", type=int, default=10_000, help="crafted frames to send")
+    parser.add_argument("--restart-seconds", type=float, default=60.0,
+                        help="how long the agents are killed over and over")
+    parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between kills")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--prefix", default=PREFIX)
     parser.add_argument("--json", type=Path, help="also write the figures here")
