@@ -34,6 +34,10 @@ from podwire.lab.layout import NodeLayout
 RETRY_FOR_S = 90.0
 RETRY_PAUSE_S = 0.2
 HOST_LINK = re.compile(r"^pw[0-9a-f]{11}$")  # podwire's host veths (cni/wiring.py)
+# Share of first ADDs whose plugin was killed after which the runtime forgets the pod, as
+# a runtime that died with its plugin does: no DEL ever comes, GC alone can clean up.
+FORGET_SHARE = 0.5
+
 
 @dataclass
 class ChaosTally:
@@ -41,6 +45,7 @@ class ChaosTally:
     failed_calls: int = 0
     plugin_kills: int = 0
     given_up: int = 0
+    forgotten: list[cniexec.Sandbox] = field(default_factory=list)
     agent_restart_s: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -95,20 +100,22 @@ class CniChaos:
         killed = proc.returncode == -signal.SIGKILL
         self.tally.count(proc.returncode == 0, killed)
         if proc.returncode != 0:
-            return False, {}
+            return False, {"killed": killed}
         return True, json.loads(out) if out.strip() else {}
 
     def retried(self, command: str, sandbox: cniexec.Sandbox,
-                extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+                extra: dict[str, Any] | None = None, undo_first: bool = False,
+                ) -> dict[str, Any] | None:
         """Call until it succeeds, as the kubelet does; None once the runtime gives up.
         A failed ADD is undone by a DEL before the next try (containerd's order)."""
         deadline = time.monotonic() + RETRY_FOR_S
         while time.monotonic() < deadline and not self.stopping.is_set():
+            if undo_first and self.retried("DEL", sandbox) is None:
+                return None
             ok, result = self.call(command, sandbox, extra)
             if ok:
                 return result
-            if command == "ADD" and self.retried("DEL", sandbox) is None:
-                return None
+            undo_first = command == "ADD"
             time.sleep(RETRY_PAUSE_S)
         return None
 
@@ -122,7 +129,12 @@ class CniChaos:
         with self.progress:
             self.started += 1
             self.progress.notify_all()
-        result = self.retried("ADD", sandbox)
+        ok, first = self.call("ADD", sandbox)
+        if not ok and first["killed"] and self.random() < FORGET_SHARE:
+            with self.tally.lock:
+                self.tally.forgotten.append(sandbox)
+            return
+        result = first if ok else self.retried("ADD", sandbox, undo_first=True)
         if result is not None and self.random() < 0.9:
             # Most pods go again: the /24 holds 252 addresses, 1,000 pods pass through.
             if self.retried("DEL", sandbox, {"prevResult": result}) is not None:
@@ -185,11 +197,14 @@ class CniChaos:
         return figures
 
     def leftovers(self) -> dict[str, float]:
-        """What GC has to clean: addresses and host links of no live pod."""
+        """What GC has to clean: addresses, host links and endpoints of no live pod."""
         live_links = {result["interfaces"][0]["name"] for _, result in self.live.values()}
+        live_ips = {cniexec.first_ipv4(result) for _, result in self.live.values()}
         return {"addresses left for GC": sum(1 for owner in ipam_owners(self.node).values()
                                              if owner not in self.live),
-                "host links left for GC": len(host_links(self.node) - live_links)}
+                "host links left for GC": len(host_links(self.node) - live_links),
+                "endpoints left for GC": sum(1 for e in self.lab.status(self.node)["endpoints"]
+                                             if e["ip"] not in live_ips)}
 
     def count(self, seconds: float, before_gc: dict[str, float]) -> Figures:
         live_ips = [cniexec.first_ipv4(result) for _, result in self.live.values()]
@@ -216,12 +231,16 @@ class CniChaos:
                    "agent restart to ready s (median)": statistics.median(restarts)
                    if restarts else 0.0,
                    "pods the runtime gave up": self.tally.given_up,
+                   "pods the runtime forgot (killed with its plugin)":
+                       len(self.tally.forgotten),
                    "pods live at GC": len(self.live), **before_gc, "seconds": seconds}
         return Figures(scalars={f"cni-chaos: {k}": float(v) for k, v in scalars.items()},
                        expectations=[Expectation("cni-chaos", k, v, "==", 0)
                                      for k, v in found.items()])
 
     def clean_up(self) -> None:
+        for sandbox in self.tally.forgotten:
+            netns.remove(sandbox.netns_name)
         for cid, (sandbox, result) in list(self.live.items()):
             ok, _ = self.call("DEL", sandbox, {"prevResult": result})
             if ok:
