@@ -18,6 +18,9 @@ down, also on failure or SIGINT. Each scenario is a module:
 - agent-restarts (faults_restart.py): the agents SIGKILLed every few seconds while iperf3
   streams and clients open new connections, same node and cross node: resets, failed
   new connections, longest stall. Expected 0, 0, < 1 s.
+- api-outage (faults_api.py): the API server frozen, then back with its watches cut and
+  its history compacted (410), under pod and policy churn: time to reconverge, denied
+  traffic delivered meanwhile. Expected < 10 s and 0.
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from podwire.bench import faults_cni, faults_packets, faults_policy, faults_restart, tools
+from podwire.bench import (
+    faults_api,
+    faults_cni,
+    faults_packets,
+    faults_policy,
+    faults_restart,
+    tools,
+)
 from podwire.bench.faults_lab import Lab, lab_up, log
 from podwire.bench.figures import Figures
 
@@ -57,9 +67,13 @@ def agent_restarts(lab: Lab, args: argparse.Namespace) -> Figures:
     return faults_restart.run(lab, args.restart_seconds, args.kill_every)
 
 
+def api_outage(lab: Lab, args: argparse.Namespace) -> Figures:
+    return faults_api.run(lab, args.api_outages, args.api_outage_seconds, args.seed)
+
+
 SCENARIOS: dict[str, Scenario] = {"cni-chaos": cni_chaos, "policy-churn": policy_churn,
                                   "crafted-packets": crafted_packets,
-                                  "agent-restarts": agent_restarts}
+                                  "agent-restarts": agent_restarts, "api-outage": api_outage}
 
 
 def merge(parts: list[Figures]) -> Figures:
@@ -92,6 +106,8 @@ def main() -> int:
     parser.add_argument("--restart-seconds", type=float, default=60.0,
                         help="how long the agents are killed over and over")
     parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between kills")
+    parser.add_argument("--api-outages", type=int, default=3)
+    parser.add_argument("--api-outage-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--prefix", default=PREFIX)
     parser.add_argument("--json", type=Path, help="also write the figures here")

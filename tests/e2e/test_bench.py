@@ -107,7 +107,8 @@ def test_every_fault_scenario_states_its_figures_against_an_expected_value(
         run: tuple[Path, subprocess.CompletedProcess[str]], results: dict[str, Any]) -> None:
     expectations = results["benchmarks"]["faults"]["figures"]["expectations"]
     scenarios = {e["scenario"] for e in expectations}
-    assert scenarios == {"cni-chaos", "policy-churn", "crafted-packets", "agent-restarts"}
+    assert scenarios == {"cni-chaos", "policy-churn", "crafted-packets", "agent-restarts",
+                         "api-outage"}
     for e in expectations:
         assert e["op"] in ("==", "<", "<=") and isinstance(e["met"], bool), e
     text = (run[0] / "report.md").read_text()
