@@ -21,6 +21,8 @@ down, also on failure or SIGINT. Each scenario is a module:
 - api-outage (faults_api.py): the API server frozen, then back with its watches cut and
   its history compacted (410), under pod and policy churn: time to reconverge, denied
   traffic delivered meanwhile. Expected < 10 s and 0.
+- agent-memory (faults_memory.py): the agents' RSS while pods are created and deleted in
+  waves: before, peak, after. Expected after within 5% of before.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 from podwire.bench import (
     faults_api,
     faults_cni,
+    faults_memory,
     faults_packets,
     faults_policy,
     faults_restart,
@@ -71,9 +74,14 @@ def api_outage(lab: Lab, args: argparse.Namespace) -> Figures:
     return faults_api.run(lab, args.api_outages, args.api_outage_seconds, args.seed)
 
 
+def agent_memory(lab: Lab, args: argparse.Namespace) -> Figures:
+    return faults_memory.run(lab, args.memory_pods, args.memory_waves)
+
+
 SCENARIOS: dict[str, Scenario] = {"cni-chaos": cni_chaos, "policy-churn": policy_churn,
                                   "crafted-packets": crafted_packets,
-                                  "agent-restarts": agent_restarts, "api-outage": api_outage}
+                                  "agent-restarts": agent_restarts, "api-outage": api_outage,
+                                  "agent-memory": agent_memory}
 
 
 def merge(parts: list[Figures]) -> Figures:
@@ -108,6 +116,8 @@ def main() -> int:
     parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between kills")
     parser.add_argument("--api-outages", type=int, default=3)
     parser.add_argument("--api-outage-seconds", type=float, default=10.0)
+    parser.add_argument("--memory-pods", type=int, default=10_000)
+    parser.add_argument("--memory-waves", type=int, default=10)
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--prefix", default=PREFIX)
     parser.add_argument("--json", type=Path, help="also write the figures here")

@@ -108,7 +108,7 @@ def test_every_fault_scenario_states_its_figures_against_an_expected_value(
     expectations = results["benchmarks"]["faults"]["figures"]["expectations"]
     scenarios = {e["scenario"] for e in expectations}
     assert scenarios == {"cni-chaos", "policy-churn", "crafted-packets", "agent-restarts",
-                         "api-outage"}
+                         "api-outage", "agent-memory"}
     for e in expectations:
         assert e["op"] in ("==", "<", "<=") and isinstance(e["met"], bool), e
     text = (run[0] / "report.md").read_text()
