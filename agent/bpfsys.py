@@ -32,6 +32,8 @@ BPF_NOEXIST = 1
 BPF_EXIST = 2
 
 BPF_F_NO_PREALLOC = 1
+# Map flags by the name maps.h declares them with.
+MAP_FLAGS = {"BPF_F_NO_PREALLOC": BPF_F_NO_PREALLOC}
 
 MAP_TYPES = {
     "hash": 1,

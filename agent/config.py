@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podwire.common.agentapi import DEFAULT_SOCKET
+
 # Where the kubelet mounts a pod's ServiceAccount token and the cluster CA.
 IN_CLUSTER_SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -30,7 +32,7 @@ class AgentConfig:
     # Per-node bpffs directory: several lab nodes share one kernel.
     pin_dir: Path = Path("/sys/fs/bpf/podwire/node")
     state_dir: Path = Path("/var/lib/podwire")
-    socket_path: Path = Path("/run/podwire/agent.sock")
+    socket_path: Path = DEFAULT_SOCKET
     # Used when the Node object has no spec.podCIDR (standalone and lab use).
     pod_cidr: str | None = None
     # The node's underlay address; taken from Node.status.addresses when unset.

@@ -30,25 +30,25 @@ from pyroute2 import IPRoute
 
 from podwire.agent import bpfsys, structs, tc
 from podwire.agent.config import AgentConfig, ConntrackTimeouts
-from podwire.agent.loader import DatapathSizes, run_loader
+from podwire.agent.loader import DatapathSizes, prog_pin, run_loader
 from podwire.agent.maps import BpfMap, PerCpuArray
-from podwire.agent.netns import iproute
-from podwire.agent.reasons import drop_max, reason_name
+from podwire.agent.reasons import reason_name
 from podwire.agent.ringbuf import RingBuffer
+from podwire.bpf.constants import CFG_F_EVENTS, REASON_MAX, CtState, Direction, metrics_index
+from podwire.common.netns import iproute
 
 log = logging.getLogger(__name__)
 
 _NSEC = 1_000_000_000
 _GC_BATCH = 4096
-DIRECTION_NAMES = {structs.DIR_INGRESS: "ingress", structs.DIR_EGRESS: "egress"}
 
 
 def ct_timeout_s(cfg: structs.NodeConfig, proto: int, state: int) -> int:
     """The idle timeout of a conntrack entry; the same rule as ct_timeout_ns() in C."""
     if proto == socket.IPPROTO_TCP:
-        if state == structs.CT_STATE_ESTABLISHED:
+        if state == CtState.ESTABLISHED:
             return int(cfg.ct_tcp_established)
-        if state == structs.CT_STATE_CLOSING:
+        if state == CtState.CLOSING:
             return int(cfg.ct_tcp_closing)
         return int(cfg.ct_tcp_syn)
     if proto == socket.IPPROTO_UDP:
@@ -92,14 +92,13 @@ class Datapath:
     def __init__(self, pin_dir: Path, netns: str | None = None) -> None:
         self.pin_dir = pin_dir
         self.netns = netns
-        p = str(pin_dir)
-        self.endpoints = BpfMap(f"{p}/endpoints", ctypes.c_uint32, structs.EndpointInfo)
-        self.ipcache = BpfMap(f"{p}/ipcache", structs.IpcacheKey, structs.IpcacheValue)
-        self.policy = BpfMap(f"{p}/policy", structs.PolicyKey, structs.PolicyValue)
-        self.conntrack = BpfMap(f"{p}/conntrack", structs.CtKey, structs.CtValue)
-        self.config = BpfMap(f"{p}/config", ctypes.c_uint32, structs.NodeConfig)
-        self.metrics = PerCpuArray(f"{p}/metrics", structs.MetricsValue)
-        self.events_lost = PerCpuArray(f"{p}/events_lost", ctypes.c_uint64)
+        self.endpoints = BpfMap(pin_dir, "endpoints", ctypes.c_uint32, structs.EndpointInfo)
+        self.ipcache = BpfMap(pin_dir, "ipcache", structs.IpcacheKey, structs.IpcacheValue)
+        self.policy = BpfMap(pin_dir, "policy", structs.PolicyKey, structs.PolicyValue)
+        self.conntrack = BpfMap(pin_dir, "conntrack", structs.CtKey, structs.CtValue)
+        self.config = BpfMap(pin_dir, "config", ctypes.c_uint32, structs.NodeConfig)
+        self.metrics = PerCpuArray(pin_dir, "metrics", structs.MetricsValue)
+        self.events_lost = PerCpuArray(pin_dir, "events_lost", ctypes.c_uint64)
         self._ring: RingBuffer | None = None
         self._ipr: IPRoute | None = None
 
@@ -130,7 +129,7 @@ class Datapath:
         return self._ipr
 
     def _prog(self, name: str) -> str:
-        return str(self.pin_dir / f"prog_{name}")
+        return str(self.pin_dir / prog_pin(name))
 
     # Attaching
 
@@ -184,8 +183,8 @@ class Datapath:
         if node_ip is not None:
             cfg.node_ip = structs.ip_be(node_ip)
         if flow_events is not None:
-            cfg.flags = (cfg.flags | structs.CFG_F_EVENTS) if flow_events else (
-                cfg.flags & ~structs.CFG_F_EVENTS)
+            cfg.flags = (cfg.flags | CFG_F_EVENTS) if flow_events else (
+                cfg.flags & ~CFG_F_EVENTS)
         if timeouts is not None:
             cfg.ct_tcp_syn = timeouts.tcp_syn
             cfg.ct_tcp_established = timeouts.tcp_established
@@ -234,12 +233,12 @@ class Datapath:
     def read_counters(self) -> list[Counter]:
         """Per {reason, direction} packets and bytes, summed over CPUs; zero rows omitted."""
         rows = []
-        for reason in range(drop_max()):
-            for direction, dname in DIRECTION_NAMES.items():
-                per_cpu = self.metrics.lookup(reason * structs.DIR_MAX + direction)
+        for code in range(REASON_MAX):
+            for direction in Direction:
+                per_cpu = self.metrics.lookup(metrics_index(code, direction))
                 packets = sum(v.packets for v in per_cpu)
                 if packets:
-                    rows.append(Counter(reason_name(reason), dname, packets,
+                    rows.append(Counter(reason_name(code), direction.label, packets,
                                         sum(v.bytes for v in per_cpu)))
         return rows
 
@@ -254,7 +253,7 @@ class Datapath:
 
     def map_usage(self) -> dict[str, dict[str, int]]:
         """{name: {"entries", "max"}} for the agent's /status."""
-        return {m.path.rsplit("/", 1)[1]: {"entries": len(m), "max": m.max_entries}
+        return {m.name: {"entries": len(m), "max": m.max_entries}
                 for m in (self.endpoints, self.ipcache, self.policy, self.conntrack)}
 
     def close(self) -> None:
@@ -269,19 +268,3 @@ class Datapath:
             self._ipr.close()
             self._ipr = None
 
-
-def ensure_vxlan_device(name: str, local_ip: str, port: int, mtu: int,
-                        netns: str | None = None) -> int:
-    """Create (or keep) a vxlan device in external/collect_md mode; returns its ifindex.
-
-    The tunnel key (remote node, VNI) comes from from_pod per packet, so one device
-    serves every remote node. MTU 1450 leaves room for the 50-byte encapsulation.
-    """
-    with iproute(netns) as ipr:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
-            ipr.link("add", ifname=name, kind="vxlan", vxlan_collect_metadata=1,
-                     vxlan_port=port, vxlan_local=local_ip, vxlan_learning=0)
-            found = ipr.link_lookup(ifname=name)
-        ipr.link("set", index=found[0], mtu=mtu, state="up")
-        return int(found[0])

@@ -12,17 +12,22 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
-# Key layout of the policy LPM trie: ep_id:32 | direction:8 | identity:32 | proto:8 | dport:16.
-PREFIX_ANY_PROTOCOL = 72
-PREFIX_ANY_PORT = 80
-PREFIX_FULL = 96
+from podwire.bpf.constants import POLICY_PREFIX_ANY_PORT, POLICY_PREFIX_ANY_PROTO, Direction
+from podwire.policy import Direction as PolicyDirection
 
 
-class Direction(enum.IntEnum):
-    """Values shared with bpf/lib: the direction of traffic relative to the endpoint."""
+def datapath_direction(direction: PolicyDirection) -> Direction:
+    """The datapath's direction for a policy type: the one place the agent converts.
 
-    INGRESS = 1
-    EGRESS = 2
+    policy/ is pure and keeps its own (a policy type, "Ingress"/"Egress"); both name
+    their members INGRESS and EGRESS.
+    """
+    return Direction[direction.name]
+
+
+def policy_direction(direction: Direction) -> PolicyDirection:
+    """Inverse of datapath_direction."""
+    return PolicyDirection[direction.name]
 
 
 class Protocol(enum.IntEnum):
@@ -72,8 +77,8 @@ class PolicyKey:
     @property
     def prefixlen(self) -> int:
         if self.protocol == Protocol.ANY:
-            return PREFIX_ANY_PROTOCOL
-        return PREFIX_ANY_PORT + self.port_bits
+            return POLICY_PREFIX_ANY_PROTO
+        return POLICY_PREFIX_ANY_PORT + self.port_bits
 
 
 @dataclass(frozen=True)

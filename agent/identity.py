@@ -15,13 +15,7 @@ from typing import Generic, TypeVar
 from podwire.policy import ContainerPort, Labels, Namespace, Pod
 from podwire.policy.labels import as_labels
 
-ANY = 0
-HOST = 1
-WORLD = 2
-REMOTE_NODE = 3
-
-RESERVED_NAMES = {ANY: "any", HOST: "host", WORLD: "world", REMOTE_NODE: "remote-node"}
-
+# Above the reserved identities of bpf/lib/types.h (podwire.bpf.constants.ReservedIdentity).
 POD_IDENTITY_BASE = 256
 CIDR_IDENTITY_BASE = 1 << 24
 

@@ -16,7 +16,6 @@ Exit codes: 0 done (a probe: healthy), 1 failed (a probe: unhealthy), 2 bad inpu
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from podwire.agent.config import AgentConfig
-from podwire.agent.localclient import UnixHTTPConnection
+from podwire.common.agentapi import DEFAULT_SOCKET, AgentError, fetch
 
 log = logging.getLogger("podwire.agent.install")
 
@@ -165,22 +164,17 @@ def uninstall(settings: InstallSettings) -> None:
 def probe(socket_path: Path, want_ready: bool, timeout: float = 3.0) -> tuple[bool, str]:
     """Ask the agent's /healthz. Alive: it answers at all (a starting agent is alive and
     not ready, and must not be restarted for it). Ready: it answers 200."""
-    conn = UnixHTTPConnection(socket_path, timeout)
     try:
-        conn.request("GET", "/healthz")
-        resp = conn.getresponse()
-        body = resp.read()
-    except (OSError, http.client.HTTPException) as err:
-        return False, f"agent socket {socket_path} did not answer: {err}"
-    finally:
-        conn.close()
+        status, body = fetch(socket_path, "/healthz", timeout)
+    except AgentError as err:
+        return False, str(err)
     try:
         reason = str(json.loads(body).get("reason", ""))
     except (ValueError, AttributeError):
-        return False, f"agent answered /healthz with non-JSON (HTTP {resp.status})"
-    if want_ready and resp.status != 200:
-        return False, f"agent not ready: {reason or f'HTTP {resp.status}'}"
-    return True, "ready" if resp.status == 200 else f"alive, not ready: {reason}"
+        return False, f"agent answered /healthz with non-JSON (HTTP {status})"
+    if want_ready and status != 200:
+        return False, f"agent not ready: {reason or f'HTTP {status}'}"
+    return True, "ready" if status == 200 else f"alive, not ready: {reason}"
 
 
 # ------------------------------------------------------------------ run
@@ -245,7 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     install_flags(uninst)
     prb = cmds.add_parser("probe", help="ask the agent's /healthz (exit 0: healthy)")
     prb.add_argument("kind", choices=["ready", "alive"])
-    prb.add_argument("--socket", type=Path, default=Path("/run/podwire/agent.sock"))
+    prb.add_argument("--socket", type=Path, default=DEFAULT_SOCKET)
     return top
 
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podwire.agent import bpfsys, structs
-from podwire.agent.reasons import drop_max
+from podwire.bpf.constants import MAPS
+from podwire.bpf.header import MapDecl
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 PROGRAMS = ("from_pod", "to_pod", "from_overlay")
@@ -35,7 +36,8 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 @dataclass(frozen=True)
 class DatapathSizes:
-    """Map capacities. Pinned maps keep the size they were created with."""
+    """Capacities of the maps maps.h sizes by a macro, by map name (events in pages).
+    Pinned maps keep the size they were created with."""
 
     endpoints: int = 1024
     ipcache: int = 65536
@@ -52,6 +54,15 @@ class DatapathSizes:
                 raise ValueError(f"datapath size {f.name} must be positive")
         if self.events_pages & (self.events_pages - 1):
             raise ValueError("datapath size events_pages must be a power of two")
+
+    def max_entries(self, name: str) -> int:
+        """The capacity of map name (its max_entries; bytes for the ring buffer)."""
+        if name == "events":
+            return self.events_pages * PAGE_SIZE
+        if name not in {f.name for f in dataclasses.fields(self)}:
+            raise LoaderError(f"bpf/lib/maps.h leaves the size of map {name} to the loader, "
+                              "but DatapathSizes has no field for it")
+        return int(getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -74,25 +85,21 @@ class LoaderError(RuntimeError):
     """The datapath could not be compiled or pinned; the message says which step."""
 
 
+def _spec(decl: MapDecl, sizes: DatapathSizes) -> MapSpec:
+    def size(c_type: str) -> int:
+        return ctypes.sizeof(structs.ctype(c_type)) if c_type else 0
+
+    flags = 0
+    for flag in decl.flags:
+        flags |= bpfsys.MAP_FLAGS[flag]
+    entries = sizes.max_entries(decl.name) if decl.max_entries is None else decl.max_entries
+    return MapSpec(decl.name, decl.type, size(decl.key), size(decl.value), entries, flags)
+
+
 def map_specs(sizes: DatapathSizes) -> list[MapSpec]:
-    """Every map of bpf/lib/maps.h with its sizes."""
-    s = ctypes.sizeof
-    return [
-        MapSpec("endpoints", "hash", 4, s(structs.EndpointInfo), sizes.endpoints),
-        MapSpec("ipcache", "lpm_trie", s(structs.IpcacheKey), s(structs.IpcacheValue),
-                sizes.ipcache, bpfsys.BPF_F_NO_PREALLOC),
-        MapSpec("policy", "lpm_trie", s(structs.PolicyKey), s(structs.PolicyValue),
-                sizes.policy, bpfsys.BPF_F_NO_PREALLOC),
-        MapSpec("conntrack", "hash", s(structs.CtKey), s(structs.CtValue), sizes.conntrack),
-        MapSpec("fragments", "lru_hash", s(structs.FragKey), s(structs.FragValue),
-                sizes.fragments),
-        MapSpec("metrics", "percpu_array", 4, s(structs.MetricsValue),
-                drop_max() * structs.DIR_MAX),
-        MapSpec("events_lost", "percpu_array", 4, 8, 1),
-        MapSpec("config", "array", 4, s(structs.NodeConfig), 1),
-        MapSpec("events", "ringbuf", 0, 0, sizes.events_pages * PAGE_SIZE),
-        MapSpec(BUILD_MAP, "array", 4, BUILD_ID_SIZE, 1),
-    ]
+    """Every map bpf/lib/maps.h declares, with its sizes, then the loader's build map."""
+    return [*(_spec(decl, sizes) for decl in MAPS.values()),
+            MapSpec(BUILD_MAP, "array", 4, BUILD_ID_SIZE, 1)]
 
 
 def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
@@ -123,16 +130,10 @@ def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
 
 
 def cflags(pin_dir: Path, in_force: dict[str, int]) -> list[str]:
-    return [
-        f"-I{BPF_DIR}",
-        f'-DPIN_DIR="{pin_dir}"',
-        f"-DEP_MAX={in_force['endpoints']}",
-        f"-DIPCACHE_MAX={in_force['ipcache']}",
-        f"-DPOLICY_MAX={in_force['policy']}",
-        f"-DCT_MAX={in_force['conntrack']}",
-        f"-DFRAG_MAX={in_force['fragments']}",
-        f"-DEVENTS_BYTES={in_force['events']}",
-    ]
+    """The pin dir, and each map size maps.h takes from a macro: the size in force."""
+    return [f"-I{BPF_DIR}", f'-DPIN_DIR="{pin_dir}"',
+            *(f"-D{decl.size_macro}={in_force[decl.name]}" for decl in MAPS.values()
+              if decl.size_macro)]
 
 
 def datapath_source(entry_files: tuple[str, ...] = ENTRY_FILES) -> str:
@@ -171,8 +172,8 @@ def compile_and_pin(pin_dir: Path, sizes: DatapathSizes) -> dict[str, object]:
     bpf = BPF(text=datapath_source(), cflags=cflags(pin_dir, in_force))
     for name in PROGRAMS:
         fn = bpf.load_func(name, BPF.SCHED_CLS)
-        final = pin_dir / _prog_pin(name)
-        staging = pin_dir / f"prog_{name}_staging"  # bpffs refuses names with a dot
+        final = pin_dir / prog_pin(name)
+        staging = pin_dir / f"{prog_pin(name)}_staging"  # bpffs refuses names with a dot
         if staging.exists():
             staging.unlink()
         bpfsys.obj_pin(fn.fd, str(staging))
@@ -202,7 +203,7 @@ def _write_build_id(pin_dir: Path, value: bytes) -> None:
 
 def pinned_build_matches(pin_dir: Path, sizes: DatapathSizes) -> bool:
     """Whether the pins hold exactly this build, so a restart has nothing to compile."""
-    if not all((pin_dir / name).exists() for name in [BUILD_MAP, *map(_prog_pin, PROGRAMS)]):
+    if not all((pin_dir / name).exists() for name in [BUILD_MAP, *map(prog_pin, PROGRAMS)]):
         return False
     fd = bpfsys.obj_get(str(pin_dir / BUILD_MAP))
     try:
@@ -214,7 +215,8 @@ def pinned_build_matches(pin_dir: Path, sizes: DatapathSizes) -> bool:
     return bytes(value) == build_id(pin_dir, sizes)
 
 
-def _prog_pin(name: str) -> str:
+def prog_pin(name: str) -> str:
+    """The pin of program name in the pin dir."""
     return f"prog_{name}"
 
 

@@ -2,7 +2,8 @@
 
 Generic on purpose: parts of the agent register handlers by method and path
 (`POST /cni`, `GET /healthz`, `GET /status`, `GET /flows`). Each connection is served
-on its own thread, so a slow CNI ADD never blocks a health probe.
+on its own thread, so a slow CNI ADD never blocks a health probe. The CNI commands
+live in cni/; the agent only routes podwire-cni's requests to them (`cni_route`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from podwire.cni import plugin
+from podwire.cni.node import Node
 
 log = logging.getLogger("podwire.localapi")
 
@@ -50,6 +54,19 @@ class Response:
 
 
 Handler = Callable[[Request], Response]
+
+
+def cni_route(node: Node) -> Handler:
+    """`POST /cni`: what podwire-cni forwards, answered by the CNI commands of `node`."""
+
+    def serve(request: Request) -> Response:
+        try:
+            body = request.json()
+        except ValueError:
+            body = None
+        return Response(200, plugin.serve(node, body))
+
+    return serve
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):

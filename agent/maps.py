@@ -1,16 +1,33 @@
-"""Typed handles over pinned BPF maps: lookup, update, delete, items, len."""
+"""Typed handles over pinned BPF maps: lookup, update, delete, items, len.
+
+A map is opened by the name bpf/lib/maps.h declares it under, with the ctypes mirrors
+of the key and value types the header gives it; a mirror of another type is refused,
+so the agent cannot read a map as something the datapath does not write.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import os
 from collections.abc import Iterator
-from typing import Generic, TypeVar, cast
+from pathlib import Path
+from typing import Any, Generic, TypeVar, cast
 
-from podwire.agent import bpfsys
+from podwire.agent import bpfsys, structs
+from podwire.bpf.constants import MAPS
 
 K = TypeVar("K", bound="ctypes._CData")
 V = TypeVar("V", bound="ctypes._CData")
+
+
+def check_declared(name: str, key_type: type[Any], value_type: type[Any]) -> None:
+    """Raise unless maps.h declares map name with these mirrors as key and value."""
+    decl = MAPS.get(name)
+    if decl is None:
+        raise ValueError(f"bpf/lib/maps.h declares no map {name!r}")
+    for what, c_type, mirror in (("key", decl.key, key_type), ("value", decl.value, value_type)):
+        if structs.ctype(c_type) is not mirror:
+            raise TypeError(f"map {name}: {what} is {c_type} in maps.h, not {mirror.__name__}")
 
 
 class BpfMap(Generic[K, V]):
@@ -20,8 +37,10 @@ class BpfMap(Generic[K, V]):
     older layout fails loudly instead of being misread.
     """
 
-    def __init__(self, path: str, key_type: type[K], value_type: type[V]) -> None:
-        self.path = path
+    def __init__(self, pin_dir: Path, name: str, key_type: type[K], value_type: type[V]) -> None:
+        check_declared(name, key_type, value_type)
+        self.name = name
+        self.path = path = str(pin_dir / name)
         self.fd = bpfsys.obj_get(path)
         self.key_type = key_type
         self.value_type = value_type
@@ -78,8 +97,10 @@ S = TypeVar("S", bound="ctypes.Structure | ctypes._SimpleCData")
 class PerCpuArray(Generic[S]):
     """A per-CPU array: each lookup returns one value per possible CPU."""
 
-    def __init__(self, path: str, value_type: type[S]) -> None:
-        self.path = path
+    def __init__(self, pin_dir: Path, name: str, value_type: type[S]) -> None:
+        check_declared(name, ctypes.c_uint32, value_type)
+        self.name = name
+        self.path = path = str(pin_dir / name)
         self.fd = bpfsys.obj_get(path)
         self.value_type = value_type
         self.info = bpfsys.map_info(self.fd)

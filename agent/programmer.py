@@ -14,7 +14,6 @@ from typing import cast
 from podwire.agent import structs
 from podwire.agent.datapath import Datapath
 from podwire.agent.entries import (
-    Direction,
     EndpointEntry,
     IpcacheEntry,
     PolicyKey,
@@ -22,14 +21,18 @@ from podwire.agent.entries import (
     Protocol,
 )
 from podwire.agent.reconcile import MapContents, MapName, Operation, Upsert
-
-_TO_C_DIRECTION = {Direction.INGRESS: structs.DIR_INGRESS, Direction.EGRESS: structs.DIR_EGRESS}
-_FROM_C_DIRECTION = {v: k for k, v in _TO_C_DIRECTION.items()}
+from podwire.bpf.constants import (
+    EP_F_EGRESS_ISOLATED,
+    EP_F_INGRESS_ISOLATED,
+    POLICY_PREFIX_ANY_PORT,
+    POLICY_PREFIX_ANY_PROTO,
+    Direction,
+)
 
 
 def endpoint_value(entry: EndpointEntry) -> structs.EndpointInfo:
-    flags = (structs.EP_F_INGRESS_ISOLATED if entry.ingress_isolated else 0) | (
-        structs.EP_F_EGRESS_ISOLATED if entry.egress_isolated else 0)
+    flags = (EP_F_INGRESS_ISOLATED if entry.ingress_isolated else 0) | (
+        EP_F_EGRESS_ISOLATED if entry.egress_isolated else 0)
     return structs.EndpointInfo.make(entry.ifindex, entry.ep_id, entry.identity, flags,
                                      entry.pod_mac, entry.host_mac)
 
@@ -42,7 +45,7 @@ def ipcache_value(entry: IpcacheEntry) -> structs.IpcacheValue:
 
 def policy_key(key: PolicyKey) -> structs.PolicyKey:
     return structs.PolicyKey(prefixlen=key.prefixlen, ep_id=key.ep_id,
-                             direction=_TO_C_DIRECTION[key.direction], identity=key.identity,
+                             direction=key.direction, identity=key.identity,
                              proto=int(key.protocol), dport=structs.port_be(key.port))
 
 
@@ -76,8 +79,8 @@ def read_installed(datapath: Datapath) -> MapContents:
         ip = structs.ip_str(_int(raw_ip))
         contents.endpoints[ip] = EndpointEntry(
             ifindex=info.ifindex, ep_id=info.ep_id, identity=info.identity,
-            ingress_isolated=bool(info.flags & structs.EP_F_INGRESS_ISOLATED),
-            egress_isolated=bool(info.flags & structs.EP_F_EGRESS_ISOLATED),
+            ingress_isolated=bool(info.flags & EP_F_INGRESS_ISOLATED),
+            egress_isolated=bool(info.flags & EP_F_EGRESS_ISOLATED),
             pod_mac=_mac(info.pod_mac), host_mac=_mac(info.host_mac),
         )
     for cache_key, cache_value in datapath.ipcache.items():
@@ -87,11 +90,11 @@ def read_installed(datapath: Datapath) -> MapContents:
             tunnel_ip=structs.ip_str(cache_value.tunnel_ip) if cache_value.tunnel_ip else None,
         )
     for key, value in datapath.policy.items():
-        protocol = Protocol(key.proto) if key.prefixlen > structs.POLICY_PREFIX_ANY_PROTO \
+        protocol = Protocol(key.proto) if key.prefixlen > POLICY_PREFIX_ANY_PROTO \
             else Protocol.ANY
-        port_bits = max(0, key.prefixlen - structs.POLICY_PREFIX_ANY_PORT)
+        port_bits = max(0, key.prefixlen - POLICY_PREFIX_ANY_PORT)
         entry_key = PolicyKey(
-            ep_id=key.ep_id, direction=_FROM_C_DIRECTION[key.direction], identity=key.identity,
+            ep_id=key.ep_id, direction=Direction(key.direction), identity=key.identity,
             protocol=protocol,
             port=structs.port_host(key.dport) if protocol is not Protocol.ANY else 0,
             port_bits=port_bits,

@@ -1,21 +1,31 @@
-"""Drop reason names, read from bpf/lib/drop.h so they are written down once."""
+"""Reason code names, read from bpf/lib/drop.h so they are written down once.
+
+Counters and flow events carry a code: REASON_FORWARDED for a packet that went on, or
+the code of the (negative) drop reason that stopped it. The names are the header's,
+without the DROP_ prefix: FORWARDED, POLICY_DENIED, ...
+"""
 
 from __future__ import annotations
 
-import re
 from functools import cache
-from pathlib import Path
 
-DROP_HEADER = Path(__file__).resolve().parent.parent / "bpf" / "lib" / "drop.h"
-_ENUM_ENTRY = re.compile(r"^\s*DROP_([A-Z0-9_]+)\s*=\s*(\d+)\s*,", re.MULTILINE)
+from podwire.bpf import constants, header
+
+DROP_HEADER = constants.LIB / "drop.h"
 
 
 def parse_reasons(header_text: str) -> dict[int, str]:
-    """Map reason code -> name from the text of drop.h (DROP_MAX is a bound, not a reason)."""
-    names = {int(code): name for name, code in _ENUM_ENTRY.findall(header_text) if name != "MAX"}
-    if not names:
+    """Map reason code -> name from the text of drop.h."""
+    known = header.defines(header_text)
+    try:
+        members = header.enum_members(header_text, "drop_reason", known)
+        base, forwarded = known["DROP_CODE_BASE"], known["REASON_FORWARDED"]
+    except (ValueError, KeyError):
+        members = {}
+    if not members:
         raise ValueError("no DROP_* entries found in the drop reason header")
-    return names
+    return {forwarded: "FORWARDED", **{-value - base: member.removeprefix("DROP_")
+                                       for member, value in members.items()}}
 
 
 @cache
@@ -41,11 +51,3 @@ def reason_code(name: str) -> int:
         return codes()[name]
     except KeyError:
         raise ValueError(f"unknown drop reason {name!r}; known: {', '.join(codes())}") from None
-
-
-def drop_max() -> int:
-    """Upper bound of reason codes (sizes the metrics map)."""
-    match = re.search(r"DROP_MAX\s*=\s*(\d+)", DROP_HEADER.read_text())
-    if not match:
-        raise ValueError(f"DROP_MAX missing from {DROP_HEADER}")
-    return int(match.group(1))

@@ -1,7 +1,8 @@
 """ctypes mirrors of the datapath's C structs (bpf/lib/types.h).
 
 Each struct is defined once in C and once here; tests/unit/test_structs.py compiles
-the header with gcc and compares every size and offset, so the two cannot drift.
+the header with gcc and compares every size and offset, so the two cannot drift. The
+constants the structs' fields hold come from the headers too (podwire.bpf.constants).
 IPv4 addresses and ports are stored in network byte order, as the C side reads them
 straight from packets; the helpers below convert from Python's dotted strings.
 """
@@ -11,37 +12,6 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import socket
-
-IDENTITY_ANY = 0
-IDENTITY_HOST = 1
-IDENTITY_WORLD = 2
-IDENTITY_REMOTE_NODE = 3
-
-EP_F_INGRESS_ISOLATED = 1
-EP_F_EGRESS_ISOLATED = 2
-
-DIR_INGRESS = 0
-DIR_EGRESS = 1
-DIR_MAX = 2
-
-HOOK_FROM_POD = 1
-HOOK_TO_POD = 2
-HOOK_FROM_OVERLAY = 3
-
-EVENT_FLOW = 1
-EVENT_DROP = 2
-
-CFG_F_EVENTS = 1
-
-CT_STATE_NEW = 0
-CT_STATE_SYN_SENT = 1
-CT_STATE_ESTABLISHED = 2
-CT_STATE_CLOSING = 3
-
-# Policy key prefix lengths: peer on any protocol/port, any port of one protocol, one port.
-POLICY_PREFIX_ANY_PROTO = 72
-POLICY_PREFIX_ANY_PORT = 80
-POLICY_PREFIX_PORT = 96
 
 
 def ip_be(ip: str) -> int:
@@ -236,3 +206,13 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "node_config": NodeConfig,
     "flow_event": FlowEvent,
 }
+
+_SCALARS: dict[str, type[ctypes._SimpleCData]] = {"__u32": ctypes.c_uint32,
+                                                   "__u64": ctypes.c_uint64}
+
+
+def ctype(c_type: str) -> type[ctypes.Structure | ctypes._SimpleCData]:
+    """The mirror of a C type as the map declarations name it ("__u32", "struct ct_key")."""
+    if c_type.startswith("struct "):
+        return C_STRUCTS[c_type.removeprefix("struct ")]
+    return _SCALARS[c_type]

@@ -36,9 +36,10 @@ from kubernetes import client, config
 from podwire.agent import structs
 from podwire.agent.maps import BpfMap
 from podwire.bench import tools
+from podwire.bpf import constants
 from podwire.lab import netns
-from podwire.lab.apiresources import NAMESPACES, NETWORK_POLICIES, NODES, PODS
-from podwire.lab.apistore import ApiStore, save_state
+from podwire.lab.api.kinds import NAMESPACES, NETWORK_POLICIES, NODES, PODS
+from podwire.lab.api.store import ApiStore, save_state
 
 # The programs it runs (checked before it starts: bench/tools.py).
 TOOLS = ("nsenter", "ip", "curl")
@@ -122,7 +123,7 @@ class Bench:
         build_state(state, self.pods, self.policies, self.local_pods)
         print(f"built API state in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         self.api_proc = subprocess.Popen(
-            [PYTHON, "-m", "podwire.lab.apiserver", "--listen", "127.0.0.1:0",
+            [PYTHON, "-m", "podwire.lab.api", "--listen", "127.0.0.1:0",
              "--listen-netns", f"/run/netns/{self.node_ns}=127.0.0.1:6443", "--state", str(state),
              "--kubeconfig", str(self.work / "kubeconfig")],
             stdout=subprocess.DEVNULL, stderr=open(self.work / "api.log", "wb"))  # noqa: SIM115
@@ -197,7 +198,7 @@ class Bench:
         return endpoints.lookup(ctypes.c_uint32(structs.ip_be(ip)))
 
     def change_latencies(self, count: int) -> dict[str, list[float]]:
-        endpoints = BpfMap(str(self.pin_dir / "endpoints"), ctypes.c_uint32, structs.EndpointInfo)
+        endpoints = BpfMap(self.pin_dir, "endpoints", ctypes.c_uint32, structs.EndpointInfo)
         results: dict[str, list[float]] = {"pod label change": [], "policy create/delete": []}
         try:
             for k in range(count):
@@ -218,12 +219,12 @@ class Bench:
                     "spec": {"podSelector": {"matchLabels": {"app": f"moved{k}"}}}}
                 started = time.perf_counter()
                 self.net.create_namespaced_network_policy(ns, isolating)
-                while not (self.endpoint(endpoints, ip).flags & structs.EP_F_INGRESS_ISOLATED):  # type: ignore[union-attr]
+                while not (self.endpoint(endpoints, ip).flags & constants.EP_F_INGRESS_ISOLATED):  # type: ignore[union-attr]
                     pass
                 results["policy create/delete"].append(time.perf_counter() - started)
                 started = time.perf_counter()
                 self.net.delete_namespaced_network_policy(f"bench{k}", ns)
-                while self.endpoint(endpoints, ip).flags & structs.EP_F_INGRESS_ISOLATED:  # type: ignore[union-attr]
+                while self.endpoint(endpoints, ip).flags & constants.EP_F_INGRESS_ISOLATED:  # type: ignore[union-attr]
                     pass
                 results["policy create/delete"].append(time.perf_counter() - started)
         finally:

@@ -34,7 +34,7 @@ from cni_agent import PYTHON, SHIM, NodeAgent, netns, node_agent
 
 from podwire.bench import tools
 from podwire.bench.figures import Comparison, Figures, ratio
-from podwire.cni.wiring import in_netns
+from podwire.common.netns import in_netns
 
 REFERENCE = Path("/usr/lib/cni")
 # The programs it runs (checked before it starts: bench/tools.py).

@@ -31,9 +31,10 @@ from pathlib import Path
 from podwire.agent import structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
-from podwire.agent.netns import in_netns
 from podwire.bench import tools, traffic
 from podwire.bench.figures import Comparison, Figures
+from podwire.bpf import constants
+from podwire.common.netns import in_netns
 
 PREFIX = "pwbh1"
 IPERF_PORT, SOCKPERF_PORT, CONN_PORT = 5201, 11111, 12000
@@ -146,7 +147,7 @@ def podwire_pair(lab: Lab, pin_dir: Path) -> tuple[Pair, Datapath, int]:
                        netns=node)
     lab.cleanups.append(dp.close)
     for _pod, ip, ifindex, mac, host_mac, ep_id, identity in pods:
-        flags = structs.EP_F_INGRESS_ISOLATED if ep_id == 2 else 0
+        flags = constants.EP_F_INGRESS_ISOLATED if ep_id == 2 else 0
         dp.set_endpoint(ip, structs.EndpointInfo.make(ifindex, ep_id, identity, flags, mac,
                                                       host_mac))
         dp.set_ipcache(ip, structs.IpcacheValue(identity=identity, cidr_identity=identity))
@@ -158,12 +159,12 @@ def load_policy(dp: Datapath, server_ep: int, entries: int) -> None:
     """entries rules for the server: one allows the client, the rest other identities."""
     for key in list(dp.policy.keys()):
         dp.delete_policy(key)
-    dp.set_policy(structs.PolicyKey(prefixlen=structs.POLICY_PREFIX_ANY_PROTO, ep_id=server_ep,
-                                    direction=structs.DIR_INGRESS, identity=ID_CLIENT),
+    dp.set_policy(structs.PolicyKey(prefixlen=constants.POLICY_PREFIX_ANY_PROTO, ep_id=server_ep,
+                                    direction=constants.Direction.INGRESS, identity=ID_CLIENT),
                   structs.PolicyValue(policy_ref=1))
     for i in range(entries - 1):
-        dp.set_policy(structs.PolicyKey(prefixlen=structs.POLICY_PREFIX_PORT, ep_id=server_ep,
-                                        direction=structs.DIR_INGRESS, identity=2000 + i // 4,
+        dp.set_policy(structs.PolicyKey(prefixlen=constants.POLICY_PREFIX_FULL, ep_id=server_ep,
+                                        direction=constants.Direction.INGRESS, identity=2000 + i // 4,
                                         proto=socket.IPPROTO_TCP,
                                         dport=structs.port_be(8000 + i % 4)),
                       structs.PolicyValue(policy_ref=2 + i))

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from podwire.agent.netns import in_netns
+from podwire.common.netns import in_netns
 
 
 def connections_per_s(server_netns: str, server_ip: str, client_netns: str, port: int,

@@ -2,8 +2,9 @@
  * other nodes, already decapsulated; the sender is resolved by its source IP in
  * this node's ipcache (identities are node-local). */
 #include "lib/conntrack.h"
-#include "lib/policy.h"
 #include "lib/entry.h"
+#include "lib/newflow.h"
+#include "lib/policy.h"
 
 int from_overlay(struct __sk_buff *skb)
 {
@@ -12,13 +13,12 @@ int from_overlay(struct __sk_buff *skb)
 	struct ipcache_value *peer;
 	struct node_config *cfg;
 	struct pkt p = {};
+	int verdict, ret;
 	__u64 now;
-	int ret;
 
 	/* No ARP across the overlay: the programs route pod traffic at L3. */
-	ret = entry_prologue(skb, &cfg, &p, &c, false);
-	if (ret != ENTRY_CONTINUE)
-		return ret;
+	if (!entry_prologue(skb, &cfg, &p, &c, false, &verdict))
+		return verdict;
 
 	peer = ipcache_lookup(p.saddr);
 	c.src_identity = peer ? peer->identity : IDENTITY_WORLD;
@@ -41,12 +41,12 @@ int from_overlay(struct __sk_buff *skb)
 	if (ct_lookup(skb, cfg, &p, now) != CT_NEW)
 		return deliver_local(skb, cfg, &p, &c, dst_ep);
 
-	if (!policy_allows(dst_ep, DIR_INGRESS, c.src_identity, peer ? peer->cidr_identity : 0,
-			   &p, &c.ingress_ref))
-		return drop(skb, cfg, &p, &c, DROP_POLICY_DENIED);
-	ret = ct_create(&p, now, 0, c.ingress_ref);
-	if (ret)
+	ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity, peer ? peer->cidr_identity : 0,
+			   &p, &c.ingress_ref);
+	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
-	emit(skb, cfg, &p, &c, EVENT_FLOW, DROP_FORWARDED);
+	ret = new_flow_commit(skb, cfg, &p, &c, now);
+	if (ret < 0)
+		return drop(skb, cfg, &p, &c, ret);
 	return deliver_local(skb, cfg, &p, &c, dst_ep);
 }

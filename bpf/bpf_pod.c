@@ -1,8 +1,9 @@
 /* Programs on a pod's host-side veth: from_pod (tc ingress: what the pod sends) and
  * to_pod (tc egress: what reaches the pod through the host stack). */
 #include "lib/conntrack.h"
-#include "lib/policy.h"
 #include "lib/entry.h"
+#include "lib/newflow.h"
+#include "lib/policy.h"
 
 /* What a pod sends: anti-spoofing, conntrack, the sender's egress policy, then the
  * receiver's ingress policy when it is local, then delivery. */
@@ -14,12 +15,11 @@ int from_pod(struct __sk_buff *skb)
 	struct node_config *cfg;
 	struct pkt p = {};
 	__u32 cidr = 0;
+	int verdict, ret;
 	__u64 now;
-	int ret;
 
-	ret = entry_prologue(skb, &cfg, &p, &c, true);
-	if (ret != ENTRY_CONTINUE)
-		return ret;
+	if (!entry_prologue(skb, &cfg, &p, &c, true, &verdict))
+		return verdict;
 
 	src = endpoints.lookup(&p.saddr);
 	if (!src || src->ifindex != skb->ingress_ifindex)
@@ -41,22 +41,23 @@ int from_pod(struct __sk_buff *skb)
 	}
 	if (peer)
 		cidr = peer->cidr_identity;
-	if (!policy_allows(src, DIR_EGRESS, c.dst_identity, cidr, &p, &c.egress_ref))
-		return drop(skb, cfg, &p, &c, DROP_POLICY_DENIED);
+	ret = policy_check(src, DIR_EGRESS, c.dst_identity, cidr, &p, &c.egress_ref);
+	if (ret < 0)
+		return drop(skb, cfg, &p, &c, ret);
 
 	if (dst_ep) {
 		self = ipcache_lookup(p.saddr);
 		c.direction = DIR_INGRESS;
-		if (!policy_allows(dst_ep, DIR_INGRESS, c.src_identity,
-				   self ? self->cidr_identity : 0, &p, &c.ingress_ref))
-			return drop(skb, cfg, &p, &c, DROP_POLICY_DENIED);
+		ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity,
+				   self ? self->cidr_identity : 0, &p, &c.ingress_ref);
+		if (ret < 0)
+			return drop(skb, cfg, &p, &c, ret);
 		c.direction = DIR_EGRESS;
 	}
 
-	ret = ct_create(&p, now, c.egress_ref, c.ingress_ref);
-	if (ret)
+	ret = new_flow_commit(skb, cfg, &p, &c, now);
+	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
-	emit(skb, cfg, &p, &c, EVENT_FLOW, DROP_FORWARDED);
 	return deliver(skb, cfg, &p, &c);
 }
 
@@ -70,12 +71,11 @@ int to_pod(struct __sk_buff *skb)
 	struct ipcache_value *peer;
 	struct node_config *cfg;
 	struct pkt p = {};
+	int verdict, ret;
 	__u64 now;
-	int ret;
 
-	ret = entry_prologue(skb, &cfg, &p, &c, true);
-	if (ret != ENTRY_CONTINUE)
-		return ret;
+	if (!entry_prologue(skb, &cfg, &p, &c, true, &verdict))
+		return verdict;
 
 	dst_ep = endpoints.lookup(&p.daddr);
 	if (!dst_ep || dst_ep->ifindex != skb->ifindex)
@@ -84,22 +84,20 @@ int to_pod(struct __sk_buff *skb)
 	c.dst_ep_id = dst_ep->ep_id;
 
 	now = bpf_ktime_get_ns();
-	if (ct_lookup(skb, cfg, &p, now) != CT_NEW) {
-		count(DROP_FORWARDED, DIR_INGRESS, skb->len);
-		return TC_ACT_OK;
-	}
+	if (ct_lookup(skb, cfg, &p, now) != CT_NEW)
+		return pass_on(skb, &c);
 
 	peer = ipcache_lookup(p.saddr);
 	c.src_identity = peer ? peer->identity : IDENTITY_WORLD;
-	if (c.src_identity != IDENTITY_HOST &&
-	    !policy_allows(dst_ep, DIR_INGRESS, c.src_identity, peer ? peer->cidr_identity : 0,
-			   &p, &c.ingress_ref))
-		return drop(skb, cfg, &p, &c, DROP_POLICY_DENIED);
+	if (c.src_identity != IDENTITY_HOST) {
+		ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity,
+				   peer ? peer->cidr_identity : 0, &p, &c.ingress_ref);
+		if (ret < 0)
+			return drop(skb, cfg, &p, &c, ret);
+	}
 
-	ret = ct_create(&p, now, 0, c.ingress_ref);
-	if (ret)
+	ret = new_flow_commit(skb, cfg, &p, &c, now);
+	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
-	emit(skb, cfg, &p, &c, EVENT_FLOW, DROP_FORWARDED);
-	count(DROP_FORWARDED, DIR_INGRESS, skb->len);
-	return TC_ACT_OK;
+	return pass_on(skb, &c);
 }

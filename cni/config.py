@@ -13,10 +13,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from podwire.cni.protocol import SUPPORTED_VERSIONS, CniError, Code, version_tuple
-from podwire.cni.shim import DEFAULT_AGENT_SOCKET
+from podwire.cni.protocol import CniError, Code, version_tuple
+from podwire.cni.shim import SUPPORTED_VERSIONS
+from podwire.common.agentapi import DEFAULT_SOCKET
 
 DEFAULT_MTU = 1450
+# The first spec version that has each command (ADD and DEL are in every version).
+_SINCE = {"CHECK": (0, 4, 0), "STATUS": (1, 1, 0), "GC": (1, 1, 0)}
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _DNS_LIST_KEYS = ("nameservers", "search", "options")
 
@@ -33,7 +36,7 @@ class Attachment:
 class NetConf:
     cni_version: str
     name: str
-    agent_socket: str = DEFAULT_AGENT_SOCKET
+    agent_socket: str = str(DEFAULT_SOCKET)
     mtu: int = DEFAULT_MTU
     subnet: ipaddress.IPv4Network | None = None
     dns: dict[str, Any] | None = None
@@ -122,35 +125,49 @@ def _parse_attachments(raw: Any) -> tuple[Attachment, ...]:
     return tuple(out)
 
 
-def parse_netconf(stdin: str, command: str) -> NetConf:
-    """Parse and validate the configuration for `command`; raises CniError."""
+def _decode(stdin: str) -> dict[str, Any]:
     try:
         conf = json.loads(stdin)
     except ValueError as exc:
         raise CniError(Code.DECODE_FAILURE, "network configuration is not JSON", str(exc)) from None
     if not isinstance(conf, dict):
         raise CniError(Code.DECODE_FAILURE, "network configuration is not a JSON object")
-    version = conf.get("cniVersion")
+    return conf
+
+
+def _parse_version(version: Any, command: str) -> str:
+    """The configuration's cniVersion, if podwire speaks it and it has `command`."""
     if not isinstance(version, str) or not version:
         raise _invalid("cniVersion is missing")
     if version not in SUPPORTED_VERSIONS:
         raise CniError(Code.INCOMPATIBLE_VERSION, f"cniVersion {version!r} is not supported",
                        f"supported: {', '.join(SUPPORTED_VERSIONS)}")
-    minimum = {"CHECK": (0, 4, 0), "STATUS": (1, 1, 0), "GC": (1, 1, 0)}.get(command)
-    if minimum and version_tuple(version) < minimum:
+    since = _SINCE.get(command)
+    if since and version_tuple(version) < since:
         raise CniError(Code.INCOMPATIBLE_VERSION,
-                       f"{command} needs cniVersion {'.'.join(map(str, minimum))} or later",
+                       f"{command} needs cniVersion {'.'.join(map(str, since))} or later",
                        f"the configuration says {version}")
+    return version
+
+
+def _parse_mtu(mtu: Any) -> int:
+    if isinstance(mtu, bool) or not isinstance(mtu, int) or not 576 <= mtu <= 65535:
+        raise _invalid(f"mtu {mtu!r} must be an integer between 576 and 65535")
+    return mtu
+
+
+def parse_netconf(stdin: str, command: str) -> NetConf:
+    """Parse and validate the configuration for `command`; raises CniError."""
+    conf = _decode(stdin)
+    version = _parse_version(conf.get("cniVersion"), command)
     name = conf.get("name")
     if not isinstance(name, str) or not _NETWORK_NAME.match(name):
         raise _invalid(f"network name {name!r} is not valid",
                        "alphanumerics, '_', '.', '-', starting with an alphanumeric")
-    socket_path = conf.get("agentSocket", DEFAULT_AGENT_SOCKET)
+    socket_path = conf.get("agentSocket", str(DEFAULT_SOCKET))
     if not isinstance(socket_path, str) or not socket_path.startswith("/"):
         raise _invalid("agentSocket must be an absolute path")
-    mtu = conf.get("mtu", DEFAULT_MTU)
-    if isinstance(mtu, bool) or not isinstance(mtu, int) or not 576 <= mtu <= 65535:
-        raise _invalid(f"mtu {mtu!r} must be an integer between 576 and 65535")
+    mtu = _parse_mtu(conf.get("mtu", DEFAULT_MTU))
     if conf.get("ipMasq"):
         raise CniError(Code.UNSUPPORTED_FIELD, "ipMasq is not supported",
                        "the agent's datapath decides masquerading")

@@ -1,35 +1,21 @@
-"""The CNI protocol (spec 1.1.0): commands, environment, error codes and result shapes.
+"""The CNI protocol (spec 1.1.0): commands, environment, error codes and error objects.
 
-Pure: no I/O. The agent's CNI service validates a request with these functions and
-renders its answer with them, so every error a runtime sees is a spec error object.
+Pure: no I/O. The commands validate a request with these functions, and every failure
+a runtime sees is a spec error object. What podwire-cni must know to answer without
+the agent (the versions, its own error codes, the error object) is defined in the shim
+and imported from there.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
-from podwire.cni.shim import LATEST_VERSION, SUPPORTED_VERSIONS
-
-__all__ = [
-    "COMMANDS",
-    "LATEST_VERSION",
-    "SUPPORTED_VERSIONS",
-    "CniEnv",
-    "CniError",
-    "Code",
-    "PodArgs",
-    "error_json",
-    "parse_cni_args",
-    "parse_env",
-    "render_result",
-    "version_tuple",
-]
+from podwire.cni import shim
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
+SUPPORTED_VERSIONS = shim.SUPPORTED_VERSIONS
 
 
 class Code(enum.IntEnum):
@@ -38,12 +24,12 @@ class Code(enum.IntEnum):
     INCOMPATIBLE_VERSION = 1
     UNSUPPORTED_FIELD = 2
     UNKNOWN_CONTAINER = 3
-    INVALID_ENV = 4
+    INVALID_ENV = shim.CODE_INVALID_ENV
     IO_FAILURE = 5
-    DECODE_FAILURE = 6
+    DECODE_FAILURE = shim.CODE_DECODE_FAILURE
     INVALID_CONFIG = 7
-    TRY_AGAIN_LATER = 11
-    NOT_AVAILABLE = 50
+    TRY_AGAIN_LATER = shim.CODE_TRY_AGAIN_LATER
+    NOT_AVAILABLE = shim.CODE_NOT_AVAILABLE
     # podwire-specific
     POOL_EXHAUSTED = 100  # no free address left in the subnet
     WIRING_FAILED = 101  # netlink refused to build the pod's veth, address or routes
@@ -65,14 +51,7 @@ class CniError(Exception):
 
 def error_json(version: str | None, error: CniError) -> str:
     """The error object printed on stdout; `version` is the request's cniVersion."""
-    body: dict[str, Any] = {
-        "cniVersion": version if version in SUPPORTED_VERSIONS else LATEST_VERSION,
-        "code": int(error.code),
-        "msg": error.msg,
-    }
-    if error.details:
-        body["details"] = error.details
-    return json.dumps(body)
+    return shim.error_json(version, int(error.code), error.msg, error.details)
 
 
 def version_tuple(version: str) -> tuple[int, int, int]:
@@ -158,28 +137,3 @@ def parse_env(env: dict[str, str]) -> CniEnv:
         raise CniError(Code.INVALID_ENV, f"CNI_NETNS {netns!r} is not an absolute path")
     return CniEnv(command=command, container_id=container_id, netns=netns,
                   ifname=env["CNI_IFNAME"], pod=parse_cni_args(env.get("CNI_ARGS", "")))
-
-
-def render_result(version: str, result: dict[str, Any]) -> dict[str, Any]:
-    """Render a result built in 1.1.0 shape for the requested cniVersion.
-
-    1.1.0 added per-interface `mtu` (and `socketPath`, `pciID`) and route attributes;
-    before 1.0.0 every ip carried `"version": "4"|"6"`.
-    """
-    out = json.loads(json.dumps(result))
-    out["cniVersion"] = version
-    major_minor = version_tuple(version)[:2]
-    if major_minor < (1, 1):
-        for iface in out.get("interfaces", []):
-            for key in ("mtu", "socketPath", "pciID"):
-                iface.pop(key, None)
-        for route in out.get("routes", []):
-            for key in ("mtu", "advmss", "priority", "table", "scope"):
-                route.pop(key, None)
-    if major_minor < (1, 0):
-        for ip in out.get("ips", []):
-            ip["version"] = "6" if ":" in ip["address"] else "4"
-    else:
-        for ip in out.get("ips", []):
-            ip.pop("version", None)
-    return out

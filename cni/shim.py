@@ -16,16 +16,18 @@ import _socket
 import os
 import sys
 
-# Every CNI spec version whose results the agent can produce. The shim answers VERSION
-# without the agent, so the list lives here; cni/protocol.py imports it from here.
+# What the shim must know to answer without the agent is defined here, once, and
+# cni/protocol.py imports it: the spec versions the agent can produce results for, the
+# error codes the shim itself answers with, and the error object (`error_json`).
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST_VERSION = SUPPORTED_VERSIONS[-1]
-DEFAULT_AGENT_SOCKET = "/run/podwire/agent.sock"
-# Spec error codes the shim itself can return.
+CODE_INVALID_ENV = 4
+CODE_DECODE_FAILURE = 6
 CODE_TRY_AGAIN_LATER = 11
 CODE_NOT_AVAILABLE = 50
-CODE_DECODE_FAILURE = 6
-CODE_INVALID_ENV = 4
+# The one copy of podwire.common.agentapi.DEFAULT_SOCKET (this file can import nothing of
+# the package); tests/unit/test_cni_shim.py holds the two equal.
+DEFAULT_AGENT_SOCKET = "/run/podwire/agent.sock"
 # Long enough for an ADD queued behind 64 others on a busy node.
 AGENT_TIMEOUT_SECONDS = 120.0
 _FORWARDED_ENV = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS",
@@ -98,12 +100,14 @@ def _config_field(stdin: str, key: str) -> object:
     return conf.get(key) if isinstance(conf, dict) else None
 
 
-def _error(version: object, code: int, msg: str, details: str = "") -> tuple[int, str]:
-    cni_version = version if isinstance(version, str) and version else LATEST_VERSION
-    body = {"cniVersion": cni_version, "code": code, "msg": msg}
+def error_json(version: object, code: int, msg: str, details: str = "") -> str:
+    """The spec's error object, printed on stdout; `version` is the request's cniVersion
+    (labelled with the latest when it is not one podwire speaks)."""
+    body = {"cniVersion": version if version in SUPPORTED_VERSIONS else LATEST_VERSION,
+            "code": code, "msg": msg}
     if details:
         body["details"] = details
-    return code, dumps(body)
+    return dumps(body)
 
 
 def version_info(stdin: str) -> str:
@@ -156,16 +160,15 @@ def run(env: dict[str, str], stdin: str) -> tuple[int, str, str]:
     if command == "VERSION":
         return 0, version_info(stdin), ""
     if not command:
-        code, out = _error(version, CODE_INVALID_ENV, "CNI_COMMAND is not set")
-        return code, out, ""
+        return CODE_INVALID_ENV, error_json(version, CODE_INVALID_ENV, "CNI_COMMAND is not set"), ""
     try:
         decodable = isinstance(loads(stdin), dict)
     except ValueError:
         decodable = False
     if not decodable:
         # Without a configuration there is no agentSocket to ask: answer here.
-        code, out = _error(None, CODE_DECODE_FAILURE, "network configuration is not a JSON object")
-        return code, out, ""
+        return CODE_DECODE_FAILURE, error_json(
+            None, CODE_DECODE_FAILURE, "network configuration is not a JSON object"), ""
     socket_path = _config_field(stdin, "agentSocket")
     if not isinstance(socket_path, str) or not socket_path:
         socket_path = DEFAULT_AGENT_SOCKET
@@ -178,9 +181,8 @@ def run(env: dict[str, str], stdin: str) -> tuple[int, str, str]:
         answer = _post(socket_path, "/cni", payload)
     except AgentUnreachable as exc:
         code = CODE_NOT_AVAILABLE if command == "STATUS" else CODE_TRY_AGAIN_LATER
-        code, out = _error(version, code, f"podwire agent unreachable at {socket_path}",
-                           str(exc))
-        return code, out, ""
+        return code, error_json(version, code, f"podwire agent unreachable at {socket_path}",
+                                str(exc)), ""
     return answer["exit_code"], str(answer.get("stdout", "")), str(answer.get("stderr", ""))
 
 
@@ -188,9 +190,9 @@ def main() -> None:
     try:
         stdin = sys.stdin.buffer.read().decode("utf-8")
     except UnicodeDecodeError:
-        code, out = _error(None, CODE_DECODE_FAILURE, "network configuration is not UTF-8")
-        sys.stdout.write(out)
-        sys.exit(code)
+        sys.stdout.write(error_json(None, CODE_DECODE_FAILURE,
+                                    "network configuration is not UTF-8"))
+        sys.exit(CODE_DECODE_FAILURE)
     code, out, err = run(dict(os.environ), stdin)
     if out:
         sys.stdout.write(out)

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from podwire.lab import agentclient, kube, netns, nodefiles, procs, topology
+from podwire.common import agentapi
+from podwire.lab import kube, netns, nodefiles, procs, topology
 from podwire.lab.layout import (
     API_UNDERLAY_IP,
     API_UNDERLAY_PORT,
@@ -150,7 +151,7 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState
 
 def _start_apiserver(layout: LabLayout, port: int) -> None:
     """One API server process: the host reaches it on loopback, nodes on the underlay."""
-    procs.start([_python(), "-m", "podwire.lab.apiserver",
+    procs.start([_python(), "-m", "podwire.lab.api",
                  "--listen", f"127.0.0.1:{port}",
                  "--listen-netns",
                  f"{netns.path(layout.underlay_netns)}={API_UNDERLAY_IP}:{API_UNDERLAY_PORT}"],
@@ -204,7 +205,7 @@ def _wait_agent(node: NodeLayout) -> None:
     def healthy() -> bool:
         if procs.running(node.agent_pidfile) is None:
             raise LabError(f"the agent of {node.name} exited\n" + _tail(node.agent_log))
-        return agentclient.ready(node.socket_path)
+        return agentapi.ready(node.socket_path)
 
     if not procs.wait_for(healthy, AGENT_READY_TIMEOUT, interval=0.2):
         raise LabError(f"the agent of {node.name} was not ready within "

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from podwire.lab import agentclient, netns
+from podwire.common import agentapi
+from podwire.lab import netns
 from podwire.lab.cluster import LabError, LabState
 from podwire.lab.kube import Kube
 from podwire.lab.manifests import Manifest, ManifestError, ordered
@@ -156,7 +157,7 @@ def wait_agents(kube: Kube, state: LabState, timeout: float) -> None:
     def behind() -> list[str]:
         late = []
         for node in state.node_layouts():
-            rev = agentclient.revision(node.socket_path)
+            rev = agentapi.revision(node.socket_path)
             if rev is None or rev < wanted:
                 late.append(f"{node.name} (revision {rev}, want {wanted})")
         return late

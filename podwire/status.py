@@ -19,7 +19,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from podwire.agents import AgentError, AgentTarget, add_target_arguments, get_json, targets
+from podwire.agents import AgentTarget, add_target_arguments, targets
+from podwire.common.agentapi import AgentError, get_json
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 # Above this a map is worth a warning: an LPM trie or hash that fills refuses entries.
@@ -40,7 +41,7 @@ def collect(nodes: list[AgentTarget]) -> list[dict[str, Any]]:
     answers = []
     for node in nodes:
         try:
-            status = get_json(node, "/status")
+            _, status = get_json(node.socket_path, "/status")
             if not isinstance(status, dict):
                 raise AgentError(f"agent at {node.socket_path}: /status answered {status!r}")
         except AgentError as err:

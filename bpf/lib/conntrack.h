@@ -4,6 +4,7 @@
 #ifndef PODWIRE_CONNTRACK_H
 #define PODWIRE_CONNTRACK_H
 
+#include "maps.h"
 #include "parse.h"
 
 enum ct_status {
@@ -80,7 +81,7 @@ static __always_inline void ct_update_tcp(struct ct_value *v, __u8 flags, int re
 }
 
 /* Is this packet part of a live connection? Refreshes the entry it hits. */
-static __always_inline int ct_lookup(struct __sk_buff *skb, const struct node_config *cfg,
+static __always_inline enum ct_status ct_lookup(struct __sk_buff *skb, const struct node_config *cfg,
 				     const struct pkt *p, __u64 now)
 {
 	struct ct_key fwd = {}, rev = {};
@@ -116,7 +117,7 @@ static __always_inline int ct_lookup(struct __sk_buff *skb, const struct node_co
 	if (is_icmp_error(p)) {
 		struct ct_key inner = {};
 
-		if (parse_icmp_inner(skb, p, &inner))
+		if (parse_icmp_inner(skb, p, &inner) < 0)
 			return CT_NEW;
 		v = conntrack.lookup(&inner);
 		if (v && ct_alive(cfg, v, inner.proto, now))
@@ -129,8 +130,8 @@ static __always_inline int ct_lookup(struct __sk_buff *skb, const struct node_co
 	return CT_NEW;
 }
 
-/* Record a new connection. Fails (DROP_CT_FULL) only when the map is full: an
- * expired entry with the same key is overwritten in place. */
+/* Record a new connection: 0, or DROP_CT_FULL only when the map is full (an expired
+ * entry with the same key is overwritten in place). */
 static __always_inline int ct_create(const struct pkt *p, __u64 now, __u32 egress_ref,
 				     __u32 ingress_ref)
 {

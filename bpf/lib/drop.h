@@ -1,21 +1,34 @@
-/* Drop reasons: the only list of them. agent/reasons.py reads this enum, so the
- * names exist once. 0 is not a drop: the counters use it for forwarded packets. */
+/* Drop reasons: the only list of them. podwire.bpf.constants reads this header, so the
+ * names exist once.
+ *
+ * A step that may drop a packet returns 0 to go on or one of these reasons. They are
+ * negative and far below the TC verdicts (TC_ACT_UNSPEC is -1, the others 0..8), as in
+ * Cilium's bpf/lib/common.h, so a reason can never pass for a verdict. Forwarding is no
+ * drop reason: counters and events carry a reason code instead, REASON_FORWARDED for a
+ * packet that went on, DROP_CODE(reason) for a dropped one (1 for POLICY_DENIED, ...).
+ * Codes stay below REASON_MAX, which sizes the metrics array. */
 #ifndef PODWIRE_DROP_H
 #define PODWIRE_DROP_H
 
+#include <linux/types.h>
+
+#define REASON_FORWARDED 0
+#define REASON_MAX 16
+#define DROP_CODE_BASE 128
+
 enum drop_reason {
-	DROP_FORWARDED = 0,
-	DROP_POLICY_DENIED = 1,
-	DROP_INVALID_SOURCE = 2,
-	DROP_UNKNOWN_DESTINATION = 3,
-	DROP_NO_ROUTE = 4,
-	DROP_CT_FULL = 5,
-	DROP_MALFORMED = 6,
-	DROP_FRAG_NO_FIRST = 7,
-	DROP_UNSUPPORTED_L3 = 8,
-	DROP_NO_CONFIG = 9,
-	DROP_REDIRECT_FAILED = 10,
-	DROP_MAX = 16,
+	DROP_POLICY_DENIED = -DROP_CODE_BASE - 1,
+	DROP_INVALID_SOURCE = -DROP_CODE_BASE - 2,
+	DROP_UNKNOWN_DESTINATION = -DROP_CODE_BASE - 3,
+	DROP_NO_ROUTE = -DROP_CODE_BASE - 4,
+	DROP_CT_FULL = -DROP_CODE_BASE - 5,
+	DROP_MALFORMED = -DROP_CODE_BASE - 6,
+	DROP_FRAG_NO_FIRST = -DROP_CODE_BASE - 7,
+	DROP_UNSUPPORTED_L3 = -DROP_CODE_BASE - 8,
+	DROP_NO_CONFIG = -DROP_CODE_BASE - 9,
+	DROP_REDIRECT_FAILED = -DROP_CODE_BASE - 10,
 };
+
+#define DROP_CODE(reason) ((__u8)(-(reason) - DROP_CODE_BASE))
 
 #endif

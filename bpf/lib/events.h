@@ -1,8 +1,10 @@
 /* Verdict bookkeeping: per-CPU counters for every packet, and ring buffer events
- * for each new connection allowed and each drop (when the config enables them). */
+ * for each new connection allowed and each drop (when the config enables them). Both
+ * carry a reason code (drop.h): REASON_FORWARDED or DROP_CODE(reason). */
 #ifndef PODWIRE_EVENTS_H
 #define PODWIRE_EVENTS_H
 
+#include "maps.h"
 #include "parse.h"
 
 /* Who a verdict is about; filled as the program learns it. */
@@ -17,9 +19,9 @@ struct flow_ctx {
 	__u8 hook;
 };
 
-static __always_inline void count(__u8 reason, __u8 direction, __u32 len)
+static __always_inline void count(__u8 code, __u8 direction, __u32 len)
 {
-	__u32 idx = reason * DIR_MAX + direction;
+	__u32 idx = metrics_index(code, direction);
 	struct metrics_value *m = metrics.lookup(&idx);
 
 	if (m) {
@@ -30,7 +32,7 @@ static __always_inline void count(__u8 reason, __u8 direction, __u32 len)
 
 static __always_inline void emit(struct __sk_buff *skb, const struct node_config *cfg,
 				 const struct pkt *p, const struct flow_ctx *c, __u8 type,
-				 __u8 reason)
+				 __u8 code)
 {
 	struct flow_event *e;
 
@@ -53,7 +55,7 @@ static __always_inline void emit(struct __sk_buff *skb, const struct node_config
 	e->proto = p->proto;
 	e->tcp_flags = p->tcp_flags;
 	e->type = type;
-	e->reason = reason;
+	e->reason = code;
 	e->direction = c->direction;
 	e->hook = c->hook;
 	e->pad[0] = 0;
@@ -69,11 +71,12 @@ static __always_inline void emit(struct __sk_buff *skb, const struct node_config
 	events.ringbuf_submit(e, 0);
 }
 
+/* A drop reason turned into the program's verdict. */
 static __always_inline int drop(struct __sk_buff *skb, const struct node_config *cfg,
-				const struct pkt *p, const struct flow_ctx *c, __u8 reason)
+				const struct pkt *p, const struct flow_ctx *c, int reason)
 {
-	count(reason, c->direction, skb->len);
-	emit(skb, cfg, p, c, EVENT_DROP, reason);
+	count(DROP_CODE(reason), c->direction, skb->len);
+	emit(skb, cfg, p, c, EVENT_DROP, DROP_CODE(reason));
 	return TC_ACT_SHOT;
 }
 

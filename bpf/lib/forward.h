@@ -4,6 +4,7 @@
 #define PODWIRE_FORWARD_H
 
 #include "events.h"
+#include "maps.h"
 
 /* identities are node-local (the receiver resolves the sender by source IP), so
  * the VNI carries nothing; one fixed value keeps captures readable. */
@@ -14,6 +15,14 @@ static __always_inline struct ipcache_value *ipcache_lookup(__u32 ip)
 	struct ipcache_key k = { .prefixlen = 32, .ip = ip };
 
 	return ipcache.lookup(&k);
+}
+
+/* Let the packet go its way: from a pod up the host stack (the node itself, or the
+ * world through its routing and masquerade); into the pod on to_pod's hook. */
+static __always_inline int pass_on(struct __sk_buff *skb, const struct flow_ctx *c)
+{
+	count(REASON_FORWARDED, c->direction, skb->len);
+	return TC_ACT_OK;
 }
 
 /* Into a local pod: its MACs, then straight to the veth peer. redirect_peer skips
@@ -29,7 +38,7 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct nod
 		return drop(skb, cfg, p, c, DROP_MALFORMED);
 	if (skb->pkt_type != PACKET_HOST)
 		bpf_skb_change_type(skb, PACKET_HOST);
-	count(DROP_FORWARDED, c->direction, skb->len);
+	count(REASON_FORWARDED, c->direction, skb->len);
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
@@ -46,12 +55,11 @@ static __always_inline int deliver_tunnel(struct __sk_buff *skb, const struct no
 	key.tunnel_ttl = 64;
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
 		return drop(skb, cfg, p, c, DROP_NO_ROUTE);
-	count(DROP_FORWARDED, c->direction, skb->len);
+	count(REASON_FORWARDED, c->direction, skb->len);
 	return bpf_redirect(cfg->vxlan_ifindex, 0);
 }
 
-/* Route an allowed packet from a pod: local pod, remote node, else the host stack
- * (the node itself, or the world through the node's routing and masquerade). */
+/* Route an allowed packet from a pod: local pod, remote node, else the host stack. */
 static __always_inline int deliver(struct __sk_buff *skb, const struct node_config *cfg,
 				   const struct pkt *p, const struct flow_ctx *c)
 {
@@ -63,8 +71,7 @@ static __always_inline int deliver(struct __sk_buff *skb, const struct node_conf
 	dst = ipcache_lookup(p->daddr);
 	if (dst && dst->tunnel_ip && dst->tunnel_ip != cfg->node_ip)
 		return deliver_tunnel(skb, cfg, p, c, dst->tunnel_ip);
-	count(DROP_FORWARDED, c->direction, skb->len);
-	return TC_ACT_OK;
+	return pass_on(skb, c);
 }
 
 #endif

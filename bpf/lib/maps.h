@@ -1,7 +1,9 @@
 /* Every map, defined once. The loader creates and pins each map under PIN_DIR
  * before compiling (bcc 0.26 only opens pinned maps, it does not create them), so a
- * restarted agent adopts the live maps and their contents. Sizes come from -D flags
- * and must match what the loader created. */
+ * restarted agent adopts the live maps and their contents. podwire.bpf.constants reads
+ * the declarations below (name, type, key, value, size, flags), so the loader creates
+ * exactly these. A size that is a macro comes from the loader's -D flags and must match
+ * what it created. */
 #ifndef PODWIRE_MAPS_H
 #define PODWIRE_MAPS_H
 
@@ -12,39 +14,47 @@
 #error "PIN_DIR must be defined by the loader"
 #endif
 
-#define PINNED(name) PIN_DIR "/" name
-
-BPF_TABLE_PINNED("hash", __u32, struct endpoint_info, endpoints, EP_MAX,
-		 PINNED("endpoints"));
-BPF_TABLE_PINNED("lpm_trie", struct ipcache_key, struct ipcache_value, ipcache,
-		 IPCACHE_MAX, PINNED("ipcache"), BPF_F_NO_PREALLOC);
-BPF_TABLE_PINNED("lpm_trie", struct policy_key, struct policy_value, policy,
-		 POLICY_MAX, PINNED("policy"), BPF_F_NO_PREALLOC);
-/* A preallocated HASH, not an LRU: when it is full a new connection is dropped
- * with CT_FULL, and a flood of new flows can never evict an established one. */
-BPF_TABLE_PINNED("hash", struct ct_key, struct ct_value, conntrack, CT_MAX,
-		 PINNED("conntrack"));
-BPF_TABLE_PINNED("lru_hash", struct frag_key, struct frag_value, fragments, FRAG_MAX,
-		 PINNED("fragments"));
-/* Index reason * DIR_MAX + direction. */
-BPF_TABLE_PINNED("percpu_array", __u32, struct metrics_value, metrics,
-		 DROP_MAX * DIR_MAX, PINNED("metrics"));
-/* Ring buffer reservations that failed (the reader was too slow). */
-BPF_TABLE_PINNED("percpu_array", __u32, __u64, events_lost, 1, PINNED("events_lost"));
-BPF_TABLE_PINNED("array", __u32, struct node_config, config, 1, PINNED("config"));
+/* A map is pinned under its own name. */
+#define PINNED(name) PIN_DIR "/" #name
 
 /* BPF_RINGBUF_OUTPUT with a pinned path: bcc has no such macro, but its front end
  * accepts "<type>:<pin path>" in the section name like BPF_TABLE_PINNED does. */
-struct events_table_t {
-	int key;
-	u32 leaf;
-	int (*ringbuf_output)(void *, u64, u64);
-	void *(*ringbuf_reserve)(u64);
-	void (*ringbuf_discard)(void *, u64);
-	void (*ringbuf_submit)(void *, u64);
-	u32 max_entries;
-};
-__attribute__((section("maps/ringbuf:" PINNED("events"))))
-struct events_table_t events = { .max_entries = EVENTS_BYTES };
+#define BPF_RINGBUF_PINNED(_name, _bytes)                               \
+	struct _name##_table_t {                                        \
+		int key;                                                \
+		u32 leaf;                                               \
+		int (*ringbuf_output)(void *, u64, u64);                \
+		void *(*ringbuf_reserve)(u64);                          \
+		void (*ringbuf_discard)(void *, u64);                   \
+		void (*ringbuf_submit)(void *, u64);                    \
+		u32 max_entries;                                        \
+	};                                                              \
+	__attribute__((section("maps/ringbuf:" PINNED(_name))))         \
+	struct _name##_table_t _name = { .max_entries = _bytes }
+
+BPF_TABLE_PINNED("hash", __u32, struct endpoint_info, endpoints, EP_MAX,
+		 PINNED(endpoints));
+BPF_TABLE_PINNED("lpm_trie", struct ipcache_key, struct ipcache_value, ipcache,
+		 IPCACHE_MAX, PINNED(ipcache), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct policy_key, struct policy_value, policy,
+		 POLICY_MAX, PINNED(policy), BPF_F_NO_PREALLOC);
+/* A preallocated HASH, not an LRU: when it is full a new connection is dropped
+ * with CT_FULL, and a flood of new flows can never evict an established one. */
+BPF_TABLE_PINNED("hash", struct ct_key, struct ct_value, conntrack, CT_MAX,
+		 PINNED(conntrack));
+BPF_TABLE_PINNED("lru_hash", struct frag_key, struct frag_value, fragments, FRAG_MAX,
+		 PINNED(fragments));
+/* Index metrics_index(code, direction): a reason code (drop.h) by direction. */
+BPF_TABLE_PINNED("percpu_array", __u32, struct metrics_value, metrics,
+		 REASON_MAX * DIR_MAX, PINNED(metrics));
+/* Ring buffer reservations that failed (the reader was too slow). */
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, events_lost, 1, PINNED(events_lost));
+BPF_TABLE_PINNED("array", __u32, struct node_config, config, 1, PINNED(config));
+BPF_RINGBUF_PINNED(events, EVENTS_BYTES);
+
+static __always_inline __u32 metrics_index(__u8 code, __u8 direction)
+{
+	return code * DIR_MAX + direction;
+}
 
 #endif

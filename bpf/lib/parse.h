@@ -1,6 +1,7 @@
 /* IPv4 parsing into a struct pkt. Every read goes through bpf_skb_load_bytes, which
  * fails on a truncated packet instead of reading past it, so short or lying headers
- * become DROP_MALFORMED rather than undefined reads. */
+ * become DROP_MALFORMED rather than undefined reads. Each parser returns 0 or a drop
+ * reason. */
 #ifndef PODWIRE_PARSE_H
 #define PODWIRE_PARSE_H
 
@@ -117,7 +118,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 
 	ret = parse_ports(skb, p->l4_off, end, p->proto, &p->sport, &p->dport,
 			  &p->tcp_flags, &p->icmp_type, 0);
-	if (ret)
+	if (ret < 0)
 		return ret;
 
 	if (frag & IP_MF) {

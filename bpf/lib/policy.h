@@ -1,14 +1,16 @@
 /* Policy decision: at most three LPM lookups (peer identity, peer cidr_identity,
  * any peer) whatever the number of policies. ICMP and other port-less protocols
- * look up port 0, so entries of prefixlen 72 (any protocol) or 80 (any port of the
- * protocol) match them; NetworkPolicy ports never name ICMP. */
+ * look up port 0, so entries of POLICY_PREFIX_ANY_PROTO or POLICY_PREFIX_ANY_PORT
+ * match them; NetworkPolicy ports never name ICMP. */
 #ifndef PODWIRE_POLICY_H
 #define PODWIRE_POLICY_H
 
 #include "maps.h"
+#include "parse.h"
 
-/* 1 = allowed (ref set; 0 when the endpoint is not isolated that way), 0 = denied. */
-static __always_inline int policy_allows(const struct endpoint_info *ep, __u8 direction,
+/* 0 when allowed (*ref names the allowing policy, 0 when the endpoint is not isolated
+ * that way), else DROP_POLICY_DENIED. */
+static __always_inline int policy_check(const struct endpoint_info *ep, __u8 direction,
 					 __u32 identity, __u32 cidr_identity,
 					 const struct pkt *p, __u32 *ref)
 {
@@ -18,9 +20,9 @@ static __always_inline int policy_allows(const struct endpoint_info *ep, __u8 di
 
 	*ref = 0;
 	if (!(ep->flags & isolated))
-		return 1;
+		return 0;
 
-	k.prefixlen = 96;
+	k.prefixlen = POLICY_PREFIX_FULL;
 	k.ep_id = ep->ep_id;
 	k.direction = direction;
 	k.identity = identity;
@@ -38,9 +40,9 @@ static __always_inline int policy_allows(const struct endpoint_info *ep, __u8 di
 		v = policy.lookup(&k);
 	}
 	if (!v)
-		return 0;
+		return DROP_POLICY_DENIED;
 	*ref = v->policy_ref;
-	return 1;
+	return 0;
 }
 
 #endif

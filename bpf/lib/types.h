@@ -8,7 +8,8 @@
 
 #include <linux/types.h>
 
-/* Reserved identities (docs/contracts.md). */
+/* Reserved identities (docs/contracts.md). IDENTITY_ANY is the policy key's "any
+ * peer"; the others are what an address that is no pod stands for. */
 #define IDENTITY_ANY 0
 #define IDENTITY_HOST 1
 #define IDENTITY_WORLD 2
@@ -64,8 +65,8 @@ struct ipcache_value {
 
 /* LPM trie key: the bytes after prefixlen are matched most significant first, so
  * it is packed. ep_id, direction, identity and proto are always matched in full
- * (prefixlen >= 72), so their byte order is host order; dport is network order
- * because port ranges match its leading bits (prefixlen 80..96). */
+ * (prefixlen >= POLICY_PREFIX_ANY_PROTO), so their byte order is host order; dport is
+ * network order because port ranges match its leading bits (prefixlen 80..96). */
 struct policy_key {
 	__u32 prefixlen;
 	__u32 ep_id;
@@ -74,6 +75,12 @@ struct policy_key {
 	__u8 proto;
 	__u16 dport;
 } __attribute__((packed));
+
+/* policy_key.prefixlen: the peer on any protocol and port, on any port of one
+ * protocol, on one port. A port range is aligned blocks between the last two. */
+#define POLICY_PREFIX_ANY_PROTO 72
+#define POLICY_PREFIX_ANY_PORT 80
+#define POLICY_PREFIX_FULL 96
 
 struct policy_value {
 	__u32 policy_ref;

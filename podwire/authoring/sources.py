@@ -106,14 +106,14 @@ def flows_from_file(path: str) -> list[dict[str, object]]:
 
 def flows_from_sockets(sockets: Sequence[Path]) -> list[dict[str, object]]:
     """The whole flow history of each agent behind `sockets`."""
-    from podwire.lab.agentclient import AgentUnavailable, recent_flows
+    from podwire.common.agentapi import AgentError, recent_flows
 
     records: list[dict[str, object]] = []
     for socket_path in sockets:
         try:
             records += recent_flows(socket_path, last=ALL_FLOWS)
-        except AgentUnavailable as problem:
-            raise InputError(f"agent at {socket_path} did not answer: {problem}") from None
+        except AgentError as problem:
+            raise InputError(str(problem)) from None
         log.info("event=flows_read socket=%s total=%d", socket_path, len(records))
     return records
 

@@ -21,8 +21,9 @@ from typing import Any
 from kubernetes import client, config
 from waiting import wait_for
 
+from podwire.common import agentapi
 from podwire.lab import netns
-from podwire.lab.apiserver import LabApiServer
+from podwire.lab.api.server import LabApiServer
 from podwire.lab.echo import EchoServer, Port
 from podwire.lab.probe import ProbeTarget, probe
 
@@ -118,13 +119,10 @@ class AgentNode:
     # -------------------------------------------------------------- agent API
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        proc = subprocess.run(["curl", "-s", "-m", str(timeout), "-w", "\n%{http_code}",
-                               "--unix-socket", str(self.socket), f"http://agent{path}"],
-                              capture_output=True, check=False)
-        if proc.returncode != 0:
+        try:
+            return agentapi.fetch(self.socket, path, timeout)
+        except agentapi.AgentError:
             return 0, b""
-        body, _, code = proc.stdout.rpartition(b"\n")
-        return int(code), body
 
     def status(self) -> dict[str, Any]:
         code, body = self.get("/status")

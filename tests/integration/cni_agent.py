@@ -1,4 +1,4 @@
-"""A stand-in agent for CNI tests: CniService behind LocalApi in its own node netns.
+"""A stand-in agent for CNI tests: the CNI commands behind LocalApi in its own node netns.
 
 The real daemon (agent/daemon.py) adds the datapath; these tests need only the CNI
 side, so the hooks here record their calls (one JSON line each) and can be told to
@@ -254,9 +254,9 @@ def node_agent(root: Path, pod_cidr: str = "10.77.0.0/24") -> Iterator[NodeAgent
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from podwire.agent.cni_service import CniService
-    from podwire.agent.endpoints import Endpoint
-    from podwire.agent.localapi import LocalApi
+    from podwire.agent.localapi import LocalApi, cni_route
+    from podwire.cni.endpoints import Endpoint
+    from podwire.cni.node import EndpointHook, Node
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     records = Path(args.records)
@@ -280,10 +280,10 @@ def _serve(args: argparse.Namespace) -> None:
         flag = root / "not-ready"
         return (False, flag.read_text()) if flag.exists() else (True, "")
 
-    service = CniService(Path(args.state_dir), args.pod_cidr, on_endpoint_added=added,
-                         on_endpoint_removed=lambda ep: record("removed", ep), ready=ready)
+    node = Node(Path(args.state_dir), args.pod_cidr, EndpointHook(
+        added=added, removed=lambda ep: record("removed", ep), ready=ready))
     api = LocalApi(Path(args.socket))
-    service.register(api)
+    api.route("POST", "/cni", cni_route(node))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     api.start()

@@ -21,7 +21,13 @@ from typing import TypeVar
 
 from podwire.agent import structs
 from podwire.agent.datapath import Datapath
-from podwire.agent.netns import in_netns
+from podwire.bpf.constants import (
+    POLICY_PREFIX_ANY_PORT,
+    POLICY_PREFIX_ANY_PROTO,
+    POLICY_PREFIX_FULL,
+    Direction,
+)
+from podwire.common.netns import in_netns
 
 T = TypeVar("T")
 Socket = socket.socket  # Pod.socket() shadows the module name inside the class
@@ -167,15 +173,15 @@ def recv_nowait(sock: Socket) -> list[bytes]:
             raise
 
 
-def policy_key(ep_id: int, direction: int, identity: int, proto: int = 0,
+def policy_key(ep_id: int, direction: Direction, identity: int, proto: int = 0,
                port: int | None = None) -> structs.PolicyKey:
     """An exact policy key: any protocol (proto 0), any port, or one port."""
     if proto == 0:
-        prefix = structs.POLICY_PREFIX_ANY_PROTO
+        prefix = POLICY_PREFIX_ANY_PROTO
     elif port is None:
-        prefix = structs.POLICY_PREFIX_ANY_PORT
+        prefix = POLICY_PREFIX_ANY_PORT
     else:
-        prefix = structs.POLICY_PREFIX_PORT
+        prefix = POLICY_PREFIX_FULL
     return structs.PolicyKey(prefixlen=prefix, ep_id=ep_id, direction=direction,
                              identity=identity, proto=proto,
                              dport=structs.port_be(port or 0))

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from podwire.lab.apiresources import NAMESPACES
-from podwire.lab.apiserver import LabApiServer, _setns
+from podwire.common.netns import in_netns
+from podwire.lab.api.kinds import NAMESPACES
+from podwire.lab.api.server import LabApiServer
 
 
 @pytest.fixture
@@ -32,13 +33,12 @@ def get_in(netns: str | None, port: int, path: str) -> tuple[int, dict]:
 
     def fetch() -> None:
         try:
-            if netns is not None:
-                _setns(netns)
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            result.append((resp.status, json.loads(resp.read())))
-            conn.close()
+            with in_netns(netns):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                result.append((resp.status, json.loads(resp.read())))
+                conn.close()
         except OSError as err:
             result.append(err)
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent))
 from cni_agent import NodeAgent, netns, node_agent, pod_ip, run, unique
 
-from podwire.cni.protocol import SUPPORTED_VERSIONS, Code
+from podwire.cni.protocol import Code
+from podwire.cni.shim import SUPPORTED_VERSIONS
 
 SPEC_CODES = {int(c) for c in Code}
 
@@ -255,7 +256,7 @@ def test_generated_requests_get_spec_errors_and_change_nothing(
 
 def test_names_are_unique_per_attachment() -> None:
     from podwire.cni.config import Attachment
-    from podwire.cni.wiring import HOST_IFNAME_RE, host_ifname
+    from podwire.cni.veth import HOST_IFNAME_RE, host_ifname
 
     names = {host_ifname(Attachment(unique("c"), ifname)) for ifname in ("eth0", "net1")}
     assert len(names) == 2 and all(HOST_IFNAME_RE.match(n) for n in names)

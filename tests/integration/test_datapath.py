@@ -35,6 +35,14 @@ from podwire.agent import structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.agent.loader import BUILD_MAP, DatapathSizes
+from podwire.bpf.constants import (
+    EP_F_EGRESS_ISOLATED,
+    EP_F_INGRESS_ISOLATED,
+    Direction,
+    EventType,
+    Hook,
+    ReservedIdentity,
+)
 
 PREFIX = f"pwth1d{os.getpid() % 10000}"
 NODE_IP = "10.199.0.1"
@@ -58,7 +66,7 @@ class Env:
             self.dp.delete_policy(key)
         for key in list(self.dp.conntrack.keys()):
             self.dp.conntrack.delete(key)
-        self.dp.set_ipcache(NODE_IP, ipcache_value(structs.IDENTITY_HOST))
+        self.dp.set_ipcache(NODE_IP, ipcache_value(ReservedIdentity.HOST))
         drain_events(self.dp)
 
 
@@ -77,7 +85,7 @@ def env() -> Iterator[Env]:
             dp.set_endpoint(pod.ip, pod.endpoint())
             dp.set_ipcache(pod.ip, ipcache_value(pod.identity))
             dp.attach_endpoint(pod.host_ifindex)
-        dp.set_ipcache("0.0.0.0/0", ipcache_value(structs.IDENTITY_WORLD))
+        dp.set_ipcache("0.0.0.0/0", ipcache_value(ReservedIdentity.WORLD))
         yield Env(topo, node, dp, a, b, config)
     finally:
         topo.cleanup()
@@ -156,33 +164,33 @@ def test_same_node_tcp_udp_icmp_pass(e: Env) -> None:
         s.close()
     assert udp_roundtrip(e.a, e.b, 5002) == b"pong:ping"
     assert ping(e.a.netns, e.b.ip)
-    flows = [ev for ev in drain_events(e.dp) if ev.type == structs.EVENT_FLOW]
+    flows = [ev for ev in drain_events(e.dp) if ev.type == EventType.FLOW]
     protos = {ev.proto for ev in flows if structs.ip_str(ev.saddr) == e.a.ip}
     assert {TCP, UDP, ICMP} <= protos
 
 
 def test_deny_blocks_new_connection_with_named_event(e: Env) -> None:
-    e.isolate(e.b, structs.EP_F_INGRESS_ISOLATED)
+    e.isolate(e.b, EP_F_INGRESS_ISOLATED)
     denied_before = counter(e.dp, "POLICY_DENIED", "ingress")
     assert tcp_connect_fails(e, 5003)
     assert counter(e.dp, "POLICY_DENIED", "ingress") > denied_before
     drops = [ev for ev in drain_events(e.dp)
-             if ev.type == structs.EVENT_DROP and ev.reason == 1 and ev.proto == TCP]
+             if ev.type == EventType.DROP and ev.reason == 1 and ev.proto == TCP]
     assert drops, "no POLICY_DENIED drop event"
     ev = drops[0]
     assert (structs.ip_str(ev.saddr), structs.ip_str(ev.daddr)) == (e.a.ip, e.b.ip)
     assert (ev.src_ep_id, ev.dst_ep_id) == (e.a.ep_id, e.b.ep_id)
     assert (ev.src_identity, ev.dst_identity) == (ID_A, ID_B)
     assert structs.port_host(ev.dport) == 5003
-    assert ev.direction == structs.DIR_INGRESS and ev.hook == structs.HOOK_FROM_POD
+    assert ev.direction == Direction.INGRESS and ev.hook == Hook.FROM_POD
 
     # An allow for a's identity on that port opens it, and the event names the rule.
-    e.dp.set_policy(policy_key(e.b.ep_id, structs.DIR_INGRESS, ID_A, TCP, 5003),
+    e.dp.set_policy(policy_key(e.b.ep_id, Direction.INGRESS, ID_A, TCP, 5003),
                     structs.PolicyValue(policy_ref=77))
     listener, client, server = tcp_pair(e, 5003)
     for s in (listener, client, server):
         s.close()
-    flows = [ev for ev in drain_events(e.dp) if ev.type == structs.EVENT_FLOW
+    flows = [ev for ev in drain_events(e.dp) if ev.type == EventType.FLOW
              and ev.proto == TCP and structs.port_host(ev.dport) == 5003]
     assert flows and flows[0].ingress_ref == 77
     # Other ports stay closed.
@@ -190,14 +198,14 @@ def test_deny_blocks_new_connection_with_named_event(e: Env) -> None:
 
 
 def test_egress_policy_and_icmp_port_zero_semantics(e: Env) -> None:
-    e.isolate(e.a, structs.EP_F_EGRESS_ISOLATED)
+    e.isolate(e.a, EP_F_EGRESS_ISOLATED)
     assert not ping(e.a.netns, e.b.ip)
     # An "any port of ICMP" entry (prefixlen 80) allows ping; ICMP looks up port 0.
-    e.dp.set_policy(policy_key(e.a.ep_id, structs.DIR_EGRESS, ID_B, ICMP),
+    e.dp.set_policy(policy_key(e.a.ep_id, Direction.EGRESS, ID_B, ICMP),
                     structs.PolicyValue(policy_ref=5))
     assert ping(e.a.netns, e.b.ip)
     # A TCP port rule does not allow UDP; an any-peer (identity 0) UDP rule does.
-    e.dp.set_policy(policy_key(e.a.ep_id, structs.DIR_EGRESS, ID_B, TCP, 5005),
+    e.dp.set_policy(policy_key(e.a.ep_id, Direction.EGRESS, ID_B, TCP, 5005),
                     structs.PolicyValue(policy_ref=6))
     with pytest.raises(TimeoutError):
         srv = e.b.socket(socket.SOCK_DGRAM)
@@ -210,14 +218,14 @@ def test_egress_policy_and_icmp_port_zero_semantics(e: Env) -> None:
         finally:
             cli.close()
             srv.close()
-    e.dp.set_policy(policy_key(e.a.ep_id, structs.DIR_EGRESS, structs.IDENTITY_ANY, UDP),
+    e.dp.set_policy(policy_key(e.a.ep_id, Direction.EGRESS, ReservedIdentity.ANY, UDP),
                     structs.PolicyValue(policy_ref=7))
     assert udp_roundtrip(e.a, e.b, 5006) == b"pong:ping"
 
 
 def test_replies_of_allowed_connections_pass(e: Env) -> None:
     # a accepts nothing, yet replies to what a opened come back.
-    e.isolate(e.a, structs.EP_F_INGRESS_ISOLATED)
+    e.isolate(e.a, EP_F_INGRESS_ISOLATED)
     listener, client, server = tcp_pair(e, 5007)
     server.sendall(b"reply")
     assert client.recv(100) == b"reply"
@@ -230,7 +238,7 @@ def test_replies_of_allowed_connections_pass(e: Env) -> None:
 
 def test_icmp_error_of_tracked_flow_is_related(e: Env) -> None:
     # a is ingress-isolated; b's port unreachable about a's UDP flow still reaches a.
-    e.isolate(e.a, structs.EP_F_INGRESS_ISOLATED)
+    e.isolate(e.a, EP_F_INGRESS_ISOLATED)
     cli = e.a.socket(socket.SOCK_DGRAM)
     cli.settimeout(5)
     try:
@@ -265,8 +273,8 @@ def count_above(dp: Datapath, reason: str, direction: str, floor: int) -> Callab
 
 
 def test_malformed_packets_never_crash_nor_pass_a_deny(e: Env) -> None:
-    e.isolate(e.b, structs.EP_F_INGRESS_ISOLATED)
-    e.dp.set_policy(policy_key(e.b.ep_id, structs.DIR_INGRESS, ID_A, UDP, 6000),
+    e.isolate(e.b, EP_F_INGRESS_ISOLATED)
+    e.dp.set_policy(policy_key(e.b.ep_id, Direction.INGRESS, ID_A, UDP, 6000),
                     structs.PolicyValue(policy_ref=9))
     eth = Ether(src=e.a.mac, dst=e.a.host_mac)
     ip = {"src": e.a.ip, "dst": e.b.ip}
@@ -329,20 +337,20 @@ def test_malformed_packets_never_crash_nor_pass_a_deny(e: Env) -> None:
 
 
 def test_node_reaches_its_pods_and_world_is_policed(e: Env) -> None:
-    e.isolate(e.b, structs.EP_F_INGRESS_ISOLATED)
+    e.isolate(e.b, EP_F_INGRESS_ISOLATED)
     assert ping(e.node, e.b.ip)  # host identity: always allowed (to_pod)
-    e.dp.set_ipcache(NODE_IP, ipcache_value(structs.IDENTITY_WORLD))
+    e.dp.set_ipcache(NODE_IP, ipcache_value(ReservedIdentity.WORLD))
     for key in list(e.dp.conntrack.keys()):
         e.dp.conntrack.delete(key)
     before = counter(e.dp, "POLICY_DENIED", "ingress")
     assert not ping(e.node, e.b.ip)
     assert counter(e.dp, "POLICY_DENIED", "ingress") > before
-    assert any(ev.hook == structs.HOOK_TO_POD and ev.reason == 1 for ev in drain_events(e.dp))
+    assert any(ev.hook == Hook.TO_POD and ev.reason == 1 for ev in drain_events(e.dp))
 
 
 def test_conntrack_entries_expire_in_datapath_and_are_collected(e: Env) -> None:
-    e.isolate(e.b, structs.EP_F_INGRESS_ISOLATED)
-    allow = policy_key(e.b.ep_id, structs.DIR_INGRESS, ID_A, UDP, 6100)
+    e.isolate(e.b, EP_F_INGRESS_ISOLATED)
+    allow = policy_key(e.b.ep_id, Direction.INGRESS, ID_A, UDP, 6100)
     e.dp.set_policy(allow, structs.PolicyValue(policy_ref=3))
     assert udp_roundtrip(e.a, e.b, 6100, sport=40100) == b"pong:ping"
     e.dp.delete_policy(allow)
@@ -418,7 +426,7 @@ def test_established_tcp_survives_agent_restart(e: Env) -> None:
             dp.attach_endpoint(pod.host_ifindex)
         assert os.stat(dp.pin_dir / "prog_from_pod").st_ino != prog_before
         # Policy now denies new connections; the established one must not notice.
-        e.isolate(e.b, structs.EP_F_INGRESS_ISOLATED)
+        e.isolate(e.b, EP_F_INGRESS_ISOLATED)
         for i in range(20):
             client.sendall(b"after%02d" % i)
             assert server.recv(100) == b"after%02d" % i
@@ -466,4 +474,4 @@ def test_ring_buffer_overflow_is_counted_and_reads_are_bounded(e: Env) -> None:
     assert udp_roundtrip(e.a, e.b, 6400) == b"pong:ping"
     assert reader.wait(5)
     assert wait_for("a flow event after the overflow", lambda: [
-        ev for ev in reader.read() if ev.type == structs.EVENT_FLOW])
+        ev for ev in reader.read() if ev.type == EventType.FLOW])

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from datapath_topo import Topology, counter, ct_count, drain_events, ipcache_value, wait_for
 
-from podwire.agent import structs
 from podwire.agent.config import AgentConfig, ConntrackTimeouts
 from podwire.agent.datapath import Datapath
+from podwire.bpf.constants import EventType
 
 PREFIX = f"pwth1c{os.getpid() % 10000}"
 CT_MAX = 16
@@ -64,7 +64,7 @@ def test_full_conntrack_drops_new_keeps_established(setup: tuple[Topology, Datap
             s.sendto(b"flood", (b.ip, 7001))
         wait_for("CT_FULL drops", lambda: counter(dp, "CT_FULL", "egress") >= 8)
         assert ct_count(dp) == CT_MAX
-        assert any(ev.type == structs.EVENT_DROP and ev.reason == 5 for ev in drain_events(dp))
+        assert any(ev.type == EventType.DROP and ev.reason == 5 for ev in drain_events(dp))
         # The connection that was there before the flood still works both ways.
         for i in range(10):
             client.sendall(b"est%d" % i)

@@ -23,7 +23,15 @@ from datapath_topo import (
 
 from podwire.agent import structs
 from podwire.agent.config import AgentConfig
-from podwire.agent.datapath import Datapath, ensure_vxlan_device
+from podwire.agent.datapath import Datapath
+from podwire.agent.nodesetup import ensure_vxlan_device
+from podwire.bpf.constants import (
+    EP_F_INGRESS_ISOLATED,
+    Direction,
+    EventType,
+    Hook,
+    ReservedIdentity,
+)
 
 PREFIX = f"pwth1o{os.getpid() % 10000}"
 UNDERLAY = {"n1": "10.198.7.1", "n2": "10.198.7.2"}
@@ -65,12 +73,12 @@ def nodes() -> Iterator[TwoNodes]:
             dp.attach_overlay(vx)
             dp.set_endpoint(pod.ip, pod.endpoint())
             dp.attach_endpoint(pod.host_ifindex)
-            dp.set_ipcache(UNDERLAY[name], ipcache_value(structs.IDENTITY_HOST))
+            dp.set_ipcache(UNDERLAY[name], ipcache_value(ReservedIdentity.HOST))
             dps[name] = dp
         # Each node: its own pod, the other node's pod (/32) and pod CIDR via the tunnel.
         dps["n1"].set_ipcache(a.ip, ipcache_value(ID_A_ON_N1))
         dps["n1"].set_ipcache(c.ip, ipcache_value(ID_C_ON_N1, tunnel_ip=UNDERLAY["n2"]))
-        dps["n1"].set_ipcache(POD_CIDR["n2"], ipcache_value(structs.IDENTITY_WORLD,
+        dps["n1"].set_ipcache(POD_CIDR["n2"], ipcache_value(ReservedIdentity.WORLD,
                                                             tunnel_ip=UNDERLAY["n2"]))
         dps["n2"].set_ipcache(c.ip, ipcache_value(ID_C_ON_N2))
         dps["n2"].set_ipcache(a.ip, ipcache_value(ID_A_ON_N2, tunnel_ip=UNDERLAY["n1"]))
@@ -82,8 +90,8 @@ def nodes() -> Iterator[TwoNodes]:
 def test_cross_node_tcp_with_overlay_ingress_policy(nodes: TwoNodes) -> None:
     a, c, dp1, dp2 = nodes.a, nodes.c, nodes.dp1, nodes.dp2
     # c accepts TCP 8080 only from a, as n2 identifies a.
-    dp2.set_endpoint(c.ip, c.endpoint(structs.EP_F_INGRESS_ISOLATED))
-    dp2.set_policy(policy_key(c.ep_id, structs.DIR_INGRESS, ID_A_ON_N2, socket.IPPROTO_TCP,
+    dp2.set_endpoint(c.ip, c.endpoint(EP_F_INGRESS_ISOLATED))
+    dp2.set_policy(policy_key(c.ep_id, Direction.INGRESS, ID_A_ON_N2, socket.IPPROTO_TCP,
                               8080), structs.PolicyValue(policy_ref=12))
     listener = c.socket(socket.SOCK_STREAM)
     listener.bind((c.ip, 8080))
@@ -108,11 +116,11 @@ def test_cross_node_tcp_with_overlay_ingress_policy(nodes: TwoNodes) -> None:
     finally:
         client.close()
         listener.close()
-    sent = [ev for ev in drain_events(dp1) if ev.type == structs.EVENT_FLOW]
-    assert any(ev.hook == structs.HOOK_FROM_POD and ev.dst_identity == ID_C_ON_N1
+    sent = [ev for ev in drain_events(dp1) if ev.type == EventType.FLOW]
+    assert any(ev.hook == Hook.FROM_POD and ev.dst_identity == ID_C_ON_N1
                and structs.port_host(ev.dport) == 8080 for ev in sent)
-    flows = [ev for ev in drain_events(dp2) if ev.type == structs.EVENT_FLOW]
-    assert any(ev.hook == structs.HOOK_FROM_OVERLAY and ev.ingress_ref == 12
+    flows = [ev for ev in drain_events(dp2) if ev.type == EventType.FLOW]
+    assert any(ev.hook == Hook.FROM_OVERLAY and ev.ingress_ref == 12
                and ev.src_identity == ID_A_ON_N2 for ev in flows)
 
     # Another port: n1 sends it (a's egress is open), n2's from_overlay drops it.
@@ -123,8 +131,8 @@ def test_cross_node_tcp_with_overlay_ingress_policy(nodes: TwoNodes) -> None:
         other.connect((c.ip, 8081))
     other.close()
     assert counter(dp2, "POLICY_DENIED", "ingress") > before
-    drops = [ev for ev in drain_events(dp2) if ev.type == structs.EVENT_DROP]
-    assert any(ev.hook == structs.HOOK_FROM_OVERLAY and ev.reason == 1
+    drops = [ev for ev in drain_events(dp2) if ev.type == EventType.DROP]
+    assert any(ev.hook == Hook.FROM_OVERLAY and ev.reason == 1
                and structs.ip_str(ev.saddr) == a.ip for ev in drops)
 
 

@@ -1,4 +1,4 @@
-"""IPAM: address arithmetic and the on-disk store (no root needed)."""
+"""IPAM: the allocator's arithmetic over the on-disk store (no root needed)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from podwire.cni.allocator import allocate, candidates, usable_range
 from podwire.cni.config import Attachment
-from podwire.cni.ipam import IpamStore, candidates, usable_range
+from podwire.cni.ipamstore import IpamStore
 from podwire.cni.protocol import CniError, Code
 
 NET = ipaddress.IPv4Network("10.9.0.0/24")
@@ -35,39 +36,39 @@ def test_candidates_round_robin_after_cursor() -> None:
 
 def test_allocate_release_and_reuse_last(tmp_path: Path) -> None:
     store = IpamStore(tmp_path, NET)
-    a = store.allocate(Attachment("c1", "eth0"), "net")
-    b = store.allocate(Attachment("c2", "eth0"), "net")
+    a = allocate(store, Attachment("c1", "eth0"), "net")
+    b = allocate(store, Attachment("c2", "eth0"), "net")
     assert (str(a), str(b)) == ("10.9.0.2", "10.9.0.3")
     assert store.release(Attachment("c1", "eth0")) == [a]
     assert store.release(Attachment("c1", "eth0")) == []
-    assert store.allocate(Attachment("c3", "eth0"), "net") == ipaddress.IPv4Address("10.9.0.4")
+    assert allocate(store, Attachment("c3", "eth0"), "net") == ipaddress.IPv4Address("10.9.0.4")
     assert {x.owner.container_id for x in store.allocations()} == {"c2", "c3"}
 
 
 def test_duplicate_owner_is_refused(tmp_path: Path) -> None:
     store = IpamStore(tmp_path, NET)
-    store.allocate(Attachment("c1", "eth0"), "net")
+    allocate(store, Attachment("c1", "eth0"), "net")
     with pytest.raises(CniError) as err:
-        store.allocate(Attachment("c1", "eth0"), "net")
+        allocate(store, Attachment("c1", "eth0"), "net")
     assert err.value.code == Code.ALREADY_EXISTS
-    assert store.allocate(Attachment("c1", "net1"), "net")
+    assert allocate(store, Attachment("c1", "net1"), "net")
 
 
 def test_exhaustion_is_a_clear_error(tmp_path: Path) -> None:
     small = ipaddress.IPv4Network("10.9.0.0/29")  # 5 allocatable addresses
     store = IpamStore(tmp_path, small)
-    got = {store.allocate(Attachment(f"c{i}", "eth0"), "net") for i in range(5)}
+    got = {allocate(store, Attachment(f"c{i}", "eth0"), "net") for i in range(5)}
     assert len(got) == 5
     with pytest.raises(CniError) as err:
-        store.allocate(Attachment("c9", "eth0"), "net")
+        allocate(store, Attachment("c9", "eth0"), "net")
     assert err.value.code == Code.POOL_EXHAUSTED and "10.9.0.0/29" in err.value.msg
 
 
 def test_gc_keeps_only_valid(tmp_path: Path) -> None:
     store = IpamStore(tmp_path, NET)
     for i in range(4):
-        store.allocate(Attachment(f"c{i}", "eth0"), "net")
-    other = store.allocate(Attachment("o1", "eth0"), "other-net")
+        allocate(store, Attachment(f"c{i}", "eth0"), "net")
+    other = allocate(store, Attachment("o1", "eth0"), "other-net")
     stale = store.release_all_except("net", {Attachment("c1", "eth0"), Attachment("zz", "eth0")})
     assert sorted(a.owner.container_id for a in stale) == ["c0", "c2", "c3"]
     assert sorted((a.owner.container_id, a.network) for a in store.allocations()) == [
@@ -78,14 +79,14 @@ def test_gc_keeps_only_valid(tmp_path: Path) -> None:
 def test_64_concurrent_threads_get_distinct_addresses(tmp_path: Path) -> None:
     store = IpamStore(tmp_path, NET)
     with ThreadPoolExecutor(64) as pool:
-        got = list(pool.map(lambda i: store.allocate(Attachment(f"t{i}", "eth0"), "net"),
+        got = list(pool.map(lambda i: allocate(store, Attachment(f"t{i}", "eth0"), "net"),
                             range(64)))
     assert len(set(got)) == 64
 
 
 def _allocate_in_process(args: tuple[str, int]) -> str:
     root, i = args
-    return str(IpamStore(Path(root), NET).allocate(Attachment(f"p{i}", "eth0"), "net"))
+    return str(allocate(IpamStore(Path(root), NET), Attachment(f"p{i}", "eth0"), "net"))
 
 
 def test_concurrent_processes_get_distinct_addresses(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""CNI protocol: environment validation, CNI_ARGS, results per version, error objects."""
+"""CNI protocol: environment validation, CNI_ARGS, error objects."""
 
 from __future__ import annotations
 
@@ -6,15 +6,9 @@ import json
 
 import pytest
 
-from podwire.cni.protocol import (
-    SUPPORTED_VERSIONS,
-    CniError,
-    Code,
-    error_json,
-    parse_cni_args,
-    parse_env,
-    render_result,
-)
+from podwire.cni import shim
+from podwire.cni.protocol import CniError, Code, error_json, parse_cni_args, parse_env
+from podwire.cni.shim import SUPPORTED_VERSIONS
 
 BASE = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "abc123", "CNI_NETNS": "/run/netns/x",
         "CNI_IFNAME": "eth0"}
@@ -68,37 +62,16 @@ def test_cni_args_empty_and_unknown_keys() -> None:
     assert parse_cni_args("K8S_POD_NAME=a=b").name == "a=b"
 
 
-RESULT = {
-    "interfaces": [{"name": "pwabc", "mac": "aa:bb:cc:dd:ee:ff"},
-                   {"name": "eth0", "mac": "11:22:33:44:55:66", "sandbox": "/run/netns/x",
-                    "mtu": 1450}],
-    "ips": [{"address": "10.0.0.2/32", "gateway": "169.254.1.1", "interface": 1}],
-    "routes": [{"dst": "0.0.0.0/0", "gw": "169.254.1.1", "mtu": 1400}],
-}
-
-
-def test_result_1_1_0_keeps_new_fields() -> None:
-    out = render_result("1.1.0", RESULT)
-    assert out["cniVersion"] == "1.1.0"
-    assert out["interfaces"][1]["mtu"] == 1450 and out["routes"][0]["mtu"] == 1400
-    assert "version" not in out["ips"][0]
-
-
-def test_result_1_0_0_drops_1_1_fields() -> None:
-    out = render_result("1.0.0", RESULT)
-    assert "mtu" not in out["interfaces"][1] and "mtu" not in out["routes"][0]
-    assert "version" not in out["ips"][0]
-    assert RESULT["interfaces"][1]["mtu"] == 1450  # the input is not modified
-
-
-@pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0"])
-def test_result_before_1_0_has_ip_version(version: str) -> None:
-    out = render_result(version, RESULT)
-    assert out["ips"][0]["version"] == "4" and "mtu" not in out["interfaces"][1]
-
-
 def test_error_object_shape() -> None:
     body = json.loads(error_json("0.4.0", CniError(Code.TRY_AGAIN_LATER, "busy", "why")))
     assert body == {"cniVersion": "0.4.0", "code": 11, "msg": "busy", "details": "why"}
     unknown = json.loads(error_json("9.9.9", CniError(Code.DECODE_FAILURE, "bad")))
     assert unknown["cniVersion"] == SUPPORTED_VERSIONS[-1] and "details" not in unknown
+
+
+def test_the_shims_errors_are_the_same_objects() -> None:
+    """The shim and the agent render error objects with one function."""
+    err = CniError(Code.TRY_AGAIN_LATER, "busy", "why")
+    assert error_json("1.0.0", err) == shim.error_json("1.0.0", 11, "busy", "why")
+    assert json.loads(shim.error_json(None, shim.CODE_INVALID_ENV, "x"))["cniVersion"] == (
+        SUPPORTED_VERSIONS[-1])

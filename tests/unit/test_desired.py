@@ -15,10 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from podwire.agent import identity as ids
-from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
-from podwire.agent.entries import Direction, Protocol
+from podwire.agent.desired import LocalEndpoint, NodeState
+from podwire.agent.entries import Protocol
+from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents
+from podwire.bpf.constants import Direction, ReservedIdentity
 from podwire.policy import ContainerPort, Namespace, NetworkPolicy, Pod, evaluate
 
 NODES = {"n1": NodeInfo("n1", "10.98.0.11", "10.244.1.0/24"),
@@ -38,8 +39,8 @@ def lpm(table: dict, ip: str):  # type: ignore[no-untyped-def]
 def policy_allows(maps: MapContents, ep_id: int, direction: Direction, peer_ip: str,
                   protocol: Protocol, port: int) -> bool:
     peer = lpm(maps.ipcache, peer_ip)
-    identities = [peer.identity, peer.cidr_identity] if peer else [ids.WORLD]
-    identities.append(ids.ANY)
+    identities = [peer.identity, peer.cidr_identity] if peer else [ReservedIdentity.WORLD]
+    identities.append(ReservedIdentity.ANY)
     for identity in identities:
         for key in maps.policy:
             if (key.ep_id, key.direction, key.identity) != (ep_id, direction, identity):

@@ -16,6 +16,11 @@ import pytest
 
 from podwire.agent import structs
 from podwire.agent.reasons import parse_reasons, reason_code, reason_name, reasons
+from podwire.bpf.constants import (
+    POLICY_PREFIX_ANY_PORT,
+    POLICY_PREFIX_ANY_PROTO,
+    POLICY_PREFIX_FULL,
+)
 
 TYPES_H = Path(structs.__file__).resolve().parent.parent / "bpf" / "lib" / "types.h"
 
@@ -52,6 +57,14 @@ def test_every_c_struct_has_a_mirror() -> None:
     assert declared == set(structs.C_STRUCTS)
 
 
+def test_policy_prefix_lengths_follow_the_key_layout() -> None:
+    """The prefix lengths count the key's bits after prefixlen (the LPM trie's data)."""
+    data_start = structs.PolicyKey.ep_id.offset
+    assert POLICY_PREFIX_ANY_PROTO == 8 * (structs.PolicyKey.proto.offset - data_start)
+    assert POLICY_PREFIX_ANY_PORT == 8 * (structs.PolicyKey.dport.offset - data_start)
+    assert POLICY_PREFIX_FULL == 8 * (ctypes.sizeof(structs.PolicyKey) - data_start)
+
+
 def test_drop_reasons_come_from_the_header() -> None:
     names = reasons()
     assert names[0] == "FORWARDED"
@@ -65,7 +78,8 @@ def test_drop_reasons_come_from_the_header() -> None:
 
 
 def test_reason_parser_reads_enum_text() -> None:
-    text = "enum drop_reason {\n\tDROP_FORWARDED = 0,\n\tDROP_X_Y = 7,\n\tDROP_MAX = 9,\n};"
+    text = ("#define REASON_FORWARDED 0\n#define DROP_CODE_BASE 128\n"
+            "enum drop_reason {\n\tDROP_X_Y = -DROP_CODE_BASE - 7,\n};")
     assert parse_reasons(text) == {0: "FORWARDED", 7: "X_Y"}
     with pytest.raises(ValueError, match="no DROP_"):
         parse_reasons("int x;")
@@ -80,6 +94,6 @@ def test_address_and_port_helpers_are_network_order() -> None:
         structs.port_be(70000)
     key = structs.IpcacheKey.from_cidr("10.1.2.3/8")
     assert (key.prefixlen, structs.ip_str(key.ip)) == (8, "10.0.0.0")
-    assert bytes(structs.PolicyKey(prefixlen=96, ep_id=1, direction=1, identity=2, proto=6,
-                                   dport=structs.port_be(443)))[4:] == (
+    assert bytes(structs.PolicyKey(prefixlen=POLICY_PREFIX_FULL, ep_id=1, direction=1,
+                                   identity=2, proto=6, dport=structs.port_be(443)))[4:] == (
         b"\x01\x00\x00\x00" b"\x01" b"\x02\x00\x00\x00" b"\x06" b"\x01\xbb")

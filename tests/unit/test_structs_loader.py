@@ -4,6 +4,7 @@ and the spliced source holds each header once."""
 from __future__ import annotations
 
 import ctypes
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,8 @@ import pytest
 
 from podwire.agent import structs
 from podwire.agent.datapath import ct_expired, ct_timeout_s
-from podwire.agent.loader import DatapathSizes, datapath_source, map_specs
+from podwire.agent.loader import BPF_DIR, BUILD_MAP, DatapathSizes, datapath_source, map_specs
+from podwire.bpf.constants import CtState
 
 
 def test_sizes_are_validated() -> None:
@@ -27,8 +29,17 @@ def test_map_specs_follow_the_structs() -> None:
     assert specs["conntrack"].max_entries == 128
     assert specs["conntrack"].key_size == ctypes.sizeof(structs.CtKey)
     assert specs["policy"].key_size == 16 and specs["policy"].flags == 1
-    assert set(specs) == {"endpoints", "ipcache", "policy", "conntrack", "fragments",
-                          "metrics", "events_lost", "config", "events", "build"}
+    assert set(specs) == declared_maps() | {BUILD_MAP}
+
+
+def declared_maps() -> set[str]:
+    """The map names of bpf/lib/maps.h, read from its declarations (the 4th argument of
+    BPF_TABLE_PINNED, the 1st of BPF_RINGBUF_PINNED)."""
+    text = (BPF_DIR / "lib" / "maps.h").read_text()
+    tables = re.findall(r"^BPF_TABLE_PINNED\((?:[^,]*,){3}\s*(\w+)", text, re.MULTILINE)
+    rings = re.findall(r"^BPF_RINGBUF_PINNED\((\w+)", text, re.MULTILINE)
+    assert tables and rings
+    return {*tables, *rings}
 
 
 def test_source_splices_each_header_once() -> None:
@@ -51,9 +62,9 @@ def test_loader_cli_rejects_bad_input_without_traceback() -> None:
 def test_conntrack_expiry_rule() -> None:
     cfg = structs.NodeConfig(ct_tcp_syn=60, ct_tcp_established=3600, ct_tcp_closing=10,
                              ct_udp=30, ct_icmp=20, ct_other=5)
-    assert ct_timeout_s(cfg, 6, structs.CT_STATE_ESTABLISHED) == 3600
-    assert ct_timeout_s(cfg, 6, structs.CT_STATE_CLOSING) == 10
-    assert ct_timeout_s(cfg, 6, structs.CT_STATE_SYN_SENT) == 60
+    assert ct_timeout_s(cfg, 6, CtState.ESTABLISHED) == 3600
+    assert ct_timeout_s(cfg, 6, CtState.CLOSING) == 10
+    assert ct_timeout_s(cfg, 6, CtState.SYN_SENT) == 60
     assert ct_timeout_s(cfg, 17, 0) == 30 and ct_timeout_s(cfg, 1, 0) == 20
     assert ct_timeout_s(cfg, 47, 0) == 5
     key = structs.CtKey(proto=17)

@@ -1,0 +1,126 @@
+"""The datapath's vocabulary, read from the C headers in bpf/lib/ when imported.
+
+Every constant the programs and the agent share (identities, directions, hooks,
+flags, policy key prefix lengths, conntrack states, drop reason codes, the map
+declarations) is written once, in C; this module reads the headers, so Python cannot
+drift from what the programs are compiled with. A name Python needs is spelled here
+with its value taken from the header: a header that loses it fails the import.
+
+It imports nothing of podwire's outside bpf/, so the agent, common/ and the CLI all
+read the same vocabulary without importing one another.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Final
+
+from podwire.bpf.header import defines, map_decls
+
+LIB = Path(__file__).resolve().parent / "lib"
+
+_TYPES_TEXT = (LIB / "types.h").read_text()
+_DROP_TEXT = (LIB / "drop.h").read_text()
+_C: Final = {**defines(_TYPES_TEXT), **defines(_DROP_TEXT)}
+
+
+class Direction(enum.IntEnum):
+    """Of traffic relative to the endpoint (policy_key.direction, flow_event.direction)."""
+
+    INGRESS = _C["DIR_INGRESS"]
+    EGRESS = _C["DIR_EGRESS"]
+
+    @property
+    def label(self) -> str:
+        """The name flow records, metrics and the CLI use: `ingress`, `egress`."""
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, label: str) -> Direction:
+        return cls[label.upper()]
+
+
+DIR_MAX: Final = _C["DIR_MAX"]
+
+
+class ReservedIdentity(enum.IntEnum):
+    """Identities below the pod identities (docs/contracts.md). ANY is the policy key's
+    "any peer"; the others are what an address that is no pod stands for."""
+
+    ANY = _C["IDENTITY_ANY"]
+    HOST = _C["IDENTITY_HOST"]
+    WORLD = _C["IDENTITY_WORLD"]
+    REMOTE_NODE = _C["IDENTITY_REMOTE_NODE"]
+
+    @property
+    def label(self) -> str:
+        """`host`, `world`, `remote-node`: how the CLI names such an address."""
+        return self.name.lower().replace("_", "-")
+
+
+_PEER_LABELS = {int(i): i.label for i in ReservedIdentity if i is not ReservedIdentity.ANY}
+
+
+def reserved_label(identity: int) -> str | None:
+    """What a peer identity stands for when it is reserved, else None: a pod or CIDR
+    identity, or ANY, which is no peer."""
+    return _PEER_LABELS.get(identity)
+
+
+class Hook(enum.IntEnum):
+    """Where a packet was seen (flow_event.hook)."""
+
+    FROM_POD = _C["HOOK_FROM_POD"]
+    TO_POD = _C["HOOK_TO_POD"]
+    FROM_OVERLAY = _C["HOOK_FROM_OVERLAY"]
+
+    @property
+    def label(self) -> str:
+        """`from-pod`, `to-pod`, `from-overlay`: the name flow records carry."""
+        return self.name.lower().replace("_", "-")
+
+
+class EventType(enum.IntEnum):
+    """flow_event.type: a new connection allowed, or a packet dropped."""
+
+    FLOW = _C["EVENT_FLOW"]
+    DROP = _C["EVENT_DROP"]
+
+
+class CtState(enum.IntEnum):
+    """ct_value.state."""
+
+    NEW = _C["CT_STATE_NEW"]
+    SYN_SENT = _C["CT_STATE_SYN_SENT"]
+    ESTABLISHED = _C["CT_STATE_ESTABLISHED"]
+    CLOSING = _C["CT_STATE_CLOSING"]
+
+
+# endpoint_info.flags and node_config.flags
+EP_F_INGRESS_ISOLATED: Final = _C["EP_F_INGRESS_ISOLATED"]
+EP_F_EGRESS_ISOLATED: Final = _C["EP_F_EGRESS_ISOLATED"]
+CFG_F_EVENTS: Final = _C["CFG_F_EVENTS"]
+
+# policy_key.prefixlen: the peer on any protocol, on any port of one protocol, on one port.
+POLICY_PREFIX_ANY_PROTO: Final = _C["POLICY_PREFIX_ANY_PROTO"]
+POLICY_PREFIX_ANY_PORT: Final = _C["POLICY_PREFIX_ANY_PORT"]
+POLICY_PREFIX_FULL: Final = _C["POLICY_PREFIX_FULL"]
+
+# Reason codes, as counters and events carry them (drop.h).
+REASON_FORWARDED: Final = _C["REASON_FORWARDED"]
+REASON_MAX: Final = _C["REASON_MAX"]
+DROP_CODE_BASE: Final = _C["DROP_CODE_BASE"]
+
+
+def drop_code(reason: int) -> int:
+    """The code a (negative) drop reason is counted and reported under; DROP_CODE() in C."""
+    return -reason - DROP_CODE_BASE
+
+
+def metrics_index(code: int, direction: int) -> int:
+    """The metrics array slot of a reason code and direction; metrics_index() in C."""
+    return code * DIR_MAX + direction
+
+
+MAPS: Final = map_decls((LIB / "maps.h").read_text(), _C)

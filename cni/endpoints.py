@@ -1,0 +1,69 @@
+"""The record of the pods this node wired, on disk, so a restarted agent knows them.
+
+One JSON file per endpoint, named after its host veth (unique per container id and
+ifname), written atomically (temporary file + rename). ADD writes it, DEL and GC
+remove it, CHECK compares with it; the agent reads it to restore its datapath.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One pod interface wired by ADD."""
+
+    container_id: str
+    ifname: str
+    netns: str
+    network: str
+    host_ifname: str
+    host_ifindex: int
+    host_mac: str
+    pod_mac: str
+    ip: str
+    mtu: int
+    pod_namespace: str = ""
+    pod_name: str = ""
+    pod_uid: str = ""
+
+    @property
+    def pod(self) -> str:
+        """'namespace/name' for logs, or the container id outside Kubernetes."""
+        if self.pod_name:
+            return f"{self.pod_namespace}/{self.pod_name}" if self.pod_namespace else self.pod_name
+        return self.container_id
+
+
+class EndpointStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, host_ifname: str) -> Path:
+        return self.root / f"{host_ifname}.json"
+
+    def put(self, endpoint: Endpoint) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self._path(endpoint.host_ifname)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(dataclasses.asdict(endpoint), sort_keys=True))
+        tmp.replace(path)
+
+    def get(self, host_ifname: str) -> Endpoint | None:
+        try:
+            return Endpoint(**json.loads(self._path(host_ifname).read_text()))
+        except FileNotFoundError:
+            return None
+
+    def remove(self, host_ifname: str) -> None:
+        self._path(host_ifname).unlink(missing_ok=True)
+
+    def all(self) -> list[Endpoint]:
+        if not self.root.exists():
+            return []
+        return [Endpoint(**json.loads(p.read_text())) for p in sorted(self.root.glob("*.json"))]

@@ -1,0 +1,88 @@
+"""The discovery documents: what clients (kubectl, the `kubernetes` client) read to learn
+which groups, versions and kinds the server has. All are derived from `kinds.RESOURCES`,
+so a kind cannot be served under one name and advertised under another."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from podwire.lab.api.kinds import RESOURCES
+
+SERVER_VERSION = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0-podwire-lab",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.23.0",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+STATUS_VERBS = ["get", "patch", "update"]
+
+
+def document(path: str) -> dict[str, Any] | None:
+    """The discovery document at a GET of `path`, or None when `path` is not one."""
+    parts = [p for p in path.split("/") if p]
+    if parts == ["version"]:
+        return SERVER_VERSION
+    if parts == ["api"]:
+        return core_versions()
+    if parts == ["apis"]:
+        return group_list()
+    if len(parts) == 2 and parts[0] == "api":
+        return resource_list("", parts[1])
+    if len(parts) == 2 and parts[0] == "apis":
+        return group(parts[1])
+    if len(parts) == 3 and parts[0] == "apis":
+        return resource_list(parts[1], parts[2])
+    return None
+
+
+def resource_list(group: str, version: str) -> dict[str, Any] | None:
+    """The APIResourceList for one group version, with subresources, as the real server lists."""
+    entries: list[dict[str, Any]] = []
+    for res in RESOURCES:
+        if (res.group, res.version) != (group, version):
+            continue
+        entries.append({
+            "name": res.plural, "singularName": res.singular, "namespaced": res.namespaced,
+            "kind": res.kind, "verbs": VERBS, "shortNames": list(res.short_names),
+        })
+        if res.has_status:
+            entries.append({
+                "name": f"{res.plural}/status", "singularName": "", "namespaced": res.namespaced,
+                "kind": res.kind, "verbs": STATUS_VERBS,
+            })
+    if not entries:
+        return None
+    return {"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version, "resources": entries}
+
+
+def core_versions() -> dict[str, Any]:
+    """`/api`: the legacy core group's versions."""
+    return {"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}
+
+
+def _group(name: str) -> dict[str, Any]:
+    versions = sorted({r.version for r in RESOURCES if r.group == name})
+    listed = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+    return {"name": name, "versions": listed, "preferredVersion": listed[0]}
+
+
+def group_list() -> dict[str, Any]:
+    """`/apis`: every named group (the core group is served under `/api`)."""
+    names = sorted({r.group for r in RESOURCES if r.group})
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(n) for n in names]}
+
+
+def group(name: str) -> dict[str, Any] | None:
+    """`/apis/<group>`: one named group, or None when not served."""
+    if not name or name not in {r.group for r in RESOURCES}:
+        return None
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group(name)}
