@@ -33,7 +33,8 @@ from urllib3.exceptions import HTTPError
 from podwire.bench.faults_lab import Lab, log
 from podwire.bench.faults_policy import PORT, FlowWatch, Listener, Prober
 from podwire.bench.figures import Expectation, Figures
-from podwire.lab import agentclient, manifests, procs, samples, workload
+from podwire.common import agentapi
+from podwire.lab import manifests, procs, samples, workload
 
 NAMESPACE = "fltapi"
 CHURN_PODS = 6  # alive at once: a few per node
@@ -123,7 +124,7 @@ def admin(lab: Lab, action: str) -> None:
 def reconverge_seconds(lab: Lab, started: float, wanted: int) -> float:
     """Seconds from `started` until every agent has applied revision `wanted`."""
     nodes = lab.state.node_layouts()
-    while any((agentclient.revision(n.socket_path) or 0) < wanted for n in nodes):
+    while any((agentapi.revision(n.socket_path) or 0) < wanted for n in nodes):
         if time.monotonic() - started > RECONVERGE_TIMEOUT:
             return float("inf")
         time.sleep(0.05)

@@ -16,7 +16,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from podwire.lab import agentclient, cluster, netns, procs
+from podwire.common import agentapi
+from podwire.common.netns import in_netns
+from podwire.lab import cluster, netns, procs
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout, NodeLayout
 
@@ -64,13 +66,13 @@ class Lab:
         def ready() -> bool:
             if self.agent_pid(node) is None:
                 raise RuntimeError(f"the agent of {node.name} exited; see {node.agent_log}")
-            return agentclient.ready(node.socket_path)
+            return agentapi.ready(node.socket_path)
 
         if not procs.wait_for(ready, AGENT_READY_TIMEOUT, interval=0.1):
             raise RuntimeError(f"the agent of {node.name} was not ready in time")
 
     def status(self, node: NodeLayout) -> dict[str, Any]:
-        code, body = agentclient.get(node.socket_path, "/status", timeout=10.0)
+        code, body = agentapi.get_json(node.socket_path, "/status", timeout=10.0)
         if code != 200 or not isinstance(body, dict):
             raise RuntimeError(f"/status of {node.name} answered HTTP {code}")
         return body
@@ -78,7 +80,7 @@ class Lab:
     def metrics(self, node: NodeLayout) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """The agent's Prometheus samples: (name, sorted labels) -> value."""
         url = f"http://{node.underlay_ip}:{METRICS_PORT}/metrics"
-        with netns.entered(node.netns), urllib.request.urlopen(url, timeout=5) as resp:
+        with in_netns(node.netns), urllib.request.urlopen(url, timeout=5) as resp:
             text = resp.read().decode()
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for family in text_string_to_metric_families(text) for s in family.samples}

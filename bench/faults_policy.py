@@ -30,7 +30,8 @@ from typing import Any
 
 from podwire.bench.faults_lab import Lab, drops_by_reason, log
 from podwire.bench.figures import Expectation, Figures
-from podwire.lab import agentclient, manifests, netns, samples, workload
+from podwire.common import agentapi
+from podwire.lab import manifests, netns, samples, workload
 
 NAMESPACE = "fltpol"
 PORT = 7070  # the bench's own listener in each server, apart from the pods' echo ports
@@ -184,8 +185,8 @@ class FlowWatch:
     def poll(self) -> None:
         for node in self.lab.state.node_layouts():
             try:
-                records = agentclient.recent_flows(node.socket_path, last=4096)
-            except agentclient.AgentUnavailable:
+                records = agentapi.recent_flows(node.socket_path, last=4096)
+            except agentapi.AgentError:
                 continue
             self.kept |= {json.dumps(r, sort_keys=True) for r in records if self.keep(r)}
 
