@@ -8,7 +8,8 @@ lab's kubelet and the CNI plugin. Each agent's resident memory is read before th
 wave, every 0.2 s throughout (the peak), and after the last wave is gone and the agents
 have applied the deletions.
 
-Expected: each agent's RSS after within 5% of its RSS before.
+Expected: each agent's RSS after within 5% of its RSS before. RSS after the first and
+the last wave tell a high-water mark (flat from the first wave on) from a leak (climbing).
 """
 
 from __future__ import annotations
@@ -102,12 +103,17 @@ def run(lab: Lab, pods: int, waves: int) -> Figures:
     before = {n.name: rss_mb(lab.agent_pid(n)) for n in nodes}
     sampler = Sampler(lab)
     per_wave = pods // waves
+    # After each wave: a high-water mark stays flat, a leak climbs wave by wave.
+    by_wave: dict[str, list[float]] = {n.name: [] for n in nodes}
     started = time.monotonic()
     sampler.thread.start()
     try:
         for k in range(waves):
             wave(lab, k * per_wave, per_wave)
-            log(f"agent-memory: wave {k + 1}/{waves} ({per_wave} pods) created and deleted")
+            for node in nodes:
+                by_wave[node.name].append(rss_mb(lab.agent_pid(node)))
+            log(f"agent-memory: wave {k + 1}/{waves} ({per_wave} pods) created and deleted; "
+                f"RSS MB {', '.join(f'{n} {v[-1]:.1f}' for n, v in by_wave.items())}")
     finally:
         sampler.stop.set()
         sampler.thread.join()
@@ -119,7 +125,9 @@ def run(lab: Lab, pods: int, waves: int) -> Figures:
     for name, first in before.items():
         scalars |= {f"{name} RSS MB before": first,
                     f"{name} RSS MB peak": max(sampler.peak[name], first),
-                    f"{name} RSS MB after": after[name]}
+                    f"{name} RSS MB after": after[name],
+                    f"{name} RSS MB after the first wave": by_wave[name][0],
+                    f"{name} RSS MB after the last wave": by_wave[name][-1]}
         growth = (after[name] - first) / first * 100 if first else 0.0
         expectations.append(Expectation("agent-memory", f"{name} RSS after vs before",
                                         growth, "<=", 5, "%"))

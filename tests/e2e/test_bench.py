@@ -26,7 +26,7 @@ from PIL import Image
 from podwire.bench import suite
 from podwire.lab import netns
 
-pytestmark = pytest.mark.timeout(480)  # the quick suite is about 2.5 minutes here
+pytestmark = pytest.mark.timeout(600)  # the quick suite is about 3.5 minutes here
 
 ENVIRONMENT_KEYS = {"kernel", "cpu_count", "cpu_model", "python", "bcc", "pyroute2", "podwire",
                     "git_commit", "git_dirty", "tools", "load_before", "load_after"}
