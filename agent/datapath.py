@@ -23,7 +23,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -46,16 +46,24 @@ _GC_BATCH = 4096
 def ct_timeout_s(cfg: structs.NodeConfig, proto: int, state: int) -> int:
     """The idle timeout of a conntrack entry; the same rule as ct_timeout_ns() in C."""
     if proto == socket.IPPROTO_TCP:
-        if state == CtState.ESTABLISHED:
-            return int(cfg.ct_tcp_established)
-        if state == CtState.CLOSING:
-            return int(cfg.ct_tcp_closing)
-        return int(cfg.ct_tcp_syn)
+        return _phase_timeout(state, cfg.ct_tcp_syn, cfg.ct_tcp_established,
+                              cfg.ct_tcp_closing)
+    if proto == socket.IPPROTO_SCTP:
+        return _phase_timeout(state, cfg.ct_sctp_init, cfg.ct_sctp_established,
+                              cfg.ct_sctp_closing)
     if proto == socket.IPPROTO_UDP:
         return int(cfg.ct_udp)
     if proto == socket.IPPROTO_ICMP:
         return int(cfg.ct_icmp)
     return int(cfg.ct_other)
+
+
+def _phase_timeout(state: int, opening: int, established: int, closing: int) -> int:
+    if state == CtState.ESTABLISHED:
+        return int(established)
+    if state == CtState.CLOSING:
+        return int(closing)
+    return int(opening)
 
 
 def ct_expired(cfg: structs.NodeConfig, key: structs.CtKey, value: structs.CtValue,
@@ -186,12 +194,8 @@ class Datapath:
             cfg.flags = (cfg.flags | CFG_F_EVENTS) if flow_events else (
                 cfg.flags & ~CFG_F_EVENTS)
         if timeouts is not None:
-            cfg.ct_tcp_syn = timeouts.tcp_syn
-            cfg.ct_tcp_established = timeouts.tcp_established
-            cfg.ct_tcp_closing = timeouts.tcp_closing
-            cfg.ct_udp = timeouts.udp
-            cfg.ct_icmp = timeouts.icmp
-            cfg.ct_other = timeouts.other
+            for name, seconds in asdict(timeouts).items():
+                setattr(cfg, f"ct_{name}", seconds)
         self.config.update(ctypes.c_uint32(0), cfg)
 
     # Conntrack
