@@ -7,7 +7,9 @@ A benchmark script run with `--json PATH` writes one `Figures` document:
     computed in one place (`summary`, `ratio`);
   - `curves`: a metric against a parameter (the policy-count scaling curve), samples per
     point per series;
-  - `scalars`: single figures without a baseline (RSS, resync seconds, ...).
+  - `scalars`: single figures without a baseline (RSS, resync seconds, ...);
+  - `expectations`: a figure against the value it should have (the fault bench: "leaked
+    addresses == 0"), so the report says whether each was met.
 `chart` says how a comparison reads best as a picture ("bar", "distribution") or "" for
 table only. Pure data: no I/O except `write`/`read`.
 """
@@ -15,7 +17,9 @@ table only. Pure data: no I/O except `write`/`read`.
 from __future__ import annotations
 
 import json
+import operator
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,18 +48,40 @@ class Curve:
     samples: dict[str, list[list[float]]]
 
 
+BOUNDS: dict[str, Callable[[float, float], bool]] = {
+    "==": operator.eq, "<": operator.lt, "<=": operator.le}
+
+
+@dataclass
+class Expectation:
+    """`value` measured in `scenario`, expected to be `op` `bound` (op: ==, <, <=)."""
+
+    scenario: str
+    figure: str
+    value: float
+    op: str
+    bound: float
+    unit: str = ""
+
+    @property
+    def met(self) -> bool:
+        return BOUNDS[self.op](self.value, self.bound)
+
+
 @dataclass
 class Figures:
     comparisons: list[Comparison] = field(default_factory=list)
     curves: list[Curve] = field(default_factory=list)
     scalars: dict[str, float] = field(default_factory=dict)
+    expectations: list[Expectation] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"comparisons": [{**asdict(c), "baselines": c.baselines,
                                  "summary": {n: summary(v) for n, v in c.samples.items()}}
                                 for c in self.comparisons],
                 "curves": [asdict(c) for c in self.curves],
-                "scalars": self.scalars}
+                "scalars": self.scalars,
+                "expectations": [{**asdict(e), "met": e.met} for e in self.expectations]}
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2))
@@ -68,7 +94,9 @@ def from_json(data: dict[str, Any]) -> Figures:
                                 c["samples"], c.get("chart", "")) for c in data["comparisons"]],
         curves=[Curve(c["metric"], c["unit"], c["x_label"], c["x"], c["samples"])
                 for c in data["curves"]],
-        scalars=dict(data["scalars"]))
+        scalars=dict(data["scalars"]),
+        expectations=[Expectation(e["scenario"], e["figure"], e["value"], e["op"], e["bound"],
+                                  e.get("unit", "")) for e in data.get("expectations", [])])
 
 
 def read(path: Path) -> Figures:

@@ -84,6 +84,19 @@ def _scalar_tables(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def expectation_rows(results: dict[str, Any]) -> list[str]:
+    """One row a figure that has an expected value: the value, the bound, met or not."""
+    rows = []
+    for name, entry in results["benchmarks"].items():
+        if entry["figures"] is None:
+            continue
+        for e in from_json(entry["figures"]).expectations:
+            unit = f" {e.unit}" if e.unit else ""
+            rows.append(f"| {name} | {e.scenario} | {e.figure} | {_num(e.value)}{unit} | "
+                        f"{e.op} {_num(e.bound)}{unit} | {'yes' if e.met else '**no**'} |")
+    return rows
+
+
 def render(results: dict[str, Any], charts: list[str]) -> str:
     """The report; `charts` are PNG paths relative to the report's directory."""
     env = results["environment"]
@@ -104,6 +117,11 @@ def render(results: dict[str, Any], charts: list[str]) -> str:
     curves = _curve_tables(results)
     if curves:
         lines += ["", "## Scaling", *curves]
+    expectations = expectation_rows(results)
+    if expectations:
+        lines += ["", "## Against expectations", "",
+                  "| benchmark | scenario | figure | value | expected | met |",
+                  "|---|---|---|---|---|---|", *expectations]
     lines += ["", "## Other figures", *_scalar_tables(results)]
     if charts:
         lines += ["", "## Charts", ""] + [f"![{c}]({c})" for c in charts]

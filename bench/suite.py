@@ -12,7 +12,8 @@ results.json (schema "podwire-bench/1"):
   cpu_model, python, bcc, pyroute2, podwire, git_commit, git_dirty, tools,
   load_before, load_after}, benchmarks {name: {description, command, status
   ("ok"|"failed"), seconds, error, figures}} where figures is `Figures.to_json()`
-  (comparisons, curves, scalars; see figures.py) or null when the benchmark failed.
+  (comparisons, curves, scalars, expectations; see figures.py) or null when the
+  benchmark failed.
 """
 
 from __future__ import annotations
@@ -94,6 +95,21 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               "Flow events/s read without loss; forwarding cost with events on vs off",
               {"quick": ["--seconds", "1", "--runs", "1"],
                "full": ["--seconds", "2", "--runs", "3"]}),
+    Benchmark("faults", "faults_bench",
+              "Faults: CNI ADD/DEL under SIGKILLs of the plugin and the agent, then GC; "
+              "policy churn against denied probes; crafted packets against a deny; agents "
+              "killed under traffic; API server outages; agent memory over pod waves; each "
+              "figure against its expected value",
+              {"quick": ["--cni-pods", "120", "--cni-concurrency", "8", "--agent-kills", "1",
+                         "--policy-updates", "100", "--policy-seconds", "5",
+                         "--packets", "2000", "--restart-seconds", "15", "--kill-every", "3",
+                         "--api-outages", "1", "--api-outage-seconds", "3",
+                         "--memory-pods", "600", "--memory-waves", "2"],
+               "full": ["--cni-pods", "1000", "--cni-concurrency", "16", "--agent-kills", "5",
+                        "--policy-updates", "1000", "--policy-seconds", "30",
+                        "--packets", "10000", "--restart-seconds", "60", "--kill-every", "4",
+                        "--api-outages", "3", "--api-outage-seconds", "10",
+                        "--memory-pods", "10000", "--memory-waves", "10"]}),
     Benchmark("lab-podwire", "lab_bench", "Lab lifecycle on podwire (one run, wall clock)",
               {"full": ["--network", "podwire", "--prefix", "pwbh9l"]}),
     Benchmark("lab-bridge", "lab_bench",

@@ -26,15 +26,15 @@ from PIL import Image
 from podwire.bench import suite
 from podwire.lab import netns
 
-pytestmark = pytest.mark.timeout(480)  # the quick suite is about 2.5 minutes here
+pytestmark = pytest.mark.timeout(600)  # the quick suite is about 3.5 minutes here
 
 ENVIRONMENT_KEYS = {"kernel", "cpu_count", "cpu_model", "python", "bcc", "pyroute2", "podwire",
                     "git_commit", "git_dirty", "tools", "load_before", "load_after"}
 ENTRY_KEYS = {"description", "command", "status", "seconds", "error", "figures"}
 # Namespace prefixes the benchmarks use: datapath, cross-node baseline, policy-scale,
-# flows lab, cross-node lab, agent scale (the CNI stand-in agent's pwtc- is shared with
-# the CNI tests, which may run meanwhile).
-BENCH_PREFIXES = ("pwbh1-", "pwbh9c-", "pwbh9s-", "pwbfl-", "pwbh9x-", "pwbs")
+# flows lab, cross-node lab, agent scale, faults lab (the CNI stand-in agent's pwtc- is
+# shared with the CNI tests, which may run meanwhile).
+BENCH_PREFIXES = ("pwbh1-", "pwbh9c-", "pwbh9s-", "pwbfl-", "pwbh9x-", "pwbs", "pwflt-")
 
 
 def podwire(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,7 +70,8 @@ def test_every_quick_benchmark_ran_and_the_json_has_the_documented_keys(
     for name, entry in results["benchmarks"].items():
         assert entry.keys() == ENTRY_KEYS, name
         assert entry["status"] == "ok" and entry["error"] is None, (name, entry["error"])
-        assert {"comparisons", "curves", "scalars"} == entry["figures"].keys(), name
+        assert {"comparisons", "curves", "scalars", "expectations"} == entry["figures"].keys(), \
+            name
 
 
 def comparisons(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -100,6 +101,20 @@ def test_each_comparison_holds_every_repetition_of_podwire_and_its_baselines(
     scalars = results["benchmarks"]["agent-scale"]["figures"]["scalars"]
     assert {"rss_mb", "cold_start_to_ready_s", "restart_to_ready_s"} <= scalars.keys()
     assert "events_per_s_without_loss" in results["benchmarks"]["flows"]["figures"]["scalars"]
+
+
+def test_every_fault_scenario_states_its_figures_against_an_expected_value(
+        run: tuple[Path, subprocess.CompletedProcess[str]], results: dict[str, Any]) -> None:
+    expectations = results["benchmarks"]["faults"]["figures"]["expectations"]
+    scenarios = {e["scenario"] for e in expectations}
+    assert scenarios == {"cni-chaos", "policy-churn", "crafted-packets", "agent-restarts",
+                         "api-outage", "agent-memory"}
+    for e in expectations:
+        assert e["op"] in ("==", "<", "<=") and isinstance(e["met"], bool), e
+    text = (run[0] / "report.md").read_text()
+    rows = [line for line in text.splitlines()
+            if line.startswith("| faults | ") and line.split(" | ")[1] in scenarios]
+    assert len(rows) == len(expectations)
 
 
 def test_the_report_has_a_ratio_row_per_baseline_matching_the_json(
@@ -146,7 +161,8 @@ def test_the_benchmarks_left_nothing_behind(
             if p.name.startswith(("pwbh1-", "pwbh9s-", "pwbs"))]
     lab_pins = Path("/sys/fs/bpf/podwire")
     if lab_pins.is_dir():
-        pins += [p.name for p in lab_pins.iterdir() if p.name.startswith(("pwbfl-", "pwbh9x-"))]
+        pins += [p.name for p in lab_pins.iterdir()
+                 if p.name.startswith(("pwbfl-", "pwbh9x-", "pwflt-"))]
     assert pins == []
 
 

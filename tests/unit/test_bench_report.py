@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from podwire.bench import report, suite
-from podwire.bench.figures import Comparison, Curve, Figures, from_json, ratio, summary
+from podwire.bench.figures import (
+    Comparison,
+    Curve,
+    Expectation,
+    Figures,
+    from_json,
+    ratio,
+    summary,
+)
 
 
 def sample_results() -> dict:
@@ -17,7 +25,9 @@ def sample_results() -> dict:
                        {"podwire": [4.0, 6.0], "bridge": [10.0, 10.0]}, "distribution")],
         curves=[Curve("conn/s vs entries", "conn/s", "entries", [1, 10],
                       {"podwire": [[5.0], [5.0]], "iptables": [[5.0], [2.5]]})],
-        scalars={"rss_mb": 101.5})
+        scalars={"rss_mb": 101.5},
+        expectations=[Expectation("chaos", "leaked addresses", 0, "==", 0),
+                      Expectation("restarts", "longest stall", 1.5, "<", 1, "s")])
     env = {"kernel": "6.18", "cpu_count": 2, "cpu_model": "x", "python": "3.11", "bcc": "0.26",
            "pyroute2": "0.9", "podwire": "0.1", "git_commit": "a" * 40, "git_dirty": False,
            "load_before": [1.0, 1.0, 1.0], "load_after": [1.0, 1.0, 1.0]}
@@ -57,9 +67,26 @@ def test_the_report_lists_curves_scalars_charts_and_failures() -> None:
 def test_selection_covers_every_benchmark_in_quick_and_rejects_unknown_names() -> None:
     quick = {b.name for b in suite.select("quick", None)}
     assert {"same-node", "cross-node", "policy-scale", "cni", "control-plane", "agent-scale",
-            "flows"} <= quick
+            "flows", "faults"} <= quick
     assert [b.name for b in suite.select("full", ["cni"])] == ["cni"]
     with pytest.raises(ValueError, match="--only nosuch: unknown benchmark"):
         suite.select("quick", ["nosuch"])
     with pytest.raises(ValueError, match="profile 'slow'"):
         suite.select("slow", None)
+
+
+def test_expectations_survive_json_and_the_report_says_which_were_met() -> None:
+    data = sample_results()["benchmarks"]["demo"]["figures"]
+    assert [e["met"] for e in data["expectations"]] == [True, False]
+    data["expectations"][1]["met"] = True  # derived: recomputed, never trusted
+    assert [e.met for e in from_json(data).expectations] == [True, False]
+    rows = report.expectation_rows(sample_results())
+    assert rows == ["| demo | chaos | leaked addresses | 0 | == 0 | yes |",
+                    "| demo | restarts | longest stall | 1.5 s | < 1 s | **no** |"]
+    assert "## Against expectations" in report.render(sample_results(), [])
+
+
+def test_figures_without_expectations_still_read() -> None:
+    data = sample_results()["benchmarks"]["demo"]["figures"]
+    del data["expectations"]
+    assert from_json(data).expectations == []
