@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from podwire.agent.addresses import host_prefix, is_v4
+from podwire.agent.addresses import forget_host_prefix, host_prefix, is_v4
 from podwire.agent.changes import ChangeSet
 from podwire.agent.entries import EndpointEntry, PolicyKey
 from podwire.agent.identity import PodIdentityKey
@@ -112,8 +112,10 @@ class NodeState:
     def set_pod(self, pod: Pod) -> None:
         old = self.cluster.pod(pod.namespace, pod.name)
         self.cluster.set_pod(pod)
-        if old is not None and old.ip and old.ip != pod.ip and is_v4(old.ip):
-            self._pending.ipcache.add(host_prefix(old.ip))
+        if old is not None and old.ip and old.ip != pod.ip:
+            if is_v4(old.ip):
+                self._pending.ipcache.add(host_prefix(old.ip))
+            self._release_address(old.ip)
         self._refresh_identities([pod])
         self._touch_pod(pod)
         self._pod_moved()
@@ -125,6 +127,7 @@ class NodeState:
         self.cluster.remove_pod(namespace, name)
         self._drop_identity(old.key)
         self._touch_pod(old)
+        self._release_address(old.ip)
         self._pod_moved()
 
     def set_policy(self, policy: NetworkPolicy) -> None:
@@ -162,6 +165,7 @@ class NodeState:
         old = self.nodes.remove(name)
         if old is not None:
             self._pending.ipcache.update(old.prefixes())
+            self._release_address(old.ip)
 
     def add_endpoint(self, endpoint: LocalEndpoint) -> None:
         self.remove_endpoint(endpoint.ip)
@@ -176,6 +180,7 @@ class NodeState:
             self._endpoints_in[old.namespace].discard(ip)
             self._pending.endpoints.add(ip)
             self._pending.ipcache.add(host_prefix(ip))
+            self._release_address(ip)
 
     # ---------------------------------------------------------------- queries
 
@@ -272,6 +277,12 @@ class NodeState:
     def _pod_moved(self) -> None:
         if self._prefixes.pods_moved():
             self._touch_named_egress()
+
+    def _release_address(self, ip: str | None) -> None:
+        """Forget the parsed /32 of an address no pod or endpoint has any more (the pending
+        change keeps its own reference until `compute`)."""
+        if ip and ip not in self.endpoints and not self.cluster.pods_with_ip(ip):
+            forget_host_prefix(ip)
 
     def _touch_pod(self, pod: Pod) -> None:
         if pod.ip and is_v4(pod.ip):
