@@ -3,6 +3,9 @@
 The fault bench's agent-memory scenario creates and deletes 10,000 pods in waves and
 expects each agent's RSS after within 5% of before. RSS is noisy; what it measures is
 whether the model's tables return to their size, which is what these tests check.
+
+The parsed /32s are kept per process, for every model in it: the addresses here are
+ones no other test uses, so the count moves with this test's pods alone.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ LOCAL_PER_WAVE = 5
 
 def model() -> tuple[NodeState, MapContents]:
     state = NodeState("n1")
-    for node in (NodeInfo("n1", "10.98.0.11", "10.244.1.0/24"),
-                 NodeInfo("ghost", "10.98.0.200", "10.250.0.0/16")):
+    for node in (NodeInfo("n1", "10.98.0.11", "10.245.1.0/24"),
+                 NodeInfo("ghost", "10.98.0.200", "10.251.0.0/16")):
         state.set_node(node)
     for n in range(3):
         state.set_namespace(Namespace(f"ns{n}"))
@@ -32,7 +35,7 @@ def model() -> tuple[NodeState, MapContents]:
         "metadata": {"name": "named", "namespace": "ns0"},
         "spec": {"podSelector": {}, "policyTypes": ["Egress", "Ingress"],
                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "a1"}}}]}],
-                 "egress": [{"to": [{"ipBlock": {"cidr": "10.250.0.0/16"}}],
+                 "egress": [{"to": [{"ipBlock": {"cidr": "10.251.0.0/16"}}],
                              "ports": [{"port": "serve"}]}]}}))
     installed = MapContents()
     sync(state, installed)
@@ -47,11 +50,11 @@ def sync(state: NodeState, installed: MapContents) -> None:
 def wave(state: NodeState, installed: MapContents, first: int) -> None:
     """Pods with addresses never used before, a few wired here, then all deleted."""
     pods = [Pod(f"ns{i % 3}", f"g{i}", {"pod": f"g{i}", "app": f"a{i % 5}"},
-                f"10.250.{i // 250 % 256}.{i % 250 + 2}", "ghost",
+                f"10.251.{i // 250 % 256}.{i % 250 + 2}", "ghost",
                 (ContainerPort("serve", 80),))
             for i in range(first, first + PODS_PER_WAVE)]
     local = [Pod("ns0", f"l{first + k}", {"pod": f"l{first + k}"},
-                 f"10.244.1.{(first + k) % 250 + 2}", "n1") for k in range(LOCAL_PER_WAVE)]
+                 f"10.245.1.{(first + k) % 250 + 2}", "n1") for k in range(LOCAL_PER_WAVE)]
     for pod in pods + local:
         state.set_pod(pod)
     for k, pod in enumerate(local):
@@ -93,12 +96,12 @@ def test_an_address_still_held_keeps_its_parsed_prefix() -> None:
     leaves the other resolving, and the address is forgotten with the last."""
     state, installed = model()
     held = host_prefixes_held()
-    state.set_pod(Pod("ns1", "old", {"pod": "old"}, "10.250.9.9", "ghost"))
-    state.set_pod(Pod("ns1", "new", {"pod": "new"}, "10.250.9.9", "ghost"))
+    state.set_pod(Pod("ns1", "old", {"pod": "old"}, "10.251.9.9", "ghost"))
+    state.set_pod(Pod("ns1", "new", {"pod": "new"}, "10.251.9.9", "ghost"))
     sync(state, installed)
     state.remove_pod("ns1", "old")
     sync(state, installed)
-    assert [p.name for p in state.cluster.pods_with_ip("10.250.9.9")] == ["new"]
+    assert [p.name for p in state.cluster.pods_with_ip("10.251.9.9")] == ["new"]
     assert host_prefixes_held() == held + 1
     state.remove_pod("ns1", "new")
     sync(state, installed)
