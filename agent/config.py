@@ -16,7 +16,8 @@ IN_CLUSTER_SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceacc
 
 @dataclass(frozen=True)
 class ConntrackTimeouts:
-    """Idle timeouts in seconds, per protocol and TCP state."""
+    """Idle timeouts in seconds, per protocol and TCP or SCTP state; each is the
+    node_config field ct_<name>."""
 
     tcp_syn: int = 60
     tcp_established: int = 21600
@@ -24,6 +25,11 @@ class ConntrackTimeouts:
     udp: int = 60
     icmp: int = 30
     other: int = 60
+    # TCP's: an association may turn its heartbeats off, so an idle one must not lose
+    # its entry sooner than an idle TCP connection.
+    sctp_init: int = 60
+    sctp_established: int = 21600
+    sctp_closing: int = 10
 
 
 @dataclass(frozen=True)

@@ -10,33 +10,28 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import queue
-import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from podwire.agent import programmer
+from podwire.agent import nodesetup, programmer
 from podwire.agent.config import AgentConfig
-from podwire.agent.datapath import Datapath, ensure_vxlan_device
-from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
-from podwire.agent.entries import policy_direction
-from podwire.agent.flows import FlowEnricher, FlowHistory, PeerNames
+from podwire.agent.datapath import Datapath
+from podwire.agent.desired import LocalEndpoint, NodeState
+from podwire.agent.dispatch import apply_event
+from podwire.agent.flownames import ModelNames
+from podwire.agent.flows import FlowEnricher, FlowHistory
 from podwire.agent.localapi import LocalApi, Request, Response, cni_route
 from podwire.agent.metrics import AgentMetrics
+from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
-from podwire.agent.watch import WatchEvent, WatchSet, api_client
-from podwire.bpf.constants import Direction
+from podwire.agent.watch import WatchSet, api_client
 from podwire.cni.endpoints import Endpoint
 from podwire.cni.node import EndpointHook, Node
-from podwire.policy import Namespace, NetworkPolicy, Pod, PolicyError, policies_selecting
 
 log = logging.getLogger("podwire.agent")
-
-MASQUERADE_COMMENT = "podwire: masquerade pod traffic leaving the cluster"
 
 
 class Agent:
@@ -133,33 +128,26 @@ class Agent:
 
     def _own_node(self) -> NodeInfo:
         """This node's address and pod CIDR: from its Node object, unless configured."""
-        known = self.state.nodes.get(self.config.node_name)
-        node_ip = self.config.node_ip or (known.ip if known else None)
-        pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
-        while node_ip is None or pod_cidr is None:
+        while True:
+            known = self.state.nodes.get(self.config.node_name)
+            node_ip = self.config.node_ip or (known.ip if known else None)
+            pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
+            if node_ip is not None and pod_cidr is not None:
+                return NodeInfo(self.config.node_name, node_ip, pod_cidr)
             self.not_ready_reason = (f"node {self.config.node_name} has no "
                                      f"{'address' if node_ip is None else 'spec.podCIDR'} yet")
             if self.stopping.wait(0.2):
                 raise SystemExit(0)
             self._drain_events(block=False)
-            known = self.state.nodes.get(self.config.node_name)
-            node_ip = self.config.node_ip or (known.ip if known else None)
-            pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
-        return NodeInfo(self.config.node_name, node_ip, pod_cidr)
 
     def _set_up_node(self, node: NodeInfo) -> None:
         assert self.datapath is not None and node.ip and node.pod_cidr
         with self.lock:
             self.state.set_node(node)
         self.cni.pod_cidr = ipaddress.IPv4Network(node.pod_cidr)
-        _sysctl("net.ipv4.ip_forward", "1")
-        _sysctl("net.ipv4.conf.all.rp_filter", "0")
-        _sysctl("net.ipv4.conf.default.rp_filter", "0")
-        vxlan = ensure_vxlan_device(self.config.vxlan_device, node.ip, self.config.vxlan_port,
-                                    self.config.mtu + 50)
+        vxlan = nodesetup.prepare(self.config, node.ip, node.pod_cidr)
         self.datapath.attach_overlay(vxlan)
         self.datapath.set_node_config(node_ip=node.ip)
-        _ensure_masquerade(node.pod_cidr)
 
     def _restore_endpoints(self) -> None:
         """Endpoints wired before a restart: re-attach the (possibly new) programs."""
@@ -196,59 +184,17 @@ class Agent:
 
     def _drain_events(self, block: bool) -> None:
         assert self.watches is not None
-        batch: list[WatchEvent] = []
-        try:
-            if block:
-                batch.append(self.watches.events.get(timeout=0.5))
-            while True:
-                batch.append(self.watches.events.get_nowait())
-        except queue.Empty:
-            pass
+        batch = list(self.watches.events(timeout=0.5 if block else 0.0))
         if not batch:
             return
         with self.lock:
             for event in batch:
-                self._apply_event(event)
+                apply_event(self.state, event)
             # Events arrive in revision order; the last one handled vouches for all.
             self._handled_revision = batch[-1].revision
             if self.ready:
                 self._reconcile()
                 self.revision = self._handled_revision
-
-    def _apply_event(self, event: WatchEvent) -> None:
-        obj, deleted = event.obj, event.type == "DELETED"
-        if event.type in ("BOOKMARK", "ERROR"):
-            return
-        meta = obj.get("metadata") or {}
-        name, namespace = meta.get("name", ""), meta.get("namespace", "")
-        try:
-            if event.kind == "Namespace":
-                if deleted:
-                    self.state.remove_namespace(name)
-                else:
-                    self.state.set_namespace(Namespace.from_api(obj))
-            elif event.kind == "Pod":
-                if deleted:
-                    self.state.remove_pod(namespace, name)
-                else:
-                    self.state.set_pod(Pod.from_api(obj))
-            elif event.kind == "NetworkPolicy":
-                if deleted:
-                    self.state.remove_policy(namespace, name)
-                else:
-                    try:
-                        self.state.set_policy(NetworkPolicy.from_api(obj))
-                    except PolicyError as err:
-                        self.state.reject_policy(f"{namespace}/{name}",
-                                                 meta.get("resourceVersion", ""), err)
-            elif event.kind == "Node":
-                if deleted:
-                    self.state.remove_node(name)
-                else:
-                    self.state.set_node(_node_info(obj))
-        except PolicyError as err:
-            log.warning("event=object_rejected kind=%s name=%s/%s error=%r", event.kind,
-                        namespace, name, err.describe())
 
     # ------------------------------------------------------------ CNI hooks
 
@@ -273,8 +219,9 @@ class Agent:
     def _read_flows(self) -> None:
         assert self.datapath is not None
         reader = self.datapath.events()
-        enricher = FlowEnricher(self.config.node_name, self._names_of, self.state.policy_name,
-                                self._isolating_policies)
+        names = ModelNames(self.state)
+        enricher = FlowEnricher(self.config.node_name, names.pod, self.state.policy_name,
+                                names.isolating)
         while not self.stopping.is_set():
             if not reader.wait(0.5):
                 continue
@@ -284,28 +231,6 @@ class Agent:
             for record in records:
                 self.flows.add(record)
                 self.metrics.count_flow(record)
-
-    def _names_of(self, ip: str) -> PeerNames:
-        for endpoint in self.state.endpoints.values():
-            if endpoint.ip == ip:
-                pod = self.state.cluster.pod(endpoint.namespace, endpoint.name)
-                return PeerNames(endpoint.namespace, endpoint.name,
-                                 pod.labels if pod is not None else {})
-        pods = self.state.cluster.pods_with_ip(ip)
-        if pods:
-            return PeerNames(pods[0].namespace, pods[0].name, pods[0].labels)
-        return PeerNames(None, None)
-
-    def _isolating_policies(self, ip: str, direction: str) -> list[str]:
-        names = self._names_of(ip)
-        if names.pod is None or names.namespace is None:
-            return []
-        pod = self.state.cluster.pod(names.namespace, names.pod)
-        if pod is None:
-            return []
-        selecting = policies_selecting(self.state.cluster, pod,
-                                       policy_direction(Direction.from_label(direction)))
-        return [p.key for p in selecting]
 
     def _conntrack_gc_loop(self) -> None:
         assert self.datapath is not None
@@ -374,23 +299,3 @@ def _local(endpoint: Endpoint) -> LocalEndpoint:
                          host_mac=endpoint.host_mac, namespace=endpoint.pod_namespace,
                          name=endpoint.pod_name)
 
-
-def _node_info(obj: dict[str, Any]) -> NodeInfo:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    address = next((a.get("address") for a in status.get("addresses") or []
-                    if a.get("type") == "InternalIP"), None)
-    return NodeInfo(obj["metadata"]["name"], address, spec.get("podCIDR"))
-
-
-def _sysctl(name: str, value: str) -> None:
-    Path("/proc/sys", *name.split(".")).write_text(value)
-
-
-def _ensure_masquerade(pod_cidr: str) -> None:
-    """Pods reach the world with the node's address; pod-to-pod traffic never gets here."""
-    rule = ["POSTROUTING", "-s", pod_cidr, "!", "-d", pod_cidr, "-m", "comment",
-            "--comment", MASQUERADE_COMMENT, "-j", "MASQUERADE"]
-    check = subprocess.run(["iptables", "-t", "nat", "-C", *rule], check=False,
-                           capture_output=True)
-    if check.returncode != 0:
-        subprocess.run(["iptables", "-t", "nat", "-A", *rule], check=True, capture_output=True)

@@ -23,7 +23,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -46,16 +46,24 @@ _GC_BATCH = 4096
 def ct_timeout_s(cfg: structs.NodeConfig, proto: int, state: int) -> int:
     """The idle timeout of a conntrack entry; the same rule as ct_timeout_ns() in C."""
     if proto == socket.IPPROTO_TCP:
-        if state == CtState.ESTABLISHED:
-            return int(cfg.ct_tcp_established)
-        if state == CtState.CLOSING:
-            return int(cfg.ct_tcp_closing)
-        return int(cfg.ct_tcp_syn)
+        return _phase_timeout(state, cfg.ct_tcp_syn, cfg.ct_tcp_established,
+                              cfg.ct_tcp_closing)
+    if proto == socket.IPPROTO_SCTP:
+        return _phase_timeout(state, cfg.ct_sctp_init, cfg.ct_sctp_established,
+                              cfg.ct_sctp_closing)
     if proto == socket.IPPROTO_UDP:
         return int(cfg.ct_udp)
     if proto == socket.IPPROTO_ICMP:
         return int(cfg.ct_icmp)
     return int(cfg.ct_other)
+
+
+def _phase_timeout(state: int, opening: int, established: int, closing: int) -> int:
+    if state == CtState.ESTABLISHED:
+        return int(established)
+    if state == CtState.CLOSING:
+        return int(closing)
+    return int(opening)
 
 
 def ct_expired(cfg: structs.NodeConfig, key: structs.CtKey, value: structs.CtValue,
@@ -186,12 +194,8 @@ class Datapath:
             cfg.flags = (cfg.flags | CFG_F_EVENTS) if flow_events else (
                 cfg.flags & ~CFG_F_EVENTS)
         if timeouts is not None:
-            cfg.ct_tcp_syn = timeouts.tcp_syn
-            cfg.ct_tcp_established = timeouts.tcp_established
-            cfg.ct_tcp_closing = timeouts.tcp_closing
-            cfg.ct_udp = timeouts.udp
-            cfg.ct_icmp = timeouts.icmp
-            cfg.ct_other = timeouts.other
+            for name, seconds in asdict(timeouts).items():
+                setattr(cfg, f"ct_{name}", seconds)
         self.config.update(ctypes.c_uint32(0), cfg)
 
     # Conntrack
@@ -268,19 +272,3 @@ class Datapath:
             self._ipr.close()
             self._ipr = None
 
-
-def ensure_vxlan_device(name: str, local_ip: str, port: int, mtu: int,
-                        netns: str | None = None) -> int:
-    """Create (or keep) a vxlan device in external/collect_md mode; returns its ifindex.
-
-    The tunnel key (remote node, VNI) comes from from_pod per packet, so one device
-    serves every remote node. MTU 1450 leaves room for the 50-byte encapsulation.
-    """
-    with iproute(netns) as ipr:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
-            ipr.link("add", ifname=name, kind="vxlan", vxlan_collect_metadata=1,
-                     vxlan_port=port, vxlan_local=local_ip, vxlan_learning=0)
-            found = ipr.link_lookup(ifname=name)
-        ipr.link("set", index=found[0], mtu=mtu, state="up")
-        return int(found[0])

@@ -5,42 +5,32 @@ The ring buffer carries numbers (addresses, identities, policy refs); a person w
 the agent's model through a bounded cache, and the history is a fixed-size ring, so a
 busy node costs the agent a constant amount of memory.
 
-A record (what `GET /flows` streams, one JSON object a line, and `podwire observe -o json`
-prints) has these fields; they are a stable interface, extended but never renamed:
-
-- `time`: ISO 8601 UTC with microseconds; `node`: the agent's node name.
-- `type`: `policy-verdict` (a new connection allowed, or denied by policy) or `drop`
-  (any other drop); `verdict`: `FORWARDED` or `DROPPED`; `drop_reason`: the name from
-  bpf/lib/drop.h (`POLICY_DENIED`, `INVALID_SOURCE`, ...) or null when forwarded.
-- `direction`: `ingress` or `egress`, the side the verdict is about; `hook`: the program
-  that saw it (`from-pod`, `to-pod`, `from-overlay`).
-- `protocol` (`TCP`, `UDP`, `ICMP`, `SCTP` or the number), `tcp_flags` (names), `length`.
-- `source`, `destination`: `{ip, port, identity, namespace, pod, labels}`; namespace, pod
-  are null and labels empty for addresses that are no pod.
-- `evaluated`: the directions whose policy this node checked for the verdict (egress on
-  the sender's node, ingress on the receiver's; the node itself reaches its pods unchecked).
-- `allowed_by`: `{direction: "namespace/policy"}` for each evaluated direction a policy
-  allowed; an evaluated direction missing here had no policy isolating the pod.
-- `isolated_by`: for a policy drop, the policies isolating the pod in that direction.
+The record itself (`FlowRecord`, its fields and `seq`) is defined in `common/flow.py`:
+the CLI and the lab read it too.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime
+import itertools
 import json
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from podwire.agent import structs
 from podwire.agent.reasons import reason_name
 from podwire.bpf.constants import Direction, EventType, Hook, ReservedIdentity
+from podwire.common.flow import FlowEnd, FlowRecord
+from podwire.policy import PortlessProtocol, Protocol
 
-PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 132: "SCTP"}
+# The protocols a record names; others print as their number. The datapath parses IPv4
+# only, so ICMPv6 cannot occur.
+PROTOCOLS = {p.number: str(p) for p in (*Protocol, PortlessProtocol.ICMP)}
 TCP_FLAGS = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"))
 # The labels of the datapath's values, looked up per event (a dict, not an enum call).
 HOOKS = {int(hook): hook.label for hook in Hook}
@@ -107,6 +97,7 @@ class FlowEnricher:
         self._isolation = isolation
         # Wall clock of bpf_ktime_get_ns() == 0, to print event times as dates.
         self._boot_offset = time.time() - time.monotonic()
+        self._seq = itertools.count()
 
     def _names(self, ip: str) -> PeerNames:
         found = self._lookup_pod(ip)
@@ -116,7 +107,8 @@ class FlowEnricher:
     def _isolated_by(self, key: tuple[str, str]) -> list[str]:
         return self._isolation(*key)
 
-    def record(self, event: structs.FlowEvent) -> dict[str, Any]:
+    def record(self, event: structs.FlowEvent) -> FlowRecord:
+        """The next record; `seq` counts the records this enricher made, from 0."""
         src_ip, dst_ip = _ip_str(event.saddr), _ip_str(event.daddr)
         dropped = event.type == EventType.DROP
         direction = DIRECTIONS.get(event.direction, "unknown")
@@ -124,7 +116,8 @@ class FlowEnricher:
         when = self._boot_offset + event.timestamp / 1e9
         now = time.monotonic()
         reason = reason_name(event.reason) if dropped else None
-        record: dict[str, Any] = {
+        record: FlowRecord = {
+            "seq": next(self._seq),
             "time": datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat(
                 timespec="microseconds"),
             "node": self.node,
@@ -138,7 +131,7 @@ class FlowEnricher:
             "source": self._endpoint(src_ip, event.sport, event.src_identity, now),
             "destination": self._endpoint(dst_ip, event.dport, event.dst_identity, now),
             "tcp_flags": [name for bit, name in TCP_FLAGS if event.tcp_flags & bit]
-            if protocol == "TCP" else [],
+            if protocol == Protocol.TCP else [],
             "length": event.len,
             "evaluated": _evaluated(event),
             "allowed_by": {},
@@ -154,7 +147,7 @@ class FlowEnricher:
                                                              self._isolated_by, now))
         return record
 
-    def _endpoint(self, ip: str, port: int, identity: int, now: float) -> dict[str, Any]:
+    def _endpoint(self, ip: str, port: int, identity: int, now: float) -> FlowEnd:
         names = self._pods.get(ip, self._names, now)
         return {"ip": ip, "port": structs.port_host(port), "identity": identity,
                 "namespace": names.namespace, "pod": names.pod, "labels": names.labels}
@@ -185,45 +178,42 @@ def _evaluated(event: structs.FlowEvent) -> list[str]:
 
 
 class FlowHistory:
-    """The last `size` flow records, with sequence numbers for followers."""
+    """The last `size` flow records; followers resume after a record's `seq`."""
 
     def __init__(self, size: int) -> None:
-        self._records: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(
-            maxlen=size)
-        self._next = 0
+        self._records: collections.deque[FlowRecord] = collections.deque(maxlen=size)
+        self._newest = -1
         self._cond = threading.Condition()
         self.lost = 0
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: FlowRecord) -> None:
+        """Keep `record`, whose seq is above every record's added before."""
         with self._cond:
-            self._records.append((self._next, record))
-            self._next += 1
+            self._records.append(record)
+            self._newest = record["seq"]
             self._cond.notify_all()
 
-    def last(self, count: int | None) -> list[tuple[int, dict[str, Any]]]:
-        return self.snapshot(count)[0]
-
-    def snapshot(self, count: int | None) -> tuple[list[tuple[int, dict[str, Any]]], int]:
-        """The last `count` records (all when None) and the sequence number of the newest
-        record held, taken together: a follower resumes after it and misses nothing."""
+    def snapshot(self, count: int | None) -> tuple[list[FlowRecord], int]:
+        """The last `count` records (all when None) and the seq of the newest record
+        held, taken together: a follower resumes after it and misses nothing."""
         with self._cond:
             items = list(self._records)
-            cursor = self._next - 1
+            cursor = self._newest
         return (items if count is None else items[-count:] if count > 0 else []), cursor
 
-    def follow(self, after: int, stop: threading.Event) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Records with sequence > after, waiting for new ones until `stop` is set."""
+    def follow(self, after: int, stop: threading.Event) -> Iterator[FlowRecord]:
+        """Records with seq > after, waiting for new ones until `stop` is set."""
         cursor = after
         while not stop.is_set():
             with self._cond:
-                pending = [item for item in self._records if item[0] > cursor]
+                pending = [record for record in self._records if record["seq"] > cursor]
                 if not pending:
                     self._cond.wait(0.5)
                     continue
-            for item in pending:
-                cursor = item[0]
-                yield item
+            for record in pending:
+                cursor = record["seq"]
+                yield record
 
-    def as_lines(self, items: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[bytes]:
-        for _, record in items:
+    def as_lines(self, records: Iterator[FlowRecord]) -> Iterator[bytes]:
+        for record in records:
             yield json.dumps(record, sort_keys=True).encode() + b"\n"

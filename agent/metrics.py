@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from podwire.agent.datapath import Counter as DatapathCounter
+from podwire.common.flow import FlowRecord
 
 log = logging.getLogger("podwire.agent.metrics")
 
@@ -123,7 +124,7 @@ class AgentMetrics:
         # Labelled children by label values: .labels() costs more than the increment.
         self._children: dict[tuple[str, ...], Any] = {}
 
-    def count_flow(self, record: Mapping[str, Any]) -> None:
+    def count_flow(self, record: FlowRecord) -> None:
         """Count one flow record as it arrives from the ring buffer."""
         kind, verdict, direction = record["type"], record["verdict"], record["direction"]
         counters = self._children.get((kind, verdict, direction))

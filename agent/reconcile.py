@@ -13,8 +13,19 @@ endpoint that does not exist yet drops everything, so:
 5. remove: stale ipcache entries, stale policy entries, removed endpoints (an allow goes
    only after what replaces it is in place).
 
-No intermediate state allows what neither end allows, and what both ends allow stays
-allowed throughout (tests/unit/test_reconcile.py checks both on random changes).
+At each endpoint, in each direction, no intermediate state allows what neither end
+allows, and what both ends allow stays allowed throughout, for a change of one kind:
+pods moving between identities, one pod wired or unwired here, or policies changing.
+tests/unit/test_reconcile.py checks both on random changes of each kind, finding peers
+by address in the ipcache as the datapath does. It holds because an identity number
+keeps its meaning across one plan (a released one waits, agent/identity.py).
+
+Changes of several kinds in one plan are weaker, and no order of single writes makes
+every such plan exact (two pods swapping labels while the allows of those labels swap
+admits no safe first write). What they can do, each for the instant between two
+writes: an endpoint wired in the same plan as a peer changes identity judges that peer
+by its old identity until step 3 or 5; a flow between two endpoints of this node passes
+when one side's new allow lands (1) before the other side's isolation (2).
 """
 
 from __future__ import annotations

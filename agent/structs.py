@@ -162,7 +162,9 @@ class NodeConfig(ctypes.Structure):
         ("ct_udp", ctypes.c_uint32),
         ("ct_icmp", ctypes.c_uint32),
         ("ct_other", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("ct_sctp_init", ctypes.c_uint32),
+        ("ct_sctp_established", ctypes.c_uint32),
+        ("ct_sctp_closing", ctypes.c_uint32),
     ]
 
 

@@ -1,23 +1,31 @@
 """The agent's Kubernetes side: list, watch, resync and backoff, kept out of business logic.
 
-An `Informer` keeps one kind's objects in a cache and tells a handler what changed,
-(event_type, obj_dict), with event types ADDED, MODIFIED, DELETED and BOOKMARK (the stream
-has reached obj.metadata.resourceVersion; no object changed). It lists, then watches from
-the list's resourceVersion with bookmarks; when the server answers 410 (history compacted)
-it relists and hands the handler the difference against its cache, so the handler sees the
-same events it would have seen had the watch never broken. Errors and dropped connections
-back off (exponential, jittered, capped) and resume from the last resourceVersion.
+An `Informer` keeps one kind's objects in a cache and tells a handler what changed, as
+a `WatchEvent` of type ADDED, MODIFIED, DELETED or BOOKMARK (the stream has reached the
+event's resourceVersion; no object changed). It lists, then watches from the list's
+resourceVersion with bookmarks; when the server answers 410 (history compacted) it
+relists and hands the handler the difference against its cache, so the handler sees the
+same events it would have seen had the watch never broken. Errors and dropped
+connections back off (exponential, jittered, capped) and resume from the last
+resourceVersion.
 
 Bodies go through `_preload_content=False` and json.loads: 10,000 pods through the
 client's model deserialisation would take seconds; as dicts they take milliseconds.
 
-`WatchSet` runs the informers for Namespaces, Nodes, Pods and NetworkPolicies and feeds
-one queue of `WatchEvent`s; each event carries the revision (the minimum resourceVersion
-over all streams) that the consumer has seen everything up to once it has handled it.
+`WatchSet` runs the informers for Namespaces, Nodes, Pods and NetworkPolicies and hands
+their events over in one order (`WatchSet.events`); each carries the revision (the
+minimum resourceVersion over all streams) that the consumer has seen everything up to
+once it has handled it.
+
+resourceVersions are compared as integers (ordered, "at least") only because both
+servers podwire targets issue them so: the lab's API server counts its writes, and
+kube-apiserver hands out etcd revisions. The API treats them as opaque strings, and so
+does client-go; a server that did not would need this module to stop ordering them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -25,7 +33,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +47,6 @@ from podwire.agent.config import IN_CLUSTER_SERVICE_ACCOUNT_DIR
 
 log = logging.getLogger("podwire.agent.watch")
 
-Handler = Callable[[str, dict[str, Any]], None]
 Key = tuple[str, str]  # (namespace or "", name)
 
 # Transport and protocol failures after which a watch resumes (after a backoff).
@@ -63,6 +70,34 @@ KINDS: dict[str, Kind] = {
     "NetworkPolicy": Kind("NetworkPolicy", "networking.k8s.io/v1", client.NetworkingV1Api,
                           "list_network_policy_for_all_namespaces"),
 }
+
+
+class EventType(StrEnum):
+    """What a watch event says; ERROR events end the watch and are never delivered."""
+
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+    BOOKMARK = "BOOKMARK"
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change (or bookmark) of one kind, as the consumer is handed it.
+
+    `resource_version` is the object's (a bookmark's: where its stream is). `revision`
+    is what the consumer has seen once it has handled this event: every change up to it
+    on every stream feeding the consumer (an Informer's own stream; the WatchSet's four).
+    """
+
+    kind: str
+    type: EventType
+    object: dict[str, Any]
+    resource_version: int
+    revision: int
+
+
+Handler = Callable[[WatchEvent], None]
 
 
 @dataclass(frozen=True)
@@ -112,6 +147,7 @@ def object_key(obj: dict[str, Any]) -> Key:
 
 
 def _rv(obj: dict[str, Any]) -> int:
+    # An integer only because the servers we target issue integers (module docstring).
     return int(obj["metadata"]["resourceVersion"])
 
 
@@ -235,9 +271,10 @@ class Informer:
                 raise _Expired(f"HTTP 410 {err.reason}") from err
             raise
 
-    def _deliver(self, event_type: str, obj: dict[str, Any]) -> None:
+    def _deliver(self, event_type: EventType, obj: dict[str, Any]) -> None:
+        event = WatchEvent(self.kind.name, event_type, obj, _rv(obj), self._last_rv)
         try:
-            self._handler(event_type, obj)
+            self._handler(event)
         except Exception:  # a handler bug must not stop the watch stream
             log.exception("event=handler_error kind=%s type=%s name=%s", self.kind.name,
                           event_type, (obj.get("metadata") or {}).get("name"))
@@ -269,21 +306,21 @@ class Informer:
             before = old.get(key)
             if before is None:
                 added += 1
-                self._deliver("ADDED", obj)
+                self._deliver(EventType.ADDED, obj)
             elif before["metadata"].get("resourceVersion") != obj["metadata"].get(
                     "resourceVersion"):
                 modified += 1
-                self._deliver("MODIFIED", obj)
+                self._deliver(EventType.MODIFIED, obj)
         for key, obj in old.items():
             if key not in fresh:
                 deleted += 1
-                self._deliver("DELETED", obj)
+                self._deliver(EventType.DELETED, obj)
         self._last_rv = list_rv
         self._synced.set()
         self.relists += 1
         log.info("event=listed kind=%s resource_version=%d items=%d added=%d modified=%d "
                  "deleted=%d", self.kind.name, list_rv, len(fresh), added, modified, deleted)
-        self._deliver("BOOKMARK", self._bookmark(list_rv))
+        self._deliver(EventType.BOOKMARK, self._bookmark(list_rv))
 
     def _watch(self) -> bool:
         """One watch request from the last RV; returns whether it carried anything.
@@ -305,23 +342,24 @@ class Informer:
         return got_any
 
     def _apply(self, event: dict[str, Any]) -> None:
-        event_type, obj = event["type"], event["object"]
-        if event_type == "ERROR":
+        obj = event["object"]
+        if event["type"] == "ERROR":
             if obj.get("code") == 410:
                 raise _Expired(obj.get("message", "410 Gone"))
             raise _WatchFailed(f"{obj.get('code')} {obj.get('reason')}: {obj.get('message')}")
         rv = _rv(obj)
-        if event_type == "BOOKMARK":
+        if event["type"] not in EventType.__members__:
+            raise ValueError(f"unknown watch event type {event['type']!r}")
+        event_type = EventType(event["type"])
+        if event_type is EventType.BOOKMARK:
             self._last_rv = rv
-            self._deliver("BOOKMARK", obj)
+            self._deliver(event_type, obj)
             return
-        if event_type not in ("ADDED", "MODIFIED", "DELETED"):
-            raise ValueError(f"unknown watch event type {event_type!r}")
         obj.setdefault("kind", self.kind.name)
         obj.setdefault("apiVersion", self.kind.api_version)
         key = object_key(obj)
         with self._lock:
-            if event_type == "DELETED":
+            if event_type is EventType.DELETED:
                 self._cache.pop(key, None)
             else:
                 self._cache[key] = obj
@@ -348,38 +386,37 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-@dataclass(frozen=True)
-class WatchEvent:
-    """One change for the consumer. Once it has handled this event, the consumer has seen
-    every change up to `revision` on every stream (0 until every kind has been listed)."""
-
-    kind: str
-    type: str
-    obj: dict[str, Any]
-    revision: int
-
-
 class WatchSet:
-    """The agent's four informers, on threads, feeding one queue."""
+    """The agent's four informers, on threads, their events handed over in one order."""
 
     DEFAULT_KINDS = ("Namespace", "Node", "Pod", "NetworkPolicy")
 
     def __init__(self, api: client.ApiClient, settings: WatchSettings | None = None,
                  kinds: tuple[str, ...] = DEFAULT_KINDS) -> None:
-        self.events: queue.SimpleQueue[WatchEvent] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[WatchEvent] = queue.SimpleQueue()
         self._lock = threading.Lock()
         # What each stream has put into the queue; the revision never runs ahead of it.
         self._delivered = dict.fromkeys(kinds, 0)
-        self.informers = {kind: Informer(api, kind, partial(self._on_event, kind), settings)
+        self.informers = {kind: Informer(api, kind, self._on_event, settings)
                           for kind in kinds}
 
-    def _on_event(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+    def _on_event(self, event: WatchEvent) -> None:
         with self._lock:
-            self._delivered[kind] = self.informers[kind].last_resource_version
-            self.events.put(WatchEvent(kind, event_type, obj, min(self._delivered.values())))
+            self._delivered[event.kind] = event.revision
+            self._queue.put(dataclasses.replace(event, revision=min(self._delivered.values())))
+
+    def events(self, timeout: float = 0.0) -> Iterator[WatchEvent]:
+        """The events queued so far, in order, waiting up to `timeout` seconds for the
+        first; the iteration ends when none is left."""
+        try:
+            yield self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            while True:
+                yield self._queue.get_nowait()
+        except queue.Empty:
+            return
 
     def revision(self) -> int:
-        """The minimum RV over the streams as put into the queue (0 before all synced)."""
+        """The minimum RV over the streams as handed over (0 before all synced)."""
         with self._lock:
             return min(self._delivered.values())
 

@@ -38,8 +38,8 @@ from podwire.agent.maps import BpfMap
 from podwire.bench import tools
 from podwire.bpf import constants
 from podwire.lab import netns
-from podwire.lab.apiresources import NAMESPACES, NETWORK_POLICIES, NODES, PODS
-from podwire.lab.apistore import ApiStore, save_state
+from podwire.lab.api.kinds import NAMESPACES, NETWORK_POLICIES, NODES, PODS
+from podwire.lab.api.store import ApiStore, save_state
 
 # The programs it runs (checked before it starts: bench/tools.py).
 TOOLS = ("nsenter", "ip", "curl")
@@ -123,7 +123,7 @@ class Bench:
         build_state(state, self.pods, self.policies, self.local_pods)
         print(f"built API state in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         self.api_proc = subprocess.Popen(
-            [PYTHON, "-m", "podwire.lab.apiserver", "--listen", "127.0.0.1:0",
+            [PYTHON, "-m", "podwire.lab.api", "--listen", "127.0.0.1:0",
              "--listen-netns", f"/run/netns/{self.node_ns}=127.0.0.1:6443", "--state", str(state),
              "--kubeconfig", str(self.work / "kubeconfig")],
             stdout=subprocess.DEVNULL, stderr=open(self.work / "api.log", "wb"))  # noqa: SIM115

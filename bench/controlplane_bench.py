@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import queue
 import signal
 import socket
 import statistics
@@ -30,8 +29,8 @@ from typing import Any
 from podwire.agent.watch import WatchSet, api_client
 from podwire.bench import tools
 from podwire.bench.figures import Comparison, Figures
-from podwire.lab.apiresources import NAMESPACES, NETWORK_POLICIES, NODES, PODS
-from podwire.lab.apistore import ApiStore, save_state
+from podwire.lab.api.kinds import NAMESPACES, NETWORK_POLICIES, NODES, PODS
+from podwire.lab.api.store import ApiStore, save_state
 
 # The programs it runs (checked before it starts: bench/tools.py).
 TOOLS: tuple[str, ...] = ()  # only Python: the API store and the watch client
@@ -98,7 +97,7 @@ def run(pods: int, policies: int, writes: int) -> tuple[dict[str, float], list[f
         results["setup_s"] = time.perf_counter() - t0
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "podwire.lab.apiserver", "--listen", f"127.0.0.1:{port}",
+            [sys.executable, "-m", "podwire.lab.api", "--listen", f"127.0.0.1:{port}",
              "--state", str(state), "--kubeconfig", str(kubeconfig), "--log-level", "WARNING"])
         try:
             wait_for(kubeconfig.exists, "the API server")
@@ -137,11 +136,8 @@ def run(pods: int, policies: int, writes: int) -> tuple[dict[str, float], list[f
 def measure_latency(watchset: WatchSet, conn: http.client.HTTPConnection,
                     writes: int) -> list[float]:
     """Patch a pod's label, then wait until the consumer dequeues that event."""
-    while True:
-        try:
-            watchset.events.get_nowait()
-        except queue.Empty:
-            break
+    for _ in watchset.events():
+        pass
     latencies = []
     for i in range(writes):
         body = json.dumps({"metadata": {"labels": {"bench": str(i)}}}).encode()
@@ -150,8 +146,10 @@ def measure_latency(watchset: WatchSet, conn: http.client.HTTPConnection,
                      headers={"Content-Type": "application/merge-patch+json"})
         rv = json.loads(conn.getresponse().read())["metadata"]["resourceVersion"]
         while True:
-            event = watchset.events.get(timeout=30)
-            if event.kind == "Pod" and event.obj["metadata"]["resourceVersion"] == rv:
+            arrived = list(watchset.events(timeout=30))
+            if not arrived:
+                raise TimeoutError("no watch event for 30 s")
+            if any(e.kind == "Pod" and e.resource_version == int(rv) for e in arrived):
                 break
         latencies.append((time.perf_counter() - t0) * 1000)
     return latencies

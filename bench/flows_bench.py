@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from podwire.agent.datapath import Datapath
 from podwire.bench import tools, traffic
 from podwire.bench.figures import Comparison, Figures
+from podwire.common.netns import in_netns
 from podwire.lab import cluster, netns, samples
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout, NodeLayout
@@ -71,7 +72,7 @@ class Node:
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         url = f"http://{self.layout.underlay_ip}:9962/metrics"
-        with netns.entered(self.layout.netns), urllib.request.urlopen(url, timeout=5) as resp:
+        with in_netns(self.layout.netns), urllib.request.urlopen(url, timeout=5) as resp:
             text = resp.read().decode()
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for family in text_string_to_metric_families(text) for s in family.samples}

@@ -89,10 +89,10 @@ class EventType(enum.IntEnum):
 
 
 class CtState(enum.IntEnum):
-    """ct_value.state."""
+    """ct_value.state: a connection's phase, each with its idle timeout (types.h)."""
 
     NEW = _C["CT_STATE_NEW"]
-    SYN_SENT = _C["CT_STATE_SYN_SENT"]
+    OPENING = _C["CT_STATE_OPENING"]
     ESTABLISHED = _C["CT_STATE_ESTABLISHED"]
     CLOSING = _C["CT_STATE_CLOSING"]
 

@@ -151,7 +151,7 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState
 
 def _start_apiserver(layout: LabLayout, port: int) -> None:
     """One API server process: the host reaches it on loopback, nodes on the underlay."""
-    procs.start([_python(), "-m", "podwire.lab.apiserver",
+    procs.start([_python(), "-m", "podwire.lab.api",
                  "--listen", f"127.0.0.1:{port}",
                  "--listen-netns",
                  f"{netns.path(layout.underlay_netns)}={API_UNDERLAY_IP}:{API_UNDERLAY_PORT}"],

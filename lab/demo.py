@@ -12,8 +12,8 @@ from typing import Any
 
 from rich.console import Console
 
-from podwire import flowfilter, render
-from podwire.common import agentapi
+from podwire.common import agentapi, flowfilter, flowtext
+from podwire.common.flow import from_json
 from podwire.lab import cluster, manifests, probes, samples, views, workload
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
@@ -69,12 +69,13 @@ def show_flows(console: Console, state: cluster.LabState) -> None:
     batches = []
     for node in state.node_layouts():
         try:
-            batches.append(agentapi.recent_flows(node.socket_path, last=500))
+            batches.append([from_json(r) for r in agentapi.recent_flows(node.socket_path,
+                                                                        last=500)])
         except agentapi.AgentError as exc:
             console.print(f"{node.name}: flows unavailable ({exc})")
-    into_x = [r for r in flowfilter.merge_by_time(batches) if r.get("type") == "policy-verdict"
-              and r["destination"].get("namespace") == "x"]
+    selection = flowfilter.build(to_pod=["x/"], type=["policy-verdict"])
+    into_x = [r for r in flowfilter.merge_by_time(batches) if selection.matches(r)]
     allowed = [r for r in into_x if r["allowed_by"].get("ingress")][-6:]
     denied = [r for r in into_x if r["verdict"] == "DROPPED"][-6:]
     for record in flowfilter.merge_by_time([allowed, denied]):
-        console.print(render.compact(record))
+        console.print(flowtext.compact(record))

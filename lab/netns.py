@@ -48,13 +48,9 @@ def remove(name: str) -> None:
         netns.remove(name)
 
 
-# The thread-local setns lives in one place, podwire.common.netns.
-entered = in_netns
-
-
 def socket_in(name: str, family: int, kind: int) -> socket.socket:
     """A socket living in namespace `name`, whatever thread uses it later."""
-    with entered(name):
+    with in_netns(name):
         return socket.socket(family, kind)
 
 
@@ -68,5 +64,5 @@ def run(name: str, argv: list[str], **kwargs: object) -> subprocess.CompletedPro
 
 def sysctl(name: str, key: str, value: str) -> None:
     """Set a per-namespace sysctl, e.g. net.ipv4.ip_forward."""
-    with entered(name):
+    with in_netns(name):
         Path("/proc/sys", *key.split(".")).write_text(value)

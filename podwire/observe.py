@@ -1,9 +1,9 @@
 """`podwire observe`: flow records from the node's agent, or from every lab node at once.
 
 Records come from each agent's `GET /flows` (history, or a stream with `--follow`),
-are selected by the pure filters of `podwire.flowfilter`, merged by time across nodes
-and printed by `podwire.render` (compact, table) or as JSON lines. Lost events are
-reported on stderr, so JSON on stdout stays one flow a line.
+are selected by the pure filters of `podwire.common.flowfilter`, merged by time across
+nodes and printed by `podwire.common.flowtext` (compact, table) or as JSON lines. Lost
+events are reported on stderr, so JSON on stdout stays one flow a line.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import json
 import queue
 import sys
 import threading
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from rich.console import Console
 
-from podwire import flowfilter, render
 from podwire.agents import AgentTarget, add_target_arguments, targets
+from podwire.common import flowfilter, flowtext
 from podwire.common.agentapi import AgentError, RecordStream, get_json, read_records
+from podwire.common.flow import FlowRecord, from_json
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_LAST = 20
@@ -29,7 +30,7 @@ RECONNECT_SECONDS = 1.0
 
 FIELDS_HELP = """\
 JSON output (-o json) prints each flow record as the agent keeps it, one object a
-line, with these fields: time, node, type (policy-verdict|drop), verdict
+line, with these fields: seq (the agent's record number), time, node, type (policy-verdict|drop), verdict
 (FORWARDED|DROPPED), drop_reason, direction, hook, protocol, tcp_flags, length,
 source and destination {ip, port, identity, namespace, pod, labels}, evaluated
 (directions whose policy was checked), allowed_by {egress, ingress}, isolated_by.
@@ -82,18 +83,18 @@ class Printer:
                                width=None if terminal else 200)
         self._header_done = False
 
-    def records(self, records: list[Mapping[str, Any]]) -> None:
+    def records(self, records: list[FlowRecord]) -> None:
         if self.output == "json":
             for record in records:
                 self.stdout.write(json.dumps(record, sort_keys=True) + "\n")
             self.stdout.flush()
         elif self.output == "table":
             if records or not self._header_done:
-                self.console.print(render.table(records, header=not self._header_done))
+                self.console.print(flowtext.table(records, header=not self._header_done))
                 self._header_done = True
         else:
             for record in records:
-                self.console.print(render.compact(record))
+                self.console.print(flowtext.compact(record))
         self.stdout.flush()
 
 
@@ -146,20 +147,37 @@ def _history(nodes: list[AgentTarget], selection: flowfilter.FlowFilter, last: i
     for node in nodes:
         try:
             name, lost = _lost(node)
-            batches.append([r for r in read_records(node.socket_path, "/flows") if selection.matches(r)])
+            batches.append([r for r in _flows(node) if selection.matches(r)])
         except AgentError as err:
             _err(str(err))
             failed = True
             continue
         if lost:
-            _err(render.lost_notice(name, lost))
+            _err(flowtext.lost_notice(name, lost))
     merged = flowfilter.merge_by_time(batches)
     printer.records(merged if last is None else merged[-last:] if last else [])
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _key(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True)
+def _flows(node: AgentTarget) -> list[FlowRecord]:
+    return [from_json(r) for r in read_records(node.socket_path, "/flows")]
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A record from one node's stream."""
+
+    node: AgentTarget
+    record: FlowRecord
+
+
+@dataclass(frozen=True)
+class _Notice:
+    """A line for stderr. `ended` names a node whose stream broke: its records after
+    this one come from a stream opened anew."""
+
+    text: str
+    ended: AgentTarget | None = None
 
 
 class _Follower:
@@ -168,7 +186,7 @@ class _Follower:
 
     def __init__(self, nodes: list[AgentTarget]) -> None:
         self.nodes = nodes
-        self.queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.queue: queue.Queue[Streamed | _Notice] = queue.Queue()
         self.stop = threading.Event()
 
     def open(self) -> None:
@@ -184,14 +202,15 @@ class _Follower:
         while not self.stop.is_set():
             try:
                 if stream is None:
-                    stream = RecordStream(node.socket_path, "/flows?follow=1&last=0", timeout=None)
-                    self.queue.put(("error", f"agent at {node.socket_path}: reconnected"))
+                    stream = RecordStream(node.socket_path, "/flows?follow=1&last=0",
+                                          timeout=None)
+                    self.queue.put(_Notice(f"agent at {node.socket_path}: reconnected"))
                 for record in stream:
-                    self.queue.put(("flow", record))
+                    self.queue.put(Streamed(node, from_json(record)))
                 ended = f"agent at {node.socket_path} ended the stream; reconnecting"
-                self.queue.put(("error", ended))
+                self.queue.put(_Notice(ended, node))
             except AgentError as err:
-                self.queue.put(("error", f"{err}; reconnecting"))
+                self.queue.put(_Notice(f"{err}; reconnecting", node))
             stream = None
             self.stop.wait(RECONNECT_SECONDS)
 
@@ -205,8 +224,31 @@ class _Follower:
                 except AgentError:
                     continue  # the node's stream thread reports an unreachable agent
                 if lost > seen.get(name, 0):
-                    self.queue.put(("lost", (name, lost - seen.get(name, 0))))
+                    self.queue.put(_Notice(flowtext.lost_notice(name, lost - seen.get(name, 0))))
                 seen[name] = lost
+
+
+class HistoryOverlap:
+    """What a node's stream repeats of the history printed before it: the stream opens
+    first, so its first records may be in the history too. A node's records are told
+    apart by `seq`, which grows along its stream; once a record is past the history, or
+    the stream breaks (a restarted agent counts from 0 again), nothing more repeats."""
+
+    def __init__(self, history: dict[AgentTarget, list[FlowRecord]]) -> None:
+        self._until = {node: max(r["seq"] for r in records)
+                       for node, records in history.items() if records}
+
+    def repeats(self, item: Streamed) -> bool:
+        until = self._until.get(item.node)
+        if until is None:
+            return False
+        if item.record["seq"] <= until:
+            return True
+        del self._until[item.node]
+        return False
+
+    def end(self, node: AgentTarget) -> None:
+        self._until.pop(node, None)
 
 
 def _follow(nodes: list[AgentTarget], selection: flowfilter.FlowFilter, last: int | None,
@@ -221,34 +263,30 @@ def _follow(nodes: list[AgentTarget], selection: flowfilter.FlowFilter, last: in
         _err(str(err))
         return EXIT_FAILED
     seen_lost: dict[str, int] = {}
-    batches = []
+    history: dict[AgentTarget, list[FlowRecord]] = {}
     for node in nodes:
         try:
             name, seen_lost[name] = _lost(node)
-            batches.append(read_records(node.socket_path, "/flows"))
+            history[node] = _flows(node)
         except AgentError as err:
             _err(str(err))
             return EXIT_FAILED
         if seen_lost[name]:
-            _err(render.lost_notice(name, seen_lost[name]))
-    history = flowfilter.merge_by_time(batches)
-    printed = {_key(r) for r in history}
-    shown = [r for r in history if selection.matches(r)]
+            _err(flowtext.lost_notice(name, seen_lost[name]))
+    overlap = HistoryOverlap(history)
+    shown = [r for r in flowfilter.merge_by_time(list(history.values()))
+             if selection.matches(r)]
     printer.records(shown if last is None else shown[-last:] if last else [])
     threading.Thread(target=follower.watch_lost, args=(seen_lost,), daemon=True,
                      name="lost-events").start()
     try:
         while True:
-            kind, item = follower.queue.get()
-            if kind == "flow":
-                if printed and _key(item) in printed:
-                    printed.discard(_key(item))
-                    continue
-                if selection.matches(item):
-                    printer.records([item])
-            elif kind == "lost":
-                _err(render.lost_notice(*item))
-            else:
-                _err(str(item))
+            item = follower.queue.get()
+            if isinstance(item, _Notice):
+                _err(item.text)
+                if item.ended is not None:
+                    overlap.end(item.ended)
+            elif not overlap.repeats(item) and selection.matches(item.record):
+                printer.records([item.record])
     finally:
         follower.stop.set()

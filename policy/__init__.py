@@ -5,7 +5,17 @@ from .documents import load_cluster, load_documents, parse_cluster, parse_object
 from .errors import PolicyError, PolicyErrors
 from .evaluate import DirectionVerdict, Verdict, evaluate, truth_table
 from .labels import Labels
-from .model import Direction, IPBlock, NetworkPolicy, Peer, PolicyPort, Protocol, Rule
+from .model import (
+    Direction,
+    IPBlock,
+    NetworkPolicy,
+    Peer,
+    PolicyPort,
+    PortlessProtocol,
+    Protocol,
+    Rule,
+    TrafficProtocol,
+)
 from .resolve import (
     ANY_TRAFFIC,
     PortRange,
@@ -41,9 +51,11 @@ __all__ = [
     "PolicyErrors",
     "PolicyPort",
     "PortRange",
+    "PortlessProtocol",
     "Protocol",
     "Requirement",
     "Rule",
+    "TrafficProtocol",
     "Verdict",
     "evaluate",
     "is_isolated",

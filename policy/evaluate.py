@@ -19,12 +19,8 @@ from dataclasses import dataclass
 
 from .cluster import Cluster, Pod
 from .errors import PolicyError
-from .model import Direction, IPAddress, NetworkPolicy, Protocol
+from .model import Direction, IPAddress, NetworkPolicy, PortlessProtocol, Protocol, TrafficProtocol
 from .resolve import policies_selecting, rule_admits
-
-# Protocols without ports that a verdict may be asked about; only rules without `ports`
-# admit them.
-PORTLESS_PROTOCOLS = frozenset({"ICMP", "ICMPV6"})
 
 Endpoint = Pod | IPAddress
 
@@ -84,7 +80,7 @@ def evaluate(
     source: Pod | str,
     destination: Pod | str,
     port: int | None,
-    protocol: Protocol | str = Protocol.TCP,
+    protocol: TrafficProtocol | str = Protocol.TCP,
 ) -> Verdict:
     """Decide a new connection from `source` to `destination` on `protocol`/`port`.
 
@@ -123,7 +119,7 @@ def evaluate(
 
 
 def truth_table(
-    cluster: Cluster, port: int | None, protocol: Protocol | str = Protocol.TCP
+    cluster: Cluster, port: int | None, protocol: TrafficProtocol | str = Protocol.TCP
 ) -> dict[str, dict[str, bool]]:
     """`{"ns/src": {"ns/dst": allowed}}` for every ordered pod pair (self included)."""
     protocol = _protocol(protocol)
@@ -163,7 +159,7 @@ def _decide(
     pod: Pod,
     direction: Direction,
     peer: Endpoint,
-    protocol: Protocol | str,
+    protocol: TrafficProtocol,
     port: int | None,
     selecting: list[NetworkPolicy],
 ) -> DirectionVerdict:
@@ -181,17 +177,16 @@ def _decide(
     return DirectionVerdict(direction, pod.key, bool(allowing), isolating, allowing)
 
 
-def _protocol(protocol: Protocol | str) -> Protocol | str:
+def _protocol(protocol: TrafficProtocol | str) -> TrafficProtocol:
     text = str(protocol).upper()
-    if text in Protocol.__members__:
-        return Protocol(text)
-    if text in PORTLESS_PROTOCOLS:
-        return text
-    known = ", ".join([*Protocol.__members__, "ICMP", "ICMPv6"])
+    for kind in (Protocol, PortlessProtocol):
+        if text in kind.__members__:
+            return kind[text]
+    known = ", ".join([*Protocol, *PortlessProtocol])
     raise PolicyError("protocol", f"unknown protocol {protocol!r}: expected one of {known}")
 
 
-def _check_port(protocol: Protocol | str, port: int | None) -> None:
+def _check_port(protocol: TrafficProtocol, port: int | None) -> None:
     if isinstance(protocol, Protocol):
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise PolicyError("port", f"{protocol} needs a port between 1 and 65535, got {port!r}")

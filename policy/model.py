@@ -60,7 +60,25 @@ class Protocol(StrEnum):
         return _PROTOCOL_NUMBERS[self]
 
 
-_PROTOCOL_NUMBERS = {Protocol.TCP: 6, Protocol.UDP: 17, Protocol.SCTP: 132}
+class PortlessProtocol(StrEnum):
+    """Protocols of traffic that have no ports: only rules without `ports` admit them."""
+
+    ICMP = "ICMP"
+    ICMPV6 = "ICMPv6"
+
+    @property
+    def number(self) -> int:
+        """The IP protocol number, as the datapath reports it."""
+        return _PROTOCOL_NUMBERS[self]
+
+
+# What a verdict may be asked about: a protocol with ports, or one without.
+TrafficProtocol = Protocol | PortlessProtocol
+
+_PROTOCOL_NUMBERS: dict[TrafficProtocol, int] = {
+    Protocol.TCP: 6, Protocol.UDP: 17, Protocol.SCTP: 132,
+    PortlessProtocol.ICMP: 1, PortlessProtocol.ICMPV6: 58,
+}
 
 
 class Direction(StrEnum):

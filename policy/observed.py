@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from .cluster import Cluster, Pod
 from .errors import PolicyError, PolicyErrors
 from .fields import child
+from .model import Protocol
 
 HOST_IDENTITY = 1  # the datapath's reserved identity of the node itself
 VERDICT_TYPE = "policy-verdict"  # records of other types say nothing about policy
-PORTED_PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
+PORTED_PROTOCOLS = frozenset(Protocol)  # the rest (ICMP) have no ports
 Endpoint = Pod | str  # a pod, or an address that is no pod's
 
 

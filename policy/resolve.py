@@ -24,7 +24,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .cluster import Cluster, Namespace, Pod
-from .model import Direction, IPAddress, NetworkPolicy, Peer, PolicyPort, Protocol, Rule
+from .model import (
+    Direction,
+    IPAddress,
+    NetworkPolicy,
+    Peer,
+    PolicyPort,
+    Protocol,
+    Rule,
+    TrafficProtocol,
+)
 
 MAX_PORT = 65535
 
@@ -41,7 +50,7 @@ class PortRange:
     start: int
     end: int
 
-    def contains(self, protocol: Protocol | str, port: int | None) -> bool:
+    def contains(self, protocol: TrafficProtocol, port: int | None) -> bool:
         """Whether traffic of `protocol` to `port` (None: a protocol without ports) is inside."""
         if self.protocol is None:
             return True
@@ -99,7 +108,7 @@ def peer_matches_ip(peer: Peer, ip: IPAddress | str) -> bool:
 
 
 def port_matches(
-    port_rule: PolicyPort, protocol: Protocol | str, port: int | None, dest_pod: Pod | None
+    port_rule: PolicyPort, protocol: TrafficProtocol, port: int | None, dest_pod: Pod | None
 ) -> bool:
     """Whether one `ports` entry admits traffic of `protocol` to `port` on `dest_pod`.
 
@@ -121,7 +130,7 @@ def port_matches(
 
 
 def ports_match(
-    ports: Sequence[PolicyPort], protocol: Protocol | str, port: int | None, dest_pod: Pod | None
+    ports: Sequence[PolicyPort], protocol: TrafficProtocol, port: int | None, dest_pod: Pod | None
 ) -> bool:
     """Whether a rule's `ports` list admits the traffic (an empty list admits everything)."""
     return not ports or any(port_matches(rule, protocol, port, dest_pod) for rule in ports)
@@ -169,7 +178,7 @@ def rule_admits(
     direction: Direction,
     subject: Pod,
     peer: Pod | IPAddress,
-    protocol: Protocol | str,
+    protocol: TrafficProtocol,
     port: int | None,
 ) -> bool:
     """Whether `rule` of `policy` (selecting `subject`) admits traffic with `peer`.

@@ -1,11 +1,13 @@
-/* Connection tracking: lookup of the forward and the reversed tuple, TCP state from
- * flags, idle timeouts from the config map. An entry idle longer than its timeout
- * counts as absent here already; the agent's GC deletes it later. */
+/* Connection tracking: lookup of the forward and the reversed tuple, TCP and SCTP
+ * state from flags and chunks, idle timeouts from the config map. An entry idle
+ * longer than its timeout counts as absent here already; the agent's GC deletes it
+ * later. */
 #ifndef PODWIRE_CONNTRACK_H
 #define PODWIRE_CONNTRACK_H
 
 #include "maps.h"
 #include "parse.h"
+#include "sctp.h"
 
 enum ct_status {
 	CT_NEW = 0,
@@ -20,25 +22,34 @@ enum ct_status {
  * directions of a flow are often handled on different ones). */
 #define CT_REFRESH_NS CT_NSEC_PER_SEC
 
+/* The timeout of a handshake protocol's phase (TCP, SCTP). */
+static __always_inline __u32 ct_phase_timeout(__u8 state, __u32 opening, __u32 established,
+					      __u32 closing)
+{
+	if (state == CT_STATE_ESTABLISHED)
+		return established;
+	if (state == CT_STATE_CLOSING)
+		return closing;
+	return opening;
+}
+
 static __always_inline __u64 ct_timeout_ns(const struct node_config *cfg, __u8 proto,
 					   __u8 state)
 {
 	__u32 s;
 
-	if (proto == IPPROTO_TCP) {
-		if (state == CT_STATE_ESTABLISHED)
-			s = cfg->ct_tcp_established;
-		else if (state == CT_STATE_CLOSING)
-			s = cfg->ct_tcp_closing;
-		else
-			s = cfg->ct_tcp_syn;
-	} else if (proto == IPPROTO_UDP) {
+	if (proto == IPPROTO_TCP)
+		s = ct_phase_timeout(state, cfg->ct_tcp_syn, cfg->ct_tcp_established,
+				     cfg->ct_tcp_closing);
+	else if (proto == IPPROTO_SCTP)
+		s = ct_phase_timeout(state, cfg->ct_sctp_init, cfg->ct_sctp_established,
+				     cfg->ct_sctp_closing);
+	else if (proto == IPPROTO_UDP)
 		s = cfg->ct_udp;
-	} else if (proto == IPPROTO_ICMP) {
+	else if (proto == IPPROTO_ICMP)
 		s = cfg->ct_icmp;
-	} else {
+	else
 		s = cfg->ct_other;
-	}
 	return (__u64)s * CT_NSEC_PER_SEC;
 }
 
@@ -76,8 +87,43 @@ static __always_inline void ct_update_tcp(struct ct_value *v, __u8 flags, int re
 {
 	if ((flags & (TCP_FIN | TCP_RST)) && v->state != CT_STATE_CLOSING)
 		v->state = CT_STATE_CLOSING;
-	else if (v->state == CT_STATE_SYN_SENT && reply && (flags & TCP_ACK))
+	else if (v->state == CT_STATE_OPENING && reply && (flags & TCP_ACK))
 		v->state = CT_STATE_ESTABLISHED;
+}
+
+/* INIT opened the entry; INIT-ACK and COOKIE-ECHO keep it opening, the responder's
+ * COOKIE-ACK establishes it; SHUTDOWN, SHUTDOWN-ACK, SHUTDOWN-COMPLETE or ABORT from
+ * either side close it. */
+static __always_inline void ct_update_sctp(struct ct_value *v, __u16 chunks, int reply)
+{
+	if ((chunks & SCTP_CLOSE_CHUNKS) && v->state != CT_STATE_CLOSING)
+		v->state = CT_STATE_CLOSING;
+	else if (v->state == CT_STATE_OPENING && reply &&
+		 (chunks & SCTP_BIT(SCTP_CHUNK_COOKIE_ACK)))
+		v->state = CT_STATE_ESTABLISHED;
+}
+
+static __always_inline void ct_update(struct ct_value *v, const struct pkt *p, int reply)
+{
+	if (p->proto == IPPROTO_TCP)
+		ct_update_tcp(v, p->tcp_flags, reply);
+	else if (p->proto == IPPROTO_SCTP)
+		ct_update_sctp(v, p->sctp_chunks, reply);
+	else if (reply && v->state != CT_STATE_ESTABLISHED)
+		v->state = CT_STATE_ESTABLISHED;
+}
+
+/* A packet of the initiator that starts a new connection on a tuple whose entry is
+ * still alive (port reuse, an association restarted): it goes through policy again. */
+static __always_inline bool ct_reopens(const struct ct_value *v, const struct pkt *p)
+{
+	if (p->proto == IPPROTO_TCP)
+		return v->state == CT_STATE_CLOSING &&
+		       (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
+	if (p->proto == IPPROTO_SCTP)
+		return v->state != CT_STATE_OPENING &&
+		       (p->sctp_chunks & SCTP_BIT(SCTP_CHUNK_INIT));
+	return false;
 }
 
 /* Is this packet part of a live connection? Refreshes the entry it hits. */
@@ -90,13 +136,9 @@ static __always_inline enum ct_status ct_lookup(struct __sk_buff *skb, const str
 	ct_key_of(p, &fwd);
 	v = conntrack.lookup(&fwd);
 	if (v && ct_alive(cfg, v, p->proto, now)) {
-		/* A fresh SYN on a closing connection is a new connection (port reuse):
-		 * it goes through policy again. */
-		if (p->proto == IPPROTO_TCP && v->state == CT_STATE_CLOSING &&
-		    (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+		if (ct_reopens(v, p))
 			return CT_NEW;
-		if (p->proto == IPPROTO_TCP)
-			ct_update_tcp(v, p->tcp_flags, 0);
+		ct_update(v, p, 0);
 		ct_touch(v, now);
 		return CT_ESTABLISHED;
 	}
@@ -104,10 +146,11 @@ static __always_inline enum ct_status ct_lookup(struct __sk_buff *skb, const str
 	ct_reverse(&fwd, &rev);
 	v = conntrack.lookup(&rev);
 	if (v && ct_alive(cfg, v, p->proto, now)) {
-		if (p->proto == IPPROTO_TCP)
-			ct_update_tcp(v, p->tcp_flags, 1);
-		else if (v->state != CT_STATE_ESTABLISHED)
-			v->state = CT_STATE_ESTABLISHED;
+		/* An INIT from the responder opens an association of its own, which the
+		 * initiator's policy decides on: no reply lets a peer open towards a pod. */
+		if (p->proto == IPPROTO_SCTP && (p->sctp_chunks & SCTP_BIT(SCTP_CHUNK_INIT)))
+			return CT_NEW;
+		ct_update(v, p, 1);
 		if (!v->seen_reply)
 			v->seen_reply = 1;
 		ct_touch(v, now);
@@ -130,6 +173,26 @@ static __always_inline enum ct_status ct_lookup(struct __sk_buff *skb, const str
 	return CT_NEW;
 }
 
+/* The state of a connection first seen with this packet. */
+static __always_inline __u8 ct_first_state(const struct pkt *p)
+{
+	if (p->proto == IPPROTO_TCP) {
+		if (p->tcp_flags & (TCP_FIN | TCP_RST))
+			return CT_STATE_CLOSING;
+		if (p->tcp_flags & TCP_SYN)
+			return CT_STATE_OPENING;
+		return CT_STATE_ESTABLISHED; /* picked up mid-stream */
+	}
+	if (p->proto == IPPROTO_SCTP) {
+		if (p->sctp_chunks & SCTP_CLOSE_CHUNKS)
+			return CT_STATE_CLOSING;
+		if (p->sctp_chunks & SCTP_BIT(SCTP_CHUNK_INIT))
+			return CT_STATE_OPENING;
+		return CT_STATE_ESTABLISHED;
+	}
+	return CT_STATE_NEW;
+}
+
 /* Record a new connection: 0, or DROP_CT_FULL only when the map is full (an expired
  * entry with the same key is overwritten in place). */
 static __always_inline int ct_create(const struct pkt *p, __u64 now, __u32 egress_ref,
@@ -143,14 +206,7 @@ static __always_inline int ct_create(const struct pkt *p, __u64 now, __u32 egres
 	v.created = now;
 	v.egress_ref = egress_ref;
 	v.ingress_ref = ingress_ref;
-	if (p->proto == IPPROTO_TCP) {
-		if (p->tcp_flags & (TCP_FIN | TCP_RST))
-			v.state = CT_STATE_CLOSING;
-		else if (p->tcp_flags & TCP_SYN)
-			v.state = CT_STATE_SYN_SENT;
-		else
-			v.state = CT_STATE_ESTABLISHED; /* picked up mid-stream */
-	}
+	v.state = ct_first_state(p);
 	if (conntrack.update(&k, &v) < 0)
 		return DROP_CT_FULL;
 	return 0;

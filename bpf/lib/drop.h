@@ -27,6 +27,10 @@ enum drop_reason {
 	DROP_UNSUPPORTED_L3 = -DROP_CODE_BASE - 8,
 	DROP_NO_CONFIG = -DROP_CODE_BASE - 9,
 	DROP_REDIRECT_FAILED = -DROP_CODE_BASE - 10,
+	/* An SCTP common header cut short, or chunks that cannot be walked or bundle
+	 * what RFC 9260 forbids (sctp.h): kept apart from MALFORMED so a count of it
+	 * points at an SCTP sender. */
+	DROP_MALFORMED_SCTP = -DROP_CODE_BASE - 11,
 };
 
 #define DROP_CODE(reason) ((__u8)(-(reason) - DROP_CODE_BASE))

@@ -11,6 +11,7 @@
 #include <uapi/linux/pkt_cls.h>
 #include <uapi/linux/if_packet.h>
 #include "maps.h"
+#include "sctp.h"
 
 #define IP_MF 0x2000
 #define IP_OFFMASK 0x1fff
@@ -35,12 +36,15 @@ struct pkt {
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 later_fragment;
+	__u16 sctp_chunks; /* SCTP: the chunk types it carries (sctp.h) */
 	__u32 l4_off;
 	__u32 len;
 };
 
 /* Ports of an L4 header at off: TCP/UDP/SCTP ports, the echo id for ICMP echo
- * (both ports, see struct ct_key), 0 otherwise. end is where the IP packet ends. */
+ * (both ports, see struct ct_key), 0 otherwise. end is where the IP packet ends.
+ * A packet's own SCTP header goes through parse_sctp (its chunks matter); here SCTP
+ * is only what an ICMP error quotes. */
 static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, __u32 end,
 				       __u8 proto, __u16 *sport, __u16 *dport,
 				       __u8 *tcp_flags, __u8 *icmp_type, int quoted)
@@ -116,8 +120,12 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 		return 0;
 	}
 
-	ret = parse_ports(skb, p->l4_off, end, p->proto, &p->sport, &p->dport,
-			  &p->tcp_flags, &p->icmp_type, 0);
+	if (p->proto == IPPROTO_SCTP)
+		ret = parse_sctp(skb, p->l4_off, end, frag & IP_MF, &p->sport, &p->dport,
+				 &p->sctp_chunks);
+	else
+		ret = parse_ports(skb, p->l4_off, end, p->proto, &p->sport, &p->dport,
+				  &p->tcp_flags, &p->icmp_type, 0);
 	if (ret < 0)
 		return ret;
 

@@ -36,9 +36,12 @@
 /* node_config.flags */
 #define CFG_F_EVENTS 1
 
-/* ct_value.state */
-#define CT_STATE_NEW 0       /* non-TCP: a flow that has not seen a reply yet */
-#define CT_STATE_SYN_SENT 1
+/* ct_value.state: the phases of a connection, each with its idle timeout. TCP and SCTP
+ * go OPENING (a SYN, an INIT) -> ESTABLISHED (the responder's ACK, its COOKIE-ACK) ->
+ * CLOSING (FIN or RST; SHUTDOWN, SHUTDOWN-ACK, SHUTDOWN-COMPLETE or ABORT); other
+ * protocols go NEW -> ESTABLISHED on the first reply. */
+#define CT_STATE_NEW 0
+#define CT_STATE_OPENING 1
 #define CT_STATE_ESTABLISHED 2
 #define CT_STATE_CLOSING 3
 
@@ -138,7 +141,9 @@ struct node_config {
 	__u32 ct_udp;
 	__u32 ct_icmp;
 	__u32 ct_other;
-	__u32 pad;
+	__u32 ct_sctp_init;
+	__u32 ct_sctp_established;
+	__u32 ct_sctp_closing;
 };
 
 struct flow_event {

@@ -28,8 +28,8 @@ import yaml
 from waiting import wait_for
 
 from podwire.lab import netns
-from podwire.lab.apiresources import NAMESPACES, NODES, PODS
-from podwire.lab.apiserver import LabApiServer
+from podwire.lab.api.kinds import NAMESPACES, NODES, PODS
+from podwire.lab.api.server import LabApiServer
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

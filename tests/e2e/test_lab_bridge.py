@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from lab_helpers import cli, cli_ok, differences, expected, lab_up, leftovers, matrix, pods
 
+from podwire.common.netns import in_netns
 from podwire.lab import cluster, netns, samples
 from podwire.lab.layout import LabLayout
 
@@ -39,7 +40,7 @@ def test_nodes_sit_on_the_underlay_with_forwarding(lab: cluster.LabState) -> Non
     layout = LabLayout(PREFIX)
     for node in lab.node_layouts():
         assert netns.exists(node.netns)
-        with netns.entered(node.netns):
+        with in_netns(node.netns):
             assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
             # The API server's underlay listener answers inside the lab.
             with socket.create_connection(("10.98.0.1", 6443), timeout=5) as s:

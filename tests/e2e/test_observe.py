@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scapy.layers.inet import IP, UDP
 from waiting import wait_for
 
+from podwire.common.netns import in_netns
 from podwire.lab import cluster, netns, samples
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
@@ -37,7 +38,7 @@ PREFIX = "pwtob"
 # The CLI as a module: the console script may be rewritten by a concurrent setup.sh.
 PODWIRE = [sys.executable, "-m", "podwire.cli"]
 Record = dict[str, Any]
-FIELDS = {"time", "node", "type", "verdict", "drop_reason", "direction", "hook", "protocol",
+FIELDS = {"seq", "time", "node", "type", "verdict", "drop_reason", "direction", "hook", "protocol",
           "source", "destination", "tcp_flags", "length", "evaluated", "allowed_by",
           "isolated_by"}
 END_FIELDS = {"ip", "port", "identity", "namespace", "pod", "labels"}
@@ -74,7 +75,7 @@ class Lab:
         """One UDP packet from `src` with a source address that is not its own."""
         pod_ns = LabLayout(PREFIX).pod_netns(self.pods[src]["metadata"]["uid"])
         packet = bytes(IP(src="10.200.0.99", dst=self.ip(dst)) / UDP(sport=4000, dport=80))
-        with netns.entered(pod_ns):
+        with in_netns(pod_ns):
             sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         with sock:
             sock.sendto(packet, (self.ip(dst), 0))
@@ -168,6 +169,7 @@ def test_json_output_carries_the_documented_fields(lab: Lab) -> None:
         assert set(flow["source"]) == END_FIELDS and set(flow["destination"]) == END_FIELDS
     assert [f["time"] for f in flows] == sorted(f["time"] for f in flows)
     assert {f["node"] for f in flows} == {"node1", "node2"}
+    assert len({(f["node"], f["seq"]) for f in flows}) == len(flows)
 
 
 def test_compact_output_says_why_and_is_plain_when_piped(lab: Lab) -> None:
@@ -318,7 +320,7 @@ def test_metrics_scrape_parses_and_moves_with_traffic(lab: Lab) -> None:
 
     def forwarded_ingress() -> float:
         url = f"http://{node2.underlay_ip}:9962/metrics"
-        with netns.entered(node2.netns), urllib.request.urlopen(url, timeout=5) as resp:
+        with in_netns(node2.netns), urllib.request.urlopen(url, timeout=5) as resp:
             text = resp.read().decode()
         families = {f.name: f for f in text_string_to_metric_families(text)}
         assert families["podwire_endpoints"].samples[0].value == 1

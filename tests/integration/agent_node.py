@@ -23,7 +23,7 @@ from waiting import wait_for
 
 from podwire.common import agentapi
 from podwire.lab import netns
-from podwire.lab.apiserver import LabApiServer
+from podwire.lab.api.server import LabApiServer
 from podwire.lab.echo import EchoServer, Port
 from podwire.lab.probe import ProbeTarget, probe
 

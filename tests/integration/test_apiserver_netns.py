@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from podwire.common.netns import in_netns
-from podwire.lab.apiresources import NAMESPACES
-from podwire.lab.apiserver import LabApiServer
+from podwire.lab.api.kinds import NAMESPACES
+from podwire.lab.api.server import LabApiServer
 
 
 @pytest.fixture

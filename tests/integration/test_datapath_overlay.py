@@ -23,7 +23,8 @@ from datapath_topo import (
 
 from podwire.agent import structs
 from podwire.agent.config import AgentConfig
-from podwire.agent.datapath import Datapath, ensure_vxlan_device
+from podwire.agent.datapath import Datapath
+from podwire.agent.nodesetup import ensure_vxlan_device
 from podwire.bpf.constants import (
     EP_F_INGRESS_ISOLATED,
     Direction,

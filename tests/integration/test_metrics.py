@@ -12,7 +12,7 @@ from agent_node import AgentNode, network_policy, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from podwire.agent.config import AgentConfig
-from podwire.lab import netns
+from podwire.common.netns import in_netns
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,7 +36,7 @@ def node() -> Iterator[AgentNode]:
 def scrape(node: AgentNode) -> Samples:
     """GET /metrics from inside the node's netns, where the agent listens."""
     url = f"http://127.0.0.1:{PORT}/metrics"
-    with netns.entered(node.node_ns), urllib.request.urlopen(url, timeout=5) as resp:
+    with in_netns(node.node_ns), urllib.request.urlopen(url, timeout=5) as resp:
         assert resp.status == 200
         text = resp.read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value

@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from podwire.agent.watch import api_client
-from podwire.lab.apiserver import LabApiServer
+from podwire.lab.api.server import LabApiServer
 
 POD_SPEC = {"containers": [{"name": "c", "image": "busybox"}]}
 

@@ -30,8 +30,8 @@ from apiserver_fixtures import (  # noqa: F401 - fixtures
 from kubernetes import client, watch
 from waiting import wait_for
 
-from podwire.lab.apiresources import NAMESPACES, PODS
-from podwire.lab.apiserver import LabApiServer
+from podwire.lab.api.kinds import NAMESPACES, PODS
+from podwire.lab.api.server import LabApiServer
 
 
 def raw(srv: LabApiServer, method: str, path: str, body: Any = None,
@@ -453,7 +453,7 @@ def test_cli_serves_writes_kubeconfig_and_saves(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     kc, state = tmp_path / "kc", tmp_path / "state.json"
-    proc = subprocess.Popen([sys.executable, "-m", "podwire.lab.apiserver", "--listen",
+    proc = subprocess.Popen([sys.executable, "-m", "podwire.lab.api", "--listen",
                              f"127.0.0.1:{port}", "--state", str(state), "--kubeconfig", str(kc)],
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -470,7 +470,7 @@ def test_cli_serves_writes_kubeconfig_and_saves(tmp_path: Path) -> None:
 
 
 def test_cli_bad_address_is_a_clear_error() -> None:
-    result = subprocess.run([sys.executable, "-m", "podwire.lab.apiserver", "--listen", "nope"],
+    result = subprocess.run([sys.executable, "-m", "podwire.lab.api", "--listen", "nope"],
                             check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "listen address 'nope' is not HOST:PORT" in result.stderr

@@ -1,14 +1,26 @@
-"""The lab API server's pure parts: selector parsing and matching, patches, URL routing."""
+"""The lab API server's pure parts: selector parsing and matching, patches, URL routing, the
+typed items the store queues for a watch and how a watch connection relays them."""
 
 from __future__ import annotations
 
+import io
+import json
+
 import pytest
 
-from podwire.lab.apierrors import ApiError
-from podwire.lab.apipatch import apply_patch, json_patch, merge_patch
-from podwire.lab.apiresources import NETWORK_POLICIES, PODS
-from podwire.lab.apiselectors import parse_field_selector, parse_label_selector, parse_selector
-from podwire.lab.apiserver import parse_route
+from podwire.lab.api.errors import ApiError
+from podwire.lab.api.kinds import NAMESPACES, NETWORK_POLICIES, PODS
+from podwire.lab.api.patch import apply_patch, json_patch, merge_patch
+from podwire.lab.api.routes import parse_route
+from podwire.lab.api.selectors import (
+    Selector,
+    parse_field_selector,
+    parse_label_selector,
+    parse_selector,
+)
+from podwire.lab.api.store import ApiStore
+from podwire.lab.api.watch import Change, Drop, Event, History, Mark, QueueItem, Subscription
+from podwire.lab.api.watchstream import BookmarkTiming, WatchRelay
 
 
 def labels_match(selector: str, labels: dict[str, str]) -> bool:
@@ -89,3 +101,71 @@ def test_routes() -> None:
     assert parse_route("/api/v1/pods") is not None
     assert parse_route("/api/v1/services") is None
     assert parse_route("/apis/networking.k8s.io/v1/networkpolicies/x/status") is None
+
+
+def drain(sub: Subscription) -> list[QueueItem]:
+    items = []
+    while not sub.items.empty():
+        items.append(sub.items.get_nowait())
+    return items
+
+
+def test_store_queues_changes_marks_and_drops() -> None:
+    store = ApiStore()
+    store.create(NAMESPACES, "", {"metadata": {"name": "a"}})
+    store.create(PODS, "a", {"metadata": {"name": "p"},
+                             "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    sub = store.watch(PODS, "a", Selector(), None, bookmarks=True)
+    backlog = drain(sub)
+    assert [type(item) for item in backlog] == [Change, Mark]
+    assert isinstance(backlog[0], Change) and json.loads(backlog[0].line)["type"] == "ADDED"
+    assert backlog[1] == Mark(store.resource_version)
+    store.create(NAMESPACES, "", {"metadata": {"name": "b"}})  # a write this watch does not see
+    unseen = drain(sub)
+    assert [type(item) for item in unseen] == [Mark] and unseen[0].rv == store.resource_version
+    store.drop_watches()
+    assert [type(item) for item in drain(sub)] == [Drop]
+
+
+def test_history_forgets_the_oldest_events() -> None:
+    history = History(max_events=2, oldest=1)
+    for rv in (2, 3, 4):
+        history.append(Event(rv, PODS, "ADDED", {}, b"{}", None))
+    with pytest.raises(ApiError) as err:
+        history.since(1)
+    assert err.value.code == 410
+    assert [event.rv for event in history.since(2)] == [3, 4]
+    history.compact(4)
+    assert list(history.since(4)) == []
+
+
+def chunks(body: bytes) -> list[bytes]:
+    """The chunks of a chunked HTTP body, without the framing."""
+    out = []
+    while body:
+        size, _, body = body.partition(b"\r\n")
+        out.append(body[:int(size, 16)])
+        body = body[int(size, 16) + 2:]
+    return out
+
+
+def relay(items: list[QueueItem], told: int) -> tuple[bool, list[bytes]]:
+    sub = Subscription(PODS, None, Selector(), bookmarks=True)
+    for item in items:
+        sub.items.put(item)
+    out = io.BytesIO()
+    clean = WatchRelay(sub, PODS, out, BookmarkTiming(delay=0.0, idle_interval=60.0),
+                       told).run(timeout=0.05)
+    return clean, chunks(out.getvalue())
+
+
+def test_relay_answers_unseen_writes_with_one_bookmark() -> None:
+    clean, sent = relay([Change(5, b'{"e":5}\n'), Mark(6), Mark(7)], told=4)
+    assert clean
+    assert sent[0] == b'{"e":5}\n'
+    assert [json.loads(line) for line in sent[1:]] == [{"type": "BOOKMARK", "object": {
+        "kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "7"}}}]
+
+
+def test_relay_ends_abruptly_on_a_drop() -> None:
+    assert relay([Change(5, b'{"e":5}\n'), Drop()], told=4) == (False, [])

@@ -12,7 +12,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from podwire.agent.watch import api_client
-from podwire.lab.apiserver import LabApiServer
+from podwire.lab.api.server import LabApiServer
 
 TOKEN = "s3cret-token"
 

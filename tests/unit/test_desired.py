@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from podwire.agent.desired import LocalEndpoint, NodeInfo, NodeState
+from podwire.agent.desired import LocalEndpoint, NodeState
 from podwire.agent.entries import Protocol
+from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents
 from podwire.bpf.constants import Direction, ReservedIdentity
 from podwire.policy import ContainerPort, Namespace, NetworkPolicy, Pod, evaluate
@@ -78,9 +79,11 @@ def make_pods() -> list[Pod]:
     for n, (ns, name) in enumerate(itertools.product("xyz", "abc")):
         node = "n1" if n % 2 == 0 else "n2"
         ip = f"10.244.{1 if node == 'n1' else 2}.{10 + n}"
-        ports = (ContainerPort("serve-80-tcp", 80), ContainerPort("serve-81-udp", 81, "UDP"))
+        ports = (ContainerPort("serve-80-tcp", 80), ContainerPort("serve-81-udp", 81, "UDP"),
+                 ContainerPort("serve-82-sctp", 82, "SCTP"))
         if name == "b":  # the same name numbered differently on some pods
-            ports = (ContainerPort("serve-80-tcp", 81), ContainerPort("serve-81-udp", 80, "UDP"))
+            ports = (ContainerPort("serve-80-tcp", 81), ContainerPort("serve-81-udp", 80, "UDP"),
+                     ContainerPort("serve-82-sctp", 83, "SCTP"))
         pods.append(Pod(ns, name, {"pod": name}, ip, node, ports))
     return pods
 
@@ -115,7 +118,8 @@ def assert_matches_evaluator(states: dict[str, NodeState]) -> None:
         dst_ip = dst.ip if isinstance(dst, Pod) else dst
         assert src.ip and dst_ip
         for protocol, port in ((Protocol.TCP, 80), (Protocol.TCP, 81), (Protocol.UDP, 80),
-                               (Protocol.UDP, 81), (Protocol.SCTP, 80), (Protocol.TCP, 8080)):
+                               (Protocol.UDP, 81), (Protocol.SCTP, 80), (Protocol.TCP, 8080),
+                               (Protocol.SCTP, 81), (Protocol.SCTP, 82), (Protocol.SCTP, 83)):
             want = evaluate(cluster, src, dst, port, protocol.name).allowed
             got = datapath_allows(states, src.ip, dst_ip, protocol, port)
             if want != got:
@@ -155,6 +159,13 @@ SCENARIOS = {
     "endPort and sctp": [
         np("range", "x", {"podSelector": {}, "ingress": [{"ports": [
             {"port": 79, "endPort": 81}, {"protocol": "SCTP"}]}]}),
+    ],
+    "sctp named ports and ranges": [
+        np("sctp-in", "x", {"podSelector": {}, "ingress": [{"ports": [
+            {"protocol": "SCTP", "port": "serve-82-sctp"}]}]}),
+        np("sctp-out", "y", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [
+            {"ports": [{"protocol": "SCTP", "port": "serve-82-sctp"},
+                       {"protocol": "SCTP", "port": 80, "endPort": 81}]}]}),
     ],
     "ipblock with except": [
         np("cidr", "x", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from podwire import flowfilter
+from podwire.common import flowfilter
 
 NOW = datetime.datetime(2026, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 import io
 import json
 import socket
+import threading
 from typing import Any
 
 import pytest
 
-from podwire import render
 from podwire.agent import structs
-from podwire.agent.flows import ExpiringCache, FlowEnricher, PeerNames
+from podwire.agent.flows import ExpiringCache, FlowEnricher, FlowHistory, PeerNames
 from podwire.agent.reasons import reason_code
 from podwire.bpf.constants import Direction, EventType, Hook, ReservedIdentity
+from podwire.common import flowtext
 from podwire.observe import Printer
 
 PODS = {"10.244.1.2": PeerNames("x", "a", {"app": "a"}),
@@ -45,7 +46,7 @@ def test_allowed_on_the_sending_node_names_the_egress_side() -> None:
     assert record["evaluated"] == ["egress"]
     assert record["allowed_by"] == {}
     assert record["source"]["labels"] == {"app": "a"}
-    assert render.summary(record) == "SYN; egress: no policy isolates x/a"
+    assert flowtext.summary(record) == "SYN; egress: no policy isolates x/a"
 
 
 def test_allowed_on_the_receiving_node_names_the_allowing_policy() -> None:
@@ -53,13 +54,13 @@ def test_allowed_on_the_receiving_node_names_the_allowing_policy() -> None:
                                      direction=Direction.INGRESS))
     assert record["evaluated"] == ["ingress"]
     assert record["allowed_by"] == {"ingress": "x/b-http"}
-    assert render.summary(record) == "SYN; ingress allowed by x/b-http"
+    assert flowtext.summary(record) == "SYN; ingress allowed by x/b-http"
 
 
 def test_same_node_flow_checks_both_sides() -> None:
     record = enricher().record(event(Hook.FROM_POD, dst_ep=9, ingress_ref=7))
     assert record["evaluated"] == ["egress", "ingress"]
-    assert render.summary(record) == ("SYN; egress: no policy isolates x/a; "
+    assert flowtext.summary(record) == ("SYN; egress: no policy isolates x/a; "
                                       "ingress allowed by x/b-http")
 
 
@@ -67,8 +68,8 @@ def test_node_reaching_its_pod_is_checked_by_no_policy() -> None:
     record = enricher().record(event(Hook.TO_POD, dst_ep=9, direction=0,
                                      src_identity=ReservedIdentity.HOST, src="10.98.0.11"))
     assert record["evaluated"] == []
-    assert render.summary(record) == "SYN; node reaches its own pods"
-    assert render.endpoint(record["source"], "TCP") == "host 10.98.0.11:40000"
+    assert flowtext.summary(record) == "SYN; node reaches its own pods"
+    assert flowtext.endpoint(record["source"], "TCP") == "host 10.98.0.11:40000"
 
 
 def test_policy_drop_names_reason_and_isolating_policies() -> None:
@@ -77,7 +78,7 @@ def test_policy_drop_names_reason_and_isolating_policies() -> None:
     assert record["type"] == "policy-verdict" and record["verdict"] == "DROPPED"
     assert record["evaluated"] == ["egress", "ingress"]
     assert record["isolated_by"] == ["isolating 10.244.2.2 ingress"]
-    assert render.summary(record) == ("SYN; POLICY_DENIED ingress, isolated by "
+    assert flowtext.summary(record) == ("SYN; POLICY_DENIED ingress, isolated by "
                                       "isolating 10.244.2.2 ingress")
 
 
@@ -87,7 +88,7 @@ def test_other_drops_name_their_reason() -> None:
     assert record["type"] == "drop" and record["evaluated"] == []
     assert record["source"] == {"ip": "10.244.1.99", "port": 40000, "identity": 256,
                                 "namespace": None, "pod": None, "labels": {}}
-    assert render.summary(record) == "SYN; INVALID_SOURCE egress"
+    assert flowtext.summary(record) == "SYN; INVALID_SOURCE egress"
 
 
 def sample() -> dict[str, Any]:
@@ -96,7 +97,7 @@ def sample() -> dict[str, Any]:
 
 
 def test_compact_line_reads_left_to_right() -> None:
-    line = render.compact(sample()).plain
+    line = flowtext.compact(sample()).plain
     assert line.endswith(" node1 x/a:40000 -> x/b:80 policy-verdict FORWARDED TCP "
                          "(SYN; ingress allowed by x/b-http)")
 
@@ -105,9 +106,9 @@ def test_world_and_icmp_ends() -> None:
     record = enricher().record(event(Hook.FROM_POD, dst="10.98.0.250",
                                      proto=socket.IPPROTO_ICMP))
     record["destination"]["identity"] = ReservedIdentity.WORLD
-    assert render.endpoint(record["destination"], "ICMP") == "world 10.98.0.250"
+    assert flowtext.endpoint(record["destination"], "ICMP") == "world 10.98.0.250"
     assert "x/a -> world 10.98.0.250 policy-verdict FORWARDED ICMP" in (
-        render.compact(record).plain)
+        flowtext.compact(record).plain)
 
 
 @pytest.mark.parametrize("output", ["compact", "table"])
@@ -126,7 +127,7 @@ def test_table_has_a_header_once_and_a_row_a_flow() -> None:
     printer.records([sample(), sample()])
     printer.records([sample()])
     lines = out.getvalue().splitlines()
-    assert lines[0].split() == list(render.COLUMNS)
+    assert lines[0].split() == list(flowtext.COLUMNS)
     assert len(lines) == 4 and sum("FORWARDED" in line for line in lines) == 3
 
 
@@ -140,8 +141,8 @@ def test_json_output_is_the_record_one_object_a_line() -> None:
 
 
 def test_lost_notice() -> None:
-    assert render.lost_notice("node1", 3) == "3 events lost on node1"
-    assert render.lost_notice("node2", 1) == "1 event lost on node2"
+    assert flowtext.lost_notice("node1", 3) == "3 events lost on node1"
+    assert flowtext.lost_notice("node2", 1) == "1 event lost on node2"
 
 
 def test_expiring_cache_recomputes_after_ttl_and_stays_bounded() -> None:
@@ -161,3 +162,22 @@ def test_expiring_cache_recomputes_after_ttl_and_stays_bounded() -> None:
     assert computed == ["a", "a", "b", "c"]
     cache.get("a", compute, now=6.0)
     assert computed == ["a", "a", "b", "c", "a"]
+
+
+def test_records_are_numbered_and_followers_resume_after_a_seq() -> None:
+    made = enricher()
+    records = [made.record(event(Hook.FROM_POD)) for _ in range(5)]
+    assert [r["seq"] for r in records] == [0, 1, 2, 3, 4]
+    history = FlowHistory(3)
+    assert history.snapshot(None) == ([], -1)
+    for record in records[:4]:
+        history.add(record)
+    recent, after = history.snapshot(2)
+    assert [r["seq"] for r in recent] == [2, 3] and after == 3
+    history.add(records[4])
+    stop = threading.Event()
+    followed = history.follow(after, stop)
+    assert next(followed)["seq"] == 4
+    stop.set()
+    assert list(followed) == []
+    assert [json.loads(line)["seq"] for line in history.as_lines(iter(recent))] == [2, 3]

@@ -1,21 +1,31 @@
-"""The reconciler's ordering: no intermediate state may allow what neither end allows."""
+"""The reconciler's ordering: no intermediate state may allow what neither end allows.
+
+The model reads the maps as the datapath does: endpoints and their isolation, peers
+found by address in the ipcache (longest prefix), and policy entries, in both
+directions, so every step of the plan's order (policy, endpoints, ipcache) can make a
+test here fail.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+from dataclasses import dataclass
+from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podwire.agent.entries import (
     EndpointEntry,
+    IpcacheEntry,
     PolicyKey,
     PolicyValue,
     Protocol,
     port_range_blocks,
 )
 from podwire.agent.reconcile import MapContents, MapName, apply_to, plan
-from podwire.bpf.constants import Direction
+from podwire.bpf.constants import Direction, ReservedIdentity
 
 
 def endpoint(isolated: bool, identity: int = 300) -> EndpointEntry:
@@ -37,14 +47,17 @@ def allowed(contents: MapContents, identity: int, port: int) -> bool:
     return not ep.ingress_isolated or allow(identity, port) in contents.policy
 
 
+def copy(contents: MapContents) -> MapContents:
+    return MapContents(dict(contents.endpoints), dict(contents.ipcache), dict(contents.policy))
+
+
 def states_along(installed: MapContents, desired: MapContents) -> list[MapContents]:
-    ops = plan(installed, desired)
-    current = MapContents(dict(installed.endpoints), dict(installed.ipcache),
-                          dict(installed.policy))
-    states = [MapContents(dict(current.endpoints), {}, dict(current.policy))]
-    for op in ops:
+    """Every state the maps pass through, one operation at a time, ipcache included."""
+    current = copy(installed)
+    states = [copy(current)]
+    for op in plan(installed, desired):
         apply_to(current, [op])
-        states.append(MapContents(dict(current.endpoints), {}, dict(current.policy)))
+        states.append(copy(current))
     return states
 
 
@@ -124,6 +137,170 @@ def test_no_intermediate_state_allows_more_than_both_ends(
             # What both ends allow stays allowed throughout.
             if allowed(installed, identity, port) and allowed(desired, identity, port):
                 assert allowed(state, identity, port)
+
+
+# ------------------------------------------------- peers by address: the ipcache
+
+# Two endpoints of this node and two pods of another, whose pod CIDR the ipcache also
+# holds; the datapath finds a peer's identity by the longest prefix holding its address.
+LOCAL = {"10.0.0.1": 1, "10.0.0.2": 2}
+REMOTE = ("10.0.1.1", "10.0.1.2")
+REMOTE_CIDR = ipaddress.IPv4Network("10.0.1.0/24")
+OUTSIDE = "192.0.2.1"
+LABELS = ("a", "b", "c")
+PEERS = (*LABELS, "world", "any")  # what an allow names: pods by label, the world, anyone
+PORTS = (80, 81)
+
+
+@dataclass(frozen=True)
+class World:
+    """What the cluster says at one end of a change, in the terms the maps encode."""
+
+    labels: dict[str, str | None]  # address -> its pod's labels (None: no pod there)
+    isolated: frozenset[tuple[str, Direction]]  # (local address, direction)
+    allows: frozenset[tuple[str, Direction, str, int]]  # (local address, direction, peer, port)
+
+
+def numbering(before: World, after: World) -> tuple[dict[str, int], dict[str, int]]:
+    """Identities as the agent numbers them: a label set keeps its number while in use,
+    and a new one never takes a number the other end still uses (identity.py's recycle)."""
+    first = {label: 256 + n for n, label in enumerate(sorted(
+        {lb for lb in before.labels.values() if lb}))}
+    fresh = itertools.count(256 + len(LABELS))
+    second = {label: first[label] if label in first else next(fresh) for label in sorted(
+        {lb for lb in after.labels.values() if lb})}
+    return first, second
+
+
+def maps_of(world: World, numbers: dict[str, int]) -> MapContents:
+    contents = MapContents(ipcache={REMOTE_CIDR: IpcacheEntry(ReservedIdentity.WORLD, 0, "10.98.0.12")})
+    for ip, label in world.labels.items():
+        if label is not None:
+            tunnel = None if ip in LOCAL else "10.98.0.12"
+            contents.ipcache[ipaddress.IPv4Network(f"{ip}/32")] = IpcacheEntry(
+                numbers[label], 0, tunnel)
+    for ip, ep_id in LOCAL.items():
+        label = world.labels[ip]
+        if label is None:  # the pod is gone, and its endpoint with it
+            continue
+        contents.endpoints[ip] = EndpointEntry(
+            ifindex=ep_id, ep_id=ep_id, identity=numbers[label],
+            ingress_isolated=(ip, Direction.INGRESS) in world.isolated,
+            egress_isolated=(ip, Direction.EGRESS) in world.isolated,
+            pod_mac="02:00:00:00:00:01", host_mac="02:00:00:00:00:02")
+    peer_ids = {**numbers, "world": ReservedIdentity.WORLD, "any": ReservedIdentity.ANY}
+    for ip, direction, peer, port in world.allows:
+        # The agent writes allows only for endpoints it has and identities that exist.
+        if ip in contents.endpoints and peer in peer_ids:
+            key = PolicyKey(LOCAL[ip], direction, peer_ids[peer], Protocol.TCP, port, 16)
+            contents.policy[key] = PolicyValue(1)
+    return contents
+
+
+def lpm(ipcache: dict[Any, IpcacheEntry], ip: str) -> IpcacheEntry | None:
+    address = ipaddress.IPv4Address(ip)
+    matches = [prefix for prefix in ipcache if address in prefix]
+    return ipcache[max(matches, key=lambda p: p.prefixlen)] if matches else None
+
+
+def side_allows(contents: MapContents, ip: str, direction: Direction, peer_ip: str,
+                port: int) -> bool:
+    """What the datapath decides at one endpoint's hook, for one direction: the
+    endpoint must exist; isolated, it needs an allow for the peer's identity, the peer's
+    CIDR identity, or any peer."""
+    ep = contents.endpoints.get(ip)
+    if ep is None:
+        return False
+    if not (ep.ingress_isolated if direction is Direction.INGRESS else ep.egress_isolated):
+        return True
+    entry = lpm(contents.ipcache, peer_ip)
+    identities = (entry.identity, entry.cidr_identity) if entry else (ReservedIdentity.WORLD,)
+    return any(PolicyKey(ep.ep_id, direction, identity, Protocol.TCP, port, 16) in contents.policy
+               for identity in (*identities, ReservedIdentity.ANY))
+
+
+DECISIONS = [(ip, direction, peer, port) for ip in LOCAL for direction in Direction
+             for peer in (*LOCAL, *REMOTE, OUTSIDE) if peer != ip for port in PORTS]
+
+
+def assert_no_state_between_opens_or_closes(installed: MapContents, desired: MapContents) -> None:
+    """No state on the way allows what neither end allows, and what both ends allow stays
+    allowed throughout: per endpoint, in both directions, with peers found by address."""
+    for state in states_along(installed, desired):
+        for decision in DECISIONS:
+            before, after = side_allows(installed, *decision), side_allows(desired, *decision)
+            now = side_allows(state, *decision)
+            assert not now or before or after, f"opened mid-change: {decision}"
+            assert now or not (before and after), f"closed mid-change: {decision}"
+    apply_to(installed, plan(installed, desired))
+    assert installed == desired
+
+
+def test_peer_moving_to_a_new_identity_is_never_dropped_mid_change() -> None:
+    """A pod relabelled to a label set nobody had: its address resolves to the new
+    identity only once the identity's allows are in, and the old identity's allows go
+    only once nothing resolves to it."""
+    allows = frozenset({("10.0.0.1", Direction.INGRESS, label, 80) for label in LABELS})
+    isolated = frozenset({("10.0.0.1", Direction.INGRESS)})
+    before = World({"10.0.0.1": "a", "10.0.0.2": "a", "10.0.1.1": "b", "10.0.1.2": None},
+                   isolated, allows)
+    after = World({**before.labels, "10.0.1.1": "c"}, isolated, allows)
+    first, second = numbering(before, after)
+    assert first["b"] not in second.values()  # the old number is gone, a new one came
+    assert_no_state_between_opens_or_closes(maps_of(before, first), maps_of(after, second))
+
+
+def test_peer_leaving_keeps_its_allows_until_its_address_resolves_elsewhere() -> None:
+    """A pod of another node goes: its address falls back to the pod CIDR (the world's),
+    which is allowed too, so nothing may drop it before its /32 is gone."""
+    allows = frozenset({("10.0.0.1", Direction.INGRESS, peer, 80) for peer in ("a", "world")})
+    isolated = frozenset({("10.0.0.1", Direction.INGRESS)})
+    before = World({"10.0.0.1": "b", "10.0.0.2": None, "10.0.1.1": "a", "10.0.1.2": None},
+                   isolated, allows)
+    after = World({**before.labels, "10.0.1.1": None}, isolated, allows)
+    first, second = numbering(before, after)
+    assert "a" not in second  # its identity goes with it
+    assert_no_state_between_opens_or_closes(maps_of(before, first), maps_of(after, second))
+
+
+WORLDS = st.builds(
+    World,
+    labels=st.fixed_dictionaries({ip: st.sampled_from([None, *LABELS])
+                                  for ip in (*LOCAL, *REMOTE)}),
+    isolated=st.frozensets(st.sampled_from([(ip, d) for ip in LOCAL for d in Direction])),
+    allows=st.frozensets(st.sampled_from([(ip, d, peer, port) for ip in LOCAL for d in Direction
+                                          for peer in PEERS for port in PORTS])),
+)
+
+
+def one_kind_of_change(before: World, after: World, kind: str) -> World:
+    """`after`, with only one kind of change from `before` (see agent/reconcile.py)."""
+    if kind == "policies":
+        return World(before.labels, after.isolated, after.allows)
+    labels = {}
+    for ip, old in before.labels.items():
+        new = after.labels[ip]
+        wired_or_unwired = ip in LOCAL and (old is None or new is None)
+        if kind == "pods":  # any pod changes labels, pods of the other node come and go
+            changes = not wired_or_unwired
+        else:  # "endpoint": one pod of this node comes or goes
+            changes = wired_or_unwired and ip == "10.0.0.1"
+        labels[ip] = new if changes else old
+    return World(labels, before.isolated, before.allows)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(before=WORLDS, after=WORLDS,
+       kind=st.sampled_from(["pods", "endpoint", "policies"]))
+def test_no_state_between_allows_more_or_less_than_both_ends(
+    before: World, after: World, kind: str
+) -> None:
+    """Random changes of each kind the agent makes: pods come, go and change labels
+    (identities appear and disappear, addresses resolve anew); a pod is wired here or
+    unwired; policies change (isolation and allows)."""
+    after = one_kind_of_change(before, after, kind)
+    first, second = numbering(before, after)
+    assert_no_state_between_opens_or_closes(maps_of(before, first), maps_of(after, second))
 
 
 @given(st.integers(0, 65535), st.integers(0, 65535))

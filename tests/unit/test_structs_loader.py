@@ -4,6 +4,7 @@ and the spliced source holds each header once."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import sys
 import pytest
 
 from podwire.agent import structs
+from podwire.agent.config import ConntrackTimeouts
 from podwire.agent.datapath import ct_expired, ct_timeout_s
 from podwire.agent.loader import BPF_DIR, BUILD_MAP, DatapathSizes, datapath_source, map_specs
 from podwire.bpf.constants import CtState
@@ -64,10 +66,25 @@ def test_conntrack_expiry_rule() -> None:
                              ct_udp=30, ct_icmp=20, ct_other=5)
     assert ct_timeout_s(cfg, 6, CtState.ESTABLISHED) == 3600
     assert ct_timeout_s(cfg, 6, CtState.CLOSING) == 10
-    assert ct_timeout_s(cfg, 6, CtState.SYN_SENT) == 60
+    assert ct_timeout_s(cfg, 6, CtState.OPENING) == 60
     assert ct_timeout_s(cfg, 17, 0) == 30 and ct_timeout_s(cfg, 1, 0) == 20
     assert ct_timeout_s(cfg, 47, 0) == 5
     key = structs.CtKey(proto=17)
     value = structs.CtValue(last_seen=1_000_000_000_000)
     assert not ct_expired(cfg, key, value, value.last_seen + 30 * 10**9)
     assert ct_expired(cfg, key, value, value.last_seen + 30 * 10**9 + 1)
+
+
+def test_sctp_timeouts_follow_the_association_phase() -> None:
+    cfg = structs.NodeConfig(ct_sctp_init=7, ct_sctp_established=700, ct_sctp_closing=3,
+                             ct_other=5)
+    assert ct_timeout_s(cfg, 132, CtState.OPENING) == 7
+    assert ct_timeout_s(cfg, 132, CtState.ESTABLISHED) == 700
+    assert ct_timeout_s(cfg, 132, CtState.CLOSING) == 3
+
+
+def test_every_timeout_setting_is_a_node_config_field() -> None:
+    # set_node_config writes each setting to ct_<name>; ctypes would take a misspelt
+    # name as a plain attribute and the datapath would never see it.
+    fields = {name for name, _ in structs.NodeConfig._fields_}
+    assert {f"ct_{f.name}" for f in dataclasses.fields(ConntrackTimeouts)} <= fields

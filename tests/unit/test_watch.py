@@ -22,11 +22,18 @@ from apiserver_fixtures import (  # noqa: F401 - fixtures
 from kubernetes import client
 from waiting import wait_for
 
-from podwire.agent.watch import Backoff, Informer, WatchSet, WatchSettings, api_client
-from podwire.lab.apiresources import NAMESPACES, NETWORK_POLICIES, NODES, PODS
-from podwire.lab.apiselectors import Selector
-from podwire.lab.apiserver import LabApiServer
-from podwire.lab.apistore import save_state
+from podwire.agent.watch import (
+    Backoff,
+    Informer,
+    WatchEvent,
+    WatchSet,
+    WatchSettings,
+    api_client,
+)
+from podwire.lab.api.kinds import NAMESPACES, NETWORK_POLICIES, NODES, PODS
+from podwire.lab.api.selectors import Selector
+from podwire.lab.api.server import LabApiServer
+from podwire.lab.api.store import save_state
 
 FAST = WatchSettings(watch_timeout=30, read_timeout=20,
                      backoff=Backoff(initial=0.02, factor=2.0, cap=0.2))
@@ -39,10 +46,10 @@ class Recorder:
         self.lock = threading.Lock()
         self.events: list[tuple[str, str | None, str]] = []
 
-    def __call__(self, event_type: str, obj: dict[str, Any]) -> None:
-        meta = obj["metadata"]
+    def __call__(self, event: WatchEvent) -> None:
+        meta = event.object["metadata"]
         with self.lock:
-            self.events.append((event_type, meta.get("name"), meta["resourceVersion"]))
+            self.events.append((event.type, meta.get("name"), meta["resourceVersion"]))
 
     def changes(self) -> list[tuple[str, str | None]]:
         with self.lock:
@@ -233,9 +240,9 @@ def test_handler_errors_do_not_stop_the_stream(server: LabApiServer, api: client
                                                informers: list[Informer]) -> None:
     seen: list[str] = []
 
-    def flaky(event_type: str, obj: dict[str, Any]) -> None:
-        seen.append(event_type)
-        if event_type == "ADDED":
+    def flaky(event: WatchEvent) -> None:
+        seen.append(event.type)
+        if event.type == "ADDED":
             raise RuntimeError("handler bug")
 
     inf = Informer(api, "Namespace", flaky, FAST)
@@ -272,14 +279,12 @@ def test_watchset_revision(server: LabApiServer, api: client.ApiClient) -> None:
         store.create(PODS, "a", pod("p"))
         last = store.create(NETWORK_POLICIES, "a", policy("np"))["metadata"]["resourceVersion"]
         wait_for(lambda: ws.revision() == int(last), "the revision to reach the last write")
-        events = []
-        while not ws.events.empty():
-            events.append(ws.events.get())
+        events = list(ws.events())
     finally:
         ws.stop()
     revisions = [e.revision for e in events]
     assert revisions == sorted(revisions) and revisions[-1] == int(last)
-    changes = [(e.kind, e.type, e.obj["metadata"]["name"]) for e in events
+    changes = [(e.kind, e.type, e.object["metadata"]["name"]) for e in events
                if e.type != "BOOKMARK"]
     # Streams run on their own threads: the order across kinds is not fixed.
     assert sorted(changes) == [("Namespace", "ADDED", "a"), ("NetworkPolicy", "ADDED", "np"),
@@ -287,7 +292,7 @@ def test_watchset_revision(server: LabApiServer, api: client.ApiClient) -> None:
     # Once the consumer has handled an event it has seen every change up to its revision.
     for i, event in enumerate(events):
         if event.type != "BOOKMARK":
-            rv = int(event.obj["metadata"]["resourceVersion"])
+            rv = int(event.object["metadata"]["resourceVersion"])
             assert all(e.revision < rv for e in events[:i])
 
 

@@ -1,6 +1,6 @@
 """The lab API server's state: objects, the global resourceVersion, event history and watches.
 
-Pure bookkeeping under one lock, no sockets: the HTTP side (apiserver.py) turns requests
+Pure bookkeeping under one lock, no sockets: the HTTP side (`handler.py`) turns requests
 into these calls. Objects are serialised once when written, so a list of 10,000 pods or a
 watch backlog is a join of stored bytes, not 10,000 encodings.
 """
@@ -10,91 +10,34 @@ from __future__ import annotations
 import copy
 import json
 import os
-import queue
 import threading
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from podwire.lab import apierrors
-from podwire.lab.apierrors import bad_request
-from podwire.lab.apipatch import apply_patch
-from podwire.lab.apiresources import NAMESPACES, PODS, RESOURCES, ResourceType
-from podwire.lab.apiselectors import Selector
-from podwire.lab.apivalidation import check_kind, check_object
+from podwire.lab.api import errors
+from podwire.lab.api.encoding import encode
+from podwire.lab.api.errors import bad_request
+from podwire.lab.api.kinds import NAMESPACES, RESOURCES
+from podwire.lab.api.patch import apply_patch
+from podwire.lab.api.resource import ResourceType
+from podwire.lab.api.selectors import Selector
+from podwire.lab.api.validation import check_kind, check_object
+from podwire.lab.api.watch import Change, Drop, Event, History, Mark, Subscription, event_line
 
-NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 Key = tuple[str, str]  # (namespace or "", name)
 
 
-def _encode(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+class Stored(NamedTuple):
+    """An object as stored, with its encoding made once when it was written."""
+
+    obj: dict[str, Any]
+    data: bytes
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class Event:
-    """One change as it happened: the object after it (for DELETED: as deleted) and before it."""
-
-    rv: int
-    res: ResourceType
-    type: str
-    obj: dict[str, Any]
-    data: bytes
-    old: dict[str, Any] | None
-
-
-def event_line(event_type: str, data: bytes) -> bytes:
-    return b'{"type":"' + event_type.encode() + b'","object":' + data + b"}\n"
-
-
-@dataclass(eq=False)
-class Subscription:
-    """One watch: what it asked for and the queue the store fills for its connection.
-
-    Queue items are ("event", rv, line), ("mark", rv) — a write this watch does not see,
-    which it may answer with a bookmark — or ("drop", 0) to end the connection abruptly.
-    """
-
-    res: ResourceType
-    namespace: str | None
-    selector: Selector
-    bookmarks: bool
-    start_rv: int = 0
-    items: queue.SimpleQueue[tuple[Any, ...]] = field(default_factory=queue.SimpleQueue)
-
-    def _sees(self, obj: dict[str, Any] | None) -> bool:
-        if obj is None:
-            return False
-        if self.namespace is not None and obj["metadata"].get("namespace") != self.namespace:
-            return False
-        return self.selector.matches(obj)
-
-    def translate(self, event: Event) -> str | None:
-        """The event type this watch gets, or None: an object leaving the selection is a
-        DELETED to this watch and one entering it an ADDED, as the real server does."""
-        if event.res is not self.res:
-            return None
-        now = self._sees(event.obj)
-        if event.type != "MODIFIED":
-            return event.type if now else None
-        before = self._sees(event.old)
-        if now:
-            return "MODIFIED" if before else "ADDED"
-        return "DELETED" if before else None
-
-    def offer(self, event: Event) -> None:
-        kind = self.translate(event)
-        if kind is not None:
-            self.items.put(("event", event.rv, event_line(kind, event.data)))
-        elif self.bookmarks:
-            self.items.put(("mark", event.rv))
 
 
 class ApiStore:
@@ -102,13 +45,9 @@ class ApiStore:
 
     def __init__(self, max_history: int = 100_000, resource_version: int = 1) -> None:
         self._lock = threading.RLock()
-        self._objects: dict[str, dict[Key, tuple[dict[str, Any], bytes]]] = {
-            r.plural: {} for r in RESOURCES}
+        self._objects: dict[str, dict[Key, Stored]] = {r.plural: {} for r in RESOURCES}
         self._rv = resource_version
-        # Watches may resume from any RV >= _oldest; older ones get 410 Expired.
-        self._oldest = resource_version
-        self._history: deque[Event] = deque()
-        self._max_history = max_history
+        self._history = History(max_history, oldest=resource_version)
         self._subs: set[Subscription] = set()
         self.changed = threading.Event()
 
@@ -123,15 +62,15 @@ class ApiStore:
         with self._lock:
             found = self._objects[res.plural].get((namespace, name))
             if found is None:
-                raise apierrors.not_found(res.plural, name)
-            return copy.deepcopy(found[0])
+                raise errors.not_found(res.plural, name)
+            return copy.deepcopy(found.obj)
 
     def get_encoded(self, res: ResourceType, namespace: str, name: str) -> bytes:
         with self._lock:
             found = self._objects[res.plural].get((namespace, name))
             if found is None:
-                raise apierrors.not_found(res.plural, name)
-            return found[1]
+                raise errors.not_found(res.plural, name)
+            return found.data
 
     def list_encoded(self, res: ResourceType, namespace: str | None,
                      selector: Selector) -> tuple[int, list[bytes]]:
@@ -154,16 +93,14 @@ class ApiStore:
         """Give `obj` the next RV, store or drop it, record and fan out the event."""
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
-        data = _encode(obj)
+        data = encode(obj)
         key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
         if event_type == "DELETED":
             del self._objects[res.plural][key]
         else:
-            self._objects[res.plural][key] = (obj, data)
+            self._objects[res.plural][key] = Stored(obj, data)
         event = Event(self._rv, res, event_type, obj, data, old)
         self._history.append(event)
-        while len(self._history) > self._max_history:
-            self._oldest = self._history.popleft().rv
         for sub in self._subs:
             sub.offer(event)
         self.changed.set()
@@ -171,7 +108,7 @@ class ApiStore:
 
     def _require_namespace(self, res: ResourceType, namespace: str) -> None:
         if res.namespaced and ("", namespace) not in self._objects[NAMESPACES.plural]:
-            raise apierrors.not_found(NAMESPACES.plural, namespace)
+            raise errors.not_found(NAMESPACES.plural, namespace)
 
     def _normalise(self, res: ResourceType, namespace: str, body: Any) -> dict[str, Any]:
         check_kind(res, body)
@@ -193,26 +130,21 @@ class ApiStore:
         with self._lock:
             if not meta.get("name"):
                 if not meta.get("generateName"):
-                    raise apierrors.invalid(res.kind, "", "metadata.name", None,
-                                            "name or generateName is required")
+                    raise errors.invalid(res.kind, "", "metadata.name", None,
+                                         "name or generateName is required")
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             check_object(res, obj)
             self._require_namespace(res, namespace)
             if (namespace if res.namespaced else "", meta["name"]) in self._objects[res.plural]:
-                raise apierrors.already_exists(res.plural, meta["name"])
+                raise errors.already_exists(res.plural, meta["name"])
             for server_owned in ("deletionTimestamp", "deletionGracePeriodSeconds",
                                  "resourceVersion", "managedFields"):
                 meta.pop(server_owned, None)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = _now()
             meta["generation"] = 1
-            if res is NAMESPACES:
-                meta.setdefault("labels", {})[NAMESPACE_LABEL] = meta["name"]
-                obj["spec"] = {"finalizers": ["kubernetes"]}
-                obj["status"] = {"phase": "Active"}
-            elif res is PODS:
-                # As the real server: a new pod's status is the server's, not the client's.
-                obj["status"] = {"phase": "Pending"}
+            if res.prepare_create is not None:
+                res.prepare_create(obj)
             return self._commit(res, "ADDED", obj, None)
 
     def update(self, res: ResourceType, namespace: str, name: str, body: Any,
@@ -227,7 +159,7 @@ class ApiStore:
             old = self._current(res, namespace, name)
             wanted = meta.get("resourceVersion")
             if wanted not in (None, "") and wanted != old["metadata"]["resourceVersion"]:
-                raise apierrors.stale(res.plural, name)
+                raise errors.stale(res.plural, name)
             return self._replace(res, old, obj, subresource)
 
     def patch(self, res: ResourceType, namespace: str, name: str, content_type: str,
@@ -238,7 +170,7 @@ class ApiStore:
             wanted = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(
                 patch, dict) else None
             if wanted not in (None, "") and wanted != old["metadata"]["resourceVersion"]:
-                raise apierrors.stale(res.plural, name)
+                raise errors.stale(res.plural, name)
             obj = self._normalise(res, namespace, patched)
             if obj["metadata"].get("name") != name:
                 raise bad_request("a patch cannot change metadata.name")
@@ -247,8 +179,8 @@ class ApiStore:
     def _current(self, res: ResourceType, namespace: str, name: str) -> dict[str, Any]:
         found = self._objects[res.plural].get((namespace if res.namespaced else "", name))
         if found is None:
-            raise apierrors.not_found(res.plural, name)
-        return found[0]
+            raise errors.not_found(res.plural, name)
+        return found.obj
 
     def _replace(self, res: ResourceType, old: dict[str, Any], obj: dict[str, Any],
                  subresource: str | None) -> dict[str, Any]:
@@ -267,9 +199,8 @@ class ApiStore:
                     new["status"] = copy.deepcopy(old["status"])
                 else:
                     new.pop("status", None)
-            if res is NAMESPACES:
-                new["metadata"].setdefault("labels", {})[NAMESPACE_LABEL] = old["metadata"]["name"]
-                new["spec"] = copy.deepcopy(old.get("spec", {}))
+            if res.prepare_update is not None:
+                res.prepare_update(new, old)
         meta, old_meta = new["metadata"], old["metadata"]
         for server_owned in ("uid", "creationTimestamp", "generation", "resourceVersion"):
             meta[server_owned] = old_meta[server_owned]
@@ -285,15 +216,15 @@ class ApiStore:
             old = self._current(res, namespace, name)
             pre = preconditions or {}
             if pre.get("uid") and pre["uid"] != old["metadata"]["uid"]:
-                raise apierrors.conflict(res.plural, name, "Precondition failed: UID in "
-                                         f"precondition: {pre['uid']}, UID in object meta: "
-                                         f"{old['metadata']['uid']}")
+                raise errors.conflict(res.plural, name, "Precondition failed: UID in "
+                                      f"precondition: {pre['uid']}, UID in object meta: "
+                                      f"{old['metadata']['uid']}")
             if (pre.get("resourceVersion")
                     and pre["resourceVersion"] != old["metadata"]["resourceVersion"]):
-                raise apierrors.conflict(res.plural, name, "Precondition failed: "
-                                         "ResourceVersion in precondition: "
-                                         f"{pre['resourceVersion']}, ResourceVersion in object "
-                                         f"meta: {old['metadata']['resourceVersion']}")
+                raise errors.conflict(res.plural, name, "Precondition failed: "
+                                      "ResourceVersion in precondition: "
+                                      f"{pre['resourceVersion']}, ResourceVersion in object "
+                                      f"meta: {old['metadata']['resourceVersion']}")
             if res is NAMESPACES:
                 return self._delete_namespace(old)
             gone = copy.deepcopy(old)
@@ -311,7 +242,7 @@ class ApiStore:
             if not res.namespaced:
                 continue
             for key in sorted(k for k in self._objects[res.plural] if k[0] == name):
-                victim = self._objects[res.plural][key][0]
+                victim = self._objects[res.plural][key].obj
                 gone = copy.deepcopy(victim)
                 gone["metadata"]["deletionTimestamp"] = terminating["metadata"]["deletionTimestamp"]
                 self._commit(res, "DELETED", gone, victim)
@@ -327,26 +258,20 @@ class ApiStore:
         sub = Subscription(res, namespace, selector, bookmarks)
         with self._lock:
             if resource_version in (None, "", "0"):
-                for key in sorted(self._objects[res.plural]):
-                    obj, data = self._objects[res.plural][key]
-                    if sub._sees(obj):
-                        sub.items.put(("event", self._rv, event_line("ADDED", data)))
+                table = self._objects[res.plural]
+                for key in sorted(table):
+                    if sub.sees(table[key].obj):
+                        sub.items.put(Change(self._rv, event_line("ADDED", table[key].data)))
             else:
                 try:
                     since = int(resource_version)
                 except ValueError:
                     raise bad_request(f"invalid resource version: {resource_version!r}") from None
-                if since < self._oldest:
-                    raise apierrors.expired(since, self._oldest)
-                for event in self._history:
-                    if event.rv > since:
-                        kind = sub.translate(event)
-                        if kind is not None:
-                            sub.items.put(("event", event.rv, event_line(kind, event.data)))
+                for event in self._history.since(since):
+                    sub.replay(event)
             if bookmarks:
                 # Tells the client promptly that it has seen everything up to now.
-                sub.items.put(("mark", self._rv))
-            sub.start_rv = self._rv
+                sub.items.put(Mark(self._rv))
             self._subs.add(sub)
         return sub
 
@@ -360,14 +285,13 @@ class ApiStore:
             subs = list(self._subs)
             self._subs.clear()
         for sub in subs:
-            sub.items.put(("drop", 0))
+            sub.items.put(Drop())
         return len(subs)
 
     def compact(self) -> int:
         """Forget the event history: watches from any RV before now get 410 Expired."""
         with self._lock:
-            self._history.clear()
-            self._oldest = self._rv
+            self._history.compact(self._rv)
             return self._rv
 
     # ---- persistence -------------------------------------------------------------------
@@ -376,7 +300,7 @@ class ApiStore:
         """The whole state as JSON, joined from the stored encodings: cheap enough to take
         after every burst of writes even with 10,000 pods (no re-encoding under the lock)."""
         with self._lock:
-            tables = {plural: [data for _, data in table.values()]
+            tables = {plural: [stored.data for stored in table.values()]
                       for plural, table in self._objects.items()}
             rv = self._rv
         parts = [b'"' + plural.encode() + b'":[' + b",".join(datas) + b"]"
@@ -395,7 +319,7 @@ class ApiStore:
             for obj in objs:
                 key = (obj["metadata"].get("namespace", "") if res.namespaced else "",
                        obj["metadata"]["name"])
-                store._objects[plural][key] = (obj, _encode(obj))
+                store._objects[plural][key] = Stored(obj, encode(obj))
         return store
 
 

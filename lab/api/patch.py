@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from podwire.lab.apierrors import ApiError, bad_request
+from podwire.lab.api.errors import ApiError, bad_request
 
 MERGE_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 JSON_PATCH_TYPE = "application/json-patch+json"

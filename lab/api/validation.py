@@ -1,5 +1,7 @@
 """What the lab API server refuses before storing: structure and names, as the real one does.
 
+The checks every kind shares are here, with the spec checks kinds name in `kinds.py`.
+
 NetworkPolicy checks stop at structure on purpose: the real API server accepts policies that
 podwire's own validator rejects, and the agent must meet those too.
 """
@@ -9,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from podwire.lab.apierrors import bad_request, invalid
-from podwire.lab.apiresources import NAMESPACES, NETWORK_POLICIES, PODS, ResourceType
+from podwire.lab.api.errors import bad_request, invalid
+from podwire.lab.api.resource import ResourceType
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -40,7 +42,7 @@ def check_kind(res: ResourceType, obj: Any) -> None:
 def check_name(res: ResourceType, name: Any) -> None:
     if not isinstance(name, str):
         raise invalid(res.kind, str(name), "metadata.name", name, "must be a string")
-    if res is NAMESPACES:
+    if res.name_format == "dns-label":
         ok, why = len(name) <= 63 and bool(_DNS_LABEL.match(name)), (
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
             "'-', and must start and end with an alphanumeric character")
@@ -66,7 +68,7 @@ def _check_labels(res: ResourceType, name: str, labels: Any) -> None:
             raise invalid(res.kind, name, f"metadata.labels.{key}", value, _LABEL_MSG)
 
 
-def _check_pod(name: str, spec: dict[str, Any]) -> None:
+def check_pod_spec(name: str, spec: dict[str, Any]) -> None:
     containers = spec.get("containers")
     if not isinstance(containers, list) or not containers:
         raise invalid("Pod", name, "spec.containers", None, "at least one container")
@@ -106,7 +108,7 @@ def _check_list_of_objects(name: str, where: str, value: Any) -> list[dict[str, 
     return value
 
 
-def _check_policy(name: str, spec: dict[str, Any]) -> None:
+def check_policy_spec(name: str, spec: dict[str, Any]) -> None:
     if not isinstance(spec.get("podSelector", {}), dict):
         raise invalid("NetworkPolicy", name, "spec.podSelector", spec["podSelector"],
                       "must be a label selector object")
@@ -143,8 +145,6 @@ def check_object(res: ResourceType, obj: dict[str, Any]) -> None:
     spec = obj.get("spec", {})
     if not isinstance(spec, dict):
         raise invalid(res.kind, name, "spec", spec, "must be an object")
-    if res is PODS:
-        _check_pod(name, spec)
-    elif res is NETWORK_POLICIES:
-        _check_policy(name, spec)
+    if res.check_spec is not None:
+        res.check_spec(name, spec)
 

@@ -1,13 +1,12 @@
-"""The API kinds the lab API server serves, and the discovery documents that describe them.
-
-Each kind is described once here; the store, the router and discovery all read this table,
-so a kind cannot be served under one name and advertised under another.
-"""
+"""The discovery documents: what clients (kubectl, the `kubernetes` client) read to learn
+which groups, versions and kinds the server has. All are derived from `kinds.RESOURCES`,
+so a kind cannot be served under one name and advertised under another."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from podwire.lab.api.kinds import RESOURCES
 
 SERVER_VERSION = {
     "major": "1",
@@ -25,49 +24,21 @@ VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 STATUS_VERBS = ["get", "patch", "update"]
 
 
-@dataclass(frozen=True)
-class ResourceType:
-    """One served kind: where it lives in the URL space and what the server does for it."""
-
-    plural: str
-    kind: str
-    group: str
-    version: str
-    namespaced: bool
-    short_names: tuple[str, ...]
-    # Field selectors the real server accepts for this kind beyond metadata.name/namespace.
-    extra_fields: tuple[str, ...] = ()
-    has_status: bool = False
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def list_kind(self) -> str:
-        return f"{self.kind}List"
-
-    @property
-    def singular(self) -> str:
-        return self.kind.lower()
-
-
-NAMESPACES = ResourceType("namespaces", "Namespace", "", "v1", False, ("ns",),
-                          ("status.phase",), has_status=True)
-NODES = ResourceType("nodes", "Node", "", "v1", False, ("no",), (), has_status=True)
-PODS = ResourceType("pods", "Pod", "", "v1", True, ("po",),
-                    ("spec.nodeName", "status.phase"), has_status=True)
-NETWORK_POLICIES = ResourceType("networkpolicies", "NetworkPolicy", "networking.k8s.io", "v1",
-                                True, ("netpol",))
-
-RESOURCES: tuple[ResourceType, ...] = (NAMESPACES, NODES, PODS, NETWORK_POLICIES)
-
-
-def find_resource(group: str, version: str, plural: str) -> ResourceType | None:
-    """The served kind at `/api[s]/<group>/<version>/<plural>`, or None."""
-    for res in RESOURCES:
-        if (res.group, res.version, res.plural) == (group, version, plural):
-            return res
+def document(path: str) -> dict[str, Any] | None:
+    """The discovery document at a GET of `path`, or None when `path` is not one."""
+    parts = [p for p in path.split("/") if p]
+    if parts == ["version"]:
+        return SERVER_VERSION
+    if parts == ["api"]:
+        return core_versions()
+    if parts == ["apis"]:
+        return group_list()
+    if len(parts) == 2 and parts[0] == "api":
+        return resource_list("", parts[1])
+    if len(parts) == 2 and parts[0] == "apis":
+        return group(parts[1])
+    if len(parts) == 3 and parts[0] == "apis":
+        return resource_list(parts[1], parts[2])
     return None
 
 

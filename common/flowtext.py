@@ -9,28 +9,27 @@ connection the policy that allowed it on each side checked, or that none isolate
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
-from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
 from podwire.bpf.constants import reserved_label
+from podwire.common.flow import FlowEnd, FlowRecord
+from podwire.policy import Protocol
 
-Record = Mapping[str, Any]
-
-PORTED = ("TCP", "UDP", "SCTP")
+# Every protocol a NetworkPolicy port can name has ports; the others (ICMP) have none.
+PORTED = frozenset(Protocol)
 VERDICT_STYLES = {"FORWARDED": "green", "DROPPED": "bold red"}
 COLUMNS = ("TIME", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY")
 
 
-def timestamp(record: Record) -> str:
+def timestamp(record: FlowRecord) -> str:
     """`Nov 22 22:21:37.034`, in local time like `hubble observe`."""
     when = datetime.datetime.fromisoformat(record["time"]).astimezone()
     return when.strftime("%b %d %H:%M:%S.") + f"{when.microsecond // 1000:03d}"
 
 
-def endpoint(end: Record, protocol: str) -> str:
+def endpoint(end: FlowEnd, protocol: str) -> str:
     """`ns/pod:port`, or the address with what it is (`world 10.98.0.250:80`)."""
     port = f":{end.get('port')}" if protocol in PORTED else ""
     if end.get("ip") in (None, "0.0.0.0"):
@@ -42,11 +41,11 @@ def endpoint(end: Record, protocol: str) -> str:
     return f"{what} {address}" if what else address
 
 
-def _pod_name(end: Record) -> str:
+def _pod_name(end: FlowEnd) -> str:
     return f"{end.get('namespace')}/{end['pod']}" if end.get("pod") else str(end.get("ip"))
 
 
-def summary(record: Record) -> str:
+def summary(record: FlowRecord) -> str:
     """Flags, then why the verdict: reason and isolating policies, or allowing ones."""
     parts = []
     flags = record.get("tcp_flags") or []
@@ -60,7 +59,7 @@ def summary(record: Record) -> str:
             text += f", isolated by {', '.join(isolated)}"
         parts.append(text)
         return "; ".join(parts)
-    source, destination = record.get("source") or {}, record.get("destination") or {}
+    source, destination = record["source"], record["destination"]
     allowed = record.get("allowed_by") or {}
     evaluated = record.get("evaluated") or []
     for side in ("egress", "ingress"):
@@ -77,16 +76,16 @@ def summary(record: Record) -> str:
     return "; ".join(parts)
 
 
-def compact(record: Record) -> Text:
+def compact(record: FlowRecord) -> Text:
     """One line a flow: time node src -> dst type verdict protocol summary."""
     protocol = str(record.get("protocol"))
     verdict = str(record.get("verdict"))
     line = Text()
     line.append(timestamp(record), style="dim")
     line.append(f" {record.get('node')} ", style="cyan")
-    line.append(endpoint(record.get("source") or {}, protocol), style="bold")
+    line.append(endpoint(record["source"], protocol), style="bold")
     line.append(" -> ")
-    line.append(endpoint(record.get("destination") or {}, protocol), style="bold")
+    line.append(endpoint(record["destination"], protocol), style="bold")
     line.append(f" {record.get('type')} ")
     line.append(verdict, style=VERDICT_STYLES.get(verdict, ""))
     line.append(f" {protocol}")
@@ -96,7 +95,7 @@ def compact(record: Record) -> Text:
     return line
 
 
-def table(records: list[Record], header: bool = True) -> Table:
+def table(records: list[FlowRecord], header: bool = True) -> Table:
     """The table output; `header=False` for the rows a follower prints one by one."""
     grid = Table(show_header=header, header_style="bold", box=None, pad_edge=False)
     widths = (19, 8, 28, 28, 14, 9, None)
@@ -107,8 +106,8 @@ def table(records: list[Record], header: bool = True) -> Table:
         protocol = str(record.get("protocol"))
         verdict = str(record.get("verdict"))
         grid.add_row(timestamp(record), str(record.get("node")),
-                     endpoint(record.get("source") or {}, protocol),
-                     endpoint(record.get("destination") or {}, protocol),
+                     endpoint(record["source"], protocol),
+                     endpoint(record["destination"], protocol),
                      str(record.get("type")),
                      Text(verdict, style=VERDICT_STYLES.get(verdict, "")),
                      f"{protocol} {summary(record)}".strip())

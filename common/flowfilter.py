@@ -1,4 +1,4 @@
-"""Which flow records `podwire observe` shows: pure logic over the record dicts.
+"""Which flow records `podwire observe` (and the lab demo) shows: pure logic over records.
 
 Filters follow `hubble observe`: repeating a flag ORs its values, different flags AND.
 Side-less flags (`--pod`, `--ip`, `--port`, `-n`, `-l`) match either end of a flow.
@@ -15,12 +15,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-Record = Mapping[str, Any]
-Predicate = Callable[[Record], bool]
+from podwire.common.flow import FlowEnd, FlowRecord
+from podwire.policy import PortlessProtocol, Protocol
+
+Predicate = Callable[[FlowRecord], bool]
 
 VERDICTS = ("FORWARDED", "DROPPED")
 TYPES = ("policy-verdict", "drop", "trace")
-PROTOCOLS = ("TCP", "UDP", "ICMP", "SCTP")
+# What the IPv4 datapath names in a record (ICMPv6 needs IPv6).
+PROTOCOLS = (Protocol.TCP, Protocol.UDP, PortlessProtocol.ICMP, Protocol.SCTP)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _LABEL_KEY = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_./]*)?[A-Za-z0-9]$")
@@ -34,7 +37,7 @@ class PodRef:
     namespace: str | None
     prefix: str
 
-    def matches(self, end: Record) -> bool:
+    def matches(self, end: FlowEnd) -> bool:
         pod = end.get("pod")
         if pod is None:
             return False
@@ -135,15 +138,15 @@ def parse_since(text: str, now: datetime.datetime) -> datetime.datetime:
     return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
 
 
-def record_time(record: Record) -> datetime.datetime:
+def record_time(record: FlowRecord) -> datetime.datetime:
     return datetime.datetime.fromisoformat(record["time"])
 
 
-def _ends(record: Record) -> tuple[Record, Record]:
-    return record.get("source") or {}, record.get("destination") or {}
+def _ends(record: FlowRecord) -> tuple[FlowEnd, FlowEnd]:
+    return record["source"], record["destination"]
 
 
-def _in_any(end: Record, networks: Sequence[Any]) -> bool:
+def _in_any(end: FlowEnd, networks: Sequence[Any]) -> bool:
     try:
         address = ipaddress.ip_address(end.get("ip", ""))
     except ValueError:
@@ -169,10 +172,11 @@ class FlowFilter:
     label: list[LabelSelector] = field(default_factory=list)
     since: datetime.datetime | None = None
 
-    def matches(self, record: Record) -> bool:
-        return all(check(record) for check in self._checks())
+    def matches(self, record: FlowRecord) -> bool:
+        return all(check(record) for check in (*self._end_checks(), *self._record_checks()))
 
-    def _checks(self) -> list[Predicate]:
+    def _end_checks(self) -> list[Predicate]:
+        """The flags about a flow's ends: who and where, on either side or one."""
         checks: list[Predicate] = []
         if self.from_pod:
             checks.append(lambda r: any(p.matches(_ends(r)[0]) for p in self.from_pod))
@@ -191,15 +195,20 @@ class FlowFilter:
             checks.append(lambda r: any(_in_any(e, self.ip) for e in _ends(r)))
         if self.port:
             checks.append(lambda r: any(e.get("port") in self.port for e in _ends(r)))
+        if self.label:
+            checks.append(lambda r: any(s.matches(e.get("labels") or {})
+                                        for s in self.label for e in _ends(r)))
+        return checks
+
+    def _record_checks(self) -> list[Predicate]:
+        """The flags about the flow itself: protocol, verdict, type, time."""
+        checks: list[Predicate] = []
         if self.protocol:
             checks.append(lambda r: str(r.get("protocol", "")).upper() in self.protocol)
         if self.verdict:
             checks.append(lambda r: r.get("verdict") in self.verdict)
         if self.type:
             checks.append(lambda r: r.get("type") in self.type)
-        if self.label:
-            checks.append(lambda r: any(s.matches(e.get("labels") or {})
-                                        for s in self.label for e in _ends(r)))
         if self.since is not None:
             since = self.since
             checks.append(lambda r: record_time(r) >= since)
@@ -234,6 +243,6 @@ def build(from_pod: Sequence[str] = (), to_pod: Sequence[str] = (), pod: Sequenc
     )
 
 
-def merge_by_time(batches: Sequence[Sequence[Record]]) -> list[Record]:
+def merge_by_time(batches: Sequence[Sequence[FlowRecord]]) -> list[FlowRecord]:
     """Records of several nodes in one time order (stable for equal times)."""
     return sorted((r for batch in batches for r in batch), key=record_time)

@@ -1,0 +1,39 @@
+"""What the model must redo since it last computed, and so what the reconcile diff compares.
+
+Events mark what they touch; `NodeState.compute` takes the set, recomputes only that,
+and hands `reconcile.plan` the scope of keys that may differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from podwire.agent.addresses import IPv4Net
+from podwire.agent.reconcile import Scope
+
+
+@dataclass
+class ChangeSet:
+    endpoints: set[str] = field(default_factory=set)  # local endpoint IPs
+    ipcache: set[IPv4Net] = field(default_factory=set)
+    all_endpoints: bool = False
+    all_ipcache: bool = False
+
+    @classmethod
+    def everything(cls) -> ChangeSet:
+        return cls(all_endpoints=True, all_ipcache=True)
+
+    def redo_everything(self) -> None:
+        # Used when the ipBlock prefixes move: every address may resolve differently, and
+        # every ipBlock rule may name a different set of CIDR identities.
+        self.all_endpoints = self.all_ipcache = True
+
+    def endpoints_to_redo(self, known: set[str]) -> set[str]:
+        """Of the endpoints the model or the maps know, those to recompute."""
+        return known if self.all_endpoints else known & self.endpoints
+
+    def scope(self) -> Scope:
+        """The keys the plan compares; policy keys are added as endpoints are redone."""
+        return Scope(endpoints=None if self.all_endpoints else self.endpoints,
+                     ipcache=None if self.all_ipcache else self.ipcache,
+                     policy=None if self.all_endpoints else set())

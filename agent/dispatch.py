@@ -1,0 +1,84 @@
+"""What each watched kind's events do to the node's model: one pair of handlers per kind.
+
+Like kopf's registry of handlers per resource (`_core/intents/registries.py`), kept apart
+from the streams that feed it (`agent/watch.py`), and like client-go's
+ResourceEventHandler: a kind's `upsert` takes an object that is there (added, or
+modified: the model replaces what it had), its `remove` the name of one that went.
+Supporting a new kind is one entry in `HANDLERS` (and its informer in the WatchSet).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from podwire.agent.desired import NodeState
+from podwire.agent.nodes import NodeInfo
+from podwire.agent.watch import EventType, WatchEvent
+from podwire.policy import Namespace, NetworkPolicy, Pod, PolicyError
+
+log = logging.getLogger("podwire.agent")
+
+ApiObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class KindHandlers:
+    upsert: Callable[[NodeState, ApiObject], None]
+    remove: Callable[[NodeState, str, str], None]  # (namespace or "", name)
+
+
+def apply_event(state: NodeState, event: WatchEvent) -> None:
+    """Hand one event to its kind's handler; the caller holds the model's lock.
+
+    An object the model cannot take (a malformed pod, say) is logged and left out.
+    """
+    handlers = HANDLERS.get(event.kind)
+    if handlers is None or event.type is EventType.BOOKMARK:
+        return
+    meta = event.object.get("metadata") or {}
+    name, namespace = meta.get("name", ""), meta.get("namespace", "")
+    try:
+        if event.type is EventType.DELETED:
+            handlers.remove(state, namespace, name)
+        else:
+            handlers.upsert(state, event.object)
+    except PolicyError as err:
+        log.warning("event=object_rejected kind=%s name=%s/%s error=%r", event.kind,
+                    namespace, name, err.describe())
+
+
+def node_info(obj: ApiObject) -> NodeInfo:
+    """A Node's name, InternalIP and spec.podCIDR (either may be missing yet)."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    address = next((a.get("address") for a in status.get("addresses") or []
+                    if a.get("type") == "InternalIP"), None)
+    return NodeInfo(obj["metadata"]["name"], address, spec.get("podCIDR"))
+
+
+def _set_policy(state: NodeState, obj: ApiObject) -> None:
+    """A policy the model rejects is kept as a problem, reported by `/status`."""
+    try:
+        state.set_policy(NetworkPolicy.from_api(obj))
+    except PolicyError as err:
+        meta = obj.get("metadata") or {}
+        state.reject_policy(f"{meta.get('namespace', '')}/{meta.get('name', '')}",
+                            meta.get("resourceVersion", ""), err)
+
+
+HANDLERS: dict[str, KindHandlers] = {
+    "Namespace": KindHandlers(
+        upsert=lambda state, obj: state.set_namespace(Namespace.from_api(obj)),
+        remove=lambda state, _, name: state.remove_namespace(name)),
+    "Pod": KindHandlers(
+        upsert=lambda state, obj: state.set_pod(Pod.from_api(obj)),
+        remove=lambda state, namespace, name: state.remove_pod(namespace, name)),
+    "NetworkPolicy": KindHandlers(
+        upsert=_set_policy,
+        remove=lambda state, namespace, name: state.remove_policy(namespace, name)),
+    "Node": KindHandlers(
+        upsert=lambda state, obj: state.set_node(node_info(obj)),
+        remove=lambda state, _, name: state.remove_node(name)),
+}

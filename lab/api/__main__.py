@@ -1,0 +1,81 @@
+"""`python -m podwire.lab.api --listen 127.0.0.1:6443 [--state FILE] [--kubeconfig PATH]
+[--token T] [--tls-cert-file CRT --tls-private-key-file KEY]`: the lab's API server as a
+process, until SIGTERM or SIGINT, saving its state on the way out when given a file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from podwire.lab.api.server import LabApiServer
+
+log = logging.getLogger("podwire.lab.api")
+
+
+def _parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"listen address {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m podwire.lab.api",
+                                     description="The podwire lab's Kubernetes API server.")
+    parser.add_argument("--listen", action="append", default=[], metavar="HOST:PORT",
+                        help="address to serve on (repeatable; default 127.0.0.1:6443)")
+    parser.add_argument("--listen-netns", action="append", default=[],
+                        metavar="NETNS_PATH=HOST:PORT",
+                        help="serve also inside a network namespace (repeatable)")
+    parser.add_argument("--state", type=Path, help="JSON file the state is kept in")
+    parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig for the server here")
+    parser.add_argument("--token", help="require this bearer token")
+    parser.add_argument("--tls-cert-file", type=Path, help="serve HTTPS with this certificate")
+    parser.add_argument("--tls-private-key-file", type=Path, help="the certificate's key")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def _start(args: argparse.Namespace) -> LabApiServer:
+    server = LabApiServer(state_path=args.state, token=args.token,
+                          tls_cert_file=args.tls_cert_file,
+                          tls_key_file=args.tls_private_key_file)
+    server.start()
+    for text in args.listen or ["127.0.0.1:6443"]:
+        server.add_listener(*_parse_address(text))
+    for text in args.listen_netns:
+        netns, sep, address = text.partition("=")
+        if not sep:
+            raise ValueError(f"--listen-netns {text!r} is not NETNS_PATH=HOST:PORT")
+        server.add_listener(*_parse_address(address), netns=netns)
+    if args.kubeconfig:
+        server.write_kubeconfig(args.kubeconfig)
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="ts=%(asctime)s level=%(levelname)s %(message)s")
+    try:
+        server = _start(args)
+    except (OSError, ValueError) as err:
+        print(f"podwire apiserver: {err}", file=sys.stderr)
+        return 1
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    log.info("event=ready urls=%s resource_version=%d", ",".join(server.urls),
+             server.store.resource_version)
+    done.wait()
+    server.stop()
+    log.info("event=stopped resource_version=%d", server.store.resource_version)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""What the lab API server knows about one kind: its place in the URL space and its rules.
+
+A kind is one `ResourceType` value (declared in `kinds.py`); the router, the store, the
+validator, selectors and discovery all read it, so serving a new kind means declaring it,
+not teaching each of them. The hooks play the part of the real server's per-kind
+strategies (`pkg/registry/<group>/<kind>/strategy.go`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Object = dict[str, Any]
+# How metadata.name is checked: most kinds take an RFC 1123 subdomain, a few (Namespace)
+# only a label, as in the real server's validation.
+NameFormat = Literal["dns-label", "dns-subdomain"]
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """One served kind: where it lives in the URL space and what the server does for it."""
+
+    plural: str
+    kind: str
+    group: str
+    version: str
+    namespaced: bool
+    short_names: tuple[str, ...]
+    # Field selectors the real server accepts for this kind beyond metadata.name/namespace.
+    extra_fields: tuple[str, ...] = ()
+    # A /status subresource; writes to the main resource then keep the stored status.
+    has_status: bool = False
+    name_format: NameFormat = "dns-subdomain"
+    # Refuses a bad spec with 422 Invalid: called with the object's name and its spec.
+    check_spec: Callable[[str, Object], None] | None = None
+    # Sets what the server owns in a new object (status, defaults), after validation.
+    prepare_create: Callable[[Object], None] | None = None
+    # Keeps what the server owns across an update: called with (new, old), after validation.
+    prepare_update: Callable[[Object, Object], None] | None = None
+    # DELETE answers with the deleted object rather than a Success Status.
+    delete_returns_object: bool = False
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
