@@ -4,10 +4,14 @@ Both plugins are executed exactly as a runtime does (env, stdin, exit code) from
 process that sits in a throw-away node netns, so neither pays for an nsenter. podwire
 is served by the same stand-in agent the CNI tests use (tests/integration/cni_agent.py).
 
-    .venv/bin/python bench/cni_bench.py [--pods 50] [--concurrency 64]
+    .venv/bin/python bench/cni_bench.py [--pods 50] [--concurrency 8 64] [--runs 3]
 
-Prints ADD and DEL latency (median, p95) for sequential pods, 64-way concurrent ADD
-throughput, and the shim's start time against a console-script style start.
+Prints ADD and DEL latency (median, p95) for sequential pods, concurrent ADD throughput
+at each concurrency, and the shim's start time against a console-script style start.
+Every figure is measured `runs` times, podwire and the reference alternating within
+each run so load from elsewhere on the machine falls on both; the table gives the
+spread beside each median and says where the spreads overlap, which is where this
+machine's noise hides the difference.
 """
 
 from __future__ import annotations
@@ -69,6 +73,11 @@ def sequential(call: Invoke, spaces: list[str], tag: str) -> tuple[list[float], 
     return adds, dels
 
 
+def overlap(a: list[float], b: list[float]) -> bool:
+    """Whether two spreads (min..max) overlap: then noise may explain the difference."""
+    return max(min(a), min(b)) <= min(max(a), max(b))
+
+
 def concurrent(call: Invoke, spaces: list[str], tag: str) -> float:
     """Pods per second for len(spaces) ADDs started at once (DELs not timed)."""
     started = time.perf_counter()
@@ -95,29 +104,31 @@ def start_time(cmd: list[str], runs: int = 30) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=50)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 64])
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     tools.require(TOOLS)
-    figures = collect(args.pods, args.concurrency)
+    figures = collect(args.pods, args.concurrency, args.runs)
     if args.json:
         figures.write(args.json)
-    print_table(figures, args.pods, args.concurrency)
+    print_table(figures, args.pods, args.runs)
 
 
-def collect(pods: int, concurrency: int) -> Figures:
+def collect(pods: int, concurrency: list[int], runs: int) -> Figures:
     # The stand-in agent runs cni_agent.py as a script; its helpers import from tests/.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
     work = Path(tempfile.mkdtemp(prefix="pwtc-bench-"))
     try:
         with node_agent(work / "agent", pod_cidr="10.77.0.0/24") as agent:
-            return run_bench(agent, work, pods, concurrency)
+            return run_bench(agent, work, pods, concurrency, runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: int) -> Figures:
+def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: list[int],
+              runs: int) -> Figures:
     podwire_conf = agent.conf(VERSION)
     reference_conf = {"cniVersion": VERSION, "name": "pwtc-ref", "type": "bridge",
                       "bridge": "pwtcref0", "isGateway": True,
@@ -130,48 +141,77 @@ def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: int) -> Figu
     def reference(command: str, cid: str, ns: str) -> float:
         return invoke(REFERENCE / "bridge", reference_conf, command, cid, ns)
 
-    adds: dict[str, list[float]] = {}
-    dels: dict[str, list[float]] = {}
-    rates: dict[str, list[float]] = {}
+    plugins = (("podwire", podwire), (REFERENCE_NAME, reference))
+    adds: dict[str, list[float]] = {name: [] for name, _ in plugins}
+    dels: dict[str, list[float]] = {name: [] for name, _ in plugins}
+    rates: dict[int, dict[str, list[float]]] = {
+        level: {name: [] for name, _ in plugins} for level in concurrency}
     with ExitStack() as stack:
-        spaces = [stack.enter_context(netns()) for _ in range(max(pods, concurrency))]
+        spaces = [stack.enter_context(netns()) for _ in range(max(pods, *concurrency))]
         # Children inherit the node netns: the bridge plugin acts where it runs.
         stack.enter_context(in_netns(agent.node_path))
         reference("ADD", "warm", spaces[0])  # creates the bridge once, outside the timings
         reference("DEL", "warm", spaces[0])
-        for name, call in (("podwire", podwire), (REFERENCE_NAME, reference)):
-            adds[name], dels[name] = sequential(call, spaces[:pods], f"seq-{name[:3]}")
-            rates[name] = [concurrent(call, spaces[:concurrency], f"par-{name[:3]}")]
+        for run in range(runs):
+            for name, call in plugins:
+                tag = f"{run}{name[:3]}"
+                seq_adds, seq_dels = sequential(call, spaces[:pods], f"seq{tag}")
+                adds[name] += seq_adds
+                dels[name] += seq_dels
+                for level in concurrency:
+                    rates[level][name].append(
+                        concurrent(call, spaces[:level], f"par{level}-{tag}"))
     shim_ms = start_time([str(SHIM)])
     wrapper_ms = start_time([str(PYTHON), "-c", "from podwire.cni.shim import main; main()"])
     return Figures(
         comparisons=[
             Comparison("CNI ADD latency", "ms", False, "podwire", adds, "distribution"),
             Comparison("CNI DEL latency", "ms", False, "podwire", dels, "distribution"),
-            Comparison(f"CNI ADD throughput, {concurrency}-way concurrent", "pods/s", True,
-                       "podwire", rates)],
+            *(Comparison(f"CNI ADD throughput, {level}-way concurrent", "pods/s", True,
+                         "podwire", rates[level]) for level in concurrency)],
         scalars={"shim_start_ms": shim_ms, "venv_start_ms": wrapper_ms, "pods": pods,
-                 "concurrency": concurrency})
+                 "runs": runs})
 
 
-def print_table(figures: Figures, pods: int, concurrency: int) -> None:
-    add, dele, rate = figures.comparisons
-    print(f"\nCNI benchmark: {pods} pods sequential, {concurrency}-way concurrent ADD "
-          f"(cniVersion {VERSION}, {os.cpu_count()} CPUs)\n")
-    header = (f"{'plugin':<20}{'ADD p50':>10}{'ADD p95':>10}{'DEL p50':>10}{'DEL p95':>10}"
-              f"{'ADD/s x' + str(concurrency):>14}")
-    print(header)
-    print("-" * len(header))
-    for name in add.samples:
-        print(f"{name:<20}{statistics.median(add.samples[name]):>8.1f}ms"
-              f"{p95(add.samples[name]):>8.1f}ms{statistics.median(dele.samples[name]):>8.1f}ms"
-              f"{p95(dele.samples[name]):>8.1f}ms{rate.samples[name][0]:>12.1f}/s")
-    print(f"{'ratio podwire/ref':<20}{ratio(add, REFERENCE_NAME):>9.2f}x{'':>10}"
-          f"{ratio(dele, REFERENCE_NAME):>9.2f}x{'':>10}{ratio(rate, REFERENCE_NAME):>12.2f}x")
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ({min(values):.1f}..{max(values):.1f})"
+
+
+def _verdict(comparison: Comparison, medians_of: dict[str, list[float]]) -> str:
+    mine = medians_of[comparison.subject]
+    base = medians_of[REFERENCE_NAME]
+    noise = "  noise hides the difference (spreads overlap)" if overlap(mine, base) else ""
+    return f"{ratio(comparison, REFERENCE_NAME):.2f}x{noise}"
+
+
+def print_table(figures: Figures, pods: int, runs: int) -> None:
+    add, dele, *throughputs = figures.comparisons
+    print(f"\nCNI benchmark: {runs} runs of {pods} pods sequential, then concurrent ADD "
+          f"(cniVersion {VERSION}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}); "
+          f"median (min..max over runs)\n")
+    per_run = {c.metric: {name: [statistics.median(chunk) for chunk in _runs(values, runs)]
+                          for name, values in c.samples.items()} for c in (add, dele)}
+    for comparison in (add, dele):
+        medians = per_run[comparison.metric]
+        print(f"{comparison.metric} [ms], median of each run's {pods} pods")
+        for name, values in comparison.samples.items():
+            print(f"  {name:<20}{_spread(medians[name]):>24}   p95 {p95(values):.1f}")
+        print(f"  {'ratio podwire/ref':<20}{_verdict(comparison, medians):>24}")
+    for comparison in throughputs:
+        print(f"{comparison.metric} [pods/s]")
+        for name, values in comparison.samples.items():
+            print(f"  {name:<20}{_spread(values):>24}")
+        print(f"  {'ratio podwire/ref':<20}{_verdict(comparison, comparison.samples):>24}")
     shim_ms, wrapper_ms = figures.scalars["shim_start_ms"], figures.scalars["venv_start_ms"]
     print(f"\nshim start (VERSION, median of 30): {shim_ms:.1f} ms as installed "
           f"(python3 -I -S script) vs {wrapper_ms:.1f} ms via the venv + editable finder "
           f"({wrapper_ms / shim_ms:.2f}x)")
+
+
+def _runs(values: list[float], runs: int) -> list[list[float]]:
+    """The pooled per-pod samples cut back into their runs."""
+    size = len(values) // runs
+    return [values[i * size:(i + 1) * size] for i in range(runs)]
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ that cannot be entered is the runtime's error, code 3, naming the path.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pyroute2 import IPRoute
 
 from podwire.cni.protocol import CniError, Code
+from podwire.cni.rtnl import Rtnl
 from podwire.common import netns
 
 
@@ -40,3 +42,26 @@ def netlink(path: str) -> Iterator[IPRoute]:
         yield ipr
     finally:
         ipr.close()
+
+
+@contextmanager
+def rtnl(path: str) -> Iterator[Rtnl]:
+    """podwire's own rtnetlink socket bound to the netns at `path` (cni/rtnl.py)."""
+    with entered(path):
+        sock = Rtnl()
+    with sock:
+        yield sock
+
+
+@contextmanager
+def opened(path: str) -> Iterator[int]:
+    """A file descriptor of the netns at `path`, for requests that name a netns by fd."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CniError(Code.UNKNOWN_CONTAINER, f"network namespace {path} cannot be entered",
+                       exc.strerror or str(exc)) from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
