@@ -9,8 +9,9 @@ IPv4Net = ipaddress.IPv4Network
 # ip -> its /32. Every pod event names its address; parsing it anew each time was a tenth
 # of a 10,000-pod resync. A parsed /32 costs about 0.7 KB, so the model forgets an address
 # once nothing it holds has it (`forget_host_prefix`): pods coming and going with new
-# addresses would otherwise pile them up. The bound only backstops a caller that never
-# forgets; callers hold the model's lock.
+# addresses would otherwise pile them up. The models of one process share the cache:
+# forgetting an address another model holds costs that one a reparse, nothing more. The
+# bound only backstops a caller that never forgets; callers hold the model's lock.
 _HOST_PREFIXES: dict[str, IPv4Net] = {}
 _HOST_PREFIXES_MAX = 1 << 16
 
