@@ -30,7 +30,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from podwire.bench.faults_lab import Lab, log
+from podwire.bench.faults_lab import Lab, log, stop_loops
 from podwire.bench.faults_policy import PORT, FlowWatch, Listener, Prober
 from podwire.bench.figures import Expectation, Figures
 from podwire.common import agentapi
@@ -184,13 +184,8 @@ def run(lab: Lab, outages: int, seconds: float, seed: int) -> Figures:
         time.sleep(1.0)
     finally:
         churn.api_up.set()
-        loops = [(churn.stop, churn.thread), (watch.stop, watch.thread),
-                 *((p.stop, p.thread) for p in probers)]
-        for stop, _ in loops:
-            stop.set()
-        for _, thread in loops:
-            if thread.is_alive():
-                thread.join()
+        stop_loops([(churn.stop, churn.thread), (watch.stop, watch.thread),
+                    *((p.stop, p.thread) for p in probers)])
         listener.close()
     watch.poll()
     scalars = {"outages": outages, "outage seconds": seconds, "writes": churn.writes,

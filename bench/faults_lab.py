@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -90,6 +91,16 @@ class Lab:
         return {f"{p['metadata']['namespace']}/{p['metadata']['name']}":
                 (self.layout.pod_netns(p["metadata"]["uid"]), p["status"]["podIP"])
                 for p in self.kube.list_pods()["items"] if p.get("status", {}).get("podIP")}
+
+
+def stop_loops(loops: list[tuple[threading.Event, threading.Thread]]) -> None:
+    """Tell every background loop to stop first, then wait for each, so they wind down
+    together rather than one after another."""
+    for stop, _ in loops:
+        stop.set()
+    for _, thread in loops:
+        if thread.is_alive():
+            thread.join()
 
 
 def drops_by_reason(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float],

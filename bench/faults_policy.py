@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from podwire.bench.faults_lab import Lab, drops_by_reason, log
+from podwire.bench.faults_lab import Lab, drops_by_reason, log, stop_loops
 from podwire.bench.figures import Expectation, Figures
 from podwire.common import agentapi
 from podwire.lab import manifests, netns, samples, workload
@@ -227,12 +227,7 @@ def run(lab: Lab, updates: int, seconds: float, seed: int) -> Figures:
         caught_up = time.monotonic() - started - writing
         time.sleep(1.0)  # probes of the final state too
     finally:
-        loops = [(p.stop, p.thread) for p in probers] + [(watch.stop, watch.thread)]
-        for stop, _ in loops:
-            stop.set()
-        for _, thread in loops:
-            if thread.is_alive():
-                thread.join()
+        stop_loops([(p.stop, p.thread) for p in probers] + [(watch.stop, watch.thread)])
         listener.close()
     watch.poll()
     for record in sorted(watch.kept)[:3]:

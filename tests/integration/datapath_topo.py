@@ -161,6 +161,18 @@ def drain_events(dp: Datapath) -> list[structs.FlowEvent]:
     return out
 
 
+def open_datapath(dp: Datapath, pods: tuple[Pod, ...]) -> None:
+    """Back to the open state every datapath test starts from: no pod isolated, no
+    policy entry, empty conntrack, no pending events."""
+    for pod in pods:
+        dp.set_endpoint(pod.ip, pod.endpoint(0))
+    for key in list(dp.policy.keys()):
+        dp.delete_policy(key)
+    for key in list(dp.conntrack.keys()):
+        dp.conntrack.delete(key)
+    drain_events(dp)
+
+
 def recv_nowait(sock: Socket) -> list[bytes]:
     sock.setblocking(False)
     frames = []
