@@ -161,6 +161,15 @@ def drain_events(dp: Datapath) -> list[structs.FlowEvent]:
     return out
 
 
+def serve_pods(dp: Datapath, pods: tuple[Pod, ...]) -> None:
+    """Make the datapath serve local pods as the agent would: endpoint entry, the pod's
+    identity in the ipcache, programs on its host veth."""
+    for pod in pods:
+        dp.set_endpoint(pod.ip, pod.endpoint())
+        dp.set_ipcache(pod.ip, ipcache_value(pod.identity))
+        dp.attach_endpoint(pod.host_ifindex)
+
+
 def open_datapath(dp: Datapath, pods: tuple[Pod, ...]) -> None:
     """Back to the open state every datapath test starts from: no pod isolated, no
     policy entry, empty conntrack, no pending events."""

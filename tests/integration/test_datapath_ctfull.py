@@ -10,7 +10,14 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from datapath_topo import Topology, counter, ct_count, drain_events, ipcache_value, wait_for
+from datapath_topo import (
+    Topology,
+    counter,
+    ct_count,
+    drain_events,
+    serve_pods,
+    wait_for,
+)
 
 from podwire.agent.config import AgentConfig, ConntrackTimeouts
 from podwire.agent.datapath import Datapath
@@ -30,10 +37,7 @@ def setup() -> Iterator[tuple[Topology, Datapath]]:
         config = AgentConfig(node_name="n1", pin_dir=topo.pin_dir("n1"), conntrack_max=CT_MAX)
         dp = Datapath.load(config, netns=node)
         topo.datapaths.append(dp)
-        for pod in (a, b):
-            dp.set_endpoint(pod.ip, pod.endpoint())
-            dp.set_ipcache(pod.ip, ipcache_value(pod.identity))
-            dp.attach_endpoint(pod.host_ifindex)
+        serve_pods(dp, (a, b))
         yield topo, dp
     finally:
         topo.cleanup()

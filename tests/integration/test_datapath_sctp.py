@@ -23,6 +23,7 @@ from datapath_topo import (
     open_datapath,
     policy_key,
     recv_nowait,
+    serve_pods,
     wait_for,
 )
 from scapy.layers.inet import IP
@@ -92,10 +93,7 @@ def env() -> Iterator[Env]:
                              conntrack_max=1024, conntrack_timeouts=TIMEOUTS)
         dp = Datapath.load(config, netns=node)
         topo.datapaths.append(dp)
-        for pod in (a, b):
-            dp.set_endpoint(pod.ip, pod.endpoint())
-            dp.set_ipcache(pod.ip, ipcache_value(pod.identity))
-            dp.attach_endpoint(pod.host_ifindex)
+        serve_pods(dp, (a, b))
         dp.set_ipcache(NODE_IP, ipcache_value(ReservedIdentity.HOST))
         dp.set_ipcache("0.0.0.0/0", ipcache_value(ReservedIdentity.WORLD))
         yield Env(topo, dp, a, b)
