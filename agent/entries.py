@@ -111,3 +111,52 @@ def port_range_blocks(start: int, end: int) -> list[tuple[int, int]]:
 
 def prefix_of(network: str | ipaddress.IPv4Network) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network(network, strict=False)
+
+
+# --- Services (kube-proxy replacement): the load balancer's maps -------------------
+#
+# The contract between the control plane (agent/services.py computes these from Services
+# and EndpointSlices) and the datapath (agent/programmer.py writes them as the C structs
+# of bpf/lib/types.h; bpf/lib/lb.h reads them). A frontend is one Service port on one
+# address, as seen from one scope; its entry lists the backends that take new
+# connections, in slot order (the datapath picks slot 1..len at random, or the one a
+# ClientIP affinity remembers).
+
+
+class LbScope(enum.IntEnum):
+    """Who reaches a frontend: pods and the node itself (internalTrafficPolicy applies), or
+    clients outside the cluster through a NodePort (externalTrafficPolicy applies)."""
+
+    INTERNAL = 0
+    EXTERNAL = 1
+
+
+@dataclass(frozen=True, order=True)
+class FrontendKey:
+    address: str  # ClusterIP, or a node address for a NodePort
+    port: int  # the Service port (or nodePort)
+    protocol: Protocol  # TCP, UDP or SCTP
+    scope: LbScope = LbScope.INTERNAL
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    # Index into the agent's table of "namespace/name" (NodeState.service_name), so a
+    # flow names the Service it went through.
+    service_id: int
+    # Backend ids (keys of the backends map) that take new connections, in slot order.
+    # Empty: the Service has no usable backend and the datapath refuses at once.
+    backend_ids: tuple[int, ...]
+    # ClientIP session affinity: seconds a client stays on its backend; 0 is none.
+    affinity_timeout: int = 0
+    # externalTrafficPolicy Local on a NodePort frontend: the client's address is kept
+    # and only this node's backends are listed.
+    keep_client_address: bool = False
+    # A NodePort frontend (node address:nodePort) rather than a ClusterIP.
+    node_port: bool = False
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    address: str  # the backend pod's IP
+    port: int  # its target port (a named targetPort resolved for this pod)
