@@ -43,6 +43,9 @@ class MapName(str, enum.Enum):
     ENDPOINTS = "endpoints"
     IPCACHE = "ipcache"
     POLICY = "policy"
+    # The load balancer (entries.py's FrontendKey -> ServiceEntry, backend id -> BackendEntry).
+    LB_SERVICES = "lb_services"
+    LB_BACKENDS = "lb_backends"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class MapContents:
     endpoints: dict[Any, EndpointEntry] = dataclasses.field(default_factory=dict)
     ipcache: dict[Any, Any] = dataclasses.field(default_factory=dict)
     policy: dict[Any, Any] = dataclasses.field(default_factory=dict)
+    lb_services: dict[Any, Any] = dataclasses.field(default_factory=dict)
+    lb_backends: dict[Any, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
@@ -77,6 +82,8 @@ class Scope:
     endpoints: set[Any] | None = None
     ipcache: set[Any] | None = None
     policy: set[Any] | None = None
+    lb_services: set[Any] | None = None
+    lb_backends: set[Any] | None = None
 
 
 FULL = Scope()
