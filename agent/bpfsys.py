@@ -26,6 +26,8 @@ BPF_OBJ_GET = 7
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_DELETE_BATCH = 27
+BPF_LINK_CREATE = 28
+BPF_LINK_UPDATE = 29
 
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -45,6 +47,14 @@ MAP_TYPES = {
     "ringbuf": 27,
 }
 PERCPU_TYPES = {5, 6}
+
+# enum bpf_attach_type: the cgroup sock_addr hooks the node's own sockets go through.
+ATTACH_TYPES = {
+    "cgroup_inet4_connect": 10,
+    "cgroup_udp4_sendmsg": 14,
+    "cgroup_udp4_recvmsg": 19,
+    "cgroup_inet4_getpeername": 29,
+}
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -111,6 +121,25 @@ class _BatchAttr(ctypes.Structure):
     ]
 
 
+class _LinkCreateAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("target_fd", ctypes.c_uint32),
+        ("attach_type", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("rest", ctypes.c_uint8 * 32),
+    ]
+
+
+class _LinkUpdateAttr(ctypes.Structure):
+    _fields_ = [
+        ("link_fd", ctypes.c_uint32),
+        ("new_prog_fd", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("old_prog_fd", ctypes.c_uint32),
+    ]
+
+
 class _MapInfo(ctypes.Structure):
     _fields_ = [
         ("type", ctypes.c_uint32),
@@ -165,6 +194,20 @@ def map_create(map_type: str, key_size: int, value_size: int, max_entries: int,
 def obj_pin(fd: int, path: str) -> None:
     raw = ctypes.create_string_buffer(os.fsencode(path))
     _bpf(BPF_OBJ_PIN, _ObjAttr(pathname=_addr(raw), bpf_fd=fd), path)
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: str) -> int:
+    """Attach a program to a target (a cgroup's fd) as a bpf_link; returns the link's fd.
+    The attachment lasts while the link is held: by an fd, or by a pin."""
+    attr = _LinkCreateAttr(prog_fd=prog_fd, target_fd=target_fd,
+                           attach_type=ATTACH_TYPES[attach_type])
+    return _bpf(BPF_LINK_CREATE, attr, f"link of {attach_type}")
+
+
+def link_update(link_fd: int, prog_fd: int) -> None:
+    """Swap the program behind a link in one step."""
+    _bpf(BPF_LINK_UPDATE, _LinkUpdateAttr(link_fd=link_fd, new_prog_fd=prog_fd),
+         f"link fd {link_fd}")
 
 
 def obj_get(path: str) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -30,18 +31,37 @@ from pyroute2 import IPRoute
 
 from podwire.agent import bpfsys, structs, tc
 from podwire.agent.config import AgentConfig, ConntrackTimeouts
-from podwire.agent.loader import DatapathSizes, prog_pin, run_loader
+from podwire.agent.loader import SOCK_PROGRAMS, DatapathSizes, prog_pin, run_loader
 from podwire.agent.maps import BpfMap, PerCpuArray
 from podwire.agent.reasons import reason_name
 from podwire.agent.ringbuf import RingBuffer
 from podwire.bpf.constants import CFG_F_EVENTS, REASON_MAX, CtState, Direction, metrics_index
-from podwire.common.netns import iproute
+from podwire.common.netns import in_netns, iproute
 
 log = logging.getLogger(__name__)
 
 _NSEC = 1_000_000_000
 _GC_BATCH = 4096
+# cgroup v2 here is mounted beside the v1 hierarchies (/work/shared/MACHINE.md).
+CGROUP2_ROOT = Path("/sys/fs/cgroup/unified")
+SO_NETNS_COOKIE = 71  # <asm-generic/socket.h>; Python's socket module lacks it
 
+
+def netns_cookie(netns: str | None) -> int:
+    """The kernel's cookie of a network namespace (None: ours), as
+    bpf_get_netns_cookie() gives it to a program."""
+    with in_netns(netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8),
+                              "little")
+    finally:
+        sock.close()
+
+
+def link_pin(name: str) -> str:
+    """The pin of the bpf_link attaching socket program name to the cgroup."""
+    return f"link_{name}"
 
 def ct_timeout_s(cfg: structs.NodeConfig, proto: int, state: int) -> int:
     """The idle timeout of a conntrack entry; the same rule as ct_timeout_ns() in C."""
@@ -134,7 +154,8 @@ class Datapath:
                      ",".join(f"{k}:{v}" for k, v in summary["maps"].items()))
         dp = cls(config.pin_dir, netns)
         dp.set_node_config(node_ip=config.node_ip, flow_events=config.flow_events,
-                           timeouts=config.conntrack_timeouts)
+                           timeouts=config.conntrack_timeouts,
+                           netns_cookie=netns_cookie(netns))
         return dp
 
     def _iproute(self) -> IPRoute:
@@ -155,6 +176,49 @@ class Datapath:
 
     def detach_endpoint(self, host_ifindex: int) -> None:
         tc.detach(self._iproute(), host_ifindex)
+
+    def attach_host_sockets(self, cgroup: Path = CGROUP2_ROOT) -> None:
+        """The socket programs on a cgroup (v2) holding the node's processes, so they
+        reach Services; they act only in this node's netns (config's netns_cookie).
+
+        Each is attached by a bpf_link pinned in the pin dir: the attachment outlives
+        the agent (a restart finds the pin and swaps in the new program), and removing
+        the pins (detach_host_sockets, or the pin dir) detaches it.
+        """
+        cgroup_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name, attach_type in SOCK_PROGRAMS.items():
+                prog_fd = bpfsys.obj_get(self._prog(name))
+                try:
+                    self._link_program(name, attach_type, prog_fd, cgroup_fd)
+                finally:
+                    os.close(prog_fd)
+        finally:
+            os.close(cgroup_fd)
+
+    def _link_program(self, name: str, attach_type: str, prog_fd: int, cgroup_fd: int) -> None:
+        pin = self.pin_dir / link_pin(name)
+        if pin.exists():
+            link_fd = bpfsys.obj_get(str(pin))
+            try:
+                bpfsys.link_update(link_fd, prog_fd)
+            finally:
+                os.close(link_fd)
+            return
+        link_fd = bpfsys.link_create(prog_fd, cgroup_fd, attach_type)
+        try:
+            bpfsys.obj_pin(link_fd, str(pin))
+        finally:
+            os.close(link_fd)
+        log.info("event=host_sockets_attached program=%s pin=%s", name, pin)
+
+    def detach_host_sockets(self) -> None:
+        """Remove the links' pins: the last reference goes and the programs detach."""
+        for name in SOCK_PROGRAMS:
+            (self.pin_dir / link_pin(name)).unlink(missing_ok=True)
+
+    def host_sockets_attached(self) -> bool:
+        return all((self.pin_dir / link_pin(name)).exists() for name in SOCK_PROGRAMS)
 
     def attach_overlay(self, vxlan_ifindex: int) -> None:
         """from_overlay on the vxlan device, which from_pod also sends to."""
@@ -189,9 +253,12 @@ class Datapath:
 
     def set_node_config(self, vxlan_ifindex: int | None = None, node_ip: str | None = None,
                         flow_events: bool | None = None,
-                        timeouts: ConntrackTimeouts | None = None) -> None:
+                        timeouts: ConntrackTimeouts | None = None,
+                        netns_cookie: int | None = None) -> None:
         """Change the given node-wide settings; the others keep their value."""
         cfg = self.node_config()
+        if netns_cookie is not None:
+            cfg.netns_cookie = netns_cookie
         if vxlan_ifindex is not None:
             cfg.vxlan_ifindex = vxlan_ifindex
         if node_ip is not None:

@@ -27,9 +27,17 @@ from podwire.bpf.constants import MAPS
 from podwire.bpf.header import MapDecl
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
-PROGRAMS = ("from_pod", "to_pod", "from_overlay")
+TC_PROGRAMS = ("from_pod", "to_pod", "from_overlay")
+# The node's own sockets (bpf_sock.c): cgroup sock_addr programs by the hook they serve.
+SOCK_PROGRAMS = {
+    "sock_connect4": "cgroup_inet4_connect",
+    "sock_sendmsg4": "cgroup_udp4_sendmsg",
+    "sock_recvmsg4": "cgroup_udp4_recvmsg",
+    "sock_getpeername4": "cgroup_inet4_getpeername",
+}
+PROGRAMS = (*TC_PROGRAMS, *SOCK_PROGRAMS)
 # Entry files, compiled as one unit so the programs share one set of maps.
-ENTRY_FILES = ("bpf_pod.c", "bpf_overlay.c")
+ENTRY_FILES = ("bpf_pod.c", "bpf_overlay.c", "bpf_sock.c")
 _LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -48,6 +56,7 @@ class DatapathSizes:
     lb_services: int = 65536
     lb_backends: int = 65536
     lb_affinity: int = 65536
+    lb_sock_revnat: int = 65536
     # 512 pages (2 MiB) hold about 29,000 flow events: room for a burst while the
     # agent's reader catches up.
     events_pages: int = 512
@@ -187,7 +196,12 @@ def compile_and_pin(pin_dir: Path, sizes: DatapathSizes) -> dict[str, object]:
     in_force = ensure_maps(pin_dir, sizes)
     bpf = BPF(text=datapath_source(), cflags=cflags(pin_dir, in_force))
     for name in PROGRAMS:
-        fn = bpf.load_func(name, BPF.SCHED_CLS)
+        if name in SOCK_PROGRAMS:
+            # bcc 0.26 loads a sock_addr program only when told its attach type.
+            fn = bpf.load_func(name, BPF.CGROUP_SOCK_ADDR,
+                               attach_type=bpfsys.ATTACH_TYPES[SOCK_PROGRAMS[name]])
+        else:
+            fn = bpf.load_func(name, BPF.SCHED_CLS)
         final = pin_dir / prog_pin(name)
         staging = pin_dir / f"{prog_pin(name)}_staging"  # bpffs refuses names with a dot
         if staging.exists():

@@ -171,6 +171,23 @@ class LbBackend(ctypes.Structure):
     ]
 
 
+class LbSockKey(ctypes.Structure):
+    _fields_ = [
+        ("cookie", ctypes.c_uint64),
+        ("address", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+
+class LbSockValue(ctypes.Structure):
+    _fields_ = [
+        ("address", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+
 class LbAffinityKey(ctypes.Structure):
     _fields_ = [("client", ctypes.c_uint32), ("service_id", ctypes.c_uint32)]
 
@@ -215,6 +232,7 @@ class NodeConfig(ctypes.Structure):
         ("ct_sctp_init", ctypes.c_uint32),
         ("ct_sctp_established", ctypes.c_uint32),
         ("ct_sctp_closing", ctypes.c_uint32),
+        ("netns_cookie", ctypes.c_uint64),
     ]
 
 
@@ -258,6 +276,8 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "lb_key": LbKey,
     "lb_value": LbValue,
     "lb_backend": LbBackend,
+    "lb_sock_key": LbSockKey,
+    "lb_sock_value": LbSockValue,
     "lb_affinity_key": LbAffinityKey,
     "lb_affinity_value": LbAffinityValue,
     "frag_key": FragKey,

@@ -58,6 +58,8 @@ BPF_TABLE_PINNED("hash", __u32, struct lb_backend, lb_backends, LB_BACKENDS_MAX,
 		 PINNED(lb_backends), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lru_hash", struct lb_affinity_key, struct lb_affinity_value, lb_affinity,
 		 LB_AFFINITY_MAX, PINNED(lb_affinity));
+BPF_TABLE_PINNED("lru_hash", struct lb_sock_key, struct lb_sock_value, lb_sock_revnat,
+		 LB_SOCK_REVNAT_MAX, PINNED(lb_sock_revnat));
 BPF_RINGBUF_PINNED(events, EVENTS_BYTES);
 
 static __always_inline __u32 metrics_index(__u8 code, __u8 direction)

@@ -174,6 +174,21 @@ struct lb_affinity_key {
 	__u32 service_id;
 };
 
+/* A socket of the node itself that a socket program sent to a backend (bpf_sock.c):
+ * what it receives from that backend is given the frontend's address as source. */
+struct lb_sock_key {
+	__u64 cookie; /* bpf_get_socket_cookie() */
+	__u32 address;
+	__u16 port;
+	__u8 pad[2];
+};
+
+struct lb_sock_value {
+	__u32 address;
+	__u16 port;
+	__u8 pad[2];
+};
+
 struct lb_affinity_value {
 	__u64 last_used; /* bpf_ktime_get_ns() */
 	__u32 backend_id;
@@ -213,6 +228,9 @@ struct node_config {
 	__u32 ct_sctp_init;
 	__u32 ct_sctp_established;
 	__u32 ct_sctp_closing;
+	/* The node's network namespace (SO_NETNS_COOKIE): the socket programs, attached
+	 * to a cgroup every node's processes share, act only in this one. 0: in none. */
+	__u64 netns_cookie;
 };
 
 struct flow_event {

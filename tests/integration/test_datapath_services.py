@@ -7,6 +7,7 @@ n1 holds the client a and the backend b, n2 the backend c.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
@@ -49,6 +50,7 @@ from podwire.bpf.constants import (
     Hook,
     ReservedIdentity,
 )
+from podwire.common.netns import in_netns
 
 PREFIX = f"pwth1s{os.getpid() % 10000}"
 UNDERLAY = {"n1": "10.198.9.1", "n2": "10.198.9.2"}
@@ -570,3 +572,76 @@ def test_lb_maps_are_sized_and_listed(lb: Lab) -> None:
     lb.program({frontend(80): service(B_TCP, C_TCP)})
     usage = lb.dp1.map_usage()
     assert (usage["lb_services"]["entries"], usage["lb_backends"]["entries"]) == (3, 4)
+
+
+def _node_socket(netns: str, kind: int) -> socket.socket:
+    with in_netns(netns):
+        sock = socket.socket(socket.AF_INET, kind)
+    sock.settimeout(5)
+    return sock
+
+
+def test_the_node_itself_reaches_cluster_ips_through_its_socket_programs(lb: Lab) -> None:
+    """connect4/sendmsg4/recvmsg4/getpeername4 on the shared cgroup, acting only for n1's
+    netns; their links are pinned, so a restarted agent finds them and removing the pins
+    detaches them."""
+    n1, n2 = f"{PREFIX}-n1", f"{PREFIX}-n2"
+    lb.program({frontend(80): service(B_TCP), frontend(53, UDP): service(B_UDP),
+                frontend(82): service()})
+    # n2 holds the VIP itself: its sockets must reach it untranslated.
+    nsexec(n2, "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
+    listeners, n2_listener = Listeners(lb.b), _node_socket(n2, socket.SOCK_STREAM)
+    server_udp = udp_server(lb.b)
+    lb.dp1.attach_host_sockets()
+    try:
+        n2_listener.bind((VIP, 80))
+        n2_listener.listen(1)
+        client = _node_socket(n1, socket.SOCK_STREAM)
+        client.connect((VIP, 80))
+        pod, server, peer = listeners.accept()
+        assert (pod.name, peer[0]) == ("b", UNDERLAY["n1"])
+        assert client.getpeername() == (VIP, 80)
+        tcp_exchange(client, server, b"from the node")
+        server.close()
+        client.close()
+
+        unconnected = _node_socket(n1, socket.SOCK_DGRAM)
+        unconnected.sendto(b"probe", (VIP, 53))
+        got, peer = server_udp.recvfrom(100)
+        server_udp.sendto(b"pong:" + got, peer)
+        assert unconnected.recvfrom(100) == (b"pong:probe", (VIP, 53))
+        unconnected.close()
+        connected = _node_socket(n1, socket.SOCK_DGRAM)
+        connected.connect((VIP, 53))
+        assert udp_via_service(connected, {"b": server_udp}, b"again")[0] == "b"
+        assert connected.getpeername() == (VIP, 53)
+        connected.close()
+
+        with pytest.raises(ConnectionRefusedError):
+            _node_socket(n1, socket.SOCK_STREAM).connect((VIP, 82))
+
+        other = _node_socket(n2, socket.SOCK_STREAM)
+        other.connect((VIP, 80))  # n2's own address: n1's programs left it alone
+        n2_listener.accept()[0].close()
+        other.close()
+
+        # A restart (or a crash: nothing was detached) finds the pinned links.
+        assert lb.dp1.host_sockets_attached()
+        restarted = Datapath(lb.dp1.pin_dir, lb.dp1.netns)
+        restarted.attach_host_sockets()
+        restarted.close()
+        again = _node_socket(n1, socket.SOCK_STREAM)
+        again.connect((VIP, 80))
+        listeners.accept()[1].close()
+        again.close()
+    finally:
+        lb.dp1.detach_host_sockets()
+        listeners.close()
+        n2_listener.close()
+        server_udp.close()
+        nsexec(n2, "ip", "addr", "del", f"{VIP}/32", "dev", "lo")
+    assert not lb.dp1.host_sockets_attached()
+    # Detached: n1 has no route to the VIP, so an untranslated connect fails at once.
+    with pytest.raises(OSError) as refused:
+        _node_socket(n1, socket.SOCK_STREAM).connect((VIP, 80))
+    assert refused.value.errno == errno.ENETUNREACH
