@@ -14,6 +14,7 @@ int from_overlay(struct __sk_buff *skb)
 	struct endpoint_info *dst_ep;
 	struct ipcache_value *peer;
 	struct node_config *cfg;
+	enum ct_status status;
 	struct ct_value *ct;
 	struct pkt p = {};
 	int verdict, ret;
@@ -41,19 +42,11 @@ int from_overlay(struct __sk_buff *skb)
 	c.dst_ep_id = dst_ep->ep_id;
 
 	now = bpf_ktime_get_ns();
-	switch (ct_lookup(skb, cfg, &p, now, &ct)) {
-	case CT_NEW:
-		break;
-	case CT_REPLY:
-		/* A reply from a backend on another node to a client of this one, which
-		 * translated the connection (the backend node's own entry carries none). */
-		if (ct && ct->service_id) {
-			ret = lb_rev_nat(skb, &p, ct);
-			if (ret < 0)
-				return drop(skb, cfg, &p, &c, ret);
-		}
-		return deliver_local(skb, cfg, &p, &c, dst_ep);
-	default:
+	status = ct_lookup(skb, cfg, &p, now, &ct);
+	if (status != CT_NEW) {
+		ret = lb_reverse(skb, &p, status, ct);
+		if (ret < 0)
+			return drop(skb, cfg, &p, &c, ret);
 		return deliver_local(skb, cfg, &p, &c, dst_ep);
 	}
 

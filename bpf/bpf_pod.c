@@ -15,6 +15,7 @@ int from_pod(struct __sk_buff *skb)
 	struct endpoint_info *src, *dst_ep;
 	struct ipcache_value *peer, *self;
 	struct node_config *cfg;
+	enum ct_status status;
 	struct ct_value *ct;
 	struct pkt p = {};
 	__u32 cidr = 0, client;
@@ -40,17 +41,11 @@ int from_pod(struct __sk_buff *skb)
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
 
-	switch (ct_lookup(skb, cfg, &p, now, &ct)) {
-	case CT_NEW:
-		break;
-	case CT_REPLY:
-		if (ct && ct->service_id) {
-			ret = lb_rev_nat(skb, &p, ct);
-			if (ret < 0)
-				return drop(skb, cfg, &p, &c, ret);
-		}
-		return deliver(skb, cfg, &p, &c);
-	default:
+	status = ct_lookup(skb, cfg, &p, now, &ct);
+	if (status != CT_NEW) {
+		ret = lb_reverse(skb, &p, status, ct);
+		if (ret < 0)
+			return drop(skb, cfg, &p, &c, ret);
 		return deliver(skb, cfg, &p, &c);
 	}
 

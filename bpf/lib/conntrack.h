@@ -127,8 +127,9 @@ static __always_inline bool ct_reopens(const struct ct_value *v, const struct pk
 }
 
 /* Is this packet part of a live connection? Refreshes the entry it hits, and hands it
- * back in *entry for CT_ESTABLISHED and CT_REPLY (NULL otherwise): a reply of a
- * connection made through a Service is reverse-translated from it (lb.h). */
+ * back in *entry for CT_ESTABLISHED, CT_REPLY and a CT_RELATED error about the
+ * initiator's packet (NULL otherwise): a reply or an error travelling to the client of
+ * a connection made through a Service is reverse-translated from it (lb.h). */
 static __always_inline enum ct_status ct_lookup(struct __sk_buff *skb, const struct node_config *cfg,
 				     const struct pkt *p, __u64 now, struct ct_value **entry)
 {
@@ -168,8 +169,12 @@ static __always_inline enum ct_status ct_lookup(struct __sk_buff *skb, const str
 		if (parse_icmp_inner(skb, p, &inner) < 0)
 			return CT_NEW;
 		v = conntrack.lookup(&inner);
-		if (v && ct_alive(cfg, v, inner.proto, now))
+		if (v && ct_alive(cfg, v, inner.proto, now)) {
+			/* About a packet of the initiator: the error travels back to it, so
+			 * a Service connection's error is reverse-translated (lb.h). */
+			*entry = v;
 			return CT_RELATED;
+		}
 		ct_reverse(&inner, &rev);
 		v = conntrack.lookup(&rev);
 		if (v && ct_alive(cfg, v, inner.proto, now))

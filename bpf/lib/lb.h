@@ -202,6 +202,62 @@ static __always_inline int lb_rev_nat(struct __sk_buff *skb, struct pkt *p,
 	return 0;
 }
 
+/* An ICMP error about a client's packet to a backend, on its way to the client: the
+ * quoted packet is given the frontend as destination again (so the client's socket
+ * finds it: a UDP socket connected to a ClusterIP gets ECONNREFUSED from a backend's
+ * port unreachable), and the error comes from the frontend when the backend sent it.
+ * The quoted L4 checksum is left as it is: receivers do not check what an error quotes. */
+static __always_inline int lb_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p,
+					   const struct ct_value *v)
+{
+	__u32 inner_off = p->l4_off + 8, icmp_csum = p->l4_off + 2, port_off;
+	__u16 old_check, new_check, backend_port;
+	struct iphdr inner;
+	__u32 backend;
+
+	if (v->flags & CT_F_HAIRPIN)
+		return 0; /* the client quoted its own address: nothing the pod cannot match */
+	if (bpf_skb_load_bytes(skb, inner_off, &inner, sizeof(inner)) < 0)
+		return DROP_MALFORMED;
+	port_off = inner_off + inner.ihl * 4 + LB_L4_DPORT;
+	if (bpf_skb_load_bytes(skb, port_off, &backend_port, sizeof(backend_port)) < 0)
+		return DROP_MALFORMED;
+	backend = inner.daddr;
+	old_check = inner.check;
+	/* The quoted IP header's checksum, then the ICMP checksum over every changed field. */
+	if (bpf_l3_csum_replace(skb, inner_off + 10, backend, v->rev_addr, sizeof(backend)) < 0 ||
+	    bpf_skb_load_bytes(skb, inner_off + 10, &new_check, sizeof(new_check)) < 0 ||
+	    bpf_l4_csum_replace(skb, icmp_csum, old_check, new_check, sizeof(new_check)) < 0 ||
+	    bpf_l4_csum_replace(skb, icmp_csum, backend, v->rev_addr, sizeof(backend)) < 0 ||
+	    bpf_l4_csum_replace(skb, icmp_csum, backend_port, v->rev_port,
+				sizeof(backend_port)) < 0 ||
+	    bpf_skb_store_bytes(skb, inner_off + 16, &v->rev_addr, sizeof(v->rev_addr), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, port_off, &v->rev_port, sizeof(v->rev_port), 0) < 0)
+		return DROP_MALFORMED;
+	if (p->saddr != backend)
+		return 0; /* from a router on the way: its own address stays */
+	if (bpf_l3_csum_replace(skb, LB_IP_CSUM_OFF, backend, v->rev_addr, sizeof(backend)) < 0 ||
+	    bpf_skb_store_bytes(skb, LB_IP_SADDR_OFF, &v->rev_addr, sizeof(v->rev_addr), 0) < 0)
+		return DROP_MALFORMED;
+	p->saddr = v->rev_addr;
+	return 0;
+}
+
+/* What a hook does with a packet conntrack found (status, entry): a reply or an error
+ * on its way to the client of a Service connection is reverse-translated. 0 or a drop
+ * reason. */
+static __always_inline int lb_reverse(struct __sk_buff *skb, struct pkt *p,
+				      enum ct_status status, const struct ct_value *v)
+{
+	if (!v || !v->service_id)
+		return 0;
+	if (status == CT_REPLY)
+		return lb_rev_nat(skb, p, v);
+	if (status == CT_RELATED)
+		return lb_rev_nat_icmp(skb, p, v);
+	return 0;
+}
+
 /* The ICMP port unreachable a refused client gets: RFC 792's header, the original IP
  * header and the first 8 bytes of its payload. 4-byte aligned for bpf_csum_diff. */
 struct lb_icmp_refusal {

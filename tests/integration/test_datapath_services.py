@@ -645,3 +645,22 @@ def test_the_node_itself_reaches_cluster_ips_through_its_socket_programs(lb: Lab
     with pytest.raises(OSError) as refused:
         _node_socket(n1, socket.SOCK_STREAM).connect((VIP, 80))
     assert refused.value.errno == errno.ENETUNREACH
+
+
+def test_backend_icmp_error_reaches_the_client_reverse_translated(lb: Lab) -> None:
+    """A backend with nothing on the port answers ICMP port unreachable about the
+    translated datagram; reverse-translated, the client's socket (connected to the
+    ClusterIP) takes it: ECONNREFUSED, on one node and across the overlay."""
+    silent = 5399
+    lb.program({frontend(54, UDP): service(7), frontend(55, UDP): service(8)},
+               {7: BackendEntry(lb.b.ip, silent), 8: BackendEntry(lb.c.ip, silent)})
+    for port in (54, 55):
+        client = lb.a.socket(socket.SOCK_DGRAM)
+        client.settimeout(5)
+        try:
+            client.connect((VIP, port))
+            client.send(b"nobody home")
+            with pytest.raises(ConnectionRefusedError):
+                client.recv(100)
+        finally:
+            client.close()
