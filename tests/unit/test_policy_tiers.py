@@ -205,6 +205,10 @@ def test_equal_priorities_are_ordered_by_name_then_kind() -> None:
     assert seen.allowed and seen.ingress is not None and seen.ingress.rule is not None
     assert seen.ingress.rule.policy == "AdminNetworkPolicy/same"
     assert seen.ingress.rule.action_word == "Allow" and seen.ingress.rule.action is Action.ACCEPT
+    # The name goes before the kind.
+    z_anp = anp("z", 10, GRYFFINDOR, ingress=[ingress("Allow")])
+    a_cnp = cnp("a", "Admin", 10, GRYFFINDOR, ingress=[ingress("Deny")])
+    assert not verdict([z_anp, a_cnp], *S_TO_G).allowed
 
 
 def test_anp_and_admin_cnp_share_one_tier_by_priority() -> None:
