@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from tiers_fixtures import (
     DENY_ALL_EGRESS,
@@ -18,7 +20,7 @@ from tiers_fixtures import (
 )
 
 from podwire.policy import PolicyError, truth_table
-from podwire.policy.admin import Action, Tier
+from podwire.policy.admin import Action, AdminPolicy, Tier
 from podwire.policy.tiers import Stage, Tiers, evaluate_tiers, tiered_truth_table
 
 FROM_SLYTHERIN = [{"namespaces": house("slytherin")}]
@@ -27,14 +29,16 @@ GRYFFINDOR = {"namespaces": house("gryffindor")}
 S_TO_G = ("slytherin/a", "gryffindor/a")
 
 
-def ingress(action: str, peers=FROM_SLYTHERIN, name: str = "", **extra):  # noqa: ANN001, ANN201
+def ingress(action: str, peers: list[dict[str, Any]] = FROM_SLYTHERIN, name: str = "",
+            **extra: Any) -> dict[str, Any]:
     rule = {"action": action, "from": peers, **extra}
     if name:
         rule["name"] = name
     return rule
 
 
-def egress(action: str, peers=TO_SLYTHERIN, name: str = "", **extra):  # noqa: ANN001, ANN201
+def egress(action: str, peers: list[dict[str, Any]] = TO_SLYTHERIN, name: str = "",
+           **extra: Any) -> dict[str, Any]:
     rule = {"action": action, "to": peers, **extra}
     if name:
         rule["name"] = name
@@ -107,7 +111,7 @@ def test_a_pass_at_lower_precedence_than_a_deny_does_not_help() -> None:
 
 def test_priorities_of_the_conformance_suite() -> None:
     """CNPAdminTierPriorityField: a Pass moved from 60 to 40 hands over to the baseline."""
-    def policies(pass_priority: int) -> list:  # noqa: ANN202
+    def policies(pass_priority: int) -> list[AdminPolicy]:
         pods_of = {"pods": {"namespaceSelector": house("gryffindor"), "podSelector": {}}}
         peers = [{"pods": {"namespaceSelector": house("slytherin"), "podSelector": {}}}]
         return [
@@ -131,7 +135,7 @@ def test_priorities_of_the_conformance_suite() -> None:
 
 def test_the_conformance_integration_sequence() -> None:
     """CNPAdminTierIntegration: Deny, then Pass to a NetworkPolicy, then to the baseline."""
-    def admin(action: str):  # noqa: ANN202
+    def admin(action: str) -> AdminPolicy:
         return cnp("pass-example", "Admin", 10, GRYFFINDOR, ingress=[ingress(action)],
                    egress=[egress(action)])
     baseline = cnp("default", "Baseline", 10, GRYFFINDOR, ingress=[ingress("Deny")],
@@ -310,7 +314,8 @@ def test_a_pod_can_always_reach_itself() -> None:
     ({"namedPort": "nope"}, (80, "TCP"), False),
     ({"portNumber": {"port": 80}}, (None, "ICMP"), False),  # ICMP has no ports
 ])
-def test_v1alpha1_ingress_ports(port_entry: dict, traffic: tuple, denied: bool) -> None:
+def test_v1alpha1_ingress_ports(port_entry: dict[str, Any], traffic: tuple[int | None, str],
+                                denied: bool) -> None:
     deny = anp("ports", 1, GRYFFINDOR, ingress=[ingress("Deny", ports=[port_entry])])
     port, protocol = traffic
     assert verdict([deny], *S_TO_G, port, protocol).allowed is not denied
@@ -326,7 +331,7 @@ def test_v1alpha1_ingress_ports(port_entry: dict, traffic: tuple, denied: bool) 
     ({"destinationNamedPort": "web"}, (80, "TCP"), False),
 ])
 def test_v1alpha2_egress_protocols_resolve_names_on_the_peer(
-        entry: dict, traffic: tuple, denied: bool) -> None:
+        entry: dict[str, Any], traffic: tuple[int, str], denied: bool) -> None:
     peers = [{"pods": {"namespaceSelector": house("slytherin"),
                        "podSelector": {"matchLabels": {"app": "b"}}}}]
     deny = cnp("ports", "Admin", 1, GRYFFINDOR, egress=[egress("Deny", peers, protocols=[entry])])
@@ -406,7 +411,7 @@ def test_truth_table_of_a_tenant_isolation_set() -> None:
     """
     every_house = [{"namespaces": {"matchExpressions": [
         {"key": "house", "operator": "Exists"}]}}]
-    def pods_labelled(app: str) -> list:  # noqa: ANN202
+    def pods_labelled(app: str) -> list[dict[str, Any]]:
         return [{"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": app}}}}]
     tenancy = [
         cnp("a-to-np", "Admin", 10, {"namespaces": {}},

@@ -11,7 +11,7 @@ from typing import Any
 from podwire.policy import Cluster, ContainerPort, Namespace, NetworkPolicy, Pod, Protocol
 from podwire.policy.admin import AdminPolicy
 from podwire.policy.nodes import Node
-from podwire.policy.tiers import Tiers, evaluate_tiers
+from podwire.policy.tiers import TieredVerdict, Tiers, evaluate_tiers
 
 HOUSES = ("gryffindor", "slytherin", "hufflepuff")
 PORTS_A = (ContainerPort("web", 80), ContainerPort("dns", 53, Protocol.UDP))
@@ -98,7 +98,8 @@ DENY_ALL_EGRESS = {"podSelector": {}, "policyTypes": ["Egress"]}
 
 
 def verdict(policies: list[AdminPolicy], src: str, dst: str, port: int | None = 80,
-            protocol: str = "TCP", networkpolicies: tuple[NetworkPolicy, ...] = ()):  # noqa: ANN201
+            protocol: str = "TCP",
+            networkpolicies: tuple[NetworkPolicy, ...] = ()) -> TieredVerdict:
     """The tiered verdict of one connection; `src`/`dst` are `ns/pod` keys or addresses."""
     world = cluster(*networkpolicies)
     source = pod(src) if "/" in src else src
