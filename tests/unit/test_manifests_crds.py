@@ -132,7 +132,7 @@ def test_limits_and_enums_are_the_api_types(kind: str, rules: int, peers: int, p
 
 
 def doc_examples() -> list[dict[str, Any]]:
-    blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), re.S)
+    blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), re.DOTALL)
     return [doc for block in blocks for doc in yaml.safe_load_all(block) if doc]
 
 
