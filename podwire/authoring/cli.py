@@ -1,5 +1,8 @@
 """`podwire policy ...`: lint, explain, test, generate and preview NetworkPolicies.
 
+lint, explain and test also read the cluster policy kinds (AdminNetworkPolicy,
+BaselineAdminNetworkPolicy, ClusterNetworkPolicy) and decide through the tiers.
+
 Exit codes, for CI: 0 clean (a question: allowed), 1 findings (lint errors, or warnings
 with --strict; a table differing from --expect; a question: denied; a preview with
 newly denied connections under --fail-on-deny), 2 bad usage or unreadable input.
