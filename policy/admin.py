@@ -21,7 +21,8 @@ range's start below its end, and no named port in an egress rule towards nodes o
 networks (which have no named ports). `domainNames` peers are refused: podwire does not
 implement them (matching needs the DNS answers a pod received).
 
-Every rule lists at least one peer, so an empty `peers` never occurs; an empty `ports`
+A null field is an absent one, as the API server prunes nulls from CRD objects before
+validating them. Every rule lists at least one peer, so an empty `peers` never occurs; an empty `ports`
 (the field absent) means every protocol and port, ICMP included.
 """
 
@@ -375,13 +376,11 @@ def _parse_namespaced_pod(
 def _selector_field(
     body: Mapping[str, Any], name: str, path: str, required: bool, reader: Reader
 ) -> LabelSelector | None:
-    if name not in body:
+    # The API server prunes a null from a CRD object before validating, so null is absent.
+    if body.get(name) is None:
         if required:
             reader.error(child(path, name), "Required value")
             return None
-        return LabelSelector()
-    if body[name] is None:
-        # Go decodes null into the non-pointer struct as the empty selector.
         return LabelSelector()
     return LabelSelector.parse(body[name], child(path, name), reader)
 

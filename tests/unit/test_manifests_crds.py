@@ -62,8 +62,22 @@ def validator(kind: str) -> jsonschema.protocols.Validator:
     return jsonschema.Draft202012Validator(strict(version["schema"]["openAPIV3Schema"]))
 
 
+def pruned(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` without its null fields (properties the schema declares, none nullable),
+    as the API server prunes them from a CRD object before validating it."""
+    if isinstance(value, dict) and "properties" in schema:
+        fields = schema["properties"]
+        return {key: pruned(entry, fields[key]) if key in fields else entry
+                for key, entry in value.items() if not (key in fields and entry is None)}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [pruned(entry, schema["items"]) for entry in value]
+    return value
+
+
 def schema_accepts(obj: dict[str, Any]) -> bool:
-    return not list(validator(obj["kind"]).iter_errors(obj))
+    version = deployed()[obj["kind"]]["spec"]["versions"][0]
+    return not list(validator(obj["kind"]).iter_errors(
+        pruned(obj, version["schema"]["openAPIV3Schema"])))
 
 
 # ------------------------------------------------------------------ the file

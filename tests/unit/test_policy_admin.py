@@ -136,13 +136,20 @@ def test_a_cluster_network_policy_decodes() -> None:
 def test_defaults_and_nulls() -> None:
     body = anp_object()
     body["spec"]["ingress"][0]["ports"] = [{"portNumber": {"port": 80}}]  # protocol: TCP
-    body["spec"]["ingress"][0]["from"] = [{"pods": {"namespaceSelector": None,
-                                                     "podSelector": None}}]
+    body["spec"]["ingress"][0]["name"] = None  # null is absent: the API server prunes it
     del body["apiVersion"]  # the kind says which
     body["status"] = {"conditions": []}
     policy = AdminPolicy.from_api(body)
     assert policy.ingress[0].ports == (AdminPort(Protocol.TCP, 80, 80),)
-    assert policy.ingress[0].peers == (PodSet(LabelSelector(), LabelSelector()),)
+    assert policy.ingress[0].name == ""
+    # A required selector given as null is missing (v1alpha1); an optional one is empty.
+    body["spec"]["ingress"][0]["from"] = [{"pods": {"namespaceSelector": None,
+                                                     "podSelector": {}}}]
+    assert errors_of(body) == [("spec.ingress[0].from[0].pods.namespaceSelector",
+                                "Required value")]
+    cnp = cnp_object()
+    cnp["spec"]["subject"] = {"pods": {"namespaceSelector": None, "podSelector": {}}}
+    assert AdminPolicy.from_api(cnp).subject == PodSet(LabelSelector(), LabelSelector())
 
 
 def test_is_admin_object() -> None:
