@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 
 from .admin import (
     Action,
@@ -40,7 +41,7 @@ from .cover import selector_covers
 from .errors import PolicyErrors
 from .fields import child, item
 from .lint import Finding, Severity
-from .model import Direction
+from .model import Direction, IPNetwork
 from .names import port_name_error
 from .sourcemap import SourceDocument, SourceSyntaxError, load_with_marks
 from .tiers import Tiers
@@ -136,8 +137,15 @@ def peer_covers(wide: AdminPeer, narrow: AdminPeer) -> bool:
     if isinstance(wide, NodePeer) and isinstance(narrow, NodePeer):
         return selector_covers(wide.selector, narrow.selector)
     if isinstance(wide, NetworkPeer) and isinstance(narrow, NetworkPeer):
-        return all(any(net.version == big.version and net.subnet_of(big)  # type: ignore[arg-type]
-                       for big in wide.networks) for net in narrow.networks)
+        return all(any(_within(net, big) for big in wide.networks) for net in narrow.networks)
+    return False
+
+
+def _within(net: IPNetwork, big: IPNetwork) -> bool:
+    if isinstance(net, IPv4Network) and isinstance(big, IPv4Network):
+        return net.subnet_of(big)
+    if isinstance(net, IPv6Network) and isinstance(big, IPv6Network):
+        return net.subnet_of(big)
     return False
 
 
