@@ -139,3 +139,19 @@ def test_a_subject_that_selects_no_pod() -> None:
     assert codes(lint(text, context=ClusterContext(cluster()))) == [
         ("tier-no-subject", "spec.subject", "ClusterNetworkPolicy/p")]
     assert lint(text) == []
+
+
+def test_networks_and_nodes_cover_by_prefix_and_selector() -> None:
+    body = """\
+    egress:
+      - action: Deny
+        to: [{networks: ["10.0.0.0/8", "fd00::/8"]}, {nodes: {}}]
+      - action: Accept
+        to: [{networks: ["10.1.0.0/16", "fd00:1::/32"]}, {nodes: {matchLabels: {a: b}}}]
+      - action: Accept
+        to: [{networks: ["11.0.0.0/8"]}]
+      - action: Accept
+        to: [{networks: ["::/0"]}]
+    """
+    findings = lint(cnp("p", "Admin", 1, body))
+    assert codes(findings) == [("tier-shadowed", "spec.egress[1]", "ClusterNetworkPolicy/p")]
