@@ -81,4 +81,11 @@ HANDLERS: dict[str, KindHandlers] = {
     "Node": KindHandlers(
         upsert=lambda state, obj: state.set_node(node_info(obj)),
         remove=lambda state, _, name: state.remove_node(name)),
+    # The model parses these itself: what it cannot use it records as a problem.
+    "Service": KindHandlers(
+        upsert=lambda state, obj: state.set_service(obj),
+        remove=lambda state, namespace, name: state.remove_service(namespace, name)),
+    "EndpointSlice": KindHandlers(
+        upsert=lambda state, obj: state.set_endpoint_slice(obj),
+        remove=lambda state, namespace, name: state.remove_endpoint_slice(namespace, name)),
 }

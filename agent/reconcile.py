@@ -13,6 +13,13 @@ endpoint that does not exist yet drops everything, so:
 5. remove: stale ipcache entries, stale policy entries, removed endpoints (an allow goes
    only after what replaces it is in place).
 
+The load balancer's two maps go around those: new and changed backends first, then the
+frontends that name them (a frontend never names a backend id that is not there yet);
+at the end, stale frontends, then stale backends (a backend goes only once no frontend
+names it). A changed frontend is one write, so its backends change at once. Backend ids
+keep their (address, port) while in use and are reused only after the plan that
+removed them (agent/services.py), so an id never changes meaning within a plan.
+
 At each endpoint, in each direction, no intermediate state allows what neither end
 allows, and what both ends allow stays allowed throughout, for a change of one kind:
 pods moving between identities, one pod wired or unwired here, or policies changing.
@@ -109,6 +116,10 @@ def plan(installed: MapContents, desired: MapContents, scope: Scope = FULL) -> l
     costs a small plan however large the maps are.
     """
     ops: list[Operation] = []
+    ops += [Upsert(MapName.LB_BACKENDS, k, v)
+            for k, v in _changed(installed.lb_backends, desired.lb_backends, scope.lb_backends)]
+    ops += [Upsert(MapName.LB_SERVICES, k, v)
+            for k, v in _changed(installed.lb_services, desired.lb_services, scope.lb_services)]
     ops += [Upsert(MapName.POLICY, k, v)
             for k, v in _changed(installed.policy, desired.policy, scope.policy)]
 
@@ -135,6 +146,10 @@ def plan(installed: MapContents, desired: MapContents, scope: Scope = FULL) -> l
             for k in _stale(installed.policy, desired.policy, scope.policy)]
     ops += [Delete(MapName.ENDPOINTS, k)
             for k in _stale(installed.endpoints, desired.endpoints, scope.endpoints)]
+    ops += [Delete(MapName.LB_SERVICES, k)
+            for k in _stale(installed.lb_services, desired.lb_services, scope.lb_services)]
+    ops += [Delete(MapName.LB_BACKENDS, k)
+            for k in _stale(installed.lb_backends, desired.lb_backends, scope.lb_backends)]
     return ops
 
 

@@ -12,8 +12,8 @@ resourceVersion.
 Bodies go through `_preload_content=False` and json.loads: 10,000 pods through the
 client's model deserialisation would take seconds; as dicts they take milliseconds.
 
-`WatchSet` runs the informers for Namespaces, Nodes, Pods and NetworkPolicies and hands
-their events over in one order (`WatchSet.events`); each carries the revision (the
+`WatchSet` runs the informers for Namespaces, Nodes, Pods and NetworkPolicies (and
+Services and EndpointSlices when the agent serves Services) and hands their events over in one order (`WatchSet.events`); each carries the revision (the
 minimum resourceVersion over all streams) that the consumer has seen everything up to
 once it has handled it.
 
@@ -28,10 +28,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import queue
 import random
 import threading
-from collections.abc import Callable, Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -69,6 +71,9 @@ KINDS: dict[str, Kind] = {
     "Pod": Kind("Pod", "v1", client.CoreV1Api, "list_pod_for_all_namespaces"),
     "NetworkPolicy": Kind("NetworkPolicy", "networking.k8s.io/v1", client.NetworkingV1Api,
                           "list_network_policy_for_all_namespaces"),
+    "Service": Kind("Service", "v1", client.CoreV1Api, "list_service_for_all_namespaces"),
+    "EndpointSlice": Kind("EndpointSlice", "discovery.k8s.io/v1", client.DiscoveryV1Api,
+                          "list_endpoint_slice_for_all_namespaces"),
 }
 
 
@@ -124,14 +129,17 @@ class WatchSettings:
 
 
 def api_client(kubeconfig: str | None,
-               service_account_dir: Path = IN_CLUSTER_SERVICE_ACCOUNT_DIR) -> client.ApiClient:
+               service_account_dir: Path = IN_CLUSTER_SERVICE_ACCOUNT_DIR,
+               api_server: str | None = None) -> client.ApiClient:
     """An ApiClient from a kubeconfig file, or the in-cluster ServiceAccount when None
-    (token and ca.crt from `service_account_dir`, server from KUBERNETES_SERVICE_HOST/PORT)."""
+    (token and ca.crt from `service_account_dir`, server from `api_server` when given,
+    else KUBERNETES_SERVICE_HOST/PORT)."""
     cfg = client.Configuration()
     try:
         if kubeconfig is None:
             InClusterConfigLoader(token_filename=str(service_account_dir / "token"),
                                   cert_filename=str(service_account_dir / "ca.crt"),
+                                  environ=_in_cluster_environ(api_server),
                                   ).load_and_set(cfg)
         else:
             config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
@@ -139,6 +147,18 @@ def api_client(kubeconfig: str | None,
         where = kubeconfig or "in-cluster service account"
         raise ValueError(f"cannot load Kubernetes client configuration ({where}): {err}") from err
     return client.ApiClient(cfg)
+
+
+def _in_cluster_environ(api_server: str | None) -> Mapping[str, str]:
+    """The variables the in-cluster loader reads, with `api_server` ("host:port" or
+    "https://host:port") in place of the kubelet's `kubernetes` Service address."""
+    if api_server is None:
+        return os.environ
+    parsed = urllib.parse.urlsplit(api_server if "//" in api_server else f"//{api_server}")
+    if parsed.scheme not in ("", "https") or not parsed.hostname:
+        raise ValueError(f"api_server {api_server!r} is not host:port or https://host:port")
+    return {**os.environ, "KUBERNETES_SERVICE_HOST": parsed.hostname,
+            "KUBERNETES_SERVICE_PORT": str(parsed.port or 443)}
 
 
 def object_key(obj: dict[str, Any]) -> Key:
@@ -387,9 +407,11 @@ def _describe(err: BaseException) -> str:
 
 
 class WatchSet:
-    """The agent's four informers, on threads, their events handed over in one order."""
+    """The agent's informers, on threads, their events handed over in one order."""
 
     DEFAULT_KINDS = ("Namespace", "Node", "Pod", "NetworkPolicy")
+    # Watched only by an agent that replaces kube-proxy (AgentConfig.services).
+    SERVICE_KINDS = ("Service", "EndpointSlice")
 
     def __init__(self, api: client.ApiClient, settings: WatchSettings | None = None,
                  kinds: tuple[str, ...] = DEFAULT_KINDS) -> None:

@@ -1,0 +1,517 @@
+"""Services and EndpointSlices to the load balancer's map entries. Pure: no I/O.
+
+`ServiceTable` takes v1 Services and discovery.k8s.io/v1 EndpointSlices (several a
+Service, joined by the `kubernetes.io/service-name` label) and keeps the desired
+`lb_services` (FrontendKey -> ServiceEntry) and `lb_backends` (backend id ->
+BackendEntry) of agent/entries.py. Its rules are kube-proxy's:
+
+- a ClusterIP frontend for every IPv4 `spec.clusterIPs` entry and Service port, scope
+  INTERNAL; a NodePort (or LoadBalancer) Service adds `<node address>:nodePort` frontends
+  in both scopes. Headless and ExternalName Services have no frontend.
+- A Service port takes its backends from the slice ports of the same name and protocol,
+  so a named targetPort arrives resolved per slice. Only ready endpoints take new
+  connections; serving-but-terminating ones only when none is ready.
+- `internalTrafficPolicy: Local` keeps INTERNAL frontends to this node's endpoints,
+  `externalTrafficPolicy: Local` does so for EXTERNAL ones and keeps the client's address
+  (the ready-or-terminating fallback is then taken among this node's endpoints).
+- `sessionAffinity: ClientIP` gives the frontends its timeout (default 10800 s).
+
+It works incrementally: an event marks its Service, and `compute()` redoes only those,
+returning the keys that may differ so the reconcile diff compares only them. Backend ids
+are stable per (address, port) while any Service uses the pair, and a released id is
+reused only after the reconcile that removed it (agent/identity.py's allocator). Bad
+input (an unknown protocol, a slice naming no Service, an address that is not one) is
+skipped, recorded as a problem for `/status`, and disturbs nothing else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from podwire.agent.entries import BackendEntry, FrontendKey, LbScope, Protocol, ServiceEntry
+from podwire.agent.identity import IdentityAllocator
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+DEFAULT_AFFINITY_TIMEOUT = 10800  # kube-proxy's default, sessionAffinityConfig's default
+NODE_PORT_TYPES = frozenset({"NodePort", "LoadBalancer"})
+LB_PROTOCOLS = frozenset({Protocol.TCP, Protocol.UDP, Protocol.SCTP})
+# Backend id 0 means "none" to the datapath.
+BACKEND_ID_BASE = 1
+BACKEND_ID_LIMIT = 1 << 32
+
+ApiObject = Mapping[str, Any]
+BackendAddr = tuple[str, int]  # (address, target port)
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    name: str
+    port: int
+    protocol: Protocol
+    node_port: int  # 0: none
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    key: str  # namespace/name
+    cluster_ips: tuple[str, ...]  # IPv4 only; empty for headless and ExternalName
+    ports: tuple[ServicePort, ...]
+    node_ports: bool  # type NodePort or LoadBalancer
+    internal_local: bool
+    external_local: bool
+    affinity_timeout: int  # 0: no ClientIP affinity
+
+
+@dataclass(frozen=True, slots=True)
+class SliceEndpoint:
+    address: str
+    node: str | None
+    ready: bool
+    serving: bool
+    terminating: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SlicePort:
+    name: str
+    protocol: Protocol
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    key: str  # namespace/name of the slice
+    service: str  # namespace/name of its Service
+    ports: tuple[SlicePort, ...]
+    endpoints: tuple[SliceEndpoint, ...]
+
+
+@dataclass(frozen=True)
+class ServiceProblem:
+    """Input the model skipped, reported by `/status` as `service_errors`."""
+
+    kind: str  # Service or EndpointSlice
+    key: str
+    resource_version: str
+    message: str
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def _meta(obj: ApiObject) -> tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""),
+            str(meta.get("resourceVersion") or ""))
+
+
+def _protocol(value: Any) -> Protocol | None:
+    """A port's protocol (TCP when unset, as the API defaults it); None if not ours."""
+    try:
+        protocol = Protocol.from_name(str(value or "TCP"))
+    except KeyError:
+        return None
+    return protocol if protocol in LB_PROTOCOLS else None
+
+
+def _port_number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) \
+        and 0 < value <= 0xFFFF else None
+
+
+def _ipv4(value: Any) -> str | None | bool:
+    """The normalised IPv4 address; False for IPv6 (valid, not ours); None for garbage."""
+    try:
+        address = ipaddress.ip_address(str(value))
+    except ValueError:
+        return None
+    return str(address) if address.version == 4 else False
+
+
+def parse_service(obj: ApiObject) -> tuple[Service, list[str]]:
+    """A Service as the model keeps it, and what of it had to be skipped."""
+    namespace, name, _ = _meta(obj)
+    spec = obj.get("spec") or {}
+    problems: list[str] = []
+    service_type = spec.get("type") or "ClusterIP"
+    cluster_ips: list[str] = []
+    if service_type != "ExternalName":
+        for raw in spec.get("clusterIPs") or [spec.get("clusterIP")]:
+            if raw in (None, "", "None"):
+                continue
+            address = _ipv4(raw)
+            if address is None:
+                problems.append(f"spec.clusterIPs: {raw!r} is not an IP address")
+            elif address:
+                cluster_ips.append(str(address))
+    ports: list[ServicePort] = []
+    for index, port in enumerate(spec.get("ports") or []):
+        where = f"spec.ports[{index}]"
+        protocol = _protocol(port.get("protocol"))
+        number = _port_number(port.get("port"))
+        node_port = port.get("nodePort") or 0
+        if protocol is None:
+            problems.append(f"{where}.protocol: {port.get('protocol')!r} is not TCP, UDP "
+                            "or SCTP; port skipped")
+        elif number is None:
+            problems.append(f"{where}.port: {port.get('port')!r} is not a port; port skipped")
+        elif node_port and _port_number(node_port) is None:
+            problems.append(f"{where}.nodePort: {node_port!r} is not a port; port skipped")
+        else:
+            ports.append(ServicePort(str(port.get("name") or ""), number, protocol, node_port))
+    affinity = 0
+    if spec.get("sessionAffinity") == "ClientIP":
+        config = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
+        affinity = config.get("timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT
+        if not isinstance(affinity, int) or affinity < 1:
+            problems.append("spec.sessionAffinityConfig.clientIP.timeoutSeconds: "
+                            f"{affinity!r} is not a positive number; default used")
+            affinity = DEFAULT_AFFINITY_TIMEOUT
+    service = Service(
+        key=f"{namespace}/{name}",
+        cluster_ips=tuple(cluster_ips),
+        ports=tuple(ports),
+        node_ports=service_type in NODE_PORT_TYPES,
+        internal_local=spec.get("internalTrafficPolicy") == "Local",
+        external_local=spec.get("externalTrafficPolicy") == "Local",
+        affinity_timeout=affinity,
+    )
+    return service, problems
+
+
+def _condition(conditions: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = conditions.get(name)
+    return default if value is None else bool(value)
+
+
+def _slice_endpoint(raw: ApiObject, where: str, problems: list[str]) -> SliceEndpoint | None:
+    addresses = raw.get("addresses") or []
+    # kube-proxy uses the first address: the others are the same endpoint.
+    address = _ipv4(addresses[0]) if addresses else None
+    if not address:
+        problems.append(f"{where}.addresses: {addresses!r} has no IPv4 address; "
+                        "endpoint skipped")
+        return None
+    conditions = raw.get("conditions") or {}
+    # The API's defaults: ready unset means ready, serving unset follows ready.
+    ready = _condition(conditions, "ready", True)
+    return SliceEndpoint(str(address), raw.get("nodeName"), ready,
+                         _condition(conditions, "serving", ready),
+                         _condition(conditions, "terminating", False))
+
+
+def parse_endpoint_slice(obj: ApiObject) -> tuple[EndpointSlice | None, list[str]]:
+    """A slice as the model keeps it (None when it names no Service or is not IPv4), and
+    what of it had to be skipped."""
+    namespace, name, _ = _meta(obj)
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    service = labels.get(SERVICE_NAME_LABEL)
+    if not service:
+        missing = f"metadata.labels: no {SERVICE_NAME_LABEL} label names its Service"
+        return None, [f"{missing}; slice skipped"]
+    if obj.get("addressType", "IPv4") != "IPv4":
+        return None, []  # IPv6 and FQDN slices are valid, and not ours
+    problems: list[str] = []
+    ports: list[SlicePort] = []
+    for index, port in enumerate(obj.get("ports") or []):
+        protocol = _protocol(port.get("protocol"))
+        number = _port_number(port.get("port"))
+        if protocol is None:
+            problems.append(f"ports[{index}].protocol: {port.get('protocol')!r} is not TCP, "
+                            "UDP or SCTP; port skipped")
+        elif number is None:
+            problems.append(f"ports[{index}].port: {port.get('port')!r} is not a port; "
+                            "port skipped")
+        else:
+            ports.append(SlicePort(str(port.get("name") or ""), protocol, number))
+    endpoints = []
+    for index, raw in enumerate(obj.get("endpoints") or []):
+        endpoint = _slice_endpoint(raw, f"endpoints[{index}]", problems)
+        if endpoint is not None:
+            endpoints.append(endpoint)
+    return EndpointSlice(f"{namespace}/{name}", f"{namespace}/{service}", tuple(ports),
+                         tuple(endpoints)), problems
+
+
+# ------------------------------------------------------------------ semantics
+
+
+def usable(endpoints: Iterable[SliceEndpoint]) -> list[SliceEndpoint]:
+    """Those that take new connections: the ready ones, or if none is ready the
+    serving-but-terminating ones (kube-proxy's rule, so a rolling update never empties a
+    Service while old pods still serve)."""
+    candidates = list(endpoints)
+    ready = [e for e in candidates if e.ready]
+    return ready or [e for e in candidates if e.serving and e.terminating]
+
+
+def port_candidates(port: ServicePort, slices: Iterable[EndpointSlice]
+                    ) -> dict[BackendAddr, SliceEndpoint]:
+    """Every endpoint of the Service port, by (address, target port), across its slices.
+
+    An endpoint listed twice (it moves between slices) counts once, as ready if any copy
+    says so.
+    """
+    found: dict[BackendAddr, SliceEndpoint] = {}
+    for piece in slices:
+        target = next((p.port for p in piece.ports
+                       if p.name == port.name and p.protocol == port.protocol), None)
+        if target is None:
+            continue
+        for endpoint in piece.endpoints:
+            key = (endpoint.address, target)
+            seen = found.get(key)
+            if seen is None or (endpoint.ready and not seen.ready):
+                found[key] = endpoint
+    return found
+
+
+def pick(candidates: Mapping[BackendAddr, SliceEndpoint], local_only: bool,
+         node_name: str) -> list[BackendAddr]:
+    """The backends one scope's frontend lists, in slot order."""
+    pool = [(addr, e) for addr, e in candidates.items()
+            if not local_only or e.node == node_name]
+    chosen = {id(e) for e in usable(e for _, e in pool)}
+    return sorted(addr for addr, e in pool if id(e) in chosen)
+
+
+def frontends(service: Service, slices: Iterable[EndpointSlice], node_name: str,
+              node_addresses: Iterable[str]) -> dict[FrontendKey, tuple[list[BackendAddr],
+                                                                         bool, bool]]:
+    """Each frontend of the Service: (its backends, keep_client_address, node_port)."""
+    pieces = list(slices)
+    addresses = tuple(node_addresses)
+    out: dict[FrontendKey, tuple[list[BackendAddr], bool, bool]] = {}
+    for port in service.ports:
+        candidates = port_candidates(port, pieces)
+        internal = pick(candidates, service.internal_local, node_name)
+        for ip in service.cluster_ips:
+            out[FrontendKey(ip, port.port, port.protocol, LbScope.INTERNAL)] = \
+                (internal, False, False)
+        if service.node_ports and port.node_port:
+            external = pick(candidates, service.external_local, node_name)
+            for ip in addresses:
+                out[FrontendKey(ip, port.node_port, port.protocol, LbScope.EXTERNAL)] = \
+                    (external, service.external_local, True)
+                out[FrontendKey(ip, port.node_port, port.protocol, LbScope.INTERNAL)] = \
+                    (internal, False, True)
+    return out
+
+
+# ------------------------------------------------------------------ the table
+
+
+class ServiceIds:
+    """A small number per Service, which frontends carry so a flow names its Service;
+    given on first use and kept for the agent's lifetime (as policy_refs are)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._names: dict[int, str] = {}
+
+    def id(self, name: str) -> int:
+        number = self._ids.get(name)
+        if number is None:
+            number = self._ids[name] = len(self._ids) + 1
+            self._names[number] = name
+        return number
+
+    def name(self, number: int) -> str | None:
+        return self._names.get(number)
+
+
+@dataclass(frozen=True)
+class LbChanges:
+    """Keys of the two maps that may differ after a compute; None means every key."""
+
+    services: set[FrontendKey] | None
+    backends: set[int] | None
+
+
+class ServiceTable:
+    """Every Service and slice, and the load balancer's desired maps, kept per Service."""
+
+    def __init__(self, node_name: str, lb_services: dict[FrontendKey, ServiceEntry],
+                 lb_backends: dict[int, BackendEntry]) -> None:
+        self.node_name = node_name
+        self.node_addresses: tuple[str, ...] = ()
+        self.services: dict[str, Service] = {}
+        self.slices: dict[str, EndpointSlice] = {}
+        self.problems: dict[tuple[str, str], ServiceProblem] = {}
+        self._lb_services = lb_services
+        self._lb_backends = lb_backends
+        self._slices_of: dict[str, set[str]] = defaultdict(set)
+        self._ids = ServiceIds()
+        self._backend_ids: IdentityAllocator[BackendAddr] = IdentityAllocator(
+            BACKEND_ID_BASE, BACKEND_ID_LIMIT)
+        self._frontends_of: dict[str, set[FrontendKey]] = {}
+        self._backends_of: dict[str, set[BackendAddr]] = {}
+        self._owner: dict[FrontendKey, str] = {}
+        self._conflicted: set[str] = set()
+        self._pending: set[str] = set()
+        self._all = True
+
+    # ----------------------------------------------------------- events
+
+    def set_service(self, obj: ApiObject) -> None:
+        rv = _meta(obj)[2]
+        service, problems = parse_service(obj)
+        self._note("Service", service.key, rv, problems)
+        self.services[service.key] = service
+        self._pending.add(service.key)
+
+    def remove_service(self, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        self.problems.pop(("Service", key), None)
+        if self.services.pop(key, None) is not None:
+            self._pending.add(key)
+
+    def set_endpoint_slice(self, obj: ApiObject) -> None:
+        namespace, name, rv = _meta(obj)
+        key = f"{namespace}/{name}"
+        piece, problems = parse_endpoint_slice(obj)
+        self._note("EndpointSlice", key, rv, problems)
+        self._drop_slice(key)
+        if piece is not None:
+            self.slices[key] = piece
+            self._slices_of[piece.service].add(key)
+            self._pending.add(piece.service)
+
+    def remove_endpoint_slice(self, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        self.problems.pop(("EndpointSlice", key), None)
+        self._drop_slice(key)
+
+    def set_node_addresses(self, addresses: Iterable[str]) -> None:
+        """This node's addresses, where NodePorts listen."""
+        fresh = tuple(sorted(a for a in addresses if a and _ipv4(a)))
+        if fresh != self.node_addresses:
+            self.node_addresses = fresh
+            self._pending.update(k for k, s in self.services.items() if s.node_ports)
+
+    def redo_everything(self) -> None:
+        self._all = True
+
+    # ----------------------------------------------------------- queries
+
+    def service_name(self, service_id: int) -> str | None:
+        return self._ids.name(service_id)
+
+    def frontends_of(self, key: str) -> list[FrontendKey]:
+        return sorted(self._frontends_of.get(key, ()))
+
+    def backend_ids_of(self, key: str) -> dict[int, BackendAddr]:
+        """The backend ids the Service's frontends name."""
+        ids: dict[int, BackendAddr] = {}
+        for addr in self._backends_of.get(key, ()):
+            number = self._backend_ids.get(addr)
+            if number is not None:
+                ids[number] = addr
+        return ids
+
+    # ----------------------------------------------------------- computation
+
+    def compute(self) -> LbChanges:
+        """Redo every Service marked since the last call; the keys that may differ."""
+        # Ids released before this call have had their entries planned away already.
+        self._backend_ids.recycle()
+        if self._all:
+            todo, changed_services, changed_backends = set(self.services) | set(
+                self._frontends_of), None, None
+        else:
+            todo, changed_services, changed_backends = self._pending, set(), set()
+        self._pending, self._all = set(), False
+        freed = False
+        for key in sorted(todo):
+            freed |= self._compute_service(key, changed_services, changed_backends)
+        retry = self._conflicted - todo
+        if freed and retry:
+            # A frontend one Service held may now be free for one that wanted it.
+            self._conflicted -= retry
+            for key in sorted(retry):
+                self._compute_service(key, changed_services, changed_backends)
+        return LbChanges(changed_services, changed_backends)
+
+    def _compute_service(self, key: str, changed_services: set[FrontendKey] | None,
+                         changed_backends: set[int] | None) -> bool:
+        """Recompute one Service's frontends; returns whether it gave any up."""
+        service = self.services.get(key)
+        wanted = {} if service is None else frontends(
+            service, (self.slices[s] for s in sorted(self._slices_of.get(key, ()))),
+            self.node_name, self.node_addresses)
+        self.problems.pop(("Service", f"{key}#frontends"), None)
+        taken = [k for k in wanted if self._owner.get(k, key) != key]
+        for frontend in taken:
+            del wanted[frontend]
+        if taken:
+            self._conflicted.add(key)
+            self._note("Service", f"{key}#frontends", "", [
+                f"frontend {k.address}:{k.port}/{k.protocol.name} is already served by "
+                f"{self._owner[k]}; skipped" for k in taken])
+        addrs = {addr for backends, _, _ in wanted.values() for addr in backends}
+        self._acquire(key, addrs, changed_backends)
+        old = self._frontends_of.pop(key, set())
+        for frontend in old - wanted.keys():
+            self._lb_services.pop(frontend, None)
+            self._owner.pop(frontend, None)
+        if changed_services is not None:
+            changed_services.update(old, wanted)
+        service_id = self._ids.id(key) if wanted else 0
+        for frontend, (backends, keep_client, node_port) in wanted.items():
+            assert service is not None
+            self._owner[frontend] = key
+            self._lb_services[frontend] = ServiceEntry(
+                service_id=service_id,
+                backend_ids=tuple(self._backend_ids.get(a) or 0 for a in backends),
+                affinity_timeout=service.affinity_timeout,
+                keep_client_address=keep_client,
+                node_port=node_port,
+            )
+        if wanted:
+            self._frontends_of[key] = set(wanted)
+        self._release(key, addrs, changed_backends)
+        return bool(old - wanted.keys())
+
+    def _acquire(self, key: str, addrs: set[BackendAddr],
+                 changed: set[int] | None) -> None:
+        held = self._backends_of.setdefault(key, set())
+        for addr in addrs - held:
+            number, created = self._backend_ids.acquire(addr)
+            if created:
+                self._lb_backends[number] = BackendEntry(*addr)
+                if changed is not None:
+                    changed.add(number)
+        held |= addrs
+
+    def _release(self, key: str, addrs: set[BackendAddr], changed: set[int] | None) -> None:
+        held = self._backends_of.get(key, set())
+        for addr in held - addrs:
+            number, gone = self._backend_ids.release(addr)
+            if gone:
+                del self._lb_backends[number]
+                if changed is not None:
+                    changed.add(number)
+        if addrs:
+            self._backends_of[key] = set(addrs)
+        else:
+            self._backends_of.pop(key, None)
+
+    # ----------------------------------------------------------- bookkeeping
+
+    def _drop_slice(self, key: str) -> None:
+        old = self.slices.pop(key, None)
+        if old is not None:
+            self._slices_of[old.service].discard(key)
+            if not self._slices_of[old.service]:
+                del self._slices_of[old.service]
+            self._pending.add(old.service)
+
+    def _note(self, kind: str, key: str, rv: str, problems: list[str]) -> None:
+        if problems:
+            self.problems[(kind, key)] = ServiceProblem(kind, key, rv, "; ".join(problems))
+        else:
+            self.problems.pop((kind, key), None)
