@@ -419,9 +419,10 @@ class ServiceTable:
         """Redo every Service marked since the last call; the keys that may differ."""
         # Ids released before this call have had their entries planned away already.
         self._backend_ids.recycle()
+        changed_services: set[FrontendKey] | None = None
+        changed_backends: set[int] | None = None
         if self._all:
-            todo, changed_services, changed_backends = set(self.services) | set(
-                self._frontends_of), None, None
+            todo = set(self.services) | set(self._frontends_of)
         else:
             todo, changed_services, changed_backends = self._pending, set(), set()
         self._pending, self._all = set(), False
