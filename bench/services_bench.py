@@ -59,7 +59,8 @@ def cluster(services: int, endpoints: int) -> tuple[list[dict[str, Any]],
                                                     list[dict[str, Any]]]:
     """Services (every tenth a NodePort, every seventh with two ports) and their slices,
     endpoints spread evenly; a Service with more than SLICE_MAX has several slices."""
-    svc_objects, slice_objects = [], []
+    svc_objects: list[dict[str, Any]] = []
+    slice_objects: list[dict[str, Any]] = []
     per = [endpoints // services + (1 if i < endpoints % services else 0)
            for i in range(services)]
     n = 0
