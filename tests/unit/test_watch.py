@@ -301,3 +301,21 @@ def test_bad_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
         api_client(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="unknown kind 'ReplicaSet'"):
         Informer(client.ApiClient(), "ReplicaSet", lambda *_: None)
+
+
+@pytest.mark.parametrize(("api_server", "host"), [
+    ("10.0.0.1:6443", "https://10.0.0.1:6443"),
+    ("https://api.example:8443", "https://api.example:8443"),
+    ("10.0.0.1", "https://10.0.0.1:443"),
+])
+def test_in_cluster_client_dials_the_configured_api_server(tmp_path: Path, api_server: str,
+                                                           host: str) -> None:
+    (tmp_path / "token").write_text("t0ken")
+    (tmp_path / "ca.crt").write_text("not checked until a request is made")
+    with api_client(None, tmp_path, api_server) as api:
+        assert api.configuration.host == host
+
+
+def test_a_bad_api_server_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="api_server 'http://x:1' is not host:port"):
+        api_client(None, tmp_path, "http://x:1")
