@@ -228,7 +228,7 @@ class Agent:
         reader = self.datapath.events()
         names = ModelNames(self.state)
         enricher = FlowEnricher(self.config.node_name, names.pod, self.state.policy_name,
-                                names.isolating)
+                                names.isolating, services=self.state.service_name)
         while not self.stopping.is_set():
             if not reader.wait(0.5):
                 continue
@@ -261,6 +261,8 @@ class Agent:
                 for e in sorted(self.state.endpoints.values(), key=lambda e: e.ip)
             ]
             problems = [vars(p) for p in self.state.policy_problems.values()]
+            services = self.state.services.status()
+            service_problems = [vars(p) for p in self.state.service_problems]
         body: dict[str, Any] = {
             "node": self.config.node_name,
             "ready": self.ready,
@@ -268,6 +270,8 @@ class Agent:
             "revision": self.revision,
             "endpoints": endpoints,
             "policy_errors": problems,
+            "services": services,
+            "service_errors": service_problems,
             "reconciles": self.reconciles,
             "startup": self.startup,
             "last_reconcile_seconds": self.last_reconcile_seconds,

@@ -413,6 +413,24 @@ class ServiceTable:
                 ids[number] = addr
         return ids
 
+    def status(self) -> list[dict[str, Any]]:
+        """Every Service with its frontends and backends, as `/status` reports them."""
+        out = []
+        for key in sorted(self.services):
+            fronts = []
+            for frontend in self.frontends_of(key):
+                entry = self._lb_services[frontend]
+                fronts.append({
+                    "ip": frontend.address, "port": frontend.port,
+                    "protocol": frontend.protocol.name, "scope": frontend.scope.name.lower(),
+                    "node_port": entry.node_port, "backends": list(entry.backend_ids),
+                    "affinity_timeout": entry.affinity_timeout,
+                    "keep_client_address": entry.keep_client_address})
+            backends = [{"id": number, "ip": addr, "port": port}
+                        for number, (addr, port) in sorted(self.backend_ids_of(key).items())]
+            out.append({"name": key, "frontends": fronts, "backends": backends})
+        return out
+
     # ----------------------------------------------------------- computation
 
     def compute(self) -> LbChanges:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Console
+
 from podwire.agent.desired import NodeState
 from podwire.agent.entries import BackendEntry, FrontendKey, LbScope, Protocol
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.agent.services import DEFAULT_AFFINITY_TIMEOUT, ServiceTable
+from podwire.status import services_table
 
 NODE = "n1"
 NODE_IP = "10.98.0.11"
@@ -519,3 +522,38 @@ def test_node_state_reaches_the_plan_incrementally() -> None:
     assert state.service_name(desired.lb_services[fe(address="10.96.1.2")].service_id) == \
         "default/s2"
     assert state.service_problems == []
+
+
+def test_status_lists_every_service_with_its_frontends_and_backends() -> None:
+    svc, _ = table()
+    svc.set_service(node_port_service(externalTrafficPolicy="Local"))
+    svc.set_service(service("headless", cluster_ip="None"))
+    two_node_slices(svc)
+    svc.compute()
+    status = {s["name"]: s for s in svc.status()}
+    assert status["default/headless"] == {"name": "default/headless", "frontends": [],
+                                          "backends": []}
+    web = status["default/web"]
+    ids = {b["ip"]: b["id"] for b in web["backends"]}
+    assert set(ids) == {"10.244.1.5", "10.244.2.7"}
+    external = next(f for f in web["frontends"] if f["scope"] == "external")
+    assert external == {"ip": NODE_IP, "port": 30080, "protocol": "TCP", "scope": "external",
+                        "node_port": True, "backends": [ids["10.244.1.5"]],
+                        "affinity_timeout": 0, "keep_client_address": True}
+    assert len(web["frontends"]) == 3
+
+
+def test_podwire_status_shows_each_frontend_with_its_backends() -> None:
+    svc, _ = table()
+    svc.set_service(node_port_service())
+    svc.set_service(service("empty", cluster_ip="10.96.0.11"))
+    two_node_slices(svc)
+    svc.compute()
+    console = Console(width=200, record=True)
+    console.print(services_table(svc.status()))
+    text = console.export_text()
+    assert "services (2)" in text
+    assert f"{CIP}:80/TCP" in text and f"{NODE_IP}:30080/TCP (external)" in text
+    assert "10.244.1.5:8080, 10.244.2.7:8080" in text
+    row = next(line for line in text.splitlines() if "default/empty" in line)
+    assert "none" in row
