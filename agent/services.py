@@ -358,8 +358,12 @@ class ServiceTable:
     # ----------------------------------------------------------- events
 
     def set_service(self, obj: ApiObject) -> None:
-        rv = _meta(obj)[2]
-        service, problems = parse_service(obj)
+        namespace, name, rv = _meta(obj)
+        try:
+            service, problems = parse_service(obj)
+        except (AttributeError, TypeError) as err:  # a field of the wrong shape
+            self._reject("Service", f"{namespace}/{name}", rv, err)
+            return
         self._note("Service", service.key, rv, problems)
         self.services[service.key] = service
         self._pending.add(service.key)
@@ -373,7 +377,11 @@ class ServiceTable:
     def set_endpoint_slice(self, obj: ApiObject) -> None:
         namespace, name, rv = _meta(obj)
         key = f"{namespace}/{name}"
-        piece, problems = parse_endpoint_slice(obj)
+        try:
+            piece, problems = parse_endpoint_slice(obj)
+        except (AttributeError, TypeError) as err:
+            self._reject("EndpointSlice", key, rv, err)
+            return
         self._note("EndpointSlice", key, rv, problems)
         self._drop_slice(key)
         if piece is not None:
@@ -528,6 +536,11 @@ class ServiceTable:
             if not self._slices_of[old.service]:
                 del self._slices_of[old.service]
             self._pending.add(old.service)
+
+    def _reject(self, kind: str, key: str, rv: str, err: Exception) -> None:
+        """A malformed object: reported, and the last good version stays in use."""
+        self._note(kind, key, rv, [f"malformed, ignored ({type(err).__name__}: {err}); "
+                                   "the last good version stays"])
 
     def _note(self, kind: str, key: str, rv: str, problems: list[str]) -> None:
         if problems:

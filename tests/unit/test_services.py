@@ -557,3 +557,20 @@ def test_podwire_status_shows_each_frontend_with_its_backends() -> None:
     assert "10.244.1.5:8080, 10.244.2.7:8080" in text
     row = next(line for line in text.splitlines() if "default/empty" in line)
     assert "none" in row
+
+
+def test_a_malformed_object_is_reported_and_its_last_good_version_stays() -> None:
+    svc, maps = table()
+    svc.set_service(service())
+    svc.set_endpoint_slice(slice_("web-a", endpoints=[ep("10.244.1.5")]))
+    svc.compute()
+    before = dict(maps.lb_services)
+    svc.set_service(service(ports=["http"]))  # type: ignore[list-item]
+    svc.set_endpoint_slice(slice_("web-a", endpoints=[{"addresses": ["10.244.1.9"],
+                                                       "conditions": ["ready"]}]))
+    svc.set_endpoint_slice(slice_("web-b", endpoints=["nope"]))  # type: ignore[list-item]
+    svc.compute()
+    assert maps.lb_services == before
+    assert set(svc.problems) == {("Service", "default/web"), ("EndpointSlice", "default/web-a"),
+                                 ("EndpointSlice", "default/web-b")}
+    assert "malformed" in svc.problems[("Service", "default/web")].message
