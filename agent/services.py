@@ -539,8 +539,8 @@ class ServiceTable:
 
     def _reject(self, kind: str, key: str, rv: str, err: Exception) -> None:
         """A malformed object: reported, and the last good version stays in use."""
-        self._note(kind, key, rv, [f"malformed, ignored ({type(err).__name__}: {err}); "
-                                   "the last good version stays"])
+        message = f"malformed, ignored ({type(err).__name__}: {err})"
+        self._note(kind, key, rv, [f"{message}; the last good version stays"])
 
     def _note(self, kind: str, key: str, rv: str, problems: list[str]) -> None:
         if problems:
