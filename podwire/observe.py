@@ -32,8 +32,10 @@ FIELDS_HELP = """\
 JSON output (-o json) prints each flow record as the agent keeps it, one object a
 line, with these fields: seq (the agent's record number), time, node, type (policy-verdict|drop), verdict
 (FORWARDED|DROPPED), drop_reason, direction, hook, protocol, tcp_flags, length,
-source and destination {ip, port, identity, namespace, pod, labels}, evaluated
-(directions whose policy was checked), allowed_by {egress, ingress}, isolated_by.
+source and destination {ip, port, identity, namespace, pod, labels, service (the
+Service ns/name the end stands for, through one of its frontends)}, frontend {ip, port}
+(or null), evaluated (directions whose policy was checked), allowed_by {egress,
+ingress}, isolated_by.
 
 Repeating a filter flag ORs its values; different flags AND."""
 
