@@ -59,7 +59,8 @@ class AgentConfig:
     # lb_* maps stay empty.
     services: bool = True
     # Capacities of the load balancer's maps (DatapathSizes.lb_services, lb_backends,
-    # lb_affinity): frontends, backends, and remembered ClientIP affinities.
+    # lb_affinity): frontend slots (one per frontend plus one per backend it lists),
+    # backends, and remembered ClientIP affinities. Pinned maps keep their size.
     lb_services_max: int = 65536
     lb_backends_max: int = 65536
     lb_affinity_max: int = 65536

@@ -26,14 +26,12 @@ from podwire.agent.flows import FlowEnricher, FlowHistory
 from podwire.agent.localapi import LocalApi, Request, Response, cni_route
 from podwire.agent.metrics import AgentMetrics
 from podwire.agent.nodes import NodeInfo
-from podwire.agent.reconcile import MapContents, MapName, apply_to, plan
+from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.agent.watch import WatchSet, api_client
 from podwire.cni.endpoints import Endpoint
 from podwire.cni.node import EndpointHook, Node
 
 log = logging.getLogger("podwire.agent")
-
-LB_MAPS = frozenset({MapName.LB_SERVICES, MapName.LB_BACKENDS})
 
 
 class Agent:
@@ -175,9 +173,7 @@ class Agent:
         started = time.perf_counter()
         desired, scope = self.state.compute()
         ops = plan(self.installed, desired, scope)
-        # The load balancer's maps are written once the datapath has them (issue 13: lbdp's
-        # programmer); until then the plan is kept in the mirror only.
-        programmer.apply(self.datapath, [op for op in ops if op.map not in LB_MAPS])
+        programmer.apply(self.datapath, ops)
         apply_to(self.installed, ops)
         self.reconciles += 1
         self.last_reconcile_seconds = time.perf_counter() - started

@@ -154,10 +154,7 @@ class FlowEnricher:
 
     def _add_service(self, record: FlowRecord, event: structs.FlowEvent) -> None:
         """The Service and frontend of a packet that went through one (common/flow.py)."""
-        # Issue 13: lbdp adds these fields to struct flow_event; an event without them
-        # went through no Service.
-        service_id = getattr(event, "service_id", 0)
-        if not service_id:
+        if not event.service_id:
             return
         frontend: Frontend = {"ip": _ip_str(event.frontend_addr),
                               "port": structs.port_host(event.frontend_port)}
@@ -168,7 +165,7 @@ class FlowEnricher:
         end = source if (source["ip"], source["port"]) == (frontend["ip"],
                                                            frontend["port"]) \
             else record["destination"]
-        end["service"] = self._service_name(service_id)
+        end["service"] = self._service_name(event.service_id)
 
     def _endpoint(self, ip: str, port: int, identity: int, now: float) -> FlowEnd:
         names = self._pods.get(ip, self._names, now)

@@ -185,13 +185,12 @@ def test_records_are_numbered_and_followers_resume_after_a_seq() -> None:
     assert [json.loads(line)["seq"] for line in history.as_lines(iter(recent))] == [2, 3]
 
 
-def through_service(base: structs.FlowEvent, frontend: str, port: int) -> Any:
-    """The event with the Service fields lbdp adds to struct flow_event (issue 13); a
-    plain copy until the struct has them."""
-    fields = {name: getattr(base, name) for name, *_ in structs.FlowEvent._fields_}
-    return type("ServiceFlowEvent", (), {**fields, "service_id": 3,
-                                         "frontend_addr": structs.ip_be(frontend),
-                                         "frontend_port": socket.htons(port)})()
+def through_service(base: structs.FlowEvent, frontend: str, port: int) -> structs.FlowEvent:
+    """The event as the datapath reports a packet through Service 3's frontend."""
+    base.service_id = 3
+    base.frontend_addr = structs.ip_be(frontend)
+    base.frontend_port = socket.htons(port)
+    return base
 
 
 def test_a_flow_through_a_service_names_it_at_the_destination_and_the_frontend() -> None:
