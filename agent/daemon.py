@@ -78,6 +78,8 @@ class Agent:
         self.datapath = Datapath.load(self.config)
         self.startup["datapath_seconds"] = time.perf_counter() - started
         self.installed = programmer.read_installed(self.datapath)
+        with self.lock:
+            self.state.adopt(self.installed)
         log.info("event=adopted endpoints=%d ipcache=%d policy=%d",
                  len(self.installed.endpoints), len(self.installed.ipcache),
                  len(self.installed.policy))

@@ -188,6 +188,11 @@ class NodeState:
     def remove_endpoint_slice(self, namespace: str, name: str) -> None:
         self._services.remove_endpoint_slice(namespace, name)
 
+    def adopt(self, installed: MapContents) -> None:
+        """What a previous agent left in the maps: numbers the datapath's own state names
+        (backend and service ids) are kept. Before the first compute."""
+        self._services.adopt(installed.lb_services, installed.lb_backends)
+
     def add_endpoint(self, endpoint: LocalEndpoint) -> None:
         self.remove_endpoint(endpoint.ip)
         self.endpoints[endpoint.ip] = endpoint

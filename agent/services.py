@@ -307,16 +307,27 @@ def frontends(service: Service, slices: Iterable[EndpointSlice], node_name: str,
 
 class ServiceIds:
     """A small number per Service, which frontends carry so a flow names its Service;
-    given on first use and kept for the agent's lifetime (as policy_refs are)."""
+    given on first use and kept for the agent's lifetime (as policy_refs are). A
+    restarted agent gives a Service the number its frontends already carry, so the
+    datapath's ClientIP affinities and conntrack entries, which remember it, still hold."""
 
     def __init__(self) -> None:
         self._ids: dict[str, int] = {}
         self._names: dict[int, str] = {}
+        self._next = 1
+        # Numbers the installed frontends carry: new Services take others.
+        self.reserved: set[int] = set()
 
-    def id(self, name: str) -> int:
+    def id(self, name: str, prefer: int | None = None) -> int:
         number = self._ids.get(name)
         if number is None:
-            number = self._ids[name] = len(self._ids) + 1
+            if prefer and prefer not in self._names:
+                number = prefer
+            else:
+                while self._next in self._names or self._next in self.reserved:
+                    self._next += 1
+                number = self._next
+            self._ids[name] = number
             self._names[number] = name
         return number
 
@@ -354,6 +365,9 @@ class ServiceTable:
         self._conflicted: set[str] = set()
         self._pending: set[str] = set()
         self._all = True
+        # What a previous agent left in the maps (adopt), held until the first compute.
+        self._adopted: list[BackendAddr] = []
+        self._installed_service_ids: dict[FrontendKey, int] = {}
 
     # ----------------------------------------------------------- events
 
@@ -402,6 +416,22 @@ class ServiceTable:
             self._pending.update(k for k, s in self.services.items() if s.node_ports)
 
     def redo_everything(self) -> None:
+        self._all = True
+
+    def adopt(self, services: Mapping[FrontendKey, ServiceEntry],
+              backends: Mapping[int, BackendEntry]) -> None:
+        """The ids the maps already hold (a restarted agent): the same (address, port)
+        keeps its backend id and a Service the id its frontends carry, because the
+        datapath's conntrack and affinity entries name them. Call before the first
+        compute; ids nothing uses then are released by it."""
+        for number, entry in sorted(backends.items()):
+            addr = (entry.address, entry.port)
+            got, created = self._backend_ids.acquire(addr, prefer=number)
+            if created:
+                self._lb_backends[got] = BackendEntry(*addr)
+            self._adopted.append(addr)
+        self._installed_service_ids = {k: v.service_id for k, v in services.items()}
+        self._ids.reserved = set(self._installed_service_ids.values())
         self._all = True
 
     # ----------------------------------------------------------- queries
@@ -461,6 +491,13 @@ class ServiceTable:
             self._conflicted -= retry
             for key in sorted(retry):
                 self._compute_service(key, changed_services, changed_backends)
+        adopted, self._adopted = self._adopted, []
+        for addr in adopted:
+            number, gone = self._backend_ids.release(addr)
+            if gone:
+                del self._lb_backends[number]
+                if changed_backends is not None:
+                    changed_backends.add(number)
         return LbChanges(changed_services, changed_backends)
 
     def _compute_service(self, key: str, changed_services: set[FrontendKey] | None,
@@ -487,7 +524,9 @@ class ServiceTable:
             self._owner.pop(frontend, None)
         if changed_services is not None:
             changed_services.update(old, wanted)
-        service_id = self._ids.id(key) if wanted else 0
+        service_id = self._ids.id(key, next(
+            (self._installed_service_ids[k] for k in sorted(wanted)
+             if k in self._installed_service_ids), None)) if wanted else 0
         for frontend, (backends, keep_client, node_port) in wanted.items():
             assert service is not None
             self._owner[frontend] = key

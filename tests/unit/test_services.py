@@ -8,6 +8,7 @@ from rich.console import Console
 
 from podwire.agent.desired import NodeState
 from podwire.agent.entries import BackendEntry, FrontendKey, LbScope, Protocol
+from podwire.agent.identity import IdentityAllocator
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.agent.services import DEFAULT_AFFINITY_TIMEOUT, ServiceTable
@@ -574,3 +575,59 @@ def test_a_malformed_object_is_reported_and_its_last_good_version_stays() -> Non
     assert set(svc.problems) == {("Service", "default/web"), ("EndpointSlice", "default/web-a"),
                                  ("EndpointSlice", "default/web-b")}
     assert "malformed" in svc.problems[("Service", "default/web")].message
+
+
+def test_a_restarted_agent_keeps_the_ids_the_maps_hold() -> None:
+    # Conntrack and ClientIP affinity in the datapath remember backend and service ids:
+    # a restart that renumbered them would move live connections to other backends.
+    objects = [service("a", cluster_ip="10.96.0.1"), service("b", cluster_ip="10.96.0.2"),
+               slice_("a-1", "a", endpoints=[ep("10.244.1.5"), ep("10.244.1.6")]),
+               slice_("b-1", "b", endpoints=[ep("10.244.1.7"), ep("10.244.1.6")])]
+    first, installed = table()
+    for obj in objects:
+        (first.set_service if "spec" in obj else first.set_endpoint_slice)(obj)
+    first.compute()
+    # Churn, so ids are no longer in feeding order.
+    first.set_endpoint_slice(slice_("a-1", "a", endpoints=[ep("10.244.1.9"), ep("10.244.1.6")]))
+    first.compute()
+    objects[2] = slice_("a-1", "a", endpoints=[ep("10.244.1.9"), ep("10.244.1.6")])
+
+    maps = MapContents()
+    restarted = ServiceTable(NODE, maps.lb_services, maps.lb_backends)
+    restarted.set_node_addresses([NODE_IP])
+    restarted.adopt(dict(installed.lb_services), dict(installed.lb_backends))
+    restarted.set_service(service("new", cluster_ip="10.96.0.3"))  # a Service born meanwhile
+    restarted.set_endpoint_slice(slice_("new-1", "new", endpoints=[ep("10.244.1.8")]))
+    for obj in reversed(objects):
+        (restarted.set_service if "spec" in obj else restarted.set_endpoint_slice)(obj)
+    restarted.compute()
+    for key, entry in installed.lb_services.items():
+        assert maps.lb_services[key] == entry
+    assert {k: v for k, v in maps.lb_backends.items() if v.address != "10.244.1.8"} == \
+        installed.lb_backends
+    new = maps.lb_services[fe(address="10.96.0.3")]
+    assert new.service_id not in {e.service_id for e in installed.lb_services.values()}
+    assert new.backend_ids[0] not in installed.lb_backends
+
+
+def test_adopted_backends_nothing_uses_are_released_by_the_first_compute() -> None:
+    maps = MapContents()
+    svc = ServiceTable(NODE, maps.lb_services, maps.lb_backends)
+    svc.adopt({}, {7: BackendEntry("10.244.1.70", 8080)})
+    svc.set_service(service())
+    svc.set_endpoint_slice(slice_("web-a", endpoints=[ep("10.244.1.5")]))
+    svc.compute()
+    assert [(b.address, b.port) for b in maps.lb_backends.values()] == [("10.244.1.5", 8080)]
+    assert 7 not in maps.lb_backends
+
+
+def test_allocator_gives_a_preferred_number_only_when_it_is_free() -> None:
+    ids: IdentityAllocator[str] = IdentityAllocator(1, 100)
+    assert ids.acquire("a", prefer=5) == (5, True)
+    assert ids.acquire("b") == (1, True)  # the numbers skipped below 5 stay free
+    assert ids.acquire("c", prefer=5) == (2, True)  # taken: the next free one
+    ids.release("a")
+    assert ids.acquire("d", prefer=5) == (3, True)  # released, but not before recycle()
+    ids.recycle()
+    assert ids.acquire("e", prefer=5) == (5, True)
+    assert ids.acquire("f", prefer=500) == (4, True)  # out of range
