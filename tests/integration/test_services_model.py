@@ -187,3 +187,44 @@ def test_endpoint_conditions_steer_new_connections(node: Node, backends: Backend
     node.reconcile()
     live = programmer.read_installed(node.dp)
     assert live.lb_services == {} and live.lb_backends == {}
+
+
+def test_a_restarted_model_rewrites_nothing_and_a_live_connection_stays(
+        node: Node, backends: Backends) -> None:
+    objects = [service(), endpoint_slice("web-b", node.b, PORT_B),
+               endpoint_slice("web-c", node.c, PORT_C)]
+    node.table.set_service(objects[0])
+    for piece in objects[1:]:
+        node.table.set_endpoint_slice(piece)
+    node.reconcile()
+    conn = node.a.socket(socket.SOCK_STREAM)
+    conn.settimeout(5)
+    conn.connect((VIP, 80))
+    ready, _, _ = select.select(list(backends.sockets.values()), [], [], 5)
+    assert ready
+    server, _ = ready[0].accept()
+    try:
+        # A new agent: its model adopts what the kernel holds, and is fed in another order.
+        live = programmer.read_installed(node.dp)
+        installed = MapContents(lb_services=dict(live.lb_services),
+                                lb_backends=dict(live.lb_backends))
+        desired = MapContents()
+        restarted = ServiceTable(NODE, desired.lb_services, desired.lb_backends)
+        restarted.adopt(installed.lb_services, installed.lb_backends)
+        for piece in reversed(objects[1:]):
+            restarted.set_endpoint_slice(piece)
+        restarted.set_service(objects[0])
+        restarted.compute()
+        assert plan(installed, desired) == []
+        # The connection through the Service still reaches the same backend.
+        conn.sendall(b"still there?")
+        assert server.recv(100) == b"still there?"
+        server.sendall(b"yes")
+        assert conn.recv(10) == b"yes"
+    finally:
+        server.close()
+        conn.close()
+        node.table.remove_service("x", "web")
+        node.table.remove_endpoint_slice("x", "web-b")
+        node.table.remove_endpoint_slice("x", "web-c")
+        node.reconcile()
