@@ -61,7 +61,8 @@ class AgentConfig:
     # Capacities of the load balancer's maps (DatapathSizes.lb_services, lb_backends,
     # lb_affinity): frontend slots (one per frontend plus one per backend it lists),
     # backends, and remembered ClientIP affinities. Pinned maps keep their size.
-    lb_services_max: int = 65536
+    # 10,000 Services with 50,000 endpoints take about 79,000 slots (bench/services_bench.py).
+    lb_services_max: int = 131072
     lb_backends_max: int = 65536
     lb_affinity_max: int = 65536
     # kubeconfig path; None means in-cluster configuration (ServiceAccount token).

@@ -115,6 +115,10 @@ def run(services: int, endpoints: int, changes: int, seed: int) -> tuple[dict[st
     results = {"services": float(services), "endpoints": float(endpoints),
                "frontends": float(len(desired.lb_services)),
                "backends": float(len(desired.lb_backends)),
+               # What the lb_services map must hold: a slot per frontend and per backend
+               # it lists (AgentConfig.lb_services_max).
+               "lb_service_slots": float(sum(1 + len(e.backend_ids)
+                                             for e in desired.lb_services.values())),
                "resync_ops": float(len(ops)), "resync_s": resync, "rss_mb": after,
                "model_mb": after - before}
     latencies = []
