@@ -40,7 +40,8 @@ from podwire.agent.policy_compiler import PolicyMapState, PolicyRefs, compile_ru
 from podwire.agent.prefixes import PrefixTable
 from podwire.agent.reconcile import MapContents, Scope
 from podwire.agent.selection import PeerIndex
-from podwire.agent.services import ServiceProblem, ServiceTable
+from podwire.agent.service_objects import ServiceProblem
+from podwire.agent.services import ServiceTable
 from podwire.bpf.constants import ReservedIdentity
 from podwire.policy import (
     Cluster,

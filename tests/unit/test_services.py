@@ -11,7 +11,8 @@ from podwire.agent.entries import BackendEntry, FrontendKey, LbScope, Protocol
 from podwire.agent.identity import IdentityAllocator
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
-from podwire.agent.services import DEFAULT_AFFINITY_TIMEOUT, ServiceTable
+from podwire.agent.service_objects import DEFAULT_AFFINITY_TIMEOUT
+from podwire.agent.services import ServiceTable
 from podwire.status import services_table
 
 NODE = "n1"
