@@ -160,7 +160,8 @@ class NodeState:
     def set_node(self, node: NodeInfo) -> None:
         old = self.nodes.set(node)
         if node.name == self.node_name:
-            self._services.set_node_addresses([node.ip] if node.ip else [])
+            self._services.set_node_addresses({*node.addresses, *([node.ip] if node.ip
+                                                                   else [])})
         for info in (old, node):
             if info is not None:
                 self._pending.ipcache.update(info.prefixes())

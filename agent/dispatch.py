@@ -50,12 +50,19 @@ def apply_event(state: NodeState, event: WatchEvent) -> None:
                     namespace, name, err.describe())
 
 
+NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
+
+
 def node_info(obj: ApiObject) -> NodeInfo:
-    """A Node's name, InternalIP and spec.podCIDR (either may be missing yet)."""
+    """A Node's name, InternalIP, spec.podCIDR (either may be missing yet) and every
+    Internal and External address."""
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    address = next((a.get("address") for a in status.get("addresses") or []
-                    if a.get("type") == "InternalIP"), None)
-    return NodeInfo(obj["metadata"]["name"], address, spec.get("podCIDR"))
+    reported = status.get("addresses") or []
+    address = next((a.get("address") for a in reported if a.get("type") == "InternalIP"),
+                   None)
+    addresses = tuple(str(a["address"]) for a in reported
+                      if a.get("type") in NODE_ADDRESS_TYPES and a.get("address"))
+    return NodeInfo(obj["metadata"]["name"], address, spec.get("podCIDR"), addresses)
 
 
 def _set_policy(state: NodeState, obj: ApiObject) -> None:

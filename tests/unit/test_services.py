@@ -632,3 +632,13 @@ def test_allocator_gives_a_preferred_number_only_when_it_is_free() -> None:
     ids.recycle()
     assert ids.acquire("e", prefer=5) == (5, True)
     assert ids.acquire("f", prefer=500) == (4, True)  # out of range
+
+
+def test_node_ports_listen_on_every_address_of_this_node() -> None:
+    state = NodeState(NODE)
+    state.set_node(NodeInfo("n2", "10.98.0.12", "10.244.2.0/24", ("198.51.100.2",)))
+    state.set_node(NodeInfo(NODE, NODE_IP, "10.244.1.0/24", (NODE_IP, "198.51.100.1")))
+    state.set_service(node_port_service())
+    desired, _ = state.compute()
+    listening = {k.address for k in desired.lb_services if k.port == 30080}
+    assert listening == {NODE_IP, "198.51.100.1"}  # not another node's
