@@ -84,11 +84,10 @@ class Agent:
                  len(self.installed.endpoints), len(self.installed.ipcache),
                  len(self.installed.policy))
 
-        kinds = WatchSet.DEFAULT_KINDS + (WatchSet.SERVICE_KINDS if self.config.services
-                                          else ())
         self.watches = WatchSet(api_client(self.config.kubeconfig,
                                            self.config.service_account_dir,
-                                           self.config.api_server), kinds=kinds)
+                                           self.config.api_server),
+                                kinds=watched_kinds(self.config))
         sync_started = time.perf_counter()
         self.watches.start()
         while not self.watches.has_synced():
@@ -299,6 +298,12 @@ class Agent:
             yield from self.flows.as_lines(self.flows.follow(after, self.stopping))
 
         return Response(200, stream=stream(), content_type="application/x-ndjson")
+
+
+def watched_kinds(config: AgentConfig) -> tuple[str, ...]:
+    """What the agent lists and watches: Services and EndpointSlices only when it serves
+    them (a cluster that keeps kube-proxy needs neither, nor the RBAC for them)."""
+    return WatchSet.DEFAULT_KINDS + (WatchSet.SERVICE_KINDS if config.services else ())
 
 
 def _local(endpoint: Endpoint) -> LocalEndpoint:

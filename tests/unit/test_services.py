@@ -6,8 +6,10 @@ from typing import Any
 
 from rich.console import Console
 
+from podwire.agent.config import AgentConfig
+from podwire.agent.daemon import watched_kinds
 from podwire.agent.desired import NodeState
-from podwire.agent.entries import BackendEntry, FrontendKey, LbScope, Protocol
+from podwire.agent.entries import BackendEntry, FrontendKey, LbScope, Protocol, ServiceEntry
 from podwire.agent.identity import IdentityAllocator
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
@@ -642,3 +644,17 @@ def test_node_ports_listen_on_every_address_of_this_node() -> None:
     desired, _ = state.compute()
     listening = {k.address for k in desired.lb_services if k.port == 30080}
     assert listening == {NODE_IP, "198.51.100.1"}  # not another node's
+
+
+def test_services_off_watches_neither_kind_and_empties_the_lb_maps() -> None:
+    assert {"Service", "EndpointSlice"} <= set(watched_kinds(AgentConfig(node_name=NODE)))
+    off = AgentConfig.from_dict({"node_name": NODE, "services": False})
+    assert not {"Service", "EndpointSlice"} & set(watched_kinds(off))
+    # An agent turned off after serving Services: what it left in the maps goes.
+    left = MapContents(lb_services={fe(): ServiceEntry(1, (1,))},
+                       lb_backends={1: BackendEntry("10.244.1.5", 8080)})
+    state = NodeState(NODE)
+    state.adopt(left)
+    desired, scope = state.compute()
+    assert [(type(op).__name__, op.map.value) for op in plan(left, desired, scope)] == [
+        ("Delete", "lb_services"), ("Delete", "lb_backends")]
