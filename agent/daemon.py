@@ -80,9 +80,10 @@ class Agent:
         self.installed = programmer.read_installed(self.datapath)
         with self.lock:
             self.state.adopt(self.installed)
-        log.info("event=adopted endpoints=%d ipcache=%d policy=%d",
-                 len(self.installed.endpoints), len(self.installed.ipcache),
-                 len(self.installed.policy))
+        log.info("event=adopted endpoints=%d ipcache=%d policy=%d lb_services=%d "
+                 "lb_backends=%d", len(self.installed.endpoints), len(self.installed.ipcache),
+                 len(self.installed.policy), len(self.installed.lb_services),
+                 len(self.installed.lb_backends))
 
         self.watches = WatchSet(api_client(self.config.kubeconfig,
                                            self.config.service_account_dir,
