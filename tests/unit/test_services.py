@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 from podwire.agent.config import AgentConfig
@@ -12,7 +14,7 @@ from podwire.agent.desired import NodeState
 from podwire.agent.entries import BackendEntry, FrontendKey, LbScope, Protocol, ServiceEntry
 from podwire.agent.identity import IdentityAllocator
 from podwire.agent.nodes import NodeInfo
-from podwire.agent.reconcile import MapContents, apply_to, plan
+from podwire.agent.reconcile import MapContents, Scope, apply_to, plan
 from podwire.agent.service_objects import DEFAULT_AFFINITY_TIMEOUT
 from podwire.agent.services import ServiceTable
 from podwire.status import services_table
@@ -658,3 +660,80 @@ def test_services_off_watches_neither_kind_and_empties_the_lb_maps() -> None:
     desired, scope = state.compute()
     assert [(type(op).__name__, op.map.value) for op in plan(left, desired, scope)] == [
         ("Delete", "lb_services"), ("Delete", "lb_backends")]
+
+
+def resolved(maps: MapContents, svc: ServiceTable) -> dict[FrontendKey, tuple[Any, ...]]:
+    """The maps with ids resolved to what they stand for: comparable across numberings."""
+    return {key: (svc.service_name(e.service_id), tuple(backends(maps, key)),
+                  e.affinity_timeout, e.keep_client_address, e.node_port)
+            for key, e in maps.lb_services.items()}
+
+
+EVENT = st.one_of(
+    st.tuples(st.just("service"), st.integers(0, 2), st.booleans(), st.booleans(),
+              st.sampled_from(["Cluster", "Local"])),
+    st.tuples(st.just("slice"), st.integers(0, 2), st.integers(0, 1),
+              st.lists(st.tuples(st.integers(1, 6), st.sampled_from(["n1", "n2"]),
+                                 st.sampled_from(["ready", "terminating", "gone"])),
+                       max_size=4),
+              st.sampled_from([8080, 9090])),
+    st.tuples(st.just("remove-service"), st.integers(0, 2)),
+    st.tuples(st.just("remove-slice"), st.integers(0, 2), st.integers(0, 1)),
+)
+
+
+def event_objects(event: tuple[Any, ...]) -> tuple[str, Any]:
+    kind, i = event[0], event[1]
+    if kind == "service":
+        _, _, node_port, affinity, policy = event
+        obj = node_port_service(externalTrafficPolicy=policy) if node_port else service(
+            internalTrafficPolicy=policy)
+        obj["metadata"]["name"] = f"s{i}"
+        obj["spec"]["clusterIP"] = obj["spec"]["clusterIPs"][0] = f"10.96.0.{i + 1}"
+        if node_port:
+            obj["spec"]["ports"][0]["nodePort"] = 30000 + i
+        if affinity:
+            obj["spec"]["sessionAffinity"] = "ClientIP"
+        return "set_service", obj
+    if kind == "slice":
+        _, _, j, endpoints, port = event
+        conditions = {"ready": {"ready": True}, "gone": {"ready": False, "serving": False},
+                      "terminating": {"ready": False, "serving": True, "terminating": True}}
+        return "set_endpoint_slice", slice_(f"s{i}-{j}", f"s{i}", ports=[
+            {"name": "http", "port": port, "protocol": "TCP"}], endpoints=[
+            {"addresses": [f"10.244.1.{n}"], "nodeName": node, "conditions": conditions[c]}
+            for n, node, c in endpoints])
+    if kind == "remove-service":
+        return "remove_service", ("default", f"s{i}")
+    return "remove_endpoint_slice", ("default", f"s{i}-{event[2]}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(EVENT, min_size=1, max_size=4), min_size=1, max_size=6))
+def test_incremental_computes_equal_a_fresh_one(batches: list[list[tuple[Any, ...]]]) -> None:
+    svc, maps = table()
+    installed = MapContents()
+    latest: dict[tuple[str, str], tuple[str, Any]] = {}
+    for batch in batches:
+        for event in batch:
+            method, arg = event_objects(event)
+            if method.startswith("set_"):
+                getattr(svc, method)(arg)
+                key = (method[4:], arg["metadata"]["name"])
+                latest[key] = (method, arg)
+            else:
+                getattr(svc, method)(*arg)
+                latest.pop((method[7:], arg[1]), None)
+        changes = svc.compute()
+        ops = plan(installed, maps, Scope(set(), set(), set(), changes.services,
+                                          changes.backends))
+        apply_to(installed, ops)
+        # What the scoped plan left behind is exactly the model: nothing outside the
+        # scope changed, nothing inside it was missed.
+        assert (installed.lb_services, installed.lb_backends) == (maps.lb_services,
+                                                                  maps.lb_backends)
+    fresh, fresh_maps = table()
+    for method, arg in latest.values():
+        getattr(fresh, method)(arg)
+    fresh.compute()
+    assert resolved(maps, svc) == resolved(fresh_maps, fresh)
