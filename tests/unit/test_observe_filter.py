@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from podwire import cli, observe
 from podwire.common import flowfilter
 
 NOW = datetime.datetime(2026, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -137,3 +138,11 @@ def test_merge_orders_nodes_by_time() -> None:
     merged = flowfilter.merge_by_time([node1, node2])
     assert [r["time"] for r in merged] == sorted(r["time"] for r in node1 + node2)
     assert [r["source"]["pod"] for r in merged] == ["alpha-1", "alpha-2", "alpha-1", "alpha-2"]
+
+
+def test_observe_flags_reach_the_service_filters() -> None:
+    args = cli.parser().parse_args(["observe", "--to-service", "x/beta", "--from-service",
+                                    "y/other", "--to-service", "y/more"])
+    selection = observe._filter_from(args)
+    assert (selection.to_service, selection.from_service) == (["x/beta", "y/more"],
+                                                              ["y/other"])
