@@ -405,3 +405,21 @@ def test_lb_order_backends_first_then_services_and_back_when_removing() -> None:
     assert [(type(op).__name__, op.map) for op in ops] == [
         ("Upsert", MapName.LB_BACKENDS), ("Upsert", MapName.LB_SERVICES),
         ("Delete", MapName.LB_SERVICES), ("Delete", MapName.LB_BACKENDS)]
+
+
+def test_lb_writes_sit_between_the_ipcache_additions_and_removals() -> None:
+    # A backend pod arriving with its slice, and another leaving with its own, in one plan:
+    # policy judges a translated connection by the backend's identity, so the address must
+    # resolve before a frontend names it and until no frontend does.
+    new, gone = ipaddress.IPv4Network("10.244.1.2/32"), ipaddress.IPv4Network("10.244.1.3/32")
+    front = FrontendKey("10.96.0.1", 80, Protocol.TCP)
+    installed = MapContents(ipcache={gone: IpcacheEntry(300, 0)},
+                            lb_services={front: ServiceEntry(1, (1,))},
+                            lb_backends={1: BackendEntry("10.244.1.3", 8080)})
+    desired = MapContents(ipcache={new: IpcacheEntry(301, 0)},
+                          lb_services={front: ServiceEntry(1, (2,))},
+                          lb_backends={2: BackendEntry("10.244.1.2", 8080)})
+    order = [(type(op).__name__, op.map) for op in plan(installed, desired)]
+    assert order == [("Upsert", MapName.IPCACHE), ("Upsert", MapName.LB_BACKENDS),
+                     ("Upsert", MapName.LB_SERVICES), ("Delete", MapName.LB_BACKENDS),
+                     ("Delete", MapName.IPCACHE)]
