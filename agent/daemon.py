@@ -88,7 +88,10 @@ class Agent:
         self.watches = WatchSet(api_client(self.config.kubeconfig,
                                            self.config.service_account_dir,
                                            self.config.api_server),
-                                kinds=watched_kinds(self.config))
+                                kinds=watched_kinds(self.config),
+                                # The model keeps what it needs of every object; whole
+                                # copies in the caches would double the agent's memory.
+                                keep_objects=False)
         sync_started = time.perf_counter()
         self.watches.start()
         while not self.watches.has_synced():

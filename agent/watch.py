@@ -184,13 +184,17 @@ class Informer:
 
     def __init__(self, api: client.ApiClient, kind: str, handler: Handler,
                  settings: WatchSettings | None = None, *, label_selector: str | None = None,
-                 field_selector: str | None = None, seed: int | None = None) -> None:
+                 field_selector: str | None = None, seed: int | None = None,
+                 keep_objects: bool = True) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
         self.kind = KINDS[kind]
         self._list = getattr(self.kind.api(api), self.kind.list_method)
         self._handler = handler
         self.settings = settings or WatchSettings()
+        # False: the cache keeps only what the relist's diff needs (names and
+        # resourceVersions), for a handler that keeps its own model of the objects.
+        self._keep_objects = keep_objects
         self._selectors = {k: v for k, v in (("label_selector", label_selector),
                                              ("field_selector", field_selector)) if v}
         self._rng = random.Random(seed)
@@ -299,6 +303,16 @@ class Informer:
             log.exception("event=handler_error kind=%s type=%s name=%s", self.kind.name,
                           event_type, (obj.get("metadata") or {}).get("name"))
 
+    def _kept(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """What the cache holds of an object: all of it, or the stub a relist diffs on
+        (and hands over as a DELETED event, whose handlers read only the metadata)."""
+        if self._keep_objects:
+            return obj
+        meta = obj["metadata"]
+        return {"kind": obj.get("kind"), "apiVersion": obj.get("apiVersion"),
+                "metadata": {k: meta[k] for k in ("name", "namespace", "resourceVersion")
+                             if k in meta}}
+
     def _bookmark(self, rv: int) -> dict[str, Any]:
         return {"kind": self.kind.name, "apiVersion": self.kind.api_version,
                 "metadata": {"resourceVersion": str(rv)}}
@@ -320,7 +334,7 @@ class Informer:
             obj.setdefault("apiVersion", self.kind.api_version)
             fresh[object_key(obj)] = obj
         with self._lock:
-            old, self._cache = self._cache, dict(fresh)
+            old, self._cache = self._cache, {k: self._kept(o) for k, o in fresh.items()}
         added = modified = deleted = 0
         for key, obj in fresh.items():
             before = old.get(key)
@@ -382,7 +396,7 @@ class Informer:
             if event_type is EventType.DELETED:
                 self._cache.pop(key, None)
             else:
-                self._cache[key] = obj
+                self._cache[key] = self._kept(obj)
         self._last_rv = rv
         self._deliver(event_type, obj)
 
@@ -414,12 +428,13 @@ class WatchSet:
     SERVICE_KINDS = ("Service", "EndpointSlice")
 
     def __init__(self, api: client.ApiClient, settings: WatchSettings | None = None,
-                 kinds: tuple[str, ...] = DEFAULT_KINDS) -> None:
+                 kinds: tuple[str, ...] = DEFAULT_KINDS, keep_objects: bool = True) -> None:
         self._queue: queue.SimpleQueue[WatchEvent] = queue.SimpleQueue()
         self._lock = threading.Lock()
         # What each stream has put into the queue; the revision never runs ahead of it.
         self._delivered = dict.fromkeys(kinds, 0)
-        self.informers = {kind: Informer(api, kind, self._on_event, settings)
+        self.informers = {kind: Informer(api, kind, self._on_event, settings,
+                                         keep_objects=keep_objects)
                           for kind in kinds}
 
     def _on_event(self, event: WatchEvent) -> None:

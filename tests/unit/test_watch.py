@@ -147,13 +147,16 @@ def test_dropped_connections_resume_without_loss(server: LabApiServer, api: clie
     assert cache_names(inf) == server_names(server, PODS) == {}
 
 
+@pytest.mark.parametrize("keep_objects", [True, False])
 def test_compaction_relists_and_synthesises_the_difference(
-        server: LabApiServer, api: client.ApiClient, informers: list[Informer]) -> None:
+        server: LabApiServer, api: client.ApiClient, informers: list[Informer],
+        keep_objects: bool) -> None:
+    """Also with a cache of stubs (the agent's: its model keeps the objects)."""
     store = server.store
     store.create(NAMESPACES, "", namespace("a"))
     for name in ("keep", "change", "remove"):
         store.create(PODS, "a", pod(name))
-    inf, rec = start(informers, api, "Pod")
+    inf, rec = start(informers, api, "Pod", keep_objects=keep_objects)
     rec.take()
     server.stop()
     # While the server is down the history moves on and is compacted away.
@@ -170,6 +173,13 @@ def test_compaction_relists_and_synthesises_the_difference(
                                   ("MODIFIED", "change")]
     assert inf.relists == 2
     assert cache_names(inf) == server_names(server, PODS)
+    kept = inf.get("a", "change")
+    assert kept is not None
+    if keep_objects:
+        assert kept["metadata"]["labels"] == {"v": "2"}
+    else:
+        assert set(kept) == {"kind", "apiVersion", "metadata"}
+        assert set(kept["metadata"]) == {"name", "namespace", "resourceVersion"}
 
 
 def test_restart_resumes_from_history(server: LabApiServer, api: client.ApiClient,
