@@ -13,9 +13,10 @@ Bodies go through `_preload_content=False` and json.loads: 10,000 pods through t
 client's model deserialisation would take seconds; as dicts they take milliseconds.
 
 `WatchSet` runs the informers for Namespaces, Nodes, Pods and NetworkPolicies (and
-Services and EndpointSlices when the agent serves Services) and hands their events over in one order (`WatchSet.events`); each carries the revision (the
-minimum resourceVersion over all streams) that the consumer has seen everything up to
-once it has handled it.
+Services and EndpointSlices when the agent serves Services) and hands their events over
+in one order (`WatchSet.events`); each carries the revision (the minimum
+resourceVersion over all streams) that the consumer has seen everything up to once it
+has handled it.
 
 resourceVersions are compared as integers (ordered, "at least") only because both
 servers podwire targets issue them so: the lab's API server counts its writes, and
@@ -92,7 +93,7 @@ class WatchEvent:
 
     `resource_version` is the object's (a bookmark's: where its stream is). `revision`
     is what the consumer has seen once it has handled this event: every change up to it
-    on every stream feeding the consumer (an Informer's own stream; the WatchSet's four).
+    on every stream feeding the consumer (an Informer's own stream; the WatchSet's).
     """
 
     kind: str
