@@ -54,8 +54,24 @@ class AgentConfig:
     conntrack_timeouts: ConntrackTimeouts = field(default_factory=ConntrackTimeouts)
     conntrack_gc_interval: float = 10.0
     flow_events: bool = True
+    # Services (kube-proxy replacement): watch Services and EndpointSlices and fill the
+    # load balancer's maps. Off for clusters that keep kube-proxy: no watch, and the
+    # lb_* maps stay empty.
+    services: bool = True
+    # Capacities of the load balancer's maps (DatapathSizes.lb_services, lb_backends,
+    # lb_affinity): frontend slots (one per frontend plus one per backend it lists),
+    # backends, and remembered ClientIP affinities. Pinned maps keep their size.
+    # 10,000 Services with 50,000 endpoints take about 79,000 slots (bench/services_bench.py).
+    lb_services_max: int = 131072
+    lb_backends_max: int = 65536
+    lb_affinity_max: int = 65536
     # kubeconfig path; None means in-cluster configuration (ServiceAccount token).
     kubeconfig: str | None = None
+    # The API server's address ("https://10.0.0.1:6443" or "10.0.0.1:6443") for the
+    # in-cluster configuration, instead of KUBERNETES_SERVICE_HOST/PORT: in a cluster
+    # without kube-proxy that is the `kubernetes` ClusterIP, which nothing serves until
+    # this agent does.
+    api_server: str | None = None
     # Where the in-cluster configuration reads the ServiceAccount's token and ca.crt; a
     # setting so the agent's in-cluster start can be exercised outside a pod.
     service_account_dir: Path = IN_CLUSTER_SERVICE_ACCOUNT_DIR

@@ -78,12 +78,20 @@ class Agent:
         self.datapath = Datapath.load(self.config)
         self.startup["datapath_seconds"] = time.perf_counter() - started
         self.installed = programmer.read_installed(self.datapath)
-        log.info("event=adopted endpoints=%d ipcache=%d policy=%d",
-                 len(self.installed.endpoints), len(self.installed.ipcache),
-                 len(self.installed.policy))
+        with self.lock:
+            self.state.adopt(self.installed)
+        log.info("event=adopted endpoints=%d ipcache=%d policy=%d lb_services=%d "
+                 "lb_backends=%d", len(self.installed.endpoints), len(self.installed.ipcache),
+                 len(self.installed.policy), len(self.installed.lb_services),
+                 len(self.installed.lb_backends))
 
         self.watches = WatchSet(api_client(self.config.kubeconfig,
-                                               self.config.service_account_dir))
+                                           self.config.service_account_dir,
+                                           self.config.api_server),
+                                kinds=watched_kinds(self.config),
+                                # The model keeps what it needs of every object; whole
+                                # copies in the caches would double the agent's memory.
+                                keep_objects=False)
         sync_started = time.perf_counter()
         self.watches.start()
         while not self.watches.has_synced():
@@ -133,7 +141,8 @@ class Agent:
             node_ip = self.config.node_ip or (known.ip if known else None)
             pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
             if node_ip is not None and pod_cidr is not None:
-                return NodeInfo(self.config.node_name, node_ip, pod_cidr)
+                return NodeInfo(self.config.node_name, node_ip, pod_cidr,
+                                known.addresses if known else ())
             self.not_ready_reason = (f"node {self.config.node_name} has no "
                                      f"{'address' if node_ip is None else 'spec.podCIDR'} yet")
             if self.stopping.wait(0.2):
@@ -221,7 +230,7 @@ class Agent:
         reader = self.datapath.events()
         names = ModelNames(self.state)
         enricher = FlowEnricher(self.config.node_name, names.pod, self.state.policy_name,
-                                names.isolating)
+                                names.isolating, services=self.state.service_name)
         while not self.stopping.is_set():
             if not reader.wait(0.5):
                 continue
@@ -254,6 +263,8 @@ class Agent:
                 for e in sorted(self.state.endpoints.values(), key=lambda e: e.ip)
             ]
             problems = [vars(p) for p in self.state.policy_problems.values()]
+            services = self.state.services.status()
+            service_problems = [vars(p) for p in self.state.service_problems]
         body: dict[str, Any] = {
             "node": self.config.node_name,
             "ready": self.ready,
@@ -261,6 +272,8 @@ class Agent:
             "revision": self.revision,
             "endpoints": endpoints,
             "policy_errors": problems,
+            "services": services,
+            "service_errors": service_problems,
             "reconciles": self.reconciles,
             "startup": self.startup,
             "last_reconcile_seconds": self.last_reconcile_seconds,
@@ -289,6 +302,12 @@ class Agent:
             yield from self.flows.as_lines(self.flows.follow(after, self.stopping))
 
         return Response(200, stream=stream(), content_type="application/x-ndjson")
+
+
+def watched_kinds(config: AgentConfig) -> tuple[str, ...]:
+    """What the agent lists and watches: Services and EndpointSlices only when it serves
+    them (a cluster that keeps kube-proxy needs neither, nor the RBAC for them)."""
+    return WatchSet.DEFAULT_KINDS + (WatchSet.SERVICE_KINDS if config.services else ())
 
 
 def _local(endpoint: Endpoint) -> LocalEndpoint:

@@ -145,7 +145,10 @@ class Datapath:
         agent runs inside its node's netns). Timeouts and the events switch come
         from config; the vxlan ifindex and node IP of an adopted config are kept.
         """
-        sizes = replace(sizes or DatapathSizes(), conntrack=config.conntrack_max)
+        sizes = replace(sizes or DatapathSizes(), conntrack=config.conntrack_max,
+                        lb_services=config.lb_services_max,
+                        lb_backends=config.lb_backends_max,
+                        lb_affinity=config.lb_affinity_max)
         summary = run_loader(config.pin_dir, sizes)
         if summary.get("adopted"):
             log.info("event=datapath_adopted pin_dir=%s reason=same_build", config.pin_dir)

@@ -10,7 +10,8 @@ change at the API reaches the maps without a full resync. The work is the parts'
   policy peer selects, agent/prefixes.py counts ipBlock prefixes and numbers them;
 - agent/ipcache.py resolves addresses from several sources (nodes, pods, ipBlocks);
 - agent/netpol.py resolves NetworkPolicy rules for a pod, agent/policy_compiler.py
-  turns resolved rules into policy-map entries.
+  turns resolved rules into policy-map entries;
+- agent/services.py turns Services and EndpointSlices into the load balancer's maps.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from podwire.agent.addresses import forget_host_prefix, host_prefix, is_v4
 from podwire.agent.changes import ChangeSet
@@ -38,6 +40,8 @@ from podwire.agent.policy_compiler import PolicyMapState, PolicyRefs, compile_ru
 from podwire.agent.prefixes import PrefixTable
 from podwire.agent.reconcile import MapContents, Scope
 from podwire.agent.selection import PeerIndex
+from podwire.agent.service_objects import ServiceProblem
+from podwire.agent.services import ServiceTable
 from podwire.bpf.constants import ReservedIdentity
 from podwire.policy import (
     Cluster,
@@ -97,6 +101,8 @@ class NodeState:
         ], self._prefixes)
         self.desired = MapContents()
         self._policy_map = PolicyMapState(self.desired.policy)
+        self._services = ServiceTable(node_name, self.desired.lb_services,
+                                      self.desired.lb_backends)
         self._pending = ChangeSet.everything()
 
     # ----------------------------------------------------------------- events
@@ -153,6 +159,9 @@ class NodeState:
 
     def set_node(self, node: NodeInfo) -> None:
         old = self.nodes.set(node)
+        if node.name == self.node_name:
+            self._services.set_node_addresses({*node.addresses, *([node.ip] if node.ip
+                                                                   else [])})
         for info in (old, node):
             if info is not None:
                 self._pending.ipcache.update(info.prefixes())
@@ -166,6 +175,25 @@ class NodeState:
         if old is not None:
             self._pending.ipcache.update(old.prefixes())
             self._release_address(old.ip)
+
+    def set_service(self, obj: dict[str, Any]) -> None:
+        """A v1 Service as the API gives it; what cannot be used is kept as a problem."""
+        self._services.set_service(obj)
+
+    def remove_service(self, namespace: str, name: str) -> None:
+        self._services.remove_service(namespace, name)
+
+    def set_endpoint_slice(self, obj: dict[str, Any]) -> None:
+        """A discovery.k8s.io/v1 EndpointSlice as the API gives it."""
+        self._services.set_endpoint_slice(obj)
+
+    def remove_endpoint_slice(self, namespace: str, name: str) -> None:
+        self._services.remove_endpoint_slice(namespace, name)
+
+    def adopt(self, installed: MapContents) -> None:
+        """What a previous agent left in the maps: numbers the datapath's own state names
+        (backend and service ids) are kept. Before the first compute."""
+        self._services.adopt(installed.lb_services, installed.lb_backends)
 
     def add_endpoint(self, endpoint: LocalEndpoint) -> None:
         self.remove_endpoint(endpoint.ip)
@@ -186,6 +214,18 @@ class NodeState:
 
     def policy_name(self, ref: int) -> str | None:
         return self._refs.name(ref)
+
+    def service_name(self, service_id: int) -> str | None:
+        """The "namespace/name" a frontend's service_id stands for."""
+        return self._services.service_name(service_id)
+
+    @property
+    def services(self) -> ServiceTable:
+        return self._services
+
+    @property
+    def service_problems(self) -> list[ServiceProblem]:
+        return list(self._services.problems.values())
 
     def identity_of_pod(self, key: str) -> int | None:
         return self._identities.of(key)
@@ -215,6 +255,8 @@ class NodeState:
                 self._ipcache.update(self.desired.ipcache, prefix)
         for ip in change.endpoints_to_redo(set(self.endpoints) | set(self.desired.endpoints)):
             self._compute_endpoint(ip, scope.policy)
+        lb = self._services.compute()
+        scope.lb_services, scope.lb_backends = lb.services, lb.backends
         return self.desired, scope
 
     def _compute_endpoint(self, ip: str, changed_keys: set[PolicyKey] | None) -> None:

@@ -50,12 +50,19 @@ def apply_event(state: NodeState, event: WatchEvent) -> None:
                     namespace, name, err.describe())
 
 
+NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
+
+
 def node_info(obj: ApiObject) -> NodeInfo:
-    """A Node's name, InternalIP and spec.podCIDR (either may be missing yet)."""
+    """A Node's name, InternalIP, spec.podCIDR (either may be missing yet) and every
+    Internal and External address."""
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    address = next((a.get("address") for a in status.get("addresses") or []
-                    if a.get("type") == "InternalIP"), None)
-    return NodeInfo(obj["metadata"]["name"], address, spec.get("podCIDR"))
+    reported = status.get("addresses") or []
+    address = next((a.get("address") for a in reported if a.get("type") == "InternalIP"),
+                   None)
+    addresses = tuple(str(a["address"]) for a in reported
+                      if a.get("type") in NODE_ADDRESS_TYPES and a.get("address"))
+    return NodeInfo(obj["metadata"]["name"], address, spec.get("podCIDR"), addresses)
 
 
 def _set_policy(state: NodeState, obj: ApiObject) -> None:
@@ -81,4 +88,11 @@ HANDLERS: dict[str, KindHandlers] = {
     "Node": KindHandlers(
         upsert=lambda state, obj: state.set_node(node_info(obj)),
         remove=lambda state, _, name: state.remove_node(name)),
+    # The model parses these itself: what it cannot use it records as a problem.
+    "Service": KindHandlers(
+        upsert=lambda state, obj: state.set_service(obj),
+        remove=lambda state, namespace, name: state.remove_service(namespace, name)),
+    "EndpointSlice": KindHandlers(
+        upsert=lambda state, obj: state.set_endpoint_slice(obj),
+        remove=lambda state, namespace, name: state.remove_endpoint_slice(namespace, name)),
 }

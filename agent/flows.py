@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 from podwire.agent import structs
 from podwire.agent.reasons import reason_name
 from podwire.bpf.constants import Direction, EventType, Hook, ReservedIdentity
-from podwire.common.flow import FlowEnd, FlowRecord
+from podwire.common.flow import FlowEnd, FlowRecord, Frontend
 from podwire.policy import PortlessProtocol, Protocol
 
 # The protocols a record names; others print as their number. The datapath parses IPv4
@@ -49,6 +49,7 @@ class PeerNames:
 PodLookup = Callable[[str], PeerNames]
 PolicyLookup = Callable[[int], str | None]
 IsolationLookup = Callable[[str, str], list[str]]  # (pod ip, direction) -> policy names
+ServiceLookup = Callable[[int], str | None]  # service_id -> "namespace/name"
 
 
 K = TypeVar("K")
@@ -84,8 +85,10 @@ class FlowEnricher:
     """Turns a structs.FlowEvent into the record `podwire observe` prints."""
 
     def __init__(self, node: str, pods: PodLookup, policies: PolicyLookup,
-                 isolation: IsolationLookup, cache_size: int = 8192, cache_ttl: float = 5.0):
+                 isolation: IsolationLookup, cache_size: int = 8192, cache_ttl: float = 5.0,
+                 services: ServiceLookup = lambda _: None):
         self.node = node
+        self._service_name = services
         # Names and isolating policies change only with the model: cached briefly, they
         # cost one lookup per peer and TTL instead of one per event (a flood of denied
         # packets is one event each).
@@ -130,6 +133,7 @@ class FlowEnricher:
             "protocol": protocol,
             "source": self._endpoint(src_ip, event.sport, event.src_identity, now),
             "destination": self._endpoint(dst_ip, event.dport, event.dst_identity, now),
+            "frontend": None,
             "tcp_flags": [name for bit, name in TCP_FLAGS if event.tcp_flags & bit]
             if protocol == Protocol.TCP else [],
             "length": event.len,
@@ -141,16 +145,33 @@ class FlowEnricher:
             name = self._policy_name(ref) if ref else None
             if name:
                 record["allowed_by"][side] = name
+        self._add_service(record, event)
         if reason == "POLICY_DENIED":
             subject = src_ip if direction == "egress" else dst_ip
             record["isolated_by"] = list(self._isolating.get((subject, direction),
                                                              self._isolated_by, now))
         return record
 
+    def _add_service(self, record: FlowRecord, event: structs.FlowEvent) -> None:
+        """The Service and frontend of a packet that went through one (common/flow.py)."""
+        if not event.service_id:
+            return
+        frontend: Frontend = {"ip": _ip_str(event.frontend_addr),
+                              "port": structs.port_host(event.frontend_port)}
+        record["frontend"] = frontend
+        source = record["source"]
+        # A reply given the frontend's address comes from the Service; anything else
+        # was sent to it.
+        end = source if (source["ip"], source["port"]) == (frontend["ip"],
+                                                           frontend["port"]) \
+            else record["destination"]
+        end["service"] = self._service_name(event.service_id)
+
     def _endpoint(self, ip: str, port: int, identity: int, now: float) -> FlowEnd:
         names = self._pods.get(ip, self._names, now)
         return {"ip": ip, "port": structs.port_host(port), "identity": identity,
-                "namespace": names.namespace, "pod": names.pod, "labels": names.labels}
+                "namespace": names.namespace, "pod": names.pod, "labels": names.labels,
+                "service": None}
 
 
 def _ip_str(value: int) -> str:

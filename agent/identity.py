@@ -67,12 +67,15 @@ class IdentityAllocator(Generic[K]):
         self._quarantine: list[int] = []
         self._next = base
 
-    def acquire(self, key: K) -> tuple[int, bool]:
-        """Take a reference to key; returns (id, newly created)."""
+    def acquire(self, key: K, prefer: int | None = None) -> tuple[int, bool]:
+        """Take a reference to key; returns (id, newly created). A new key gets `prefer`
+        when that number is free (a restarted agent keeping the numbers its maps hold)."""
         if key in self._ids:
             self._refs[key] += 1
             return self._ids[key], False
-        if self._free:
+        if prefer is not None and self._take(prefer):
+            number = prefer
+        elif self._free:
             self._free.sort()
             number = self._free.pop(0)
         else:
@@ -84,6 +87,20 @@ class IdentityAllocator(Generic[K]):
         self._keys[number] = key
         self._refs[key] = 1
         return number, True
+
+    def _take(self, number: int) -> bool:
+        """Claim one particular number if nothing holds or waits on it."""
+        if not self._base <= number < self._limit or number in self._keys \
+                or number in self._quarantine:
+            return False
+        if number >= self._next:
+            self._free += range(self._next, number)
+            self._next = number + 1
+        elif number in self._free:
+            self._free.remove(number)
+        else:
+            return False
+        return True
 
     def release(self, key: K) -> tuple[int, bool]:
         """Drop a reference; returns (id, now gone)."""

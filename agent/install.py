@@ -8,7 +8,9 @@ so the kubelet never reads half a file), runs the agent until SIGTERM, and with
 and `probe ready|alive` (the kubelet's exec probes) are the same steps on their own.
 
 The ConfigMap holds the cluster-wide agent settings (AgentConfig fields, JSON) without
-`node_name`: the DaemonSet passes the node's name from the downward API.
+`node_name`: the DaemonSet passes the node's name from the downward API, and the API
+server's address (`--api-server`, from the ConfigMap's `api-server` key; empty: the
+`kubernetes` Service address the kubelet passes, which needs kube-proxy).
 
 Exit codes: 0 done (a probe: healthy), 1 failed (a probe: unhealthy), 2 bad input.
 """
@@ -70,14 +72,22 @@ class InstallSettings:
 # ------------------------------------------------------------------ pure logic
 
 
-def agent_config(settings: dict[str, Any], node_name: str) -> AgentConfig:
-    """The node's AgentConfig: the ConfigMap's cluster-wide settings plus its own name."""
+def agent_config(settings: dict[str, Any], node_name: str,
+                 api_server: str = "") -> AgentConfig:
+    """The node's AgentConfig: the ConfigMap's cluster-wide settings plus its own name,
+    and the API server's address when the DaemonSet passes one."""
     if not node_name:
         raise ValueError("the node name is empty (the DaemonSet passes spec.nodeName)")
     if "node_name" in settings:
         raise ValueError("node_name does not belong in the shared settings: "
                          "every node passes its own with --node-name")
-    return AgentConfig.from_dict({**settings, "node_name": node_name})
+    extra: dict[str, Any] = {"node_name": node_name}
+    if api_server:
+        if settings.get("api_server"):
+            raise ValueError("api_server is set twice: in the settings and by --api-server "
+                             "(the ConfigMap's api-server key)")
+        extra["api_server"] = api_server
+    return AgentConfig.from_dict({**settings, **extra})
 
 
 def conflist(config: AgentConfig) -> dict[str, Any]:
@@ -224,6 +234,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--config", type=Path, required=True,
                          help="JSON file of the shared agent settings (the ConfigMap)")
         cmd.add_argument("--node-name", required=True, help="this node's name")
+        cmd.add_argument("--api-server", default="",
+                         help="the API server as host:port or https://host:port; empty: "
+                              "KUBERNETES_SERVICE_HOST/PORT (needs kube-proxy)")
         cmd.add_argument("--plugin-source", type=Path, default=InstallSettings().plugin_source,
                          help="the plugin executable to install (default: %(default)s)")
 
@@ -253,7 +266,7 @@ def _load(args: argparse.Namespace) -> tuple[InstallSettings, AgentConfig]:
     if not isinstance(settings, dict):
         raise TypeError(f"{args.config} must hold a JSON object of agent settings")
     try:
-        config = agent_config(settings, args.node_name)
+        config = agent_config(settings, args.node_name, args.api_server)
     except TypeError as err:  # a setting of the wrong shape, e.g. conntrack_timeouts
         raise TypeError(f"{args.config}: {err}") from err
     install_settings = InstallSettings(

@@ -18,6 +18,9 @@ class NodeInfo:
     name: str
     ip: str | None
     pod_cidr: str | None
+    # Every address the Node reports (InternalIP and ExternalIP): its NodePorts listen
+    # on each. `ip` is the InternalIP, where the tunnels go.
+    addresses: tuple[str, ...] = ()
 
     def prefixes(self) -> list[IPv4Net]:
         """The ipcache prefixes the node itself puts there: its address and its pod CIDR."""

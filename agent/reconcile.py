@@ -13,6 +13,15 @@ endpoint that does not exist yet drops everything, so:
 5. remove: stale ipcache entries, stale policy entries, removed endpoints (an allow goes
    only after what replaces it is in place).
 
+The load balancer's two maps go after the ipcache's additions (a new backend's address
+resolves to its identity before any connection is sent to it, so policy judges it as
+itself) and before its removals (no new connection goes to an address that no longer
+resolves): new and changed backends, then the frontends that name them (a frontend never
+names a backend id that is not there yet); then stale frontends, then stale backends (a
+backend goes only once no frontend names it). A changed frontend is one write, so its backends change at once. Backend ids
+keep their (address, port) while in use and are reused only after the plan that
+removed them (agent/services.py), so an id never changes meaning within a plan.
+
 At each endpoint, in each direction, no intermediate state allows what neither end
 allows, and what both ends allow stays allowed throughout, for a change of one kind:
 pods moving between identities, one pod wired or unwired here, or policies changing.
@@ -128,7 +137,15 @@ def plan(installed: MapContents, desired: MapContents, scope: Scope = FULL) -> l
 
     ops += [Upsert(MapName.IPCACHE, k, v)
             for k, v in _changed(installed.ipcache, desired.ipcache, scope.ipcache)]
+    ops += [Upsert(MapName.LB_BACKENDS, k, v)
+            for k, v in _changed(installed.lb_backends, desired.lb_backends, scope.lb_backends)]
+    ops += [Upsert(MapName.LB_SERVICES, k, v)
+            for k, v in _changed(installed.lb_services, desired.lb_services, scope.lb_services)]
     ops += loosened
+    ops += [Delete(MapName.LB_SERVICES, k)
+            for k in _stale(installed.lb_services, desired.lb_services, scope.lb_services)]
+    ops += [Delete(MapName.LB_BACKENDS, k)
+            for k in _stale(installed.lb_backends, desired.lb_backends, scope.lb_backends)]
     ops += [Delete(MapName.IPCACHE, k)
             for k in _stale(installed.ipcache, desired.ipcache, scope.ipcache)]
     ops += [Delete(MapName.POLICY, k)

@@ -12,10 +12,11 @@ resourceVersion.
 Bodies go through `_preload_content=False` and json.loads: 10,000 pods through the
 client's model deserialisation would take seconds; as dicts they take milliseconds.
 
-`WatchSet` runs the informers for Namespaces, Nodes, Pods and NetworkPolicies and hands
-their events over in one order (`WatchSet.events`); each carries the revision (the
-minimum resourceVersion over all streams) that the consumer has seen everything up to
-once it has handled it.
+`WatchSet` runs the informers for Namespaces, Nodes, Pods and NetworkPolicies (and
+Services and EndpointSlices when the agent serves Services) and hands their events over
+in one order (`WatchSet.events`); each carries the revision (the minimum
+resourceVersion over all streams) that the consumer has seen everything up to once it
+has handled it.
 
 resourceVersions are compared as integers (ordered, "at least") only because both
 servers podwire targets issue them so: the lab's API server counts its writes, and
@@ -28,10 +29,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import queue
 import random
 import threading
-from collections.abc import Callable, Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -69,6 +72,9 @@ KINDS: dict[str, Kind] = {
     "Pod": Kind("Pod", "v1", client.CoreV1Api, "list_pod_for_all_namespaces"),
     "NetworkPolicy": Kind("NetworkPolicy", "networking.k8s.io/v1", client.NetworkingV1Api,
                           "list_network_policy_for_all_namespaces"),
+    "Service": Kind("Service", "v1", client.CoreV1Api, "list_service_for_all_namespaces"),
+    "EndpointSlice": Kind("EndpointSlice", "discovery.k8s.io/v1", client.DiscoveryV1Api,
+                          "list_endpoint_slice_for_all_namespaces"),
 }
 
 
@@ -87,7 +93,7 @@ class WatchEvent:
 
     `resource_version` is the object's (a bookmark's: where its stream is). `revision`
     is what the consumer has seen once it has handled this event: every change up to it
-    on every stream feeding the consumer (an Informer's own stream; the WatchSet's four).
+    on every stream feeding the consumer (an Informer's own stream; the WatchSet's).
     """
 
     kind: str
@@ -124,14 +130,17 @@ class WatchSettings:
 
 
 def api_client(kubeconfig: str | None,
-               service_account_dir: Path = IN_CLUSTER_SERVICE_ACCOUNT_DIR) -> client.ApiClient:
+               service_account_dir: Path = IN_CLUSTER_SERVICE_ACCOUNT_DIR,
+               api_server: str | None = None) -> client.ApiClient:
     """An ApiClient from a kubeconfig file, or the in-cluster ServiceAccount when None
-    (token and ca.crt from `service_account_dir`, server from KUBERNETES_SERVICE_HOST/PORT)."""
+    (token and ca.crt from `service_account_dir`, server from `api_server` when given,
+    else KUBERNETES_SERVICE_HOST/PORT)."""
     cfg = client.Configuration()
     try:
         if kubeconfig is None:
             InClusterConfigLoader(token_filename=str(service_account_dir / "token"),
                                   cert_filename=str(service_account_dir / "ca.crt"),
+                                  environ=_in_cluster_environ(api_server),
                                   ).load_and_set(cfg)
         else:
             config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
@@ -139,6 +148,18 @@ def api_client(kubeconfig: str | None,
         where = kubeconfig or "in-cluster service account"
         raise ValueError(f"cannot load Kubernetes client configuration ({where}): {err}") from err
     return client.ApiClient(cfg)
+
+
+def _in_cluster_environ(api_server: str | None) -> Mapping[str, str]:
+    """The variables the in-cluster loader reads, with `api_server` ("host:port" or
+    "https://host:port") in place of the kubelet's `kubernetes` Service address."""
+    if api_server is None:
+        return os.environ
+    parsed = urllib.parse.urlsplit(api_server if "//" in api_server else f"//{api_server}")
+    if parsed.scheme not in ("", "https") or not parsed.hostname:
+        raise ValueError(f"api_server {api_server!r} is not host:port or https://host:port")
+    return {**os.environ, "KUBERNETES_SERVICE_HOST": parsed.hostname,
+            "KUBERNETES_SERVICE_PORT": str(parsed.port or 443)}
 
 
 def object_key(obj: dict[str, Any]) -> Key:
@@ -164,17 +185,22 @@ class Informer:
 
     def __init__(self, api: client.ApiClient, kind: str, handler: Handler,
                  settings: WatchSettings | None = None, *, label_selector: str | None = None,
-                 field_selector: str | None = None, seed: int | None = None) -> None:
+                 field_selector: str | None = None, seed: int | None = None,
+                 keep_objects: bool = True) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
         self.kind = KINDS[kind]
         self._list = getattr(self.kind.api(api), self.kind.list_method)
         self._handler = handler
         self.settings = settings or WatchSettings()
+        # False: the cache keeps only what the relist's diff needs (names and
+        # resourceVersions), for a handler that keeps its own model of the objects.
+        self._keep_objects = keep_objects
         self._selectors = {k: v for k, v in (("label_selector", label_selector),
                                              ("field_selector", field_selector)) if v}
         self._rng = random.Random(seed)
-        self._cache: dict[Key, dict[str, Any]] = {}
+        # Key -> the object, or only its resourceVersion when objects are not kept.
+        self._cache: dict[Key, dict[str, Any] | str] = {}
         self._lock = threading.Lock()
         self._last_rv = 0
         self._synced = threading.Event()
@@ -201,11 +227,12 @@ class Informer:
 
     def items(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self._cache.values())
+            return [self._object(k, v) for k, v in self._cache.items()]
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
-            return self._cache.get((namespace, name))
+            value = self._cache.get((namespace, name))
+            return None if value is None else self._object((namespace, name), value)
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -279,6 +306,25 @@ class Informer:
             log.exception("event=handler_error kind=%s type=%s name=%s", self.kind.name,
                           event_type, (obj.get("metadata") or {}).get("name"))
 
+    def _kept(self, obj: dict[str, Any]) -> dict[str, Any] | str:
+        """What the cache holds of an object: all of it, or the resourceVersion a relist
+        diffs on (60,000 whole Service objects cost the agent 60 MB more)."""
+        return obj if self._keep_objects else str(obj["metadata"]["resourceVersion"])
+
+    def _object(self, key: Key, value: dict[str, Any] | str) -> dict[str, Any]:
+        """A cached object, or the stub of one (a relist's DELETED event: its handlers
+        read only the metadata)."""
+        if isinstance(value, dict):
+            return value
+        meta = {"name": key[1], "resourceVersion": value}
+        if key[0]:
+            meta["namespace"] = key[0]
+        return {"kind": self.kind.name, "apiVersion": self.kind.api_version, "metadata": meta}
+
+    @staticmethod
+    def _version(value: dict[str, Any] | str) -> str | None:
+        return value if isinstance(value, str) else value["metadata"].get("resourceVersion")
+
     def _bookmark(self, rv: int) -> dict[str, Any]:
         return {"kind": self.kind.name, "apiVersion": self.kind.api_version,
                 "metadata": {"resourceVersion": str(rv)}}
@@ -300,21 +346,20 @@ class Informer:
             obj.setdefault("apiVersion", self.kind.api_version)
             fresh[object_key(obj)] = obj
         with self._lock:
-            old, self._cache = self._cache, dict(fresh)
+            old, self._cache = self._cache, {k: self._kept(o) for k, o in fresh.items()}
         added = modified = deleted = 0
         for key, obj in fresh.items():
             before = old.get(key)
             if before is None:
                 added += 1
                 self._deliver(EventType.ADDED, obj)
-            elif before["metadata"].get("resourceVersion") != obj["metadata"].get(
-                    "resourceVersion"):
+            elif self._version(before) != obj["metadata"].get("resourceVersion"):
                 modified += 1
                 self._deliver(EventType.MODIFIED, obj)
-        for key, obj in old.items():
+        for key, value in old.items():
             if key not in fresh:
                 deleted += 1
-                self._deliver(EventType.DELETED, obj)
+                self._deliver(EventType.DELETED, self._object(key, value))
         self._last_rv = list_rv
         self._synced.set()
         self.relists += 1
@@ -362,7 +407,7 @@ class Informer:
             if event_type is EventType.DELETED:
                 self._cache.pop(key, None)
             else:
-                self._cache[key] = obj
+                self._cache[key] = self._kept(obj)
         self._last_rv = rv
         self._deliver(event_type, obj)
 
@@ -387,17 +432,20 @@ def _describe(err: BaseException) -> str:
 
 
 class WatchSet:
-    """The agent's four informers, on threads, their events handed over in one order."""
+    """The agent's informers, on threads, their events handed over in one order."""
 
     DEFAULT_KINDS = ("Namespace", "Node", "Pod", "NetworkPolicy")
+    # Watched only by an agent that replaces kube-proxy (AgentConfig.services).
+    SERVICE_KINDS = ("Service", "EndpointSlice")
 
     def __init__(self, api: client.ApiClient, settings: WatchSettings | None = None,
-                 kinds: tuple[str, ...] = DEFAULT_KINDS) -> None:
+                 kinds: tuple[str, ...] = DEFAULT_KINDS, keep_objects: bool = True) -> None:
         self._queue: queue.SimpleQueue[WatchEvent] = queue.SimpleQueue()
         self._lock = threading.Lock()
         # What each stream has put into the queue; the revision never runs ahead of it.
         self._delivered = dict.fromkeys(kinds, 0)
-        self.informers = {kind: Informer(api, kind, self._on_event, settings)
+        self.informers = {kind: Informer(api, kind, self._on_event, settings,
+                                         keep_objects=keep_objects)
                           for kind in kinds}
 
     def _on_event(self, event: WatchEvent) -> None:

@@ -96,6 +96,13 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                "full": ["--pods", "10000", "--policies", "1000", "--local-pods", "50",
                         "--changes", "100"]},
               adapt=agent_scale_figures),
+    Benchmark("service-model", "services_bench",
+              "The Service model at 10,000 Services and 50,000 endpoints: full resync, RSS, "
+              "endpoint change to its plan and to the kernel's maps",
+              {"quick": ["--services", "2000", "--endpoints", "10000", "--changes", "200",
+                         "--kernel"],
+               "full": ["--services", "10000", "--endpoints", "50000", "--changes", "2000",
+                        "--kernel"]}),
     Benchmark("flows", "flows_bench",
               "Flow events/s read without loss; forwarding cost with events on vs off",
               {"quick": ["--seconds", "1", "--runs", "1"],

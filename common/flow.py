@@ -13,8 +13,15 @@ metrics read it. The fields are a stable interface, extended but never renamed:
 - `direction`: `ingress` or `egress`, the side the verdict is about; `hook`: the program
   that saw it (`from-pod`, `to-pod`, `from-overlay`).
 - `protocol` (`TCP`, `UDP`, `ICMP`, `SCTP` or the number), `tcp_flags` (names), `length`.
-- `source`, `destination`: `{ip, port, identity, namespace, pod, labels}`; namespace, pod
-  are null and labels empty for addresses that are no pod.
+- `source`, `destination`: `{ip, port, identity, namespace, pod, labels, service}`;
+  namespace, pod are null and labels empty for addresses that are no pod. `service` is
+  the Service (`namespace/name`) the end stands for when the packet went through one of
+  its frontends: the destination of a packet sent to a frontend (its `ip`/`port` are
+  then the backend it was translated to), the source of a reply given the frontend's
+  address; null otherwise.
+- `frontend`: `{ip, port}` of the Service frontend (ClusterIP or node address and
+  port or nodePort) the packet was addressed to or answered from, or null when it went
+  through no Service.
 - `evaluated`: the directions whose policy this node checked for the verdict (egress on
   the sender's node, ingress on the receiver's; the node itself reaches its pods unchecked).
 - `allowed_by`: `{direction: "namespace/policy"}` for each evaluated direction a policy
@@ -37,6 +44,14 @@ class FlowEnd(TypedDict):
     namespace: str | None
     pod: str | None
     labels: Mapping[str, str]
+    service: str | None
+
+
+class Frontend(TypedDict):
+    """The Service frontend a flow went through."""
+
+    ip: str
+    port: int
 
 
 class FlowRecord(TypedDict):
@@ -51,6 +66,7 @@ class FlowRecord(TypedDict):
     protocol: str
     source: FlowEnd
     destination: FlowEnd
+    frontend: Frontend | None
     tcp_flags: list[str]
     length: int
     evaluated: list[str]

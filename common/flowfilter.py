@@ -2,6 +2,8 @@
 
 Filters follow `hubble observe`: repeating a flag ORs its values, different flags AND.
 Side-less flags (`--pod`, `--ip`, `--port`, `-n`, `-l`) match either end of a flow.
+`--to-service`/`--from-service NS/NAME` match the end a Service stands for (the
+record's `destination.service` / `source.service`, common/flow.py).
 Every parser raises ValueError with a message naming the bad value, for the CLI to
 print as it is.
 """
@@ -53,6 +55,14 @@ def parse_pod(text: str) -> PodRef:
     if not sep and not text:
         raise ValueError("pod filter is empty")
     return PodRef(namespace, name) if sep else PodRef(None, text)
+
+
+def parse_service(text: str) -> str:
+    """`namespace/name` of a Service, exactly."""
+    namespace, sep, name = text.partition("/")
+    if not (sep and namespace and name) or "/" in name:
+        raise ValueError(f"service {text!r}: expected NAMESPACE/NAME")
+    return text
 
 
 def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -161,6 +171,8 @@ class FlowFilter:
     from_pod: list[PodRef] = field(default_factory=list)
     to_pod: list[PodRef] = field(default_factory=list)
     pod: list[PodRef] = field(default_factory=list)
+    from_service: list[str] = field(default_factory=list)
+    to_service: list[str] = field(default_factory=list)
     namespace: list[str] = field(default_factory=list)
     from_ip: list[Any] = field(default_factory=list)
     to_ip: list[Any] = field(default_factory=list)
@@ -184,6 +196,10 @@ class FlowFilter:
             checks.append(lambda r: any(p.matches(_ends(r)[1]) for p in self.to_pod))
         if self.pod:
             checks.append(lambda r: any(p.matches(e) for p in self.pod for e in _ends(r)))
+        if self.from_service:
+            checks.append(lambda r: _ends(r)[0].get("service") in self.from_service)
+        if self.to_service:
+            checks.append(lambda r: _ends(r)[1].get("service") in self.to_service)
         if self.namespace:
             checks.append(lambda r: any(e.get("namespace") in self.namespace
                                         for e in _ends(r)))
@@ -220,7 +236,8 @@ def build(from_pod: Sequence[str] = (), to_pod: Sequence[str] = (), pod: Sequenc
           to_ip: Sequence[str] = (), ip: Sequence[str] = (), port: Sequence[str] = (),
           protocol: Sequence[str] = (), verdict: Sequence[str] = (),
           type: Sequence[str] = (), label: Sequence[str] = (), since: str | None = None,
-          now: datetime.datetime | None = None) -> FlowFilter:
+          now: datetime.datetime | None = None, from_service: Sequence[str] = (),
+          to_service: Sequence[str] = ()) -> FlowFilter:
     """A FlowFilter from the flags' raw text; ValueError names the first bad value."""
     moment = now or datetime.datetime.now(datetime.UTC)
     for name in namespace:
@@ -230,6 +247,8 @@ def build(from_pod: Sequence[str] = (), to_pod: Sequence[str] = (), pod: Sequenc
         from_pod=[parse_pod(t) for t in from_pod],
         to_pod=[parse_pod(t) for t in to_pod],
         pod=[parse_pod(t) for t in pod],
+        from_service=[parse_service(t) for t in from_service],
+        to_service=[parse_service(t) for t in to_service],
         namespace=list(namespace),
         from_ip=[parse_cidr(t) for t in from_ip],
         to_ip=[parse_cidr(t) for t in to_ip],

@@ -30,7 +30,14 @@ def timestamp(record: FlowRecord) -> str:
 
 
 def endpoint(end: FlowEnd, protocol: str) -> str:
-    """`ns/pod:port`, or the address with what it is (`world 10.98.0.250:80`)."""
+    """`ns/pod:port`, or the address with what it is (`world 10.98.0.250:80`), and the
+    Service the end stands for (`x/web-1:8080 (service x/web)`)."""
+    service = end.get("service")
+    text = _address(end, protocol)
+    return f"{text} (service {service})" if service else text
+
+
+def _address(end: FlowEnd, protocol: str) -> str:
     port = f":{end.get('port')}" if protocol in PORTED else ""
     if end.get("ip") in (None, "0.0.0.0"):
         return "-"  # not IPv4: the datapath parsed no addresses

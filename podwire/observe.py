@@ -32,8 +32,10 @@ FIELDS_HELP = """\
 JSON output (-o json) prints each flow record as the agent keeps it, one object a
 line, with these fields: seq (the agent's record number), time, node, type (policy-verdict|drop), verdict
 (FORWARDED|DROPPED), drop_reason, direction, hook, protocol, tcp_flags, length,
-source and destination {ip, port, identity, namespace, pod, labels}, evaluated
-(directions whose policy was checked), allowed_by {egress, ingress}, isolated_by.
+source and destination {ip, port, identity, namespace, pod, labels, service (the
+Service ns/name the end stands for, through one of its frontends)}, frontend {ip, port}
+(or null), evaluated (directions whose policy was checked), allowed_by {egress,
+ingress}, isolated_by.
 
 Repeating a filter flag ORs its values; different flags AND."""
 
@@ -49,6 +51,10 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--from-pod", metavar="NS/NAME", help="source pod (name prefix)", **many)
     p.add_argument("--to-pod", metavar="NS/NAME", help="destination pod (name prefix)", **many)
     p.add_argument("--pod", metavar="NS/NAME", help="either end's pod (name prefix)", **many)
+    p.add_argument("--from-service", metavar="NS/NAME",
+                   help="replies from a Service (the source its frontend stands for)", **many)
+    p.add_argument("--to-service", metavar="NS/NAME",
+                   help="flows through a Service (sent to one of its frontends)", **many)
     p.add_argument("-n", "--namespace", metavar="NS", help="either end's namespace", **many)
     p.add_argument("--from-ip", metavar="CIDR", help="source address or prefix", **many)
     p.add_argument("--to-ip", metavar="CIDR", help="destination address or prefix", **many)
@@ -103,7 +109,8 @@ def _filter_from(args: argparse.Namespace) -> flowfilter.FlowFilter:
                             namespace=args.namespace, from_ip=args.from_ip, to_ip=args.to_ip,
                             ip=args.ip, port=args.port, protocol=args.protocol,
                             verdict=args.verdict, type=args.type, label=args.label,
-                            since=args.since)
+                            since=args.since, from_service=args.from_service,
+                            to_service=args.to_service)
 
 
 def _err(message: str) -> None:

@@ -1,4 +1,5 @@
-"""`podwire status`: each agent's health, endpoints, policy revision, map fill, lost events.
+"""`podwire status`: each agent's health, endpoints, policy revision, map fill, lost events,
+and the Services it serves with their backends.
 
 Asks `GET /status` of the node's agent, or of every lab node; rich tables on a
 terminal, `-o json` for scripts (`{"nodes": [...]}`, each the agent's /status answer,
@@ -99,10 +100,34 @@ def node_panel(status: Mapping[str, Any]) -> Panel:
             table.add_row(Text(str(row.get("reason")), style=style), str(row.get("direction")),
                           str(row.get("packets")), str(row.get("bytes")))
         parts.append(table)
+    services = status.get("services") or []
+    if services:
+        parts.append(services_table(services))
     for problem in status.get("policy_errors") or []:
         parts.append(Text(f"policy error: {json.dumps(problem, sort_keys=True)}", style="red"))
+    for problem in status.get("service_errors") or []:
+        parts.append(Text(f"service error: {json.dumps(problem, sort_keys=True)}", style="red"))
     return Panel(Group(*parts), title=name, title_align="left",
                  border_style="green" if ready else "red")
+
+
+def services_table(services: list[Mapping[str, Any]]) -> Table:
+    """One row a frontend: the Service, where it listens, and the backends it lists."""
+    table = Table("service", "frontend", "backends", title=f"services ({len(services)})",
+                  title_justify="left", box=None)
+    for service in services:
+        addresses = {b["id"]: f"{b['ip']}:{b['port']}" for b in service.get("backends") or []}
+        fronts = service.get("frontends") or []
+        if not fronts:
+            table.add_row(str(service.get("name")), "-", "-")
+        for front in fronts:
+            where = f"{front['ip']}:{front['port']}/{front['protocol']}"
+            if front.get("scope") == "external":
+                where += " (external)"
+            listed = [addresses.get(i, str(i)) for i in front.get("backends") or []]
+            table.add_row(str(service.get("name")), where,
+                          ", ".join(listed) if listed else Text("none", style="red"))
+    return table
 
 
 def run(args: argparse.Namespace) -> int:

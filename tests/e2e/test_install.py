@@ -3,8 +3,9 @@
 No kubelet or container engine runs here, so the test plays the kubelet's part: it reads
 deploy/30-daemonset.yaml and deploy/20-config.yaml, maps every volume the DaemonSet
 mounts to a temporary directory, gives the process what the kubelet gives a pod (the
-ServiceAccount token and CA files, KUBERNETES_SERVICE_HOST/PORT, NODE_NAME) and runs the
-container's command and args in a node network namespace. The API server is the lab's,
+ServiceAccount token and CA files, NODE_NAME, and the API server's address from the
+ConfigMap as a cluster without kube-proxy needs, not KUBERNETES_SERVICE_HOST/PORT) and
+runs the container's command and args in a node network namespace. The API server is the lab's,
 serving HTTPS with a self-signed certificate and requiring the token. Then the runtime's
 part: a pod is wired through the plugin and conflist the entrypoint installed. Then the
 kubelet's probes, and SIGTERM: the agent stops and the plugin and conflist are gone.
@@ -30,6 +31,7 @@ from waiting import wait_for
 from podwire.lab import netns
 from podwire.lab.api.kinds import NAMESPACES, NODES, PODS
 from podwire.lab.api.server import LabApiServer
+from podwire.lab.nodefiles import SERVICES_SERVED
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -130,9 +132,13 @@ def node() -> Iterator[Node]:
     agent = next(c for c in daemonset["spec"]["template"]["spec"]["containers"]
                  if c["name"] == "agent")
     container = Container(agent, tmp_path / "container")
-    env = {"NODE_NAME": name, "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-           "KUBERNETES_SERVICE_PORT": str(API_PORT)}
+    # What the kubelet passes: the node's name, and the API server's address from the
+    # ConfigMap's api-server key. No KUBERNETES_SERVICE_HOST/PORT: a cluster without
+    # kube-proxy has no `kubernetes` ClusterIP to offer before podwire serves it.
+    env = {"NODE_NAME": name, "API_SERVER": f"127.0.0.1:{API_PORT}"}
     settings = json.loads(manifest("ConfigMap")["data"]["agent.json"])
+    # The lab API server serves Services only once it does (lab/nodefiles.py).
+    settings["services"] = SERVICES_SERVED
     socket = Path(container.host_path(settings["socket_path"]))
     test_node = Node(name, tmp_path, container, socket, pin_dir, server, env)
     try:
@@ -175,6 +181,11 @@ def node() -> Iterator[Node]:
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
+def _without_service_host() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if k not in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")}
+
+
 def cni(node: Node, conflist: dict[str, Any], plugin: Path, command: str, pod_ns: str,
         pod: tuple[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the installed plugin as a runtime runs a conflist's only plugin."""
@@ -198,7 +209,8 @@ def test_entrypoint_installs_runs_in_cluster_and_uninstalls(node: Node) -> None:
 
     with open(node.workdir / "entrypoint.log", "wb") as log:
         node.proc = subprocess.Popen(["nsenter", f"--net={netns.path(node.name)}", *argv],
-                                     env={**os.environ, **node.env}, stdout=log, stderr=log)
+                                     env={**_without_service_host(), **node.env}, stdout=log,
+                                     stderr=log)
     wait_for(lambda: node.alive() and node.run_probe("readinessProbe").returncode == 0,
              "the readiness probe to pass", deadline=120)
     assert node.run_probe("livenessProbe").returncode == 0
@@ -248,7 +260,8 @@ def test_entrypoint_without_the_token_never_becomes_ready(node: Node) -> None:
     argv = node.container.command(spec["command"] + spec["args"], node.env)
     with open(node.workdir / "entrypoint.log", "wb") as log:
         node.proc = subprocess.Popen(["nsenter", f"--net={netns.path(node.name)}", *argv],
-                                     env={**os.environ, **node.env}, stdout=log, stderr=log)
+                                     env={**_without_service_host(), **node.env}, stdout=log,
+                                     stderr=log)
     wait_for(lambda: node.alive() and "401" in node.log(), "the API server's 401 in the log",
              deadline=120)
     assert node.run_probe("livenessProbe").returncode == 0

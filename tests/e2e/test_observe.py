@@ -39,9 +39,9 @@ PREFIX = "pwtob"
 PODWIRE = [sys.executable, "-m", "podwire.cli"]
 Record = dict[str, Any]
 FIELDS = {"seq", "time", "node", "type", "verdict", "drop_reason", "direction", "hook", "protocol",
-          "source", "destination", "tcp_flags", "length", "evaluated", "allowed_by",
-          "isolated_by"}
-END_FIELDS = {"ip", "port", "identity", "namespace", "pod", "labels"}
+          "source", "destination", "frontend", "tcp_flags", "length", "evaluated",
+          "allowed_by", "isolated_by"}
+END_FIELDS = {"ip", "port", "identity", "namespace", "pod", "labels", "service"}
 POLICIES = [
     {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
      "metadata": {"name": "b-http", "namespace": "x"},

@@ -46,7 +46,7 @@ def test_added_objects_enter_the_model_and_deleted_ones_leave() -> None:
     pod = state.cluster.pod("x", "a")
     assert pod is not None and pod.labels == {"app": "a"} and pod.ip == "10.244.1.2"
     assert [p.key for p in state.cluster.policies_in("x")] == ["x/deny"]
-    assert state.nodes.get("n2") == NodeInfo("n2", "10.0.0.2", "10.244.2.0/24")
+    assert state.nodes.get("n2") == NodeInfo("n2", "10.0.0.2", "10.244.2.0/24", ("10.0.0.2",))
     apply_event(state, event("Pod", EventType.DELETED, POD))
     apply_event(state, event("NetworkPolicy", EventType.DELETED, POLICY))
     apply_event(state, event("Node", EventType.DELETED, NODE))
@@ -79,5 +79,9 @@ def test_a_policy_the_model_rejects_is_reported_and_a_bad_pod_left_out() -> None
 
 
 def test_node_info_takes_the_internal_address() -> None:
-    assert node_info(NODE) == NodeInfo("n2", "10.0.0.2", "10.244.2.0/24")
+    assert node_info(NODE) == NodeInfo("n2", "10.0.0.2", "10.244.2.0/24", ("10.0.0.2",))
+    external = {**NODE, "status": {"addresses": [
+        {"type": "ExternalIP", "address": "203.0.113.7"}, *NODE["status"]["addresses"]]}}
+    assert node_info(external) == NodeInfo("n2", "10.0.0.2", "10.244.2.0/24",
+                                           ("203.0.113.7", "10.0.0.2"))
     assert node_info({"metadata": {"name": "n3"}}) == NodeInfo("n3", None, None)

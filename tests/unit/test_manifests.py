@@ -108,6 +108,7 @@ def test_cluster_role_reads_exactly_what_the_agent_watches() -> None:
     want = {(group, resource, verb)
             for group, resource in (("", "pods"), ("", "namespaces"), ("", "nodes"),
                                     ("networking.k8s.io", "networkpolicies"),
+                                    ("", "services"), ("discovery.k8s.io", "endpointslices"),
                                     *cluster_policies)
             for verb in ("get", "list", "watch")}
     assert granted == want
@@ -167,6 +168,12 @@ def test_daemonset_args_are_the_entrypoints_and_fit_its_mounts() -> None:
     assert args.node_name == "$(NODE_NAME)"
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    # The API server's address comes from the ConfigMap, whose key must exist (a missing
+    # one would leave "$(API_SERVER)" unexpanded).
+    assert args.api_server == "$(API_SERVER)"
+    ref = env["API_SERVER"]["valueFrom"]["configMapKeyRef"]
+    assert ref["name"] == the("ConfigMap")["metadata"]["name"] and not ref.get("optional")
+    assert ref["key"] in the("ConfigMap")["data"]
     mounts = [m["mountPath"] for m in container["volumeMounts"]]
     for path in (args.config.parent, args.cni_bin_dir, args.cni_conf_dir):
         assert str(path) in mounts, f"{path} is not a mount of the container"
@@ -290,3 +297,22 @@ def test_shell_script_passes_shellcheck(script: Path) -> None:
     result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True,
                             check=False, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_control_plane_installs_without_kube_proxy_and_names_the_api_server(
+        tmp_path: Path) -> None:
+    """The Vagrant cluster has no kube-proxy; the agents then dial the API server's own
+    address, which control-plane.sh writes into the ConfigMap it applies."""
+    script = (VAGRANT / "provision/control-plane.sh").read_text()
+    assert "--skip-phases=addon/kube-proxy" in script
+    start, end = script.index("deploy=$(mktemp -d)"), script.index('kubectl apply -f "$deploy/"')
+    render = (script[start:end].replace("/vagrant/deploy", str(DEPLOY))
+              + 'cp "$deploy/20-config.yaml" "$OUT" && rm -r "$deploy"\n')
+    out = tmp_path / "20-config.yaml"
+    subprocess.run(["bash", "-euo", "pipefail", "-c", render], check=True,
+                   env={"PATH": os.environ["PATH"], "NODE_IP": "192.168.56.10",
+                        "OUT": str(out)})
+    data = yaml.safe_load(out.read_text())["data"]
+    assert data["api-server"] == "192.168.56.10:6443"
+    config = install.agent_config(json.loads(data["agent.json"]), "cp", data["api-server"])
+    assert config.api_server == "192.168.56.10:6443" and config.services

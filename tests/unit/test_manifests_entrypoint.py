@@ -195,3 +195,10 @@ def test_probe_does_not_import_the_datapath_or_the_kubernetes_client() -> None:
                          check=True, cwd=REPO).stdout.strip()
     assert out == "[]"
 
+
+
+def test_agent_config_takes_the_api_server_from_the_daemonset_once() -> None:
+    assert install.agent_config({}, "node-a", "10.0.0.1:6443").api_server == "10.0.0.1:6443"
+    assert install.agent_config({}, "node-a", "").api_server is None
+    with pytest.raises(ValueError, match="api_server is set twice"):
+        install.agent_config({"api_server": "10.0.0.2:6443"}, "node-a", "10.0.0.1:6443")

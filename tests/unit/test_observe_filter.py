@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from podwire import cli, observe
 from podwire.common import flowfilter
 
 NOW = datetime.datetime(2026, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -16,15 +17,17 @@ NOW = datetime.datetime(2026, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 def flow(src: tuple[str | None, str | None, str, int], dst: tuple[str | None, str | None, str, int],
          *, verdict: str = "FORWARDED", type: str = "policy-verdict", protocol: str = "TCP",
          src_labels: dict[str, str] | None = None, dst_labels: dict[str, str] | None = None,
-         age: float = 0.0) -> dict[str, Any]:
+         age: float = 0.0, src_service: str | None = None,
+         dst_service: str | None = None) -> dict[str, Any]:
     def end(spec: tuple[str | None, str | None, str, int], labels: dict[str, str] | None,
-            ) -> dict[str, Any]:
+            service: str | None) -> dict[str, Any]:
         ns, pod, ip, port = spec
         return {"namespace": ns, "pod": pod, "ip": ip, "port": port, "identity": 256,
-                "labels": labels or {}}
+                "labels": labels or {}, "service": service}
     return {"time": (NOW - datetime.timedelta(seconds=age)).isoformat(), "node": "node1",
             "type": type, "verdict": verdict, "protocol": protocol,
-            "source": end(src, src_labels), "destination": end(dst, dst_labels)}
+            "source": end(src, src_labels, src_service),
+            "destination": end(dst, dst_labels, dst_service)}
 
 
 A = ("x", "alpha-1", "10.244.1.2", 40000)
@@ -33,12 +36,14 @@ C = ("y", "alpha-2", "10.244.1.4", 53)
 WORLD = (None, None, "10.98.0.250", 443)
 
 FLOWS = {
-    "a->b": flow(A, B, src_labels={"app": "alpha"}, dst_labels={"app": "beta", "tier": "web"}),
+    "a->b": flow(A, B, src_labels={"app": "alpha"}, dst_labels={"app": "beta", "tier": "web"},
+                 dst_service="x/beta"),
     "c->b": flow(C, B, verdict="DROPPED", src_labels={"app": "alpha"},
                  dst_labels={"app": "beta", "tier": "web"}, age=600),
     "a->world": flow(A, WORLD, protocol="UDP", src_labels={"app": "alpha"}),
     "b->c": flow(B, C, type="drop", verdict="DROPPED", protocol="UDP",
-                 src_labels={"app": "beta", "tier": "web"}, dst_labels={"app": "alpha"}, age=30),
+                 src_labels={"app": "beta", "tier": "web"}, dst_labels={"app": "alpha"}, age=30,
+                 src_service="x/beta"),
 }
 
 
@@ -71,6 +76,10 @@ def test_no_flag_selects_everything() -> None:
     ({"label": ["app=alpha,tier!=web"]}, {"a->b", "c->b", "a->world", "b->c"}),
     ({"label": ["tier"]}, {"a->b", "c->b", "b->c"}),
     ({"label": ["!tier"]}, set(FLOWS)),
+    ({"to_service": ["x/beta"]}, {"a->b"}),
+    ({"to_service": ["x/beta", "y/other"]}, {"a->b"}),
+    ({"from_service": ["x/beta"]}, {"b->c"}),
+    ({"to_service": ["x/bet"]}, set()),
     ({"since": "5m"}, {"a->b", "a->world", "b->c"}),
     ({"since": "2026-05-01T11:59:45"}, {"a->b", "a->world"}),
 ])
@@ -106,6 +115,8 @@ def test_addresses_that_are_no_pod_match_no_pod_filter() -> None:
     ({"pod": ["/a"]}, "expected NAMESPACE/NAME"),
     ({"namespace": [""]}, "namespace filter is empty"),
     ({"to_pod": [""]}, "pod filter is empty"),
+    ({"to_service": ["beta"]}, "service 'beta': expected NAMESPACE/NAME"),
+    ({"from_service": ["x/"]}, "service 'x/': expected NAMESPACE/NAME"),
 ])
 def test_bad_values_name_what_was_wrong(flags: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError) as caught:
@@ -127,3 +138,11 @@ def test_merge_orders_nodes_by_time() -> None:
     merged = flowfilter.merge_by_time([node1, node2])
     assert [r["time"] for r in merged] == sorted(r["time"] for r in node1 + node2)
     assert [r["source"]["pod"] for r in merged] == ["alpha-1", "alpha-2", "alpha-1", "alpha-2"]
+
+
+def test_observe_flags_reach_the_service_filters() -> None:
+    args = cli.parser().parse_args(["observe", "--to-service", "x/beta", "--from-service",
+                                    "y/other", "--to-service", "y/more"])
+    selection = observe._filter_from(args)
+    assert (selection.to_service, selection.from_service) == (["x/beta", "y/more"],
+                                                              ["y/other"])

@@ -87,7 +87,9 @@ def test_other_drops_name_their_reason() -> None:
                                      src="10.244.1.99"))
     assert record["type"] == "drop" and record["evaluated"] == []
     assert record["source"] == {"ip": "10.244.1.99", "port": 40000, "identity": 256,
-                                "namespace": None, "pod": None, "labels": {}}
+                                "namespace": None, "pod": None, "labels": {},
+                                "service": None}
+    assert record["frontend"] is None
     assert flowtext.summary(record) == "SYN; INVALID_SOURCE egress"
 
 
@@ -181,3 +183,29 @@ def test_records_are_numbered_and_followers_resume_after_a_seq() -> None:
     stop.set()
     assert list(followed) == []
     assert [json.loads(line)["seq"] for line in history.as_lines(iter(recent))] == [2, 3]
+
+
+def through_service(base: structs.FlowEvent, frontend: str, port: int) -> structs.FlowEvent:
+    """The event as the datapath reports a packet through Service 3's frontend."""
+    base.service_id = 3
+    base.frontend_addr = structs.ip_be(frontend)
+    base.frontend_port = socket.htons(port)
+    return base
+
+
+def test_a_flow_through_a_service_names_it_at_the_destination_and_the_frontend() -> None:
+    names = {3: "x/web"}
+    with_services = FlowEnricher("node1", lambda ip: PODS.get(ip, PeerNames(None, None)),
+                                 POLICIES.get, lambda ip, direction: [],
+                                 services=names.get)
+    record = with_services.record(through_service(event(Hook.FROM_POD), "10.96.0.10", 8080))
+    assert record["frontend"] == {"ip": "10.96.0.10", "port": 8080}
+    assert record["destination"]["service"] == "x/web"
+    assert record["destination"]["pod"] == "b"  # the backend it was translated to
+    assert record["source"]["service"] is None
+    # A reply given the frontend's address comes from the Service.
+    reply = with_services.record(through_service(
+        event(Hook.FROM_POD, src="10.96.0.10", dst="10.244.1.2"), "10.96.0.10", 40000))
+    assert reply["source"]["service"] == "x/web" and reply["destination"]["service"] is None
+    assert enricher().record(event(Hook.FROM_POD))["destination"]["service"] is None
+    assert "x/b:80 (service x/web)" in flowtext.compact(record).plain

@@ -16,12 +16,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from podwire.agent.desired import NodeState
 from podwire.agent.entries import (
+    BackendEntry,
     EndpointEntry,
+    FrontendKey,
     IpcacheEntry,
     PolicyKey,
     PolicyValue,
     Protocol,
+    ServiceEntry,
     port_range_blocks,
 )
 from podwire.agent.reconcile import MapContents, MapName, apply_to, plan
@@ -48,7 +52,8 @@ def allowed(contents: MapContents, identity: int, port: int) -> bool:
 
 
 def copy(contents: MapContents) -> MapContents:
-    return MapContents(dict(contents.endpoints), dict(contents.ipcache), dict(contents.policy))
+    return MapContents(dict(contents.endpoints), dict(contents.ipcache), dict(contents.policy),
+                       dict(contents.lb_services), dict(contents.lb_backends))
 
 
 def states_along(installed: MapContents, desired: MapContents) -> list[MapContents]:
@@ -323,3 +328,98 @@ def test_port_range_blocks_examples() -> None:
     assert port_range_blocks(80, 80) == [(80, 16)]
     assert port_range_blocks(0, 65535) == [(0, 0)]
     assert port_range_blocks(32000, 32767) == [(32000, 8), (32256, 7)]
+
+
+# ---------------------------------------------------------- the load balancer's maps
+
+
+def lb_world(services: dict[int, list[int]]) -> list[dict[str, Any]]:
+    """Services s<i> with one slice each, endpoints 10.244.1.<n>, as API objects."""
+    objects: list[dict[str, Any]] = []
+    for i, endpoints in services.items():
+        objects.append({"metadata": {"namespace": "d", "name": f"s{i}"},
+                        "spec": {"clusterIPs": [f"10.96.0.{i}"],
+                                 "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]}})
+        objects.append({"metadata": {"namespace": "d", "name": f"s{i}-a",
+                                     "labels": {"kubernetes.io/service-name": f"s{i}"}},
+                        "addressType": "IPv4",
+                        "ports": [{"name": "p", "port": 8080, "protocol": "TCP"}],
+                        "endpoints": [{"addresses": [f"10.244.1.{n}"]} for n in endpoints]})
+    return objects
+
+
+def feed(state: NodeState, before: dict[int, list[int]], after: dict[int, list[int]]) -> None:
+    for i in set(before) - set(after):
+        state.remove_service("d", f"s{i}")
+        state.remove_endpoint_slice("d", f"s{i}-a")
+    for obj in lb_world(after):
+        if "spec" in obj:
+            state.set_service(obj)
+        else:
+            state.set_endpoint_slice(obj)
+
+
+def assert_lb_has_no_hole(installed: MapContents, desired: MapContents,
+                          ops: list[Any]) -> None:
+    current = copy(installed)
+    for op in [None, *ops]:
+        if op is not None:
+            apply_to(current, [op])
+        for key, entry in current.lb_services.items():
+            for number in entry.backend_ids:
+                # Named only while it exists, and with one meaning throughout the plan.
+                assert number in current.lb_backends, (op, key, number)
+                assert current.lb_backends[number] in (installed.lb_backends.get(number),
+                                                       desired.lb_backends.get(number))
+        for key in installed.lb_services.keys() & desired.lb_services.keys():
+            assert current.lb_services.get(key) in (installed.lb_services[key],
+                                                   desired.lb_services[key]), (op, key)
+    assert current == desired
+
+
+LB_WORLDS = st.dictionaries(st.integers(1, 5), st.lists(st.integers(1, 8), max_size=4),
+                            max_size=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(LB_WORLDS, min_size=2, max_size=4))
+def test_lb_writes_never_name_a_missing_backend(worlds: list[dict[int, list[int]]]) -> None:
+    state, installed, previous = NodeState("n1"), MapContents(), {}
+    for world in worlds:
+        feed(state, previous, world)
+        desired, scope = state.compute()
+        ops = plan(installed, desired, scope)
+        assert_lb_has_no_hole(installed, desired, ops)
+        apply_to(installed, ops)
+        previous = world
+
+
+def test_lb_order_backends_first_then_services_and_back_when_removing() -> None:
+    one = FrontendKey("10.96.0.1", 80, Protocol.TCP)
+    installed = MapContents(lb_services={one: ServiceEntry(1, (1,))},
+                            lb_backends={1: BackendEntry("10.244.1.1", 8080)})
+    desired = MapContents(lb_services={FrontendKey("10.96.0.2", 80, Protocol.TCP):
+                                       ServiceEntry(2, (2,))},
+                          lb_backends={2: BackendEntry("10.244.1.2", 8080)})
+    ops = plan(installed, desired)
+    assert [(type(op).__name__, op.map) for op in ops] == [
+        ("Upsert", MapName.LB_BACKENDS), ("Upsert", MapName.LB_SERVICES),
+        ("Delete", MapName.LB_SERVICES), ("Delete", MapName.LB_BACKENDS)]
+
+
+def test_lb_writes_sit_between_the_ipcache_additions_and_removals() -> None:
+    # A backend pod arriving with its slice, and another leaving with its own, in one plan:
+    # policy judges a translated connection by the backend's identity, so the address must
+    # resolve before a frontend names it and until no frontend does.
+    new, gone = ipaddress.IPv4Network("10.244.1.2/32"), ipaddress.IPv4Network("10.244.1.3/32")
+    front = FrontendKey("10.96.0.1", 80, Protocol.TCP)
+    installed = MapContents(ipcache={gone: IpcacheEntry(300, 0)},
+                            lb_services={front: ServiceEntry(1, (1,))},
+                            lb_backends={1: BackendEntry("10.244.1.3", 8080)})
+    desired = MapContents(ipcache={new: IpcacheEntry(301, 0)},
+                          lb_services={front: ServiceEntry(1, (2,))},
+                          lb_backends={2: BackendEntry("10.244.1.2", 8080)})
+    order = [(type(op).__name__, op.map) for op in plan(installed, desired)]
+    assert order == [("Upsert", MapName.IPCACHE), ("Upsert", MapName.LB_BACKENDS),
+                     ("Upsert", MapName.LB_SERVICES), ("Delete", MapName.LB_BACKENDS),
+                     ("Delete", MapName.IPCACHE)]

@@ -147,13 +147,16 @@ def test_dropped_connections_resume_without_loss(server: LabApiServer, api: clie
     assert cache_names(inf) == server_names(server, PODS) == {}
 
 
+@pytest.mark.parametrize("keep_objects", [True, False])
 def test_compaction_relists_and_synthesises_the_difference(
-        server: LabApiServer, api: client.ApiClient, informers: list[Informer]) -> None:
+        server: LabApiServer, api: client.ApiClient, informers: list[Informer],
+        keep_objects: bool) -> None:
+    """Also with a cache of stubs (the agent's: its model keeps the objects)."""
     store = server.store
     store.create(NAMESPACES, "", namespace("a"))
     for name in ("keep", "change", "remove"):
         store.create(PODS, "a", pod(name))
-    inf, rec = start(informers, api, "Pod")
+    inf, rec = start(informers, api, "Pod", keep_objects=keep_objects)
     rec.take()
     server.stop()
     # While the server is down the history moves on and is compacted away.
@@ -170,6 +173,14 @@ def test_compaction_relists_and_synthesises_the_difference(
                                   ("MODIFIED", "change")]
     assert inf.relists == 2
     assert cache_names(inf) == server_names(server, PODS)
+    kept = inf.get("a", "change")
+    assert kept is not None
+    if keep_objects:
+        assert kept["metadata"]["labels"] == {"v": "2"}
+    else:
+        assert kept == {"kind": "Pod", "apiVersion": "v1", "metadata": {
+            "name": "change", "namespace": "a",
+            "resourceVersion": server_names(server, PODS)["change"]}}
 
 
 def test_restart_resumes_from_history(server: LabApiServer, api: client.ApiClient,
@@ -299,5 +310,23 @@ def test_watchset_revision(server: LabApiServer, api: client.ApiClient) -> None:
 def test_bad_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot load Kubernetes client configuration"):
         api_client(str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="unknown kind 'Service'"):
-        Informer(client.ApiClient(), "Service", lambda *_: None)
+    with pytest.raises(ValueError, match="unknown kind 'ReplicaSet'"):
+        Informer(client.ApiClient(), "ReplicaSet", lambda *_: None)
+
+
+@pytest.mark.parametrize(("api_server", "host"), [
+    ("10.0.0.1:6443", "https://10.0.0.1:6443"),
+    ("https://api.example:8443", "https://api.example:8443"),
+    ("10.0.0.1", "https://10.0.0.1:443"),
+])
+def test_in_cluster_client_dials_the_configured_api_server(tmp_path: Path, api_server: str,
+                                                           host: str) -> None:
+    (tmp_path / "token").write_text("t0ken")
+    (tmp_path / "ca.crt").write_text("not checked until a request is made")
+    with api_client(None, tmp_path, api_server) as api:
+        assert api.configuration.host == host
+
+
+def test_a_bad_api_server_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="api_server 'http://x:1' is not host:port"):
+        api_client(None, tmp_path, "http://x:1")
