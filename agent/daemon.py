@@ -77,6 +77,7 @@ class Agent:
         started = time.perf_counter()
         self.datapath = Datapath.load(self.config)
         self.startup["datapath_seconds"] = time.perf_counter() - started
+        self._attach_host_sockets()
         self.installed = programmer.read_installed(self.datapath)
         with self.lock:
             self.state.adopt(self.installed)
@@ -126,6 +127,18 @@ class Agent:
         self.metrics.close()
         if self.datapath is not None:
             self.datapath.close()
+
+    def _attach_host_sockets(self) -> None:
+        """With Services on, the node's own processes reach ClusterIPs through the socket
+        programs; with them off (kube-proxy serves), they are detached."""
+        if not self.config.services:
+            self.datapath.detach_host_sockets()
+            return
+        try:
+            self.datapath.attach_host_sockets()
+        except OSError as e:
+            # Pods still reach Services; the node's own processes do not.
+            log.error("event=host_sockets_failed error=%s", e)
 
     def _spawn(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

@@ -44,6 +44,13 @@ _NSEC = 1_000_000_000
 _GC_BATCH = 4096
 # cgroup v2 here is mounted beside the v1 hierarchies (/work/shared/MACHINE.md).
 CGROUP2_ROOT = Path("/sys/fs/cgroup/unified")
+
+
+def cgroup2_root() -> Path:
+    """Where cgroup v2 is mounted: /sys/fs/cgroup on a unified host, else the hybrid
+    layout's /sys/fs/cgroup/unified (these machines)."""
+    unified = Path("/sys/fs/cgroup")
+    return unified if (unified / "cgroup.controllers").exists() else CGROUP2_ROOT
 SO_NETNS_COOKIE = 71  # <asm-generic/socket.h>; Python's socket module lacks it
 
 
@@ -180,7 +187,7 @@ class Datapath:
     def detach_endpoint(self, host_ifindex: int) -> None:
         tc.detach(self._iproute(), host_ifindex)
 
-    def attach_host_sockets(self, cgroup: Path = CGROUP2_ROOT) -> None:
+    def attach_host_sockets(self, cgroup: Path | None = None) -> None:
         """The socket programs on a cgroup (v2) holding the node's processes, so they
         reach Services; they act only in this node's netns (config's netns_cookie).
 
@@ -188,7 +195,7 @@ class Datapath:
         the agent (a restart finds the pin and swaps in the new program), and removing
         the pins (detach_host_sockets, or the pin dir) detaches it.
         """
-        cgroup_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        cgroup_fd = os.open(cgroup or cgroup2_root(), os.O_RDONLY | os.O_DIRECTORY)
         try:
             for name, attach_type in SOCK_PROGRAMS.items():
                 prog_fd = bpfsys.obj_get(self._prog(name))
