@@ -17,6 +17,13 @@ API_UNDERLAY_IP = "10.98.0.1"
 API_UNDERLAY_PORT = 6443
 EXTERNAL_IP = "10.98.0.250"
 EXTERNAL_PORTS = (80, 81, 443)
+# The API server's --service-cluster-ip-range: apart from the underlay (10.98.0.0/24) and
+# the pod CIDRs (10.244.0.0/16). .1 is Service default/kubernetes, .10 kube-system/kube-dns.
+SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/16")
+KUBERNETES_SERVICE_IP = str(SERVICE_CIDR.network_address + 1)
+DNS_SERVICE_IP = str(SERVICE_CIDR.network_address + 10)
+NODE_PORT_RANGE = range(30000, 32768)
+CLUSTER_DOMAIN = "cluster.local"
 BPFFS_ROOT = Path("/sys/fs/bpf/podwire")
 MTU = 1450
 # Interface names inside the lab's own namespaces: no clash with the host's.
