@@ -69,6 +69,9 @@ KINDS: dict[str, Kind] = {
     "Pod": Kind("Pod", "v1", client.CoreV1Api, "list_pod_for_all_namespaces"),
     "NetworkPolicy": Kind("NetworkPolicy", "networking.k8s.io/v1", client.NetworkingV1Api,
                           "list_network_policy_for_all_namespaces"),
+    "Service": Kind("Service", "v1", client.CoreV1Api, "list_service_for_all_namespaces"),
+    "EndpointSlice": Kind("EndpointSlice", "discovery.k8s.io/v1", client.DiscoveryV1Api,
+                          "list_endpoint_slice_for_all_namespaces"),
 }
 
 

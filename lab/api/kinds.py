@@ -95,7 +95,8 @@ NETWORK_POLICIES = ResourceType("networkpolicies", "NetworkPolicy", "networking.
 
 SERVICES = ResourceType("services", "Service", "", "v1", True, ("svc",), has_status=True,
                         check_spec=check_service_spec, prepare_create=_new_service,
-                        prepare_update=_updated_service, allocator=ServiceAllocator)
+                        prepare_update=_updated_service, allocator=ServiceAllocator,
+                        delete_returns_object=True)
 ENDPOINT_SLICES = ResourceType("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True,
                                (), check_fields=check_endpoint_slice,
                                prepare_update=_updated_slice)
