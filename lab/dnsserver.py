@@ -153,7 +153,9 @@ class _TcpServer(socketserver.ThreadingTCPServer):
 
 
 def serve(keeper: ZoneKeeper, port: int) -> list[socketserver.BaseServer]:
-    servers: list[socketserver.BaseServer] = [_UdpServer(port, keeper), _TcpServer(port, keeper)]
+    """UDP and TCP on `port` (0: one free port for both); the TCP server is first."""
+    tcp = _TcpServer(port, keeper)
+    servers: list[socketserver.BaseServer] = [tcp, _UdpServer(tcp.server_address[1], keeper)]
     for srv in servers:
         threading.Thread(target=srv.serve_forever, name=type(srv).__name__, daemon=True).start()
     return servers
