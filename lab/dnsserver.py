@@ -31,7 +31,7 @@ import dns.rdatatype
 import dns.rrset
 from kubernetes import client
 
-from podwire.agent.watch import EventType, Informer, WatchEvent, api_client
+from podwire.agent.watch import Informer, WatchEvent, api_client
 from podwire.lab.clusterdns import Zone
 from podwire.lab.revisionfile import write_revision
 

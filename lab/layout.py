@@ -138,6 +138,17 @@ class LabLayout:
         """Pin directories of this lab's nodes under `pin_root`."""
         return f"{self.prefix}-*"
 
+    def pod_dir(self, pod_uid: str) -> Path:
+        """A running pod's files: its resolv.conf, its program's log."""
+        return self.run_dir / "pods" / pod_uid
+
+    def resolv_conf(self, pod_uid: str) -> Path:
+        return self.pod_dir(pod_uid) / "resolv.conf"
+
+    def revision_file(self, process: str) -> Path:
+        """Where a control-plane process (slice controller, cluster DNS) reports its revision."""
+        return self.run_dir / f"{process}.revision"
+
     def pidfile(self, process: str) -> Path:
         return self.run_dir / f"{process}.pid"
 

@@ -21,8 +21,8 @@ from typing import Any, Self
 import yaml
 
 from podwire.lab.api.handler import Listener
-from podwire.lab.api.sockets import bind_socket
 from podwire.lab.api.resource import ServiceRanges
+from podwire.lab.api.sockets import bind_socket
 from podwire.lab.api.store import DEFAULT_RANGES, ApiStore, load_state, save_state
 from podwire.lab.api.watchstream import BookmarkTiming
 

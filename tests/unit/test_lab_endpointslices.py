@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from apiserver_fixtures are parameters here
 """The EndpointSlice controller: its rules as pure functions, then the controller process's
 class against the lab API server over the real wire protocol (pods created, relabelled,
 made unready and deleted move their endpoints)."""
@@ -154,7 +155,7 @@ def test_headless_slices_are_labelled() -> None:
 
 
 @pytest.fixture
-def controller(api: client.ApiClient, tmp_path: Path) -> Iterator[SliceController]:  # noqa: F811
+def controller(api: client.ApiClient, tmp_path: Path) -> Iterator[SliceController]:
     ctl = SliceController(api, tmp_path / "slices.revision")
     ctl.start()
     try:
@@ -180,9 +181,9 @@ def endpoints_of(disc: client.DiscoveryV1Api, service: str) -> dict[str, bool]:
     return {e.addresses[0]: e.conditions.ready for s in slices for e in s.endpoints or []}
 
 
-def test_controller_follows_pods_and_labels(controller: SliceController,  # noqa: F811
-                                            core: client.CoreV1Api,  # noqa: F811
-                                            api: client.ApiClient,  # noqa: F811
+def test_controller_follows_pods_and_labels(controller: SliceController,
+                                            core: client.CoreV1Api,
+                                            api: client.ApiClient,
                                             tmp_path: Path) -> None:
     disc = client.DiscoveryV1Api(api)
     core.create_namespace(namespace("x"))

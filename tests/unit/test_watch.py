@@ -299,5 +299,5 @@ def test_watchset_revision(server: LabApiServer, api: client.ApiClient) -> None:
 def test_bad_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot load Kubernetes client configuration"):
         api_client(str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="unknown kind 'Service'"):
-        Informer(client.ApiClient(), "Service", lambda *_: None)
+    with pytest.raises(ValueError, match="unknown kind 'ReplicaSet'"):
+        Informer(client.ApiClient(), "ReplicaSet", lambda *_: None)
