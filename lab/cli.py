@@ -17,6 +17,9 @@ from typing import Any
 from podwire.lab.layout import DEFAULT_PREFIX, EXTERNAL_IP
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# `lab get` resources and the Kube listing of each.
+GET_RESOURCES = {"pods": "list_pods", "nodes": "list_nodes", "services": "list_services",
+                 "endpointslices": "list_endpoint_slices"}
 
 
 def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -53,8 +56,8 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         help="exit 0 even when an object did not exist")
     delete.set_defaults(handler=cmd_delete)
 
-    get = cmds.add_parser("get", help="list pods or nodes")
-    get.add_argument("resource", choices=["pods", "nodes"])
+    get = cmds.add_parser("get", help="list pods, nodes, services or endpointslices")
+    get.add_argument("resource", choices=list(GET_RESOURCES))
     get.add_argument("-o", "--output", choices=["table", "json"], default="table")
     get.set_defaults(handler=cmd_get)
 
@@ -67,11 +70,29 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     probe.add_argument("--timeout", type=float, default=1.5, help="seconds (default: 1.5)")
     probe.add_argument("--matrix", action="store_true", help="every pod to every pod")
     probe.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    _add_service_probe_flags(probe)
     probe.set_defaults(handler=cmd_probe)
 
     demo = cmds.add_parser("demo", help="up, pods, a policy, probe matrices before/after")
     demo.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     demo.set_defaults(handler=cmd_demo)
+
+
+def _add_service_probe_flags(probe: argparse.ArgumentParser) -> None:
+    """Probes through Services and names; `--from external` is the lab's external side."""
+    from podwire.lab.serviceprobes import SERVICE_MATRIX_HELP
+
+    probe.description = ("Test connections from a pod (or `--from external`, the lab's "
+                         "external namespace) to a pod, an address, a Service's ClusterIP or "
+                         "a name resolved through the cluster DNS inside the pod. "
+                         "`--matrix` probes every pod outside kube-system to every such pod; "
+                         f"`--matrix --services` to {SERVICE_MATRIX_HELP}, keyed NS/SERVICE.")
+    probe.add_argument("--to-service", metavar="NS/NAME",
+                       help="the Service's ClusterIP on --port (a Service port)")
+    probe.add_argument("--to-host", metavar="NAME",
+                       help="a name resolved inside the pod (search path, cluster DNS)")
+    probe.add_argument("--services", action="store_true",
+                       help="with --matrix: every pod to every Service with --port")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -190,7 +211,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     _, kube = _state_and_kube(args)
-    listing = kube.list_pods() if args.resource == "pods" else kube.list_nodes()
+    listing = getattr(kube, GET_RESOURCES[args.resource])()
     if args.output == "json":
         print(json.dumps(listing, indent=2))
         return EXIT_OK
@@ -200,9 +221,76 @@ def cmd_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _service_probe_wanted(args: argparse.Namespace) -> bool:
+    return bool(args.to_service or args.to_host or args.services or args.source == "external")
+
+
+def _probe_services(args: argparse.Namespace) -> int:
+    """The Service, name and external forms of `probe` (exit 2 for bad input)."""
+    from podwire.lab import serviceprobes
+
+    if args.matrix:
+        if not args.services or args.source or args.target or args.to_ip or args.to_service \
+                or args.to_host:
+            raise ValueError("--matrix --services probes every pod to every Service: "
+                             "no --from/--to/--to-ip/--to-service/--to-host")
+        state, kube = _state_and_kube(args)
+        table = serviceprobes.service_matrix(kube, state.layout, args.port, args.protocol,
+                                             args.timeout)
+        return _print_matrix(args, table)
+    if args.services:
+        raise ValueError("--services goes with --matrix")
+    goals = [g for g in (args.target, args.to_ip, args.to_service, args.to_host) if g]
+    if not args.source or len(goals) != 1:
+        raise ValueError("probe needs --from NS/POD (or external) and one of --to NS/POD, "
+                         "--to-ip IP, --to-service NS/NAME or --to-host NAME")
+    if args.source == "external" and not args.to_ip:
+        raise ValueError("--from external probes an address: --to-ip IP (a node's, for "
+                         "NodePorts)")
+    state, kube = _state_and_kube(args)
+    layout = state.layout
+    if args.to_service:
+        result, label = serviceprobes.to_service(kube, layout, args.source, args.to_service,
+                                                 args.port, args.protocol, args.timeout)
+    elif args.to_host:
+        result, label = serviceprobes.to_host(kube, layout, args.source, args.to_host,
+                                              args.port, args.protocol, args.timeout)
+    else:
+        from podwire.lab.probe import ProbeTarget, probe
+
+        result = probe(layout.external_netns, ProbeTarget(args.to_ip, args.port, args.protocol),
+                       args.timeout)
+        label = args.to_ip
+    return _print_probe(args, result, label)
+
+
+def _print_matrix(args: argparse.Namespace, table: dict[str, dict[str, bool]]) -> int:
+    if args.output == "json":
+        print(json.dumps(table, indent=2))
+    else:
+        from podwire.lab import views
+
+        views.print_matrix(table, f"{args.protocol}/{args.port}")
+    return EXIT_OK
+
+
+def _print_probe(args: argparse.Namespace, result: Any, label: str) -> int:
+    if args.output == "json":
+        print(json.dumps({"from": args.source, "to": label, "port": args.port,
+                          "protocol": args.protocol, "ok": result.ok,
+                          "detail": result.detail, "answer": result.answer}))
+    else:
+        verdict = "connected" if result.ok else "blocked"
+        print(f"{args.source} -> {label} {args.protocol}/{args.port}: {verdict} "
+              f"({result.detail})")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from podwire.lab import probes
 
+    if _service_probe_wanted(args):
+        return _probe_services(args)
     state, kube = _state_and_kube(args)
     if args.matrix:
         if args.source or args.target or args.to_ip:

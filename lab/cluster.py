@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from podwire.common import agentapi
-from podwire.lab import kube, netns, nodefiles, procs, topology
+from podwire.lab import addons, kube, netns, nodefiles, procs, topology
 from podwire.lab.layout import (
     API_UNDERLAY_IP,
     API_UNDERLAY_PORT,
@@ -31,7 +31,7 @@ log = logging.getLogger("podwire.lab.cluster")
 
 AGENT_READY_TIMEOUT = 90.0
 API_READY_TIMEOUT = 20.0
-PROCESSES = ("kubelet", "external", "apiserver")
+PROCESSES = ("kubelet", "slicecontroller", "external", "apiserver")
 # "podwire": agents and podwire's plugin. "bridge": the reference bridge plugin and
 # plain routes between nodes, no agents: a baseline to compare podwire against.
 NETWORKS = ("podwire", "bridge")
@@ -122,6 +122,14 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState
     api = kube.Kube(layout.host_kubeconfig)
     for node in nodes:
         _register_node(api, node)
+    procs.start([_python(), "-m", "podwire.lab.slicecontroller",
+                 "--kubeconfig", str(layout.host_kubeconfig),
+                 "--revision-file", str(layout.revision_file("slicecontroller"))],
+                layout.pidfile("slicecontroller"), layout.logfile("slicecontroller"),
+                layout.prefix)
+    # Created now, served once the kubelet runs: nothing in `up` waits for it.
+    api.create("Service", addons.dns_service(), addons.DNS_NAMESPACE)
+    api.create("Pod", addons.dns_pod(layout), addons.DNS_NAMESPACE)
 
     nodefiles.write_bin_dir(layout)
     for node in nodes:
@@ -154,7 +162,8 @@ def _start_apiserver(layout: LabLayout, port: int) -> None:
     procs.start([_python(), "-m", "podwire.lab.api",
                  "--listen", f"127.0.0.1:{port}",
                  "--listen-netns",
-                 f"{netns.path(layout.underlay_netns)}={API_UNDERLAY_IP}:{API_UNDERLAY_PORT}"],
+                 f"{netns.path(layout.underlay_netns)}={API_UNDERLAY_IP}:{API_UNDERLAY_PORT}",
+                 "--advertise-address", f"{API_UNDERLAY_IP}:{API_UNDERLAY_PORT}"],
                 layout.pidfile("apiserver"), layout.logfile("apiserver"), layout.prefix)
     api = kube.Kube(layout.host_kubeconfig)
 

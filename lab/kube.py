@@ -24,6 +24,7 @@ class Kube:
         # Typed as Any: every call passes dicts and reads raw JSON, not the typed models.
         self.core: Any = client.CoreV1Api(api_client)
         self.net: Any = client.NetworkingV1Api(api_client)
+        self.discovery: Any = client.DiscoveryV1Api(api_client)
         self.api_client = api_client
 
     @staticmethod
@@ -38,6 +39,8 @@ class Kube:
                 r = self.core.read_namespace(name, _preload_content=False)
             elif kind == "Pod":
                 r = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+            elif kind == "Service":
+                r = self.core.read_namespaced_service(name, namespace, _preload_content=False)
             else:
                 r = self.net.read_namespaced_network_policy(name, namespace,
                                                             _preload_content=False)
@@ -52,6 +55,8 @@ class Kube:
             r = self.core.create_namespace(body, _preload_content=False)
         elif kind == "Pod":
             r = self.core.create_namespaced_pod(namespace, body, _preload_content=False)
+        elif kind == "Service":
+            r = self.core.create_namespaced_service(namespace, body, _preload_content=False)
         else:
             r = self.net.create_namespaced_network_policy(namespace, body,
                                                           _preload_content=False)
@@ -64,6 +69,8 @@ class Kube:
             r = self.core.patch_namespace(name, patch, **kw)
         elif kind == "Pod":
             r = self.core.patch_namespaced_pod(name, namespace, patch, **kw)
+        elif kind == "Service":
+            r = self.core.patch_namespaced_service(name, namespace, patch, **kw)
         else:
             r = self.net.patch_namespaced_network_policy(name, namespace, patch, **kw)
         return self._json(r)
@@ -71,6 +78,12 @@ class Kube:
     def replace_policy(self, name: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """PUT a NetworkPolicy whole: a merge patch could not drop nested rules."""
         return self._json(self.net.replace_namespaced_network_policy(
+            name, namespace, body, _preload_content=False))
+
+    def replace_service(self, name: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT a Service whole (its allocated ClusterIP and node ports are kept by the server
+        when the body leaves them out)."""
+        return self._json(self.core.replace_namespaced_service(
             name, namespace, body, _preload_content=False))
 
     def delete(self, kind: str, name: str, namespace: str | None) -> bool:
@@ -81,6 +94,8 @@ class Kube:
                 self.core.delete_namespace(name, **kw)
             elif kind == "Pod":
                 self.core.delete_namespaced_pod(name, namespace, **kw)
+            elif kind == "Service":
+                self.core.delete_namespaced_service(name, namespace, **kw)
             else:
                 self.net.delete_namespaced_network_policy(name, namespace, **kw)
         except ApiException as exc:
@@ -97,6 +112,13 @@ class Kube:
 
     def list_namespaces(self) -> dict[str, Any]:
         return self._json(self.core.list_namespace(_preload_content=False))
+
+    def list_services(self) -> dict[str, Any]:
+        return self._json(self.core.list_service_for_all_namespaces(_preload_content=False))
+
+    def list_endpoint_slices(self) -> dict[str, Any]:
+        return self._json(self.discovery.list_endpoint_slice_for_all_namespaces(
+            _preload_content=False))
 
     def list_policies(self) -> dict[str, Any]:
         return self._json(self.net.list_network_policy_for_all_namespaces(

@@ -16,9 +16,13 @@ import argparse
 import hashlib
 import json
 import logging
+import shutil
 import signal
+import socket
+import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +31,17 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from podwire.lab import cniexec, netns
+from podwire.lab.clusterdns import resolv_conf
 from podwire.lab.echo import EchoServer, Port
+from podwire.lab.images import Program, program
 from podwire.lab.kube import Kube
-from podwire.lab.layout import LabLayout, NodeLayout
+from podwire.lab.layout import DNS_SERVICE_IP, LabLayout, NodeLayout
 
 log = logging.getLogger("podwire.lab.kubelet")
 
 WATCH_SECONDS = 60
+PROGRAM_READY_TIMEOUT = 30.0
+PROGRAM_STOP_GRACE = 5.0
 RETRY_FIRST = 1.0
 RETRY_MAX = 15.0
 
@@ -57,9 +65,12 @@ def wants_sandbox(pod: dict[str, Any], node: str) -> bool:
 
 
 def pick_node(pods: list[dict[str, Any]], nodes: list[str]) -> str:
-    """The node with the fewest pods bound to it; ties go to the first."""
+    """The node with the fewest pods bound to it; ties go to the first. The cluster's own
+    pods (kube-system: cluster DNS) do not count, so workloads spread as without them."""
     load = {n: 0 for n in nodes}
     for pod in pods:
+        if (pod.get("metadata") or {}).get("namespace") == "kube-system":
+            continue
         bound = pod["spec"].get("nodeName")
         if bound in load:
             load[bound] += 1
@@ -109,6 +120,7 @@ class NodeWorker:
         self.layout, self.node, self.kube, self.cache = layout, node, kube, cache
         self.servers, self.stop = servers, stop
         self.running: dict[str, _Running] = {}
+        self.programs: dict[str, subprocess.Popen[bytes]] = {}
         self.retry_delay: dict[str, float] = {}
         self.conflist = json.loads(node.conf_file.read_text())
 
@@ -164,8 +176,13 @@ class NodeWorker:
             result = cniexec.add_network(self.conflist, sb, self.node.netns,
                                          self.layout.bin_dir)
             ip = cniexec.first_ipv4(result)
-            self.servers.add(sb.uid, sb.netns_name, ref, pod_ports(pod))
-        except (cniexec.CniError, OSError) as exc:
+            self._write_pod_files(pod, sb)
+            lab_program = program(pod)
+            if lab_program is None:
+                self.servers.add(sb.uid, sb.netns_name, ref, pod_ports(pod))
+            else:
+                self._start_program(sb, lab_program)
+        except (cniexec.CniError, OSError, ValueError) as exc:
             self._failed(pod, sb, exc)
             return
         self.running[sb.uid] = _Running(sb, result, ip)
@@ -173,6 +190,48 @@ class NodeWorker:
         log.info("event=pod_started pod=%s node=%s ip=%s netns=%s", ref, self.node.name, ip,
                  sb.netns_name)
         self._report_running(pod, ip)
+
+    def _write_pod_files(self, pod: dict[str, Any], sb: cniexec.Sandbox) -> None:
+        """The pod's resolv.conf as the real kubelet writes it for dnsPolicy ClusterFirst
+        (lab pods have no filesystem of their own: the probe reads it from here)."""
+        pod_dir = self.layout.pod_dir(sb.uid)
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        self.layout.resolv_conf(sb.uid).write_text(resolv_conf(DNS_SERVICE_IP, sb.namespace))
+
+    def _start_program(self, sb: cniexec.Sandbox, lab_program: Program) -> None:
+        """Run the pod's program in its namespace; return once it is Ready."""
+        log_path = self.layout.pod_dir(sb.uid) / "program.log"
+        argv = ["nsenter", f"--net={netns.path(sb.netns_name)}", sys.executable, "-m",
+                lab_program.module, "--kubeconfig", str(self.layout.node_kubeconfig),
+                *lab_program.args]
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
+        self.programs[sb.uid] = proc
+        log.info("event=program_started pod=%s/%s pid=%d module=%s", sb.namespace, sb.name,
+                 proc.pid, lab_program.module)
+        if lab_program.ready_port is None:
+            return
+        deadline = time.monotonic() + PROGRAM_READY_TIMEOUT
+        while not _accepts(sb.netns_name, lab_program.ready_port):
+            if proc.poll() is not None:
+                raise OSError(f"{lab_program.module} exited with {proc.returncode} "
+                              f"(log: {log_path})")
+            if time.monotonic() > deadline or self.stop.is_set():
+                raise OSError(f"{lab_program.module} not ready on port "
+                              f"{lab_program.ready_port} after {PROGRAM_READY_TIMEOUT:.0f}s")
+            self.stop.wait(0.05)
+
+    def stop_program(self, uid: str) -> None:
+        proc = self.programs.pop(uid, None)
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(PROGRAM_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
     def _report_running(self, pod: dict[str, Any], ip: str) -> None:
         uid = pod["metadata"]["uid"]
@@ -203,6 +262,8 @@ class NodeWorker:
 
     def _release(self, sb: cniexec.Sandbox, result: dict[str, Any] | None) -> None:
         self.servers.remove(sb.uid)
+        self.stop_program(sb.uid)
+        shutil.rmtree(self.layout.pod_dir(sb.uid), ignore_errors=True)
         try:
             cniexec.del_network(self.conflist, sb, self.node.netns, self.layout.bin_dir,
                                 prev_result=result)
@@ -222,6 +283,17 @@ class NodeWorker:
             log.warning("event=status_patch_failed pod=%s error=%s", pod_ref(pod), exc)
             return False
         return True
+
+
+def _accepts(netns_name: str, port: int) -> bool:
+    """A tcpSocket probe: does the pod's namespace accept a connection on `port`?"""
+    try:
+        sock = netns.socket_in(netns_name, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    with sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 class Kubelet:
@@ -247,6 +319,9 @@ class Kubelet:
         with self.cache.cond:
             self.cache.cond.notify_all()
         self.servers.stop()
+        for worker in self.workers:
+            for uid in list(worker.programs):
+                worker.stop_program(uid)
 
     def watch_pods(self) -> None:
         backoff = RETRY_FIRST

@@ -17,6 +17,13 @@ API_UNDERLAY_IP = "10.98.0.1"
 API_UNDERLAY_PORT = 6443
 EXTERNAL_IP = "10.98.0.250"
 EXTERNAL_PORTS = (80, 81, 443)
+# The API server's --service-cluster-ip-range: apart from the underlay (10.98.0.0/24) and
+# the pod CIDRs (10.244.0.0/16). .1 is Service default/kubernetes, .10 kube-system/kube-dns.
+SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/16")
+KUBERNETES_SERVICE_IP = str(SERVICE_CIDR.network_address + 1)
+DNS_SERVICE_IP = str(SERVICE_CIDR.network_address + 10)
+NODE_PORT_RANGE = range(30000, 32768)
+CLUSTER_DOMAIN = "cluster.local"
 BPFFS_ROOT = Path("/sys/fs/bpf/podwire")
 MTU = 1450
 # Interface names inside the lab's own namespaces: no clash with the host's.
@@ -130,6 +137,17 @@ class LabLayout:
     def bpffs_dirs_glob(self) -> str:
         """Pin directories of this lab's nodes under `pin_root`."""
         return f"{self.prefix}-*"
+
+    def pod_dir(self, pod_uid: str) -> Path:
+        """A running pod's files: its resolv.conf, its program's log."""
+        return self.run_dir / "pods" / pod_uid
+
+    def resolv_conf(self, pod_uid: str) -> Path:
+        return self.pod_dir(pod_uid) / "resolv.conf"
+
+    def revision_file(self, process: str) -> Path:
+        """Where a control-plane process (slice controller, cluster DNS) reports its revision."""
+        return self.run_dir / f"{process}.revision"
 
     def pidfile(self, process: str) -> Path:
         return self.run_dir / f"{process}.pid"

@@ -1,4 +1,4 @@
-"""Reading lab manifests: multi-document YAML of Namespace, Pod and NetworkPolicy.
+"""Reading lab manifests: multi-document YAML of Namespace, Pod, NetworkPolicy and Service.
 
 Everything is checked before anything is sent, so a bad file changes nothing.
 """
@@ -10,6 +10,9 @@ from typing import Any
 
 import yaml
 
+from podwire.lab.api.errors import ApiError
+from podwire.lab.api.kinds import SERVICES
+from podwire.lab.api.validation import check_object
 from podwire.policy import NetworkPolicy, PolicyError
 
 KINDS = {
@@ -17,13 +20,15 @@ KINDS = {
     "Namespace": ("v1", False),
     "Pod": ("v1", True),
     "NetworkPolicy": ("networking.k8s.io/v1", True),
+    "Service": ("v1", True),
 }
 # Applied in this order so namespaces exist before what lives in them.
-APPLY_ORDER = ("Namespace", "NetworkPolicy", "Pod")
+APPLY_ORDER = ("Namespace", "NetworkPolicy", "Service", "Pod")
 KIND_ALIASES = {
     "namespace": "Namespace", "namespaces": "Namespace", "ns": "Namespace",
     "pod": "Pod", "pods": "Pod", "po": "Pod",
     "networkpolicy": "NetworkPolicy", "networkpolicies": "NetworkPolicy", "netpol": "NetworkPolicy",
+    "service": "Service", "services": "Service", "svc": "Service",
 }
 
 
@@ -105,6 +110,8 @@ def check(doc: dict[str, Any], where: str) -> Manifest:
         raise ManifestError(f"{where}: {label} labels must map strings to strings")
     if kind == "Pod":
         _check_pod(body, f"{where}: Pod {namespace}/{name}")
+    if kind == "Service":
+        _check_service(body, f"{where}: Service {namespace}/{name}")
     if kind == "NetworkPolicy":
         # The same parser the agent and the evaluator use: what passes here they accept.
         try:
@@ -130,6 +137,15 @@ def _check_pod(body: dict[str, Any], label: str) -> None:
                 raise ManifestError(
                     f"{label}: port {number} protocol {port.get('protocol')!r} "
                     "(the lab serves TCP and UDP)")
+
+
+def _check_service(body: dict[str, Any], label: str) -> None:
+    """The API server's own checks, before anything is written (allocation conflicts, a
+    ClusterIP already taken, only the server can tell)."""
+    try:
+        check_object(SERVICES, body)
+    except ApiError as exc:
+        raise ManifestError(f"{label}: {exc.message}") from None
 
 
 def ordered(manifests: list[Manifest], reverse: bool = False) -> list[Manifest]:

@@ -8,6 +8,8 @@ from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
 from podwire.lab.probe import ProbeResult, ProbeTarget, matrix, probe
 
+SYSTEM_NAMESPACE = "kube-system"
+
 
 def _split(ref: str) -> tuple[str, str]:
     namespace, sep, name = ref.partition("/")
@@ -44,9 +46,11 @@ def one(kube: Kube, layout: LabLayout, source: str, target: str | None, to_ip: s
 
 def pod_matrix(kube: Kube, layout: LabLayout, port: int, protocol: str, timeout: float,
                ) -> dict[str, dict[str, bool]]:
-    """`{"ns/src": {"ns/dst": connected}}` over every running pod, self included."""
+    """`{"ns/src": {"ns/dst": connected}}` over every running pod outside kube-system (the
+    cluster's own, whose servers do not answer probes), self included."""
     pods = [p for p in kube.list_pods()["items"]
-            if p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")]
+            if p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")
+            and p["metadata"]["namespace"] != SYSTEM_NAMESPACE]
     refs = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in pods}
     sources = {ref: layout.pod_netns(p["metadata"]["uid"]) for ref, p in refs.items()}
     targets = {ref: ProbeTarget(p["status"]["podIP"], port, protocol, expect_name=ref)

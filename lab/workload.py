@@ -19,6 +19,7 @@ from podwire.lab import netns
 from podwire.lab.cluster import LabError, LabState
 from podwire.lab.kube import Kube
 from podwire.lab.manifests import Manifest, ManifestError, ordered
+from podwire.lab.revisionfile import read_revision
 
 log = logging.getLogger("podwire.lab.workload")
 
@@ -88,11 +89,12 @@ def apply(kube: Kube, state: LabState, manifests: list[Manifest],
             verb = "created"
             if m.kind == "Pod":
                 created_pods.append((m.namespace or "default", m.name))
-        elif m.kind == "NetworkPolicy":
+        elif m.kind in ("NetworkPolicy", "Service"):
             body = dict(m.body)
             body["metadata"] = dict(m.body["metadata"],
                                     resourceVersion=step.existing["metadata"]["resourceVersion"])
-            obj = kube.replace_policy(m.name, m.namespace or "default", body)
+            replace = kube.replace_policy if m.kind == "NetworkPolicy" else kube.replace_service
+            obj = replace(m.name, m.namespace or "default", body)
             verb = "configured"
         else:
             labels = _labels_patch(step.existing, m.body)
@@ -103,6 +105,7 @@ def apply(kube: Kube, state: LabState, manifests: list[Manifest],
                  obj["metadata"].get("resourceVersion"))
         done.append(f"{m.ref} {verb}")
     wait_pods_running(kube, created_pods, timeout)
+    wait_control_plane(kube, state, timeout)
     wait_agents(kube, state, timeout)
     return done
 
@@ -127,6 +130,7 @@ def delete(kube: Kube, state: LabState, targets: list[tuple[str, str, str | None
     layout = state.layout
     _wait("pod sandboxes to be torn down", timeout,
           lambda: [u for u in doomed_uids if netns.exists(layout.pod_netns(u))])
+    wait_control_plane(kube, state, timeout)
     wait_agents(kube, state, timeout)
     return done
 
@@ -145,6 +149,26 @@ def wait_pods_running(kube: Kube, pods: list[tuple[str, str]], timeout: float) -
         return missing
 
     _wait("pods to run with an IP", timeout, not_running)
+
+
+# The lab's control-plane processes that act on what is applied, and report how far.
+CONTROL_PLANE = (("the EndpointSlice controller", "slicecontroller"), ("the cluster DNS", "dns"))
+
+
+def wait_control_plane(kube: Kube, state: LabState, timeout: float) -> None:
+    """The EndpointSlice controller has written the slices for what the API holds now, and
+    the cluster DNS answers from it (the agents' wait then covers those slices too)."""
+    wanted = kube.current_revision()
+
+    def behind() -> list[str]:
+        late = []
+        for what, process in CONTROL_PLANE:
+            rev = read_revision(state.layout.revision_file(process))
+            if rev is None or rev < wanted:
+                late.append(f"{what} (revision {rev}, want {wanted})")
+        return late
+
+    _wait(f"the control plane to reach revision {wanted}", timeout, behind)
 
 
 def wait_agents(kube: Kube, state: LabState, timeout: float) -> None:

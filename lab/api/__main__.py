@@ -5,13 +5,17 @@ process, until SIGTERM or SIGINT, saving its state on the way out when given a f
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from podwire.lab.api.bootstrap import bootstrap
+from podwire.lab.api.resource import ServiceRanges
 from podwire.lab.api.server import LabApiServer
+from podwire.lab.layout import NODE_PORT_RANGE, SERVICE_CIDR
 
 log = logging.getLogger("podwire.lab.api")
 
@@ -21,6 +25,13 @@ def _parse_address(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"listen address {text!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+def _port_range(text: str) -> range:
+    first, sep, last = text.partition("-")
+    if not sep or not first.isdigit() or not last.isdigit() or int(first) > int(last):
+        raise ValueError(f"port range {text!r} is not FIRST-LAST")
+    return range(int(first), int(last) + 1)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", help="require this bearer token")
     parser.add_argument("--tls-cert-file", type=Path, help="serve HTTPS with this certificate")
     parser.add_argument("--tls-private-key-file", type=Path, help="the certificate's key")
+    parser.add_argument("--service-cluster-ip-range", type=ipaddress.IPv4Network,
+                        default=SERVICE_CIDR, help="ClusterIPs come from here "
+                        "(default: %(default)s)")
+    parser.add_argument("--service-node-port-range", type=_port_range,
+                        default=NODE_PORT_RANGE, metavar="FIRST-LAST",
+                        help="node ports come from here (default: 30000-32767)")
+    parser.add_argument("--advertise-address", type=_parse_address, metavar="HOST:PORT",
+                        help="make the system namespaces and Service default/kubernetes "
+                             "with this address as its endpoint, as kube-apiserver does")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -43,7 +63,11 @@ def _parser() -> argparse.ArgumentParser:
 def _start(args: argparse.Namespace) -> LabApiServer:
     server = LabApiServer(state_path=args.state, token=args.token,
                           tls_cert_file=args.tls_cert_file,
-                          tls_key_file=args.tls_private_key_file)
+                          tls_key_file=args.tls_private_key_file,
+                          ranges=ServiceRanges(args.service_cluster_ip_range,
+                                               args.service_node_port_range))
+    if args.advertise_address is not None:
+        bootstrap(server.store, args.advertise_address)
     server.start()
     for text in args.listen or ["127.0.0.1:6443"]:
         server.add_listener(*_parse_address(text))

@@ -55,6 +55,40 @@ def invalid(kind: str, name: str, field: str, value: Any, why: str) -> ApiError:
     })
 
 
+def _go(value: Any) -> str:
+    """A value as the real server quotes it in messages (Go's %#v, near enough)."""
+    if isinstance(value, str):
+        return '"' + value + '"'
+    if isinstance(value, list):
+        return "[]string{" + ", ".join(_go(v) for v in value) + "}"
+    if value is True or value is False:
+        return str(value).lower()
+    return str(value)
+
+
+# The causes' reasons and their message forms, as apimachinery's field.Error renders them.
+_FIELD_ERRORS = {
+    "FieldValueInvalid": "Invalid value: {value}: {why}",
+    "FieldValueRequired": "Required value{why}",
+    "FieldValueDuplicate": "Duplicate value: {value}",
+    "FieldValueNotSupported": "Unsupported value: {value}: supported values: {why}",
+    "FieldValueForbidden": "Forbidden: {why}",
+    "FieldValueTooMany": "Too many: {value}: {why}",
+}
+
+
+def field_invalid(kind: str, name: str, field: str, reason: str, value: Any = None,
+                  why: str = "") -> ApiError:
+    """422 Invalid with one cause of `reason` (a key of the field error forms above)."""
+    if reason == "FieldValueRequired":
+        why = f": {why}" if why else ""
+    cause = _FIELD_ERRORS[reason].format(value=_go(value), why=why)
+    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {field}: {cause}', {
+        "name": name, "kind": kind,
+        "causes": [{"reason": reason, "message": cause, "field": field}],
+    })
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import copy
 
+from podwire.lab.api.allocator import NODE_PORT_TYPES, ServiceAllocator
+from podwire.lab.api.errors import field_invalid
 from podwire.lab.api.resource import Object, ResourceType
-from podwire.lab.api.validation import check_pod_spec, check_policy_spec
+from podwire.lab.api.validation import (
+    check_endpoint_slice,
+    check_pod_spec,
+    check_policy_spec,
+    check_service_spec,
+)
 
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 
@@ -31,6 +38,50 @@ def _new_pod(obj: Object) -> None:
     obj["status"] = {"phase": "Pending"}
 
 
+def _service_defaults(obj: Object) -> None:
+    """The fields the real server fills in a Service it stores (pkg/apis/core/v1/defaults.go
+    and the registry's strategy); the ClusterIP and node ports come from the allocator."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    if spec["sessionAffinity"] == "ClientIP":
+        config = spec.setdefault("sessionAffinityConfig", {}).setdefault("clientIP", {})
+        config.setdefault("timeoutSeconds", 10800)
+    if spec["type"] == "ExternalName":
+        return
+    spec.setdefault("internalTrafficPolicy", "Cluster")
+    if spec["type"] in NODE_PORT_TYPES:
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+    if spec["type"] == "LoadBalancer":
+        spec.setdefault("allocateLoadBalancerNodePorts", True)
+    spec.setdefault("ipFamilies", ["IPv4"])
+    spec.setdefault("ipFamilyPolicy", "SingleStack")
+    for port in spec.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+        port.setdefault("targetPort", port["port"])
+
+
+def _new_service(obj: Object) -> None:
+    _service_defaults(obj)
+    obj["status"] = {"loadBalancer": {}}
+
+
+def _updated_service(new: Object, old: Object) -> None:
+    _service_defaults(new)
+    # As the real server's PatchAllocatedValues: an update that leaves the allocated
+    # values out keeps them (the allocator then refuses a change).
+    spec, old_spec = new["spec"], old.get("spec") or {}
+    if not spec.get("clusterIP") and old_spec.get("clusterIP"):
+        spec["clusterIP"] = old_spec["clusterIP"]
+        spec["clusterIPs"] = list(old_spec.get("clusterIPs") or [old_spec["clusterIP"]])
+
+
+def _updated_slice(new: Object, old: Object) -> None:
+    if new.get("addressType") != old.get("addressType"):
+        raise field_invalid("EndpointSlice", new["metadata"]["name"], "addressType",
+                            "FieldValueInvalid", new.get("addressType"), "field is immutable")
+
+
 NAMESPACES = ResourceType("namespaces", "Namespace", "", "v1", False, ("ns",),
                           ("status.phase",), has_status=True, name_format="dns-label",
                           prepare_create=_new_namespace, prepare_update=_updated_namespace)
@@ -42,7 +93,16 @@ PODS = ResourceType("pods", "Pod", "", "v1", True, ("po",),
 NETWORK_POLICIES = ResourceType("networkpolicies", "NetworkPolicy", "networking.k8s.io", "v1",
                                 True, ("netpol",), check_spec=check_policy_spec)
 
-RESOURCES: tuple[ResourceType, ...] = (NAMESPACES, NODES, PODS, NETWORK_POLICIES)
+SERVICES = ResourceType("services", "Service", "", "v1", True, ("svc",), has_status=True,
+                        check_spec=check_service_spec, prepare_create=_new_service,
+                        prepare_update=_updated_service, allocator=ServiceAllocator,
+                        delete_returns_object=True)
+ENDPOINT_SLICES = ResourceType("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True,
+                               (), check_fields=check_endpoint_slice,
+                               prepare_update=_updated_slice)
+
+RESOURCES: tuple[ResourceType, ...] = (NAMESPACES, NODES, PODS, NETWORK_POLICIES, SERVICES,
+                                       ENDPOINT_SLICES)
 
 
 def find_resource(group: str, version: str, plural: str) -> ResourceType | None:

@@ -8,14 +8,36 @@ strategies (`pkg/registry/<group>/<kind>/strategy.go`).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Object = dict[str, Any]
 # How metadata.name is checked: most kinds take an RFC 1123 subdomain, a few (Namespace)
 # only a label, as in the real server's validation.
 NameFormat = Literal["dns-label", "dns-subdomain"]
+
+
+@dataclass(frozen=True)
+class ServiceRanges:
+    """The server's --service-cluster-ip-range and --service-node-port-range."""
+
+    cidr: ipaddress.IPv4Network
+    node_ports: range
+
+
+class Allocator(Protocol):
+    """What a kind holds exclusively across objects (a Service's ClusterIP, node ports)."""
+
+    def load(self, obj: Object) -> None:
+        """Count what a stored object holds (when a saved state is restored)."""
+
+    def admit(self, new: Object, old: Object | None) -> None:
+        """Fill in and reserve what `new` needs, or raise (reserving nothing)."""
+
+    def release(self, obj: Object) -> None:
+        """Free what a deleted object held."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +63,10 @@ class ResourceType:
     prepare_update: Callable[[Object, Object], None] | None = None
     # DELETE answers with the deleted object rather than a Success Status.
     delete_returns_object: bool = False
+    # Refuses a bad object with 422 Invalid, for kinds whose fields are not under spec.
+    check_fields: Callable[[str, Object], None] | None = None
+    # Makes the store's keeper of what objects of this kind hold exclusively.
+    allocator: Callable[[ServiceRanges], Allocator] | None = None
 
     @property
     def api_version(self) -> str:

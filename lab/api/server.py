@@ -21,8 +21,9 @@ from typing import Any, Self
 import yaml
 
 from podwire.lab.api.handler import Listener
+from podwire.lab.api.resource import ServiceRanges
 from podwire.lab.api.sockets import bind_socket
-from podwire.lab.api.store import ApiStore, load_state, save_state
+from podwire.lab.api.store import DEFAULT_RANGES, ApiStore, load_state, save_state
 from podwire.lab.api.watchstream import BookmarkTiming
 
 log = logging.getLogger("podwire.lab.api")
@@ -42,11 +43,12 @@ class LabApiServer:
                  *, token: str | None = None, bookmark_delay: float = 0.02,
                  idle_bookmark_interval: float = 15.0, max_history: int = 100_000,
                  tls_cert_file: Path | str | None = None,
-                 tls_key_file: Path | str | None = None) -> None:
+                 tls_key_file: Path | str | None = None,
+                 ranges: ServiceRanges = DEFAULT_RANGES) -> None:
         self.state_path = Path(state_path) if state_path is not None else None
         if store is None:
-            store = (load_state(self.state_path, max_history) if self.state_path
-                     else ApiStore(max_history=max_history))
+            store = (load_state(self.state_path, max_history, ranges) if self.state_path
+                     else ApiStore(max_history=max_history, ranges=ranges))
         self.store = store
         self.token = token
         self.tls_cert_file = Path(tls_cert_file) if tls_cert_file is not None else None

@@ -21,10 +21,13 @@ from podwire.lab.api.encoding import encode
 from podwire.lab.api.errors import bad_request
 from podwire.lab.api.kinds import NAMESPACES, RESOURCES
 from podwire.lab.api.patch import apply_patch
-from podwire.lab.api.resource import ResourceType
+from podwire.lab.api.resource import Allocator, ResourceType, ServiceRanges
 from podwire.lab.api.selectors import Selector
 from podwire.lab.api.validation import check_kind, check_object
 from podwire.lab.api.watch import Change, Drop, Event, History, Mark, Subscription, event_line
+from podwire.lab.layout import NODE_PORT_RANGE, SERVICE_CIDR
+
+DEFAULT_RANGES = ServiceRanges(SERVICE_CIDR, NODE_PORT_RANGE)
 
 Key = tuple[str, str]  # (namespace or "", name)
 
@@ -43,9 +46,13 @@ def _now() -> str:
 class ApiStore:
     """Every object, one resourceVersion counter, a bounded history and the open watches."""
 
-    def __init__(self, max_history: int = 100_000, resource_version: int = 1) -> None:
+    def __init__(self, max_history: int = 100_000, resource_version: int = 1,
+                 ranges: ServiceRanges = DEFAULT_RANGES) -> None:
         self._lock = threading.RLock()
         self._objects: dict[str, dict[Key, Stored]] = {r.plural: {} for r in RESOURCES}
+        self.ranges = ranges
+        self._allocators: dict[str, Allocator] = {
+            r.plural: r.allocator(ranges) for r in RESOURCES if r.allocator is not None}
         self._rv = resource_version
         self._history = History(max_history, oldest=resource_version)
         self._subs: set[Subscription] = set()
@@ -145,7 +152,18 @@ class ApiStore:
             meta["generation"] = 1
             if res.prepare_create is not None:
                 res.prepare_create(obj)
+            self._admit(res, obj, None)
             return self._commit(res, "ADDED", obj, None)
+
+    def _admit(self, res: ResourceType, new: dict[str, Any], old: dict[str, Any] | None) -> None:
+        allocator = self._allocators.get(res.plural)
+        if allocator is not None:
+            allocator.admit(new, old)
+
+    def _release(self, res: ResourceType, obj: dict[str, Any]) -> None:
+        allocator = self._allocators.get(res.plural)
+        if allocator is not None:
+            allocator.release(obj)
 
     def update(self, res: ResourceType, namespace: str, name: str, body: Any,
                subresource: str | None = None) -> dict[str, Any]:
@@ -201,6 +219,7 @@ class ApiStore:
                     new.pop("status", None)
             if res.prepare_update is not None:
                 res.prepare_update(new, old)
+            self._admit(res, new, old)
         meta, old_meta = new["metadata"], old["metadata"]
         for server_owned in ("uid", "creationTimestamp", "generation", "resourceVersion"):
             meta[server_owned] = old_meta[server_owned]
@@ -229,6 +248,7 @@ class ApiStore:
                 return self._delete_namespace(old)
             gone = copy.deepcopy(old)
             gone["metadata"]["deletionTimestamp"] = _now()
+            self._release(res, old)
             return self._commit(res, "DELETED", gone, old)
 
     def _delete_namespace(self, old: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +265,7 @@ class ApiStore:
                 victim = self._objects[res.plural][key].obj
                 gone = copy.deepcopy(victim)
                 gone["metadata"]["deletionTimestamp"] = terminating["metadata"]["deletionTimestamp"]
+                self._release(res, victim)
                 self._commit(res, "DELETED", gone, victim)
         gone = copy.deepcopy(terminating)
         return self._commit(NAMESPACES, "DELETED", gone, terminating)
@@ -309,10 +330,12 @@ class ApiStore:
                 + b",".join(parts) + b"}}")
 
     @classmethod
-    def from_snapshot(cls, data: dict[str, Any], max_history: int = 100_000) -> ApiStore:
+    def from_snapshot(cls, data: dict[str, Any], max_history: int = 100_000,
+                      ranges: ServiceRanges = DEFAULT_RANGES) -> ApiStore:
         """Restore objects and the RV counter; history starts empty, so watches resume from
         the restored RV onwards (older ones get 410, as after an etcd compaction)."""
-        store = cls(max_history=max_history, resource_version=int(data["resourceVersion"]))
+        store = cls(max_history=max_history, resource_version=int(data["resourceVersion"]),
+                    ranges=ranges)
         by_plural = {r.plural: r for r in RESOURCES}
         for plural, objs in data.get("objects", {}).items():
             res = by_plural[plural]
@@ -320,6 +343,8 @@ class ApiStore:
                 key = (obj["metadata"].get("namespace", "") if res.namespaced else "",
                        obj["metadata"]["name"])
                 store._objects[plural][key] = Stored(obj, encode(obj))
+                if plural in store._allocators:
+                    store._allocators[plural].load(obj)
         return store
 
 
@@ -330,13 +355,14 @@ def save_state(store: ApiStore, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_state(path: Path, max_history: int = 100_000) -> ApiStore:
+def load_state(path: Path, max_history: int = 100_000,
+               ranges: ServiceRanges = DEFAULT_RANGES) -> ApiStore:
     """The store saved at `path`, or an empty one when there is no file yet."""
     if not path.exists():
-        return ApiStore(max_history=max_history)
+        return ApiStore(max_history=max_history, ranges=ranges)
     try:
         data = json.loads(path.read_text())
-        return ApiStore.from_snapshot(data, max_history=max_history)
+        return ApiStore.from_snapshot(data, max_history=max_history, ranges=ranges)
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"API server state file {path} is unreadable: {err}") from err
 

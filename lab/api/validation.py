@@ -8,10 +8,11 @@ podwire's own validator rejects, and the agent must meet those too.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
-from podwire.lab.api.errors import bad_request, invalid
+from podwire.lab.api.errors import bad_request, field_invalid, invalid
 from podwire.lab.api.resource import ResourceType
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -147,4 +148,211 @@ def check_object(res: ResourceType, obj: dict[str, Any]) -> None:
         raise invalid(res.kind, name, "spec", spec, "must be an object")
     if res.check_spec is not None:
         res.check_spec(name, spec)
+    if res.check_fields is not None:
+        res.check_fields(name, obj)
 
+
+
+# ---- Services and EndpointSlices (pkg/apis/core/validation, pkg/apis/discovery/validation) --
+
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+_PORT_RANGE_MSG = "must be between 1 and 65535, inclusive"
+_PROTOCOL_VALUES = '"SCTP", "TCP", "UDP"'
+_DNS_LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric "
+                  "characters or '-', and must start and end with an alphanumeric character")
+
+
+def _one_of(kind: str, name: str, where: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value is not None and value not in allowed:
+        raise field_invalid(kind, name, where, "FieldValueNotSupported", value,
+                            ", ".join(f'"{v}"' for v in sorted(allowed)))
+
+
+def _port_number(kind: str, name: str, where: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise field_invalid(kind, name, where, "FieldValueInvalid", value, _PORT_RANGE_MSG)
+
+
+def _check_service_port(name: str, where: str, port: Any, several: bool) -> None:
+    if not isinstance(port, dict):
+        raise field_invalid("Service", name, where, "FieldValueInvalid", port,
+                            "must be an object")
+    pname = port.get("name")
+    if several and not pname:
+        raise field_invalid("Service", name, f"{where}.name", "FieldValueRequired")
+    if pname and (not isinstance(pname, str) or len(pname) > 63 or not _DNS_LABEL.match(pname)):
+        raise field_invalid("Service", name, f"{where}.name", "FieldValueInvalid", pname,
+                            _DNS_LABEL_MSG)
+    _port_number("Service", name, f"{where}.port", port.get("port"))
+    if port.get("protocol") not in (None, *_PROTOCOLS):
+        raise field_invalid("Service", name, f"{where}.protocol", "FieldValueNotSupported",
+                            port.get("protocol"), _PROTOCOL_VALUES)
+    target = port.get("targetPort")
+    if isinstance(target, str):
+        if not target or len(target) > 15 or not _PORT_NAME.match(target) or target.isdigit():
+            raise field_invalid("Service", name, f"{where}.targetPort", "FieldValueInvalid",
+                                target, "must contain at least one letter (a-z) and be an "
+                                        "IANA_SVC_NAME of at most 15 characters")
+    elif target is not None:
+        _port_number("Service", name, f"{where}.targetPort", target)
+    node_port = port.get("nodePort")
+    if node_port is not None and (not isinstance(node_port, int) or not 0 <= node_port <= 65535):
+        raise field_invalid("Service", name, f"{where}.nodePort", "FieldValueInvalid",
+                            node_port, _PORT_RANGE_MSG)
+
+
+def _check_service_ports(name: str, spec: dict[str, Any]) -> None:
+    ports = spec.get("ports")
+    headless = spec.get("clusterIP") == "None"
+    if ports is None or ports == []:
+        if not headless and spec.get("type") != "ExternalName":
+            raise field_invalid("Service", name, "spec.ports", "FieldValueRequired")
+        return
+    if not isinstance(ports, list):
+        raise field_invalid("Service", name, "spec.ports", "FieldValueInvalid", ports,
+                            "must be a list of ports")
+    names: set[str] = set()
+    numbers: set[tuple[int, str]] = set()
+    for i, port in enumerate(ports):
+        where = f"spec.ports[{i}]"
+        _check_service_port(name, where, port, len(ports) > 1)
+        if port.get("name") in names:
+            raise field_invalid("Service", name, f"{where}.name", "FieldValueDuplicate",
+                                port["name"])
+        names.add(port.get("name") or "")
+        key = (port["port"], port.get("protocol") or "TCP")
+        if key in numbers:
+            raise field_invalid("Service", name, where, "FieldValueDuplicate",
+                                f"{key[0]}/{key[1]}")
+        numbers.add(key)
+
+
+def check_service_spec(name: str, spec: dict[str, Any]) -> None:
+    kind_of = spec.get("type", "ClusterIP")
+    _one_of("Service", name, "spec.type", kind_of, SERVICE_TYPES)
+    if kind_of == "ExternalName" and not spec.get("externalName"):
+        raise field_invalid("Service", name, "spec.externalName", "FieldValueRequired")
+    _check_service_ports(name, spec)
+    selector = spec.get("selector")
+    if selector is not None and (not isinstance(selector, dict) or not all(
+            isinstance(v, str) and len(v) <= 63 and _LABEL_VALUE.match(v)
+            for v in selector.values())):
+        raise field_invalid("Service", name, "spec.selector", "FieldValueInvalid", selector,
+                            _LABEL_MSG)
+    _one_of("Service", name, "spec.sessionAffinity", spec.get("sessionAffinity"),
+            ("None", "ClientIP"))
+    _one_of("Service", name, "spec.internalTrafficPolicy", spec.get("internalTrafficPolicy"),
+            ("Cluster", "Local"))
+    _one_of("Service", name, "spec.externalTrafficPolicy", spec.get("externalTrafficPolicy"),
+            ("Cluster", "Local"))
+    if spec.get("externalTrafficPolicy") and kind_of not in ("NodePort", "LoadBalancer"):
+        raise field_invalid("Service", name, "spec.externalTrafficPolicy", "FieldValueInvalid",
+                            spec["externalTrafficPolicy"],
+                            "may only be set when `type` is 'NodePort' or 'LoadBalancer'")
+    if spec.get("clusterIP") == "None" and kind_of in ("NodePort", "LoadBalancer"):
+        raise field_invalid("Service", name, "spec.clusterIPs[0]", "FieldValueInvalid", "None",
+                            f"may not be set to 'None' for {kind_of} services")
+    for i, family in enumerate(spec.get("ipFamilies") or []):
+        _one_of("Service", name, f"spec.ipFamilies[{i}]", family, ("IPv4", "IPv6"))
+        if family != "IPv4":
+            raise field_invalid("Service", name, f"spec.ipFamilies[{i}]", "FieldValueInvalid",
+                                family, "not configured on this cluster")
+    policy = spec.get("ipFamilyPolicy")
+    _one_of("Service", name, "spec.ipFamilyPolicy", policy,
+            ("SingleStack", "PreferDualStack", "RequireDualStack"))
+    if policy == "RequireDualStack":
+        raise field_invalid("Service", name, "spec.ipFamilyPolicy", "FieldValueInvalid", policy,
+                            "this cluster is not configured for dual-stack services")
+
+
+ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")
+MAX_SLICE_ENDPOINTS = 1000
+MAX_SLICE_PORTS = 100
+MAX_ENDPOINT_ADDRESSES = 100
+
+
+def _check_address(name: str, where: str, address_type: str, value: Any) -> None:
+    try:
+        parsed = ipaddress.ip_address(value) if address_type != "FQDN" else None
+    except ValueError:
+        parsed = None
+    if address_type == "FQDN":
+        ok = isinstance(value, str) and bool(_DNS_SUBDOMAIN.match(value))
+    else:
+        ok = parsed is not None and parsed.version == (4 if address_type == "IPv4" else 6)
+    if not ok:
+        raise field_invalid("EndpointSlice", name, where, "FieldValueInvalid", value,
+                            f"must be a valid {address_type} address")
+
+
+def _check_endpoint(name: str, where: str, address_type: str, endpoint: Any) -> None:
+    if not isinstance(endpoint, dict):
+        raise field_invalid("EndpointSlice", name, where, "FieldValueInvalid", endpoint,
+                            "must be an object")
+    addresses = endpoint.get("addresses")
+    if not isinstance(addresses, list) or not addresses:
+        raise field_invalid("EndpointSlice", name, f"{where}.addresses", "FieldValueRequired",
+                            why="must contain at least 1 address")
+    if len(addresses) > MAX_ENDPOINT_ADDRESSES:
+        raise field_invalid("EndpointSlice", name, f"{where}.addresses", "FieldValueTooMany",
+                            len(addresses), f"must have at most {MAX_ENDPOINT_ADDRESSES} items")
+    for j, address in enumerate(addresses):
+        _check_address(name, f"{where}.addresses[{j}]", address_type, address)
+    conditions = endpoint.get("conditions") or {}
+    if not isinstance(conditions, dict):
+        raise field_invalid("EndpointSlice", name, f"{where}.conditions", "FieldValueInvalid",
+                            conditions, "must be an object")
+    for key, value in conditions.items():
+        if value is not None and not isinstance(value, bool):
+            raise field_invalid("EndpointSlice", name, f"{where}.conditions.{key}",
+                                "FieldValueInvalid", value, "must be a boolean")
+    node = endpoint.get("nodeName")
+    if node is not None and (not isinstance(node, str) or not _DNS_SUBDOMAIN.match(node)):
+        raise field_invalid("EndpointSlice", name, f"{where}.nodeName", "FieldValueInvalid",
+                            node, "a lowercase RFC 1123 subdomain")
+
+
+def _check_slice_ports(name: str, ports: Any) -> None:
+    if not isinstance(ports, list):
+        raise field_invalid("EndpointSlice", name, "ports", "FieldValueInvalid", ports,
+                            "must be a list of ports")
+    if len(ports) > MAX_SLICE_PORTS:
+        raise field_invalid("EndpointSlice", name, "ports", "FieldValueTooMany", len(ports),
+                            f"must have at most {MAX_SLICE_PORTS} items")
+    names: set[str] = set()
+    for i, port in enumerate(ports):
+        where = f"ports[{i}]"
+        if not isinstance(port, dict):
+            raise field_invalid("EndpointSlice", name, where, "FieldValueInvalid", port,
+                                "must be an object")
+        pname = port.get("name") or ""
+        if pname and (not isinstance(pname, str) or len(pname) > 63
+                      or not _DNS_LABEL.match(pname)):
+            raise field_invalid("EndpointSlice", name, f"{where}.name", "FieldValueInvalid",
+                                pname, _DNS_LABEL_MSG)
+        if pname in names:
+            raise field_invalid("EndpointSlice", name, f"{where}.name", "FieldValueDuplicate",
+                                pname)
+        names.add(pname)
+        if port.get("protocol") not in (None, *_PROTOCOLS):
+            raise field_invalid("EndpointSlice", name, f"{where}.protocol",
+                                "FieldValueNotSupported", port.get("protocol"), _PROTOCOL_VALUES)
+        if port.get("port") is not None:
+            _port_number("EndpointSlice", name, f"{where}.port", port["port"])
+
+
+def check_endpoint_slice(name: str, obj: dict[str, Any]) -> None:
+    address_type = obj.get("addressType")
+    if not address_type:
+        raise field_invalid("EndpointSlice", name, "addressType", "FieldValueRequired")
+    _one_of("EndpointSlice", name, "addressType", address_type, ADDRESS_TYPES)
+    endpoints = obj.get("endpoints") or []
+    if not isinstance(endpoints, list):
+        raise field_invalid("EndpointSlice", name, "endpoints", "FieldValueInvalid", endpoints,
+                            "must be a list of endpoints")
+    if len(endpoints) > MAX_SLICE_ENDPOINTS:
+        raise field_invalid("EndpointSlice", name, "endpoints", "FieldValueTooMany",
+                            len(endpoints), f"must have at most {MAX_SLICE_ENDPOINTS} items")
+    for i, endpoint in enumerate(endpoints):
+        _check_endpoint(name, f"endpoints[{i}]", address_type, endpoint)
+    _check_slice_ports(name, obj.get("ports") or [])

@@ -78,8 +78,9 @@ def model(state: cluster.LabState) -> Cluster:
     kube = Kube(Path(state.kubeconfig))
     return Cluster(
         namespaces=[Namespace.from_api(n) for n in kube.list_namespaces()["items"]],
+        # The pods the probe matrix covers: kube-system's (cluster DNS) are the cluster's.
         pods=[Pod.from_api(p) for p in kube.list_pods()["items"]
-              if p.get("status", {}).get("podIP")],
+              if p.get("status", {}).get("podIP") and p["metadata"]["namespace"] != "kube-system"],
         policies=[NetworkPolicy.from_api(p) for p in kube.list_policies()["items"]],
     )
 

@@ -90,15 +90,17 @@ def test_discovery_documents(server: LabApiServer) -> None:
     assert raw(server, "GET", "/version")[1]["major"] == "1"
     assert raw(server, "GET", "/api")[1]["versions"] == ["v1"]
     groups = raw(server, "GET", "/apis")[1]["groups"]
-    assert [g["name"] for g in groups] == ["networking.k8s.io"]
+    assert [g["name"] for g in groups] == ["discovery.k8s.io", "networking.k8s.io"]
     core_list = raw(server, "GET", "/api/v1")[1]
     by_name = {r["name"]: r for r in core_list["resources"]}
     assert set(by_name) == {"namespaces", "namespaces/status", "nodes", "nodes/status",
-                            "pods", "pods/status"}
+                            "pods", "pods/status", "services", "services/status"}
     assert by_name["pods"]["namespaced"] and "watch" in by_name["pods"]["verbs"]
     assert not by_name["nodes"]["namespaced"]
     netv1 = raw(server, "GET", "/apis/networking.k8s.io/v1")[1]
     assert [r["name"] for r in netv1["resources"]] == ["networkpolicies"]
+    slices = raw(server, "GET", "/apis/discovery.k8s.io/v1")[1]
+    assert [r["name"] for r in slices["resources"]] == ["endpointslices"]
     assert raw(server, "GET", "/apis/networking.k8s.io")[1]["preferredVersion"]["version"] == "v1"
     code, body = raw(server, "GET", "/apis/apps/v1/deployments")
     assert (code, body["reason"]) == (404, "NotFound")

@@ -99,7 +99,8 @@ def test_routes() -> None:
     watch = parse_route("/apis/networking.k8s.io/v1/watch/namespaces/a/networkpolicies")
     assert watch is not None and watch.watch_path and watch.res is NETWORK_POLICIES
     assert parse_route("/api/v1/pods") is not None
-    assert parse_route("/api/v1/services") is None
+    assert parse_route("/api/v1/services") is not None
+    assert parse_route("/api/v1/endpoints") is None
     assert parse_route("/apis/networking.k8s.io/v1/networkpolicies/x/status") is None
 
 

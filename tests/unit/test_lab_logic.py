@@ -58,7 +58,9 @@ def test_manifests_default_the_namespace_and_order_namespaces_first() -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("a: [\n", "not valid YAML"),
     ("- 1\n- 2\n", "expected a mapping"),
-    ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n", "unknown kind 'Service'"),
+    ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: s}\n", "unknown kind 'Deployment'"),
+    ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 0}]}\n",
+     "Service default/s: .*spec.ports\\[0\\].port: Invalid value: 0"),
     ("apiVersion: v1\nkind: Namespace\nmetadata: {}\n", "Namespace without metadata.name"),
     ("apiVersion: v2\nkind: Namespace\nmetadata: {name: n}\n", "apiVersion 'v2'"),
     ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {}\n", "Pod default/p"),
@@ -78,8 +80,9 @@ def test_bad_manifests_name_the_object_and_the_problem(text: str, message: str) 
 def test_kind_aliases() -> None:
     assert manifests.kind_from_cli("netpol") == "NetworkPolicy"
     assert manifests.kind_from_cli("po") == "Pod"
-    with pytest.raises(manifests.ManifestError, match="unknown kind 'svc'"):
-        manifests.kind_from_cli("svc")
+    assert manifests.kind_from_cli("svc") == "Service"
+    with pytest.raises(manifests.ManifestError, match="unknown kind 'deploy'"):
+        manifests.kind_from_cli("deploy")
 
 
 def test_scheduler_stand_in_picks_the_least_loaded_node() -> None:
@@ -88,6 +91,8 @@ def test_scheduler_stand_in_picks_the_least_loaded_node() -> None:
     assert kubelet.pick_node(pods, ["node1", "node2", "node3"]) == "node3"
     assert kubelet.pick_node(pods, ["node1", "node2"]) == "node2"
     assert kubelet.pick_node([], ["node1", "node2"]) == "node1"
+    dns = {"metadata": {"namespace": "kube-system"}, "spec": {"nodeName": "node1"}}
+    assert kubelet.pick_node([dns], ["node1", "node2"]) == "node1"
 
 
 def test_only_live_pods_bound_to_the_node_get_a_sandbox() -> None:
