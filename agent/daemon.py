@@ -77,7 +77,7 @@ class Agent:
         started = time.perf_counter()
         self.datapath = Datapath.load(self.config)
         self.startup["datapath_seconds"] = time.perf_counter() - started
-        self._attach_host_sockets()
+        self._attach_host_sockets(self.datapath)
         self.installed = programmer.read_installed(self.datapath)
         with self.lock:
             self.state.adopt(self.installed)
@@ -128,14 +128,14 @@ class Agent:
         if self.datapath is not None:
             self.datapath.close()
 
-    def _attach_host_sockets(self) -> None:
+    def _attach_host_sockets(self, datapath: Datapath) -> None:
         """With Services on, the node's own processes reach ClusterIPs through the socket
         programs; with them off (kube-proxy serves), they are detached."""
         if not self.config.services:
-            self.datapath.detach_host_sockets()
+            datapath.detach_host_sockets()
             return
         try:
-            self.datapath.attach_host_sockets()
+            datapath.attach_host_sockets()
         except OSError as e:
             # Pods still reach Services; the node's own processes do not.
             log.error("event=host_sockets_failed error=%s", e)

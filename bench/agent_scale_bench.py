@@ -40,7 +40,6 @@ from podwire.bpf import constants
 from podwire.lab import netns
 from podwire.lab.api.kinds import NAMESPACES, NETWORK_POLICIES, NODES, PODS
 from podwire.lab.api.store import ApiStore, save_state
-from podwire.lab.nodefiles import SERVICES_SERVED
 
 # The programs it runs (checked before it starts: bench/tools.py).
 TOOLS = ("nsenter", "ip", "curl")
@@ -139,7 +138,7 @@ class Bench:
         (self.work / "agent.json").write_text(json.dumps({
             "node_name": LOCAL, "pin_dir": str(self.pin_dir), "state_dir": str(self.work / "state"),
             "socket_path": str(self.socket), "kubeconfig": str(self.work / "kubeconfig-node"),
-            "flow_events": False, "services": SERVICES_SERVED}))
+            "flow_events": False}))
         self.core = client.CoreV1Api(config.new_client_from_config(str(self.work / "kubeconfig")))
         self.net = client.NetworkingV1Api(self.core.api_client)
 

@@ -53,6 +53,7 @@ def find_port(pod: Object, service_port: Object) -> int | None:
     target = service_port.get("targetPort", service_port["port"])
     if isinstance(target, int):
         return target
+    target = str(target)
     if target.isdigit():
         return int(target)
     protocol = service_port.get("protocol", "TCP")

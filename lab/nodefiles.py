@@ -13,12 +13,7 @@ from typing import Any
 
 import yaml
 
-from podwire.lab.api.kinds import RESOURCES
 from podwire.lab.layout import MTU, LabLayout, NodeLayout
-
-# The lab's agents replace kube-proxy once the lab's API server serves Services (issue 13):
-# an agent watching a kind the server does not serve would never become ready.
-SERVICES_SERVED = any(r.kind == "Service" for r in RESOURCES)
 
 
 def kubeconfig(server: str, name: str = "podwire-lab") -> dict[str, Any]:
@@ -46,7 +41,6 @@ def agent_settings(node: NodeLayout, kubeconfig_path: Path) -> dict[str, Any]:
         # The metrics port lives in the node's namespace: the same number on every node.
         "metrics_address": node.underlay_ip,
         "kubeconfig": str(kubeconfig_path),
-        "services": SERVICES_SERVED,
     }
 
 

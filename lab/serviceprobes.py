@@ -171,7 +171,7 @@ def resolve(src_netns: str, conf: ResolvConf, name: str, timeout: float = DNS_TI
             raise ValueError(f"cannot ask {conf.nameserver}: {exc.strerror or exc}") from None
         if rcode == dns.rcode.NOERROR and addresses:
             return candidate, addresses[0]
-        tried.append(f"{candidate} ({dns.rcode.to_text(rcode)})")
+        tried.append(f"{candidate} ({dns.rcode.to_text(dns.rcode.Rcode(rcode))})")
     raise ValueError(f"{name} does not resolve: tried {', '.join(tried)}")
 
 

@@ -31,7 +31,6 @@ from waiting import wait_for
 from podwire.lab import netns
 from podwire.lab.api.kinds import NAMESPACES, NODES, PODS
 from podwire.lab.api.server import LabApiServer
-from podwire.lab.nodefiles import SERVICES_SERVED
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -137,8 +136,6 @@ def node() -> Iterator[Node]:
     # kube-proxy has no `kubernetes` ClusterIP to offer before podwire serves it.
     env = {"NODE_NAME": name, "API_SERVER": f"127.0.0.1:{API_PORT}"}
     settings = json.loads(manifest("ConfigMap")["data"]["agent.json"])
-    # The lab API server serves Services only once it does (lab/nodefiles.py).
-    settings["services"] = SERVICES_SERVED
     socket = Path(container.host_path(settings["socket_path"]))
     test_node = Node(name, tmp_path, container, socket, pin_dir, server, env)
     try:

@@ -25,7 +25,6 @@ from podwire.common import agentapi
 from podwire.lab import netns
 from podwire.lab.api.server import LabApiServer
 from podwire.lab.echo import EchoServer, Port
-from podwire.lab.nodefiles import SERVICES_SERVED
 from podwire.lab.probe import ProbeTarget, probe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +81,6 @@ class AgentNode:
             "node_name": "n1", "pin_dir": str(self.pin_dir),
             "state_dir": str(self.workdir / "state"), "socket_path": str(self.socket),
             "kubeconfig": str(node_kc), "conntrack_gc_interval": 2.0,
-            "services": SERVICES_SERVED,
         }))
         self._echo_thread.start()
         self.start_agent()
