@@ -68,7 +68,10 @@ def test_get_pods_lists_them_as_the_api_does(grid: list[dict]) -> None:
 
 
 def test_applied_pods_run_with_addresses_from_their_node(grid: list[dict]) -> None:
-    assert len(grid) == 9
+    # The nine of the grid, and the lab's cluster DNS (kube-system/coredns).
+    assert len(grid) == 10
+    assert [p["metadata"]["name"] for p in grid if p["metadata"]["namespace"] == "kube-system"] \
+        == ["coredns"]
     for pod in grid:
         node = pod["spec"]["nodeName"]
         ip = pod["status"]["podIP"]
@@ -148,8 +151,10 @@ def test_deleting_a_pod_tears_down_its_sandbox(grid: list[dict]) -> None:
 
 @pytest.mark.parametrize(("stdin", "args", "message"), [
     ("a: [\n", ("apply", "-f", "-"), "not valid YAML"),
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\n", ("apply", "-f", "-"),
+     "unknown kind 'ConfigMap'"),
     ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n", ("apply", "-f", "-"),
-     "unknown kind 'Service'"),
+     'Service "s" is invalid: spec.ports: Required value'),
     (samples.to_yaml([samples.pod("x", "lost", (80,), node="node9")]), ("apply", "-f", "-"),
      "Pod/x/lost: node 'node9' does not exist"),
     (samples.to_yaml([samples.pod("nowhere", "p", (80,))]), ("apply", "-f", "-"),
@@ -157,7 +162,7 @@ def test_deleting_a_pod_tears_down_its_sandbox(grid: list[dict]) -> None:
     (samples.to_yaml([samples.pod("x", "a", (90,))]), ("apply", "-f", "-"),
      "Pod/x/a: a running pod's containers"),
     (None, ("apply", "-f", "/nonexistent.yaml"), "cannot read /nonexistent.yaml"),
-    (None, ("delete", "service", "s"), "unknown kind 'service'"),
+    (None, ("delete", "configmap", "s"), "unknown kind 'configmap'"),
     (None, ("probe", "--from", "x/nope", "--to", "x/a", "--port", "80"), "pod x/nope"),
     (None, ("probe", "--from", "x", "--to", "x/a", "--port", "80"), "expected NAMESPACE/POD"),
 ])
