@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from podwire.lab.echo import PROTOCOLS
 from podwire.policy import NetworkPolicy, PolicyError
 
 KINDS = {
@@ -126,10 +127,12 @@ def _check_pod(body: dict[str, Any], label: str) -> None:
             number = port.get("containerPort") if isinstance(port, dict) else None
             if not isinstance(number, int) or not 0 < number < 65536:
                 raise ManifestError(f"{label}: bad containerPort {number!r}")
-            if port.get("protocol", "TCP") not in ("TCP", "UDP"):
+            if port.get("protocol", "TCP") not in PROTOCOLS:
                 raise ManifestError(
                     f"{label}: port {number} protocol {port.get('protocol')!r} "
-                    "(the lab serves TCP and UDP)")
+                    f"(the lab serves {', '.join(PROTOCOLS)})")
+    if not isinstance(spec.get("hostNetwork", False), bool):
+        raise ManifestError(f"{label}: spec.hostNetwork must be true or false")
 
 
 def ordered(manifests: list[Manifest], reverse: bool = False) -> list[Manifest]:

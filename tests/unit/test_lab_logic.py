@@ -65,7 +65,9 @@ def test_manifests_default_the_namespace_and_order_namespaces_first() -> None:
     (("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: "
      "[{containerPort: 70000}]}]}\n"), "bad containerPort 70000"),
     (("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: "
-     "[{containerPort: 80, protocol: SCTP}]}]}\n"), "protocol 'SCTP'"),
+     "[{containerPort: 80, protocol: QUIC}]}]}\n"), "protocol 'QUIC'"),
+    (("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {hostNetwork: 'yes', "
+      "containers: [{name: c}]}\n"), "spec.hostNetwork must be true or false"),
     (("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\n"
      "spec: {podSelector: {}, ingress: [{ports: [{port: 0}]}]}\n"), "NetworkPolicy default/np"),
     ("apiVersion: v1\nkind: Namespace\nmetadata: {name: n, labels: {a: [1]}}\n", "labels"),
@@ -102,8 +104,8 @@ def test_only_live_pods_bound_to_the_node_get_a_sandbox() -> None:
 
 def test_pod_ports_cover_every_container_and_protocol() -> None:
     pod = samples.pod("x", "a", (80, 81))
-    assert kubelet.pod_ports(pod) == [Port(80, "TCP"), Port(80, "UDP"), Port(81, "TCP"),
-                                      Port(81, "UDP")]
+    assert kubelet.pod_ports(pod) == [Port(80, "TCP"), Port(80, "UDP"), Port(80, "SCTP"),
+                                      Port(81, "TCP"), Port(81, "UDP"), Port(81, "SCTP")]
 
 
 def test_cni_environment_is_what_a_runtime_sends(tmp_path: object) -> None:
@@ -139,7 +141,7 @@ def test_answers_name_the_server_and_the_peer() -> None:
     assert parse_answer("HTTP/1.1 400 Bad Request\n") == {}
 
 
-@pytest.mark.parametrize("text", ["80/SCTP", "x/TCP", "0", "70000/udp"])
+@pytest.mark.parametrize("text", ["80/QUIC", "x/TCP", "0", "70000/udp"])
 def test_bad_ports_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="bad port"):
         Port.parse(text)
