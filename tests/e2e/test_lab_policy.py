@@ -15,10 +15,14 @@ from typing import Any
 import pytest
 from lab_helpers import cli, cli_ok, differences, expected, lab_up, matrix, model, pods
 
+from podwire.agent import structs
+from podwire.agent.datapath import Datapath
+from podwire.bpf.constants import CtState
 from podwire.lab import cluster, samples
 from podwire.policy import evaluate
 
 PREFIX = "pwtlp"
+SCTP_PROTO = 132
 
 
 def policy(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -194,3 +198,32 @@ def test_policy_update_then_delete(lab: cluster.LabState, applied: list[dict[str
     assert "deleted" in out
     after = check(lab, 80, "TCP")
     assert all(all(row.values()) for row in after.values())
+
+
+def test_an_sctp_probe_opens_an_association_and_aborts_it(lab: cluster.LabState,
+                                                         applied: list[dict[str, Any]]) -> None:
+    """INIT opens the entry on the prober's node, the INIT-ACK comes back through it as a
+    reply (x/b's egress is closed, so only conntrack lets it out), the ABORT closes it."""
+    apply(applied, policy("x-no-egress", "x", {"podSelector": {}, "policyTypes": ["Egress"]}))
+    placed = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in pods(PREFIX)}
+    source = placed["y/a"]
+    proc = cli(PREFIX, "probe", "--from", "y/a", "--to", "x/b", "--port", "81", "--protocol",
+               "SCTP", "-o", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen_ip, _, seen_port = json.loads(proc.stdout)["answer"]["peer"].partition(":")
+    assert seen_ip == source["status"]["podIP"]
+    node = next(n for n in lab.node_layouts() if n.name == source["spec"]["nodeName"])
+    dp = Datapath(node.pin_dir)
+    try:
+        entries = [v for k, v in dp.conntrack_entries()
+                   if k.proto == SCTP_PROTO and structs.ip_str(k.saddr) == seen_ip
+                   and structs.port_host(k.sport) == int(seen_port)
+                   and structs.port_host(k.dport) == 81]
+    finally:
+        dp.close()
+    assert len(entries) == 1, entries
+    assert entries[0].seen_reply and entries[0].state == CtState.CLOSING
+    # Without the association, x/b cannot start one of its own: its egress is closed.
+    blocked = cli(PREFIX, "probe", "--from", "x/b", "--to", "y/a", "--port", "81",
+                  "--protocol", "SCTP", "--timeout", "1")
+    assert blocked.returncode == 1, blocked.stdout + blocked.stderr
