@@ -105,6 +105,12 @@ class Datapath:
         self.policy = BpfMap(pin_dir, "policy", structs.PolicyKey, structs.PolicyValue)
         self.conntrack = BpfMap(pin_dir, "conntrack", structs.CtKey, structs.CtValue)
         self.config = BpfMap(pin_dir, "config", ctypes.c_uint32, structs.NodeConfig)
+        # The load balancer: frontend slots, backends by id, ClientIP affinity (the
+        # datapath's own; the agent only reads it).
+        self.lb_services = BpfMap(pin_dir, "lb_services", structs.LbKey, structs.LbValue)
+        self.lb_backends = BpfMap(pin_dir, "lb_backends", ctypes.c_uint32, structs.LbBackend)
+        self.lb_affinity = BpfMap(pin_dir, "lb_affinity", structs.LbAffinityKey,
+                                  structs.LbAffinityValue)
         self.metrics = PerCpuArray(pin_dir, "metrics", structs.MetricsValue)
         self.events_lost = PerCpuArray(pin_dir, "events_lost", ctypes.c_uint64)
         self._ring: RingBuffer | None = None
@@ -258,12 +264,14 @@ class Datapath:
     def map_usage(self) -> dict[str, dict[str, int]]:
         """{name: {"entries", "max"}} for the agent's /status."""
         return {m.name: {"entries": len(m), "max": m.max_entries}
-                for m in (self.endpoints, self.ipcache, self.policy, self.conntrack)}
+                for m in (self.endpoints, self.ipcache, self.policy, self.conntrack,
+                          self.lb_services, self.lb_backends)}
 
     def close(self) -> None:
         """Release fds and sockets; pins, programs and attachments stay."""
         for m in (self.endpoints, self.ipcache, self.policy, self.conntrack, self.config,
-                  self.metrics, self.events_lost):
+                  self.lb_services, self.lb_backends, self.lb_affinity, self.metrics,
+                  self.events_lost):
             m.close()
         if self._ring is not None:
             self._ring.close()

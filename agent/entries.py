@@ -12,7 +12,12 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
-from podwire.bpf.constants import POLICY_PREFIX_ANY_PORT, POLICY_PREFIX_ANY_PROTO, Direction
+from podwire.bpf.constants import (
+    POLICY_PREFIX_ANY_PORT,
+    POLICY_PREFIX_ANY_PROTO,
+    Direction,
+    LbScope,  # lb_key.scope, read from bpf/lib/types.h; part of this module's contract
+)
 from podwire.policy import Direction as PolicyDirection
 
 
@@ -121,14 +126,6 @@ def prefix_of(network: str | ipaddress.IPv4Network) -> ipaddress.IPv4Network:
 # address, as seen from one scope; its entry lists the backends that take new
 # connections, in slot order (the datapath picks slot 1..len at random, or the one a
 # ClientIP affinity remembers).
-
-
-class LbScope(enum.IntEnum):
-    """Who reaches a frontend: pods and the node itself (internalTrafficPolicy applies), or
-    clients outside the cluster through a NodePort (externalTrafficPolicy applies)."""
-
-    INTERNAL = 0
-    EXTERNAL = 1
 
 
 @dataclass(frozen=True, order=True)

@@ -44,6 +44,10 @@ class DatapathSizes:
     policy: int = 65536
     conntrack: int = 65536
     fragments: int = 8192
+    # Frontend slots: one per Service port and address, plus one per backend of each.
+    lb_services: int = 65536
+    lb_backends: int = 65536
+    lb_affinity: int = 65536
     # 512 pages (2 MiB) hold about 29,000 flow events: room for a burst while the
     # agent's reader catches up.
     events_pages: int = 512

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
-from podwire.agent import structs
+from podwire.agent import lbslots, structs
 from podwire.agent.datapath import Datapath
 from podwire.agent.entries import (
+    BackendEntry,
     EndpointEntry,
+    FrontendKey,
     IpcacheEntry,
     PolicyKey,
     PolicyValue,
     Protocol,
+    ServiceEntry,
 )
 from podwire.agent.reconcile import MapContents, MapName, Operation, Upsert
 from podwire.bpf.constants import (
@@ -50,26 +54,65 @@ def policy_key(key: PolicyKey) -> structs.PolicyKey:
 
 
 def apply(datapath: Datapath, ops: list[Operation]) -> None:
-    """Write the operations in order; each is one bpf(2) call.
+    """Write the operations in order; each is one bpf(2) call, but a frontend's, which
+    is its slots in the order lbslots.frontend_writes gives.
 
     Keys and values are those of agent/entries.py for the map an operation names:
-    endpoints by pod IP string, ipcache by IPv4Network, policy by PolicyKey.
+    endpoints by pod IP string, ipcache by IPv4Network, policy by PolicyKey, lb_services
+    by FrontendKey (ServiceEntry), lb_backends by backend id (BackendEntry).
     """
     for op in ops:
-        if isinstance(op, Upsert):
-            if op.map is MapName.ENDPOINTS:
-                datapath.set_endpoint(cast(str, op.key), endpoint_value(op.value))
-            elif op.map is MapName.IPCACHE:
-                datapath.set_ipcache(str(op.key), ipcache_value(op.value))
-            else:
-                datapath.set_policy(policy_key(cast(PolicyKey, op.key)),
-                                    structs.PolicyValue(policy_ref=op.value.policy_ref))
-        elif op.map is MapName.ENDPOINTS:
-            datapath.delete_endpoint(cast(str, op.key))
-        elif op.map is MapName.IPCACHE:
-            datapath.delete_ipcache(str(op.key))
+        value = op.value if isinstance(op, Upsert) else None
+        _APPLY[op.map](datapath, op.key, value)
+
+
+def _apply_endpoint(datapath: Datapath, key: object, value: EndpointEntry | None) -> None:
+    if value is None:
+        datapath.delete_endpoint(cast(str, key))
+    else:
+        datapath.set_endpoint(cast(str, key), endpoint_value(value))
+
+
+def _apply_ipcache(datapath: Datapath, key: object, value: IpcacheEntry | None) -> None:
+    if value is None:
+        datapath.delete_ipcache(str(key))
+    else:
+        datapath.set_ipcache(str(key), ipcache_value(value))
+
+
+def _apply_policy(datapath: Datapath, key: object, value: PolicyValue | None) -> None:
+    if value is None:
+        datapath.delete_policy(policy_key(cast(PolicyKey, key)))
+    else:
+        datapath.set_policy(policy_key(cast(PolicyKey, key)),
+                            structs.PolicyValue(policy_ref=value.policy_ref))
+
+
+def _apply_frontend(datapath: Datapath, key: object, value: ServiceEntry | None) -> None:
+    frontend = cast(FrontendKey, key)
+    head = datapath.lb_services.lookup(lbslots.slot_key(frontend, 0))
+    for write in lbslots.frontend_writes(frontend, value, head.count if head else 0):
+        if write.value is None:
+            datapath.lb_services.delete(write.key)
         else:
-            datapath.delete_policy(policy_key(cast(PolicyKey, op.key)))
+            datapath.lb_services.update(write.key, write.value)
+
+
+def _apply_backend(datapath: Datapath, key: object, value: BackendEntry | None) -> None:
+    backend_id = ctypes.c_uint32(cast(int, key))
+    if value is None:
+        datapath.lb_backends.delete(backend_id)
+    else:
+        datapath.lb_backends.update(backend_id, lbslots.backend_value(value))
+
+
+_APPLY: dict[MapName, Callable[[Datapath, Any, Any], None]] = {
+    MapName.ENDPOINTS: _apply_endpoint,
+    MapName.IPCACHE: _apply_ipcache,
+    MapName.POLICY: _apply_policy,
+    MapName.LB_SERVICES: _apply_frontend,
+    MapName.LB_BACKENDS: _apply_backend,
+}
 
 
 def read_installed(datapath: Datapath) -> MapContents:
@@ -100,6 +143,9 @@ def read_installed(datapath: Datapath) -> MapContents:
             port_bits=port_bits,
         )
         contents.policy[entry_key] = PolicyValue(value.policy_ref)
+    contents.lb_services = lbslots.read_frontends(datapath.lb_services.items())
+    contents.lb_backends = {_int(backend_id): lbslots.backend_entry(backend)
+                            for backend_id, backend in datapath.lb_backends.items()}
     return contents
 
 

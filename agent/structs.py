@@ -117,7 +117,8 @@ class CtKey(ctypes.Structure):
         ("sport", ctypes.c_uint16),
         ("dport", ctypes.c_uint16),
         ("proto", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
+        ("scope", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 2),
     ]
 
 
@@ -127,9 +128,58 @@ class CtValue(ctypes.Structure):
         ("created", ctypes.c_uint64),
         ("egress_ref", ctypes.c_uint32),
         ("ingress_ref", ctypes.c_uint32),
+        ("service_id", ctypes.c_uint32),
+        ("rev_addr", ctypes.c_uint32),
+        ("backend_id", ctypes.c_uint32),
+        ("rev_port", ctypes.c_uint16),
         ("state", ctypes.c_uint8),
         ("seen_reply", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 6),
+        ("flags", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
+class LbKey(ctypes.Structure):
+    """A frontend's slot: slot 0 is the service, 1..count its backends."""
+
+    _fields_ = [
+        ("address", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("scope", ctypes.c_uint8),
+        ("slot", ctypes.c_uint16),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+
+class LbValue(ctypes.Structure):
+    _fields_ = [
+        ("backend_id", ctypes.c_uint32),
+        ("service_id", ctypes.c_uint32),
+        ("affinity_timeout", ctypes.c_uint32),
+        ("count", ctypes.c_uint16),
+        ("flags", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
+class LbBackend(ctypes.Structure):
+    _fields_ = [
+        ("address", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+
+class LbAffinityKey(ctypes.Structure):
+    _fields_ = [("client", ctypes.c_uint32), ("service_id", ctypes.c_uint32)]
+
+
+class LbAffinityValue(ctypes.Structure):
+    _fields_ = [
+        ("last_used", ctypes.c_uint64),
+        ("backend_id", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
     ]
 
 
@@ -181,7 +231,7 @@ class FlowEvent(ctypes.Structure):
         ("reason", ctypes.c_uint8),
         ("direction", ctypes.c_uint8),
         ("hook", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 2),
+        ("frontend_port", ctypes.c_uint16),
         ("ifindex", ctypes.c_uint32),
         ("src_identity", ctypes.c_uint32),
         ("dst_identity", ctypes.c_uint32),
@@ -190,6 +240,9 @@ class FlowEvent(ctypes.Structure):
         ("egress_ref", ctypes.c_uint32),
         ("ingress_ref", ctypes.c_uint32),
         ("len", ctypes.c_uint32),
+        ("service_id", ctypes.c_uint32),
+        ("frontend_addr", ctypes.c_uint32),
+        ("pad2", ctypes.c_uint32),
     ]
 
 
@@ -202,6 +255,11 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "policy_value": PolicyValue,
     "ct_key": CtKey,
     "ct_value": CtValue,
+    "lb_key": LbKey,
+    "lb_value": LbValue,
+    "lb_backend": LbBackend,
+    "lb_affinity_key": LbAffinityKey,
+    "lb_affinity_value": LbAffinityValue,
     "frag_key": FragKey,
     "frag_value": FragValue,
     "metrics_value": MetricsValue,

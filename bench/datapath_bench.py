@@ -197,20 +197,23 @@ def wait_listening(netns: str, ip: str, port: int) -> None:
     raise RuntimeError(f"nothing listens on {ip}:{port} in {netns}")
 
 
-def iperf3_gbps(pair: Pair, seconds: int) -> float:
+def iperf3_gbps(pair: Pair, seconds: int, dial: str | None = None) -> float:
+    """Throughput from the pair's client to its server; the client dials `dial` (a
+    Service's frontend on the same port) when given, else the server's address."""
     with server_process(pair.server[0], "iperf3", "-s", "-1", "-B", pair.server[1],
                         "-p", str(IPERF_PORT)):
         time.sleep(0.3)  # iperf3 -1 serves one test: a probe connect would consume it
-        out = json.loads(sh("iperf3", "-c", pair.server[1], "-p", str(IPERF_PORT), "-t",
+        out = json.loads(sh("iperf3", "-c", dial or pair.server[1], "-p", str(IPERF_PORT), "-t",
                             str(seconds), "-J", netns=pair.client[0]))
     return out["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
-def sockperf_rr(pair: Pair, seconds: int) -> float:
+def sockperf_rr(pair: Pair, seconds: int, dial: str | None = None) -> float:
+    """Request/response rate, the client dialling `dial` as in iperf3_gbps."""
     with server_process(pair.server[0], "sockperf", "sr", "--tcp", "-i", pair.server[1],
                         "-p", str(SOCKPERF_PORT)):
         wait_listening(pair.server[0], pair.server[1], SOCKPERF_PORT)
-        out = sh("sockperf", "pp", "--tcp", "-i", pair.server[1], "-p", str(SOCKPERF_PORT),
+        out = sh("sockperf", "pp", "--tcp", "-i", dial or pair.server[1], "-p", str(SOCKPERF_PORT),
                  "-t", str(seconds), netns=pair.client[0])
     m = re.search(r"RunTime=([\d.]+) sec; SentMessages=\d+; ReceivedMessages=(\d+)", out)
     if not m:

@@ -49,12 +49,12 @@ class Curve:
 
 
 BOUNDS: dict[str, Callable[[float, float], bool]] = {
-    "==": operator.eq, "<": operator.lt, "<=": operator.le}
+    "==": operator.eq, "<": operator.lt, "<=": operator.le, ">=": operator.ge}
 
 
 @dataclass
 class Expectation:
-    """`value` measured in `scenario`, expected to be `op` `bound` (op: ==, <, <=)."""
+    """`value` measured in `scenario`, expected to be `op` `bound` (op: ==, <, <=, >=)."""
 
     scenario: str
     figure: str

@@ -76,6 +76,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               "New conn/s at 1, 100, 1,000, 10,000 policy entries: podwire vs iptables",
               {"quick": ["--seconds", "1", "--runs", "2"],
                "full": ["--seconds", "2", "--runs", "5"]}),
+    Benchmark("service-lb", "lb_bench",
+              "Through a ClusterIP vs by pod IP; new conn/s at 1, 1,000, 10,000 Services: "
+              "podwire vs kube-proxy's iptables rules",
+              {"quick": ["--seconds", "1", "--stream-seconds", "1", "--runs", "1"],
+               "full": ["--seconds", "2", "--stream-seconds", "3", "--runs", "5"]}),
     Benchmark("cni", "cni_bench",
               "CNI ADD/DEL latency and concurrent ADD rate vs bridge + host-local",
               {"quick": ["--pods", "10", "--concurrency", "8"],

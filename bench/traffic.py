@@ -10,12 +10,14 @@ from podwire.common.netns import in_netns
 
 
 def connections_per_s(server_netns: str, server_ip: str, client_netns: str, port: int,
-                      seconds: float) -> float:
+                      seconds: float, connect_to: tuple[str, int] | None = None) -> float:
     """New TCP connections/s from `client_netns` to a listener in `server_netns`.
 
     Each connection is closed with RST (SO_LINGER 0), so no TIME_WAIT builds up and every
-    connection is a conntrack entry and a policy decision.
+    connection is a conntrack entry and a policy decision. `connect_to` is the address the
+    client dials when it is not the listener's own (a Service's frontend).
     """
+    target = connect_to or (server_ip, port)
     with in_netns(server_netns):
         listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -41,7 +43,7 @@ def connections_per_s(server_netns: str, server_ip: str, client_netns: str, port
             with in_netns(client_netns):
                 client = socket.socket()
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-            client.connect((server_ip, port))
+            client.connect(target)
             client.close()
             count += 1
     finally:

@@ -1,8 +1,10 @@
 /* from_overlay: tc ingress of the vxlan device (collect_md). Packets from pods on
  * other nodes, already decapsulated; the sender is resolved by its source IP in
- * this node's ipcache (identities are node-local). */
+ * this node's ipcache (identities are node-local). Replies of connections this node's
+ * pods made through a Service are reverse-translated here. */
 #include "lib/conntrack.h"
 #include "lib/entry.h"
+#include "lib/lb.h"
 #include "lib/newflow.h"
 #include "lib/policy.h"
 
@@ -12,6 +14,7 @@ int from_overlay(struct __sk_buff *skb)
 	struct endpoint_info *dst_ep;
 	struct ipcache_value *peer;
 	struct node_config *cfg;
+	struct ct_value *ct;
 	struct pkt p = {};
 	int verdict, ret;
 	__u64 now;
@@ -38,8 +41,21 @@ int from_overlay(struct __sk_buff *skb)
 	c.dst_ep_id = dst_ep->ep_id;
 
 	now = bpf_ktime_get_ns();
-	if (ct_lookup(skb, cfg, &p, now) != CT_NEW)
+	switch (ct_lookup(skb, cfg, &p, now, &ct)) {
+	case CT_NEW:
+		break;
+	case CT_REPLY:
+		/* A reply from a backend on another node to a client of this one, which
+		 * translated the connection (the backend node's own entry carries none). */
+		if (ct && ct->service_id) {
+			ret = lb_rev_nat(skb, &p, ct);
+			if (ret < 0)
+				return drop(skb, cfg, &p, &c, ret);
+		}
 		return deliver_local(skb, cfg, &p, &c, dst_ep);
+	default:
+		return deliver_local(skb, cfg, &p, &c, dst_ep);
+	}
 
 	ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity, peer ? peer->cidr_identity : 0,
 			   &p, &c.ingress_ref);

@@ -2,10 +2,12 @@
  * to_pod (tc egress: what reaches the pod through the host stack). */
 #include "lib/conntrack.h"
 #include "lib/entry.h"
+#include "lib/lb.h"
 #include "lib/newflow.h"
 #include "lib/policy.h"
 
-/* What a pod sends: anti-spoofing, conntrack, the sender's egress policy, then the
+/* What a pod sends: anti-spoofing, Service translation, conntrack (replies of
+ * Service connections reverse-translated), the sender's egress policy, then the
  * receiver's ingress policy when it is local, then delivery. */
 int from_pod(struct __sk_buff *skb)
 {
@@ -13,8 +15,9 @@ int from_pod(struct __sk_buff *skb)
 	struct endpoint_info *src, *dst_ep;
 	struct ipcache_value *peer, *self;
 	struct node_config *cfg;
+	struct ct_value *ct;
 	struct pkt p = {};
-	__u32 cidr = 0;
+	__u32 cidr = 0, client;
 	int verdict, ret;
 	__u64 now;
 
@@ -26,10 +29,30 @@ int from_pod(struct __sk_buff *skb)
 		return drop(skb, cfg, &p, &c, DROP_INVALID_SOURCE);
 	c.src_identity = src->identity;
 	c.src_ep_id = src->ep_id;
+	client = p.saddr;
 
 	now = bpf_ktime_get_ns();
-	if (ct_lookup(skb, cfg, &p, now) != CT_NEW)
+	ret = lb_frontend(skb, cfg, &p, &c, LB_SCOPE_INTERNAL, now);
+	if (ret == DROP_NO_SERVICE_BACKEND) {
+		drop(skb, cfg, &p, &c, ret);
+		return lb_refuse(skb, &p);
+	}
+	if (ret < 0)
+		return drop(skb, cfg, &p, &c, ret);
+
+	switch (ct_lookup(skb, cfg, &p, now, &ct)) {
+	case CT_NEW:
+		break;
+	case CT_REPLY:
+		if (ct && ct->service_id) {
+			ret = lb_rev_nat(skb, &p, ct);
+			if (ret < 0)
+				return drop(skb, cfg, &p, &c, ret);
+		}
 		return deliver(skb, cfg, &p, &c);
+	default:
+		return deliver(skb, cfg, &p, &c);
+	}
 
 	dst_ep = endpoints.lookup(&p.daddr);
 	peer = ipcache_lookup(p.daddr);
@@ -46,7 +69,7 @@ int from_pod(struct __sk_buff *skb)
 		return drop(skb, cfg, &p, &c, ret);
 
 	if (dst_ep) {
-		self = ipcache_lookup(p.saddr);
+		self = ipcache_lookup(client); /* p.saddr is LB_HAIRPIN_IP after a hairpin */
 		c.direction = DIR_INGRESS;
 		ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity,
 				   self ? self->cidr_identity : 0, &p, &c.ingress_ref);
@@ -70,6 +93,7 @@ int to_pod(struct __sk_buff *skb)
 	struct endpoint_info *dst_ep;
 	struct ipcache_value *peer;
 	struct node_config *cfg;
+	struct ct_value *ct;
 	struct pkt p = {};
 	int verdict, ret;
 	__u64 now;
@@ -84,7 +108,7 @@ int to_pod(struct __sk_buff *skb)
 	c.dst_ep_id = dst_ep->ep_id;
 
 	now = bpf_ktime_get_ns();
-	if (ct_lookup(skb, cfg, &p, now) != CT_NEW)
+	if (ct_lookup(skb, cfg, &p, now, &ct) != CT_NEW)
 		return pass_on(skb, &c);
 
 	peer = ipcache_lookup(p.saddr);

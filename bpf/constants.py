@@ -13,6 +13,7 @@ read the same vocabulary without importing one another.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from pathlib import Path
 from typing import Final
 
@@ -74,6 +75,7 @@ class Hook(enum.IntEnum):
     FROM_POD = _C["HOOK_FROM_POD"]
     TO_POD = _C["HOOK_TO_POD"]
     FROM_OVERLAY = _C["HOOK_FROM_OVERLAY"]
+    FROM_NETDEV = _C["HOOK_FROM_NETDEV"]
 
     @property
     def label(self) -> str:
@@ -96,6 +98,28 @@ class CtState(enum.IntEnum):
     ESTABLISHED = _C["CT_STATE_ESTABLISHED"]
     CLOSING = _C["CT_STATE_CLOSING"]
 
+
+class CtScope(enum.IntEnum):
+    """ct_key.scope: a connection's own entry, or the frontend tuple's (its backend)."""
+
+    FLOW = _C["CT_SCOPE_FLOW"]
+    SERVICE = _C["CT_SCOPE_SERVICE"]
+
+
+class LbScope(enum.IntEnum):
+    """lb_key.scope: who reaches a frontend: pods and the node itself (internalTrafficPolicy
+    applies), or clients outside the cluster through a NodePort (externalTrafficPolicy)."""
+
+    INTERNAL = _C["LB_SCOPE_INTERNAL"]
+    EXTERNAL = _C["LB_SCOPE_EXTERNAL"]
+
+
+# lb_value.flags, ct_value.flags
+LB_F_KEEP_CLIENT: Final = _C["LB_F_KEEP_CLIENT"]
+LB_F_NODE_PORT: Final = _C["LB_F_NODE_PORT"]
+CT_F_HAIRPIN: Final = _C["CT_F_HAIRPIN"]
+# The source a pod reaching itself through a Service is given.
+LB_HAIRPIN_IP: Final = str(ipaddress.IPv4Address(_C["LB_HAIRPIN_IP"]))
 
 # endpoint_info.flags and node_config.flags
 EP_F_INGRESS_ISOLATED: Final = _C["EP_F_INGRESS_ISOLATED"]

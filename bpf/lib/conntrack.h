@@ -126,13 +126,16 @@ static __always_inline bool ct_reopens(const struct ct_value *v, const struct pk
 	return false;
 }
 
-/* Is this packet part of a live connection? Refreshes the entry it hits. */
+/* Is this packet part of a live connection? Refreshes the entry it hits, and hands it
+ * back in *entry for CT_ESTABLISHED and CT_REPLY (NULL otherwise): a reply of a
+ * connection made through a Service is reverse-translated from it (lb.h). */
 static __always_inline enum ct_status ct_lookup(struct __sk_buff *skb, const struct node_config *cfg,
-				     const struct pkt *p, __u64 now)
+				     const struct pkt *p, __u64 now, struct ct_value **entry)
 {
 	struct ct_key fwd = {}, rev = {};
 	struct ct_value *v;
 
+	*entry = NULL;
 	ct_key_of(p, &fwd);
 	v = conntrack.lookup(&fwd);
 	if (v && ct_alive(cfg, v, p->proto, now)) {
@@ -140,6 +143,7 @@ static __always_inline enum ct_status ct_lookup(struct __sk_buff *skb, const str
 			return CT_NEW;
 		ct_update(v, p, 0);
 		ct_touch(v, now);
+		*entry = v;
 		return CT_ESTABLISHED;
 	}
 
@@ -154,6 +158,7 @@ static __always_inline enum ct_status ct_lookup(struct __sk_buff *skb, const str
 		if (!v->seen_reply)
 			v->seen_reply = 1;
 		ct_touch(v, now);
+		*entry = v;
 		return CT_REPLY;
 	}
 
@@ -194,22 +199,43 @@ static __always_inline __u8 ct_first_state(const struct pkt *p)
 }
 
 /* Record a new connection: 0, or DROP_CT_FULL only when the map is full (an expired
- * entry with the same key is overwritten in place). */
-static __always_inline int ct_create(const struct pkt *p, __u64 now, __u32 egress_ref,
-				     __u32 ingress_ref)
+ * entry with the same key is overwritten in place). v holds what the caller knows of
+ * it (policy refs, reverse translation); times and state are filled here. */
+static __always_inline int ct_create(const struct pkt *p, __u8 scope, __u64 now,
+				     struct ct_value *v)
 {
 	struct ct_key k = {};
-	struct ct_value v = {};
 
 	ct_key_of(p, &k);
-	v.last_seen = now;
-	v.created = now;
-	v.egress_ref = egress_ref;
-	v.ingress_ref = ingress_ref;
-	v.state = ct_first_state(p);
-	if (conntrack.update(&k, &v) < 0)
+	k.scope = scope;
+	v->last_seen = now;
+	v->created = now;
+	v->state = ct_first_state(p);
+	if (conntrack.update(&k, v) < 0)
 		return DROP_CT_FULL;
 	return 0;
+}
+
+/* A CT_SCOPE_SERVICE entry sees only the client's packets: its TCP or SCTP connection
+ * counts as established once the client sends past its opening packet (as Cilium
+ * judges by non-SYN packets), so it lives as long as the connection it belongs to. */
+static __always_inline void ct_update_service(struct ct_value *v, const struct pkt *p)
+{
+	bool opening_only, closing;
+
+	if (p->proto == IPPROTO_TCP) {
+		closing = p->tcp_flags & (TCP_FIN | TCP_RST);
+		opening_only = (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
+	} else if (p->proto == IPPROTO_SCTP) {
+		closing = p->sctp_chunks & SCTP_CLOSE_CHUNKS;
+		opening_only = p->sctp_chunks & SCTP_BIT(SCTP_CHUNK_INIT);
+	} else {
+		return;
+	}
+	if (closing && v->state != CT_STATE_CLOSING)
+		v->state = CT_STATE_CLOSING;
+	else if (v->state == CT_STATE_OPENING && !opening_only)
+		v->state = CT_STATE_ESTABLISHED;
 }
 
 #endif

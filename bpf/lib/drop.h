@@ -31,6 +31,9 @@ enum drop_reason {
 	 * what RFC 9260 forbids (sctp.h): kept apart from MALFORMED so a count of it
 	 * points at an SCTP sender. */
 	DROP_MALFORMED_SCTP = -DROP_CODE_BASE - 11,
+	/* Sent to a Service frontend that has no backend: the client is answered at
+	 * once with an ICMP port unreachable from the frontend (lb.h). */
+	DROP_NO_SERVICE_BACKEND = -DROP_CODE_BASE - 12,
 };
 
 #define DROP_CODE(reason) ((__u8)(-(reason) - DROP_CODE_BASE))

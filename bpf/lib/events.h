@@ -15,6 +15,12 @@ struct flow_ctx {
 	__u32 dst_ep_id;
 	__u32 egress_ref;
 	__u32 ingress_ref;
+	/* Set when the packet was sent to a Service frontend (lb.h): which Service, the
+	 * frontend it was sent to, and CT_F_* of the translation. */
+	__u32 service_id;
+	__u32 frontend_addr;
+	__u16 frontend_port;
+	__u8 ct_flags;
 	__u8 direction;
 	__u8 hook;
 };
@@ -58,8 +64,7 @@ static __always_inline void emit(struct __sk_buff *skb, const struct node_config
 	e->reason = code;
 	e->direction = c->direction;
 	e->hook = c->hook;
-	e->pad[0] = 0;
-	e->pad[1] = 0;
+	e->frontend_port = c->frontend_port;
 	e->ifindex = skb->ifindex;
 	e->src_identity = c->src_identity;
 	e->dst_identity = c->dst_identity;
@@ -68,6 +73,9 @@ static __always_inline void emit(struct __sk_buff *skb, const struct node_config
 	e->egress_ref = c->egress_ref;
 	e->ingress_ref = c->ingress_ref;
 	e->len = skb->len;
+	e->service_id = c->service_id;
+	e->frontend_addr = c->frontend_addr;
+	e->pad2 = 0;
 	events.ringbuf_submit(e, 0);
 }
 

@@ -50,6 +50,14 @@ BPF_TABLE_PINNED("percpu_array", __u32, struct metrics_value, metrics,
 /* Ring buffer reservations that failed (the reader was too slow). */
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, events_lost, 1, PINNED(events_lost));
 BPF_TABLE_PINNED("array", __u32, struct node_config, config, 1, PINNED(config));
+/* The load balancer: frontend slots (types.h), backends by id, and the ClientIP
+ * affinity of clients (an LRU: a forgotten client is only given a fresh choice). */
+BPF_TABLE_PINNED("hash", struct lb_key, struct lb_value, lb_services, LB_SERVICES_MAX,
+		 PINNED(lb_services), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("hash", __u32, struct lb_backend, lb_backends, LB_BACKENDS_MAX,
+		 PINNED(lb_backends), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lru_hash", struct lb_affinity_key, struct lb_affinity_value, lb_affinity,
+		 LB_AFFINITY_MAX, PINNED(lb_affinity));
 BPF_RINGBUF_PINNED(events, EVENTS_BYTES);
 
 static __always_inline __u32 metrics_index(__u8 code, __u8 direction)

@@ -6,12 +6,21 @@
 #include "events.h"
 
 /* Record the connection in conntrack and report it as a flow event (when events are
- * on). 0 to go on with delivery, or a drop reason (CT_FULL). */
+ * on). A connection made through a Service records its reverse translation. 0 to go on
+ * with delivery, or a drop reason (CT_FULL). */
 static __always_inline int new_flow_commit(struct __sk_buff *skb,
 					   const struct node_config *cfg, const struct pkt *p,
 					   const struct flow_ctx *c, __u64 now)
 {
-	int ret = ct_create(p, now, c->egress_ref, c->ingress_ref);
+	struct ct_value v = {
+		.egress_ref = c->egress_ref,
+		.ingress_ref = c->ingress_ref,
+		.service_id = c->service_id,
+		.rev_addr = c->frontend_addr,
+		.rev_port = c->frontend_port,
+		.flags = c->ct_flags,
+	};
+	int ret = ct_create(p, CT_SCOPE_FLOW, now, &v);
 
 	if (ret < 0)
 		return ret;

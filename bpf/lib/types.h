@@ -28,6 +28,8 @@
 #define HOOK_FROM_POD 1
 #define HOOK_TO_POD 2
 #define HOOK_FROM_OVERLAY 3
+/* Reserved for NodePort on the node's underlay device (not attached yet). */
+#define HOOK_FROM_NETDEV 4
 
 /* flow_event.type */
 #define EVENT_FLOW 1 /* a new connection was allowed */
@@ -90,6 +92,15 @@ struct policy_value {
 	__u32 flags;
 };
 
+/* ct_key.scope: an entry of the tuple as delivered (the connection itself), or of
+ * the tuple a client sent to a Service frontend, which remembers the backend chosen
+ * for it (Cilium's CT_SERVICE) so every packet of the connection goes to the same one. */
+#define CT_SCOPE_FLOW 0
+#define CT_SCOPE_SERVICE 1
+
+/* ct_value.flags */
+#define CT_F_HAIRPIN 1 /* the client reached itself: its source was SNATed to LB_HAIRPIN_IP */
+
 /* 5-tuple of the initiator. ICMP echo uses the echo id as both ports, so the
  * reversed tuple of a reply equals the request's. */
 struct ct_key {
@@ -98,7 +109,8 @@ struct ct_key {
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
-	__u8 pad[3];
+	__u8 scope;
+	__u8 pad[2];
 };
 
 struct ct_value {
@@ -106,9 +118,66 @@ struct ct_value {
 	__u64 created;
 	__u32 egress_ref;  /* policy_ref that allowed it on egress, 0 = not isolated */
 	__u32 ingress_ref; /* same for ingress */
+	/* Reverse translation of a connection made through a Service (CT_SCOPE_FLOW at the
+	 * client's node): replies leave with rev_addr:rev_port as their source. 0: none. */
+	__u32 service_id;
+	__u32 rev_addr;
+	__u32 backend_id; /* CT_SCOPE_SERVICE: the backend this connection was given */
+	__u16 rev_port;
 	__u8 state;
 	__u8 seen_reply;
-	__u8 pad[6];
+	__u8 flags; /* CT_F_* */
+	__u8 pad[3];
+};
+
+/* The load balancer (bpf/lib/lb.h). A frontend is an address:port/protocol seen from a
+ * scope; its entries are Cilium's slots: slot 0 is the service (count of backends, its
+ * id, affinity timeout, flags), slots 1..count name one backend each. */
+#define LB_SCOPE_INTERNAL 0 /* pods and the node itself */
+#define LB_SCOPE_EXTERNAL 1 /* clients outside the cluster, through a NodePort */
+
+/* lb_value.flags (slot 0) */
+#define LB_F_KEEP_CLIENT 1 /* externalTrafficPolicy Local: no SNAT, local backends only */
+#define LB_F_NODE_PORT 2
+
+/* A pod reaching itself through a Service is given this source (host byte order here),
+ * as Cilium does: its own address as source would be dropped by its kernel. */
+#define LB_HAIRPIN_IP 0xa9fe2a01 /* 169.254.42.1 */
+
+struct lb_key {
+	__u32 address;
+	__u16 port;
+	__u8 proto;
+	__u8 scope;
+	__u16 slot;
+	__u8 pad[2];
+};
+
+struct lb_value {
+	__u32 backend_id; /* slots 1..count */
+	__u32 service_id; /* slot 0: the agent's index of "namespace/name" */
+	__u32 affinity_timeout; /* slot 0: ClientIP affinity in seconds, 0 = none */
+	__u16 count; /* slot 0: backends that take new connections */
+	__u8 flags; /* slot 0: LB_F_* */
+	__u8 pad;
+};
+
+struct lb_backend {
+	__u32 address;
+	__u16 port;
+	__u8 pad[2];
+};
+
+/* ClientIP session affinity: which backend a client last used for a service. */
+struct lb_affinity_key {
+	__u32 client;
+	__u32 service_id;
+};
+
+struct lb_affinity_value {
+	__u64 last_used; /* bpf_ktime_get_ns() */
+	__u32 backend_id;
+	__u32 pad;
 };
 
 /* Fragments: the first fragment records its ports so later ones share its verdict. */
@@ -158,7 +227,7 @@ struct flow_event {
 	__u8 reason;
 	__u8 direction;
 	__u8 hook;
-	__u8 pad[2];
+	__u16 frontend_port; /* the Service port it was sent to, 0 when none */
 	__u32 ifindex;
 	__u32 src_identity;
 	__u32 dst_identity;
@@ -167,6 +236,9 @@ struct flow_event {
 	__u32 egress_ref;
 	__u32 ingress_ref;
 	__u32 len;
+	__u32 service_id; /* the Service it went through (lb_value.service_id), 0 when none */
+	__u32 frontend_addr; /* the address the client sent it to, 0 when none */
+	__u32 pad2;
 };
 
 #endif

@@ -31,10 +31,10 @@ pytestmark = pytest.mark.timeout(600)  # the quick suite is about 3.5 minutes he
 ENVIRONMENT_KEYS = {"kernel", "cpu_count", "cpu_model", "python", "bcc", "pyroute2", "podwire",
                     "git_commit", "git_dirty", "tools", "load_before", "load_after"}
 ENTRY_KEYS = {"description", "command", "status", "seconds", "error", "figures"}
-# Namespace prefixes the benchmarks use: datapath, cross-node baseline, policy-scale,
+# Namespace prefixes the benchmarks use: datapath, cross-node baseline, policy-scale, service-lb,
 # flows lab, cross-node lab, agent scale, faults lab (the CNI stand-in agent's pwtc- is
 # shared with the CNI tests, which may run meanwhile).
-BENCH_PREFIXES = ("pwbh1-", "pwbh9c-", "pwbh9s-", "pwbfl-", "pwbh9x-", "pwbs", "pwflt-")
+BENCH_PREFIXES = ("pwbh1-", "pwbh9c-", "pwbh9s-", "pwbh11-", "pwbfl-", "pwbh9x-", "pwbs", "pwflt-")
 
 
 def podwire(*args: str) -> subprocess.CompletedProcess[str]:

@@ -445,8 +445,8 @@ def test_ring_buffer_overflow_is_counted_and_reads_are_bounded(e: Env) -> None:
     drops_before = counter(e.dp, "INVALID_SOURCE", "egress")
     frame = bytes(Ether(src=e.a.mac, dst=e.a.host_mac) / IP(src="10.200.0.98", dst=e.b.ip)
                   / SUDP(sport=1, dport=9) / b"flood")
-    # More 72-byte records (64-byte event + 8-byte header) than the ring holds.
-    total = DatapathSizes().events_pages * 4096 // 72 + 2000
+    # More records (the event and an 8-byte header) than the ring holds.
+    total = DatapathSizes().events_pages * 4096 // (ctypes.sizeof(structs.FlowEvent) + 8) + 2000
     raw = e.a.raw_l2()
     try:
         for _ in range(total):

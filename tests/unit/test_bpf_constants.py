@@ -77,7 +77,8 @@ def test_metrics_index_matches_the_map_size() -> None:
 
 def test_map_declarations_are_read_whole() -> None:
     assert list(MAPS) == ["endpoints", "ipcache", "policy", "conntrack", "fragments",
-                          "metrics", "events_lost", "config", "events"]
+                          "metrics", "events_lost", "config", "lb_services", "lb_backends",
+                          "lb_affinity", "events"]
     ipcache = MAPS["ipcache"]
     assert (ipcache.type, ipcache.key, ipcache.value) == (
         "lpm_trie", "struct ipcache_key", "struct ipcache_value")

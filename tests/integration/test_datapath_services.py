@@ -1,0 +1,572 @@
+"""Services in the datapath: ClusterIP frontends translated at from_pod, replies
+reverse-translated, on one node and across the overlay. Real pods, real sockets; the
+load balancer's maps are written through the programmer as the agent writes them.
+
+n1 holds the client a and the backend b, n2 the backend c.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from datapath_topo import (
+    Pod,
+    Topology,
+    counter,
+    drain_events,
+    ipcache_value,
+    nsexec,
+    open_datapath,
+    policy_key,
+    recv_nowait,
+    serve_pods,
+    wait_for,
+)
+from scapy.layers.inet import IP
+from scapy.layers.l2 import Ether
+from scapy.layers.sctp import SCTP, SCTPChunkInit, SCTPChunkInitAck
+from scapy.packet import Raw
+
+from podwire.agent import programmer, structs
+from podwire.agent.config import AgentConfig
+from podwire.agent.datapath import Datapath
+from podwire.agent.entries import BackendEntry, FrontendKey, Protocol, ServiceEntry
+from podwire.agent.nodesetup import ensure_vxlan_device
+from podwire.agent.reasons import reason_code
+from podwire.agent.reconcile import Delete, MapName, Operation, Upsert
+from podwire.bpf.constants import (
+    EP_F_EGRESS_ISOLATED,
+    EP_F_INGRESS_ISOLATED,
+    LB_HAIRPIN_IP,
+    CtScope,
+    Direction,
+    EventType,
+    Hook,
+    ReservedIdentity,
+)
+
+PREFIX = f"pwth1s{os.getpid() % 10000}"
+UNDERLAY = {"n1": "10.198.9.1", "n2": "10.198.9.2"}
+POD_CIDR = {"n1": "10.203.1.0/24", "n2": "10.203.2.0/24"}
+VIP = "10.96.7.10"
+# Identities are node-local: each node numbers every pod its own way.
+ID = {"n1": {"a": 600, "b": 601, "c": 602}, "n2": {"a": 700, "b": 701, "c": 702}}
+TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
+BACKEND_PORT, UDP_BACKEND_PORT = 8080, 5353
+# Backend ids: b and c on the TCP and on the UDP target port.
+B_TCP, C_TCP, B_UDP, C_UDP = 1, 2, 3, 4
+SERVICE_ID = 17
+
+
+@dataclass
+class Lab:
+    dp1: Datapath
+    dp2: Datapath
+    a: Pod
+    b: Pod
+    c: Pod
+
+    @property
+    def datapaths(self) -> tuple[Datapath, Datapath]:
+        return self.dp1, self.dp2
+
+    def backends(self) -> dict[int, BackendEntry]:
+        return {B_TCP: BackendEntry(self.b.ip, BACKEND_PORT),
+                C_TCP: BackendEntry(self.c.ip, BACKEND_PORT),
+                B_UDP: BackendEntry(self.b.ip, UDP_BACKEND_PORT),
+                C_UDP: BackendEntry(self.c.ip, UDP_BACKEND_PORT)}
+
+    def program(self, services: dict[FrontendKey, ServiceEntry],
+                backends: dict[int, BackendEntry] | None = None) -> None:
+        """Every node gets the same Services, as the agent writes them: backends before
+        the frontends naming them, frontends gone before their backends."""
+        backends = self.backends() if backends is None else backends
+        for dp in self.datapaths:
+            installed = programmer.read_installed(dp)
+            ops: list[Operation] = [Upsert(MapName.LB_BACKENDS, k, v) for k, v in backends.items()
+                                    if installed.lb_backends.get(k) != v]
+            ops += [Upsert(MapName.LB_SERVICES, k, v) for k, v in services.items()
+                    if installed.lb_services.get(k) != v]
+            ops += [Delete(MapName.LB_SERVICES, k) for k in installed.lb_services
+                    if k not in services]
+            ops += [Delete(MapName.LB_BACKENDS, k) for k in installed.lb_backends
+                    if k not in backends]
+            programmer.apply(dp, ops)
+
+    def reset(self) -> None:
+        self.program({}, {})
+        open_datapath(self.dp1, (self.a, self.b))
+        open_datapath(self.dp2, (self.c,))
+        for dp in self.datapaths:
+            for key in list(dp.lb_affinity.keys()):
+                dp.lb_affinity.delete(key)
+
+
+def frontend(port: int, proto: int = TCP) -> FrontendKey:
+    return FrontendKey(VIP, port, Protocol(proto))
+
+
+def service(*backend_ids: int, affinity: int = 0, service_id: int = SERVICE_ID) -> ServiceEntry:
+    return ServiceEntry(service_id=service_id, backend_ids=backend_ids,
+                        affinity_timeout=affinity)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    topo = Topology(PREFIX)
+    try:
+        n1 = topo.add_node("n1", UNDERLAY["n1"])
+        n2 = topo.add_node("n2", UNDERLAY["n2"])
+        for ns, name in ((n1, "n1"), (n2, "n2")):
+            nsexec(ns, "ip", "addr", "del", f"{UNDERLAY[name]}/32", "dev", "lo")
+        nsexec(n1, "ip", "link", "add", "u1", "type", "veth", "peer", "name", "u2", "netns", n2)
+        for ns, dev, name in ((n1, "u1", "n1"), (n2, "u2", "n2")):
+            nsexec(ns, "ip", "addr", "add", f"{UNDERLAY[name]}/24", "dev", dev)
+            nsexec(ns, "ip", "link", "set", dev, "up")
+        a = topo.add_pod(n1, "a", "10.203.1.2", ep_id=51, identity=ID["n1"]["a"])
+        b = topo.add_pod(n1, "b", "10.203.1.3", ep_id=52, identity=ID["n1"]["b"])
+        c = topo.add_pod(n2, "c", "10.203.2.2", ep_id=61, identity=ID["n2"]["c"])
+        dps = {}
+        for name, ns, pods in (("n1", n1, (a, b)), ("n2", n2, (c,))):
+            config = AgentConfig(node_name=name, pin_dir=topo.pin_dir(name),
+                                 node_ip=UNDERLAY[name], conntrack_max=4096)
+            dp = Datapath.load(config, netns=ns)
+            topo.datapaths.append(dp)
+            dp.attach_overlay(ensure_vxlan_device("pwvx", UNDERLAY[name], 8472, 1450, netns=ns))
+            serve_pods(dp, pods)
+            dp.set_ipcache(UNDERLAY[name], ipcache_value(ReservedIdentity.HOST))
+            dps[name] = dp
+        dps["n1"].set_ipcache(c.ip, ipcache_value(ID["n1"]["c"], tunnel_ip=UNDERLAY["n2"]))
+        dps["n1"].set_ipcache(POD_CIDR["n2"], ipcache_value(ReservedIdentity.WORLD,
+                                                            tunnel_ip=UNDERLAY["n2"]))
+        for pod in (a, b):
+            dps["n2"].set_ipcache(pod.ip, ipcache_value(ID["n2"][pod.name],
+                                                        tunnel_ip=UNDERLAY["n1"]))
+        yield Lab(dps["n1"], dps["n2"], a, b, c)
+    finally:
+        topo.cleanup()
+
+
+@pytest.fixture
+def lb(lab: Lab) -> Iterator[Lab]:
+    lab.reset()
+    yield lab
+    lab.reset()
+
+
+class Listeners:
+    """A TCP listener on the backend port of each backend pod; tells which one a
+    connection reached."""
+
+    def __init__(self, *pods: Pod, port: int = BACKEND_PORT) -> None:
+        self.by_fd: dict[int, tuple[Pod, socket.socket]] = {}
+        for pod in pods:
+            sock = pod.socket(socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((pod.ip, port))
+            sock.listen(64)
+            self.by_fd[sock.fileno()] = (pod, sock)
+
+    def accept(self) -> tuple[Pod, socket.socket, tuple[str, int]]:
+        ready, _, _ = select.select([s for _, s in self.by_fd.values()], [], [], 5)
+        assert ready, "no backend got the connection"
+        pod, listener = self.by_fd[ready[0].fileno()]
+        server, peer = listener.accept()
+        server.settimeout(5)
+        return pod, server, peer
+
+    def close(self) -> None:
+        for _, sock in self.by_fd.values():
+            sock.close()
+
+
+def connect(client: Pod, port: int, timeout: float = 5) -> socket.socket:
+    sock = client.socket(socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect((VIP, port))
+    return sock
+
+
+def tcp_exchange(client: socket.socket, server: socket.socket, payload: bytes) -> None:
+    client.sendall(payload)
+    received = b""
+    while len(received) < len(payload):
+        received += server.recv(65536)
+    assert received == payload
+    server.sendall(b"reply:" + payload[:10])
+    assert client.recv(100) == b"reply:" + payload[:10]
+
+
+def udp_server(pod: Pod) -> socket.socket:
+    sock = pod.socket(socket.SOCK_DGRAM)
+    sock.bind((pod.ip, UDP_BACKEND_PORT))
+    sock.settimeout(5)
+    return sock
+
+
+def udp_via_service(client: socket.socket, servers: dict[str, socket.socket], data: bytes
+                    ) -> tuple[str, tuple[str, int]]:
+    """Send from a socket connected to the frontend; the backend that got it answers.
+    A connected UDP socket only accepts the answer from the frontend's address and port."""
+    client.send(data)
+    ready, _, _ = select.select(list(servers.values()), [], [], 5)
+    assert ready, "no backend got the datagram"
+    name = next(n for n, s in servers.items() if s is ready[0])
+    got, peer = ready[0].recvfrom(100)
+    assert got == data
+    ready[0].sendto(b"pong:" + data, peer)
+    assert client.recv(100) == b"pong:" + data
+    return name, peer
+
+
+def flows(dp: Datapath) -> list[structs.FlowEvent]:
+    return [ev for ev in drain_events(dp) if ev.type == EventType.FLOW]
+
+
+def test_same_node_tcp_and_udp_reply_from_the_cluster_ip(lb: Lab) -> None:
+    a, b = lb.a, lb.b
+    services = {frontend(80): service(B_TCP), frontend(53, UDP): service(B_UDP)}
+    lb.program(services)
+    installed = programmer.read_installed(lb.dp1)
+    assert installed.lb_services == services and installed.lb_backends == lb.backends()
+
+    listeners = Listeners(b)
+    client = connect(a, 80)
+    try:
+        pod, server, peer = listeners.accept()
+        assert (pod.name, peer[0]) == ("b", a.ip)  # the backend sees the client pod itself
+        assert client.getpeername() == (VIP, 80)
+        tcp_exchange(client, server, os.urandom(100_000))
+        server.close()
+    finally:
+        client.close()
+        listeners.close()
+
+    server_udp = udp_server(b)
+    client_udp = a.socket(socket.SOCK_DGRAM)
+    client_udp.settimeout(5)
+    try:
+        client_udp.connect((VIP, 53))
+        name, peer = udp_via_service(client_udp, {"b": server_udp}, b"query")
+        assert (name, peer[0]) == ("b", a.ip)
+    finally:
+        client_udp.close()
+        server_udp.close()
+
+    sent = [ev for ev in flows(lb.dp1) if ev.hook == Hook.FROM_POD]
+    for proto, port, backend_port in ((TCP, 80, BACKEND_PORT), (UDP, 53, UDP_BACKEND_PORT)):
+        (ev,) = [ev for ev in sent if ev.proto == proto]
+        assert (ev.service_id, structs.ip_str(ev.frontend_addr)) == (SERVICE_ID, VIP)
+        assert structs.port_host(ev.frontend_port) == port
+        assert (structs.ip_str(ev.daddr), structs.port_host(ev.dport)) == (b.ip, backend_port)
+        assert ev.dst_identity == ID["n1"]["b"] and ev.dst_ep_id == b.ep_id
+
+
+def test_cross_node_tcp_and_udp_reverse_translated_at_the_client_node(lb: Lab) -> None:
+    a, c = lb.a, lb.c
+    lb.program({frontend(80): service(C_TCP), frontend(53, UDP): service(C_UDP)})
+    listeners = Listeners(c)
+    client = connect(a, 80)
+    try:
+        pod, server, peer = listeners.accept()
+        assert (pod.name, peer[0]) == ("c", a.ip)
+        assert client.getpeername() == (VIP, 80)
+        tcp_exchange(client, server, os.urandom(300_000))  # MTU-sized segments in the tunnel
+        server.close()
+    finally:
+        client.close()
+        listeners.close()
+
+    server_udp = udp_server(c)
+    client_udp = a.socket(socket.SOCK_DGRAM)
+    client_udp.settimeout(5)
+    try:
+        client_udp.connect((VIP, 53))
+        for i in range(3):
+            assert udp_via_service(client_udp, {"c": server_udp}, b"q%d" % i)[0] == "c"
+    finally:
+        client_udp.close()
+        server_udp.close()
+    sent = [ev for ev in flows(lb.dp1) if ev.service_id == SERVICE_ID]
+    assert {ev.dst_identity for ev in sent} == {ID["n1"]["c"]}
+    # The backend's node saw the client's own address, not the frontend, and translated nothing.
+    received = [ev for ev in flows(lb.dp2) if ev.hook == Hook.FROM_OVERLAY]
+    assert {(structs.ip_str(ev.saddr), structs.ip_str(ev.daddr), ev.service_id)
+            for ev in received} == {(a.ip, c.ip, 0)}
+
+
+def test_connections_spread_over_two_backends(lb: Lab) -> None:
+    lb.program({frontend(80): service(B_TCP, C_TCP)})
+    listeners = Listeners(lb.b, lb.c)
+    reached = []
+    try:
+        for _ in range(40):
+            client = connect(lb.a, 80)
+            pod, server, _ = listeners.accept()
+            reached.append(pod.name)
+            tcp_exchange(client, server, pod.name.encode() * 20)
+            server.close()
+            client.close()
+    finally:
+        listeners.close()
+    # Random choice: both backends take a share (all 40 on one has odds 2**-39).
+    assert set(reached) == {"b", "c"}, reached
+
+
+def test_client_ip_affinity_holds_a_client_on_one_backend(lb: Lab) -> None:
+    lb.program({frontend(80): service(B_TCP, C_TCP, affinity=60)})
+    listeners = Listeners(lb.b, lb.c)
+    reached = []
+    try:
+        for _ in range(20):
+            client = connect(lb.a, 80)
+            pod, server, _ = listeners.accept()
+            reached.append(pod.name)
+            server.close()
+            client.close()
+    finally:
+        listeners.close()
+    assert len(set(reached)) == 1, reached
+    remembered = [(structs.ip_str(k.client), k.service_id, v.backend_id)
+                  for k, v in lb.dp1.lb_affinity.items()]
+    assert remembered == [(lb.a.ip, SERVICE_ID, B_TCP if reached[0] == "b" else C_TCP)]
+
+
+def test_egress_policy_is_judged_against_the_backend(lb: Lab) -> None:
+    """a may reach b's pods on the backend port; the ClusterIP is in no policy and no
+    ipcache entry, so only the backend decides."""
+    a = lb.a
+    lb.dp1.set_endpoint(a.ip, a.endpoint(EP_F_EGRESS_ISOLATED))
+    lb.dp1.set_policy(policy_key(a.ep_id, Direction.EGRESS, ID["n1"]["b"], TCP, BACKEND_PORT),
+                      structs.PolicyValue(policy_ref=31))
+    lb.program({frontend(80): service(B_TCP), frontend(81): service(C_TCP, service_id=18)})
+    listeners = Listeners(lb.b, lb.c)
+    try:
+        client = connect(a, 80)
+        pod, server, _ = listeners.accept()
+        assert pod.name == "b"
+        server.close()
+        client.close()
+        denied_before = counter(lb.dp1, "POLICY_DENIED", "egress")
+        with pytest.raises(TimeoutError):
+            connect(a, 81, timeout=0.5)
+    finally:
+        listeners.close()
+    assert counter(lb.dp1, "POLICY_DENIED", "egress") > denied_before
+    events = drain_events(lb.dp1)
+    allowed = [ev for ev in events if ev.type == EventType.FLOW and ev.service_id == SERVICE_ID]
+    assert allowed and allowed[0].egress_ref == 31
+    drops = [ev for ev in events if ev.type == EventType.DROP and ev.service_id == 18]
+    assert drops and all(ev.reason == reason_code("POLICY_DENIED") for ev in drops)
+    assert {(ev.dst_identity, structs.ip_str(ev.daddr), ev.direction) for ev in drops} == \
+        {(ID["n1"]["c"], lb.c.ip, Direction.EGRESS)}
+
+
+def test_backend_ingress_policy_sees_the_client_identity(lb: Lab) -> None:
+    a, b, c = lb.a, lb.b, lb.c
+    lb.dp1.set_endpoint(b.ip, b.endpoint(EP_F_INGRESS_ISOLATED))
+    lb.dp1.set_policy(policy_key(b.ep_id, Direction.INGRESS, ID["n1"]["a"], TCP, BACKEND_PORT),
+                      structs.PolicyValue(policy_ref=41))
+    lb.dp2.set_endpoint(c.ip, c.endpoint(EP_F_INGRESS_ISOLATED))
+    lb.dp2.set_policy(policy_key(c.ep_id, Direction.INGRESS, ID["n2"]["a"], TCP, BACKEND_PORT),
+                      structs.PolicyValue(policy_ref=42))
+    lb.program({frontend(80): service(B_TCP), frontend(81): service(C_TCP)})
+    listeners = Listeners(b, c)
+    try:
+        for port, name in ((80, "b"), (81, "c")):
+            client = connect(a, port)
+            pod, server, peer = listeners.accept()
+            assert (pod.name, peer[0]) == (name, a.ip)
+            server.close()
+            client.close()
+        # b allows only a: b reaching itself through the Service is judged as b.
+        hairpin_before = counter(lb.dp1, "POLICY_DENIED", "ingress")
+        with pytest.raises(TimeoutError):
+            connect(b, 80, timeout=0.5)
+    finally:
+        listeners.close()
+    assert counter(lb.dp1, "POLICY_DENIED", "ingress") > hairpin_before
+    assert any(ev.ingress_ref == 41 and ev.src_identity == ID["n1"]["a"]
+               for ev in flows(lb.dp1))
+    assert any(ev.ingress_ref == 42 and ev.src_identity == ID["n2"]["a"]
+               and ev.hook == Hook.FROM_OVERLAY for ev in flows(lb.dp2))
+
+
+def test_no_backend_is_refused_at_once_with_its_drop_reason(lb: Lab) -> None:
+    lb.program({frontend(82): service(), frontend(83, UDP): service(service_id=19)})
+    before = counter(lb.dp1, "NO_SERVICE_BACKEND", "egress")
+    # A timeout would raise TimeoutError: only the ICMP answer gives ECONNREFUSED.
+    with pytest.raises(ConnectionRefusedError):
+        connect(lb.a, 82)
+    client = lb.a.socket(socket.SOCK_DGRAM)
+    client.settimeout(5)
+    try:
+        client.connect((VIP, 83))
+        client.send(b"anyone?")
+        with pytest.raises(ConnectionRefusedError):
+            client.recv(100)
+    finally:
+        client.close()
+    assert counter(lb.dp1, "NO_SERVICE_BACKEND", "egress") >= before + 2
+    drops = [ev for ev in drain_events(lb.dp1) if ev.type == EventType.DROP]
+    assert {(ev.service_id, structs.port_host(ev.frontend_port), ev.proto) for ev in drops} == \
+        {(SERVICE_ID, 82, TCP), (19, 83, UDP)}
+    assert {ev.reason for ev in drops} == {reason_code("NO_SERVICE_BACKEND")}
+    assert {structs.ip_str(ev.daddr) for ev in drops} == {VIP}
+
+
+def test_hairpin_a_pod_reaches_itself_through_its_service(lb: Lab) -> None:
+    b = lb.b
+    lb.program({frontend(80): service(B_TCP), frontend(53, UDP): service(B_UDP)})
+    listeners = Listeners(b)
+    client = connect(b, 80)
+    try:
+        pod, server, peer = listeners.accept()
+        assert (pod.name, peer[0]) == ("b", LB_HAIRPIN_IP)
+        assert client.getpeername() == (VIP, 80)
+        tcp_exchange(client, server, os.urandom(50_000))
+        server.close()
+    finally:
+        client.close()
+        listeners.close()
+    server_udp = udp_server(b)
+    client_udp = b.socket(socket.SOCK_DGRAM)
+    client_udp.settimeout(5)
+    try:
+        client_udp.connect((VIP, 53))
+        assert udp_via_service(client_udp, {"b": server_udp}, b"self")[1][0] == LB_HAIRPIN_IP
+    finally:
+        client_udp.close()
+        server_udp.close()
+
+
+def test_removed_backend_ends_tcp_promptly_and_udp_moves_on(lb: Lab) -> None:
+    a = lb.a
+    lb.program({frontend(80): service(B_TCP), frontend(53, UDP): service(B_UDP)})
+    listeners = Listeners(lb.b, lb.c)
+    server_b, server_c = udp_server(lb.b), udp_server(lb.c)
+    client_udp = a.socket(socket.SOCK_DGRAM)
+    client_udp.settimeout(5)
+    client = connect(a, 80)
+    try:
+        pod, server, _ = listeners.accept()
+        assert pod.name == "b"
+        tcp_exchange(client, server, b"before")
+        client_udp.connect((VIP, 53))
+        assert udp_via_service(client_udp, {"b": server_b, "c": server_c}, b"one")[0] == "b"
+
+        # b leaves the Services (its backends are deleted), c takes over.
+        backends = {k: v for k, v in lb.backends().items() if k not in (B_TCP, B_UDP)}
+        lb.program({frontend(80): service(C_TCP), frontend(53, UDP): service(C_UDP)}, backends)
+
+        client.sendall(b"after")
+        with pytest.raises(ConnectionResetError):
+            while client.recv(100):
+                pass
+        assert udp_via_service(client_udp, {"b": server_b, "c": server_c}, b"two")[0] == "c"
+        server.close()
+    finally:
+        client.close()
+        client_udp.close()
+        server_b.close()
+        server_c.close()
+        listeners.close()
+
+
+def test_conntrack_gc_collects_service_entries(lb: Lab) -> None:
+    lb.program({frontend(80): service(B_TCP)})
+    listeners = Listeners(lb.b)
+    client = connect(lb.a, 80)
+    try:
+        _, server, _ = listeners.accept()
+        tcp_exchange(client, server, b"gc")
+        server.close()
+    finally:
+        client.close()
+        listeners.close()
+    entries = list(lb.dp1.conntrack_entries())
+    (svc_key, svc_value), = [(k, v) for k, v in entries if k.scope == CtScope.SERVICE]
+    assert (structs.ip_str(svc_key.daddr), structs.port_host(svc_key.dport)) == (VIP, 80)
+    assert svc_value.backend_id == B_TCP
+    (flow,) = [v for k, v in entries if k.scope == CtScope.FLOW
+               and structs.ip_str(k.daddr) == lb.b.ip]
+    assert (flow.service_id, structs.ip_str(flow.rev_addr), structs.port_host(flow.rev_port)) \
+        == (SERVICE_ID, VIP, 80)
+    # Nothing is expired now; a day later every entry is, of either scope.
+    assert lb.dp1.conntrack_gc() == 0
+    day = 86_400 * 1_000_000_000
+    assert lb.dp1.conntrack_gc(now_ns=max(v.last_seen for _, v in entries) + day) == len(entries)
+    assert not list(lb.dp1.conntrack_entries())
+
+
+def test_malformed_packet_to_a_frontend_is_a_named_drop(lb: Lab) -> None:
+    a = lb.a
+    lb.program({frontend(80): service(B_TCP)})
+    frame = bytes(Ether(src=a.mac, dst=a.host_mac) / IP(src=a.ip, dst=VIP, proto=6)
+                  / Raw(b"\x13\x88\x00\x50TRUNC"))
+    before = counter(lb.dp1, "MALFORMED", "egress")
+    sniff = lb.b.raw_l2()
+    raw = a.raw_l2()
+    try:
+        raw.send(frame)
+        wait_for("a MALFORMED drop", lambda: counter(lb.dp1, "MALFORMED", "egress") > before)
+        assert not [f for f in recv_nowait(sniff) if b"TRUNC" in f]
+    finally:
+        raw.close()
+        sniff.close()
+    drops = [ev for ev in drain_events(lb.dp1) if ev.type == EventType.DROP]
+    assert [(structs.ip_str(ev.daddr), ev.reason) for ev in drops] == \
+        [(VIP, reason_code("MALFORMED"))]
+
+
+def _frames(sock: socket.socket) -> list[Ether]:
+    return [Ether(f) for f in recv_nowait(sock)]
+
+
+def test_sctp_frontend_translated_and_reply_reverse_translated(lb: Lab) -> None:
+    """No SCTP sockets on this kernel: an INIT and its INIT-ACK are crafted and captured."""
+    a, b = lb.a, lb.b
+    port = 7000
+    lb.program({frontend(port, socket.IPPROTO_SCTP): service(5)},
+               {5: BackendEntry(b.ip, port)})
+    at_a, at_b = a.raw_l2(), b.raw_l2()
+    send_a, send_b = a.raw_l2(), b.raw_l2()
+    try:
+        send_a.send(bytes(Ether(src=a.mac, dst=a.host_mac) / IP(src=a.ip, dst=VIP)
+                          / SCTP(sport=5000, dport=port, tag=0)
+                          / SCTPChunkInit(init_tag=77, a_rwnd=65535, n_out_streams=1,
+                                          n_in_streams=1, init_tsn=1)))
+        seen_b: list[Ether] = []
+        wait_for("the INIT at b", lambda: seen_b.extend(_frames(at_b))
+                 or [f for f in seen_b if f.haslayer(SCTPChunkInit)])
+        init = next(f for f in seen_b if f.haslayer(SCTPChunkInit))
+        assert (init[IP].src, init[IP].dst, init[SCTP].dport) == (a.ip, b.ip, port)
+        rebuilt = IP(bytes(init[IP]))
+        del rebuilt.chksum
+        assert IP(bytes(rebuilt)).chksum == init[IP].chksum, "IP checksum not updated"
+
+        send_b.send(bytes(Ether(src=b.mac, dst=b.host_mac) / IP(src=b.ip, dst=a.ip)
+                          / SCTP(sport=port, dport=5000, tag=77)
+                          / SCTPChunkInitAck(init_tag=88, a_rwnd=65535, n_out_streams=1,
+                                             n_in_streams=1, init_tsn=1)))
+        seen_a: list[Ether] = []
+        wait_for("the INIT-ACK at a", lambda: seen_a.extend(_frames(at_a))
+                 or [f for f in seen_a if f.haslayer(SCTPChunkInitAck)])
+        ack = next(f for f in seen_a if f.haslayer(SCTPChunkInitAck))
+        assert (ack[IP].src, ack[IP].dst, ack[SCTP].sport) == (VIP, a.ip, port)
+    finally:
+        for sock in (at_a, at_b, send_a, send_b):
+            sock.close()
+
+
+def test_lb_maps_are_sized_and_listed(lb: Lab) -> None:
+    usage = lb.dp1.map_usage()
+    assert usage["lb_services"]["max"] > 0 and usage["lb_backends"]["max"] > 0
+    lb.program({frontend(80): service(B_TCP, C_TCP)})
+    usage = lb.dp1.map_usage()
+    assert (usage["lb_services"]["entries"], usage["lb_backends"]["entries"]) == (3, 4)

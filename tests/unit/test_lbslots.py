@@ -1,0 +1,79 @@
+"""The load balancer's slots: the order of a frontend's writes and the read-back."""
+
+from __future__ import annotations
+
+from podwire.agent import lbslots, structs
+from podwire.agent.entries import FrontendKey, LbScope, Protocol, ServiceEntry
+
+FRONTEND = FrontendKey("10.96.0.10", 53, Protocol.UDP, LbScope.INTERNAL)
+
+
+def _replay(old: dict[int, structs.LbValue], writes: list[lbslots.SlotWrite],
+            ) -> list[dict[int, structs.LbValue]]:
+    """Every state the map passes through, one write at a time."""
+    state, states = dict(old), []
+    for write in writes:
+        if write.value is None:
+            state.pop(write.key.slot, None)
+        else:
+            state[write.key.slot] = write.value
+        states.append(dict(state))
+    return states
+
+
+def _slots(entry: ServiceEntry) -> dict[int, structs.LbValue]:
+    return {w.key.slot: w.value for w in lbslots.frontend_writes(FRONTEND, entry, 0)
+            if w.value is not None}
+
+
+def _sound(state: dict[int, structs.LbValue]) -> bool:
+    """Slot 0, when present, counts only slots that are there."""
+    head = state.get(0)
+    return head is None or all(slot in state for slot in range(1, head.count + 1))
+
+
+def test_growing_shrinking_and_deleting_never_count_a_missing_slot() -> None:
+    small = ServiceEntry(service_id=7, backend_ids=(1, 2))
+    large = ServiceEntry(service_id=7, backend_ids=(3, 4, 5, 6), affinity_timeout=30)
+    for old, new in ((None, small), (small, large), (large, small), (small, None),
+                     (large, ServiceEntry(service_id=7, backend_ids=()))):
+        before = _slots(old) if old else {}
+        writes = lbslots.frontend_writes(FRONTEND, new, len(old.backend_ids) if old else 0)
+        states = _replay(before, writes)
+        assert all(_sound(s) for s in states), (old, new)
+        want = _slots(new) if new else {}
+        assert {k: bytes(v) for k, v in states[-1].items()} == \
+            {k: bytes(v) for k, v in want.items()}
+
+
+def test_slot_zero_is_written_after_the_new_slots_and_deleted_first() -> None:
+    entry = ServiceEntry(service_id=3, backend_ids=(10, 11, 12))
+    writes = lbslots.frontend_writes(FRONTEND, entry, 5)
+    assert [w.key.slot for w in writes] == [1, 2, 3, 0, 4, 5]
+    assert [w.value is None for w in writes] == [False] * 4 + [True] * 2
+    assert [w.key.slot for w in lbslots.frontend_writes(FRONTEND, None, 2)] == [0, 1, 2]
+
+
+def test_read_back_gives_the_entries_written() -> None:
+    entry = ServiceEntry(service_id=9, backend_ids=(4, 2, 8), affinity_timeout=10800,
+                         keep_client_address=True, node_port=True)
+    other = FrontendKey("10.96.0.10", 53, Protocol.TCP, LbScope.EXTERNAL)
+    slots = [(w.key, w.value) for f in (FRONTEND, other)
+             for w in lbslots.frontend_writes(f, entry, 0) if w.value is not None]
+    assert lbslots.read_frontends(slots) == {FRONTEND: entry, other: entry}
+
+
+def test_an_interrupted_write_reads_back_as_different() -> None:
+    entry = ServiceEntry(service_id=9, backend_ids=(4, 2, 8))
+    slots = [(w.key, w.value) for w in lbslots.frontend_writes(FRONTEND, entry, 0)
+             if w.value is not None and w.key.slot != 2]
+    assert lbslots.read_frontends(slots)[FRONTEND].backend_ids == (4, 8)
+    orphans = [(k, v) for k, v in slots if k.slot != 0]
+    assert lbslots.read_frontends(orphans) == {}
+
+
+def test_keys_are_in_network_order() -> None:
+    key = lbslots.slot_key(FRONTEND, 0)
+    assert (key.address, key.port) == (structs.ip_be("10.96.0.10"), structs.port_be(53))
+    assert lbslots.backend_entry(lbslots.backend_value(
+        lbslots.BackendEntry("10.0.0.5", 8053))) == lbslots.BackendEntry("10.0.0.5", 8053)
