@@ -167,8 +167,15 @@ _EXCHANGES: dict[str, tuple[int, int, _Exchange]] = {
 }
 
 
+# A blocked probe waits its whole timeout doing nothing: enough threads that the matrix
+# of a small lab (the e2e grids, with hostNetwork pods: up to 121 pairs) takes one
+# timeout, not one per wave of blocked probes.
+MATRIX_WORKERS = 128
+
+
 def matrix(sources: dict[str, str], targets: dict[str, ProbeTarget],
-           timeout: float = DEFAULT_TIMEOUT, workers: int = 32) -> dict[str, dict[str, bool]]:
+           timeout: float = DEFAULT_TIMEOUT,
+           workers: int = MATRIX_WORKERS) -> dict[str, dict[str, bool]]:
     """Probe every source (label -> netns) to every target (label -> target), in parallel."""
     pairs = [(s, t) for s in sources for t in targets]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
