@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from podwire.lab import cniexec, kubelet, manifests, samples, workload
+from podwire.lab import cluster, cniexec, hostports, kubelet, manifests, samples, workload
 from podwire.lab.echo import Port, answer, parse_answer
 from podwire.lab.layout import LabLayout
 
@@ -152,3 +152,37 @@ def test_label_patch_sets_changes_and_removes() -> None:
     new = {"metadata": {"labels": {"a": "1", "b": "3", "c": "4"}}}
     assert workload._labels_patch(old, new) == {"b": "3", "c": "4"}
     assert workload._labels_patch(new, {"metadata": {}}) == {"a": None, "b": None, "c": None}
+
+
+def test_host_pods_take_their_ports_per_protocol_on_their_node() -> None:
+    first = samples.host_pod("h", "one", (80,), "node1")
+    assert hostports.node_ports(first) == {(80, "TCP"), (80, "UDP"), (80, "SCTP")}
+    assert hostports.node_ports(samples.pod("x", "a", (80,))) == set()
+    udp_only = samples.host_pod("h", "udp", (80,), "node1")
+    udp_only["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "protocol": "UDP"}]
+    assert hostports.conflict(udp_only, [first]) == (
+        "node port 80/UDP is taken by hostNetwork pod h/one")
+    other_port = samples.host_pod("h", "two", (81,), "node1")
+    assert hostports.conflict(other_port, [first]) is None
+    assert hostports.conflict(first, [first]) is None  # a pod never conflicts with itself
+    assert hostports.conflict(samples.pod("x", "a", (80,)), [first]) is None
+
+
+def test_the_scheduler_places_a_host_pod_where_its_ports_are_free() -> None:
+    taken = samples.host_pod("h", "one", (80,), "node1")
+    busy = [samples.pod("x", n, (80,), node="node2") for n in "abc"]
+    unbound = samples.host_pod("h", "two", (80,), "node1")
+    del unbound["spec"]["nodeName"]
+    assert kubelet.pick_node([taken, *busy], ["node1", "node2"], unbound) == "node2"
+    both = [taken, samples.host_pod("h", "three", (80,), "node2")]
+    assert kubelet.pick_node(both, ["node1", "node2"], unbound) is None
+    # A pod that finished holds no port.
+    both[1]["status"] = {"phase": "Failed"}
+    assert kubelet.pick_node(both, ["node1", "node2"], unbound) == "node2"
+
+
+def test_nodes_carry_the_kubelets_labels() -> None:
+    labels = cluster.node_labels(LabLayout("pwlab").node(2))
+    assert labels["kubernetes.io/hostname"] == "node2"
+    assert labels["kubernetes.io/os"] == "linux"
+    assert cluster.node_arch("x86_64") == "amd64" and cluster.node_arch("aarch64") == "arm64"
