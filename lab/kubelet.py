@@ -198,11 +198,14 @@ class NodeWorker:
         uid, ref = pod["metadata"]["uid"], pod_ref(pod)
         why = hostports.conflict(pod, [r.pod for r in self.running.values()])
         if why is not None:
-            self.rejected.add(uid)
             log.warning("event=pod_rejected pod=%s node=%s reason=%s message=%r", ref,
                         self.node.name, hostports.REJECT_REASON, why)
-            self._patch_status(pod, {"phase": "Failed", "reason": hostports.REJECT_REASON,
-                                     "message": f"Pod was rejected: {why}"})
+            if self._patch_status(pod, {"phase": "Failed", "reason": hostports.REJECT_REASON,
+                                        "message": f"Pod was rejected: {why}"}):
+                self.rejected.add(uid)
+                self.retry_delay.pop(uid, None)
+            else:  # said again on the next reconcile
+                self.retry_delay[uid] = RETRY_FIRST
             return
         try:
             self.servers.add(uid, self.node.netns, ref, pod_ports(pod))
