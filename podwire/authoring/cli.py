@@ -1,5 +1,8 @@
 """`podwire policy ...`: lint, explain, test, generate and preview NetworkPolicies.
 
+lint, explain and test also read the cluster policy kinds (AdminNetworkPolicy,
+BaselineAdminNetworkPolicy, ClusterNetworkPolicy) and decide through the tiers.
+
 Exit codes, for CI: 0 clean (a question: allowed), 1 findings (lint errors, or warnings
 with --strict; a table differing from --expect; a question: denied; a preview with
 newly denied connections under --fail-on-deny), 2 bad usage or unreadable input.
@@ -19,7 +22,7 @@ from rich.console import Console
 
 from podwire.authoring import render, sources
 from podwire.lab.layout import DEFAULT_PREFIX
-from podwire.policy import Cluster, Pod, PolicyError, evaluate, truth_table
+from podwire.policy import Cluster, Pod, PolicyError, Verdict, evaluate, truth_table
 from podwire.policy.context import ClusterContext
 from podwire.policy.explain import explain
 from podwire.policy.fields import Reader
@@ -30,6 +33,9 @@ from podwire.policy.model import parse_network
 from podwire.policy.observed import ObservedFlow, observed_flows, parse_since
 from podwire.policy.preview import preview
 from podwire.policy.reachability import differences, parse_table
+from podwire.policy.tierexplain import explain_cluster_policy
+from podwire.policy.tierlint import lint_tiers
+from podwire.policy.tiers import TieredVerdict, evaluate_tiers, tiered_truth_table
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -162,8 +168,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
     if cidrs:
         context = context or ClusterContext()
         context.pod_cidrs += cidrs
-    findings = lint([(path, sources.read_text(path)) for path in args.files], context,
-                    args.namespace)
+    texts = [(path, sources.read_text(path)) for path in args.files]
+    findings = sorted(lint(texts, context, args.namespace) + lint_tiers(texts, context),
+                      key=lambda f: (f.file, f.line or 0, f.path, f.code))
     errors = sum(1 for f in findings if f.severity is Severity.ERROR)
     warnings = len(findings) - errors
     if args.output == "json":
@@ -184,11 +191,12 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     context = _context(args)
-    policies = sources.policies_from_files([args.file], args.namespace)
-    if not policies:
-        raise ValueError(f"{args.file}: no NetworkPolicy in it")
-    blocks = ["\n".join(explain(policy, context.cluster if context else None))
-              for policy in policies]
+    policies, cluster_policies = sources.tiered_from_files([args.file], args.namespace)
+    if not policies and not cluster_policies:
+        raise ValueError(f"{args.file}: no NetworkPolicy or cluster policy in it")
+    cluster = context.cluster if context else None
+    blocks = ["\n".join(explain(policy, cluster)) for policy in policies]
+    blocks += ["\n".join(explain_cluster_policy(policy, cluster)) for policy in cluster_policies]
     print("\n\n".join(blocks))
     return EXIT_OK
 
@@ -199,8 +207,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     context = _context(args)
     assert context is not None  # the option group is required
-    cluster = context.with_policies(
-        sources.policies_from_files(args.policies, args.namespace)).cluster
+    context = context.with_policies(*sources.tiered_from_files(args.policies, args.namespace))
+    cluster, tiers = context.cluster, context.tiers()
     protocols = args.protocol or ["TCP"]
     combos = [(protocol, port) for protocol in protocols for port in args.port]
     if args.source or args.target:
@@ -208,8 +216,13 @@ def cmd_test(args: argparse.Namespace) -> int:
             raise ValueError("a question needs --from, --to, one --port and one --protocol "
                              "(and no --expect)")
         protocol, port = combos[0]
-        verdict = evaluate(cluster, _endpoint(cluster, args.source, "--from"),
-                           _endpoint(cluster, args.target, "--to"), port, protocol)
+        source = _endpoint(cluster, args.source, "--from")
+        target = _endpoint(cluster, args.target, "--to")
+        verdict: Verdict | TieredVerdict
+        if tiers.admin or tiers.baseline:
+            verdict = evaluate_tiers(cluster, tiers, source, target, port, protocol)
+        else:
+            verdict = evaluate(cluster, source, target, port, protocol)
         if args.output == "json":
             print(json.dumps({"from": args.source, "to": args.target, "port": port,
                               "protocol": protocol, "allowed": verdict.allowed,
@@ -217,7 +230,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         else:
             print(f"{args.source} -> {args.target} {protocol}/{port}: {verdict.explain()}")
         return EXIT_OK if verdict.allowed else EXIT_FINDINGS
-    tables = {f"{protocol}/{port}": truth_table(cluster, port, protocol)
+    tables = {f"{protocol}/{port}": tiered_truth_table(cluster, tiers, port, protocol)
+              if tiers.admin or tiers.baseline else truth_table(cluster, port, protocol)
               for protocol, port in combos}
     if args.expect:
         if len(tables) != 1:

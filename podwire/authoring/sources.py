@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from podwire.lab.layout import LabLayout
-from podwire.policy import NetworkPolicy, PolicyError, PolicyErrors, parse_policies
-from podwire.policy.context import ClusterContext, add_objects, parse_context
+from podwire.policy import NetworkPolicy, PolicyError, PolicyErrors
+from podwire.policy.admin import AdminPolicy
+from podwire.policy.context import ClusterContext, add_objects, parse_context, split_policies
 from podwire.policy.observed import parse_records
 
 log = logging.getLogger("podwire.authoring")
@@ -46,15 +47,29 @@ def cluster_from_files(paths: Sequence[str]) -> ClusterContext:
 
 
 def policies_from_files(paths: Sequence[str], default_namespace: str) -> list[NetworkPolicy]:
-    """Every NetworkPolicy of the files; any invalid one is an InputError naming its fields."""
+    """Every NetworkPolicy of the files; any invalid one is an InputError naming its fields.
+
+    Cluster policies among them are passed over (`tiered_from_files` reads both).
+    """
+    return tiered_from_files(paths, default_namespace)[0]
+
+
+def tiered_from_files(
+    paths: Sequence[str], default_namespace: str
+) -> tuple[list[NetworkPolicy], list[AdminPolicy]]:
+    """The NetworkPolicies and the cluster policies of the files; any invalid one is an
+    InputError naming its fields."""
     policies: list[NetworkPolicy] = []
+    cluster_policies: list[AdminPolicy] = []
     for path in paths:
         try:
-            policies += parse_policies(read_text(path), default_namespace)
+            found, tiered = split_policies(read_text(path), default_namespace)
         except PolicyErrors as problem:
             raise InputError(f"{path}: invalid policy (run `podwire policy lint {path}`):\n"
                              f"{problem.describe()}") from None
-    return policies
+        policies += found
+        cluster_policies += tiered
+    return policies, cluster_policies
 
 
 def cluster_from_lab(prefix: str) -> ClusterContext:
@@ -84,8 +99,9 @@ def cluster_from_lab(prefix: str) -> ClusterContext:
         add_objects(context, objects, f"lab {prefix}")
     except PolicyErrors as problem:
         raise InputError(problem.describe()) from None
-    log.info("event=lab_read prefix=%s pods=%d policies=%d", prefix,
-             sum(1 for _ in context.cluster.pods()), sum(1 for _ in context.cluster.policies()))
+    log.info("event=lab_read prefix=%s pods=%d policies=%d cluster_policies=%d", prefix,
+             sum(1 for _ in context.cluster.pods()), sum(1 for _ in context.cluster.policies()),
+             len(context.cluster_policies))
     return context
 
 

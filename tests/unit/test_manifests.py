@@ -24,7 +24,7 @@ import yaml
 
 from podwire.agent import install
 from podwire.agent.config import AgentConfig
-from podwire.policy import NetworkPolicy
+from podwire.policy import NetworkPolicy, admin
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY, VAGRANT = REPO / "deploy", REPO / "vagrant"
@@ -103,9 +103,12 @@ def test_cluster_role_reads_exactly_what_the_agent_watches() -> None:
     granted = {(group, resource, verb) for rule in the("ClusterRole")["rules"]
                for group in rule["apiGroups"] for resource in rule["resources"]
                for verb in rule["verbs"]}
+    # The cluster policy kinds: their CRDs are deploy/05-network-policy-api.yaml.
+    cluster_policies = [(admin.GROUP, spec.plural) for spec in admin.KINDS.values()]
     want = {(group, resource, verb)
             for group, resource in (("", "pods"), ("", "namespaces"), ("", "nodes"),
-                                    ("networking.k8s.io", "networkpolicies"))
+                                    ("networking.k8s.io", "networkpolicies"),
+                                    *cluster_policies)
             for verb in ("get", "list", "watch")}
     assert granted == want
 
