@@ -116,6 +116,11 @@ class NodeState:
         self._refresh_identities(self.cluster.pods_in(name))
 
     def set_pod(self, pod: Pod) -> None:
+        if pod.host_network:
+            # Not a pod to policy: no identity, never selected; its address is its node's
+            # (NodeAddresses: host or remote-node). Nothing else of it enters the model.
+            self.remove_pod(pod.namespace, pod.name)
+            return
         old = self.cluster.pod(pod.namespace, pod.name)
         self.cluster.set_pod(pod)
         if old is not None and old.ip and old.ip != pod.ip:

@@ -66,7 +66,8 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     probe.add_argument("--to", dest="target", metavar="NS/POD")
     probe.add_argument("--to-ip", metavar="IP", help=f"an address, e.g. {EXTERNAL_IP}")
     probe.add_argument("--port", type=int, required=True)
-    probe.add_argument("--protocol", type=str.upper, choices=["TCP", "UDP"], default="TCP")
+    probe.add_argument("--protocol", type=str.upper, choices=["TCP", "UDP", "SCTP"],
+                       default="TCP")
     probe.add_argument("--timeout", type=float, default=1.5, help="seconds (default: 1.5)")
     probe.add_argument("--matrix", action="store_true", help="every pod to every pod")
     probe.add_argument("-o", "--output", choices=["table", "json"], default="table")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import platform
 import shutil
 import socket
 import sys
@@ -139,8 +140,7 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState
             _start_agent(node, layout.prefix)
         for node in nodes:
             _wait_agent(node)
-    else:
-        topology.route_pod_cidrs(nodes)
+    topology.route_pod_cidrs(nodes)
 
     ports = ",".join(f"{p}/{proto}" for p in EXTERNAL_PORTS for proto in ("TCP", "UDP"))
     procs.start(["nsenter", f"--net={netns.path(layout.external_netns)}", _python(), "-m",
@@ -181,11 +181,26 @@ def _start_apiserver(layout: LabLayout, port: int) -> None:
                        + _tail(layout.logfile("apiserver")))
 
 
+# uname's machine names -> GOARCH, the spelling of the kubelet's kubernetes.io/arch.
+_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
+           "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
+
+
+def node_arch(machine: str) -> str:
+    """kubernetes.io/arch for a machine as `uname -m` names it."""
+    return _GOARCH.get(machine, machine)
+
+
+def node_labels(node: NodeLayout) -> dict[str, str]:
+    """The labels a kubelet puts on its Node (well-known labels: hostname, os, arch)."""
+    return {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": node_arch(platform.machine())}
+
+
 def node_object(node: NodeLayout) -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": node.name, "labels": {
-            "kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux"}},
+        "metadata": {"name": node.name, "labels": node_labels(node)},
         "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
     }
 

@@ -5,6 +5,11 @@ socket is created inside its namespace (setns on the calling thread) and keeps i
 The answer names the server, so a prober can tell a real answer from anything else,
 and the peer address it saw, so masquerading can be checked from the client side.
 
+SCTP ports are served by a raw socket each (this kernel has no SCTP sockets): it answers
+an INIT to its port with an INIT-ACK whose state cookie is the answer line
+(`podwire.lab.sctp`); every raw socket of a namespace sees every SCTP packet, and each
+answers only its own port.
+
 Run as a program it serves the lab's external namespace:
 `python -m podwire.lab.echo --name external --ports 80/TCP,80/UDP`.
 """
@@ -15,31 +20,33 @@ import argparse
 import logging
 import os
 import queue
+import secrets
 import selectors
 import signal
 import socket
 import sys
 from dataclasses import dataclass
 
-from podwire.lab import netns
+from podwire.lab import netns, sctp
 
 log = logging.getLogger("podwire.lab.echo")
 
 BANNER = "podwire-lab"
+PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
 @dataclass(frozen=True)
 class Port:
     port: int
-    protocol: str  # "TCP" or "UDP"
+    protocol: str  # one of PROTOCOLS
 
     @classmethod
     def parse(cls, text: str) -> Port:
-        """`80/TCP` or `53/udp`; the protocol defaults to TCP."""
+        """`80/TCP`, `53/udp` or `9/SCTP`; the protocol defaults to TCP."""
         number, _, proto = text.partition("/")
         proto = (proto or "TCP").upper()
-        if proto not in ("TCP", "UDP") or not number.isdigit() or not 0 < int(number) < 65536:
-            raise ValueError(f"bad port {text!r}: expected PORT[/TCP|/UDP]")
+        if proto not in PROTOCOLS or not number.isdigit() or not 0 < int(number) < 65536:
+            raise ValueError(f"bad port {text!r}: expected PORT[/TCP|/UDP|/SCTP]")
         return cls(int(number), proto)
 
 
@@ -84,14 +91,8 @@ class EchoServer:
         made: list[socket.socket] = []
         try:
             for p in ports:
-                kind = socket.SOCK_STREAM if p.protocol == "TCP" else socket.SOCK_DGRAM
-                sock = (netns.socket_in(ns_name, socket.AF_INET, kind) if ns_name
-                        else socket.socket(socket.AF_INET, kind))
+                sock = _listening_socket(ns_name, p)
                 made.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind(("0.0.0.0", p.port))
-                if p.protocol == "TCP":
-                    sock.listen(64)
                 sock.setblocking(False)
         except OSError:
             for sock in made:
@@ -138,7 +139,9 @@ class EchoServer:
     @staticmethod
     def _serve(sock: socket.socket, listener: _Listener) -> None:
         try:
-            if listener.port.protocol == "TCP":
+            if listener.port.protocol == "SCTP":
+                _serve_sctp(sock, listener)
+            elif listener.port.protocol == "TCP":
                 conn, peer = sock.accept()
                 with conn:
                     conn.setblocking(True)
@@ -153,10 +156,55 @@ class EchoServer:
                         listener.port.port, exc)
 
 
+def _listening_socket(ns_name: str | None, port: Port) -> socket.socket:
+    """A bound socket for `port` (a raw one for SCTP, which binds to no port)."""
+    if port.protocol == "SCTP":
+        kind, proto = socket.SOCK_RAW, sctp.PROTO
+    else:
+        kind, proto = (socket.SOCK_STREAM if port.protocol == "TCP" else socket.SOCK_DGRAM), 0
+    sock = (netns.socket_in(ns_name, socket.AF_INET, kind, proto) if ns_name
+            else socket.socket(socket.AF_INET, kind, proto))
+    if port.protocol == "SCTP":
+        return sock
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port.port))
+        if port.protocol == "TCP":
+            sock.listen(64)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _serve_sctp(sock: socket.socket, listener: _Listener) -> None:
+    """Answer an INIT to our port with an INIT-ACK; every other packet is someone else's.
+
+    The INIT-ACK's verification tag is the INIT's initiate tag (RFC 9260 8.5.1) and its
+    cookie the answer line. Nothing is kept: a real server keeps nothing until the
+    COOKIE-ECHO either, and the prober aborts instead of sending one.
+    """
+    datagram, _ = sock.recvfrom(65535)
+    decoded = sctp.decode_ipv4(datagram)
+    if decoded is None:
+        return
+    source, _, packet = decoded
+    chunk = packet.first(sctp.CHUNK_INIT)
+    if packet.dport != listener.port.port or packet.vtag != 0 or chunk is None:
+        return
+    info = sctp.init_info(chunk)
+    if info is None or len(packet.chunks) != 1:
+        return
+    cookie = answer(listener.name, "SCTP", listener.port.port, (source, packet.sport))
+    reply = sctp.init_ack(packet.dport, packet.sport, info.initiate_tag,
+                          sctp.new_tag(), secrets.randbits(32), cookie)
+    sock.sendto(reply, (source, 0))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="podwire.lab.echo", description=__doc__)
     parser.add_argument("--name", required=True, help="name to answer with")
-    parser.add_argument("--ports", required=True, help="comma list of PORT/TCP|UDP")
+    parser.add_argument("--ports", required=True, help="comma list of PORT/TCP|UDP|SCTP")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:

@@ -7,6 +7,10 @@ node gets a namespace, a CNI ADD and servers on its container ports, then its st
 every pod that is gone gets its servers closed, a CNI DEL and its namespace removed.
 All pods' servers live in one selector loop (`EchoServer`).
 
+A hostNetwork pod gets no namespace and no CNI call, as with a real kubelet: its servers
+run in its node's namespace and its podIP is the node's address. One whose node ports
+another hostNetwork pod on the node holds is rejected (`hostports`).
+
 Run: `python -m podwire.lab.kubelet --prefix pwlab --nodes 2`.
 """
 
@@ -30,7 +34,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from podwire.lab import cniexec, netns
+from podwire.lab import cniexec, hostports, netns
 from podwire.lab.clusterdns import resolv_conf
 from podwire.lab.echo import EchoServer, Port
 from podwire.lab.images import Program, program
@@ -64,24 +68,30 @@ def wants_sandbox(pod: dict[str, Any], node: str) -> bool:
             and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"))
 
 
-def pick_node(pods: list[dict[str, Any]], nodes: list[str]) -> str:
-    """The node with the fewest pods bound to it; ties go to the first. The cluster's own
+def pick_node(pods: list[dict[str, Any]], nodes: list[str],
+              pod: dict[str, Any] | None = None) -> str | None:
+    """The node with the fewest pods bound to it where `pod`'s node ports are free (the
+    NodePorts filter); ties go to the first. None when no node fits. The cluster's own
     pods (kube-system: cluster DNS) do not count, so workloads spread as without them."""
     load = {n: 0 for n in nodes}
-    for pod in pods:
-        if (pod.get("metadata") or {}).get("namespace") == "kube-system":
+    for other in pods:
+        if (other.get("metadata") or {}).get("namespace") == "kube-system":
             continue
-        bound = pod["spec"].get("nodeName")
+        bound = other["spec"].get("nodeName")
         if bound in load:
             load[bound] += 1
-    return min(nodes, key=lambda n: (load[n], nodes.index(n)))
+    fits = [n for n in nodes if pod is None or hostports.conflict(
+        pod, [p for p in pods if p["spec"].get("nodeName") == n and wants_sandbox(p, n)])
+        is None]
+    return min(fits, key=lambda n: (load[n], nodes.index(n)), default=None)
 
 
 @dataclass
 class _Running:
-    sandbox: cniexec.Sandbox
+    sandbox: cniexec.Sandbox | None  # None: a hostNetwork pod, in the node's namespace
     result: dict[str, Any]
     ip: str
+    pod: dict[str, Any]
 
 
 class PodCache:
@@ -122,6 +132,7 @@ class NodeWorker:
         self.running: dict[str, _Running] = {}
         self.programs: dict[str, subprocess.Popen[bytes]] = {}
         self.retry_delay: dict[str, float] = {}
+        self.rejected: set[str] = set()
         self.conflist = json.loads(node.conf_file.read_text())
 
     def run(self) -> None:
@@ -146,7 +157,12 @@ class NodeWorker:
             self.teardown(uid)
         for uid in [u for u in self.retry_delay if u not in desired]:
             del self.retry_delay[uid]
-        for uid, pod in desired.items():
+        self.rejected &= set(desired)
+        # Oldest first, so of two hostNetwork pods wanting one port the first one keeps it.
+        for uid, pod in sorted(desired.items(), key=lambda item: (
+                item[1]["metadata"].get("creationTimestamp") or "", pod_ref(item[1]))):
+            if uid in self.rejected:
+                continue
             if uid not in self.running:
                 self.setup(pod)
             elif not self._reported(pod, self.running[uid].ip):
@@ -167,6 +183,9 @@ class NodeWorker:
             netns_name=self.layout.pod_netns(uid))
 
     def setup(self, pod: dict[str, Any]) -> None:
+        if hostports.host_network(pod):
+            self.setup_host_network(pod)
+            return
         sb = self.sandbox(pod)
         ref = pod_ref(pod)
         try:
@@ -185,7 +204,7 @@ class NodeWorker:
         except (cniexec.CniError, OSError, ValueError) as exc:
             self._failed(pod, sb, exc)
             return
-        self.running[sb.uid] = _Running(sb, result, ip)
+        self.running[sb.uid] = _Running(sb, result, ip, pod)
         self.retry_delay.pop(sb.uid, None)
         log.info("event=pod_started pod=%s node=%s ip=%s netns=%s", ref, self.node.name, ip,
                  sb.netns_name)
@@ -233,6 +252,36 @@ class NodeWorker:
             proc.kill()
             proc.wait()
 
+    def setup_host_network(self, pod: dict[str, Any]) -> None:
+        """Serve the pod's ports in the node's namespace, at the node's address."""
+        uid, ref = pod["metadata"]["uid"], pod_ref(pod)
+        why = hostports.conflict(pod, [r.pod for r in self.running.values()])
+        if why is not None:
+            log.warning("event=pod_rejected pod=%s node=%s reason=%s message=%r", ref,
+                        self.node.name, hostports.REJECT_REASON, why)
+            if self._patch_status(pod, {"phase": "Failed", "reason": hostports.REJECT_REASON,
+                                        "message": f"Pod was rejected: {why}"}):
+                self.rejected.add(uid)
+                self.retry_delay.pop(uid, None)
+            else:  # said again on the next reconcile
+                self.retry_delay[uid] = RETRY_FIRST
+            return
+        try:
+            self.servers.add(uid, self.node.netns, ref, pod_ports(pod))
+        except OSError as exc:
+            delay = min(self.retry_delay.get(uid, RETRY_FIRST / 2) * 2, RETRY_MAX)
+            self.retry_delay[uid] = delay
+            log.warning("event=pod_setup_failed pod=%s node=%s retry_in=%.1f error=%s", ref,
+                        self.node.name, delay, exc)
+            self._patch_status(pod, {"phase": "Pending", "reason": "HostPortsUnavailable",
+                                     "message": str(exc)[:500]})
+            return
+        self.running[uid] = _Running(None, {}, self.node.underlay_ip, pod)
+        self.retry_delay.pop(uid, None)
+        log.info("event=pod_started pod=%s node=%s ip=%s host_network=true", ref,
+                 self.node.name, self.node.underlay_ip)
+        self._report_running(pod, self.node.underlay_ip)
+
     def _report_running(self, pod: dict[str, Any], ip: str) -> None:
         uid = pod["metadata"]["uid"]
         if self._patch_status(pod, {
@@ -256,9 +305,11 @@ class NodeWorker:
 
     def teardown(self, uid: str) -> None:
         entry = self.running.pop(uid)
-        self._release(entry.sandbox, entry.result)
-        log.info("event=pod_stopped pod=%s/%s node=%s", entry.sandbox.namespace,
-                 entry.sandbox.name, self.node.name)
+        if entry.sandbox is None:
+            self.servers.remove(uid)
+        else:
+            self._release(entry.sandbox, entry.result)
+        log.info("event=pod_stopped pod=%s node=%s", pod_ref(entry.pod), self.node.name)
 
     def _release(self, sb: cniexec.Sandbox, result: dict[str, Any] | None) -> None:
         self.servers.remove(sb.uid)
@@ -360,8 +411,12 @@ class Kubelet:
         for pod in pods:
             if pod["spec"].get("nodeName") or pod["metadata"].get("deletionTimestamp"):
                 continue
-            node = pick_node(self.cache.snapshot(), names)
+            node = pick_node(self.cache.snapshot(), names, pod)
             md = pod["metadata"]
+            if node is None:
+                log.warning("event=unschedulable pod=%s reason=%s", pod_ref(pod),
+                            hostports.REJECT_REASON)
+                continue
             try:
                 bound = self.kube.patch("Pod", md["name"], md.get("namespace", "default"),
                                         {"spec": {"nodeName": node}})

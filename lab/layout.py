@@ -163,12 +163,16 @@ class LabLayout:
         return NodeLayout(
             name=name,
             index=index,
-            netns=f"{self.prefix}-{name}",
+            netns=self.node_netns(name),
             underlay_ip=str(UNDERLAY.network_address + 10 + index),
             pod_cidr=f"10.244.{index}.0/24",
             pin_dir=BPFFS_ROOT / f"{self.prefix}-{name}",
             run_dir=self.run_dir / name,
         )
+
+    def node_netns(self, name: str) -> str:
+        """The namespace of node `name` (where its agent and hostNetwork pods run)."""
+        return f"{self.prefix}-{name}"
 
     def nodes(self, count: int) -> list[NodeLayout]:
         return [self.node(i) for i in range(1, count + 1)]

@@ -13,6 +13,7 @@ import yaml
 from podwire.lab.api.errors import ApiError
 from podwire.lab.api.kinds import SERVICES
 from podwire.lab.api.validation import check_object
+from podwire.lab.echo import PROTOCOLS
 from podwire.policy import NetworkPolicy, PolicyError
 
 KINDS = {
@@ -133,10 +134,12 @@ def _check_pod(body: dict[str, Any], label: str) -> None:
             number = port.get("containerPort") if isinstance(port, dict) else None
             if not isinstance(number, int) or not 0 < number < 65536:
                 raise ManifestError(f"{label}: bad containerPort {number!r}")
-            if port.get("protocol", "TCP") not in ("TCP", "UDP"):
+            if port.get("protocol", "TCP") not in PROTOCOLS:
                 raise ManifestError(
                     f"{label}: port {number} protocol {port.get('protocol')!r} "
-                    "(the lab serves TCP and UDP)")
+                    f"(the lab serves {', '.join(PROTOCOLS)})")
+    if not isinstance(spec.get("hostNetwork", False), bool):
+        raise ManifestError(f"{label}: spec.hostNetwork must be true or false")
 
 
 def _check_service(body: dict[str, Any], label: str) -> None:

@@ -48,10 +48,10 @@ def remove(name: str) -> None:
         netns.remove(name)
 
 
-def socket_in(name: str, family: int, kind: int) -> socket.socket:
+def socket_in(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:
     """A socket living in namespace `name`, whatever thread uses it later."""
     with in_netns(name):
-        return socket.socket(family, kind)
+        return socket.socket(family, kind, proto)
 
 
 def run(name: str, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:

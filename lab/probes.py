@@ -1,4 +1,8 @@
-"""Probes between lab pods, by name: resolving NS/POD to a namespace and an address."""
+"""Probes between lab pods, by name: resolving NS/POD to a namespace and an address.
+
+A hostNetwork pod probes from its node's namespace and is reached at its podIP, which
+is its node's address, like any other pod.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,13 @@ def running_pod(kube: Kube, ref: str) -> dict[str, Any]:
     return pod
 
 
+def netns_of(layout: LabLayout, pod: dict[str, Any]) -> str:
+    """The namespace a pod's processes run in: its own, or its node's (hostNetwork)."""
+    if pod["spec"].get("hostNetwork"):
+        return layout.node_netns(pod["spec"]["nodeName"])
+    return layout.pod_netns(pod["metadata"]["uid"])
+
+
 def one(kube: Kube, layout: LabLayout, source: str, target: str | None, to_ip: str | None,
         port: int, protocol: str, timeout: float) -> tuple[ProbeResult, str]:
     """Probe from pod `source` to pod `target` or to address `to_ip`."""
@@ -41,7 +52,7 @@ def one(kube: Kube, layout: LabLayout, source: str, target: str | None, to_ip: s
     else:
         goal = ProbeTarget(str(to_ip), port, protocol)
         label = str(to_ip)
-    return probe(layout.pod_netns(src["metadata"]["uid"]), goal, timeout), label
+    return probe(netns_of(layout, src), goal, timeout), label
 
 
 def pod_matrix(kube: Kube, layout: LabLayout, port: int, protocol: str, timeout: float,
@@ -52,7 +63,7 @@ def pod_matrix(kube: Kube, layout: LabLayout, port: int, protocol: str, timeout:
             if p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")
             and p["metadata"]["namespace"] != SYSTEM_NAMESPACE]
     refs = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in pods}
-    sources = {ref: layout.pod_netns(p["metadata"]["uid"]) for ref, p in refs.items()}
+    sources = {ref: netns_of(layout, p) for ref, p in refs.items()}
     targets = {ref: ProbeTarget(p["status"]["podIP"], port, protocol, expect_name=ref)
                for ref, p in refs.items()}
     return matrix(sources, targets, timeout)

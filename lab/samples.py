@@ -1,7 +1,8 @@
 """Sample workloads for the demo and the end-to-end tests: the classic x/y/z grid.
 
-Namespaces x, y, z each hold pods a, b, c; every pod serves the same ports on TCP and
-UDP, with named ports `serve-<port>-tcp` / `serve-<port>-udp` for policies to use.
+Namespaces x, y, z each hold pods a, b, c; every pod serves the same ports on TCP, UDP
+and SCTP, with named ports `serve-<port>-tcp` / `-udp` / `-sctp` for policies to use.
+`host_pod` is a hostNetwork pod: it serves on its node's address.
 """
 
 from __future__ import annotations
@@ -16,18 +17,29 @@ def namespace(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]
             "metadata": {"name": name, "labels": {"ns": name, **(labels or {})}}}
 
 
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
 def pod(ns: str, name: str, ports: tuple[int, ...], labels: dict[str, str] | None = None,
         node: str | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"containers": [{
         "name": "serve", "image": "podwire-lab/echo",
         "ports": [{"name": f"serve-{p}-{proto.lower()}", "containerPort": p, "protocol": proto}
-                  for p in ports for proto in ("TCP", "UDP")],
+                  for p in ports for proto in PROTOCOLS],
     }]}
     if node:
         spec["nodeName"] = node
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": ns, "labels": {"pod": name, **(labels or {})}},
             "spec": spec}
+
+
+def host_pod(ns: str, name: str, ports: tuple[int, ...], node: str,
+             labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A `hostNetwork: true` pod on `node`, serving `ports` on every protocol there."""
+    body = pod(ns, name, ports, labels, node)
+    body["spec"]["hostNetwork"] = True
+    return body
 
 
 def grid(namespaces: tuple[str, ...] = ("x", "y", "z"), pods: tuple[str, ...] = ("a", "b", "c"),

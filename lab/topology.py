@@ -68,8 +68,13 @@ def build_external(layout: LabLayout) -> None:
 
 
 def route_pod_cidrs(nodes: list[NodeLayout]) -> None:
-    """Plain routes to every other node's pod CIDR via its underlay address (bridge
-    network only: podwire tunnels instead)."""
+    """Plain routes to every other node's pod CIDR via its underlay address.
+
+    On the bridge network they carry all pod traffic between nodes. On podwire's, pods'
+    packets are tunnelled by the datapath before any route is looked at, so these carry
+    only what the node itself sends (its hostNetwork pods) to other nodes' pods; the
+    receiving node's to_pod hook applies the pods' policy to it.
+    """
     from pyroute2 import NetNS
 
     for node in nodes:

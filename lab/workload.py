@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from podwire.common import agentapi
-from podwire.lab import netns
+from podwire.lab import hostports, netns
 from podwire.lab.cluster import LabError, LabState
 from podwire.lab.kube import Kube
 from podwire.lab.manifests import Manifest, ManifestError, ordered
@@ -48,9 +48,21 @@ def _labels_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def _pod_spec_view(spec: dict[str, Any]) -> Any:
     """The parts of a pod spec the lab acts on; they cannot change on a live pod."""
-    return [(c.get("name"), sorted((p.get("containerPort"), p.get("protocol", "TCP"),
-                                    p.get("name") or "") for p in c.get("ports") or []))
-            for c in spec.get("containers", [])]
+    return [bool(spec.get("hostNetwork"))] + [
+        (c.get("name"), sorted((p.get("containerPort"), p.get("protocol", "TCP"),
+                                p.get("name") or "") for p in c.get("ports") or []))
+        for c in spec.get("containers", [])]
+
+
+def _node_ports_free(m: Manifest, node: str | None, placed: list[dict[str, Any]]) -> None:
+    """Refuse a hostNetwork pod bound to a node where another holds one of its ports."""
+    if node is None or not hostports.host_network(m.body):
+        return
+    on_node = [p for p in placed if p["spec"].get("nodeName") == node
+               and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+    why = hostports.conflict(m.body, on_node)
+    if why is not None:
+        raise ManifestError(f"{m.ref}: {why} on {node}")
 
 
 def plan(kube: Kube, state: LabState, manifests: list[Manifest]) -> list[_Step]:
@@ -59,6 +71,7 @@ def plan(kube: Kube, state: LabState, manifests: list[Manifest]) -> list[_Step]:
     file_namespaces = {m.name for m in manifests if m.kind == "Namespace"}
     known_namespaces = {ns["metadata"]["name"] for ns in kube.list_namespaces()["items"]}
     steps = []
+    placed: list[dict[str, Any]] | None = None
     for m in ordered(manifests):
         if m.namespace and m.namespace not in file_namespaces | known_namespaces:
             raise ManifestError(f"{m.ref}: namespace {m.namespace!r} does not exist")
@@ -71,8 +84,12 @@ def plan(kube: Kube, state: LabState, manifests: list[Manifest]) -> list[_Step]:
             if existing is not None and (
                     _pod_spec_view(existing["spec"]) != _pod_spec_view(m.body["spec"])
                     or node not in (None, existing["spec"].get("nodeName"))):
-                raise ManifestError(f"{m.ref}: a running pod's containers, ports and node "
-                                    "cannot change; delete it first")
+                raise ManifestError(f"{m.ref}: a running pod's containers, ports, node "
+                                    "and hostNetwork cannot change; delete it first")
+            if hostports.host_network(m.body):
+                placed = placed if placed is not None else kube.list_pods()["items"]
+                _node_ports_free(m, node, placed)
+                placed.append(m.body)
         steps.append(_Step(m, existing))
     return steps
 
@@ -143,6 +160,9 @@ def wait_pods_running(kube: Kube, pods: list[tuple[str, str]], timeout: float) -
             status = (pod or {}).get("status", {})
             if pod is None:
                 missing.append(f"{namespace}/{name} (gone)")
+            elif status.get("phase") == "Failed":
+                raise LabError(f"pod {namespace}/{name} failed ({status.get('reason')}): "
+                               f"{status.get('message')}")
             elif status.get("phase") != "Running" or not status.get("podIP"):
                 why = status.get("message") or status.get("phase", "Pending")
                 missing.append(f"{namespace}/{name} ({why})")

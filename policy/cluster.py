@@ -58,7 +58,12 @@ class ContainerPort:
 
 @dataclass(frozen=True)
 class Pod:
-    """A pod as policy sees it. `ip` is None until the pod has an address."""
+    """A pod as policy sees it. `ip` is None until the pod has an address.
+
+    A `host_network` pod runs in its node's network namespace and its `ip` is the
+    node's address: NetworkPolicy never selects it (as a target or as a peer); traffic
+    from or to it is its node's.
+    """
 
     namespace: str
     name: str
@@ -66,6 +71,7 @@ class Pod:
     ip: str | None = None
     node: str | None = None
     ports: tuple[ContainerPort, ...] = ()
+    host_network: bool = False
 
     def __post_init__(self) -> None:
         # Normalised here so equal pods compare equal however they were built.
@@ -102,7 +108,9 @@ class Cluster:
     """Namespaces, pods and policies, indexed for the lookups policy resolution makes.
 
     Mutable so the agent can apply watch events in place (`set_*` / `remove_*`); the
-    objects it holds are immutable.
+    objects it holds are immutable. hostNetwork pods are held apart
+    (`host_network_pods`): every lookup policy selection makes (`pods`, `pod`,
+    `pods_in`, `pods_with_ip`, `pods_in_network`) sees only the pods on the pod network.
     """
 
     def __init__(
@@ -115,6 +123,7 @@ class Cluster:
         self._pods: dict[str, dict[str, Pod]] = {}
         self._policies: dict[str, dict[str, NetworkPolicy]] = {}
         self._pods_by_ip: dict[str, dict[str, Pod]] = {}
+        self._host_network: dict[str, Pod] = {}
         # Derived views rebuilt on demand after a change; events come in bursts and
         # queries between them, so rebuilding lazily beats maintaining them per event.
         self._address_index: dict[int, tuple[list[int], list[Pod]]] | None = None
@@ -168,6 +177,10 @@ class Cluster:
         for pods in self._pods.values():
             yield from pods.values()
 
+    def host_network_pods(self) -> Iterator[Pod]:
+        """Every hostNetwork pod (which no policy selects)."""
+        yield from self._host_network.values()
+
     def pods_in(self, namespace: str) -> Iterable[Pod]:
         """The pods of one namespace."""
         return self._pods.get(namespace, {}).values()
@@ -202,6 +215,9 @@ class Cluster:
     def set_pod(self, pod: Pod) -> None:
         """Add or replace a pod."""
         self.remove_pod(pod.namespace, pod.name)
+        if pod.host_network:
+            self._host_network[pod.key] = pod
+            return
         self._pods.setdefault(pod.namespace, {})[pod.name] = pod
         if pod.ip is not None:
             self._pods_by_ip.setdefault(pod.ip, {})[pod.key] = pod
@@ -210,6 +226,7 @@ class Cluster:
 
     def remove_pod(self, namespace: str, name: str) -> None:
         """Forget a pod, if known."""
+        self._host_network.pop(f"{namespace}/{name}", None)
         old = self._pods.get(namespace, {}).pop(name, None)
         if old is None:
             return
@@ -258,10 +275,16 @@ def _parse_pod(obj: object, reader: Reader) -> Pod | None:
     spec = reader.mapping(body.get("spec") or {}, "spec")
     status = reader.mapping(body.get("status") or {}, "status")
     node = None
+    host_network = False
     ports: list[ContainerPort] = []
     if spec is not None:
         if spec.get("nodeName") is not None:
             node = reader.string(spec["nodeName"], "spec.nodeName")
+        if spec.get("hostNetwork") is not None:
+            if isinstance(spec["hostNetwork"], bool):
+                host_network = spec["hostNetwork"]
+            else:
+                reader.error("spec.hostNetwork", f"{spec['hostNetwork']!r}: must be a boolean")
         for field_name in ("initContainers", "containers"):
             containers_path = child("spec", field_name)
             containers = spec.get(field_name)
@@ -278,7 +301,8 @@ def _parse_pod(obj: object, reader: Reader) -> Pod | None:
             reader.error("status.podIP", f"{text!r}: must be a valid IP address")
     if reader.errors or meta.name is None or meta.namespace is None:
         return None
-    return Pod(meta.namespace, meta.name, Labels(meta.labels), ip, node, tuple(ports))
+    return Pod(meta.namespace, meta.name, Labels(meta.labels), ip, node, tuple(ports),
+               host_network)
 
 
 def _container_ports(container: object, path: str, reader: Reader) -> list[ContainerPort]:

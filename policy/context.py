@@ -47,7 +47,8 @@ class ClusterContext:
 
 def cluster_with(cluster: Cluster, policies: Iterable[NetworkPolicy]) -> Cluster:
     """A copy of `cluster` with `policies` added or replacing those of the same key."""
-    copy = Cluster(cluster.namespaces.values(), cluster.pods(), cluster.policies())
+    copy = Cluster(cluster.namespaces.values(), [*cluster.pods(), *cluster.host_network_pods()],
+                   cluster.policies())
     for policy in policies:
         copy.set_policy(policy)
     return copy

@@ -7,9 +7,16 @@ and the upstream e2e suite expects it (`reachability.AllowLoopback()` after ever
 default-deny case).
 
 Addresses given as strings that belong to exactly one pod are evaluated as that pod, as
-the datapath identifies a packet by its address. Traffic between a node and its own pods
-(always allowed by Kubernetes) and hostNetwork pods are outside this model: the datapath
-recognises the host by its reserved identity.
+the datapath identifies a packet by its address.
+
+A hostNetwork pod is its node to policy, as Kubernetes has it: no podSelector or
+namespaceSelector ever names it and no policy isolates it; as a peer it is its node's
+address, which only ipBlocks match. Traffic from a pod's own node always reaches the pod
+("the only allowed connections into the pod are those from the pod's node and those
+allowed by the ingress list"), so a hostNetwork pod reaches the pods of its node
+whatever their ingress policies; traffic from a pod to its node meets the pod's egress
+policies like any other. Other traffic of the nodes (a node address given as a string)
+is outside this model: the datapath recognises the host by its reserved identity.
 """
 
 from __future__ import annotations
@@ -55,11 +62,14 @@ class Verdict:
     egress: DirectionVerdict | None
     ingress: DirectionVerdict | None
     loopback: bool = False
+    own_node: bool = False
 
     def explain(self) -> str:
         """One line saying why, e.g. `denied: ingress of x/b isolated by x/deny-all`."""
         if self.loopback:
             return "allowed: a pod can always reach itself"
+        if self.own_node and self.ingress is not None:
+            return f"allowed: {self.ingress.pod}'s own node (a hostNetwork pod) always reaches it"
         parts = []
         for side in (self.egress, self.ingress):
             if side is None:
@@ -84,13 +94,14 @@ def evaluate(
 ) -> Verdict:
     """Decide a new connection from `source` to `destination` on `protocol`/`port`.
 
-    Endpoints are pods or IP address strings. `port` is required for TCP, UDP and SCTP
-    and must be None for ICMP/ICMPv6. Raises PolicyError on bad input.
+    Endpoints are pods (hostNetwork ones too) or IP address strings. `port` is required
+    for TCP, UDP and SCTP and must be None for ICMP/ICMPv6. Raises PolicyError on bad input.
     """
     protocol = _protocol(protocol)
     _check_port(protocol, port)
-    src = _endpoint(cluster, source, "source")
-    dst = _endpoint(cluster, destination, "destination")
+    given_src = _endpoint(cluster, source, "source")
+    given_dst = _endpoint(cluster, destination, "destination")
+    src, dst = _policy_view(given_src, "source"), _policy_view(given_dst, "destination")
     egress = ingress = None
     if isinstance(src, Pod):
         egress = _decide(
@@ -112,8 +123,10 @@ def evaluate(
             port,
             policies_selecting(cluster, dst, Direction.INGRESS),
         )
-    if isinstance(src, Pod) and src == dst:
+    if isinstance(given_src, Pod) and given_src == given_dst:
         return Verdict(True, egress, ingress, loopback=True)
+    if isinstance(dst, Pod) and _from_own_node(given_src, dst):
+        return Verdict(True, egress, ingress, own_node=True)
     allowed = all(side.allowed for side in (egress, ingress) if side is not None)
     return Verdict(allowed, egress, ingress)
 
@@ -121,34 +134,40 @@ def evaluate(
 def truth_table(
     cluster: Cluster, port: int | None, protocol: TrafficProtocol | str = Protocol.TCP
 ) -> dict[str, dict[str, bool]]:
-    """`{"ns/src": {"ns/dst": allowed}}` for every ordered pod pair (self included)."""
+    """`{"ns/src": {"ns/dst": allowed}}` for every ordered pod pair (self included),
+    hostNetwork pods with an address included."""
     protocol = _protocol(protocol)
     _check_port(protocol, port)
     pods = sorted(cluster.pods(), key=lambda pod: pod.key)
+    hosts = [pod for pod in cluster.host_network_pods() if pod.address is not None]
     # Which policies select a pod does not depend on the peer: look it up once per pod.
     selecting = {
         (pod.key, direction): policies_selecting(cluster, pod, direction)
         for pod in pods
         for direction in Direction
     }
+
+    def side(pod: Pod, direction: Direction, peer: Endpoint) -> bool:
+        return _decide(
+            cluster, pod, direction, peer, protocol, port, selecting[pod.key, direction]
+        ).allowed
+
     table: dict[str, dict[str, bool]] = {}
-    for src in pods:
+    for src in sorted([*pods, *hosts], key=lambda pod: pod.key):
         row: dict[str, bool] = {}
-        egress_policies = selecting[src.key, Direction.EGRESS]
         for dst in pods:
-            row[dst.key] = src == dst or (
-                _decide(
-                    cluster, src, Direction.EGRESS, dst, protocol, port, egress_policies
-                ).allowed
-                and _decide(
-                    cluster,
-                    dst,
-                    Direction.INGRESS,
-                    src,
-                    protocol,
-                    port,
-                    selecting[dst.key, Direction.INGRESS],
-                ).allowed
+            if src.host_network:
+                row[dst.key] = _from_own_node(src, dst) or side(
+                    dst, Direction.INGRESS, _policy_view(src, "source")
+                )
+            else:
+                row[dst.key] = src == dst or (
+                    side(src, Direction.EGRESS, dst) and side(dst, Direction.INGRESS, src)
+                )
+        for host in hosts:
+            # A hostNetwork pod is never isolated: only the source's egress can refuse.
+            row[host.key] = src.host_network or side(
+                src, Direction.EGRESS, _policy_view(host, "destination")
             )
         table[src.key] = row
     return table
@@ -175,6 +194,25 @@ def _decide(
     )
     isolating = tuple(policy.key for policy in selecting)
     return DirectionVerdict(direction, pod.key, bool(allowing), isolating, allowing)
+
+
+def _policy_view(endpoint: Endpoint, role: str) -> Endpoint:
+    """What policy sees of an endpoint: a hostNetwork pod is its node's address."""
+    if not (isinstance(endpoint, Pod) and endpoint.host_network):
+        return endpoint
+    if endpoint.address is None:
+        raise PolicyError(role, f"hostNetwork pod {endpoint.key} has no address yet")
+    return endpoint.address
+
+
+def _from_own_node(source: Endpoint, destination: Pod) -> bool:
+    """Whether `source` is a hostNetwork pod on `destination`'s node."""
+    return (
+        isinstance(source, Pod)
+        and source.host_network
+        and source.node is not None
+        and source.node == destination.node
+    )
 
 
 def _protocol(protocol: TrafficProtocol | str) -> TrafficProtocol:

@@ -1,7 +1,7 @@
 """NetworkPolicy enforcement across a two-node podwire lab, checked against the evaluator.
 
 Pods a, b, c in namespaces x, y, z (placed so every namespace spans both nodes, which
-gives same-node and cross-node pairs) serve 80 and 81 on TCP and UDP. Each test applies
+gives same-node and cross-node pairs) serve 80 and 81 on TCP, UDP and SCTP. Each test applies
 policies (and label changes) through `podwire lab apply`, which returns once every agent
 has caught up, then compares the full probe matrix with `podwire.policy.truth_table`.
 """
@@ -15,10 +15,14 @@ from typing import Any
 import pytest
 from lab_helpers import cli, cli_ok, differences, expected, lab_up, matrix, model, pods
 
+from podwire.agent import structs
+from podwire.agent.datapath import Datapath
+from podwire.bpf.constants import CtState
 from podwire.lab import cluster, samples
 from podwire.policy import evaluate
 
 PREFIX = "pwtlp"
+SCTP_PROTO = 132
 
 
 def policy(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -69,8 +73,9 @@ def test_pods_span_both_nodes_in_every_namespace(lab: cluster.LabState) -> None:
     assert placed == {(ns, n) for ns in "xyz" for n in ("node1", "node2")}
 
 
-def test_no_policy_allows_everything(lab: cluster.LabState) -> None:
-    got = check(lab, 80, "TCP")
+@pytest.mark.parametrize("protocol", ["TCP", "SCTP"])
+def test_no_policy_allows_everything(lab: cluster.LabState, protocol: str) -> None:
+    got = check(lab, 80, protocol)
     assert all(all(row.values()) for row in got.values())
 
 
@@ -79,13 +84,18 @@ def test_ingress_from_a_namespace_on_one_port(lab: cluster.LabState,
     apply(applied, policy("x-from-y", "x", {
         "podSelector": {}, "policyTypes": ["Ingress"],
         "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}],
-                     "ports": [{"protocol": "TCP", "port": 80}]}]}))
+                     "ports": [{"protocol": "TCP", "port": 80},
+                               {"protocol": "SCTP", "port": 81}]}]}))
     on80 = check(lab, 80, "TCP")
     assert on80["y/a"]["x/b"] and not on80["z/a"]["x/b"]  # cross-node both ways
     assert on80["y/b"]["x/a"] and not on80["z/c"]["x/a"]  # same node (node1)
     on81 = check(lab, 81, "TCP")
     assert not on81["y/a"]["x/b"]
     check(lab, 80, "UDP")
+    sctp81 = check(lab, 81, "SCTP")
+    assert sctp81["y/a"]["x/b"] and sctp81["y/b"]["x/a"] and not sctp81["z/a"]["x/b"]
+    sctp80 = check(lab, 80, "SCTP")
+    assert not sctp80["y/a"]["x/b"]
 
 
 def test_egress_to_namespace_and_pod_selector_together(lab: cluster.LabState,
@@ -97,6 +107,8 @@ def test_egress_to_namespace_and_pod_selector_together(lab: cluster.LabState,
     got = check(lab, 81, "UDP")
     assert got["y/b"]["z/a"] and not got["y/b"]["z/b"] and not got["y/b"]["x/a"]
     check(lab, 80, "TCP")
+    sctp = check(lab, 80, "SCTP")
+    assert sctp["y/b"]["z/a"] and not sctp["y/b"]["z/b"]
 
 
 def test_ip_block_with_except(lab: cluster.LabState, applied: list[dict[str, Any]]) -> None:
@@ -138,7 +150,16 @@ def test_named_ports_and_end_port(lab: cluster.LabState, applied: list[dict[str,
           policy("y-range", "y", {
               "podSelector": {}, "policyTypes": ["Ingress"],
               "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "x"}}}],
-                           "ports": [{"protocol": "UDP", "port": 80, "endPort": 81}]}]}))
+                           "ports": [{"protocol": "UDP", "port": 80, "endPort": 81}]}]}),
+          policy("z-sctp", "z", {
+              "podSelector": {}, "policyTypes": ["Ingress"],
+              "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "x"}}}],
+                           "ports": [{"protocol": "SCTP", "port": 79, "endPort": 80}]},
+                          {"ports": [{"protocol": "SCTP", "port": "serve-81-sctp"}]}]}))
+    sctp80 = check(lab, 80, "SCTP")
+    assert sctp80["x/a"]["z/b"] and not sctp80["y/a"]["z/b"] and not sctp80["x/a"]["y/b"]
+    sctp81 = check(lab, 81, "SCTP")
+    assert sctp81["y/a"]["z/b"] and not sctp81["y/a"]["x/b"]
     tcp81 = check(lab, 81, "TCP")
     assert tcp81["z/a"]["x/b"] and not tcp81["z/a"]["y/b"]
     tcp80 = check(lab, 80, "TCP")
@@ -178,3 +199,32 @@ def test_policy_update_then_delete(lab: cluster.LabState, applied: list[dict[str
     assert "deleted" in out
     after = check(lab, 80, "TCP")
     assert all(all(row.values()) for row in after.values())
+
+
+def test_an_sctp_probe_opens_an_association_and_aborts_it(lab: cluster.LabState,
+                                                         applied: list[dict[str, Any]]) -> None:
+    """INIT opens the entry on the prober's node, the INIT-ACK comes back through it as a
+    reply (x/b's egress is closed, so only conntrack lets it out), the ABORT closes it."""
+    apply(applied, policy("x-no-egress", "x", {"podSelector": {}, "policyTypes": ["Egress"]}))
+    placed = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in pods(PREFIX)}
+    source = placed["y/a"]
+    proc = cli(PREFIX, "probe", "--from", "y/a", "--to", "x/b", "--port", "81", "--protocol",
+               "SCTP", "-o", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen_ip, _, seen_port = json.loads(proc.stdout)["answer"]["peer"].partition(":")
+    assert seen_ip == source["status"]["podIP"]
+    node = next(n for n in lab.node_layouts() if n.name == source["spec"]["nodeName"])
+    dp = Datapath(node.pin_dir)
+    try:
+        entries = [v for k, v in dp.conntrack_entries()
+                   if k.proto == SCTP_PROTO and structs.ip_str(k.saddr) == seen_ip
+                   and structs.port_host(k.sport) == int(seen_port)
+                   and structs.port_host(k.dport) == 81]
+    finally:
+        dp.close()
+    assert len(entries) == 1, entries
+    assert entries[0].seen_reply and entries[0].state == CtState.CLOSING
+    # Without the association, x/b cannot start one of its own: its egress is closed.
+    blocked = cli(PREFIX, "probe", "--from", "x/b", "--to", "y/a", "--port", "81",
+                  "--protocol", "SCTP", "--timeout", "1")
+    assert blocked.returncode == 1, blocked.stdout + blocked.stderr

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from podwire.lab import cniexec, kubelet, manifests, samples, workload
+from podwire.lab import cluster, cniexec, hostports, kubelet, manifests, samples, workload
 from podwire.lab.echo import Port, answer, parse_answer
 from podwire.lab.layout import LabLayout
 
@@ -67,7 +67,9 @@ def test_manifests_default_the_namespace_and_order_namespaces_first() -> None:
     (("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: "
      "[{containerPort: 70000}]}]}\n"), "bad containerPort 70000"),
     (("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: "
-     "[{containerPort: 80, protocol: SCTP}]}]}\n"), "protocol 'SCTP'"),
+     "[{containerPort: 80, protocol: QUIC}]}]}\n"), "protocol 'QUIC'"),
+    (("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {hostNetwork: 'yes', "
+      "containers: [{name: c}]}\n"), "spec.hostNetwork must be true or false"),
     (("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\n"
      "spec: {podSelector: {}, ingress: [{ports: [{port: 0}]}]}\n"), "NetworkPolicy default/np"),
     ("apiVersion: v1\nkind: Namespace\nmetadata: {name: n, labels: {a: [1]}}\n", "labels"),
@@ -107,8 +109,8 @@ def test_only_live_pods_bound_to_the_node_get_a_sandbox() -> None:
 
 def test_pod_ports_cover_every_container_and_protocol() -> None:
     pod = samples.pod("x", "a", (80, 81))
-    assert kubelet.pod_ports(pod) == [Port(80, "TCP"), Port(80, "UDP"), Port(81, "TCP"),
-                                      Port(81, "UDP")]
+    assert kubelet.pod_ports(pod) == [Port(80, "TCP"), Port(80, "UDP"), Port(80, "SCTP"),
+                                      Port(81, "TCP"), Port(81, "UDP"), Port(81, "SCTP")]
 
 
 def test_cni_environment_is_what_a_runtime_sends(tmp_path: object) -> None:
@@ -144,7 +146,7 @@ def test_answers_name_the_server_and_the_peer() -> None:
     assert parse_answer("HTTP/1.1 400 Bad Request\n") == {}
 
 
-@pytest.mark.parametrize("text", ["80/SCTP", "x/TCP", "0", "70000/udp"])
+@pytest.mark.parametrize("text", ["80/QUIC", "x/TCP", "0", "70000/udp"])
 def test_bad_ports_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="bad port"):
         Port.parse(text)
@@ -155,3 +157,37 @@ def test_label_patch_sets_changes_and_removes() -> None:
     new = {"metadata": {"labels": {"a": "1", "b": "3", "c": "4"}}}
     assert workload._labels_patch(old, new) == {"b": "3", "c": "4"}
     assert workload._labels_patch(new, {"metadata": {}}) == {"a": None, "b": None, "c": None}
+
+
+def test_host_pods_take_their_ports_per_protocol_on_their_node() -> None:
+    first = samples.host_pod("h", "one", (80,), "node1")
+    assert hostports.node_ports(first) == {(80, "TCP"), (80, "UDP"), (80, "SCTP")}
+    assert hostports.node_ports(samples.pod("x", "a", (80,))) == set()
+    udp_only = samples.host_pod("h", "udp", (80,), "node1")
+    udp_only["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "protocol": "UDP"}]
+    assert hostports.conflict(udp_only, [first]) == (
+        "node port 80/UDP is taken by hostNetwork pod h/one")
+    other_port = samples.host_pod("h", "two", (81,), "node1")
+    assert hostports.conflict(other_port, [first]) is None
+    assert hostports.conflict(first, [first]) is None  # a pod never conflicts with itself
+    assert hostports.conflict(samples.pod("x", "a", (80,)), [first]) is None
+
+
+def test_the_scheduler_places_a_host_pod_where_its_ports_are_free() -> None:
+    taken = samples.host_pod("h", "one", (80,), "node1")
+    busy = [samples.pod("x", n, (80,), node="node2") for n in "abc"]
+    unbound = samples.host_pod("h", "two", (80,), "node1")
+    del unbound["spec"]["nodeName"]
+    assert kubelet.pick_node([taken, *busy], ["node1", "node2"], unbound) == "node2"
+    both = [taken, samples.host_pod("h", "three", (80,), "node2")]
+    assert kubelet.pick_node(both, ["node1", "node2"], unbound) is None
+    # A pod that finished holds no port.
+    both[1]["status"] = {"phase": "Failed"}
+    assert kubelet.pick_node(both, ["node1", "node2"], unbound) == "node2"
+
+
+def test_nodes_carry_the_kubelets_labels() -> None:
+    labels = cluster.node_labels(LabLayout("pwlab").node(2))
+    assert labels["kubernetes.io/hostname"] == "node2"
+    assert labels["kubernetes.io/os"] == "linux"
+    assert cluster.node_arch("x86_64") == "amd64" and cluster.node_arch("aarch64") == "arm64"
