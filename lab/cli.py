@@ -297,26 +297,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
         if args.source or args.target or args.to_ip:
             raise ValueError("--matrix probes every pod to every pod: no --from/--to/--to-ip")
         table = probes.pod_matrix(kube, state.layout, args.port, args.protocol, args.timeout)
-        if args.output == "json":
-            print(json.dumps(table, indent=2))
-        else:
-            from podwire.lab import views
-
-            views.print_matrix(table, f"{args.protocol}/{args.port}")
-        return EXIT_OK
+        return _print_matrix(args, table)
     if not args.source or not (args.target or args.to_ip) or (args.target and args.to_ip):
         raise ValueError("probe needs --from NS/POD and one of --to NS/POD or --to-ip IP")
     result, label = probes.one(kube, state.layout, args.source, args.target, args.to_ip,
                                args.port, args.protocol, args.timeout)
-    if args.output == "json":
-        print(json.dumps({"from": args.source, "to": label, "port": args.port,
-                          "protocol": args.protocol, "ok": result.ok,
-                          "detail": result.detail, "answer": result.answer}))
-    else:
-        verdict = "connected" if result.ok else "blocked"
-        print(f"{args.source} -> {label} {args.protocol}/{args.port}: {verdict} "
-              f"({result.detail})")
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return _print_probe(args, result, label)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
