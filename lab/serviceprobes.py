@@ -149,6 +149,8 @@ def parse_resolv_conf(text: str) -> ResolvConf:
 def _query(src_netns: str, server: str, name: str, timeout: float) -> tuple[int, list[str]]:
     query = dns.message.make_query(name, dns.rdatatype.A)
     sock = netns.socket_in(src_netns, socket.AF_INET, socket.SOCK_DGRAM)
+    # dnspython waits on a given socket with its own timeout only if it does not block.
+    sock.setblocking(False)
     with sock:
         reply = dns.query.udp(query, server, timeout=timeout, sock=sock)
     addresses = [r.to_text() for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A
