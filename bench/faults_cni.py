@@ -62,7 +62,10 @@ class CniChaos:
 
     def __init__(self, lab: Lab, pods: int, concurrency: int, kill_share: float,
                  agent_kills: int, seed: int) -> None:
-        self.lab, self.node = lab, lab.node(1)
+        # The node holding fewest of the lab's own pods (its cluster DNS runs on one): the
+        # chaos is about the runtime's pods, not the cluster's.
+        self.lab = lab
+        self.node = min((lab.node(1), lab.node(2)), key=lambda n: len(ipam_owners(n)))
         self.pods, self.concurrency = pods, concurrency
         self.kill_share, self.agent_kills = kill_share, agent_kills
         self.rng = random.Random(seed)
@@ -168,6 +171,11 @@ class CniChaos:
             self.stopping.set()
 
     def run(self) -> Figures:
+        # The lab's own pods on this node (its cluster DNS) are no part of the chaos: GC
+        # keeps them and the counts leave them out.
+        self.kept_ips = set(ipam_owners(self.node))
+        self.kept_owners = set(ipam_owners(self.node).values())
+        self.kept_links = host_links(self.node)
         killer = threading.Thread(target=self.agent_killer, name="agent-killer")
         started = time.monotonic()
         killer.start()
@@ -187,7 +195,7 @@ class CniChaos:
             raise RuntimeError("killing and restarting the agent failed") from self.killer_error
         seconds = time.monotonic() - started
         before_gc = self.leftovers()
-        valid = [{"containerID": cid, "ifname": "eth0"} for cid in self.live]
+        valid = [{"containerID": cid, "ifname": "eth0"} for cid in [*self.live, *self.kept_owners]]
         ok, _ = self.call("GC", cniexec.Sandbox("", "", "", "", ""),
                           {"cni.dev/valid-attachments": valid})
         if not ok:
@@ -201,10 +209,13 @@ class CniChaos:
         live_links = {result["interfaces"][0]["name"] for _, result in self.live.values()}
         live_ips = {cniexec.first_ipv4(result) for _, result in self.live.values()}
         return {"addresses left for GC": sum(1 for owner in ipam_owners(self.node).values()
-                                             if owner not in self.live),
-                "host links left for GC": len(host_links(self.node) - live_links),
+                                             if owner not in self.live
+                                             and owner not in self.kept_owners),
+                "host links left for GC": len(host_links(self.node) - live_links
+                                              - self.kept_links),
                 "endpoints left for GC": sum(1 for e in self.lab.status(self.node)["endpoints"]
-                                             if e["ip"] not in live_ips)}
+                                             if e["ip"] not in live_ips
+                                             and e["ip"] not in self.kept_ips)}
 
     def count(self, seconds: float, before_gc: dict[str, float]) -> Figures:
         live_ips = [cniexec.first_ipv4(result) for _, result in self.live.values()]
@@ -219,9 +230,11 @@ class CniChaos:
                      or result["interfaces"][0]["name"] not in links)
         found = {
             "duplicate addresses": duplicates(live_ips) + duplicates(endpoint_ips),
-            "leaked addresses": sum(1 for owner in store.values() if owner not in self.live),
-            "leaked host links": len(links - live_links),
-            "endpoints without a pod": sum(1 for ip in endpoint_ips if ip not in live_ips),
+            "leaked addresses": sum(1 for owner in store.values()
+                                    if owner not in self.live and owner not in self.kept_owners),
+            "leaked host links": len(links - live_links - self.kept_links),
+            "endpoints without a pod": sum(1 for ip in endpoint_ips
+                                           if ip not in live_ips and ip not in self.kept_ips),
             "live pods missing an address, link or endpoint": broken}
         restarts = self.tally.agent_restart_s
         scalars = {"pods": self.pods, "concurrency": self.concurrency,

@@ -63,6 +63,10 @@ def answer(zone: Zone, wire: bytes) -> bytes | None:
     return response.to_wire()  # an existing name without A records: NOERROR, no data
 
 
+# How long the keeper waits for an event before it reports a revision bookmarks moved.
+REPORT_IDLE_S = 1.0
+
+
 class ZoneKeeper:
     """The informers and the zone they make, rebuilt after every change."""
 
@@ -96,14 +100,25 @@ class ZoneKeeper:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._changed.wait()
+            changed = self._changed.wait(timeout=REPORT_IDLE_S)
             self._changed.clear()
-            if not self._stop.is_set():
+            if self._stop.is_set():
+                return
+            if changed:
                 self.rebuild()
+            else:
+                # Bookmarks move the revision without an event: the zone is as current.
+                self._report(self._revision())
+
+    def _revision(self) -> int:
+        return min(self.services.last_resource_version, self.slices.last_resource_version)
 
     def rebuild(self) -> None:
-        revision = min(self.services.last_resource_version, self.slices.last_resource_version)
+        revision = self._revision()
         self.zone = Zone.build(self.services.items(), self.slices.items())
+        self._report(revision)
+
+    def _report(self, revision: int) -> None:
         if self.revision_file is not None and revision > self._reported:
             write_revision(self.revision_file, revision)
             self._reported = revision

@@ -122,7 +122,9 @@ def apply(kube: Kube, state: LabState, manifests: list[Manifest],
                  obj["metadata"].get("resourceVersion"))
         done.append(f"{m.ref} {verb}")
     wait_pods_running(kube, created_pods, timeout)
-    wait_control_plane(kube, state, timeout)
+    # The cluster DNS answers from Services (and their slices): waited for when they change.
+    wait_control_plane(kube, state, timeout,
+                       dns=any(m.kind == "Service" for m in manifests))
     wait_agents(kube, state, timeout)
     return done
 
@@ -147,7 +149,8 @@ def delete(kube: Kube, state: LabState, targets: list[tuple[str, str, str | None
     layout = state.layout
     _wait("pod sandboxes to be torn down", timeout,
           lambda: [u for u in doomed_uids if netns.exists(layout.pod_netns(u))])
-    wait_control_plane(kube, state, timeout)
+    wait_control_plane(kube, state, timeout,
+                       dns=any(kind in ("Service", "Namespace") for kind, _, _ in targets))
     wait_agents(kube, state, timeout)
     return done
 
@@ -175,14 +178,16 @@ def wait_pods_running(kube: Kube, pods: list[tuple[str, str]], timeout: float) -
 CONTROL_PLANE = (("the EndpointSlice controller", "slicecontroller"), ("the cluster DNS", "dns"))
 
 
-def wait_control_plane(kube: Kube, state: LabState, timeout: float) -> None:
+def wait_control_plane(kube: Kube, state: LabState, timeout: float, dns: bool = True) -> None:
     """The EndpointSlice controller has written the slices for what the API holds now, and
-    the cluster DNS answers from it (the agents' wait then covers those slices too)."""
+    (with `dns`) the cluster DNS answers from it (the agents' wait then covers those slices
+    too)."""
     wanted = kube.current_revision()
+    parts = [p for p in CONTROL_PLANE if dns or p[1] != "dns"]
 
     def behind() -> list[str]:
         late = []
-        for what, process in CONTROL_PLANE:
+        for what, process in parts:
             rev = read_revision(state.layout.revision_file(process))
             if rev is None or rev < wanted:
                 late.append(f"{what} (revision {rev}, want {wanted})")
