@@ -86,7 +86,7 @@ def podwire_lab(layout: LabLayout) -> Pair:
                samples.pod("bench", "b", (80,), node="node2")]
     workload.apply(kube, state, manifests.parse(samples.to_yaml(objects)))
     pods = {p["metadata"]["name"]: (layout.pod_netns(p["metadata"]["uid"]), p["status"]["podIP"])
-            for p in kube.list_pods()["items"]}
+            for p in kube.list_pods()["items"] if p["metadata"]["namespace"] == "bench"}
     return Pair("podwire", pods["a"], pods["b"])
 
 
