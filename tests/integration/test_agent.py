@@ -6,15 +6,10 @@ leaves the cluster as it found it except for what it documents.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-from agent_node import AgentNode, network_policy, wait_for
-
-from podwire.lab import netns
+from agent_node import AgentNode, EchoStream, network_policy, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -136,54 +131,14 @@ def test_api_faults_keep_enforcement_and_the_agent_reconverges(node: AgentNode) 
 def test_established_stream_survives_agent_restart(node: AgentNode) -> None:
     """A TCP stream keeps flowing while the agent restarts: maps and programs are pinned."""
     dst = node.pods["y/b"]
-    server = netns.socket_in(dst["netns"], socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("0.0.0.0", 7000))
-    server.listen(1)
-    gaps: list[float] = []
-    errors: list[BaseException] = []
-    done = threading.Event()
-
-    def echo() -> None:
-        conn, _ = server.accept()
-        with conn:
-            while data := conn.recv(64):
-                conn.sendall(data)
-
-    def client() -> None:
-        try:
-            sock = netns.socket_in(node.pods["x/a"]["netns"], socket.AF_INET, socket.SOCK_STREAM)
-            with sock:
-                sock.settimeout(5)
-                sock.connect((dst["ip"], 7000))
-                last = time.monotonic()
-                while not done.is_set():
-                    sock.sendall(b"ping")
-                    assert sock.recv(64) == b"ping"
-                    now = time.monotonic()
-                    gaps.append(now - last)
-                    last = now
-                    time.sleep(0.02)
-        except (OSError, AssertionError) as err:  # reported by the test thread below
-            errors.append(err)
-
-    threads = [threading.Thread(target=echo, daemon=True), threading.Thread(target=client)]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_for(lambda: len(gaps) > 10, "the stream to flow")
+    with EchoStream(dst["netns"], node.pods["x/a"]["netns"], 7000, (dst["ip"], 7000)) as stream:
+        stream.wait_flowing("the stream to flow")
         node.stop_agent()
-        before = len(gaps)
-        wait_for(lambda: len(gaps) > before + 10, "the stream to flow with no agent")
+        stream.wait_flowing("the stream to flow with no agent")
         node.start_agent()
-        before = len(gaps)
-        wait_for(lambda: len(gaps) > before + 10, "the stream to flow after the restart")
-    finally:
-        done.set()
-        threads[1].join(10)
-        server.close()
-    assert not errors, errors
-    assert max(gaps) < 1.0, f"the stream stalled for {max(gaps):.2f}s"
+        stream.wait_flowing("the stream to flow after the restart")
+    assert not stream.errors, stream.errors
+    assert max(stream.gaps) < 1.0, f"the stream stalled for {max(stream.gaps):.2f}s"
     # The restarted agent adopted the maps: its view equals a fresh computation.
     assert node.status()["endpoints"] and len(node.status()["endpoints"]) == 4
     assert node.can_reach("x/a", "y/b")

@@ -7,17 +7,13 @@ writes slices behind the test.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from agent_node import AgentNode, wait_for
+from agent_node import AgentNode, EchoStream, wait_for
 from kubernetes import client
 
-from podwire.lab import netns
 from podwire.lab.probe import ProbeTarget, probe
 
 pytestmark = pytest.mark.timeout(600)
@@ -123,52 +119,12 @@ def test_a_clusterip_forwards_and_a_stream_through_it_survives_an_agent_restart(
     target = ProbeTarget(vip, 81, "TCP", expect_name="x/backend")
     assert probe(node.pods["x/client"]["netns"], target, timeout=2.0).ok
 
-    server = netns.socket_in(node.pods["x/backend"]["netns"], socket.AF_INET,
-                             socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("0.0.0.0", 7200))
-    server.listen(1)
-    gaps: list[float] = []
-    errors: list[BaseException] = []
-    done = threading.Event()
-
-    def echo() -> None:
-        conn, _ = server.accept()
-        with conn:
-            while data := conn.recv(64):
-                conn.sendall(data)
-
-    def stream() -> None:
-        try:
-            sock = netns.socket_in(node.pods["x/client"]["netns"], socket.AF_INET,
-                                   socket.SOCK_STREAM)
-            with sock:
-                sock.settimeout(5)
-                sock.connect((vip, 82))
-                last = time.monotonic()
-                while not done.is_set():
-                    sock.sendall(b"ping")
-                    assert sock.recv(64) == b"ping"
-                    now = time.monotonic()
-                    gaps.append(now - last)
-                    last = now
-                    time.sleep(0.02)
-        except (OSError, AssertionError) as err:  # reported below
-            errors.append(err)
-
-    threading.Thread(target=echo, daemon=True).start()
-    thread = threading.Thread(target=stream)
-    thread.start()
-    try:
-        wait_for(lambda: len(gaps) > 10 or errors, "the stream through the Service to flow")
+    with EchoStream(node.pods["x/backend"]["netns"], node.pods["x/client"]["netns"], 7200,
+                    (vip, 82)) as stream:
+        stream.wait_flowing("the stream through the Service to flow")
         node.stop_agent()
         node.start_agent()
-        before = len(gaps)
-        wait_for(lambda: len(gaps) > before + 10 or errors, "the stream after the restart")
-    finally:
-        done.set()
-        thread.join(10)
-        server.close()
-    assert not errors, errors
-    assert max(gaps) < 1.0, f"the stream stalled for {max(gaps):.2f}s"
+        stream.wait_flowing("the stream after the restart")
+    assert not stream.errors, stream.errors
+    assert max(stream.gaps) < 1.0, f"the stream stalled for {max(stream.gaps):.2f}s"
     assert probe(node.pods["x/client"]["netns"], target, timeout=2.0).ok
