@@ -60,6 +60,9 @@ class DatapathSizes:
     # 512 pages (2 MiB) hold about 29,000 flow events: room for a burst while the
     # agent's reader catches up.
     events_pages: int = 512
+    # Flows counted per flow (AgentConfig.flow_aggregation) until the agent reports them:
+    # active flows, since the agent removes each once it is reported and idle.
+    flow_aggregates: int = 16384
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -233,6 +233,10 @@ class NodeConfig(ctypes.Structure):
         ("ct_sctp_established", ctypes.c_uint32),
         ("ct_sctp_closing", ctypes.c_uint32),
         ("netns_cookie", ctypes.c_uint64),
+        ("aggregation", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("event_cost_ns", ctypes.c_uint64),
+        ("event_burst_ns", ctypes.c_uint64),
     ]
 
 
@@ -264,6 +268,32 @@ class FlowEvent(ctypes.Structure):
     ]
 
 
+class FlowAggKey(ctypes.Structure):
+    _fields_ = [
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("reason", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+        ("hook", ctypes.c_uint8),
+    ]
+
+
+class FlowAggValue(ctypes.Structure):
+    _fields_ = [
+        ("first", FlowEvent),
+        ("last_seen", ctypes.c_uint64),
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    ]
+
+
+class EventRateState(ctypes.Structure):
+    _fields_ = [("tat", ctypes.c_uint64)]
+
+
 # C struct name -> mirror; the layout test walks this table.
 C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "endpoint_info": EndpointInfo,
@@ -285,6 +315,9 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "metrics_value": MetricsValue,
     "node_config": NodeConfig,
     "flow_event": FlowEvent,
+    "flow_agg_key": FlowAggKey,
+    "flow_agg_value": FlowAggValue,
+    "event_rate_state": EventRateState,
 }
 
 _SCALARS: dict[str, type[ctypes._SimpleCData]] = {"__u32": ctypes.c_uint32,

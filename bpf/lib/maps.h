@@ -47,8 +47,17 @@ BPF_TABLE_PINNED("lru_hash", struct frag_key, struct frag_value, fragments, FRAG
 /* Index metrics_index(code, direction): a reason code (drop.h) by direction. */
 BPF_TABLE_PINNED("percpu_array", __u32, struct metrics_value, metrics,
 		 REASON_MAX * DIR_MAX, PINNED(metrics));
-/* Ring buffer reservations that failed (the reader was too slow). */
-BPF_TABLE_PINNED("percpu_array", __u32, __u64, events_lost, 1, PINNED(events_lost));
+/* Events lost before the agent read them, by EVENTS_LOST_* (types.h). */
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, events_lost, EVENTS_LOST_MAX,
+		 PINNED(events_lost));
+/* Flows the datapath counts instead of reporting each packet (AGG_*, events.h); the
+ * agent reports and removes them. A plain HASH, not an LRU: an LRU would evict a flow
+ * whose counts were not reported yet without a trace; when this one is full a new flow
+ * goes to the ring buffer as under AGG_NONE, where a loss is counted. */
+BPF_TABLE_PINNED("hash", struct flow_agg_key, struct flow_agg_value, flow_aggregates,
+		 FLOW_AGGREGATES_MAX, PINNED(flow_aggregates));
+BPF_TABLE_PINNED("percpu_array", __u32, struct event_rate_state, event_rate, 1,
+		 PINNED(event_rate));
 BPF_TABLE_PINNED("array", __u32, struct node_config, config, 1, PINNED(config));
 /* The load balancer: frontend slots (types.h), backends by id, and the ClientIP
  * affinity of clients (an LRU: a forgotten client is only given a fresh choice). */

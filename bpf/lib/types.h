@@ -38,6 +38,21 @@
 /* node_config.flags */
 #define CFG_F_EVENTS 1
 
+/* node_config.aggregation: how much the datapath summarises before it reports (events.h).
+ * NONE: an event per new connection and per dropped packet. CONNECTION: an event per new
+ * connection; the drops of one flow (5-tuple, reason, direction, hook) are counted in
+ * flow_aggregates and reported by the agent as one record per flow and interval. MAX:
+ * new connections too are counted there, and the source port is left out of the flow, so
+ * one client's connections (or a flood from random ports) to one port are one record. */
+#define AGG_NONE 0
+#define AGG_CONNECTION 1
+#define AGG_MAX 2
+
+/* events_lost index: where an event was lost before the agent read it. */
+#define EVENTS_LOST_RING 0 /* no room in the ring buffer (the reader was too slow) */
+#define EVENTS_LOST_RATE 1 /* over the node's event rate limit */
+#define EVENTS_LOST_MAX 2
+
 /* ct_value.state: the phases of a connection, each with its idle timeout. TCP and SCTP
  * go OPENING (a SYN, an INIT) -> ESTABLISHED (the responder's ACK, its COOKIE-ACK) ->
  * CLOSING (FIN or RST; SHUTDOWN, SHUTDOWN-ACK, SHUTDOWN-COMPLETE or ABORT); other
@@ -231,6 +246,12 @@ struct node_config {
 	/* The node's network namespace (SO_NETNS_COOKIE): the socket programs, attached
 	 * to a cgroup every node's processes share, act only in this one. 0: in none. */
 	__u64 netns_cookie;
+	__u32 aggregation; /* AGG_* */
+	__u32 pad;
+	/* The ring buffer's rate limit, per CPU (a GCRA: each event costs event_cost_ns of
+	 * budget, at most event_burst_ns ahead of now). 0: no limit. */
+	__u64 event_cost_ns;
+	__u64 event_burst_ns;
 };
 
 struct flow_event {
@@ -257,6 +278,33 @@ struct flow_event {
 	__u32 service_id; /* the Service it went through (lb_value.service_id), 0 when none */
 	__u32 frontend_addr; /* the address the client sent it to, 0 when none */
 	__u32 pad2;
+};
+
+/* A flow as flow_aggregates counts it: under AGG_MAX sport is 0. */
+struct flow_agg_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 reason;
+	__u8 direction;
+	__u8 hook;
+};
+
+/* The first packet's event, and the totals since: packets and bytes only grow (atomic
+ * adds), so the agent reports the difference from what it reported before and no count
+ * is lost between the datapath and the agent. */
+struct flow_agg_value {
+	struct flow_event first;
+	__u64 last_seen; /* bpf_ktime_get_ns() of the latest packet */
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* The rate limiter's state, per CPU: the GCRA's theoretical arrival time. */
+struct event_rate_state {
+	__u64 tat;
 };
 
 #endif

@@ -136,7 +136,8 @@ def lab() -> Iterator[Lab]:
         dps = {}
         for name, ns, pods in (("n1", n1, (a, b)), ("n2", n2, (c,))):
             config = AgentConfig(node_name=name, pin_dir=topo.pin_dir(name),
-                                 node_ip=UNDERLAY[name], conntrack_max=4096)
+                                 node_ip=UNDERLAY[name], conntrack_max=4096,
+                                 flow_aggregation="none")  # each drop's own event
             dp = Datapath.load(config, netns=ns)
             topo.datapaths.append(dp)
             dp.attach_overlay(ensure_vxlan_device("pwvx", UNDERLAY[name], 8472, 1450, netns=ns))
