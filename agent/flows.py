@@ -71,6 +71,9 @@ class RawFlow(NamedTuple):
 
 
 EVENT_SIZE = ctypes.sizeof(structs.FlowEvent)
+# Wall clock of bpf_ktime_get_ns() == 0, to print event times as dates: taken once, so
+# a record read twice (records are made when read) reads the same.
+BOOT_OFFSET = time.time() - time.monotonic()
 
 
 def decode(raw: RawFlow) -> structs.FlowEvent:
@@ -124,8 +127,7 @@ class FlowEnricher:
         self._lookup_pod = pods
         self._policy_name = policies
         self._isolation = isolation
-        # Wall clock of bpf_ktime_get_ns() == 0, to print event times as dates.
-        self._boot_offset = time.time() - time.monotonic()
+        self._boot_offset = BOOT_OFFSET
         self._seq = itertools.count()
 
     def _names(self, ip: str) -> PeerNames:
