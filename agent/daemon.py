@@ -347,7 +347,8 @@ class Agent:
         a chunk, so a reader of a long history does not hold up the watch loop."""
         names = ModelNames(self.state)
         enricher = FlowEnricher(self.config.node_name, names.pod, self.state.policy_name,
-                                names.isolating, services=self.state.service_name)
+                                names.isolating, services=self.state.service_name,
+                                past=names.at)
         for batch in batches:
             for start in range(0, len(batch), _NAMING_CHUNK):
                 with self.lock:

@@ -55,6 +55,8 @@ PodLookup = Callable[[str], PeerNames]
 PolicyLookup = Callable[[int], str | None]
 IsolationLookup = Callable[[str, str], list[str]]  # (pod ip, direction) -> policy names
 ServiceLookup = Callable[[int], str | None]  # service_id -> "namespace/name"
+# (ip, event time) -> who had the address then, when that is not its present holder.
+PastLookup = Callable[[str, int], PeerNames | None]
 
 
 class RawFlow(NamedTuple):
@@ -115,8 +117,10 @@ class FlowEnricher:
 
     def __init__(self, node: str, pods: PodLookup, policies: PolicyLookup,
                  isolation: IsolationLookup, cache_size: int = 8192, cache_ttl: float = 5.0,
-                 services: ServiceLookup = lambda _: None):
+                 services: ServiceLookup = lambda _: None,
+                 past: PastLookup = lambda ip, when: None):
         self.node = node
+        self._past = past
         self._service_name = services
         # Names and isolating policies change only with the model: cached briefly, they
         # cost one lookup per peer and TTL instead of one per event (a flood of denied
@@ -167,8 +171,10 @@ class FlowEnricher:
             "direction": direction,
             "hook": HOOKS.get(event.hook, str(event.hook)),
             "protocol": protocol,
-            "source": self._endpoint(src_ip, event.sport, event.src_identity, now),
-            "destination": self._endpoint(dst_ip, event.dport, event.dst_identity, now),
+            "source": self._endpoint(src_ip, event.sport, event.src_identity, now,
+                                     event.timestamp),
+            "destination": self._endpoint(dst_ip, event.dport, event.dst_identity, now,
+                                          event.timestamp),
             "frontend": None,
             "tcp_flags": [name for bit, name in TCP_FLAGS if event.tcp_flags & bit]
             if protocol == Protocol.TCP else [],
@@ -206,8 +212,11 @@ class FlowEnricher:
             else record["destination"]
         end["service"] = self._service_name(event.service_id)
 
-    def _endpoint(self, ip: str, port: int, identity: int, now: float) -> FlowEnd:
-        names = self._pods.get(ip, self._names, now)
+    def _endpoint(self, ip: str, port: int, identity: int, now: float,
+                  when_ns: int) -> FlowEnd:
+        # Names as they were when the event happened: the model's, unless the address
+        # changed hands since.
+        names = self._past(ip, when_ns) or self._pods.get(ip, self._names, now)
         return {"ip": ip, "port": structs.port_host(port), "identity": identity,
                 "namespace": names.namespace, "pod": names.pod, "labels": names.labels,
                 "service": None}
