@@ -265,7 +265,11 @@ class FlowEvent(ctypes.Structure):
 
 
 class TraceTag(ctypes.Structure):
-    _fields_ = [("trace_id", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+    _fields_ = [
+        ("trace_id", ctypes.c_uint32),
+        ("flags", ctypes.c_uint16),
+        ("ip_id", ctypes.c_uint16),
+    ]
 
 
 class TraceLive(ctypes.Structure):

@@ -1,8 +1,8 @@
 """The agent's `/trace/*` routes: what podwire/trace.py asks each node for.
 
-    POST /trace/arm     {"tag", "trace_id", "flags": ["consume"|"live"], "seconds"}
+    POST /trace/arm     {"tag", "trace_id", "flags": ["consume"|"live"], "seconds", "ip_id"}
     POST /trace/disarm  {"tag"}
-    POST /trace/inject  {"tag", "from": "ns/pod", "to": TARGET, "port", "protocol"}
+    POST /trace/inject  {"tag", "ip_id", "from": "ns/pod", "to": TARGET, "port", "protocol"}
     POST /trace/live    the same: mark the pod's next matching packet instead
     GET  /trace/hops?trace_id=N&wait=SECONDS  ->  {"node", "hops": [...]}
 
@@ -80,7 +80,7 @@ class TraceApi:
     def _arm(self, request: Request) -> Response:
         body = _body(request)
         self.tracer.arm(int(body["tag"]), int(body["trace_id"]), list(body.get("flags", [])),
-                        float(body.get("seconds", 10.0)))
+                        float(body.get("seconds", 10.0)), int(body.get("ip_id", 0)))
         return Response(200, {"node": self.agent.config.node_name})
 
     def _disarm(self, request: Request) -> Response:
@@ -98,7 +98,7 @@ class TraceApi:
         source, netns = self._source(str(body["from"]))
         packet = TracePacket(source, self._target(body), random.randint(*EPHEMERAL_PORTS),
                              int(body["port"]), _protocol(body), int(body["tag"]))
-        self.tracer.inject(netns, packet)
+        self.tracer.inject(netns, packet, int(body["ip_id"]))
         return Response(200, {"node": self.agent.config.node_name,
                               "packet": {"source": {"ip": packet.src, "port": packet.sport},
                                          "destination": {"ip": packet.dst,

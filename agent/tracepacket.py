@@ -41,8 +41,8 @@ class TracePacket:
         if not 1 <= self.tag < TRACE_TAGS:
             raise ValueError(f"trace: tag {self.tag} is not a DSCP value 1-{TRACE_TAGS - 1}")
 
-    def build(self, ident: int = 0) -> bytes:
-        """The whole IPv4 packet (no Ethernet header)."""
+    def build(self, ident: int) -> bytes:
+        """The whole IPv4 packet (no Ethernet header), with IPv4 id `ident`."""
         segment = self._segment()
         total = 20 + len(segment)
         header = struct.pack("!BBHHHBBH4s4s", 0x45, self.tag << 2, total, ident & 0xFFFF, 0,

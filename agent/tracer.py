@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import random
 import socket
 import threading
 import time
@@ -72,7 +71,10 @@ class Tracer:
 
     # ------------------------------------------------------------ arming
 
-    def arm(self, tag: int, trace_id: int, flags: list[str], seconds: float) -> None:
+    def arm(self, tag: int, trace_id: int, flags: list[str], seconds: float,
+            ip_id: int = 0) -> None:
+        """Trace packets tagged `tag` as trace_id for `seconds`; with "consume", only the
+        one with IPv4 id ip_id (the packet the CLI has the source's agent inject)."""
         if not 1 <= tag < TRACE_TAGS:
             raise TraceError(f"tag {tag} is not 1-{TRACE_TAGS - 1}")
         if not 0 < trace_id < 1 << 32:
@@ -80,6 +82,8 @@ class Tracer:
         unknown = [f for f in flags if f not in FLAGS]
         if unknown:
             raise TraceError(f"unknown trace flags {unknown}; known: {sorted(FLAGS)}")
+        if not 0 <= ip_id <= 0xFFFF:
+            raise TraceError(f"ip_id {ip_id} is not a 16-bit number")
         if not 0 < seconds <= MAX_ARM_SECONDS:
             raise TraceError(f"seconds {seconds} is not in (0, {MAX_ARM_SECONDS:g}]")
         with self._cond:
@@ -90,7 +94,8 @@ class Tracer:
             self._armed[tag] = _Armed(trace_id, time.monotonic() + seconds)
             self._hops.setdefault(trace_id, [])
             self._tags.update(ctypes.c_uint32(tag), structs.TraceTag(
-                trace_id=trace_id, flags=sum(FLAGS[f] for f in flags)))
+                trace_id=trace_id, flags=sum(FLAGS[f] for f in set(flags)),
+                ip_id=structs.port_be(ip_id)))
         log.info("event=trace_armed tag=%d trace_id=%d flags=%s", tag, trace_id, flags)
 
     def disarm(self, tag: int) -> None:
@@ -111,14 +116,14 @@ class Tracer:
 
     # ------------------------------------------------------------ the packet
 
-    def inject(self, netns: str, packet: TracePacket) -> None:
+    def inject(self, netns: str, packet: TracePacket, ip_id: int) -> None:
         """Send the packet from inside the source pod: it leaves the pod's eth0 and meets
         from_pod exactly as the pod's own packets do."""
         self._require_armed(packet.tag)
         with in_netns(netns):
             sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         with sock:
-            sock.sendto(packet.build(ident=random.randrange(1, 0xFFFF)), (packet.dst, 0))
+            sock.sendto(packet.build(ip_id), (packet.dst, 0))
         log.info("event=trace_injected tag=%d %s:%d -> %s:%d %s", packet.tag, packet.src,
                  packet.sport, packet.dst, packet.dport, packet.protocol)
 

@@ -94,10 +94,12 @@ def trace(nodes: Sequence[AgentTarget], source: str, destination: dict[str, str]
     """Arm every agent, inject (or mark) at the source's, follow the hops, disarm."""
     trace_id = int.from_bytes(os.urandom(4), "little") or 1
     flags = ["live"] if live else ["consume"]
-    tag = _arm_everywhere(nodes, trace_id, flags, timeout + 5.0)
+    # The injected packet's IPv4 id: only it is consumed (bpf/lib/trace.h).
+    ip_id = random.randrange(1, 0x10000)
+    tag = _arm_everywhere(nodes, trace_id, flags, timeout + 5.0, ip_id)
     try:
-        request = {"tag": tag, "from": source, "to": destination, "port": port,
-                   "protocol": protocol}
+        request = {"tag": tag, "ip_id": ip_id, "from": source, "to": destination,
+                   "port": port, "protocol": protocol}
         first, packet = _start(nodes, "/trace/live" if live else "/trace/inject", request)
         hops = _follow(nodes, first, trace_id, timeout)
     finally:
@@ -114,7 +116,7 @@ def trace(nodes: Sequence[AgentTarget], source: str, destination: dict[str, str]
 
 
 def _arm_everywhere(nodes: Sequence[AgentTarget], trace_id: int, flags: list[str],
-                    seconds: float) -> int:
+                    seconds: float, ip_id: int) -> int:
     """A tag no agent holds, armed on all of them: a node that could not be armed would
     deliver an injected packet to its application, so every one must say yes."""
     for tag in random.sample(TAGS, 8):
@@ -123,7 +125,7 @@ def _arm_everywhere(nodes: Sequence[AgentTarget], trace_id: int, flags: list[str
         for node in nodes:
             status, body = post_json(node.socket_path, "/trace/arm",
                                      {"tag": tag, "trace_id": trace_id, "flags": flags,
-                                      "seconds": seconds})
+                                      "seconds": seconds, "ip_id": ip_id})
             if status == 409:
                 busy = True
                 break

@@ -6,8 +6,9 @@
  * Tags are DSCP values because the DSCP survives every hop podwire makes (veth
  * redirects, the overlay's inner header) where skb->mark does not cross namespaces;
  * Antrea's Traceflow tags packets the same way. An injected packet (TRACE_F_CONSUME) is
- * dropped where it would have been delivered, so no application ever sees it; a pod's
- * own packet marked by --live (TRACE_F_LIVE) is delivered with its DSCP cleared.
+ * dropped where it would have been delivered, so no application ever sees it (it must
+ * also carry the tag's IPv4 id: a pod's own packets with that DSCP are never dropped);
+ * a pod's own packet marked by --live (TRACE_F_LIVE) is delivered with its DSCP cleared.
  *
  * Included by events.h once struct flow_ctx is defined. */
 #ifndef PODWIRE_TRACE_H
@@ -27,7 +28,7 @@ static __always_inline void trace_arm(const struct pkt *p, struct flow_ctx *c)
 	if (!tag)
 		return;
 	t = trace_tags.lookup(&tag);
-	if (t && t->trace_id) {
+	if (t && t->trace_id && (!(t->flags & TRACE_F_CONSUME) || t->ip_id == p->ip_id)) {
 		c->trace_id = t->trace_id;
 		c->trace_flags = t->flags;
 	}

@@ -237,12 +237,15 @@ struct node_config {
  * every hook it crosses, with what was decided there, to the trace_events ring. */
 #define TRACE_TAGS 64 /* one slot per DSCP value; 0 is never a tag */
 #define TRACE_EVENTS_BYTES 65536
-#define TRACE_F_CONSUME 1 /* injected by the agent: dropped where it would be delivered */
+/* Injected by the agent: dropped where it would be delivered. Only the packet with the
+ * tag's ip_id is, so a pod that sends this DSCP itself loses nothing to a trace. */
+#define TRACE_F_CONSUME 1
 #define TRACE_F_LIVE 2 /* a pod's own packet the datapath marked: delivered, tag cleared */
 
 struct trace_tag {
 	__u32 trace_id; /* 0: the tag is not armed */
-	__u32 flags; /* TRACE_F_* */
+	__u16 flags; /* TRACE_F_* */
+	__u16 ip_id; /* TRACE_F_CONSUME: the injected packet's IPv4 id, network order */
 };
 
 /* Arms --live: the next packet the endpoint sends to daddr:dport/proto is marked. */
