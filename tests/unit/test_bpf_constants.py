@@ -84,7 +84,7 @@ def test_map_declarations_are_read_whole() -> None:
     assert list(MAPS) == ["endpoints", "ipcache", "policy", "conntrack", "fragments",
                           "metrics", "events_lost", "flow_aggregates", "event_rate", "config",
                           "lb_services", "lb_backends", "lb_affinity", "lb_sock_revnat",
-                          "events"]
+                          "trace_tags", "trace_live", "events", "trace_events"]
     ipcache = MAPS["ipcache"]
     assert (ipcache.type, ipcache.key, ipcache.value) == (
         "lpm_trie", "struct ipcache_key", "struct ipcache_value")
@@ -93,6 +93,8 @@ def test_map_declarations_are_read_whole() -> None:
     events = MAPS["events"]
     assert (events.type, events.size_macro) == ("ringbuf", "EVENTS_BYTES")
     assert MAPS["config"].max_entries == 1
+    # The trace ring is small and fixed: one traced packet is a handful of hops.
+    assert (MAPS["trace_events"].type, MAPS["trace_events"].max_entries) == ("ringbuf", 65536)
     assert MAPS["events_lost"].max_entries == EVENTS_LOST_MAX == len(EventsLost)
     aggregates = MAPS["flow_aggregates"]
     assert (aggregates.type, aggregates.key, aggregates.value, aggregates.size_macro) == (
