@@ -139,8 +139,8 @@ static __always_inline bool aggregate(struct __sk_buff *skb, const struct node_c
 		.direction = c->direction,
 		.hook = c->hook,
 	};
-	struct flow_agg_value *v = flow_aggregates.lookup(&key);
-	struct flow_agg_value fresh = {};
+	struct flow_agg_value *v = flow_aggregates.lookup(&key), *fresh;
+	__u32 zero = 0;
 
 	if (v) {
 		__sync_fetch_and_add(&v->packets, 1);
@@ -148,12 +148,15 @@ static __always_inline bool aggregate(struct __sk_buff *skb, const struct node_c
 		v->last_seen = now;
 		return true;
 	}
-	fill_event(&fresh.first, skb, p, c, type, code, now);
-	fresh.first.sport = key.sport;
-	fresh.last_seen = now;
-	fresh.packets = 1;
-	fresh.bytes = skb->len;
-	if (flow_aggregates.insert(&key, &fresh) == 0)
+	fresh = flow_agg_scratch.lookup(&zero);
+	if (!fresh)
+		return false;
+	fill_event(&fresh->first, skb, p, c, type, code, now);
+	fresh->first.sport = key.sport;
+	fresh->last_seen = now;
+	fresh->packets = 1;
+	fresh->bytes = skb->len;
+	if (flow_aggregates.insert(&key, fresh) == 0)
 		return true;
 	/* Another CPU made the entry first, or the table is full. */
 	v = flow_aggregates.lookup(&key);

@@ -58,6 +58,10 @@ BPF_TABLE_PINNED("hash", struct flow_agg_key, struct flow_agg_value, flow_aggreg
 		 FLOW_AGGREGATES_MAX, PINNED(flow_aggregates));
 BPF_TABLE_PINNED("percpu_array", __u32, struct event_rate_state, event_rate, 1,
 		 PINNED(event_rate));
+/* Where a new flow's aggregate is built before it is inserted: a value that size on
+ * the stack would crowd the entry programs' 512 bytes. */
+BPF_TABLE_PINNED("percpu_array", __u32, struct flow_agg_value, flow_agg_scratch, 1,
+		 PINNED(flow_agg_scratch));
 BPF_TABLE_PINNED("array", __u32, struct node_config, config, 1, PINNED(config));
 /* The load balancer: frontend slots (types.h), backends by id, and the ClientIP
  * affinity of clients (an LRU: a forgotten client is only given a fresh choice). */

@@ -82,7 +82,8 @@ def test_metrics_index_matches_the_map_size() -> None:
 
 def test_map_declarations_are_read_whole() -> None:
     assert list(MAPS) == ["endpoints", "ipcache", "policy", "conntrack", "fragments",
-                          "metrics", "events_lost", "flow_aggregates", "event_rate", "config",
+                          "metrics", "events_lost", "flow_aggregates", "event_rate",
+                          "flow_agg_scratch", "config",
                           "lb_services", "lb_backends", "lb_affinity", "lb_sock_revnat",
                           "trace_tags", "trace_live", "events", "trace_events"]
     ipcache = MAPS["ipcache"]
