@@ -211,6 +211,8 @@ def test_a_counted_flow_is_one_record_with_its_count_span_and_bytes() -> None:
     record = enricher().from_raw(entry)
     assert (record["count"], record["bytes"], record["verdict"]) == (1000, 74_000, "DROPPED")
     assert record["last_time"] > record["time"]
+    assert flowtext.summary(record) == ("1000 packets; SYN; POLICY_DENIED ingress, isolated "
+                                      "by isolating 10.244.2.2 ingress")
     alone = enricher().record(first)
     assert (alone["count"], alone["bytes"], alone["last_time"]) == (1, 74, alone["time"])
 
