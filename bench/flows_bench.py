@@ -50,7 +50,8 @@ TOOLS = ("nsenter", "hping3")
 PREFIX = "pwbfl"
 CONN_PORT = 12100
 FLOOD_TARGET_PORT = 9
-PACED_INTERVALS_US = (200, 100, 50, 25, 10)  # asks hping3 for 5k .. 100k packets/s
+PACED_INTERVALS_US = (200, 100, 50, 25, 10, 5)  # asks hping3 for 5k .. 200k packets/s
+PACED_MAX_PACKETS = 200_000  # a run's count: hping3 reaches less than it is asked
 PODWIRE = [sys.executable, "-m", "podwire.cli"]
 DENY_EGRESS = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                "metadata": {"name": "flood-no-egress", "namespace": "bench"},
@@ -97,11 +98,15 @@ class Node:
                 for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+STAGES = ("ring", "rate", "agent", "readers")
+
+
 @dataclass(frozen=True)
 class Tally:
     emitted: float
     ingested: float
     lost: float
+    by_stage: tuple[float, ...] = (0.0,) * len(STAGES)
 
     @classmethod
     def read(cls, node: Node) -> Tally:
@@ -111,11 +116,14 @@ class Tally:
                            (("direction", "egress"), ("reason", "POLICY_DENIED"))), 0.0),
             ingested=m.get(("podwire_flow_events_total",
                             (("type", "policy-verdict"), ("verdict", "DROPPED"))), 0.0),
-            lost=m.get(("podwire_flow_events_lost_total", ()), 0.0))
+            lost=m.get(("podwire_flow_events_lost_total", ()), 0.0),
+            by_stage=tuple(m.get(("podwire_flow_events_lost_at_stage_total",
+                                  (("stage", stage),)), 0.0) for stage in STAGES))
 
     def __sub__(self, other: Tally) -> Tally:
         return Tally(self.emitted - other.emitted, self.ingested - other.ingested,
-                     self.lost - other.lost)
+                     self.lost - other.lost,
+                     tuple(a - b for a, b in zip(self.by_stage, other.by_stage, strict=True)))
 
 
 ONE_FLOW = ["-s", "5000", "-k"]  # hping3: keep source port 5000, one flow
@@ -147,6 +155,7 @@ class IngestRun:
     ingested: int
     lost: int
     ingest_per_s: float
+    lost_at: str  # "stage n, ..." of the stages that lost any
 
 
 def ingest(node: Node, label: str, args: list[str], seconds: float | None) -> IngestRun:
@@ -163,8 +172,10 @@ def ingest(node: Node, label: str, args: list[str], seconds: float | None) -> In
 
     wait_for(settled, f"the agent to account for the events of run {label}")
     delta, drained = done[0], time.monotonic() - started
+    lost_at = ", ".join(f"{stage} {int(n)}" for stage, n in zip(STAGES, delta.by_stage,
+                                                                 strict=True) if n)
     return IngestRun(label, delta.emitted / sent_for, int(delta.emitted), int(delta.ingested),
-                     int(delta.lost), delta.ingested / drained)
+                     int(delta.lost), delta.ingested / drained, lost_at or "-")
 
 
 def denied_per_s(node: Node, seconds: float, args: list[str]) -> float:
@@ -306,7 +317,8 @@ def main() -> int:
         try:
             # hping3 paces by sleeping: the rate it reaches is measured, not the one asked.
             paced = [ingest(node, f"hping3 -i u{us}",
-                            ["-i", f"u{us}", "-c", str(int(args.seconds * 1_000_000 // us))],
+                            ["-i", f"u{us}", "-c", str(min(PACED_MAX_PACKETS,
+                                                           int(args.seconds * 1_000_000 // us)))],
                             None)
                      for us in PACED_INTERVALS_US]
             flood = ingest(node, "flood", ["--flood"], args.seconds)
@@ -320,10 +332,10 @@ def main() -> int:
         cluster.down(layout)
 
     print(f"{'ingest run':<16} {'offered/s':>10} {'emitted':>9} {'read':>9} {'lost':>8} "
-          f"{'read/s':>9}")
+          f"{'read/s':>9}  lost at")
     for run in [*paced, flood]:
         print(f"{run.label:<16} {run.offered_per_s:>10.0f} {run.emitted:>9} {run.ingested:>9} "
-              f"{run.lost:>8} {run.ingest_per_s:>9.0f}")
+              f"{run.lost:>8} {run.ingest_per_s:>9.0f}  {run.lost_at}")
     lossless = [r.offered_per_s for r in [*paced, flood] if r.lost == 0]
     if args.json:
         write_figures(args.json, [*paced, flood], lossless, cost, one_flow, memory)
