@@ -343,7 +343,7 @@ class Agent:
 
     def lost_by_stage(self) -> dict[str, int]:
         """Flow events lost on the way, by stage: in the kernel (`ring` full, over the
-        `rate` limit), in the agent (`agent`: records it could not read), and by
+        `rate` limit, the aggregates `table` full), in the agent (`agent`: records it could not read), and by
         `readers` (records that left the history before a follower read them)."""
         assert self.datapath is not None
         return {**self.datapath.lost_by_stage(), "agent": self.flows_short,

@@ -96,7 +96,7 @@ def datapath_families(counters: Sequence[DatapathCounter],
     lost_stages = CounterMetricFamily(
         "podwire_flow_events_lost_at_stage",
         "Flow events lost, by stage: ring (ring buffer full), rate (over the rate "
-        "limit), agent (records the agent could not read), readers (left the history "
+        "limit), table (a new flow to count while the aggregates table was full), agent (records the agent could not read), readers (left the history "
         "before a follower read them).", labels=["stage"])
     for stage, n in lost.items():
         lost_stages.add_metric([stage], n)

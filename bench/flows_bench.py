@@ -98,7 +98,7 @@ class Node:
                 for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-STAGES = ("ring", "rate", "agent", "readers")
+STAGES = ("ring", "rate", "table", "agent", "readers")
 
 
 @dataclass(frozen=True)

@@ -117,10 +117,11 @@ class EventsLost(enum.IntEnum):
 
     RING = _C["EVENTS_LOST_RING"]
     RATE = _C["EVENTS_LOST_RATE"]
+    TABLE = _C["EVENTS_LOST_TABLE"]
 
     @property
     def label(self) -> str:
-        """`ring`, `rate`: the stage as /status and the metrics name it."""
+        """`ring`, `rate`, `table`: the stage as /status and the metrics name it."""
         return self.name.lower()
 
 

@@ -6,6 +6,7 @@
 #ifndef PODWIRE_EVENTS_H
 #define PODWIRE_EVENTS_H
 
+#include <uapi/asm-generic/errno-base.h>
 #include "maps.h"
 #include "parse.h"
 
@@ -122,10 +123,11 @@ static __always_inline void send_event(struct __sk_buff *skb, const struct node_
 	events.ringbuf_submit(e, 0);
 }
 
-/* Count the packet in its flow's aggregate; false when the table is full and the
- * caller must report the packet another way. The first packet's event is kept whole,
- * so the record the agent makes names what the packet met. */
-static __always_inline bool aggregate(struct __sk_buff *skb, const struct node_config *cfg,
+/* Count the packet in its flow's aggregate. The first packet's event is kept whole, so
+ * the record the agent makes names what the packet met. A new flow while the table is
+ * full is counted lost at once: sending it to the ring instead would cost a flood of new
+ * flows a ring event a packet, the cost aggregation is there to spare. */
+static __always_inline void aggregate(struct __sk_buff *skb, const struct node_config *cfg,
 				      const struct pkt *p, const struct flow_ctx *c,
 				      __u8 type, __u8 code, __u64 now)
 {
@@ -141,31 +143,36 @@ static __always_inline bool aggregate(struct __sk_buff *skb, const struct node_c
 	};
 	struct flow_agg_value *v = flow_aggregates.lookup(&key), *fresh;
 	__u32 zero = 0;
+	int ret;
 
 	if (v) {
 		__sync_fetch_and_add(&v->packets, 1);
 		__sync_fetch_and_add(&v->bytes, skb->len);
 		v->last_seen = now;
-		return true;
+		return;
 	}
 	fresh = flow_agg_scratch.lookup(&zero);
-	if (!fresh)
-		return false;
+	if (!fresh) {
+		lost(EVENTS_LOST_TABLE);
+		return;
+	}
 	fill_event(&fresh->first, skb, p, c, type, code, now);
 	fresh->first.sport = key.sport;
 	fresh->last_seen = now;
 	fresh->packets = 1;
 	fresh->bytes = skb->len;
-	if (flow_aggregates.insert(&key, fresh) == 0)
-		return true;
-	/* Another CPU made the entry first, or the table is full. */
-	v = flow_aggregates.lookup(&key);
-	if (!v)
-		return false;
+	ret = flow_aggregates.insert(&key, fresh);
+	if (ret == 0)
+		return;
+	/* Another CPU made the entry first (-EEXIST), or the table is full. */
+	v = ret == -EEXIST ? flow_aggregates.lookup(&key) : NULL;
+	if (!v) {
+		lost(EVENTS_LOST_TABLE);
+		return;
+	}
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, skb->len);
 	v->last_seen = now;
-	return true;
 }
 
 /* Report a verdict as the node's aggregation says: per event through the ring buffer, or
@@ -179,11 +186,11 @@ static __always_inline void emit(struct __sk_buff *skb, const struct node_config
 	if (!(cfg->flags & CFG_F_EVENTS))
 		return;
 	now = bpf_ktime_get_ns();
-	if ((cfg->aggregation == AGG_MAX ||
-	     (cfg->aggregation == AGG_CONNECTION && type == EVENT_DROP)) &&
-	    aggregate(skb, cfg, p, c, type, code, now))
-		return;
-	send_event(skb, cfg, p, c, type, code, now);
+	if (cfg->aggregation == AGG_MAX ||
+	    (cfg->aggregation == AGG_CONNECTION && type == EVENT_DROP))
+		aggregate(skb, cfg, p, c, type, code, now);
+	else
+		send_event(skb, cfg, p, c, type, code, now);
 }
 
 /* A drop reason turned into the program's verdict. */

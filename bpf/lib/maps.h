@@ -52,8 +52,8 @@ BPF_TABLE_PINNED("percpu_array", __u32, __u64, events_lost, EVENTS_LOST_MAX,
 		 PINNED(events_lost));
 /* Flows the datapath counts instead of reporting each packet (AGG_*, events.h); the
  * agent reports and removes them. A plain HASH, not an LRU: an LRU would evict a flow
- * whose counts were not reported yet without a trace; when this one is full a new flow
- * goes to the ring buffer as under AGG_NONE, where a loss is counted. */
+ * whose counts were not reported yet without a trace; when this one is full a new flow's
+ * packets are counted as lost (EVENTS_LOST_TABLE), the metrics still count each one. */
 BPF_TABLE_PINNED("hash", struct flow_agg_key, struct flow_agg_value, flow_aggregates,
 		 FLOW_AGGREGATES_MAX, PINNED(flow_aggregates));
 BPF_TABLE_PINNED("percpu_array", __u32, struct event_rate_state, event_rate, 1,

@@ -51,7 +51,8 @@
 /* events_lost index: where an event was lost before the agent read it. */
 #define EVENTS_LOST_RING 0 /* no room in the ring buffer (the reader was too slow) */
 #define EVENTS_LOST_RATE 1 /* over the node's event rate limit */
-#define EVENTS_LOST_MAX 2
+#define EVENTS_LOST_TABLE 2 /* a new flow to count while flow_aggregates was full */
+#define EVENTS_LOST_MAX 3
 
 /* ct_value.state: the phases of a connection, each with its idle timeout. TCP and SCTP
  * go OPENING (a SYN, an INIT) -> ESTABLISHED (the responder's ACK, its COOKIE-ACK) ->

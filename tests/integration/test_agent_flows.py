@@ -109,5 +109,6 @@ def test_status_reports_the_history_and_the_aggregation(node: AgentNode) -> None
     history = status["flow_history"]
     assert history["max"] == HISTORY and 0 < history["entries"] <= HISTORY
     assert history["bytes"] > 0
-    assert set(status["lost_events_by_stage"]) == {"ring", "rate", "agent", "readers"}
+    assert set(status["lost_events_by_stage"]) == {"ring", "rate", "table", "agent",
+                                                       "readers"}
     json.dumps(status)

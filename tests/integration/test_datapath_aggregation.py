@@ -39,6 +39,7 @@ PREFIX = f"pwtag{os.getpid() % 10000}"
 NODE_IP = "10.199.0.1"
 FLOOD = 5000
 IDLE_NS, INTERVAL_NS = 500_000_000, 5_000_000_000
+TABLE = 64  # flows the datapath can count at once
 
 
 class Env:
@@ -60,7 +61,8 @@ def env() -> Iterator[Env]:
         a = topo.add_pod(node, "a", "10.200.0.2", ep_id=11, identity=300)
         b = topo.add_pod(node, "b", "10.200.0.3", ep_id=12, identity=301)
         dp = Datapath.load(AgentConfig(node_name="n1", pin_dir=topo.pin_dir("n1"),
-                                       node_ip=NODE_IP, conntrack_max=8192), netns=node)
+                                       node_ip=NODE_IP, conntrack_max=8192,
+                                       flow_aggregates_max=TABLE), netns=node)
         topo.datapaths.append(dp)
         serve_pods(dp, (a, b))
         dp.set_ipcache("0.0.0.0/0", ipcache_value(ReservedIdentity.WORLD))
@@ -198,3 +200,15 @@ def test_the_rate_limit_counts_every_event_it_holds_back(env: Env) -> None:
     assert 0 < len(received) < 100
     assert len(received) + held_back == 1000
     assert after["ring"] == before["ring"]
+
+
+def test_new_flows_beyond_a_full_table_are_counted_lost(env: Env) -> None:
+    env.reset(Aggregation.CONNECTION)
+    env.dp.set_endpoint(env.b.ip, env.b.endpoint(EP_F_INGRESS_ISOLATED))
+    before = env.dp.lost_by_stage()
+    flood(env, 200, sports=range(30000, 30200))  # 200 flows, one packet each
+    assert len(env.dp.flow_aggregates) == TABLE
+    assert env.dp.lost_by_stage()["table"] - before["table"] == 200 - TABLE
+    counted = reports(env, AggregateReporter(IDLE_NS, INTERVAL_NS))
+    assert len(counted) == TABLE and sum(r.packets for r in counted) == TABLE
+    assert drain_events(env.dp) == [], "a full table sends nothing to the ring"

@@ -108,7 +108,7 @@ def test_aggregation_modes_are_the_c_values_and_settings_name_them() -> None:
     assert Aggregation.from_label("max") is Aggregation.MAX
     with pytest.raises(ValueError, match="'some' is none of none, connection, max"):
         Aggregation.from_label("some")
-    assert [s.label for s in EventsLost] == ["ring", "rate"]
+    assert [s.label for s in EventsLost] == ["ring", "rate", "table"]
 
 
 def test_map_parser_refuses_a_pin_under_another_name() -> None:
