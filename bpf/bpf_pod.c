@@ -36,7 +36,7 @@ int from_pod(struct __sk_buff *skb)
 	ret = lb_frontend(skb, cfg, &p, &c, LB_SCOPE_INTERNAL, now);
 	if (ret == DROP_NO_SERVICE_BACKEND) {
 		drop(skb, cfg, &p, &c, ret);
-		return lb_refuse(skb, &p);
+		return lb_refuse(skb, &p, true);
 	}
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
@@ -46,7 +46,7 @@ int from_pod(struct __sk_buff *skb)
 		ret = lb_reverse(skb, &p, status, ct);
 		if (ret < 0)
 			return drop(skb, cfg, &p, &c, ret);
-		return deliver(skb, cfg, &p, &c);
+		return lb_deliver_reply(skb, cfg, &p, &c, status, ct);
 	}
 
 	dst_ep = endpoints.lookup(&p.daddr);
