@@ -195,6 +195,14 @@ def test_scaling_a_service_reaches_every_node_s_maps(lab: cluster.LabState,
     assert backends_in_maps(lab, frontend) == {"node1": both, "node2": both}
     code, answer = probe("--from", "x/c", "--to-service", "z/web", "--port", "80")
     assert code == 0 and answer["answer"]["name"] in ("z/w1", "z/w2")
+    # internalTrafficPolicy Local: each node's ClusterIP lists only its own endpoint.
+    near = service("web-near", "z", {"app": "web"},
+                   [{"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"}],
+                   internalTrafficPolicy="Local")
+    apply(applied, near)
+    near_ip = read(lab, "Service", "web-near", "z")["spec"]["clusterIP"]
+    assert backends_in_maps(lab, FrontendKey(near_ip, 80, Protocol.TCP, LbScope.INTERNAL)) \
+        == {"node1": {first}, "node2": {pod_ip(lab, "z", "w2")}}
     cli_ok(PREFIX, "delete", "pod", "w1", "-n", "z")
     second = {pod_ip(lab, "z", "w2")}
     assert backends_in_maps(lab, frontend) == {"node1": second, "node2": second}
