@@ -308,3 +308,21 @@ def test_the_node_s_own_traffic_on_the_uplink_is_left_alone(np: Lab) -> None:
     finally:
         client.close()
         server.close()
+
+
+def test_another_node_reaches_a_node_port_served_back_on_itself(np: Lab) -> None:
+    """n2's own process to n1's NodePort, whose backend c runs on n2: in through n1's
+    uplink, SNATed there and tunnelled back to n2, the reply returns by n1."""
+    np.program(node_port("n1", C))
+    with in_netns(f"{PREFIX}-n2"):
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.settimeout(5)
+    with Listener(np.c) as listener, client:
+        client.connect((NODE_IP["n1"], NODE_PORT))
+        server, peer = listener.sock.accept()
+        with server:
+            client.sendall(b"from n2")
+            assert server.recv(10) == b"from n2"
+            server.sendall(b"back")
+            assert client.recv(10) == b"back"
+    assert peer[0] == NODE_IP["n1"]
