@@ -262,6 +262,16 @@ class Datapath:
     def host_sockets_attached(self) -> bool:
         return all((self.pin_dir / link_pin(name)).exists() for name in SOCK_PROGRAMS)
 
+    def attach_netdev(self, uplink_ifindex: int) -> None:
+        """from_netdev on the uplink's ingress: NodePorts reached from outside. Only our
+        filter is touched there (the device is the node's, others may use its hooks)."""
+        tc.attach(self._iproute(), uplink_ifindex, "ingress", self._prog("from_netdev"))
+        self.set_node_config(uplink_ifindex=uplink_ifindex)
+
+    def detach_netdev(self, uplink_ifindex: int) -> None:
+        tc.detach_filter(self._iproute(), uplink_ifindex, "ingress")
+        self.set_node_config(uplink_ifindex=0)
+
     def attach_overlay(self, vxlan_ifindex: int) -> None:
         """from_overlay on the vxlan device, which from_pod also sends to."""
         tc.attach(self._iproute(), vxlan_ifindex, "ingress", self._prog("from_overlay"))
@@ -297,11 +307,14 @@ class Datapath:
                         flow_events: bool | None = None,
                         timeouts: ConntrackTimeouts | None = None,
                         netns_cookie: int | None = None,
+                        uplink_ifindex: int | None = None,
                         aggregation: Aggregation | None = None,
                         rate_limit: tuple[int, int] | None = None) -> None:
         """Change the given node-wide settings; the others keep their value.
         rate_limit is (events a second for the node, burst); (0, _) lifts the limit."""
         cfg = self.node_config()
+        if uplink_ifindex is not None:
+            cfg.uplink_ifindex = uplink_ifindex
         if aggregation is not None:
             cfg.aggregation = aggregation
         if rate_limit is not None:
