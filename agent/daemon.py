@@ -155,7 +155,8 @@ class Agent:
             pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
             if node_ip is not None and pod_cidr is not None:
                 return NodeInfo(self.config.node_name, node_ip, pod_cidr,
-                                known.addresses if known else ())
+                                known.addresses if known else (),
+                                known.labels if known else ())
             self.not_ready_reason = (f"node {self.config.node_name} has no "
                                      f"{'address' if node_ip is None else 'spec.podCIDR'} yet")
             if self.stopping.wait(0.2):

@@ -17,6 +17,7 @@ from podwire.bpf.constants import (
     POLICY_PREFIX_ANY_PROTO,
     Direction,
     LbScope,  # lb_key.scope, read from bpf/lib/types.h; part of this module's contract
+    PolicyAction,  # policy_value's actions (types.h); part of this module's contract
 )
 from podwire.policy import Direction as PolicyDirection
 
@@ -54,10 +55,18 @@ class EndpointEntry:
     ifindex: int
     ep_id: int
     identity: int
+    # A NetworkPolicy selects the pod that way (what none allows is denied, or audited).
     ingress_isolated: bool
     egress_isolated: bool
     pod_mac: str
     host_mac: str
+    # A cluster policy selects the pod that way: policy is looked up even when no
+    # NetworkPolicy isolates it.
+    ingress_tiered: bool = False
+    egress_tiered: bool = False
+    # Every NetworkPolicy isolating it that way is in audit mode.
+    ingress_audit: bool = False
+    egress_audit: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,10 +95,27 @@ class PolicyKey:
         return POLICY_PREFIX_ANY_PORT + self.port_bits
 
 
+@dataclass(frozen=True, order=True)
+class TierVerdict:
+    """A cluster policy tier's say at one key: the earliest rule there (lowest rank)."""
+
+    rank: int  # the rule's place in its tier, from 1; 0 is reconcile's changing deny
+    action: PolicyAction
+    ref: int  # the agent's number of the rule (PolicyRefs), 0 for the changing deny
+
+
+# What reconcile writes for the instant a key's cluster policy verdict changes: it comes
+# before every rule, and denies.
+CHANGING = TierVerdict(0, PolicyAction.DENY, 0)
+
+
 @dataclass(frozen=True)
 class PolicyValue:
-    # Index into the agent's table of "namespace/name"; names the allowing policy.
-    policy_ref: int
+    # Index into the agent's table of "namespace/name"; names the allowing
+    # NetworkPolicy, 0 when none allows at this key.
+    policy_ref: int = 0
+    admin: TierVerdict | None = None
+    baseline: TierVerdict | None = None
 
 
 def port_range_blocks(start: int, end: int) -> list[tuple[int, int]]:
