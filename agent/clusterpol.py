@@ -59,6 +59,7 @@ class ClusterPolicyRules:
         self._policies: dict[str, AdminPolicy] = {}
         self._audited: set[str] = set()
         self._ranks: dict[tuple[str, PolicyDirection, int], int] | None = None
+        self._ordinals: dict[str, int] = {}
         self._pod_peers: dict[PeerKey, PodSet] = {}
         self._members: dict[PeerKey, set[int]] = {}
         self._node_hosts: dict[str, list[IPv4Net]] = {}
@@ -72,6 +73,7 @@ class ClusterPolicyRules:
         """Add or replace a policy; True when the prefixes in use changed."""
         changed = self.remove(policy.key)
         self._policies[policy.key] = policy
+        self._ranks = None
         if audited:
             self._audited.add(policy.key)
         networks: list[IPv4Net] = []
@@ -168,15 +170,19 @@ class ClusterPolicyRules:
                     yield from self._resolve(pod, policy, direction, index, rule, verdict)
 
     def _rank_table(self) -> dict[tuple[str, PolicyDirection, int], int]:
+        """A rule's rank is its policy's ordinal, then its index. Ordinals follow the
+        precedence order and are kept across changes where the order allows (a new
+        policy takes a number between its neighbours'), so a change rewrites the keys of
+        the policies it moves and no others (agent/reconcile.py)."""
         if self._ranks is None:
             tiers = Tiers.of(self._policies.values())
-            ranks: dict[tuple[str, PolicyDirection, int], int] = {}
-            for ordered in (tiers.admin, tiers.baseline):
-                for policy in ordered:
-                    for direction in PolicyDirection:
-                        for index in range(len(policy.rules(direction))):
-                            ranks[(policy.key, direction, index)] = len(ranks) + 1
-            self._ranks = ranks
+            ordered = [p.key for p in (*tiers.admin, *tiers.baseline)]
+            self._ordinals = stable_ordinals(ordered, self._ordinals)
+            self._ranks = {
+                (policy.key, direction, index): self._ordinals[policy.key] * RULES_PER_ORDINAL
+                + index + 1
+                for policy in self._policies.values() for direction in PolicyDirection
+                for index in range(len(policy.rules(direction)))}
         return self._ranks
 
     def _verdict(self, policy: AdminPolicy, direction: PolicyDirection, index: int,
@@ -234,6 +240,42 @@ class ClusterPolicyRules:
         return [host_prefix(address) for node in self._nodes
                 if selector.matches(dict(node.labels))
                 for address in _node_addresses(node.ip, node.addresses)]
+
+
+# A rank is ordinal * RULES_PER_ORDINAL + rule index + 1 (at most 100 rules a direction),
+# and must fit policy_value's 32 bits.
+RULES_PER_ORDINAL = 128
+MAX_ORDINAL = (1 << 32) // RULES_PER_ORDINAL - 1
+ORDINAL_SPACING = 1 << 12
+
+
+def stable_ordinals(ordered: list[str], previous: dict[str, int]) -> dict[str, int]:
+    """Increasing numbers for `ordered`, keeping each previous number that stays in
+    order and fitting the others into the gaps; everything is renumbered, evenly spaced,
+    only when a gap is too small."""
+    kept: dict[str, int] = {}
+    last = 0
+    for key in ordered:
+        number = previous.get(key)
+        if number is not None and number > last:
+            kept[key] = last = number
+    result: dict[str, int] = {}
+    pending: list[str] = []
+    low = 0
+    for key in [*ordered, None]:
+        if key is not None and key not in kept:
+            pending.append(key)
+            continue
+        high = kept[key] if key is not None else MAX_ORDINAL + 1
+        if pending:
+            if high - low - 1 < len(pending):
+                return {k: (i + 1) * ORDINAL_SPACING for i, k in enumerate(ordered)}
+            step = min(ORDINAL_SPACING, (high - low) // (len(pending) + 1))
+            result.update({k: low + (i + 1) * step for i, k in enumerate(pending)})
+            pending = []
+        if key is not None:
+            result[key] = low = high
+    return result
 
 
 def _node_addresses(ip: str | None, addresses: Iterable[str]) -> set[str]:

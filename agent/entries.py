@@ -8,8 +8,10 @@ tested without a kernel.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from podwire.bpf.constants import (
@@ -116,6 +118,24 @@ class PolicyValue:
     policy_ref: int = 0
     admin: TierVerdict | None = None
     baseline: TierVerdict | None = None
+
+
+def port_mask(port: int, bits: int) -> int:
+    """The port with all but its `bits` leading bits cleared (a key's first port)."""
+    return port & _PORT_MASKS[bits]
+
+
+def wider_keys(key: PolicyKey) -> Iterator[PolicyKey]:
+    """The keys of the same endpoint, direction and identity whose prefix holds `key`'s,
+    widest first: the LPM trie's fallbacks when `key` is absent."""
+    if key.protocol is Protocol.ANY:
+        return
+    yield dataclasses.replace(key, protocol=Protocol.ANY, port=0, port_bits=0)
+    for bits in range(key.port_bits):
+        yield dataclasses.replace(key, port=port_mask(key.port, bits), port_bits=bits)
+
+
+_PORT_MASKS = tuple((0xFFFF << (16 - bits)) & 0xFFFF for bits in range(17))
 
 
 def port_range_blocks(start: int, end: int) -> list[tuple[int, int]]:

@@ -21,7 +21,7 @@ the three lookups whatever the number of policies. `decide` is that lookup in Py
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from podwire.agent.entries import (
@@ -29,7 +29,9 @@ from podwire.agent.entries import (
     PolicyValue,
     Protocol,
     TierVerdict,
+    port_mask,
     port_range_blocks,
+    wider_keys,
 )
 from podwire.bpf.constants import Direction, PolicyAction, ReservedIdentity
 from podwire.policy import PortRange
@@ -135,15 +137,6 @@ def combine(narrow: PolicyValue, wide: PolicyValue) -> PolicyValue:
                        _earliest(narrow.baseline, wide.baseline))
 
 
-def wider_keys(key: PolicyKey) -> Iterator[PolicyKey]:
-    """The keys of the same endpoint, direction and identity whose prefix holds `key`'s."""
-    if key.protocol is Protocol.ANY:
-        return
-    yield replace(key, protocol=Protocol.ANY, port=0, port_bits=0)
-    for bits in range(key.port_bits):
-        yield replace(key, port=key.port & _PORT_MASKS[bits], port_bits=bits)
-
-
 def _push_down(entries: dict[PolicyKey, PolicyValue]) -> dict[PolicyKey, PolicyValue]:
     merged: dict[PolicyKey, PolicyValue] = {}
     for key, value in entries.items():
@@ -174,7 +167,7 @@ def lookup(policy: Mapping[PolicyKey, PolicyValue], ep_id: int, direction: Direc
     if proto is not None and proto is not Protocol.ANY:
         for bits in range(16, -1, -1):
             found = policy.get(PolicyKey(ep_id, direction, identity, proto,
-                                         port & _PORT_MASKS[bits], bits))
+                                         port_mask(port, bits), bits))
             if found is not None:
                 return found
     return policy.get(PolicyKey(ep_id, direction, identity))
@@ -254,5 +247,4 @@ def _blocks(ports: PortRange) -> tuple[tuple[Protocol, int, int], ...]:
     return tuple((protocol, first, bits) for first, bits in port_range_blocks(ports.start, ports.end))
 
 
-_PORT_MASKS = tuple((0xFFFF << (16 - bits)) & 0xFFFF for bits in range(17))
 _PROTOCOLS = frozenset(int(p) for p in Protocol)
