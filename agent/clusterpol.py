@@ -69,9 +69,9 @@ class ClusterPolicyRules:
 
     # -------------------------------------------------------------- policies
 
-    def set(self, policy: AdminPolicy, audited: bool) -> bool:
+    def set_policy(self, policy: AdminPolicy, audited: bool) -> bool:
         """Add or replace a policy; True when the prefixes in use changed."""
-        changed = self.remove(policy.key)
+        changed = self.remove_policy(policy.key)
         self._policies[policy.key] = policy
         self._ranks = None
         if audited:
@@ -91,7 +91,7 @@ class ClusterPolicyRules:
         changed |= self._prefixes.use(("cluster", policy.key), networks)
         return self._follow_nodes(policy) or changed
 
-    def remove(self, key: str) -> bool:
+    def remove_policy(self, key: str) -> bool:
         """Forget a policy; True when the prefixes in use changed."""
         if self._policies.pop(key, None) is None:
             return False
@@ -262,19 +262,20 @@ def stable_ordinals(ordered: list[str], previous: dict[str, int]) -> dict[str, i
     result: dict[str, int] = {}
     pending: list[str] = []
     low = 0
-    for key in [*ordered, None]:
-        if key is not None and key not in kept:
-            pending.append(key)
+    tail: list[str | None] = [*ordered, None]
+    for entry in tail:
+        if entry is not None and entry not in kept:
+            pending.append(entry)
             continue
-        high = kept[key] if key is not None else MAX_ORDINAL + 1
+        high = kept[entry] if entry is not None else MAX_ORDINAL + 1
         if pending:
             if high - low - 1 < len(pending):
                 return {k: (i + 1) * ORDINAL_SPACING for i, k in enumerate(ordered)}
             step = min(ORDINAL_SPACING, (high - low) // (len(pending) + 1))
             result.update({k: low + (i + 1) * step for i, k in enumerate(pending)})
             pending = []
-        if key is not None:
-            result[key] = low = high
+        if entry is not None:
+            result[entry] = low = high
     return result
 
 

@@ -167,14 +167,14 @@ class NodeState:
     def set_cluster_policy(self, policy: AdminPolicy, audited: bool = False) -> None:
         """A cluster policy of any of the three kinds; `audited`: its Denies only report."""
         self.policy_problems.pop(policy.key, None)
-        if self._cluster_rules.set(policy, audited):
+        if self._cluster_rules.set_policy(policy, audited):
             self._pending.redo_everything()
         self._touch_all_endpoints()
 
     def remove_cluster_policy(self, key: str) -> None:
         """`key` is the policy's `Kind/name`."""
         self.policy_problems.pop(key, None)
-        if self._cluster_rules.remove(key):
+        if self._cluster_rules.remove_policy(key):
             self._pending.redo_everything()
         self._touch_all_endpoints()
 

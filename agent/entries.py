@@ -8,11 +8,11 @@ tested without a kernel.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from podwire.bpf.constants import (
     POLICY_PREFIX_ANY_PORT,
@@ -80,8 +80,9 @@ class IpcacheEntry:
     tunnel_ip: str | None = None
 
 
-@dataclass(frozen=True, order=True)
-class PolicyKey:
+class PolicyKey(NamedTuple):
+    # A tuple, not a dataclass: plans build and hash hundreds of thousands of these, and
+    # a tuple is made and hashed in C.
     ep_id: int
     direction: Direction
     identity: int
@@ -130,9 +131,11 @@ def wider_keys(key: PolicyKey) -> Iterator[PolicyKey]:
     widest first: the LPM trie's fallbacks when `key` is absent."""
     if key.protocol is Protocol.ANY:
         return
-    yield dataclasses.replace(key, protocol=Protocol.ANY, port=0, port_bits=0)
+    ep_id, direction, identity, protocol, port = (key.ep_id, key.direction, key.identity,
+                                                  key.protocol, key.port)
+    yield PolicyKey(ep_id, direction, identity)
     for bits in range(key.port_bits):
-        yield dataclasses.replace(key, port=port_mask(key.port, bits), port_bits=bits)
+        yield PolicyKey(ep_id, direction, identity, protocol, port & _PORT_MASKS[bits], bits)
 
 
 _PORT_MASKS = tuple((0xFFFF << (16 - bits)) & 0xFFFF for bits in range(17))

@@ -31,7 +31,6 @@ from podwire.agent.entries import (
     TierVerdict,
     port_mask,
     port_range_blocks,
-    wider_keys,
 )
 from podwire.bpf.constants import Direction, PolicyAction, ReservedIdentity
 from podwire.policy import PortRange
@@ -138,12 +137,25 @@ def combine(narrow: PolicyValue, wide: PolicyValue) -> PolicyValue:
 
 
 def _push_down(entries: dict[PolicyKey, PolicyValue]) -> dict[PolicyKey, PolicyValue]:
+    # Only the prefix lengths in use for each (direction, identity, protocol) can hold a
+    # wider key: a few, against the 17 a port has.
+    lengths: dict[tuple[Direction, int, Protocol], set[int]] = {}
+    for key in entries:
+        lengths.setdefault((key.direction, key.identity, key.protocol), set()).add(key.port_bits)
     merged: dict[PolicyKey, PolicyValue] = {}
     for key, value in entries.items():
-        for wider in wider_keys(key):
-            found = entries.get(wider)
-            if found is not None:
-                value = combine(value, found)
+        if key.protocol is not Protocol.ANY:
+            group = (key.direction, key.identity)
+            wider = entries.get(PolicyKey(key.ep_id, *group)) \
+                if (*group, Protocol.ANY) in lengths else None
+            if wider is not None:
+                value = combine(value, wider)
+            for bits in lengths[(*group, key.protocol)]:
+                if bits < key.port_bits:
+                    wider = entries.get(PolicyKey(key.ep_id, *group, key.protocol,
+                                                  port_mask(key.port, bits), bits))
+                    if wider is not None:
+                        value = combine(value, wider)
         merged[key] = value
     return merged
 
