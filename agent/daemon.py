@@ -171,7 +171,8 @@ class Agent:
             pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
             if node_ip is not None and pod_cidr is not None:
                 return NodeInfo(self.config.node_name, node_ip, pod_cidr,
-                                known.addresses if known else ())
+                                known.addresses if known else (),
+                                known.labels if known else ())
             self.not_ready_reason = (f"node {self.config.node_name} has no "
                                      f"{'address' if node_ip is None else 'spec.podCIDR'} yet")
             if self.stopping.wait(0.2):
@@ -331,6 +332,7 @@ class Agent:
             problems = [vars(p) for p in self.state.policy_problems.values()]
             services = self.state.services.status()
             service_problems = [vars(p) for p in self.state.service_problems]
+            cluster_policies = [p.key for p in self.state.cluster_policies()]
         body: dict[str, Any] = {
             "node": self.config.node_name,
             "ready": self.ready,
@@ -340,6 +342,10 @@ class Agent:
             "policy_errors": problems,
             "services": services,
             "service_errors": service_problems,
+            # Custom kinds (the cluster policies) whose CRD the API server does not have.
+            "absent_kinds": sorted(kind for kind, informer in self.watches.informers.items()
+                                   if informer.absent) if self.watches is not None else [],
+            "cluster_policies": sorted(cluster_policies),
             "reconciles": self.reconciles,
             "startup": self.startup,
             "last_reconcile_seconds": self.last_reconcile_seconds,
@@ -370,7 +376,7 @@ class Agent:
         names = ModelNames(self.state)
         enricher = FlowEnricher(self.config.node_name, names.pod, self.state.policy_name,
                                 names.isolating, services=self.state.service_name,
-                                past=names.at)
+                                past=names.at, rules=self.state.refs.rule)
         for batch in batches:
             for start in range(0, len(batch), _NAMING_CHUNK):
                 with self.lock:

@@ -72,8 +72,14 @@ def datapath_families(counters: Sequence[DatapathCounter],
     drop_bytes = CounterMetricFamily(
         "podwire_dropped_bytes", "Bytes the datapath dropped, by reason and direction.",
         labels=["reason", "direction"])
+    audited = CounterMetricFamily(
+        "podwire_audited_connections",
+        "New connections forwarded only because the policy denying them is in audit mode "
+        "(their packets count as forwarded too), by direction.", labels=["direction"])
     for row in counters:
-        if row.reason == "FORWARDED":
+        if row.reason == "AUDIT":
+            audited.add_metric([row.direction], row.packets)
+        elif row.reason == "FORWARDED":
             fwd_packets.add_metric([row.direction], row.packets)
             fwd_bytes.add_metric([row.direction], row.bytes)
         else:
@@ -96,12 +102,13 @@ def datapath_families(counters: Sequence[DatapathCounter],
     lost_stages = CounterMetricFamily(
         "podwire_flow_events_lost_at_stage",
         "Flow events lost, by stage: ring (ring buffer full), rate (over the rate "
-        "limit), table (a new flow to count while the aggregates table was full), agent (records the agent could not read), readers (left the history "
-        "before a follower read them).", labels=["stage"])
+        "limit), table (a new flow to count while the aggregates table was full), agent "
+        "(records the agent could not read), readers (left the history before a follower "
+        "read them).", labels=["stage"])
     for stage, n in lost.items():
         lost_stages.add_metric([stage], n)
-    return [fwd_packets, fwd_bytes, drop_packets, drop_bytes, entries, capacity, fill,
-            lost_family, lost_stages]
+    return [fwd_packets, fwd_bytes, drop_packets, drop_bytes, audited, entries, capacity,
+            fill, lost_family, lost_stages]
 
 
 class _DatapathCollector:

@@ -89,9 +89,12 @@ class HopNamer:
         denied = reason == "POLICY_DENIED" and event.direction == direction
         ref = event.egress_ref if direction is Direction.EGRESS else event.ingress_ref
         subject = src if direction is Direction.EGRESS else dst
+        # A denial with a ref is a cluster policy rule's Deny: that policy isolates.
+        denier = self._policies(ref) if denied and ref else None
         return {"verdict": "denied" if denied else "allowed",
                 "policy": None if denied or not ref else self._policies(ref),
-                "isolated_by": self._isolation(subject, direction.label) if denied else []}
+                "isolated_by": [denier] if denier else
+                self._isolation(subject, direction.label) if denied else []}
 
     def _end(self, ip: str, port: int, identity: int) -> dict[str, Any]:
         names = self._pods(ip)

@@ -19,6 +19,7 @@ int from_overlay(struct __sk_buff *skb)
 	struct ct_value *ct;
 	struct pkt p = {};
 	int verdict, ret;
+	bool audit;
 	__u64 now;
 
 	/* No ARP across the overlay: the programs route pod traffic at L3. */
@@ -61,13 +62,14 @@ int from_overlay(struct __sk_buff *skb)
 		return drop(skb, cfg, &p, &c, DROP_UNKNOWN_DESTINATION);
 
 	ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity, peer ? peer->cidr_identity : 0,
-			   &p, &c.ingress_ref);
+			   &p, &c.ingress_ref, &audit);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
 	/* From a node's own address: a NodePort client that node SNATed, whose replies must
 	 * go back to it to be reverse-translated. */
 	if (peer && peer->identity == IDENTITY_REMOTE_NODE)
 		c.ct_flags |= CT_F_TUNNEL_REPLY;
+	flow_audit(&c, DIR_INGRESS, audit);
 	ret = new_flow_commit(skb, cfg, &p, &c, now);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);

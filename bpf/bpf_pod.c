@@ -19,6 +19,7 @@ int from_pod(struct __sk_buff *skb)
 	struct ct_value *ct;
 	struct pkt p = {};
 	__u32 cidr = 0, client;
+	bool audit;
 	int verdict, ret;
 	__u64 now;
 
@@ -67,16 +68,18 @@ int from_pod(struct __sk_buff *skb)
 	 * judges (the evaluator's self pairs; Cilium skips policy for hairpin flows too). */
 	if (c.ct_flags & CT_F_HAIRPIN)
 		goto commit;
-	ret = policy_check(src, DIR_EGRESS, c.dst_identity, cidr, &p, &c.egress_ref);
+	ret = policy_check(src, DIR_EGRESS, c.dst_identity, cidr, &p, &c.egress_ref, &audit);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
+	flow_audit(&c, DIR_EGRESS, audit);
 
 	if (dst_ep) {
 		c.direction = DIR_INGRESS;
 		ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity,
-				   self ? self->cidr_identity : 0, &p, &c.ingress_ref);
+				   self ? self->cidr_identity : 0, &p, &c.ingress_ref, &audit);
 		if (ret < 0)
 			return drop(skb, cfg, &p, &c, ret);
+		flow_audit(&c, DIR_INGRESS, audit);
 		c.direction = DIR_EGRESS;
 	}
 
@@ -100,6 +103,7 @@ int to_pod(struct __sk_buff *skb)
 	struct ct_value *ct;
 	struct pkt p = {};
 	int verdict, ret;
+	bool audit;
 	__u64 now;
 
 	if (!entry_prologue(skb, &cfg, &p, &c, true, &verdict))
@@ -122,9 +126,10 @@ int to_pod(struct __sk_buff *skb)
 	c.src_identity = peer ? peer->identity : IDENTITY_WORLD;
 	if (c.src_identity != IDENTITY_HOST) {
 		ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity,
-				   peer ? peer->cidr_identity : 0, &p, &c.ingress_ref);
+				   peer ? peer->cidr_identity : 0, &p, &c.ingress_ref, &audit);
 		if (ret < 0)
 			return drop(skb, cfg, &p, &c, ret);
+		flow_audit(&c, DIR_INGRESS, audit);
 	}
 
 	ret = new_flow_commit(skb, cfg, &p, &c, now);

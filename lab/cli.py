@@ -41,14 +41,22 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     down = cmds.add_parser("down", help="remove everything the lab made (safe to repeat)")
     down.set_defaults(handler=cmd_down)
 
-    apply = cmds.add_parser("apply", help="create or update objects and wait for them")
+    apply = cmds.add_parser("apply", help="create or update objects and wait for them",
+                            description="Create or update the objects of a YAML file (several "
+                                        "documents; Namespace, Pod, Service, NetworkPolicy, "
+                                        "ClusterNetworkPolicy, AdminNetworkPolicy, "
+                                        "BaselineAdminNetworkPolicy), then wait until pods "
+                                        "run and every agent enforces what was applied.")
     apply.add_argument("-f", "--filename", required=True, help="YAML file, or - for stdin")
     apply.add_argument("--timeout", type=float, default=60.0, help="seconds (default: 60)")
     apply.set_defaults(handler=cmd_apply)
 
     delete = cmds.add_parser("delete", help="delete objects and wait until they are gone")
     delete.add_argument("-f", "--filename", help="YAML file, or - for stdin")
-    delete.add_argument("kind", nargs="?", help="pod, namespace or networkpolicy")
+    delete.add_argument("kind", nargs="?",
+                        help="pod, namespace, networkpolicy, service, clusternetworkpolicy "
+                             "(cnp), adminnetworkpolicy (anp) or baselineadminnetworkpolicy "
+                             "(banp)")
     delete.add_argument("name", nargs="?")
     delete.add_argument("-n", "--namespace", default="default")
     delete.add_argument("--timeout", type=float, default=60.0, help="seconds (default: 60)")
@@ -199,7 +207,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
                    for m in manifests.ordered(manifests.parse(text, source), reverse=True)]
     elif args.kind and args.name:
         kind = manifests.kind_from_cli(args.kind)
-        targets = [(kind, args.name, None if kind == "Namespace" else args.namespace)]
+        namespaced = manifests.KINDS[kind][1]
+        targets = [(kind, args.name, args.namespace if namespaced else None)]
     else:
         raise ValueError("delete needs -f FILE or KIND NAME")
     state, kube = _state_and_kube(args)

@@ -27,6 +27,7 @@ from podwire.lab.layout import (
     LabLayout,
     NodeLayout,
 )
+from podwire.policy.crds import crds
 
 log = logging.getLogger("podwire.lab.cluster")
 
@@ -121,6 +122,9 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState
                                f"http://{API_UNDERLAY_IP}:{API_UNDERLAY_PORT}")
     _start_apiserver(layout, port)
     api = kube.Kube(layout.host_kubeconfig)
+    # As a cluster with the network-policy-api installed: the agents find the cluster
+    # policy kinds when they start.
+    api.install_definitions(crds())
     for node in nodes:
         _register_node(api, node)
     procs.start([_python(), "-m", "podwire.lab.slicecontroller",

@@ -13,6 +13,9 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from podwire.policy.admin import GROUP as CLUSTER_POLICY_GROUP
+from podwire.policy.admin import KINDS as CLUSTER_POLICY_KINDS
+
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -25,6 +28,8 @@ class Kube:
         self.core: Any = client.CoreV1Api(api_client)
         self.net: Any = client.NetworkingV1Api(api_client)
         self.discovery: Any = client.DiscoveryV1Api(api_client)
+        self.extensions: Any = client.ApiextensionsV1Api(api_client)
+        self.custom: Any = client.CustomObjectsApi(api_client)
         self.api_client = api_client
 
     @staticmethod
@@ -33,9 +38,18 @@ class Kube:
 
     # Generic verbs by kind, so manifests of any served kind go through one path.
 
+    @staticmethod
+    def _cluster_policy(kind: str) -> tuple[str, str, str]:
+        """(group, version, plural) of a cluster policy kind, for CustomObjectsApi."""
+        spec = CLUSTER_POLICY_KINDS[kind]
+        return CLUSTER_POLICY_GROUP, spec.version, spec.plural
+
     def read(self, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
         try:
-            if kind == "Namespace":
+            if kind in CLUSTER_POLICY_KINDS:
+                r = self.custom.get_cluster_custom_object(*self._cluster_policy(kind), name,
+                                                          _preload_content=False)
+            elif kind == "Namespace":
                 r = self.core.read_namespace(name, _preload_content=False)
             elif kind == "Pod":
                 r = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
@@ -51,7 +65,10 @@ class Kube:
         return self._json(r)
 
     def create(self, kind: str, body: dict[str, Any], namespace: str | None) -> dict[str, Any]:
-        if kind == "Namespace":
+        if kind in CLUSTER_POLICY_KINDS:
+            r = self.custom.create_cluster_custom_object(*self._cluster_policy(kind), body,
+                                                         _preload_content=False)
+        elif kind == "Namespace":
             r = self.core.create_namespace(body, _preload_content=False)
         elif kind == "Pod":
             r = self.core.create_namespaced_pod(namespace, body, _preload_content=False)
@@ -65,7 +82,10 @@ class Kube:
     def patch(self, kind: str, name: str, namespace: str | None, patch: dict[str, Any],
               ) -> dict[str, Any]:
         kw: dict[str, Any] = {"_preload_content": False, "_content_type": MERGE_PATCH}
-        if kind == "Namespace":
+        if kind in CLUSTER_POLICY_KINDS:
+            r = self.custom.patch_cluster_custom_object(*self._cluster_policy(kind), name, patch,
+                                                        **kw)
+        elif kind == "Namespace":
             r = self.core.patch_namespace(name, patch, **kw)
         elif kind == "Pod":
             r = self.core.patch_namespaced_pod(name, namespace, patch, **kw)
@@ -86,11 +106,35 @@ class Kube:
         return self._json(self.core.replace_namespaced_service(
             name, namespace, body, _preload_content=False))
 
+    def replace_cluster_policy(self, kind: str, name: str, body: dict[str, Any],
+                               ) -> dict[str, Any]:
+        """PUT a cluster policy whole, as a NetworkPolicy (rules are lists)."""
+        return self._json(self.custom.replace_cluster_custom_object(
+            *self._cluster_policy(kind), name, body, _preload_content=False))
+
+    def install_definitions(self, definitions: list[dict[str, Any]]) -> list[str]:
+        """Create the CustomResourceDefinitions that do not exist yet; their names."""
+        made = []
+        existing = {d["metadata"]["name"] for d in self._json(
+            self.extensions.list_custom_resource_definition(_preload_content=False))["items"]}
+        for definition in definitions:
+            if definition["metadata"]["name"] not in existing:
+                self.extensions.create_custom_resource_definition(definition,
+                                                                  _preload_content=False)
+                made.append(definition["metadata"]["name"])
+        return made
+
+    def list_cluster_policies(self, kind: str) -> dict[str, Any]:
+        return self._json(self.custom.list_cluster_custom_object(
+            *self._cluster_policy(kind), _preload_content=False))
+
     def delete(self, kind: str, name: str, namespace: str | None) -> bool:
         """Delete now (no grace period); False when it did not exist."""
         kw: dict[str, Any] = {"_preload_content": False, "grace_period_seconds": 0}
         try:
-            if kind == "Namespace":
+            if kind in CLUSTER_POLICY_KINDS:
+                self.custom.delete_cluster_custom_object(*self._cluster_policy(kind), name, **kw)
+            elif kind == "Namespace":
                 self.core.delete_namespace(name, **kw)
             elif kind == "Pod":
                 self.core.delete_namespaced_pod(name, namespace, **kw)

@@ -1,4 +1,6 @@
-"""Reading lab manifests: multi-document YAML of Namespace, Pod, NetworkPolicy and Service.
+"""Reading lab manifests: multi-document YAML of Namespace, Pod, NetworkPolicy, Service and
+the cluster policy kinds (ClusterNetworkPolicy, AdminNetworkPolicy,
+BaselineAdminNetworkPolicy).
 
 Everything is checked before anything is sent, so a bad file changes nothing.
 """
@@ -15,6 +17,8 @@ from podwire.lab.api.kinds import SERVICES
 from podwire.lab.api.validation import check_object
 from podwire.lab.echo import PROTOCOLS
 from podwire.policy import NetworkPolicy, PolicyError
+from podwire.policy.admin import KINDS as CLUSTER_POLICY_KINDS
+from podwire.policy.admin import AdminPolicy
 
 KINDS = {
     # kind: (apiVersion, namespaced)
@@ -22,14 +26,18 @@ KINDS = {
     "Pod": ("v1", True),
     "NetworkPolicy": ("networking.k8s.io/v1", True),
     "Service": ("v1", True),
+    **{kind: (spec.api_version, False) for kind, spec in CLUSTER_POLICY_KINDS.items()},
 }
-# Applied in this order so namespaces exist before what lives in them.
-APPLY_ORDER = ("Namespace", "NetworkPolicy", "Service", "Pod")
+# Applied in this order so namespaces exist before what lives in them, and policies before
+# the pods they select (a pod then starts under its policies).
+APPLY_ORDER = ("Namespace", "NetworkPolicy", *CLUSTER_POLICY_KINDS, "Service", "Pod")
 KIND_ALIASES = {
     "namespace": "Namespace", "namespaces": "Namespace", "ns": "Namespace",
     "pod": "Pod", "pods": "Pod", "po": "Pod",
     "networkpolicy": "NetworkPolicy", "networkpolicies": "NetworkPolicy", "netpol": "NetworkPolicy",
     "service": "Service", "services": "Service", "svc": "Service",
+    **{alias: kind for kind, spec in CLUSTER_POLICY_KINDS.items()
+       for alias in (kind.lower(), spec.plural, spec.short_name)},
 }
 
 
@@ -109,17 +117,26 @@ def check(doc: dict[str, Any], where: str) -> Manifest:
     if not isinstance(labels, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise ManifestError(f"{where}: {label} labels must map strings to strings")
-    if kind == "Pod":
-        _check_pod(body, f"{where}: Pod {namespace}/{name}")
-    if kind == "Service":
-        _check_service(body, f"{where}: Service {namespace}/{name}")
-    if kind == "NetworkPolicy":
-        # The same parser the agent and the evaluator use: what passes here they accept.
-        try:
-            NetworkPolicy.from_api(body)
-        except PolicyError as exc:
-            raise ManifestError(f"{where}: NetworkPolicy {namespace}/{name}: {exc}") from None
+    _check_kind(kind, body, f"{where}: {kind} {namespace}/{name}" if namespace else (
+        f"{where}: {label}"))
     return Manifest(kind, name, namespace, body)
+
+
+def _check_kind(kind: str, body: dict[str, Any], label: str) -> None:
+    """What the kind itself requires, checked by the code that will read it."""
+    if kind == "Pod":
+        _check_pod(body, label)
+    elif kind == "Service":
+        _check_service(body, label)
+    elif kind == "NetworkPolicy" or kind in CLUSTER_POLICY_KINDS:
+        # The parsers the agent and the evaluators use: what passes here they accept.
+        try:
+            if kind == "NetworkPolicy":
+                NetworkPolicy.from_api(body)
+            else:
+                AdminPolicy.from_api(body)
+        except PolicyError as exc:
+            raise ManifestError(f"{label}: {exc}") from None
 
 
 def _check_pod(body: dict[str, Any], label: str) -> None:

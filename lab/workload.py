@@ -20,8 +20,12 @@ from podwire.lab.cluster import LabError, LabState
 from podwire.lab.kube import Kube
 from podwire.lab.manifests import Manifest, ManifestError, ordered
 from podwire.lab.revisionfile import read_revision
+from podwire.policy.admin import KINDS as CLUSTER_POLICY_KINDS
 
 log = logging.getLogger("podwire.lab.workload")
+
+# Kinds an apply writes whole (PUT): their rules are lists a merge patch could not shrink.
+REPLACED_WHOLE = ("NetworkPolicy", "Service", *CLUSTER_POLICY_KINDS)
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -106,13 +110,18 @@ def apply(kube: Kube, state: LabState, manifests: list[Manifest],
             verb = "created"
             if m.kind == "Pod":
                 created_pods.append((m.namespace or "default", m.name))
-        elif m.kind in ("NetworkPolicy", "Service"):
+        elif m.kind in REPLACED_WHOLE:
             body = dict(m.body)
             body["metadata"] = dict(m.body["metadata"],
                                     resourceVersion=step.existing["metadata"]["resourceVersion"])
-            replace = kube.replace_policy if m.kind == "NetworkPolicy" else kube.replace_service
-            obj = replace(m.name, m.namespace or "default", body)
-            verb = "configured"
+            if m.kind in CLUSTER_POLICY_KINDS:
+                obj = kube.replace_cluster_policy(m.kind, m.name, body)
+            else:
+                replace = (kube.replace_policy if m.kind == "NetworkPolicy"
+                           else kube.replace_service)
+                obj = replace(m.name, m.namespace or "default", body)
+            verb = "configured" if obj["metadata"]["resourceVersion"] != (
+                step.existing["metadata"]["resourceVersion"]) else "unchanged"
         else:
             labels = _labels_patch(step.existing, m.body)
             obj = (kube.patch(m.kind, m.name, m.namespace, {"metadata": {"labels": labels}})

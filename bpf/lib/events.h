@@ -29,6 +29,9 @@ struct flow_ctx {
 	__u8 ct_flags;
 	__u8 direction;
 	__u8 hook;
+	/* 1 << direction for each side forwarded only because its denying policy is in
+	 * audit mode (policy.h): the connection's event is then REASON_AUDIT. */
+	__u8 audit;
 	/* podwire trace (trace.h): the trace this packet belongs to (0: none), its
 	 * TRACE_F_*, and conntrack's status of it once looked up (ct_known). */
 	__u8 trace_flags;
@@ -36,6 +39,12 @@ struct flow_ctx {
 	__u8 ct_known;
 	__u32 trace_id;
 };
+
+static __always_inline void flow_audit(struct flow_ctx *c, __u8 direction, bool audit)
+{
+	if (audit)
+		c->audit |= 1 << direction;
+}
 
 #include "trace.h"
 

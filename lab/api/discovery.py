@@ -1,12 +1,17 @@
 """The discovery documents: what clients (kubectl, the `kubernetes` client) read to learn
-which groups, versions and kinds the server has. All are derived from `kinds.RESOURCES`,
-so a kind cannot be served under one name and advertised under another."""
+which groups, versions and kinds the server has. All are derived from the kinds served
+(`kinds.RESOURCES` and those of stored CustomResourceDefinitions, the store's catalog), so
+a kind cannot be served under one name and advertised under another."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from podwire.lab.api.kinds import RESOURCES
+from podwire.lab.api.resource import ResourceType
+
+Kinds = Sequence[ResourceType]
 
 SERVER_VERSION = {
     "major": "1",
@@ -24,7 +29,7 @@ VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 STATUS_VERBS = ["get", "patch", "update"]
 
 
-def document(path: str) -> dict[str, Any] | None:
+def document(path: str, kinds: Kinds = RESOURCES) -> dict[str, Any] | None:
     """The discovery document at a GET of `path`, or None when `path` is not one."""
     parts = [p for p in path.split("/") if p]
     if parts == ["version"]:
@@ -32,20 +37,20 @@ def document(path: str) -> dict[str, Any] | None:
     if parts == ["api"]:
         return core_versions()
     if parts == ["apis"]:
-        return group_list()
+        return group_list(kinds)
     if len(parts) == 2 and parts[0] == "api":
-        return resource_list("", parts[1])
+        return resource_list("", parts[1], kinds)
     if len(parts) == 2 and parts[0] == "apis":
-        return group(parts[1])
+        return group(parts[1], kinds)
     if len(parts) == 3 and parts[0] == "apis":
-        return resource_list(parts[1], parts[2])
+        return resource_list(parts[1], parts[2], kinds)
     return None
 
 
-def resource_list(group: str, version: str) -> dict[str, Any] | None:
+def resource_list(group: str, version: str, kinds: Kinds = RESOURCES) -> dict[str, Any] | None:
     """The APIResourceList for one group version, with subresources, as the real server lists."""
     entries: list[dict[str, Any]] = []
-    for res in RESOURCES:
+    for res in kinds:
         if (res.group, res.version) != (group, version):
             continue
         entries.append({
@@ -69,20 +74,21 @@ def core_versions() -> dict[str, Any]:
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}
 
 
-def _group(name: str) -> dict[str, Any]:
-    versions = sorted({r.version for r in RESOURCES if r.group == name})
+def _group(name: str, kinds: Kinds) -> dict[str, Any]:
+    versions = sorted({r.version for r in kinds if r.group == name})
     listed = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
     return {"name": name, "versions": listed, "preferredVersion": listed[0]}
 
 
-def group_list() -> dict[str, Any]:
+def group_list(kinds: Kinds = RESOURCES) -> dict[str, Any]:
     """`/apis`: every named group (the core group is served under `/api`)."""
-    names = sorted({r.group for r in RESOURCES if r.group})
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(n) for n in names]}
+    names = sorted({r.group for r in kinds if r.group})
+    return {"kind": "APIGroupList", "apiVersion": "v1",
+            "groups": [_group(n, kinds) for n in names]}
 
 
-def group(name: str) -> dict[str, Any] | None:
+def group(name: str, kinds: Kinds = RESOURCES) -> dict[str, Any] | None:
     """`/apis/<group>`: one named group, or None when not served."""
-    if not name or name not in {r.group for r in RESOURCES}:
+    if not name or name not in {r.group for r in kinds}:
         return None
-    return {"kind": "APIGroup", "apiVersion": "v1", **_group(name)}
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group(name, kinds)}

@@ -74,6 +74,8 @@ _FIELD_ERRORS = {
     "FieldValueNotSupported": "Unsupported value: {value}: supported values: {why}",
     "FieldValueForbidden": "Forbidden: {why}",
     "FieldValueTooMany": "Too many: {value}: {why}",
+    "FieldValueTooLong": "Too long: {why}",
+    "FieldValueTypeInvalid": "Invalid value: {value}: {why}",
 }
 
 
@@ -96,3 +98,21 @@ def bad_request(message: str) -> ApiError:
 def expired(requested: int, oldest: int) -> ApiError:
     # The real server (1.19+) answers a too-old watch with reason Expired and code 410.
     return ApiError(410, "Expired", f"too old resource version: {requested} ({oldest})")
+
+
+def field_cause(field: str, reason: str, value: Any = None, why: str = "") -> dict[str, str]:
+    """One cause of a 422, rendered as apimachinery's field.Error renders it."""
+    if reason == "FieldValueRequired":
+        why = f": {why}" if why else ""
+    return {"reason": reason, "message": _FIELD_ERRORS[reason].format(value=_go(value), why=why),
+            "field": field}
+
+
+def invalid_causes(kind: str, group: str, name: str, causes: list[dict[str, str]]) -> ApiError:
+    """422 Invalid with every cause, as the real server reports a custom resource:
+    `Kind.group "name" is invalid: [field: message, ...]` (no brackets for one cause)."""
+    rendered = [f"{c['field']}: {c['message']}" for c in causes]
+    summary = rendered[0] if len(rendered) == 1 else "[" + ", ".join(rendered) + "]"
+    qualified = f"{kind}.{group}" if group else kind
+    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {summary}', {
+        "name": name, "group": group, "kind": kind, "causes": causes})

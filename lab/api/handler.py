@@ -83,6 +83,12 @@ def _flag(value: str | None) -> bool:
     return value in ("true", "1")
 
 
+def _strict(query: dict[str, str]) -> bool:
+    """fieldValidation=Strict: unknown fields are refused rather than pruned (kubectl sends
+    it by default); Warn and Ignore prune them."""
+    return query.get("fieldValidation") == "Strict"
+
+
 def _told(query: dict[str, str]) -> int:
     """The RV a watch starts from as a number: what the client already knows it has seen."""
     text = query.get("resourceVersion") or "0"
@@ -193,11 +199,12 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith(ADMIN_PREFIX) and method == "POST":
             self._admin(path[len(ADMIN_PREFIX):])
             return
-        doc = discovery.document(path) if method == "GET" else None
+        catalog = self.server.backend.store.catalog
+        doc = discovery.document(path, catalog.resources()) if method == "GET" else None
         if doc is not None:
             self._send(200, encode(doc))
             return
-        route = parse_route(path)
+        route = parse_route(path, catalog.find)
         if route is None:
             raise _not_found()
         self._resource(method, route, query)
@@ -220,11 +227,11 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and (route.name is None or watching):
             self._collection(route, query, watching)
         elif method == "POST" and route.name is None and route.subresource is None:
-            self._create(route.res, route.namespace or "")
+            self._create(route.res, route.namespace or "", _strict(query))
         elif route.name is None:
             raise _not_allowed()
         else:
-            self._object(method, route, route.name)
+            self._object(method, route, route.name, _strict(query))
 
     def _collection(self, route: Route, query: dict[str, str], watching: bool) -> None:
         """A list, or a watch (a single object's watch is a collection's narrowed by name)."""
@@ -246,20 +253,21 @@ class _Handler(BaseHTTPRequestHandler):
                        "metadata": {"resourceVersion": str(rv)}})
         self._send(200, head[:-1] + b',"items":[' + b",".join(items) + b"]}")
 
-    def _create(self, res: ResourceType, namespace: str) -> None:
-        self._send(201, encode(self.server.backend.store.create(res, namespace, self._body())))
+    def _create(self, res: ResourceType, namespace: str, strict: bool) -> None:
+        self._send(201, encode(self.server.backend.store.create(res, namespace, self._body(),
+                                                                strict)))
         log.debug("event=create kind=%s namespace=%s", res.kind, namespace)
 
-    def _object(self, method: str, route: Route, name: str) -> None:
+    def _object(self, method: str, route: Route, name: str, strict: bool) -> None:
         store = self.server.backend.store
         res, ns, sub = route.res, route.namespace or "", route.subresource
         if method == "GET":
             self._send(200, store.get_encoded(res, ns, name))
         elif method == "PUT":
-            self._send(200, encode(store.update(res, ns, name, self._body(), sub)))
+            self._send(200, encode(store.update(res, ns, name, self._body(), sub, strict)))
         elif method == "PATCH":
             self._send(200, encode(store.patch(res, ns, name, self.headers.get("Content-Type", ""),
-                                               self._body(), sub)))
+                                               self._body(), sub, strict)))
         elif method == "DELETE" and sub is None:
             self._delete(res, ns, name)
         else:

@@ -1,6 +1,7 @@
 """The kinds the lab API server serves, each declared once with its server-side rules.
 
-Router, store, validation and discovery read `RESOURCES`; a new kind is one more
+Router, store, validation and discovery read `RESOURCES` (through the store's catalog,
+which adds the kinds of stored CustomResourceDefinitions); a new built-in kind is one more
 `ResourceType` here (with its spec check in `validation.py` and any fields the server owns).
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+from podwire.lab.api import customresources
 from podwire.lab.api.allocator import NODE_PORT_TYPES, ServiceAllocator
 from podwire.lab.api.errors import field_invalid
 from podwire.lab.api.resource import Object, ResourceType
@@ -101,12 +103,19 @@ ENDPOINT_SLICES = ResourceType("endpointslices", "EndpointSlice", "discovery.k8s
                                (), check_fields=check_endpoint_slice,
                                prepare_update=_updated_slice)
 
+CUSTOM_RESOURCE_DEFINITIONS = ResourceType(
+    "customresourcedefinitions", customresources.KIND, customresources.GROUP, "v1", False,
+    ("crd", "crds"), has_status=True, check_fields=customresources.check_definition,
+    prepare_create=customresources.new_definition,
+    prepare_update=customresources.updated_definition)
+
+# The built-in kinds; those of CustomResourceDefinitions join them in the store's catalog.
 RESOURCES: tuple[ResourceType, ...] = (NAMESPACES, NODES, PODS, NETWORK_POLICIES, SERVICES,
-                                       ENDPOINT_SLICES)
+                                       ENDPOINT_SLICES, CUSTOM_RESOURCE_DEFINITIONS)
 
 
 def find_resource(group: str, version: str, plural: str) -> ResourceType | None:
-    """The served kind at `/api[s]/<group>/<version>/<plural>`, or None."""
+    """The built-in kind at `/api[s]/<group>/<version>/<plural>`, or None."""
     for res in RESOURCES:
         if (res.group, res.version, res.plural) == (group, version, plural):
             return res

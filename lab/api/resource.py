@@ -67,10 +67,27 @@ class ResourceType:
     check_fields: Callable[[str, Object], None] | None = None
     # Makes the store's keeper of what objects of this kind hold exclusively.
     allocator: Callable[[ServiceRanges], Allocator] | None = None
+    # A custom resource (served while its CustomResourceDefinition exists): prunes the
+    # fields its schema does not name and fills defaults, in place, before validation;
+    # returns the paths it pruned (refused instead under fieldValidation=Strict).
+    prune: Callable[[Object], list[str]] | None = None
+    # The CustomResourceDefinition that serves this kind; "" for a built-in kind.
+    definition: str = ""
 
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def table(self) -> str:
+        """Where the store keeps this kind's objects: a built-in kind by its plural, a custom
+        one by its CRD's name (`<plural>.<group>`), which no two served kinds share."""
+        return self.definition or self.plural
+
+    @property
+    def qualified_kind(self) -> str:
+        """`Kind.group`, as the real server names a kind of a named group in messages."""
+        return f"{self.kind}.{self.group}" if self.group else self.kind
 
     @property
     def list_kind(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from podwire.lab.api.kinds import find_resource
@@ -19,8 +20,12 @@ class Route:
     watch_path: bool  # the legacy /watch/ URL form
 
 
-def parse_route(path: str) -> Route | None:
-    """Map `/api/v1/...` and `/apis/<group>/<version>/...` to a Route, or None if not ours."""
+Finder = Callable[[str, str, str], ResourceType | None]
+
+
+def parse_route(path: str, find: Finder = find_resource) -> Route | None:
+    """Map `/api/v1/...` and `/apis/<group>/<version>/...` to a Route, or None if not ours.
+    `find` names the kinds served (the store's catalog: built-in and custom)."""
     parts = [p for p in path.split("/") if p]
     if len(parts) >= 3 and parts[0] == "api":
         group, version, rest = "", parts[1], parts[2:]
@@ -33,12 +38,12 @@ def parse_route(path: str) -> Route | None:
         rest = rest[1:]
     namespace = None
     if len(rest) >= 3 and rest[0] == "namespaces":
-        inner = find_resource(group, version, rest[2])
+        inner = find(group, version, rest[2])
         if inner is not None and inner.namespaced:
             namespace, rest = rest[1], rest[2:]
     if not rest or len(rest) > 3:
         return None
-    res = find_resource(group, version, rest[0])
+    res = find(group, version, rest[0])
     if res is None:
         return None
     name = rest[1] if len(rest) > 1 else None

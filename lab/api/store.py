@@ -17,14 +17,24 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from podwire.lab.api import errors
+from podwire.lab.api.customresources import Catalog
 from podwire.lab.api.encoding import encode
-from podwire.lab.api.errors import bad_request
-from podwire.lab.api.kinds import NAMESPACES, RESOURCES
+from podwire.lab.api.errors import ApiError, bad_request
+from podwire.lab.api.kinds import CUSTOM_RESOURCE_DEFINITIONS, NAMESPACES, RESOURCES
 from podwire.lab.api.patch import apply_patch
 from podwire.lab.api.resource import Allocator, ResourceType, ServiceRanges
 from podwire.lab.api.selectors import Selector
 from podwire.lab.api.validation import check_kind, check_object
-from podwire.lab.api.watch import Change, Drop, Event, History, Mark, Subscription, event_line
+from podwire.lab.api.watch import (
+    Change,
+    Drop,
+    End,
+    Event,
+    History,
+    Mark,
+    Subscription,
+    event_line,
+)
 from podwire.lab.layout import NODE_PORT_RANGE, SERVICE_CIDR
 
 DEFAULT_RANGES = ServiceRanges(SERVICE_CIDR, NODE_PORT_RANGE)
@@ -49,10 +59,12 @@ class ApiStore:
     def __init__(self, max_history: int = 100_000, resource_version: int = 1,
                  ranges: ServiceRanges = DEFAULT_RANGES) -> None:
         self._lock = threading.RLock()
-        self._objects: dict[str, dict[Key, Stored]] = {r.plural: {} for r in RESOURCES}
+        # The kinds served: the built-in ones and one per stored CustomResourceDefinition.
+        self.catalog = Catalog(RESOURCES)
+        self._objects: dict[str, dict[Key, Stored]] = {r.table: {} for r in RESOURCES}
         self.ranges = ranges
         self._allocators: dict[str, Allocator] = {
-            r.plural: r.allocator(ranges) for r in RESOURCES if r.allocator is not None}
+            r.table: r.allocator(ranges) for r in RESOURCES if r.allocator is not None}
         self._rv = resource_version
         self._history = History(max_history, oldest=resource_version)
         self._subs: set[Subscription] = set()
@@ -67,14 +79,14 @@ class ApiStore:
 
     def get(self, res: ResourceType, namespace: str, name: str) -> dict[str, Any]:
         with self._lock:
-            found = self._objects[res.plural].get((namespace, name))
+            found = self._table(res).get((namespace, name))
             if found is None:
                 raise errors.not_found(res.plural, name)
             return copy.deepcopy(found.obj)
 
     def get_encoded(self, res: ResourceType, namespace: str, name: str) -> bytes:
         with self._lock:
-            found = self._objects[res.plural].get((namespace, name))
+            found = self._table(res).get((namespace, name))
             if found is None:
                 raise errors.not_found(res.plural, name)
             return found.data
@@ -83,7 +95,7 @@ class ApiStore:
                      selector: Selector) -> tuple[int, list[bytes]]:
         """The current RV and the matching objects, encoded, in (namespace, name) order."""
         with self._lock:
-            table = self._objects[res.plural]
+            table = self._table(res)
             out = []
             for key in sorted(table):
                 obj, data = table[key]
@@ -103,15 +115,32 @@ class ApiStore:
         data = encode(obj)
         key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
         if event_type == "DELETED":
-            del self._objects[res.plural][key]
+            del self._table(res)[key]
         else:
-            self._objects[res.plural][key] = Stored(obj, data)
+            self._table(res)[key] = Stored(obj, data)
         event = Event(self._rv, res, event_type, obj, data, old)
         self._history.append(event)
         for sub in self._subs:
             sub.offer(event)
         self.changed.set()
         return copy.deepcopy(obj)
+
+    def _table(self, res: ResourceType) -> dict[Key, Stored]:
+        """The objects of `res`; 404 for a custom kind whose CRD has gone meanwhile."""
+        table = self._objects.get(res.table)
+        if table is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return table
+
+    def _admit_fields(self, res: ResourceType, obj: dict[str, Any], strict: bool) -> None:
+        """What the server does to a body before its checks: a custom resource is pruned to
+        its schema and defaulted (refused, naming the fields, under strict validation)."""
+        if res.prune is None:
+            return
+        unknown = res.prune(obj)
+        if unknown and strict:
+            raise bad_request("strict decoding error: " + ", ".join(
+                f'unknown field "{path}"' for path in unknown))
 
     def _require_namespace(self, res: ResourceType, namespace: str) -> None:
         if res.namespaced and ("", namespace) not in self._objects[NAMESPACES.plural]:
@@ -131,7 +160,9 @@ class ApiStore:
             meta.pop("namespace", None)
         return obj
 
-    def create(self, res: ResourceType, namespace: str, body: Any) -> dict[str, Any]:
+    def create(self, res: ResourceType, namespace: str, body: Any,
+               strict: bool = False) -> dict[str, Any]:
+        """Store a new object; `strict` refuses unknown fields (fieldValidation=Strict)."""
         obj = self._normalise(res, namespace, body)
         meta = obj["metadata"]
         with self._lock:
@@ -140,9 +171,12 @@ class ApiStore:
                     raise errors.invalid(res.kind, "", "metadata.name", None,
                                          "name or generateName is required")
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            self._admit_fields(res, obj, strict)
             check_object(res, obj)
+            if res is CUSTOM_RESOURCE_DEFINITIONS:
+                self._check_served(obj)
             self._require_namespace(res, namespace)
-            if (namespace if res.namespaced else "", meta["name"]) in self._objects[res.plural]:
+            if (namespace if res.namespaced else "", meta["name"]) in self._table(res):
                 raise errors.already_exists(res.plural, meta["name"])
             for server_owned in ("deletionTimestamp", "deletionGracePeriodSeconds",
                                  "resourceVersion", "managedFields"):
@@ -153,20 +187,23 @@ class ApiStore:
             if res.prepare_create is not None:
                 res.prepare_create(obj)
             self._admit(res, obj, None)
-            return self._commit(res, "ADDED", obj, None)
+            made = self._commit(res, "ADDED", obj, None)
+            if res is CUSTOM_RESOURCE_DEFINITIONS:
+                self._serve(obj)
+            return made
 
     def _admit(self, res: ResourceType, new: dict[str, Any], old: dict[str, Any] | None) -> None:
-        allocator = self._allocators.get(res.plural)
+        allocator = self._allocators.get(res.table)
         if allocator is not None:
             allocator.admit(new, old)
 
     def _release(self, res: ResourceType, obj: dict[str, Any]) -> None:
-        allocator = self._allocators.get(res.plural)
+        allocator = self._allocators.get(res.table)
         if allocator is not None:
             allocator.release(obj)
 
     def update(self, res: ResourceType, namespace: str, name: str, body: Any,
-               subresource: str | None = None) -> dict[str, Any]:
+               subresource: str | None = None, strict: bool = False) -> dict[str, Any]:
         obj = self._normalise(res, namespace, body)
         meta = obj["metadata"]
         if meta.get("name", name) != name:
@@ -178,10 +215,11 @@ class ApiStore:
             wanted = meta.get("resourceVersion")
             if wanted not in (None, "") and wanted != old["metadata"]["resourceVersion"]:
                 raise errors.stale(res.plural, name)
-            return self._replace(res, old, obj, subresource)
+            return self._replace(res, old, obj, subresource, strict)
 
     def patch(self, res: ResourceType, namespace: str, name: str, content_type: str,
-              patch: Any, subresource: str | None = None) -> dict[str, Any]:
+              patch: Any, subresource: str | None = None, strict: bool = False,
+              ) -> dict[str, Any]:
         with self._lock:
             old = self._current(res, namespace, name)
             patched = apply_patch(old, content_type, patch)
@@ -192,16 +230,16 @@ class ApiStore:
             obj = self._normalise(res, namespace, patched)
             if obj["metadata"].get("name") != name:
                 raise bad_request("a patch cannot change metadata.name")
-            return self._replace(res, old, obj, subresource)
+            return self._replace(res, old, obj, subresource, strict)
 
     def _current(self, res: ResourceType, namespace: str, name: str) -> dict[str, Any]:
-        found = self._objects[res.plural].get((namespace if res.namespaced else "", name))
+        found = self._table(res).get((namespace if res.namespaced else "", name))
         if found is None:
             raise errors.not_found(res.plural, name)
         return found.obj
 
     def _replace(self, res: ResourceType, old: dict[str, Any], obj: dict[str, Any],
-                 subresource: str | None) -> dict[str, Any]:
+                 subresource: str | None, strict: bool = False) -> dict[str, Any]:
         if subresource == "status":
             # The status endpoint changes status only; everything else stays the server's.
             new = copy.deepcopy(old)
@@ -211,6 +249,7 @@ class ApiStore:
                 new.pop("status", None)
         else:
             new = obj
+            self._admit_fields(res, new, strict)
             check_object(res, new)
             if res.has_status:
                 if "status" in old:
@@ -227,7 +266,10 @@ class ApiStore:
             meta["generation"] = old_meta["generation"] + 1
         if new == old:
             return copy.deepcopy(old)  # A no-op write neither moves the RV nor makes an event.
-        return self._commit(res, "MODIFIED", new, old)
+        made = self._commit(res, "MODIFIED", new, old)
+        if res is CUSTOM_RESOURCE_DEFINITIONS:
+            self._serve(new)
+        return made
 
     def delete(self, res: ResourceType, namespace: str, name: str,
                preconditions: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -246,6 +288,8 @@ class ApiStore:
                                       f"meta: {old['metadata']['resourceVersion']}")
             if res is NAMESPACES:
                 return self._delete_namespace(old)
+            if res is CUSTOM_RESOURCE_DEFINITIONS:
+                self._delete_custom_objects(old)
             gone = copy.deepcopy(old)
             gone["metadata"]["deletionTimestamp"] = _now()
             self._release(res, old)
@@ -258,17 +302,51 @@ class ApiStore:
         terminating["metadata"]["deletionTimestamp"] = _now()
         terminating["status"] = {"phase": "Terminating"}
         terminating = self._commit(NAMESPACES, "MODIFIED", terminating, old)
-        for res in RESOURCES:
+        for res in self.catalog.resources():
             if not res.namespaced:
                 continue
-            for key in sorted(k for k in self._objects[res.plural] if k[0] == name):
-                victim = self._objects[res.plural][key].obj
+            for key in sorted(k for k in self._table(res) if k[0] == name):
+                victim = self._table(res)[key].obj
                 gone = copy.deepcopy(victim)
                 gone["metadata"]["deletionTimestamp"] = terminating["metadata"]["deletionTimestamp"]
                 self._release(res, victim)
                 self._commit(res, "DELETED", gone, victim)
         gone = copy.deepcopy(terminating)
         return self._commit(NAMESPACES, "DELETED", gone, terminating)
+
+    # ---- custom resources ----------------------------------------------------------------
+
+    def _check_served(self, definition: dict[str, Any]) -> None:
+        why = self.catalog.conflict(definition)
+        if why is not None:
+            raise errors.invalid_causes("CustomResourceDefinition", "apiextensions.k8s.io",
+                                        definition["metadata"]["name"], [errors.field_cause(
+                                            "spec.names.plural", "FieldValueInvalid",
+                                            definition["spec"]["names"]["plural"], why)])
+
+    def _serve(self, definition: dict[str, Any]) -> None:
+        """Serve what a stored CRD defines (a new schema applies to later writes)."""
+        res = self.catalog.define(definition)
+        if res is not None:
+            self._objects.setdefault(res.table, {})
+
+    def _delete_custom_objects(self, definition: dict[str, Any]) -> None:
+        """As the real server's CRD finalizer: every object of the kind goes (each a DELETED
+        event), then its watches end and the kind is no longer served."""
+        name = definition["metadata"]["name"]
+        res = self.catalog.by_table(name)
+        if res is not None:
+            table = self._objects[res.table]
+            for key in sorted(table):
+                victim = table[key].obj
+                gone = copy.deepcopy(victim)
+                gone["metadata"]["deletionTimestamp"] = _now()
+                self._commit(res, "DELETED", gone, victim)
+            for sub in [s for s in self._subs if s.res.table == name]:
+                self._subs.discard(sub)
+                sub.items.put(End())
+        self.catalog.forget(name)
+        self._objects.pop(name, None)
 
     # ---- watches -----------------------------------------------------------------------
 
@@ -278,8 +356,9 @@ class ApiStore:
         the backlog and the live events because both happen under the store's lock."""
         sub = Subscription(res, namespace, selector, bookmarks)
         with self._lock:
+            self._table(res)  # 404 for a custom kind no longer served
             if resource_version in (None, "", "0"):
-                table = self._objects[res.plural]
+                table = self._table(res)
                 for key in sorted(table):
                     if sub.sees(table[key].obj):
                         sub.items.put(Change(self._rv, event_line("ADDED", table[key].data)))
@@ -336,15 +415,21 @@ class ApiStore:
         the restored RV onwards (older ones get 410, as after an etcd compaction)."""
         store = cls(max_history=max_history, resource_version=int(data["resourceVersion"]),
                     ranges=ranges)
-        by_plural = {r.plural: r for r in RESOURCES}
-        for plural, objs in data.get("objects", {}).items():
-            res = by_plural[plural]
-            for obj in objs:
+        tables = data.get("objects", {})
+        definitions = CUSTOM_RESOURCE_DEFINITIONS.table
+        # The CRDs first: they say which other tables are served kinds.
+        for table in sorted(tables, key=lambda t: t != definitions):
+            res = store.catalog.by_table(table)
+            if res is None:
+                raise ValueError(f"objects of {table!r}, a kind no stored CRD defines")
+            for obj in tables[table]:
                 key = (obj["metadata"].get("namespace", "") if res.namespaced else "",
                        obj["metadata"]["name"])
-                store._objects[plural][key] = Stored(obj, encode(obj))
-                if plural in store._allocators:
-                    store._allocators[plural].load(obj)
+                store._objects.setdefault(table, {})[key] = Stored(obj, encode(obj))
+                if table in store._allocators:
+                    store._allocators[table].load(obj)
+                if res is CUSTOM_RESOURCE_DEFINITIONS:
+                    store._serve(obj)
         return store
 
 

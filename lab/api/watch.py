@@ -49,7 +49,11 @@ class Drop(NamedTuple):
     """End the connection abruptly, without the final chunk (fault injection, stop)."""
 
 
-QueueItem = Change | Mark | Drop
+class End(NamedTuple):
+    """End the watch cleanly: its kind is no longer served (its CRD was deleted)."""
+
+
+QueueItem = Change | Mark | Drop | End
 
 
 @dataclass(eq=False)
@@ -72,7 +76,7 @@ class Subscription:
     def translate(self, event: Event) -> str | None:
         """The event type this watch gets, or None: an object leaving the selection is a
         DELETED to this watch and one entering it an ADDED, as the real server does."""
-        if event.res is not self.res:
+        if event.res.table != self.res.table:
             return None
         now = self.sees(event.obj)
         if event.type != "MODIFIED":

@@ -10,7 +10,7 @@ from io import BufferedIOBase
 
 from podwire.lab.api.encoding import encode
 from podwire.lab.api.resource import ResourceType
-from podwire.lab.api.watch import Change, Drop, Mark, QueueItem, Subscription
+from podwire.lab.api.watch import Change, Drop, End, Mark, QueueItem, Subscription
 
 # The last chunk of a chunked body: the watch ended cleanly.
 END_OF_BODY = b"0\r\n\r\n"
@@ -42,13 +42,14 @@ class WatchRelay:
         self.idle_at = 0.0
 
     def run(self, timeout: float) -> bool:
-        """Relay until the timeout (True) or a drop (False)."""
+        """Relay until the timeout or an end (True) or a drop (False)."""
         now = time.monotonic()
         deadline = now + timeout
         self.idle_at = now + self.timing.idle_interval
         while True:
-            if not self._relay(self._next_batch(self._wake(deadline))):
-                return False
+            relayed = self._relay(self._next_batch(self._wake(deadline)))
+            if relayed is not True:
+                return relayed is None
             now = time.monotonic()
             self._coalesced_bookmark(now)
             self._idle_bookmark(now)
@@ -72,13 +73,18 @@ class WatchRelay:
                 break
         return batch
 
-    def _relay(self, batch: list[QueueItem]) -> bool:
-        """Send the batch's changes as one chunk; False, sending nothing, if it holds a drop."""
-        lines = []
+    def _relay(self, batch: list[QueueItem]) -> bool | None:
+        """Send the batch's changes as one chunk; False, sending nothing, if it holds a drop;
+        None, after what came before it, if it holds an end."""
+        lines: list[bytes] = []
         for item in batch:
             match item:
                 case Drop():
                     return False
+                case End():
+                    if lines:
+                        self.out.write(chunk(b"".join(lines)))
+                    return None
                 case Change(rv, line):
                     lines.append(line)
                     self.seen = max(self.seen, rv)

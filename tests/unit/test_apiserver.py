@@ -90,7 +90,8 @@ def test_discovery_documents(server: LabApiServer) -> None:
     assert raw(server, "GET", "/version")[1]["major"] == "1"
     assert raw(server, "GET", "/api")[1]["versions"] == ["v1"]
     groups = raw(server, "GET", "/apis")[1]["groups"]
-    assert [g["name"] for g in groups] == ["discovery.k8s.io", "networking.k8s.io"]
+    assert [g["name"] for g in groups] == ["apiextensions.k8s.io", "discovery.k8s.io",
+                                          "networking.k8s.io"]
     core_list = raw(server, "GET", "/api/v1")[1]
     by_name = {r["name"]: r for r in core_list["resources"]}
     assert set(by_name) == {"namespaces", "namespaces/status", "nodes", "nodes/status",

@@ -85,6 +85,64 @@ def test_kind_aliases() -> None:
     assert manifests.kind_from_cli("svc") == "Service"
     with pytest.raises(manifests.ManifestError, match="unknown kind 'deploy'"):
         manifests.kind_from_cli("deploy")
+    assert manifests.kind_from_cli("cnp") == "ClusterNetworkPolicy"
+    assert manifests.kind_from_cli("adminnetworkpolicies") == "AdminNetworkPolicy"
+    assert manifests.kind_from_cli("BANP") == "BaselineAdminNetworkPolicy"
+
+
+CLUSTER_POLICIES = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: x}
+spec: {containers: [{name: c}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: deny-x}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {namespaces: {}}
+  ingress: [{action: Deny, from: [{namespaces: {matchLabels: {team: x}}}]}]
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata: {name: default}
+spec:
+  subject: {namespaces: {}}
+  ingress: [{action: Deny, from: [{namespaces: {}}]}]
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: dns}
+spec:
+  priority: 1
+  subject: {namespaces: {}}
+  egress: [{action: Allow, to: [{namespaces: {}}], ports: [{portNumber: {port: 53, protocol: UDP}}]}]
+"""
+
+
+def test_cluster_policies_are_cluster_scoped_and_applied_before_pods() -> None:
+    parsed = manifests.ordered(manifests.parse(CLUSTER_POLICIES))
+    assert [m.kind for m in parsed] == ["AdminNetworkPolicy", "BaselineAdminNetworkPolicy",
+                                        "ClusterNetworkPolicy", "Pod"]
+    assert [m.namespace for m in parsed[:3]] == [None, None, None]
+    assert parsed[2].ref == "ClusterNetworkPolicy/deny-x"
+    assert manifests.ordered(parsed, reverse=True)[0].kind == "Pod"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("priority: 5", "priority: 5000"),
+     "ClusterNetworkPolicy 'deny-x': spec.priority: .*5000"),
+    (("name: default", "name: other"), "BaselineAdminNetworkPolicy 'other': metadata.name"),
+    (("action: Allow", "action: Accept"),
+     "AdminNetworkPolicy 'dns': spec.egress\\[0\\].action"),
+    (("v1alpha2", "v1alpha1"), "ClusterNetworkPolicy 'deny-x' has apiVersion"),
+])
+def test_bad_cluster_policies_name_the_policy_and_the_field(change: tuple[str, str],
+                                                           message: str) -> None:
+    with pytest.raises(manifests.ManifestError, match=message):
+        manifests.parse(CLUSTER_POLICIES.replace(*change), "f.yaml")
 
 
 def test_scheduler_stand_in_picks_the_least_loaded_node() -> None:
