@@ -71,6 +71,8 @@ class RawFlow(NamedTuple):
     packets: int = 1
     bytes: int = 0
     last_ns: int = 0
+    # A record named when it was made (a `podwire trace` hop): kept as it is.
+    record: FlowRecord | None = None
 
 
 EVENT_SIZE = ctypes.sizeof(structs.FlowEvent)
@@ -163,6 +165,8 @@ class FlowEnricher:
 
     def from_raw(self, raw: RawFlow) -> FlowRecord:
         """The record of a history entry, numbered as it was ingested."""
+        if raw.record is not None:
+            return {**raw.record, "seq": raw.seq}
         return self.record(decode(raw), seq=raw.seq, count=raw.packets,
                            total_bytes=raw.bytes or None, last_ns=raw.last_ns or None)
 
@@ -206,6 +210,7 @@ class FlowEnricher:
             "bytes": event.len if total_bytes is None else total_bytes,
             "last_time": _iso(last),
             "decided_by": {},
+            "trace": None,
         }
         denied = reason == "POLICY_DENIED" or audit
         for side, ref in (("egress", event.egress_ref), ("ingress", event.ingress_ref)):
@@ -318,6 +323,17 @@ class FlowHistory:
             first = self._next
             self._next += len(flows)
             self._entries.extend(RawFlow(seq, *flow) for seq, flow in enumerate(flows, first))
+            self._cond.notify_all()
+
+    def add_records(self, records: list[FlowRecord]) -> None:
+        """Keep records already named (trace hops), numbered in the same sequence."""
+        if not records:
+            return
+        with self._cond:
+            first = self._next
+            self._next += len(records)
+            self._entries.extend(RawFlow(seq, b"", record=record)
+                                 for seq, record in enumerate(records, first))
             self._cond.notify_all()
 
     def snapshot(self, count: int | None) -> tuple[list[RawFlow], int]:

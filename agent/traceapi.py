@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from podwire.agent.flownames import ModelNames
 from podwire.agent.localapi import LocalApi, Request, Response
-from podwire.agent.tracehops import HopNamer
+from podwire.agent.tracehops import HopNamer, flow_record
 from podwire.agent.tracepacket import TracePacket
 from podwire.agent.tracer import TraceError, Tracer
 from podwire.policy import Protocol
@@ -50,7 +50,8 @@ class TraceApi:
         names = ModelNames(agent.state)
         namer = HopNamer(agent.config.node_name, names.pod, agent.state.policy_name,
                          names.isolating, agent.state.service_name, self._node_named)
-        self._tracer = Tracer(agent.config.pin_dir, namer)
+        self._tracer = Tracer(agent.config.pin_dir, namer, on_hops=lambda hops: (
+            agent.flows.add_records([flow_record(hop) for hop in hops])))
 
     @property
     def tracer(self) -> Tracer:

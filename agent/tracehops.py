@@ -28,6 +28,7 @@ from podwire.agent import structs
 from podwire.agent.flows import HOOKS, PROTOCOLS, TCP_FLAGS, PeerNames
 from podwire.agent.reasons import reason_name
 from podwire.bpf.constants import CtStatus, Direction, Hook, ReservedIdentity, TraceOutcome
+from podwire.common.flow import FlowEnd, FlowRecord
 from podwire.policy import Protocol
 
 OUTCOMES = {int(o): o.label for o in TraceOutcome}
@@ -100,6 +101,38 @@ class HopNamer:
         names = self._pods(ip)
         return {"ip": ip, "port": structs.port_host(port), "identity": identity,
                 "namespace": names.namespace, "pod": names.pod}
+
+
+def flow_record(hop: dict[str, Any]) -> FlowRecord:
+    """The flow record of type `trace` a hop is in the agent's history (common/flow.py),
+    so `podwire observe --type trace` shows hops beside the flows; `seq` is the history's."""
+    sides = [side for side in ("egress", "ingress") if hop[side] is not None]
+    denied = next((side for side in sides if hop[side]["verdict"] == "denied"), None)
+    service = hop["service"]
+
+    def end(which: str) -> FlowEnd:
+        at = hop[which]
+        return {"ip": at["ip"], "port": at["port"], "identity": at["identity"],
+                "namespace": at["namespace"], "pod": at["pod"], "labels": {},
+                "service": service["name"] if service and which == "destination" else None}
+
+    return {
+        "seq": 0, "time": hop["time"], "node": hop["node"], "type": "trace",
+        "verdict": "DROPPED" if hop["outcome"] == TraceOutcome.DROPPED.label else "FORWARDED",
+        "drop_reason": hop["drop_reason"],
+        "direction": denied or (Direction.EGRESS.label if hop["hook"] == Hook.FROM_POD.label
+                                else Direction.INGRESS.label),
+        "hook": hop["hook"], "protocol": hop["protocol"],
+        "source": end("source"), "destination": end("destination"),
+        "frontend": service["frontend"] if service else None,
+        "tcp_flags": hop["tcp_flags"], "length": 0, "evaluated": sides,
+        "allowed_by": {side: hop[side]["policy"] for side in sides if hop[side]["policy"]},
+        "isolated_by": hop[denied]["isolated_by"] if denied else [],
+        "decided_by": {},
+        "count": 1, "bytes": 0, "last_time": hop["time"],
+        "trace": {"id": hop["trace_id"], "outcome": hop["outcome"],
+                  "conntrack": hop["conntrack"], "tunnel": hop["tunnel"]},
+    }
 
 
 def evaluated(event: structs.TraceEvent) -> list[Direction]:

@@ -17,6 +17,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,12 @@ class _Armed:
 
 
 class Tracer:
-    def __init__(self, pin_dir: Path, namer: HopNamer) -> None:
+    """on_hops receives every batch of hops as it is named (the agent keeps them in its
+    flow history too)."""
+
+    def __init__(self, pin_dir: Path, namer: HopNamer,
+                 on_hops: Callable[[list[dict[str, Any]]], None] = lambda hops: None) -> None:
+        self._on_hops = on_hops
         self._tags = BpfMap(pin_dir, "trace_tags", ctypes.c_uint32, structs.TraceTag)
         self._live = BpfMap(pin_dir, "trace_live", ctypes.c_uint32, structs.TraceLive)
         self._ring = RingBuffer(str(pin_dir / "trace_events"))
@@ -158,6 +164,7 @@ class Tracer:
                 for hop in hops:
                     self._hops.setdefault(hop["trace_id"], []).append(hop)
                 self._cond.notify_all()
+            self._on_hops(hops)
 
     def hops(self, trace_id: int, wait: float) -> list[dict[str, Any]]:
         """The hops of trace_id on this node, waiting up to `wait` seconds for one where

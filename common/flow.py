@@ -42,6 +42,11 @@ metrics read it. The fields are a stable interface, extended but never renamed:
   (aggregation `connection` or `max`) the exact number since its previous record.
   `bytes`: their total length. `time` is the first of them, `last_time` the last (equal
   to `time` for one). Under `max` a counted flow's source port is 0 (any).
+- `trace`: null, except on a record of `type` `trace`: one hop of a `podwire trace`
+  packet (agent/tracehops.py has the hop's full shape), `{id, outcome, conntrack, tunnel}`
+  with `outcome` `to-pod`, `to-tunnel`, `to-host` or `dropped`, `conntrack` what conntrack
+  said of it, `tunnel` `{ip, node}` when it went to another node. Its `verdict` is
+  DROPPED when the hop dropped it, FORWARDED otherwise.
 """
 
 from __future__ import annotations
@@ -78,6 +83,15 @@ class Decider(TypedDict):
     action: str
 
 
+class FlowTrace(TypedDict):
+    """What a trace hop adds to its flow record."""
+
+    id: int
+    outcome: str
+    conntrack: str
+    tunnel: Mapping[str, str | None] | None
+
+
 class FlowRecord(TypedDict):
     seq: int
     time: str
@@ -100,6 +114,7 @@ class FlowRecord(TypedDict):
     count: int
     bytes: int
     last_time: str
+    trace: FlowTrace | None
 
 
 def from_json(value: Mapping[str, Any]) -> FlowRecord:

@@ -42,7 +42,7 @@ PODWIRE = [sys.executable, "-m", "podwire.cli"]
 Record = dict[str, Any]
 FIELDS = {"seq", "time", "node", "type", "verdict", "drop_reason", "direction", "hook", "protocol",
           "source", "destination", "frontend", "tcp_flags", "length", "evaluated",
-          "allowed_by", "isolated_by", "decided_by", "count", "bytes", "last_time"}
+          "allowed_by", "isolated_by", "decided_by", "count", "bytes", "last_time", "trace"}
 END_FIELDS = {"ip", "port", "identity", "namespace", "pod", "labels", "service"}
 POLICIES = [
     {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",

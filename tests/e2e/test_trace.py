@@ -181,6 +181,24 @@ def test_live_traces_the_pods_own_next_packet_and_delivers_it(lab: Lab) -> None:
     assert report["hops"][0]["tcp_flags"] == ["SYN"]
 
 
+def test_hops_are_flow_records_of_type_trace(lab: Lab) -> None:
+    report = trace_json("--from", "x/c", "--to", "x/b", "--port", "80")
+    proc = subprocess.run([*PODWIRE, "observe", "--lab", PREFIX, "--type", "trace", "--last",
+                           "1000", "-o", "json"], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    mine = sorted((r for r in records if r["trace"]["id"] == report["trace_id"]),
+                  key=lambda r: r["time"])
+    assert [(r["node"], r["hook"], r["trace"]["outcome"]) for r in mine] == path(report)
+    assert all(r["type"] == "trace" for r in records)
+    sent, denied = mine
+    assert sent["verdict"] == "FORWARDED" and sent["evaluated"] == ["egress"]
+    assert sent["trace"]["tunnel"]["node"] == "node2"
+    assert denied["verdict"] == "DROPPED" and denied["drop_reason"] == "POLICY_DENIED"
+    assert (denied["direction"], denied["isolated_by"]) == ("ingress", ["x/b-http"])
+
+
 def test_bad_input_is_named(lab: Lab) -> None:
     bad_ip = trace("--from", "x/a", "--to-ip", "10.0.0", "--port", "80")
     assert bad_ip.returncode == 2 and "--to-ip '10.0.0' is not an IPv4 address" in bad_ip.stderr

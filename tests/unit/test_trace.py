@@ -11,9 +11,9 @@ from scapy.layers.inet import IP, TCP, UDP
 
 from podwire import trace as trace_cli
 from podwire.agent import structs
-from podwire.agent.flows import PeerNames
+from podwire.agent.flows import FlowHistory, PeerNames
 from podwire.agent.reasons import reason_code
-from podwire.agent.tracehops import HopNamer, evaluated
+from podwire.agent.tracehops import HopNamer, evaluated, flow_record
 from podwire.agent.tracepacket import PAYLOAD, TracePacket
 from podwire.bpf.constants import CtStatus, Direction, Hook, TraceOutcome
 from podwire.policy import Protocol
@@ -147,3 +147,20 @@ def test_bad_destinations_are_named(flags: dict[str, str], message: str) -> None
     args = argparse.Namespace(**{"to_pod": None, "to_service": None, "to_ip": None, **flags})
     with pytest.raises(ValueError, match=message):
         trace_cli._destination(args)
+
+
+def test_a_hop_is_a_flow_record_of_type_trace() -> None:
+    sent, denied = (flow_record(hop) for hop in REPORT["hops"])
+    assert (sent["type"], sent["verdict"], sent["direction"], sent["evaluated"]) == (
+        "trace", "FORWARDED", "egress", ["egress"])
+    assert sent["destination"]["service"] == "x/web"
+    assert sent["frontend"] == {"ip": "10.96.0.20", "port": 8080}
+    assert sent["trace"] == {"id": 7, "outcome": "to-tunnel", "conntrack": "new",
+                             "tunnel": {"ip": "192.168.50.12", "node": "node2"}}
+    assert (denied["verdict"], denied["drop_reason"], denied["direction"]) == (
+        "DROPPED", "POLICY_DENIED", "ingress")
+    assert denied["isolated_by"] == ["isolating 10.244.2.2 ingress"]
+    history = FlowHistory(8)
+    history.add_records([sent, denied])
+    entries, newest = history.snapshot(None)
+    assert newest == 1 and [e.record for e in entries] == [sent, denied]
