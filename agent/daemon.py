@@ -155,7 +155,8 @@ class Agent:
             pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
             if node_ip is not None and pod_cidr is not None:
                 return NodeInfo(self.config.node_name, node_ip, pod_cidr,
-                                known.addresses if known else ())
+                                known.addresses if known else (),
+                                known.labels if known else ())
             self.not_ready_reason = (f"node {self.config.node_name} has no "
                                      f"{'address' if node_ip is None else 'spec.podCIDR'} yet")
             if self.stopping.wait(0.2):
@@ -243,7 +244,8 @@ class Agent:
         reader = self.datapath.events()
         names = ModelNames(self.state)
         enricher = FlowEnricher(self.config.node_name, names.pod, self.state.policy_name,
-                                names.isolating, services=self.state.service_name)
+                                names.isolating, services=self.state.service_name,
+                                rules=self.state.refs.rule)
         while not self.stopping.is_set():
             if not reader.wait(0.5):
                 continue
@@ -278,6 +280,7 @@ class Agent:
             problems = [vars(p) for p in self.state.policy_problems.values()]
             services = self.state.services.status()
             service_problems = [vars(p) for p in self.state.service_problems]
+            cluster_policies = [p.key for p in self.state.cluster_policies()]
         body: dict[str, Any] = {
             "node": self.config.node_name,
             "ready": self.ready,
@@ -287,6 +290,10 @@ class Agent:
             "policy_errors": problems,
             "services": services,
             "service_errors": service_problems,
+            # Custom kinds (the cluster policies) whose CRD the API server does not have.
+            "absent_kinds": sorted(kind for kind, informer in self.watches.informers.items()
+                                   if informer.absent) if self.watches is not None else [],
+            "cluster_policies": sorted(cluster_policies),
             "reconciles": self.reconciles,
             "startup": self.startup,
             "last_reconcile_seconds": self.last_reconcile_seconds,

@@ -9,8 +9,9 @@ change at the API reaches the maps without a full resync. The work is the parts'
 - agent/pod_identities.py numbers pods, agent/selection.py tells which identities each
   policy peer selects, agent/prefixes.py counts ipBlock prefixes and numbers them;
 - agent/ipcache.py resolves addresses from several sources (nodes, pods, ipBlocks);
-- agent/netpol.py resolves NetworkPolicy rules for a pod, agent/policy_compiler.py
-  turns resolved rules into policy-map entries;
+- agent/netpol.py resolves NetworkPolicy rules for a pod, agent/clusterpol.py the
+  cluster policies' (Admin and Baseline tiers), agent/policy_compiler.py turns resolved
+  rules of every tier into policy-map entries;
 - agent/services.py turns Services and EndpointSlices into the load balancer's maps.
 """
 
@@ -24,7 +25,8 @@ from typing import Any
 
 from podwire.agent.addresses import forget_host_prefix, host_prefix, is_v4
 from podwire.agent.changes import ChangeSet
-from podwire.agent.entries import EndpointEntry, PolicyKey
+from podwire.agent.clusterpol import ClusterPolicyRules
+from podwire.agent.entries import EndpointEntry, PolicyKey, policy_direction
 from podwire.agent.identity import PodIdentityKey
 from podwire.agent.ipcache import (
     BlockPrefixes,
@@ -49,9 +51,10 @@ from podwire.policy import (
     NetworkPolicy,
     Pod,
     PolicyError,
-    is_isolated,
+    policies_selecting,
 )
 from podwire.policy import Direction as PolicyDirection
+from podwire.policy.admin import AdminPolicy
 
 log = logging.getLogger("podwire.agent")
 
@@ -93,6 +96,12 @@ class NodeState:
         self._prefixes = PrefixTable()
         self._refs = PolicyRefs()
         self._policies = NetworkPolicyRules(self.cluster, self._peers, self._prefixes, self._refs)
+        self._cluster_rules = ClusterPolicyRules(self.cluster, self._peers, self._prefixes,
+                                                 self._refs, self.nodes)
+        # Audit mode (`podwire.io/enforcement: audit`): NetworkPolicies annotated so, and
+        # namespaces whose every NetworkPolicy is.
+        self._audited_policies: set[str] = set()
+        self._audited_namespaces: set[str] = set()
         self._ipcache = IpcacheBuilder([
             NodeAddresses(self.nodes),
             PodAddresses(self.cluster, self.endpoints, self._identities.of, self.nodes),
@@ -107,12 +116,17 @@ class NodeState:
 
     # ----------------------------------------------------------------- events
 
-    def set_namespace(self, namespace: Namespace) -> None:
+    def set_namespace(self, namespace: Namespace, audited: bool = False) -> None:
         self.cluster.set_namespace(namespace)
+        if audited != (namespace.name in self._audited_namespaces):
+            (self._audited_namespaces.add if audited else self._audited_namespaces.discard)(
+                namespace.name)
+            self._touch_namespace(namespace.name)
         self._refresh_identities(self.cluster.pods_in(namespace.name))
 
     def remove_namespace(self, name: str) -> None:
         self.cluster.remove_namespace(name)
+        self._audited_namespaces.discard(name)
         self._refresh_identities(self.cluster.pods_in(name))
 
     def set_pod(self, pod: Pod) -> None:
@@ -141,13 +155,28 @@ class NodeState:
         self._release_address(old.ip)
         self._pod_moved()
 
-    def set_policy(self, policy: NetworkPolicy) -> None:
+    def set_policy(self, policy: NetworkPolicy, audited: bool = False) -> None:
         self.policy_problems.pop(policy.key, None)
         forgot = self._policies.forget(policy.key)
         self.cluster.set_policy(policy)
+        (self._audited_policies.add if audited else self._audited_policies.discard)(policy.key)
         if self._policies.learn(policy) or forgot:
             self._pending.redo_everything()
         self._touch_namespace(policy.namespace)
+
+    def set_cluster_policy(self, policy: AdminPolicy, audited: bool = False) -> None:
+        """A cluster policy of any of the three kinds; `audited`: its Denies only report."""
+        self.policy_problems.pop(policy.key, None)
+        if self._cluster_rules.set_policy(policy, audited):
+            self._pending.redo_everything()
+        self._touch_all_endpoints()
+
+    def remove_cluster_policy(self, key: str) -> None:
+        """`key` is the policy's `Kind/name`."""
+        self.policy_problems.pop(key, None)
+        if self._cluster_rules.remove_policy(key):
+            self._pending.redo_everything()
+        self._touch_all_endpoints()
 
     def reject_policy(self, key: str, resource_version: str, error: PolicyError) -> None:
         """A malformed policy from the API: report it; the last good version stays enforced."""
@@ -157,6 +186,7 @@ class NodeState:
     def remove_policy(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"
         self.policy_problems.pop(key, None)
+        self._audited_policies.discard(key)
         if self._policies.forget(key):
             self._pending.redo_everything()
         self.cluster.remove_policy(namespace, name)
@@ -174,12 +204,16 @@ class NodeState:
         for pod in self.cluster.pods():
             if pod.node == node.name and pod.ip:
                 self._pending.ipcache.add(host_prefix(pod.ip))
+        if self._cluster_rules.nodes_changed():
+            self._pending.redo_everything()
 
     def remove_node(self, name: str) -> None:
         old = self.nodes.remove(name)
         if old is not None:
             self._pending.ipcache.update(old.prefixes())
             self._release_address(old.ip)
+        if self._cluster_rules.nodes_changed():
+            self._pending.redo_everything()
 
     def set_service(self, obj: dict[str, Any]) -> None:
         """A v1 Service as the API gives it; what cannot be used is kept as a problem."""
@@ -219,6 +253,21 @@ class NodeState:
 
     def policy_name(self, ref: int) -> str | None:
         return self._refs.name(ref)
+
+    @property
+    def refs(self) -> PolicyRefs:
+        """What policy-map refs stand for: policies, and cluster policy rules."""
+        return self._refs
+
+    def is_audited(self, policy_key: str) -> bool:
+        """Whether a NetworkPolicy (`ns/name`) or cluster policy (`Kind/name`) is in audit mode."""
+        if policy_key in self._cluster_rules.audited():
+            return True
+        return policy_key in self._audited_policies or \
+            policy_key.split("/", 1)[0] in self._audited_namespaces
+
+    def cluster_policies(self) -> list[AdminPolicy]:
+        return list(self._cluster_rules.policies())
 
     def service_name(self, service_id: int) -> str | None:
         """The "namespace/name" a frontend's service_id stands for."""
@@ -271,7 +320,16 @@ class NodeState:
             self.desired.endpoints.pop(ip, None)
             return
         pod = self._pod_of(endpoint)
-        isolated = {d: pod is None or is_isolated(self.cluster, pod, d) for d in PolicyDirection}
+        isolating = {d: [] if pod is None else policies_selecting(self.cluster, pod, d)
+                     for d in PolicyDirection}
+        isolated = {d: pod is None or bool(isolating[d]) for d in PolicyDirection}
+        audit = {d: bool(isolating[d]) and all(self.is_audited(p.key) for p in isolating[d])
+                 for d in PolicyDirection}
+        tiered = dict.fromkeys(PolicyDirection, False)
+        cluster_rules = list(self._cluster_rules.rules_for(pod)) \
+            if pod is not None and self._cluster_rules else []
+        for rule in cluster_rules:
+            tiered[policy_direction(rule.direction)] = True
         identity = self._identities.of(pod.key) if pod is not None else None
         self.desired.endpoints[ip] = EndpointEntry(
             ifindex=endpoint.ifindex,
@@ -281,11 +339,16 @@ class NodeState:
             egress_isolated=isolated[PolicyDirection.EGRESS],
             pod_mac=endpoint.pod_mac,
             host_mac=endpoint.host_mac,
+            ingress_tiered=tiered[PolicyDirection.INGRESS],
+            egress_tiered=tiered[PolicyDirection.EGRESS],
+            ingress_audit=audit[PolicyDirection.INGRESS],
+            egress_audit=audit[PolicyDirection.EGRESS],
         )
         if pod is None:
             self._policy_map.remove(ip, changed_keys)
         else:
-            entries = compile_rules(endpoint.ep_id, self._policies.rules_for(pod))
+            entries = compile_rules(endpoint.ep_id,
+                                    [*self._policies.rules_for(pod), *cluster_rules])
             self._policy_map.set(ip, entries, changed_keys)
 
     def _pod_of(self, endpoint: LocalEndpoint) -> Pod | None:
@@ -310,6 +373,8 @@ class NodeState:
                 self._touch_named_egress()
                 for namespace in self._peers.add_identity(number, key):
                     self._touch_namespace(namespace)
+                if self._cluster_rules.identity_added(number):
+                    self._touch_all_endpoints()
             self._touch_pod(pod)
 
     def _drop_identity(self, pod_key: str) -> None:
@@ -318,6 +383,8 @@ class NodeState:
             self._touch_named_egress()
             for namespace in self._peers.remove_identity(gone):
                 self._touch_namespace(namespace)
+            if self._cluster_rules.identity_removed(gone):
+                self._touch_all_endpoints()
 
     # ------------------------------------------------------------- bookkeeping
 
@@ -341,6 +408,10 @@ class NodeState:
     def _touch_named_egress(self) -> None:
         for namespace in self._policies.named_egress_namespaces():
             self._touch_namespace(namespace)
+
+    def _touch_all_endpoints(self) -> None:
+        # A cluster policy's subjects and peers span namespaces: every local endpoint.
+        self._pending.endpoints.update(self.endpoints)
 
     def _touch_namespace(self, namespace: str) -> None:
         self._pending.endpoints.update(self._endpoints_in.get(namespace, ()))

@@ -18,6 +18,8 @@ from podwire.agent.desired import NodeState
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.watch import EventType, WatchEvent
 from podwire.policy import Namespace, NetworkPolicy, Pod, PolicyError
+from podwire.policy.admin import KINDS as ADMIN_KINDS
+from podwire.policy.admin import AdminPolicy
 
 log = logging.getLogger("podwire.agent")
 
@@ -62,22 +64,55 @@ def node_info(obj: ApiObject) -> NodeInfo:
                    None)
     addresses = tuple(str(a["address"]) for a in reported
                       if a.get("type") in NODE_ADDRESS_TYPES and a.get("address"))
-    return NodeInfo(obj["metadata"]["name"], address, spec.get("podCIDR"), addresses)
+    labels = tuple(sorted((obj["metadata"].get("labels") or {}).items()))
+    return NodeInfo(obj["metadata"]["name"], address, spec.get("podCIDR"), addresses, labels)
+
+
+# Audit mode: on a NetworkPolicy, a cluster policy, or a Namespace (all its policies).
+ENFORCEMENT_ANNOTATION = "podwire.io/enforcement"
+AUDIT = "audit"
+
+
+def audited(obj: ApiObject) -> bool:
+    """Whether an object carries `podwire.io/enforcement: audit`. Any other value (or
+    none) is enforce; a value the agent does not know is logged, and enforced."""
+    meta = obj.get("metadata") or {}
+    value = (meta.get("annotations") or {}).get(ENFORCEMENT_ANNOTATION)
+    if value is not None and value not in (AUDIT, "enforce"):
+        log.warning("event=unknown_enforcement kind=%s name=%s value=%r expected=audit|enforce",
+                    obj.get("kind"), meta.get("name"), value)
+    return value == AUDIT
 
 
 def _set_policy(state: NodeState, obj: ApiObject) -> None:
     """A policy the model rejects is kept as a problem, reported by `/status`."""
     try:
-        state.set_policy(NetworkPolicy.from_api(obj))
+        state.set_policy(NetworkPolicy.from_api(obj), audited(obj))
     except PolicyError as err:
         meta = obj.get("metadata") or {}
         state.reject_policy(f"{meta.get('namespace', '')}/{meta.get('name', '')}",
                             meta.get("resourceVersion", ""), err)
 
 
+def _set_cluster_policy(state: NodeState, obj: ApiObject) -> None:
+    """A cluster policy the model rejects is kept as a problem (the last good one stays)."""
+    try:
+        state.set_cluster_policy(AdminPolicy.from_api(obj), audited(obj))
+    except PolicyError as err:
+        meta = obj.get("metadata") or {}
+        state.reject_policy(f"{obj.get('kind')}/{meta.get('name', '')}",
+                            meta.get("resourceVersion", ""), err)
+
+
+def _cluster_policy_handlers(kind: str) -> KindHandlers:
+    return KindHandlers(
+        upsert=_set_cluster_policy,
+        remove=lambda state, _, name: state.remove_cluster_policy(f"{kind}/{name}"))
+
+
 HANDLERS: dict[str, KindHandlers] = {
     "Namespace": KindHandlers(
-        upsert=lambda state, obj: state.set_namespace(Namespace.from_api(obj)),
+        upsert=lambda state, obj: state.set_namespace(Namespace.from_api(obj), audited(obj)),
         remove=lambda state, _, name: state.remove_namespace(name)),
     "Pod": KindHandlers(
         upsert=lambda state, obj: state.set_pod(Pod.from_api(obj)),
@@ -95,4 +130,5 @@ HANDLERS: dict[str, KindHandlers] = {
     "EndpointSlice": KindHandlers(
         upsert=lambda state, obj: state.set_endpoint_slice(obj),
         remove=lambda state, namespace, name: state.remove_endpoint_slice(namespace, name)),
+    **{kind: _cluster_policy_handlers(kind) for kind in ADMIN_KINDS},
 }

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from podwire.bpf.constants import (
     POLICY_PREFIX_ANY_PORT,
     POLICY_PREFIX_ANY_PROTO,
     Direction,
     LbScope,  # lb_key.scope, read from bpf/lib/types.h; part of this module's contract
+    PolicyAction,  # policy_value's actions (types.h); part of this module's contract
 )
 from podwire.policy import Direction as PolicyDirection
 
@@ -54,10 +57,18 @@ class EndpointEntry:
     ifindex: int
     ep_id: int
     identity: int
+    # A NetworkPolicy selects the pod that way (what none allows is denied, or audited).
     ingress_isolated: bool
     egress_isolated: bool
     pod_mac: str
     host_mac: str
+    # A cluster policy selects the pod that way: policy is looked up even when no
+    # NetworkPolicy isolates it.
+    ingress_tiered: bool = False
+    egress_tiered: bool = False
+    # Every NetworkPolicy isolating it that way is in audit mode.
+    ingress_audit: bool = False
+    egress_audit: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,9 @@ class IpcacheEntry:
     tunnel_ip: str | None = None
 
 
-@dataclass(frozen=True, order=True)
-class PolicyKey:
+class PolicyKey(NamedTuple):
+    # A tuple, not a dataclass: plans build and hash hundreds of thousands of these, and
+    # a tuple is made and hashed in C.
     ep_id: int
     direction: Direction
     identity: int
@@ -86,10 +98,47 @@ class PolicyKey:
         return POLICY_PREFIX_ANY_PORT + self.port_bits
 
 
+@dataclass(frozen=True, order=True)
+class TierVerdict:
+    """A cluster policy tier's say at one key: the earliest rule there (lowest rank)."""
+
+    rank: int  # the rule's place in its tier, from 1; 0 is reconcile's changing deny
+    action: PolicyAction
+    ref: int  # the agent's number of the rule (PolicyRefs), 0 for the changing deny
+
+
+# What reconcile writes for the instant a key's cluster policy verdict changes: it comes
+# before every rule, and denies.
+CHANGING = TierVerdict(0, PolicyAction.DENY, 0)
+
+
 @dataclass(frozen=True)
 class PolicyValue:
-    # Index into the agent's table of "namespace/name"; names the allowing policy.
-    policy_ref: int
+    # Index into the agent's table of "namespace/name"; names the allowing
+    # NetworkPolicy, 0 when none allows at this key.
+    policy_ref: int = 0
+    admin: TierVerdict | None = None
+    baseline: TierVerdict | None = None
+
+
+def port_mask(port: int, bits: int) -> int:
+    """The port with all but its `bits` leading bits cleared (a key's first port)."""
+    return port & _PORT_MASKS[bits]
+
+
+def wider_keys(key: PolicyKey) -> Iterator[PolicyKey]:
+    """The keys of the same endpoint, direction and identity whose prefix holds `key`'s,
+    widest first: the LPM trie's fallbacks when `key` is absent."""
+    if key.protocol is Protocol.ANY:
+        return
+    ep_id, direction, identity, protocol, port = (key.ep_id, key.direction, key.identity,
+                                                  key.protocol, key.port)
+    yield PolicyKey(ep_id, direction, identity)
+    for bits in range(key.port_bits):
+        yield PolicyKey(ep_id, direction, identity, protocol, port & _PORT_MASKS[bits], bits)
+
+
+_PORT_MASKS = tuple((0xFFFF << (16 - bits)) & 0xFFFF for bits in range(17))
 
 
 def port_range_blocks(start: int, end: int) -> list[tuple[int, int]]:

@@ -20,17 +20,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from podwire.agent import structs
 from podwire.agent.reasons import reason_name
-from podwire.bpf.constants import Direction, EventType, Hook, ReservedIdentity
-from podwire.common.flow import FlowEnd, FlowRecord, Frontend
-from podwire.policy import PortlessProtocol, Protocol
+from podwire.bpf.constants import REASON_AUDIT, Direction, EventType, Hook, ReservedIdentity
+from podwire.common.flow import Decider, FlowEnd, FlowRecord, Frontend
+from podwire.policy import PortlessProtocol
+from podwire.policy import Protocol as TrafficProtocol
 
 # The protocols a record names; others print as their number. The datapath parses IPv4
 # only, so ICMPv6 cannot occur.
-PROTOCOLS = {p.number: str(p) for p in (*Protocol, PortlessProtocol.ICMP)}
+PROTOCOLS = {p.number: str(p) for p in (*TrafficProtocol, PortlessProtocol.ICMP)}
 TCP_FLAGS = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"))
 # The labels of the datapath's values, looked up per event (a dict, not an enum call).
 HOOKS = {int(hook): hook.label for hook in Hook}
@@ -50,6 +51,20 @@ PodLookup = Callable[[str], PeerNames]
 PolicyLookup = Callable[[int], str | None]
 IsolationLookup = Callable[[str, str], list[str]]  # (pod ip, direction) -> policy names
 ServiceLookup = Callable[[int], str | None]  # service_id -> "namespace/name"
+RuleLookup = Callable[[int], "RuleLike | None"]  # ref -> the cluster policy rule it names
+
+
+class RuleLike(Protocol):
+    """A cluster policy rule as refs name it (agent/policy_compiler.RuleName)."""
+
+    @property
+    def tier(self) -> str: ...
+    @property
+    def policy(self) -> str: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def action(self) -> str: ...
 
 
 K = TypeVar("K")
@@ -86,9 +101,11 @@ class FlowEnricher:
 
     def __init__(self, node: str, pods: PodLookup, policies: PolicyLookup,
                  isolation: IsolationLookup, cache_size: int = 8192, cache_ttl: float = 5.0,
-                 services: ServiceLookup = lambda _: None):
+                 services: ServiceLookup = lambda _: None,
+                 rules: RuleLookup = lambda _: None):
         self.node = node
         self._service_name = services
+        self._rule = rules
         # Names and isolating policies change only with the model: cached briefly, they
         # cost one lookup per peer and TTL instead of one per event (a flood of denied
         # packets is one event each).
@@ -114,6 +131,7 @@ class FlowEnricher:
         """The next record; `seq` counts the records this enricher made, from 0."""
         src_ip, dst_ip = _ip_str(event.saddr), _ip_str(event.daddr)
         dropped = event.type == EventType.DROP
+        audit = not dropped and event.reason == REASON_AUDIT
         direction = DIRECTIONS.get(event.direction, "unknown")
         protocol = PROTOCOLS.get(event.proto, str(event.proto))
         when = self._boot_offset + event.timestamp / 1e9
@@ -126,7 +144,7 @@ class FlowEnricher:
             "node": self.node,
             # A policy denial is a verdict like an allow; every other drop is a "drop".
             "type": "drop" if dropped and reason != "POLICY_DENIED" else "policy-verdict",
-            "verdict": "DROPPED" if dropped else "FORWARDED",
+            "verdict": "DROPPED" if dropped else "AUDIT" if audit else "FORWARDED",
             "drop_reason": reason,
             "direction": direction,
             "hook": HOOKS.get(event.hook, str(event.hook)),
@@ -135,18 +153,26 @@ class FlowEnricher:
             "destination": self._endpoint(dst_ip, event.dport, event.dst_identity, now),
             "frontend": None,
             "tcp_flags": [name for bit, name in TCP_FLAGS if event.tcp_flags & bit]
-            if protocol == Protocol.TCP else [],
+            if protocol == TrafficProtocol.TCP else [],
             "length": event.len,
             "evaluated": _evaluated(event),
             "allowed_by": {},
             "isolated_by": [],
+            "decided_by": {},
         }
+        denied = reason == "POLICY_DENIED" or audit
         for side, ref in (("egress", event.egress_ref), ("ingress", event.ingress_ref)):
             name = self._policy_name(ref) if ref else None
-            if name:
+            if not name:
+                continue
+            rule = self._rule(ref)
+            record["decided_by"][side] = _decider(name, rule)
+            if denied and side == direction:
+                record["isolated_by"] = [name]
+            else:
                 record["allowed_by"][side] = name
         self._add_service(record, event)
-        if reason == "POLICY_DENIED":
+        if denied and not record["isolated_by"]:
             subject = src_ip if direction == "egress" else dst_ip
             record["isolated_by"] = list(self._isolating.get((subject, direction),
                                                              self._isolated_by, now))
@@ -172,6 +198,12 @@ class FlowEnricher:
         return {"ip": ip, "port": structs.port_host(port), "identity": identity,
                 "namespace": names.namespace, "pod": names.pod, "labels": names.labels,
                 "service": None}
+
+
+def _decider(policy: str, rule: RuleLike | None) -> Decider:
+    if rule is None:
+        return {"tier": "NetworkPolicy", "policy": policy, "rule": None, "action": "Allow"}
+    return {"tier": str(rule.tier), "policy": policy, "rule": rule.rule, "action": rule.action}
 
 
 def _ip_str(value: int) -> str:

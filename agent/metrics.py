@@ -51,8 +51,14 @@ def datapath_families(counters: Sequence[DatapathCounter],
     drop_bytes = CounterMetricFamily(
         "podwire_dropped_bytes", "Bytes the datapath dropped, by reason and direction.",
         labels=["reason", "direction"])
+    audited = CounterMetricFamily(
+        "podwire_audited_connections",
+        "New connections forwarded only because the policy denying them is in audit mode "
+        "(their packets count as forwarded too), by direction.", labels=["direction"])
     for row in counters:
-        if row.reason == "FORWARDED":
+        if row.reason == "AUDIT":
+            audited.add_metric([row.direction], row.packets)
+        elif row.reason == "FORWARDED":
             fwd_packets.add_metric([row.direction], row.packets)
             fwd_bytes.add_metric([row.direction], row.bytes)
         else:
@@ -71,8 +77,8 @@ def datapath_families(counters: Sequence[DatapathCounter],
     lost_family = CounterMetricFamily(
         "podwire_flow_events_lost",
         "Flow events lost because the ring buffer was full.", value=lost)
-    return [fwd_packets, fwd_bytes, drop_packets, drop_bytes, entries, capacity, fill,
-            lost_family]
+    return [fwd_packets, fwd_bytes, drop_packets, drop_bytes, audited, entries, capacity,
+            fill, lost_family]
 
 
 class _DatapathCollector:

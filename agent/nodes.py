@@ -21,6 +21,8 @@ class NodeInfo:
     # Every address the Node reports (InternalIP and ExternalIP): its NodePorts listen
     # on each. `ip` is the InternalIP, where the tunnels go.
     addresses: tuple[str, ...] = ()
+    # Its labels, which cluster policies' `nodes` peers select on.
+    labels: tuple[tuple[str, str], ...] = ()
 
     def prefixes(self) -> list[IPv4Net]:
         """The ipcache prefixes the node itself puts there: its address and its pod CIDR."""

@@ -23,22 +23,54 @@ from podwire.agent.entries import (
     PolicyValue,
     Protocol,
     ServiceEntry,
+    TierVerdict,
 )
 from podwire.agent.reconcile import MapContents, MapName, Operation, Upsert
 from podwire.bpf.constants import (
+    EP_F_EGRESS_AUDIT,
     EP_F_EGRESS_ISOLATED,
+    EP_F_EGRESS_TIERED,
+    EP_F_INGRESS_AUDIT,
     EP_F_INGRESS_ISOLATED,
+    EP_F_INGRESS_TIERED,
     POLICY_PREFIX_ANY_PORT,
     POLICY_PREFIX_ANY_PROTO,
     Direction,
+    PolicyAction,
+)
+
+# EndpointEntry's flags and their bits in endpoint_info.flags.
+_ENDPOINT_FLAGS = (
+    ("ingress_isolated", EP_F_INGRESS_ISOLATED), ("egress_isolated", EP_F_EGRESS_ISOLATED),
+    ("ingress_tiered", EP_F_INGRESS_TIERED), ("egress_tiered", EP_F_EGRESS_TIERED),
+    ("ingress_audit", EP_F_INGRESS_AUDIT), ("egress_audit", EP_F_EGRESS_AUDIT),
 )
 
 
 def endpoint_value(entry: EndpointEntry) -> structs.EndpointInfo:
-    flags = (EP_F_INGRESS_ISOLATED if entry.ingress_isolated else 0) | (
-        EP_F_EGRESS_ISOLATED if entry.egress_isolated else 0)
+    flags = sum(bit for name, bit in _ENDPOINT_FLAGS if getattr(entry, name))
     return structs.EndpointInfo.make(entry.ifindex, entry.ep_id, entry.identity, flags,
                                      entry.pod_mac, entry.host_mac)
+
+
+def policy_value(value: PolicyValue) -> structs.PolicyValue:
+    admin, baseline = value.admin, value.baseline
+    return structs.PolicyValue(
+        policy_ref=value.policy_ref,
+        admin_ref=admin.ref if admin else 0, admin_rank=admin.rank if admin else 0,
+        admin_action=admin.action if admin else PolicyAction.NONE,
+        baseline_ref=baseline.ref if baseline else 0,
+        baseline_rank=baseline.rank if baseline else 0,
+        baseline_action=baseline.action if baseline else PolicyAction.NONE)
+
+
+def policy_entry(value: structs.PolicyValue) -> PolicyValue:
+    """Inverse of policy_value."""
+    def tier(action: int, rank: int, ref: int) -> TierVerdict | None:
+        return None if action == PolicyAction.NONE else TierVerdict(rank, PolicyAction(action), ref)
+    return PolicyValue(value.policy_ref,
+                       tier(value.admin_action, value.admin_rank, value.admin_ref),
+                       tier(value.baseline_action, value.baseline_rank, value.baseline_ref))
 
 
 def ipcache_value(entry: IpcacheEntry) -> structs.IpcacheValue:
@@ -84,8 +116,7 @@ def _apply_policy(datapath: Datapath, key: object, value: PolicyValue | None) ->
     if value is None:
         datapath.delete_policy(policy_key(cast(PolicyKey, key)))
     else:
-        datapath.set_policy(policy_key(cast(PolicyKey, key)),
-                            structs.PolicyValue(policy_ref=value.policy_ref))
+        datapath.set_policy(policy_key(cast(PolicyKey, key)), policy_value(value))
 
 
 def _apply_frontend(datapath: Datapath, key: object, value: ServiceEntry | None) -> None:
@@ -120,11 +151,10 @@ def read_installed(datapath: Datapath) -> MapContents:
     contents = MapContents()
     for raw_ip, info in datapath.endpoints.items():
         ip = structs.ip_str(_int(raw_ip))
+        flags = {name: bool(info.flags & bit) for name, bit in _ENDPOINT_FLAGS}
         contents.endpoints[ip] = EndpointEntry(
             ifindex=info.ifindex, ep_id=info.ep_id, identity=info.identity,
-            ingress_isolated=bool(info.flags & EP_F_INGRESS_ISOLATED),
-            egress_isolated=bool(info.flags & EP_F_EGRESS_ISOLATED),
-            pod_mac=_mac(info.pod_mac), host_mac=_mac(info.host_mac),
+            pod_mac=_mac(info.pod_mac), host_mac=_mac(info.host_mac), **flags,
         )
     for cache_key, cache_value in datapath.ipcache.items():
         prefix = ipaddress.IPv4Network(f"{structs.ip_str(cache_key.ip)}/{cache_key.prefixlen}")
@@ -142,7 +172,7 @@ def read_installed(datapath: Datapath) -> MapContents:
             port=structs.port_host(key.dport) if protocol is not Protocol.ANY else 0,
             port_bits=port_bits,
         )
-        contents.policy[entry_key] = PolicyValue(value.policy_ref)
+        contents.policy[entry_key] = policy_entry(value)
     contents.lb_services = lbslots.read_frontends(datapath.lb_services.items())
     contents.lb_backends = {_int(backend_id): lbslots.backend_entry(backend)
                             for backend_id, backend in datapath.lb_backends.items()}

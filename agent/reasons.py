@@ -1,7 +1,8 @@
 """Reason code names, read from bpf/lib/drop.h so they are written down once.
 
-Counters and flow events carry a code: REASON_FORWARDED for a packet that went on, or
-the code of the (negative) drop reason that stopped it. The names are the header's,
+Counters and flow events carry a code: REASON_FORWARDED for a packet that went on,
+REASON_AUDIT for a new connection forwarded only because the policy denying it is in
+audit mode, or the code of the (negative) drop reason that stopped it. The names are the header's,
 without the DROP_ prefix: FORWARDED, POLICY_DENIED, ...
 """
 
@@ -20,12 +21,13 @@ def parse_reasons(header_text: str) -> dict[int, str]:
     try:
         members = header.enum_members(header_text, "drop_reason", known)
         base, forwarded = known["DROP_CODE_BASE"], known["REASON_FORWARDED"]
+        audit = known["REASON_AUDIT"]
     except (ValueError, KeyError):
         members = {}
     if not members:
         raise ValueError("no DROP_* entries found in the drop reason header")
-    return {forwarded: "FORWARDED", **{-value - base: member.removeprefix("DROP_")
-                                       for member, value in members.items()}}
+    return {forwarded: "FORWARDED", audit: "AUDIT",
+            **{-value - base: member.removeprefix("DROP_") for member, value in members.items()}}
 
 
 @cache

@@ -4,14 +4,32 @@ The order is what keeps a change from opening a hole, even for the instant betwe
 map writes. Policy entries of an endpoint are inert while it is not isolated, and an
 endpoint that does not exist yet drops everything, so:
 
-1. add: new and changed policy entries;
-2. tighten: endpoints are written with the isolation they have now OR will have, so a
-   new pod is isolated from its first packet and a newly isolated pod never passes
-   what its allows do not cover;
+1. add: new and changed policy entries, each as its `interim` value (below);
+2. tighten: endpoints are written with the isolation they have now OR will have (and
+   audit only where both are audit), so a new pod is isolated from its first packet and
+   a newly isolated pod never passes what its allows do not cover;
 3. add: ipcache entries (an identity's allows exist before any address resolves to it);
-4. loosen: endpoints take their final isolation;
-5. remove: stale ipcache entries, stale policy entries, removed endpoints (an allow goes
+4. final values of the entries step 1 gave an interim one;
+5. loosen: endpoints take their final isolation;
+6. remove: stale ipcache entries, stale policy entries, removed endpoints (an allow goes
    only after what replaces it is in place).
+
+Cluster policy tiers. A key's value carries, besides a NetworkPolicy allow, each tier's
+earliest rule (rank, action), and the datapath combines three keys by lowest rank
+(bpf/lib/policy.h), which is not monotone: a mix of old and new values can pick a rule
+that decides neither state (an old Accept ranked before a Deny the new state moved).
+So every key whose tier verdict changes, is added or goes is first written with the
+`CHANGING` verdict (rank 0, deny) in that tier (step 1, for a stale key before it is
+deleted), its NetworkPolicy allow the union as before; a key added below a wider one
+compares with what the wider one gave. Until step 4 every lookup of a packet returns
+either what both states return (an untouched key) or a changing deny, so it gets the
+old verdict, the new one (only flags differ, and they are written in one go per
+endpoint) or a deny. From step 4 lookups return new values or changing denies. The
+price: for the instant of the update, new connections that the changed keys concern
+are refused; established ones keep their conntrack entry. Rule ranks stay put across
+changes (agent/clusterpol.py), so only the keys of policies that change are rewritten.
+tests/unit/test_reconcile_tiers.py checks this on random tiered changes, one operation
+at a time, across two endpoints.
 
 The load balancer's two maps go after the ipcache's additions (a new backend's address
 resolves to its identity before any connection is sent to it, so policy judges it as
@@ -45,7 +63,14 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from podwire.agent.entries import EndpointEntry
+from podwire.agent.entries import (
+    CHANGING,
+    EndpointEntry,
+    PolicyKey,
+    PolicyValue,
+    TierVerdict,
+    wider_keys,
+)
 
 
 class MapName(str, enum.Enum):
@@ -118,21 +143,25 @@ def plan(installed: MapContents, desired: MapContents, scope: Scope = FULL) -> l
     costs a small plan however large the maps are.
     """
     ops: list[Operation] = []
-    ops += [Upsert(MapName.POLICY, k, v)
-            for k, v in _changed(installed.policy, desired.policy, scope.policy)]
+    finals: list[Operation] = []
+    for key, value in _changed(installed.policy, desired.policy, scope.policy):
+        first = interim(value, effective(installed.policy, key))
+        ops.append(Upsert(MapName.POLICY, key, first))
+        if first != value:
+            finals.append(Upsert(MapName.POLICY, key, value))
+    stale_policy = _stale(installed.policy, desired.policy, scope.policy)
+    for key in stale_policy:
+        before = installed.policy[key]
+        going = interim(before, effective(desired.policy, key))
+        if going != before:
+            ops.append(Upsert(MapName.POLICY, key, going))
 
     loosened: list[Operation] = []
     for ip, entry in _changed(installed.endpoints, desired.endpoints, scope.endpoints):
         old = installed.endpoints.get(ip)
-        interim = entry
-        if old is not None:
-            interim = dataclasses.replace(
-                entry,
-                ingress_isolated=entry.ingress_isolated or old.ingress_isolated,
-                egress_isolated=entry.egress_isolated or old.egress_isolated,
-            )
-        ops.append(Upsert(MapName.ENDPOINTS, ip, interim))
-        if interim != entry:
+        tight = entry if old is None else tightest(old, entry)
+        ops.append(Upsert(MapName.ENDPOINTS, ip, tight))
+        if tight != entry:
             loosened.append(Upsert(MapName.ENDPOINTS, ip, entry))
 
     ops += [Upsert(MapName.IPCACHE, k, v)
@@ -141,6 +170,7 @@ def plan(installed: MapContents, desired: MapContents, scope: Scope = FULL) -> l
             for k, v in _changed(installed.lb_backends, desired.lb_backends, scope.lb_backends)]
     ops += [Upsert(MapName.LB_SERVICES, k, v)
             for k, v in _changed(installed.lb_services, desired.lb_services, scope.lb_services)]
+    ops += finals
     ops += loosened
     ops += [Delete(MapName.LB_SERVICES, k)
             for k in _stale(installed.lb_services, desired.lb_services, scope.lb_services)]
@@ -148,11 +178,55 @@ def plan(installed: MapContents, desired: MapContents, scope: Scope = FULL) -> l
             for k in _stale(installed.lb_backends, desired.lb_backends, scope.lb_backends)]
     ops += [Delete(MapName.IPCACHE, k)
             for k in _stale(installed.ipcache, desired.ipcache, scope.ipcache)]
-    ops += [Delete(MapName.POLICY, k)
-            for k in _stale(installed.policy, desired.policy, scope.policy)]
+    ops += [Delete(MapName.POLICY, k) for k in stale_policy]
     ops += [Delete(MapName.ENDPOINTS, k)
             for k in _stale(installed.endpoints, desired.endpoints, scope.endpoints)]
     return ops
+
+
+def effective(policy: Mapping[Any, Any], key: PolicyKey) -> PolicyValue | None:
+    """What a lookup that `key` would serve returns from `policy`: its value, or that of
+    the longest wider key of its identity (None: none)."""
+    found = policy.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    for wider in reversed(list(wider_keys(key))):
+        found = policy.get(wider)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    return None
+
+
+def interim(value: PolicyValue, other: PolicyValue | None) -> PolicyValue:
+    """What a key holds while it changes from or to `other`: `value`'s allow, else
+    `other`'s, and in each tier the changing deny where the two differ."""
+    if other is None:
+        other = PolicyValue()
+    return PolicyValue(value.policy_ref or other.policy_ref,
+                       _tier_interim(value.admin, other.admin),
+                       _tier_interim(value.baseline, other.baseline))
+
+
+def _tier_interim(a: TierVerdict | None, b: TierVerdict | None) -> TierVerdict | None:
+    return a if a == b else CHANGING
+
+
+def tightest(old: EndpointEntry, new: EndpointEntry) -> EndpointEntry:
+    """The endpoint while it changes from `old` to `new`: isolated and tiered where
+    either is, audit only where each that isolates audits."""
+    def audit(ingress: bool) -> bool:
+        sides = [(e.ingress_isolated, e.ingress_audit) if ingress
+                 else (e.egress_isolated, e.egress_audit) for e in (old, new)]
+        return any(iso for iso, _ in sides) and all(a for iso, a in sides if iso)
+    return dataclasses.replace(
+        new,
+        ingress_isolated=new.ingress_isolated or old.ingress_isolated,
+        egress_isolated=new.egress_isolated or old.egress_isolated,
+        ingress_tiered=new.ingress_tiered or old.ingress_tiered,
+        egress_tiered=new.egress_tiered or old.egress_tiered,
+        ingress_audit=audit(True),
+        egress_audit=audit(False),
+    )
 
 
 def apply_to(contents: MapContents, ops: list[Operation]) -> None:

@@ -107,7 +107,16 @@ class PolicyKey(ctypes.Structure):
 
 
 class PolicyValue(ctypes.Structure):
-    _fields_ = [("policy_ref", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+    _fields_ = [
+        ("policy_ref", ctypes.c_uint32),
+        ("admin_ref", ctypes.c_uint32),
+        ("admin_rank", ctypes.c_uint32),
+        ("baseline_ref", ctypes.c_uint32),
+        ("baseline_rank", ctypes.c_uint32),
+        ("admin_action", ctypes.c_uint8),
+        ("baseline_action", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
 
 
 class CtKey(ctypes.Structure):

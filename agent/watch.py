@@ -12,8 +12,9 @@ resourceVersion.
 Bodies go through `_preload_content=False` and json.loads: 10,000 pods through the
 client's model deserialisation would take seconds; as dicts they take milliseconds.
 
-`WatchSet` runs the informers for Namespaces, Nodes, Pods and NetworkPolicies (and
-Services and EndpointSlices when the agent serves Services) and hands their events over
+`WatchSet` runs the informers for Namespaces, Nodes, Pods, NetworkPolicies and the
+cluster policy kinds of the network-policy-api where their CRDs exist (and Services and
+EndpointSlices when the agent serves Services) and hands their events over
 in one order (`WatchSet.events`); each carries the revision (the minimum
 resourceVersion over all streams) that the consumer has seen everything up to once it
 has handled it.
@@ -27,6 +28,7 @@ does client-go; a server that did not would need this module to stop ordering th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -47,6 +49,9 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.incluster_config import InClusterConfigLoader
 
 from podwire.agent.config import IN_CLUSTER_SERVICE_ACCOUNT_DIR
+from podwire.policy.admin import KINDS as ADMIN_KIND_SPECS
+
+ADMIN_KINDS = tuple(ADMIN_KIND_SPECS.values())
 
 log = logging.getLogger("podwire.agent.watch")
 
@@ -58,12 +63,31 @@ RETRYABLE = (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError, Ke
 
 @dataclass(frozen=True)
 class Kind:
-    """How the client lists one kind across all namespaces."""
+    """How the client lists one kind across all namespaces.
+
+    A custom resource (`plural` set) is listed through CustomObjectsApi and may be
+    absent: while its CRD is not installed the server answers 404, and the informer
+    counts as synced with nothing, looks again every `ABSENT_RETRY` seconds, and takes
+    the objects once it is there.
+    """
 
     name: str
     api_version: str
     api: type
     list_method: str
+    plural: str | None = None
+
+    def lister(self, api: client.ApiClient) -> Callable[..., Any]:
+        method = getattr(self.api(api), self.list_method)
+        if self.plural is None:
+            return method  # type: ignore[no-any-return]
+        group, version = self.api_version.split("/")
+        return functools.partial(method, group, version, self.plural)
+
+
+def _custom(kind: str, api_version: str, plural: str) -> Kind:
+    return Kind(kind, api_version, client.CustomObjectsApi, "list_cluster_custom_object",
+                plural)
 
 
 KINDS: dict[str, Kind] = {
@@ -75,7 +99,11 @@ KINDS: dict[str, Kind] = {
     "Service": Kind("Service", "v1", client.CoreV1Api, "list_service_for_all_namespaces"),
     "EndpointSlice": Kind("EndpointSlice", "discovery.k8s.io/v1", client.DiscoveryV1Api,
                           "list_endpoint_slice_for_all_namespaces"),
+    # The network-policy-api's cluster policies (policy/admin.py's KindSpecs).
+    **{spec.kind: _custom(spec.kind, spec.api_version, spec.plural) for spec in ADMIN_KINDS},
 }
+# How often an informer looks again for a kind whose CRD is not installed.
+ABSENT_RETRY = 1.0
 
 
 class EventType(StrEnum):
@@ -176,6 +204,10 @@ class _Expired(Exception):
     """The server no longer holds the history the watch needs (410): relist."""
 
 
+class _Absent(Exception):
+    """A custom kind's CRD is not installed (404)."""
+
+
 class _WatchFailed(Exception):
     """The server ended a watch with an ERROR event other than 410."""
 
@@ -190,7 +222,7 @@ class Informer:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
         self.kind = KINDS[kind]
-        self._list = getattr(self.kind.api(api), self.kind.list_method)
+        self._list = self.kind.lister(api)
         self._handler = handler
         self.settings = settings or WatchSettings()
         # False: the cache keeps only what the relist's diff needs (names and
@@ -209,6 +241,8 @@ class Informer:
         self._thread: threading.Thread | None = None
         self.relists = 0
         self.reconnects = 0
+        # A custom kind whose CRD the server does not have (404): synced, with nothing.
+        self.absent = False
 
     # ---- what others read -------------------------------------------------------------
 
@@ -273,6 +307,13 @@ class Informer:
                 log.info("event=relist kind=%s reason=expired detail=%r", self.kind.name,
                          str(err))
                 need_list = True
+            except _Absent:
+                if not self.absent:
+                    log.info("event=kind_absent kind=%s retry_every=%.1f", self.kind.name,
+                             ABSENT_RETRY)
+                self._set_absent(True)
+                need_list = True
+                self._stopping.wait(ABSENT_RETRY)
             except (_WatchFailed, *RETRYABLE) as err:
                 if self._stopping.is_set():
                     break
@@ -296,7 +337,19 @@ class Informer:
         except ApiException as err:
             if err.status == 410:
                 raise _Expired(f"HTTP 410 {err.reason}") from err
+            if err.status == 404 and self.kind.plural is not None:
+                raise _Absent() from err
             raise
+
+    def _set_absent(self, absent: bool) -> None:
+        """Say whether the kind is missing; a kind that went takes its objects along."""
+        if absent and not self.absent:
+            with self._lock:
+                gone, self._cache = self._cache, {}
+            for key, value in gone.items():
+                self._deliver(EventType.DELETED, self._object(key, value))
+        self.absent = absent
+        self._synced.set()
 
     def _deliver(self, event_type: EventType, obj: dict[str, Any]) -> None:
         event = WatchEvent(self.kind.name, event_type, obj, _rv(obj), self._last_rv)
@@ -340,6 +393,9 @@ class Informer:
             self._response = None
             response.release_conn()
         list_rv = int(body["metadata"]["resourceVersion"])
+        if self.absent:
+            log.info("event=kind_present kind=%s", self.kind.name)
+            self.absent = False
         fresh: dict[Key, dict[str, Any]] = {}
         for obj in body.get("items") or []:
             obj.setdefault("kind", self.kind.name)
@@ -434,7 +490,8 @@ def _describe(err: BaseException) -> str:
 class WatchSet:
     """The agent's informers, on threads, their events handed over in one order."""
 
-    DEFAULT_KINDS = ("Namespace", "Node", "Pod", "NetworkPolicy")
+    DEFAULT_KINDS = ("Namespace", "Node", "Pod", "NetworkPolicy",
+                     *(spec.kind for spec in ADMIN_KINDS))
     # Watched only by an agent that replaces kube-proxy (AgentConfig.services).
     SERVICE_KINDS = ("Service", "EndpointSlice")
 
@@ -451,7 +508,13 @@ class WatchSet:
     def _on_event(self, event: WatchEvent) -> None:
         with self._lock:
             self._delivered[event.kind] = event.revision
-            self._queue.put(dataclasses.replace(event, revision=min(self._delivered.values())))
+            self._queue.put(dataclasses.replace(event, revision=self._revision()))
+
+    def _revision(self) -> int:
+        # A kind the server does not have holds no revision back (its stream is empty).
+        present = [rv for kind, rv in self._delivered.items()
+                   if not self.informers[kind].absent]
+        return min(present) if present else 0
 
     def events(self, timeout: float = 0.0) -> Iterator[WatchEvent]:
         """The events queued so far, in order, waiting up to `timeout` seconds for the
@@ -466,7 +529,7 @@ class WatchSet:
     def revision(self) -> int:
         """The minimum RV over the streams as handed over (0 before all synced)."""
         with self._lock:
-            return min(self._delivered.values())
+            return self._revision()
 
     def has_synced(self) -> bool:
         return all(inf.has_synced for inf in self.informers.values())

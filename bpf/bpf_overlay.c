@@ -18,6 +18,7 @@ int from_overlay(struct __sk_buff *skb)
 	struct ct_value *ct;
 	struct pkt p = {};
 	int verdict, ret;
+	bool audit;
 	__u64 now;
 
 	/* No ARP across the overlay: the programs route pod traffic at L3. */
@@ -51,9 +52,10 @@ int from_overlay(struct __sk_buff *skb)
 	}
 
 	ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity, peer ? peer->cidr_identity : 0,
-			   &p, &c.ingress_ref);
+			   &p, &c.ingress_ref, &audit);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
+	flow_audit(&c, DIR_INGRESS, audit);
 	ret = new_flow_commit(skb, cfg, &p, &c, now);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);

@@ -19,6 +19,7 @@ int from_pod(struct __sk_buff *skb)
 	struct ct_value *ct;
 	struct pkt p = {};
 	__u32 cidr = 0, client;
+	bool audit;
 	int verdict, ret;
 	__u64 now;
 
@@ -59,17 +60,19 @@ int from_pod(struct __sk_buff *skb)
 	}
 	if (peer)
 		cidr = peer->cidr_identity;
-	ret = policy_check(src, DIR_EGRESS, c.dst_identity, cidr, &p, &c.egress_ref);
+	ret = policy_check(src, DIR_EGRESS, c.dst_identity, cidr, &p, &c.egress_ref, &audit);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
+	flow_audit(&c, DIR_EGRESS, audit);
 
 	if (dst_ep) {
 		self = ipcache_lookup(client); /* p.saddr is LB_HAIRPIN_IP after a hairpin */
 		c.direction = DIR_INGRESS;
 		ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity,
-				   self ? self->cidr_identity : 0, &p, &c.ingress_ref);
+				   self ? self->cidr_identity : 0, &p, &c.ingress_ref, &audit);
 		if (ret < 0)
 			return drop(skb, cfg, &p, &c, ret);
+		flow_audit(&c, DIR_INGRESS, audit);
 		c.direction = DIR_EGRESS;
 	}
 
@@ -91,6 +94,7 @@ int to_pod(struct __sk_buff *skb)
 	struct ct_value *ct;
 	struct pkt p = {};
 	int verdict, ret;
+	bool audit;
 	__u64 now;
 
 	if (!entry_prologue(skb, &cfg, &p, &c, true, &verdict))
@@ -110,9 +114,10 @@ int to_pod(struct __sk_buff *skb)
 	c.src_identity = peer ? peer->identity : IDENTITY_WORLD;
 	if (c.src_identity != IDENTITY_HOST) {
 		ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity,
-				   peer ? peer->cidr_identity : 0, &p, &c.ingress_ref);
+				   peer ? peer->cidr_identity : 0, &p, &c.ingress_ref, &audit);
 		if (ret < 0)
 			return drop(skb, cfg, &p, &c, ret);
+		flow_audit(&c, DIR_INGRESS, audit);
 	}
 
 	ret = new_flow_commit(skb, cfg, &p, &c, now);

@@ -124,6 +124,10 @@ LB_HAIRPIN_IP: Final = str(ipaddress.IPv4Address(_C["LB_HAIRPIN_IP"]))
 # endpoint_info.flags and node_config.flags
 EP_F_INGRESS_ISOLATED: Final = _C["EP_F_INGRESS_ISOLATED"]
 EP_F_EGRESS_ISOLATED: Final = _C["EP_F_EGRESS_ISOLATED"]
+EP_F_INGRESS_TIERED: Final = _C["EP_F_INGRESS_TIERED"]
+EP_F_EGRESS_TIERED: Final = _C["EP_F_EGRESS_TIERED"]
+EP_F_INGRESS_AUDIT: Final = _C["EP_F_INGRESS_AUDIT"]
+EP_F_EGRESS_AUDIT: Final = _C["EP_F_EGRESS_AUDIT"]
 CFG_F_EVENTS: Final = _C["CFG_F_EVENTS"]
 
 # policy_key.prefixlen: the peer on any protocol, on any port of one protocol, on one port.
@@ -131,8 +135,20 @@ POLICY_PREFIX_ANY_PROTO: Final = _C["POLICY_PREFIX_ANY_PROTO"]
 POLICY_PREFIX_ANY_PORT: Final = _C["POLICY_PREFIX_ANY_PORT"]
 POLICY_PREFIX_FULL: Final = _C["POLICY_PREFIX_FULL"]
 
+class PolicyAction(enum.IntEnum):
+    """policy_value.admin_action / baseline_action: what a cluster policy rule does there.
+    AUDIT is the Deny of a policy in audit mode (forwarded and reported)."""
+
+    NONE = _C["POLICY_ACTION_NONE"]
+    ACCEPT = _C["POLICY_ACTION_ACCEPT"]
+    DENY = _C["POLICY_ACTION_DENY"]
+    PASS = _C["POLICY_ACTION_PASS"]
+    AUDIT = _C["POLICY_ACTION_AUDIT"]
+
+
 # Reason codes, as counters and events carry them (drop.h).
 REASON_FORWARDED: Final = _C["REASON_FORWARDED"]
+REASON_AUDIT: Final = _C["REASON_AUDIT"]
 REASON_MAX: Final = _C["REASON_MAX"]
 DROP_CODE_BASE: Final = _C["DROP_CODE_BASE"]
 

@@ -8,8 +8,10 @@ metrics read it. The fields are a stable interface, extended but never renamed:
   starts; with `node` it names one record (`podwire observe` prints each once by it).
 - `time`: ISO 8601 UTC with microseconds; `node`: the agent's node name.
 - `type`: `policy-verdict` (a new connection allowed, or denied by policy) or `drop`
-  (any other drop); `verdict`: `FORWARDED` or `DROPPED`; `drop_reason`: the name from
-  bpf/lib/drop.h (`POLICY_DENIED`, `INVALID_SOURCE`, ...) or null when forwarded.
+  (any other drop); `verdict`: `FORWARDED`, `DROPPED`, or `AUDIT` (forwarded only
+  because the policy denying it is in audit mode, `podwire.io/enforcement: audit`);
+  `drop_reason`: the name from bpf/lib/drop.h (`POLICY_DENIED`, `INVALID_SOURCE`, ...)
+  or null when forwarded or audited.
 - `direction`: `ingress` or `egress`, the side the verdict is about; `hook`: the program
   that saw it (`from-pod`, `to-pod`, `from-overlay`).
 - `protocol` (`TCP`, `UDP`, `ICMP`, `SCTP` or the number), `tcp_flags` (names), `length`.
@@ -25,8 +27,16 @@ metrics read it. The fields are a stable interface, extended but never renamed:
 - `evaluated`: the directions whose policy this node checked for the verdict (egress on
   the sender's node, ingress on the receiver's; the node itself reaches its pods unchecked).
 - `allowed_by`: `{direction: "namespace/policy"}` for each evaluated direction a policy
-  allowed; an evaluated direction missing here had no policy isolating the pod.
-- `isolated_by`: for a policy drop, the policies isolating the pod in that direction.
+  allowed (a cluster policy reads `Kind/name`); an evaluated direction missing here had
+  no policy isolating the pod.
+- `isolated_by`: for a policy drop or an AUDIT, the policies that deny: the cluster
+  policy whose rule denied, or the NetworkPolicies isolating the pod that way.
+- `decided_by`: `{direction: {tier, policy, rule, action}}` for each evaluated direction
+  a policy decided: `tier` `Admin`, `NetworkPolicy` or `Baseline`; `policy` as in
+  `allowed_by`; `rule` the cluster policy rule's name or place (`ingress[0]`), null for a
+  NetworkPolicy; `action` as the policy's API spells it (`Accept`/`Allow`, `Deny`,
+  `Audit` for a Deny in audit mode; `Allow` for a NetworkPolicy). A direction decided by
+  NetworkPolicy isolation (nothing allowed) or by default is missing.
 """
 
 from __future__ import annotations
@@ -54,6 +64,15 @@ class Frontend(TypedDict):
     port: int
 
 
+class Decider(TypedDict):
+    """The tier, policy and rule that decided one direction of a flow."""
+
+    tier: str
+    policy: str
+    rule: str | None
+    action: str
+
+
 class FlowRecord(TypedDict):
     seq: int
     time: str
@@ -72,6 +91,7 @@ class FlowRecord(TypedDict):
     evaluated: list[str]
     allowed_by: dict[str, str]
     isolated_by: list[str]
+    decided_by: dict[str, Decider]
 
 
 def from_json(value: Mapping[str, Any]) -> FlowRecord:

@@ -22,7 +22,7 @@ from podwire.policy import PortlessProtocol, Protocol
 
 Predicate = Callable[[FlowRecord], bool]
 
-VERDICTS = ("FORWARDED", "DROPPED")
+VERDICTS = ("FORWARDED", "DROPPED", "AUDIT")
 TYPES = ("policy-verdict", "drop", "trace")
 # What the IPv4 datapath names in a record (ICMPv6 needs IPv6).
 PROTOCOLS = (Protocol.TCP, Protocol.UDP, PortlessProtocol.ICMP, Protocol.SCTP)

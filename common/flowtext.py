@@ -19,7 +19,7 @@ from podwire.policy import Protocol
 
 # Every protocol a NetworkPolicy port can name has ports; the others (ICMP) have none.
 PORTED = frozenset(Protocol)
-VERDICT_STYLES = {"FORWARDED": "green", "DROPPED": "bold red"}
+VERDICT_STYLES = {"FORWARDED": "green", "DROPPED": "bold red", "AUDIT": "bold yellow"}
 COLUMNS = ("TIME", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY")
 
 

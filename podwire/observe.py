@@ -61,7 +61,7 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--ip", metavar="CIDR", help="either end's address or prefix", **many)
     p.add_argument("--port", metavar="PORT", help="either end's port", **many)
     p.add_argument("--protocol", metavar="PROTO", help="TCP, UDP, ICMP, SCTP", **many)
-    p.add_argument("--verdict", metavar="VERDICT", help="FORWARDED or DROPPED", **many)
+    p.add_argument("--verdict", metavar="VERDICT", help="FORWARDED, DROPPED or AUDIT", **many)
     p.add_argument("--type", metavar="TYPE", help="policy-verdict, drop, trace", **many)
     p.add_argument("-l", "--label", metavar="SELECTOR",
                    help="either end's pod labels, e.g. app=web,tier!=db", **many)

@@ -26,7 +26,7 @@ its own Pod IP is not subject to CNP") nor to NetworkPolicy: always allowed.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -323,3 +323,28 @@ def _endpoint(cluster: Cluster, value: Pod | str) -> Endpoint:
     address = ipaddress.ip_address(value)
     holders = cluster.pods_with_ip(str(address))
     return holders[0] if len(holders) == 1 else address
+
+
+class Outcome(StrEnum):
+    """What a side's verdict does to traffic once audit mode is taken into account, in
+    the words flow records use."""
+
+    FORWARDED = "FORWARDED"
+    DROPPED = "DROPPED"
+    AUDIT = "AUDIT"
+
+
+def side_outcome(side: SideVerdict, audited: Collection[str]) -> Outcome:
+    """Audit mode (`podwire.io/enforcement: audit`): a policy in `audited` (policy keys)
+    is evaluated as if enforced, except that a denial it decides is forwarded and
+    reported. A cluster policy rule's Deny decides alone; NetworkPolicy's denial is every
+    isolating policy's, so it is audited only when all of them are."""
+    if side.allowed:
+        return Outcome.FORWARDED
+    if side.rule is not None:
+        return Outcome.AUDIT if side.rule.policy in audited else Outcome.DROPPED
+    network = side.network_policy
+    if network is not None and network.isolated_by and all(
+            name in audited for name in network.isolated_by):
+        return Outcome.AUDIT
+    return Outcome.DROPPED

@@ -14,6 +14,9 @@
 
 #define REASON_FORWARDED 0
 #define REASON_MAX 16
+/* Forwarded only because the policy that denies it is in audit mode (counted and
+ * reported apart from REASON_FORWARDED): the highest code, so drop reasons keep room. */
+#define REASON_AUDIT 15
 #define DROP_CODE_BASE 128
 
 enum drop_reason {

@@ -23,7 +23,16 @@ struct flow_ctx {
 	__u8 ct_flags;
 	__u8 direction;
 	__u8 hook;
+	/* 1 << direction for each side forwarded only because its denying policy is in
+	 * audit mode (policy.h): the connection's event is then REASON_AUDIT. */
+	__u8 audit;
 };
+
+static __always_inline void flow_audit(struct flow_ctx *c, __u8 direction, bool audit)
+{
+	if (audit)
+		c->audit |= 1 << direction;
+}
 
 static __always_inline void count(__u8 code, __u8 direction, __u32 len)
 {

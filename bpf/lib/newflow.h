@@ -6,8 +6,9 @@
 #include "events.h"
 
 /* Record the connection in conntrack and report it as a flow event (when events are
- * on). A connection made through a Service records its reverse translation. 0 to go on
- * with delivery, or a drop reason (CT_FULL). */
+ * on). A connection made through a Service records its reverse translation. A side
+ * forwarded by audit mode makes the event REASON_AUDIT about that side (ingress first),
+ * counted under REASON_AUDIT too. 0 to go on with delivery, or a drop reason (CT_FULL). */
 static __always_inline int new_flow_commit(struct __sk_buff *skb,
 					   const struct node_config *cfg, const struct pkt *p,
 					   const struct flow_ctx *c, __u64 now)
@@ -20,11 +21,19 @@ static __always_inline int new_flow_commit(struct __sk_buff *skb,
 		.rev_port = c->frontend_port,
 		.flags = c->ct_flags,
 	};
+	struct flow_ctx audited;
 	int ret = ct_create(p, CT_SCOPE_FLOW, now, &v);
 
 	if (ret < 0)
 		return ret;
-	emit(skb, cfg, p, c, EVENT_FLOW, REASON_FORWARDED);
+	if (!c->audit) {
+		emit(skb, cfg, p, c, EVENT_FLOW, REASON_FORWARDED);
+		return 0;
+	}
+	audited = *c;
+	audited.direction = c->audit & (1 << DIR_INGRESS) ? DIR_INGRESS : DIR_EGRESS;
+	count(REASON_AUDIT, audited.direction, skb->len);
+	emit(skb, cfg, p, &audited, EVENT_FLOW, REASON_AUDIT);
 	return 0;
 }
 

@@ -15,9 +15,17 @@
 #define IDENTITY_WORLD 2
 #define IDENTITY_REMOTE_NODE 3
 
-/* endpoints.flags */
+/* endpoints.flags. ISOLATED: a NetworkPolicy selects the pod that way, so what no
+ * NetworkPolicy allows is denied once the Admin tier has passed it on. TIERED: a cluster
+ * policy (Admin or Baseline tier) selects it, so policy is looked up even when no
+ * NetworkPolicy isolates it. AUDIT: every NetworkPolicy isolating it that way is in audit
+ * mode, so what they would deny is forwarded and reported (REASON_AUDIT). */
 #define EP_F_INGRESS_ISOLATED 1
 #define EP_F_EGRESS_ISOLATED 2
+#define EP_F_INGRESS_TIERED 4
+#define EP_F_EGRESS_TIERED 8
+#define EP_F_INGRESS_AUDIT 16
+#define EP_F_EGRESS_AUDIT 32
 
 /* policy_key.direction and the direction counters and events are kept under. */
 #define DIR_INGRESS 0
@@ -87,9 +95,30 @@ struct policy_key {
 #define POLICY_PREFIX_ANY_PORT 80
 #define POLICY_PREFIX_FULL 96
 
+/* policy_value.admin_action, baseline_action: what a cluster policy rule does. NONE:
+ * no rule of that tier matches here. AUDIT is a Deny of a policy in audit mode: the
+ * packet is forwarded and reported. */
+#define POLICY_ACTION_NONE 0
+#define POLICY_ACTION_ACCEPT 1
+#define POLICY_ACTION_DENY 2
+#define POLICY_ACTION_PASS 3
+#define POLICY_ACTION_AUDIT 4
+
+/* What one key says for each tier, already merged by the agent with every wider key of
+ * the same peer (agent/policy_compiler.py), so the longest match of each of the three
+ * lookups carries all that applies to its peer key. The lookups are then combined: in
+ * each cluster tier the lowest rank decides (the first rule in precedence order); a
+ * NetworkPolicy allow anywhere allows. Rank 0 is the agent's "changing" deny, written
+ * for the instant of an update (agent/reconcile.py); rule ranks start at 1. */
 struct policy_value {
-	__u32 policy_ref;
-	__u32 flags;
+	__u32 policy_ref; /* the NetworkPolicy that allows, 0: none */
+	__u32 admin_ref;  /* the Admin rule (agent's rule table), 0: none */
+	__u32 admin_rank;
+	__u32 baseline_ref;
+	__u32 baseline_rank;
+	__u8 admin_action;
+	__u8 baseline_action;
+	__u8 pad[2];
 };
 
 /* ct_key.scope: an entry of the tuple as delivered (the connection itself), or of

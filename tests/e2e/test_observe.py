@@ -40,7 +40,7 @@ PODWIRE = [sys.executable, "-m", "podwire.cli"]
 Record = dict[str, Any]
 FIELDS = {"seq", "time", "node", "type", "verdict", "drop_reason", "direction", "hook", "protocol",
           "source", "destination", "frontend", "tcp_flags", "length", "evaluated",
-          "allowed_by", "isolated_by"}
+          "allowed_by", "isolated_by", "decided_by"}
 END_FIELDS = {"ip", "port", "identity", "namespace", "pod", "labels", "service"}
 POLICIES = [
     {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",

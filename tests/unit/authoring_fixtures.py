@@ -94,7 +94,7 @@ def record(src: str, dst: str, port: int, protocol: str = "TCP", verdict: str = 
         "direction": "egress", "hook": hook, "protocol": protocol,
         "source": side(src, sport, src_identity), "destination": side(dst, port, 301),
         "tcp_flags": ["SYN"] if protocol == "TCP" else [], "length": 60,
-        "allowed_by": {}, "isolated_by": [],
+        "allowed_by": {}, "isolated_by": [], "decided_by": {},
     }
 
 

@@ -15,6 +15,7 @@ from podwire.bpf.constants import (
     DIR_MAX,
     LIB,
     MAPS,
+    REASON_AUDIT,
     REASON_FORWARDED,
     REASON_MAX,
     CtState,
@@ -63,9 +64,9 @@ def test_drop_reasons_cannot_pass_for_tc_verdicts() -> None:
     # TC_ACT_UNSPEC is -1 and TC_ACT_VALUE_MAX small: every reason lies far below.
     assert drops and all(value < -128 for value in drops.values())
     codes = {drop_code(value) for value in drops.values()}
-    assert REASON_FORWARDED not in codes
-    assert all(0 < code < REASON_MAX for code in codes)
-    assert set(reasons()) == codes | {REASON_FORWARDED}
+    assert REASON_FORWARDED not in codes and REASON_AUDIT not in codes
+    assert all(0 < code < REASON_MAX for code in codes) and 0 < REASON_AUDIT < REASON_MAX
+    assert set(reasons()) == codes | {REASON_FORWARDED, REASON_AUDIT}
     assert drop_code(drops["DROP_POLICY_DENIED"]) == 1
 
 

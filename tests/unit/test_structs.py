@@ -78,9 +78,9 @@ def test_drop_reasons_come_from_the_header() -> None:
 
 
 def test_reason_parser_reads_enum_text() -> None:
-    text = ("#define REASON_FORWARDED 0\n#define DROP_CODE_BASE 128\n"
+    text = ("#define REASON_FORWARDED 0\n#define REASON_AUDIT 15\n#define DROP_CODE_BASE 128\n"
             "enum drop_reason {\n\tDROP_X_Y = -DROP_CODE_BASE - 7,\n};")
-    assert parse_reasons(text) == {0: "FORWARDED", 7: "X_Y"}
+    assert parse_reasons(text) == {0: "FORWARDED", 15: "AUDIT", 7: "X_Y"}
     with pytest.raises(ValueError, match="no DROP_"):
         parse_reasons("int x;")
 

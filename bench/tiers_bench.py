@@ -1,0 +1,220 @@
+"""Cluster policy tiers: what they cost a new connection, and how fast a change is enforced.
+
+Two parts (issue 15's figures):
+  - `conns` (root): new TCP connections/s through the real datapath (datapath_bench's
+    same-node pod pair) with no policy at all, and with 100 Admin-tier cluster policies
+    of 25 ingress rules each plus 1,000 NetworkPolicies selecting the server (one
+    allowing the client), compiled by the agent's own model (`NodeState`) and written
+    by its programmer. Both settings are measured round-robin, `--runs` times; the
+    ratio is tiered over none (goal >= 0.95).
+  - `model`: a cluster of `--pods` pods (10,000) over 100 nodes, 1,000 NetworkPolicies;
+    a cluster policy selecting every pod is created, updated (its action flipped, its
+    audit annotation toggled) and deleted, `--changes` times; each change is timed from
+    the event handed to the model to the ordered plan mirrored (compute, plan,
+    apply_to): the agent's change to enforced less the watch's delivery and the map
+    writes. p50/p99 (goal p99 < 100 ms).
+
+Run: `.venv/bin/python -m podwire.bench.tiers_bench [model|conns|both]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from podwire.agent import programmer
+from podwire.agent.desired import LocalEndpoint, NodeState
+from podwire.agent.nodes import NodeInfo
+from podwire.agent.reconcile import MapContents, apply_to, plan
+from podwire.bench import tools, traffic
+from podwire.bench.datapath_bench import CONN_PORT, Lab, Pair, podwire_pair
+from podwire.bench.figures import Comparison, Expectation, Figures
+from podwire.policy import Namespace, NetworkPolicy, Pod
+from podwire.policy.admin import AdminPolicy
+
+TOOLS = ("nsenter", "ip", "iperf3", "sockperf")  # datapath_bench's, whose pair it uses
+PREFIX = "pwbhtr"
+# 10,000 pods over 100 nodes: about 100 a node, what Kubernetes' default max-pods (110) allows.
+NODES = 100
+NAMESPACES = 50
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def networkpolicy(n: int, namespace: str, allow_app: str) -> NetworkPolicy:
+    return NetworkPolicy.from_api({
+        "kind": "NetworkPolicy", "metadata": {"name": f"np{n}", "namespace": namespace},
+        "spec": {"podSelector": {"matchLabels": {"app": "server"}} if namespace == "bench"
+                 else {"matchLabels": {"app": f"app{n % 20}"}},
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": allow_app}}}],
+                              "ports": [{"port": 8000 + n % 50}, {"port": CONN_PORT}]}]}})
+
+
+def cluster_policy(n: int, rules: int = 25, action: str = "Deny",
+                   audit: bool = False) -> AdminPolicy:
+    """Admin tier, every pod: rules naming other apps' pods and ports; none touches the
+    bench client's connections, so NetworkPolicy decides those after the Admin tier."""
+    ingress = [{"name": f"r{r}", "action": action if r % 3 else "Pass",
+                "from": [{"pods": {"namespaceSelector": {},
+                                   "podSelector": {"matchLabels": {"app": f"app{(n + r) % 20}"}}}}],
+                "protocols": [{"tcp": {"destinationPort": {"range": {
+                    "start": 9000 + r * 10, "end": 9005 + r * 10}}}}]}
+               for r in range(rules)]
+    annotations = {"podwire.io/enforcement": "audit"} if audit else {}
+    return AdminPolicy.from_api({
+        "kind": "ClusterNetworkPolicy", "metadata": {"name": f"cnp{n}", "annotations": annotations},
+        "spec": {"tier": "Admin", "priority": n % 1000, "subject": {"namespaces": {}},
+                 "ingress": ingress}})
+
+
+def model_cluster(state: NodeState, pods: int, local: str) -> None:
+    for n in range(NODES):
+        state.set_node(NodeInfo(f"n{n}", f"10.99.{n}.1", f"10.{100 + n}.0.0/16"))
+    assert NODES <= 150  # pod addresses below are 10.(100+node).x.y
+    for n in range(NAMESPACES):
+        state.set_namespace(Namespace(f"ns{n}", {"team": f"t{n % 5}"}))
+    state.set_namespace(Namespace("bench", {"team": "bench"}))
+    for n in range(pods):
+        node = n % NODES
+        state.set_pod(Pod(f"ns{n % NAMESPACES}", f"p{n}", {"app": f"app{n % 20}"},
+                          f"10.{100 + node}.{(n // 256) % 256}.{n % 256}", f"n{node}"))
+    for n, name in enumerate(("client", "server")):
+        state.set_pod(Pod("bench", name, {"app": name}, f"10.214.0.{2 + n}", local))
+
+
+# ----------------------------------------------------------------------- model
+
+
+def run_model(pods: int, changes: int) -> dict[str, float]:
+    state = NodeState("n0")
+    model_cluster(state, pods, "n0")
+    for n in range(1000):
+        state.set_policy(networkpolicy(n, f"ns{n % NAMESPACES}", f"app{(n + 1) % 20}"))
+    local = [p for p in state.cluster.pods() if p.node == "n0"]
+    for n, pod in enumerate(local):
+        assert pod.ip is not None
+        state.add_endpoint(LocalEndpoint(pod.ip, n + 1, n + 1, "02:00:00:00:00:01",
+                                         "02:00:00:00:00:02", pod.namespace, pod.name))
+    started = time.perf_counter()
+    desired, scope = state.compute()
+    installed = MapContents()
+    apply_to(installed, plan(installed, desired, scope))
+    resync = time.perf_counter() - started
+    latencies: list[float] = []
+    steps = [lambda: state.set_cluster_policy(cluster_policy(0, 5)),
+             lambda: state.set_cluster_policy(cluster_policy(0, 5, "Accept")),
+             lambda: state.set_cluster_policy(cluster_policy(0, 5, audit=True), True),
+             lambda: state.remove_cluster_policy("ClusterNetworkPolicy/cnp0")]
+    ops_seen = 0
+    for n in range(changes):
+        started = time.perf_counter()
+        steps[n % len(steps)]()
+        desired, scope = state.compute()
+        ops = plan(installed, desired, scope)
+        apply_to(installed, ops)
+        latencies.append((time.perf_counter() - started) * 1000)
+        ops_seen = max(ops_seen, len(ops))
+    return {"pods": pods, "local_endpoints": len(local), "resync_s": resync,
+            "policy_entries": len(installed.policy), "most_ops": ops_seen,
+            "change_ms_p50": percentile(latencies, 0.5),
+            "change_ms_p99": percentile(latencies, 0.99)}
+
+
+# ----------------------------------------------------------------------- conns
+
+
+def tiered_maps(installed: MapContents) -> MapContents:
+    """The bench pair's maps as the agent computes them under 100 x 25 cluster policy
+    rules and 1,000 NetworkPolicies (the pair's endpoints and ipcache as installed)."""
+    state = NodeState("bench")
+    model_cluster(state, 2000, "bench")
+    for n in range(1000):
+        state.set_policy(networkpolicy(n, "bench", "client" if n == 999 else f"app{n % 20}"))
+    for n in range(100):
+        state.set_cluster_policy(cluster_policy(n))
+    for ip, entry in installed.endpoints.items():
+        name = "client" if ip.endswith(".2") else "server"
+        state.add_endpoint(LocalEndpoint(ip, entry.ep_id, entry.ifindex, entry.pod_mac,
+                                         entry.host_mac, "bench", name))
+    desired, _ = state.compute()
+    return desired
+
+
+def _conn_rate(pair: Pair, seconds: float) -> float:
+    return traffic.connections_per_s(pair.server[0], pair.server[1], pair.client[0],
+                                     CONN_PORT, seconds)
+
+
+def run_conns(runs: int, seconds: float) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    lab = Lab(PREFIX)
+    samples: dict[str, list[float]] = {"tiered": [], "none": []}
+    try:
+        pair, dp, _ = podwire_pair(lab, Path(f"/sys/fs/bpf/{PREFIX}-bench"))
+        dp.set_node_config(flow_events=False)  # events have their own benchmark
+        bare = programmer.read_installed(dp)
+        # No policy at all: nothing isolated, no entries (the pair as datapath_bench wires it).
+        none = MapContents({ip: dataclasses.replace(e, ingress_isolated=False,
+                                                    egress_isolated=False)
+                            for ip, e in bare.endpoints.items()}, bare.ipcache, {})
+        tiered = tiered_maps(bare)
+        tiered = MapContents(tiered.endpoints, {**bare.ipcache, **tiered.ipcache}, tiered.policy)
+        current = bare
+        for _ in range(runs):
+            for name, maps in (("none", none), ("tiered", tiered)):
+                ops = plan(current, maps)
+                programmer.apply(dp, ops)
+                apply_to(current, ops)
+                dp.conntrack_gc(time.monotonic_ns() + 10**15)
+                samples[name].append(_conn_rate(pair, seconds))
+        entries = len(tiered.policy)
+    finally:
+        lab.close()
+    return samples, {"policy_entries": entries, "runs": runs, "seconds_per_run": seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", nargs="?", choices=("model", "conns", "both"), default="both")
+    parser.add_argument("--pods", type=int, default=10_000)
+    parser.add_argument("--changes", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    figures = Figures()
+    if args.part in ("model", "both"):
+        results = run_model(args.pods, args.changes)
+        print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in results.items()))
+        figures.scalars.update({f"model_{k}": v for k, v in results.items()})
+        figures.expectations.append(Expectation(
+            "cluster policy selecting every pod", "change to plan p99",
+            results["change_ms_p99"], "<", 100.0, "ms"))
+    if args.part in ("conns", "both"):
+        tools.require(TOOLS)
+        if os.geteuid() != 0:
+            parser.error("conns runs as root (namespaces, BPF)")
+        samples, scalars = run_conns(args.runs, args.seconds)
+        none, tiered = statistics.median(samples["none"]), statistics.median(samples["tiered"])
+        print(f"new TCP connections/s: none {none:.0f}, tiered {tiered:.0f}, "
+              f"ratio {tiered / none:.3f} ({scalars['policy_entries']} policy entries)")
+        figures.comparisons.append(Comparison(
+            "new TCP connections/s, 100 cluster policies x 25 rules + 1,000 NetworkPolicies",
+            "conn/s", True, "tiered", samples, "bar"))
+        figures.scalars.update({f"conns_{k}": v for k, v in scalars.items()})
+    if args.json:
+        figures.write(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
