@@ -177,7 +177,7 @@ def custom_type(definition: Object) -> ResourceType | None:
         return None
     spec = definition["spec"]
     names = spec["names"]
-    root = compile_schema(version["schema"]["openAPIV3Schema"], "<root>")
+    root = compile_schema(version["schema"]["openAPIV3Schema"], "<nil>")
     group, kind = spec["group"], names["kind"]
 
     def prune(obj: Object) -> list[str]:
