@@ -26,7 +26,15 @@ struct flow_ctx {
 	/* 1 << direction for each side forwarded only because its denying policy is in
 	 * audit mode (policy.h): the connection's event is then REASON_AUDIT. */
 	__u8 audit;
+	/* podwire trace (trace.h): the trace this packet belongs to (0: none), its
+	 * TRACE_F_*, and conntrack's status of it once looked up (ct_known). */
+	__u8 trace_flags;
+	__u8 ct_status;
+	__u8 ct_known;
+	__u32 trace_id;
 };
+
+#include "trace.h"
 
 static __always_inline void flow_audit(struct flow_ctx *c, __u8 direction, bool audit)
 {
@@ -94,6 +102,8 @@ static __always_inline int drop(struct __sk_buff *skb, const struct node_config 
 {
 	count(DROP_CODE(reason), c->direction, skb->len);
 	emit(skb, cfg, p, c, EVENT_DROP, DROP_CODE(reason));
+	if (c->trace_id)
+		trace_hop(skb, p, c, TRACE_DROPPED, DROP_CODE(reason), 0);
 	return TC_ACT_SHOT;
 }
 
