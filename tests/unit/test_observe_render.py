@@ -13,10 +13,12 @@ import pytest
 
 from podwire.agent import structs
 from podwire.agent.flows import ExpiringCache, FlowEnricher, FlowHistory, PeerNames
+from podwire.agent.policy_compiler import PolicyRefs, RuleName
 from podwire.agent.reasons import reason_code
-from podwire.bpf.constants import Direction, EventType, Hook, ReservedIdentity
+from podwire.bpf.constants import REASON_AUDIT, Direction, EventType, Hook, ReservedIdentity
 from podwire.common import flowtext
 from podwire.observe import Printer
+from podwire.policy.admin import Tier
 
 PODS = {"10.244.1.2": PeerNames("x", "a", {"app": "a"}),
         "10.244.2.2": PeerNames("x", "b", {"app": "b"})}
@@ -209,3 +211,33 @@ def test_a_flow_through_a_service_names_it_at_the_destination_and_the_frontend()
     assert reply["source"]["service"] == "x/web" and reply["destination"]["service"] is None
     assert enricher().record(event(Hook.FROM_POD))["destination"]["service"] is None
     assert "x/b:80 (service x/web)" in flowtext.compact(record).plain
+
+
+def test_cluster_policy_rules_are_named_with_tier_and_rule_and_audit_is_its_own_verdict(
+) -> None:
+    refs = PolicyRefs()
+    deny = refs.rule_ref(RuleName(Tier.ADMIN, "ClusterNetworkPolicy/no-x", "no-x", "Deny"))
+    audit = refs.rule_ref(RuleName(Tier.BASELINE, "BaselineAdminNetworkPolicy/default",
+                                   "ingress[0]", "Audit"))
+    allow = refs.ref("x/b-http")
+    names = FlowEnricher("node1", lambda ip: PODS.get(ip, PeerNames(None, None)), refs.name,
+                         lambda ip, direction: ["x/b-http"], rules=refs.rule)
+
+    dropped = names.record(event(Hook.FROM_POD, dst_ep=9, drop="POLICY_DENIED",
+                                 direction=Direction.INGRESS, ingress_ref=deny))
+    assert dropped["verdict"] == "DROPPED" and dropped["isolated_by"] == [
+        "ClusterNetworkPolicy/no-x"]
+    assert dropped["decided_by"] == {"ingress": {
+        "tier": "Admin", "policy": "ClusterNetworkPolicy/no-x", "rule": "no-x",
+        "action": "Deny"}}
+
+    audited_event = event(Hook.FROM_POD, dst_ep=9, direction=Direction.INGRESS,
+                          egress_ref=allow, ingress_ref=audit)
+    audited_event.reason = REASON_AUDIT
+    audited = names.record(audited_event)
+    assert audited["verdict"] == "AUDIT" and audited["drop_reason"] is None
+    assert audited["isolated_by"] == ["BaselineAdminNetworkPolicy/default"]
+    assert audited["allowed_by"] == {"egress": "x/b-http"}
+    assert audited["decided_by"]["ingress"]["action"] == "Audit"
+    assert audited["decided_by"]["egress"] == {"tier": "NetworkPolicy", "policy": "x/b-http",
+                                               "rule": None, "action": "Allow"}
