@@ -25,6 +25,7 @@ int from_netdev(struct __sk_buff *skb)
 	struct ct_value *ct;
 	struct pkt p = {};
 	__u32 zero = 0;
+	bool audit;
 	int ret;
 	__u64 now;
 
@@ -73,9 +74,10 @@ int from_netdev(struct __sk_buff *skb)
 	 * a backend on another node is judged there (from_overlay). */
 	if (dst_ep && c.src_identity != IDENTITY_HOST) {
 		ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity,
-				   peer ? peer->cidr_identity : 0, &p, &c.ingress_ref);
+				   peer ? peer->cidr_identity : 0, &p, &c.ingress_ref, &audit);
 		if (ret < 0)
 			return drop(skb, cfg, &p, &c, ret);
+		flow_audit(&c, DIR_INGRESS, audit);
 	}
 	c.ct_flags |= CT_F_NODEPORT;
 	ret = new_flow_commit(skb, cfg, &p, &c, now);

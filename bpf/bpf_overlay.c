@@ -65,11 +65,11 @@ int from_overlay(struct __sk_buff *skb)
 			   &p, &c.ingress_ref, &audit);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
+	flow_audit(&c, DIR_INGRESS, audit);
 	/* From a node's own address: a NodePort client that node SNATed, whose replies must
 	 * go back to it to be reverse-translated. */
 	if (peer && peer->identity == IDENTITY_REMOTE_NODE)
 		c.ct_flags |= CT_F_TUNNEL_REPLY;
-	flow_audit(&c, DIR_INGRESS, audit);
 	ret = new_flow_commit(skb, cfg, &p, &c, now);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from podwire.lab.api.errors import field_cause, invalid_causes
-from podwire.lab.api.resource import Object, ResourceType
+from podwire.lab.api.resource import Column, Object, ResourceType
 from podwire.lab.api.schema import Cause, SchemaError, compile_schema, prune_object
 from podwire.lab.api.schema import validate as validate_schema
 
@@ -177,7 +177,7 @@ def custom_type(definition: Object) -> ResourceType | None:
         return None
     spec = definition["spec"]
     names = spec["names"]
-    root = compile_schema(version["schema"]["openAPIV3Schema"], "<root>")
+    root = compile_schema(version["schema"]["openAPIV3Schema"], "<nil>")
     group, kind = spec["group"], names["kind"]
 
     def prune(obj: Object) -> list[str]:
@@ -188,11 +188,16 @@ def custom_type(definition: Object) -> ResourceType | None:
         if causes:
             raise invalid_causes(kind, group, name, causes)
 
+    columns = tuple(Column(str(c.get("name", "")), str(c.get("type", "string")),
+                           str(c.get("jsonPath", "")), str(c.get("format", "")),
+                           str(c.get("description", "")), int(c.get("priority", 0)))
+                    for c in version.get("additionalPrinterColumns") or [])
     return ResourceType(
         names["plural"], kind, group, version["name"], spec["scope"] == "Namespaced",
         tuple(names.get("shortNames") or ()),
         has_status="status" in (version.get("subresources") or {}),
-        check_fields=check, prune=prune, definition=definition["metadata"]["name"])
+        check_fields=check, prune=prune, definition=definition["metadata"]["name"],
+        columns=columns)
 
 
 class Catalog:

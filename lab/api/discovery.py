@@ -44,6 +44,8 @@ def document(path: str, kinds: Kinds = RESOURCES) -> dict[str, Any] | None:
         return group(parts[1], kinds)
     if len(parts) == 3 and parts[0] == "apis":
         return resource_list(parts[1], parts[2], kinds)
+    if parts[:2] == ["openapi", "v3"]:
+        return open_api(parts[2:], kinds)
     return None
 
 
@@ -92,3 +94,47 @@ def group(name: str, kinds: Kinds = RESOURCES) -> dict[str, Any] | None:
     if not name or name not in {r.group for r in kinds}:
         return None
     return {"kind": "APIGroup", "apiVersion": "v1", **_group(name, kinds)}
+
+
+# ---- OpenAPI v3 -----------------------------------------------------------------------------
+# Only what clients read to learn that the server validates: kubectl's apply looks for the
+# `fieldValidation` parameter on an operation of the kind (then it sends
+# fieldValidation=Strict and leaves validation to the server) and otherwise wants the
+# protobuf OpenAPI v2 document, which the lab does not serve. No schemas are published.
+
+FIELD_VALIDATION = {"name": "fieldValidation", "in": "query", "uniqueItems": True,
+                    "schema": {"type": "string"},
+                    "description": "Ignore, Warn or Strict: what to do with unknown fields"}
+
+
+def _group_version_path(res: ResourceType) -> str:
+    return f"apis/{res.group}/{res.version}" if res.group else f"api/{res.version}"
+
+
+def _operation(res: ResourceType, verb: str) -> dict[str, Any]:
+    return {"operationId": f"{verb}{res.kind}", "parameters": [FIELD_VALIDATION],
+            "x-kubernetes-action": verb,
+            "x-kubernetes-group-version-kind": {"group": res.group, "version": res.version,
+                                                "kind": res.kind},
+            "responses": {"200": {"description": "OK"}}}
+
+
+def open_api(rest: list[str], kinds: Kinds = RESOURCES) -> dict[str, Any] | None:
+    """`/openapi/v3`: the group versions; `/openapi/v3/<gv>`: their writable paths."""
+    if not rest:
+        listed = {_group_version_path(r): {"serverRelativeURL": f"/openapi/v3/"
+                                           f"{_group_version_path(r)}"} for r in kinds}
+        return {"paths": dict(sorted(listed.items()))}
+    wanted = "/".join(rest)
+    served = [r for r in kinds if _group_version_path(r) == wanted]
+    if not served:
+        return None
+    paths: dict[str, Any] = {}
+    for res in served:
+        scope = "/namespaces/{namespace}" if res.namespaced else ""
+        base = f"/{wanted}{scope}/{res.plural}"
+        paths[base] = {"post": _operation(res, "post")}
+        paths[f"{base}/{{name}}"] = {"put": _operation(res, "put"),
+                                     "patch": _operation(res, "patch")}
+    return {"openapi": "3.0.0", "info": {"title": "podwire lab", "version": wanted},
+            "paths": paths, "components": {"schemas": {}}}

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from podwire.lab.api import discovery
+from podwire.lab.api import discovery, tables
 from podwire.lab.api.encoding import encode
 from podwire.lab.api.errors import ApiError, bad_request
 from podwire.lab.api.resource import ResourceType
@@ -248,6 +248,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._list(route.res, namespace, selector)
 
     def _list(self, res: ResourceType, namespace: str | None, selector: Selector) -> None:
+        if res.definition and tables.wants_table(self.headers.get("Accept", "")):
+            rv, objects = self.server.backend.store.list_objects(res, namespace, selector)
+            self._send(200, encode(tables.table(res.columns, objects, rv)))
+            return
         rv, items = self.server.backend.store.list_encoded(res, namespace, selector)
         head = encode({"kind": res.list_kind, "apiVersion": res.api_version,
                        "metadata": {"resourceVersion": str(rv)}})
@@ -261,7 +265,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _object(self, method: str, route: Route, name: str, strict: bool) -> None:
         store = self.server.backend.store
         res, ns, sub = route.res, route.namespace or "", route.subresource
-        if method == "GET":
+        if method == "GET" and res.definition and sub is None and tables.wants_table(
+                self.headers.get("Accept", "")):
+            self._send(200, encode(tables.table(res.columns, [store.get(res, ns, name)],
+                                                store.resource_version)))
+        elif method == "GET":
             self._send(200, store.get_encoded(res, ns, name))
         elif method == "PUT":
             self._send(200, encode(store.update(res, ns, name, self._body(), sub, strict)))

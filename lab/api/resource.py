@@ -41,6 +41,18 @@ class Allocator(Protocol):
 
 
 @dataclass(frozen=True)
+class Column:
+    """One of a CRD's `additionalPrinterColumns`: what `kubectl get` shows."""
+
+    name: str
+    type: str
+    json_path: str
+    format: str = ""
+    description: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True)
 class ResourceType:
     """One served kind: where it lives in the URL space and what the server does for it."""
 
@@ -73,6 +85,8 @@ class ResourceType:
     prune: Callable[[Object], list[str]] | None = None
     # The CustomResourceDefinition that serves this kind; "" for a built-in kind.
     definition: str = ""
+    # A custom kind's printer columns (server-side printing, `kubectl get`).
+    columns: tuple[Column, ...] = ()
 
     @property
     def api_version(self) -> str:

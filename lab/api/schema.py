@@ -300,7 +300,7 @@ def _rules(node: SchemaNode, value: Any, path: str) -> Iterator[Cause]:
 
 def validate(node: SchemaNode, value: Any, path: str = "") -> Iterator[Cause]:
     """Every cause `value` fails `node` for; none when it is valid."""
-    where = path or "<root>"
+    where = path or "<nil>"  # the root, as apimachinery prints an empty field path
     if not _type_ok(node, value):
         yield field_cause(where, "FieldValueTypeInvalid", _type_name(value),
                           f"{where} in body must be of type {node.type}: {_type_name(value)!r}"

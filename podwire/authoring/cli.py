@@ -1,7 +1,8 @@
 """`podwire policy ...`: lint, explain, test, generate and preview NetworkPolicies.
 
-lint, explain and test also read the cluster policy kinds (AdminNetworkPolicy,
-BaselineAdminNetworkPolicy, ClusterNetworkPolicy) and decide through the tiers.
+lint, explain, test and preview also read the cluster policy kinds (AdminNetworkPolicy,
+BaselineAdminNetworkPolicy, ClusterNetworkPolicy), from files and from the lab, and
+decide through the tiers.
 
 Exit codes, for CI: 0 clean (a question: allowed), 1 findings (lint errors, or warnings
 with --strict; a table differing from --expect; a question: denied; a preview with
@@ -306,9 +307,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     context = _context(args)
     assert context is not None
-    proposed = sources.policies_from_files([args.file], args.namespace)
+    proposed, proposed_tiered = sources.tiered_from_files([args.file], args.namespace)
+    if not proposed and not proposed_tiered:
+        raise ValueError(f"{args.file}: no NetworkPolicy or cluster policy in it")
     flows, _ = _observed(args, context)
-    changes = preview(context.cluster, proposed, flows)
+    changes = preview(context.cluster, proposed, flows, context.tiers(), proposed_tiered)
     if args.output == "json":
         print(json.dumps({"observed": len(flows), "changes": [c.as_json() for c in changes]},
                          indent=2))

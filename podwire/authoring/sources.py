@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from podwire.lab.layout import LabLayout
 from podwire.policy import NetworkPolicy, PolicyError, PolicyErrors
@@ -84,6 +85,7 @@ def cluster_from_lab(prefix: str) -> ClusterContext:
         kube = Kube(Path(state.kubeconfig))
         listings = [("Namespace", kube.list_namespaces()), ("Node", kube.list_nodes()),
                     ("Pod", kube.list_pods()), ("NetworkPolicy", kube.list_policies())]
+        listings += _cluster_policy_listings(kube)
     except lab_cluster.LabError as problem:
         raise InputError(f"lab {prefix}: {problem}") from None
     except (ApiException, OSError) as problem:
@@ -103,6 +105,23 @@ def cluster_from_lab(prefix: str) -> ClusterContext:
              sum(1 for _ in context.cluster.pods()), sum(1 for _ in context.cluster.policies()),
              len(context.cluster_policies))
     return context
+
+
+def _cluster_policy_listings(kube: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The cluster policies the lab holds, of each kind its API serves (a kind whose CRD
+    is not installed has none)."""
+    from kubernetes.client.exceptions import ApiException
+
+    from podwire.policy.admin import KINDS
+
+    listings = []
+    for kind in KINDS:
+        try:
+            listings.append((kind, kube.list_cluster_policies(kind)))
+        except ApiException as problem:
+            if problem.status != 404:
+                raise
+    return listings
 
 
 def _layout(prefix: str) -> LabLayout:

@@ -253,6 +253,41 @@ def test_ports_by_name_and_by_range(lab: cluster.LabState, kube: Kube,
     check(lab, kube, 81, "UDP")
 
 
+# ---- the authoring commands on the live lab ------------------------------------------------
+
+
+def podwire_policy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PODWIRE, "policy", *args, "--lab", "--lab-prefix", PREFIX],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_policy_test_and_preview_read_the_labs_cluster_policies(
+        lab: cluster.LabState, kube: Kube, applied: list[dict[str, Any]],
+        tmp_path: Path) -> None:
+    guard = cnp("guard-x", "Admin", 10, {"namespaces": ns("x")}, ingress=[
+        {"action": "Deny", "name": "from-z", "from": from_ns("z")}])
+    apply(applied, guard)
+    got = check(lab, kube, 80)  # the probes are also the flows preview reads
+    proc = podwire_policy("test", "--port", "80", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads(proc.stdout)
+    assert {src: {dst: table[src][dst] for dst in row} for src, row in got.items()} == got
+    wider = json.loads(json.dumps(guard))
+    wider["spec"]["ingress"].append({"action": "Deny", "name": "from-y",
+                                     "from": from_ns("y")})
+    proposal = tmp_path / "proposal.yaml"
+    proposal.write_text(samples.to_yaml([wider]))
+    proc = podwire_policy("preview", str(proposal), "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    changes = {c["connection"]: c for c in json.loads(proc.stdout)["changes"]}
+    for src, dst in (("y/a", "x/b"), ("y/b", "x/a")):
+        change = changes[f"{src} -> {dst} TCP/80"]
+        assert change["change"] == "newly-denied"
+        assert "ClusterNetworkPolicy/guard-x rule from-y" in change["after"]
+    assert all(c["change"] == "newly-denied" and c["connection"].startswith("y/")
+               for c in changes.values()), changes
+
+
 # ---- audit mode ---------------------------------------------------------------------------
 
 

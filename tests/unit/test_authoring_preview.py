@@ -133,3 +133,83 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "preview", same, "--cluster", cluster, "--flows", flows,
                  "--fail-on-deny"]) == 0
     assert "No change" in capsys.readouterr().out
+
+
+CURRENT_ADMIN = """\
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: guard-db}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: db}}}}
+  ingress:
+  - {action: Deny, name: not-from-blue, from: [{namespaces: {matchLabels: {team: blue}}}]}
+"""
+PROPOSED_ADMIN = """\
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: guard-db}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: db}}}}
+  ingress:
+  - {action: Accept, name: canaries, from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {tier: canary}}}}]}
+  - {action: Deny, name: not-from-blue, from: [{namespaces: {matchLabels: {team: blue}}}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata: {name: default}
+spec:
+  subject: {namespaces: {matchLabels: {team: red}}}
+  ingress:
+  - {action: Deny, from: [{namespaces: {matchLabels: {team: blue}}}]}
+"""
+ADMIN_RECORDS = [
+    record("y/e", "x/c", 5432, verdict="DROPPED"),  # newly allowed: the canary Accept
+    record("y/d", "x/c", 5432, verdict="DROPPED"),  # stays denied by the Admin Deny
+    record("y/d", "x/a", 8080),                     # newly denied: the Baseline
+    record("x/b", "x/a", 8080),                     # stays allowed
+]
+
+
+def test_preview_decides_through_the_tiers_when_cluster_policies_are_in_play() -> None:
+    from podwire.policy.admin import AdminPolicy
+    from podwire.policy.context import split_policies
+    from podwire.policy.tiers import Tiers, evaluate_tiers
+
+    cluster = context().cluster
+    current = Tiers.of(split_policies(CURRENT_ADMIN)[1])
+    _, proposed = split_policies(PROPOSED_ADMIN)
+    flows = observed_flows(ADMIN_RECORDS, cluster)
+    changes = preview(cluster, [], flows, current, proposed)
+    assert [(c.newly_denied, c.flow.connection.describe()) for c in changes] == [
+        (True, "y/d -> x/a TCP/8080"),
+        (False, "y/e -> x/c TCP/5432"),
+    ]
+    after = Tiers.of(proposed)
+    for flow in flows:
+        c = flow.connection
+        flipped = (evaluate_tiers(cluster, current, c.source, c.destination, c.port).allowed
+                   != evaluate_tiers(cluster, after, c.source, c.destination, c.port).allowed)
+        assert flipped == any(change.flow == flow for change in changes)
+    assert "BaselineAdminNetworkPolicy/default" in changes[0].after.explain()
+    assert "ClusterNetworkPolicy/guard-db rule canaries" in changes[1].after.explain()
+    assert isinstance(proposed[0], AdminPolicy)
+
+
+def test_cli_previews_cluster_policies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cluster = write(tmp_path, "cluster.yaml", CLUSTER_YAML + "---\n" + CURRENT_ADMIN)
+    proposed = write(tmp_path, "proposed.yaml", PROPOSED_ADMIN)
+    flows = write(tmp_path, "flows.json", ndjson(ADMIN_RECORDS))
+    args = ["policy", "preview", proposed, "--cluster", cluster, "--flows", flows]
+    assert main([*args, "-o", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(c["change"], c["connection"]) for c in report["changes"]] == [
+        ("newly-denied", "y/d -> x/a TCP/8080"), ("newly-allowed", "y/e -> x/c TCP/5432")]
+    assert main([*args, "--fail-on-deny"]) == 1
+    capsys.readouterr()
+    empty = write(tmp_path, "empty.yaml", "apiVersion: v1\nkind: List\nitems: []\n")
+    assert main(["policy", "preview", empty, "--cluster", cluster, "--flows", flows]) == 2
+    assert "no NetworkPolicy or cluster policy" in capsys.readouterr().err
