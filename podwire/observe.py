@@ -9,6 +9,7 @@ events are reported on stderr, so JSON on stdout stays one flow a line.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import queue
 import sys
@@ -219,7 +220,8 @@ def window_from(args: argparse.Namespace) -> Window:
     return Window(last=0 if args.follow else DEFAULT_LAST)
 
 
-def query_from(args: argparse.Namespace) -> flowfilter.FlowQuery:
+def query_from(args: argparse.Namespace,
+               now: datetime.datetime | None = None) -> flowfilter.FlowQuery:
     if args.all_namespaces:
         named = [n for n, _ in args.filters if n in flowfilter.NAMESPACE_FLAGS]
         if named:
@@ -227,7 +229,7 @@ def query_from(args: argparse.Namespace) -> flowfilter.FlowQuery:
     if args.until is not None and args.follow:
         raise ValueError("--until cannot be combined with --follow (a followed stream has "
                          "no end)")
-    return flowfilter.build(args.filters, since=args.since, until=args.until,
+    return flowfilter.build(args.filters, since=args.since, until=args.until, now=now,
                             parsers=flowfilter.Parsers(tuple(reasons.codes())))
 
 

@@ -173,16 +173,17 @@ def test_json_output_carries_the_documented_fields(lab: Lab) -> None:
 
 
 def test_compact_output_says_why_and_is_plain_when_piped(lab: Lab) -> None:
-    out = observe("--last", "100000", "--from-pod", "x/a", "--to-pod", "x/b").stdout
+    out = observe("--last", "100000", "--from-pod", "x/a", "--to-pod", "x/b",
+                  "--print-node-name").stdout
     assert "\x1b[" not in out
     lines = out.splitlines()
-    assert any(" node2 x/a:" in line and "-> x/b:80 policy-verdict FORWARDED TCP "
+    assert any(" [node2] x/a:" in line and "-> x/b:80 policy-verdict FORWARDED TCP "
                "(SYN; ingress allowed by x/b-http)" in line for line in lines), out
-    assert any(" node1 x/a:" in line and "(SYN; egress: no policy isolates x/a)" in line
+    assert any(" [node1] x/a:" in line and "(SYN; egress: no policy isolates x/a)" in line
                for line in lines), out
     assert any("-> x/b:81 policy-verdict DROPPED TCP (SYN; POLICY_DENIED ingress, isolated "
                "by x/b-http)" in line for line in lines), out
-    table = observe("--last", "3", "-o", "table").stdout.splitlines()
+    table = observe("--last", "3", "-o", "table", "--print-node-name").stdout.splitlines()
     assert table[0].split() == ["TIME", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT",
                                 "SUMMARY"] and len(table) == 4
 
@@ -208,6 +209,24 @@ FILTERS: list[tuple[list[str], Callable[[Record], bool]]] = [
      lambda f: f["type"] == "policy-verdict" and f["protocol"] == "TCP"),
     (["-l", "pod=c"], lambda f: "c" in (f["source"]["labels"].get("pod"),
                                         f["destination"]["labels"].get("pod"))),
+    # hubble's flags.
+    (["--from-namespace", "x"], lambda f: f["source"]["namespace"] == "x"
+     and f["source"]["pod"] is not None),
+    (["--to-namespace", "x", "--to-port", "81"],
+     lambda f: f["destination"]["namespace"] == "x" and f["destination"]["port"] == 81),
+    (["--from-label", "pod=a"], lambda f: f["source"]["labels"].get("pod") == "a"),
+    (["--to-label", "pod in (b,c)"], lambda f: f["destination"]["labels"].get("pod") in "bc"
+     and bool(f["destination"]["labels"].get("pod"))),
+    (["--from-port", "80"], lambda f: f["source"]["port"] == 80),
+    (["--node-name", "node2"], lambda f: f["node"] == "node2"),
+    (["--tcp-flags", "SYN"], lambda f: f["protocol"] == "TCP" and "SYN" in f["tcp_flags"]),
+    (["--traffic-direction", "ingress"], lambda f: f["direction"] == "ingress"),
+    (["--drop-reason", "POLICY_DENIED"], lambda f: f["drop_reason"] == "POLICY_DENIED"),
+    (["--from-identity", "host"], lambda f: f["source"]["identity"] == 1),
+    (["--not", "--verdict", "FORWARDED"], lambda f: f["verdict"] != "FORWARDED"),
+    (["--pod", "x/b", "--port", "81"],
+     lambda f: (pod_of(f["source"]) == "x/b" and f["source"]["port"] == 81)
+     or (pod_of(f["destination"]) == "x/b" and f["destination"]["port"] == 81)),
 ]
 
 
@@ -230,6 +249,27 @@ def test_each_filter_selects_what_it_should_and_nothing_else(lab: Lab) -> None:
         if not got <= may:
             wrong.append(f"{name}: showed {sorted(got - may)[:2]}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_replay_of_a_saved_file_equals_the_live_view(lab: Lab, tmp_path: Path) -> None:
+    saved = tmp_path / "flows.json"
+    saved.write_text(observe("-o", "json", "--all").stdout)
+    everything = [json.loads(line) for line in saved.read_text().splitlines()]
+    at = everything[len(everything) // 2]["time"]
+    # The history only grows: the live view is cut to the saved records' time range.
+    bound = ["--until", everything[-1]["time"]]
+    for flags in [[], *(f for f, _ in FILTERS), ["--since", at], ["--first", "3"],
+                  ["--last", "2", "--to-pod", "x/b"], ["--verdict", "DROPPED", "--all"]]:
+        for output in ("json", "compact", "dict"):
+            args = ["-o", output, "--print-node-name", *flags,
+                    *([] if "--first" in flags else bound)]
+            live = observe(*args).stdout
+            replayed = podwire("observe", "--input-file", str(saved), *args)
+            assert replayed.returncode == 0, replayed.stderr
+            assert replayed.stdout == live, f"{' '.join(args)}: replay differs"
+    from_stdin = podwire("observe", "--input-file", "-", "-o", "json", "--all",
+                         stdin=saved.read_text())
+    assert from_stdin.stdout == saved.read_text()
 
 
 def test_last_and_since_bound_the_history(lab: Lab) -> None:
@@ -338,7 +378,11 @@ def test_metrics_scrape_parses_and_moves_with_traffic(lab: Lab) -> None:
 def test_bad_input_is_named_without_a_traceback(lab: Lab) -> None:
     for flags, message in ((["--port", "http"], "port 'http' is not a number"),
                            (["--since", "soon"], "--since 'soon'"),
-                           (["--last", "-1"], "--last -1")):
+                           (["--last", "-1"], "--last -1"),
+                           (["--first", "1", "--last", "1"], "cannot set both --first and"),
+                           (["--not"], "trailing --not"),
+                           (["--input-file", "/run/pwtob-none.json"],
+                            "--input-file /run/pwtob-none.json: No such file")):
         proc = observe(*flags, check=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
