@@ -380,12 +380,13 @@ def test_bad_input_is_named_without_a_traceback(lab: Lab) -> None:
                            (["--since", "soon"], "--since 'soon'"),
                            (["--last", "-1"], "--last -1"),
                            (["--first", "1", "--last", "1"], "cannot set both --first and"),
-                           (["--not"], "trailing --not"),
-                           (["--input-file", "/run/pwtob-none.json"],
-                            "--input-file /run/pwtob-none.json: No such file")):
+                           (["--not"], "trailing --not")):
         proc = observe(*flags, check=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+    missing = podwire("observe", "--input-file", "/run/pwtob-none.json")
+    assert missing.returncode == 2, missing.stderr
+    assert "--input-file /run/pwtob-none.json: No such file" in missing.stderr
     gone = subprocess.run([*PODWIRE, "observe", "--socket", "/run/pwtob-none.sock"],
                           capture_output=True, text=True, check=False)
     assert gone.returncode == 1 and "/run/pwtob-none.sock" in gone.stderr
