@@ -230,7 +230,8 @@ def query_from(args: argparse.Namespace,
         raise ValueError("--until cannot be combined with --follow (a followed stream has "
                          "no end)")
     return flowfilter.build(args.filters, since=args.since, until=args.until, now=now,
-                            parsers=flowfilter.Parsers(tuple(reasons.codes())))
+                            parsers=flowfilter.Parsers(tuple(n for n in reasons.codes()
+                                                           if n != "FORWARDED")))
 
 
 def _err(message: str) -> None:
