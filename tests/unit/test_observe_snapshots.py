@@ -66,15 +66,15 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 TEXT = {
     ("compact",): [
-        "May  1 12:00:22.375 x/a:40006 -> x/b:8080 (service x/web) policy-verdict FORWARDED "
-        "TCP (SYN; egress: no policy isolates x/a)",
-        "May  1 12:00:24.000 x/a:40006 -> x/b:8080 policy-verdict FORWARDED TCP (SYN; ingress "
-        "allowed by x/b-web)"],
+        ("May  1 12:00:22.375 x/a:40006 -> x/b:8080 (service x/web) policy-verdict FORWARDED "
+        "TCP (SYN; egress: no policy isolates x/a)"),
+        ("May  1 12:00:24.000 x/a:40006 -> x/b:8080 policy-verdict FORWARDED TCP (SYN; ingress "
+        "allowed by x/b-web)")],
     ("compact", "--print-node-name", "--time-format", "RFC3339Milli"): [
-        "2026-05-01T12:00:22.375Z [node1] x/a:40006 -> x/b:8080 (service x/web) "
-        "policy-verdict FORWARDED TCP (SYN; egress: no policy isolates x/a)",
-        "2026-05-01T12:00:24Z [node2] x/a:40006 -> x/b:8080 policy-verdict FORWARDED TCP "
-        "(SYN; ingress allowed by x/b-web)"],
+        ("2026-05-01T12:00:22.375Z [node1] x/a:40006 -> x/b:8080 (service x/web) "
+        "policy-verdict FORWARDED TCP (SYN; egress: no policy isolates x/a)"),
+        ("2026-05-01T12:00:24Z [node2] x/a:40006 -> x/b:8080 policy-verdict FORWARDED TCP "
+        "(SYN; ingress allowed by x/b-web)")],
     ("dict", "--print-node-name", "--time-format", "RFC3339"): [
         "  TIMESTAMP: 2026-05-01T12:00:22Z",
         "       NODE: node1",
