@@ -23,7 +23,7 @@ from podwire.agent.desired import LocalEndpoint, NodeState
 from podwire.agent.dispatch import apply_event
 from podwire.agent.flownames import ModelNames
 from podwire.agent.flows import FlowEnricher, FlowHistory
-from podwire.agent.localapi import LocalApi, Request, Response, cni_route
+from podwire.agent.localapi import LocalApi, ObserveApi, Request, Response, cni_route
 from podwire.agent.metrics import AgentMetrics
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
@@ -51,6 +51,8 @@ class Agent:
         self.installed = MapContents()
         self.flows = FlowHistory(config.history_size)
         self.api = LocalApi(config.socket_path)
+        self.observe_api = (ObserveApi(config.observe_address, config.observe_port)
+                            if config.observe_port else None)
         self.cni = Node(config.state_dir, hook=EndpointHook(
             added=self._endpoint_added,
             removed=self._endpoint_removed,
@@ -72,6 +74,11 @@ class Agent:
         self.api.route("GET", "/flows", self._flows)
         self.api.route("POST", "/cni", cni_route(self.cni))
         self.api.start()
+        if self.observe_api is not None:
+            for path, handler in (("/healthz", self._healthz), ("/status", self._status),
+                                  ("/flows", self._flows)):
+                self.observe_api.route(path, handler)
+            self.observe_api.start()
         self.metrics.serve(self.config.metrics_address, self.config.metrics_port)
 
         started = time.perf_counter()
@@ -124,6 +131,8 @@ class Agent:
         for thread in self._threads:
             thread.join(timeout=5)
         self.api.close()
+        if self.observe_api is not None:
+            self.observe_api.close()
         self.metrics.close()
         if self.datapath is not None:
             self.datapath.close()

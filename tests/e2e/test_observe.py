@@ -215,8 +215,8 @@ FILTERS: list[tuple[list[str], Callable[[Record], bool]]] = [
     (["--to-namespace", "x", "--to-port", "81"],
      lambda f: f["destination"]["namespace"] == "x" and f["destination"]["port"] == 81),
     (["--from-label", "pod=a"], lambda f: f["source"]["labels"].get("pod") == "a"),
-    (["--to-label", "pod in (b,c)"], lambda f: f["destination"]["labels"].get("pod") in "bc"
-     and bool(f["destination"]["labels"].get("pod"))),
+    (["--to-label", "pod in (b,c)"],
+     lambda f: f["destination"]["labels"].get("pod") in ("b", "c")),
     (["--from-port", "80"], lambda f: f["source"]["port"] == 80),
     (["--node-name", "node2"], lambda f: f["node"] == "node2"),
     (["--tcp-flags", "SYN"], lambda f: f["protocol"] == "TCP" and "SYN" in f["tcp_flags"]),
