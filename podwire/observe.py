@@ -247,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
             _check_replay(args)
             nodes: list[AgentTarget] = []
         else:
-            nodes = targets(args.socket, args.lab)
+            nodes = targets(args.socket, args.lab, args.kubeconfig, args.context,
+                            args.agent_namespace)
     except (ValueError, AgentError) as err:
         _err(str(err))
         return EXIT_BAD_INPUT
@@ -268,8 +269,9 @@ def run(args: argparse.Namespace) -> int:
 def _check_replay(args: argparse.Namespace) -> None:
     if args.follow:
         raise ValueError("--input-file cannot be combined with --follow: a file has an end")
-    if args.socket is not None or args.lab is not None:
-        raise ValueError("--input-file replays a file: no --socket or --lab with it")
+    if args.socket is not None or args.lab is not None or args.kubeconfig is not None:
+        raise ValueError("--input-file replays a file: no --socket, --lab or --kubeconfig "
+                         "with it")
 
 
 def _replay(path: str, selection: flowfilter.FlowQuery, window: Window,
@@ -292,9 +294,9 @@ def _replay(path: str, selection: flowfilter.FlowQuery, window: Window,
 
 
 def _lost(node: AgentTarget) -> tuple[str, int]:
-    _, status = get_json(node.socket_path, "/status")
+    _, status = get_json(node.endpoint, "/status")
     if not isinstance(status, dict):
-        raise AgentError(f"agent at {node.socket_path}: /status answered {status!r}")
+        raise AgentError(f"agent at {node.endpoint}: /status answered {status!r}")
     return str(status.get("node") or node.node), int(status.get("lost_events") or 0)
 
 
@@ -316,7 +318,7 @@ def _history(nodes: list[AgentTarget], selection: flowfilter.FlowQuery, window: 
 
 
 def _flows(node: AgentTarget) -> list[FlowRecord]:
-    return [from_json(r) for r in read_records(node.socket_path, "/flows")]
+    return [from_json(r) for r in read_records(node.endpoint, "/flows")]
 
 
 @dataclass(frozen=True)
@@ -348,7 +350,7 @@ class _Follower:
     def open(self) -> None:
         """Connect to every node (errors are fatal here: nothing was printed yet), then
         start reading. Records from now on reach the queue."""
-        streams = [RecordStream(node.socket_path, "/flows?follow=1&last=0", timeout=None)
+        streams = [RecordStream(node.endpoint, "/flows?follow=1&last=0", timeout=None)
                    for node in self.nodes]
         for node, stream in zip(self.nodes, streams, strict=True):
             threading.Thread(target=self._pump, args=(node, stream), daemon=True,
@@ -358,12 +360,12 @@ class _Follower:
         while not self.stop.is_set():
             try:
                 if stream is None:
-                    stream = RecordStream(node.socket_path, "/flows?follow=1&last=0",
+                    stream = RecordStream(node.endpoint, "/flows?follow=1&last=0",
                                           timeout=None)
-                    self.queue.put(_Notice(f"agent at {node.socket_path}: reconnected"))
+                    self.queue.put(_Notice(f"agent at {node.endpoint}: reconnected"))
                 for record in stream:
                     self.queue.put(Streamed(node, from_json(record)))
-                ended = f"agent at {node.socket_path} ended the stream; reconnecting"
+                ended = f"agent at {node.endpoint} ended the stream; reconnecting"
                 self.queue.put(_Notice(ended, node))
             except AgentError as err:
                 self.queue.put(_Notice(f"{err}; reconnecting", node))
