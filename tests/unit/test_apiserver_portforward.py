@@ -15,16 +15,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from apiserver_fixtures import api, kubeconfig, server  # noqa: F401 - fixtures
 from kubernetes import client
 
 from podwire import clusterview, observe
-from podwire.agent.localapi import ObserveApi, Request, Response
+from podwire.agent.localapi import ObserveApi, Response
 from podwire.agents import AgentTarget
 from podwire.common import agentapi
 from podwire.lab.api import portforward
 from podwire.lab.api.server import LabApiServer
-
-from apiserver_fixtures import api, kubeconfig, server  # noqa: F401 - fixtures
 
 NAMESPACE = "kube-system"
 LABELS = {"app.kubernetes.io/name": "podwire", "app.kubernetes.io/component": "agent"}
@@ -152,7 +151,3 @@ def test_ports_and_upgrade_are_checked() -> None:
         portforward.check_upgrade({})
     with pytest.raises(portforward.ApiError, match="no supported protocol"):
         portforward.check_upgrade({"Upgrade": "websocket", "Sec-WebSocket-Protocol": "x"})
-
-
-def unused(request: Request) -> Response:  # the route type, kept honest by mypy
-    return Response(404)
