@@ -217,12 +217,11 @@ FILTERS: list[tuple[list[str], Callable[[Record], bool]]] = [
     (["--from-label", "pod=a"], lambda f: f["source"]["labels"].get("pod") == "a"),
     (["--to-label", "pod in (b,c)"],
      lambda f: f["destination"]["labels"].get("pod") in ("b", "c")),
-    (["--from-port", "80"], lambda f: f["source"]["port"] == 80),
+    (["--from-port", "4000"], lambda f: f["source"]["port"] == 4000),  # the forged packet
     (["--node-name", "node2"], lambda f: f["node"] == "node2"),
     (["--tcp-flags", "SYN"], lambda f: f["protocol"] == "TCP" and "SYN" in f["tcp_flags"]),
     (["--traffic-direction", "ingress"], lambda f: f["direction"] == "ingress"),
     (["--drop-reason", "POLICY_DENIED"], lambda f: f["drop_reason"] == "POLICY_DENIED"),
-    (["--from-identity", "host"], lambda f: f["source"]["identity"] == 1),
     (["--not", "--verdict", "FORWARDED"], lambda f: f["verdict"] != "FORWARDED"),
     (["--pod", "x/b", "--port", "81"],
      lambda f: (pod_of(f["source"]) == "x/b" and f["source"]["port"] == 81)
@@ -336,6 +335,38 @@ def test_lost_events_are_reported(lab: Lab) -> None:
     proc = observe("--last", "0")
     assert "events lost on node1" in proc.stderr, proc.stderr
     assert proc.stdout == ""
+
+
+def test_the_cluster_view_goes_through_the_api_server(lab: Lab) -> None:
+    """`--kubeconfig` (a workstation's path) and `--lab` are one path: the agent pods
+    listed from the API server, each agent's loopback API reached by pods/portforward.
+    The agents' endpoint itself is not on the network."""
+    kubeconfig = ["--kubeconfig", lab.state.kubeconfig, "--agent-namespace", "kube-system"]
+    bound = ["--until", records()[-1]["time"]]
+    through_kubeconfig = podwire("observe", *kubeconfig, "-o", "json", "--all", *bound)
+    assert through_kubeconfig.returncode == 0, through_kubeconfig.stderr
+    assert through_kubeconfig.stdout == observe("-o", "json", "--all", *bound).stdout
+    assert {json.loads(line)["node"] for line in through_kubeconfig.stdout.splitlines()} == {
+        "node1", "node2"}
+    status = podwire("status", *kubeconfig, "-o", "json")
+    assert status.returncode == 0, status.stderr
+    assert {n["node"] for n in json.loads(status.stdout)["nodes"]} == {"node1", "node2"}
+    pods = Kube(Path(lab.state.kubeconfig)).list_pods()["items"]
+    agents = {p["metadata"]["name"]: p for p in pods if p["metadata"]["name"].startswith(
+        "podwire-agent-")}
+    assert set(agents) == {"podwire-agent-node1", "podwire-agent-node2"}
+    assert all(p["status"]["phase"] == "Running" and p["metadata"]["namespace"] == "kube-system"
+               for p in agents.values())
+    # From another node, the agent's observe port at its node address refuses.
+    layout = LabLayout(PREFIX)
+    with in_netns(layout.node(1).netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with sock:
+        sock.settimeout(3)
+        assert sock.connect_ex((layout.node(2).underlay_ip, 9963)) != 0
+    nowhere = podwire("observe", "--kubeconfig", lab.state.kubeconfig)
+    assert nowhere.returncode == 2 and "no running podwire agent pod in podwire-system" in (
+        nowhere.stderr)
 
 
 def test_status_shows_every_node(lab: Lab) -> None:
