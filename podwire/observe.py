@@ -44,7 +44,9 @@ a side-less flag (--pod, --ip, --port, --label, --identity, -n) is the source fo
 the destination form of everything given (so --pod x/a --port 80 is x/a's port 80);
 --not negates the next flag (all negated flags together form one filter that hides
 what it matches). Saved -o json output replays with --input-file FILE through the
-same filters, --first/--last and --since/--until."""
+same filters, --first/--last and --since/--until. Several nodes (a lab, or a cluster
+through its API server with --kubeconfig) are merged by time; --first/--last count the
+merged view (hubble relay counts them per node)."""
 
 
 class _FilterFlag(argparse.Action):
