@@ -259,7 +259,9 @@ def test_replay_of_a_saved_file_equals_the_live_view(lab: Lab, tmp_path: Path) -
     bound = ["--until", everything[-1]["time"]]
     for flags in [[], *(f for f, _ in FILTERS), ["--since", at], ["--first", "3"],
                   ["--last", "2", "--to-pod", "x/b"], ["--verdict", "DROPPED", "--all"]]:
-        for output in ("json", "compact", "dict"):
+        # Every selection as JSON; the text formats for a few (they share the records).
+        text_too = flags in ([], ["--since", at], ["--verdict", "DROPPED", "--all"])
+        for output in ("json", "compact", "dict") if text_too else ("json",):
             args = ["-o", output, "--print-node-name", *flags,
                     *([] if "--first" in flags else bound)]
             live = observe(*args).stdout
