@@ -14,6 +14,7 @@ import json
 import queue
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -21,7 +22,7 @@ from rich.console import Console
 
 from podwire.agent import reasons
 from podwire.agents import AgentTarget, add_target_arguments, targets
-from podwire.common import flowfile, flowfilter, flowtext, flowtime
+from podwire.common import flowfile, flowfilter, flowmerge, flowtext, flowtime
 from podwire.common.agentapi import AgentError, RecordStream, get_json, read_records
 from podwire.common.flow import FlowRecord, from_json
 
@@ -439,14 +440,23 @@ def _follow(nodes: list[AgentTarget], selection: flowfilter.FlowQuery, last: int
     printer.records(shown if last is None else shown[-last:] if last else [])
     threading.Thread(target=follower.watch_lost, args=(seen_lost,), daemon=True,
                      name="lost-events").start()
+    # Several nodes: merged by time in a short window, as hubble relay does.
+    merged = flowmerge.SortBuffer(window=flowmerge.SORT_WINDOW if len(nodes) > 1 else 0.0)
     try:
         while True:
-            item = follower.queue.get()
+            due = merged.next_due()
+            try:
+                item = follower.queue.get(timeout=None if due is None
+                                          else max(0.0, due - time.monotonic()))
+            except queue.Empty:
+                item = None
             if isinstance(item, _Notice):
                 _err(item.text)
                 if item.ended is not None:
                     overlap.end(item.ended)
-            elif not overlap.repeats(item) and selection.matches(item.record):
-                printer.records([item.record])
+            elif (item is not None and not overlap.repeats(item)
+                  and selection.matches(item.record)):
+                merged.push(item.record, time.monotonic())
+            printer.records(merged.ready(time.monotonic()))
     finally:
         follower.stop.set()
