@@ -108,7 +108,7 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(filters=[])
     filters = p.add_argument_group("filters (hubble's: repeats OR, kinds AND)")
     for name, short, metavar, text in FILTER_FLAGS:
-        names = [f"--{name}", *([short] if short else [])]
+        names = [*([short] if short else []), f"--{name}"]
         if metavar is None:
             filters.add_argument(*names, action=_FilterFlag, nargs=0, help=text)
         else:
