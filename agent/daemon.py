@@ -27,6 +27,7 @@ from podwire.agent.localapi import LocalApi, ObserveApi, Request, Response, cni_
 from podwire.agent.metrics import AgentMetrics
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
+from podwire.agent.traceapi import TraceApi
 from podwire.agent.watch import WatchSet, api_client
 from podwire.cni.endpoints import Endpoint
 from podwire.cni.node import EndpointHook, Node
@@ -73,6 +74,8 @@ class Agent:
         self.api.route("GET", "/status", self._status)
         self.api.route("GET", "/flows", self._flows)
         self.api.route("POST", "/cni", cni_route(self.cni))
+        self.trace = TraceApi(self)
+        self.trace.route(self.api)
         self.api.start()
         if self.observe_api is not None:
             for path, handler in (("/healthz", self._healthz), ("/status", self._status),
@@ -122,6 +125,8 @@ class Agent:
 
         self._spawn("watch-loop", self._watch_loop)
         self._spawn("flow-reader", self._read_flows)
+        self.trace.open()
+        self._spawn("trace-reader", self.trace.read_loop)
         self._spawn("conntrack-gc", self._conntrack_gc_loop)
 
     def stop(self) -> None:
@@ -134,6 +139,7 @@ class Agent:
         if self.observe_api is not None:
             self.observe_api.close()
         self.metrics.close()
+        self.trace.close()
         if self.datapath is not None:
             self.datapath.close()
 
