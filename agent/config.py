@@ -67,6 +67,9 @@ class AgentConfig:
     # lb_affinity): frontend slots (one per frontend plus one per backend it lists),
     # backends, and remembered ClientIP affinities. Pinned maps keep their size.
     # 10,000 Services with 50,000 endpoints take about 79,000 slots (bench/services_bench.py).
+    # The device NodePorts arrive on (from_netdev is attached there, and their replies
+    # leave by it); None: the one holding the node's address.
+    uplink_device: str | None = None
     lb_services_max: int = 131072
     lb_backends_max: int = 65536
     lb_affinity_max: int = 65536

@@ -185,6 +185,21 @@ class Agent:
         vxlan = nodesetup.prepare(self.config, node.ip, node.pod_cidr)
         self.datapath.attach_overlay(vxlan)
         self.datapath.set_node_config(node_ip=node.ip)
+        self._attach_netdev(self.datapath, node.ip)
+
+    def _attach_netdev(self, datapath: Datapath, node_ip: str) -> None:
+        """With Services on, NodePorts from outside are served on the uplink; with them
+        off (kube-proxy serves them) podwire's filter leaves it."""
+        try:
+            uplink = nodesetup.uplink_ifindex(node_ip, self.config.uplink_device)
+        except RuntimeError as e:
+            # Pods and the node still reach Services; the outside does not.
+            log.error("event=uplink_not_found error=%r", str(e))
+            return
+        if self.config.services:
+            datapath.attach_netdev(uplink)
+        else:
+            datapath.detach_netdev(uplink)
 
     def _restore_endpoints(self) -> None:
         """Endpoints wired before a restart: re-attach the (possibly new) programs."""

@@ -230,6 +230,16 @@ class Datapath:
     def host_sockets_attached(self) -> bool:
         return all((self.pin_dir / link_pin(name)).exists() for name in SOCK_PROGRAMS)
 
+    def attach_netdev(self, uplink_ifindex: int) -> None:
+        """from_netdev on the uplink's ingress: NodePorts reached from outside. Only our
+        filter is touched there (the device is the node's, others may use its hooks)."""
+        tc.attach(self._iproute(), uplink_ifindex, "ingress", self._prog("from_netdev"))
+        self.set_node_config(uplink_ifindex=uplink_ifindex)
+
+    def detach_netdev(self, uplink_ifindex: int) -> None:
+        tc.detach_filter(self._iproute(), uplink_ifindex, "ingress")
+        self.set_node_config(uplink_ifindex=0)
+
     def attach_overlay(self, vxlan_ifindex: int) -> None:
         """from_overlay on the vxlan device, which from_pod also sends to."""
         tc.attach(self._iproute(), vxlan_ifindex, "ingress", self._prog("from_overlay"))
@@ -264,9 +274,12 @@ class Datapath:
     def set_node_config(self, vxlan_ifindex: int | None = None, node_ip: str | None = None,
                         flow_events: bool | None = None,
                         timeouts: ConntrackTimeouts | None = None,
-                        netns_cookie: int | None = None) -> None:
+                        netns_cookie: int | None = None,
+                        uplink_ifindex: int | None = None) -> None:
         """Change the given node-wide settings; the others keep their value."""
         cfg = self.node_config()
+        if uplink_ifindex is not None:
+            cfg.uplink_ifindex = uplink_ifindex
         if netns_cookie is not None:
             cfg.netns_cookie = netns_cookie
         if vxlan_ifindex is not None:

@@ -135,7 +135,9 @@ class CtValue(ctypes.Structure):
         ("state", ctypes.c_uint8),
         ("seen_reply", ctypes.c_uint8),
         ("flags", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
+        ("pad", ctypes.c_uint8),
+        ("nat_port", ctypes.c_uint16),
+        ("nat_addr", ctypes.c_uint32),
     ]
 
 
@@ -233,6 +235,8 @@ class NodeConfig(ctypes.Structure):
         ("ct_sctp_established", ctypes.c_uint32),
         ("ct_sctp_closing", ctypes.c_uint32),
         ("netns_cookie", ctypes.c_uint64),
+        ("uplink_ifindex", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
     ]
 
 

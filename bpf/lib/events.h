@@ -20,6 +20,9 @@ struct flow_ctx {
 	__u32 service_id;
 	__u32 frontend_addr;
 	__u16 frontend_port;
+	/* A NodePort client SNATed to the node: its own address and port (CT_F_SNAT). */
+	__u16 nat_port;
+	__u32 nat_addr;
 	__u8 ct_flags;
 	__u8 direction;
 	__u8 hook;
