@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from podwire.bpf.constants import Aggregation
-from podwire.common.agentapi import DEFAULT_SOCKET
+from podwire.common.agentapi import DEFAULT_SOCKET, OBSERVE_PORT
 
 # Where the kubelet mounts a pod's ServiceAccount token and the cluster CA.
 IN_CLUSTER_SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -51,6 +51,11 @@ class AgentConfig:
     history_size: int = 4096
     metrics_port: int = 9962
     metrics_address: str = "0.0.0.0"
+    # The read-only flow and status API the cluster view reaches through the API
+    # server's pods/portforward (deploy/README.md); loopback, so not on the network.
+    # Port 0 turns it off.
+    observe_port: int = OBSERVE_PORT
+    observe_address: str = "127.0.0.1"
     conntrack_max: int = 65536
     conntrack_timeouts: ConntrackTimeouts = field(default_factory=ConntrackTimeouts)
     conntrack_gc_interval: float = 10.0

@@ -25,7 +25,7 @@ from podwire.agent.desired import LocalEndpoint, NodeState
 from podwire.agent.dispatch import apply_event
 from podwire.agent.flownames import ModelNames
 from podwire.agent.flows import EVENT_SIZE, FlowEnricher, FlowHistory, RawFlow
-from podwire.agent.localapi import LocalApi, Request, Response, cni_route
+from podwire.agent.localapi import LocalApi, ObserveApi, Request, Response, cni_route
 from podwire.agent.metrics import AgentMetrics
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
@@ -59,6 +59,8 @@ class Agent:
         self.flows = FlowHistory(config.history_size)
         self.flows_short = 0  # ring records shorter than a flow_event: not kept
         self.api = LocalApi(config.socket_path)
+        self.observe_api = (ObserveApi(config.observe_address, config.observe_port)
+                            if config.observe_port else None)
         self.cni = Node(config.state_dir, hook=EndpointHook(
             added=self._endpoint_added,
             removed=self._endpoint_removed,
@@ -84,6 +86,11 @@ class Agent:
         self.trace = TraceApi(self)
         self.trace.route(self.api)
         self.api.start()
+        if self.observe_api is not None:
+            for path, handler in (("/healthz", self._healthz), ("/status", self._status),
+                                  ("/flows", self._flows)):
+                self.observe_api.route(path, handler)
+            self.observe_api.start()
         self.metrics.serve(self.config.metrics_address, self.config.metrics_port)
 
         started = time.perf_counter()
@@ -139,6 +146,8 @@ class Agent:
         for thread in self._threads:
             thread.join(timeout=5)
         self.api.close()
+        if self.observe_api is not None:
+            self.observe_api.close()
         self.metrics.close()
         self.trace.close()
         if self.datapath is not None:

@@ -77,9 +77,16 @@ class _Server(socketserver.ThreadingUnixStreamServer):
     routes: dict[tuple[str, str], Handler]
 
 
+class _TcpServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+    routes: dict[tuple[str, str], Handler]
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: _Server | _TcpServer
 
     def _dispatch(self) -> None:
         url = urlsplit(self.path)
@@ -168,3 +175,39 @@ class LocalApi:
             self._thread.join()
             self._thread = None
         self.socket_path.unlink(missing_ok=True)
+
+
+class ObserveApi:
+    """The read-only routes (`GET /healthz`, `/status`, `/flows`) on a TCP address for
+    the cluster view: 127.0.0.1 by default, so nothing on the network reaches it; the
+    CLI comes through the API server's pods/portforward, with the caller's credentials
+    and RBAC (deploy/README.md says why). `POST /cni` is never served here."""
+
+    def __init__(self, address: str, port: int) -> None:
+        self.address, self.port = address, port
+        self._routes: dict[tuple[str, str], Handler] = {}
+        self._server: _TcpServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def route(self, path: str, handler: Handler) -> None:
+        self._routes[("GET", path)] = handler
+
+    def start(self) -> None:
+        server = _TcpServer((self.address, self.port), _RequestHandler)
+        server.routes = self._routes
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="observe-api",
+                                        daemon=True)
+        self._thread.start()
+        log.info("event=observe_api_listening address=%s port=%d routes=%d", self.address,
+                 self.port, len(self._routes))
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

@@ -8,25 +8,27 @@ connection the policy that allowed it on each side checked, or that none isolate
 
 from __future__ import annotations
 
-import datetime
-
 from rich.table import Table
 from rich.text import Text
 
 from podwire.bpf.constants import reserved_label
 from podwire.common.flow import FlowEnd, FlowRecord
+from podwire.common.flowtime import DEFAULT_TIME_FORMAT, format_time
 from podwire.policy import Protocol
 
 # Every protocol a NetworkPolicy port can name has ports; the others (ICMP) have none.
 PORTED = frozenset(Protocol)
 VERDICT_STYLES = {"FORWARDED": "green", "DROPPED": "bold red", "AUDIT": "bold yellow"}
 COLUMNS = ("TIME", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY")
+# hubble's dict output: one `KEY: value` a line, keys right-aligned, a rule between flows.
+DICT_KEYS = ("TIMESTAMP", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY")
+DICT_SEPARATOR = "------------"
 
 
-def timestamp(record: FlowRecord) -> str:
-    """`Nov 22 22:21:37.034`, in local time like `hubble observe`."""
-    when = datetime.datetime.fromisoformat(record["time"]).astimezone()
-    return when.strftime("%b %d %H:%M:%S.") + f"{when.microsecond // 1000:03d}"
+def timestamp(record: FlowRecord, time_format: str = DEFAULT_TIME_FORMAT) -> str:
+    """`Nov 22 22:21:37.034` (hubble's StampMilli) or another of hubble's layouts
+    (common/flowtime.py), in local time."""
+    return format_time(record["time"], time_format)
 
 
 def endpoint(end: FlowEnd, protocol: str) -> str:
@@ -87,13 +89,17 @@ def summary(record: FlowRecord) -> str:
     return "; ".join(parts)
 
 
-def compact(record: FlowRecord) -> Text:
-    """One line a flow: time node src -> dst type verdict protocol summary."""
+def compact(record: FlowRecord, node_name: bool = False,
+            time_format: str = DEFAULT_TIME_FORMAT) -> Text:
+    """One line a flow: time [node] src -> dst type verdict protocol summary; the node
+    only with `node_name` (hubble's --print-node-name)."""
     protocol = str(record.get("protocol"))
     verdict = str(record.get("verdict"))
     line = Text()
-    line.append(timestamp(record), style="dim")
-    line.append(f" {record.get('node')} ", style="cyan")
+    line.append(timestamp(record, time_format), style="dim")
+    if node_name:
+        line.append(f" [{record.get('node')}]", style="cyan")
+    line.append(" ")
     line.append(endpoint(record["source"], protocol), style="bold")
     line.append(" -> ")
     line.append(endpoint(record["destination"], protocol), style="bold")
@@ -106,23 +112,51 @@ def compact(record: FlowRecord) -> Text:
     return line
 
 
-def table(records: list[FlowRecord], header: bool = True) -> Table:
-    """The table output; `header=False` for the rows a follower prints one by one."""
+def table(records: list[FlowRecord], header: bool = True, node_name: bool = False,
+          time_format: str = DEFAULT_TIME_FORMAT) -> Table:
+    """The table output; `header=False` for the rows a follower prints one by one. The
+    NODE column only with `node_name`, as hubble's."""
     grid = Table(show_header=header, header_style="bold", box=None, pad_edge=False)
     widths = (19, 8, 28, 28, 14, 9, None)
     for name, width in zip(COLUMNS, widths, strict=True):
-        grid.add_column(name, min_width=width, no_wrap=width is not None,
-                        overflow="fold")
+        if name != "NODE" or node_name:
+            grid.add_column(name, min_width=width, no_wrap=width is not None,
+                            overflow="fold")
     for record in records:
         protocol = str(record.get("protocol"))
         verdict = str(record.get("verdict"))
-        grid.add_row(timestamp(record), str(record.get("node")),
+        node = [str(record.get("node"))] if node_name else []
+        grid.add_row(timestamp(record, time_format), *node,
                      endpoint(record["source"], protocol),
                      endpoint(record["destination"], protocol),
                      str(record.get("type")),
                      Text(verdict, style=VERDICT_STYLES.get(verdict, "")),
                      f"{protocol} {summary(record)}".strip())
     return grid
+
+
+def as_dict(record: FlowRecord, node_name: bool = False,
+            time_format: str = DEFAULT_TIME_FORMAT) -> Text:
+    """hubble's `-o dict` block for one flow (without the separator between flows)."""
+    protocol = str(record.get("protocol"))
+    verdict = str(record.get("verdict"))
+    values = {"TIMESTAMP": Text(timestamp(record, time_format)),
+              "NODE": Text(str(record.get("node"))),
+              "SOURCE": Text(endpoint(record["source"], protocol)),
+              "DESTINATION": Text(endpoint(record["destination"], protocol)),
+              "TYPE": Text(str(record.get("type"))),
+              "VERDICT": Text(verdict, style=VERDICT_STYLES.get(verdict, "")),
+              "SUMMARY": Text(f"{protocol} {summary(record)}".strip())}
+    width = max(len(k) for k in DICT_KEYS)
+    block = Text()
+    for key in DICT_KEYS:
+        if key == "NODE" and not node_name:
+            continue
+        if block:
+            block.append("\n")
+        block.append(f"{key:>{width}}: ")
+        block.append_text(values[key])
+    return block
 
 
 def lost_notice(node: str, count: int) -> str:

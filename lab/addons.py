@@ -1,4 +1,5 @@
-"""The cluster add-ons `podwire lab up` installs: cluster DNS, as kubeadm installs CoreDNS.
+"""The cluster add-ons `podwire lab up` installs: cluster DNS, as kubeadm installs CoreDNS,
+and one Pod object per node for its podwire agent, as the DaemonSet makes them.
 
 Service `kube-system/kube-dns` at the fixed address .10 of the service range (the
 kubelet's clusterDNS), ports 53/UDP `dns` and 53/TCP `dns-tcp`, in front of one pod
@@ -16,6 +17,12 @@ DNS_NAMESPACE = "kube-system"
 DNS_SERVICE = "kube-dns"
 DNS_POD = "coredns"
 DNS_LABELS = {"k8s-app": "kube-dns"}
+# The agents' pods: the lab runs each agent itself, in its node's namespace; the Pod object
+# is what the cluster view finds and port-forwards to through the API server, the path a
+# real cluster's DaemonSet pods are reached by. In kube-system with the lab's other own
+# pods (the probe matrices leave them out); deploy/ puts them in podwire-system.
+AGENT_NAMESPACE = "kube-system"
+AGENT_LABELS = {"app.kubernetes.io/name": "podwire", "app.kubernetes.io/component": "agent"}
 
 
 def dns_service() -> dict[str, Any]:
@@ -35,3 +42,13 @@ def dns_pod(layout: LabLayout) -> dict[str, Any]:
                 "args": ["--revision-file", str(layout.revision_file("dns"))],
                 "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
                           {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]}]}}
+
+
+def agent_pod(node: str) -> dict[str, Any]:
+    """The agent's pod on `node`: hostNetwork, bound to the node, no ports of its own to
+    serve (the agent, not the lab kubelet, listens)."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"podwire-agent-{node}", "namespace": AGENT_NAMESPACE,
+                         "labels": dict(AGENT_LABELS)},
+            "spec": {"nodeName": node, "hostNetwork": True,
+                     "containers": [{"name": "agent", "image": "podwire-agent"}]}}

@@ -120,7 +120,7 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState
     nodefiles.write_kubeconfig(layout.host_kubeconfig, f"http://127.0.0.1:{port}")
     nodefiles.write_kubeconfig(layout.node_kubeconfig,
                                f"http://{API_UNDERLAY_IP}:{API_UNDERLAY_PORT}")
-    _start_apiserver(layout, port)
+    _start_apiserver(layout, port, nodes)
     api = kube.Kube(layout.host_kubeconfig)
     # As a cluster with the network-policy-api installed: the agents find the cluster
     # policy kinds when they start.
@@ -144,6 +144,7 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState
             _start_agent(node, layout.prefix)
         for node in nodes:
             _wait_agent(node)
+            api.create("Pod", addons.agent_pod(node.name), addons.AGENT_NAMESPACE)
     topology.route_pod_cidrs(nodes)
 
     ports = ",".join(f"{p}/{proto}" for p in EXTERNAL_PORTS for proto in ("TCP", "UDP"))
@@ -161,13 +162,15 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState
     return state
 
 
-def _start_apiserver(layout: LabLayout, port: int) -> None:
-    """One API server process: the host reaches it on loopback, nodes on the underlay."""
+def _start_apiserver(layout: LabLayout, port: int, nodes: list[NodeLayout]) -> None:
+    """One API server process: the host reaches it on loopback, nodes on the underlay;
+    pods/portforward reaches a node's hostNetwork pods (its agent) in its namespace."""
     procs.start([_python(), "-m", "podwire.lab.api",
                  "--listen", f"127.0.0.1:{port}",
                  "--listen-netns",
                  f"{netns.path(layout.underlay_netns)}={API_UNDERLAY_IP}:{API_UNDERLAY_PORT}",
-                 "--advertise-address", f"{API_UNDERLAY_IP}:{API_UNDERLAY_PORT}"],
+                 "--advertise-address", f"{API_UNDERLAY_IP}:{API_UNDERLAY_PORT}",
+                 *(f"--node-netns={node.name}={netns.path(node.netns)}" for node in nodes)],
                 layout.pidfile("apiserver"), layout.logfile("apiserver"), layout.prefix)
     api = kube.Kube(layout.host_kubeconfig)
 

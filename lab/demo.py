@@ -65,7 +65,8 @@ def run(layout: LabLayout, keep: bool = False) -> int:
 def show_flows(console: Console, state: cluster.LabState) -> None:
     """The flows behind the second matrix into namespace x, allowed and denied, as
     `podwire observe` prints them."""
-    console.rule(f"podwire observe --lab {state.prefix} -n x --type policy-verdict")
+    console.rule(f"podwire observe --lab {state.prefix} --to-namespace x --type policy-verdict "
+                 "--print-node-name")
     batches = []
     for node in state.node_layouts():
         try:
@@ -73,9 +74,9 @@ def show_flows(console: Console, state: cluster.LabState) -> None:
                                                                         last=500)])
         except agentapi.AgentError as exc:
             console.print(f"{node.name}: flows unavailable ({exc})")
-    selection = flowfilter.build(to_pod=["x/"], type=["policy-verdict"])
+    selection = flowfilter.build([("to-pod", "x/"), ("type", "policy-verdict")])
     into_x = [r for r in flowfilter.merge_by_time(batches) if selection.matches(r)]
     allowed = [r for r in into_x if r["allowed_by"].get("ingress")][-6:]
     denied = [r for r in into_x if r["verdict"] == "DROPPED"][-6:]
     for record in flowfilter.merge_by_time([allowed, denied]):
-        console.print(flowtext.compact(record))
+        console.print(flowtext.compact(record, node_name=True))

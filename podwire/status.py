@@ -42,9 +42,9 @@ def collect(nodes: list[AgentTarget]) -> list[dict[str, Any]]:
     answers = []
     for node in nodes:
         try:
-            _, status = get_json(node.socket_path, "/status")
+            _, status = get_json(node.endpoint, "/status")
             if not isinstance(status, dict):
-                raise AgentError(f"agent at {node.socket_path}: /status answered {status!r}")
+                raise AgentError(f"agent at {node.endpoint}: /status answered {status!r}")
         except AgentError as err:
             answers.append({"node": node.node, "reachable": False, "error": str(err)})
             continue
@@ -140,7 +140,8 @@ def services_table(services: list[Mapping[str, Any]]) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        nodes = targets(args.socket, args.lab)
+        nodes = targets(args.socket, args.lab, args.kubeconfig, args.context,
+                            args.agent_namespace)
     except AgentError as err:
         print(f"podwire status: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -60,7 +60,7 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="how long to wait for the packet (default 3, 30 with --live)")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    add_target_arguments(p)
+    add_target_arguments(p, cluster=False)
     p.set_defaults(run=run)
 
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         if not 1 <= args.port <= 65535:
             raise ValueError(f"--port {args.port} is not 1-65535")
         _ref(args.source, "--from")
-        nodes = targets(args.socket, args.lab)
+        nodes = targets(args.socket, args.lab, through_api=False)
     except (ValueError, AgentError) as err:
         print(f"podwire trace: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -105,7 +105,7 @@ def trace(nodes: Sequence[AgentTarget], source: str, destination: dict[str, str]
     finally:
         for node in nodes:
             try:
-                post_json(node.socket_path, "/trace/disarm", {"tag": tag})
+                post_json(node.endpoint, "/trace/disarm", {"tag": tag})
             except AgentError:
                 pass  # it disarms by itself when the arming expires
     last = hops[-1] if hops else None
@@ -123,7 +123,7 @@ def _arm_everywhere(nodes: Sequence[AgentTarget], trace_id: int, flags: list[str
         armed: list[AgentTarget] = []
         busy = False
         for node in nodes:
-            status, body = post_json(node.socket_path, "/trace/arm",
+            status, body = post_json(node.endpoint, "/trace/arm",
                                      {"tag": tag, "trace_id": trace_id, "flags": flags,
                                       "seconds": seconds, "ip_id": ip_id})
             if status == 409:
@@ -136,7 +136,7 @@ def _arm_everywhere(nodes: Sequence[AgentTarget], trace_id: int, flags: list[str
         if not busy:
             return tag
         for node in armed:
-            post_json(node.socket_path, "/trace/disarm", {"tag": tag})
+            post_json(node.endpoint, "/trace/disarm", {"tag": tag})
     raise AgentError("every trace tag tried is in use by other traces; try again")
 
 
@@ -145,7 +145,7 @@ def _start(nodes: Sequence[AgentTarget], url: str,
     """Ask each agent until the one with the source pod answers."""
     errors = []
     for node in nodes:
-        status, body = post_json(node.socket_path, url, request)
+        status, body = post_json(node.endpoint, url, request)
         if status == 200:
             return node, body.get("packet") if isinstance(body, dict) else None
         if status != 404:
@@ -164,7 +164,7 @@ def _follow(nodes: Sequence[AgentTarget], first: AgentTarget, trace_id: int,
     seen: set[str] = set()
     while current is not None and current.node not in seen:
         seen.add(current.node)
-        status, body = get_json(current.socket_path,
+        status, body = get_json(current.endpoint,
                                 f"/trace/hops?trace_id={trace_id}&wait={timeout}",
                                 timeout=timeout + 5.0)
         if status != 200 or not isinstance(body, dict):

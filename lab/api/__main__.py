@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from podwire.lab.api.bootstrap import bootstrap
+from podwire.lab.api.portforward import pod_netns_by_node
 from podwire.lab.api.resource import ServiceRanges
 from podwire.lab.api.server import LabApiServer
 from podwire.lab.layout import NODE_PORT_RANGE, SERVICE_CIDR
@@ -56,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--advertise-address", type=_parse_address, metavar="HOST:PORT",
                         help="make the system namespaces and Service default/kubernetes "
                              "with this address as its endpoint, as kube-apiserver does")
+    parser.add_argument("--node-netns", action="append", default=[], metavar="NODE=NETNS_PATH",
+                        help="a node's network namespace, where pods/portforward reaches "
+                             "its hostNetwork pods (repeatable)")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -68,6 +72,14 @@ def _start(args: argparse.Namespace) -> LabApiServer:
                                                args.service_node_port_range))
     if args.advertise_address is not None:
         bootstrap(server.store, args.advertise_address)
+    nodes = {}
+    for text in args.node_netns:
+        node, sep, path = text.partition("=")
+        if not (sep and node and path):
+            raise ValueError(f"--node-netns {text!r} is not NODE=NETNS_PATH")
+        nodes[node] = path
+    if nodes:
+        server.pod_netns = pod_netns_by_node(nodes)
     server.start()
     for text in args.listen or ["127.0.0.1:6443"]:
         server.add_listener(*_parse_address(text))

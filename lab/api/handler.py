@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import ssl
 import sys
@@ -16,9 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from podwire.lab.api import discovery, tables
+from podwire.lab.api import discovery, portforward, tables
 from podwire.lab.api.encoding import encode
 from podwire.lab.api.errors import ApiError, bad_request
+from podwire.lab.api.kinds import find_resource
 from podwire.lab.api.resource import ResourceType
 from podwire.lab.api.routes import Route, parse_route
 from podwire.lab.api.selectors import Selector, parse_selector
@@ -30,6 +32,7 @@ log = logging.getLogger("podwire.lab.api")
 
 DEFAULT_WATCH_TIMEOUT = 1800
 ADMIN_PREFIX = "/podwire-admin/"
+_PORTFORWARD = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/portforward$")
 HEALTH_PATHS = ("/healthz", "/readyz", "/livez")
 
 
@@ -39,6 +42,8 @@ class Backend(Protocol):
     store: ApiStore
     token: str | None
     bookmarks: BookmarkTiming
+    # Where a pod's ports are reached for pods/portforward; None: no forwarding.
+    pod_netns: portforward.PodNetns | None
 
     def compact(self) -> int: ...
 
@@ -204,10 +209,49 @@ class _Handler(BaseHTTPRequestHandler):
         if doc is not None:
             self._send(200, encode(doc))
             return
+        forwarded = _PORTFORWARD.match(path)
+        if forwarded:
+            self._portforward(method, forwarded.group(1), forwarded.group(2), query)
+            return
         route = parse_route(path, catalog.find)
         if route is None:
             raise _not_found()
         self._resource(method, route, query)
+
+    def _portforward(self, method: str, namespace: str, name: str,
+                     query: dict[str, str]) -> None:
+        """pods/portforward (lab/api/portforward.py): the WebSocket upgrade, then bytes
+        relayed to the port on the pod's loopback until either side closes."""
+        if method not in ("GET", "POST"):
+            raise _not_allowed()
+        pods = find_resource("", "v1", "pods")
+        assert pods is not None
+        pod = json.loads(self.server.backend.store.get_encoded(pods, namespace, name))
+        find = self.server.backend.pod_netns
+        netns = find(pod) if find is not None else None
+        if netns is None:
+            raise ApiError(400, "BadRequest", f"pods/portforward: the lab forwards the ports "
+                                              f"of hostNetwork pods on its nodes only, not "
+                                              f"{namespace}/{name}")
+        (port,) = portforward.parse_ports(query)
+        key = portforward.check_upgrade(self.headers)
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", portforward.accept_key(key))
+        self.send_header("Sec-WebSocket-Protocol", portforward.PROTOCOL)
+        self.end_headers()
+        self.close_connection = True
+        relay = portforward.Relay(self.rfile, self.wfile, port)  # type: ignore[arg-type]
+        relay.greet()
+        try:
+            target = portforward.dial(netns, port)
+        except OSError as err:
+            relay.error(f"error forwarding port {port} to pod {namespace}/{name}: {err}")
+            relay.close()
+            return
+        log.info("event=portforward pod=%s/%s port=%d", namespace, name, port)
+        relay.run(target)
 
     def _admin(self, action: str) -> None:
         backend = self.server.backend

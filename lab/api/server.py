@@ -21,6 +21,7 @@ from typing import Any, Self
 import yaml
 
 from podwire.lab.api.handler import Listener
+from podwire.lab.api.portforward import PodNetns
 from podwire.lab.api.resource import ServiceRanges
 from podwire.lab.api.sockets import bind_socket
 from podwire.lab.api.store import DEFAULT_RANGES, ApiStore, load_state, save_state
@@ -51,6 +52,7 @@ class LabApiServer:
                      else ApiStore(max_history=max_history, ranges=ranges))
         self.store = store
         self.token = token
+        self.pod_netns: PodNetns | None = None
         self.tls_cert_file = Path(tls_cert_file) if tls_cert_file is not None else None
         self._tls: ssl.SSLContext | None = None
         if tls_cert_file is not None:

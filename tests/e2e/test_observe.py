@@ -175,16 +175,17 @@ def test_json_output_carries_the_documented_fields(lab: Lab) -> None:
 
 
 def test_compact_output_says_why_and_is_plain_when_piped(lab: Lab) -> None:
-    out = observe("--last", "100000", "--from-pod", "x/a", "--to-pod", "x/b").stdout
+    out = observe("--last", "100000", "--from-pod", "x/a", "--to-pod", "x/b",
+                  "--print-node-name").stdout
     assert "\x1b[" not in out
     lines = out.splitlines()
-    assert any(" node2 x/a:" in line and "-> x/b:80 policy-verdict FORWARDED TCP "
+    assert any(" [node2] x/a:" in line and "-> x/b:80 policy-verdict FORWARDED TCP "
                "(SYN; ingress allowed by x/b-http)" in line for line in lines), out
-    assert any(" node1 x/a:" in line and "(SYN; egress: no policy isolates x/a)" in line
+    assert any(" [node1] x/a:" in line and "(SYN; egress: no policy isolates x/a)" in line
                for line in lines), out
     assert any("-> x/b:81 policy-verdict DROPPED TCP (SYN; POLICY_DENIED ingress, isolated "
                "by x/b-http)" in line for line in lines), out
-    table = observe("--last", "3", "-o", "table").stdout.splitlines()
+    table = observe("--last", "3", "-o", "table", "--print-node-name").stdout.splitlines()
     assert table[0].split() == ["TIME", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT",
                                 "SUMMARY"] and len(table) == 4
 
@@ -210,6 +211,23 @@ FILTERS: list[tuple[list[str], Callable[[Record], bool]]] = [
      lambda f: f["type"] == "policy-verdict" and f["protocol"] == "TCP"),
     (["-l", "pod=c"], lambda f: "c" in (f["source"]["labels"].get("pod"),
                                         f["destination"]["labels"].get("pod"))),
+    # hubble's flags.
+    (["--from-namespace", "x"], lambda f: f["source"]["namespace"] == "x"
+     and f["source"]["pod"] is not None),
+    (["--to-namespace", "x", "--to-port", "81"],
+     lambda f: f["destination"]["namespace"] == "x" and f["destination"]["port"] == 81),
+    (["--from-label", "pod=a"], lambda f: f["source"]["labels"].get("pod") == "a"),
+    (["--to-label", "pod in (b,c)"],
+     lambda f: f["destination"]["labels"].get("pod") in ("b", "c")),
+    (["--from-port", "4000"], lambda f: f["source"]["port"] == 4000),  # the forged packet
+    (["--node-name", "node2"], lambda f: f["node"] == "node2"),
+    (["--tcp-flags", "SYN"], lambda f: f["protocol"] == "TCP" and "SYN" in f["tcp_flags"]),
+    (["--traffic-direction", "ingress"], lambda f: f["direction"] == "ingress"),
+    (["--drop-reason", "POLICY_DENIED"], lambda f: f["drop_reason"] == "POLICY_DENIED"),
+    (["--not", "--verdict", "FORWARDED"], lambda f: f["verdict"] != "FORWARDED"),
+    (["--pod", "x/b", "--port", "81"],
+     lambda f: (pod_of(f["source"]) == "x/b" and f["source"]["port"] == 81)
+     or (pod_of(f["destination"]) == "x/b" and f["destination"]["port"] == 81)),
 ]
 
 
@@ -232,6 +250,29 @@ def test_each_filter_selects_what_it_should_and_nothing_else(lab: Lab) -> None:
         if not got <= may:
             wrong.append(f"{name}: showed {sorted(got - may)[:2]}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_replay_of_a_saved_file_equals_the_live_view(lab: Lab, tmp_path: Path) -> None:
+    saved = tmp_path / "flows.json"
+    saved.write_text(observe("-o", "json", "--all").stdout)
+    everything = [json.loads(line) for line in saved.read_text().splitlines()]
+    at = everything[len(everything) // 2]["time"]
+    # The history only grows: the live view is cut to the saved records' time range.
+    bound = ["--until", everything[-1]["time"]]
+    for flags in [[], *(f for f, _ in FILTERS), ["--since", at], ["--first", "3"],
+                  ["--last", "2", "--to-pod", "x/b"], ["--verdict", "DROPPED", "--all"]]:
+        # Every selection as JSON; the text formats for a few (they share the records).
+        text_too = flags in ([], ["--since", at], ["--verdict", "DROPPED", "--all"])
+        for output in ("json", "compact", "dict") if text_too else ("json",):
+            args = ["-o", output, "--print-node-name", *flags,
+                    *([] if "--first" in flags else bound)]
+            live = observe(*args).stdout
+            replayed = podwire("observe", "--input-file", str(saved), *args)
+            assert replayed.returncode == 0, replayed.stderr
+            assert replayed.stdout == live, f"{' '.join(args)}: replay differs"
+    from_stdin = podwire("observe", "--input-file", "-", "-o", "json", "--all",
+                         stdin=saved.read_text())
+    assert from_stdin.stdout == saved.read_text()
 
 
 def test_last_and_since_bound_the_history(lab: Lab) -> None:
@@ -338,6 +379,38 @@ def test_lost_events_are_reported(lab: Lab) -> None:
     assert proc.stdout == ""
 
 
+def test_the_cluster_view_goes_through_the_api_server(lab: Lab) -> None:
+    """`--kubeconfig` (a workstation's path) and `--lab` are one path: the agent pods
+    listed from the API server, each agent's loopback API reached by pods/portforward.
+    The agents' endpoint itself is not on the network."""
+    kubeconfig = ["--kubeconfig", lab.state.kubeconfig, "--agent-namespace", "kube-system"]
+    bound = ["--until", records()[-1]["time"]]
+    through_kubeconfig = podwire("observe", *kubeconfig, "-o", "json", "--all", *bound)
+    assert through_kubeconfig.returncode == 0, through_kubeconfig.stderr
+    assert through_kubeconfig.stdout == observe("-o", "json", "--all", *bound).stdout
+    assert {json.loads(line)["node"] for line in through_kubeconfig.stdout.splitlines()} == {
+        "node1", "node2"}
+    status = podwire("status", *kubeconfig, "-o", "json")
+    assert status.returncode == 0, status.stderr
+    assert {n["node"] for n in json.loads(status.stdout)["nodes"]} == {"node1", "node2"}
+    pods = Kube(Path(lab.state.kubeconfig)).list_pods()["items"]
+    agents = {p["metadata"]["name"]: p for p in pods if p["metadata"]["name"].startswith(
+        "podwire-agent-")}
+    assert set(agents) == {"podwire-agent-node1", "podwire-agent-node2"}
+    assert all(p["status"]["phase"] == "Running" and p["metadata"]["namespace"] == "kube-system"
+               for p in agents.values())
+    # From another node, the agent's observe port at its node address refuses.
+    layout = LabLayout(PREFIX)
+    with in_netns(layout.node(1).netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with sock:
+        sock.settimeout(3)
+        assert sock.connect_ex((layout.node(2).underlay_ip, 9963)) != 0
+    nowhere = podwire("observe", "--kubeconfig", lab.state.kubeconfig)
+    assert nowhere.returncode == 2 and "no running podwire agent pod in podwire-system" in (
+        nowhere.stderr)
+
+
 def test_status_shows_every_node(lab: Lab) -> None:
     proc = subprocess.run([*PODWIRE, "status", "--lab", PREFIX, "-o", "json"],
                           capture_output=True, text=True, timeout=60, check=False)
@@ -378,10 +451,15 @@ def test_metrics_scrape_parses_and_moves_with_traffic(lab: Lab) -> None:
 def test_bad_input_is_named_without_a_traceback(lab: Lab) -> None:
     for flags, message in ((["--port", "http"], "port 'http' is not a number"),
                            (["--since", "soon"], "--since 'soon'"),
-                           (["--last", "-1"], "--last -1")):
+                           (["--last", "-1"], "--last -1"),
+                           (["--first", "1", "--last", "1"], "cannot set both --first and"),
+                           (["--not"], "trailing --not")):
         proc = observe(*flags, check=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+    missing = podwire("observe", "--input-file", "/run/pwtob-none.json")
+    assert missing.returncode == 2, missing.stderr
+    assert "--input-file /run/pwtob-none.json: No such file" in missing.stderr
     gone = subprocess.run([*PODWIRE, "observe", "--socket", "/run/pwtob-none.sock"],
                           capture_output=True, text=True, check=False)
     assert gone.returncode == 1 and "/run/pwtob-none.sock" in gone.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import threading
 from typing import Any
@@ -101,9 +102,13 @@ def sample() -> dict[str, Any]:
 
 
 def test_compact_line_reads_left_to_right() -> None:
-    line = flowtext.compact(sample()).plain
-    assert line.endswith(" node1 x/a:40000 -> x/b:80 policy-verdict FORWARDED TCP "
-                         "(SYN; ingress allowed by x/b-http)")
+    stamp = r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d\.\d{3}"
+    rest = (" x/a:40000 -> x/b:80 policy-verdict FORWARDED TCP (SYN; ingress allowed by "
+            "x/b-http)")
+    assert re.fullmatch(stamp + re.escape(rest), flowtext.compact(sample()).plain)
+    # hubble's --print-node-name: the node after the time.
+    assert re.fullmatch(stamp + re.escape(" [node1]" + rest),
+                        flowtext.compact(sample(), node_name=True).plain)
 
 
 def test_world_and_icmp_ends() -> None:
@@ -131,8 +136,12 @@ def test_table_has_a_header_once_and_a_row_a_flow() -> None:
     printer.records([sample(), sample()])
     printer.records([sample()])
     lines = out.getvalue().splitlines()
-    assert lines[0].split() == list(flowtext.COLUMNS)
+    assert lines[0].split() == [c for c in flowtext.COLUMNS if c != "NODE"]
     assert len(lines) == 4 and sum("FORWARDED" in line for line in lines) == 3
+    named = io.StringIO()
+    Printer("table", "never", named, node_name=True).records([sample()])
+    header, row = named.getvalue().splitlines()
+    assert header.split() == list(flowtext.COLUMNS) and row.split()[3] == "node1"
 
 
 def test_json_output_is_the_record_one_object_a_line() -> None:
