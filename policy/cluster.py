@@ -238,6 +238,17 @@ class Cluster:
         """The policies of one namespace (a policy only ever selects pods of its own)."""
         return self._policies.get(namespace, {}).values()
 
+    def in_family(self, version: int) -> Cluster:
+        """The cluster as connections of family `version` (4 or 6) see it: every pod with
+        an address of that family as `Pod.in_family`, pods without one left out (they
+        cannot take part), pods without any address yet kept as they are."""
+        pods = [
+            pod if pod.address is None else pod.in_family(version)
+            for pod in (*self.pods(), *self.host_network_pods())
+            if pod.address is None or pod.address_of(version) is not None
+        ]
+        return Cluster(self._namespaces.values(), pods, self.policies())
+
     def set_namespace(self, namespace: Namespace) -> None:
         """Add or replace a namespace."""
         self._namespaces[namespace.name] = namespace

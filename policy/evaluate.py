@@ -109,7 +109,9 @@ def evaluate(
     _check_port(protocol, port)
     given_src = _endpoint(cluster, source, "source")
     given_dst = _endpoint(cluster, destination, "destination")
-    version = connection_family(given_src, given_dst, family)
+    # Addresses as given: one naming a pod still says the connection's family.
+    version = connection_family(_as_given(source, given_src), _as_given(destination, given_dst),
+                                family)
     src = _policy_view(_in_family(given_src, version), "source")
     dst = _policy_view(_in_family(given_dst, version), "destination")
     egress = ingress = None
@@ -238,6 +240,10 @@ def connection_family(source: Endpoint, destination: Endpoint, family: int | Non
         if isinstance(endpoint, Pod) and endpoint.address is not None:
             return endpoint.address.version
     return 4
+
+
+def _as_given(value: Pod | str, endpoint: Endpoint) -> Endpoint:
+    return endpoint if isinstance(value, Pod) else ipaddress.ip_address(value)
 
 
 def _check_family(family: int) -> None:
