@@ -284,8 +284,8 @@ class Agent:
     def _status(self, request: Request) -> Response:
         with self.lock:
             endpoints = [
-                {"ip": e.ip, "namespace": e.namespace, "pod": e.name, "ep_id": e.ep_id,
-                 "ifindex": e.ifindex}
+                {"ip": e.ip, "ips": list(e.ips or (e.ip,)), "namespace": e.namespace,
+                 "pod": e.name, "ep_id": e.ep_id, "ifindex": e.ifindex}
                 for e in sorted(self.state.endpoints.values(), key=lambda e: e.ip)
             ]
             problems = [vars(p) for p in self.state.policy_problems.values()]
