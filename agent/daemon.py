@@ -26,6 +26,7 @@ from podwire.agent.localapi import LocalApi, Request, Response, cni_route
 from podwire.agent.metrics import AgentMetrics
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
+from podwire.agent.traceapi import TraceApi
 from podwire.agent.watch import WatchSet, api_client
 from podwire.cni.endpoints import Endpoint
 from podwire.cni.node import EndpointHook, Node, pod_networks
@@ -70,6 +71,8 @@ class Agent:
         self.api.route("GET", "/status", self._status)
         self.api.route("GET", "/flows", self._flows)
         self.api.route("POST", "/cni", cni_route(self.cni))
+        self.trace = TraceApi(self)
+        self.trace.route(self.api)
         self.api.start()
         self.metrics.serve(self.config.metrics_address, self.config.metrics_port)
 
@@ -114,6 +117,8 @@ class Agent:
 
         self._spawn("watch-loop", self._watch_loop)
         self._spawn("flow-reader", self._read_flows)
+        self.trace.open()
+        self._spawn("trace-reader", self.trace.read_loop)
         self._spawn("conntrack-gc", self._conntrack_gc_loop)
 
     def stop(self) -> None:
@@ -124,6 +129,7 @@ class Agent:
             thread.join(timeout=5)
         self.api.close()
         self.metrics.close()
+        self.trace.close()
         if self.datapath is not None:
             self.datapath.close()
 

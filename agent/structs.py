@@ -264,6 +264,54 @@ class FlowEvent(ctypes.Structure):
     ]
 
 
+class TraceTag(ctypes.Structure):
+    _fields_ = [
+        ("trace_id", ctypes.c_uint32),
+        ("flags", ctypes.c_uint16),
+        ("ip_id", ctypes.c_uint16),
+    ]
+
+
+class TraceLive(ctypes.Structure):
+    _fields_ = [
+        ("daddr", ctypes.c_uint32),
+        ("dport", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("tag", ctypes.c_uint8),
+    ]
+
+
+class TraceEvent(ctypes.Structure):
+    _fields_ = [
+        ("timestamp", ctypes.c_uint64),
+        ("trace_id", ctypes.c_uint32),
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("hook", ctypes.c_uint8),
+        ("outcome", ctypes.c_uint8),
+        ("reason", ctypes.c_uint8),
+        ("ct_status", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+        ("tcp_flags", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("src_identity", ctypes.c_uint32),
+        ("dst_identity", ctypes.c_uint32),
+        ("src_ep_id", ctypes.c_uint32),
+        ("dst_ep_id", ctypes.c_uint32),
+        ("egress_ref", ctypes.c_uint32),
+        ("ingress_ref", ctypes.c_uint32),
+        ("service_id", ctypes.c_uint32),
+        ("frontend_addr", ctypes.c_uint32),
+        ("frontend_port", ctypes.c_uint16),
+        ("pad2", ctypes.c_uint16),
+        ("tunnel_ip", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+    ]
+
+
 # C struct name -> mirror; the layout test walks this table.
 C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "endpoint_info": EndpointInfo,
@@ -285,6 +333,9 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "metrics_value": MetricsValue,
     "node_config": NodeConfig,
     "flow_event": FlowEvent,
+    "trace_tag": TraceTag,
+    "trace_live": TraceLive,
+    "trace_event": TraceEvent,
 }
 
 _SCALARS: dict[str, type[ctypes._SimpleCData]] = {"__u32": ctypes.c_uint32,

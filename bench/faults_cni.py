@@ -173,8 +173,8 @@ class CniChaos:
     def run(self) -> Figures:
         # The lab's own pods on this node (its cluster DNS) are no part of the chaos: GC
         # keeps them and the counts leave them out.
-        self.kept_ips = set(ipam_owners(self.node))
-        self.kept_owners = set(ipam_owners(self.node).values())
+        owners = ipam_owners(self.node)
+        self.kept_ips, self.kept_owners = set(owners), set(owners.values())
         self.kept_links = host_links(self.node)
         killer = threading.Thread(target=self.agent_killer, name="agent-killer")
         started = time.monotonic()

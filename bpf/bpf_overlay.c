@@ -43,6 +43,8 @@ int from_overlay(struct __sk_buff *skb)
 
 	now = bpf_ktime_get_ns();
 	status = ct_lookup(skb, cfg, &p, now, &ct);
+	c.ct_status = status;
+	c.ct_known = 1;
 	if (status != CT_NEW) {
 		ret = lb_reverse(skb, &p, status, ct);
 		if (ret < 0)

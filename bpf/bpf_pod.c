@@ -31,6 +31,7 @@ int from_pod(struct __sk_buff *skb)
 	c.src_identity = src->identity;
 	c.src_ep_id = src->ep_id;
 	client = p.saddr;
+	trace_mark_live(skb, &p, &c, src->ep_id);
 
 	now = bpf_ktime_get_ns();
 	ret = lb_frontend(skb, cfg, &p, &c, LB_SCOPE_INTERNAL, now);
@@ -42,6 +43,8 @@ int from_pod(struct __sk_buff *skb)
 		return drop(skb, cfg, &p, &c, ret);
 
 	status = ct_lookup(skb, cfg, &p, now, &ct);
+	c.ct_status = status;
+	c.ct_known = 1;
 	if (status != CT_NEW) {
 		ret = lb_reverse(skb, &p, status, ct);
 		if (ret < 0)
@@ -88,6 +91,7 @@ int to_pod(struct __sk_buff *skb)
 	struct endpoint_info *dst_ep;
 	struct ipcache_value *peer;
 	struct node_config *cfg;
+	enum ct_status status;
 	struct ct_value *ct;
 	struct pkt p = {};
 	int verdict, ret;
@@ -103,8 +107,11 @@ int to_pod(struct __sk_buff *skb)
 	c.dst_ep_id = dst_ep->ep_id;
 
 	now = bpf_ktime_get_ns();
-	if (ct_lookup(skb, cfg, &p, now, &ct) != CT_NEW)
-		return pass_on(skb, &c);
+	status = ct_lookup(skb, cfg, &p, now, &ct);
+	c.ct_status = status;
+	c.ct_known = 1;
+	if (status != CT_NEW)
+		return pass_on(skb, &p, &c);
 
 	peer = ipcache_lookup(p.saddr);
 	c.src_identity = peer ? peer->identity : IDENTITY_WORLD;
@@ -118,5 +125,5 @@ int to_pod(struct __sk_buff *skb)
 	ret = new_flow_commit(skb, cfg, &p, &c, now);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
-	return pass_on(skb, &c);
+	return pass_on(skb, &p, &c);
 }

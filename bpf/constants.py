@@ -90,6 +90,40 @@ class EventType(enum.IntEnum):
     DROP = _C["EVENT_DROP"]
 
 
+class TraceOutcome(enum.IntEnum):
+    """trace_event.outcome: where a traced packet went from the hook (types.h)."""
+
+    TO_POD = _C["TRACE_TO_POD"]
+    TO_TUNNEL = _C["TRACE_TO_TUNNEL"]
+    TO_HOST = _C["TRACE_TO_HOST"]
+    DROPPED = _C["TRACE_DROPPED"]
+
+    @property
+    def label(self) -> str:
+        """`to-pod`, `to-tunnel`, `to-host`, `dropped`: what a trace hop names."""
+        return self.name.lower().replace("_", "-")
+
+
+class CtStatus(enum.IntEnum):
+    """What conntrack said of a packet (trace_event.ct_status; conntrack.h's enum)."""
+
+    NEW = _C["CT_STATUS_NEW"]
+    ESTABLISHED = _C["CT_STATUS_ESTABLISHED"]
+    REPLY = _C["CT_STATUS_REPLY"]
+    RELATED = _C["CT_STATUS_RELATED"]
+    UNKNOWN = _C["CT_STATUS_UNKNOWN"]
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+# podwire trace: DSCP tags 1..TRACE_TAGS-1 and their flags (trace.h).
+TRACE_TAGS: Final = _C["TRACE_TAGS"]
+TRACE_F_CONSUME: Final = _C["TRACE_F_CONSUME"]
+TRACE_F_LIVE: Final = _C["TRACE_F_LIVE"]
+
+
 class CtState(enum.IntEnum):
     """ct_value.state: a connection's phase, each with its idle timeout (types.h)."""
 

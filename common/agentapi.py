@@ -38,11 +38,13 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def fetch(socket_path: Path | str, url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET `url` from the agent: (HTTP status, body)."""
+def fetch(socket_path: Path | str, url: str, timeout: float = 5.0, method: str = "GET",
+          body: bytes | None = None) -> tuple[int, bytes]:
+    """GET (or `method`) `url` from the agent: (HTTP status, body)."""
     conn = UnixHTTPConnection(socket_path, timeout)
     try:
-        conn.request("GET", url)
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, url, body=body, headers=headers)
         resp = conn.getresponse()
         return resp.status, resp.read()
     except (OSError, http.client.HTTPException) as err:
@@ -56,6 +58,16 @@ def get_json(socket_path: Path | str, url: str, timeout: float = 5.0) -> tuple[i
     status, body = fetch(socket_path, url, timeout)
     try:
         return status, json.loads(body or b"null")
+    except ValueError:
+        raise AgentError(f"agent at {socket_path}: {url} answered non-JSON") from None
+
+
+def post_json(socket_path: Path | str, url: str, body: Any,
+              timeout: float = 5.0) -> tuple[int, Any]:
+    """POST `body` as JSON to `url`: (HTTP status, decoded JSON answer)."""
+    status, answer = fetch(socket_path, url, timeout, "POST", json.dumps(body).encode())
+    try:
+        return status, json.loads(answer or b"null")
     except ValueError:
         raise AgentError(f"agent at {socket_path}: {url} answered non-JSON") from None
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from podwire import benchcli, observe, status
+from podwire import benchcli, observe, status, trace
 from podwire.authoring import cli as policy_cli
 from podwire.lab import cli as lab_cli
 
@@ -20,6 +20,7 @@ GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[t
     policy_cli.register,
     observe.register,
     status.register,
+    trace.register,
     benchcli.register,
 ]
 

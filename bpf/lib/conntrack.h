@@ -10,10 +10,10 @@
 #include "sctp.h"
 
 enum ct_status {
-	CT_NEW = 0,
-	CT_ESTABLISHED = 1, /* packet in the initiator's direction */
-	CT_REPLY = 2,
-	CT_RELATED = 3, /* ICMP error about a tracked connection */
+	CT_NEW = CT_STATUS_NEW,
+	CT_ESTABLISHED = CT_STATUS_ESTABLISHED, /* packet in the initiator's direction */
+	CT_REPLY = CT_STATUS_REPLY,
+	CT_RELATED = CT_STATUS_RELATED, /* ICMP error about a tracked connection */
 };
 
 #define CT_NSEC_PER_SEC 1000000000ULL

@@ -30,7 +30,7 @@ static __always_inline bool entry_prologue(struct __sk_buff *skb, struct node_co
 		return false;
 	}
 	if (pass_arp && skb->protocol == ETH_P_ARP_BE) {
-		*verdict = pass_on(skb, c);
+		*verdict = pass_on(skb, p, c);
 		return false;
 	}
 	if (skb->protocol != ETH_P_IP_BE) {
@@ -42,6 +42,7 @@ static __always_inline bool entry_prologue(struct __sk_buff *skb, struct node_co
 		*verdict = drop(skb, *cfg, p, c, ret);
 		return false;
 	}
+	trace_arm(p, c);
 	return true;
 }
 

@@ -23,7 +23,15 @@ struct flow_ctx {
 	__u8 ct_flags;
 	__u8 direction;
 	__u8 hook;
+	/* podwire trace (trace.h): the trace this packet belongs to (0: none), its
+	 * TRACE_F_*, and conntrack's status of it once looked up (ct_known). */
+	__u8 trace_flags;
+	__u8 ct_status;
+	__u8 ct_known;
+	__u32 trace_id;
 };
+
+#include "trace.h"
 
 static __always_inline void count(__u8 code, __u8 direction, __u32 len)
 {
@@ -85,6 +93,8 @@ static __always_inline int drop(struct __sk_buff *skb, const struct node_config 
 {
 	count(DROP_CODE(reason), c->direction, skb->len);
 	emit(skb, cfg, p, c, EVENT_DROP, DROP_CODE(reason));
+	if (c->trace_id)
+		trace_hop(skb, p, c, TRACE_DROPPED, DROP_CODE(reason), 0);
 	return TC_ACT_SHOT;
 }
 

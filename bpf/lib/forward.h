@@ -19,8 +19,11 @@ static __always_inline struct ipcache_value *ipcache_lookup(__u32 ip)
 
 /* Let the packet go its way: from a pod up the host stack (the node itself, or the
  * world through its routing and masquerade); into the pod on to_pod's hook. */
-static __always_inline int pass_on(struct __sk_buff *skb, const struct flow_ctx *c)
+static __always_inline int pass_on(struct __sk_buff *skb, const struct pkt *p,
+				   const struct flow_ctx *c)
 {
+	if (trace_delivered(skb, p, c, c->hook == HOOK_TO_POD ? TRACE_TO_POD : TRACE_TO_HOST))
+		return TC_ACT_SHOT;
 	count(REASON_FORWARDED, c->direction, skb->len);
 	return TC_ACT_OK;
 }
@@ -38,6 +41,8 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct nod
 		return drop(skb, cfg, p, c, DROP_MALFORMED);
 	if (skb->pkt_type != PACKET_HOST)
 		bpf_skb_change_type(skb, PACKET_HOST);
+	if (trace_delivered(skb, p, c, TRACE_TO_POD))
+		return TC_ACT_SHOT;
 	count(REASON_FORWARDED, c->direction, skb->len);
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
@@ -55,6 +60,8 @@ static __always_inline int deliver_tunnel(struct __sk_buff *skb, const struct no
 	key.tunnel_ttl = 64;
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
 		return drop(skb, cfg, p, c, DROP_NO_ROUTE);
+	if (c->trace_id)
+		trace_hop(skb, p, c, TRACE_TO_TUNNEL, REASON_FORWARDED, tunnel_ip);
 	count(REASON_FORWARDED, c->direction, skb->len);
 	return bpf_redirect(cfg->vxlan_ifindex, 0);
 }
@@ -71,7 +78,7 @@ static __always_inline int deliver(struct __sk_buff *skb, const struct node_conf
 	dst = ipcache_lookup(p->daddr);
 	if (dst && dst->tunnel_ip && dst->tunnel_ip != cfg->node_ip)
 		return deliver_tunnel(skb, cfg, p, c, dst->tunnel_ip);
-	return pass_on(skb, c);
+	return pass_on(skb, p, c);
 }
 
 #endif

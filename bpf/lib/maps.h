@@ -61,6 +61,12 @@ BPF_TABLE_PINNED("lru_hash", struct lb_affinity_key, struct lb_affinity_value, l
 BPF_TABLE_PINNED("lru_hash", struct lb_sock_key, struct lb_sock_value, lb_sock_revnat,
 		 LB_SOCK_REVNAT_MAX, PINNED(lb_sock_revnat));
 BPF_RINGBUF_PINNED(events, EVENTS_BYTES);
+/* podwire trace: armed tags by DSCP, --live marks by endpoint, the hops seen. */
+BPF_TABLE_PINNED("array", __u32, struct trace_tag, trace_tags, TRACE_TAGS,
+		 PINNED(trace_tags));
+BPF_TABLE_PINNED("hash", __u32, struct trace_live, trace_live, TRACE_TAGS,
+		 PINNED(trace_live));
+BPF_RINGBUF_PINNED(trace_events, TRACE_EVENTS_BYTES);
 
 static __always_inline __u32 metrics_index(__u8 code, __u8 direction)
 {

@@ -37,6 +37,8 @@ struct pkt {
 	__u8 icmp_type;
 	__u8 later_fragment;
 	__u16 sctp_chunks; /* SCTP: the chunk types it carries (sctp.h) */
+	__u8 dscp; /* the IPv4 TOS byte's upper six bits: a trace tag (trace.h) or not */
+	__u16 ip_id; /* network order */
 	__u32 l4_off;
 	__u32 len;
 };
@@ -103,6 +105,8 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 	p->saddr = ip.saddr;
 	p->daddr = ip.daddr;
 	p->proto = ip.protocol;
+	p->dscp = ip.tos >> 2;
+	p->ip_id = ip.id;
 	p->l4_off = ETH_HLEN + hlen;
 	p->len = skb->len;
 

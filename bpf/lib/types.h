@@ -233,6 +233,71 @@ struct node_config {
 	__u64 netns_cookie;
 };
 
+/* podwire trace (bpf/lib/trace.h). A packet whose IPv4 DSCP is an armed tag reports
+ * every hook it crosses, with what was decided there, to the trace_events ring. */
+#define TRACE_TAGS 64 /* one slot per DSCP value; 0 is never a tag */
+#define TRACE_EVENTS_BYTES 65536
+/* Injected by the agent: dropped where it would be delivered. Only the packet with the
+ * tag's ip_id is, so a pod that sends this DSCP itself loses nothing to a trace. */
+#define TRACE_F_CONSUME 1
+#define TRACE_F_LIVE 2 /* a pod's own packet the datapath marked: delivered, tag cleared */
+
+struct trace_tag {
+	__u32 trace_id; /* 0: the tag is not armed */
+	__u16 flags; /* TRACE_F_* */
+	__u16 ip_id; /* TRACE_F_CONSUME: the injected packet's IPv4 id, network order */
+};
+
+/* Arms --live: the next packet the endpoint sends to daddr:dport/proto is marked. */
+struct trace_live {
+	__u32 daddr;
+	__u16 dport;
+	__u8 proto;
+	__u8 tag;
+};
+
+/* trace_event.outcome: where the packet went from the hook. */
+#define TRACE_TO_POD 1 /* into a local pod (an injected packet stops here) */
+#define TRACE_TO_TUNNEL 2 /* into the overlay, to tunnel_ip */
+#define TRACE_TO_HOST 3 /* up the node's own stack */
+#define TRACE_DROPPED 4 /* reason says why */
+
+/* What conntrack said of the packet (conntrack.h's enum ct_status). */
+#define CT_STATUS_NEW 0
+#define CT_STATUS_ESTABLISHED 1 /* a packet in the initiator's direction */
+#define CT_STATUS_REPLY 2
+#define CT_STATUS_RELATED 3 /* an ICMP error about a tracked connection */
+#define CT_STATUS_UNKNOWN 255 /* the hook left before looking */
+
+struct trace_event {
+	__u64 timestamp; /* bpf_ktime_get_ns() */
+	__u32 trace_id;
+	__u32 saddr; /* as the hook left it: after a Service translation */
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 hook;
+	__u8 outcome; /* TRACE_TO_* */
+	__u8 reason; /* REASON_FORWARDED or a drop code */
+	__u8 ct_status; /* CT_STATUS_* */
+	__u8 direction;
+	__u8 tcp_flags;
+	__u8 pad;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 src_ep_id;
+	__u32 dst_ep_id;
+	__u32 egress_ref;
+	__u32 ingress_ref;
+	__u32 service_id;
+	__u32 frontend_addr;
+	__u16 frontend_port;
+	__u16 pad2;
+	__u32 tunnel_ip; /* TRACE_TO_TUNNEL: the node it was sent to */
+	__u32 ifindex; /* the device the hook runs on */
+};
+
 struct flow_event {
 	__u64 timestamp; /* bpf_ktime_get_ns() */
 	__u32 saddr;

@@ -78,7 +78,8 @@ def test_metrics_index_matches_the_map_size() -> None:
 def test_map_declarations_are_read_whole() -> None:
     assert list(MAPS) == ["endpoints", "ipcache", "policy", "conntrack", "fragments",
                           "metrics", "events_lost", "config", "lb_services", "lb_backends",
-                          "lb_affinity", "lb_sock_revnat", "events"]
+                          "lb_affinity", "lb_sock_revnat", "trace_tags", "trace_live", "events",
+                          "trace_events"]
     ipcache = MAPS["ipcache"]
     assert (ipcache.type, ipcache.key, ipcache.value) == (
         "lpm_trie", "struct ipcache_key", "struct ipcache_value")
@@ -87,6 +88,8 @@ def test_map_declarations_are_read_whole() -> None:
     events = MAPS["events"]
     assert (events.type, events.size_macro) == ("ringbuf", "EVENTS_BYTES")
     assert MAPS["config"].max_entries == 1
+    # The trace ring is small and fixed: one traced packet is a handful of hops.
+    assert (MAPS["trace_events"].type, MAPS["trace_events"].max_entries) == ("ringbuf", 65536)
 
 
 def test_map_parser_refuses_a_pin_under_another_name() -> None:

@@ -1,0 +1,181 @@
+"""The agent's `/trace/*` routes: what podwire/trace.py asks each node for.
+
+    POST /trace/arm     {"tag", "trace_id", "flags": ["consume"|"live"], "seconds", "ip_id"}
+    POST /trace/disarm  {"tag"}
+    POST /trace/inject  {"tag", "ip_id", "from": "ns/pod", "to": TARGET, "port", "protocol"}
+    POST /trace/live    the same: mark the pod's next matching packet instead
+    GET  /trace/hops?trace_id=N&wait=SECONDS  ->  {"node", "hops": [...]}
+
+TARGET is {"pod": "ns/name"}, {"service": "ns/name"} (its ClusterIP on `port`) or
+{"ip": "a.b.c.d"}. inject and live answer 404 when the source pod is not on this node,
+so the CLI can ask every agent until the right one answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+from podwire.agent.flownames import ModelNames
+from podwire.agent.localapi import LocalApi, Request, Response
+from podwire.agent.tracehops import HopNamer
+from podwire.agent.tracepacket import TracePacket
+from podwire.agent.tracer import TraceError, Tracer
+from podwire.policy import Protocol
+
+if TYPE_CHECKING:
+    from podwire.agent.daemon import Agent
+
+log = logging.getLogger("podwire.traceapi")
+
+EPHEMERAL_PORTS = (32768, 60999)  # Linux's default ip_local_port_range
+
+
+class TraceApi:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._tracer: Tracer | None = None
+
+    def route(self, api: LocalApi) -> None:
+        api.route("POST", "/trace/arm", self._handler(self._arm))
+        api.route("POST", "/trace/disarm", self._handler(self._disarm))
+        api.route("POST", "/trace/inject", self._handler(self._inject))
+        api.route("POST", "/trace/live", self._handler(self._live))
+        api.route("GET", "/trace/hops", self._handler(self._hops))
+
+    def open(self) -> None:
+        """Once the datapath is loaded (the trace maps are its) and the model synced."""
+        agent = self.agent
+        names = ModelNames(agent.state)
+        namer = HopNamer(agent.config.node_name, names.pod, agent.state.policy_name,
+                         names.isolating, agent.state.service_name, self._node_named)
+        self._tracer = Tracer(agent.config.pin_dir, namer)
+
+    @property
+    def tracer(self) -> Tracer:
+        if self._tracer is None:
+            raise TraceError("the agent is not ready", 503)
+        return self._tracer
+
+    def read_loop(self) -> None:
+        self.tracer.read(self.agent.stopping, self.agent.lock)
+
+    def close(self) -> None:
+        if self._tracer is not None:
+            self._tracer.close()
+
+    # ------------------------------------------------------------ handlers
+
+    def _handler(self, serve: Any) -> Any:
+        def handle(request: Request) -> Response:
+            try:
+                return serve(request)
+            except TraceError as err:
+                return Response(err.status, {"error": str(err)})
+            except (ValueError, KeyError, TypeError) as err:
+                return Response(400, {"error": f"bad trace request: {err}"})
+        return handle
+
+    def _arm(self, request: Request) -> Response:
+        body = _body(request)
+        self.tracer.arm(int(body["tag"]), int(body["trace_id"]), list(body.get("flags", [])),
+                        float(body.get("seconds", 10.0)), int(body.get("ip_id", 0)))
+        return Response(200, {"node": self.agent.config.node_name})
+
+    def _disarm(self, request: Request) -> Response:
+        self.tracer.disarm(int(_body(request)["tag"]))
+        return Response(200, {"node": self.agent.config.node_name})
+
+    def _hops(self, request: Request) -> Response:
+        trace_id = int(request.query["trace_id"][0])
+        wait = min(float((request.query.get("wait") or ["0"])[0]), 30.0)
+        return Response(200, {"node": self.agent.config.node_name,
+                              "hops": self.tracer.hops(trace_id, wait)})
+
+    def _inject(self, request: Request) -> Response:
+        body = _body(request)
+        source, netns = self._source(str(body["from"]))
+        packet = TracePacket(source, self._target(body), random.randint(*EPHEMERAL_PORTS),
+                             int(body["port"]), _protocol(body), int(body["tag"]))
+        self.tracer.inject(netns, packet, int(body["ip_id"]))
+        return Response(200, {"node": self.agent.config.node_name,
+                              "packet": {"source": {"ip": packet.src, "port": packet.sport},
+                                         "destination": {"ip": packet.dst,
+                                                         "port": packet.dport},
+                                         "protocol": str(packet.protocol)}})
+
+    def _live(self, request: Request) -> Response:
+        body = _body(request)
+        source, _ = self._source(str(body["from"]))
+        ep_id = next(e.ep_id for e in self.agent.state.endpoints.values() if e.ip == source)
+        self.tracer.mark_live(ep_id, self._target(body), int(body["port"]),
+                              _protocol(body).number, int(body["tag"]))
+        return Response(200, {"node": self.agent.config.node_name})
+
+    # ------------------------------------------------------------ names
+
+    def _source(self, ref: str) -> tuple[str, str]:
+        """The address and netns of a pod on this node."""
+        namespace, name = _ref(ref, "from")
+        for endpoint in self.agent.cni.endpoints.all():
+            if (endpoint.pod_namespace, endpoint.pod_name) == (namespace, name):
+                return endpoint.ip, endpoint.netns
+        raise TraceError(f"pod {ref} is not on node {self.agent.config.node_name}", 404)
+
+    def _target(self, body: dict[str, Any]) -> str:
+        target = body["to"]
+        if not isinstance(target, dict) or len(target) != 1:
+            raise TraceError('"to" must be one of {"pod": ...}, {"service": ...}, {"ip": ...}')
+        (kind, value), = target.items()
+        state = self.agent.state
+        if kind == "ip":
+            return str(value)
+        if kind == "pod":
+            namespace, name = _ref(str(value), "to")
+            with self.agent.lock:
+                pod = state.cluster.pod(namespace, name)
+            if pod is None or pod.ip is None:
+                raise TraceError(f"pod {value} has no address (not found, or not running)", 404)
+            return pod.ip
+        if kind == "service":
+            port, protocol = int(body["port"]), _protocol(body)
+            with self.agent.lock:
+                services = state.services.status()
+            for service in services:
+                if service["name"] != value:
+                    continue
+                for frontend in service["frontends"]:
+                    if (frontend["scope"], frontend["port"], frontend["protocol"]) == (
+                            "internal", port, protocol.name):
+                        return str(frontend["ip"])
+                raise TraceError(f"service {value} has no ClusterIP port {port}/{protocol}", 404)
+            raise TraceError(f"service {value} not found", 404)
+        raise TraceError(f'"to" names {kind!r}; expected pod, service or ip')
+
+    def _node_named(self, ip: str) -> str | None:
+        for node in self.agent.state.nodes:
+            if node.ip == ip:
+                return node.name
+        return None
+
+
+def _body(request: Request) -> dict[str, Any]:
+    body = request.json()
+    if not isinstance(body, dict):
+        raise TraceError("the body must be a JSON object")
+    return body
+
+
+def _ref(ref: str, what: str) -> tuple[str, str]:
+    namespace, sep, name = ref.partition("/")
+    if not sep or not namespace or not name:
+        raise TraceError(f"{what}: {ref!r} is not NAMESPACE/NAME")
+    return namespace, name
+
+
+def _protocol(body: dict[str, Any]) -> Protocol:
+    text = str(body.get("protocol", "TCP")).upper()
+    if text not in ("TCP", "UDP"):
+        raise TraceError(f"protocol {text!r}: a trace is TCP or UDP")
+    return Protocol(text)
