@@ -58,6 +58,13 @@ class LabState:
     def layout(self) -> LabLayout:
         return LabLayout(self.prefix)
 
+    @property
+    def cluster_dns(self) -> bool:
+        """Whether the lab runs its cluster DNS pod. Not in an IPv6-only lab: the DNS
+        server reads the API server over IPv4, which an IPv6-only pod cannot reach (and
+        the IPv6 datapath and Services per family are yet to come)."""
+        return self.ip_family != "ipv6"
+
     def node_layouts(self) -> list[NodeLayout]:
         return self.layout.nodes(self.nodes)
 
@@ -136,9 +143,12 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str,
                  "--revision-file", str(layout.revision_file("slicecontroller"))],
                 layout.pidfile("slicecontroller"), layout.logfile("slicecontroller"),
                 layout.prefix)
-    # Created now, served once the kubelet runs: nothing in `up` waits for it.
-    api.create("Service", addons.dns_service(), addons.DNS_NAMESPACE)
-    api.create("Pod", addons.dns_pod(layout), addons.DNS_NAMESPACE)
+    state = LabState(layout.prefix, len(nodes), port, str(layout.host_kubeconfig), network,
+                     ip_family)
+    if state.cluster_dns:
+        # Created now, served once the kubelet runs: nothing in `up` waits for it.
+        api.create("Service", addons.dns_service(), addons.DNS_NAMESPACE)
+        api.create("Pod", addons.dns_pod(layout), addons.DNS_NAMESPACE)
 
     nodefiles.write_bin_dir(layout)
     for node in nodes:
@@ -158,8 +168,6 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str,
                  "--nodes", str(len(nodes))],
                 layout.pidfile("kubelet"), layout.logfile("kubelet"), layout.prefix)
 
-    state = LabState(layout.prefix, len(nodes), port, str(layout.host_kubeconfig), network,
-                     ip_family)
     layout.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
     log.info("event=lab_up prefix=%s nodes=%d network=%s ip_family=%s api=127.0.0.1:%d "
              "kubeconfig=%s", layout.prefix, len(nodes), network, ip_family, port,

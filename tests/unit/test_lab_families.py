@@ -90,3 +90,13 @@ def test_slices_take_the_ipv4_address_of_a_pod() -> None:
     assert endpointslices.in_endpoints(dual)
     assert endpointslices.pod_endpoint(service, dual)["addresses"] == ["10.244.1.5"]
     assert not endpointslices.in_endpoints(pod(["fd00:10:244:1::5"]))
+
+
+def test_an_ipv6_only_lab_has_no_cluster_dns_yet() -> None:
+    def state(family: str) -> cluster.LabState:
+        return cluster.LabState("pwtfam", 1, 1, "/k", "podwire", family)
+
+    assert state("ipv4").cluster_dns and state("dual").cluster_dns
+    assert not state("ipv6").cluster_dns
+    # A lab.json written before --ip-family existed is an IPv4 lab.
+    assert cluster.LabState("pwtfam", 1, 1, "/k").ip_family == "ipv4"
