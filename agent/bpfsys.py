@@ -24,6 +24,7 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_DELETE_BATCH = 27
 BPF_LINK_CREATE = 28
@@ -245,6 +246,19 @@ def delete(fd: int, key: ctypes._CData) -> bool:
     """Delete key's entry; False when there was none."""
     try:
         _bpf(BPF_MAP_DELETE_ELEM, _ElemAttr(map_fd=fd, key=_addr(key)), f"map fd {fd}")
+    except BpfError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def lookup_and_delete(fd: int, key: ctypes._CData, value: ctypes._CData) -> bool:
+    """Fill value from key's entry and delete it in one step (hash maps, Linux 5.14);
+    False when there was none."""
+    attr = _ElemAttr(map_fd=fd, key=_addr(key), value=_addr(value))
+    try:
+        _bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr, f"map fd {fd}")
     except BpfError as exc:
         if exc.errno == errno.ENOENT:
             return False

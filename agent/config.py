@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podwire.bpf.constants import Aggregation
 from podwire.common.agentapi import DEFAULT_SOCKET
 
 # Where the kubelet mounts a pod's ServiceAccount token and the cluster CA.
@@ -58,6 +59,23 @@ class AgentConfig:
     conntrack_timeouts: ConntrackTimeouts = field(default_factory=ConntrackTimeouts)
     conntrack_gc_interval: float = 10.0
     flow_events: bool = True
+    # What the datapath summarises before it reports (bpf/lib/types.h AGG_*): `none`
+    # (an event per new connection and per dropped packet), `connection` (an event per
+    # new connection; a flow's drops counted and reported as one record per flow and
+    # interval), `max` (new connections counted that way too, source port left out).
+    # Counters (metrics) are exact in every mode.
+    flow_aggregation: str = "connection"
+    # A counted flow is reported when it has been quiet this long (and then forgotten),
+    # and at least every flow_report_interval while it goes on. Seconds.
+    flow_report_idle: float = 0.5
+    flow_report_interval: float = 5.0
+    # Flows the datapath can count at once (DatapathSizes.flow_aggregates); a new flow
+    # beyond it is reported per event through the ring buffer.
+    flow_aggregates_max: int = 16384
+    # Ring buffer events a second for the node (0: no limit), with this burst; events
+    # over it are counted as lost at stage `rate`. Split evenly between CPUs.
+    flow_event_rate_limit: int = 0
+    flow_event_burst: int = 1000
     # Services (kube-proxy replacement): watch Services and EndpointSlices and fill the
     # load balancer's maps. Off for clusters that keep kube-proxy: no watch, and the
     # lb_* maps stay empty.
@@ -66,6 +84,9 @@ class AgentConfig:
     # lb_affinity): frontend slots (one per frontend plus one per backend it lists),
     # backends, and remembered ClientIP affinities. Pinned maps keep their size.
     # 10,000 Services with 50,000 endpoints take about 79,000 slots (bench/services_bench.py).
+    # The device NodePorts arrive on (from_netdev is attached there, and their replies
+    # leave by it); None: the one holding the node's address.
+    uplink_device: str | None = None
     lb_services_max: int = 131072
     lb_backends_max: int = 65536
     lb_affinity_max: int = 65536
@@ -79,6 +100,23 @@ class AgentConfig:
     # Where the in-cluster configuration reads the ServiceAccount's token and ca.crt; a
     # setting so the agent's in-cluster start can be exercised outside a pod.
     service_account_dir: Path = IN_CLUSTER_SERVICE_ACCOUNT_DIR
+
+    def __post_init__(self) -> None:
+        Aggregation.from_label(self.flow_aggregation)
+        for name in ("flow_report_idle", "flow_report_interval"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"agent setting {name} must be positive, "
+                                 f"not {getattr(self, name)!r}")
+        for name in ("flow_event_rate_limit", "flow_event_burst"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"agent setting {name} must not be negative, "
+                                 f"not {getattr(self, name)!r}")
+        if self.flow_aggregates_max < 1:
+            raise ValueError("agent setting flow_aggregates_max must be positive")
+
+    @property
+    def aggregation(self) -> Aggregation:
+        return Aggregation.from_label(self.flow_aggregation)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AgentConfig:

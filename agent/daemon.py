@@ -11,17 +11,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podwire.agent import nodesetup, programmer
+from podwire.agent.aggregates import AggregateReporter
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.agent.desired import LocalEndpoint, NodeState
 from podwire.agent.dispatch import apply_event
 from podwire.agent.flownames import ModelNames
-from podwire.agent.flows import FlowEnricher, FlowHistory
+from podwire.agent.flows import EVENT_SIZE, FlowEnricher, FlowHistory, RawFlow
 from podwire.agent.localapi import LocalApi, Request, Response, cni_route
 from podwire.agent.metrics import AgentMetrics
 from podwire.agent.nodes import NodeInfo
@@ -30,8 +32,12 @@ from podwire.agent.traceapi import TraceApi
 from podwire.agent.watch import WatchSet, api_client
 from podwire.cni.endpoints import Endpoint
 from podwire.cni.node import EndpointHook, Node, pod_networks
+from podwire.common.flow import FlowRecord
 
 log = logging.getLogger("podwire.agent")
+
+# History entries named under one hold of the model's lock.
+_NAMING_CHUNK = 256
 
 
 class Agent:
@@ -50,6 +56,7 @@ class Agent:
         self.datapath: Datapath | None = None
         self.installed = MapContents()
         self.flows = FlowHistory(config.history_size)
+        self.flows_short = 0  # ring records shorter than a flow_event: not kept
         self.api = LocalApi(config.socket_path)
         self.cni = Node(config.state_dir, hook=EndpointHook(
             added=self._endpoint_added,
@@ -61,7 +68,9 @@ class Agent:
         self.metrics = AgentMetrics(datapath=lambda: self.datapath,
                                     endpoints=lambda: len(self.state.endpoints),
                                     revision=lambda: self.revision,
-                                    ready=lambda: self.ready)
+                                    ready=lambda: self.ready,
+                                    agent_lost=lambda: {"agent": self.flows_short,
+                                                        "readers": self.flows.lost})
 
     # ------------------------------------------------------------ lifecycle
 
@@ -117,6 +126,7 @@ class Agent:
 
         self._spawn("watch-loop", self._watch_loop)
         self._spawn("flow-reader", self._read_flows)
+        self._spawn("flow-aggregates", self._report_aggregates)
         self.trace.open()
         self._spawn("trace-reader", self.trace.read_loop)
         self._spawn("conntrack-gc", self._conntrack_gc_loop)
@@ -178,6 +188,21 @@ class Agent:
         vxlan = nodesetup.prepare(self.config, node.ip, str(ipv4) if ipv4 else None)
         self.datapath.attach_overlay(vxlan)
         self.datapath.set_node_config(node_ip=node.ip)
+        self._attach_netdev(self.datapath, node.ip)
+
+    def _attach_netdev(self, datapath: Datapath, node_ip: str) -> None:
+        """With Services on, NodePorts from outside are served on the uplink; with them
+        off (kube-proxy serves them) podwire's filter leaves it."""
+        try:
+            uplink = nodesetup.uplink_ifindex(node_ip, self.config.uplink_device)
+        except RuntimeError as e:
+            # Pods and the node still reach Services; the outside does not.
+            log.error("event=uplink_not_found error=%r", str(e))
+            return
+        if self.config.services:
+            datapath.attach_netdev(uplink)
+        else:
+            datapath.detach_netdev(uplink)
 
     def _restore_endpoints(self) -> None:
         """Endpoints wired before a restart: re-attach the (possibly new) programs."""
@@ -258,20 +283,42 @@ class Agent:
     # ------------------------------------------------------------ flows
 
     def _read_flows(self) -> None:
+        """Ingestion: each wake-up takes what the ring holds as one batch, counts it in
+        the metrics and keeps it raw; names are looked up only when a reader asks."""
         assert self.datapath is not None
         reader = self.datapath.events()
-        names = ModelNames(self.state)
-        enricher = FlowEnricher(self.config.node_name, names.pod, self.state.policy_name,
-                                names.isolating, services=self.state.service_name)
         while not self.stopping.is_set():
             if not reader.wait(0.5):
                 continue
-            events = reader.read()
-            with self.lock:  # once a batch: the model must not move while names are read
-                records = [enricher.record(event) for event in events]
-            for record in records:
-                self.flows.add(record)
-                self.metrics.count_flow(record)
+            batch = reader.read_raw()
+            kept = [raw for raw in batch if len(raw) >= EVENT_SIZE]
+            self.flows_short += len(batch) - len(kept)
+            self.metrics.count_events(kept)
+            self.flows.add(kept)
+
+    def _report_aggregates(self) -> None:
+        """The flows the datapath counts: reported when quiet or their interval is over
+        (agent/aggregates.py), each as one history entry with its exact count."""
+        assert self.datapath is not None
+        reporter = AggregateReporter(int(self.config.flow_report_idle * 1e9),
+                                     int(self.config.flow_report_interval * 1e9))
+        table = self.datapath.flow_aggregates
+        # A fifth of the idle time: a quiet flow is reported at most 20% late, and a
+        # table a flood filled is walked five times a second, not more.
+        tick = min(self.config.flow_report_idle, self.config.flow_report_interval) / 5
+        while not self.stopping.wait(tick):
+            try:
+                reports, idle = reporter.scan(table.read_all(), time.monotonic_ns())
+                for key in idle:
+                    final = reporter.final(key, table.take(key))
+                    if final is not None:
+                        reports.append(final)
+            except OSError as err:
+                log.warning("event=flow_aggregates_failed error=%r", str(err))
+                continue
+            counted = [(bytes(r.first), r.packets, r.bytes, r.last_ns) for r in reports]
+            self.metrics.count_counted(counted)
+            self.flows.add_counted(counted)
 
     def _conntrack_gc_loop(self) -> None:
         assert self.datapath is not None
@@ -312,9 +359,37 @@ class Agent:
         }
         if self.datapath is not None:
             body["maps"] = self.datapath.map_usage()
-            body["lost_events"] = self.datapath.lost_events() + self.flows.lost
+            stages = self.lost_by_stage()
+            body["lost_events"] = sum(stages.values())
+            body["lost_events_by_stage"] = stages
+            body["flow_aggregation"] = self.config.flow_aggregation
+            body["flow_history"] = {"entries": len(self.flows),
+                                    "max": self.config.history_size,
+                                    "bytes": self.flows.memory_bytes()}
             body["counters"] = [vars(c) for c in self.datapath.read_counters()]
         return Response(200, body)
+
+    def lost_by_stage(self) -> dict[str, int]:
+        """Flow events lost on the way, by stage: in the kernel (`ring` full, over the
+        `rate` limit, the aggregates `table` full), in the agent (`agent`: records it could not read), and by
+        `readers` (records that left the history before a follower read them)."""
+        assert self.datapath is not None
+        return {**self.datapath.lost_by_stage(), "agent": self.flows_short,
+                "readers": self.flows.lost}
+
+    def _named(self, batches: Iterable[list[RawFlow]]) -> Iterator[FlowRecord]:
+        """Records of history entries, named when read: the model's lock is taken once
+        a chunk, so a reader of a long history does not hold up the watch loop."""
+        names = ModelNames(self.state)
+        enricher = FlowEnricher(self.config.node_name, names.pod, self.state.policy_name,
+                                names.isolating, services=self.state.service_name,
+                                past=names.at)
+        for batch in batches:
+            for start in range(0, len(batch), _NAMING_CHUNK):
+                with self.lock:
+                    records = [enricher.from_raw(entry)
+                               for entry in batch[start:start + _NAMING_CHUNK]]
+                yield from records
 
     def _flows(self, request: Request) -> Response:
         values = request.query.get("last")
@@ -326,12 +401,13 @@ class Agent:
         follow = (request.query.get("follow") or ["0"])[0] in ("1", "true")
         recent, after = self.flows.snapshot(count)
         if not follow:
-            return Response(200, stream=self.flows.as_lines(iter(recent)),
+            return Response(200, stream=self.flows.as_lines(self._named([recent])),
                             content_type="application/x-ndjson")
 
         def stream() -> Any:
-            yield from self.flows.as_lines(iter(recent))
-            yield from self.flows.as_lines(self.flows.follow(after, self.stopping))
+            yield from self.flows.as_lines(self._named([recent]))
+            yield from self.flows.as_lines(self._named(self.flows.follow(after,
+                                                                         self.stopping)))
 
         return Response(200, stream=stream(), content_type="application/x-ndjson")
 

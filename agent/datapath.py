@@ -35,7 +35,15 @@ from podwire.agent.loader import SOCK_PROGRAMS, DatapathSizes, prog_pin, run_loa
 from podwire.agent.maps import BpfMap, PerCpuArray
 from podwire.agent.reasons import reason_name
 from podwire.agent.ringbuf import RingBuffer
-from podwire.bpf.constants import CFG_F_EVENTS, REASON_MAX, CtState, Direction, metrics_index
+from podwire.bpf.constants import (
+    CFG_F_EVENTS,
+    REASON_MAX,
+    Aggregation,
+    CtState,
+    Direction,
+    EventsLost,
+    metrics_index,
+)
 from podwire.common.netns import in_netns, iproute
 
 log = logging.getLogger(__name__)
@@ -93,6 +101,20 @@ def _phase_timeout(state: int, opening: int, established: int, closing: int) -> 
     return int(opening)
 
 
+def rate_limit_ns(rate: int, burst: int, cpus: int) -> tuple[int, int]:
+    """node_config's (event_cost_ns, event_burst_ns) for `rate` events a second and a
+    burst of `burst` for the node, shared evenly by `cpus` per-CPU limiters; (0, 0) is
+    no limit. The datapath lets an event go while its budget is at most burst_ns ahead."""
+    if rate < 0 or burst < 0 or cpus < 1:
+        raise ValueError(f"rate limit needs rate >= 0, burst >= 0, cpus >= 1: "
+                         f"{rate}, {burst}, {cpus}")
+    if rate == 0:
+        return 0, 0
+    cost = max(1, _NSEC * cpus // rate)
+    per_cpu_burst = max(1, burst // cpus)
+    return cost, (per_cpu_burst - 1) * cost
+
+
 def ct_expired(cfg: structs.NodeConfig, key: structs.CtKey, value: structs.CtValue,
                now_ns: int) -> bool:
     return now_ns - value.last_seen > ct_timeout_s(cfg, key.proto, value.state) * _NSEC
@@ -117,6 +139,11 @@ class FlowReader:
         return [structs.FlowEvent.from_buffer_copy(raw[:size])
                 for raw in self._ring.read(max_records) if len(raw) >= size]
 
+    def read_raw(self, max_records: int = 4096) -> list[bytes]:
+        """Records as the ring holds them (each a struct flow_event), undecoded: the
+        agent's ingestion keeps them so and decodes only what a reader asks for."""
+        return self._ring.read(max_records)
+
     def wait(self, timeout: float | None) -> bool:
         return self._ring.wait(timeout)
 
@@ -140,6 +167,8 @@ class Datapath:
                                   structs.LbAffinityValue)
         self.metrics = PerCpuArray(pin_dir, "metrics", structs.MetricsValue)
         self.events_lost = PerCpuArray(pin_dir, "events_lost", ctypes.c_uint64)
+        self.flow_aggregates = BpfMap(pin_dir, "flow_aggregates", structs.FlowAggKey,
+                                      structs.FlowAggValue)
         self._ring: RingBuffer | None = None
         self._ipr: IPRoute | None = None
 
@@ -155,7 +184,8 @@ class Datapath:
         sizes = replace(sizes or DatapathSizes(), conntrack=config.conntrack_max,
                         lb_services=config.lb_services_max,
                         lb_backends=config.lb_backends_max,
-                        lb_affinity=config.lb_affinity_max)
+                        lb_affinity=config.lb_affinity_max,
+                        flow_aggregates=config.flow_aggregates_max)
         summary = run_loader(config.pin_dir, sizes)
         if summary.get("adopted"):
             log.info("event=datapath_adopted pin_dir=%s reason=same_build", config.pin_dir)
@@ -165,7 +195,9 @@ class Datapath:
         dp = cls(config.pin_dir, netns)
         dp.set_node_config(node_ip=config.node_ip, flow_events=config.flow_events,
                            timeouts=config.conntrack_timeouts,
-                           netns_cookie=netns_cookie(netns))
+                           netns_cookie=netns_cookie(netns),
+                           aggregation=config.aggregation,
+                           rate_limit=(config.flow_event_rate_limit, config.flow_event_burst))
         return dp
 
     def _iproute(self) -> IPRoute:
@@ -230,6 +262,16 @@ class Datapath:
     def host_sockets_attached(self) -> bool:
         return all((self.pin_dir / link_pin(name)).exists() for name in SOCK_PROGRAMS)
 
+    def attach_netdev(self, uplink_ifindex: int) -> None:
+        """from_netdev on the uplink's ingress: NodePorts reached from outside. Only our
+        filter is touched there (the device is the node's, others may use its hooks)."""
+        tc.attach(self._iproute(), uplink_ifindex, "ingress", self._prog("from_netdev"))
+        self.set_node_config(uplink_ifindex=uplink_ifindex)
+
+    def detach_netdev(self, uplink_ifindex: int) -> None:
+        tc.detach_filter(self._iproute(), uplink_ifindex, "ingress")
+        self.set_node_config(uplink_ifindex=0)
+
     def attach_overlay(self, vxlan_ifindex: int) -> None:
         """from_overlay on the vxlan device, which from_pod also sends to."""
         tc.attach(self._iproute(), vxlan_ifindex, "ingress", self._prog("from_overlay"))
@@ -264,9 +306,20 @@ class Datapath:
     def set_node_config(self, vxlan_ifindex: int | None = None, node_ip: str | None = None,
                         flow_events: bool | None = None,
                         timeouts: ConntrackTimeouts | None = None,
-                        netns_cookie: int | None = None) -> None:
-        """Change the given node-wide settings; the others keep their value."""
+                        netns_cookie: int | None = None,
+                        uplink_ifindex: int | None = None,
+                        aggregation: Aggregation | None = None,
+                        rate_limit: tuple[int, int] | None = None) -> None:
+        """Change the given node-wide settings; the others keep their value.
+        rate_limit is (events a second for the node, burst); (0, _) lifts the limit."""
         cfg = self.node_config()
+        if uplink_ifindex is not None:
+            cfg.uplink_ifindex = uplink_ifindex
+        if aggregation is not None:
+            cfg.aggregation = aggregation
+        if rate_limit is not None:
+            cfg.event_cost_ns, cfg.event_burst_ns = rate_limit_ns(*rate_limit,
+                                                                  bpfsys.possible_cpus())
         if netns_cookie is not None:
             cfg.netns_cookie = netns_cookie
         if vxlan_ifindex is not None:
@@ -330,8 +383,18 @@ class Datapath:
         return rows
 
     def lost_events(self) -> int:
-        """Events the datapath could not reserve ring space for."""
-        return sum(v.value for v in self.events_lost.lookup(0))
+        """Events the datapath lost before the agent read them, every stage together."""
+        return sum(self.lost_by_stage().values())
+
+    def lost_by_stage(self) -> dict[str, int]:
+        """{stage label: events lost there} (EventsLost: the ring full, the rate limit)."""
+        out = {}
+        for stage in EventsLost:
+            try:
+                out[stage.label] = sum(v.value for v in self.events_lost.lookup(stage))
+            except KeyError:  # a pinned map of an older build has fewer stages
+                out[stage.label] = 0
+        return out
 
     def events(self) -> FlowReader:
         if self._ring is None:
@@ -342,13 +405,13 @@ class Datapath:
         """{name: {"entries", "max"}} for the agent's /status."""
         return {m.name: {"entries": len(m), "max": m.max_entries}
                 for m in (self.endpoints, self.ipcache, self.policy, self.conntrack,
-                          self.lb_services, self.lb_backends)}
+                          self.lb_services, self.lb_backends, self.flow_aggregates)}
 
     def close(self) -> None:
         """Release fds and sockets; pins, programs and attachments stay."""
         for m in (self.endpoints, self.ipcache, self.policy, self.conntrack, self.config,
                   self.lb_services, self.lb_backends, self.lb_affinity, self.metrics,
-                  self.events_lost):
+                  self.events_lost, self.flow_aggregates):
             m.close()
         if self._ring is not None:
             self._ring.close()

@@ -25,6 +25,7 @@ from typing import Any
 from podwire.agent.addresses import forget_host_prefix, host_prefix, is_v4
 from podwire.agent.changes import ChangeSet
 from podwire.agent.entries import EndpointEntry, PolicyKey
+from podwire.agent.flows import PeerNames
 from podwire.agent.identity import PodIdentityKey
 from podwire.agent.ipcache import (
     BlockPrefixes,
@@ -33,6 +34,7 @@ from podwire.agent.ipcache import (
     PodAddresses,
     RemotePodCidrs,
 )
+from podwire.agent.namejournal import NameJournal
 from podwire.agent.netpol import NetworkPolicyRules
 from podwire.agent.nodes import NodeInfo, NodeTable
 from podwire.agent.pod_identities import PodIdentities
@@ -106,6 +108,8 @@ class NodeState:
         self._services = ServiceTable(node_name, self.desired.lb_services,
                                       self.desired.lb_backends)
         self._pending = ChangeSet.everything()
+        # Who had each pod address until when, for flow records named when read.
+        self.names = NameJournal()
 
     # ----------------------------------------------------------------- events
 
@@ -125,6 +129,11 @@ class NodeState:
             return
         old = self.cluster.pod(pod.namespace, pod.name)
         self.cluster.set_pod(pod)
+        if old is None or old.ip != pod.ip:
+            if old is not None and old.ip:
+                self.names.departed(old.ip, _peer_names(old))
+            if pod.ip:
+                self.names.arrived(pod.ip)
         if old is not None and old.ip and old.ip != pod.ip:
             if is_v4(old.ip):
                 self._pending.ipcache.add(host_prefix(old.ip))
@@ -138,6 +147,8 @@ class NodeState:
         if old is None:
             return
         self.cluster.remove_pod(namespace, name)
+        if old.ip:
+            self.names.departed(old.ip, _peer_names(old))
         self._drop_identity(old.key)
         self._touch_pod(old)
         self._release_address(old.ip)
@@ -347,3 +358,7 @@ class NodeState:
 
     def _touch_namespace(self, namespace: str) -> None:
         self._pending.endpoints.update(self._endpoints_in.get(namespace, ()))
+
+
+def _peer_names(pod: Pod) -> PeerNames:
+    return PeerNames(pod.namespace, pod.name, dict(pod.labels))

@@ -27,6 +27,10 @@ class ModelNames:
             return PeerNames(pods[0].namespace, pods[0].name, pods[0].labels)
         return PeerNames(None, None)
 
+    def at(self, ip: str, when_ns: int) -> PeerNames | None:
+        """Who had `ip` at `when_ns` if not the pod that has it now (agent/namejournal.py)."""
+        return self.state.names.at(ip, when_ns)
+
     def isolating(self, ip: str, direction: str) -> list[str]:
         """The policies isolating the pod at `ip` in `direction` (`ingress`, `egress`)."""
         names = self.pod(ip)

@@ -1,9 +1,12 @@
-"""Flow records: datapath events enriched with pod and policy names, kept in a bounded history.
+"""Flow records: datapath events kept raw in a bounded history, named when read.
 
 The ring buffer carries numbers (addresses, identities, policy refs); a person wants
-`x/a:41234 -> y/b:80 TCP DROPPED policy-denied (isolated by y/deny-all)`. Names come from
-the agent's model through a bounded cache, and the history is a fixed-size ring, so a
-busy node costs the agent a constant amount of memory.
+`x/a:41234 -> y/b:80 TCP DROPPED policy-denied (isolated by y/deny-all)`. Ingestion keeps
+each event as the bytes the datapath wrote (`RawFlow`), numbered, with no lookup: that
+is what lets the agent keep up with the ring. A reader's request turns the raw events it
+gets into records (`FlowEnricher`), with names from the agent's model through a bounded
+cache. The history is a fixed-size ring, so a busy node costs the agent a constant
+amount of memory; a follower that falls behind it is told how many records it missed.
 
 The record itself (`FlowRecord`, its fields and `seq`) is defined in `common/flow.py`:
 the CLI and the lab read it too.
@@ -12,15 +15,17 @@ the CLI and the lab read it too.
 from __future__ import annotations
 
 import collections
+import ctypes
 import datetime
 import itertools
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from podwire.agent import structs
 from podwire.agent.reasons import reason_name
@@ -50,6 +55,32 @@ PodLookup = Callable[[str], PeerNames]
 PolicyLookup = Callable[[int], str | None]
 IsolationLookup = Callable[[str, str], list[str]]  # (pod ip, direction) -> policy names
 ServiceLookup = Callable[[int], str | None]  # service_id -> "namespace/name"
+# (ip, event time) -> who had the address then, when that is not its present holder.
+PastLookup = Callable[[str, int], PeerNames | None]
+
+
+class RawFlow(NamedTuple):
+    """One history entry as ingested: a struct flow_event's bytes and, for a flow the
+    datapath counted (agent/aggregates.py), how many packets and bytes it stands for and
+    the time of its last packet (`packets` counts connections for a verdict under
+    `max`). packets 1, bytes 0 and last_ns 0 mean "the event alone"."""
+
+    seq: int
+    event: bytes
+    packets: int = 1
+    bytes: int = 0
+    last_ns: int = 0
+
+
+EVENT_SIZE = ctypes.sizeof(structs.FlowEvent)
+# Wall clock of bpf_ktime_get_ns() == 0, to print event times as dates: taken once, so
+# a record read twice (records are made when read) reads the same.
+BOOT_OFFSET = time.time() - time.monotonic()
+
+
+def decode(raw: RawFlow) -> structs.FlowEvent:
+    return structs.FlowEvent.from_buffer_copy(raw.event[:EVENT_SIZE].ljust(EVENT_SIZE,
+                                                                           b"\0"))
 
 
 K = TypeVar("K")
@@ -86,8 +117,10 @@ class FlowEnricher:
 
     def __init__(self, node: str, pods: PodLookup, policies: PolicyLookup,
                  isolation: IsolationLookup, cache_size: int = 8192, cache_ttl: float = 5.0,
-                 services: ServiceLookup = lambda _: None):
+                 services: ServiceLookup = lambda _: None,
+                 past: PastLookup = lambda ip, when: None):
         self.node = node
+        self._past = past
         self._service_name = services
         # Names and isolating policies change only with the model: cached briefly, they
         # cost one lookup per peer and TTL instead of one per event (a flood of denied
@@ -98,8 +131,7 @@ class FlowEnricher:
         self._lookup_pod = pods
         self._policy_name = policies
         self._isolation = isolation
-        # Wall clock of bpf_ktime_get_ns() == 0, to print event times as dates.
-        self._boot_offset = time.time() - time.monotonic()
+        self._boot_offset = BOOT_OFFSET
         self._seq = itertools.count()
 
     def _names(self, ip: str) -> PeerNames:
@@ -110,8 +142,16 @@ class FlowEnricher:
     def _isolated_by(self, key: tuple[str, str]) -> list[str]:
         return self._isolation(*key)
 
-    def record(self, event: structs.FlowEvent) -> FlowRecord:
-        """The next record; `seq` counts the records this enricher made, from 0."""
+    def from_raw(self, raw: RawFlow) -> FlowRecord:
+        """The record of a history entry, numbered as it was ingested."""
+        return self.record(decode(raw), seq=raw.seq, count=raw.packets,
+                           total_bytes=raw.bytes or None, last_ns=raw.last_ns or None)
+
+    def record(self, event: structs.FlowEvent, seq: int | None = None, count: int = 1,
+               total_bytes: int | None = None, last_ns: int | None = None) -> FlowRecord:
+        """The record of one event (of `count` packets or connections, `total_bytes`,
+        the last at `last_ns`, when the datapath counted them); without `seq` it counts
+        the records this enricher made, from 0."""
         src_ip, dst_ip = _ip_str(event.saddr), _ip_str(event.daddr)
         dropped = event.type == EventType.DROP
         direction = DIRECTIONS.get(event.direction, "unknown")
@@ -119,10 +159,10 @@ class FlowEnricher:
         when = self._boot_offset + event.timestamp / 1e9
         now = time.monotonic()
         reason = reason_name(event.reason) if dropped else None
+        last = when if last_ns is None else self._boot_offset + last_ns / 1e9
         record: FlowRecord = {
-            "seq": next(self._seq),
-            "time": datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat(
-                timespec="microseconds"),
+            "seq": next(self._seq) if seq is None else seq,
+            "time": _iso(when),
             "node": self.node,
             # A policy denial is a verdict like an allow; every other drop is a "drop".
             "type": "drop" if dropped and reason != "POLICY_DENIED" else "policy-verdict",
@@ -131,8 +171,10 @@ class FlowEnricher:
             "direction": direction,
             "hook": HOOKS.get(event.hook, str(event.hook)),
             "protocol": protocol,
-            "source": self._endpoint(src_ip, event.sport, event.src_identity, now),
-            "destination": self._endpoint(dst_ip, event.dport, event.dst_identity, now),
+            "source": self._endpoint(src_ip, event.sport, event.src_identity, now,
+                                     event.timestamp),
+            "destination": self._endpoint(dst_ip, event.dport, event.dst_identity, now,
+                                          event.timestamp),
             "frontend": None,
             "tcp_flags": [name for bit, name in TCP_FLAGS if event.tcp_flags & bit]
             if protocol == Protocol.TCP else [],
@@ -140,6 +182,9 @@ class FlowEnricher:
             "evaluated": _evaluated(event),
             "allowed_by": {},
             "isolated_by": [],
+            "count": count,
+            "bytes": event.len if total_bytes is None else total_bytes,
+            "last_time": _iso(last),
         }
         for side, ref in (("egress", event.egress_ref), ("ingress", event.ingress_ref)):
             name = self._policy_name(ref) if ref else None
@@ -167,11 +212,19 @@ class FlowEnricher:
             else record["destination"]
         end["service"] = self._service_name(event.service_id)
 
-    def _endpoint(self, ip: str, port: int, identity: int, now: float) -> FlowEnd:
-        names = self._pods.get(ip, self._names, now)
+    def _endpoint(self, ip: str, port: int, identity: int, now: float,
+                  when_ns: int) -> FlowEnd:
+        # Names as they were when the event happened: the model's, unless the address
+        # changed hands since.
+        names = self._past(ip, when_ns) or self._pods.get(ip, self._names, now)
         return {"ip": ip, "port": structs.port_host(port), "identity": identity,
                 "namespace": names.namespace, "pod": names.pod, "labels": names.labels,
                 "service": None}
+
+
+def _iso(when: float) -> str:
+    return datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat(
+        timespec="microseconds")
 
 
 def _ip_str(value: int) -> str:
@@ -199,42 +252,78 @@ def _evaluated(event: structs.FlowEvent) -> list[str]:
 
 
 class FlowHistory:
-    """The last `size` flow records; followers resume after a record's `seq`."""
+    """The last `size` raw flows; followers resume after an entry's `seq`.
+
+    `add` is the ingestion path: it takes a batch, numbers it and appends it, nothing
+    per event but a tuple. Each follower counts what it missed (entries that left the
+    ring before it read them) and `lost` sums them over every follower so far.
+    """
 
     def __init__(self, size: int) -> None:
-        self._records: collections.deque[FlowRecord] = collections.deque(maxlen=size)
-        self._newest = -1
+        self._entries: collections.deque[RawFlow] = collections.deque(maxlen=size)
+        self._next = 0
         self._cond = threading.Condition()
         self.lost = 0
 
-    def add(self, record: FlowRecord) -> None:
-        """Keep `record`, whose seq is above every record's added before."""
+    def add(self, events: list[bytes]) -> None:
+        """Keep a batch of ring buffer records (struct flow_event each), in order."""
+        if not events:
+            return
         with self._cond:
-            self._records.append(record)
-            self._newest = record["seq"]
+            first = self._next
+            self._next += len(events)
+            self._entries.extend(RawFlow(seq, event)
+                                 for seq, event in enumerate(events, first))
             self._cond.notify_all()
 
-    def snapshot(self, count: int | None) -> tuple[list[FlowRecord], int]:
-        """The last `count` records (all when None) and the seq of the newest record
+    def add_counted(self, flows: list[tuple[bytes, int, int, int]]) -> None:
+        """Keep flows the datapath counted: (event, count, bytes, last_ns) each."""
+        if not flows:
+            return
+        with self._cond:
+            first = self._next
+            self._next += len(flows)
+            self._entries.extend(RawFlow(seq, *flow) for seq, flow in enumerate(flows, first))
+            self._cond.notify_all()
+
+    def snapshot(self, count: int | None) -> tuple[list[RawFlow], int]:
+        """The last `count` entries (all when None) and the seq of the newest entry
         held, taken together: a follower resumes after it and misses nothing."""
         with self._cond:
-            items = list(self._records)
-            cursor = self._newest
+            items = list(self._entries)
+            cursor = self._next - 1
         return (items if count is None else items[-count:] if count > 0 else []), cursor
 
-    def follow(self, after: int, stop: threading.Event) -> Iterator[FlowRecord]:
-        """Records with seq > after, waiting for new ones until `stop` is set."""
+    def follow(self, after: int, stop: threading.Event,
+               missed: Callable[[int], None] | None = None) -> Iterator[list[RawFlow]]:
+        """Batches of the entries with seq > after, as they come, until `stop` is set.
+        Entries that left the ring before this follower read them are counted in `lost`
+        and passed to `missed` (how many), so the reader can say so."""
         cursor = after
         while not stop.is_set():
             with self._cond:
-                pending = [record for record in self._records if record["seq"] > cursor]
-                if not pending:
+                if self._next - 1 <= cursor:
                     self._cond.wait(0.5)
                     continue
-            for record in pending:
-                cursor = record["seq"]
-                yield record
+                oldest = self._entries[0].seq
+                skipped = max(0, oldest - cursor - 1)
+                pending = list(itertools.islice(self._entries,
+                                                max(0, cursor + 1 - oldest), None))
+                self.lost += skipped
+            if skipped and missed is not None:
+                missed(skipped)
+            cursor = pending[-1].seq
+            yield pending
 
-    def as_lines(self, records: Iterator[FlowRecord]) -> Iterator[bytes]:
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def memory_bytes(self) -> int:
+        """What the held entries take (tuples and event bytes), for /status."""
+        with self._cond:
+            return sum(sys.getsizeof(e) + sys.getsizeof(e.event) for e in self._entries)
+
+    @staticmethod
+    def as_lines(records: Iterator[FlowRecord]) -> Iterator[bytes]:
         for record in records:
             yield json.dumps(record, sort_keys=True).encode() + b"\n"

@@ -27,7 +27,7 @@ from podwire.bpf.constants import MAPS
 from podwire.bpf.header import MapDecl
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
-TC_PROGRAMS = ("from_pod", "to_pod", "from_overlay")
+TC_PROGRAMS = ("from_pod", "to_pod", "from_overlay", "from_netdev")
 # The node's own sockets (bpf_sock.c): cgroup sock_addr programs by the hook they serve.
 SOCK_PROGRAMS = {
     "sock_connect4": "cgroup_inet4_connect",
@@ -37,7 +37,7 @@ SOCK_PROGRAMS = {
 }
 PROGRAMS = (*TC_PROGRAMS, *SOCK_PROGRAMS)
 # Entry files, compiled as one unit so the programs share one set of maps.
-ENTRY_FILES = ("bpf_pod.c", "bpf_overlay.c", "bpf_sock.c")
+ENTRY_FILES = ("bpf_pod.c", "bpf_overlay.c", "bpf_host.c", "bpf_sock.c")
 _LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -60,6 +60,9 @@ class DatapathSizes:
     # 512 pages (2 MiB) hold about 29,000 flow events: room for a burst while the
     # agent's reader catches up.
     events_pages: int = 512
+    # Flows counted per flow (AgentConfig.flow_aggregation) until the agent reports them:
+    # active flows, since the agent removes each once it is reported and idle.
+    flow_aggregates: int = 16384
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -82,6 +82,31 @@ class BpfMap(Generic[K, V]):
             if value is not None:
                 yield key, value
 
+    def take(self, key: K) -> V | None:
+        """The entry's value, deleted in the same step (hash maps); None when absent."""
+        value = self.value_type()
+        return value if bpfsys.lookup_and_delete(self.fd, key, value) else None
+
+    def read_all(self, batch: int = 1024) -> list[tuple[K, V]]:
+        """Every entry of a hash map by BPF_MAP_LOOKUP_BATCH: one system call per `batch`
+        entries instead of two per entry."""
+        keys = (self.key_type * batch)()  # type: ignore[operator]
+        values = (self.value_type * batch)()  # type: ignore[operator]
+        token_in = (ctypes.c_uint8 * 8)()
+        token_out = (ctypes.c_uint8 * 8)()
+        out: list[tuple[K, V]] = []
+        first = True
+        while True:
+            count, more = bpfsys.lookup_batch(self.fd, keys, values,
+                                              None if first else token_in, token_out)
+            first = False
+            out.extend((cast(K, self.key_type.from_buffer_copy(keys[i])),  # type: ignore[attr-defined]
+                        cast(V, self.value_type.from_buffer_copy(values[i])))  # type: ignore[attr-defined]
+                       for i in range(count))
+            if not more:
+                return out
+            ctypes.memmove(token_in, token_out, 8)
+
     def __len__(self) -> int:
         return sum(1 for _ in self.keys())
 

@@ -10,6 +10,7 @@ labels carry the names of bpf/lib/drop.h, the same as `drop_reason` in flow reco
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -18,7 +19,10 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from podwire.agent import structs
 from podwire.agent.datapath import Counter as DatapathCounter
+from podwire.agent.reasons import reason_code
+from podwire.bpf.constants import Direction, EventType
 from podwire.common.flow import FlowRecord
 
 log = logging.getLogger("podwire.agent.metrics")
@@ -28,16 +32,33 @@ RECONCILE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                      0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+_TYPE_AT = structs.FlowEvent.type.offset
+_REASON_AT = structs.FlowEvent.reason.offset
+_DIRECTION_AT = structs.FlowEvent.direction.offset
+_POLICY_DENIED = reason_code("POLICY_DENIED")
+_DIRECTIONS = {int(d): d.label for d in Direction}
+
+
+def _labels(kind: int, reason: int, direction: int) -> tuple[str, str, str]:
+    """(type, verdict, direction) of an event as its record names them (agent/flows.py)."""
+    dropped = kind == EventType.DROP
+    return ("drop" if dropped and reason != _POLICY_DENIED else "policy-verdict",
+            "DROPPED" if dropped else "FORWARDED", _DIRECTIONS.get(direction, "unknown"))
+
+
 class DatapathReadings(Protocol):
     """What the scrape reads from the datapath (agent.datapath.Datapath provides it)."""
 
     def read_counters(self) -> list[DatapathCounter]: ...
     def map_usage(self) -> dict[str, dict[str, int]]: ...
-    def lost_events(self) -> int: ...
+    def lost_by_stage(self) -> dict[str, int]: ...
 
 
 def datapath_families(counters: Sequence[DatapathCounter],
-                      maps: Mapping[str, Mapping[str, int]], lost: int) -> list[Metric]:
+                      maps: Mapping[str, Mapping[str, int]],
+                      lost: Mapping[str, int]) -> list[Metric]:
+    """`lost` is {stage: events lost there}: the kernel's (`ring`, `rate`) and the
+    agent's (`agent`, `readers`)."""
     """Metric families from one reading of the datapath; pure, so it is tested alone."""
     fwd_packets = CounterMetricFamily(
         "podwire_forwarded_packets", "Packets the datapath forwarded, by direction.",
@@ -70,27 +91,38 @@ def datapath_families(counters: Sequence[DatapathCounter],
         fill.add_metric([name], usage["entries"] / usage["max"] if usage["max"] else 0.0)
     lost_family = CounterMetricFamily(
         "podwire_flow_events_lost",
-        "Flow events lost because the ring buffer was full.", value=lost)
+        "Flow events lost before a reader got them, every stage together.",
+        value=sum(lost.values()))
+    lost_stages = CounterMetricFamily(
+        "podwire_flow_events_lost_at_stage",
+        "Flow events lost, by stage: ring (ring buffer full), rate (over the rate "
+        "limit), table (a new flow to count while the aggregates table was full), agent (records the agent could not read), readers (left the history "
+        "before a follower read them).", labels=["stage"])
+    for stage, n in lost.items():
+        lost_stages.add_metric([stage], n)
     return [fwd_packets, fwd_bytes, drop_packets, drop_bytes, entries, capacity, fill,
-            lost_family]
+            lost_family, lost_stages]
 
 
 class _DatapathCollector:
     """Reads the datapath at scrape time; nothing while the agent has not loaded it."""
 
-    def __init__(self, datapath: Callable[[], DatapathReadings | None]) -> None:
+    def __init__(self, datapath: Callable[[], DatapathReadings | None],
+                 agent_lost: Callable[[], Mapping[str, int]]) -> None:
         self._datapath = datapath
+        self._agent_lost = agent_lost
 
     def collect(self) -> Iterator[Metric]:
         datapath = self._datapath()
         if datapath is None:
             return
         try:
-            readings = (datapath.read_counters(), datapath.map_usage(), datapath.lost_events())
+            counters, maps = datapath.read_counters(), datapath.map_usage()
+            lost = {**datapath.lost_by_stage(), **self._agent_lost()}
         except OSError as err:  # maps closed under us while the agent stops
             log.warning("event=metrics_read_failed error=%r", str(err))
             return
-        yield from datapath_families(*readings)
+        yield from datapath_families(counters, maps, lost)
 
 
 class AgentMetrics:
@@ -98,10 +130,11 @@ class AgentMetrics:
 
     def __init__(self, datapath: Callable[[], DatapathReadings | None],
                  endpoints: Callable[[], int], revision: Callable[[], int],
-                 ready: Callable[[], bool]) -> None:
+                 ready: Callable[[], bool],
+                 agent_lost: Callable[[], Mapping[str, int]] = dict) -> None:
         # A registry of our own: several agents (tests, benchmarks) may share a process.
         self.registry = CollectorRegistry()
-        self.registry.register(_DatapathCollector(datapath))
+        self.registry.register(_DatapathCollector(datapath, agent_lost))
         self.flow_events = Counter(
             "podwire_flow_events", "Flow events the agent read, by type and verdict.",
             ["type", "verdict"], registry=self.registry)
@@ -124,9 +157,11 @@ class AgentMetrics:
         # Labelled children by label values: .labels() costs more than the increment.
         self._children: dict[tuple[str, ...], Any] = {}
 
-    def count_flow(self, record: FlowRecord) -> None:
-        """Count one flow record as it arrives from the ring buffer."""
-        kind, verdict, direction = record["type"], record["verdict"], record["direction"]
+    def count_flow(self, record: FlowRecord, n: int = 1) -> None:
+        """Count one flow record (of n events)."""
+        self._count(record["type"], record["verdict"], record["direction"], n)
+
+    def _count(self, kind: str, verdict: str, direction: str, n: int) -> None:
         counters = self._children.get((kind, verdict, direction))
         if counters is None:
             counters = [self.flow_events.labels(kind, verdict)]
@@ -134,7 +169,22 @@ class AgentMetrics:
                 counters.append(self.verdicts.labels(verdict, direction))
             self._children[(kind, verdict, direction)] = counters
         for counter in counters:
-            counter.inc()
+            counter.inc(n)
+
+    def count_events(self, events: Sequence[bytes]) -> None:
+        """Count a batch of raw ring buffer events (struct flow_event each) by reading
+        three bytes of each: no decoding on the ingestion path."""
+        tally = collections.Counter(
+            (e[_TYPE_AT], e[_REASON_AT], e[_DIRECTION_AT]) for e in events)
+        for key, n in tally.items():
+            self._count(*_labels(*key), n)
+
+    def count_counted(self, flows: Sequence[tuple[bytes, int, int, int]]) -> None:
+        """Count flows the datapath counted: (event, packets, bytes, last_ns) each, every
+        packet (or connection) one event."""
+        for event, n, _, _ in flows:
+            self._count(*_labels(event[_TYPE_AT], event[_REASON_AT], event[_DIRECTION_AT]),
+                        n)
 
     def serve(self, address: str, port: int) -> None:
         """Expose /metrics. A busy port is logged, not fatal: pods must keep networking

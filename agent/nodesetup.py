@@ -33,6 +33,22 @@ def prepare(config: AgentConfig, node_ip: str, pod_cidr: str | None) -> int:
     return vxlan
 
 
+def uplink_ifindex(node_ip: str, device: str | None = None) -> int:
+    """The device NodePorts arrive on: the one named, else the one holding the node's
+    address (its InternalIP, which the other nodes and the world reach it at)."""
+    with iproute(None) as ipr:
+        if device is not None:
+            found = ipr.link_lookup(ifname=device)
+            if not found:
+                raise RuntimeError(f"uplink_device {device!r}: no such device on the node")
+            return int(found[0])
+        for addr in ipr.get_addr(family=2):
+            if addr.get_attr("IFA_ADDRESS") == node_ip:
+                return int(addr["index"])
+    raise RuntimeError(f"no device on the node holds its address {node_ip}; "
+                       "set uplink_device")
+
+
 def sysctl(name: str, value: str) -> None:
     Path("/proc/sys", *name.split(".")).write_text(value)
 

@@ -20,6 +20,7 @@ PAGE_SIZE = mmap.PAGESIZE
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
 _HDR = 8
+_U32 = struct.Struct("<I")
 
 
 class RingBuffer:
@@ -51,18 +52,27 @@ class RingBuffer:
         return producer - consumer
 
     def read(self, max_records: int = 1024) -> list[bytes]:
-        """Up to max_records committed records, oldest first, freeing their space."""
+        """Up to max_records committed records, oldest first, freeing their space.
+
+        The consumer position is written once for the batch, not once a record: the
+        kernel reuses the space a moment later, and the reader saves a store a record.
+        """
         out: list[bytes] = []
+        data = self._producer
+        mask = self.size - 1
+        unpack = _U32.unpack_from
         consumer, producer = self._positions()
+        start = consumer
         while consumer < producer and len(out) < max_records:
-            off = PAGE_SIZE + (consumer & (self.size - 1))
-            (header,) = struct.unpack_from("<I", self._producer, off)
+            off = PAGE_SIZE + (consumer & mask)
+            (header,) = unpack(data, off)
             if header & _BUSY:
                 break  # reserved but not yet submitted: later records must wait too
             length = header & ~(_BUSY | _DISCARD)
             if not header & _DISCARD:
-                out.append(self._producer[off + _HDR: off + _HDR + length])
+                out.append(data[off + _HDR: off + _HDR + length])
             consumer += (length + _HDR + 7) & ~7
+        if consumer != start:
             struct.pack_into("<Q", self._consumer, 0, consumer)
         return out
 

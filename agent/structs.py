@@ -135,7 +135,9 @@ class CtValue(ctypes.Structure):
         ("state", ctypes.c_uint8),
         ("seen_reply", ctypes.c_uint8),
         ("flags", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
+        ("pad", ctypes.c_uint8),
+        ("nat_port", ctypes.c_uint16),
+        ("nat_addr", ctypes.c_uint32),
     ]
 
 
@@ -233,6 +235,10 @@ class NodeConfig(ctypes.Structure):
         ("ct_sctp_established", ctypes.c_uint32),
         ("ct_sctp_closing", ctypes.c_uint32),
         ("netns_cookie", ctypes.c_uint64),
+        ("uplink_ifindex", ctypes.c_uint32),
+        ("aggregation", ctypes.c_uint32),
+        ("event_cost_ns", ctypes.c_uint64),
+        ("event_burst_ns", ctypes.c_uint64),
     ]
 
 
@@ -312,6 +318,32 @@ class TraceEvent(ctypes.Structure):
     ]
 
 
+class FlowAggKey(ctypes.Structure):
+    _fields_ = [
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("reason", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+        ("hook", ctypes.c_uint8),
+    ]
+
+
+class FlowAggValue(ctypes.Structure):
+    _fields_ = [
+        ("first", FlowEvent),
+        ("last_seen", ctypes.c_uint64),
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    ]
+
+
+class EventRateState(ctypes.Structure):
+    _fields_ = [("tat", ctypes.c_uint64)]
+
+
 # C struct name -> mirror; the layout test walks this table.
 C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "endpoint_info": EndpointInfo,
@@ -333,6 +365,9 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "metrics_value": MetricsValue,
     "node_config": NodeConfig,
     "flow_event": FlowEvent,
+    "flow_agg_key": FlowAggKey,
+    "flow_agg_value": FlowAggValue,
+    "event_rate_state": EventRateState,
     "trace_tag": TraceTag,
     "trace_live": TraceLive,
     "trace_event": TraceEvent,

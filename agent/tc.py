@@ -55,6 +55,17 @@ def detach(ipr: IPRoute, ifindex: int) -> None:
             raise
 
 
+def detach_filter(ipr: IPRoute, ifindex: int, hook: str) -> None:
+    """Remove only podwire's filter from a hook (a device podwire shares with others);
+    absent is fine."""
+    try:
+        ipr.tc("del-filter", "bpf", ifindex, handle=FILTER_HANDLE, parent=PARENTS[hook],
+               prio=FILTER_PRIO, protocol=0x0003)
+    except NetlinkError as exc:
+        if exc.code not in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
+            raise
+
+
 def attached_program_names(ipr: IPRoute, ifindex: int, hook: str) -> list[str]:
     """Names of the bpf filters on a hook (for status and tests)."""
     names = []

@@ -1,17 +1,22 @@
-"""Flow events benchmark: the event rate an agent ingests without loss, and what flow
-events cost forwarding (on versus off), side by side in one run.
+"""Flow events benchmark: the event rate an agent ingests without loss, what flow
+events cost forwarding (on versus off), an aggregated flood's record, and the agent's
+memory with a full history, side by side in one run.
 
 Run as root: `.venv/bin/python -m podwire.bench.flows_bench`. It brings up its own
 one-node lab (prefix pwbfl, a real agent and datapath), measures, and takes it down.
 
-- Ingest: pod `flood` may not send (an egress deny-all policy), so every packet it
-  sends is a new denied flow and one ring buffer event. hping3 sends UDP at paced
-  rates (a new source port a packet), then at full speed; for each rate the agent's
-  metrics say how many events it read and how many were lost (ring full). The
+- Ingest, with aggregation `none` (one ring buffer event a packet): pod `flood` may not
+  send (an egress deny-all policy), so every packet it sends is one event. hping3 sends
+  UDP at paced rates (a new source port a packet), then at full speed; for each rate the
+  agent's metrics say how many events it read and how many were lost (at any stage). The
   datapath's POLICY_DENIED counter says how many were emitted.
-- Forwarding cost: new TCP connections/s from pod `client` to pod `server` (connect,
-  RST-close), and denied packets/s under hping3 flood, with the datapath's flow events
+- Forwarding cost, with the agent's aggregation (`connection`): new TCP connections/s
+  from pod `client` to pod `server` (connect, RST-close), and denied packets/s under an
+  hping3 flood of one flow and of a new flow a packet, with the datapath's flow events
   switched on and off (Datapath.set_node_config(flow_events=...)), alternating runs.
+- The aggregated flood: one flow flooded for a while is how many records, and do their
+  counts add up to the datapath's counter.
+- Memory: the agent's RSS and its history's own count of bytes, once the history is full.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from podwire.agent.datapath import Datapath
 from podwire.bench import tools, traffic
 from podwire.bench.figures import Comparison, Figures
+from podwire.bpf.constants import Aggregation
+from podwire.common import agentapi
 from podwire.common.netns import in_netns
 from podwire.lab import cluster, netns, samples
 from podwire.lab.kube import Kube
@@ -43,7 +50,8 @@ TOOLS = ("nsenter", "hping3")
 PREFIX = "pwbfl"
 CONN_PORT = 12100
 FLOOD_TARGET_PORT = 9
-PACED_INTERVALS_US = (200, 100, 50, 25, 10)  # asks hping3 for 5k .. 100k packets/s
+PACED_INTERVALS_US = (200, 100, 50, 25, 10, 5)  # asks hping3 for 5k .. 200k packets/s
+PACED_MAX_PACKETS = 200_000  # a run's count: hping3 reaches less than it is asked
 PODWIRE = [sys.executable, "-m", "podwire.cli"]
 DENY_EGRESS = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                "metadata": {"name": "flood-no-egress", "namespace": "bench"},
@@ -64,11 +72,23 @@ class Node:
 
     def __init__(self, layout: LabLayout, state: cluster.LabState) -> None:
         self.layout: NodeLayout = layout.node(1)
+        self.agent_pidfile = self.layout.agent_pidfile
         pods = Kube(Path(state.kubeconfig)).list_pods()["items"]
         self.pod_ns = {p["metadata"]["name"]: layout.pod_netns(p["metadata"]["uid"])
                        for p in pods}
         self.pod_ip = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods}
         self.datapath = Datapath(self.layout.pin_dir)
+
+    def status(self) -> dict[str, object]:
+        _, body = agentapi.get_json(self.layout.socket_path, "/status")
+        return dict(body)
+
+    def agent_rss_bytes(self) -> int:
+        pid = int(self.agent_pidfile.read_text().split()[0])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmRSS for agent pid {pid}")
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         url = f"http://{self.layout.underlay_ip}:9962/metrics"
@@ -78,11 +98,15 @@ class Node:
                 for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+STAGES = ("ring", "rate", "table", "agent", "readers")
+
+
 @dataclass(frozen=True)
 class Tally:
     emitted: float
     ingested: float
     lost: float
+    by_stage: tuple[float, ...] = (0.0,) * len(STAGES)
 
     @classmethod
     def read(cls, node: Node) -> Tally:
@@ -92,15 +116,22 @@ class Tally:
                            (("direction", "egress"), ("reason", "POLICY_DENIED"))), 0.0),
             ingested=m.get(("podwire_flow_events_total",
                             (("type", "policy-verdict"), ("verdict", "DROPPED"))), 0.0),
-            lost=m.get(("podwire_flow_events_lost_total", ()), 0.0))
+            lost=m.get(("podwire_flow_events_lost_total", ()), 0.0),
+            by_stage=tuple(m.get(("podwire_flow_events_lost_at_stage_total",
+                                  (("stage", stage),)), 0.0) for stage in STAGES))
 
     def __sub__(self, other: Tally) -> Tally:
         return Tally(self.emitted - other.emitted, self.ingested - other.ingested,
-                     self.lost - other.lost)
+                     self.lost - other.lost,
+                     tuple(a - b for a, b in zip(self.by_stage, other.by_stage, strict=True)))
+
+
+ONE_FLOW = ["-s", "5000", "-k"]  # hping3: keep source port 5000, one flow
 
 
 def hping(node: Node, args: list[str], seconds: float | None = None) -> float:
-    """Run hping3 (UDP, new source port each packet) from pod flood; its wall time."""
+    """Run hping3 (UDP, a new source port each packet unless ONE_FLOW) from pod flood;
+    its wall time."""
     cmd = ["nsenter", f"--net={netns.path(node.pod_ns['flood'])}", "hping3", "--udp",
            "-p", str(FLOOD_TARGET_PORT), *args, node.pod_ip["server"]]
     started = time.monotonic()
@@ -124,6 +155,7 @@ class IngestRun:
     ingested: int
     lost: int
     ingest_per_s: float
+    lost_at: str  # "stage n, ..." of the stages that lost any
 
 
 def ingest(node: Node, label: str, args: list[str], seconds: float | None) -> IngestRun:
@@ -140,20 +172,23 @@ def ingest(node: Node, label: str, args: list[str], seconds: float | None) -> In
 
     wait_for(settled, f"the agent to account for the events of run {label}")
     delta, drained = done[0], time.monotonic() - started
+    lost_at = ", ".join(f"{stage} {int(n)}" for stage, n in zip(STAGES, delta.by_stage,
+                                                                 strict=True) if n)
     return IngestRun(label, delta.emitted / sent_for, int(delta.emitted), int(delta.ingested),
-                     int(delta.lost), delta.ingested / drained)
+                     int(delta.lost), delta.ingested / drained, lost_at or "-")
 
 
-def denied_per_s(node: Node, seconds: float) -> float:
+def denied_per_s(node: Node, seconds: float, args: list[str]) -> float:
     before = Tally.read(node)
-    took = hping(node, ["--flood"], seconds)
+    took = hping(node, ["--flood", *args], seconds)
     return (Tally.read(node) - before).emitted / took
 
 
 def forwarding_cost(node: Node, runs: int, seconds: float) -> dict[str, dict[str, list[float]]]:
     """{metric: {"on"/"off": [per run]}}, runs alternating so drift hits both alike."""
-    results: dict[str, dict[str, list[float]]] = {"conn/s": {"on": [], "off": []},
-                                                  "denied pkt/s": {"on": [], "off": []}}
+    results: dict[str, dict[str, list[float]]] = {
+        name: {"on": [], "off": []}
+        for name in ("conn/s", "denied pkt/s, one flow", "denied pkt/s, a flow a packet")}
     try:
         for _ in range(runs):
             for mode in ("off", "on"):
@@ -163,10 +198,74 @@ def forwarding_cost(node: Node, runs: int, seconds: float) -> dict[str, dict[str
                 results["conn/s"][mode].append(traffic.connections_per_s(
                     node.pod_ns["server"], node.pod_ip["server"], node.pod_ns["client"], CONN_PORT,
                     seconds))
-                results["denied pkt/s"][mode].append(denied_per_s(node, seconds))
+                results["denied pkt/s, one flow"][mode].append(
+                    denied_per_s(node, seconds, ONE_FLOW))
+                results["denied pkt/s, a flow a packet"][mode].append(
+                    denied_per_s(node, seconds, []))
     finally:
         node.datapath.set_node_config(flow_events=True)
     return results
+
+
+@dataclass(frozen=True)
+class AggregatedFlood:
+    packets: int  # the datapath's POLICY_DENIED count for the run
+    records: int  # the agent's records of the flow
+    counted: int  # the sum of their counts
+
+
+def aggregated_flood(node: Node, seconds: float) -> AggregatedFlood:
+    """One flow flooded under `connection`: its records and their counts, once the
+    agent has reported it (the flow quiet, its table entry gone)."""
+    before = Tally.read(node)
+    seq = _newest_seq(node)
+    hping(node, ["--flood", *ONE_FLOW], seconds)
+    packets = int((Tally.read(node) - before).emitted)
+    wait_for(lambda: not _aggregates(node), "the flood's flow reported")
+    records = [r for r in agentapi.read_records(node.layout.socket_path, "/flows")
+               if r["seq"] > seq and r["source"]["port"] == 5000]
+    return AggregatedFlood(packets, len(records), sum(int(r["count"]) for r in records))
+
+
+def _aggregates(node: Node) -> int:
+    maps = node.status()["maps"]
+    assert isinstance(maps, dict)
+    return int(maps["flow_aggregates"]["entries"])
+
+
+def _newest_seq(node: Node) -> int:
+    newest = agentapi.recent_flows(node.layout.socket_path, last=1)
+    return int(newest[0]["seq"]) if newest else -1
+
+
+@dataclass(frozen=True)
+class Memory:
+    rss_before: int
+    rss_full: int
+    history_entries: int
+    history_bytes: int
+
+
+def memory_with_full_history(node: Node, rss_before: int) -> Memory:
+    """Fill the history (a flow a packet, one record each, under `none`), then read the
+    agent's RSS and the history's own count."""
+    status = node.status()
+    history = status["flow_history"]
+    assert isinstance(history, dict)
+    node.datapath.set_node_config(aggregation=Aggregation.NONE)
+    try:
+        hping(node, ["-i", "u50", "-c", str(int(history["max"]) * 2)])
+        wait_for(lambda: _history(node)["entries"] >= history["max"], "a full flow history")
+    finally:
+        node.datapath.set_node_config(aggregation=Aggregation.CONNECTION)
+    full = _history(node)
+    return Memory(rss_before, node.agent_rss_bytes(), int(full["entries"]), int(full["bytes"]))
+
+
+def _history(node: Node) -> dict[str, int]:
+    history = node.status()["flow_history"]
+    assert isinstance(history, dict)
+    return history
 
 
 def up(layout: LabLayout) -> cluster.LabState:
@@ -182,8 +281,16 @@ def up(layout: LabLayout) -> cluster.LabState:
 
 
 def write_figures(path: Path, runs: list[IngestRun], lossless: list[float],
-                  cost: dict[str, dict[str, list[float]]]) -> None:
-    scalars = {"events_per_s_without_loss": max(lossless, default=0.0)}
+                  cost: dict[str, dict[str, list[float]]], flood: AggregatedFlood,
+                  memory: Memory) -> None:
+    scalars = {"events_per_s_without_loss": max(lossless, default=0.0),
+               "aggregated flood: packets": float(flood.packets),
+               "aggregated flood: records": float(flood.records),
+               "aggregated flood: sum of counts": float(flood.counted),
+               "agent RSS MiB, empty history": memory.rss_before / 2**20,
+               "agent RSS MiB, full history": memory.rss_full / 2**20,
+               "history entries": float(memory.history_entries),
+               "history MiB (its own count)": memory.history_bytes / 2**20}
     for run in runs:
         scalars[f"{run.label}: offered/s"] = run.offered_per_s
         scalars[f"{run.label}: read/s"] = run.ingest_per_s
@@ -205,32 +312,48 @@ def main() -> int:
     layout = LabLayout(PREFIX)
     try:
         node = Node(layout, up(layout))
-        # hping3 paces by sleeping: the rate it reaches is measured, not the one asked.
-        paced = [ingest(node, f"hping3 -i u{us}",
-                        ["-i", f"u{us}", "-c", str(int(args.seconds * 1_000_000 // us))], None)
-                 for us in PACED_INTERVALS_US]
-        flood = ingest(node, "flood", ["--flood"], args.seconds)
+        rss_before = node.agent_rss_bytes()
+        node.datapath.set_node_config(aggregation=Aggregation.NONE)
+        try:
+            # hping3 paces by sleeping: the rate it reaches is measured, not the one asked.
+            paced = [ingest(node, f"hping3 -i u{us}",
+                            ["-i", f"u{us}", "-c", str(min(PACED_MAX_PACKETS,
+                                                           int(args.seconds * 1_000_000 // us)))],
+                            None)
+                     for us in PACED_INTERVALS_US]
+            flood = ingest(node, "flood", ["--flood"], args.seconds)
+        finally:
+            node.datapath.set_node_config(aggregation=Aggregation.CONNECTION)
         cost = forwarding_cost(node, args.runs, args.seconds)
+        one_flow = aggregated_flood(node, args.seconds)
+        memory = memory_with_full_history(node, rss_before)
         node.datapath.close()
     finally:
         cluster.down(layout)
 
     print(f"{'ingest run':<16} {'offered/s':>10} {'emitted':>9} {'read':>9} {'lost':>8} "
-          f"{'read/s':>9}")
+          f"{'read/s':>9}  lost at")
     for run in [*paced, flood]:
         print(f"{run.label:<16} {run.offered_per_s:>10.0f} {run.emitted:>9} {run.ingested:>9} "
-              f"{run.lost:>8} {run.ingest_per_s:>9.0f}")
+              f"{run.lost:>8} {run.ingest_per_s:>9.0f}  {run.lost_at}")
     lossless = [r.offered_per_s for r in [*paced, flood] if r.lost == 0]
     if args.json:
-        write_figures(args.json, [*paced, flood], lossless, cost)
+        write_figures(args.json, [*paced, flood], lossless, cost, one_flow, memory)
     print(f"highest offered rate read without loss: "
           f"{max(lossless):.0f} events/s" if lossless else "every run lost events")
     print()
-    print(f"{'forwarding (median of ' + str(args.runs) + ')':<28} {'events off':>11} "
+    print(f"{'forwarding (median of ' + str(args.runs) + ')':<30} {'events off':>11} "
           f"{'events on':>10} {'on/off':>7}")
     for metric, modes in cost.items():
         off, on = statistics.median(modes["off"]), statistics.median(modes["on"])
-        print(f"{metric:<28} {off:>11.0f} {on:>10.0f} {on / off:>7.3f}")
+        print(f"{metric:<30} {off:>11.0f} {on:>10.0f} {on / off:>7.3f}")
+    print()
+    print(f"one flow flooded {args.seconds:g} s under aggregation connection: "
+          f"{one_flow.packets} packets dropped, {one_flow.records} record(s), counts adding "
+          f"up to {one_flow.counted}")
+    print(f"agent RSS {memory.rss_before / 2**20:.1f} MiB with an empty history, "
+          f"{memory.rss_full / 2**20:.1f} MiB with a full one ({memory.history_entries} "
+          f"entries, {memory.history_bytes / 2**20:.2f} MiB by the history's own count)")
     return 0
 
 

@@ -1,7 +1,8 @@
 /* from_overlay: tc ingress of the vxlan device (collect_md). Packets from pods on
  * other nodes, already decapsulated; the sender is resolved by its source IP in
  * this node's ipcache (identities are node-local). Replies of connections this node's
- * pods made through a Service are reverse-translated here. */
+ * pods made through a Service are reverse-translated here, and so are those of NodePort
+ * clients this node SNATed to a backend on another node (they then leave by the uplink). */
 #include "lib/conntrack.h"
 #include "lib/entry.h"
 #include "lib/lb.h"
@@ -36,10 +37,10 @@ int from_overlay(struct __sk_buff *skb)
 			return drop(skb, cfg, &p, &c, DROP_INVALID_SOURCE);
 	}
 	dst_ep = endpoints.lookup(&p.daddr);
-	if (!dst_ep)
-		return drop(skb, cfg, &p, &c, DROP_UNKNOWN_DESTINATION);
-	c.dst_identity = dst_ep->identity;
-	c.dst_ep_id = dst_ep->ep_id;
+	if (dst_ep) {
+		c.dst_identity = dst_ep->identity;
+		c.dst_ep_id = dst_ep->ep_id;
+	}
 
 	now = bpf_ktime_get_ns();
 	status = ct_lookup(skb, cfg, &p, now, &ct);
@@ -49,13 +50,24 @@ int from_overlay(struct __sk_buff *skb)
 		ret = lb_reverse(skb, &p, status, ct);
 		if (ret < 0)
 			return drop(skb, cfg, &p, &c, ret);
+		/* A backend's reply to a NodePort client this node SNATed: out of the uplink. */
+		if (ct && status != CT_ESTABLISHED && (ct->flags & CT_F_NODEPORT))
+			return deliver_netdev(skb, cfg, &p, &c);
+		if (!dst_ep)
+			return drop(skb, cfg, &p, &c, DROP_UNKNOWN_DESTINATION);
 		return deliver_local(skb, cfg, &p, &c, dst_ep);
 	}
+	if (!dst_ep)
+		return drop(skb, cfg, &p, &c, DROP_UNKNOWN_DESTINATION);
 
 	ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity, peer ? peer->cidr_identity : 0,
 			   &p, &c.ingress_ref);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
+	/* From a node's own address: a NodePort client that node SNATed, whose replies must
+	 * go back to it to be reverse-translated. */
+	if (peer && peer->identity == IDENTITY_REMOTE_NODE)
+		c.ct_flags |= CT_F_TUNNEL_REPLY;
 	ret = new_flow_commit(skb, cfg, &p, &c, now);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);

@@ -37,7 +37,7 @@ int from_pod(struct __sk_buff *skb)
 	ret = lb_frontend(skb, cfg, &p, &c, LB_SCOPE_INTERNAL, now);
 	if (ret == DROP_NO_SERVICE_BACKEND) {
 		drop(skb, cfg, &p, &c, ret);
-		return lb_refuse(skb, &p);
+		return lb_refuse(skb, &p, true);
 	}
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
@@ -49,7 +49,7 @@ int from_pod(struct __sk_buff *skb)
 		ret = lb_reverse(skb, &p, status, ct);
 		if (ret < 0)
 			return drop(skb, cfg, &p, &c, ret);
-		return deliver(skb, cfg, &p, &c);
+		return lb_deliver_reply(skb, cfg, &p, &c, status, ct);
 	}
 
 	dst_ep = endpoints.lookup(&p.daddr);
@@ -62,12 +62,16 @@ int from_pod(struct __sk_buff *skb)
 	}
 	if (peer)
 		cidr = peer->cidr_identity;
+	self = ipcache_lookup(client); /* p.saddr is LB_HAIRPIN_IP after a hairpin */
+	/* A pod reaching itself through a Service is its own loopback, which no policy
+	 * judges (the evaluator's self pairs; Cilium skips policy for hairpin flows too). */
+	if (c.ct_flags & CT_F_HAIRPIN)
+		goto commit;
 	ret = policy_check(src, DIR_EGRESS, c.dst_identity, cidr, &p, &c.egress_ref);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);
 
 	if (dst_ep) {
-		self = ipcache_lookup(client); /* p.saddr is LB_HAIRPIN_IP after a hairpin */
 		c.direction = DIR_INGRESS;
 		ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity,
 				   self ? self->cidr_identity : 0, &p, &c.ingress_ref);
@@ -76,6 +80,7 @@ int from_pod(struct __sk_buff *skb)
 		c.direction = DIR_EGRESS;
 	}
 
+commit:
 	ret = new_flow_commit(skb, cfg, &p, &c, now);
 	if (ret < 0)
 		return drop(skb, cfg, &p, &c, ret);

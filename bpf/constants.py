@@ -90,6 +90,42 @@ class EventType(enum.IntEnum):
     DROP = _C["EVENT_DROP"]
 
 
+class Aggregation(enum.IntEnum):
+    """node_config.aggregation: what the datapath summarises before reporting (types.h)."""
+
+    NONE = _C["AGG_NONE"]
+    CONNECTION = _C["AGG_CONNECTION"]
+    MAX = _C["AGG_MAX"]
+
+    @property
+    def label(self) -> str:
+        """`none`, `connection`, `max`: AgentConfig.flow_aggregation's values."""
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, label: str) -> Aggregation:
+        """The mode a setting names, with an error listing the known ones."""
+        try:
+            return cls[label.upper()]
+        except KeyError:
+            raise ValueError(f"flow_aggregation {label!r} is none of "
+                             f"{', '.join(m.label for m in cls)}") from None
+
+
+class EventsLost(enum.IntEnum):
+    """events_lost's index: the stage in the kernel where an event was lost."""
+
+    RING = _C["EVENTS_LOST_RING"]
+    RATE = _C["EVENTS_LOST_RATE"]
+    TABLE = _C["EVENTS_LOST_TABLE"]
+
+    @property
+    def label(self) -> str:
+        """`ring`, `rate`, `table`: the stage as /status and the metrics name it."""
+        return self.name.lower()
+
+
+EVENTS_LOST_MAX: Final = _C["EVENTS_LOST_MAX"]
 class TraceOutcome(enum.IntEnum):
     """trace_event.outcome: where a traced packet went from the hook (types.h)."""
 

@@ -27,6 +27,11 @@ metrics read it. The fields are a stable interface, extended but never renamed:
 - `allowed_by`: `{direction: "namespace/policy"}` for each evaluated direction a policy
   allowed; an evaluated direction missing here had no policy isolating the pod.
 - `isolated_by`: for a policy drop, the policies isolating the pod in that direction.
+- `count`: how many packets (a drop) or connections (a verdict under aggregation `max`)
+  the record stands for: 1 for an event reported alone; for a flow the datapath counted
+  (aggregation `connection` or `max`) the exact number since its previous record.
+  `bytes`: their total length. `time` is the first of them, `last_time` the last (equal
+  to `time` for one). Under `max` a counted flow's source port is 0 (any).
 """
 
 from __future__ import annotations
@@ -72,6 +77,9 @@ class FlowRecord(TypedDict):
     evaluated: list[str]
     allowed_by: dict[str, str]
     isolated_by: list[str]
+    count: int
+    bytes: int
+    last_time: str
 
 
 def from_json(value: Mapping[str, Any]) -> FlowRecord:

@@ -53,8 +53,12 @@ def _pod_name(end: FlowEnd) -> str:
 
 
 def summary(record: FlowRecord) -> str:
-    """Flags, then why the verdict: reason and isolating policies, or allowing ones."""
+    """How many it stands for (a flow the datapath counted), flags, then why the verdict:
+    reason and isolating policies, or allowing ones."""
     parts = []
+    count = int(record.get("count") or 1)
+    if count > 1:
+        parts.append(f"{count} {'packets' if record.get('verdict') == 'DROPPED' else 'connections'}")
     flags = record.get("tcp_flags") or []
     if flags:
         parts.append(",".join(flags))

@@ -76,7 +76,15 @@ def node_panel(status: Mapping[str, Any]) -> Panel:
     head.add_row("reconciles", f"{status.get('reconciles', 0)} (last "
                  f"{float(status.get('last_reconcile_seconds') or 0) * 1000:.2f} ms)")
     lost = int(status.get("lost_events") or 0)
-    head.add_row("lost events", Text(str(lost), style="bold red" if lost else ""))
+    stages = status.get("lost_events_by_stage") or {}
+    by_stage = ", ".join(f"{stage} {n}" for stage, n in stages.items())
+    head.add_row("lost events", Text(f"{lost} ({by_stage})" if stages else str(lost),
+                                     style="bold red" if lost else ""))
+    history = status.get("flow_history")
+    if history:
+        head.add_row("flow history", f"{history['entries']}/{history['max']} records, "
+                     f"{int(history['bytes']) / 2**20:.1f} MiB; aggregation "
+                     f"{status.get('flow_aggregation')}")
     parts: list[Any] = [head]
     maps = status.get("maps") or {}
     if maps:

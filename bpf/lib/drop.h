@@ -34,6 +34,11 @@ enum drop_reason {
 	/* Sent to a Service frontend that has no backend: the client is answered at
 	 * once with an ICMP port unreachable from the frontend (lb.h). */
 	DROP_NO_SERVICE_BACKEND = -DROP_CODE_BASE - 12,
+	/* A NodePort client to be SNATed found no free source port (lb.h lb_snat_port). */
+	DROP_NO_NAT_PORT = -DROP_CODE_BASE - 13,
+	/* An SCTP packet whose port must change but which is an IP fragment: its CRC32c
+	 * covers the whole packet, which one fragment does not hold. */
+	DROP_SCTP_FRAGMENT = -DROP_CODE_BASE - 14,
 };
 
 #define DROP_CODE(reason) ((__u8)(-(reason) - DROP_CODE_BASE))

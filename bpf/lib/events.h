@@ -1,9 +1,12 @@
-/* Verdict bookkeeping: per-CPU counters for every packet, and ring buffer events
- * for each new connection allowed and each drop (when the config enables them). Both
- * carry a reason code (drop.h): REASON_FORWARDED or DROP_CODE(reason). */
+/* Verdict bookkeeping: per-CPU counters for every packet (exact whatever the
+ * aggregation), and reports of each new connection allowed and each drop when the
+ * config enables them: ring buffer events, or per-flow counts in flow_aggregates
+ * (node_config.aggregation, types.h). Both carry a reason code (drop.h):
+ * REASON_FORWARDED or DROP_CODE(reason). Losses are counted by stage in events_lost. */
 #ifndef PODWIRE_EVENTS_H
 #define PODWIRE_EVENTS_H
 
+#include <uapi/asm-generic/errno-base.h>
 #include "maps.h"
 #include "parse.h"
 
@@ -20,6 +23,9 @@ struct flow_ctx {
 	__u32 service_id;
 	__u32 frontend_addr;
 	__u16 frontend_port;
+	/* A NodePort client SNATed to the node: its own address and port (CT_F_SNAT). */
+	__u16 nat_port;
+	__u32 nat_addr;
 	__u8 ct_flags;
 	__u8 direction;
 	__u8 hook;
@@ -44,24 +50,19 @@ static __always_inline void count(__u8 code, __u8 direction, __u32 len)
 	}
 }
 
-static __always_inline void emit(struct __sk_buff *skb, const struct node_config *cfg,
-				 const struct pkt *p, const struct flow_ctx *c, __u8 type,
-				 __u8 code)
+static __always_inline void lost(__u32 stage)
 {
-	struct flow_event *e;
+	__u64 *n = events_lost.lookup(&stage);
 
-	if (!(cfg->flags & CFG_F_EVENTS))
-		return;
-	e = events.ringbuf_reserve(sizeof(*e));
-	if (!e) {
-		__u32 zero = 0;
-		__u64 *lost = events_lost.lookup(&zero);
+	if (n)
+		*n += 1;
+}
 
-		if (lost)
-			*lost += 1;
-		return;
-	}
-	e->timestamp = bpf_ktime_get_ns();
+static __always_inline void fill_event(struct flow_event *e, struct __sk_buff *skb,
+				       const struct pkt *p, const struct flow_ctx *c,
+				       __u8 type, __u8 code, __u64 now)
+{
+	e->timestamp = now;
 	e->saddr = p->saddr;
 	e->daddr = p->daddr;
 	e->sport = p->sport;
@@ -84,7 +85,115 @@ static __always_inline void emit(struct __sk_buff *skb, const struct node_config
 	e->service_id = c->service_id;
 	e->frontend_addr = c->frontend_addr;
 	e->pad2 = 0;
+}
+
+/* The node's rate limit on ring buffer events (a GCRA per CPU, no division on the
+ * packet path); true when this event may go. */
+static __always_inline bool rate_allows(const struct node_config *cfg, __u64 now)
+{
+	struct event_rate_state *s;
+	__u32 zero = 0;
+	__u64 tat;
+
+	if (!cfg->event_cost_ns)
+		return true;
+	s = event_rate.lookup(&zero);
+	if (!s)
+		return true;
+	tat = s->tat > now ? s->tat : now;
+	if (tat - now > cfg->event_burst_ns)
+		return false;
+	s->tat = tat + cfg->event_cost_ns;
+	return true;
+}
+
+static __always_inline void send_event(struct __sk_buff *skb, const struct node_config *cfg,
+				       const struct pkt *p, const struct flow_ctx *c, __u8 type,
+				       __u8 code, __u64 now)
+{
+	struct flow_event *e;
+
+	if (!rate_allows(cfg, now)) {
+		lost(EVENTS_LOST_RATE);
+		return;
+	}
+	e = events.ringbuf_reserve(sizeof(*e));
+	if (!e) {
+		lost(EVENTS_LOST_RING);
+		return;
+	}
+	fill_event(e, skb, p, c, type, code, now);
 	events.ringbuf_submit(e, 0);
+}
+
+/* Count the packet in its flow's aggregate. The first packet's event is kept whole, so
+ * the record the agent makes names what the packet met. A new flow while the table is
+ * full is counted lost at once: sending it to the ring instead would cost a flood of new
+ * flows a ring event a packet, the cost aggregation is there to spare. */
+static __always_inline void aggregate(struct __sk_buff *skb, const struct node_config *cfg,
+				      const struct pkt *p, const struct flow_ctx *c,
+				      __u8 type, __u8 code, __u64 now)
+{
+	struct flow_agg_key key = {
+		.saddr = p->saddr,
+		.daddr = p->daddr,
+		.sport = cfg->aggregation == AGG_MAX ? 0 : p->sport,
+		.dport = p->dport,
+		.proto = p->proto,
+		.reason = code,
+		.direction = c->direction,
+		.hook = c->hook,
+	};
+	struct flow_agg_value *v = flow_aggregates.lookup(&key), *fresh;
+	__u32 zero = 0;
+	int ret;
+
+	if (v) {
+		__sync_fetch_and_add(&v->packets, 1);
+		__sync_fetch_and_add(&v->bytes, skb->len);
+		v->last_seen = now;
+		return;
+	}
+	fresh = flow_agg_scratch.lookup(&zero);
+	if (!fresh) {
+		lost(EVENTS_LOST_TABLE);
+		return;
+	}
+	fill_event(&fresh->first, skb, p, c, type, code, now);
+	fresh->first.sport = key.sport;
+	fresh->last_seen = now;
+	fresh->packets = 1;
+	fresh->bytes = skb->len;
+	ret = flow_aggregates.insert(&key, fresh);
+	if (ret == 0)
+		return;
+	/* Another CPU made the entry first (-EEXIST), or the table is full. */
+	v = ret == -EEXIST ? flow_aggregates.lookup(&key) : NULL;
+	if (!v) {
+		lost(EVENTS_LOST_TABLE);
+		return;
+	}
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, skb->len);
+	v->last_seen = now;
+}
+
+/* Report a verdict as the node's aggregation says: per event through the ring buffer, or
+ * counted per flow for the agent to report. */
+static __always_inline void emit(struct __sk_buff *skb, const struct node_config *cfg,
+				 const struct pkt *p, const struct flow_ctx *c, __u8 type,
+				 __u8 code)
+{
+	__u64 now;
+
+	if (!(cfg->flags & CFG_F_EVENTS))
+		return;
+	now = bpf_ktime_get_ns();
+	if (cfg->aggregation == AGG_MAX ||
+	    (cfg->aggregation == AGG_CONNECTION && type == EVENT_DROP))
+		aggregate(skb, cfg, p, c, type, code, now);
+	else
+		send_event(skb, cfg, p, c, type, code, now);
 }
 
 /* A drop reason turned into the program's verdict. */

@@ -66,6 +66,22 @@ static __always_inline int deliver_tunnel(struct __sk_buff *skb, const struct no
 	return bpf_redirect(cfg->vxlan_ifindex, 0);
 }
 
+/* bcc 0.26 declares bpf_redirect_neigh() without its plen argument; the kernel's has it. */
+static long (*redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) =
+	(void *)BPF_FUNC_redirect_neigh;
+
+/* Out of the node's uplink to the next hop its routes name, with that hop's MAC from the
+ * neighbour subsystem (resolved when not known yet): a NodePort's reply, which the host
+ * stack would drop for its source, the node's own address. */
+static __always_inline int deliver_netdev(struct __sk_buff *skb, const struct node_config *cfg,
+					  const struct pkt *p, const struct flow_ctx *c)
+{
+	if (!cfg->uplink_ifindex)
+		return drop(skb, cfg, p, c, DROP_NO_ROUTE);
+	count(REASON_FORWARDED, c->direction, skb->len);
+	return redirect_neigh(cfg->uplink_ifindex, NULL, 0, 0);
+}
+
 /* Route an allowed packet from a pod: local pod, remote node, else the host stack. */
 static __always_inline int deliver(struct __sk_buff *skb, const struct node_config *cfg,
 				   const struct pkt *p, const struct flow_ctx *c)

@@ -4,12 +4,19 @@
  * given one (ClientIP affinity, else at random), and is DNATed to it; the hook then
  * goes on with the translated tuple (conntrack, policy against the backend), and the
  * connection's entry records the reverse translation its replies get (lb_rev_nat).
- * A frontend without backends is refused at once (lb_refuse). */
+ * A frontend without backends is refused at once (lb_refuse).
+ *
+ * NodePorts reached from outside (bpf_host.c) take the same steps in the EXTERNAL scope;
+ * with externalTrafficPolicy Cluster the client is also SNATed to the address it reached
+ * (kube-proxy's masquerade), so replies return through this node wherever the backend
+ * is, and leave through the uplink (lb_deliver_reply). */
 #ifndef PODWIRE_LB_H
 #define PODWIRE_LB_H
 
 #include "conntrack.h"
+#include "crc32c.h"
 #include "events.h"
+#include "forward.h"
 #include "maps.h"
 #include "parse.h"
 
@@ -19,15 +26,44 @@
 #define LB_IP_DADDR_OFF (ETH_HLEN + 16)
 #define LB_L4_SPORT 0
 #define LB_L4_DPORT 2
+#define LB_SCTP_CSUM 8 /* the CRC32c in the SCTP common header */
+/* Random source ports tried for a SNATed NodePort client before giving up. */
+#define LB_SNAT_TRIES 8
 
 static __always_inline bool lb_proto(__u8 proto)
 {
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
 }
 
+/* SCTP's CRC32c after a port (at port_off in the common header) changed by diff (old
+ * xor new): updated from the change alone (crc32c.h). The checksum lies in the packet
+ * low byte first (RFC 9260 appendix B), as a little-endian load reads it. A fragment's
+ * CRC covers bytes it does not hold, so a fragmented packet cannot be translated. */
+static __always_inline int lb_sctp_port_csum(struct __sk_buff *skb, const struct pkt *p,
+					     __u32 port_off, __u16 diff)
+{
+	__u32 csum, off = p->l4_off + LB_SCTP_CSUM;
+
+	if (p->more_fragments)
+		return DROP_SCTP_FRAGMENT;
+	if (p->l3_end < p->l4_off + SCTP_COMMON_HLEN ||
+	    bpf_skb_load_bytes(skb, off, &csum, sizeof(csum)) < 0)
+		return DROP_MALFORMED_SCTP;
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	csum = __builtin_bswap32(csum);
+#endif
+	csum ^= crc32c_field_delta(diff, p->l3_end - p->l4_off - port_off - sizeof(diff));
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	csum = __builtin_bswap32(csum);
+#endif
+	if (bpf_skb_store_bytes(skb, off, &csum, sizeof(csum), 0) < 0)
+		return DROP_MALFORMED_SCTP;
+	return 0;
+}
+
 /* Rewrite one address (saddr or daddr) and its port (sport or dport) with the IP and
  * L4 checksums updated. SCTP's CRC32c covers no pseudo-header, so an address change
- * leaves it right; a port change would need it recomputed (not done: see lb_frontend). */
+ * leaves it right; a port change updates it (lb_sctp_port_csum). */
 static __always_inline int lb_rewrite(struct __sk_buff *skb, const struct pkt *p,
 				      __u32 addr_off, __u32 old_addr, __u32 new_addr,
 				      __u32 port_off, __u16 old_port, __u16 new_port)
@@ -57,6 +93,12 @@ static __always_inline int lb_rewrite(struct __sk_buff *skb, const struct pkt *p
 		if (csum_off && bpf_l4_csum_replace(skb, csum_off, old_port, new_port,
 						    sizeof(new_port)) < 0)
 			return DROP_MALFORMED;
+		if (p->proto == IPPROTO_SCTP) {
+			int ret = lb_sctp_port_csum(skb, p, port_off, old_port ^ new_port);
+
+			if (ret < 0)
+				return ret;
+		}
 		if (bpf_skb_store_bytes(skb, p->l4_off + port_off, &new_port, sizeof(new_port),
 					0) < 0)
 			return DROP_MALFORMED;
@@ -96,13 +138,38 @@ static __always_inline int lb_select(const struct lb_key *frontend, const struct
 	return 0;
 }
 
+/* A source port for a NodePort client SNATed to nat_addr on its way to a backend: one
+ * that no live connection of another client to that backend holds (network order), or 0
+ * when a few random tries find none. */
+static __always_inline __u16 lb_snat_port(const struct node_config *cfg, const struct pkt *p,
+					  __u32 nat_addr, const struct lb_backend *be, __u64 now)
+{
+	struct ct_key k = { .saddr = nat_addr, .daddr = be->address, .dport = be->port,
+			    .proto = p->proto, .scope = CT_SCOPE_FLOW };
+	struct ct_value *v;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < LB_SNAT_TRIES; i++) {
+		k.sport = bpf_htons(LB_SNAT_PORT_MIN + bpf_get_prandom_u32() %
+				    (LB_SNAT_PORT_MAX - LB_SNAT_PORT_MIN + 1));
+		v = conntrack.lookup(&k);
+		if (!v || !ct_alive(cfg, v, p->proto, now) ||
+		    (v->nat_addr == p->saddr && v->nat_port == p->sport))
+			return k.sport;
+	}
+	return 0;
+}
+
 /* The backend of this packet's connection: the one its CT_SCOPE_SERVICE entry
  * remembers while that backend exists (one deleted since gets a fresh choice: a TCP
  * connection then ends with the new backend's RST, UDP moves on), else a new choice,
- * remembered. */
+ * remembered. With snat, also the source port the client is given (*nat_port), chosen
+ * with the backend and remembered with it. */
 static __always_inline int lb_backend_of(const struct node_config *cfg, const struct pkt *p,
 					 const struct lb_key *frontend, const struct lb_value *svc,
-					 __u64 now, struct lb_backend **backend)
+					 __u64 now, bool snat, struct lb_backend **backend,
+					 __u16 *nat_port)
 {
 	struct ct_key sk = {};
 	struct ct_value *sv, fresh = { .service_id = svc->service_id };
@@ -117,6 +184,7 @@ static __always_inline int lb_backend_of(const struct node_config *cfg, const st
 		if (*backend) {
 			ct_update_service(sv, p);
 			ct_touch(sv, now);
+			*nat_port = sv->nat_port;
 			return 0;
 		}
 	}
@@ -127,6 +195,12 @@ static __always_inline int lb_backend_of(const struct node_config *cfg, const st
 	if (!*backend)
 		return DROP_NO_SERVICE_BACKEND;
 	fresh.backend_id = backend_id;
+	if (snat) {
+		fresh.nat_port = lb_snat_port(cfg, p, frontend->address, *backend, now);
+		if (!fresh.nat_port)
+			return DROP_NO_NAT_PORT;
+	}
+	*nat_port = fresh.nat_port;
 	return ct_create(p, CT_SCOPE_SERVICE, now, &fresh);
 }
 
@@ -141,6 +215,8 @@ static __always_inline int lb_frontend(struct __sk_buff *skb, const struct node_
 	struct lb_backend *be = NULL;
 	struct lb_value *svc;
 	__u32 hairpin_ip;
+	__u16 nat_port = 0;
+	bool snat;
 	int ret;
 
 	if (!lb_proto(p->proto))
@@ -153,17 +229,27 @@ static __always_inline int lb_frontend(struct __sk_buff *skb, const struct node_
 	c->frontend_port = p->dport;
 	if (!svc->count)
 		return DROP_NO_SERVICE_BACKEND;
-	ret = lb_backend_of(cfg, p, &k, svc, now, &be);
+	snat = scope == LB_SCOPE_EXTERNAL && !(svc->flags & LB_F_KEEP_CLIENT);
+	ret = lb_backend_of(cfg, p, &k, svc, now, snat, &be, &nat_port);
 	if (ret < 0)
 		return ret;
 
-	/* SCTP: a backend port other than the frontend's would need the CRC32c redone,
-	 * which is not done here (the agent's Services keep SCTP ports equal). */
 	ret = lb_rewrite(skb, p, LB_IP_DADDR_OFF, p->daddr, be->address, LB_L4_DPORT, p->dport,
 			 be->port);
 	if (ret < 0)
 		return ret;
-	if (be->address == p->saddr) {
+	if (nat_port) {
+		/* externalTrafficPolicy Cluster: from the address the client reached. */
+		ret = lb_rewrite(skb, p, LB_IP_SADDR_OFF, p->saddr, k.address, LB_L4_SPORT,
+				 p->sport, nat_port);
+		if (ret < 0)
+			return ret;
+		c->nat_addr = p->saddr;
+		c->nat_port = p->sport;
+		p->saddr = k.address;
+		p->sport = nat_port;
+		c->ct_flags |= CT_F_SNAT;
+	} else if (be->address == p->saddr) {
 		/* Hairpin: the pod's kernel would drop a packet from its own address. */
 		hairpin_ip = bpf_htonl(LB_HAIRPIN_IP);
 		ret = lb_rewrite(skb, p, LB_IP_SADDR_OFF, p->saddr, hairpin_ip, LB_L4_SPORT,
@@ -180,7 +266,7 @@ static __always_inline int lb_frontend(struct __sk_buff *skb, const struct node_
 
 /* A reply of a connection made through a Service (its entry carries service_id):
  * back from the frontend's address and port, and to the client's own address after
- * a hairpin (client and backend are one pod there). */
+ * a hairpin (client and backend are one pod there) or a NodePort's SNAT. */
 static __always_inline int lb_rev_nat(struct __sk_buff *skb, struct pkt *p,
 				      const struct ct_value *v)
 {
@@ -192,6 +278,13 @@ static __always_inline int lb_rev_nat(struct __sk_buff *skb, struct pkt *p,
 		if (ret < 0)
 			return ret;
 		p->daddr = p->saddr;
+	} else if (v->flags & CT_F_SNAT) {
+		ret = lb_rewrite(skb, p, LB_IP_DADDR_OFF, p->daddr, v->nat_addr, LB_L4_DPORT,
+				 p->dport, v->nat_port);
+		if (ret < 0)
+			return ret;
+		p->daddr = v->nat_addr;
+		p->dport = v->nat_port;
 	}
 	ret = lb_rewrite(skb, p, LB_IP_SADDR_OFF, p->saddr, v->rev_addr, LB_L4_SPORT, p->sport,
 			 v->rev_port);
@@ -215,8 +308,10 @@ static __always_inline int lb_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p,
 	struct iphdr inner;
 	__u32 backend;
 
-	if (v->flags & CT_F_HAIRPIN)
-		return 0; /* the client quoted its own address: nothing the pod cannot match */
+	/* After a hairpin the client quoted its own address: nothing the pod cannot match.
+	 * A SNATed NodePort client's error stays addressed to the node, which drops it. */
+	if (v->flags & (CT_F_HAIRPIN | CT_F_SNAT))
+		return 0;
 	if (bpf_skb_load_bytes(skb, inner_off, &inner, sizeof(inner)) < 0)
 		return DROP_MALFORMED;
 	port_off = inner_off + inner.ihl * 4 + LB_L4_DPORT;
@@ -258,6 +353,22 @@ static __always_inline int lb_reverse(struct __sk_buff *skb, struct pkt *p,
 	return 0;
 }
 
+/* Where a packet conntrack found goes once lb_reverse is done: a NodePort's reply out of
+ * the node's uplink, a reply to a node that reached this one's pod through the overlay
+ * back into the tunnel to it, anything else its usual way. */
+static __always_inline int lb_deliver_reply(struct __sk_buff *skb, const struct node_config *cfg,
+					    const struct pkt *p, const struct flow_ctx *c,
+					    enum ct_status status, const struct ct_value *v)
+{
+	if (v && status != CT_ESTABLISHED) {
+		if (v->flags & CT_F_NODEPORT)
+			return deliver_netdev(skb, cfg, p, c);
+		if (v->flags & CT_F_TUNNEL_REPLY)
+			return deliver_tunnel(skb, cfg, p, c, p->daddr);
+	}
+	return deliver(skb, cfg, p, c);
+}
+
 /* The ICMP port unreachable a refused client gets: RFC 792's header, the original IP
  * header and the first 8 bytes of its payload. 4-byte aligned for bpf_csum_diff. */
 struct lb_icmp_refusal {
@@ -280,10 +391,11 @@ static __always_inline __u16 lb_csum_fold(__s64 sum)
 	return (__u16)~s;
 }
 
-/* Turn the packet into that ICMP error, from the frontend, and hand it back into the
- * client pod (skb->ingress_ifindex is the host veth whose peer it is). A packet with IP
- * options is only dropped. The caller has counted and reported the drop. */
-static __always_inline int lb_refuse(struct __sk_buff *skb, const struct pkt *p)
+/* Turn the packet into that ICMP error, from the frontend, and hand it back the way it
+ * came: into the client pod (peer: skb->ingress_ifindex is the host veth whose peer it
+ * is), or out of the device it arrived on. A packet with IP options is only dropped.
+ * The caller has counted and reported the drop. */
+static __always_inline int lb_refuse(struct __sk_buff *skb, const struct pkt *p, bool peer)
 {
 	struct lb_icmp_refusal r = {};
 	__u8 eth[ETH_HLEN], swapped[ETH_HLEN];
@@ -321,6 +433,8 @@ static __always_inline int lb_refuse(struct __sk_buff *skb, const struct pkt *p)
 	    bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) < 0 ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), BPF_F_INVALIDATE_HASH) < 0)
 		return TC_ACT_SHOT;
+	if (!peer)
+		return bpf_redirect(skb->ingress_ifindex, 0);
 	if (skb->pkt_type != PACKET_HOST)
 		bpf_skb_change_type(skb, PACKET_HOST);
 	return bpf_redirect_peer(skb->ingress_ifindex, 0);

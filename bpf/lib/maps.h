@@ -47,8 +47,21 @@ BPF_TABLE_PINNED("lru_hash", struct frag_key, struct frag_value, fragments, FRAG
 /* Index metrics_index(code, direction): a reason code (drop.h) by direction. */
 BPF_TABLE_PINNED("percpu_array", __u32, struct metrics_value, metrics,
 		 REASON_MAX * DIR_MAX, PINNED(metrics));
-/* Ring buffer reservations that failed (the reader was too slow). */
-BPF_TABLE_PINNED("percpu_array", __u32, __u64, events_lost, 1, PINNED(events_lost));
+/* Events lost before the agent read them, by EVENTS_LOST_* (types.h). */
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, events_lost, EVENTS_LOST_MAX,
+		 PINNED(events_lost));
+/* Flows the datapath counts instead of reporting each packet (AGG_*, events.h); the
+ * agent reports and removes them. A plain HASH, not an LRU: an LRU would evict a flow
+ * whose counts were not reported yet without a trace; when this one is full a new flow's
+ * packets are counted as lost (EVENTS_LOST_TABLE), the metrics still count each one. */
+BPF_TABLE_PINNED("hash", struct flow_agg_key, struct flow_agg_value, flow_aggregates,
+		 FLOW_AGGREGATES_MAX, PINNED(flow_aggregates));
+BPF_TABLE_PINNED("percpu_array", __u32, struct event_rate_state, event_rate, 1,
+		 PINNED(event_rate));
+/* Where a new flow's aggregate is built before it is inserted: a value that size on
+ * the stack would crowd the entry programs' 512 bytes. */
+BPF_TABLE_PINNED("percpu_array", __u32, struct flow_agg_value, flow_agg_scratch, 1,
+		 PINNED(flow_agg_scratch));
 BPF_TABLE_PINNED("array", __u32, struct node_config, config, 1, PINNED(config));
 /* The load balancer: frontend slots (types.h), backends by id, and the ClientIP
  * affinity of clients (an LRU: a forgotten client is only given a fresh choice). */

@@ -18,6 +18,8 @@ static __always_inline int new_flow_commit(struct __sk_buff *skb,
 		.service_id = c->service_id,
 		.rev_addr = c->frontend_addr,
 		.rev_port = c->frontend_port,
+		.nat_addr = c->nat_addr,
+		.nat_port = c->nat_port,
 		.flags = c->ct_flags,
 	};
 	int ret = ct_create(p, CT_SCOPE_FLOW, now, &v);

@@ -41,6 +41,8 @@ struct pkt {
 	__u16 ip_id; /* network order */
 	__u32 l4_off;
 	__u32 len;
+	__u32 l3_end; /* where the IP packet ends (Ethernet padding may follow) */
+	__u8 more_fragments; /* a first fragment: the L4 payload goes on in others */
 };
 
 /* Ports of an L4 header at off: TCP/UDP/SCTP ports, the echo id for ICMP echo
@@ -109,6 +111,8 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 	p->ip_id = ip.id;
 	p->l4_off = ETH_HLEN + hlen;
 	p->len = skb->len;
+	p->l3_end = end;
+	p->more_fragments = !!(frag & IP_MF);
 
 	frag = bpf_ntohs(ip.frag_off);
 	if (frag & IP_OFFMASK) {

@@ -28,7 +28,7 @@
 #define HOOK_FROM_POD 1
 #define HOOK_TO_POD 2
 #define HOOK_FROM_OVERLAY 3
-/* Reserved for NodePort on the node's underlay device (not attached yet). */
+/* The node's uplink (bpf_host.c): NodePorts reached from outside. */
 #define HOOK_FROM_NETDEV 4
 
 /* flow_event.type */
@@ -37,6 +37,22 @@
 
 /* node_config.flags */
 #define CFG_F_EVENTS 1
+
+/* node_config.aggregation: how much the datapath summarises before it reports (events.h).
+ * NONE: an event per new connection and per dropped packet. CONNECTION: an event per new
+ * connection; the drops of one flow (5-tuple, reason, direction, hook) are counted in
+ * flow_aggregates and reported by the agent as one record per flow and interval. MAX:
+ * new connections too are counted there, and the source port is left out of the flow, so
+ * one client's connections (or a flood from random ports) to one port are one record. */
+#define AGG_NONE 0
+#define AGG_CONNECTION 1
+#define AGG_MAX 2
+
+/* events_lost index: where an event was lost before the agent read it. */
+#define EVENTS_LOST_RING 0 /* no room in the ring buffer (the reader was too slow) */
+#define EVENTS_LOST_RATE 1 /* over the node's event rate limit */
+#define EVENTS_LOST_TABLE 2 /* a new flow to count while flow_aggregates was full */
+#define EVENTS_LOST_MAX 3
 
 /* ct_value.state: the phases of a connection, each with its idle timeout. TCP and SCTP
  * go OPENING (a SYN, an INIT) -> ESTABLISHED (the responder's ACK, its COOKIE-ACK) ->
@@ -100,6 +116,16 @@ struct policy_value {
 
 /* ct_value.flags */
 #define CT_F_HAIRPIN 1 /* the client reached itself: its source was SNATed to LB_HAIRPIN_IP */
+/* A NodePort connection from outside (bpf_host.c): its replies, reverse-translated, leave
+ * through the node's uplink (lb_to_netdev): the host stack would drop a packet coming in
+ * from a pod with the node's own address as source. */
+#define CT_F_NODEPORT 2
+/* ...whose client was SNATed to the frontend's address (externalTrafficPolicy Cluster):
+ * replies are sent back to nat_addr:nat_port. */
+#define CT_F_SNAT 4
+/* A connection a node's own address opened through the overlay (a NodePort that node
+ * SNATed): replies go back through the tunnel to that node, which reverse-translates. */
+#define CT_F_TUNNEL_REPLY 8
 
 /* 5-tuple of the initiator. ICMP echo uses the echo id as both ports, so the
  * reversed tuple of a reply equals the request's. */
@@ -127,7 +153,12 @@ struct ct_value {
 	__u8 state;
 	__u8 seen_reply;
 	__u8 flags; /* CT_F_* */
-	__u8 pad[3];
+	__u8 pad;
+	/* CT_SCOPE_SERVICE of a SNATed NodePort connection: the source port its client was
+	 * given (nat_addr unused). CT_SCOPE_FLOW with CT_F_SNAT: the client's own address and
+	 * port, which replies get back as destination. Both 0: no SNAT. */
+	__u16 nat_port;
+	__u32 nat_addr;
 };
 
 /* The load balancer (bpf/lib/lb.h). A frontend is an address:port/protocol seen from a
@@ -143,6 +174,11 @@ struct ct_value {
 /* A pod reaching itself through a Service is given this source (host byte order here),
  * as Cilium does: its own address as source would be dropped by its kernel. */
 #define LB_HAIRPIN_IP 0xa9fe2a01 /* 169.254.42.1 */
+
+/* The source ports a NodePort client SNATed to the node is given (host byte order): above
+ * Linux's default ephemeral range (32768-60999), so the node's own sockets keep theirs. */
+#define LB_SNAT_PORT_MIN 61000
+#define LB_SNAT_PORT_MAX 65535
 
 struct lb_key {
 	__u32 address;
@@ -231,6 +267,13 @@ struct node_config {
 	/* The node's network namespace (SO_NETNS_COOKIE): the socket programs, attached
 	 * to a cgroup every node's processes share, act only in this one. 0: in none. */
 	__u64 netns_cookie;
+	/* The device NodePorts arrive on (from_netdev), where their replies leave. 0: none. */
+	__u32 uplink_ifindex;
+	__u32 aggregation; /* AGG_* */
+	/* The ring buffer's rate limit, per CPU (a GCRA: each event costs event_cost_ns of
+	 * budget, at most event_burst_ns ahead of now). 0: no limit. */
+	__u64 event_cost_ns;
+	__u64 event_burst_ns;
 };
 
 /* podwire trace (bpf/lib/trace.h). A packet whose IPv4 DSCP is an armed tag reports
@@ -322,6 +365,33 @@ struct flow_event {
 	__u32 service_id; /* the Service it went through (lb_value.service_id), 0 when none */
 	__u32 frontend_addr; /* the address the client sent it to, 0 when none */
 	__u32 pad2;
+};
+
+/* A flow as flow_aggregates counts it: under AGG_MAX sport is 0. */
+struct flow_agg_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 reason;
+	__u8 direction;
+	__u8 hook;
+};
+
+/* The first packet's event, and the totals since: packets and bytes only grow (atomic
+ * adds), so the agent reports the difference from what it reported before and no count
+ * is lost between the datapath and the agent. */
+struct flow_agg_value {
+	struct flow_event first;
+	__u64 last_seen; /* bpf_ktime_get_ns() of the latest packet */
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* The rate limiter's state, per CPU: the GCRA's theoretical arrival time. */
+struct event_rate_state {
+	__u64 tat;
 };
 
 #endif

@@ -26,6 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from scapy.layers.inet import IP, UDP
 from waiting import wait_for
 
+from podwire.agent.datapath import Datapath
+from podwire.bpf.constants import Aggregation
 from podwire.common.netns import in_netns
 from podwire.lab import cluster, netns, samples
 from podwire.lab.kube import Kube
@@ -40,7 +42,7 @@ PODWIRE = [sys.executable, "-m", "podwire.cli"]
 Record = dict[str, Any]
 FIELDS = {"seq", "time", "node", "type", "verdict", "drop_reason", "direction", "hook", "protocol",
           "source", "destination", "frontend", "tcp_flags", "length", "evaluated",
-          "allowed_by", "isolated_by"}
+          "allowed_by", "isolated_by", "count", "bytes", "last_time"}
 END_FIELDS = {"ip", "port", "identity", "namespace", "pod", "labels", "service"}
 POLICIES = [
     {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -269,6 +271,44 @@ def test_follow_streams_new_flows_as_they_happen(lab: Lab) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def hping_one_flow(lab: Lab, sport: int, count: int) -> None:
+    """`count` UDP packets x/c -> x/a:80 from one source port (x/c may not send)."""
+    c_ns = LabLayout(PREFIX).pod_netns(lab.pods["x/c"]["metadata"]["uid"])
+    assert shutil.which("hping3"), "hping3 is missing: scripts/setup.sh installs it"
+    sent = subprocess.run(["nsenter", f"--net={netns.path(c_ns)}", "hping3", "--udp",
+                           "-p", "80", "-s", str(sport), "-k", "-i", "u100", "-c", str(count),
+                           lab.ip("x/a")], capture_output=True, text=True, check=False)
+    assert f"{count} packets transmitted" in sent.stdout + sent.stderr, sent.stderr
+
+
+def from_port(sport: int) -> list[Record]:
+    return [r for r in records("--from-pod", "x/c") if r["source"]["port"] == sport]
+
+
+def test_a_flood_of_one_denied_flow_is_one_record_with_its_count(lab: Lab) -> None:
+    """Aggregation `connection` (the agents' default): the datapath counts the flow's
+    drops, the agent reports them as one record once the flow is quiet."""
+    hping_one_flow(lab, 6100, 2000)
+    (record,) = wait_for(lambda: from_port(6100), "the flood's record", 20)
+    assert record["count"] == 2000 and record["drop_reason"] == "POLICY_DENIED"
+    assert record["isolated_by"] == ["x/c-no-egress"]
+    shown = observe("--from-pod", "x/c", "--last", "100000").stdout
+    assert len([line for line in shown.splitlines() if ":6100 " in line]) == 1
+
+
+def test_without_aggregation_a_flood_is_a_record_a_packet(lab: Lab) -> None:
+    node1 = Datapath(LabLayout(PREFIX).node(1).pin_dir)
+    node1.set_node_config(aggregation=Aggregation.NONE)
+    try:
+        hping_one_flow(lab, 6200, 300)
+    finally:
+        node1.set_node_config(aggregation=Aggregation.CONNECTION)
+        node1.close()
+    wait_for(lambda: len(from_port(6200)) >= 300, "a record for each packet", 20)
+    got = from_port(6200)
+    assert len(got) == 300 and {r["count"] for r in got} == {1}
 
 
 def test_lost_events_are_reported(lab: Lab) -> None:

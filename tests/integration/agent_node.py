@@ -41,7 +41,9 @@ POD_CIDR = "10.244.9.0/24"
 class AgentNode:
     """Create with `AgentNode()`, then `start()`; `close()` removes everything."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        """settings: agent settings (AgentConfig fields) over the ones the node uses."""
+        self.settings = settings or {}
         tag = secrets.token_hex(3)
         self.prefix = f"pwtag{tag}"
         self.node_ns = f"{self.prefix}-n"
@@ -82,7 +84,7 @@ class AgentNode:
         (self.workdir / "agent.json").write_text(json.dumps({
             "node_name": "n1", "pin_dir": str(self.pin_dir),
             "state_dir": str(self.workdir / "state"), "socket_path": str(self.socket),
-            "kubeconfig": str(node_kc), "conntrack_gc_interval": 2.0,
+            "kubeconfig": str(node_kc), "conntrack_gc_interval": 2.0, **self.settings,
         }))
         self._echo_thread.start()
         self.start_agent()

@@ -74,7 +74,9 @@ def env() -> Iterator[Env]:
         a = topo.add_pod(node, "a", "10.200.0.2", ep_id=11, identity=ID_A)
         b = topo.add_pod(node, "b", "10.200.0.3", ep_id=12, identity=ID_B)
         config = AgentConfig(node_name="n1", pin_dir=topo.pin_dir("n1"), node_ip=NODE_IP,
-                             conntrack_max=4096)
+                             conntrack_max=4096,
+                             # These tests read each drop's own event.
+                             flow_aggregation="none")
         dp = Datapath.load(config, netns=node)
         topo.datapaths.append(dp)
         serve_pods(dp, (a, b))

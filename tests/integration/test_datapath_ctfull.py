@@ -34,7 +34,8 @@ def setup() -> Iterator[tuple[Topology, Datapath]]:
         node = topo.add_node("n1", "10.199.1.1")
         a = topo.add_pod(node, "a", "10.200.1.2", ep_id=21, identity=400)
         b = topo.add_pod(node, "b", "10.200.1.3", ep_id=22, identity=401)
-        config = AgentConfig(node_name="n1", pin_dir=topo.pin_dir("n1"), conntrack_max=CT_MAX)
+        config = AgentConfig(node_name="n1", pin_dir=topo.pin_dir("n1"), conntrack_max=CT_MAX,
+                             flow_aggregation="none")  # each drop's own event
         dp = Datapath.load(config, netns=node)
         topo.datapaths.append(dp)
         serve_pods(dp, (a, b))

@@ -65,7 +65,7 @@ def nodes() -> Iterator[TwoNodes]:
         dps = {}
         for name, ns, pod in (("n1", n1, a), ("n2", n2, c)):
             config = AgentConfig(node_name=name, pin_dir=topo.pin_dir(name),
-                                 node_ip=UNDERLAY[name])
+                                 node_ip=UNDERLAY[name], flow_aggregation="none")
             dp = Datapath.load(config, netns=ns)
             topo.datapaths.append(dp)
             vx = ensure_vxlan_device("pwvx", UNDERLAY[name], 8472, 1450, netns=ns)

@@ -90,7 +90,8 @@ def env() -> Iterator[Env]:
         a = topo.add_pod(node, "sa", "10.200.5.2", ep_id=51, identity=ID_A)
         b = topo.add_pod(node, "sb", "10.200.5.3", ep_id=52, identity=ID_B)
         config = AgentConfig(node_name="n1", pin_dir=topo.pin_dir("n1"), node_ip=NODE_IP,
-                             conntrack_max=1024, conntrack_timeouts=TIMEOUTS)
+                             conntrack_max=1024, conntrack_timeouts=TIMEOUTS,
+                             flow_aggregation="none")  # each drop's own event
         dp = Datapath.load(config, netns=node)
         topo.datapaths.append(dp)
         serve_pods(dp, (a, b))

@@ -69,7 +69,8 @@ def node() -> Iterator[Node]:
         b = topo.add_pod(ns, "b", "10.203.11.3", ep_id=72, identity=801)
         c = topo.add_pod(ns, "c", "10.203.11.4", ep_id=73, identity=802)
         dp = Datapath.load(AgentConfig(node_name=NODE, pin_dir=topo.pin_dir(NODE),
-                                       node_ip=NODE_IP, conntrack_max=4096), netns=ns)
+                                       node_ip=NODE_IP, conntrack_max=4096,
+                                       flow_aggregation="none"), netns=ns)
         topo.datapaths.append(dp)
         serve_pods(dp, (a, b, c))
         dp.set_ipcache(NODE_IP, ipcache_value(ReservedIdentity.HOST))

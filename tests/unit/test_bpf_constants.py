@@ -13,12 +13,15 @@ from podwire.agent.reasons import reasons
 from podwire.bpf import header
 from podwire.bpf.constants import (
     DIR_MAX,
+    EVENTS_LOST_MAX,
     LIB,
     MAPS,
     REASON_FORWARDED,
     REASON_MAX,
+    Aggregation,
     CtState,
     Direction,
+    EventsLost,
     EventType,
     Hook,
     ReservedIdentity,
@@ -34,12 +37,14 @@ DROP_H = (LIB / "drop.h").read_text()
 
 @pytest.mark.parametrize(("prefix", "members"), [
     ("DIR_", Direction), ("IDENTITY_", ReservedIdentity), ("HOOK_", Hook),
-    ("EVENT_", EventType), ("CT_STATE_", CtState)])
+    ("EVENT_", EventType), ("CT_STATE_", CtState), ("AGG_", Aggregation),
+    ("EVENTS_LOST_", EventsLost)])
 def test_every_c_constant_of_a_kind_is_a_member(prefix: str,
                                                 members: type[enum.IntEnum]) -> None:
     declared = {name.removeprefix(prefix): value for name, value in
                 header.defines(TYPES_H).items() if name.startswith(prefix)}
-    declared.pop("MAX", None)  # DIR_MAX is a bound
+    if "MAX" not in members.__members__:
+        declared.pop("MAX", None)  # DIR_MAX, EVENTS_LOST_MAX are bounds
     assert declared == {m.name: m.value for m in members}
 
 
@@ -77,9 +82,10 @@ def test_metrics_index_matches_the_map_size() -> None:
 
 def test_map_declarations_are_read_whole() -> None:
     assert list(MAPS) == ["endpoints", "ipcache", "policy", "conntrack", "fragments",
-                          "metrics", "events_lost", "config", "lb_services", "lb_backends",
-                          "lb_affinity", "lb_sock_revnat", "trace_tags", "trace_live", "events",
-                          "trace_events"]
+                          "metrics", "events_lost", "flow_aggregates", "event_rate",
+                          "flow_agg_scratch", "config",
+                          "lb_services", "lb_backends", "lb_affinity", "lb_sock_revnat",
+                          "trace_tags", "trace_live", "events", "trace_events"]
     ipcache = MAPS["ipcache"]
     assert (ipcache.type, ipcache.key, ipcache.value) == (
         "lpm_trie", "struct ipcache_key", "struct ipcache_value")
@@ -90,6 +96,19 @@ def test_map_declarations_are_read_whole() -> None:
     assert MAPS["config"].max_entries == 1
     # The trace ring is small and fixed: one traced packet is a handful of hops.
     assert (MAPS["trace_events"].type, MAPS["trace_events"].max_entries) == ("ringbuf", 65536)
+    assert MAPS["events_lost"].max_entries == EVENTS_LOST_MAX == len(EventsLost)
+    aggregates = MAPS["flow_aggregates"]
+    assert (aggregates.type, aggregates.key, aggregates.value, aggregates.size_macro) == (
+        "hash", "struct flow_agg_key", "struct flow_agg_value", "FLOW_AGGREGATES_MAX")
+
+
+def test_aggregation_modes_are_the_c_values_and_settings_name_them() -> None:
+    assert [(m.label, int(m)) for m in Aggregation] == [("none", 0), ("connection", 1),
+                                                        ("max", 2)]
+    assert Aggregation.from_label("max") is Aggregation.MAX
+    with pytest.raises(ValueError, match="'some' is none of none, connection, max"):
+        Aggregation.from_label("some")
+    assert [s.label for s in EventsLost] == ["ring", "rate", "table"]
 
 
 def test_map_parser_refuses_a_pin_under_another_name() -> None:

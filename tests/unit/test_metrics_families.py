@@ -9,8 +9,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from podwire.agent import structs
 from podwire.agent.datapath import Counter
 from podwire.agent.metrics import AgentMetrics, datapath_families
+from podwire.agent.reasons import reason_code
+from podwire.bpf.constants import Direction, EventType
 
 
 class Readings:
@@ -19,7 +22,7 @@ class Readings:
                          Counter("POLICY_DENIED", "ingress", 3, 222),
                          Counter("CT_FULL", "egress", 1, 60)]
         self.maps = {"conntrack": {"entries": 16, "max": 64}, "policy": {"entries": 0, "max": 8}}
-        self.lost = 5
+        self.lost = {"ring": 5, "rate": 2}
 
     def read_counters(self) -> list[Counter]:
         return self.counters
@@ -27,7 +30,7 @@ class Readings:
     def map_usage(self) -> dict[str, dict[str, int]]:
         return self.maps
 
-    def lost_events(self) -> int:
+    def lost_by_stage(self) -> dict[str, int]:
         return self.lost
 
 
@@ -71,7 +74,9 @@ def test_datapath_families_parse_with_conventional_names() -> None:
     assert got[("podwire_bpf_map_entries", (("map", "conntrack"),))] == 16
     assert got[("podwire_bpf_map_max_entries", (("map", "policy"),))] == 8
     assert got[("podwire_bpf_map_fill_ratio", (("map", "conntrack"),))] == 0.25
-    assert got[("podwire_flow_events_lost_total", ())] == 5
+    assert got[("podwire_flow_events_lost_total", ())] == 7
+    assert got[("podwire_flow_events_lost_at_stage_total", (("stage", "ring"),))] == 5
+    assert got[("podwire_flow_events_lost_at_stage_total", (("stage", "rate"),))] == 2
     assert not any(name == "podwire_dropped_packets_total" and dict(labels)["reason"] ==
                    "FORWARDED" for name, labels in got)
 
@@ -79,7 +84,8 @@ def test_datapath_families_parse_with_conventional_names() -> None:
 def test_agent_metrics_count_flows_and_read_state_at_scrape_time() -> None:
     state = AgentState()
     metrics = AgentMetrics(datapath=lambda: state.datapath, endpoints=lambda: state.endpoints,
-                           revision=lambda: state.revision, ready=lambda: state.ready)
+                           revision=lambda: state.revision, ready=lambda: state.ready,
+                           agent_lost=lambda: {"readers": 4})
     before = scrape(metrics.registry)
     assert ("podwire_forwarded_packets_total", (("direction", "egress"),)) not in before
     assert before[("podwire_endpoints", ())] == 2 and before[("podwire_ready", ())] == 1
@@ -97,6 +103,31 @@ def test_agent_metrics_count_flows_and_read_state_at_scrape_time() -> None:
     assert not any(name == "podwire_policy_verdicts_total" and dict(labels)["direction"] ==
                    "egress" for name, labels in after)
     assert after[("podwire_flow_events_total", (("type", "drop"), ("verdict", "DROPPED")))] == 1
+    assert after[("podwire_flow_events_lost_at_stage_total", (("stage", "readers"),))] == 4
+    assert after[("podwire_flow_events_lost_total", ())] == 11
     assert after[("podwire_reconcile_duration_seconds_count", ())] == 1
     assert after[("podwire_reconcile_duration_seconds_bucket", (("le", "0.005"),))] == 1
     assert after[("podwire_reconcile_duration_seconds_bucket", (("le", "0.0025"),))] == 0
+
+
+def raw_event(kind: EventType, reason: str, direction: Direction) -> bytes:
+    code = 0 if reason == "FORWARDED" else reason_code(reason)
+    return bytes(structs.FlowEvent(type=kind, reason=code, direction=direction))
+
+
+def test_raw_events_and_counted_flows_are_counted_as_their_records_would_be() -> None:
+    metrics = AgentMetrics(datapath=lambda: None, endpoints=lambda: 0, revision=lambda: 0,
+                           ready=lambda: True)
+    denied = raw_event(EventType.DROP, "POLICY_DENIED", Direction.INGRESS)
+    metrics.count_events([denied, denied,
+                          raw_event(EventType.FLOW, "FORWARDED", Direction.EGRESS),
+                          raw_event(EventType.DROP, "INVALID_SOURCE", Direction.EGRESS)])
+    metrics.count_counted([(denied, 1000, 64000, 0)])
+    got = scrape(metrics.registry)
+    assert got[("podwire_policy_verdicts_total",
+                (("direction", "ingress"), ("verdict", "DROPPED")))] == 1002
+    assert got[("podwire_flow_events_total",
+                (("type", "policy-verdict"), ("verdict", "FORWARDED")))] == 1
+    assert got[("podwire_flow_events_total", (("type", "drop"), ("verdict", "DROPPED")))] == 1
+    assert got[("podwire_policy_verdicts_total",
+                (("direction", "egress"), ("verdict", "FORWARDED")))] == 1

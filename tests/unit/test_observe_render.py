@@ -172,17 +172,49 @@ def test_records_are_numbered_and_followers_resume_after_a_seq() -> None:
     assert [r["seq"] for r in records] == [0, 1, 2, 3, 4]
     history = FlowHistory(3)
     assert history.snapshot(None) == ([], -1)
-    for record in records[:4]:
-        history.add(record)
+    # Kept raw: the names come when read (entry 3 was allowed by policy ref 7).
+    raw = [bytes(event(Hook.FROM_POD, egress_ref=7 if n == 3 else 0)) for n in range(5)]
+    history.add(raw[:2])
+    history.add(raw[2:4])
     recent, after = history.snapshot(2)
-    assert [r["seq"] for r in recent] == [2, 3] and after == 3
-    history.add(records[4])
+    assert [r.seq for r in recent] == [2, 3] and after == 3
+    assert [made.from_raw(r)["allowed_by"] for r in recent] == [{}, {"egress": "x/b-http"}]
+    history.add(raw[4:])
     stop = threading.Event()
     followed = history.follow(after, stop)
-    assert next(followed)["seq"] == 4
+    assert [r.seq for r in next(followed)] == [4]
     stop.set()
     assert list(followed) == []
-    assert [json.loads(line)["seq"] for line in history.as_lines(iter(recent))] == [2, 3]
+    named = [made.from_raw(r) for r in recent]
+    assert [json.loads(line)["seq"] for line in history.as_lines(iter(named))] == [2, 3]
+    assert history.lost == 0 and len(history) == 3 and history.memory_bytes() > 3 * 72
+
+
+def test_a_follower_that_falls_behind_the_history_is_told_what_it_missed() -> None:
+    history = FlowHistory(4)
+    history.add([bytes(event(Hook.FROM_POD))] * 2)
+    stop = threading.Event()
+    missed: list[int] = []
+    followed = history.follow(-1, stop, missed.append)
+    assert [r.seq for r in next(followed)] == [0, 1]
+    history.add([bytes(event(Hook.FROM_POD))] * 10)  # seqs 2..11; 8..11 are held
+    assert [r.seq for r in next(followed)] == [8, 9, 10, 11]
+    assert missed == [6] and history.lost == 6
+    stop.set()
+
+
+def test_a_counted_flow_is_one_record_with_its_count_span_and_bytes() -> None:
+    history = FlowHistory(8)
+    first = event(Hook.FROM_POD, dst_ep=9, drop="POLICY_DENIED", direction=Direction.INGRESS)
+    history.add_counted([(bytes(first), 1000, 74_000, first.timestamp + 2_500_000)])
+    (entry,), _ = history.snapshot(None)
+    record = enricher().from_raw(entry)
+    assert (record["count"], record["bytes"], record["verdict"]) == (1000, 74_000, "DROPPED")
+    assert record["last_time"] > record["time"]
+    assert flowtext.summary(record) == ("1000 packets; SYN; POLICY_DENIED ingress, isolated "
+                                      "by isolating 10.244.2.2 ingress")
+    alone = enricher().record(first)
+    assert (alone["count"], alone["bytes"], alone["last_time"]) == (1, 74, alone["time"])
 
 
 def through_service(base: structs.FlowEvent, frontend: str, port: int) -> structs.FlowEvent:

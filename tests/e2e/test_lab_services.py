@@ -1,0 +1,288 @@
+"""Services across a two-node podwire lab, as the upstream NetworkPolicy e2e probes them:
+every pod of the x/y/z grid behind a ClusterIP Service of its own (same name), so the
+Service matrix has the pod matrix's shape and must equal the evaluator's truth table.
+The Service ports differ from the pods' (1080 -> 80 by number on TCP, UDP and SCTP, 1081
+-> the named port serve-81-tcp), so every probe goes through port translation (SCTP's
+CRC32c included: the lab's responders check it). Then DNS-only egress, a Service
+scaled through its EndpointSlices, NodePorts from the external namespace to each node,
+and a backend deleted under a live connection. One lab for the file.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lab_helpers import cli, cli_ok, differences, expected, lab_up
+
+from podwire.agent import programmer
+from podwire.agent.datapath import Datapath
+from podwire.agent.entries import FrontendKey, LbScope, Protocol
+from podwire.lab import cluster, netns, samples
+from podwire.lab.kube import Kube
+from podwire.lab.layout import EXTERNAL_IP
+
+PREFIX = "pwtsv"
+NUMBERED, NAMED = 1080, 1081
+
+
+def policy(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def service(name: str, namespace: str, selector: dict[str, str], ports: list[dict[str, Any]],
+            **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"selector": selector, "ports": ports, **spec}}
+
+
+def pod_service(namespace: str, pod: str) -> dict[str, Any]:
+    """The Service in front of one grid pod, named as the pod."""
+    return service(pod, namespace, {"pod": pod}, [
+        *({"name": proto.lower(), "port": NUMBERED, "targetPort": 80, "protocol": proto}
+          for proto in samples.PROTOCOLS),
+        {"name": "named", "port": NAMED, "targetPort": "serve-81-tcp", "protocol": "TCP"}])
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[cluster.LabState]:
+    with lab_up(PREFIX, 2, "podwire") as state:
+        objects = samples.grid()
+        objects += [pod_service(ns, pod) for ns in "xyz" for pod in "abc"]
+        cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml(objects))
+        yield state
+
+
+@pytest.fixture
+def applied(lab: cluster.LabState) -> Iterator[list[dict[str, Any]]]:
+    """Objects a test adds; deleted afterwards."""
+    objects: list[dict[str, Any]] = []
+    yield objects
+    if objects:
+        cli_ok(PREFIX, "delete", "-f", "-", "--ignore-not-found",
+               stdin=samples.to_yaml(objects))
+
+
+def apply(applied: list[dict[str, Any]], *objects: dict[str, Any]) -> None:
+    applied.extend(o for o in objects if o not in applied)
+    cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml(list(objects)))
+
+
+def service_matrix(port: int, protocol: str) -> dict[str, dict[str, bool]]:
+    out = cli_ok(PREFIX, "probe", "--matrix", "--services", "--port", str(port), "--protocol",
+                 protocol, "--timeout", "2", "-o", "json")
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def check(lab: cluster.LabState, service_port: int, pod_port: int, protocol: str) -> None:
+    got = service_matrix(service_port, protocol)
+    diff = differences(got, expected(lab, pod_port, protocol))
+    assert not diff, (f"{protocol}/{service_port}: Service probes and evaluator disagree:\n"
+                      + "\n".join(diff))
+
+
+def probe(*args: str) -> tuple[int, dict[str, Any]]:
+    proc = cli(PREFIX, "probe", *args, "--timeout", "2", "-o", "json")
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def kube(lab: cluster.LabState) -> Kube:
+    return Kube(Path(lab.kubeconfig))
+
+
+def read(lab: cluster.LabState, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    obj = kube(lab).read(kind, name, namespace)
+    assert obj is not None, f"{kind} {namespace}/{name} is missing"
+    return obj
+
+
+def pod_ip(lab: cluster.LabState, namespace: str, name: str) -> str:
+    return str(read(lab, "Pod", name, namespace)["status"]["podIP"])
+
+
+def backends_in_maps(lab: cluster.LabState, frontend: FrontendKey) -> dict[str, set[str]]:
+    """Per node, the backend addresses its lb maps list for a frontend."""
+    out = {}
+    for node in lab.layout.nodes(2):
+        dp = Datapath(node.pin_dir)
+        try:
+            installed = programmer.read_installed(dp)
+        finally:
+            dp.close()
+        entry = installed.lb_services.get(frontend)
+        out[node.name] = set() if entry is None else {
+            installed.lb_backends[b].address for b in entry.backend_ids}
+    return out
+
+
+@pytest.mark.parametrize(("service_port", "pod_port", "protocol"), [
+    (NUMBERED, 80, "TCP"), (NUMBERED, 80, "UDP"), (NUMBERED, 80, "SCTP"), (NAMED, 81, "TCP")])
+def test_service_matrix_without_policy_reaches_every_pod(lab: cluster.LabState,
+                                                         service_port: int, pod_port: int,
+                                                         protocol: str) -> None:
+    check(lab, service_port, pod_port, protocol)
+
+
+def test_service_matrices_under_ingress_and_egress_policies(lab: cluster.LabState,
+                                                            applied: list[dict[str, Any]]) -> None:
+    """The scenarios of the pod-IP e2e, through the Services: a backend's ingress policy
+    sees the client pod, a client's egress policy the backend (same node and across)."""
+    apply(applied, policy("x-from-y", "x", {
+        "podSelector": {}, "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}],
+                     "ports": [{"protocol": "TCP", "port": 80},
+                               {"protocol": "SCTP", "port": 80}]}]}))
+    check(lab, NUMBERED, 80, "TCP")
+    check(lab, NUMBERED, 80, "SCTP")
+    check(lab, NUMBERED, 80, "UDP")
+    check(lab, NAMED, 81, "TCP")
+    apply(applied, policy("y-to-z-a", "y", {
+        "podSelector": {}, "policyTypes": ["Egress"],
+        "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "z"}},
+                            "podSelector": {"matchLabels": {"pod": "a"}}}],
+                    "ports": [{"protocol": "TCP", "port": "serve-81-tcp"},
+                              {"protocol": "TCP", "port": 80}]}]}))
+    check(lab, NUMBERED, 80, "TCP")
+    check(lab, NAMED, 81, "TCP")
+
+
+def test_egress_allowing_only_dns_and_one_service(lab: cluster.LabState,
+                                                   applied: list[dict[str, Any]]) -> None:
+    """x/a may reach the cluster DNS pods on 53 and y/b's pods on 80: names resolve and
+    y/b's Service works; y/c resolves and stays blocked, and so does its Service."""
+    apply(applied, policy("x-a-dns-only", "x", {
+        "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+        "egress": [
+            {"to": [{"namespaceSelector": {}, "podSelector": {
+                "matchLabels": {"k8s-app": "kube-dns"}}}],
+             "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+            {"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}},
+                     "podSelector": {"matchLabels": {"pod": "b"}}}],
+             "ports": [{"protocol": "TCP", "port": 80}]}]}))
+    code, ok = probe("--from", "x/a", "--to-host", "b.y", "--port", str(NUMBERED))
+    assert code == 0 and ok["answer"]["name"] == "y/b", ok
+    service_ip = read(lab, "Service", "c", "y")["spec"]["clusterIP"]
+    code, blocked = probe("--from", "x/a", "--to-host", "c.y", "--port", str(NUMBERED))
+    # Resolved (the label names the address) and then blocked.
+    assert code == 1 and service_ip in blocked["to"], blocked
+    code, _ = probe("--from", "x/a", "--to-service", "y/c", "--port", str(NUMBERED))
+    assert code == 1
+    code, _ = probe("--from", "x/b", "--to-service", "y/c", "--port", str(NUMBERED))
+    assert code == 0  # only x/a is isolated
+
+
+def test_scaling_a_service_reaches_every_node_s_maps(lab: cluster.LabState,
+                                                      applied: list[dict[str, Any]]) -> None:
+    web = service("web", "z", {"app": "web"},
+                  [{"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"}])
+    w1 = samples.pod("z", "w1", (80,), {"app": "web"}, "node1")
+    w2 = samples.pod("z", "w2", (80,), {"app": "web"}, "node2")
+    apply(applied, web, w1)
+    ip = read(lab, "Service", "web", "z")["spec"]["clusterIP"]
+    frontend = FrontendKey(ip, 80, Protocol.TCP, LbScope.INTERNAL)
+    first = pod_ip(lab, "z", "w1")
+    assert backends_in_maps(lab, frontend) == {"node1": {first}, "node2": {first}}
+    apply(applied, w2)
+    both = {first, pod_ip(lab, "z", "w2")}
+    assert backends_in_maps(lab, frontend) == {"node1": both, "node2": both}
+    code, answer = probe("--from", "x/c", "--to-service", "z/web", "--port", "80")
+    assert code == 0 and answer["answer"]["name"] in ("z/w1", "z/w2")
+    # internalTrafficPolicy Local: each node's ClusterIP lists only its own endpoint.
+    near = service("web-near", "z", {"app": "web"},
+                   [{"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"}],
+                   internalTrafficPolicy="Local")
+    apply(applied, near)
+    near_ip = read(lab, "Service", "web-near", "z")["spec"]["clusterIP"]
+    assert backends_in_maps(lab, FrontendKey(near_ip, 80, Protocol.TCP, LbScope.INTERNAL)) \
+        == {"node1": {first}, "node2": {pod_ip(lab, "z", "w2")}}
+    cli_ok(PREFIX, "delete", "pod", "w1", "-n", "z")
+    second = {pod_ip(lab, "z", "w2")}
+    assert backends_in_maps(lab, frontend) == {"node1": second, "node2": second}
+
+
+def node_ips(lab: cluster.LabState) -> dict[str, str]:
+    return {node.name: node.underlay_ip for node in lab.layout.nodes(2)}
+
+
+def test_node_port_from_external_to_each_node(lab: cluster.LabState,
+                                               applied: list[dict[str, Any]]) -> None:
+    """x/a runs on node1. Cluster: both nodes serve, and x/a sees the node the client
+    reached. Local: only node1 serves, x/a sees the client, and its ipBlock decides."""
+    ports = [{"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"}]
+    apply(applied, service("np", "x", {"pod": "a"}, ports, type="NodePort"))
+    node_port = str(read(lab, "Service", "np", "x")["spec"]["ports"][0]["nodePort"])
+    ips = node_ips(lab)
+    for node, ip in ips.items():
+        code, answer = probe("--from", "external", "--to-ip", ip, "--port", node_port)
+        assert code == 0, (node, answer)
+        assert answer["answer"]["name"] == "x/a"
+        assert answer["answer"]["peer"].split(":")[0] == ip, answer  # SNATed to that node
+
+    apply(applied, service("np", "x", {"pod": "a"}, ports, type="NodePort",
+                           externalTrafficPolicy="Local"))
+    code, answer = probe("--from", "external", "--to-ip", ips["node1"], "--port", node_port)
+    assert code == 0 and answer["answer"]["peer"].split(":")[0] == EXTERNAL_IP, answer
+    code, _ = probe("--from", "external", "--to-ip", ips["node2"], "--port", node_port)
+    assert code == 1  # no local endpoint there
+
+    only_pods = policy("x-a-from-pods", "x", {
+        "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.0.0/16"}}]}]})
+    apply(applied, only_pods)
+    code, _ = probe("--from", "external", "--to-ip", ips["node1"], "--port", node_port)
+    assert code == 1
+    only_pods["spec"]["ingress"][0]["from"].append({"ipBlock": {"cidr": f"{EXTERNAL_IP}/32"}})
+    apply(applied, only_pods)
+    code, _ = probe("--from", "external", "--to-ip", ips["node1"], "--port", node_port)
+    assert code == 0
+
+
+def test_a_deleted_backend_s_connection_ends_promptly(lab: cluster.LabState,
+                                                      applied: list[dict[str, Any]]) -> None:
+    """A TCP connection through a ClusterIP whose backend pod is deleted: the next segment
+    goes to the other backend, which resets it, instead of hanging until TCP gives up."""
+    port = 7300
+    pair = service("pair", "y", {"app": "pair"},
+                   [{"name": "stream", "port": port, "targetPort": port, "protocol": "TCP"}])
+    p1 = samples.pod("y", "p1", (80,), {"app": "pair"}, "node1")
+    p2 = samples.pod("y", "p2", (80,), {"app": "pair"}, "node2")
+    apply(applied, pair, p1, p2)
+    ip = read(lab, "Service", "pair", "y")["spec"]["clusterIP"]
+    listeners = {}
+    for name in ("p1", "p2"):
+        uid = read(lab, "Pod", name, "y")["metadata"]["uid"]
+        sock = netns.socket_in(lab.layout.pod_netns(uid), socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("0.0.0.0", port))
+        sock.listen(4)
+        sock.settimeout(5)
+        listeners[name] = sock
+    client_uid = read(lab, "Pod", "a", "z")["metadata"]["uid"]
+    client = netns.socket_in(lab.layout.pod_netns(client_uid), socket.AF_INET,
+                             socket.SOCK_STREAM)
+    client.settimeout(5)
+    accepted: list[socket.socket] = []
+    try:
+        client.connect((ip, port))
+        ready, _, _ = select.select(list(listeners.values()), [], [], 5)
+        assert ready, "no backend got the connection"
+        served = next(n for n, s in listeners.items() if s is ready[0])
+        conn, _ = ready[0].accept()
+        accepted.append(conn)
+        client.sendall(b"hello")
+        assert conn.recv(10) == b"hello"
+        cli_ok(PREFIX, "delete", "pod", served, "-n", "y")
+        client.sendall(b"still there?")
+        with pytest.raises(ConnectionResetError):
+            client.recv(10)  # a hang would raise TimeoutError instead
+    finally:
+        client.close()
+        for sock in (*accepted, *listeners.values()):
+            sock.close()

@@ -1,0 +1,328 @@
+"""NodePorts from outside: from_netdev on each node's uplink translates
+`<node address>:nodePort` to a backend on any node, and the replies leave the way the
+request came. Real namespaces on one underlay bridge (n1, n2 and an external client),
+real sockets; the load balancer's maps are written through the programmer as the agent
+writes them.
+
+n1 holds the backend b, n2 the backend c; ext is the world.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Self
+
+import pytest
+from datapath_topo import (
+    Pod,
+    Topology,
+    counter,
+    drain_events,
+    ipcache_value,
+    link_info,
+    nsexec,
+    open_datapath,
+    policy_key,
+    serve_pods,
+    sh,
+)
+
+from podwire.agent import programmer, structs
+from podwire.agent.config import AgentConfig
+from podwire.agent.datapath import Datapath
+from podwire.agent.entries import BackendEntry, FrontendKey, LbScope, Protocol, ServiceEntry
+from podwire.agent.nodesetup import ensure_vxlan_device
+from podwire.agent.reconcile import Delete, MapName, Operation, Upsert
+from podwire.bpf.constants import (
+    EP_F_INGRESS_ISOLATED,
+    Direction,
+    EventType,
+    Hook,
+    ReservedIdentity,
+)
+from podwire.common.netns import in_netns
+
+PREFIX = f"pwnp{os.getpid() % 10000}"
+NODE_IP = {"n1": "10.198.19.1", "n2": "10.198.19.2"}
+EXT_IP = "10.198.19.250"
+POD_CIDR = {"n1": "10.203.21.0/24", "n2": "10.203.22.0/24"}
+ID = {"n1": {"b": 600, "c": 602}, "n2": {"b": 700, "c": 702}}
+# The external client's /32 as an ipBlock would give it (a CIDR identity).
+EXT_CIDR_IDENTITY = (1 << 24) + 7
+TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
+NODE_PORT, BACKEND_PORT = 30080, 8080
+B, C, B_UDP, C_UDP = 1, 2, 3, 4
+SERVICE_ID = 21
+SNAT_PORTS = range(61000, 65536)
+
+
+@dataclass
+class Lab:
+    dp1: Datapath
+    dp2: Datapath
+    b: Pod
+    c: Pod
+    ext: str
+
+    @property
+    def datapaths(self) -> tuple[Datapath, Datapath]:
+        return self.dp1, self.dp2
+
+    def program(self, services: dict[FrontendKey, ServiceEntry]) -> None:
+        """Every node gets its own NodePort frontends, as each agent writes them."""
+        backends = {B: BackendEntry(self.b.ip, BACKEND_PORT), C: BackendEntry(self.c.ip, BACKEND_PORT),
+                    B_UDP: BackendEntry(self.b.ip, 5353), C_UDP: BackendEntry(self.c.ip, 5353)}
+        for dp in self.datapaths:
+            installed = programmer.read_installed(dp)
+            ops: list[Operation] = [Upsert(MapName.LB_BACKENDS, k, v) for k, v in backends.items()
+                                    if installed.lb_backends.get(k) != v]
+            ops += [Upsert(MapName.LB_SERVICES, k, v) for k, v in services.items()
+                    if installed.lb_services.get(k) != v]
+            ops += [Delete(MapName.LB_SERVICES, k) for k in installed.lb_services
+                    if k not in services]
+            programmer.apply(dp, ops)
+
+    def reset(self) -> None:
+        self.program({})
+        open_datapath(self.dp1, (self.b,))
+        open_datapath(self.dp2, (self.c,))
+
+    def socket(self, kind: int) -> socket.socket:
+        with in_netns(self.ext):
+            return socket.socket(socket.AF_INET, kind)
+
+
+def node_port(node: str, *backends: int, local: bool = False, proto: int = TCP,
+              port: int = NODE_PORT) -> dict[FrontendKey, ServiceEntry]:
+    return {FrontendKey(NODE_IP[node], port, Protocol(proto), LbScope.EXTERNAL):
+            ServiceEntry(service_id=SERVICE_ID, backend_ids=backends,
+                         keep_client_address=local, node_port=True)}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    topo = Topology(PREFIX)
+    try:
+        ul = f"{PREFIX}-ul"
+        sh("ip", "netns", "add", ul)
+        topo.nodes.append(ul)
+        nsexec(ul, "ip", "link", "add", "br0", "type", "bridge")
+        nsexec(ul, "ip", "link", "set", "br0", "up")
+        n1 = topo.add_node("n1", NODE_IP["n1"])
+        n2 = topo.add_node("n2", NODE_IP["n2"])
+        ext = f"{PREFIX}-ext"
+        sh("ip", "netns", "add", ext)
+        topo.nodes.append(ext)
+        for ns, port, address in ((n1, "v1", NODE_IP["n1"]), (n2, "v2", NODE_IP["n2"]),
+                                  (ext, "ve", EXT_IP)):
+            if ns != ext:
+                nsexec(ns, "ip", "addr", "del", f"{address}/32", "dev", "lo")
+            nsexec(ul, "ip", "link", "add", port, "type", "veth", "peer", "name", "ul0",
+                   "netns", ns)
+            nsexec(ul, "ip", "link", "set", port, "master", "br0", "up")
+            nsexec(ns, "ip", "addr", "add", f"{address}/24", "dev", "ul0")
+            nsexec(ns, "ip", "link", "set", "ul0", "up")
+            nsexec(ns, "ip", "link", "set", "lo", "up")
+        b = topo.add_pod(n1, "b", "10.203.21.2", ep_id=51, identity=ID["n1"]["b"])
+        c = topo.add_pod(n2, "c", "10.203.22.2", ep_id=61, identity=ID["n2"]["c"])
+        dps = {}
+        for name, ns, pods in (("n1", n1, (b,)), ("n2", n2, (c,))):
+            config = AgentConfig(node_name=name, pin_dir=topo.pin_dir(name),
+                                 node_ip=NODE_IP[name], conntrack_max=4096)
+            dp = Datapath.load(config, netns=ns)
+            topo.datapaths.append(dp)
+            dp.attach_overlay(ensure_vxlan_device("pwvx", NODE_IP[name], 8472, 1450, netns=ns))
+            dp.attach_netdev(link_info(ns, "ul0")[0])
+            serve_pods(dp, pods)
+            for other, address in NODE_IP.items():
+                dp.set_ipcache(address, ipcache_value(
+                    ReservedIdentity.HOST if other == name else ReservedIdentity.REMOTE_NODE))
+            dp.set_ipcache(EXT_IP, ipcache_value(ReservedIdentity.WORLD, EXT_CIDR_IDENTITY))
+            dps[name] = dp
+        dps["n1"].set_ipcache(c.ip, ipcache_value(ID["n1"]["c"], tunnel_ip=NODE_IP["n2"]))
+        dps["n2"].set_ipcache(b.ip, ipcache_value(ID["n2"]["b"], tunnel_ip=NODE_IP["n1"]))
+        yield Lab(dps["n1"], dps["n2"], b, c, ext)
+    finally:
+        topo.cleanup()
+
+
+@pytest.fixture
+def np(lab: Lab) -> Iterator[Lab]:
+    lab.reset()
+    yield lab
+    lab.reset()
+
+
+class Listener:
+    def __init__(self, pod: Pod) -> None:
+        self.sock = pod.socket(socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((pod.ip, BACKEND_PORT))
+        self.sock.listen(16)
+        self.sock.settimeout(5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.sock.close()
+
+
+def exchange(lab: Lab, node: str, listener: Listener, timeout: float = 5) -> tuple[str, int]:
+    """Connect from outside to the node's NodePort, pass data both ways; the address and
+    port the backend saw the client at."""
+    client = lab.socket(socket.SOCK_STREAM)
+    client.settimeout(timeout)
+    try:
+        client.connect((NODE_IP[node], NODE_PORT))
+        server, peer = listener.sock.accept()
+        with server:
+            server.settimeout(5)
+            payload = os.urandom(200_000)
+            client.sendall(payload)
+            received = b""
+            while len(received) < len(payload):
+                received += server.recv(65536)
+            assert received == payload
+            server.sendall(b"pong")
+            assert client.recv(10) == b"pong"
+            assert client.getpeername() == (NODE_IP[node], NODE_PORT)
+        return peer[0], peer[1]
+    finally:
+        client.close()
+
+
+def flows(dp: Datapath) -> list[structs.FlowEvent]:
+    return [ev for ev in drain_events(dp) if ev.type == EventType.FLOW]
+
+
+def test_cluster_policy_snats_to_the_node_for_a_local_and_a_remote_backend(np: Lab) -> None:
+    """externalTrafficPolicy Cluster: the client is SNATed to the node it reached, so a
+    backend on that node sees the node, one on another node sees the ingress node's
+    address, and the replies come back through the ingress node either way."""
+    np.program(node_port("n1", B))
+    with Listener(np.b) as listener:
+        address, port = exchange(np, "n1", listener)
+    assert address == NODE_IP["n1"] and port in SNAT_PORTS
+    (flow,) = [ev for ev in flows(np.dp1) if ev.service_id == SERVICE_ID]
+    assert (flow.hook, flow.src_identity, structs.ip_str(flow.daddr)) == \
+        (Hook.FROM_NETDEV, ReservedIdentity.HOST, np.b.ip)
+
+    np.program(node_port("n1", C))
+    with Listener(np.c) as listener:
+        address, port = exchange(np, "n1", listener)
+    assert address == NODE_IP["n1"] and port in SNAT_PORTS
+    (remote,) = [ev for ev in flows(np.dp2) if ev.hook == Hook.FROM_OVERLAY]
+    assert remote.src_identity == ReservedIdentity.REMOTE_NODE
+
+
+def test_local_policy_keeps_the_client_address_for_the_backend_policy(np: Lab) -> None:
+    """externalTrafficPolicy Local: the backend sees the client itself, and its ipBlock
+    ingress rule decides."""
+    np.program(node_port("n2", C, local=True))
+    with Listener(np.c) as listener:
+        address, _ = exchange(np, "n2", listener)
+        assert address == EXT_IP
+        np.dp2.set_endpoint(np.c.ip, np.c.endpoint(EP_F_INGRESS_ISOLATED))
+        before = counter(np.dp2, "POLICY_DENIED", "ingress")
+        with pytest.raises(TimeoutError):
+            exchange(np, "n2", listener, timeout=0.5)
+        assert counter(np.dp2, "POLICY_DENIED", "ingress") > before
+        np.dp2.set_policy(policy_key(np.c.ep_id, Direction.INGRESS, EXT_CIDR_IDENTITY, TCP,
+                                     BACKEND_PORT), structs.PolicyValue(policy_ref=77))
+        address, _ = exchange(np, "n2", listener)
+    assert address == EXT_IP
+    assert any(ev.ingress_ref == 77 and ev.hook == Hook.FROM_NETDEV for ev in flows(np.dp2))
+
+
+def test_cluster_policy_remote_backend_is_judged_as_the_ingress_node(np: Lab) -> None:
+    """c's ingress policy sees n1 (remote-node), not the client: an allow for the client's
+    ipBlock does not let it in, an allow for the remote node does."""
+    np.program(node_port("n1", C))
+    np.dp2.set_endpoint(np.c.ip, np.c.endpoint(EP_F_INGRESS_ISOLATED))
+    np.dp2.set_policy(policy_key(np.c.ep_id, Direction.INGRESS, EXT_CIDR_IDENTITY, TCP,
+                                 BACKEND_PORT), structs.PolicyValue(policy_ref=78))
+    with Listener(np.c) as listener:
+        with pytest.raises(TimeoutError):
+            exchange(np, "n1", listener, timeout=0.5)
+        np.dp2.set_policy(policy_key(np.c.ep_id, Direction.INGRESS,
+                                     ReservedIdentity.REMOTE_NODE, TCP, BACKEND_PORT),
+                          structs.PolicyValue(policy_ref=79))
+        address, _ = exchange(np, "n1", listener)
+    assert address == NODE_IP["n1"]
+
+
+def test_udp_node_port_to_a_backend_on_the_other_node(np: Lab) -> None:
+    np.program(node_port("n2", B_UDP, proto=UDP, port=30053))
+    server = np.b.socket(socket.SOCK_DGRAM)
+    client = np.socket(socket.SOCK_DGRAM)
+    try:
+        server.bind((np.b.ip, 5353))
+        server.settimeout(5)
+        client.settimeout(5)
+        client.connect((NODE_IP["n2"], 30053))  # a connected socket takes only its peer's
+        client.send(b"query")
+        data, peer = server.recvfrom(100)
+        assert data == b"query" and peer[0] == NODE_IP["n2"]
+        server.sendto(b"answer", peer)
+        assert client.recv(100) == b"answer"
+    finally:
+        server.close()
+        client.close()
+
+
+def test_a_node_port_without_backends_is_refused_at_once(np: Lab) -> None:
+    np.program(node_port("n1"))
+    before = counter(np.dp1, "NO_SERVICE_BACKEND", "ingress")
+    client = np.socket(socket.SOCK_STREAM)
+    client.settimeout(5)
+    try:
+        # A timeout would raise TimeoutError: only the ICMP answer gives ECONNREFUSED.
+        with pytest.raises(ConnectionRefusedError):
+            client.connect((NODE_IP["n1"], NODE_PORT))
+    finally:
+        client.close()
+    assert counter(np.dp1, "NO_SERVICE_BACKEND", "ingress") > before
+
+
+def test_the_node_s_own_traffic_on_the_uplink_is_left_alone(np: Lab) -> None:
+    """A port that is no NodePort, on the node's address: the host stack answers it, and
+    from_netdev counts nothing."""
+    np.program(node_port("n1", B))
+    with in_netns(f"{PREFIX}-n1"):
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client = np.socket(socket.SOCK_STREAM)
+    try:
+        server.bind((NODE_IP["n1"], 9999))
+        server.listen(1)
+        client.settimeout(5)
+        forwarded = counter(np.dp1, "FORWARDED", "ingress")
+        client.connect((NODE_IP["n1"], 9999))
+        conn, peer = server.accept()
+        conn.close()
+        assert peer[0] == EXT_IP
+        assert counter(np.dp1, "FORWARDED", "ingress") == forwarded
+    finally:
+        client.close()
+        server.close()
+
+
+def test_another_node_reaches_a_node_port_served_back_on_itself(np: Lab) -> None:
+    """n2's own process to n1's NodePort, whose backend c runs on n2: in through n1's
+    uplink, SNATed there and tunnelled back to n2, the reply returns by n1."""
+    np.program(node_port("n1", C))
+    with in_netns(f"{PREFIX}-n2"):
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.settimeout(5)
+    with Listener(np.c) as listener, client:
+        client.connect((NODE_IP["n1"], NODE_PORT))
+        server, peer = listener.sock.accept()
+        with server:
+            client.sendall(b"from n2")
+            assert server.recv(10) == b"from n2"
+            server.sendall(b"back")
+            assert client.recv(10) == b"back"
+    assert peer[0] == NODE_IP["n1"]
