@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ class AgentConfig:
     socket_path: Path = DEFAULT_SOCKET
     # Used when the Node object has no spec.podCIDR (standalone and lab use).
     pod_cidr: str | None = None
+    # The same for a dual-stack (or IPv6) node: one CIDR per family, instead of
+    # `pod_cidr` and of the Node's spec.podCIDRs.
+    pod_cidrs: tuple[str, ...] = ()
     # The node's underlay address; taken from Node.status.addresses when unset.
     node_ip: str | None = None
     mtu: int = 1450
@@ -130,6 +134,8 @@ class AgentConfig:
         for name in ("pin_dir", "state_dir", "socket_path", "service_account_dir"):
             if name in values:
                 values[name] = Path(values[name])
+        if "pod_cidrs" in values:
+            values["pod_cidrs"] = _pod_cidrs(values["pod_cidrs"])
         if "conntrack_timeouts" in values:
             values["conntrack_timeouts"] = ConntrackTimeouts(**values["conntrack_timeouts"])
         return cls(**values)
@@ -137,3 +143,20 @@ class AgentConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> AgentConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _pod_cidrs(value: Any) -> tuple[str, ...]:
+    """`pod_cidrs` checked: networks, at most one per family."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("agent setting pod_cidrs must be a list of CIDR strings")
+    families: dict[int, str] = {}
+    for text in value:
+        try:
+            net = ipaddress.ip_network(text)
+        except ValueError as exc:
+            raise ValueError(f"agent setting pod_cidrs: {text!r} is not a network ({exc})") from None
+        if net.version in families:
+            raise ValueError(f"agent setting pod_cidrs: {families[net.version]} and {text} are "
+                             f"both IPv{net.version}; give one per family")
+        families[net.version] = text
+    return tuple(value)

@@ -8,7 +8,6 @@ consumed every stream *and* applied the resulting map changes.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -32,7 +31,7 @@ from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.agent.traceapi import TraceApi
 from podwire.agent.watch import WatchSet, api_client
 from podwire.cni.endpoints import Endpoint
-from podwire.cni.node import EndpointHook, Node
+from podwire.cni.node import EndpointHook, Node, pod_networks
 from podwire.common.flow import FlowRecord
 
 log = logging.getLogger("podwire.agent")
@@ -177,11 +176,14 @@ class Agent:
         while True:
             known = self.state.nodes.get(self.config.node_name)
             node_ip = self.config.node_ip or (known.ip if known else None)
-            pod_cidr = self.config.pod_cidr or (known.pod_cidr if known else None)
-            if node_ip is not None and pod_cidr is not None:
-                return NodeInfo(self.config.node_name, node_ip, pod_cidr,
+            pod_cidrs = (self.config.pod_cidrs
+                         or ((self.config.pod_cidr,) if self.config.pod_cidr else ())
+                         or (known.pod_cidrs if known else ()))
+            if node_ip is not None and pod_cidrs:
+                return NodeInfo(self.config.node_name, node_ip, pod_cidrs[0],
                                 known.addresses if known else (),
-                                known.labels if known else ())
+                                labels=known.labels if known else (),
+                                pod_cidrs=tuple(pod_cidrs))
             self.not_ready_reason = (f"node {self.config.node_name} has no "
                                      f"{'address' if node_ip is None else 'spec.podCIDR'} yet")
             if self.stopping.wait(0.2):
@@ -192,8 +194,9 @@ class Agent:
         assert self.datapath is not None and node.ip and node.pod_cidr
         with self.lock:
             self.state.set_node(node)
-        self.cni.pod_cidr = ipaddress.IPv4Network(node.pod_cidr)
-        vxlan = nodesetup.prepare(self.config, node.ip, node.pod_cidr)
+        self.cni.pod_cidrs = pod_networks(node.pod_cidrs)
+        ipv4 = next((c for c in self.cni.pod_cidrs if c.version == 4), None)
+        vxlan = nodesetup.prepare(self.config, node.ip, str(ipv4) if ipv4 else None)
         self.datapath.attach_overlay(vxlan)
         self.datapath.set_node_config(node_ip=node.ip)
         self._attach_netdev(self.datapath, node.ip)
@@ -222,8 +225,10 @@ class Agent:
                 log.warning("event=endpoint_stale pod=%s ifname=%s error=%r", endpoint.pod,
                             endpoint.host_ifname, str(err))
                 continue
-            with self.lock:
-                self.state.add_endpoint(_local(endpoint))
+            local = _local(endpoint)
+            if local is not None:
+                with self.lock:
+                    self.state.add_endpoint(local)
 
     # ------------------------------------------------------------ reconcile
 
@@ -266,16 +271,25 @@ class Agent:
         with self.lock:
             # Programs first: until the endpoint entry exists they drop its traffic.
             self.datapath.attach_endpoint(endpoint.host_ifindex)
-            self.state.add_endpoint(_local(endpoint))
-            self._reconcile()
-        log.info("event=endpoint_added pod=%s ip=%s ifname=%s", endpoint.pod, endpoint.ip,
-                 endpoint.host_ifname)
+            local = _local(endpoint)
+            if local is not None:
+                self.state.add_endpoint(local)
+                self._reconcile()
+        if local is None:
+            # The programs are attached and drop its IPv6 packets (UNSUPPORTED_L3):
+            # nothing to program until the datapath speaks IPv6.
+            log.warning("event=endpoint_ipv6_only pod=%s ips=%s ifname=%s", endpoint.pod,
+                        ",".join(endpoint.ips), endpoint.host_ifname)
+        log.info("event=endpoint_added pod=%s ip=%s ifname=%s", endpoint.pod,
+                 ",".join(endpoint.ips), endpoint.host_ifname)
 
     def _endpoint_removed(self, endpoint: Endpoint) -> None:
-        with self.lock:
-            self.state.remove_endpoint(endpoint.ip)
-            self._reconcile()
-        log.info("event=endpoint_removed pod=%s ip=%s", endpoint.pod, endpoint.ip)
+        local = _local(endpoint)
+        if local is not None:
+            with self.lock:
+                self.state.remove_endpoint(local.ip)
+                self._reconcile()
+        log.info("event=endpoint_removed pod=%s ip=%s", endpoint.pod, ",".join(endpoint.ips))
 
     # ------------------------------------------------------------ flows
 
@@ -334,8 +348,8 @@ class Agent:
     def _status(self, request: Request) -> Response:
         with self.lock:
             endpoints = [
-                {"ip": e.ip, "namespace": e.namespace, "pod": e.name, "ep_id": e.ep_id,
-                 "ifindex": e.ifindex}
+                {"ip": e.ip, "ips": list(e.ips or (e.ip,)), "namespace": e.namespace,
+                 "pod": e.name, "ep_id": e.ep_id, "ifindex": e.ifindex}
                 for e in sorted(self.state.endpoints.values(), key=lambda e: e.ip)
             ]
             problems = [vars(p) for p in self.state.policy_problems.values()]
@@ -420,11 +434,16 @@ def watched_kinds(config: AgentConfig) -> tuple[str, ...]:
     return WatchSet.DEFAULT_KINDS + (WatchSet.SERVICE_KINDS if config.services else ())
 
 
-def _local(endpoint: Endpoint) -> LocalEndpoint:
+def _local(endpoint: Endpoint) -> LocalEndpoint | None:
+    """The endpoint as the model keys it, by its IPv4 address (the maps are IPv4 only);
+    None for an IPv6-only one."""
+    ip = endpoint.address(4)
+    if ip is None:
+        return None
     # The host veth's ifindex is unique on the node for the pod's lifetime: it serves
     # as the endpoint id the policy map is keyed by.
-    return LocalEndpoint(ip=endpoint.ip, ep_id=endpoint.host_ifindex,
+    return LocalEndpoint(ip=ip, ep_id=endpoint.host_ifindex,
                          ifindex=endpoint.host_ifindex, pod_mac=endpoint.pod_mac,
                          host_mac=endpoint.host_mac, namespace=endpoint.pod_namespace,
-                         name=endpoint.pod_name)
+                         name=endpoint.pod_name, ips=endpoint.ips)
 

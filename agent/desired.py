@@ -63,7 +63,8 @@ log = logging.getLogger("podwire.agent")
 
 @dataclass(frozen=True)
 class LocalEndpoint:
-    """A pod the CNI plugin wired on this node."""
+    """A pod the CNI plugin wired on this node, keyed by its IPv4 address `ip`; `ips`
+    is every address it has (IPv6 too, kept for the IPv6 datapath)."""
 
     ip: str
     ep_id: int
@@ -72,6 +73,7 @@ class LocalEndpoint:
     host_mac: str
     namespace: str
     name: str
+    ips: tuple[str, ...] = ()
 
 
 @dataclass
@@ -368,7 +370,8 @@ class NodeState:
         if pod is None:
             return None
         if pod.ip != endpoint.ip:
-            pod = Pod(pod.namespace, pod.name, pod.labels, endpoint.ip, pod.node, pod.ports)
+            pod = Pod(pod.namespace, pod.name, pod.labels, endpoint.ip, pod.node, pod.ports,
+                      ips=endpoint.ips)
         return pod
 
     # ------------------------------------------------------------- identities

@@ -56,8 +56,8 @@ NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
 
 
 def node_info(obj: ApiObject) -> NodeInfo:
-    """A Node's name, InternalIP, spec.podCIDR (either may be missing yet) and every
-    Internal and External address."""
+    """A Node's name, InternalIP, spec.podCIDR (either may be missing yet), every
+    Internal and External address, and spec.podCIDRs (one per family)."""
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     reported = status.get("addresses") or []
     address = next((a.get("address") for a in reported if a.get("type") == "InternalIP"),
@@ -65,7 +65,10 @@ def node_info(obj: ApiObject) -> NodeInfo:
     addresses = tuple(str(a["address"]) for a in reported
                       if a.get("type") in NODE_ADDRESS_TYPES and a.get("address"))
     labels = tuple(sorted((obj["metadata"].get("labels") or {}).items()))
-    return NodeInfo(obj["metadata"]["name"], address, spec.get("podCIDR"), addresses, labels)
+    cidrs = tuple(str(c) for c in spec.get("podCIDRs") or [] if c)
+    return NodeInfo(obj["metadata"]["name"], address,
+                    spec.get("podCIDR") or next(iter(cidrs), None), addresses,
+                    labels=labels, pod_cidrs=cidrs)
 
 
 # Audit mode: on a NetworkPolicy, a cluster policy, or a Namespace (all its policies).

@@ -23,6 +23,13 @@ class NodeInfo:
     addresses: tuple[str, ...] = ()
     # Its labels, which cluster policies' `nodes` peers select on.
     labels: tuple[tuple[str, str], ...] = ()
+    # spec.podCIDRs: one per family (`pod_cidr` is the first). The ipcache keeps only
+    # the IPv4 ones until the datapath speaks IPv6.
+    pod_cidrs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.pod_cidrs and self.pod_cidr:
+            object.__setattr__(self, "pod_cidrs", (self.pod_cidr,))
 
     def prefixes(self) -> list[IPv4Net]:
         """The ipcache prefixes the node itself puts there: its address and its pod CIDR."""

@@ -19,14 +19,17 @@ MASQUERADE_COMMENT = "podwire: masquerade pod traffic leaving the cluster"
 VXLAN_OVERHEAD = 50
 
 
-def prepare(config: AgentConfig, node_ip: str, pod_cidr: str) -> int:
-    """Set the node up for pod traffic; returns the vxlan device's ifindex."""
+def prepare(config: AgentConfig, node_ip: str, pod_cidr: str | None) -> int:
+    """Set the node up for pod traffic; returns the vxlan device's ifindex. `pod_cidr`
+    is the IPv4 one (None on an IPv6-only node: IPv6 masquerade waits for the IPv6
+    datapath)."""
     sysctl("net.ipv4.ip_forward", "1")
     sysctl("net.ipv4.conf.all.rp_filter", "0")
     sysctl("net.ipv4.conf.default.rp_filter", "0")
     vxlan = ensure_vxlan_device(config.vxlan_device, node_ip, config.vxlan_port,
                                 config.mtu + VXLAN_OVERHEAD)
-    ensure_masquerade(pod_cidr)
+    if pod_cidr is not None:
+        ensure_masquerade(pod_cidr)
     return vxlan
 
 

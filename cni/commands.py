@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from podwire.cni import allocator, ipamstore, veth
 from podwire.cni.config import Attachment, NetConf
 from podwire.cni.endpoints import Endpoint
-from podwire.cni.ipamstore import IpamStore
+from podwire.cni.ipamstore import IPAddress, IpamStore, IPNetwork
 from podwire.cni.node import Node
 from podwire.cni.protocol import CniEnv, CniError, Code
 from podwire.cni.result import DNS, Interface, IPConfig, Result, Route
@@ -32,29 +32,33 @@ def cmd_add(node: Node, env: CniEnv, conf: NetConf) -> Result:
     prev = Result.from_json(conf.prev_result)
     attachment = Attachment(env.container_id, env.ifname)
     host_name = veth.host_ifname(attachment)
-    ipam = IpamStore(node.ipam_root, _subnet(node, conf))
-    ip = allocator.allocate(ipam, attachment, conf.name)
+    stores = [IpamStore(node.ipam_root, subnet) for subnet in _subnets(node, conf)]
+    ips = allocator.allocate_all(stores, attachment, conf.name)
     with node.adding(host_name), ExitStack() as undo:
-        undo.callback(ipam.release, attachment)
+        for store in stores:
+            undo.callback(store.release, attachment)
         undo.callback(veth.unwire, host_name)
-        wired = veth.wire(env.netns, env.ifname, host_name, ip, conf.mtu)
+        wired = veth.wire(env.netns, env.ifname, host_name, ips, conf.mtu)
         endpoint = Endpoint(
             container_id=env.container_id, ifname=env.ifname, netns=env.netns,
             network=conf.name, host_ifname=host_name, host_ifindex=wired.host_ifindex,
-            host_mac=wired.host_mac, pod_mac=wired.pod_mac, ip=str(ip), mtu=conf.mtu,
-            pod_namespace=env.pod.namespace, pod_name=env.pod.name, pod_uid=env.pod.uid)
+            host_mac=wired.host_mac, pod_mac=wired.pod_mac, ip=str(ips[0]), mtu=conf.mtu,
+            pod_namespace=env.pod.namespace, pod_name=env.pod.name, pod_uid=env.pod.uid,
+            ips=tuple(map(str, ips)))
         undo.callback(node.endpoints.remove, host_name)
         node.endpoints.put(endpoint)
         undo.callback(_detach, node, endpoint, "rollback_hook_failed")
         _attach(node, endpoint)
         undo.pop_all()
     log.info("event=endpoint_added pod=%s container=%s ifname=%s ip=%s host_if=%s",
-             endpoint.pod, env.container_id, env.ifname, ip, host_name)
+             endpoint.pod, env.container_id, env.ifname, ",".join(endpoint.ips), host_name)
     return prev.extended(
         interfaces=[Interface(host_name, wired.host_mac),
                     Interface(env.ifname, wired.pod_mac, sandbox=env.netns, mtu=conf.mtu)],
-        ips=[IPConfig(f"{ip}/32", gateway=str(veth.GATEWAY), interface=1)],
-        routes=[Route("0.0.0.0/0", gw=str(veth.GATEWAY))],
+        ips=[IPConfig(_host_cidr(ip), gateway=str(veth.gateway(ip.version)), interface=1)
+             for ip in ips],
+        routes=[Route(_DEFAULT_ROUTE[ip.version], gw=str(veth.gateway(ip.version)))
+                for ip in ips],
         dns=DNS(**conf.dns) if conf.dns else None)
 
 
@@ -77,11 +81,13 @@ def cmd_check(node: Node, env: CniEnv, conf: NetConf) -> None:
         raise CniError(Code.UNKNOWN_CONTAINER,
                        f"no attachment {env.container_id}/{env.ifname} on this node")
     problems = []
-    if f"{endpoint.ip}/32" not in {ip.address for ip in prev.ips}:
-        problems.append(f"prevResult lacks address {endpoint.ip}/32")
+    ips = [ipaddress.ip_address(ip) for ip in endpoint.ips]
+    listed = {ip.address for ip in prev.ips}
+    problems += [f"prevResult lacks address {_host_cidr(ip)}" for ip in ips
+                 if _host_cidr(ip) not in listed]
     if (env.ifname, env.netns) not in {(i.name, i.sandbox) for i in prev.interfaces}:
         problems.append(f"prevResult lacks interface {env.ifname} in {env.netns}")
-    problems += veth.verify(env.netns, env.ifname, host_name, ipaddress.IPv4Address(endpoint.ip))
+    problems += veth.verify(env.netns, env.ifname, host_name, ips)
     if problems:
         raise CniError(Code.CHECK_FAILED, f"attachment {endpoint.pod} is not as ADD left it",
                        "; ".join(problems))
@@ -119,13 +125,22 @@ def cmd_gc(node: Node, env: CniEnv, conf: NetConf) -> None:
              removed, len(freed))
 
 
-def _subnet(node: Node, conf: NetConf) -> ipaddress.IPv4Network:
-    subnet = conf.subnet or node.pod_cidr
-    if subnet is None:
+_DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
+
+
+def _host_cidr(ip: IPAddress) -> str:
+    """The address as the result lists it: a host prefix (/32 or /128)."""
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+def _subnets(node: Node, conf: NetConf) -> tuple[IPNetwork, ...]:
+    """Where to allocate from, one subnet per family, IPv4 first."""
+    subnets = conf.subnets or node.pod_cidrs
+    if not subnets:
         raise CniError(Code.INVALID_CONFIG, "no subnet to allocate from",
-                       "set ipam.subnet in the network configuration or the agent's "
-                       "pod CIDR")
-    return subnet
+                       "set ipam.subnet (or ipam.subnets) in the network configuration or "
+                       "the agent's pod CIDRs")
+    return subnets
 
 
 def _attach(node: Node, endpoint: Endpoint) -> None:

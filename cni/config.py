@@ -22,6 +22,11 @@ DEFAULT_MTU = 1450
 _SINCE = {"CHECK": (0, 4, 0), "STATUS": (1, 1, 0), "GC": (1, 1, 0)}
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _DNS_LIST_KEYS = ("nameservers", "search", "options")
+# The longest prefixes that still leave an address to allocate (network, first host
+# and last address are never handed out).
+_LONGEST_PREFIX = {4: 30, 6: 126}
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,9 @@ class NetConf:
     name: str
     agent_socket: str = str(DEFAULT_SOCKET)
     mtu: int = DEFAULT_MTU
-    subnet: ipaddress.IPv4Network | None = None
+    # ipam.subnet or ipam.subnets: at most one per family, IPv4 first; empty means the
+    # agent's pod CIDRs.
+    subnets: tuple[IPNetwork, ...] = ()
     dns: dict[str, Any] | None = None
     prev_result: dict[str, Any] | None = None
     # GC only: the attachments the runtime still uses; None when the key is absent.
@@ -59,32 +66,47 @@ def peek_version(stdin: str) -> str | None:
     return version if isinstance(version, str) else None
 
 
-def _parse_subnet(ipam: Any) -> ipaddress.IPv4Network | None:
-    if ipam is None:
-        return None
-    if not isinstance(ipam, dict):
-        raise _invalid("ipam must be an object")
-    unknown = sorted(set(ipam) - {"subnet", "type"})
-    if unknown:
-        raise CniError(Code.UNSUPPORTED_FIELD, f"unsupported ipam field(s): {', '.join(unknown)}",
-                       "podwire allocates addresses itself; only ipam.subnet is read")
-    if "type" in ipam and ipam["type"] != "podwire":
-        raise CniError(Code.UNSUPPORTED_FIELD, f"ipam.type {ipam['type']!r} is not supported",
-                       "podwire does its own IPAM; leave ipam.type out")
-    raw = ipam.get("subnet")
-    if raw is None:
-        return None
+def _parse_subnet(raw: Any, where: str) -> IPNetwork:
     if not isinstance(raw, str):
-        raise _invalid("ipam.subnet must be a string like 10.244.1.0/24")
+        raise _invalid(f"{where} must be a string like 10.244.1.0/24 or fd00:10:244:1::/64")
     try:
         subnet = ipaddress.ip_network(raw, strict=True)
     except ValueError as exc:
-        raise _invalid(f"ipam.subnet {raw!r} is not a network", str(exc)) from None
-    if not isinstance(subnet, ipaddress.IPv4Network):
-        raise CniError(Code.UNSUPPORTED_FIELD, f"ipam.subnet {raw!r}: only IPv4 is supported")
-    if subnet.prefixlen > 30:
-        raise _invalid(f"ipam.subnet {raw!r} is too small", "use a prefix of /30 or shorter")
+        raise _invalid(f"{where} {raw!r} is not a network", str(exc)) from None
+    longest = _LONGEST_PREFIX[subnet.version]
+    if subnet.prefixlen > longest:
+        raise _invalid(f"{where} {raw!r} is too small", f"use a prefix of /{longest} or shorter")
     return subnet
+
+
+def _parse_subnets(ipam: Any) -> tuple[IPNetwork, ...]:
+    """`ipam.subnet` (one network) or `ipam.subnets` (one per family), IPv4 first."""
+    if ipam is None:
+        return ()
+    if not isinstance(ipam, dict):
+        raise _invalid("ipam must be an object")
+    unknown = sorted(set(ipam) - {"subnet", "subnets", "type"})
+    if unknown:
+        raise CniError(Code.UNSUPPORTED_FIELD, f"unsupported ipam field(s): {', '.join(unknown)}",
+                       "podwire allocates addresses itself; only ipam.subnet or ipam.subnets "
+                       "is read")
+    if "type" in ipam and ipam["type"] != "podwire":
+        raise CniError(Code.UNSUPPORTED_FIELD, f"ipam.type {ipam['type']!r} is not supported",
+                       "podwire does its own IPAM; leave ipam.type out")
+    if ipam.get("subnet") is not None and ipam.get("subnets") is not None:
+        raise _invalid("ipam.subnet and ipam.subnets are exclusive", "give one of them")
+    if ipam.get("subnet") is not None:
+        return (_parse_subnet(ipam["subnet"], "ipam.subnet"),)
+    raw = ipam.get("subnets")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not 1 <= len(raw) <= 2:
+        raise _invalid("ipam.subnets must be a list of one or two networks (one per family)")
+    subnets = [_parse_subnet(item, f"ipam.subnets[{i}]") for i, item in enumerate(raw)]
+    if len(subnets) == 2 and subnets[0].version == subnets[1].version:
+        raise _invalid(f"ipam.subnets has two IPv{subnets[0].version} networks "
+                       f"({subnets[0]}, {subnets[1]})", "give at most one per family")
+    return tuple(sorted(subnets, key=lambda net: net.version))
 
 
 def _parse_dns(dns: Any) -> dict[str, Any] | None:
@@ -180,5 +202,5 @@ def parse_netconf(stdin: str, command: str) -> NetConf:
             raise _invalid("GC needs cni.dev/valid-attachments")
         attachments = _parse_attachments(conf["cni.dev/valid-attachments"])
     return NetConf(cni_version=version, name=name, agent_socket=socket_path, mtu=mtu,
-                   subnet=_parse_subnet(conf.get("ipam")), dns=_parse_dns(conf.get("dns")),
+                   subnets=_parse_subnets(conf.get("ipam")), dns=_parse_dns(conf.get("dns")),
                    prev_result=prev, valid_attachments=attachments)

@@ -16,7 +16,11 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One pod interface wired by ADD."""
+    """One pod interface wired by ADD.
+
+    `ip` is its first address (IPv4 when it has one), `ips` every address, one per
+    family, `ip` first; a record written before dual stack has only `ip`.
+    """
 
     container_id: str
     ifname: str
@@ -31,6 +35,15 @@ class Endpoint:
     pod_namespace: str = ""
     pod_name: str = ""
     pod_uid: str = ""
+    ips: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # JSON gives a list; a record of an older agent has none.
+        object.__setattr__(self, "ips", tuple(self.ips) or (self.ip,))
+
+    def address(self, version: int) -> str | None:
+        """The address of family `version` (4 or 6), None if it has none."""
+        return next((ip for ip in self.ips if (":" in ip) == (version == 6)), None)
 
     @property
     def pod(self) -> str:

@@ -7,6 +7,7 @@ survives agent restarts and is readable by hand:
     <root>/<subnet>/last_reserved_ip   the newest reservation (the allocator's cursor)
     <root>/<subnet>/lock               flock'd around every read-modify-write
 
+A dual-stack node has one store per family (`10.244.1.0_24`, `fd00:10:244:1::_64`).
 It is keyed by subnet, not by network name: every podwire network on a node routes
 through the same node table, so two networks drawing from one pod CIDR must never
 hand out the same address. The network name is kept per reservation for GC.
@@ -27,12 +28,13 @@ from pathlib import Path
 
 from podwire.cni.config import Attachment
 
-IPv4 = ipaddress.IPv4Address
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
 class Allocation:
-    ip: IPv4
+    ip: IPAddress
     owner: Attachment
     network: str
 
@@ -44,7 +46,7 @@ class IpamStore:
     caller to hold `locked()`; the other methods take the lock themselves.
     """
 
-    def __init__(self, root: Path, subnet: ipaddress.IPv4Network) -> None:
+    def __init__(self, root: Path, subnet: IPNetwork) -> None:
         self.subnet = subnet
         self.dir = root / str(subnet).replace("/", "_")
 
@@ -62,7 +64,7 @@ class IpamStore:
         out = []
         for entry in os.scandir(self.dir):
             try:
-                ip = IPv4(entry.name)
+                ip = ipaddress.ip_address(entry.name)
             except ValueError:
                 continue  # lock, cursor, or a temporary file
             try:
@@ -73,16 +75,17 @@ class IpamStore:
             out.append(Allocation(ip, Attachment(container_id, ifname), network))
         return out
 
-    def owned_by(self, owner: Attachment) -> list[IPv4]:
+    def owned_by(self, owner: Attachment) -> list[IPAddress]:
         return [a.ip for a in self._read_all() if a.owner == owner]
 
-    def last_reserved(self) -> IPv4 | None:
+    def last_reserved(self) -> IPAddress | None:
         try:
-            return IPv4((self.dir / "last_reserved_ip").read_text().strip())
+            ip = ipaddress.ip_address((self.dir / "last_reserved_ip").read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
+        return ip if ip.version == self.subnet.version else None
 
-    def reserve(self, ip: IPv4, owner: Attachment, network: str) -> bool:
+    def reserve(self, ip: IPAddress, owner: Attachment, network: str) -> bool:
         """Reserve `ip` for `owner`; False when it is taken already."""
         try:
             fd = os.open(self.dir / str(ip), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -101,7 +104,7 @@ class IpamStore:
         with self.locked():
             return self._read_all()
 
-    def release(self, owner: Attachment) -> list[IPv4]:
+    def release(self, owner: Attachment) -> list[IPAddress]:
         """Free every address `owner` holds; freeing nothing is not an error (DEL is
         idempotent)."""
         if not self.dir.exists():
@@ -131,7 +134,7 @@ def stores(root: Path) -> list[IpamStore]:
     found = []
     for path in sorted(root.iterdir()):
         try:
-            subnet = ipaddress.IPv4Network(path.name.replace("_", "/"))
+            subnet = ipaddress.ip_network(path.name.replace("_", "/"))
         except ValueError:
             continue
         found.append(IpamStore(root, subnet))

@@ -10,12 +10,22 @@ from __future__ import annotations
 import ipaddress
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from podwire.cni.endpoints import Endpoint, EndpointStore
+from podwire.cni.ipamstore import IPNetwork
+
+
+def pod_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
+    """A node's pod CIDRs, IPv4 first; raises ValueError for a bad one or two of a
+    family."""
+    networks = sorted((ipaddress.ip_network(c) for c in cidrs), key=lambda n: n.version)
+    if len({n.version for n in networks}) != len(networks):
+        raise ValueError(f"pod CIDRs {', '.join(map(str, networks))}: at most one per family")
+    return tuple(networks)
 
 
 def _no_datapath(endpoint: Endpoint) -> None:
@@ -44,10 +54,10 @@ class EndpointHook:
 class Node:
     """One node's pods as the CNI commands see them."""
 
-    def __init__(self, state_dir: Path, pod_cidr: str | None = None,
+    def __init__(self, state_dir: Path, pod_cidrs: Sequence[str] = (),
                  hook: EndpointHook = EndpointHook()) -> None:
-        # The agent sets the pod CIDR once it has read its Node object.
-        self.pod_cidr = ipaddress.IPv4Network(pod_cidr) if pod_cidr else None
+        # The agent sets the pod CIDRs (one per family) once it has read its Node object.
+        self.pod_cidrs = pod_networks(pod_cidrs)
         self.ipam_root = state_dir / "ipam"
         self.endpoints = EndpointStore(state_dir / "endpoints")
         self.hook = hook

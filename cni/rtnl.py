@@ -39,6 +39,7 @@ _NDA_DST, _NDA_LLADDR = 1, 2
 _IFF_UP = 0x1
 _RT_TABLE_MAIN, _RTPROT_STATIC, _RTN_UNICAST = 254, 4, 1
 _NUD_PERMANENT = 0x80
+IFA_F_NODAD = 0x02  # an IPv6 address usable at once, without duplicate detection
 _NLA_TYPE_MASK = 0x3FFF  # without the nested and byte-order flags
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, pid
@@ -66,8 +67,16 @@ def _u32(kind: int, value: int) -> bytes:
     return _attr(kind, struct.pack("=I", value))
 
 
-def _ip(kind: int, ip: ipaddress.IPv4Address) -> bytes:
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _ip(kind: int, ip: IPAddress) -> bytes:
     return _attr(kind, ip.packed)
+
+
+def _family(ip: IPAddress | IPNetwork) -> int:
+    return socket.AF_INET if ip.version == 4 else socket.AF_INET6
 
 
 def _attrs(data: bytes, offset: int) -> dict[int, bytes]:
@@ -157,14 +166,15 @@ class Rtnl:
     def set_up(self, index: int) -> None:
         self._request(_RTM_NEWLINK, 0, _IFINFO.pack(socket.AF_UNSPEC, 0, index, _IFF_UP, _IFF_UP))
 
-    def add_address(self, index: int, ip: ipaddress.IPv4Address, prefixlen: int) -> None:
-        self._request(_RTM_NEWADDR, _NEW, _IFADDR.pack(socket.AF_INET, prefixlen, 0, 0, index)
+    def add_address(self, index: int, ip: IPAddress, prefixlen: int, flags: int = 0) -> None:
+        """An address of either family (`flags` such as IFA_F_NODAD)."""
+        self._request(_RTM_NEWADDR, _NEW, _IFADDR.pack(_family(ip), prefixlen, flags, 0, index)
                       + _ip(_IFA_LOCAL, ip) + _ip(_IFA_ADDRESS, ip))
 
-    def add_route(self, dst: ipaddress.IPv4Network, oif: int, scope: int = 0,
-                  gateway: ipaddress.IPv4Address | None = None) -> None:
-        """A static route in the main table."""
-        body = _RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, _RT_TABLE_MAIN, _RTPROT_STATIC,
+    def add_route(self, dst: IPNetwork, oif: int, scope: int = 0,
+                  gateway: IPAddress | None = None) -> None:
+        """A static route in the main table (the family is `dst`'s)."""
+        body = _RTMSG.pack(_family(dst), dst.prefixlen, 0, 0, _RT_TABLE_MAIN, _RTPROT_STATIC,
                            scope, _RTN_UNICAST, 0)
         if dst.prefixlen:
             body += _ip(_RTA_DST, dst.network_address)
@@ -173,7 +183,8 @@ class Rtnl:
             body += _ip(_RTA_GATEWAY, gateway)
         self._request(_RTM_NEWROUTE, _NEW, body)
 
-    def add_neighbour(self, index: int, ip: ipaddress.IPv4Address, mac: str) -> None:
-        """A permanent neighbour entry: the kernel never resolves `ip` on `index`."""
-        self._request(_RTM_NEWNEIGH, _NEW, _NDMSG.pack(socket.AF_INET, index, _NUD_PERMANENT, 0, 0)
+    def add_neighbour(self, index: int, ip: IPAddress, mac: str) -> None:
+        """A permanent neighbour entry: the kernel never resolves (ARP or NDP) `ip` on
+        `index`."""
+        self._request(_RTM_NEWNEIGH, _NEW, _NDMSG.pack(_family(ip), index, _NUD_PERMANENT, 0, 0)
                       + _ip(_NDA_DST, ip) + _attr(_NDA_LLADDR, _mac(mac)))

@@ -1,11 +1,19 @@
-"""Pod wiring: one veth per pod, routed (no bridge).
+"""Pod wiring: one veth per pod, routed (no bridge), with an address per family.
 
-Pod side (CNI_IFNAME inside CNI_NETNS): the pod's address as /32, the route
+Pod side (CNI_IFNAME inside CNI_NETNS), IPv4: the pod's address as /32, the route
 `169.254.1.1 dev <ifname> scope link`, `default via 169.254.1.1`, and a permanent
 neighbour 169.254.1.1 -> host veth MAC. The pod never ARPs for a gateway, which is what
 lets the datapath hand packets straight into the pod with bpf_redirect_peer.
-Node side: no address; `<pod ip>/32 dev <host veth>`, a permanent neighbour pod ip ->
-pod MAC, forwarding on and rp_filter off on the host veth.
+IPv6 likewise: the address as /128 (no duplicate detection: the address is ours),
+`default via fe80::1`, a permanent neighbour fe80::1 -> host veth MAC; no link-local
+address of its own and no router advertisements accepted, so the pod neither
+solicits routers nor resolves its gateway.
+Node side: no address; per family `<pod ip>/32|/128 dev <host veth>` and a permanent
+neighbour pod ip -> pod MAC, forwarding on and rp_filter off on the host veth.
+
+The datapath does not forward IPv6 yet: the programs drop a pod's IPv6 packets as
+UNSUPPORTED_L3. A pod without an IPv6 address keeps IPv6 off on both ends, so no
+link-local chatter meets the programs.
 
 ADD and DEL speak rtnetlink through cni/rtnl.py, which costs a fraction of pyroute2's
 CPU per request; CHECK and GC, rare and read-only, read dumps through pyroute2.
@@ -18,6 +26,7 @@ import hashlib
 import ipaddress
 import re
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +35,11 @@ from pyroute2 import IPRoute
 from podwire.cni import netns
 from podwire.cni.config import Attachment
 from podwire.cni.protocol import CniError, Code
-from podwire.cni.rtnl import NetlinkError, Rtnl
+from podwire.cni.rtnl import IFA_F_NODAD, NetlinkError, Rtnl
 
 GATEWAY = ipaddress.IPv4Address("169.254.1.1")
+GATEWAY6 = ipaddress.IPv6Address("fe80::1")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 HOST_IFNAME_RE = re.compile(r"^pw[0-9a-f]{11}$")
 _RT_SCOPE_LINK = 253
 
@@ -53,18 +64,39 @@ def _sysctl(path: str, value: str) -> None:
     Path("/proc/sys/net", path).write_text(value)
 
 
+def gateway(version: int) -> IPAddress:
+    """The pod's next hop in family `version` (answered by the host veth's MAC)."""
+    return GATEWAY if version == 4 else GATEWAY6
+
+
 def _disable_ipv6(ifname: str) -> None:
     knob = Path("/proc/sys/net/ipv6/conf", ifname, "disable_ipv6")
     if knob.exists():  # a kernel built without IPv6 has nothing to disable
         knob.write_text("1")
 
 
+def _quiet_ipv6(ifname: str) -> None:
+    """IPv6 on, without a link-local address or router advertisements: the link's
+    addresses and routes are only the ones wired here. Set before the link goes up,
+    or the kernel makes a link-local address (and solicits routers with it)."""
+    conf = Path("/proc/sys/net/ipv6/conf", ifname)
+    (conf / "addr_gen_mode").write_text("1")
+    (conf / "accept_ra").write_text("0")
+    (conf / "disable_ipv6").write_text("0")
+
+
+def _host_len(ip: IPAddress) -> int:
+    return ip.max_prefixlen
+
+
 def _fail(step: str, exc: Exception) -> CniError:
     return CniError(Code.WIRING_FAILED, f"wiring failed at {step}", f"{type(exc).__name__}: {exc}")
 
 
-def wire(pod_netns: str, ifname: str, host_name: str, ip: ipaddress.IPv4Address, mtu: int) -> Wired:
-    """Create and configure the pod's veth; on any failure nothing is left behind."""
+def wire(pod_netns: str, ifname: str, host_name: str, ips: Sequence[IPAddress],
+         mtu: int) -> Wired:
+    """Create and configure the pod's veth with `ips` (one per family); on any failure
+    nothing is left behind."""
     with netns.rtnl(pod_netns) as pod, Rtnl() as node:
         if pod.link(ifname) is not None:
             raise CniError(Code.ALREADY_EXISTS, f"{ifname} already exists in {pod_netns}")
@@ -77,15 +109,16 @@ def wire(pod_netns: str, ifname: str, host_name: str, ip: ipaddress.IPv4Address,
         except NetlinkError as exc:
             raise _fail("veth creation", exc) from None
         try:
-            return _configure(node, pod, pod_netns, ifname, host_name, ip)
+            return _configure(node, pod, pod_netns, ifname, host_name, ips)
         except BaseException:
             _delete(node, host_name)
             raise
 
 
 def _configure(node: Rtnl, pod: Rtnl, pod_netns: str, ifname: str, host_name: str,
-               ip: ipaddress.IPv4Address) -> Wired:
+               ips: Sequence[IPAddress]) -> Wired:
     step = "host veth"
+    v6 = any(ip.version == 6 for ip in ips)
     try:
         host = node.link(host_name)
         pod_link = pod.link(ifname)
@@ -94,22 +127,38 @@ def _configure(node: Rtnl, pod: Rtnl, pod_netns: str, ifname: str, host_name: st
         (host_index, host_mac), (pod_index, pod_mac) = host, pod_link
         _sysctl(f"ipv4/conf/{host_name}/rp_filter", "0")
         _sysctl("ipv4/ip_forward", "1")
-        # The datapath is IPv4 only: no link-local IPv6 chatter (router and neighbour
-        # solicitations) that the programs would only drop as unsupported.
-        _disable_ipv6(host_name)
+        # Without an IPv6 address the pod gets no IPv6 at all: no link-local chatter
+        # (router and neighbour solicitations) that the programs would only drop.
+        if v6:
+            _quiet_ipv6(host_name)
+        else:
+            _disable_ipv6(host_name)
         with netns.entered(pod_netns):
-            _disable_ipv6(ifname)
+            if v6:
+                _quiet_ipv6(ifname)
+            else:
+                _disable_ipv6(ifname)
         node.set_up(host_index)
         step = "pod interface"
         pod.set_up(pod_index)
-        pod.add_address(pod_index, ip, 32)
+        for ip in ips:
+            pod.add_address(pod_index, ip, _host_len(ip), IFA_F_NODAD if ip.version == 6 else 0)
         step = "pod routes"
-        pod.add_route(ipaddress.IPv4Network(f"{GATEWAY}/32"), pod_index, scope=_RT_SCOPE_LINK)
-        pod.add_route(ipaddress.IPv4Network("0.0.0.0/0"), pod_index, gateway=GATEWAY)
-        pod.add_neighbour(pod_index, GATEWAY, host_mac)
+        for ip in ips:
+            hop = gateway(ip.version)
+            if ip.version == 4:
+                pod.add_route(ipaddress.IPv4Network(f"{hop}/32"), pod_index,
+                              scope=_RT_SCOPE_LINK)
+                pod.add_route(ipaddress.IPv4Network("0.0.0.0/0"), pod_index, gateway=hop)
+            else:
+                # A link-local next hop needs no route of its own: the output device is named.
+                pod.add_route(ipaddress.IPv6Network("::/0"), pod_index, gateway=hop)
+            pod.add_neighbour(pod_index, hop, host_mac)
         step = "node route"
-        node.add_route(ipaddress.IPv4Network(f"{ip}/32"), host_index, scope=_RT_SCOPE_LINK)
-        node.add_neighbour(host_index, ip, pod_mac)
+        for ip in ips:
+            node.add_route(ipaddress.ip_network(f"{ip}/{_host_len(ip)}"), host_index,
+                           scope=_RT_SCOPE_LINK if ip.version == 4 else 0)
+            node.add_neighbour(host_index, ip, pod_mac)
     except OSError as exc:
         raise _fail(step, exc) from None
     return Wired(host_name, host_index, host_mac, pod_index, pod_mac)
@@ -138,24 +187,31 @@ def host_links() -> list[str]:
     return [n for n in names if n and HOST_IFNAME_RE.match(n)]
 
 
-def verify(pod_netns: str, ifname: str, host_name: str, ip: ipaddress.IPv4Address) -> list[str]:
+def verify(pod_netns: str, ifname: str, host_name: str, ips: Sequence[IPAddress]) -> list[str]:
     """CHECK: what differs from what `wire` made; an empty list means all is in place."""
     problems: list[str] = []
     with IPRoute() as node:
         host = node.link_lookup(ifname=host_name)
         if not host:
             return [f"host veth {host_name} is missing"]
-        routes = node.get_routes(family=socket.AF_INET, dst=str(ip), dst_len=32)
-        if not any(r.get("RTA_OIF") == host[0] for r in routes):
-            problems.append(f"node route {ip}/32 dev {host_name} is missing")
+        for ip in ips:
+            routes = node.get_routes(family=_af(ip), dst=str(ip), dst_len=_host_len(ip))
+            if not any(r.get("RTA_OIF") == host[0] for r in routes):
+                problems.append(f"node route {ip}/{_host_len(ip)} dev {host_name} is missing")
     with netns.netlink(pod_netns) as pod:
         found = pod.link_lookup(ifname=ifname)
         if not found:
             return problems + [f"{ifname} is missing in {pod_netns}"]
-        addrs = {a.get("IFA_ADDRESS") for a in pod.get_addr(index=found[0], family=socket.AF_INET)}
-        if str(ip) not in addrs:
-            problems.append(f"{ifname} lacks address {ip}")
-        gateways = {r.get("RTA_GATEWAY") for r in pod.get_default_routes(family=socket.AF_INET)}
-        if str(GATEWAY) not in gateways:
-            problems.append(f"default route via {GATEWAY} is missing")
+        for ip in ips:
+            addrs = {a.get("IFA_ADDRESS") for a in pod.get_addr(index=found[0], family=_af(ip))}
+            if str(ip) not in addrs:
+                problems.append(f"{ifname} lacks address {ip}")
+            hop = gateway(ip.version)
+            gateways = {r.get("RTA_GATEWAY") for r in pod.get_default_routes(family=_af(ip))}
+            if str(hop) not in gateways:
+                problems.append(f"default route via {hop} is missing")
     return problems
+
+
+def _af(ip: IPAddress) -> int:
+    return socket.AF_INET if ip.version == 4 else socket.AF_INET6

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from podwire.lab.layout import DEFAULT_PREFIX, EXTERNAL_IP
+from podwire.lab.layout import DEFAULT_PREFIX, EXTERNAL_IP, IP_FAMILIES
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 # `lab get` resources and the Kube listing of each.
@@ -36,6 +36,9 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     up.add_argument("--nodes", type=int, default=2, help="number of nodes (default: 2)")
     up.add_argument("--network", choices=["podwire", "bridge"], default="podwire",
                     help="podwire (default), or the reference bridge plugin as a baseline")
+    up.add_argument("--ip-family", choices=IP_FAMILIES, default="ipv4",
+                    help="the pods' address families: ipv4 (default), ipv6 or dual; the "
+                    "datapath forwards IPv4 only so far (IPv6 packets are dropped)")
     up.set_defaults(handler=cmd_up)
 
     down = cmds.add_parser("down", help="remove everything the lab made (safe to repeat)")
@@ -159,8 +162,9 @@ def _state_and_kube(args: argparse.Namespace) -> tuple[Any, Any]:
 def cmd_up(args: argparse.Namespace) -> int:
     from podwire.lab import cluster
 
-    state = cluster.up(_layout(args), args.nodes, args.network)
-    print(f"lab {state.prefix} is up: {state.nodes} nodes, {state.network} network, "
+    state = cluster.up(_layout(args), args.nodes, args.network, args.ip_family)
+    family = "" if state.ip_family == "ipv4" else f" ({state.ip_family})"
+    print(f"lab {state.prefix} is up: {state.nodes} nodes, {state.network} network{family}, "
           f"API at 127.0.0.1:{state.api_port}")
     print(f"kubeconfig: {state.kubeconfig}")
     return EXIT_OK

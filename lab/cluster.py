@@ -24,6 +24,7 @@ from podwire.lab.layout import (
     API_UNDERLAY_IP,
     API_UNDERLAY_PORT,
     EXTERNAL_PORTS,
+    IP_FAMILIES,
     LabLayout,
     NodeLayout,
 )
@@ -52,10 +53,18 @@ class LabState:
     api_port: int
     kubeconfig: str
     network: str = "podwire"
+    ip_family: str = "ipv4"
 
     @property
     def layout(self) -> LabLayout:
         return LabLayout(self.prefix)
+
+    @property
+    def cluster_dns(self) -> bool:
+        """Whether the lab runs its cluster DNS pod. Not in an IPv6-only lab: the DNS
+        server reads the API server over IPv4, which an IPv6-only pod cannot reach (and
+        the IPv6 datapath and Services per family are yet to come)."""
+        return self.ip_family != "ipv6"
 
     def node_layouts(self) -> list[NodeLayout]:
         return self.layout.nodes(self.nodes)
@@ -92,24 +101,30 @@ def _python() -> str:
     return sys.executable
 
 
-def up(layout: LabLayout, node_count: int, network: str = "podwire") -> LabState:
+def up(layout: LabLayout, node_count: int, network: str = "podwire",
+       ip_family: str = "ipv4") -> LabState:
     """Bring the lab up and return its state; raises LabError (after cleaning up)."""
     if not 1 <= node_count <= 200:
         raise ValueError(f"--nodes {node_count}: a lab has 1 to 200 nodes")
     if network not in NETWORKS:
         raise ValueError(f"network {network!r}: expected one of {', '.join(NETWORKS)}")
+    if ip_family not in IP_FAMILIES:
+        raise ValueError(f"--ip-family {ip_family!r}: expected one of {', '.join(IP_FAMILIES)}")
+    if network == "bridge" and ip_family != "ipv4":
+        raise ValueError(f"--ip-family {ip_family}: the bridge network is IPv4 only")
     if layout.state_file.exists() or topology.lab_namespaces(layout):
         raise LabError(f"a lab with prefix {layout.prefix!r} is already up (or left over); "
                        "run `podwire lab down` first")
     try:
-        return _build(layout, layout.nodes(node_count), network)
+        return _build(layout, layout.nodes(node_count), network, ip_family)
     except BaseException:
         log.error("event=up_failed action=cleaning_up")
         down(layout)
         raise
 
 
-def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState:
+def _build(layout: LabLayout, nodes: list[NodeLayout], network: str,
+           ip_family: str) -> LabState:
     layout.run_dir.mkdir(parents=True, exist_ok=True)
     topology.build_underlay(layout)
     for node in nodes:
@@ -126,19 +141,22 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState
     # policy kinds when they start.
     api.install_definitions(crds())
     for node in nodes:
-        _register_node(api, node)
+        _register_node(api, node, ip_family)
     procs.start([_python(), "-m", "podwire.lab.slicecontroller",
                  "--kubeconfig", str(layout.host_kubeconfig),
                  "--revision-file", str(layout.revision_file("slicecontroller"))],
                 layout.pidfile("slicecontroller"), layout.logfile("slicecontroller"),
                 layout.prefix)
-    # Created now, served once the kubelet runs: nothing in `up` waits for it.
-    api.create("Service", addons.dns_service(), addons.DNS_NAMESPACE)
-    api.create("Pod", addons.dns_pod(layout), addons.DNS_NAMESPACE)
+    state = LabState(layout.prefix, len(nodes), port, str(layout.host_kubeconfig), network,
+                     ip_family)
+    if state.cluster_dns:
+        # Created now, served once the kubelet runs: nothing in `up` waits for it.
+        api.create("Service", addons.dns_service(), addons.DNS_NAMESPACE)
+        api.create("Pod", addons.dns_pod(layout), addons.DNS_NAMESPACE)
 
     nodefiles.write_bin_dir(layout)
     for node in nodes:
-        nodefiles.write_node_files(layout, node, network)
+        nodefiles.write_node_files(layout, node, network, ip_family)
     if network == "podwire":
         for node in nodes:
             _start_agent(node, layout.prefix)
@@ -155,10 +173,10 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str) -> LabState
                  "--nodes", str(len(nodes))],
                 layout.pidfile("kubelet"), layout.logfile("kubelet"), layout.prefix)
 
-    state = LabState(layout.prefix, len(nodes), port, str(layout.host_kubeconfig), network)
     layout.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
-    log.info("event=lab_up prefix=%s nodes=%d network=%s api=127.0.0.1:%d kubeconfig=%s",
-             layout.prefix, len(nodes), network, port, layout.host_kubeconfig)
+    log.info("event=lab_up prefix=%s nodes=%d network=%s ip_family=%s api=127.0.0.1:%d "
+             "kubeconfig=%s", layout.prefix, len(nodes), network, ip_family, port,
+             layout.host_kubeconfig)
     return state
 
 
@@ -204,11 +222,14 @@ def node_labels(node: NodeLayout) -> dict[str, str]:
             "kubernetes.io/arch": node_arch(platform.machine())}
 
 
-def node_object(node: NodeLayout) -> dict[str, Any]:
+def node_object(node: NodeLayout, ip_family: str = "ipv4") -> dict[str, Any]:
+    """The Node as the lab registers it: spec.podCIDRs one per family, podCIDR the first
+    (as the node IPAM controller sets them)."""
+    cidrs = node.pod_cidrs(ip_family)
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": node.name, "labels": node_labels(node)},
-        "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
+        "spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs},
     }
 
 
@@ -220,8 +241,8 @@ def node_status(node: NodeLayout) -> dict[str, Any]:
     }}
 
 
-def _register_node(api: kube.Kube, node: NodeLayout) -> None:
-    api.core.create_node(node_object(node), _preload_content=False)
+def _register_node(api: kube.Kube, node: NodeLayout, ip_family: str) -> None:
+    api.core.create_node(node_object(node, ip_family), _preload_content=False)
     api.core.patch_node_status(node.name, node_status(node), _preload_content=False,
                                _content_type=kube.MERGE_PATCH)
 

@@ -7,6 +7,7 @@ inside the node's namespace, where a runtime on that node would run it.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -115,6 +116,22 @@ def _error_text(stdout: str, stderr: str) -> str:
         return f"code={err.get('code')} msg={err.get('msg')!r} details={err.get('details')!r}"
     except ValueError:
         return (stderr or stdout).strip()[:300]
+
+
+def pod_ips(result: dict[str, Any]) -> list[str]:
+    """The pod's addresses from an ADD result, one per family, IPv4 first (the order
+    of status.podIPs, whose first is podIP); the last plugin's entries win, as a
+    runtime reads a chain's result."""
+    found: dict[int, str] = {}
+    for ip in result.get("ips", []):
+        text = str(ip.get("address", "")).split("/")[0]
+        try:
+            found[ipaddress.ip_address(text).version] = text
+        except ValueError:
+            continue
+    if not found:
+        raise CniError(f"ADD result has no address: {json.dumps(result)[:200]}")
+    return [found[version] for version in sorted(found)]
 
 
 def first_ipv4(result: dict[str, Any]) -> str:

@@ -42,10 +42,19 @@ def _pod_ready(pod: Object) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
-def in_endpoints(pod: Object) -> bool:
-    """podutil.ShouldPodBeInEndpoints with terminating pods included: an IP, not finished."""
+def ipv4_address(pod: Object) -> str | None:
+    """The pod's IPv4 address (podIP, or its IPv4 podIPs entry on an IPv6-first pod): the
+    lab's Services and slices are IPv4 only."""
     status = pod.get("status") or {}
-    return bool(status.get("podIP")) and status.get("phase") not in ("Succeeded", "Failed")
+    candidates = [status.get("podIP"), *(e.get("ip") for e in status.get("podIPs") or [])]
+    return next((ip for ip in candidates if isinstance(ip, str) and "." in ip), None)
+
+
+def in_endpoints(pod: Object) -> bool:
+    """podutil.ShouldPodBeInEndpoints with terminating pods included: an IP (of the slice's
+    family, IPv4), not finished."""
+    status = pod.get("status") or {}
+    return ipv4_address(pod) is not None and status.get("phase") not in ("Succeeded", "Failed")
 
 
 def find_port(pod: Object, service_port: Object) -> int | None:
@@ -80,12 +89,12 @@ def endpoint_ports(service: Object, pod: Object) -> list[Object]:
 
 
 def pod_endpoint(service: Object, pod: Object) -> Object:
-    meta, status = pod["metadata"], pod.get("status") or {}
+    meta = pod["metadata"]
     terminating = bool(meta.get("deletionTimestamp"))
     ready = _pod_ready(pod)
     publish = bool(service["spec"].get("publishNotReadyAddresses"))
     endpoint: Object = {
-        "addresses": [status["podIP"]],
+        "addresses": [ipv4_address(pod)],
         "conditions": {"ready": (ready or publish) and not terminating, "serving": ready,
                        "terminating": terminating},
         "targetRef": {"kind": "Pod", "namespace": meta["namespace"], "name": meta["name"],

@@ -90,7 +90,7 @@ def pick_node(pods: list[dict[str, Any]], nodes: list[str],
 class _Running:
     sandbox: cniexec.Sandbox | None  # None: a hostNetwork pod, in the node's namespace
     result: dict[str, Any]
-    ip: str
+    ips: list[str]  # status.podIPs: one per family, the first is podIP
     pod: dict[str, Any]
 
 
@@ -165,14 +165,15 @@ class NodeWorker:
                 continue
             if uid not in self.running:
                 self.setup(pod)
-            elif not self._reported(pod, self.running[uid].ip):
+            elif not self._reported(pod, self.running[uid].ips):
                 # A status write that failed (or was overwritten) is made again.
-                self._report_running(pod, self.running[uid].ip)
+                self._report_running(pod, self.running[uid].ips)
 
     @staticmethod
-    def _reported(pod: dict[str, Any], ip: str) -> bool:
+    def _reported(pod: dict[str, Any], ips: list[str]) -> bool:
         status = pod.get("status", {})
-        return status.get("phase") == "Running" and status.get("podIP") == ip
+        return (status.get("phase") == "Running" and status.get("podIP") == ips[0]
+                and [entry.get("ip") for entry in status.get("podIPs") or []] == ips)
 
     def sandbox(self, pod: dict[str, Any]) -> cniexec.Sandbox:
         uid = pod["metadata"]["uid"]
@@ -194,7 +195,7 @@ class NodeWorker:
             netns.create(sb.netns_name)
             result = cniexec.add_network(self.conflist, sb, self.node.netns,
                                          self.layout.bin_dir)
-            ip = cniexec.first_ipv4(result)
+            ips = cniexec.pod_ips(result)
             self._write_pod_files(pod, sb)
             lab_program = program(pod)
             if lab_program is None:
@@ -204,11 +205,11 @@ class NodeWorker:
         except (cniexec.CniError, OSError, ValueError) as exc:
             self._failed(pod, sb, exc)
             return
-        self.running[sb.uid] = _Running(sb, result, ip, pod)
+        self.running[sb.uid] = _Running(sb, result, ips, pod)
         self.retry_delay.pop(sb.uid, None)
-        log.info("event=pod_started pod=%s node=%s ip=%s netns=%s", ref, self.node.name, ip,
-                 sb.netns_name)
-        self._report_running(pod, ip)
+        log.info("event=pod_started pod=%s node=%s ip=%s netns=%s", ref, self.node.name,
+                 ",".join(ips), sb.netns_name)
+        self._report_running(pod, ips)
 
     def _write_pod_files(self, pod: dict[str, Any], sb: cniexec.Sandbox) -> None:
         """The pod's resolv.conf as the real kubelet writes it for dnsPolicy ClusterFirst
@@ -276,16 +277,16 @@ class NodeWorker:
             self._patch_status(pod, {"phase": "Pending", "reason": "HostPortsUnavailable",
                                      "message": str(exc)[:500]})
             return
-        self.running[uid] = _Running(None, {}, self.node.underlay_ip, pod)
+        self.running[uid] = _Running(None, {}, [self.node.underlay_ip], pod)
         self.retry_delay.pop(uid, None)
         log.info("event=pod_started pod=%s node=%s ip=%s host_network=true", ref,
                  self.node.name, self.node.underlay_ip)
-        self._report_running(pod, self.node.underlay_ip)
+        self._report_running(pod, [self.node.underlay_ip])
 
-    def _report_running(self, pod: dict[str, Any], ip: str) -> None:
+    def _report_running(self, pod: dict[str, Any], ips: list[str]) -> None:
         uid = pod["metadata"]["uid"]
         if self._patch_status(pod, {
-                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                "phase": "Running", "podIP": ips[0], "podIPs": [{"ip": ip} for ip in ips],
                 "hostIP": self.node.underlay_ip, "hostIPs": [{"ip": self.node.underlay_ip}],
                 "conditions": [{"type": "Ready", "status": "True"}],
                 "message": None, "reason": None}):

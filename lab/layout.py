@@ -30,6 +30,8 @@ MTU = 1450
 BRIDGE = "br0"
 NODE_UPLINK = "ul0"
 MAX_NODES = 200
+# `lab up --ip-family`: which address families the pods get (the underlay stays IPv4).
+IP_FAMILIES = ("ipv4", "ipv6", "dual")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,14 @@ class NodeLayout:
     pod_cidr: str
     pin_dir: Path
     run_dir: Path
+    # The node's IPv6 pod CIDR, a /64 named after its index (node12: fd00:10:244:12::/64),
+    # used when the lab's pods have IPv6.
+    pod_cidr6: str = ""
+
+    def pod_cidrs(self, ip_family: str) -> list[str]:
+        """The node's pod CIDRs for `ip_family` (one of IP_FAMILIES), IPv4 first."""
+        return {"ipv4": [self.pod_cidr], "ipv6": [self.pod_cidr6],
+                "dual": [self.pod_cidr, self.pod_cidr6]}[ip_family]
 
     @property
     def bridge_port(self) -> str:
@@ -156,7 +166,8 @@ class LabLayout:
         return self.run_dir / f"{process}.log"
 
     def node(self, index: int) -> NodeLayout:
-        """Node `index` (1-based): node1 at 10.98.0.11 with pod CIDR 10.244.1.0/24."""
+        """Node `index` (1-based): node1 at 10.98.0.11 with pod CIDRs 10.244.1.0/24 and
+        fd00:10:244:1::/64."""
         if not 1 <= index <= MAX_NODES:
             raise ValueError(f"node index {index} out of range 1..{MAX_NODES}")
         name = f"node{index}"
@@ -168,6 +179,7 @@ class LabLayout:
             pod_cidr=f"10.244.{index}.0/24",
             pin_dir=BPFFS_ROOT / f"{self.prefix}-{name}",
             run_dir=self.run_dir / name,
+            pod_cidr6=f"fd00:10:244:{index}::/64",
         )
 
     def node_netns(self, name: str) -> str:

@@ -28,14 +28,17 @@ def kubeconfig(server: str, name: str = "podwire-lab") -> dict[str, Any]:
     }
 
 
-def agent_settings(node: NodeLayout, kubeconfig_path: Path) -> dict[str, Any]:
+def agent_settings(node: NodeLayout, kubeconfig_path: Path,
+                   ip_family: str = "ipv4") -> dict[str, Any]:
     """The agent's config file (fields of `podwire.agent.config.AgentConfig`)."""
+    cidrs: dict[str, Any] = ({"pod_cidr": node.pod_cidr} if ip_family == "ipv4"
+                             else {"pod_cidrs": node.pod_cidrs(ip_family)})
     return {
         "node_name": node.name,
         "pin_dir": str(node.pin_dir),
         "state_dir": str(node.state_dir),
         "socket_path": str(node.socket_path),
-        "pod_cidr": node.pod_cidr,
+        **cidrs,
         "node_ip": node.underlay_ip,
         "mtu": MTU,
         # The metrics port lives in the node's namespace: the same number on every node.
@@ -44,8 +47,10 @@ def agent_settings(node: NodeLayout, kubeconfig_path: Path) -> dict[str, Any]:
     }
 
 
-def cni_conflist(node: NodeLayout) -> dict[str, Any]:
+def cni_conflist(node: NodeLayout, ip_family: str = "ipv4") -> dict[str, Any]:
     """The node's CNI network configuration list, as a runtime reads it from its conf dir."""
+    ipam: dict[str, Any] = ({"subnet": node.pod_cidr} if ip_family == "ipv4"
+                            else {"subnets": node.pod_cidrs(ip_family)})
     return {
         "cniVersion": "1.1.0",
         "name": "podwire",
@@ -53,7 +58,7 @@ def cni_conflist(node: NodeLayout) -> dict[str, Any]:
             "type": "podwire",
             "agentSocket": str(node.socket_path),
             "mtu": MTU,
-            "ipam": {"subnet": node.pod_cidr},
+            "ipam": ipam,
         }],
     }
 
@@ -98,14 +103,15 @@ def write_bin_dir(layout: LabLayout) -> None:
         os.symlink(target, link)
 
 
-def write_node_files(layout: LabLayout, node: NodeLayout, network: str) -> None:
+def write_node_files(layout: LabLayout, node: NodeLayout, network: str,
+                     ip_family: str = "ipv4") -> None:
     """Agent settings and the CNI conflist of `network` ("podwire" or "bridge")."""
     for d in (node.run_dir, node.state_dir, node.conf_dir):
         d.mkdir(parents=True, exist_ok=True)
     if network == "podwire":
         node.agent_config.write_text(
-            json.dumps(agent_settings(node, layout.node_kubeconfig), indent=2) + "\n")
-        conflist = cni_conflist(node)
+            json.dumps(agent_settings(node, layout.node_kubeconfig, ip_family), indent=2) + "\n")
+        conflist = cni_conflist(node, ip_family)
     else:
         conflist = bridge_conflist(node)
     node.conf_file.write_text(json.dumps(conflist, indent=2) + "\n")

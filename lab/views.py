@@ -17,7 +17,7 @@ def print_listing(resource: str, listing: dict[str, Any]) -> None:
             md, status = pod["metadata"], pod.get("status", {})
             labels = ",".join(f"{k}={v}" for k, v in sorted((md.get("labels") or {}).items()))
             table.add_row(md.get("namespace", ""), md["name"],
-                          pod["spec"].get("nodeName") or "-", status.get("podIP") or "-",
+                          pod["spec"].get("nodeName") or "-", _pod_ips(status),
                           status.get("phase", "-"), labels)
     else:
         for column in ("NAME", "INTERNAL-IP", "POD-CIDR"):
@@ -25,8 +25,15 @@ def print_listing(resource: str, listing: dict[str, Any]) -> None:
         for node in listing["items"]:
             addresses = node.get("status", {}).get("addresses", [])
             ip = next((a["address"] for a in addresses if a["type"] == "InternalIP"), "-")
-            table.add_row(node["metadata"]["name"], ip, node["spec"].get("podCIDR", "-"))
+            cidrs = node["spec"].get("podCIDRs") or [node["spec"].get("podCIDR", "-")]
+            table.add_row(node["metadata"]["name"], ip, ",".join(cidrs))
     Console().print(table)
+
+
+def _pod_ips(status: dict[str, Any]) -> str:
+    """Every address of a pod (status.podIPs), or its podIP when that is all it has."""
+    ips = [entry["ip"] for entry in status.get("podIPs") or [] if entry.get("ip")]
+    return ",".join(ips) or status.get("podIP") or "-"
 
 
 def print_matrix(matrix: dict[str, dict[str, bool]], title: str) -> None:

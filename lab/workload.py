@@ -133,7 +133,7 @@ def apply(kube: Kube, state: LabState, manifests: list[Manifest],
     wait_pods_running(kube, created_pods, timeout)
     # The cluster DNS answers from Services (and their slices): waited for when they change.
     wait_control_plane(kube, state, timeout,
-                       dns=any(m.kind == "Service" for m in manifests))
+                       dns=state.cluster_dns and any(m.kind == "Service" for m in manifests))
     wait_agents(kube, state, timeout)
     return done
 
@@ -159,7 +159,8 @@ def delete(kube: Kube, state: LabState, targets: list[tuple[str, str, str | None
     _wait("pod sandboxes to be torn down", timeout,
           lambda: [u for u in doomed_uids if netns.exists(layout.pod_netns(u))])
     wait_control_plane(kube, state, timeout,
-                       dns=any(kind in ("Service", "Namespace") for kind, _, _ in targets))
+                       dns=state.cluster_dns
+                       and any(kind in ("Service", "Namespace") for kind, _, _ in targets))
     wait_agents(kube, state, timeout)
     return done
 

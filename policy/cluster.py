@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from .fields import Reader, child, item
@@ -60,6 +60,11 @@ class ContainerPort:
 class Pod:
     """A pod as policy sees it. `ip` is None until the pod has an address.
 
+    `ips` is every address of the pod, one per family, `ip` (its primary, the API's
+    status.podIP) first; `ip` alone stands for `ips == (ip,)`. Selectors name a pod
+    whatever the family; an ipBlock matches the address of the connection's family
+    (`in_family`).
+
     A `host_network` pod runs in its node's network namespace and its `ip` is the
     node's address: NetworkPolicy never selects it (as a target or as a peer); traffic
     from or to it is its node's.
@@ -72,13 +77,23 @@ class Pod:
     node: str | None = None
     ports: tuple[ContainerPort, ...] = ()
     host_network: bool = False
+    ips: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Normalised here so equal pods compare equal however they were built.
         object.__setattr__(self, "labels", as_labels(self.labels))
         object.__setattr__(self, "ports", tuple(self.ports))
+        ips = tuple(str(ipaddress.ip_address(ip)) for ip in self.ips)
         if self.ip is not None:
-            object.__setattr__(self, "ip", str(ipaddress.ip_address(self.ip)))
+            ip = str(ipaddress.ip_address(self.ip))
+            object.__setattr__(self, "ip", ip)
+            ips = (ip, *(other for other in ips if other != ip))
+        elif ips:
+            object.__setattr__(self, "ip", ips[0])
+        if len({":" in ip for ip in ips}) != len(ips):
+            raise ValueError(f"pod {self.namespace}/{self.name}: addresses {', '.join(ips)} "
+                             "are not one per family")
+        object.__setattr__(self, "ips", ips)
 
     @property
     def key(self) -> str:
@@ -89,6 +104,26 @@ class Pod:
     def address(self) -> IPAddress | None:
         """`ip` parsed, for ipBlock matching."""
         return ipaddress.ip_address(self.ip) if self.ip is not None else None
+
+    @cached_property
+    def addresses(self) -> tuple[IPAddress, ...]:
+        """Every address parsed, `address` first."""
+        return tuple(ipaddress.ip_address(ip) for ip in self.ips)
+
+    def address_of(self, version: int) -> IPAddress | None:
+        """The address of family `version` (4 or 6), None if the pod has none."""
+        return next((a for a in self.addresses if a.version == version), None)
+
+    def in_family(self, version: int) -> Pod:
+        """This pod as a connection of family `version` sees it: that family's address
+        is its `ip` (what an ipBlock is matched against). Itself when it already is;
+        raises ValueError when the pod has no address of the family."""
+        if self.address is not None and self.address.version == version:
+            return self
+        found = self.address_of(version)
+        if found is None:
+            raise ValueError(f"pod {self.key} has no IPv{version} address")
+        return replace(self, ip=str(found))
 
     def named_ports(self, name: str, protocol: Protocol) -> list[int]:
         """The port numbers this pod names `name` on `protocol` (usually zero or one)."""
@@ -164,10 +199,11 @@ class Cluster:
         index: dict[int, tuple[list[int], list[Pod]]] = {}
         for version in (4, 6):
             entries = sorted(
-                (int(pod.address), pod.key, pod)
-                for holders in self._pods_by_ip.values()
-                for pod in holders.values()
-                if pod.address is not None and pod.address.version == version
+                (int(address), pod.key, pod)
+                for pods in self._pods.values()
+                for pod in pods.values()
+                for address in pod.addresses
+                if address.version == version
             )
             index[version] = ([entry[0] for entry in entries], [entry[2] for entry in entries])
         return index
@@ -202,6 +238,17 @@ class Cluster:
         """The policies of one namespace (a policy only ever selects pods of its own)."""
         return self._policies.get(namespace, {}).values()
 
+    def in_family(self, version: int) -> Cluster:
+        """The cluster as connections of family `version` (4 or 6) see it: every pod with
+        an address of that family as `Pod.in_family`, pods without one left out (they
+        cannot take part), pods without any address yet kept as they are."""
+        pods = [
+            pod if pod.address is None else pod.in_family(version)
+            for pod in (*self.pods(), *self.host_network_pods())
+            if pod.address is None or pod.address_of(version) is not None
+        ]
+        return Cluster(self._namespaces.values(), pods, self.policies())
+
     def set_namespace(self, namespace: Namespace) -> None:
         """Add or replace a namespace."""
         self._namespaces[namespace.name] = namespace
@@ -219,8 +266,8 @@ class Cluster:
             self._host_network[pod.key] = pod
             return
         self._pods.setdefault(pod.namespace, {})[pod.name] = pod
-        if pod.ip is not None:
-            self._pods_by_ip.setdefault(pod.ip, {})[pod.key] = pod
+        for ip in pod.ips:
+            self._pods_by_ip.setdefault(ip, {})[pod.key] = pod
         self._names = None
         self._address_index = None
 
@@ -232,11 +279,11 @@ class Cluster:
             return
         self._names = None
         self._address_index = None
-        if old.ip is not None:
-            holders = self._pods_by_ip.get(old.ip, {})
+        for ip in old.ips:
+            holders = self._pods_by_ip.get(ip, {})
             holders.pop(old.key, None)
             if not holders:
-                self._pods_by_ip.pop(old.ip, None)
+                self._pods_by_ip.pop(ip, None)
 
     def set_policy(self, policy: NetworkPolicy) -> None:
         """Add or replace a policy."""
@@ -293,16 +340,47 @@ def _parse_pod(obj: object, reader: Reader) -> Pod | None:
             ):
                 ports += _container_ports(container, item(containers_path, index), reader)
     ip = None
+    ips: list[str] = []
     if status is not None and status.get("podIP"):
-        text = reader.string(status["podIP"], "status.podIP")
-        try:
-            ip = str(ipaddress.ip_address(text)) if text is not None else None
-        except ValueError:
-            reader.error("status.podIP", f"{text!r}: must be a valid IP address")
+        ip = _address(reader, status["podIP"], "status.podIP")
+    if status is not None and status.get("podIPs") is not None:
+        ips = _pod_ips(reader, status["podIPs"], ip)
     if reader.errors or meta.name is None or meta.namespace is None:
         return None
     return Pod(meta.namespace, meta.name, Labels(meta.labels), ip, node, tuple(ports),
-               host_network)
+               host_network, tuple(ips))
+
+
+def _address(reader: Reader, value: object, path: str) -> str | None:
+    text = reader.string(value, path)
+    try:
+        return str(ipaddress.ip_address(text)) if text is not None else None
+    except ValueError:
+        reader.error(path, f"{text!r}: must be a valid IP address")
+        return None
+
+
+def _pod_ips(reader: Reader, value: object, primary: str | None) -> list[str]:
+    """status.podIPs: `[{ip}]`, at most one per family, the first equal to podIP (as
+    the API server validates them)."""
+    path = "status.podIPs"
+    found: list[str] = []
+    for index, entry in enumerate(reader.sequence(value, path) or []):
+        body = reader.mapping(entry, item(path, index), ("ip",))
+        if body is None or body.get("ip") is None:
+            reader.error(child(item(path, index), "ip"), "Required value")
+            continue
+        address = _address(reader, body["ip"], child(item(path, index), "ip"))
+        if address is None:
+            continue
+        if any((":" in address) == (":" in other) for other in found):
+            reader.error(item(path, index), f"{address!r}: may specify no more than one IP "
+                         "for each IP family")
+            continue
+        found.append(address)
+    if found and primary is not None and found[0] != primary:
+        reader.error(path, f"{found[0]!r}: must match status.podIP {primary!r}")
+    return found
 
 
 def _container_ports(container: object, path: str, reader: Reader) -> list[ContainerPort]:

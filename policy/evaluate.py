@@ -9,6 +9,12 @@ default-deny case).
 Addresses given as strings that belong to exactly one pod are evaluated as that pod, as
 the datapath identifies a packet by its address.
 
+A connection has one address family. Selectors name a pod whatever the family; an
+ipBlock matches the pod's address of the connection's family, so `0.0.0.0/0` admits a
+dual-stack pod over IPv4 and not over IPv6 (upstream semantics). The family is that
+of the addresses given as strings, else `family`, else the source pod's primary
+address's (IPv4 in a dual-stack cluster).
+
 A hostNetwork pod is its node to policy, as Kubernetes has it: no podSelector or
 namespaceSelector ever names it and no policy isolates it; as a peer it is its node's
 address, which only ipBlocks match. Traffic from a pod's own node always reaches the pod
@@ -22,7 +28,7 @@ is outside this model: the datapath recognises the host by its reserved identity
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .cluster import Cluster, Pod
 from .errors import PolicyError
@@ -91,17 +97,23 @@ def evaluate(
     destination: Pod | str,
     port: int | None,
     protocol: TrafficProtocol | str = Protocol.TCP,
+    family: int | None = None,
 ) -> Verdict:
     """Decide a new connection from `source` to `destination` on `protocol`/`port`.
 
     Endpoints are pods (hostNetwork ones too) or IP address strings. `port` is required
-    for TCP, UDP and SCTP and must be None for ICMP/ICMPv6. Raises PolicyError on bad input.
+    for TCP, UDP and SCTP and must be None for ICMP/ICMPv6. `family` (4 or 6) is the
+    connection's address family when no address says it. Raises PolicyError on bad input.
     """
     protocol = _protocol(protocol)
     _check_port(protocol, port)
     given_src = _endpoint(cluster, source, "source")
     given_dst = _endpoint(cluster, destination, "destination")
-    src, dst = _policy_view(given_src, "source"), _policy_view(given_dst, "destination")
+    # Addresses as given: one naming a pod still says the connection's family.
+    version = connection_family(_as_given(source, given_src), _as_given(destination, given_dst),
+                                family)
+    src = _policy_view(_in_family(given_src, version), "source")
+    dst = _policy_view(_in_family(given_dst, version), "destination")
     egress = ingress = None
     if isinstance(src, Pod):
         egress = _decide(
@@ -132,14 +144,30 @@ def evaluate(
 
 
 def truth_table(
-    cluster: Cluster, port: int | None, protocol: TrafficProtocol | str = Protocol.TCP
+    cluster: Cluster,
+    port: int | None,
+    protocol: TrafficProtocol | str = Protocol.TCP,
+    family: int = 4,
 ) -> dict[str, dict[str, bool]]:
     """`{"ns/src": {"ns/dst": allowed}}` for every ordered pod pair (self included),
-    hostNetwork pods with an address included."""
+    hostNetwork pods with an address included, over family `family` (4 or 6): a pod with
+    addresses but none of that family cannot take part (one without any yet is listed)."""
     protocol = _protocol(protocol)
     _check_port(protocol, port)
-    pods = sorted(cluster.pods(), key=lambda pod: pod.key)
-    hosts = [pod for pod in cluster.host_network_pods() if pod.address is not None]
+    _check_family(family)
+    pods = sorted(
+        (
+            pod if pod.address is None else pod.in_family(family)
+            for pod in cluster.pods()
+            if pod.address is None or pod.address_of(family) is not None
+        ),
+        key=lambda pod: pod.key,
+    )
+    hosts = [
+        pod.in_family(family)
+        for pod in cluster.host_network_pods()
+        if pod.address_of(family) is not None
+    ]
     # Which policies select a pod does not depend on the peer: look it up once per pod.
     selecting = {
         (pod.key, direction): policies_selecting(cluster, pod, direction)
@@ -194,6 +222,44 @@ def _decide(
     )
     isolating = tuple(policy.key for policy in selecting)
     return DirectionVerdict(direction, pod.key, bool(allowing), isolating, allowing)
+
+
+def connection_family(source: Endpoint, destination: Endpoint, family: int | None) -> int:
+    """The address family of a connection between two endpoints (see the module doc)."""
+    if family is not None:
+        _check_family(family)
+    given = [(role, e) for role, e in (("source", source), ("destination", destination))
+             if not isinstance(e, Pod)]
+    for role, address in given:
+        if family is not None and address.version != family:
+            raise PolicyError(role, f"{address} is IPv{address.version}, the connection IPv{family}")
+        family = address.version
+    if family is not None:
+        return family
+    for endpoint in (source, destination):
+        if isinstance(endpoint, Pod) and endpoint.address is not None:
+            return endpoint.address.version
+    return 4
+
+
+def _as_given(value: Pod | str, endpoint: Endpoint) -> Endpoint:
+    return endpoint if isinstance(value, Pod) else ipaddress.ip_address(value)
+
+
+def _check_family(family: int) -> None:
+    if family not in (4, 6):
+        raise PolicyError("family", f"address family must be 4 or 6, got {family!r}")
+
+
+def _in_family(endpoint: Endpoint, version: int) -> Endpoint:
+    """A pod with its address of the connection's family; an address as it is. A pod
+    without an address of that family keeps its labels and loses its addresses: no
+    ipBlock can name it (the datapath would never see such a packet from it)."""
+    if not isinstance(endpoint, Pod) or endpoint.address is None:
+        return endpoint
+    if endpoint.address_of(version) is None:
+        return replace(endpoint, ip=None, ips=())
+    return endpoint.in_family(version)
 
 
 def _policy_view(endpoint: Endpoint, role: str) -> Endpoint:

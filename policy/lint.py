@@ -406,11 +406,54 @@ def _check_in_cluster(where: _Located, context: ClusterContext, out: _Collector)
 
 
 def _check_ip_blocks(where: _Located, context: ClusterContext, out: _Collector) -> None:
-    for _direction, _index, rule, path, peers_field in _rules(where.policy):
+    dual_stack = _families(context) == {4, 6}
+    for direction, _index, rule, path, peers_field in _rules(where.policy):
         for peer_index, peer in enumerate(rule.peers):
             if peer.ip_block is not None:
                 peer_path = item(child(path, peers_field), peer_index)
                 _check_ip_block(where, peer.ip_block, peer_path, context, out)
+                if dual_stack:
+                    _check_other_family(where, direction, rule, peer.ip_block, peer_path, out)
+
+
+def _families(context: ClusterContext) -> set[int]:
+    """The address families of the cluster's pod network (pod CIDRs, pod addresses)."""
+    families: set[int] = {cidr.version for cidr in context.pod_cidrs}
+    for pod in context.cluster.pods():
+        families.update(address.version for address in pod.addresses)
+    return families
+
+
+_EVERYWHERE = {4: "0.0.0.0/0", 6: "::/0"}
+
+
+def _opens_everything(block: IPBlock | None, version: int) -> bool:
+    return (block is not None and block.cidr.version == version and block.cidr.prefixlen == 0
+            and not block.except_)
+
+
+def _check_other_family(
+    where: _Located, direction: Direction, rule: Rule, block: IPBlock, path: str,
+    out: _Collector,
+) -> None:
+    """An allow-all of one family in a dual-stack cluster leaves the other one closed:
+    `0.0.0.0/0` covers no IPv6 address (upstream semantics), so an isolated pod stays
+    unreachable over IPv6 (and the reverse for `::/0`), unless a rule of the same
+    direction with the same ports opens the other family too."""
+    if block.cidr.prefixlen != 0:
+        return
+    other = 6 if block.cidr.version == 4 else 4
+    rules = where.policy.ingress if direction is Direction.INGRESS else where.policy.egress
+    if any(
+        candidate.ports == rule.ports
+        and any(_opens_everything(peer.ip_block, other) for peer in candidate.peers)
+        for candidate in rules
+    ):
+        return
+    out.add(where, "ipblock-one-family", child(path, "ipBlock"),
+            f"ipBlock {block.cidr} admits IPv{block.cidr.version} addresses only and the "
+            f"cluster is dual-stack: IPv{other} traffic stays denied; add a peer "
+            f"{{ipBlock: {{cidr: {_EVERYWHERE[other]}}}}} to allow both families")
 
 
 def _check_ip_block(
@@ -424,7 +467,7 @@ def _check_ip_block(
     ]
     pods = [
         pod for pod in context.cluster.pods_in_network(block.cidr)
-        if pod.address is not None and block.contains(pod.address)
+        if any(block.contains(address) for address in pod.addresses)
     ]
     if not ranges and not pods:
         return

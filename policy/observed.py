@@ -14,6 +14,7 @@ own pods, and no policy can say anything about it.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -129,13 +130,25 @@ def _check(record: object, index: int) -> _Record:
 
 def _resolve(cluster: Cluster, side: Mapping[str, object]) -> Endpoint:
     namespace, name = side.get("namespace"), side.get("pod")
+    ip = str(side["ip"])
     if isinstance(namespace, str) and isinstance(name, str):
         pod = cluster.pod(namespace, name)
         if pod is not None:
-            return pod
-    ip = str(side["ip"])
+            return _as_seen(pod, ip)
     holders = cluster.pods_with_ip(ip)
-    return holders[0] if len(holders) == 1 else ip
+    return _as_seen(holders[0], ip) if len(holders) == 1 else ip
+
+
+def _as_seen(pod: Pod, ip: str) -> Pod:
+    """The pod in the family of the address the flow saw: an IPv6 flow of a dual-stack
+    pod is judged as an IPv6 connection."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return pod
+    if address in pod.addresses and address != pod.address:
+        return pod.in_family(address.version)
+    return pod
 
 
 def parse_since(text: str, now: datetime.datetime) -> datetime.datetime:

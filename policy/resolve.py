@@ -200,6 +200,8 @@ def pods_matching_peer(cluster: Cluster, policy: NetworkPolicy, peer: Peer) -> I
     if peer.ip_block is not None:
         block = peer.ip_block
         for pod in cluster.pods_in_network(block.cidr):
+            # By its primary address alone, which the agent's IPv4 maps key: a dual-stack
+            # pod's IPv6 address in an IPv6 block must not open its IPv4 address.
             if pod.address is not None and block.contains(pod.address):
                 yield pod
         return

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import ipaddress
 import json
 import logging
 import sys
@@ -76,6 +77,10 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                       help="TCP (default), UDP or SCTP (repeatable)")
     test.add_argument("--from", dest="source", metavar="NS/POD|IP")
     test.add_argument("--to", dest="target", metavar="NS/POD|IP")
+    test.add_argument("--family", type=int, choices=[4, 6],
+                      help="the connections' address family: pods are reached at their "
+                      "address of it (default: the family of an address given, else IPv4, "
+                      "or IPv6 in a cluster whose pods have IPv6 only)")
     test.add_argument("--expect", metavar="FILE", help="JSON table the result must equal")
     test.add_argument("-o", "--output", choices=["table", "json"], default="table")
     test.set_defaults(handler=cmd_test)
@@ -209,21 +214,24 @@ def cmd_test(args: argparse.Namespace) -> int:
     context = _context(args)
     assert context is not None  # the option group is required
     context = context.with_policies(*sources.tiered_from_files(args.policies, args.namespace))
-    cluster, tiers = context.cluster, context.tiers()
+    tiers = context.tiers()
     protocols = args.protocol or ["TCP"]
     combos = [(protocol, port) for protocol in protocols for port in args.port]
+    family = args.family or _family_of(args, context.cluster)
+    # Every pod at its address of the family, so ipBlocks and cluster networks match it.
+    cluster = context.cluster.in_family(family)
     if args.source or args.target:
         if not (args.source and args.target) or len(combos) != 1 or args.expect:
             raise ValueError("a question needs --from, --to, one --port and one --protocol "
                              "(and no --expect)")
         protocol, port = combos[0]
-        source = _endpoint(cluster, args.source, "--from")
-        target = _endpoint(cluster, args.target, "--to")
+        source = _endpoint(cluster, args.source, "--from", family)
+        target = _endpoint(cluster, args.target, "--to", family)
         verdict: Verdict | TieredVerdict
         if tiers.admin or tiers.baseline:
             verdict = evaluate_tiers(cluster, tiers, source, target, port, protocol)
         else:
-            verdict = evaluate(cluster, source, target, port, protocol)
+            verdict = evaluate(cluster, source, target, port, protocol, family)
         if args.output == "json":
             print(json.dumps({"from": args.source, "to": args.target, "port": port,
                               "protocol": protocol, "allowed": verdict.allowed,
@@ -232,7 +240,7 @@ def cmd_test(args: argparse.Namespace) -> int:
             print(f"{args.source} -> {args.target} {protocol}/{port}: {verdict.explain()}")
         return EXIT_OK if verdict.allowed else EXIT_FINDINGS
     tables = {f"{protocol}/{port}": tiered_truth_table(cluster, tiers, port, protocol)
-              if tiers.admin or tiers.baseline else truth_table(cluster, port, protocol)
+              if tiers.admin or tiers.baseline else truth_table(cluster, port, protocol, family)
               for protocol, port in combos}
     if args.expect:
         if len(tables) != 1:
@@ -257,14 +265,34 @@ def cmd_test(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _endpoint(cluster: Cluster, text: str, option: str) -> Pod | str:
+def _endpoint(cluster: Cluster, text: str, option: str, family: int) -> Pod | str:
     namespace, sep, name = text.partition("/")
     if sep:
         pod = cluster.pod(namespace, name)
         if pod is None:
-            raise ValueError(f"{option} {text}: no such pod in the cluster")
+            raise ValueError(f"{option} {text}: no such pod in the cluster, or it has no "
+                             f"IPv{family} address")
         return pod
+    try:
+        version = ipaddress.ip_address(text).version
+    except ValueError:
+        return text  # the evaluator names what is wrong with it
+    if version != family:
+        raise ValueError(f"{option} {text} is IPv{version}; the question is about IPv{family} "
+                         "(see --family)")
     return text
+
+
+def _family_of(args: argparse.Namespace, cluster: Cluster) -> int:
+    """The family a question's address names, else IPv4 unless the pods have IPv6 only."""
+    for text in (args.source, args.target):
+        if text and "/" not in text:
+            try:
+                return ipaddress.ip_address(text).version
+            except ValueError:
+                continue
+    families = {a.version for pod in cluster.pods() for a in pod.addresses}
+    return 6 if families == {6} else 4
 
 
 # ------------------------------------------------------------------ flows

@@ -12,6 +12,7 @@ Run as a script it is the agent process:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -161,9 +162,9 @@ class NodeAgent:
         return self.in_node(["ip", "route", "show"]).stdout
 
     def allocations(self) -> list[str]:
-        """Allocated addresses of every subnet in the agent's IPAM store."""
+        """Allocated addresses (both families) of every subnet in the agent's IPAM store."""
         return sorted(p.name for p in (self.state_dir / "ipam").glob("*/*")
-                      if p.name.count(".") == 3 and p.name[0].isdigit())
+                      if _is_address(p.name))
 
     def endpoints(self) -> list[str]:
         eps = self.state_dir / "endpoints"
@@ -238,6 +239,14 @@ def run_conflist(bin_dir: Path, conflist: dict[str, Any], command: str, containe
     return CniRun(0, json.dumps(result) if command == "ADD" else "", last.stderr)
 
 
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def pod_ip(result: dict[str, Any]) -> str:
     return str(result["ips"][-1]["address"]).split("/")[0]
 
@@ -280,7 +289,7 @@ def _serve(args: argparse.Namespace) -> None:
         flag = root / "not-ready"
         return (False, flag.read_text()) if flag.exists() else (True, "")
 
-    node = Node(Path(args.state_dir), args.pod_cidr, EndpointHook(
+    node = Node(Path(args.state_dir), args.pod_cidr.split(","), EndpointHook(
         added=added, removed=lambda ep: record("removed", ep), ready=ready))
     api = LocalApi(Path(args.socket))
     api.route("POST", "/cni", cni_route(node))

@@ -22,7 +22,7 @@ def conf(**extra: Any) -> str:
 
 def test_defaults() -> None:
     parsed = parse_netconf(conf(), "ADD")
-    assert parsed.mtu == 1450 and parsed.subnet is None
+    assert parsed.mtu == 1450 and parsed.subnets == ()
     assert parsed.agent_socket == "/run/podwire/agent.sock"
 
 
@@ -31,7 +31,7 @@ def test_full_config() -> None:
                                 ipam={"subnet": "10.244.1.0/24"},
                                 dns={"nameservers": ["10.96.0.10"], "search": ["svc"]},
                                 capabilities={"portMappings": True}), "ADD")
-    assert parsed.subnet == ipaddress.IPv4Network("10.244.1.0/24")
+    assert parsed.subnets == (ipaddress.IPv4Network("10.244.1.0/24"),)
     assert parsed.dns == {"nameservers": ["10.96.0.10"], "search": ["svc"]}
     assert (parsed.mtu, parsed.agent_socket) == (1400, "/tmp/a.sock")
 
@@ -40,6 +40,22 @@ def test_gc_attachments() -> None:
     parsed = parse_netconf(conf(**{"cni.dev/valid-attachments": [
         {"containerID": "c1", "ifname": "eth0"}]}), "GC")
     assert parsed.valid_attachments == (Attachment("c1", "eth0"),)
+
+
+def test_subnets_one_per_family_ipv4_first() -> None:
+    parsed = parse_netconf(conf(ipam={"subnets": ["fd00:10:244:1::/64", "10.244.1.0/24"]}),
+                           "ADD")
+    assert parsed.subnets == (ipaddress.IPv4Network("10.244.1.0/24"),
+                              ipaddress.IPv6Network("fd00:10:244:1::/64"))
+    only6 = parse_netconf(conf(ipam={"subnet": "fd00:10:244:1::/64"}), "ADD")
+    assert only6.subnets == (ipaddress.IPv6Network("fd00:10:244:1::/64"),)
+
+
+def test_two_subnets_of_a_family_name_both() -> None:
+    with pytest.raises(CniError) as err:
+        parse_netconf(conf(ipam={"subnets": ["fd00::/64", "fd01::/64"]}), "ADD")
+    assert "fd00::/64" in err.value.msg and "fd01::/64" in err.value.msg
+    assert "IPv6" in err.value.msg
 
 
 @pytest.mark.parametrize(("stdin", "command", "code"), [
@@ -56,7 +72,15 @@ def test_gc_attachments() -> None:
     (conf(agentSocket="rel.sock"), "ADD", Code.INVALID_CONFIG),
     (conf(ipam={"subnet": "10.0.0.1/24"}), "ADD", Code.INVALID_CONFIG),
     (conf(ipam={"subnet": "10.0.0.0/31"}), "ADD", Code.INVALID_CONFIG),
-    (conf(ipam={"subnet": "fd00::/64"}), "ADD", Code.UNSUPPORTED_FIELD),
+    (conf(ipam={"subnet": "fd00::1/64"}), "ADD", Code.INVALID_CONFIG),
+    (conf(ipam={"subnet": "fd00::/127"}), "ADD", Code.INVALID_CONFIG),
+    (conf(ipam={"subnets": ["10.0.0.0/24", "10.1.0.0/24"]}), "ADD", Code.INVALID_CONFIG),
+    (conf(ipam={"subnets": ["fd00::/64", "fd01::/64"]}), "ADD", Code.INVALID_CONFIG),
+    (conf(ipam={"subnets": []}), "ADD", Code.INVALID_CONFIG),
+    (conf(ipam={"subnets": "10.0.0.0/24"}), "ADD", Code.INVALID_CONFIG),
+    (conf(ipam={"subnets": ["10.0.0.0/24", "fd00::/64", "10.1.0.0/24"]}), "ADD",
+     Code.INVALID_CONFIG),
+    (conf(ipam={"subnet": "10.0.0.0/24", "subnets": ["fd00::/64"]}), "ADD", Code.INVALID_CONFIG),
     (conf(ipam={"type": "host-local"}), "ADD", Code.UNSUPPORTED_FIELD),
     (conf(ipam={"rangeStart": "10.0.0.5"}), "ADD", Code.UNSUPPORTED_FIELD),
     (conf(ipMasq=True), "ADD", Code.UNSUPPORTED_FIELD),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from podwire.cni.endpoints import Endpoint, EndpointStore
@@ -18,3 +19,19 @@ def test_endpoint_store_round_trip(tmp_path: Path) -> None:
     store.remove(ep.host_ifname)
     store.remove(ep.host_ifname)
     assert store.all() == []
+
+
+def test_dual_stack_record_round_trip_and_older_records(tmp_path: Path) -> None:
+    store = EndpointStore(tmp_path / "eps")
+    ep = Endpoint("c1", "eth0", "/run/netns/x", "net", "pw0123456789a", 7, "aa:aa:aa:aa:aa:aa",
+                  "bb:bb:bb:bb:bb:bb", "10.0.0.2", 1450, ips=("10.0.0.2", "fd00::2"))
+    store.put(ep)
+    back = store.get(ep.host_ifname)
+    assert back == ep and back is not None and back.ips == ("10.0.0.2", "fd00::2")
+    assert (back.address(4), back.address(6)) == ("10.0.0.2", "fd00::2")
+    # A record an agent wrote before dual stack has `ip` only.
+    old = json.loads((tmp_path / "eps" / "pw0123456789a.json").read_text())
+    del old["ips"]
+    (tmp_path / "eps" / "pw0123456789a.json").write_text(json.dumps(old))
+    older = store.get(ep.host_ifname)
+    assert older is not None and older.ips == ("10.0.0.2",) and older.address(6) is None

@@ -72,3 +72,23 @@ def test_a_malformed_prev_result_is_invalid_config(prev: dict[str, object]) -> N
     with pytest.raises(CniError) as err:
         Result.from_json(prev)
     assert err.value.code == Code.INVALID_CONFIG and "prevResult" in err.value.msg
+
+
+DUAL = {
+    "interfaces": [{"name": "pwabc", "mac": "aa:bb:cc:dd:ee:ff"},
+                   {"name": "eth0", "mac": "11:22:33:44:55:66", "sandbox": "/run/netns/x"}],
+    "ips": [{"address": "10.0.0.2/32", "gateway": "169.254.1.1", "interface": 1},
+            {"address": "fd00::2/128", "gateway": "fe80::1", "interface": 1}],
+    "routes": [{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}, {"dst": "::/0", "gw": "fe80::1"}],
+}
+
+
+@pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+def test_dual_stack_result_per_version(version: str) -> None:
+    out = Result.from_json(DUAL).render(version)
+    if version < "1.0.0":
+        assert [ip["version"] for ip in out["ips"]] == ["4", "6"]
+    else:
+        assert all("version" not in ip for ip in out["ips"])
+    assert [ip["address"] for ip in out["ips"]] == ["10.0.0.2/32", "fd00::2/128"]
+    assert out["routes"] == DUAL["routes"]

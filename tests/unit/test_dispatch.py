@@ -85,3 +85,16 @@ def test_node_info_takes_the_internal_address() -> None:
     assert node_info(external) == NodeInfo("n2", "10.0.0.2", "10.244.2.0/24",
                                            ("203.0.113.7", "10.0.0.2"))
     assert node_info({"metadata": {"name": "n3"}}) == NodeInfo("n3", None, None)
+
+
+def test_node_info_keeps_pod_cidrs_per_family() -> None:
+    dual = {**NODE, "spec": {"podCIDR": "10.244.2.0/24",
+                             "podCIDRs": ["10.244.2.0/24", "fd00:10:244:2::/64"]}}
+    info = node_info(dual)
+    assert (info.pod_cidr, info.pod_cidrs) == ("10.244.2.0/24",
+                                               ("10.244.2.0/24", "fd00:10:244:2::/64"))
+    # The ipcache keeps IPv4 prefixes only until the datapath speaks IPv6.
+    assert [str(p) for p in info.prefixes()] == ["10.0.0.2/32", "10.244.2.0/24"]
+    only6 = node_info({**NODE, "spec": {"podCIDRs": ["fd00:10:244:2::/64"]}})
+    assert (only6.pod_cidr, only6.pod_cidrs) == ("fd00:10:244:2::/64", ("fd00:10:244:2::/64",))
+    assert [str(p) for p in only6.prefixes()] == ["10.0.0.2/32"]
