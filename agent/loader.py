@@ -15,6 +15,7 @@ import ctypes
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -25,6 +26,8 @@ from pathlib import Path
 from podwire.agent import bpfsys, structs
 from podwire.bpf.constants import MAPS
 from podwire.bpf.header import MapDecl
+
+log = logging.getLogger("podwire.loader")
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 TC_PROGRAMS = ("from_pod", "to_pod", "from_overlay", "from_netdev")
@@ -118,10 +121,15 @@ def map_specs(sizes: DatapathSizes) -> list[MapSpec]:
             MapSpec(BUILD_MAP, "array", 4, BUILD_ID_SIZE, 1)]
 
 
-# Maps whose whole content the agent writes at every start: a build whose layout of
-# them differs recreates them instead of refusing the pin dir (state maps such as
-# conntrack or policy must be adopted as they are, or traffic would be cut).
-REWRITTEN_AT_START = frozenset({"config"})
+# Maps whose whole content the agent computes again at every start (its settings, and
+# what it derives from the API and its endpoint records): a build whose layout of them
+# differs recreates them instead of refusing the pin dir. Until the agent's first resync
+# fills them, the new programs refuse new connections to isolated pods (empty policy),
+# never let through what policy denies; established ones go on through conntrack. The
+# connection state (conntrack, affinities, socket translations) and the load balancer's
+# backend ids that conntrack entries name must be adopted as they are: a layout change
+# of them is refused, or connections would be cut or sent elsewhere.
+REWRITTEN_AT_START = frozenset({"config", "policy", "ipcache", "endpoints"})
 
 
 def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
@@ -139,6 +147,9 @@ def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
                     and spec.name in REWRITTEN_AT_START:
                 # Programs still attached keep the old map through their own reference
                 # until the new build replaces them; the agent fills the new one.
+                log.warning("event=map_recreated map=%s reason=layout_changed "
+                            "old_value_size=%d new_value_size=%d", spec.name,
+                            info.value_size, spec.value_size)
                 os.unlink(path)
             elif (info.type, info.key_size, info.value_size) != have:
                 raise LoaderError(f"pinned map {path} has another layout (type/key/value "
