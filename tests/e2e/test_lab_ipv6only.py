@@ -36,7 +36,9 @@ def test_pods_get_ipv6_only_and_agents_keep_up(lab: cluster.LabState) -> None:
     node = LabLayout(PREFIX).node(1)
     everything = pods(PREFIX)
     # No cluster DNS pod: it reads the API server over IPv4 (see LabState.cluster_dns).
-    assert not [p for p in everything if p["metadata"]["namespace"] == "kube-system"]
+    # (kube-system holds the agents' hostNetwork pods the cluster view port-forwards to.)
+    system = [p for p in everything if p["metadata"]["namespace"] == "kube-system"]
+    assert system and all(p["spec"].get("hostNetwork") for p in system), system
     found = [p for p in everything if p["metadata"]["namespace"] == "x"]
     assert sorted(p["metadata"]["name"] for p in found) == ["a", "b"]
     for pod in found:
