@@ -139,14 +139,33 @@ class _RequestHandler(BaseHTTPRequestHandler):
         log.debug("event=http %s", format % args)
 
 
-class LocalApi:
+class _Serving:
+    """A server on its own thread, shut down and joined by `_stop()`."""
+
+    _server: socketserver.BaseServer | None = None
+    _thread: threading.Thread | None = None
+
+    def _serve(self, server: socketserver.BaseServer, name: str) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def _stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+class LocalApi(_Serving):
     """Serve registered routes on a unix socket until `close()`."""
 
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
         self._routes: dict[tuple[str, str], Handler] = {}
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         self._routes[(method.upper(), path)] = handler
@@ -159,25 +178,16 @@ class LocalApi:
         server = _Server(str(self.socket_path), _RequestHandler)
         server.routes = self._routes
         os.chmod(self.socket_path, 0o660)
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="localapi",
-                                        daemon=True)
-        self._thread.start()
+        self._serve(server, "localapi")
         log.info("event=localapi_listening socket=%s routes=%d", self.socket_path,
                  len(self._routes))
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._stop()
         self.socket_path.unlink(missing_ok=True)
 
 
-class ObserveApi:
+class ObserveApi(_Serving):
     """The read-only routes (`GET /healthz`, `/status`, `/flows`) on a TCP address for
     the cluster view: 127.0.0.1 by default, so nothing on the network reaches it; the
     CLI comes through the API server's pods/portforward, with the caller's credentials
@@ -186,8 +196,6 @@ class ObserveApi:
     def __init__(self, address: str, port: int) -> None:
         self.address, self.port = address, port
         self._routes: dict[tuple[str, str], Handler] = {}
-        self._server: _TcpServer | None = None
-        self._thread: threading.Thread | None = None
 
     def route(self, path: str, handler: Handler) -> None:
         self._routes[("GET", path)] = handler
@@ -196,18 +204,9 @@ class ObserveApi:
         server = _TcpServer((self.address, self.port), _RequestHandler)
         server.routes = self._routes
         self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="observe-api",
-                                        daemon=True)
-        self._thread.start()
+        self._serve(server, "observe-api")
         log.info("event=observe_api_listening address=%s port=%d routes=%d", self.address,
                  self.port, len(self._routes))
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._stop()
