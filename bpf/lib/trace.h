@@ -9,11 +9,11 @@
  * dropped where it would have been delivered, so no application ever sees it (it must
  * also carry the tag's IPv4 id: a pod's own packets with that DSCP are never dropped);
  * a pod's own packet marked by --live (TRACE_F_LIVE) is delivered with its DSCP cleared.
- *
- * Included by events.h once struct flow_ctx is defined. */
+ */
 #ifndef PODWIRE_TRACE_H
 #define PODWIRE_TRACE_H
 
+#include "flowctx.h"
 #include "maps.h"
 #include "parse.h"
 
