@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_helpers import PODWIRE, in_process
 from prometheus_client.parser import text_string_to_metric_families
 from scapy.layers.inet import IP, UDP
 from waiting import wait_for
@@ -37,8 +37,6 @@ from podwire.lab.probe import ProbeTarget, probe
 pytestmark = pytest.mark.timeout(600)
 
 PREFIX = "pwtob"
-# The CLI as a module: the console script may be rewritten by a concurrent setup.sh.
-PODWIRE = [sys.executable, "-m", "podwire.cli"]
 Record = dict[str, Any]
 FIELDS = {"seq", "time", "node", "type", "verdict", "drop_reason", "direction", "hook", "protocol",
           "source", "destination", "frontend", "tcp_flags", "length", "evaluated",
@@ -84,8 +82,19 @@ class Lab:
 
 
 def podwire(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The executable, as a user runs it."""
     return subprocess.run([*PODWIRE, *args], input=stdin, capture_output=True, text=True,
                           timeout=180, check=False)
+
+
+def observe(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`podwire observe --lab PREFIX ARGS...` in this process: the tests below run it a
+    hundred times (the executable's own start, pipes and exit codes are tested on their
+    own)."""
+    proc = in_process("observe", "--lab", PREFIX, *args)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +123,6 @@ def lab() -> Iterator[Lab]:
         yield lab
     finally:
         cluster.down(layout)
-
-
-def observe(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = podwire("observe", "--lab", PREFIX, *args)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def records(*args: str) -> list[Record]:
@@ -175,8 +177,10 @@ def test_json_output_carries_the_documented_fields(lab: Lab) -> None:
 
 
 def test_compact_output_says_why_and_is_plain_when_piped(lab: Lab) -> None:
-    out = observe("--last", "100000", "--from-pod", "x/a", "--to-pod", "x/b",
-                  "--print-node-name").stdout
+    piped = podwire("observe", "--lab", PREFIX, "--last", "100000", "--from-pod", "x/a",
+                    "--to-pod", "x/b", "--print-node-name")
+    assert piped.returncode == 0, piped.stderr
+    out = piped.stdout
     assert "\x1b[" not in out
     lines = out.splitlines()
     assert any(" [node2] x/a:" in line and "-> x/b:80 policy-verdict FORWARDED TCP "
@@ -267,7 +271,7 @@ def test_replay_of_a_saved_file_equals_the_live_view(lab: Lab, tmp_path: Path) -
             args = ["-o", output, "--print-node-name", *flags,
                     *([] if "--first" in flags else bound)]
             live = observe(*args).stdout
-            replayed = podwire("observe", "--input-file", str(saved), *args)
+            replayed = in_process("observe", "--input-file", str(saved), *args)
             assert replayed.returncode == 0, replayed.stderr
             assert replayed.stdout == live, f"{' '.join(args)}: replay differs"
     from_stdin = podwire("observe", "--input-file", "-", "-o", "json", "--all",
@@ -350,33 +354,6 @@ def test_without_aggregation_a_flood_is_a_record_a_packet(lab: Lab) -> None:
     wait_for(lambda: len(from_port(6200)) >= 300, "a record for each packet", 20)
     got = from_port(6200)
     assert len(got) == 300 and {r["count"] for r in got} == {1}
-
-
-def test_lost_events_are_reported(lab: Lab) -> None:
-    """A flood of denied packets (one event each) outruns the agent's reader; the lost
-    count shows in status and observe says so."""
-    c_ns = LabLayout(PREFIX).pod_netns(lab.pods["x/c"]["metadata"]["uid"])
-
-    def lost() -> int:
-        out = subprocess.run([*PODWIRE, "status", "--lab", PREFIX, "-o", "json"],
-                             capture_output=True, text=True, check=False).stdout
-        return sum(n["lost_events"] for n in json.loads(out)["nodes"])
-
-    already = lost()
-    # Without it nothing floods and the wait below runs out: say so at once.
-    assert shutil.which("hping3"), "hping3 is missing: scripts/setup.sh installs it"
-    # hping3 changes the source port every packet: every packet is a new denied flow.
-    flood = subprocess.Popen(["nsenter", f"--net={netns.path(c_ns)}", "hping3", "--udp",
-                              "--flood", "-p", "80", lab.ip("x/a")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: lost() > already, "events lost under a flood", 20)
-    finally:
-        flood.kill()
-        flood.wait()
-    proc = observe("--last", "0")
-    assert "events lost on node1" in proc.stderr, proc.stderr
-    assert proc.stdout == ""
 
 
 def test_the_cluster_view_goes_through_the_api_server(lab: Lab) -> None:
@@ -464,3 +441,31 @@ def test_bad_input_is_named_without_a_traceback(lab: Lab) -> None:
                           capture_output=True, text=True, check=False)
     assert gone.returncode == 1 and "/run/pwtob-none.sock" in gone.stderr
     assert "Traceback" not in gone.stderr
+
+
+# Last: the flood's records keep arriving (and evicting older ones from the bounded
+# history) after it stops, so a test after it could not compare two reads of the history.
+def test_lost_events_are_reported(lab: Lab) -> None:
+    """A flood of denied packets (one event each) outruns the agent's reader; the lost
+    count shows in status and observe says so."""
+    c_ns = LabLayout(PREFIX).pod_netns(lab.pods["x/c"]["metadata"]["uid"])
+
+    def lost() -> int:
+        out = in_process("status", "--lab", PREFIX, "-o", "json").stdout
+        return sum(n["lost_events"] for n in json.loads(out)["nodes"])
+
+    already = lost()
+    # Without it nothing floods and the wait below runs out: say so at once.
+    assert shutil.which("hping3"), "hping3 is missing: scripts/setup.sh installs it"
+    # hping3 changes the source port every packet: every packet is a new denied flow.
+    flood = subprocess.Popen(["nsenter", f"--net={netns.path(c_ns)}", "hping3", "--udp",
+                              "--flood", "-p", "80", lab.ip("x/a")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: lost() > already, "events lost under a flood", 20)
+    finally:
+        flood.kill()
+        flood.wait()
+    proc = observe("--last", "0")
+    assert "events lost on node1" in proc.stderr, proc.stderr
+    assert proc.stdout == ""
