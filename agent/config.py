@@ -60,6 +60,9 @@ class AgentConfig:
     # Port 0 turns it off.
     observe_port: int = OBSERVE_PORT
     observe_address: str = "127.0.0.1"
+    # Whether that endpoint also serves `podwire trace` (/trace/*: arm, inject one
+    # packet, read hops); off, the cluster view can watch but not trace.
+    observe_trace: bool = True
     conntrack_max: int = 65536
     conntrack_timeouts: ConntrackTimeouts = field(default_factory=ConntrackTimeouts)
     conntrack_gc_interval: float = 10.0

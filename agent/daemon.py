@@ -88,7 +88,9 @@ class Agent:
         if self.observe_api is not None:
             for path, handler in (("/healthz", self._healthz), ("/status", self._status),
                                   ("/flows", self._flows)):
-                self.observe_api.route(path, handler)
+                self.observe_api.route("GET", path, handler)
+            if self.config.observe_trace:
+                self.trace.route(self.observe_api)
             self.observe_api.start()
         self.metrics.serve(self.config.metrics_address, self.config.metrics_port)
 

@@ -188,17 +188,21 @@ class LocalApi(_Serving):
 
 
 class ObserveApi(_Serving):
-    """The read-only routes (`GET /healthz`, `/status`, `/flows`) on a TCP address for
-    the cluster view: 127.0.0.1 by default, so nothing on the network reaches it; the
-    CLI comes through the API server's pods/portforward, with the caller's credentials
-    and RBAC (deploy/README.md says why). `POST /cni` is never served here."""
+    """The cluster view's routes on a TCP address: the read-only ones (`GET /healthz`,
+    `/status`, `/flows`) and, unless `observe_trace` is off, `podwire trace`'s
+    (`/trace/*`, agent/traceapi.py). 127.0.0.1 by default, so nothing on the network
+    reaches it; the CLI comes through the API server's pods/portforward, with the
+    caller's credentials and RBAC (deploy/README.md says why). `POST /cni` is never
+    served here."""
 
     def __init__(self, address: str, port: int) -> None:
         self.address, self.port = address, port
         self._routes: dict[tuple[str, str], Handler] = {}
 
-    def route(self, path: str, handler: Handler) -> None:
-        self._routes[("GET", path)] = handler
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        if (method.upper(), path) == ("POST", "/cni"):
+            raise ValueError("POST /cni is served on the agent's unix socket only")
+        self._routes[(method.upper(), path)] = handler
 
     def start(self) -> None:
         server = _TcpServer((self.address, self.port), _RequestHandler)

@@ -9,6 +9,11 @@
 TARGET is {"pod": "ns/name"}, {"service": "ns/name"} (its ClusterIP on `port`) or
 {"ip": "a.b.c.d"}. inject and live answer 404 when the source pod is not on this node,
 so the CLI can ask every agent until the right one answers.
+
+They are served on the agent's unix socket (`podwire trace --socket`) and on its observe
+endpoint (agent/localapi.py ObserveApi), which `--lab` and `--kubeconfig` reach through
+the API server's pods/portforward like `podwire observe`; the setting `observe_trace`
+keeps them off the latter (deploy/README.md, "Who may trace").
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from podwire.agent.flownames import ModelNames
-from podwire.agent.localapi import LocalApi, Request, Response
+from podwire.agent.localapi import LocalApi, ObserveApi, Request, Response
 from podwire.agent.tracehops import HopNamer, flow_record
 from podwire.agent.tracepacket import TracePacket
 from podwire.agent.tracer import TraceError, Tracer
@@ -37,7 +42,8 @@ class TraceApi:
         self.agent = agent
         self._tracer: Tracer | None = None
 
-    def route(self, api: LocalApi) -> None:
+    def route(self, api: LocalApi | ObserveApi) -> None:
+        """On the unix socket and, for the cluster view, the observe endpoint."""
         api.route("POST", "/trace/arm", self._handler(self._arm))
         api.route("POST", "/trace/disarm", self._handler(self._disarm))
         api.route("POST", "/trace/inject", self._handler(self._inject))

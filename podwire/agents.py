@@ -1,6 +1,6 @@
 """Which agents the CLI asks: one agent's socket, or every node of a cluster or lab.
 
-`podwire observe` and `podwire status` talk to the node-local API of one agent (its
+`podwire observe`, `status` and `trace` talk to the node-local API of one agent (its
 unix socket, on the node itself) or of every node at once: through the API server of
 the cluster a kubeconfig names (podwire/clusterview.py), or of the lab, which is reached
 the same way. The requests themselves are podwire.common.agentapi's.
@@ -28,8 +28,8 @@ class AgentTarget:
     endpoint: Where
 
 
-def add_target_arguments(parser: argparse.ArgumentParser, cluster: bool = True) -> None:
-    """`--socket`, `--lab` and, with `cluster`, the cluster view's flags."""
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--socket`, `--lab` and the cluster view's flags."""
     where = parser.add_argument_group("which agents")
     where.add_argument("--socket", type=Path, metavar="PATH",
                        help=f"the node agent's socket (default: {DEFAULT_SOCKET})")
@@ -37,8 +37,6 @@ def add_target_arguments(parser: argparse.ArgumentParser, cluster: bool = True) 
                        help=f"every node of the lab (default prefix {DEFAULT_PREFIX}), through "
                             "its API server; used anyway when no agent socket exists and a "
                             "lab is up")
-    if not cluster:
-        return
     where.add_argument("--kubeconfig", metavar="PATH",
                        help="every node of this cluster, through its API server "
                             "(pods/portforward with your credentials); used anyway when "
@@ -50,12 +48,10 @@ def add_target_arguments(parser: argparse.ArgumentParser, cluster: bool = True) 
 
 
 def targets(socket_path: Path | None, lab_prefix: str | None, kubeconfig: str | None = None,
-            context: str | None = None, agent_namespace: str | None = None,
-            through_api: bool = True) -> list[AgentTarget]:
+            context: str | None = None,
+            agent_namespace: str | None = None) -> list[AgentTarget]:
     """The agents to ask: `--socket`, `--lab` or `--kubeconfig`, else the default socket,
-    else the default lab when one is up, else the default kubeconfig. Without
-    `through_api` a lab's agents are their sockets (`podwire trace`, whose POST routes
-    the cluster view does not serve yet)."""
+    else the default lab when one is up, else the default kubeconfig."""
     given = [f for f, v in (("--socket", socket_path), ("--lab", lab_prefix),
                             ("--kubeconfig", kubeconfig)) if v is not None]
     if len(given) > 1:
@@ -63,14 +59,14 @@ def targets(socket_path: Path | None, lab_prefix: str | None, kubeconfig: str | 
     if socket_path is not None:
         return [AgentTarget(socket_path.name, socket_path)]
     if lab_prefix is not None:
-        return _lab_targets(lab_prefix, agent_namespace, through_api)
+        return _lab_targets(lab_prefix, agent_namespace)
     if kubeconfig is not None or context is not None:
         return _cluster_targets(kubeconfig, context, agent_namespace)
     if DEFAULT_SOCKET.exists():
         return [AgentTarget("local", DEFAULT_SOCKET)]
     if LabLayout().state_file.exists():
-        return _lab_targets(LabLayout().prefix, agent_namespace, through_api)
-    if through_api and (os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG.exists()):
+        return _lab_targets(LabLayout().prefix, agent_namespace)
+    if os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG.exists():
         return _cluster_targets(None, None, agent_namespace)
     raise AgentError(f"no agent socket at {DEFAULT_SOCKET}, no lab is up and no kubeconfig "
                      "(give --socket PATH, --lab PREFIX or --kubeconfig PATH)")
@@ -83,7 +79,7 @@ def _cluster_targets(kubeconfig: str | None, context: str | None,
     return [AgentTarget(pod.node, pod) for pod in pods]
 
 
-def _lab_targets(prefix: str, namespace: str | None, through_api: bool) -> list[AgentTarget]:
+def _lab_targets(prefix: str, namespace: str | None) -> list[AgentTarget]:
     from podwire.lab import addons, cluster
 
     try:
@@ -92,6 +88,4 @@ def _lab_targets(prefix: str, namespace: str | None, through_api: bool) -> list[
         raise AgentError(str(err)) from None
     if state.network != "podwire":
         raise AgentError(f"lab {prefix} runs the {state.network} network: it has no agents")
-    if not through_api:
-        return [AgentTarget(node.name, node.socket_path) for node in state.node_layouts()]
     return _cluster_targets(state.kubeconfig, None, namespace or addons.AGENT_NAMESPACE)

@@ -1,7 +1,7 @@
 """One view of a cluster: every node's agent, reached through the API server.
 
-From a workstation with a kubeconfig, `podwire observe` and `podwire status` list the
-agent pods (the DaemonSet's, in podwire-system) and open each one's read-only API
+From a workstation with a kubeconfig, `podwire observe`, `status` and `trace` list the
+agent pods (the DaemonSet's, in podwire-system) and open each one's observe API
 (agent/localapi.py ObserveApi, on the node's loopback) with pods/portforward, as
 `kubectl port-forward` does: the caller's own credentials and RBAC decide, and the
 agents' endpoint is open to nobody on the network (deploy/README.md says why this way).
@@ -20,7 +20,7 @@ from podwire.common.agentapi import OBSERVE_PORT, AgentError
 DEFAULT_NAMESPACE = "podwire-system"
 AGENT_SELECTOR = "app.kubernetes.io/name=podwire,app.kubernetes.io/component=agent"
 RBAC_HINT = ("the caller needs list on pods and create on pods/portforward there "
-             "(deploy/10-rbac.yaml: ClusterRole podwire-observer)")
+             "(deploy/15-observer-rbac.yaml: Role podwire-observer)")
 # kubernetes.stream swaps the client's request function while it opens a WebSocket:
 # one opening at a time per process.
 _OPENING = threading.Lock()

@@ -3,14 +3,17 @@ decided there (node, hook, Service translation, conntrack, egress and ingress ve
 with the policy, the tunnel to which node, delivered or dropped and why).
 
     podwire trace --from NS/POD (--to NS/POD | --to-service NS/NAME | --to-ip IP)
-                  --port P [--protocol TCP|UDP] [--live] [-o json] [--lab [PREFIX] | --socket PATH]
+                  --port P [--protocol TCP|UDP] [--live] [-o json]
+                  [--lab [PREFIX] | --socket PATH | --kubeconfig PATH [--context NAME]]
 
 The packet is injected at the source pod (it leaves the pod's eth0 like the pod's own)
 and never reaches the destination's application: the node that would deliver it drops
 it there. With `--live` nothing is injected: the pod's next matching packet is marked
 and traced, and delivered as usual. The CLI arms the trace on every agent it reaches
 (agent/traceapi.py), asks the source pod's agent to inject, then follows the packet node
-by node along the tunnels it took.
+by node along the tunnels it took. Agents are reached as `podwire observe` reaches them
+(podwire/agents.py): `--socket` directly, `--lab` and `--kubeconfig` through the API
+server's pods/portforward to each agent's observe endpoint.
 
 `-o json` prints {"trace_id", "from", "to", "port", "protocol", "live", "packet",
 "result", "drop_reason", "hops": [hop, ...]}, hops in path order, each the shape
@@ -60,7 +63,7 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="how long to wait for the packet (default 3, 30 with --live)")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    add_target_arguments(p, cluster=False)
+    add_target_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         if not 1 <= args.port <= 65535:
             raise ValueError(f"--port {args.port} is not 1-65535")
         _ref(args.source, "--from")
-        nodes = targets(args.socket, args.lab, through_api=False)
+        nodes = targets(args.socket, args.lab, args.kubeconfig, args.context,
+                        args.agent_namespace)
     except (ValueError, AgentError) as err:
         print(f"podwire trace: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -129,6 +133,10 @@ def _arm_everywhere(nodes: Sequence[AgentTarget], trace_id: int, flags: list[str
             if status == 409:
                 busy = True
                 break
+            if status in (404, 405):
+                raise AgentError(f"agent {node.node} ({node.endpoint}) does not serve trace "
+                                 "there: its observe endpoint has observe_trace off "
+                                 f"({_error(body, status)})")
             if status != 200:
                 raise AgentError(f"agent {node.node} refused to arm the trace: "
                                  f"{_error(body, status)}")

@@ -3,6 +3,8 @@
 x/a and x/c on node1, x/b on node2; x/b admits only app a on TCP 80 (x/b-http); the
 Service x/web (port 8080) fronts x/b's port 80. Each trace is one packet injected at the
 source pod through the real agents' BPF programs; the CLI is the installed `podwire`.
+`--lab` reaches the agents as a cluster is reached: through the API server's
+pods/portforward to each agent's observe endpoint, never their unix sockets.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ POLICY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
 
 class Lab:
     def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
         self.pods = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p
                      for p in Kube(Path(kubeconfig)).list_pods()["items"]}
 
@@ -197,6 +200,52 @@ def test_hops_are_flow_records_of_type_trace(lab: Lab) -> None:
     assert sent["trace"]["tunnel"]["node"] == "node2"
     assert denied["verdict"] == "DROPPED" and denied["drop_reason"] == "POLICY_DENIED"
     assert (denied["direction"], denied["isolated_by"]) == ("ingress", ["x/b-http"])
+
+
+def forwarded() -> dict[str, int]:
+    """Port-forwards the lab API stand-in opened so far, per agent pod."""
+    lines = LabLayout(PREFIX).logfile("apiserver").read_text().splitlines()
+    pods = [line.split("pod=")[1].split()[0] for line in lines if "event=portforward" in line]
+    return {pod: pods.count(pod) for pod in set(pods)}
+
+
+def test_lab_and_kubeconfig_trace_through_the_api_server_not_the_sockets(lab: Lab) -> None:
+    layout = LabLayout(PREFIX)
+    sockets = [layout.node(i).socket_path for i in (1, 2)]
+    before = forwarded()
+    # The agents keep serving on the renamed sockets (a bound socket is its inode), but
+    # nothing can find them at their paths: a trace that took them would fail.
+    for sock in sockets:
+        sock.rename(sock.with_name(sock.name + ".hidden"))
+    try:
+        through_lab = trace_json("--from", "x/a", "--to", "x/b", "--port", "80")
+        proc = subprocess.run([*PODWIRE, "trace", "--kubeconfig", lab.kubeconfig,
+                               "--agent-namespace", "kube-system", "--from", "x/c", "--to",
+                               "x/b", "--port", "80", "-o", "json"], capture_output=True,
+                              text=True, timeout=120, check=False)
+    finally:
+        for sock in sockets:
+            sock.with_name(sock.name + ".hidden").rename(sock)
+    assert path(through_lab) == [("node1", "from-pod", "to-tunnel"),
+                                 ("node2", "from-overlay", "to-pod")]
+    assert proc.returncode == 0, proc.stderr
+    denied = json.loads(proc.stdout)
+    assert denied["result"] == "dropped" and denied["drop_reason"] == "POLICY_DENIED"
+    after = forwarded()
+    # Each trace arms, reads hops from and disarms both nodes through pods/portforward.
+    for pod in ("kube-system/podwire-agent-node1", "kube-system/podwire-agent-node2"):
+        assert after.get(pod, 0) - before.get(pod, 0) >= 2 * 3, (before, after)
+
+
+def test_socket_traces_one_agent_directly(lab: Lab) -> None:
+    before = forwarded()
+    proc = subprocess.run([*PODWIRE, "trace", "--socket", str(LabLayout(PREFIX).node(1)
+                                                              .socket_path),
+                           "--from", "x/a", "--to", "x/c", "--port", "80", "-o", "json"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert path(json.loads(proc.stdout)) == [("node1", "from-pod", "to-pod")]
+    assert forwarded() == before
 
 
 def test_bad_input_is_named(lab: Lab) -> None:

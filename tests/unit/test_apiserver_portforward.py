@@ -19,7 +19,8 @@ from apiserver_fixtures import api, kubeconfig, server  # noqa: F401 - fixtures
 from kubernetes import client
 
 from podwire import clusterview, observe
-from podwire.agent.localapi import ObserveApi, Response
+from podwire import trace as trace_cli
+from podwire.agent.localapi import ObserveApi, Request, Response
 from podwire.agents import AgentTarget
 from podwire.common import agentapi
 from podwire.lab.api import portforward
@@ -39,25 +40,69 @@ def flow(node: str, seq: int, second: int) -> dict[str, Any]:
             "evaluated": [], "allowed_by": {}, "isolated_by": []}
 
 
-def agent(node: str, records: list[dict[str, Any]]) -> ObserveApi:
+class TraceRoutes:
+    """The `/trace/*` requests one agent's observe endpoint answers (agent/traceapi.py's
+    shape): node1 holds the source pod and tunnels the packet to node2, which delivers
+    it. What each agent was asked is kept, bodies and all, to see they crossed intact."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.asked: list[tuple[str, Any]] = []
+
+    def route(self, api: ObserveApi) -> None:
+        for method, path in (("POST", "/trace/arm"), ("POST", "/trace/disarm"),
+                             ("POST", "/trace/inject"), ("GET", "/trace/hops")):
+            api.route(method, path, self._answer)
+
+    def _answer(self, request: Request) -> Response:
+        body = request.json() if request.method == "POST" else dict(request.query)
+        self.asked.append((request.path, body))
+        if request.path == "/trace/inject":
+            if self.node != "node1":
+                return Response(404, {"error": f"pod x/a is not on node {self.node}"})
+            return Response(200, {"node": self.node, "packet": {"protocol": "TCP"}})
+        if request.path == "/trace/hops":
+            trace_id = int(request.query["trace_id"][0])
+            tunnel = {"node": "node2", "ip": "10.98.0.12"} if self.node == "node1" else None
+            outcome = "to-tunnel" if self.node == "node1" else "to-pod"
+            return Response(200, {"node": self.node, "hops": [
+                {"node": self.node, "time": f"t{self.node}", "trace_id": trace_id,
+                 "outcome": outcome, "tunnel": tunnel, "drop_reason": None}]})
+        return Response(200, {"node": self.node})
+
+
+def agent(node: str, records: list[dict[str, Any]],
+          trace: TraceRoutes | None = None) -> ObserveApi:
     observe_api = ObserveApi("127.0.0.1", 0)
+    if trace is not None:
+        trace.route(observe_api)
     lines = [json.dumps(r).encode() + b"\n" for r in records]
-    observe_api.route("/flows", lambda request: Response(200, stream=iter(lines),
+    observe_api.route("GET", "/flows", lambda request: Response(200, stream=iter(lines),
                                                          content_type="application/x-ndjson"))
-    observe_api.route("/status", lambda request: Response(200, {"node": node,
-                                                                "lost_events": 0}))
+    observe_api.route("GET", "/status", lambda request: Response(200, {
+        "node": node, "lost_events": 0}))
     observe_api.start()
     return observe_api
 
 
 @pytest.fixture
 def agents(server: LabApiServer, api: client.ApiClient) -> Iterator[dict[str, ObserveApi]]:
-    core = client.CoreV1Api(api)
-    server.pod_netns = lambda pod: "" if pod["spec"].get("hostNetwork") else None
     made = {"node1": agent("node1", [flow("node1", 0, 1), flow("node1", 1, 4)]),
             "node2": agent("node2", [flow("node2", 0, 2), flow("node2", 1, 3)])}
+    try:
+        _agent_pods(client.CoreV1Api(api), server)
+        yield made
+    finally:
+        for observe_api in made.values():
+            observe_api.close()
+
+
+def _agent_pods(core: client.CoreV1Api, server: LabApiServer) -> None:
+    """Agent pods on node1 and node2 (hostNetwork: forwarded to this process's loopback),
+    and a pod that is not an agent."""
+    server.pod_netns = lambda pod: "" if pod["spec"].get("hostNetwork") else None
     core.create_namespace({"metadata": {"name": NAMESPACE}})
-    for node in made:
+    for node in ("node1", "node2"):
         core.create_namespaced_pod(NAMESPACE, {
             "metadata": {"name": f"podwire-agent-{node}", "labels": LABELS},
             "spec": {"nodeName": node, "hostNetwork": True,
@@ -67,11 +112,6 @@ def agents(server: LabApiServer, api: client.ApiClient) -> Iterator[dict[str, Ob
     core.create_namespaced_pod(NAMESPACE, {
         "metadata": {"name": "web", "labels": LABELS},
         "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "busybox"}]}})
-    try:
-        yield made
-    finally:
-        for observe_api in made.values():
-            observe_api.close()
 
 
 def endpoints(api: client.ApiClient, agents: dict[str, ObserveApi]) -> list[AgentTarget]:
@@ -100,6 +140,47 @@ def test_the_cluster_view_merges_every_node_by_time(api: client.ApiClient,
     assert code == observe.EXIT_OK
     shown = [(r["node"], r["time"][17:19]) for r in map(json.loads, out.getvalue().splitlines())]
     assert shown == [("node1", "01"), ("node2", "02"), ("node2", "03"), ("node1", "04")]
+
+
+def test_a_trace_goes_through_pods_portforward_node_by_node(api: client.ApiClient,
+                                                            server: LabApiServer) -> None:
+    routes = {"node1": TraceRoutes("node1"), "node2": TraceRoutes("node2")}
+    made = {node: agent(node, [], trace) for node, trace in routes.items()}
+    try:
+        _agent_pods(client.CoreV1Api(api), server)
+        report = trace_cli.trace(endpoints(api, made), "x/a", {"pod": "x/b"}, 80, "TCP",
+                                 False, 1.0)
+    finally:
+        for observe_api in made.values():
+            observe_api.close()
+    assert report["result"] == "delivered"
+    assert [(h["node"], h["outcome"]) for h in report["hops"]] == [
+        ("node1", "to-tunnel"), ("node2", "to-pod")]
+    asked = {node: [path for path, _ in r.asked] for node, r in routes.items()}
+    # node1 holds the pod: node2 is not asked to inject once node1 has.
+    assert asked == {"node1": ["/trace/arm", "/trace/inject", "/trace/hops", "/trace/disarm"],
+                     "node2": ["/trace/arm", "/trace/hops", "/trace/disarm"]}
+    (_, armed), (_, injected) = routes["node1"].asked[:2]
+    assert armed["trace_id"] == report["trace_id"] and armed["flags"] == ["consume"]
+    assert injected == {"tag": armed["tag"], "ip_id": armed["ip_id"], "from": "x/a",
+                        "to": {"pod": "x/b"}, "port": 80, "protocol": "TCP"}
+
+
+def test_an_observe_endpoint_without_trace_is_named(api: client.ApiClient,
+                                                   agents: dict[str, ObserveApi]) -> None:
+    bare = {"node1": agent("node1", []), "node2": agent("node2", [])}
+    try:
+        with pytest.raises(agentapi.AgentError, match="node1 .* does not serve trace there: "
+                                                      "its observe endpoint has observe_trace off"):
+            trace_cli.trace(endpoints(api, bare), "x/a", {"pod": "x/b"}, 80, "TCP", False, 1.0)
+    finally:
+        for observe_api in bare.values():
+            observe_api.close()
+
+
+def test_the_observe_endpoint_never_serves_cni() -> None:
+    with pytest.raises(ValueError, match="POST /cni is served on the agent's unix socket only"):
+        ObserveApi("127.0.0.1", 0).route("post", "/cni", lambda request: Response(200))
 
 
 def test_a_port_nobody_listens_on_is_an_agent_error(api: client.ApiClient,
