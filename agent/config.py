@@ -111,6 +111,11 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         Aggregation.from_label(self.flow_aggregation)
+        # A switch given as "false" would read as on.
+        for name in ("observe_trace", "flow_events", "services"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"agent setting {name} must be true or false, "
+                                f"not {getattr(self, name)!r}")
         for name in ("flow_report_idle", "flow_report_interval"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"agent setting {name} must be positive, "

@@ -4,9 +4,11 @@ observer Role grants exactly what that takes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from podwire import clusterview
@@ -37,6 +39,12 @@ def test_the_agent_serves_the_observe_api_on_loopback_by_default() -> None:
     assert (config.observe_address, config.observe_port) == ("127.0.0.1", OBSERVE_PORT)
 
 
+def test_the_shipped_config_serves_trace_through_the_cluster_view() -> None:
+    (config_map,) = [c for c in deployed("ConfigMap") if c["metadata"]["name"] == "podwire-config"]
+    settings = json.loads(config_map["data"]["agent.json"])
+    assert settings["observe_trace"] is True is AgentConfig(node_name="n").observe_trace
+
+
 def test_the_observer_role_grants_what_the_cluster_view_uses_and_no_more() -> None:
     (role,) = deployed("Role")
     assert role["metadata"]["namespace"] == clusterview.DEFAULT_NAMESPACE
@@ -44,3 +52,9 @@ def test_the_observer_role_grants_what_the_cluster_view_uses_and_no_more() -> No
                for verb in rule["verbs"] if rule["apiGroups"] == [""]}
     assert granted == {("pods", "get"), ("pods", "list"), ("pods/portforward", "get"),
                        ("pods/portforward", "create")}
+
+
+def test_a_switch_that_is_not_a_boolean_is_named() -> None:
+    with pytest.raises(TypeError, match="agent setting observe_trace must be true or false, "
+                                         "not 'false'"):
+        AgentConfig.from_dict({"node_name": "n", "observe_trace": "false"})
