@@ -38,8 +38,10 @@ log = logging.getLogger("podwire.tracer")
 MAX_ARM_SECONDS = 60.0
 HOPS_TTL_SECONDS = 120.0
 MAX_TRACES = 64
-# Where a traced packet's way on a node can end.
-TERMINAL = {o.label for o in (TraceOutcome.TO_POD, TraceOutcome.TO_HOST, TraceOutcome.DROPPED)}
+# Where a traced packet's way on a node can end: into the tunnel too, else the source's
+# node of every cross-node trace was waited on for the whole timeout.
+TERMINAL = {o.label for o in (TraceOutcome.TO_POD, TraceOutcome.TO_TUNNEL,
+                              TraceOutcome.TO_HOST, TraceOutcome.DROPPED)}
 FLAGS = {"consume": TRACE_F_CONSUME, "live": TRACE_F_LIVE}
 
 
