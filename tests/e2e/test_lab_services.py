@@ -360,7 +360,7 @@ def test_hairpin_and_the_nodes_own_processes_reach_cluster_ips(
     assert result.ok, result
     assert result.answer["peer"].split(":")[0] == LB_HAIRPIN_IP, result.answer
     for node in lab.layout.nodes(2):
-        got = names(answers(node.netns, shared["share"], 10))
+        got = names(answers(node.netns, shared["share"], 20))
         assert set(got) <= SHARED and got.count(None) == 0, (node.name, got)
         assert len(set(got)) == 2, (node.name, got)  # both backends, from each node
 
