@@ -247,6 +247,14 @@ def _register_node(api: kube.Kube, node: NodeLayout, ip_family: str) -> None:
                                _content_type=kube.MERGE_PATCH)
 
 
+def restart_agent(layout: LabLayout, node: NodeLayout) -> None:
+    """Stop a node's agent and start it again, as a DaemonSet rollout does; returns once
+    the new one is ready. The datapath stays pinned in between."""
+    procs.stop(node.agent_pidfile)
+    _start_agent(node, layout.prefix)
+    _wait_agent(node)
+
+
 def _start_agent(node: NodeLayout, prefix: str) -> None:
     procs.start(["nsenter", f"--net={netns.path(node.netns)}", _python(), "-m", "podwire.agent",
                  "--config", str(node.agent_config)],

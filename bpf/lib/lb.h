@@ -299,36 +299,59 @@ static __always_inline int lb_rev_nat(struct __sk_buff *skb, struct pkt *p,
  * quoted packet is given the frontend as destination again (so the client's socket
  * finds it: a UDP socket connected to a ClusterIP gets ECONNREFUSED from a backend's
  * port unreachable), and the error comes from the frontend when the backend sent it.
- * The quoted L4 checksum is left as it is: receivers do not check what an error quotes. */
+ * A NodePort client this node SNATed (CT_F_SNAT): the quoted source, the node's
+ * address and port from the SNAT range, becomes the client's own address and port
+ * again, and the error is addressed to the client instead of the node, as Cilium's
+ * nat.h does for ICMP errors about a SNATed tuple (frag-needed reaches the client's
+ * PMTU, port unreachable its socket). The quoted L4 checksum is left as it is:
+ * receivers do not check what an error quotes. */
 static __always_inline int lb_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p,
 					   const struct ct_value *v)
 {
-	__u32 inner_off = p->l4_off + 8, icmp_csum = p->l4_off + 2, port_off;
-	__u16 old_check, new_check, backend_port;
+	__u32 inner_off = p->l4_off + 8, icmp_csum = p->l4_off + 2, l4_off;
+	__u16 old_check, new_check, backend_port, snat_port = 0;
+	bool snat = v->flags & CT_F_SNAT;
 	struct iphdr inner;
 	__u32 backend;
 
-	/* After a hairpin the client quoted its own address: nothing the pod cannot match.
-	 * A SNATed NodePort client's error stays addressed to the node, which drops it. */
-	if (v->flags & (CT_F_HAIRPIN | CT_F_SNAT))
+	/* After a hairpin the client quoted its own address: nothing the pod cannot match. */
+	if (v->flags & CT_F_HAIRPIN)
 		return 0;
 	if (bpf_skb_load_bytes(skb, inner_off, &inner, sizeof(inner)) < 0)
 		return DROP_MALFORMED;
-	port_off = inner_off + inner.ihl * 4 + LB_L4_DPORT;
-	if (bpf_skb_load_bytes(skb, port_off, &backend_port, sizeof(backend_port)) < 0)
+	l4_off = inner_off + inner.ihl * 4;
+	if (bpf_skb_load_bytes(skb, l4_off + LB_L4_DPORT, &backend_port, sizeof(backend_port)) < 0 ||
+	    (snat && bpf_skb_load_bytes(skb, l4_off + LB_L4_SPORT, &snat_port,
+					sizeof(snat_port)) < 0))
 		return DROP_MALFORMED;
 	backend = inner.daddr;
 	old_check = inner.check;
 	/* The quoted IP header's checksum, then the ICMP checksum over every changed field. */
 	if (bpf_l3_csum_replace(skb, inner_off + 10, backend, v->rev_addr, sizeof(backend)) < 0 ||
+	    (snat && bpf_l3_csum_replace(skb, inner_off + 10, inner.saddr, v->nat_addr,
+					 sizeof(inner.saddr)) < 0) ||
 	    bpf_skb_load_bytes(skb, inner_off + 10, &new_check, sizeof(new_check)) < 0 ||
 	    bpf_l4_csum_replace(skb, icmp_csum, old_check, new_check, sizeof(new_check)) < 0 ||
 	    bpf_l4_csum_replace(skb, icmp_csum, backend, v->rev_addr, sizeof(backend)) < 0 ||
 	    bpf_l4_csum_replace(skb, icmp_csum, backend_port, v->rev_port,
 				sizeof(backend_port)) < 0 ||
 	    bpf_skb_store_bytes(skb, inner_off + 16, &v->rev_addr, sizeof(v->rev_addr), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, port_off, &v->rev_port, sizeof(v->rev_port), 0) < 0)
+	    bpf_skb_store_bytes(skb, l4_off + LB_L4_DPORT, &v->rev_port, sizeof(v->rev_port),
+				0) < 0)
 		return DROP_MALFORMED;
+	if (snat &&
+	    (bpf_l4_csum_replace(skb, icmp_csum, inner.saddr, v->nat_addr,
+				 sizeof(inner.saddr)) < 0 ||
+	     bpf_l4_csum_replace(skb, icmp_csum, snat_port, v->nat_port, sizeof(snat_port)) < 0 ||
+	     bpf_skb_store_bytes(skb, inner_off + 12, &v->nat_addr, sizeof(v->nat_addr), 0) < 0 ||
+	     bpf_skb_store_bytes(skb, l4_off + LB_L4_SPORT, &v->nat_port, sizeof(v->nat_port),
+				 0) < 0 ||
+	     bpf_l3_csum_replace(skb, LB_IP_CSUM_OFF, p->daddr, v->nat_addr,
+				 sizeof(p->daddr)) < 0 ||
+	     bpf_skb_store_bytes(skb, LB_IP_DADDR_OFF, &v->nat_addr, sizeof(v->nat_addr), 0) < 0))
+		return DROP_MALFORMED;
+	if (snat)
+		p->daddr = v->nat_addr;
 	if (p->saddr != backend)
 		return 0; /* from a router on the way: its own address stays */
 	if (bpf_l3_csum_replace(skb, LB_IP_CSUM_OFF, backend, v->rev_addr, sizeof(backend)) < 0 ||

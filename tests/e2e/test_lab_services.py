@@ -5,7 +5,10 @@ The Service ports differ from the pods' (1080 -> 80 by number on TCP, UDP and SC
 -> the named port serve-81-tcp), so every probe goes through port translation (SCTP's
 CRC32c included: the lab's responders check it). Then DNS-only egress, a Service
 scaled through its EndpointSlices, NodePorts from the external namespace to each node,
-and a backend deleted under a live connection. One lab for the file.
+and a backend deleted under a live connection. Then the load shared by backends on both
+nodes, ClientIP affinity, hairpin, the nodes' own processes, scaling under a client's
+loop of new connections, an agent restart under a stream, a Service with no backends
+and bad input. One lab for the file; the later tests share two backend pods.
 """
 
 from __future__ import annotations
@@ -13,19 +16,27 @@ from __future__ import annotations
 import json
 import select
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_helpers import cli, cli_ok, differences, expected, lab_up
+from echostream import EchoStream
+from lab_helpers import cli, cli_ok, differences, expected, in_process, lab_up
+from waiting import wait_for
 
 from podwire.agent import programmer
 from podwire.agent.datapath import Datapath
 from podwire.agent.entries import FrontendKey, LbScope, Protocol
+from podwire.bpf.constants import LB_HAIRPIN_IP
+from podwire.common import agentapi
 from podwire.lab import cluster, netns, samples
 from podwire.lab.kube import Kube
 from podwire.lab.layout import EXTERNAL_IP
+from podwire.lab.probe import ProbeResult, ProbeTarget
+from podwire.lab.probe import probe as probe_from
 
 PREFIX = "pwtsv"
 NUMBERED, NAMED = 1080, 1081
@@ -286,3 +297,211 @@ def test_a_deleted_backend_s_connection_ends_promptly(lab: cluster.LabState,
         client.close()
         for sock in (*accepted, *listeners.values()):
             sock.close()
+
+
+# ---- the shared pair: z/s1 on node1, z/s2 on node2, behind `share` and `sticky` --------
+
+HTTP = [{"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"}]
+SHARED = {"z/s1", "z/s2"}
+
+
+@pytest.fixture(scope="module")
+def shared(lab: cluster.LabState) -> dict[str, str]:
+    """The ClusterIPs of `z/share` (random choice) and `z/sticky` (ClientIP affinity),
+    both in front of z/s1 and z/s2; left for the lab's teardown."""
+    cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml([
+        samples.pod("z", "s1", (80,), {"app": "share"}, "node1"),
+        samples.pod("z", "s2", (80,), {"app": "share"}, "node2"),
+        service("share", "z", {"app": "share"}, HTTP),
+        service("sticky", "z", {"app": "share"}, HTTP, sessionAffinity="ClientIP")]))
+    ips = {name: read(lab, "Service", name, "z")["spec"]["clusterIP"]
+           for name in ("share", "sticky")}
+    both = {pod_ip(lab, "z", "s1"), pod_ip(lab, "z", "s2")}
+    for ip in ips.values():
+        frontend = FrontendKey(ip, 80, Protocol.TCP, LbScope.INTERNAL)
+        wait_for(lambda f=frontend: backends_in_maps(lab, f) == {"node1": both, "node2": both},
+                 f"both backends of {ip} in every node's maps")
+    return ips
+
+
+def pod_netns(lab: cluster.LabState, ref: str) -> str:
+    namespace, name = ref.split("/")
+    return lab.layout.pod_netns(read(lab, "Pod", name, namespace)["metadata"]["uid"])
+
+
+def answers(src_netns: str, ip: str, count: int, port: int = 80) -> list[ProbeResult]:
+    """`count` new TCP connections from a namespace to ip:port, one after the other."""
+    return [probe_from(src_netns, ProbeTarget(ip, port), timeout=2) for _ in range(count)]
+
+
+def names(results: list[ProbeResult]) -> list[str | None]:
+    return [r.answer.get("name") if r.ok else f"failed: {r.detail}" for r in results]
+
+
+def test_backends_on_both_nodes_share_the_load_and_affinity_holds(
+        lab: cluster.LabState, shared: dict[str, str]) -> None:
+    """20 new connections from x/a (node1) to `share` reach both backends (one per node);
+    through `sticky` every connection of one client lands on the same backend, for a
+    client on each node."""
+    spread = names(answers(pod_netns(lab, "x/a"), shared["share"], 20))
+    assert set(spread) == SHARED, spread
+    for client in ("x/a", "x/b"):
+        held = names(answers(pod_netns(lab, client), shared["sticky"], 20))
+        assert len(set(held)) == 1 and held[0] in SHARED, (client, held)
+
+
+def test_hairpin_and_the_nodes_own_processes_reach_cluster_ips(
+        lab: cluster.LabState, shared: dict[str, str]) -> None:
+    """z/a through its own Service reaches itself and sees the hairpin address as its
+    peer; a process in each node's netns (no pod) reaches `share`'s backends."""
+    own = read(lab, "Service", "a", "z")["spec"]["clusterIP"]
+    result = probe_from(pod_netns(lab, "z/a"), ProbeTarget(own, NUMBERED, "TCP", "z/a"),
+                        timeout=2)
+    assert result.ok, result
+    assert result.answer["peer"].split(":")[0] == LB_HAIRPIN_IP, result.answer
+    for node in lab.layout.nodes(2):
+        got = names(answers(node.netns, shared["share"], 20))
+        assert set(got) <= SHARED and got.count(None) == 0, (node.name, got)
+        assert len(set(got)) == 2, (node.name, got)  # both backends, from each node
+
+
+class Loop:
+    """New TCP connections from a pod to a ClusterIP one after the other, in a thread,
+    until stopped: every answer's name, or the failure."""
+
+    def __init__(self, src_netns: str, ip: str) -> None:
+        self.src, self.ip = src_netns, ip
+        self.got: list[str] = []
+        self.failed: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            result = probe_from(self.src, ProbeTarget(self.ip, 80), timeout=2)
+            if result.ok:
+                self.got.append(result.answer["name"])
+            else:
+                self.failed.append(f"#{len(self.got) + len(self.failed)}: {result.detail}")
+
+    def seen_since(self, start: int, name: str) -> bool:
+        return name in self.got[start:]
+
+
+def test_scaling_under_a_client_looping_over_new_connections_fails_none(
+        lab: cluster.LabState, applied: list[dict[str, Any]]) -> None:
+    """A client opens connection after connection to `grow` while its pods go from one
+    (node1) to two (node2 added) and back to one (the first deleted): none fails, and the
+    new backend is used once it is there, the deleted one no longer once it is gone."""
+    apply(applied, service("grow", "y", {"app": "grow"}, HTTP),
+          samples.pod("y", "g1", (80,), {"app": "grow"}, "node1"))
+    ip = read(lab, "Service", "grow", "y")["spec"]["clusterIP"]
+    loop = Loop(pod_netns(lab, "x/c"), ip)
+    loop.thread.start()
+    try:
+        wait_for(lambda: "y/g1" in loop.got or loop.failed, "the loop to reach y/g1")
+        apply(applied, samples.pod("y", "g2", (80,), {"app": "grow"}, "node2"))
+        mark = len(loop.got)
+        wait_for(lambda: loop.seen_since(mark, "y/g2") or loop.failed, "the loop to reach y/g2")
+        cli_ok(PREFIX, "delete", "pod", "g1", "-n", "y")
+        mark = len(loop.got)
+        wait_for(lambda: len(loop.got) > mark + 20 or loop.failed,
+                 "20 connections after the delete")
+    finally:
+        loop.stop.set()
+        loop.thread.join(10)
+    assert not loop.failed, (loop.failed, len(loop.got))
+    assert set(loop.got[mark:]) == {"y/g2"}, loop.got[mark:]
+
+
+def test_an_agent_restart_under_a_stream_through_a_service_resets_nothing(
+        lab: cluster.LabState, applied: list[dict[str, Any]]) -> None:
+    """x/b (node2) streams through a ClusterIP to y/b (node1) while each node's agent
+    restarts in turn: the stream keeps flowing, without a reset or a long stall."""
+    port = 7400
+    apply(applied, service("stream", "y", {"pod": "b"},
+                           [{"name": "s", "port": port, "targetPort": port, "protocol": "TCP"}]))
+    ip = read(lab, "Service", "stream", "y")["spec"]["clusterIP"]
+    with EchoStream(pod_netns(lab, "y/b"), pod_netns(lab, "x/b"), port, (ip, port)) as stream:
+        stream.wait_flowing("the stream through the Service to flow")
+        for node in reversed(lab.layout.nodes(2)):
+            cluster.restart_agent(lab.layout, node)
+            stream.wait_flowing(f"the stream after {node.name}'s agent restarted")
+    assert not stream.errors, stream.errors
+    assert max(stream.gaps) < 1.0, f"the stream stalled for {max(stream.gaps):.2f}s"
+
+
+def drops_for(ip: str) -> list[dict[str, Any]]:
+    out = in_process("observe", "--lab", PREFIX, "-o", "json", "--last", "100000",
+                     "--verdict", "DROPPED")
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    return [r for r in records
+            if r["destination"]["ip"] == ip or (r["frontend"] or {}).get("ip") == ip]
+
+
+def test_a_service_without_backends_is_refused_at_once(
+        lab: cluster.LabState, applied: list[dict[str, Any]]) -> None:
+    """A selector that matches nothing: an empty Service. A connection is refused at once
+    (not a timeout), the CLI probe fails fast saying so, and `podwire observe` shows the
+    drop as NO_SERVICE_BACKEND."""
+    apply(applied, service("empty", "z", {"app": "nothing"}, HTTP))
+    ip = read(lab, "Service", "empty", "z")["spec"]["clusterIP"]
+    wait_for(lambda: any(s["name"] == "z/empty" and s["frontends"]
+                         for s in agent_status(lab, "node1")["services"]),
+             "node1's agent to program z/empty")
+    started = time.monotonic()
+    result = probe_from(pod_netns(lab, "x/a"), ProbeTarget(ip, 80), timeout=5)
+    elapsed = time.monotonic() - started
+    assert not result.ok and "refused" in result.detail.lower(), result
+    assert elapsed < 1.0, f"refused after {elapsed:.2f}s, not at once"
+    code, out = probe("--from", "x/b", "--to-service", "z/empty", "--port", "80")
+    assert code == 1 and "refused" in json.dumps(out).lower(), out
+    reasons = wait_for(lambda: {r["drop_reason"] for r in drops_for(ip)} or None,
+                       f"the drop records for {ip}")
+    assert reasons == {"NO_SERVICE_BACKEND"}, reasons
+
+
+def agent_status(lab: cluster.LabState, node_name: str) -> dict[str, Any]:
+    node = next(n for n in lab.layout.nodes(2) if n.name == node_name)
+    code, body = agentapi.get_json(node.socket_path, "/status")
+    assert code == 200, body
+    return body  # type: ignore[no-any-return]
+
+
+def test_bad_service_input_is_refused_or_served_by_address_and_disturbs_nothing(
+        lab: cluster.LabState, shared: dict[str, str], applied: list[dict[str, Any]]) -> None:
+    """A port out of range is a 422 naming the field and creates nothing; a hand-written
+    EndpointSlice naming a pod that does not exist is served by its address (as
+    kube-proxy does: targetRef is informational); neither reaches `/status`
+    service_errors, and `share` keeps answering throughout."""
+    bad = service("badport", "z", {"app": "share"},
+                  [{"name": "http", "port": 70000, "targetPort": 80, "protocol": "TCP"}])
+    proc = cli(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml([bad]))
+    assert proc.returncode != 0 and "spec.ports[0].port" in proc.stderr, proc.stderr
+    assert "422" in proc.stderr or "Invalid" in proc.stderr, proc.stderr
+    assert kube(lab).read("Service", "badport", "z") is None
+
+    apply(applied, {"apiVersion": "v1", "kind": "Service",  # no selector: slices by hand
+                    "metadata": {"name": "byhand", "namespace": "z"}, "spec": {"ports": HTTP}})
+    ip = read(lab, "Service", "byhand", "z")["spec"]["clusterIP"]
+    s1 = pod_ip(lab, "z", "s1")
+    slice_api = kube(lab).discovery  # `lab apply` takes no EndpointSlices: the API directly
+    slice_api.create_namespaced_endpoint_slice("z", {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "byhand-1", "namespace": "z",
+                     "labels": {"kubernetes.io/service-name": "byhand"}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [s1], "conditions": {"ready": True}, "nodeName": "node1",
+                       "targetRef": {"kind": "Pod", "namespace": "z", "name": "ghost"}}]},
+        _preload_content=False)
+    try:
+        frontend = FrontendKey(ip, 80, Protocol.TCP, LbScope.INTERNAL)
+        wait_for(lambda: backends_in_maps(lab, frontend) == {"node1": {s1}, "node2": {s1}},
+                 "the hand-written slice's address in every node's maps")
+        assert set(names(answers(pod_netns(lab, "x/b"), ip, 3))) == {"z/s1"}
+        assert set(names(answers(pod_netns(lab, "x/b"), shared["share"], 10))) == SHARED
+    finally:
+        slice_api.delete_namespaced_endpoint_slice("byhand-1", "z", _preload_content=False)
+    for node in ("node1", "node2"):
+        assert agent_status(lab, node)["service_errors"] == [], node

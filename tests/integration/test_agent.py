@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from agent_node import AgentNode, EchoStream, network_policy, wait_for
+from agent_node import AgentNode, network_policy, wait_for
+from echostream import EchoStream
 
 pytestmark = pytest.mark.timeout(600)
 

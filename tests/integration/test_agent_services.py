@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from agent_node import AgentNode, EchoStream, wait_for
+from agent_node import AgentNode, wait_for
+from echostream import EchoStream
 from kubernetes import client
 
 from podwire.lab.probe import ProbeTarget, probe

@@ -28,7 +28,10 @@ from datapath_topo import (
     policy_key,
     serve_pods,
     sh,
+    wait_for,
 )
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.inet import UDP as SUDP
 
 from podwire.agent import programmer, structs
 from podwire.agent.config import AgentConfig
@@ -326,3 +329,54 @@ def test_another_node_reaches_a_node_port_served_back_on_itself(np: Lab) -> None
             server.sendall(b"back")
             assert client.recv(10) == b"back"
     assert peer[0] == NODE_IP["n1"]
+
+
+IP_MTU = 14  # linux/in.h: a connected socket's path MTU (not in Python's socket module)
+
+
+@pytest.mark.parametrize("backend", ["b", "c"])
+def test_a_backend_s_port_unreachable_reaches_the_snated_client(np: Lab, backend: str) -> None:
+    """Nothing listens on the backend's port: its kernel's port unreachable, addressed to
+    the node that SNATed the client (quoting node:61000+ -> backend), is translated back
+    (quoted tuple client -> NodePort, error to the client, from the node's address), so
+    the client's connected UDP socket gets ECONNREFUSED: on the backend's own node and
+    for a backend on the other node (the error comes back through the tunnel). Left
+    addressed to the node, the client would wait out its timeout instead."""
+    np.program(node_port("n1", B_UDP if backend == "b" else C_UDP, proto=UDP, port=30053))
+    client = np.socket(socket.SOCK_DGRAM)
+    try:
+        client.settimeout(5)
+        client.connect((NODE_IP["n1"], 30053))
+        client.send(b"nobody home")
+        with pytest.raises(ConnectionRefusedError):
+            client.recv(100)
+    finally:
+        client.close()
+
+
+def test_frag_needed_about_a_snated_node_port_flow_sets_the_client_s_path_mtu(np: Lab) -> None:
+    """A crafted frag-needed (mtu 1300) from the backend about the SNATed datagram it got
+    (node:61000+ -> backend:5353) reaches the outside client translated: its kernel
+    takes it for its own socket's flow to the NodePort and lowers that path's MTU."""
+    np.program(node_port("n1", B_UDP, proto=UDP, port=30053))
+    server = np.b.socket(socket.SOCK_DGRAM)
+    raw = np.b.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+    client = np.socket(socket.SOCK_DGRAM)
+    try:
+        server.bind((np.b.ip, 5353))
+        server.settimeout(5)
+        client.connect((NODE_IP["n1"], 30053))
+        assert client.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1500
+        client.send(b"query")
+        _, (node, snat_port) = server.recvfrom(100)
+        assert node == NODE_IP["n1"] and snat_port in SNAT_PORTS
+        quoted = IP(src=node, dst=np.b.ip) / SUDP(sport=snat_port, dport=5353) / b"query"
+        error = IP(src=np.b.ip, dst=node) / ICMP(type=3, code=4, nexthopmtu=1300) / \
+            bytes(quoted)[:28]
+        raw.sendto(bytes(error), (node, 0))
+        wait_for("the client's path MTU to drop to 1300",
+                 lambda: client.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300 or None)
+    finally:
+        for sock in (server, raw, client):
+            sock.close()
+        nsexec(np.ext, "ip", "route", "flush", "cache")
