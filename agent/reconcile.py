@@ -71,8 +71,7 @@ from podwire.agent.entries import (
     TierVerdict,
     wider_keys,
 )
-from podwire.agent.identity import CIDR_IDENTITY_BASE
-from podwire.bpf.constants import ReservedIdentity
+from podwire.bpf.constants import Direction, ReservedIdentity
 
 
 class MapName(str, enum.Enum):
@@ -144,59 +143,164 @@ def plan(installed: MapContents, desired: MapContents, scope: Scope = FULL) -> l
     `scope` limits the comparison to keys that may have changed, so a small change
     costs a small plan however large the maps are.
     """
-    ops: list[Operation] = []
-    finals: list[Operation] = []
-    # A lookup takes the longest prefix of its peer's identity, and finding none falls to
-    # the peer's CIDR identity, then to any peer (bpf/lib/policy.h): narrower keys are
-    # written first, so a packet whose own key is still to come never meets a wider
-    # key's new allow first.
-    changed = sorted(_changed(installed.policy, desired.policy, scope.policy),
-                     key=lambda item: (_fallback_rank(item[0]), -item[0].prefixlen))
-    for key, value in changed:
-        first = interim(value, effective(installed.policy, key))
-        ops.append(Upsert(MapName.POLICY, key, first))
-        if first != value:
-            finals.append(Upsert(MapName.POLICY, key, value))
+    changed_policy = _changed(installed.policy, desired.policy, scope.policy)
     stale_policy = _stale(installed.policy, desired.policy, scope.policy)
-    for key in stale_policy:
-        before = installed.policy[key]
-        going = interim(before, effective(desired.policy, key))
-        if going != before:
-            ops.append(Upsert(MapName.POLICY, key, going))
+    changed_endpoints = _changed(installed.endpoints, desired.endpoints, scope.endpoints)
+    changed_ipcache = _changed(installed.ipcache, desired.ipcache, scope.ipcache)
+    stale_ipcache = _stale(installed.ipcache, desired.ipcache, scope.ipcache)
+    sides = _Sides(installed, desired, changed_endpoints, changed_ipcache, stale_ipcache)
+    middle = _middle_policy(installed.policy, desired.policy, changed_policy, stale_policy,
+                            sides)
 
+    allowing: list[Operation] = []  # phase 1, before the endpoints tighten
+    tightening: list[Operation] = []  # phase 1, after
+    for key, value in middle.items():
+        if value is not None and installed.policy.get(key) != value:
+            (allowing if value.policy_ref else tightening).append(
+                Upsert(MapName.POLICY, key, value))
+    # Widest first: a narrower key that goes still answers for its ports meanwhile.
+    gone_early = sorted((k for k in stale_policy if middle[k] is None),
+                        key=lambda k: k.prefixlen)
+    ops: list[Operation] = allowing
     loosened: list[Operation] = []
-    for ip, entry in _changed(installed.endpoints, desired.endpoints, scope.endpoints):
+    for ip, entry in changed_endpoints:
         old = installed.endpoints.get(ip)
-        tight = entry if old is None else tightest(old, entry)
-        ops.append(Upsert(MapName.ENDPOINTS, ip, tight))
+        if old is None:  # dropping everything until then: it opens with the widenings
+            loosened.append(Upsert(MapName.ENDPOINTS, ip, entry))
+            continue
+        tight = tightest(old, entry)
+        if tight != old:
+            ops.append(Upsert(MapName.ENDPOINTS, ip, tight))
         if tight != entry:
             loosened.append(Upsert(MapName.ENDPOINTS, ip, entry))
+    ops += tightening
+    ops += [Delete(MapName.POLICY, k) for k in gone_early]
 
-    ops += [Upsert(MapName.IPCACHE, k, v)
-            for k, v in _changed(installed.ipcache, desired.ipcache, scope.ipcache)]
+    ops += [Upsert(MapName.IPCACHE, k, v) for k, v in changed_ipcache]
     ops += [Upsert(MapName.LB_BACKENDS, k, v)
             for k, v in _changed(installed.lb_backends, desired.lb_backends, scope.lb_backends)]
     ops += [Upsert(MapName.LB_SERVICES, k, v)
             for k, v in _changed(installed.lb_services, desired.lb_services, scope.lb_services)]
-    ops += finals
+    # Narrowest first: a key still absent answers from a wider one that is not final yet.
+    ops += [Upsert(MapName.POLICY, k, v) for k, v in sorted(
+        changed_policy, key=lambda item: -item[0].prefixlen) if middle[k] != v]
     ops += loosened
     ops += [Delete(MapName.LB_SERVICES, k)
             for k in _stale(installed.lb_services, desired.lb_services, scope.lb_services)]
     ops += [Delete(MapName.LB_BACKENDS, k)
             for k in _stale(installed.lb_backends, desired.lb_backends, scope.lb_backends)]
-    ops += [Delete(MapName.IPCACHE, k)
-            for k in _stale(installed.ipcache, desired.ipcache, scope.ipcache)]
-    ops += [Delete(MapName.POLICY, k) for k in stale_policy]
+    ops += [Delete(MapName.IPCACHE, k) for k in stale_ipcache]
+    ops += [Delete(MapName.POLICY, k) for k in stale_policy if middle[k] is not None]
     ops += [Delete(MapName.ENDPOINTS, k)
             for k in _stale(installed.endpoints, desired.endpoints, scope.endpoints)]
     return ops
 
 
-def _fallback_rank(key: PolicyKey) -> int:
-    """0 for a key of a peer's own identity, 1 of a CIDR identity, 2 of any peer."""
-    if key.identity == ReservedIdentity.ANY:
-        return 2
-    return 1 if key.identity >= CIDR_IDENTITY_BASE else 0
+class _Sides:
+    """What one endpoint's side (direction) does at each end of the change, as far as
+    a key's value at the middle depends on it."""
+
+    def __init__(self, installed: MapContents, desired: MapContents,
+                 changed_endpoints: list[tuple[Any, EndpointEntry]],
+                 changed_ipcache: list[tuple[Any, Any]], stale_ipcache: list[Any]) -> None:
+        self._contents = (installed, desired)
+        self._by_ep: tuple[dict[int, EndpointEntry], dict[int, EndpointEntry]] | None = None
+        # Only an identity that an address takes or leaves in this plan can be one that
+        # no address resolves to at one end: the others are not looked at.
+        moving: set[int] = set()
+        for ip, entry in changed_endpoints:
+            moving.add(entry.identity)
+            old = installed.endpoints.get(ip)
+            if old is not None:
+                moving.add(old.identity)
+        for entry in [v for _, v in changed_ipcache] + [
+                installed.ipcache[k] for k in stale_ipcache] + [
+                installed.ipcache[k] for k, _ in changed_ipcache if k in installed.ipcache]:
+            moving.update((entry.identity, entry.cidr_identity))
+        self._moving = moving - {0, ReservedIdentity.ANY, ReservedIdentity.WORLD}
+        self._members: tuple[set[int], set[int]] | None = None
+
+    def endpoint(self, end: int, ep_id: int) -> EndpointEntry | None:
+        if self._by_ep is None:
+            self._by_ep = tuple(  # type: ignore[assignment]
+                {e.ep_id: e for e in c.endpoints.values()} for c in self._contents)
+        assert self._by_ep is not None
+        return self._by_ep[end].get(ep_id)
+
+    def unresolved(self, end: int, identity: int) -> bool:
+        """No address resolves to `identity` at that end (no packet can carry it)."""
+        if identity not in self._moving:
+            return False
+        if self._members is None:
+            self._members = tuple(  # type: ignore[assignment]
+                {e.identity for e in c.endpoints.values()}
+                | {i for e in c.ipcache.values() for i in (e.identity, e.cidr_identity)}
+                for c in self._contents)
+        assert self._members is not None
+        return identity not in self._members[end]
+
+
+def _covers(sides: _Sides, end: int, policy: Mapping[Any, Any], key: PolicyKey,
+            value: PolicyValue) -> tuple[bool, int]:
+    """Whether that end forwards, once the Admin tier passes, every packet a lookup of
+    `key` serves (its value there is `value`), and a NetworkPolicy ref that says so."""
+    ep = sides.endpoint(end, key.ep_id)
+    if ep is None:
+        return False, 0
+    ingress = key.direction == Direction.INGRESS
+    if not (ep.ingress_isolated if ingress else ep.egress_isolated):
+        return not (ep.ingress_tiered if ingress else ep.egress_tiered), 0
+    if value.policy_ref:
+        return True, value.policy_ref
+    if key.identity != ReservedIdentity.ANY:
+        # The any-peer lookup of the same ports answers for every peer (a compiled state's
+        # narrower keys keep a wider key's allow, policy_compiler.py).
+        anyone = effective(policy, key._replace(identity=ReservedIdentity.ANY))
+        if anyone is not None and anyone.policy_ref:
+            return True, anyone.policy_ref
+    if ep.ingress_audit if ingress else ep.egress_audit:
+        return True, 0
+    return sides.unresolved(end, key.identity), 0
+
+
+def _middle_policy(installed: Mapping[Any, Any], desired: Mapping[Any, Any],
+                   changed: list[tuple[PolicyKey, PolicyValue]], stale: list[PolicyKey],
+                   sides: _Sides) -> dict[PolicyKey, PolicyValue | None]:
+    """Each changing key's value at the middle of the plan (None: absent there), when
+    every side forwards only what both ends forward: the tiers that differ hold the
+    changing deny, and the NetworkPolicy allow stays only where both ends forward all
+    the key serves. A key that comes or goes is absent there when its wider key answers
+    the same, which saves it a write."""
+    middle: dict[PolicyKey, PolicyValue | None] = {}
+    keys = [(k, installed.get(k) or effective(installed, k) or PolicyValue(), v)
+            for k, v in changed]
+    keys += [(k, installed[k], effective(desired, k) or PolicyValue()) for k in stale]
+    keys.sort(key=lambda item: item[0].prefixlen)  # wider keys first
+    for key, old, new in keys:
+        old_ok, old_ref = _covers(sides, 0, installed, key, old)
+        new_ok, new_ref = _covers(sides, 1, desired, key, new)
+        ref = (new.policy_ref or old.policy_ref or new_ref or old_ref) if old_ok and new_ok else 0
+        value = PolicyValue(ref, _tier_interim(new.admin, old.admin),
+                            _tier_interim(new.baseline, old.baseline))
+        if (key not in installed or key not in desired) \
+                and value == _middle_effective(middle, installed, key):
+            middle[key] = None
+        else:
+            middle[key] = value
+    return middle
+
+
+def _middle_effective(middle: Mapping[PolicyKey, PolicyValue | None],
+                      installed: Mapping[Any, Any], key: PolicyKey) -> PolicyValue:
+    """What a lookup of `key`'s ports gets at the middle from `key`'s wider keys."""
+    for wider in reversed(list(wider_keys(key))):
+        if wider in middle:
+            found = middle[wider]
+            if found is not None:
+                return found
+        elif wider in installed:
+            return installed[wider]  # type: ignore[no-any-return]
+    return PolicyValue()
 
 
 def effective(policy: Mapping[Any, Any], key: PolicyKey) -> PolicyValue | None:
@@ -212,27 +316,22 @@ def effective(policy: Mapping[Any, Any], key: PolicyKey) -> PolicyValue | None:
     return None
 
 
-def interim(value: PolicyValue, other: PolicyValue | None) -> PolicyValue:
-    """What a key holds while it changes from or to `other`: `value`'s allow, else
-    `other`'s, and in each tier the changing deny where the two differ."""
-    if other is None:
-        other = PolicyValue()
-    return PolicyValue(value.policy_ref or other.policy_ref,
-                       _tier_interim(value.admin, other.admin),
-                       _tier_interim(value.baseline, other.baseline))
-
-
 def _tier_interim(a: TierVerdict | None, b: TierVerdict | None) -> TierVerdict | None:
     return a if a == b else CHANGING
 
 
 def tightest(old: EndpointEntry, new: EndpointEntry) -> EndpointEntry:
-    """The endpoint while it changes from `old` to `new`: isolated and tiered where
-    either is, audit only where each that isolates audits."""
+    """The endpoint at the middle of a change from `old` to `new`: isolated and tiered
+    where either is, audit only where each end forwards what no allow covers (it audits,
+    or neither isolates nor tiers)."""
     def audit(ingress: bool) -> bool:
-        sides = [(e.ingress_isolated, e.ingress_audit) if ingress
-                 else (e.egress_isolated, e.egress_audit) for e in (old, new)]
-        return any(iso for iso, _ in sides) and all(a for iso, a in sides if iso)
+        def forwards_all(e: EndpointEntry) -> bool:
+            if ingress:
+                return e.ingress_audit if e.ingress_isolated else not e.ingress_tiered
+            return e.egress_audit if e.egress_isolated else not e.egress_tiered
+        isolated = any(e.ingress_isolated if ingress else e.egress_isolated
+                       for e in (old, new))
+        return isolated and forwards_all(old) and forwards_all(new)
     return dataclasses.replace(
         new,
         ingress_isolated=new.ingress_isolated or old.ingress_isolated,
