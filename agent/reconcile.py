@@ -1,35 +1,43 @@
 """Turn (installed, desired) map contents into an ordered list of map operations.
 
 The order is what keeps a change from opening a hole, even for the instant between two
-map writes. Policy entries of an endpoint are inert while it is not isolated, and an
-endpoint that does not exist yet drops everything, so:
+map writes. A connection between two pods of this node passes two sides (the egress of
+one endpoint, the ingress of the other), and both may change in one plan: if one side
+took its new allow while the other still had its old one, the pair would pass what
+neither state passes. So the plan has two phases, across every endpoint at once:
 
-1. add: new and changed policy entries, each as its `interim` value (below);
-2. tighten: endpoints are written with the isolation they have now OR will have (and
-   audit only where both are audit), so a new pod is isolated from its first packet and
-   a newly isolated pod never passes what its allows do not cover;
-3. add: ipcache entries (an identity's allows exist before any address resolves to it);
-4. final values of the entries step 1 gave an interim one;
-5. loosen: endpoints take their final isolation;
-6. remove: stale ipcache entries, stale policy entries, removed endpoints (an allow goes
+1. tighten: every side moves to a middle state that forwards only what both ends
+   forward. Policy entries first where the middle keeps an allow, then endpoints with
+   the isolation they have now OR will have (tiered where either is; audit only where
+   both ends forward what no allow covers), then entries whose middle has no allow, then
+   the stale entries the middle does without (widest first);
+2. ipcache additions (an identity's allows exist before any address resolves to it);
+3. widen: the final values, narrowest key first (a key still absent answers from a
+   wider one that is not final yet), then endpoints their final isolation, then new
+   endpoints (an endpoint that does not exist drops everything);
+4. remove: stale ipcache entries, stale policy entries, removed endpoints (an allow goes
    only after what replaces it is in place).
 
-Cluster policy tiers. A key's value carries, besides a NetworkPolicy allow, each tier's
-earliest rule (rank, action), and the datapath combines three keys by lowest rank
-(bpf/lib/policy.h), which is not monotone: a mix of old and new values can pick a rule
-that decides neither state (an old Accept ranked before a Deny the new state moved).
-So every key whose tier verdict changes, is added or goes is first written with the
-`CHANGING` verdict (rank 0, deny) in that tier (step 1, for a stale key before it is
-deleted), its NetworkPolicy allow the union as before; a key added below a wider one
-compares with what the wider one gave. Until step 4 every lookup of a packet returns
-either what both states return (an untouched key) or a changing deny, so it gets the
-old verdict, the new one (only flags differ, and they are written in one go per
-endpoint) or a deny. From step 4 lookups return new values or changing denies. The
-price: for the instant of the update, new connections that the changed keys concern
-are refused; established ones keep their conntrack entry. Rule ranks stay put across
-changes (agent/clusterpol.py), so only the keys of policies that change are rewritten.
-tests/unit/test_reconcile_tiers.py checks this on random tiered changes, one operation
-at a time, across two endpoints.
+Every state of phase 1 forwards, on each side, a subset of what the old state does,
+every state of phase 3 a subset of the new state's, so a pair of sides never combines
+the old state of one with the new state of the other.
+
+The middle value of a key (`_middle_policy`): a key's value carries, besides a
+NetworkPolicy allow, each tier's earliest rule (rank, action), and the datapath
+combines three keys by lowest rank (bpf/lib/policy.h), which is not monotone. So every
+tier whose verdict differs between the ends holds the `CHANGING` verdict (rank 0, deny)
+in the middle: a packet whose lookups meet one is refused, one that meets none gets the
+Admin verdict both ends give. The NetworkPolicy allow stays in the middle only where
+both ends forward every packet the key serves (its own allow, the any-peer key's for the
+same ports, audit mode, a side that neither isolates nor tiers, or an identity no address
+resolves to there). A key that comes or goes is left out of the middle when its wider
+key answers the same (no extra write): a change costs one write per changed key, two
+where the middle differs from both ends. The price: for the instant of the update, new
+connections that the changed keys concern may be refused; established ones keep their
+conntrack entry. Rule ranks stay put across changes (agent/clusterpol.py), so only the
+keys of policies that change are rewritten. tests/unit/test_reconcile_tiers.py checks
+this on random tiered changes, one operation at a time, both sides of every pair of the
+node's pods.
 
 The load balancer's two maps go after the ipcache's additions (a new backend's address
 resolves to its identity before any connection is sent to it, so policy judges it as
@@ -51,8 +59,10 @@ Changes of several kinds in one plan are weaker, and no order of single writes m
 every such plan exact (two pods swapping labels while the allows of those labels swap
 admits no safe first write). What they can do, each for the instant between two
 writes: an endpoint wired in the same plan as a peer changes identity judges that peer
-by its old identity until step 3 or 5; a flow between two endpoints of this node passes
-when one side's new allow lands (1) before the other side's isolation (2).
+by its old identity until step 2 or 3; an identity that addresses take in the plan may
+get its new allows in phase 1 (no address resolves to it before step 2), so policies
+changed in the same plan can judge such a peer by one side's new allows and the other
+side's old ones.
 """
 
 from __future__ import annotations
