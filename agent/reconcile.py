@@ -69,17 +69,18 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from podwire.agent.entries import (
     CHANGING,
+    PORT_MASKS,
     EndpointEntry,
     PolicyKey,
     PolicyValue,
+    Protocol,
     TierVerdict,
-    wider_keys,
 )
 from podwire.bpf.constants import Direction, ReservedIdentity
 
@@ -250,8 +251,8 @@ class _Sides:
         return identity not in self._members[end]
 
 
-def _covers(sides: _Sides, end: int, policy: Mapping[Any, Any], key: PolicyKey,
-            value: PolicyValue) -> tuple[bool, int]:
+def _covers(sides: _Sides, end: int, policy: Mapping[Any, Any], lengths: Iterable[int],
+            key: PolicyKey, value: PolicyValue) -> tuple[bool, int]:
     """Whether that end forwards, once the Admin tier passes, every packet a lookup of
     `key` serves (its value there is `value`), and a NetworkPolicy ref that says so."""
     ep = sides.endpoint(end, key.ep_id)
@@ -265,7 +266,9 @@ def _covers(sides: _Sides, end: int, policy: Mapping[Any, Any], key: PolicyKey,
     if key.identity != ReservedIdentity.ANY:
         # The any-peer lookup of the same ports answers for every peer (a compiled state's
         # narrower keys keep a wider key's allow, policy_compiler.py).
-        anyone = effective(policy, key._replace(identity=ReservedIdentity.ANY))
+        anyone = effective(policy, PolicyKey(key.ep_id, key.direction, ReservedIdentity.ANY,
+                                              key.protocol, key.port, key.port_bits),
+                           lengths)
         if anyone is not None and anyone.policy_ref:
             return True, anyone.policy_ref
     if ep.ingress_audit if ingress else ep.egress_audit:
@@ -282,18 +285,25 @@ def _middle_policy(installed: Mapping[Any, Any], desired: Mapping[Any, Any],
     the key serves. A key that comes or goes is absent there when its wider key answers
     the same, which saves it a write."""
     middle: dict[PolicyKey, PolicyValue | None] = {}
-    keys = [(k, installed.get(k) or effective(installed, k) or PolicyValue(), v)
+    if not changed and not stale:
+        return middle
+    count = len(changed) + len(stale)
+    old_lengths = port_lengths(installed, count)
+    new_lengths = port_lengths(desired, count)
+    both_lengths = sorted({*old_lengths, *new_lengths}, reverse=True)
+    keys = [(k, installed.get(k) or effective(installed, k, old_lengths) or PolicyValue(), v)
             for k, v in changed]
-    keys += [(k, installed[k], effective(desired, k) or PolicyValue()) for k in stale]
+    keys += [(k, installed[k], effective(desired, k, new_lengths) or PolicyValue())
+             for k in stale]
     keys.sort(key=lambda item: item[0].prefixlen)  # wider keys first
     for key, old, new in keys:
-        old_ok, old_ref = _covers(sides, 0, installed, key, old)
-        new_ok, new_ref = _covers(sides, 1, desired, key, new)
+        old_ok, old_ref = _covers(sides, 0, installed, old_lengths, key, old)
+        new_ok, new_ref = _covers(sides, 1, desired, new_lengths, key, new)
         ref = (new.policy_ref or old.policy_ref or new_ref or old_ref) if old_ok and new_ok else 0
         value = PolicyValue(ref, _tier_interim(new.admin, old.admin),
                             _tier_interim(new.baseline, old.baseline))
         if (key not in installed or key not in desired) \
-                and value == _middle_effective(middle, installed, key):
+                and value == _middle_effective(middle, installed, key, both_lengths):
             middle[key] = None
         else:
             middle[key] = value
@@ -301,29 +311,49 @@ def _middle_policy(installed: Mapping[Any, Any], desired: Mapping[Any, Any],
 
 
 def _middle_effective(middle: Mapping[PolicyKey, PolicyValue | None],
-                      installed: Mapping[Any, Any], key: PolicyKey) -> PolicyValue:
+                      installed: Mapping[Any, Any], key: PolicyKey,
+                      lengths: Iterable[int]) -> PolicyValue:
     """What a lookup of `key`'s ports gets at the middle from `key`'s wider keys."""
-    for wider in reversed(list(wider_keys(key))):
-        if wider in middle:
-            found = middle[wider]
+    if key.protocol is Protocol.ANY:
+        return PolicyValue()
+    ep_id, direction, identity, protocol, port, bits = key
+    wider = [PolicyKey(ep_id, direction, identity, protocol, port & PORT_MASKS[fixed], fixed)
+             for fixed in lengths if fixed < bits]
+    for candidate in [*wider, PolicyKey(ep_id, direction, identity)]:
+        if candidate in middle:
+            found = middle[candidate]
             if found is not None:
                 return found
-        elif wider in installed:
-            return installed[wider]  # type: ignore[no-any-return]
+        elif candidate in installed:
+            return installed[candidate]  # type: ignore[no-any-return]
     return PolicyValue()
 
 
-def effective(policy: Mapping[Any, Any], key: PolicyKey) -> PolicyValue | None:
+def effective(policy: Mapping[Any, Any], key: PolicyKey,
+              lengths: Iterable[int] = range(15, -1, -1)) -> PolicyValue | None:
     """What a lookup that `key` would serve returns from `policy`: its value, or that of
-    the longest wider key of its identity (None: none)."""
+    the longest wider key of its identity (None: none). `lengths`, longest first, are
+    the port prefix lengths worth trying (those the map holds)."""
     found = policy.get(key)
-    if found is not None:
+    if found is not None or key.protocol is Protocol.ANY:
         return found  # type: ignore[no-any-return]
-    for wider in reversed(list(wider_keys(key))):
-        found = policy.get(wider)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
-    return None
+    ep_id, direction, identity, protocol, port, bits = key
+    for fixed in lengths:
+        if fixed < bits:
+            # A plain tuple hashes and compares as the PolicyKey it spells, made faster.
+            found = policy.get((ep_id, direction, identity, protocol, port & PORT_MASKS[fixed],
+                                fixed))
+            if found is not None:
+                return found  # type: ignore[no-any-return]
+    return policy.get((ep_id, direction, identity, Protocol.ANY, 0, 0))  # type: ignore[no-any-return]
+
+
+def port_lengths(policy: Mapping[Any, Any], lookups: int) -> Iterable[int]:
+    """The port prefix lengths to try for `lookups` fallbacks in `policy`, longest first:
+    those its keys hold when reading every key costs less than trying all 16."""
+    if lookups * 16 < len(policy):
+        return range(15, -1, -1)
+    return sorted({key.port_bits for key in policy}, reverse=True)
 
 
 def _tier_interim(a: TierVerdict | None, b: TierVerdict | None) -> TierVerdict | None:
