@@ -216,7 +216,9 @@ class AggregatedFlood:
 
 def aggregated_flood(node: Node, seconds: float) -> AggregatedFlood:
     """One flow flooded under `connection`: its records and their counts, once the
-    agent has reported it (the flow quiet, its table entry gone)."""
+    agent has reported it (the flow quiet, its table entry gone). Earlier floods of the
+    same flow are reported first, so their records are not counted as this one's."""
+    wait_for(lambda: not _aggregates(node), "earlier floods reported")
     before = Tally.read(node)
     seq = _newest_seq(node)
     hping(node, ["--flood", *ONE_FLOW], seconds)

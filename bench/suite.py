@@ -103,6 +103,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                          "--kernel"],
                "full": ["--services", "10000", "--endpoints", "50000", "--changes", "2000",
                         "--kernel"]}),
+    Benchmark("tiers", "tiers_bench",
+              "Cluster policy tiers: new conn/s with 100 cluster policies x 25 rules + 1,000 "
+              "NetworkPolicies vs none; a cluster policy selecting every pod, change to plan",
+              {"quick": ["--pods", "2000", "--changes", "10", "--runs", "1", "--seconds", "1"],
+               "full": ["--pods", "10000", "--changes", "40", "--runs", "5", "--seconds", "2"]}),
     Benchmark("flows", "flows_bench",
               "Flow events/s read without loss; forwarding cost with events on vs off",
               {"quick": ["--seconds", "1", "--runs", "1"],

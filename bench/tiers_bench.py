@@ -14,7 +14,7 @@ Two parts (issue 15's figures):
     apply_to): the agent's change to enforced less the watch's delivery and the map
     writes. p50/p99 (goal p99 < 100 ms).
 
-Run: `.venv/bin/python -m podwire.bench.tiers_bench [model|conns|both]`.
+Run: `.venv/bin/python -m podwire.bench.tiers_bench [model|conns|both]`, or `podwire bench --only tiers`.
 """
 
 from __future__ import annotations

@@ -101,6 +101,7 @@ def test_each_comparison_holds_every_repetition_of_podwire_and_its_baselines(
     scalars = results["benchmarks"]["agent-scale"]["figures"]["scalars"]
     assert {"rss_mb", "cold_start_to_ready_s", "restart_to_ready_s"} <= scalars.keys()
     assert "events_per_s_without_loss" in results["benchmarks"]["flows"]["figures"]["scalars"]
+    assert "model_change_ms_p99" in results["benchmarks"]["tiers"]["figures"]["scalars"]
 
 
 def test_every_fault_scenario_states_its_figures_against_an_expected_value(
