@@ -123,7 +123,7 @@ class PolicyValue:
 
 def port_mask(port: int, bits: int) -> int:
     """The port with all but its `bits` leading bits cleared (a key's first port)."""
-    return port & _PORT_MASKS[bits]
+    return port & PORT_MASKS[bits]
 
 
 def wider_keys(key: PolicyKey) -> Iterator[PolicyKey]:
@@ -135,10 +135,10 @@ def wider_keys(key: PolicyKey) -> Iterator[PolicyKey]:
                                                   key.protocol, key.port)
     yield PolicyKey(ep_id, direction, identity)
     for bits in range(key.port_bits):
-        yield PolicyKey(ep_id, direction, identity, protocol, port & _PORT_MASKS[bits], bits)
+        yield PolicyKey(ep_id, direction, identity, protocol, port & PORT_MASKS[bits], bits)
 
 
-_PORT_MASKS = tuple((0xFFFF << (16 - bits)) & 0xFFFF for bits in range(17))
+PORT_MASKS = tuple((0xFFFF << (16 - bits)) & 0xFFFF for bits in range(17))
 
 
 def port_range_blocks(start: int, end: int) -> list[tuple[int, int]]:

@@ -1,35 +1,43 @@
 """Turn (installed, desired) map contents into an ordered list of map operations.
 
 The order is what keeps a change from opening a hole, even for the instant between two
-map writes. Policy entries of an endpoint are inert while it is not isolated, and an
-endpoint that does not exist yet drops everything, so:
+map writes. A connection between two pods of this node passes two sides (the egress of
+one endpoint, the ingress of the other), and both may change in one plan: if one side
+took its new allow while the other still had its old one, the pair would pass what
+neither state passes. So the plan has two phases, across every endpoint at once:
 
-1. add: new and changed policy entries, each as its `interim` value (below);
-2. tighten: endpoints are written with the isolation they have now OR will have (and
-   audit only where both are audit), so a new pod is isolated from its first packet and
-   a newly isolated pod never passes what its allows do not cover;
-3. add: ipcache entries (an identity's allows exist before any address resolves to it);
-4. final values of the entries step 1 gave an interim one;
-5. loosen: endpoints take their final isolation;
-6. remove: stale ipcache entries, stale policy entries, removed endpoints (an allow goes
+1. tighten: every side moves to a middle state that forwards only what both ends
+   forward. Policy entries first where the middle keeps an allow, then endpoints with
+   the isolation they have now OR will have (tiered where either is; audit only where
+   both ends forward what no allow covers), then entries whose middle has no allow, then
+   the stale entries the middle does without (widest first);
+2. ipcache additions (an identity's allows exist before any address resolves to it);
+3. widen: the final values, narrowest key first (a key still absent answers from a
+   wider one that is not final yet), then endpoints their final isolation, then new
+   endpoints (an endpoint that does not exist drops everything);
+4. remove: stale ipcache entries, stale policy entries, removed endpoints (an allow goes
    only after what replaces it is in place).
 
-Cluster policy tiers. A key's value carries, besides a NetworkPolicy allow, each tier's
-earliest rule (rank, action), and the datapath combines three keys by lowest rank
-(bpf/lib/policy.h), which is not monotone: a mix of old and new values can pick a rule
-that decides neither state (an old Accept ranked before a Deny the new state moved).
-So every key whose tier verdict changes, is added or goes is first written with the
-`CHANGING` verdict (rank 0, deny) in that tier (step 1, for a stale key before it is
-deleted), its NetworkPolicy allow the union as before; a key added below a wider one
-compares with what the wider one gave. Until step 4 every lookup of a packet returns
-either what both states return (an untouched key) or a changing deny, so it gets the
-old verdict, the new one (only flags differ, and they are written in one go per
-endpoint) or a deny. From step 4 lookups return new values or changing denies. The
-price: for the instant of the update, new connections that the changed keys concern
-are refused; established ones keep their conntrack entry. Rule ranks stay put across
-changes (agent/clusterpol.py), so only the keys of policies that change are rewritten.
-tests/unit/test_reconcile_tiers.py checks this on random tiered changes, one operation
-at a time, across two endpoints.
+Every state of phase 1 forwards, on each side, a subset of what the old state does,
+every state of phase 3 a subset of the new state's, so a pair of sides never combines
+the old state of one with the new state of the other.
+
+The middle value of a key (`_middle_policy`): a key's value carries, besides a
+NetworkPolicy allow, each tier's earliest rule (rank, action), and the datapath
+combines three keys by lowest rank (bpf/lib/policy.h), which is not monotone. So every
+tier whose verdict differs between the ends holds the `CHANGING` verdict (rank 0, deny)
+in the middle: a packet whose lookups meet one is refused, one that meets none gets the
+Admin verdict both ends give. The NetworkPolicy allow stays in the middle only where
+both ends forward every packet the key serves (its own allow, the any-peer key's for the
+same ports, audit mode, a side that neither isolates nor tiers, or an identity no address
+resolves to there). A key that comes or goes is left out of the middle when its wider
+key answers the same (no extra write): a change costs one write per changed key, two
+where the middle differs from both ends. The price: for the instant of the update, new
+connections that the changed keys concern may be refused; established ones keep their
+conntrack entry. Rule ranks stay put across changes (agent/clusterpol.py), so only the
+keys of policies that change are rewritten. tests/unit/test_reconcile_tiers.py checks
+this on random tiered changes, one operation at a time, both sides of every pair of the
+node's pods.
 
 The load balancer's two maps go after the ipcache's additions (a new backend's address
 resolves to its identity before any connection is sent to it, so policy judges it as
@@ -51,28 +59,30 @@ Changes of several kinds in one plan are weaker, and no order of single writes m
 every such plan exact (two pods swapping labels while the allows of those labels swap
 admits no safe first write). What they can do, each for the instant between two
 writes: an endpoint wired in the same plan as a peer changes identity judges that peer
-by its old identity until step 3 or 5; a flow between two endpoints of this node passes
-when one side's new allow lands (1) before the other side's isolation (2).
+by its old identity until step 2 or 3; an identity that addresses take in the plan may
+get its new allows in phase 1 (no address resolves to it before step 2), so policies
+changed in the same plan can judge such a peer by one side's new allows and the other
+side's old ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from podwire.agent.entries import (
     CHANGING,
+    PORT_MASKS,
     EndpointEntry,
     PolicyKey,
     PolicyValue,
+    Protocol,
     TierVerdict,
-    wider_keys,
 )
-from podwire.agent.identity import CIDR_IDENTITY_BASE
-from podwire.bpf.constants import ReservedIdentity
+from podwire.bpf.constants import Direction, ReservedIdentity
 
 
 class MapName(str, enum.Enum):
@@ -144,82 +154,206 @@ def plan(installed: MapContents, desired: MapContents, scope: Scope = FULL) -> l
     `scope` limits the comparison to keys that may have changed, so a small change
     costs a small plan however large the maps are.
     """
-    ops: list[Operation] = []
-    finals: list[Operation] = []
-    # A lookup takes the longest prefix of its peer's identity, and finding none falls to
-    # the peer's CIDR identity, then to any peer (bpf/lib/policy.h): narrower keys are
-    # written first, so a packet whose own key is still to come never meets a wider
-    # key's new allow first.
-    changed = sorted(_changed(installed.policy, desired.policy, scope.policy),
-                     key=lambda item: (_fallback_rank(item[0]), -item[0].prefixlen))
-    for key, value in changed:
-        first = interim(value, effective(installed.policy, key))
-        ops.append(Upsert(MapName.POLICY, key, first))
-        if first != value:
-            finals.append(Upsert(MapName.POLICY, key, value))
+    changed_policy = _changed(installed.policy, desired.policy, scope.policy)
     stale_policy = _stale(installed.policy, desired.policy, scope.policy)
-    for key in stale_policy:
-        before = installed.policy[key]
-        going = interim(before, effective(desired.policy, key))
-        if going != before:
-            ops.append(Upsert(MapName.POLICY, key, going))
+    changed_endpoints = _changed(installed.endpoints, desired.endpoints, scope.endpoints)
+    changed_ipcache = _changed(installed.ipcache, desired.ipcache, scope.ipcache)
+    stale_ipcache = _stale(installed.ipcache, desired.ipcache, scope.ipcache)
+    sides = _Sides(installed, desired, changed_endpoints, changed_ipcache, stale_ipcache)
+    middle = _middle_policy(installed.policy, desired.policy, changed_policy, stale_policy,
+                            sides)
 
+    allowing: list[Operation] = []  # phase 1, before the endpoints tighten
+    tightening: list[Operation] = []  # phase 1, after
+    for key, value in middle.items():
+        if value is not None and installed.policy.get(key) != value:
+            (allowing if value.policy_ref else tightening).append(
+                Upsert(MapName.POLICY, key, value))
+    # Widest first: a narrower key that goes still answers for its ports meanwhile.
+    gone_early = sorted((k for k in stale_policy if middle[k] is None),
+                        key=lambda k: k.prefixlen)
+    ops: list[Operation] = allowing
     loosened: list[Operation] = []
-    for ip, entry in _changed(installed.endpoints, desired.endpoints, scope.endpoints):
+    for ip, entry in changed_endpoints:
         old = installed.endpoints.get(ip)
-        tight = entry if old is None else tightest(old, entry)
-        ops.append(Upsert(MapName.ENDPOINTS, ip, tight))
+        if old is None:  # dropping everything until then: it opens with the widenings
+            loosened.append(Upsert(MapName.ENDPOINTS, ip, entry))
+            continue
+        tight = tightest(old, entry)
+        if tight != old:
+            ops.append(Upsert(MapName.ENDPOINTS, ip, tight))
         if tight != entry:
             loosened.append(Upsert(MapName.ENDPOINTS, ip, entry))
+    ops += tightening
+    ops += [Delete(MapName.POLICY, k) for k in gone_early]
 
-    ops += [Upsert(MapName.IPCACHE, k, v)
-            for k, v in _changed(installed.ipcache, desired.ipcache, scope.ipcache)]
+    ops += [Upsert(MapName.IPCACHE, k, v) for k, v in changed_ipcache]
     ops += [Upsert(MapName.LB_BACKENDS, k, v)
             for k, v in _changed(installed.lb_backends, desired.lb_backends, scope.lb_backends)]
     ops += [Upsert(MapName.LB_SERVICES, k, v)
             for k, v in _changed(installed.lb_services, desired.lb_services, scope.lb_services)]
-    ops += finals
+    # Narrowest first: a key still absent answers from a wider one that is not final yet.
+    ops += [Upsert(MapName.POLICY, k, v) for k, v in sorted(
+        changed_policy, key=lambda item: -item[0].prefixlen) if middle[k] != v]
     ops += loosened
     ops += [Delete(MapName.LB_SERVICES, k)
             for k in _stale(installed.lb_services, desired.lb_services, scope.lb_services)]
     ops += [Delete(MapName.LB_BACKENDS, k)
             for k in _stale(installed.lb_backends, desired.lb_backends, scope.lb_backends)]
-    ops += [Delete(MapName.IPCACHE, k)
-            for k in _stale(installed.ipcache, desired.ipcache, scope.ipcache)]
-    ops += [Delete(MapName.POLICY, k) for k in stale_policy]
+    ops += [Delete(MapName.IPCACHE, k) for k in stale_ipcache]
+    ops += [Delete(MapName.POLICY, k) for k in stale_policy if middle[k] is not None]
     ops += [Delete(MapName.ENDPOINTS, k)
             for k in _stale(installed.endpoints, desired.endpoints, scope.endpoints)]
     return ops
 
 
-def _fallback_rank(key: PolicyKey) -> int:
-    """0 for a key of a peer's own identity, 1 of a CIDR identity, 2 of any peer."""
-    if key.identity == ReservedIdentity.ANY:
-        return 2
-    return 1 if key.identity >= CIDR_IDENTITY_BASE else 0
+class _Sides:
+    """What one endpoint's side (direction) does at each end of the change, as far as
+    a key's value at the middle depends on it."""
+
+    def __init__(self, installed: MapContents, desired: MapContents,
+                 changed_endpoints: list[tuple[Any, EndpointEntry]],
+                 changed_ipcache: list[tuple[Any, Any]], stale_ipcache: list[Any]) -> None:
+        self._contents = (installed, desired)
+        self._by_ep: tuple[dict[int, EndpointEntry], dict[int, EndpointEntry]] | None = None
+        # Only an identity that an address takes or leaves in this plan can be one that
+        # no address resolves to at one end: the others are not looked at.
+        moving: set[int] = set()
+        for ip, entry in changed_endpoints:
+            moving.add(entry.identity)
+            old = installed.endpoints.get(ip)
+            if old is not None:
+                moving.add(old.identity)
+        for entry in [v for _, v in changed_ipcache] + [
+                installed.ipcache[k] for k in stale_ipcache] + [
+                installed.ipcache[k] for k, _ in changed_ipcache if k in installed.ipcache]:
+            moving.update((entry.identity, entry.cidr_identity))
+        self._moving = moving - {0, ReservedIdentity.ANY, ReservedIdentity.WORLD}
+        self._members: tuple[set[int], set[int]] | None = None
+
+    def endpoint(self, end: int, ep_id: int) -> EndpointEntry | None:
+        if self._by_ep is None:
+            self._by_ep = tuple(  # type: ignore[assignment]
+                {e.ep_id: e for e in c.endpoints.values()} for c in self._contents)
+        assert self._by_ep is not None
+        return self._by_ep[end].get(ep_id)
+
+    def unresolved(self, end: int, identity: int) -> bool:
+        """No address resolves to `identity` at that end (no packet can carry it)."""
+        if identity not in self._moving:
+            return False
+        if self._members is None:
+            self._members = tuple(  # type: ignore[assignment]
+                {e.identity for e in c.endpoints.values()}
+                | {i for e in c.ipcache.values() for i in (e.identity, e.cidr_identity)}
+                for c in self._contents)
+        assert self._members is not None
+        return identity not in self._members[end]
 
 
-def effective(policy: Mapping[Any, Any], key: PolicyKey) -> PolicyValue | None:
+def _covers(sides: _Sides, end: int, policy: Mapping[Any, Any], lengths: Iterable[int],
+            key: PolicyKey, value: PolicyValue) -> tuple[bool, int]:
+    """Whether that end forwards, once the Admin tier passes, every packet a lookup of
+    `key` serves (its value there is `value`), and a NetworkPolicy ref that says so."""
+    ep = sides.endpoint(end, key.ep_id)
+    if ep is None:
+        return False, 0
+    ingress = key.direction == Direction.INGRESS
+    if not (ep.ingress_isolated if ingress else ep.egress_isolated):
+        return not (ep.ingress_tiered if ingress else ep.egress_tiered), 0
+    if value.policy_ref:
+        return True, value.policy_ref
+    if key.identity != ReservedIdentity.ANY:
+        # The any-peer lookup of the same ports answers for every peer (a compiled state's
+        # narrower keys keep a wider key's allow, policy_compiler.py).
+        anyone = effective(policy, PolicyKey(key.ep_id, key.direction, ReservedIdentity.ANY,
+                                              key.protocol, key.port, key.port_bits),
+                           lengths)
+        if anyone is not None and anyone.policy_ref:
+            return True, anyone.policy_ref
+    if ep.ingress_audit if ingress else ep.egress_audit:
+        return True, 0
+    return sides.unresolved(end, key.identity), 0
+
+
+def _middle_policy(installed: Mapping[Any, Any], desired: Mapping[Any, Any],
+                   changed: list[tuple[PolicyKey, PolicyValue]], stale: list[PolicyKey],
+                   sides: _Sides) -> dict[PolicyKey, PolicyValue | None]:
+    """Each changing key's value at the middle of the plan (None: absent there), when
+    every side forwards only what both ends forward: the tiers that differ hold the
+    changing deny, and the NetworkPolicy allow stays only where both ends forward all
+    the key serves. A key that comes or goes is absent there when its wider key answers
+    the same, which saves it a write."""
+    middle: dict[PolicyKey, PolicyValue | None] = {}
+    if not changed and not stale:
+        return middle
+    count = len(changed) + len(stale)
+    old_lengths = port_lengths(installed, count)
+    new_lengths = port_lengths(desired, count)
+    both_lengths = sorted({*old_lengths, *new_lengths}, reverse=True)
+    keys = [(k, installed.get(k) or effective(installed, k, old_lengths) or PolicyValue(), v)
+            for k, v in changed]
+    keys += [(k, installed[k], effective(desired, k, new_lengths) or PolicyValue())
+             for k in stale]
+    keys.sort(key=lambda item: item[0].prefixlen)  # wider keys first
+    for key, old, new in keys:
+        old_ok, old_ref = _covers(sides, 0, installed, old_lengths, key, old)
+        new_ok, new_ref = _covers(sides, 1, desired, new_lengths, key, new)
+        ref = (new.policy_ref or old.policy_ref or new_ref or old_ref) if old_ok and new_ok else 0
+        value = PolicyValue(ref, _tier_interim(new.admin, old.admin),
+                            _tier_interim(new.baseline, old.baseline))
+        if (key not in installed or key not in desired) \
+                and value == _middle_effective(middle, installed, key, both_lengths):
+            middle[key] = None
+        else:
+            middle[key] = value
+    return middle
+
+
+def _middle_effective(middle: Mapping[PolicyKey, PolicyValue | None],
+                      installed: Mapping[Any, Any], key: PolicyKey,
+                      lengths: Iterable[int]) -> PolicyValue:
+    """What a lookup of `key`'s ports gets at the middle from `key`'s wider keys."""
+    if key.protocol is Protocol.ANY:
+        return PolicyValue()
+    ep_id, direction, identity, protocol, port, bits = key
+    wider = [PolicyKey(ep_id, direction, identity, protocol, port & PORT_MASKS[fixed], fixed)
+             for fixed in lengths if fixed < bits]
+    for candidate in [*wider, PolicyKey(ep_id, direction, identity)]:
+        if candidate in middle:
+            found = middle[candidate]
+            if found is not None:
+                return found
+        elif candidate in installed:
+            return installed[candidate]  # type: ignore[no-any-return]
+    return PolicyValue()
+
+
+def effective(policy: Mapping[Any, Any], key: PolicyKey,
+              lengths: Iterable[int] = range(15, -1, -1)) -> PolicyValue | None:
     """What a lookup that `key` would serve returns from `policy`: its value, or that of
-    the longest wider key of its identity (None: none)."""
+    the longest wider key of its identity (None: none). `lengths`, longest first, are
+    the port prefix lengths worth trying (those the map holds)."""
     found = policy.get(key)
-    if found is not None:
+    if found is not None or key.protocol is Protocol.ANY:
         return found  # type: ignore[no-any-return]
-    for wider in reversed(list(wider_keys(key))):
-        found = policy.get(wider)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
-    return None
+    ep_id, direction, identity, protocol, port, bits = key
+    for fixed in lengths:
+        if fixed < bits:
+            # A plain tuple hashes and compares as the PolicyKey it spells, made faster.
+            found = policy.get((ep_id, direction, identity, protocol, port & PORT_MASKS[fixed],
+                                fixed))
+            if found is not None:
+                return found  # type: ignore[no-any-return]
+    return policy.get((ep_id, direction, identity, Protocol.ANY, 0, 0))  # type: ignore[no-any-return]
 
 
-def interim(value: PolicyValue, other: PolicyValue | None) -> PolicyValue:
-    """What a key holds while it changes from or to `other`: `value`'s allow, else
-    `other`'s, and in each tier the changing deny where the two differ."""
-    if other is None:
-        other = PolicyValue()
-    return PolicyValue(value.policy_ref or other.policy_ref,
-                       _tier_interim(value.admin, other.admin),
-                       _tier_interim(value.baseline, other.baseline))
+def port_lengths(policy: Mapping[Any, Any], lookups: int) -> Iterable[int]:
+    """The port prefix lengths to try for `lookups` fallbacks in `policy`, longest first:
+    those its keys hold when reading every key costs less than trying all 16."""
+    if lookups * 16 < len(policy):
+        return range(15, -1, -1)
+    return sorted({key.port_bits for key in policy}, reverse=True)
 
 
 def _tier_interim(a: TierVerdict | None, b: TierVerdict | None) -> TierVerdict | None:
@@ -227,12 +361,17 @@ def _tier_interim(a: TierVerdict | None, b: TierVerdict | None) -> TierVerdict |
 
 
 def tightest(old: EndpointEntry, new: EndpointEntry) -> EndpointEntry:
-    """The endpoint while it changes from `old` to `new`: isolated and tiered where
-    either is, audit only where each that isolates audits."""
+    """The endpoint at the middle of a change from `old` to `new`: isolated and tiered
+    where either is, audit only where each end forwards what no allow covers (it audits,
+    or neither isolates nor tiers)."""
     def audit(ingress: bool) -> bool:
-        sides = [(e.ingress_isolated, e.ingress_audit) if ingress
-                 else (e.egress_isolated, e.egress_audit) for e in (old, new)]
-        return any(iso for iso, _ in sides) and all(a for iso, a in sides if iso)
+        def forwards_all(e: EndpointEntry) -> bool:
+            if ingress:
+                return e.ingress_audit if e.ingress_isolated else not e.ingress_tiered
+            return e.egress_audit if e.egress_isolated else not e.egress_tiered
+        isolated = any(e.ingress_isolated if ingress else e.egress_isolated
+                       for e in (old, new))
+        return isolated and forwards_all(old) and forwards_all(new)
     return dataclasses.replace(
         new,
         ingress_isolated=new.ingress_isolated or old.ingress_isolated,
