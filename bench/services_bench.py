@@ -112,12 +112,14 @@ class Kernel:
         if self.dp is not None:
             programmer.apply(self.dp, ops)
 
-    def check(self, desired: MapContents) -> None:
+    def check(self, desired: MapContents,
+              maps: tuple[str, ...] = ("lb_services", "lb_backends")) -> None:
+        """Raise unless the kernel's `maps` (MapContents fields) hold what the model does."""
         if self.dp is not None:
             live = programmer.read_installed(self.dp)
-            if (live.lb_services, live.lb_backends) != (desired.lb_services,
-                                                        desired.lb_backends):
-                raise RuntimeError("the kernel's maps differ from the model")
+            differ = [m for m in maps if getattr(live, m) != getattr(desired, m)]
+            if differ:
+                raise RuntimeError(f"the kernel's maps differ from the model: {differ}")
 
     def close(self) -> None:
         if self.dp is not None:
