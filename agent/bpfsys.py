@@ -26,6 +26,7 @@ BPF_OBJ_GET = 7
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_UPDATE_BATCH = 26
 BPF_MAP_DELETE_BATCH = 27
 BPF_LINK_CREATE = 28
 BPF_LINK_UPDATE = 29
@@ -296,8 +297,26 @@ def lookup_batch(fd: int, keys: ctypes.Array, values: ctypes.Array,
     return attr.count, True
 
 
-def delete_batch(fd: int, keys: ctypes.Array, count: int) -> int:
-    """Delete the first count keys; returns how many were deleted."""
+def update_batch(fd: int, keys: ctypes._CData, values: ctypes._CData, count: int,
+                 flags: int = BPF_ANY) -> None:
+    """Write `count` entries, the keys and values laid end to end in two buffers, in
+    their order: the kernel writes one element after the other, each seen by packets as
+    soon as it is written, as `count` updates would be, in one system call."""
+    if count == 0:
+        return
+    attr = _BatchAttr(keys=_addr(keys), values=_addr(values), count=count, map_fd=fd,
+                      elem_flags=flags)
+    ret = _libc.syscall(_SYS_BPF, BPF_MAP_UPDATE_BATCH, ctypes.byref(attr),
+                        ctypes.sizeof(attr))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise BpfError(err, f"bpf update batch on map fd {fd} (entry {attr.count} of "
+                            f"{count}): {os.strerror(err)}")
+
+
+def delete_batch(fd: int, keys: ctypes._CData, count: int) -> int:
+    """Delete the first count keys, in order, stopping at the first that is absent;
+    returns how many were deleted before it (count when none is absent)."""
     if count == 0:
         return 0
     attr = _BatchAttr(keys=_addr(keys), count=count, map_fd=fd)

@@ -66,6 +66,36 @@ class BpfMap(Generic[K, V]):
     def delete(self, key: K) -> bool:
         return bpfsys.delete(self.fd, key)
 
+    def update_batch(self, keys: bytes, values: bytes) -> None:
+        """Write entries given as their keys' and values' bytes laid end to end, in order
+        (one system call; each entry is seen as soon as it is written)."""
+        count = self._count(keys, self.key_type)
+        if self._count(values, self.value_type) != count:
+            raise ValueError(f"map {self.name}: {count} keys but "
+                             f"{len(values) // ctypes.sizeof(self.value_type)} values")
+        bpfsys.update_batch(self.fd, _buffer(keys), _buffer(values), count)
+
+    def delete_batch(self, keys: bytes) -> int:
+        """Delete the entries of keys laid end to end, in order; an absent key is skipped.
+        Returns how many were deleted."""
+        size = ctypes.sizeof(self.key_type)
+        count = self._count(keys, self.key_type)
+        buffer = _buffer(keys)
+        deleted = done = 0
+        while done < count:
+            rest = (ctypes.c_char * ((count - done) * size)).from_buffer(buffer, done * size)
+            step = bpfsys.delete_batch(self.fd, rest, count - done)
+            deleted += step
+            done += step + 1  # the one after those deleted is absent: skip it
+        return deleted
+
+    def _count(self, data: bytes, c_type: type[Any]) -> int:
+        size = ctypes.sizeof(c_type)
+        if len(data) % size:
+            raise ValueError(f"map {self.name}: {len(data)} bytes is not a whole number "
+                             f"of {c_type.__name__} ({size} bytes)")
+        return len(data) // size
+
     def keys(self) -> Iterator[K]:
         """Keys by GET_NEXT_KEY; entries deleted meanwhile may restart the walk (kernel rule)."""
         prev: K | None = None
@@ -114,6 +144,10 @@ class BpfMap(Generic[K, V]):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _buffer(data: bytes) -> ctypes.Array[ctypes.c_char]:
+    return (ctypes.c_char * max(len(data), 1)).from_buffer_copy(data or b"\0")
 
 
 S = TypeVar("S", bound="ctypes.Structure | ctypes._SimpleCData")

@@ -8,7 +8,11 @@ it diffs its freshly computed model against what the kernel holds, not against n
 from __future__ import annotations
 
 import ctypes
+import functools
 import ipaddress
+import itertools
+import socket
+import struct
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -85,17 +89,49 @@ def policy_key(key: PolicyKey) -> structs.PolicyKey:
                              proto=int(key.protocol), dport=structs.port_be(key.port))
 
 
+# structs.PolicyKey's bytes (packed, dport in network order), made without a ctypes
+# object: a tiered change writes thousands of keys (checked against it below).
+_POLICY_KEY = struct.Struct("=IIBIBH")
+if _POLICY_KEY.size != ctypes.sizeof(structs.PolicyKey):
+    raise ImportError("programmer's policy key layout differs from structs.PolicyKey")
+
+
+def policy_key_bytes(key: PolicyKey) -> bytes:
+    """bytes(policy_key(key)), faster."""
+    return _POLICY_KEY.pack(key.prefixlen, key.ep_id, key.direction, key.identity,
+                            key.protocol, socket.htons(key.port))
+
+
+@functools.lru_cache(maxsize=4096)
+def policy_value_bytes(value: PolicyValue) -> bytes:
+    """bytes(policy_value(value)): a change writes a few distinct values many times."""
+    return bytes(policy_value(value))
+
+
 def apply(datapath: Datapath, ops: list[Operation]) -> None:
     """Write the operations in order; each is one bpf(2) call, but a frontend's, which
-    is its slots in the order lbslots.frontend_writes gives.
+    is its slots in the order lbslots.frontend_writes gives, and a run of policy writes
+    (or of policy deletes), which is one batch call that the kernel carries out entry by
+    entry in the same order (a packet sees the same states between entries as between
+    single calls).
 
     Keys and values are those of agent/entries.py for the map an operation names:
     endpoints by pod IP string, ipcache by IPv4Network, policy by PolicyKey, lb_services
     by FrontendKey (ServiceEntry), lb_backends by backend id (BackendEntry).
     """
-    for op in ops:
-        value = op.value if isinstance(op, Upsert) else None
-        _APPLY[op.map](datapath, op.key, value)
+    for (name, upsert), run in itertools.groupby(
+            ops, key=lambda op: (op.map, isinstance(op, Upsert))):
+        if name is MapName.POLICY:
+            group = list(run)
+            keys = b"".join(policy_key_bytes(cast(PolicyKey, op.key)) for op in group)
+            if upsert:
+                datapath.policy.update_batch(keys, b"".join(
+                    policy_value_bytes(cast(Upsert, op).value) for op in group))
+            else:
+                datapath.policy.delete_batch(keys)
+            continue
+        for op in run:
+            _APPLY[op.map](datapath, op.key, cast(Upsert, op).value if upsert else None)
 
 
 def _apply_endpoint(datapath: Datapath, key: object, value: EndpointEntry | None) -> None:
@@ -110,13 +146,6 @@ def _apply_ipcache(datapath: Datapath, key: object, value: IpcacheEntry | None) 
         datapath.delete_ipcache(str(key))
     else:
         datapath.set_ipcache(str(key), ipcache_value(value))
-
-
-def _apply_policy(datapath: Datapath, key: object, value: PolicyValue | None) -> None:
-    if value is None:
-        datapath.delete_policy(policy_key(cast(PolicyKey, key)))
-    else:
-        datapath.set_policy(policy_key(cast(PolicyKey, key)), policy_value(value))
 
 
 def _apply_frontend(datapath: Datapath, key: object, value: ServiceEntry | None) -> None:
@@ -137,10 +166,10 @@ def _apply_backend(datapath: Datapath, key: object, value: BackendEntry | None) 
         datapath.lb_backends.update(backend_id, lbslots.backend_value(value))
 
 
+# The policy map's writes are batched in apply().
 _APPLY: dict[MapName, Callable[[Datapath, Any, Any], None]] = {
     MapName.ENDPOINTS: _apply_endpoint,
     MapName.IPCACHE: _apply_ipcache,
-    MapName.POLICY: _apply_policy,
     MapName.LB_SERVICES: _apply_frontend,
     MapName.LB_BACKENDS: _apply_backend,
 }
