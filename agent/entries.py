@@ -98,9 +98,10 @@ class PolicyKey(NamedTuple):
         return POLICY_PREFIX_ANY_PORT + self.port_bits
 
 
-@dataclass(frozen=True, order=True)
-class TierVerdict:
-    """A cluster policy tier's say at one key: the earliest rule there (lowest rank)."""
+class TierVerdict(NamedTuple):
+    """A cluster policy tier's say at one key: the earliest rule there (lowest rank).
+
+    Tuples, like PolicyKey: a tiered change makes and compares tens of thousands."""
 
     rank: int  # the rule's place in its tier, from 1; 0 is reconcile's changing deny
     action: PolicyAction
@@ -112,8 +113,7 @@ class TierVerdict:
 CHANGING = TierVerdict(0, PolicyAction.DENY, 0)
 
 
-@dataclass(frozen=True)
-class PolicyValue:
+class PolicyValue(NamedTuple):
     # Index into the agent's table of "namespace/name"; names the allowing
     # NetworkPolicy, 0 when none allows at this key.
     policy_ref: int = 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from podwire.agent.entries import (
     PolicyKey,
@@ -113,12 +113,20 @@ def compile_rules(ep_id: int, rules: Iterable[ResolvedRule]) -> dict[PolicyKey, 
 
 def merge(value: PolicyValue | None, rule: ResolvedRule) -> PolicyValue:
     """A key's value once `rule` also produces it."""
-    value = value or PolicyValue()
+    # Values made directly, not by dataclasses.replace: a tiered change merges tens of
+    # thousands.
+    if value is None:
+        value = _EMPTY
     if rule.verdict is None:
-        return value if value.policy_ref else replace(value, policy_ref=rule.policy_ref)
+        return value if value.policy_ref else PolicyValue(rule.policy_ref, value.admin,
+                                                          value.baseline)
     if rule.tier is Tier.ADMIN:
-        return replace(value, admin=_earliest(value.admin, rule.verdict))
-    return replace(value, baseline=_earliest(value.baseline, rule.verdict))
+        return PolicyValue(value.policy_ref, _earliest(value.admin, rule.verdict),
+                           value.baseline)
+    return PolicyValue(value.policy_ref, value.admin, _earliest(value.baseline, rule.verdict))
+
+
+_EMPTY = PolicyValue()
 
 
 def _earliest(a: TierVerdict | None, b: TierVerdict | None) -> TierVerdict | None:

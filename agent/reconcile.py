@@ -251,29 +251,59 @@ class _Sides:
         return identity not in self._members[end]
 
 
-def _covers(sides: _Sides, end: int, policy: Mapping[Any, Any], lengths: Iterable[int],
-            key: PolicyKey, value: PolicyValue) -> tuple[bool, int]:
-    """Whether that end forwards, once the Admin tier passes, every packet a lookup of
-    `key` serves (its value there is `value`), and a NetworkPolicy ref that says so."""
-    ep = sides.endpoint(end, key.ep_id)
-    if ep is None:
-        return False, 0
-    ingress = key.direction == Direction.INGRESS
-    if not (ep.ingress_isolated if ingress else ep.egress_isolated):
-        return not (ep.ingress_tiered if ingress else ep.egress_tiered), 0
-    if value.policy_ref:
-        return True, value.policy_ref
-    if key.identity != ReservedIdentity.ANY:
-        # The any-peer lookup of the same ports answers for every peer (a compiled state's
-        # narrower keys keep a wider key's allow, policy_compiler.py).
-        anyone = effective(policy, PolicyKey(key.ep_id, key.direction, ReservedIdentity.ANY,
-                                              key.protocol, key.port, key.port_bits),
-                           lengths)
-        if anyone is not None and anyone.policy_ref:
-            return True, anyone.policy_ref
-    if ep.ingress_audit if ingress else ep.egress_audit:
-        return True, 0
-    return sides.unresolved(end, key.identity), 0
+class _Covers:
+    """Whether an end forwards, once the Admin tier passes, every packet a lookup of a
+    key serves (its value there given), and a NetworkPolicy ref that says so. A tiered
+    change asks this of thousands of keys that share a few endpoints and ports: what
+    depends only on those is worked out once."""
+
+    def __init__(self, sides: _Sides, end: int, policy: Mapping[Any, Any],
+                 lengths: Iterable[int]) -> None:
+        self._sides, self._end, self._policy, self._lengths = sides, end, policy, lengths
+        # By (ep_id, direction): None (no endpoint there), "open" (neither isolated nor
+        # tiered: forwards all), "tiered" (not isolated: forwards what the tiers pass,
+        # not all), "audit" (isolated, audited: forwards all), "isolated".
+        self._side: dict[tuple[int, int], str | None] = {}
+        # The any-peer key's NetworkPolicy ref for the same ports (0: none).
+        self._anyone: dict[tuple[int, int, int, int, int], int] = {}
+
+    def __call__(self, key: PolicyKey, value: PolicyValue) -> tuple[bool, int]:
+        ep_id, direction, identity, protocol, port, bits = key
+        side_key = (ep_id, direction)
+        if side_key in self._side:
+            side = self._side[side_key]
+        else:
+            side = self._side[side_key] = self._side_of(ep_id, direction)
+        if side is None or side == "tiered":
+            return False, 0
+        if side == "open":
+            return True, 0
+        if value.policy_ref:
+            return True, value.policy_ref
+        if identity != ReservedIdentity.ANY:
+            # The any-peer lookup of the same ports answers for every peer (a compiled
+            # state's narrower keys keep a wider key's allow, policy_compiler.py).
+            ports = (ep_id, direction, protocol, port, bits)
+            ref = self._anyone.get(ports)
+            if ref is None:
+                anyone = effective(self._policy, PolicyKey(ep_id, direction,
+                                                           ReservedIdentity.ANY, protocol,
+                                                           port, bits), self._lengths)
+                ref = self._anyone[ports] = anyone.policy_ref if anyone is not None else 0
+            if ref:
+                return True, ref
+        if side == "audit":
+            return True, 0
+        return self._sides.unresolved(self._end, identity), 0
+
+    def _side_of(self, ep_id: int, direction: int) -> str | None:
+        ep = self._sides.endpoint(self._end, ep_id)
+        if ep is None:
+            return None
+        ingress = direction == Direction.INGRESS
+        if not (ep.ingress_isolated if ingress else ep.egress_isolated):
+            return "tiered" if (ep.ingress_tiered if ingress else ep.egress_tiered) else "open"
+        return "audit" if (ep.ingress_audit if ingress else ep.egress_audit) else "isolated"
 
 
 def _middle_policy(installed: Mapping[Any, Any], desired: Mapping[Any, Any],
@@ -296,9 +326,11 @@ def _middle_policy(installed: Mapping[Any, Any], desired: Mapping[Any, Any],
     keys += [(k, installed[k], effective(desired, k, new_lengths) or PolicyValue())
              for k in stale]
     keys.sort(key=lambda item: item[0].prefixlen)  # wider keys first
+    old_covers = _Covers(sides, 0, installed, old_lengths)
+    new_covers = _Covers(sides, 1, desired, new_lengths)
     for key, old, new in keys:
-        old_ok, old_ref = _covers(sides, 0, installed, old_lengths, key, old)
-        new_ok, new_ref = _covers(sides, 1, desired, new_lengths, key, new)
+        old_ok, old_ref = old_covers(key, old)
+        new_ok, new_ref = new_covers(key, new) if old_ok else (False, 0)
         ref = (new.policy_ref or old.policy_ref or new_ref or old_ref) if old_ok and new_ok else 0
         value = PolicyValue(ref, _tier_interim(new.admin, old.admin),
                             _tier_interim(new.baseline, old.baseline))
