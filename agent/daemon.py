@@ -16,7 +16,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from podwire.agent import nodesetup, programmer
+from podwire.agent import heap, nodesetup, programmer
 from podwire.agent.aggregates import AggregateReporter
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
@@ -127,11 +127,12 @@ class Agent:
             self._reconcile()
             self.revision = self._handled_revision
         self.ready, self.not_ready_reason = True, ""
+        frozen = heap.settle()
         # List of every kind, model, full compute and map diff: the resync a restart costs.
         self.startup["resync_seconds"] = time.perf_counter() - sync_started
         self.startup["total_seconds"] = time.perf_counter() - started
-        log.info("event=ready node=%s revision=%d endpoints=%d", self.config.node_name,
-                 self.revision, len(self.state.endpoints))
+        log.info("event=ready node=%s revision=%d endpoints=%d frozen_objects=%d",
+                 self.config.node_name, self.revision, len(self.state.endpoints), frozen)
 
         self._spawn("watch-loop", self._watch_loop)
         self._spawn("flow-reader", self._read_flows)

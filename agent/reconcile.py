@@ -71,7 +71,7 @@ import dataclasses
 import enum
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from podwire.agent.entries import (
     CHANGING,
@@ -94,15 +94,14 @@ class MapName(str, enum.Enum):
     LB_BACKENDS = "lb_backends"
 
 
-@dataclass(frozen=True)
-class Upsert:
+# Tuples, as the keys and values they carry: a tiered change plans tens of thousands.
+class Upsert(NamedTuple):
     map: MapName
     key: Hashable
     value: Any
 
 
-@dataclass(frozen=True)
-class Delete:
+class Delete(NamedTuple):
     map: MapName
     key: Hashable
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podwire.agent import programmer
+from podwire.agent import heap, programmer
 from podwire.agent.desired import LocalEndpoint, NodeState
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
@@ -122,6 +122,7 @@ def _run_model(pods: int, changes: int, kernel: Kernel) -> dict[str, float]:
     apply_to(installed, ops)
     resync = time.perf_counter() - started
     kernel.apply(ops)
+    heap.settle()  # as the agent does once it has synced
     latencies: list[float] = []
     enforced: list[float] = []
     steps = [lambda: state.set_cluster_policy(cluster_policy(0, 5)),
