@@ -30,6 +30,9 @@ BPF_MAP_UPDATE_BATCH = 26
 BPF_MAP_DELETE_BATCH = 27
 BPF_LINK_CREATE = 28
 BPF_LINK_UPDATE = 29
+BPF_ENABLE_STATS = 32
+
+BPF_STATS_RUN_TIME = 0
 
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -224,6 +227,41 @@ def map_info(fd: int) -> MapInfo:
     _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"fd {fd}")
     return MapInfo(info.type, info.id, info.key_size, info.value_size, info.max_entries,
                    info.map_flags, info.name.decode(errors="replace"))
+
+
+class _ProgInfo(ctypes.Structure):
+    """struct bpf_prog_info up to run_cnt (uapi/linux/bpf.h); the kernel fills what fits."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("between", ctypes.c_uint8 * 32),  # lengths, instruction pointers, load time
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
+        ("rest", ctypes.c_uint8 * 112),  # ifindex .. prog_tags
+        ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64),
+    ]
+
+
+def prog_run_stats(fd: int) -> tuple[int, int]:
+    """A program's (run_time_ns, run_cnt) so far: counted only while run time stats are
+    on (enable_run_time_stats)."""
+    info = _ProgInfo()
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"fd {fd}")
+    return info.run_time_ns, info.run_cnt
+
+
+def enable_run_time_stats() -> int:
+    """Count every BPF program's run time and runs until the returned fd is closed (the
+    kernel's bpf_stats_enabled, released with the fd even if the process dies)."""
+    class _StatsAttr(ctypes.Structure):
+        _fields_ = [("type", ctypes.c_uint32)]
+    return _bpf(BPF_ENABLE_STATS, _StatsAttr(type=BPF_STATS_RUN_TIME), "run time stats")
 
 
 def lookup(fd: int, key: ctypes._CData, value: ctypes._CData) -> bool:

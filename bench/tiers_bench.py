@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podwire.agent import heap, programmer
+from podwire.agent import bpfsys, heap, programmer
 from podwire.agent.desired import LocalEndpoint, NodeState
+from podwire.agent.loader import prog_pin
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.bench import tools, traffic
@@ -159,14 +160,15 @@ def _run_model(pods: int, changes: int, kernel: Kernel) -> dict[str, float]:
 # ----------------------------------------------------------------------- conns
 
 
-def tiered_maps(installed: MapContents) -> MapContents:
-    """The bench pair's maps as the agent computes them under 100 x 25 cluster policy
-    rules and 1,000 NetworkPolicies (the pair's endpoints and ipcache as installed)."""
+def tiered_maps(installed: MapContents, cluster_policies: int = 100) -> MapContents:
+    """The bench pair's maps as the agent computes them under `cluster_policies` x 25
+    cluster policy rules and 1,000 NetworkPolicies (the pair's endpoints and ipcache as
+    installed)."""
     state = NodeState("bench")
     model_cluster(state, 2000, "bench")
     for n in range(1000):
         state.set_policy(networkpolicy(n, "bench", "client" if n == 999 else f"app{n % 20}"))
-    for n in range(100):
+    for n in range(cluster_policies):
         state.set_cluster_policy(cluster_policy(n))
     for ip, entry in installed.endpoints.items():
         name = "client" if ip.endswith(".2") else "server"
@@ -181,31 +183,89 @@ def _conn_rate(pair: Pair, seconds: float) -> float:
                                      CONN_PORT, seconds)
 
 
-def run_conns(runs: int, seconds: float) -> tuple[dict[str, list[float]], dict[str, Any]]:
+class RunTime:
+    """The datapath's own time per connection: the kernel's run time of the pair's TC
+    programs (bpf_stats), which the load of other processes on the client's and
+    server's Python loops does not reach, summed over a run and divided by its
+    connections."""
+
+    def __init__(self, pin_dir: Path) -> None:
+        self._stats = bpfsys.enable_run_time_stats()
+        self._progs = [bpfsys.obj_get(str(pin_dir / prog_pin(name)))
+                       for name in ("from_pod", "to_pod")]
+
+    def total_ns(self) -> int:
+        return sum(bpfsys.prog_run_stats(fd)[0] for fd in self._progs)
+
+    def close(self) -> None:
+        for fd in [*self._progs, self._stats]:
+            os.close(fd)
+
+
+def run_conns(runs: int, seconds: float
+              ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, Any]]:
+    """`runs` rounds, each measuring every setting once, in an order that turns each
+    round (drift over a run weighs on neither setting). Returns connections/s and the
+    datapath's ns per connection, by setting, and scalars."""
     lab = Lab(PREFIX)
-    samples: dict[str, list[float]] = {"tiered": [], "none": []}
+    pin_dir = Path(f"/sys/fs/bpf/{PREFIX}-bench")
     try:
-        pair, dp, _ = podwire_pair(lab, Path(f"/sys/fs/bpf/{PREFIX}-bench"))
+        pair, dp, _ = podwire_pair(lab, pin_dir)
+        run_time = RunTime(pin_dir)
+        lab.cleanups.append(run_time.close)
         dp.set_node_config(flow_events=False)  # events have their own benchmark
         bare = programmer.read_installed(dp)
-        # No policy at all: nothing isolated, no entries (the pair as datapath_bench wires it).
-        none = MapContents({ip: dataclasses.replace(e, ingress_isolated=False,
-                                                    egress_isolated=False)
-                            for ip, e in bare.endpoints.items()}, bare.ipcache, {})
-        tiered = tiered_maps(bare)
-        tiered = MapContents(tiered.endpoints, {**bare.ipcache, **tiered.ipcache}, tiered.policy)
+        tiered, netpol = (tiered_maps(bare, n) for n in (100, 0))
+        tiered, netpol = (MapContents(m.endpoints, {**bare.ipcache, **m.ipcache}, m.policy)
+                          for m in (tiered, netpol))
+        settings = {
+            # The pair alone as datapath_bench wires it, no policy at all.
+            "bare": _no_policy(bare),
+            # The same cluster (its 2,000 pods' and 100 nodes' addresses in the ipcache)
+            # without any policy: what the policies alone cost is tiered against this.
+            "none": _no_policy(tiered),
+            # The 1,000 NetworkPolicies alone: the lookups any policy costs, which the
+            # tiers compiled into the same entries should not add to.
+            "networkpolicy": netpol,
+            "tiered": tiered,
+        }
+        samples: dict[str, list[float]] = {name: [] for name in settings}
+        ns_per_conn: dict[str, list[float]] = {name: [] for name in settings}
+        names = list(settings)
         current = bare
-        for _ in range(runs):
-            for name, maps in (("none", none), ("tiered", tiered)):
-                ops = plan(current, maps)
+        for round_ in range(runs):
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                ops = plan(current, settings[name])
                 programmer.apply(dp, ops)
                 apply_to(current, ops)
                 dp.conntrack_gc(time.monotonic_ns() + 10**15)
+                before = run_time.total_ns()
                 samples[name].append(_conn_rate(pair, seconds))
-        entries = len(tiered.policy)
+                ns_per_conn[name].append((run_time.total_ns() - before)
+                                         / (samples[name][-1] * seconds))
+        lengths = sorted({k.port_bits for k in tiered.policy})
+        scalars = {"policy_entries": len(tiered.policy),
+                   "networkpolicy_entries": len(netpol.policy),
+                   "ipcache_entries": len(tiered.ipcache),
+                   "port_prefix_lengths": len(lengths), "runs": runs,
+                   "seconds_per_run": seconds}
     finally:
         lab.close()
-    return samples, {"policy_entries": entries, "runs": runs, "seconds_per_run": seconds}
+    return samples, ns_per_conn, scalars
+
+
+def _no_policy(maps: MapContents) -> MapContents:
+    """The maps with nothing isolated or tiered and no policy entries."""
+    return MapContents({ip: dataclasses.replace(e, ingress_isolated=False, egress_isolated=False,
+                                                ingress_tiered=False, egress_tiered=False,
+                                                ingress_audit=False, egress_audit=False)
+                        for ip, e in maps.endpoints.items()}, maps.ipcache, {})
+
+
+def spread(values: list[float]) -> str:
+    median = statistics.median(values)
+    return (f"median {median:.0f} (min {min(values):.0f}, max {max(values):.0f}, "
+            f"{100 * (max(values) - min(values)) / median:.0f}% spread, {len(values)} runs)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,10 +298,27 @@ def main(argv: list[str] | None = None) -> int:
         tools.require(TOOLS)
         if os.geteuid() != 0:
             parser.error("conns runs as root (namespaces, BPF)")
-        samples, scalars = run_conns(args.runs, args.seconds)
+        samples, ns_per_conn, scalars = run_conns(args.runs, args.seconds)
+        for name, values in samples.items():
+            print(f"new TCP connections/s, {name}: {spread(values)}: "
+                  + " ".join(f"{v:.0f}" for v in values))
+        for name, values in ns_per_conn.items():
+            print(f"datapath ns per connection, {name}: {spread(values)}: "
+                  + " ".join(f"{v:.0f}" for v in values))
+            scalars[f"datapath_ns_per_conn_{name}"] = statistics.median(values)
+        # Each round's ratio: the settings of one round ran seconds apart.
+        ratios = [t / n for t, n in zip(samples["tiered"], samples["none"], strict=True)]
         none, tiered = statistics.median(samples["none"]), statistics.median(samples["tiered"])
-        print(f"new TCP connections/s: none {none:.0f}, tiered {tiered:.0f}, "
-              f"ratio {tiered / none:.3f} ({scalars['policy_entries']} policy entries)")
+        print(f"tiered/none: {tiered / none:.3f} of the medians; per round median "
+              f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}): "
+              + " ".join(f"{r:.3f}" for r in ratios)
+              + f" ({scalars['policy_entries']} policy entries, "
+              f"{scalars['port_prefix_lengths']} port prefix lengths, "
+              f"{scalars['ipcache_entries']} ipcache entries)")
+        scalars["ratio_of_medians"] = tiered / none
+        scalars["ratio_per_round_median"] = statistics.median(ratios)
+        scalars["ratio_per_round_min"] = min(ratios)
+        scalars["ratio_per_round_max"] = max(ratios)
         figures.comparisons.append(Comparison(
             "new TCP connections/s, 100 cluster policies x 25 rules + 1,000 NetworkPolicies",
             "conn/s", True, "tiered", samples, "bar"))
