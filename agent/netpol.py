@@ -13,6 +13,7 @@ ports are ranges. Named ports are the one part that depends on the destination:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 
 from podwire.agent.addresses import IPv4Net
@@ -26,6 +27,7 @@ from podwire.policy import (
     NetworkPolicy,
     Pod,
     PolicyPort,
+    PortRange,
     Rule,
     pods_matching_peer,
     policies_selecting,
@@ -101,7 +103,7 @@ class NetworkPolicyRules:
         named = tuple(p for p in rule.ports if isinstance(p.port, str))
         peers = self._peer_identities(policy, direction, rule_index, rule)
         if not rule.ports or numbered:
-            yield ResolvedRule(map_direction, ref, peers, resolve_ports(numbered, None))
+            yield ResolvedRule(map_direction, ref, peers, _numbered_ports(numbered))
         if not named:
             return
         if direction is PolicyDirection.INGRESS:
@@ -143,3 +145,10 @@ class NetworkPolicyRules:
 
 def _names_ports(rule: Rule) -> bool:
     return any(isinstance(p.port, str) for p in rule.ports)
+
+
+@functools.lru_cache(maxsize=4096)
+def _numbered_ports(ports: tuple[PolicyPort, ...]) -> tuple[PortRange, ...]:
+    """A rule's numbered ports as ranges: the same for every pod, and asked again for
+    every local pod a change redoes."""
+    return tuple(resolve_ports(ports, None))
