@@ -103,7 +103,7 @@ class NetworkPolicyRules:
         named = tuple(p for p in rule.ports if isinstance(p.port, str))
         peers = self._peer_identities(policy, direction, rule_index, rule)
         if not rule.ports or numbered:
-            yield ResolvedRule(map_direction, ref, peers, _numbered_ports(numbered))
+            yield ResolvedRule(map_direction, ref, peers, list(_numbered_ports(numbered)))
         if not named:
             return
         if direction is PolicyDirection.INGRESS:
