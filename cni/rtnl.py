@@ -33,6 +33,8 @@ _RTM_NEWLINK, _RTM_DELLINK, _RTM_GETLINK = 16, 17, 18
 _RTM_NEWADDR = 20
 _RTM_NEWROUTE = 24
 _RTM_NEWNEIGH = 28
+_RTM_NEWQDISC, _RTM_NEWTFILTER = 36, 44
+_NLM_F_REPLACE = 0x100
 
 _IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_LINKINFO, _IFLA_NET_NS_FD = 1, 3, 4, 18, 28
 _IFLA_INFO_KIND, _IFLA_INFO_DATA, _VETH_INFO_PEER = 1, 2, 1
@@ -43,6 +45,11 @@ _IFF_UP = 0x1
 _RT_TABLE_MAIN, _RTPROT_STATIC, _RTN_UNICAST = 254, 4, 1
 _NUD_PERMANENT = 0x80
 IFA_F_NODAD = 0x02  # an IPv6 address usable at once, without duplicate detection
+_TCA_KIND, _TCA_OPTIONS = 1, 2
+_TCA_BPF_FD, _TCA_BPF_NAME, _TCA_BPF_FLAGS = 6, 7, 8
+_TCA_BPF_FLAG_ACT_DIRECT = 1
+_TC_H_CLSACT = 0xFFFFFFF1
+_ETH_P_ALL = 0x0003
 _NLA_TYPE_MASK = 0x3FFF  # without the nested and byte-order flags
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, pid
@@ -50,6 +57,7 @@ _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, cha
 _IFADDR = struct.Struct("=BBBBi")  # ifaddrmsg: family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst/src len, tos, table, proto, scope, type, flags
 _NDMSG = struct.Struct("=BxxxiHBB")  # ndmsg: family, ifindex, state, flags, type
+_TCMSG = struct.Struct("=BxxxiIII")  # tcmsg: family, ifindex, handle, parent, info
 _ATTR = struct.Struct("=HH")
 
 
@@ -230,3 +238,25 @@ def add_neighbour(index: int, ip: IPAddress, mac: str) -> Request:
     return Request(_RTM_NEWNEIGH, _NEW, _NDMSG.pack(_family(ip), index, _NUD_PERMANENT, 0, 0)
                    + _ip(_NDA_DST, ip) + _attr(_NDA_LLADDR, _mac(mac)),
                    f"neighbour {ip} lladdr {mac}")
+
+
+def add_clsact(index: int) -> Request:
+    """The clsact qdisc on link `index`, which holds its ingress and egress filters; one
+    that is there already is kept (create without exclusive: the kernel answers 0)."""
+    return Request(_RTM_NEWQDISC, _NLM_F_CREATE,
+                   _TCMSG.pack(socket.AF_UNSPEC, index, 0xFFFF0000, _TC_H_CLSACT, 0)
+                   + _name(_TCA_KIND, "clsact"), f"clsact on link {index}")
+
+
+def replace_bpf_filter(index: int, parent: int, handle: int, prio: int, prog_fd: int,
+                       name: str) -> Request:
+    """The BPF program `prog_fd` as the direct-action filter (`handle`, `prio`, every
+    protocol) on `parent` (a clsact hook) of link `index`: created, or swapped in place
+    for the one there, so the hook is never without a program."""
+    options = (_u32(_TCA_BPF_FD, prog_fd) + _name(_TCA_BPF_NAME, name)
+               + _u32(_TCA_BPF_FLAGS, _TCA_BPF_FLAG_ACT_DIRECT))
+    info = (prio << 16) | socket.htons(_ETH_P_ALL)
+    return Request(_RTM_NEWTFILTER, _NLM_F_CREATE | _NLM_F_REPLACE,
+                   _TCMSG.pack(socket.AF_UNSPEC, index, handle, parent, info)
+                   + _name(_TCA_KIND, "bpf") + _attr(_TCA_OPTIONS, options),
+                   f"bpf filter {name} on link {index}")
