@@ -85,12 +85,13 @@ def process_cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def sequential(call: Invoke, spaces: list[str], tag: str,
-               server_cpu: Callable[[], float]) -> tuple[list[float], list[float], float]:
-    """ADD then DEL of every pod, one at a time: their latencies, and the CPU per ADD."""
-    started = children_cpu_ms() + server_cpu()
+def sequential(call: Invoke, spaces: list[str], tag: str, server_cpu: Callable[[], float]
+               ) -> tuple[list[float], list[float], tuple[float, float]]:
+    """ADD then DEL of every pod, one at a time: their latencies, and the CPU per ADD of
+    the plugin processes and of the server (the agent)."""
+    plugins, server = children_cpu_ms(), server_cpu()
     adds = [call("ADD", f"{tag}{i}", ns) for i, ns in enumerate(spaces)]
-    cpu = (children_cpu_ms() + server_cpu() - started) / len(spaces)
+    cpu = ((children_cpu_ms() - plugins) / len(spaces), (server_cpu() - server) / len(spaces))
     dels = [call("DEL", f"{tag}{i}", ns) for i, ns in enumerate(spaces)]
     return adds, dels, cpu
 
@@ -169,6 +170,7 @@ def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: list[int],
     server_cpu = {"podwire": lambda: process_cpu_ms(agent_pid), REFERENCE_NAME: lambda: 0.0}
     adds: dict[str, list[float]] = {name: [] for name, _ in plugins}
     cpu: dict[str, list[float]] = {name: [] for name, _ in plugins}
+    agent_cpu: list[float] = []  # podwire's share of `cpu` spent in the agent
     dels: dict[str, list[float]] = {name: [] for name, _ in plugins}
     rates: dict[int, dict[str, list[float]]] = {
         level: {name: [] for name, _ in plugins} for level in concurrency}
@@ -185,7 +187,9 @@ def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: list[int],
                                                          server_cpu[name])
                 adds[name] += seq_adds
                 dels[name] += seq_dels
-                cpu[name].append(seq_cpu)
+                cpu[name].append(sum(seq_cpu))
+                if name == "podwire":
+                    agent_cpu.append(seq_cpu[1])
                 for level in concurrency:
                     rates[level][name].append(
                         concurrent(call, spaces[:level], f"par{level}-{tag}"))
@@ -200,7 +204,8 @@ def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: list[int],
             *(Comparison(f"CNI ADD throughput, {level}-way concurrent", "pods/s", True,
                          "podwire", rates[level]) for level in concurrency)],
         scalars={"shim_start_ms": shim_ms, "venv_start_ms": wrapper_ms, "pods": pods,
-                 "runs": runs, **_paired_ratios(adds, dels, cpu, rates, runs)})
+                 "runs": runs, "agent_cpu_per_add_ms": statistics.median(agent_cpu),
+                 **_paired_ratios(adds, dels, cpu, rates, runs)})
 
 
 def _paired_ratios(adds: dict[str, list[float]], dels: dict[str, list[float]],
@@ -247,6 +252,9 @@ def print_table(figures: Figures, pods: int, runs: int) -> None:
         for name, values in comparison.samples.items():
             print(f"  {name:<20}{_spread(values):>24}")
         print(f"  {'ratio podwire/ref':<20}{_verdict(comparison, comparison.samples):>24}")
+        if comparison is cpu:
+            print(f"  of podwire's, in the agent: {figures.scalars['agent_cpu_per_add_ms']:.1f} "
+                  f"(median of the runs; the rest is the shim)")
     paired = [key.removesuffix("_ratio_min") for key in figures.scalars
               if key.endswith("_ratio_min")]
     print(f"\npodwire/ref of each run's own pair, min..max over {runs} runs: " + ", ".join(
