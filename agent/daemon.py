@@ -271,14 +271,16 @@ class Agent:
 
     def _endpoint_added(self, endpoint: Endpoint) -> None:
         assert self.datapath is not None
-        with self.lock:
-            # Programs first: until the endpoint entry exists they drop its traffic.
-            self.datapath.attach_endpoint(endpoint.host_ifindex)
-            local = _local(endpoint)
-            if local is not None:
+        # Programs first: until the endpoint entry exists they drop its traffic.
+        # Attaching touches only this pod's veth, so concurrent ADDs do it in parallel
+        # and only the model and the maps wait for the lock.
+        self.datapath.attach_endpoint(endpoint.host_ifindex)
+        local = _local(endpoint)
+        if local is not None:
+            with self.lock:
                 self.state.add_endpoint(local)
                 self._reconcile()
-        if local is None:
+        else:
             # The programs are attached and drop its IPv6 packets (UNSUPPORTED_L3):
             # nothing to program until the datapath speaks IPv6.
             log.warning("event=endpoint_ipv6_only pod=%s ips=%s ifname=%s", endpoint.pod,

@@ -44,6 +44,7 @@ from podwire.bpf.constants import (
     EventsLost,
     metrics_index,
 )
+from podwire.cni.rtnl import Rtnl
 from podwire.common.netns import in_netns, iproute
 
 log = logging.getLogger(__name__)
@@ -211,10 +212,13 @@ class Datapath:
     # Attaching
 
     def attach_endpoint(self, host_ifindex: int) -> None:
-        """from_pod on the host veth's ingress, to_pod on its egress."""
-        ipr = self._iproute()
-        tc.attach(ipr, host_ifindex, "ingress", self._prog("from_pod"))
-        tc.attach(ipr, host_ifindex, "egress", self._prog("to_pod"))
+        """from_pod on the host veth's ingress, to_pod on its egress. Safe to call from
+        several threads at once: each call has a netlink socket of its own."""
+        with in_netns(self.netns):
+            sock = Rtnl()
+        with sock:
+            tc.attach_hooks(sock, host_ifindex, {"ingress": self._prog("from_pod"),
+                                                 "egress": self._prog("to_pod")})
 
     def detach_endpoint(self, host_ifindex: int) -> None:
         tc.detach(self._iproute(), host_ifindex)

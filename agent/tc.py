@@ -1,8 +1,10 @@
-"""Attach pinned TC programs with pyroute2: clsact qdisc, bpf filter in direct-action.
+"""Attach pinned TC programs: clsact qdisc, bpf filter in direct-action.
 
 Filters are written with `replace` on a fixed handle and priority, so re-attaching
 (an agent restart, a new program) swaps the program in one netlink call and the
-link is never without one.
+link is never without one. A pod's veth, attached on every ADD, takes its qdisc and
+both filters in one round trip of podwire's own rtnetlink client (`attach_hooks`);
+the node's devices, attached once, and the reads go through pyroute2.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podwire.agent import bpfsys
+from podwire.cni import rtnl
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,33 @@ def attach(ipr: IPRoute, ifindex: int, hook: str, prog_path: str) -> None:
     finally:
         os.close(fd)
     log.info("event=tc_attach ifindex=%d hook=%s prog=%s", ifindex, hook, prog_path)
+
+
+def _handle(text: str) -> int:
+    """A tc handle written 'major:minor' (hex) as the kernel's u32."""
+    major, minor = text.split(":")
+    return (int(major, 16) << 16) | int(minor or "0", 16)
+
+
+def attach_hooks(sock: rtnl.Rtnl, ifindex: int, programs: dict[str, str]) -> None:
+    """Attach a pinned program on each of ifindex's hooks ({'ingress': path, ...}): the
+    clsact qdisc and every filter in one netlink round trip."""
+    unknown = set(programs) - set(PARENTS)
+    if unknown:
+        raise ValueError(f"unknown tc hook {sorted(unknown)}; use 'ingress' or 'egress'")
+    fds: list[int] = []
+    try:
+        for path in programs.values():
+            fds.append(bpfsys.obj_get(path))
+        sock.run(rtnl.add_clsact(ifindex), *(
+            rtnl.replace_bpf_filter(ifindex, _handle(PARENTS[hook]), FILTER_HANDLE,
+                                    FILTER_PRIO, fd, os.path.basename(path))
+            for (hook, path), fd in zip(programs.items(), fds, strict=True)))
+    finally:
+        for fd in fds:
+            os.close(fd)
+    log.info("event=tc_attach ifindex=%d hooks=%s", ifindex,
+             ",".join(f"{hook}:{path}" for hook, path in programs.items()))
 
 
 def detach(ipr: IPRoute, ifindex: int) -> None:

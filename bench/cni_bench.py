@@ -7,11 +7,15 @@ is served by the same stand-in agent the CNI tests use (tests/integration/cni_ag
     .venv/bin/python bench/cni_bench.py [--pods 50] [--concurrency 8 64] [--runs 3]
 
 Prints ADD and DEL latency (median, p95) for sequential pods, concurrent ADD throughput
-at each concurrency, and the shim's start time against a console-script style start.
+at each concurrency, the CPU one sequential ADD costs (the plugin processes, and for
+podwire the agent's share too: on a busy node that, not the wall time, is what
+concurrent ADDs queue for), and the shim's start time against a console-script style
+start.
 Every figure is measured `runs` times, podwire and the reference alternating within
 each run so load from elsewhere on the machine falls on both; the table gives the
 spread beside each median and says where the spreads overlap, which is where this
-machine's noise hides the difference.
+machine's noise hides the difference, and the ratio of each run's pair of medians
+(min..max over the runs: the two sides of one run saw the same load).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -67,10 +72,28 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1]
 
 
-def sequential(call: Invoke, spaces: list[str], tag: str) -> tuple[list[float], list[float]]:
+def children_cpu_ms() -> float:
+    """CPU of every finished child process of this one and their children (the plugins
+    a runtime would have run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def process_cpu_ms(pid: int) -> float:
+    """CPU of a running process, all its threads (the agent serving podwire's calls)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def sequential(call: Invoke, spaces: list[str], tag: str, server_cpu: Callable[[], float]
+               ) -> tuple[list[float], list[float], tuple[float, float]]:
+    """ADD then DEL of every pod, one at a time: their latencies, and the CPU per ADD of
+    the plugin processes and of the server (the agent)."""
+    plugins, server = children_cpu_ms(), server_cpu()
     adds = [call("ADD", f"{tag}{i}", ns) for i, ns in enumerate(spaces)]
+    cpu = ((children_cpu_ms() - plugins) / len(spaces), (server_cpu() - server) / len(spaces))
     dels = [call("DEL", f"{tag}{i}", ns) for i, ns in enumerate(spaces)]
-    return adds, dels
+    return adds, dels, cpu
 
 
 def overlap(a: list[float], b: list[float]) -> bool:
@@ -142,7 +165,12 @@ def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: list[int],
         return invoke(REFERENCE / "bridge", reference_conf, command, cid, ns)
 
     plugins = (("podwire", podwire), (REFERENCE_NAME, reference))
+    assert agent.proc is not None
+    agent_pid = agent.proc.pid  # nsenter execs the agent: the same process
+    server_cpu = {"podwire": lambda: process_cpu_ms(agent_pid), REFERENCE_NAME: lambda: 0.0}
     adds: dict[str, list[float]] = {name: [] for name, _ in plugins}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in plugins}
+    agent_cpu: list[float] = []  # podwire's share of `cpu` spent in the agent
     dels: dict[str, list[float]] = {name: [] for name, _ in plugins}
     rates: dict[int, dict[str, list[float]]] = {
         level: {name: [] for name, _ in plugins} for level in concurrency}
@@ -155,9 +183,13 @@ def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: list[int],
         for run in range(runs):
             for name, call in plugins:
                 tag = f"{run}{name[:3]}"
-                seq_adds, seq_dels = sequential(call, spaces[:pods], f"seq{tag}")
+                seq_adds, seq_dels, seq_cpu = sequential(call, spaces[:pods], f"seq{tag}",
+                                                         server_cpu[name])
                 adds[name] += seq_adds
                 dels[name] += seq_dels
+                cpu[name].append(sum(seq_cpu))
+                if name == "podwire":
+                    agent_cpu.append(seq_cpu[1])
                 for level in concurrency:
                     rates[level][name].append(
                         concurrent(call, spaces[:level], f"par{level}-{tag}"))
@@ -167,10 +199,28 @@ def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: list[int],
         comparisons=[
             Comparison("CNI ADD latency", "ms", False, "podwire", adds, "distribution"),
             Comparison("CNI DEL latency", "ms", False, "podwire", dels, "distribution"),
+            Comparison("CNI ADD CPU per pod (plugin processes + agent)", "ms", False, "podwire",
+                       cpu),
             *(Comparison(f"CNI ADD throughput, {level}-way concurrent", "pods/s", True,
                          "podwire", rates[level]) for level in concurrency)],
         scalars={"shim_start_ms": shim_ms, "venv_start_ms": wrapper_ms, "pods": pods,
-                 "runs": runs})
+                 "runs": runs, "agent_cpu_per_add_ms": statistics.median(agent_cpu),
+                 **_paired_ratios(adds, dels, cpu, rates, runs)})
+
+
+def _paired_ratios(adds: dict[str, list[float]], dels: dict[str, list[float]],
+                   cpu: dict[str, list[float]], rates: dict[int, dict[str, list[float]]],
+                   runs: int) -> dict[str, float]:
+    """The least and greatest over the runs of podwire/reference, each run's own pair."""
+    def per_run(samples: dict[str, list[float]]) -> list[float]:
+        mine, base = (_runs(samples[n], runs) for n in ("podwire", REFERENCE_NAME))
+        return [statistics.median(m) / statistics.median(b) for m, b in zip(mine, base,
+                                                                               strict=True)]
+
+    figures = {"add": per_run(adds), "del": per_run(dels), "add_cpu": per_run(cpu),
+               **{f"add_{level}way": per_run(r) for level, r in rates.items()}}
+    return {f"{name}_ratio_{end}": fn(values) for name, values in figures.items()
+            for end, fn in (("min", min), ("max", max))}
 
 
 def _spread(values: list[float]) -> str:
@@ -185,7 +235,7 @@ def _verdict(comparison: Comparison, medians_of: dict[str, list[float]]) -> str:
 
 
 def print_table(figures: Figures, pods: int, runs: int) -> None:
-    add, dele, *throughputs = figures.comparisons
+    add, dele, cpu, *throughputs = figures.comparisons
     print(f"\nCNI benchmark: {runs} runs of {pods} pods sequential, then concurrent ADD "
           f"(cniVersion {VERSION}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}); "
           f"median (min..max over runs)\n")
@@ -197,11 +247,19 @@ def print_table(figures: Figures, pods: int, runs: int) -> None:
         for name, values in comparison.samples.items():
             print(f"  {name:<20}{_spread(medians[name]):>24}   p95 {p95(values):.1f}")
         print(f"  {'ratio podwire/ref':<20}{_verdict(comparison, medians):>24}")
-    for comparison in throughputs:
-        print(f"{comparison.metric} [pods/s]")
+    for comparison in (cpu, *throughputs):
+        print(f"{comparison.metric} [{comparison.unit}]")
         for name, values in comparison.samples.items():
             print(f"  {name:<20}{_spread(values):>24}")
         print(f"  {'ratio podwire/ref':<20}{_verdict(comparison, comparison.samples):>24}")
+        if comparison is cpu:
+            print(f"  of podwire's, in the agent: {figures.scalars['agent_cpu_per_add_ms']:.1f} "
+                  f"(median of the runs; the rest is the shim)")
+    paired = [key.removesuffix("_ratio_min") for key in figures.scalars
+              if key.endswith("_ratio_min")]
+    print(f"\npodwire/ref of each run's own pair, min..max over {runs} runs: " + ", ".join(
+        f"{name} {figures.scalars[f'{name}_ratio_min']:.2f}.."
+        f"{figures.scalars[f'{name}_ratio_max']:.2f}" for name in paired))
     shim_ms, wrapper_ms = figures.scalars["shim_start_ms"], figures.scalars["venv_start_ms"]
     print(f"\nshim start (VERSION, median of 30): {shim_ms:.1f} ms as installed "
           f"(python3 -I -S script) vs {wrapper_ms:.1f} ms via the venv + editable finder "

@@ -84,7 +84,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("cni", "cni_bench",
               "CNI ADD/DEL latency and concurrent ADD rate vs bridge + host-local",
               {"quick": ["--pods", "10", "--concurrency", "8"],
-               "full": ["--pods", "50", "--concurrency", "64"]}),
+               "full": ["--pods", "50", "--concurrency", "8", "64", "--runs", "5"]}),
     Benchmark("control-plane", "controlplane_bench",
               "API list and WatchSet resync, write-to-handler latency",
               {"quick": ["--pods", "2000", "--policies", "200", "--writes", "50"],

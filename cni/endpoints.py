@@ -61,11 +61,19 @@ class EndpointStore:
         return self.root / f"{host_ifname}.json"
 
     def put(self, endpoint: Endpoint) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self._path(endpoint.host_ifname)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(dataclasses.asdict(endpoint), sort_keys=True))
-        tmp.replace(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:  # the node's first endpoint
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
+        try:
+            os.write(fd, json.dumps(dataclasses.asdict(endpoint), sort_keys=True).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
 
     def get(self, host_ifname: str) -> Endpoint | None:
         try:

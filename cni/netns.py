@@ -7,6 +7,7 @@ that cannot be entered is the runtime's error, code 3, naming the path.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,9 @@ from pyroute2 import IPRoute
 from podwire.cni.protocol import CniError, Code
 from podwire.cni.rtnl import Rtnl
 from podwire.common import netns
+from podwire.common.netns import CLONE_NEWNET
+
+_NS_GET_NSTYPE = 0xB703  # ioctl: the kind of namespace an nsfs fd is (linux/nsfs.h)
 
 
 @contextmanager
@@ -62,6 +66,14 @@ def opened(path: str) -> Iterator[int]:
         raise CniError(Code.UNKNOWN_CONTAINER, f"network namespace {path} cannot be entered",
                        exc.strerror or str(exc)) from None
     try:
+        # What setns would refuse, a request naming the fd would only answer EINVAL to.
+        try:
+            kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+        except OSError:
+            kind = 0
+        if kind != CLONE_NEWNET:
+            raise CniError(Code.UNKNOWN_CONTAINER, f"network namespace {path} cannot be entered",
+                           "not a network namespace")
         yield fd
     finally:
         os.close(fd)

@@ -24,15 +24,15 @@ from __future__ import annotations
 import errno
 import hashlib
 import ipaddress
+import os
 import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from podwire.cni import netns
+from podwire.cni import netns, rtnl
 from podwire.cni.config import Attachment
 from podwire.cni.protocol import CniError, Code
 from podwire.cni.rtnl import IFA_F_NODAD, NetlinkError, Rtnl
@@ -59,9 +59,17 @@ class Wired:
     pod_mac: str
 
 
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
 def _sysctl(path: str, value: str) -> None:
     # /proc/sys/net is the netns of the writing thread: the node's, here.
-    Path("/proc/sys/net", path).write_text(value)
+    _write(f"/proc/sys/net/{path}", value)
 
 
 def gateway(version: int) -> IPAddress:
@@ -69,20 +77,22 @@ def gateway(version: int) -> IPAddress:
     return GATEWAY if version == 4 else GATEWAY6
 
 
-def _disable_ipv6(ifname: str) -> None:
-    knob = Path("/proc/sys/net/ipv6/conf", ifname, "disable_ipv6")
-    if knob.exists():  # a kernel built without IPv6 has nothing to disable
-        knob.write_text("1")
-
-
-def _quiet_ipv6(ifname: str) -> None:
-    """IPv6 on, without a link-local address or router advertisements: the link's
-    addresses and routes are only the ones wired here. Set before the link goes up,
-    or the kernel makes a link-local address (and solicits routers with it)."""
-    conf = Path("/proc/sys/net/ipv6/conf", ifname)
-    (conf / "addr_gen_mode").write_text("1")
-    (conf / "accept_ra").write_text("0")
-    (conf / "disable_ipv6").write_text("0")
+def _ipv6_knobs(ifname: str, v6: bool) -> None:
+    """Set before the link goes up, in the netns of the calling thread. With an IPv6
+    address to wire: IPv6 on, without a link-local address or router advertisements,
+    so the link's addresses and routes are only the ones wired here (up first, the
+    kernel would make a link-local address and solicit routers with it). Without one:
+    IPv6 off."""
+    conf = f"/proc/sys/net/ipv6/conf/{ifname}"
+    if v6:
+        _write(f"{conf}/addr_gen_mode", "1")
+        _write(f"{conf}/accept_ra", "0")
+        _write(f"{conf}/disable_ipv6", "0")
+        return
+    try:
+        _write(f"{conf}/disable_ipv6", "1")
+    except FileNotFoundError:  # a kernel built without IPv6 has nothing to disable
+        pass
 
 
 def _host_len(ip: IPAddress) -> int:
@@ -96,72 +106,106 @@ def _fail(step: str, exc: Exception) -> CniError:
 def wire(pod_netns: str, ifname: str, host_name: str, ips: Sequence[IPAddress],
          mtu: int) -> Wired:
     """Create and configure the pod's veth with `ips` (one per family); on any failure
-    nothing is left behind."""
-    with netns.rtnl(pod_netns) as pod, Rtnl() as node:
-        if pod.link(ifname) is not None:
-            raise CniError(Code.ALREADY_EXISTS, f"{ifname} already exists in {pod_netns}")
-        # A link with this name belongs to the same attachment: IPAM has just proved
-        # the attachment holds no address, so it is a leftover of an interrupted ADD.
-        _delete(node, host_name)
+    nothing is left behind.
+
+    Five round trips: the veth is made with its peer already in the pod's netns, each
+    end is looked up once, and each side's link, addresses, routes and neighbours go in
+    one batch (cni/rtnl.py).
+    """
+    with Rtnl() as node:
+        with netns.opened(pod_netns) as pod_fd:
+            _create(node, pod_netns, pod_fd, ifname, host_name, mtu)
         try:
-            with netns.opened(pod_netns) as pod_fd:
-                node.add_veth(host_name, ifname, pod_fd, mtu)
-        except NetlinkError as exc:
-            raise _fail("veth creation", exc) from None
-        try:
-            return _configure(node, pod, pod_netns, ifname, host_name, ips)
+            return _configure(node, pod_netns, ifname, host_name, ips)
         except BaseException:
             _delete(node, host_name)
             raise
 
 
-def _configure(node: Rtnl, pod: Rtnl, pod_netns: str, ifname: str, host_name: str,
+def _create(node: Rtnl, pod_netns: str, pod_fd: int, ifname: str, host_name: str,
+            mtu: int) -> None:
+    try:
+        node.add_veth(host_name, ifname, pod_fd, mtu)
+        return
+    except NetlinkError as exc:
+        if exc.errno != errno.EEXIST:
+            raise _fail("veth creation", exc) from None
+    # One of the two names is taken. In the pod that is the runtime's error; on the node
+    # a link of this name belongs to the same attachment, and IPAM has just proved the
+    # attachment holds no address: a leftover of an interrupted ADD, replaced.
+    with netns.rtnl(pod_netns) as pod:
+        if pod.link(ifname) is not None:
+            raise CniError(Code.ALREADY_EXISTS, f"{ifname} already exists in {pod_netns}")
+    _delete(node, host_name)
+    try:
+        node.add_veth(host_name, ifname, pod_fd, mtu)
+    except NetlinkError as exc:
+        raise _fail("veth creation", exc) from None
+
+
+def _configure(node: Rtnl, pod_netns: str, ifname: str, host_name: str,
                ips: Sequence[IPAddress]) -> Wired:
     step = "host veth"
     v6 = any(ip.version == 6 for ip in ips)
     try:
         host = node.link(host_name)
-        pod_link = pod.link(ifname)
-        if host is None or pod_link is None:
+        if host is None:
             raise OSError(errno.ENODEV, "veth vanished while being configured")
-        (host_index, host_mac), (pod_index, pod_mac) = host, pod_link
+        host_index, host_mac = host
         _sysctl(f"ipv4/conf/{host_name}/rp_filter", "0")
         _sysctl("ipv4/ip_forward", "1")
         # Without an IPv6 address the pod gets no IPv6 at all: no link-local chatter
         # (router and neighbour solicitations) that the programs would only drop.
-        if v6:
-            _quiet_ipv6(host_name)
-        else:
-            _disable_ipv6(host_name)
-        with netns.entered(pod_netns):
-            if v6:
-                _quiet_ipv6(ifname)
-            else:
-                _disable_ipv6(ifname)
-        node.set_up(host_index)
+        _ipv6_knobs(host_name, v6)
         step = "pod interface"
-        pod.set_up(pod_index)
-        for ip in ips:
-            pod.add_address(pod_index, ip, _host_len(ip), IFA_F_NODAD if ip.version == 6 else 0)
-        step = "pod routes"
-        for ip in ips:
-            hop = gateway(ip.version)
-            if ip.version == 4:
-                pod.add_route(ipaddress.IPv4Network(f"{hop}/32"), pod_index,
-                              scope=_RT_SCOPE_LINK)
-                pod.add_route(ipaddress.IPv4Network("0.0.0.0/0"), pod_index, gateway=hop)
-            else:
-                # A link-local next hop needs no route of its own: the output device is named.
-                pod.add_route(ipaddress.IPv6Network("::/0"), pod_index, gateway=hop)
-            pod.add_neighbour(pod_index, hop, host_mac)
-        step = "node route"
-        for ip in ips:
-            node.add_route(ipaddress.ip_network(f"{ip}/{_host_len(ip)}"), host_index,
-                           scope=_RT_SCOPE_LINK if ip.version == 4 else 0)
-            node.add_neighbour(host_index, ip, pod_mac)
+        with netns.entered(pod_netns):
+            _ipv6_knobs(ifname, v6)
+            pod = Rtnl()
+        with pod:
+            pod_link = pod.link(ifname)
+            if pod_link is None:
+                raise OSError(errno.ENODEV, "veth vanished while being configured")
+            pod_index, pod_mac = pod_link
+            step = "node route"
+            node.run(*_node_side(host_index, host_name, pod_mac, ips))
+            step = "pod interface"
+            pod.run(*_pod_side(pod_index, ifname, host_mac, ips))
     except OSError as exc:
         raise _fail(step, exc) from None
     return Wired(host_name, host_index, host_mac, pod_index, pod_mac)
+
+
+def _node_side(index: int, name: str, pod_mac: str,
+               ips: Sequence[IPAddress]) -> list[rtnl.Request]:
+    """The host end up, then per family the pod's address routed to it and the pod's
+    permanent neighbour entry."""
+    requests = [rtnl.set_up(index, name)]
+    for ip in ips:
+        requests.append(rtnl.add_route(ipaddress.ip_network(f"{ip}/{_host_len(ip)}"), index,
+                                       scope=_RT_SCOPE_LINK if ip.version == 4 else 0))
+        requests.append(rtnl.add_neighbour(index, ip, pod_mac))
+    return requests
+
+
+def _pod_side(index: int, ifname: str, host_mac: str,
+              ips: Sequence[IPAddress]) -> list[rtnl.Request]:
+    """The pod end up, then per family its address, its routes through the gateway and
+    the gateway's permanent neighbour entry."""
+    requests = [rtnl.set_up(index, ifname)]
+    for ip in ips:
+        requests.append(rtnl.add_address(index, ip, _host_len(ip),
+                                         IFA_F_NODAD if ip.version == 6 else 0))
+        hop = gateway(ip.version)
+        if ip.version == 4:
+            requests.append(rtnl.add_route(ipaddress.IPv4Network(f"{hop}/32"), index,
+                                           scope=_RT_SCOPE_LINK))
+            requests.append(rtnl.add_route(ipaddress.IPv4Network("0.0.0.0/0"), index,
+                                           gateway=hop))
+        else:
+            # A link-local next hop needs no route of its own: the output device is named.
+            requests.append(rtnl.add_route(ipaddress.IPv6Network("::/0"), index, gateway=hop))
+        requests.append(rtnl.add_neighbour(index, hop, host_mac))
+    return requests
 
 
 def _delete(node: Rtnl, host_name: str) -> bool:

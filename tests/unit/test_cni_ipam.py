@@ -97,6 +97,29 @@ def test_concurrent_processes_get_distinct_addresses(tmp_path: Path) -> None:
     assert len(IpamStore(tmp_path, NET).allocations()) == 64
 
 
+def _allocate_then_release_in_process(args: tuple[str, str, str]) -> str:
+    root, reserve_for, release_from = args
+    store = IpamStore(Path(root), NET)
+    store.release(Attachment(release_from, "eth0"))
+    return str(allocate(store, Attachment(reserve_for, "eth0"), "net"))
+
+
+def test_a_process_sees_what_another_process_changed(tmp_path: Path) -> None:
+    # This process's view of the store (read by its first allocation) must not outlive
+    # another process's reservation and release: the store's token says it changed.
+    store = IpamStore(tmp_path, NET)
+    allocate(store, Attachment("c1", "eth0"), "net")
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        theirs = pool.map(_allocate_then_release_in_process, [(str(tmp_path), "c2", "c1")])[0]
+    with pytest.raises(CniError) as err:
+        allocate(store, Attachment("c2", "eth0"), "net")
+    assert err.value.code == Code.ALREADY_EXISTS and theirs in err.value.msg
+    assert store.release(Attachment("c1", "eth0")) == []
+    again = allocate(store, Attachment("c3", "eth0"), "net")
+    assert str(again) != theirs
+    assert sorted(str(a.ip) for a in store.allocations()) == sorted([theirs, str(again)])
+
+
 NET6 = ipaddress.IPv6Network("fd00:10:244:1::/64")
 
 
