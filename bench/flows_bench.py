@@ -6,10 +6,11 @@ Run as root: `.venv/bin/python -m podwire.bench.flows_bench`. It brings up its o
 one-node lab (prefix pwbfl, a real agent and datapath), measures, and takes it down.
 
 - Ingest, with aggregation `none` (one ring buffer event a packet): pod `flood` may not
-  send (an egress deny-all policy), so every packet it sends is one event. hping3 sends
-  UDP at paced rates (a new source port a packet), then at full speed; for each rate the
-  agent's metrics say how many events it read and how many were lost (at any stage). The
-  datapath's POLICY_DENIED counter says how many were emitted.
+  send (an egress deny-all policy), so every packet it sends is one event. Our own
+  sender (bench/udpflood.py: sendmmsg batches paced by the clock; hping3's `-i u<N>`
+  cannot pace above about 10k/s) sends UDP at rising rates, then flat out; for each rate
+  the agent's metrics say how many events it read and how many were lost, at each stage.
+  The datapath's POLICY_DENIED counter says how many were emitted.
 - Forwarding cost, with the agent's aggregation (`connection`): new TCP connections/s
   from pod `client` to pod `server` (connect, RST-close), and denied packets/s under an
   hping3 flood of one flow and of a new flow a packet, with the datapath's flow events
@@ -22,6 +23,7 @@ one-node lab (prefix pwbfl, a real agent and datapath), measures, and takes it d
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -50,8 +52,7 @@ TOOLS = ("nsenter", "hping3")
 PREFIX = "pwbfl"
 CONN_PORT = 12100
 FLOOD_TARGET_PORT = 9
-PACED_INTERVALS_US = (200, 100, 50, 25, 10, 5)  # asks hping3 for 5k .. 200k packets/s
-PACED_MAX_PACKETS = 200_000  # a run's count: hping3 reaches less than it is asked
+PACED_RATES = (25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000)  # packets/s
 PODWIRE = [sys.executable, "-m", "podwire.cli"]
 DENY_EGRESS = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                "metadata": {"name": "flood-no-egress", "namespace": "bench"},
@@ -158,11 +159,23 @@ class IngestRun:
     lost_at: str  # "stage n, ..." of the stages that lost any
 
 
-def ingest(node: Node, label: str, args: list[str], seconds: float | None) -> IngestRun:
+def udpflood(node: Node, rate: float, seconds: float) -> float:
+    """Send UDP from pod flood at `rate`/s (0: flat out) for `seconds`; the wall time
+    the sender took."""
+    out = subprocess.run(
+        [sys.executable, "-m", "podwire.bench.udpflood", "--netns",
+         str(netns.path(node.pod_ns["flood"])), "--to", node.pod_ip["server"], "--port",
+         str(FLOOD_TARGET_PORT), "--rate", str(rate), "--count",
+         str(int(rate * seconds) if rate else 2**62), "--seconds", str(seconds)],
+        capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out)["seconds"])
+
+
+def ingest(node: Node, label: str, rate: float, seconds: float) -> IngestRun:
     """Send, then wait until the agent has read or lost every emitted event."""
     before = Tally.read(node)
     started = time.monotonic()
-    sent_for = hping(node, args, seconds)
+    sent_for = udpflood(node, rate, seconds)
     done: list[Tally] = []
 
     def settled() -> bool:
@@ -317,13 +330,10 @@ def main() -> int:
         rss_before = node.agent_rss_bytes()
         node.datapath.set_node_config(aggregation=Aggregation.NONE)
         try:
-            # hping3 paces by sleeping: the rate it reaches is measured, not the one asked.
-            paced = [ingest(node, f"hping3 -i u{us}",
-                            ["-i", f"u{us}", "-c", str(min(PACED_MAX_PACKETS,
-                                                           int(args.seconds * 1_000_000 // us)))],
-                            None)
-                     for us in PACED_INTERVALS_US]
-            flood = ingest(node, "flood", ["--flood"], args.seconds)
+            # The offered rate printed is the one the datapath counted, not the one asked.
+            paced = [ingest(node, f"paced {rate // 1000}k/s", rate, args.seconds)
+                     for rate in PACED_RATES]
+            flood = ingest(node, "flat out", 0, args.seconds)
         finally:
             node.datapath.set_node_config(aggregation=Aggregation.CONNECTION)
         cost = forwarding_cost(node, args.runs, args.seconds)
