@@ -317,6 +317,10 @@ def write_figures(path: Path, runs: list[IngestRun], lossless: list[float],
             scalars=scalars).write(path)
 
 
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.0f}-{max(values):.0f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per run")
@@ -355,10 +359,14 @@ def main() -> int:
           f"{max(lossless):.0f} events/s" if lossless else "every run lost events")
     print()
     print(f"{'forwarding (median of ' + str(args.runs) + ')':<30} {'events off':>11} "
-          f"{'events on':>10} {'on/off':>7}")
+          f"{'events on':>10} {'on/off':>7}  {'spread off':>15} {'spread on':>15} "
+          f"{'on/off of each pair':>20}")
     for metric, modes in cost.items():
         off, on = statistics.median(modes["off"]), statistics.median(modes["on"])
-        print(f"{metric:<30} {off:>11.0f} {on:>10.0f} {on / off:>7.3f}")
+        pairs = " ".join(f"{a / b:.2f}" for a, b in zip(modes["on"], modes["off"],
+                                                          strict=True))
+        print(f"{metric:<30} {off:>11.0f} {on:>10.0f} {on / off:>7.3f}  "
+              f"{_spread(modes['off']):>15} {_spread(modes['on']):>15}  {pairs}")
     print()
     print(f"one flow flooded {args.seconds:g} s under aggregation connection: "
           f"{one_flow.packets} packets dropped, {one_flow.records} record(s), counts adding "
