@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -91,6 +92,12 @@ class Node:
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f"no VmRSS for agent pid {pid}")
 
+    def agent_cpu_seconds(self) -> float:
+        """User and system CPU time the agent has used, all its threads."""
+        pid = int(self.agent_pidfile.read_text().split()[0])
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         url = f"http://{self.layout.underlay_ip}:9962/metrics"
         with in_netns(self.layout.netns), urllib.request.urlopen(url, timeout=5) as resp:
@@ -125,6 +132,17 @@ class Tally:
         return Tally(self.emitted - other.emitted, self.ingested - other.ingested,
                      self.lost - other.lost,
                      tuple(a - b for a, b in zip(self.by_stage, other.by_stage, strict=True)))
+
+
+
+
+CPU_OF = "agent CPU %, "
+
+
+def cpu_of(metric: str) -> str:
+    """The name of the agent's CPU (% of one core) while a metric's run went on: what
+    reading and reporting its events costs the agent, beside what it costs anyway."""
+    return f"{CPU_OF}{metric.split(',')[-1].strip()}"
 
 
 ONE_FLOW = ["-s", "5000", "-k"]  # hping3: keep source port 5000, one flow
@@ -198,23 +216,28 @@ def denied_per_s(node: Node, seconds: float, args: list[str]) -> float:
 
 
 def forwarding_cost(node: Node, runs: int, seconds: float) -> dict[str, dict[str, list[float]]]:
-    """{metric: {"on"/"off": [per run]}}, runs alternating so drift hits both alike."""
+    """{metric: {"on"/"off": [per run]}}, runs alternating so drift hits both alike; with
+    each metric, the agent's CPU while it ran."""
+    runners: dict[str, Callable[[], float]] = {
+        "conn/s": lambda: traffic.connections_per_s(
+            node.pod_ns["server"], node.pod_ip["server"], node.pod_ns["client"], CONN_PORT,
+            seconds),
+        "denied pkt/s, one flow": lambda: denied_per_s(node, seconds, ONE_FLOW),
+        "denied pkt/s, a flow a packet": lambda: denied_per_s(node, seconds, []),
+    }
     results: dict[str, dict[str, list[float]]] = {
-        name: {"on": [], "off": []}
-        for name in ("conn/s", "denied pkt/s, one flow", "denied pkt/s, a flow a packet")}
+        name: {"on": [], "off": []} for metric in runners for name in (metric, cpu_of(metric))}
     try:
         for _ in range(runs):
             for mode in ("off", "on"):
                 node.datapath.set_node_config(flow_events=mode == "on")
                 # A fresh conntrack a run: earlier runs' entries must not fill the table.
                 node.datapath.conntrack_gc(now_ns=time.monotonic_ns() + 10**13)
-                results["conn/s"][mode].append(traffic.connections_per_s(
-                    node.pod_ns["server"], node.pod_ip["server"], node.pod_ns["client"], CONN_PORT,
-                    seconds))
-                results["denied pkt/s, one flow"][mode].append(
-                    denied_per_s(node, seconds, ONE_FLOW))
-                results["denied pkt/s, a flow a packet"][mode].append(
-                    denied_per_s(node, seconds, []))
+                for metric, run in runners.items():
+                    cpu, started = node.agent_cpu_seconds(), time.monotonic()
+                    results[metric][mode].append(run())
+                    results[cpu_of(metric)][mode].append(
+                        100 * (node.agent_cpu_seconds() - cpu) / (time.monotonic() - started))
     finally:
         node.datapath.set_node_config(flow_events=True)
     return results
@@ -310,10 +333,16 @@ def write_figures(path: Path, runs: list[IngestRun], lossless: list[float],
         scalars[f"{run.label}: offered/s"] = run.offered_per_s
         scalars[f"{run.label}: read/s"] = run.ingest_per_s
         scalars[f"{run.label}: lost"] = float(run.lost)
+    for metric, modes in cost.items():
+        if metric.startswith(CPU_OF):
+            for mode in ("on", "off"):
+                scalars[f"{metric}, events {mode} (median)"] = statistics.median(
+                    modes[mode])
     Figures(comparisons=[Comparison(f"{metric} with flow events on vs off", "/s", True,
                                     "events on", {"events on": modes["on"],
                                                   "events off": modes["off"]}, "bar")
-                         for metric, modes in cost.items()],
+                         for metric, modes in cost.items()
+                         if not metric.startswith(CPU_OF)],
             scalars=scalars).write(path)
 
 
@@ -363,9 +392,11 @@ def main() -> int:
           f"{'on/off of each pair':>20}")
     for metric, modes in cost.items():
         off, on = statistics.median(modes["off"]), statistics.median(modes["on"])
-        pairs = " ".join(f"{a / b:.2f}" for a, b in zip(modes["on"], modes["off"],
-                                                          strict=True))
-        print(f"{metric:<30} {off:>11.0f} {on:>10.0f} {on / off:>7.3f}  "
+        pairs = " ".join(f"{a / b:.2f}" if b else "-" for a, b in zip(modes["on"], modes["off"],
+                                                                        strict=True))
+        ratio = f"{on / off:.3f}" if off else "-"
+        label = f"  {metric}" if metric.startswith(CPU_OF) else metric
+        print(f"{label:<30} {off:>11.0f} {on:>10.0f} {ratio:>7}  "
               f"{_spread(modes['off']):>15} {_spread(modes['on']):>15}  {pairs}")
     print()
     print(f"one flow flooded {args.seconds:g} s under aggregation connection: "
