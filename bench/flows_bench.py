@@ -175,6 +175,7 @@ class IngestRun:
     lost: int
     ingest_per_s: float
     lost_at: str  # "stage n, ..." of the stages that lost any
+    agent_us_per_event: float  # the agent's CPU time over the events it read
 
 
 def udpflood(node: Node, rate: float, seconds: float) -> float:
@@ -192,6 +193,7 @@ def udpflood(node: Node, rate: float, seconds: float) -> float:
 def ingest(node: Node, label: str, rate: float, seconds: float) -> IngestRun:
     """Send, then wait until the agent has read or lost every emitted event."""
     before = Tally.read(node)
+    cpu = node.agent_cpu_seconds()
     started = time.monotonic()
     sent_for = udpflood(node, rate, seconds)
     done: list[Tally] = []
@@ -206,7 +208,8 @@ def ingest(node: Node, label: str, rate: float, seconds: float) -> IngestRun:
     lost_at = ", ".join(f"{stage} {int(n)}" for stage, n in zip(STAGES, delta.by_stage,
                                                                  strict=True) if n)
     return IngestRun(label, delta.emitted / sent_for, int(delta.emitted), int(delta.ingested),
-                     int(delta.lost), delta.ingested / drained, lost_at or "-")
+                     int(delta.lost), delta.ingested / drained, lost_at or "-",
+                     1e6 * (node.agent_cpu_seconds() - cpu) / max(1.0, delta.ingested))
 
 
 def denied_per_s(node: Node, seconds: float, args: list[str]) -> float:
@@ -333,6 +336,7 @@ def write_figures(path: Path, runs: list[IngestRun], lossless: list[float],
         scalars[f"{run.label}: offered/s"] = run.offered_per_s
         scalars[f"{run.label}: read/s"] = run.ingest_per_s
         scalars[f"{run.label}: lost"] = float(run.lost)
+        scalars[f"{run.label}: agent CPU us/event"] = run.agent_us_per_event
     for metric, modes in cost.items():
         if metric.startswith(CPU_OF):
             for mode in ("on", "off"):
@@ -377,10 +381,11 @@ def main() -> int:
         cluster.down(layout)
 
     print(f"{'ingest run':<16} {'offered/s':>10} {'emitted':>9} {'read':>9} {'lost':>8} "
-          f"{'read/s':>9}  lost at")
+          f"{'read/s':>9} {'agent us/event':>15}  lost at")
     for run in [*paced, flood]:
         print(f"{run.label:<16} {run.offered_per_s:>10.0f} {run.emitted:>9} {run.ingested:>9} "
-              f"{run.lost:>8} {run.ingest_per_s:>9.0f}  {run.lost_at}")
+              f"{run.lost:>8} {run.ingest_per_s:>9.0f} {run.agent_us_per_event:>15.2f}  "
+              f"{run.lost_at}")
     lossless = [r.offered_per_s for r in [*paced, flood] if r.lost == 0]
     if args.json:
         write_figures(args.json, [*paced, flood], lossless, cost, one_flow, memory)
