@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
@@ -293,13 +293,17 @@ def _evaluated(event: structs.FlowEvent) -> list[str]:
 class FlowHistory:
     """The last `size` raw flows; followers resume after an entry's `seq`.
 
-    `add` is the ingestion path: it takes a batch, numbers it and appends it, nothing
-    per event but a tuple. Each follower counts what it missed (entries that left the
-    ring before it read them) and `lost` sums them over every follower so far.
+    `add` is the ingestion path: it appends a batch of ring buffer records as they are,
+    bytes objects, nothing per event (a RawFlow made for each cost half the agent's time
+    per event). An entry's seq is its place: the newest is `_next - 1`, as every add
+    numbers what it appends in order. Entries that carry more (counts, a named record)
+    are kept as RawFlow; `_raw` gives every entry as one when read. Each follower counts
+    what it missed (entries that left the ring before it read them) and `lost` sums them
+    over every follower so far.
     """
 
     def __init__(self, size: int) -> None:
-        self._entries: collections.deque[RawFlow] = collections.deque(maxlen=size)
+        self._entries: collections.deque[bytes | RawFlow] = collections.deque(maxlen=size)
         self._next = 0
         self._cond = threading.Condition()
         self.lost = 0
@@ -309,10 +313,8 @@ class FlowHistory:
         if not events:
             return
         with self._cond:
-            first = self._next
             self._next += len(events)
-            self._entries.extend(RawFlow(seq, event)
-                                 for seq, event in enumerate(events, first))
+            self._entries.extend(events)
             self._cond.notify_all()
 
     def add_counted(self, flows: list[tuple[bytes, int, int, int]]) -> None:
@@ -336,13 +338,24 @@ class FlowHistory:
                                  for seq, record in enumerate(records, first))
             self._cond.notify_all()
 
+    def _oldest(self) -> int:
+        """The seq of the oldest entry held (the caller holds the lock)."""
+        return self._next - len(self._entries)
+
+    @staticmethod
+    def _raw(entries: Iterable[bytes | RawFlow], first: int) -> list[RawFlow]:
+        return [entry if isinstance(entry, RawFlow) else RawFlow(seq, entry)
+                for seq, entry in enumerate(entries, first)]
+
     def snapshot(self, count: int | None) -> tuple[list[RawFlow], int]:
         """The last `count` entries (all when None) and the seq of the newest entry
         held, taken together: a follower resumes after it and misses nothing."""
         with self._cond:
-            items = list(self._entries)
-            cursor = self._next - 1
-        return (items if count is None else items[-count:] if count > 0 else []), cursor
+            held = len(self._entries)
+            skip = 0 if count is None else max(0, held - max(0, count))
+            items = list(itertools.islice(self._entries, skip, None))
+            first, cursor = self._oldest() + skip, self._next - 1
+        return self._raw(items, first), cursor
 
     def follow(self, after: int, stop: threading.Event,
                missed: Callable[[int], None] | None = None) -> Iterator[list[RawFlow]]:
@@ -355,23 +368,26 @@ class FlowHistory:
                 if self._next - 1 <= cursor:
                     self._cond.wait(0.5)
                     continue
-                oldest = self._entries[0].seq
+                oldest = self._oldest()
                 skipped = max(0, oldest - cursor - 1)
-                pending = list(itertools.islice(self._entries,
-                                                max(0, cursor + 1 - oldest), None))
+                start = max(0, cursor + 1 - oldest)
+                pending = list(itertools.islice(self._entries, start, None))
+                first = oldest + start
                 self.lost += skipped
             if skipped and missed is not None:
                 missed(skipped)
-            cursor = pending[-1].seq
-            yield pending
+            cursor = first + len(pending) - 1
+            yield self._raw(pending, first)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def memory_bytes(self) -> int:
-        """What the held entries take (tuples and event bytes), for /status."""
+        """What the held entries take (event bytes, and the tuples of those that carry
+        more), for /status."""
         with self._cond:
-            return sum(sys.getsizeof(e) + sys.getsizeof(e.event) for e in self._entries)
+            return sum(sys.getsizeof(e) if isinstance(e, bytes)
+                       else sys.getsizeof(e) + sys.getsizeof(e.event) for e in self._entries)
 
     @staticmethod
     def as_lines(records: Iterator[FlowRecord]) -> Iterator[bytes]:

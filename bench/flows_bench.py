@@ -6,10 +6,11 @@ Run as root: `.venv/bin/python -m podwire.bench.flows_bench`. It brings up its o
 one-node lab (prefix pwbfl, a real agent and datapath), measures, and takes it down.
 
 - Ingest, with aggregation `none` (one ring buffer event a packet): pod `flood` may not
-  send (an egress deny-all policy), so every packet it sends is one event. hping3 sends
-  UDP at paced rates (a new source port a packet), then at full speed; for each rate the
-  agent's metrics say how many events it read and how many were lost (at any stage). The
-  datapath's POLICY_DENIED counter says how many were emitted.
+  send (an egress deny-all policy), so every packet it sends is one event. Our own
+  sender (bench/udpflood.py: sendmmsg batches paced by the clock; hping3's `-i u<N>`
+  cannot pace above about 10k/s) sends UDP at rising rates, then flat out; for each rate
+  the agent's metrics say how many events it read and how many were lost, at each stage.
+  The datapath's POLICY_DENIED counter says how many were emitted.
 - Forwarding cost, with the agent's aggregation (`connection`): new TCP connections/s
   from pod `client` to pod `server` (connect, RST-close), and denied packets/s under an
   hping3 flood of one flow and of a new flow a packet, with the datapath's flow events
@@ -22,6 +23,8 @@ one-node lab (prefix pwbfl, a real agent and datapath), measures, and takes it d
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
@@ -50,8 +53,7 @@ TOOLS = ("nsenter", "hping3")
 PREFIX = "pwbfl"
 CONN_PORT = 12100
 FLOOD_TARGET_PORT = 9
-PACED_INTERVALS_US = (200, 100, 50, 25, 10, 5)  # asks hping3 for 5k .. 200k packets/s
-PACED_MAX_PACKETS = 200_000  # a run's count: hping3 reaches less than it is asked
+PACED_RATES = (25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000)  # packets/s
 PODWIRE = [sys.executable, "-m", "podwire.cli"]
 DENY_EGRESS = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                "metadata": {"name": "flood-no-egress", "namespace": "bench"},
@@ -90,6 +92,12 @@ class Node:
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f"no VmRSS for agent pid {pid}")
 
+    def agent_cpu_seconds(self) -> float:
+        """User and system CPU time the agent has used, all its threads."""
+        pid = int(self.agent_pidfile.read_text().split()[0])
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         url = f"http://{self.layout.underlay_ip}:9962/metrics"
         with in_netns(self.layout.netns), urllib.request.urlopen(url, timeout=5) as resp:
@@ -126,6 +134,17 @@ class Tally:
                      tuple(a - b for a, b in zip(self.by_stage, other.by_stage, strict=True)))
 
 
+
+
+CPU_OF = "agent CPU %, "
+
+
+def cpu_of(metric: str) -> str:
+    """The name of the agent's CPU (% of one core) while a metric's run went on: what
+    reading and reporting its events costs the agent, beside what it costs anyway."""
+    return f"{CPU_OF}{metric.split(',')[-1].strip()}"
+
+
 ONE_FLOW = ["-s", "5000", "-k"]  # hping3: keep source port 5000, one flow
 
 
@@ -156,13 +175,27 @@ class IngestRun:
     lost: int
     ingest_per_s: float
     lost_at: str  # "stage n, ..." of the stages that lost any
+    agent_us_per_event: float  # the agent's CPU time over the events it read
 
 
-def ingest(node: Node, label: str, args: list[str], seconds: float | None) -> IngestRun:
+def udpflood(node: Node, rate: float, seconds: float) -> float:
+    """Send UDP from pod flood at `rate`/s (0: flat out) for `seconds`; the wall time
+    the sender took."""
+    out = subprocess.run(
+        [sys.executable, "-m", "podwire.bench.udpflood", "--netns",
+         str(netns.path(node.pod_ns["flood"])), "--to", node.pod_ip["server"], "--port",
+         str(FLOOD_TARGET_PORT), "--rate", str(rate), "--count",
+         str(int(rate * seconds) if rate else 2**62), "--seconds", str(seconds)],
+        capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out)["seconds"])
+
+
+def ingest(node: Node, label: str, rate: float, seconds: float) -> IngestRun:
     """Send, then wait until the agent has read or lost every emitted event."""
     before = Tally.read(node)
+    cpu = node.agent_cpu_seconds()
     started = time.monotonic()
-    sent_for = hping(node, args, seconds)
+    sent_for = udpflood(node, rate, seconds)
     done: list[Tally] = []
 
     def settled() -> bool:
@@ -175,7 +208,8 @@ def ingest(node: Node, label: str, args: list[str], seconds: float | None) -> In
     lost_at = ", ".join(f"{stage} {int(n)}" for stage, n in zip(STAGES, delta.by_stage,
                                                                  strict=True) if n)
     return IngestRun(label, delta.emitted / sent_for, int(delta.emitted), int(delta.ingested),
-                     int(delta.lost), delta.ingested / drained, lost_at or "-")
+                     int(delta.lost), delta.ingested / drained, lost_at or "-",
+                     1e6 * (node.agent_cpu_seconds() - cpu) / max(1.0, delta.ingested))
 
 
 def denied_per_s(node: Node, seconds: float, args: list[str]) -> float:
@@ -185,23 +219,28 @@ def denied_per_s(node: Node, seconds: float, args: list[str]) -> float:
 
 
 def forwarding_cost(node: Node, runs: int, seconds: float) -> dict[str, dict[str, list[float]]]:
-    """{metric: {"on"/"off": [per run]}}, runs alternating so drift hits both alike."""
+    """{metric: {"on"/"off": [per run]}}, runs alternating so drift hits both alike; with
+    each metric, the agent's CPU while it ran."""
+    runners: dict[str, Callable[[], float]] = {
+        "conn/s": lambda: traffic.connections_per_s(
+            node.pod_ns["server"], node.pod_ip["server"], node.pod_ns["client"], CONN_PORT,
+            seconds),
+        "denied pkt/s, one flow": lambda: denied_per_s(node, seconds, ONE_FLOW),
+        "denied pkt/s, a flow a packet": lambda: denied_per_s(node, seconds, []),
+    }
     results: dict[str, dict[str, list[float]]] = {
-        name: {"on": [], "off": []}
-        for name in ("conn/s", "denied pkt/s, one flow", "denied pkt/s, a flow a packet")}
+        name: {"on": [], "off": []} for metric in runners for name in (metric, cpu_of(metric))}
     try:
         for _ in range(runs):
             for mode in ("off", "on"):
                 node.datapath.set_node_config(flow_events=mode == "on")
                 # A fresh conntrack a run: earlier runs' entries must not fill the table.
                 node.datapath.conntrack_gc(now_ns=time.monotonic_ns() + 10**13)
-                results["conn/s"][mode].append(traffic.connections_per_s(
-                    node.pod_ns["server"], node.pod_ip["server"], node.pod_ns["client"], CONN_PORT,
-                    seconds))
-                results["denied pkt/s, one flow"][mode].append(
-                    denied_per_s(node, seconds, ONE_FLOW))
-                results["denied pkt/s, a flow a packet"][mode].append(
-                    denied_per_s(node, seconds, []))
+                for metric, run in runners.items():
+                    cpu, started = node.agent_cpu_seconds(), time.monotonic()
+                    results[metric][mode].append(run())
+                    results[cpu_of(metric)][mode].append(
+                        100 * (node.agent_cpu_seconds() - cpu) / (time.monotonic() - started))
     finally:
         node.datapath.set_node_config(flow_events=True)
     return results
@@ -297,11 +336,22 @@ def write_figures(path: Path, runs: list[IngestRun], lossless: list[float],
         scalars[f"{run.label}: offered/s"] = run.offered_per_s
         scalars[f"{run.label}: read/s"] = run.ingest_per_s
         scalars[f"{run.label}: lost"] = float(run.lost)
+        scalars[f"{run.label}: agent CPU us/event"] = run.agent_us_per_event
+    for metric, modes in cost.items():
+        if metric.startswith(CPU_OF):
+            for mode in ("on", "off"):
+                scalars[f"{metric}, events {mode} (median)"] = statistics.median(
+                    modes[mode])
     Figures(comparisons=[Comparison(f"{metric} with flow events on vs off", "/s", True,
                                     "events on", {"events on": modes["on"],
                                                   "events off": modes["off"]}, "bar")
-                         for metric, modes in cost.items()],
+                         for metric, modes in cost.items()
+                         if not metric.startswith(CPU_OF)],
             scalars=scalars).write(path)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.0f}-{max(values):.0f}"
 
 
 def main() -> int:
@@ -317,13 +367,10 @@ def main() -> int:
         rss_before = node.agent_rss_bytes()
         node.datapath.set_node_config(aggregation=Aggregation.NONE)
         try:
-            # hping3 paces by sleeping: the rate it reaches is measured, not the one asked.
-            paced = [ingest(node, f"hping3 -i u{us}",
-                            ["-i", f"u{us}", "-c", str(min(PACED_MAX_PACKETS,
-                                                           int(args.seconds * 1_000_000 // us)))],
-                            None)
-                     for us in PACED_INTERVALS_US]
-            flood = ingest(node, "flood", ["--flood"], args.seconds)
+            # The offered rate printed is the one the datapath counted, not the one asked.
+            paced = [ingest(node, f"paced {rate // 1000}k/s", rate, args.seconds)
+                     for rate in PACED_RATES]
+            flood = ingest(node, "flat out", 0, args.seconds)
         finally:
             node.datapath.set_node_config(aggregation=Aggregation.CONNECTION)
         cost = forwarding_cost(node, args.runs, args.seconds)
@@ -334,10 +381,11 @@ def main() -> int:
         cluster.down(layout)
 
     print(f"{'ingest run':<16} {'offered/s':>10} {'emitted':>9} {'read':>9} {'lost':>8} "
-          f"{'read/s':>9}  lost at")
+          f"{'read/s':>9} {'agent us/event':>15}  lost at")
     for run in [*paced, flood]:
         print(f"{run.label:<16} {run.offered_per_s:>10.0f} {run.emitted:>9} {run.ingested:>9} "
-              f"{run.lost:>8} {run.ingest_per_s:>9.0f}  {run.lost_at}")
+              f"{run.lost:>8} {run.ingest_per_s:>9.0f} {run.agent_us_per_event:>15.2f}  "
+              f"{run.lost_at}")
     lossless = [r.offered_per_s for r in [*paced, flood] if r.lost == 0]
     if args.json:
         write_figures(args.json, [*paced, flood], lossless, cost, one_flow, memory)
@@ -345,10 +393,16 @@ def main() -> int:
           f"{max(lossless):.0f} events/s" if lossless else "every run lost events")
     print()
     print(f"{'forwarding (median of ' + str(args.runs) + ')':<30} {'events off':>11} "
-          f"{'events on':>10} {'on/off':>7}")
+          f"{'events on':>10} {'on/off':>7}  {'spread off':>15} {'spread on':>15} "
+          f"{'on/off of each pair':>20}")
     for metric, modes in cost.items():
         off, on = statistics.median(modes["off"]), statistics.median(modes["on"])
-        print(f"{metric:<30} {off:>11.0f} {on:>10.0f} {on / off:>7.3f}")
+        pairs = " ".join(f"{a / b:.2f}" if b else "-" for a, b in zip(modes["on"], modes["off"],
+                                                                        strict=True))
+        ratio = f"{on / off:.3f}" if off else "-"
+        label = f"  {metric}" if metric.startswith(CPU_OF) else metric
+        print(f"{label:<30} {off:>11.0f} {on:>10.0f} {ratio:>7}  "
+              f"{_spread(modes['off']):>15} {_spread(modes['on']):>15}  {pairs}")
     print()
     print(f"one flow flooded {args.seconds:g} s under aggregation connection: "
           f"{one_flow.packets} packets dropped, {one_flow.records} record(s), counts adding "

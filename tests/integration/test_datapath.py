@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import socket
 import subprocess
 import time
@@ -37,6 +38,7 @@ from podwire.agent import structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.agent.loader import BUILD_MAP, DatapathSizes
+from podwire.agent.ringbuf import RingBuffer
 from podwire.bpf.constants import (
     EP_F_EGRESS_ISOLATED,
     EP_F_INGRESS_ISOLATED,
@@ -440,6 +442,24 @@ def test_bad_endpoint_input_is_a_clear_error(e: Env) -> None:
     with pytest.raises(ValueError):
         e.dp.set_endpoint("10.0.0.300", e.a.endpoint())
     assert ctypes.sizeof(structs.PolicyKey) == 16
+
+
+def test_an_event_does_not_wake_the_reader(e: Env) -> None:
+    """Events are submitted with BPF_RB_NO_WAKEUP (bpf/lib/events.h) and the agent reads
+    on a clock: an event that finds the reader caught up wakes nobody, where the ring's
+    default would wake it, an interrupt on the packet path and a switch each event."""
+    drain_events(e.dp)
+    ring = RingBuffer(str(e.dp.pin_dir / "events"))
+    waiter = select.epoll()
+    try:
+        waiter.register(ring.fd, select.EPOLLIN)  # the ring empty: nothing ready yet
+        assert udp_roundtrip(e.a, e.b, 6410) == b"pong:ping"
+        assert ring.pending() > 0, "the round trip's events are in the ring"
+        assert not waiter.poll(0), "and they woke no reader"
+    finally:
+        waiter.close()
+        ring.close()
+    assert [ev for ev in drain_events(e.dp) if ev.type == EventType.FLOW]
 
 
 def test_ring_buffer_overflow_is_counted_and_reads_are_bounded(e: Env) -> None:
