@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 
 from podwire.agent import identity as ids
-from podwire.agent.addresses import IPv4Net, host_prefix, is_v4
+from podwire.agent.addresses import IPNet, IPv4Net, host_prefix4, is_v4
 from podwire.agent.identity import IdentityAllocator
 from podwire.policy import IPBlock, Pod
 
@@ -88,14 +88,17 @@ class PrefixTable:
 
     # --------------------------------------------------------------- lookups
 
-    def __contains__(self, prefix: IPv4Net) -> bool:
+    def __contains__(self, prefix: IPNet) -> bool:
         return prefix in self._uses
 
     def __iter__(self) -> Iterator[IPv4Net]:
         return iter(self._uses)
 
-    def longest_identity(self, prefix: IPv4Net) -> int:
-        """The identity of the longest prefix in use holding `prefix` (0: none)."""
+    def longest_identity(self, prefix: IPNet) -> int:
+        """The identity of the longest prefix in use holding `prefix` (0: none; an IPv6
+        prefix is in no ipBlock here, which keeps IPv4 blocks only)."""
+        if prefix.version != 4:
+            return 0
         address = int(prefix.network_address)
         for length in self._longest_first:
             if length <= prefix.prefixlen:
@@ -144,7 +147,7 @@ class PrefixTable:
             return False
         self._pod_hosts_stale = False
         blocks = [block for blocks in self._named_blocks.values() for block in blocks]
-        wanted = {host_prefix(pod.ip) for pod in pods
+        wanted = {host_prefix4(pod.ip) for pod in pods
                   if pod.ip and is_v4(pod.ip) and pod.address is not None
                   and any(block.contains(pod.address) for block in blocks)}
         added = [self._use(prefix) for prefix in wanted - self._pod_hosts]
