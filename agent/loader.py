@@ -142,6 +142,10 @@ def map_specs(sizes: DatapathSizes) -> list[MapSpec]:
 # of them is refused, or connections would be cut or sent elsewhere.
 REWRITTEN_AT_START = frozenset({"config", "policy", "ipcache", "endpoints", "ipcache6",
                                 "endpoints6"})
+# Counts the agent reads: a build that changes their layout (flow events grew IPv6
+# addresses), or the fixed size of the metrics array (more reason codes), recreates them.
+# What was not read yet is lost once, at that upgrade; Prometheus sees a counter reset.
+RESET_AT_UPGRADE = frozenset({"metrics", "flow_aggregates", "flow_agg_scratch"})
 
 
 def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
@@ -155,15 +159,17 @@ def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
             info = bpfsys.map_info(fd)
             os.close(fd)
             have = (bpfsys.MAP_TYPES[spec.type], spec.key_size, spec.value_size)
-            if (info.type, info.key_size, info.value_size) != have \
-                    and spec.name in REWRITTEN_AT_START:
+            changed = (info.type, info.key_size, info.value_size) != have
+            resized = (spec.name in RESET_AT_UPGRADE and MAPS[spec.name].max_entries is not None
+                       and info.max_entries != spec.max_entries)
+            if (changed and spec.name in REWRITTEN_AT_START | RESET_AT_UPGRADE) or resized:
                 # Programs still attached keep the old map through their own reference
                 # until the new build replaces them; the agent fills the new one.
                 log.warning("event=map_recreated map=%s reason=layout_changed "
-                            "old_value_size=%d new_value_size=%d", spec.name,
-                            info.value_size, spec.value_size)
+                            "old_value_size=%d new_value_size=%d old_max_entries=%d",
+                            spec.name, info.value_size, spec.value_size, info.max_entries)
                 os.unlink(path)
-            elif (info.type, info.key_size, info.value_size) != have:
+            elif changed:
                 raise LoaderError(f"pinned map {path} has another layout (type/key/value "
                                   f"{info.type}/{info.key_size}/{info.value_size}, want "
                                   f"{have[0]}/{have[1]}/{have[2]}); remove the pin dir")

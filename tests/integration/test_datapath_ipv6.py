@@ -41,6 +41,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from podwire.agent import structs
+from podwire.agent.aggregates import AggregateReporter
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.agent.flows import event_addresses
@@ -49,6 +50,7 @@ from podwire.bpf.constants import (
     EP_F_EGRESS_ISOLATED,
     EP_F_INGRESS_ISOLATED,
     FAMILY_IPV6,
+    Aggregation,
     Direction,
     EventType,
     Hook,
@@ -481,3 +483,38 @@ def test_established_ipv6_tcp_survives_agent_restart(e: Env) -> None:
     finally:
         for s in (listener, client, server):
             s.close()
+
+
+def test_denied_ipv6_flood_is_counted_in_flow_aggregates6(e: Env) -> None:
+    # Under aggregation `connection` an IPv6 flow's drops are one entry of their own
+    # table, keyed by the 128-bit addresses, and the agent reports them as one record.
+    count = 200
+    e.dp.set_node_config(aggregation=Aggregation.CONNECTION)
+    try:
+        e.isolate(e.b, EP_F_INGRESS_ISOLATED)
+        denied = counter(e.dp, "POLICY_DENIED", "ingress")
+        frame = bytes(Ether(src=e.a.mac, dst=e.a.host_mac) / IPv6(src=ip6(e.a), dst=ip6(e.b))
+                      / SUDP(sport=4000, dport=9) / b"flood")
+        raw = e.a.raw_l2()
+        try:
+            for _ in range(count):
+                raw.send(frame)
+        finally:
+            raw.close()
+        wait_for("every flood packet counted",
+                 lambda: counter(e.dp, "POLICY_DENIED", "ingress") >= denied + count)
+        assert drain_events(e.dp) == [], "no ring event for an aggregated drop"
+        assert len(e.dp.flow_aggregates) == 0
+        reporter = AggregateReporter(1, 10**12)
+        out, idle = reporter.scan(e.dp.flow_aggregates6.read_all(), time.monotonic_ns() + 10)
+        (key,) = idle
+        assert (structs.ip6_str(key.saddr6), structs.ip6_str(key.daddr6)) == (ip6(e.a),
+                                                                              ip6(e.b))
+        report = reporter.final(key, e.dp.flow_aggregates6.take(key))
+        assert report is not None and report.packets == count and not out
+        assert addresses(report.first) == (ip6(e.a), ip6(e.b))
+        assert report.first.reason == POLICY_DENIED
+    finally:
+        e.dp.set_node_config(aggregation=Aggregation.NONE)
+        for key in list(e.dp.flow_aggregates6.keys()):
+            e.dp.flow_aggregates6.delete(key)
