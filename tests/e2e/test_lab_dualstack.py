@@ -2,9 +2,9 @@
 family, the API holds both, and IPv4 works exactly as in an IPv4 lab.
 
 IPv6 goes through the IPv6 datapath with what the agents programmed (endpoints6 and
-ipcache6 from the pods' and nodes' IPv6 addresses): pods reach each other over IPv6 on
-the same node and across nodes, and a NetworkPolicy's pod and namespace selectors hold
-over IPv6 too. The lab's echo servers and probes are IPv4 (no `--family` yet): these
+ipcache6 from the pods' and nodes' IPv6 addresses and IPv6 ipBlocks): pods reach each
+other over IPv6 on the same node and across nodes, and a NetworkPolicy's namespace
+selectors and IPv6 ipBlocks hold over IPv6. The lab's echo servers and probes are IPv4 (no `--family` yet): these
 tests open their own IPv6 sockets in the pods' namespaces.
 """
 
@@ -150,6 +150,12 @@ def test_ipv6_between_pods_and_policy_over_ipv6(lab: cluster.LabState) -> None:
         for ref, allowed in (("y/a", True), ("y/c", True), ("z/a", False), ("z/c", False)):
             assert udp6_reaches(by_ref[ref], target, 7082) == allowed, ref
         assert dropped(node, "POLICY_DENIED") > before
+        # An ipBlock written with an IPv6 prefix: the other node's IPv6 pod CIDR.
+        other_node = LabLayout(PREFIX).node(3 - node)
+        policy["spec"]["ingress"] = [{"from": [{"ipBlock": {"cidr": other_node.pod_cidr6}}]}]
+        cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml([policy]))
+        assert udp6_reaches(by_ref[other[0]], target, 7083)
+        assert not udp6_reaches(by_ref[same[0]], target, 7083)
     finally:
         cli_ok(PREFIX, "delete", "-f", "-", "--ignore-not-found",
                stdin=samples.to_yaml([policy]))

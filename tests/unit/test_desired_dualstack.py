@@ -77,8 +77,11 @@ def test_ipv6_addresses_reach_the_ipv6_maps() -> None:
             v6 = maps.ipcache[ipaddress.ip_network(f"{pod.ips[1]}/128")]
             # One identity for both addresses; the tunnel is the node's IPv4 underlay.
             assert (v6.identity, v6.tunnel_ip) == (v4.identity, v4.tunnel_ip)
-            # No IPv6 ipBlock is enforced yet: IPv6 addresses are in none (fail closed).
-            assert v6.cidr_identity == 0
+            # The policy's IPv6 block holds every pod's IPv6 address, no IPv4 one; its
+            # named port gives each of them a /128 CIDR identity of its own.
+            block = maps.ipcache[ipaddress.ip_network("fd00:10:244::/48")]
+            assert v6.cidr_identity not in (0, block.identity, v4.cidr_identity)
+            assert block.identity != v4.cidr_identity
         other = "n2" if name == "n1" else "n1"
         remote = maps.ipcache[ipaddress.ip_network(NODES6[other].pod_cidrs[1])]
         assert (remote.identity, remote.tunnel_ip) == (ReservedIdentity.WORLD,
@@ -103,6 +106,30 @@ def test_an_endpoint_going_takes_its_ipv6_entries_by_the_ordered_diff() -> None:
     gone = {op.key for op in ops if isinstance(op, Delete)}
     assert {pod.ips[0], pod.ips[1], ipaddress.ip_network(f"{pod.ips[1]}/128")} <= gone
     assert pod.ips[1] not in desired.endpoints
+
+
+def test_ipv6_maps_match_the_evaluator_over_ipv6() -> None:
+    # x admits the IPv6 block only: every pod reaches x/a over IPv6 and none over IPv4;
+    # egress to the IPv6 block is allowed, to the IPv4 one only on its port.
+    states, pods = build_dual()
+    cluster = states["n1"].cluster
+    x_a = cluster.pod("x", "a")
+    assert x_a is not None
+    for other, port in itertools.product([p for p in pods if p.namespace != "x"], (80, 81)):
+        src = cluster.pod(other.namespace, other.name)
+        assert src is not None
+        over6 = evaluate(cluster, src, x_a, port, "TCP", family=6).allowed
+        assert datapath_allows(states, src.ips[1], x_a.ips[1], Protocol.TCP, port) == over6
+        assert over6
+        over4 = evaluate(cluster, src, x_a, port, "TCP", family=4).allowed
+        assert datapath_allows(states, src.ips[0], x_a.ips[0], Protocol.TCP, port) == over4
+        assert not over4
+    # x/a's egress: to a pod's IPv6 address inside the block on x/a's named port only.
+    y_b = cluster.pod("y", "b")
+    assert y_b is not None
+    for port in (80, 81):
+        over6 = evaluate(cluster, x_a, y_b, port, "TCP", family=6).allowed
+        assert datapath_allows(states, x_a.ips[1], y_b.ips[1], Protocol.TCP, port) == over6
 
 
 def test_ipv4_maps_still_match_the_evaluator_over_ipv4() -> None:
