@@ -1,10 +1,12 @@
-"""IPv4 addresses and prefixes as the model keys them (the ipcache's keys)."""
+"""Addresses and prefixes as the model keys them (the ipcache's keys, either family)."""
 
 from __future__ import annotations
 
 import ipaddress
 
 IPv4Net = ipaddress.IPv4Network
+# An ipcache key: IPv4 ones go to the ipcache map, IPv6 ones to ipcache6.
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # ip -> its /32. Every pod event names its address; parsing it anew each time was a tenth
 # of a 10,000-pod resync. A parsed /32 costs about 0.7 KB, so the model forgets an address
@@ -12,17 +14,26 @@ IPv4Net = ipaddress.IPv4Network
 # addresses would otherwise pile them up. The models of one process share the cache:
 # forgetting an address another model holds costs that one a reparse, nothing more. The
 # bound only backstops a caller that never forgets; callers hold the model's lock.
-_HOST_PREFIXES: dict[str, IPv4Net] = {}
+_HOST_PREFIXES: dict[str, IPNet] = {}
 _HOST_PREFIXES_MAX = 1 << 16
 
 
-def host_prefix(ip: str) -> IPv4Net:
-    """The /32 of one address."""
+def host_prefix(ip: str) -> IPNet:
+    """The /32 (IPv6: /128) of one address."""
     prefix = _HOST_PREFIXES.get(ip)
     if prefix is None:
         if len(_HOST_PREFIXES) >= _HOST_PREFIXES_MAX:
             del _HOST_PREFIXES[next(iter(_HOST_PREFIXES))]  # dicts keep insertion order
-        prefix = _HOST_PREFIXES[ip] = IPv4Net(f"{ip}/32")
+        prefix = _HOST_PREFIXES[ip] = (IPv4Net(f"{ip}/32") if is_v4(ip)
+                                       else ipaddress.IPv6Network(f"{ip}/128"))
+    return prefix
+
+
+def host_prefix4(ip: str) -> IPv4Net:
+    """The /32 of an IPv4 address (where only IPv4 is kept: ipBlock prefixes)."""
+    prefix = host_prefix(ip)
+    if not isinstance(prefix, IPv4Net):
+        raise TypeError(f"not an IPv4 address: {ip!r}")
     return prefix
 
 
@@ -36,8 +47,13 @@ def host_prefixes_held() -> int:
     return len(_HOST_PREFIXES)
 
 
-def network(cidr: str) -> IPv4Net:
-    return IPv4Net(cidr, strict=False)
+def network(cidr: str) -> IPNet:
+    return ipaddress.ip_network(cidr, strict=False)
+
+
+def is_host(prefix: IPNet) -> bool:
+    """A single address's prefix (/32, /128)."""
+    return prefix.prefixlen == prefix.max_prefixlen
 
 
 def is_v4(ip: str) -> bool:

@@ -1,4 +1,5 @@
-"""When a flow the datapath counts (bpf/lib/events.h, flow_aggregates) is reported.
+"""When a flow the datapath counts (bpf/lib/events.h, flow_aggregates and
+flow_aggregates6) is reported.
 
 Under aggregation `connection` the datapath keeps one entry per dropped flow (under
 `max` per flow without its source port, new connections too): the first packet's event
@@ -16,9 +17,13 @@ was reported. It remembers only flows in the table, which the datapath bounds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from podwire.agent import structs
+
+# flow_aggregates' key, or flow_aggregates6's (a reporter walks one table).
+AggKey = structs.FlowAggKey | structs.FlowAgg6Key
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,12 @@ class AggregateReporter:
             self._reported[key] = known
         return known
 
-    def scan(self, entries: list[tuple[structs.FlowAggKey, structs.FlowAggValue]],
-             now_ns: int) -> tuple[list[AggregateReport], list[structs.FlowAggKey]]:
+    def scan(self, entries: Sequence[tuple[AggKey, structs.FlowAggValue]],
+             now_ns: int) -> tuple[list[AggregateReport], list[AggKey]]:
         """(reports of flows whose interval is over, keys of idle flows to take out and
         hand to `final`). Flows no longer in the table are forgotten."""
         reports: list[AggregateReport] = []
-        idle: list[structs.FlowAggKey] = []
+        idle: list[AggKey] = []
         present: set[bytes] = set()
         for key, value in entries:
             raw = bytes(key)
@@ -74,7 +79,7 @@ class AggregateReporter:
             del self._reported[gone]
         return reports, idle
 
-    def final(self, key: structs.FlowAggKey,
+    def final(self, key: AggKey,
               value: structs.FlowAggValue | None) -> AggregateReport | None:
         """The remainder of a flow taken out of the table (value None: it was gone)."""
         raw = bytes(key)

@@ -45,6 +45,7 @@ MAP_FLAGS = {"BPF_F_NO_PREALLOC": BPF_F_NO_PREALLOC}
 MAP_TYPES = {
     "hash": 1,
     "array": 2,
+    "prog": 3,  # BPF_MAP_TYPE_PROG_ARRAY, as bcc names it
     "percpu_hash": 5,
     "percpu_array": 6,
     "lru_hash": 9,

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from podwire.agent.addresses import IPv4Net
+from podwire.agent.addresses import IPNet
 from podwire.agent.reconcile import Scope
 
 
 @dataclass
 class ChangeSet:
     endpoints: set[str] = field(default_factory=set)  # local endpoint IPs
-    ipcache: set[IPv4Net] = field(default_factory=set)
+    ipcache: set[IPNet] = field(default_factory=set)
     all_endpoints: bool = False
     all_ipcache: bool = False
 

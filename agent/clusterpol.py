@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from podwire.agent.addresses import IPv4Net, host_prefix, is_v4
+from podwire.agent.addresses import IPNet, IPv4Net, host_prefix4, is_v4
 from podwire.agent.entries import TierVerdict, datapath_direction
 from podwire.agent.nodes import NodeTable
 from podwire.agent.policy_compiler import PolicyRefs, ResolvedRule, RuleName
@@ -76,7 +76,7 @@ class ClusterPolicyRules:
         self._ranks = None
         if audited:
             self._audited.add(policy.key)
-        networks: list[IPv4Net] = []
+        networks: list[IPNet] = []
         for direction in PolicyDirection:
             for rule_index, rule in enumerate(policy.rules(direction)):
                 for peer_index, peer in enumerate(rule.peers):
@@ -87,7 +87,7 @@ class ClusterPolicyRules:
                             number for number, (_, namespace, pod)
                             in self._peers.identities().items() if peer.matches(namespace, pod)}
                     elif isinstance(peer, NetworkPeer):
-                        networks += [net for net in peer.networks if isinstance(net, IPv4Net)]
+                        networks += peer.networks
         changed |= self._prefixes.use(("cluster", policy.key), networks)
         return self._follow_nodes(policy) or changed
 
@@ -149,7 +149,7 @@ class ClusterPolicyRules:
                      if isinstance(peer, NodePeer)]
         if not selectors and policy.key not in self._node_hosts:
             return False
-        hosts = sorted({host_prefix(address) for node in self._nodes
+        hosts = sorted({host_prefix4(address) for node in self._nodes
                         if any(s.matches(dict(node.labels)) for s in selectors)
                         for address in _node_addresses(node.ip, node.addresses)})
         if self._node_hosts.get(policy.key) == hosts:
@@ -237,7 +237,7 @@ class ClusterPolicyRules:
         return identities
 
     def _hosts_of(self, selector: LabelSelector) -> list[IPv4Net]:
-        return [host_prefix(address) for node in self._nodes
+        return [host_prefix4(address) for node in self._nodes
                 if selector.matches(dict(node.labels))
                 for address in _node_addresses(node.ip, node.addresses)]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from podwire.agent import heap, nodesetup, programmer
+from podwire.agent import heap, nodesetup, programmer, structs
 from podwire.agent.aggregates import AggregateReporter
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
@@ -25,6 +25,7 @@ from podwire.agent.dispatch import apply_event
 from podwire.agent.flownames import ModelNames
 from podwire.agent.flows import EVENT_SIZE, FlowEnricher, FlowHistory, RawFlow
 from podwire.agent.localapi import LocalApi, ObserveApi, Request, Response, cni_route
+from podwire.agent.maps import BpfMap
 from podwire.agent.metrics import AgentMetrics
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
@@ -324,25 +325,28 @@ class Agent:
         """The flows the datapath counts: reported when quiet or their interval is over
         (agent/aggregates.py), each as one history entry with its exact count."""
         assert self.datapath is not None
-        reporter = AggregateReporter(int(self.config.flow_report_idle * 1e9),
-                                     int(self.config.flow_report_interval * 1e9))
-        table = self.datapath.flow_aggregates
+        # One reporter a family's table: each tracks the keys of its own.
+        tables: list[tuple[BpfMap[Any, structs.FlowAggValue], AggregateReporter]] = [
+            (table, AggregateReporter(int(self.config.flow_report_idle * 1e9),
+                                            int(self.config.flow_report_interval * 1e9)))
+             for table in (self.datapath.flow_aggregates, self.datapath.flow_aggregates6)]
         # A fifth of the idle time: a quiet flow is reported at most 20% late, and a
         # table a flood filled is walked five times a second, not more.
         tick = min(self.config.flow_report_idle, self.config.flow_report_interval) / 5
         while not self.stopping.wait(tick):
-            try:
-                reports, idle = reporter.scan(table.read_all(), time.monotonic_ns())
-                for key in idle:
-                    final = reporter.final(key, table.take(key))
-                    if final is not None:
-                        reports.append(final)
-            except OSError as err:
-                log.warning("event=flow_aggregates_failed error=%r", str(err))
-                continue
-            counted = [(bytes(r.first), r.packets, r.bytes, r.last_ns) for r in reports]
-            self.metrics.count_counted(counted)
-            self.flows.add_counted(counted)
+            for table, reporter in tables:
+                try:
+                    reports, idle = reporter.scan(table.read_all(), time.monotonic_ns())
+                    for key in idle:
+                        final = reporter.final(key, table.take(key))
+                        if final is not None:
+                            reports.append(final)
+                except OSError as err:
+                    log.warning("event=flow_aggregates_failed error=%r", str(err))
+                    continue
+                counted = [(bytes(r.first), r.packets, r.bytes, r.last_ns) for r in reports]
+                self.metrics.count_counted(counted)
+                self.flows.add_counted(counted)
 
     def _conntrack_gc_loop(self) -> None:
         assert self.datapath is not None

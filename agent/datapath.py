@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 
@@ -89,7 +90,7 @@ def ct_timeout_s(cfg: structs.NodeConfig, proto: int, state: int) -> int:
                               cfg.ct_sctp_closing)
     if proto == socket.IPPROTO_UDP:
         return int(cfg.ct_udp)
-    if proto == socket.IPPROTO_ICMP:
+    if proto in (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6):
         return int(cfg.ct_icmp)
     return int(cfg.ct_other)
 
@@ -116,9 +117,43 @@ def rate_limit_ns(rate: int, burst: int, cpus: int) -> tuple[int, int]:
     return cost, (per_cpu_burst - 1) * cost
 
 
-def ct_expired(cfg: structs.NodeConfig, key: structs.CtKey, value: structs.CtValue,
-               now_ns: int) -> bool:
+def ct_expired(cfg: structs.NodeConfig, key: structs.CtKey | structs.Ct6Key,
+               value: structs.CtValue, now_ns: int) -> bool:
     return now_ns - value.last_seen > ct_timeout_s(cfg, key.proto, value.state) * _NSEC
+
+
+def _is_v6(address: str) -> bool:
+    return ":" in address
+
+
+_CtKey = TypeVar("_CtKey", structs.CtKey, structs.Ct6Key)
+
+
+def _gc_map(cfg: structs.NodeConfig, ct_map: BpfMap[_CtKey, structs.CtValue],
+            key_type: type[_CtKey], now: int) -> int:
+    """Delete the expired entries of one conntrack map, in batches."""
+    fd = ct_map.fd
+    keys = (key_type * _GC_BATCH)()
+    values = (structs.CtValue * _GC_BATCH)()
+    token_in = (ctypes.c_uint8 * 8)()
+    token_out = (ctypes.c_uint8 * 8)()
+    expired: list[_CtKey] = []
+    first = True
+    while True:
+        count, more = bpfsys.lookup_batch(fd, keys, values, None if first else token_in,
+                                          token_out)
+        first = False
+        expired.extend(key_type.from_buffer_copy(keys[i]) for i in range(count)
+                       if ct_expired(cfg, keys[i], values[i], now))
+        if not more:
+            break
+        ctypes.memmove(token_in, token_out, 8)
+    deleted = 0
+    for start in range(0, len(expired), _GC_BATCH):
+        chunk = expired[start:start + _GC_BATCH]
+        batch = (key_type * len(chunk))(*chunk)
+        deleted += bpfsys.delete_batch(fd, batch, len(chunk))
+    return deleted
 
 
 @dataclass(frozen=True)
@@ -159,6 +194,10 @@ class Datapath:
         self.ipcache = BpfMap(pin_dir, "ipcache", structs.IpcacheKey, structs.IpcacheValue)
         self.policy = BpfMap(pin_dir, "policy", structs.PolicyKey, structs.PolicyValue)
         self.conntrack = BpfMap(pin_dir, "conntrack", structs.CtKey, structs.CtValue)
+        # IPv6's own (maps.h): endpoints and ipcache by 128-bit address, conntrack6.
+        self.endpoints6 = BpfMap(pin_dir, "endpoints6", structs.Ip6Addr, structs.EndpointInfo)
+        self.ipcache6 = BpfMap(pin_dir, "ipcache6", structs.Ipcache6Key, structs.IpcacheValue)
+        self.conntrack6 = BpfMap(pin_dir, "conntrack6", structs.Ct6Key, structs.CtValue)
         self.config = BpfMap(pin_dir, "config", ctypes.c_uint32, structs.NodeConfig)
         # The load balancer: frontend slots, backends by id, ClientIP affinity (the
         # datapath's own; the agent only reads it).
@@ -170,6 +209,8 @@ class Datapath:
         self.events_lost = PerCpuArray(pin_dir, "events_lost", ctypes.c_uint64)
         self.flow_aggregates = BpfMap(pin_dir, "flow_aggregates", structs.FlowAggKey,
                                       structs.FlowAggValue)
+        self.flow_aggregates6 = BpfMap(pin_dir, "flow_aggregates6", structs.FlowAgg6Key,
+                                       structs.FlowAggValue)
         self._ring: RingBuffer | None = None
         self._ipr: IPRoute | None = None
 
@@ -183,10 +224,12 @@ class Datapath:
         from config; the vxlan ifindex and node IP of an adopted config are kept.
         """
         sizes = replace(sizes or DatapathSizes(), conntrack=config.conntrack_max,
+                        conntrack6=config.conntrack_max,
                         lb_services=config.lb_services_max,
                         lb_backends=config.lb_backends_max,
                         lb_affinity=config.lb_affinity_max,
-                        flow_aggregates=config.flow_aggregates_max)
+                        flow_aggregates=config.flow_aggregates_max,
+                        flow_aggregates6=config.flow_aggregates_max)
         summary = run_loader(config.pin_dir, sizes)
         if summary.get("adopted"):
             log.info("event=datapath_adopted pin_dir=%s reason=same_build", config.pin_dir)
@@ -283,16 +326,28 @@ class Datapath:
 
     # Maps
 
+    # An address or prefix goes to its family's map: IPv6 ones to endpoints6, ipcache6.
+
     def set_endpoint(self, ip: str, info: structs.EndpointInfo) -> None:
-        self.endpoints.update(ctypes.c_uint32(structs.ip_be(ip)), info)
+        if _is_v6(ip):
+            self.endpoints6.update(structs.ip6_addr(ip), info)
+        else:
+            self.endpoints.update(ctypes.c_uint32(structs.ip_be(ip)), info)
 
     def delete_endpoint(self, ip: str) -> bool:
+        if _is_v6(ip):
+            return self.endpoints6.delete(structs.ip6_addr(ip))
         return self.endpoints.delete(ctypes.c_uint32(structs.ip_be(ip)))
 
     def set_ipcache(self, cidr: str, value: structs.IpcacheValue) -> None:
-        self.ipcache.update(structs.IpcacheKey.from_cidr(cidr), value)
+        if _is_v6(cidr):
+            self.ipcache6.update(structs.Ipcache6Key.from_cidr(cidr), value)
+        else:
+            self.ipcache.update(structs.IpcacheKey.from_cidr(cidr), value)
 
     def delete_ipcache(self, cidr: str) -> bool:
+        if _is_v6(cidr):
+            return self.ipcache6.delete(structs.Ipcache6Key.from_cidr(cidr))
         return self.ipcache.delete(structs.IpcacheKey.from_cidr(cidr))
 
     def set_policy(self, key: structs.PolicyKey, value: structs.PolicyValue) -> None:
@@ -344,31 +399,12 @@ class Datapath:
         return self.conntrack.items()
 
     def conntrack_gc(self, now_ns: int | None = None) -> int:
-        """Delete expired entries; returns how many. now_ns is CLOCK_MONOTONIC like
-        bpf_ktime_get_ns (a test may pass a future time)."""
+        """Delete expired entries of both families; returns how many. now_ns is
+        CLOCK_MONOTONIC like bpf_ktime_get_ns (a test may pass a future time)."""
         now = time.monotonic_ns() if now_ns is None else now_ns
         cfg = self.node_config()
-        fd = self.conntrack.fd
-        keys = (structs.CtKey * _GC_BATCH)()
-        values = (structs.CtValue * _GC_BATCH)()
-        token_in = (ctypes.c_uint8 * 8)()
-        token_out = (ctypes.c_uint8 * 8)()
-        expired: list[structs.CtKey] = []
-        first = True
-        while True:
-            count, more = bpfsys.lookup_batch(fd, keys, values, None if first else token_in,
-                                              token_out)
-            first = False
-            expired.extend(structs.CtKey.from_buffer_copy(keys[i]) for i in range(count)
-                           if ct_expired(cfg, keys[i], values[i], now))
-            if not more:
-                break
-            ctypes.memmove(token_in, token_out, 8)
-        deleted = 0
-        for start in range(0, len(expired), _GC_BATCH):
-            chunk = expired[start:start + _GC_BATCH]
-            batch = (structs.CtKey * len(chunk))(*chunk)
-            deleted += bpfsys.delete_batch(fd, batch, len(chunk))
+        deleted = (_gc_map(cfg, self.conntrack, structs.CtKey, now)
+                   + _gc_map(cfg, self.conntrack6, structs.Ct6Key, now))
         log.info("event=conntrack_gc deleted=%d", deleted)
         return deleted
 
@@ -409,13 +445,16 @@ class Datapath:
         """{name: {"entries", "max"}} for the agent's /status."""
         return {m.name: {"entries": len(m), "max": m.max_entries}
                 for m in (self.endpoints, self.ipcache, self.policy, self.conntrack,
-                          self.lb_services, self.lb_backends, self.flow_aggregates)}
+                          self.endpoints6, self.ipcache6, self.conntrack6,
+                          self.lb_services, self.lb_backends, self.flow_aggregates,
+                          self.flow_aggregates6)}
 
     def close(self) -> None:
         """Release fds and sockets; pins, programs and attachments stay."""
         for m in (self.endpoints, self.ipcache, self.policy, self.conntrack, self.config,
+                  self.endpoints6, self.ipcache6, self.conntrack6,
                   self.lb_services, self.lb_backends, self.lb_affinity, self.metrics,
-                  self.events_lost, self.flow_aggregates):
+                  self.events_lost, self.flow_aggregates, self.flow_aggregates6):
             m.close()
         if self._ring is not None:
             self._ring.close()

@@ -64,7 +64,7 @@ log = logging.getLogger("podwire.agent")
 @dataclass(frozen=True)
 class LocalEndpoint:
     """A pod the CNI plugin wired on this node, keyed by its IPv4 address `ip`; `ips`
-    is every address it has (IPv6 too, kept for the IPv6 datapath)."""
+    is every address it has: each IPv6 one gets the same endpoint entry (endpoints6)."""
 
     ip: str
     ep_id: int
@@ -91,6 +91,10 @@ class NodeState:
         self.cluster = Cluster()
         self.nodes = NodeTable(node_name)
         self.endpoints: dict[str, LocalEndpoint] = {}
+        # Every address of every local endpoint (IPv6 ones too), for the ipcache.
+        self._wired: dict[str, LocalEndpoint] = {}
+        # The IPv6 endpoint keys written for each endpoint (by its IPv4 key).
+        self._v6_keys: dict[str, tuple[str, ...]] = {}
         # Events name namespaces and pods, many per change: their endpoints, found fast.
         self._endpoints_in: dict[str, set[str]] = defaultdict(set)
         self.policy_problems: dict[str, PolicyProblem] = {}
@@ -108,7 +112,7 @@ class NodeState:
         self._audited_namespaces: set[str] = set()
         self._ipcache = IpcacheBuilder([
             NodeAddresses(self.nodes),
-            PodAddresses(self.cluster, self.endpoints, self._identities.of, self.nodes),
+            PodAddresses(self.cluster, self._wired, self._identities.of, self.nodes),
             RemotePodCidrs(self.nodes),
             BlockPrefixes(self._prefixes, self.nodes),
         ], self._prefixes)
@@ -148,10 +152,10 @@ class NodeState:
                 self.names.departed(old.ip, _peer_names(old))
             if pod.ip:
                 self.names.arrived(pod.ip)
-        if old is not None and old.ip and old.ip != pod.ip:
-            if is_v4(old.ip):
-                self._pending.ipcache.add(host_prefix(old.ip))
-            self._release_address(old.ip)
+        if old is not None:
+            for ip in set(old.ips) - set(pod.ips):
+                self._pending.ipcache.add(host_prefix(ip))
+                self._release_address(ip)
         self._refresh_identities([pod])
         self._touch_pod(pod)
         self._pod_moved()
@@ -165,7 +169,8 @@ class NodeState:
             self.names.departed(old.ip, _peer_names(old))
         self._drop_identity(old.key)
         self._touch_pod(old)
-        self._release_address(old.ip)
+        for ip in old.ips:
+            self._release_address(ip)
         self._pod_moved()
 
     def set_policy(self, policy: NetworkPolicy, audited: bool = False) -> None:
@@ -215,8 +220,8 @@ class NodeState:
                 self._pending.ipcache.update(info.prefixes())
         # Pods of the node tunnel to its (new) address.
         for pod in self.cluster.pods():
-            if pod.node == node.name and pod.ip:
-                self._pending.ipcache.add(host_prefix(pod.ip))
+            if pod.node == node.name:
+                self._pending.ipcache.update(host_prefix(ip) for ip in pod.ips)
         if self._cluster_rules.nodes_changed():
             self._pending.redo_everything()
 
@@ -252,15 +257,19 @@ class NodeState:
         self.endpoints[endpoint.ip] = endpoint
         self._endpoints_in[endpoint.namespace].add(endpoint.ip)
         self._pending.endpoints.add(endpoint.ip)
-        self._pending.ipcache.add(host_prefix(endpoint.ip))
+        for ip in _addresses(endpoint):
+            self._wired[ip] = endpoint
+            self._pending.ipcache.add(host_prefix(ip))
 
     def remove_endpoint(self, ip: str) -> None:
         old = self.endpoints.pop(ip, None)
         if old is not None:
             self._endpoints_in[old.namespace].discard(ip)
             self._pending.endpoints.add(ip)
-            self._pending.ipcache.add(host_prefix(ip))
-            self._release_address(ip)
+            for address in _addresses(old):
+                self._wired.pop(address, None)
+                self._pending.ipcache.add(host_prefix(address))
+                self._release_address(address)
 
     # ---------------------------------------------------------------- queries
 
@@ -320,14 +329,21 @@ class NodeState:
         else:
             for prefix in change.ipcache:
                 self._ipcache.update(self.desired.ipcache, prefix)
-        for ip in change.endpoints_to_redo(set(self.endpoints) | set(self.desired.endpoints)):
+        # Endpoints are keyed by their IPv4 address; each carries its IPv6 keys along.
+        known = set(self.endpoints) | {ip for ip in self.desired.endpoints if is_v4(ip)}
+        for ip in change.endpoints_to_redo(known):
+            old_v6 = self._v6_keys.get(ip, ())
             self._compute_endpoint(ip, scope.policy)
+            if scope.endpoints is not None:  # the IPv6 keys it had and has
+                scope.endpoints.update((*old_v6, *self._v6_keys.get(ip, ())))
         lb = self._services.compute()
         scope.lb_services, scope.lb_backends = lb.services, lb.backends
         return self.desired, scope
 
     def _compute_endpoint(self, ip: str, changed_keys: set[PolicyKey] | None) -> None:
         endpoint = self.endpoints.get(ip)
+        for v6 in self._v6_keys.pop(ip, ()):
+            self.desired.endpoints.pop(v6, None)
         if endpoint is None:
             self._policy_map.remove(ip, changed_keys)
             self.desired.endpoints.pop(ip, None)
@@ -357,6 +373,12 @@ class NodeState:
             ingress_audit=audit[PolicyDirection.INGRESS],
             egress_audit=audit[PolicyDirection.EGRESS],
         )
+        # The pod's IPv6 addresses are the same endpoint (policy is keyed by ep_id).
+        v6_keys = tuple(address for address in endpoint.ips if not is_v4(address))
+        for v6 in v6_keys:
+            self.desired.endpoints[v6] = self.desired.endpoints[ip]
+        if v6_keys:
+            self._v6_keys[ip] = v6_keys
         if pod is None:
             self._policy_map.remove(ip, changed_keys)
         else:
@@ -409,12 +431,11 @@ class NodeState:
     def _release_address(self, ip: str | None) -> None:
         """Forget the parsed /32 of an address no pod or endpoint has any more (the pending
         change keeps its own reference until `compute`)."""
-        if ip and ip not in self.endpoints and not self.cluster.pods_with_ip(ip):
+        if ip and ip not in self._wired and not self.cluster.pods_with_ip(ip):
             forget_host_prefix(ip)
 
     def _touch_pod(self, pod: Pod) -> None:
-        if pod.ip and is_v4(pod.ip):
-            self._pending.ipcache.add(host_prefix(pod.ip))
+        self._pending.ipcache.update(host_prefix(ip) for ip in pod.ips)
         for ip in self._endpoints_in.get(pod.namespace, ()):
             if self.endpoints[ip].name == pod.name:
                 self._pending.endpoints.add(ip)
@@ -429,6 +450,11 @@ class NodeState:
 
     def _touch_namespace(self, namespace: str) -> None:
         self._pending.endpoints.update(self._endpoints_in.get(namespace, ()))
+
+
+def _addresses(endpoint: LocalEndpoint) -> tuple[str, ...]:
+    """Every address of an endpoint, its IPv4 key first."""
+    return (endpoint.ip, *(ip for ip in endpoint.ips if ip != endpoint.ip))
 
 
 def _peer_names(pod: Pod) -> PeerNames:

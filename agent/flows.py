@@ -29,14 +29,21 @@ from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from podwire.agent import structs
 from podwire.agent.reasons import reason_name
-from podwire.bpf.constants import REASON_AUDIT, Direction, EventType, Hook, ReservedIdentity
+from podwire.bpf.constants import (
+    FAMILY_IPV6,
+    REASON_AUDIT,
+    Direction,
+    EventType,
+    Hook,
+    ReservedIdentity,
+)
 from podwire.common.flow import Decider, FlowEnd, FlowRecord, Frontend
 from podwire.policy import PortlessProtocol
 from podwire.policy import Protocol as TrafficProtocol
 
 # The protocols a record names; others print as their number. The datapath parses IPv4
 # only, so ICMPv6 cannot occur.
-PROTOCOLS = {p.number: str(p) for p in (*TrafficProtocol, PortlessProtocol.ICMP)}
+PROTOCOLS = {p.number: str(p) for p in (*TrafficProtocol, *PortlessProtocol)}
 TCP_FLAGS = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"))
 # The labels of the datapath's values, looked up per event (a dict, not an enum call).
 HOOKS = {int(hook): hook.label for hook in Hook}
@@ -175,7 +182,7 @@ class FlowEnricher:
         """The record of one event (of `count` packets or connections, `total_bytes`,
         the last at `last_ns`, when the datapath counted them); without `seq` it counts
         the records this enricher made, from 0."""
-        src_ip, dst_ip = _ip_str(event.saddr), _ip_str(event.daddr)
+        src_ip, dst_ip = event_addresses(event)
         dropped = event.type == EventType.DROP
         audit = not dropped and event.reason == REASON_AUDIT
         direction = DIRECTIONS.get(event.direction, "unknown")
@@ -264,6 +271,14 @@ def _decider(policy: str, rule: RuleLike | None) -> Decider:
     if rule is None:
         return {"tier": "NetworkPolicy", "policy": policy, "rule": None, "action": "Allow"}
     return {"tier": str(rule.tier), "policy": policy, "rule": rule.rule, "action": rule.action}
+
+
+def event_addresses(event: structs.FlowEvent) -> tuple[str, str]:
+    """The source and destination of an event, of its family (flow_event.family)."""
+    if event.family == FAMILY_IPV6:
+        return (socket.inet_ntop(socket.AF_INET6, bytes(event.saddr6)),
+                socket.inet_ntop(socket.AF_INET6, bytes(event.daddr6)))
+    return _ip_str(event.saddr), _ip_str(event.daddr)
 
 
 def _ip_str(value: int) -> str:

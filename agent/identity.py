@@ -130,7 +130,7 @@ class IdentityAllocator(Generic[K]):
         return len(self._ids)
 
 
-def cidr_identity_allocator() -> IdentityAllocator[ipaddress.IPv4Network]:
+def cidr_identity_allocator() -> IdentityAllocator[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return IdentityAllocator(CIDR_IDENTITY_BASE, 1 << 31)
 
 

@@ -5,7 +5,9 @@ prefixes and claims a prefix with an identity and a tunnel; the builder asks the
 order of precedence, the first claim wins, and every entry also carries the identity
 of the longest ipBlock prefix holding it (`cidr_identity`). Today's sources, first to
 last: node addresses, pod addresses, remote pod CIDRs, ipBlock prefixes. A Services
-model adds its own source to the list.
+model adds its own source to the list. Prefixes of both families are kept (the
+programmer writes IPv6 ones to ipcache6); tunnels go to a node's IPv4 address, the
+underlay, whatever the family of the prefix.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from podwire.agent.addresses import IPv4Net, host_prefix, is_v4, network
+from podwire.agent.addresses import IPNet, host_prefix, is_host, network
 from podwire.agent.entries import IpcacheEntry
 from podwire.agent.nodes import NodeTable
 from podwire.agent.prefixes import PrefixTable
@@ -34,11 +36,11 @@ class WiredPod(Protocol):
 
 
 class IpcacheSource(Protocol):
-    def prefixes(self) -> Iterable[IPv4Net]:
+    def prefixes(self) -> Iterable[IPNet]:
         """Every prefix this source may claim (for a full rebuild)."""
         ...
 
-    def claim(self, prefix: IPv4Net) -> Claim | None:
+    def claim(self, prefix: IPNet) -> Claim | None:
         """What the prefix resolves to by this source, or None when it is not its own."""
         ...
 
@@ -48,7 +50,7 @@ class IpcacheBuilder:
         self._sources = sources
         self._blocks = blocks
 
-    def entry(self, prefix: IPv4Net) -> IpcacheEntry | None:
+    def entry(self, prefix: IPNet) -> IpcacheEntry | None:
         """What one prefix resolves to, or None when nothing claims it."""
         for source in self._sources:
             claim = source.claim(prefix)
@@ -58,7 +60,7 @@ class IpcacheBuilder:
                                     tunnel_ip=claim[1])
         return None
 
-    def update(self, table: dict[IPv4Net, IpcacheEntry], prefix: IPv4Net) -> None:
+    def update(self, table: dict[IPNet, IpcacheEntry], prefix: IPNet) -> None:
         """Redo one prefix of a built table."""
         entry = self.entry(prefix)
         if entry is None:
@@ -66,8 +68,8 @@ class IpcacheBuilder:
         else:
             table[prefix] = entry
 
-    def build(self) -> dict[IPv4Net, IpcacheEntry]:
-        prefixes: set[IPv4Net] = set()
+    def build(self) -> dict[IPNet, IpcacheEntry]:
+        prefixes: set[IPNet] = set()
         for source in self._sources:
             prefixes.update(source.prefixes())
         table = {}
@@ -87,10 +89,10 @@ class NodeAddresses:
     def __init__(self, nodes: NodeTable) -> None:
         self._nodes = nodes
 
-    def prefixes(self) -> Iterable[IPv4Net]:
-        return (host_prefix(node.ip) for node in self._nodes if node.ip and is_v4(node.ip))
+    def prefixes(self) -> Iterable[IPNet]:
+        return (host_prefix(ip) for node in self._nodes for ip in node.host_addresses())
 
-    def claim(self, prefix: IPv4Net) -> Claim | None:
+    def claim(self, prefix: IPNet) -> Claim | None:
         node = self._nodes.with_address(prefix)
         if node is None:
             return None
@@ -107,13 +109,12 @@ class PodAddresses:
         self._identity_of = identity_of
         self._nodes = nodes
 
-    def prefixes(self) -> Iterable[IPv4Net]:
-        yield from (host_prefix(pod.ip) for pod in self._cluster.pods()
-                    if pod.ip and is_v4(pod.ip))
+    def prefixes(self) -> Iterable[IPNet]:
+        yield from (host_prefix(ip) for pod in self._cluster.pods() for ip in pod.ips)
         yield from (host_prefix(ip) for ip in self._local)
 
-    def claim(self, prefix: IPv4Net) -> Claim | None:
-        if prefix.prefixlen != 32:
+    def claim(self, prefix: IPNet) -> Claim | None:
+        if not is_host(prefix):
             return None
         ip = str(prefix.network_address)
         local = self._local.get(ip)
@@ -136,11 +137,10 @@ class RemotePodCidrs:
     def __init__(self, nodes: NodeTable) -> None:
         self._nodes = nodes
 
-    def prefixes(self) -> Iterable[IPv4Net]:
-        return (network(node.pod_cidr) for node in self._nodes
-                if node.pod_cidr and is_v4(node.pod_cidr))
+    def prefixes(self) -> Iterable[IPNet]:
+        return (network(cidr) for node in self._nodes for cidr in node.pod_cidrs)
 
-    def claim(self, prefix: IPv4Net) -> Claim | None:
+    def claim(self, prefix: IPNet) -> Claim | None:
         node = self._nodes.with_pod_cidr(prefix)
         if node is None or node.name == self._nodes.local_name:
             return None
@@ -154,10 +154,10 @@ class BlockPrefixes:
         self._blocks = blocks
         self._nodes = nodes
 
-    def prefixes(self) -> Iterable[IPv4Net]:
+    def prefixes(self) -> Iterable[IPNet]:
         return self._blocks
 
-    def claim(self, prefix: IPv4Net) -> Claim | None:
+    def claim(self, prefix: IPNet) -> Claim | None:
         if prefix not in self._blocks:
             return None
         return self._blocks.longest_identity(prefix), self._nodes.tunnel_to_prefix(prefix)

@@ -24,13 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podwire.agent import bpfsys, structs
-from podwire.bpf.constants import MAPS
+from podwire.bpf.constants import MAPS, Hook
 from podwire.bpf.header import MapDecl
 
 log = logging.getLogger("podwire.loader")
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 TC_PROGRAMS = ("from_pod", "to_pod", "from_overlay", "from_netdev")
+# The IPv6 programs, by the hook whose IPv4 program tail-calls them (progs6, entry.h).
+TAIL_PROGRAMS6 = {"from_pod6": Hook.FROM_POD, "to_pod6": Hook.TO_POD,
+                  "from_overlay6": Hook.FROM_OVERLAY}
+PROG_ARRAY6 = "progs6"
 # The node's own sockets (bpf_sock.c): cgroup sock_addr programs by the hook they serve.
 SOCK_PROGRAMS = {
     "sock_connect4": "cgroup_inet4_connect",
@@ -38,9 +42,10 @@ SOCK_PROGRAMS = {
     "sock_recvmsg4": "cgroup_udp4_recvmsg",
     "sock_getpeername4": "cgroup_inet4_getpeername",
 }
-PROGRAMS = (*TC_PROGRAMS, *SOCK_PROGRAMS)
+PROGRAMS = (*TC_PROGRAMS, *TAIL_PROGRAMS6, *SOCK_PROGRAMS)
 # Entry files, compiled as one unit so the programs share one set of maps.
-ENTRY_FILES = ("bpf_pod.c", "bpf_overlay.c", "bpf_host.c", "bpf_sock.c")
+ENTRY_FILES = ("bpf_pod.c", "bpf_overlay.c", "bpf_host.c", "bpf_sock.c", "bpf_pod6.c",
+               "bpf_overlay6.c")
 _LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -55,6 +60,11 @@ class DatapathSizes:
     policy: int = 65536
     conntrack: int = 65536
     fragments: int = 8192
+    # IPv6's own maps (maps.h); policy is identity-keyed and shared by both families.
+    endpoints6: int = 1024
+    ipcache6: int = 65536
+    conntrack6: int = 65536
+    fragments6: int = 8192
     # Frontend slots: one per Service port and address, plus one per backend of each.
     lb_services: int = 65536
     lb_backends: int = 65536
@@ -66,6 +76,7 @@ class DatapathSizes:
     # Flows counted per flow (AgentConfig.flow_aggregation) until the agent reports them:
     # active flows, since the agent removes each once it is reported and idle.
     flow_aggregates: int = 16384
+    flow_aggregates6: int = 16384
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -129,7 +140,12 @@ def map_specs(sizes: DatapathSizes) -> list[MapSpec]:
 # connection state (conntrack, affinities, socket translations) and the load balancer's
 # backend ids that conntrack entries name must be adopted as they are: a layout change
 # of them is refused, or connections would be cut or sent elsewhere.
-REWRITTEN_AT_START = frozenset({"config", "policy", "ipcache", "endpoints"})
+REWRITTEN_AT_START = frozenset({"config", "policy", "ipcache", "endpoints", "ipcache6",
+                                "endpoints6"})
+# Counts the agent reads: a build that changes their layout (flow events grew IPv6
+# addresses), or the fixed size of the metrics array (more reason codes), recreates them.
+# What was not read yet is lost once, at that upgrade; Prometheus sees a counter reset.
+RESET_AT_UPGRADE = frozenset({"metrics", "flow_aggregates", "flow_agg_scratch"})
 
 
 def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
@@ -143,15 +159,17 @@ def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
             info = bpfsys.map_info(fd)
             os.close(fd)
             have = (bpfsys.MAP_TYPES[spec.type], spec.key_size, spec.value_size)
-            if (info.type, info.key_size, info.value_size) != have \
-                    and spec.name in REWRITTEN_AT_START:
+            changed = (info.type, info.key_size, info.value_size) != have
+            resized = (spec.name in RESET_AT_UPGRADE and MAPS[spec.name].max_entries is not None
+                       and info.max_entries != spec.max_entries)
+            if (changed and spec.name in REWRITTEN_AT_START | RESET_AT_UPGRADE) or resized:
                 # Programs still attached keep the old map through their own reference
                 # until the new build replaces them; the agent fills the new one.
                 log.warning("event=map_recreated map=%s reason=layout_changed "
-                            "old_value_size=%d new_value_size=%d", spec.name,
-                            info.value_size, spec.value_size)
+                            "old_value_size=%d new_value_size=%d old_max_entries=%d",
+                            spec.name, info.value_size, spec.value_size, info.max_entries)
                 os.unlink(path)
-            elif (info.type, info.key_size, info.value_size) != have:
+            elif changed:
                 raise LoaderError(f"pinned map {path} has another layout (type/key/value "
                                   f"{info.type}/{info.key_size}/{info.value_size}, want "
                                   f"{have[0]}/{have[1]}/{have[2]}); remove the pin dir")
@@ -224,9 +242,21 @@ def compile_and_pin(pin_dir: Path, sizes: DatapathSizes) -> dict[str, object]:
         # rename(2) on bpffs swaps the pin in one step: tc re-attach finds either
         # the old program or the new one, never no program.
         os.replace(staging, final)
+        if name in TAIL_PROGRAMS6:
+            _set_tail_program(pin_dir, TAIL_PROGRAMS6[name], fn.fd)
     # Last, once every program is pinned: a crash before this leaves no matching build.
     _write_build_id(pin_dir, build_id(pin_dir, sizes))
     return {"pin_dir": str(pin_dir), "maps": in_force, "programs": list(PROGRAMS)}
+
+
+def _set_tail_program(pin_dir: Path, hook: int, prog_fd: int) -> None:
+    """Point the hook's slot of progs6 at a freshly loaded IPv6 program: the IPv4 entry
+    programs tail-call the new one from the next packet on."""
+    fd = bpfsys.obj_get(str(pin_dir / PROG_ARRAY6))
+    try:
+        bpfsys.update(fd, ctypes.c_uint32(hook), ctypes.c_uint32(prog_fd))
+    finally:
+        os.close(fd)
 
 
 def build_id(pin_dir: Path, sizes: DatapathSizes) -> bytes:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 
-from podwire.agent.addresses import IPv4Net
+from podwire.agent.addresses import IPNet
 from podwire.agent.entries import datapath_direction
 from podwire.agent.policy_compiler import PolicyRefs, ResolvedRule
 from podwire.agent.prefixes import PrefixTable
@@ -29,7 +29,6 @@ from podwire.policy import (
     PolicyPort,
     PortRange,
     Rule,
-    pods_matching_peer,
     policies_selecting,
     resolve_ports,
 )
@@ -71,15 +70,14 @@ class NetworkPolicyRules:
         """Namespaces of policies a new or gone identity may change (they name ports)."""
         return (key.split("/", 1)[0] for key in self._named_egress)
 
-    def _index_peers(self, policy: NetworkPolicy) -> list[IPv4Net]:
+    def _index_peers(self, policy: NetworkPolicy) -> list[IPNet]:
         """Add the policy's pod peers to the index; returns the prefixes its ipBlocks name."""
-        prefixes: list[IPv4Net] = []
+        prefixes: list[IPNet] = []
         for direction in PolicyDirection:
             for rule_index, rule in enumerate(policy.rules(direction)):
                 for peer_index, peer in enumerate(rule.peers):
                     if peer.ip_block is not None:
-                        prefixes += [net for net in (peer.ip_block.cidr, *peer.ip_block.except_)
-                                     if isinstance(net, IPv4Net)]
+                        prefixes += [peer.ip_block.cidr, *peer.ip_block.except_]
                     else:
                         peer_id = (policy.key, direction.value, rule_index, peer_index)
                         self._peers.add_peer(peer_id, policy, peer)
@@ -123,9 +121,9 @@ class NetworkPolicyRules:
         for peer in rule.peers:
             if peer.ip_block is None:
                 continue
-            for destination in pods_matching_peer(self._cluster, policy, peer):
-                number = self._prefixes.host_identity(destination)
-                if number is not None:
+            # Each address of the pod in the block has its own /32 or /128 (prefixes.py).
+            for destination in self._cluster.pods_in_network(peer.ip_block.cidr):
+                for number in self._prefixes.host_identities(destination, peer.ip_block):
                     yield ResolvedRule(Direction.EGRESS, ref, (number,),
                                        resolve_ports(named, destination))
 

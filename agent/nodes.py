@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from podwire.agent.addresses import IPv4Net, host_prefix, is_v4, network
+from podwire.agent.addresses import IPNet, host_prefix, is_v4, network
 
 
 @dataclass(frozen=True)
@@ -23,22 +23,23 @@ class NodeInfo:
     addresses: tuple[str, ...] = ()
     # Its labels, which cluster policies' `nodes` peers select on.
     labels: tuple[tuple[str, str], ...] = ()
-    # spec.podCIDRs: one per family (`pod_cidr` is the first). The ipcache keeps only
-    # the IPv4 ones until the datapath speaks IPv6.
+    # spec.podCIDRs: one per family (`pod_cidr` is the first).
     pod_cidrs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.pod_cidrs and self.pod_cidr:
             object.__setattr__(self, "pod_cidrs", (self.pod_cidr,))
 
-    def prefixes(self) -> list[IPv4Net]:
-        """The ipcache prefixes the node itself puts there: its address and its pod CIDR."""
-        prefixes = []
-        if self.ip and is_v4(self.ip):
-            prefixes.append(host_prefix(self.ip))
-        if self.pod_cidr and is_v4(self.pod_cidr.split("/")[0]):
-            prefixes.append(network(self.pod_cidr))
-        return prefixes
+    def host_addresses(self) -> list[str]:
+        """The addresses that are the node itself in the ipcache: its IPv4 InternalIP
+        (`ip`, also where tunnels go) and every IPv6 address it reports."""
+        v4 = [self.ip] if self.ip and is_v4(self.ip) else []
+        return v4 + [ip for ip in (self.ip, *self.addresses) if ip and not is_v4(ip)]
+
+    def prefixes(self) -> list[IPNet]:
+        """The ipcache prefixes the node itself puts there: its addresses and pod CIDRs."""
+        return [*{host_prefix(ip): None for ip in self.host_addresses()},
+                *(network(cidr) for cidr in self.pod_cidrs)]
 
 
 class NodeTable:
@@ -47,8 +48,8 @@ class NodeTable:
     def __init__(self, local_name: str) -> None:
         self.local_name = local_name
         self._nodes: dict[str, NodeInfo] = {}
-        self._by_host: dict[IPv4Net, NodeInfo] = {}
-        self._by_cidr: dict[IPv4Net, NodeInfo] = {}
+        self._by_host: dict[IPNet, NodeInfo] = {}
+        self._by_cidr: dict[IPNet, NodeInfo] = {}
 
     def set(self, node: NodeInfo) -> NodeInfo | None:
         """Add or replace a node; returns what it replaced."""
@@ -68,11 +69,11 @@ class NodeTable:
     def __iter__(self) -> Iterator[NodeInfo]:
         return iter(self._nodes.values())
 
-    def with_address(self, prefix: IPv4Net) -> NodeInfo | None:
+    def with_address(self, prefix: IPNet) -> NodeInfo | None:
         """The node whose address is this /32."""
         return self._by_host.get(prefix)
 
-    def with_pod_cidr(self, prefix: IPv4Net) -> NodeInfo | None:
+    def with_pod_cidr(self, prefix: IPNet) -> NodeInfo | None:
         return self._by_cidr.get(prefix)
 
     def tunnel_to_node(self, name: str | None) -> str | None:
@@ -82,16 +83,19 @@ class NodeTable:
         node = self._nodes.get(name)
         return node.ip if node is not None else None
 
-    def tunnel_to_prefix(self, prefix: IPv4Net) -> str | None:
+    def tunnel_to_prefix(self, prefix: IPNet) -> str | None:
         """The underlay address of the remote node whose pod CIDR holds the prefix."""
         for node in self._nodes.values():
-            if (node.name != self.local_name and node.pod_cidr
-                    and prefix.subnet_of(network(node.pod_cidr))):
-                return node.ip
+            if node.name == self.local_name:
+                continue
+            for cidr in node.pod_cidrs:
+                pod_net = network(cidr)
+                if pod_net.version == prefix.version and prefix.subnet_of(pod_net):  # type: ignore[arg-type]
+                    return node.ip
         return None
 
     def _index(self) -> None:
-        self._by_host = {host_prefix(node.ip): node for node in self._nodes.values()
-                         if node.ip and is_v4(node.ip)}
-        self._by_cidr = {network(node.pod_cidr): node for node in self._nodes.values()
-                         if node.pod_cidr and is_v4(node.pod_cidr)}
+        self._by_host = {host_prefix(ip): node for node in self._nodes.values()
+                         for ip in node.host_addresses()}
+        self._by_cidr = {network(cidr): node for node in self._nodes.values()
+                         for cidr in node.pod_cidrs}

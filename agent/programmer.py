@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from podwire.agent import lbslots, structs
+from podwire.agent.addresses import IPNet
 from podwire.agent.datapath import Datapath
 from podwire.agent.entries import (
     BackendEntry,
@@ -116,7 +117,8 @@ def apply(datapath: Datapath, ops: list[Operation]) -> None:
     single calls).
 
     Keys and values are those of agent/entries.py for the map an operation names:
-    endpoints by pod IP string, ipcache by IPv4Network, policy by PolicyKey, lb_services
+    endpoints by pod IP string, ipcache by IPv4Network or IPv6Network (each family's map),
+    policy by PolicyKey, lb_services
     by FrontendKey (ServiceEntry), lb_backends by backend id (BackendEntry).
     """
     for (name, upsert), run in itertools.groupby(
@@ -178,15 +180,21 @@ _APPLY: dict[MapName, Callable[[Datapath, Any, Any], None]] = {
 def read_installed(datapath: Datapath) -> MapContents:
     """What the pinned maps hold now, as entries (for adopting them after a restart)."""
     contents = MapContents()
-    for raw_ip, info in datapath.endpoints.items():
-        ip = structs.ip_str(_int(raw_ip))
+    endpoints = [(structs.ip_str(_int(raw_ip)), info)
+                 for raw_ip, info in datapath.endpoints.items()]
+    endpoints += [(structs.ip6_str(raw_ip), info) for raw_ip, info in datapath.endpoints6.items()]
+    for ip, info in endpoints:
         flags = {name: bool(info.flags & bit) for name, bit in _ENDPOINT_FLAGS}
         contents.endpoints[ip] = EndpointEntry(
             ifindex=info.ifindex, ep_id=info.ep_id, identity=info.identity,
             pod_mac=_mac(info.pod_mac), host_mac=_mac(info.host_mac), **flags,
         )
-    for cache_key, cache_value in datapath.ipcache.items():
-        prefix = ipaddress.IPv4Network(f"{structs.ip_str(cache_key.ip)}/{cache_key.prefixlen}")
+    prefixes: list[tuple[IPNet, structs.IpcacheValue]] = [
+        (ipaddress.IPv4Network(f"{structs.ip_str(key.ip)}/{key.prefixlen}"), value)
+        for key, value in datapath.ipcache.items()]
+    prefixes += [(ipaddress.IPv6Network(f"{structs.ip6_str(key.ip)}/{key.prefixlen}"), value)
+                 for key, value in datapath.ipcache6.items()]
+    for prefix, cache_value in prefixes:
         contents.ipcache[prefix] = IpcacheEntry(
             identity=cache_value.identity, cidr_identity=cache_value.cidr_identity,
             tunnel_ip=structs.ip_str(cache_value.tunnel_ip) if cache_value.tunnel_ip else None,

@@ -24,6 +24,16 @@ def ip_str(value: int) -> str:
     return str(ipaddress.IPv4Address(value.to_bytes(4, "little")))
 
 
+def ip6_addr(ip: str) -> Ip6Addr:
+    """An IPv6 address as the datapath keys it: its 16 bytes in packet order."""
+    return Ip6Addr.from_buffer_copy(ipaddress.IPv6Address(ip).packed)
+
+
+def ip6_str(value: Ip6Addr) -> str:
+    """Inverse of ip6_addr."""
+    return str(ipaddress.IPv6Address(bytes(value)))
+
+
 def port_be(port: int) -> int:
     """A port as the C side stores it (network byte order in memory)."""
     if not 0 <= port <= 0xFFFF:
@@ -46,6 +56,10 @@ def mac_bytes(mac: str) -> bytes:
     if len(parts) != 6 or len(raw) != 6:
         raise ValueError(f"not a MAC address: {mac!r}")
     return raw
+
+
+class Ip6Addr(ctypes.Structure):
+    _fields_ = [("w", ctypes.c_uint32 * 4)]
 
 
 class EndpointInfo(ctypes.Structure):
@@ -76,6 +90,16 @@ class IpcacheKey(ctypes.Structure):
         """'10.0.0.0/8' or '10.0.0.1' (a /32)."""
         net = ipaddress.IPv4Network(cidr, strict=False)
         return cls(prefixlen=net.prefixlen, ip=ip_be(str(net.network_address)))
+
+
+class Ipcache6Key(ctypes.Structure):
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("ip", Ip6Addr)]
+
+    @classmethod
+    def from_cidr(cls, cidr: str) -> Ipcache6Key:
+        """'fd00::/8' or 'fd00::1' (a /128)."""
+        net = ipaddress.IPv6Network(cidr, strict=False)
+        return cls(prefixlen=net.prefixlen, ip=ip6_addr(str(net.network_address)))
 
 
 class IpcacheValue(ctypes.Structure):
@@ -123,6 +147,18 @@ class CtKey(ctypes.Structure):
     _fields_ = [
         ("saddr", ctypes.c_uint32),
         ("daddr", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("scope", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+
+class Ct6Key(ctypes.Structure):
+    _fields_ = [
+        ("saddr", Ip6Addr),
+        ("daddr", Ip6Addr),
         ("sport", ctypes.c_uint16),
         ("dport", ctypes.c_uint16),
         ("proto", ctypes.c_uint8),
@@ -221,6 +257,16 @@ class FragKey(ctypes.Structure):
     ]
 
 
+class Frag6Key(ctypes.Structure):
+    _fields_ = [
+        ("saddr", Ip6Addr),
+        ("daddr", Ip6Addr),
+        ("id", ctypes.c_uint32),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
 class FragValue(ctypes.Structure):
     _fields_ = [("sport", ctypes.c_uint16), ("dport", ctypes.c_uint16)]
 
@@ -275,7 +321,9 @@ class FlowEvent(ctypes.Structure):
         ("len", ctypes.c_uint32),
         ("service_id", ctypes.c_uint32),
         ("frontend_addr", ctypes.c_uint32),
-        ("pad2", ctypes.c_uint32),
+        ("family", ctypes.c_uint32),
+        ("saddr6", Ip6Addr),
+        ("daddr6", Ip6Addr),
     ]
 
 
@@ -340,6 +388,10 @@ class FlowAggKey(ctypes.Structure):
     ]
 
 
+class FlowAgg6Key(ctypes.Structure):
+    _fields_ = [("flow", FlowAggKey), ("saddr6", Ip6Addr), ("daddr6", Ip6Addr)]
+
+
 class FlowAggValue(ctypes.Structure):
     _fields_ = [
         ("first", FlowEvent),
@@ -355,12 +407,15 @@ class EventRateState(ctypes.Structure):
 
 # C struct name -> mirror; the layout test walks this table.
 C_STRUCTS: dict[str, type[ctypes.Structure]] = {
+    "ip6_addr": Ip6Addr,
     "endpoint_info": EndpointInfo,
     "ipcache_key": IpcacheKey,
+    "ipcache6_key": Ipcache6Key,
     "ipcache_value": IpcacheValue,
     "policy_key": PolicyKey,
     "policy_value": PolicyValue,
     "ct_key": CtKey,
+    "ct6_key": Ct6Key,
     "ct_value": CtValue,
     "lb_key": LbKey,
     "lb_value": LbValue,
@@ -370,11 +425,13 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "lb_affinity_key": LbAffinityKey,
     "lb_affinity_value": LbAffinityValue,
     "frag_key": FragKey,
+    "frag6_key": Frag6Key,
     "frag_value": FragValue,
     "metrics_value": MetricsValue,
     "node_config": NodeConfig,
     "flow_event": FlowEvent,
     "flow_agg_key": FlowAggKey,
+    "flow_agg6_key": FlowAgg6Key,
     "flow_agg_value": FlowAggValue,
     "event_rate_state": EventRateState,
     "trace_tag": TraceTag,

@@ -83,6 +83,10 @@ class Hook(enum.IntEnum):
         return self.name.lower().replace("_", "-")
 
 
+# flow_event.family of an IPv6 packet's event (its addresses are saddr6, daddr6).
+FAMILY_IPV6: Final = _C["FAMILY_IPV6"]
+
+
 class EventType(enum.IntEnum):
     """flow_event.type: a new connection allowed, or a packet dropped."""
 

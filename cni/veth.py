@@ -11,9 +11,9 @@ solicits routers nor resolves its gateway.
 Node side: no address; per family `<pod ip>/32|/128 dev <host veth>` and a permanent
 neighbour pod ip -> pod MAC, forwarding on and rp_filter off on the host veth.
 
-The datapath does not forward IPv6 yet: the programs drop a pod's IPv6 packets as
-UNSUPPORTED_L3. A pod without an IPv6 address keeps IPv6 off on both ends, so no
-link-local chatter meets the programs.
+The datapath forwards and polices IPv6 (bpf/bpf_pod6.c); neighbour discovery passes at
+the host veth as ARP does. A pod without an IPv6 address keeps IPv6 off on both ends, so
+no link-local chatter meets the programs.
 
 ADD and DEL speak rtnetlink through cni/rtnl.py, which costs a fraction of pyroute2's
 CPU per request; CHECK and GC, rare and read-only, read dumps through pyroute2.

@@ -126,6 +126,35 @@ static __always_inline bool ct_reopens(const struct ct_value *v, const struct pk
 	return false;
 }
 
+/* A live entry of the packet's own tuple: CT_ESTABLISHED, or CT_NEW when the packet
+ * opens a new connection on it. Shared by both families (conntrack6.h). */
+static __always_inline enum ct_status ct_hit_forward(struct ct_value *v, const struct pkt *p,
+						     __u64 now, struct ct_value **entry)
+{
+	if (ct_reopens(v, p))
+		return CT_NEW;
+	ct_update(v, p, 0);
+	ct_touch(v, now);
+	*entry = v;
+	return CT_ESTABLISHED;
+}
+
+/* A live entry of the reversed tuple: CT_REPLY, or CT_NEW for an SCTP INIT. */
+static __always_inline enum ct_status ct_hit_reply(struct ct_value *v, const struct pkt *p,
+						   __u64 now, struct ct_value **entry)
+{
+	/* An INIT from the responder opens an association of its own, which the
+	 * initiator's policy decides on: no reply lets a peer open towards a pod. */
+	if (p->proto == IPPROTO_SCTP && (p->sctp_chunks & SCTP_BIT(SCTP_CHUNK_INIT)))
+		return CT_NEW;
+	ct_update(v, p, 1);
+	if (!v->seen_reply)
+		v->seen_reply = 1;
+	ct_touch(v, now);
+	*entry = v;
+	return CT_REPLY;
+}
+
 /* Is this packet part of a live connection? Refreshes the entry it hits, and hands it
  * back in *entry for CT_ESTABLISHED, CT_REPLY and a CT_RELATED error about the
  * initiator's packet (NULL otherwise): a reply or an error travelling to the client of
@@ -139,29 +168,13 @@ static __always_inline enum ct_status ct_lookup(struct __sk_buff *skb, const str
 	*entry = NULL;
 	ct_key_of(p, &fwd);
 	v = conntrack.lookup(&fwd);
-	if (v && ct_alive(cfg, v, p->proto, now)) {
-		if (ct_reopens(v, p))
-			return CT_NEW;
-		ct_update(v, p, 0);
-		ct_touch(v, now);
-		*entry = v;
-		return CT_ESTABLISHED;
-	}
+	if (v && ct_alive(cfg, v, p->proto, now))
+		return ct_hit_forward(v, p, now, entry);
 
 	ct_reverse(&fwd, &rev);
 	v = conntrack.lookup(&rev);
-	if (v && ct_alive(cfg, v, p->proto, now)) {
-		/* An INIT from the responder opens an association of its own, which the
-		 * initiator's policy decides on: no reply lets a peer open towards a pod. */
-		if (p->proto == IPPROTO_SCTP && (p->sctp_chunks & SCTP_BIT(SCTP_CHUNK_INIT)))
-			return CT_NEW;
-		ct_update(v, p, 1);
-		if (!v->seen_reply)
-			v->seen_reply = 1;
-		ct_touch(v, now);
-		*entry = v;
-		return CT_REPLY;
-	}
+	if (v && ct_alive(cfg, v, p->proto, now))
+		return ct_hit_reply(v, p, now, entry);
 
 	if (is_icmp_error(p)) {
 		struct ct_key inner = {};
@@ -203,6 +216,13 @@ static __always_inline __u8 ct_first_state(const struct pkt *p)
 	return CT_STATE_NEW;
 }
 
+static __always_inline void ct_fill_new(const struct pkt *p, __u64 now, struct ct_value *v)
+{
+	v->last_seen = now;
+	v->created = now;
+	v->state = ct_first_state(p);
+}
+
 /* Record a new connection: 0, or DROP_CT_FULL only when the map is full (an expired
  * entry with the same key is overwritten in place). v holds what the caller knows of
  * it (policy refs, reverse translation); times and state are filled here. */
@@ -213,9 +233,7 @@ static __always_inline int ct_create(const struct pkt *p, __u8 scope, __u64 now,
 
 	ct_key_of(p, &k);
 	k.scope = scope;
-	v->last_seen = now;
-	v->created = now;
-	v->state = ct_first_state(p);
+	ct_fill_new(p, now, v);
 	if (conntrack.update(&k, v) < 0)
 		return DROP_CT_FULL;
 	return 0;

@@ -13,10 +13,10 @@
 #include <linux/types.h>
 
 #define REASON_FORWARDED 0
-#define REASON_MAX 16
+#define REASON_MAX 32
 /* Forwarded only because the policy that denies it is in audit mode (counted and
  * reported apart from REASON_FORWARDED): the highest code, so drop reasons keep room. */
-#define REASON_AUDIT 15
+#define REASON_AUDIT 31
 #define DROP_CODE_BASE 128
 
 enum drop_reason {
@@ -42,6 +42,13 @@ enum drop_reason {
 	/* An SCTP packet whose port must change but which is an IP fragment: its CRC32c
 	 * covers the whole packet, which one fragment does not hold. */
 	DROP_SCTP_FRAGMENT = -DROP_CODE_BASE - 14,
+	/* IPv6 extension headers (parse6.h). UNKNOWN: a header podwire does not walk (No
+	 * Next Header, Mobility, HIP, Shim6, the experimental ones): what follows cannot be
+	 * judged, so it is not let through. MALFORMED: one cut short, past the payload, or a
+	 * hop-by-hop header anywhere but first. TOO_LONG: more than IPV6_EXT_MAX of them. */
+	DROP_EXT_HEADER_UNKNOWN = -DROP_CODE_BASE - 15,
+	DROP_EXT_HEADER_MALFORMED = -DROP_CODE_BASE - 16,
+	DROP_EXT_CHAIN_TOO_LONG = -DROP_CODE_BASE - 17,
 };
 
 #define DROP_CODE(reason) ((__u8)(-(reason) - DROP_CODE_BASE))

@@ -38,9 +38,12 @@ static __always_inline void lost(__u32 stage)
 		*n += 1;
 }
 
+/* v6, here and below, is a constant at every call (false through emit and drop, true
+ * through emit6 and drop6), so an IPv4 program carries none of IPv6's work: the IPv4
+ * entry programs are close to the verifier's limit. */
 static __always_inline void fill_event(struct flow_event *e, struct __sk_buff *skb,
 				       const struct pkt *p, const struct flow_ctx *c,
-				       __u8 type, __u8 code, __u64 now)
+				       __u8 type, __u8 code, __u64 now, bool v6)
 {
 	e->timestamp = now;
 	e->saddr = p->saddr;
@@ -64,7 +67,13 @@ static __always_inline void fill_event(struct flow_event *e, struct __sk_buff *s
 	e->len = skb->len;
 	e->service_id = c->service_id;
 	e->frontend_addr = c->frontend_addr;
-	e->pad2 = 0;
+	if (v6) {
+		e->family = FAMILY_IPV6;
+		e->saddr6 = p->saddr6;
+		e->daddr6 = p->daddr6;
+	} else {
+		e->family = FAMILY_IPV4;
+	}
 }
 
 /* The node's rate limit on ring buffer events (a GCRA per CPU, no division on the
@@ -89,7 +98,7 @@ static __always_inline bool rate_allows(const struct node_config *cfg, __u64 now
 
 static __always_inline void send_event(struct __sk_buff *skb, const struct node_config *cfg,
 				       const struct pkt *p, const struct flow_ctx *c, __u8 type,
-				       __u8 code, __u64 now)
+				       __u8 code, __u64 now, bool v6)
 {
 	struct flow_event *e;
 
@@ -102,7 +111,7 @@ static __always_inline void send_event(struct __sk_buff *skb, const struct node_
 		lost(EVENTS_LOST_RING);
 		return;
 	}
-	fill_event(e, skb, p, c, type, code, now);
+	fill_event(e, skb, p, c, type, code, now, v6);
 	/* Never wake the agent's reader: it reads on a clock (FLOW_READ_INTERVAL,
 	 * agent/daemon.py). The ring's default wakes it at every event that finds it caught
 	 * up, an interrupt on the packet path and a switch to the reader each: a node opening
@@ -118,7 +127,7 @@ static __always_inline void send_event(struct __sk_buff *skb, const struct node_
  * flows a ring event a packet, the cost aggregation is there to spare. */
 static __always_inline void aggregate(struct __sk_buff *skb, const struct node_config *cfg,
 				      const struct pkt *p, const struct flow_ctx *c,
-				      __u8 type, __u8 code, __u64 now)
+				      __u8 type, __u8 code, __u64 now, bool v6)
 {
 	struct flow_agg_key key = {
 		.saddr = p->saddr,
@@ -130,10 +139,19 @@ static __always_inline void aggregate(struct __sk_buff *skb, const struct node_c
 		.direction = c->direction,
 		.hook = c->hook,
 	};
-	struct flow_agg_value *v = flow_aggregates.lookup(&key), *fresh;
+	struct flow_agg6_key key6 = {};
+	struct flow_agg_value *v, *fresh;
 	__u32 zero = 0;
 	int ret;
 
+	if (v6) {
+		key6.flow = key;
+		key6.saddr6 = p->saddr6;
+		key6.daddr6 = p->daddr6;
+		v = flow_aggregates6.lookup(&key6);
+	} else {
+		v = flow_aggregates.lookup(&key);
+	}
 	if (v) {
 		__sync_fetch_and_add(&v->packets, 1);
 		__sync_fetch_and_add(&v->bytes, skb->len);
@@ -145,16 +163,25 @@ static __always_inline void aggregate(struct __sk_buff *skb, const struct node_c
 		lost(EVENTS_LOST_TABLE);
 		return;
 	}
-	fill_event(&fresh->first, skb, p, c, type, code, now);
+	fill_event(&fresh->first, skb, p, c, type, code, now, v6);
 	fresh->first.sport = key.sport;
 	fresh->last_seen = now;
 	fresh->packets = 1;
 	fresh->bytes = skb->len;
-	ret = flow_aggregates.insert(&key, fresh);
+	if (v6)
+		ret = flow_aggregates6.insert(&key6, fresh);
+	else
+		ret = flow_aggregates.insert(&key, fresh);
 	if (ret == 0)
 		return;
 	/* Another CPU made the entry first (-EEXIST), or the table is full. */
-	v = ret == -EEXIST ? flow_aggregates.lookup(&key) : NULL;
+	v = NULL;
+	if (ret == -EEXIST) {
+		if (v6)
+			v = flow_aggregates6.lookup(&key6);
+		else
+			v = flow_aggregates.lookup(&key);
+	}
 	if (!v) {
 		lost(EVENTS_LOST_TABLE);
 		return;
@@ -166,9 +193,9 @@ static __always_inline void aggregate(struct __sk_buff *skb, const struct node_c
 
 /* Report a verdict as the node's aggregation says: per event through the ring buffer, or
  * counted per flow for the agent to report. */
-static __always_inline void emit(struct __sk_buff *skb, const struct node_config *cfg,
-				 const struct pkt *p, const struct flow_ctx *c, __u8 type,
-				 __u8 code)
+static __always_inline void emit_family(struct __sk_buff *skb, const struct node_config *cfg,
+					const struct pkt *p, const struct flow_ctx *c,
+					__u8 type, __u8 code, bool v6)
 {
 	__u64 now;
 
@@ -177,20 +204,41 @@ static __always_inline void emit(struct __sk_buff *skb, const struct node_config
 	now = bpf_ktime_get_ns();
 	if (cfg->aggregation == AGG_MAX ||
 	    (cfg->aggregation == AGG_CONNECTION && type == EVENT_DROP))
-		aggregate(skb, cfg, p, c, type, code, now);
+		aggregate(skb, cfg, p, c, type, code, now, v6);
 	else
-		send_event(skb, cfg, p, c, type, code, now);
+		send_event(skb, cfg, p, c, type, code, now, v6);
+}
+
+static __always_inline void emit(struct __sk_buff *skb, const struct node_config *cfg,
+				 const struct pkt *p, const struct flow_ctx *c, __u8 type,
+				 __u8 code)
+{
+	emit_family(skb, cfg, p, c, type, code, false);
 }
 
 /* A drop reason turned into the program's verdict. */
-static __always_inline int drop(struct __sk_buff *skb, const struct node_config *cfg,
-				const struct pkt *p, const struct flow_ctx *c, int reason)
+static __always_inline int drop_family(struct __sk_buff *skb, const struct node_config *cfg,
+				       const struct pkt *p, const struct flow_ctx *c, int reason,
+				       bool v6)
 {
 	count(DROP_CODE(reason), c->direction, skb->len);
-	emit(skb, cfg, p, c, EVENT_DROP, DROP_CODE(reason));
+	emit_family(skb, cfg, p, c, EVENT_DROP, DROP_CODE(reason), v6);
 	if (c->trace_id)
 		trace_hop(skb, p, c, TRACE_DROPPED, DROP_CODE(reason), 0);
 	return TC_ACT_SHOT;
+}
+
+static __always_inline int drop(struct __sk_buff *skb, const struct node_config *cfg,
+				const struct pkt *p, const struct flow_ctx *c, int reason)
+{
+	return drop_family(skb, cfg, p, c, reason, false);
+}
+
+/* The same for an IPv6 packet: its event carries the IPv6 addresses. */
+static __always_inline int drop6(struct __sk_buff *skb, const struct node_config *cfg,
+				 const struct pkt *p, const struct flow_ctx *c, int reason)
+{
+	return drop_family(skb, cfg, p, c, reason, true);
 }
 
 #endif

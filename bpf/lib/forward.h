@@ -32,13 +32,14 @@ static __always_inline int pass_on(struct __sk_buff *skb, const struct pkt *p,
  * the host-side veth's egress hook, so to_pod never sees (nor re-evaluates) it.
  * A decapsulated frame still carries the remote pod's gateway MAC and so arrives
  * as PACKET_OTHERHOST, which the pod's IP layer would drop: mark it for the host. */
-static __always_inline int deliver_local(struct __sk_buff *skb, const struct node_config *cfg,
-					 const struct pkt *p, const struct flow_ctx *c,
-					 struct endpoint_info *ep)
+static __always_inline int deliver_local_family(struct __sk_buff *skb,
+						const struct node_config *cfg,
+						const struct pkt *p, const struct flow_ctx *c,
+						struct endpoint_info *ep, bool v6)
 {
 	if (bpf_skb_store_bytes(skb, 0, ep->pod_mac, 6, 0) < 0 ||
 	    bpf_skb_store_bytes(skb, 6, ep->host_mac, 6, 0) < 0)
-		return drop(skb, cfg, p, c, DROP_MALFORMED);
+		return drop_family(skb, cfg, p, c, DROP_MALFORMED, v6);
 	if (skb->pkt_type != PACKET_HOST)
 		bpf_skb_change_type(skb, PACKET_HOST);
 	if (trace_delivered(skb, p, c, TRACE_TO_POD))
@@ -47,23 +48,39 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct nod
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
-static __always_inline int deliver_tunnel(struct __sk_buff *skb, const struct node_config *cfg,
-					  const struct pkt *p, const struct flow_ctx *c,
-					  __u32 tunnel_ip)
+static __always_inline int deliver_local(struct __sk_buff *skb, const struct node_config *cfg,
+					 const struct pkt *p, const struct flow_ctx *c,
+					 struct endpoint_info *ep)
+{
+	return deliver_local_family(skb, cfg, p, c, ep, false);
+}
+
+/* Into the overlay towards tunnel_ip (the underlay is IPv4 for both families). */
+static __always_inline int deliver_tunnel_family(struct __sk_buff *skb,
+						 const struct node_config *cfg,
+						 const struct pkt *p, const struct flow_ctx *c,
+						 __u32 tunnel_ip, bool v6)
 {
 	struct bpf_tunnel_key key = {};
 
 	if (!cfg->vxlan_ifindex)
-		return drop(skb, cfg, p, c, DROP_NO_ROUTE);
+		return drop_family(skb, cfg, p, c, DROP_NO_ROUTE, v6);
 	key.remote_ipv4 = bpf_ntohl(tunnel_ip);
 	key.tunnel_id = TUNNEL_VNI;
 	key.tunnel_ttl = 64;
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
-		return drop(skb, cfg, p, c, DROP_NO_ROUTE);
+		return drop_family(skb, cfg, p, c, DROP_NO_ROUTE, v6);
 	if (c->trace_id)
 		trace_hop(skb, p, c, TRACE_TO_TUNNEL, REASON_FORWARDED, tunnel_ip);
 	count(REASON_FORWARDED, c->direction, skb->len);
 	return bpf_redirect(cfg->vxlan_ifindex, 0);
+}
+
+static __always_inline int deliver_tunnel(struct __sk_buff *skb, const struct node_config *cfg,
+					  const struct pkt *p, const struct flow_ctx *c,
+					  __u32 tunnel_ip)
+{
+	return deliver_tunnel_family(skb, cfg, p, c, tunnel_ip, false);
 }
 
 /* bcc 0.26 declares bpf_redirect_neigh() without its plen argument; the kernel's has it. */

@@ -44,6 +44,20 @@ BPF_TABLE_PINNED("hash", struct ct_key, struct ct_value, conntrack, CT_MAX,
 		 PINNED(conntrack));
 BPF_TABLE_PINNED("lru_hash", struct frag_key, struct frag_value, fragments, FRAG_MAX,
 		 PINNED(fragments));
+/* IPv6 keeps maps of its own (as Cilium's cilium_ipcache v6 and ct6): the IPv4 keys stay
+ * small, and each family's programs look up only its own. The values are shared. */
+BPF_TABLE_PINNED("hash", struct ip6_addr, struct endpoint_info, endpoints6, EP6_MAX,
+		 PINNED(endpoints6));
+BPF_TABLE_PINNED("lpm_trie", struct ipcache6_key, struct ipcache_value, ipcache6,
+		 IPCACHE6_MAX, PINNED(ipcache6), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("hash", struct ct6_key, struct ct_value, conntrack6, CT6_MAX,
+		 PINNED(conntrack6));
+BPF_TABLE_PINNED("lru_hash", struct frag6_key, struct frag_value, fragments6, FRAG6_MAX,
+		 PINNED(fragments6));
+/* The IPv6 programs by the hook they serve (HOOK_*): an IPv4 entry program tail-calls
+ * its hook's when a packet is IPv6 (entry.h), so each family's program stays within the
+ * verifier's limits on its own. The loader fills it. */
+BPF_TABLE_PINNED("prog", __u32, __u32, progs6, HOOK_MAX, PINNED(progs6));
 /* Index metrics_index(code, direction): a reason code (drop.h) by direction. */
 BPF_TABLE_PINNED("percpu_array", __u32, struct metrics_value, metrics,
 		 REASON_MAX * DIR_MAX, PINNED(metrics));
@@ -56,6 +70,9 @@ BPF_TABLE_PINNED("percpu_array", __u32, __u64, events_lost, EVENTS_LOST_MAX,
  * packets are counted as lost (EVENTS_LOST_TABLE), the metrics still count each one. */
 BPF_TABLE_PINNED("hash", struct flow_agg_key, struct flow_agg_value, flow_aggregates,
 		 FLOW_AGGREGATES_MAX, PINNED(flow_aggregates));
+/* The same for IPv6 flows (their key holds the 128-bit addresses). */
+BPF_TABLE_PINNED("hash", struct flow_agg6_key, struct flow_agg_value, flow_aggregates6,
+		 FLOW_AGGREGATES6_MAX, PINNED(flow_aggregates6));
 BPF_TABLE_PINNED("percpu_array", __u32, struct event_rate_state, event_rate, 1,
 		 PINNED(event_rate));
 /* Where a new flow's aggregate is built before it is inserted: a value that size on

@@ -5,10 +5,28 @@
 #include "conntrack.h"
 #include "events.h"
 
-/* Record the connection in conntrack and report it as a flow event (when events are
- * on). A connection made through a Service records its reverse translation. A side
+/* Report a connection just recorded as a flow event (when events are on). A side
  * forwarded by audit mode makes the event REASON_AUDIT about that side (ingress first),
- * counted under REASON_AUDIT too. 0 to go on with delivery, or a drop reason (CT_FULL). */
+ * counted under REASON_AUDIT too. Both families' commits end here. */
+static __always_inline void new_flow_report(struct __sk_buff *skb,
+					    const struct node_config *cfg, const struct pkt *p,
+					    const struct flow_ctx *c, bool v6)
+{
+	struct flow_ctx audited;
+
+	if (!c->audit) {
+		emit_family(skb, cfg, p, c, EVENT_FLOW, REASON_FORWARDED, v6);
+		return;
+	}
+	audited = *c;
+	audited.direction = c->audit & (1 << DIR_INGRESS) ? DIR_INGRESS : DIR_EGRESS;
+	count(REASON_AUDIT, audited.direction, skb->len);
+	emit_family(skb, cfg, p, &audited, EVENT_FLOW, REASON_AUDIT, v6);
+}
+
+/* Record the connection in conntrack and report it (new_flow_report). A connection made
+ * through a Service records its reverse translation. 0 to go on with delivery, or a
+ * drop reason (CT_FULL). */
 static __always_inline int new_flow_commit(struct __sk_buff *skb,
 					   const struct node_config *cfg, const struct pkt *p,
 					   const struct flow_ctx *c, __u64 now)
@@ -23,19 +41,11 @@ static __always_inline int new_flow_commit(struct __sk_buff *skb,
 		.nat_port = c->nat_port,
 		.flags = c->ct_flags,
 	};
-	struct flow_ctx audited;
 	int ret = ct_create(p, CT_SCOPE_FLOW, now, &v);
 
 	if (ret < 0)
 		return ret;
-	if (!c->audit) {
-		emit(skb, cfg, p, c, EVENT_FLOW, REASON_FORWARDED);
-		return 0;
-	}
-	audited = *c;
-	audited.direction = c->audit & (1 << DIR_INGRESS) ? DIR_INGRESS : DIR_EGRESS;
-	count(REASON_AUDIT, audited.direction, skb->len);
-	emit(skb, cfg, p, &audited, EVENT_FLOW, REASON_AUDIT);
+	new_flow_report(skb, cfg, p, c, false);
 	return 0;
 }
 

@@ -1,4 +1,4 @@
-/* IPv4 parsing into a struct pkt. Every read goes through bpf_skb_load_bytes, which
+/* IPv4 parsing into a struct pkt (IPv6: parse6.h). Every read goes through bpf_skb_load_bytes, which
  * fails on a truncated packet instead of reading past it, so short or lying headers
  * become DROP_MALFORMED rather than undefined reads. Each parser returns 0 or a drop
  * reason. */
@@ -27,6 +27,12 @@
 #define ICMP_TIME_EXCEEDED 11
 #define ICMP_PARAMETERPROB 12
 
+#ifndef IPPROTO_ICMPV6
+#define IPPROTO_ICMPV6 58
+#endif
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
+
 struct pkt {
 	__u32 saddr;
 	__u32 daddr;
@@ -43,16 +49,25 @@ struct pkt {
 	__u32 len;
 	__u32 l3_end; /* where the IP packet ends (Ethernet padding may follow) */
 	__u8 more_fragments; /* a first fragment: the L4 payload goes on in others */
+	__u8 hop_limit; /* IPv6 (neighbour discovery must arrive with 255) */
+	/* IPv6: the addresses (saddr and daddr stay 0), for every map and event of v6. */
+	struct ip6_addr saddr6;
+	struct ip6_addr daddr6;
 };
 
 /* Ports of an L4 header at off: TCP/UDP/SCTP ports, the echo id for ICMP echo
  * (both ports, see struct ct_key), 0 otherwise. end is where the IP packet ends.
+ * icmp_proto is the family's ICMP (IPPROTO_ICMP, or IPPROTO_ICMPV6 for parse6.h), a
+ * constant at every call, so each family's programs carry only their own ICMP.
  * A packet's own SCTP header goes through parse_sctp (its chunks matter); here SCTP
  * is only what an ICMP error quotes. */
 static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, __u32 end,
 				       __u8 proto, __u16 *sport, __u16 *dport,
-				       __u8 *tcp_flags, __u8 *icmp_type, int quoted)
+				       __u8 *tcp_flags, __u8 *icmp_type, int quoted,
+				       __u8 icmp_proto)
 {
+	__u8 echo = icmp_proto == IPPROTO_ICMPV6 ? ICMPV6_ECHO_REQUEST : ICMP_ECHO;
+	__u8 echo_reply = icmp_proto == IPPROTO_ICMPV6 ? ICMPV6_ECHO_REPLY : ICMP_ECHOREPLY;
 	__u8 l4[14];
 
 	*sport = 0;
@@ -74,11 +89,11 @@ static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, __u32 e
 			return DROP_MALFORMED;
 		__builtin_memcpy(sport, &l4[0], 2);
 		__builtin_memcpy(dport, &l4[2], 2);
-	} else if (proto == IPPROTO_ICMP) {
+	} else if (proto == icmp_proto) {
 		if (off + 8 > end || bpf_skb_load_bytes(skb, off, l4, 8) < 0)
 			return DROP_MALFORMED;
 		*icmp_type = l4[0];
-		if (l4[0] == ICMP_ECHO || l4[0] == ICMP_ECHOREPLY) {
+		if (l4[0] == echo || l4[0] == echo_reply) {
 			__builtin_memcpy(sport, &l4[4], 2);
 			*dport = *sport;
 		}
@@ -112,9 +127,9 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 	p->l4_off = ETH_HLEN + hlen;
 	p->len = skb->len;
 	p->l3_end = end;
-	p->more_fragments = !!(frag & IP_MF);
 
 	frag = bpf_ntohs(ip.frag_off);
+	p->more_fragments = !!(frag & IP_MF);
 	if (frag & IP_OFFMASK) {
 		struct frag_key fk = { .saddr = ip.saddr, .daddr = ip.daddr,
 				       .id = ip.id, .proto = ip.protocol };
@@ -133,7 +148,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 				 &p->sctp_chunks);
 	else
 		ret = parse_ports(skb, p->l4_off, end, p->proto, &p->sport, &p->dport,
-				  &p->tcp_flags, &p->icmp_type, 0);
+				  &p->tcp_flags, &p->icmp_type, 0, IPPROTO_ICMP);
 	if (ret < 0)
 		return ret;
 
@@ -172,7 +187,7 @@ static __always_inline int parse_icmp_inner(struct __sk_buff *skb, const struct 
 	inner->proto = ip.protocol;
 	/* RFC 792 quotes the header plus 8 bytes: enough for ports, bounded by skb->len. */
 	return parse_ports(skb, off + ip.ihl * 4, skb->len, ip.protocol, &inner->sport,
-			   &inner->dport, &flags, &type, 1) ? DROP_MALFORMED : 0;
+			   &inner->dport, &flags, &type, 1, IPPROTO_ICMP) ? DROP_MALFORMED : 0;
 }
 
 #endif

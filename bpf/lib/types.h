@@ -38,6 +38,11 @@
 #define HOOK_FROM_OVERLAY 3
 /* The node's uplink (bpf_host.c): NodePorts reached from outside. */
 #define HOOK_FROM_NETDEV 4
+#define HOOK_MAX 5
+
+/* flow_event.family: the IP version of the packet it reports. */
+#define FAMILY_IPV4 4
+#define FAMILY_IPV6 6
 
 /* flow_event.type */
 #define EVENT_FLOW 1 /* a new connection was allowed */
@@ -71,6 +76,12 @@
 #define CT_STATE_ESTABLISHED 2
 #define CT_STATE_CLOSING 3
 
+/* An IPv6 address as the packet holds it (network order), in 32-bit words so it is
+ * compared and copied a word at a time. */
+struct ip6_addr {
+	__u32 w[4];
+};
+
 struct endpoint_info {
 	__u32 ifindex; /* host-side veth */
 	__u32 ep_id;
@@ -83,6 +94,11 @@ struct endpoint_info {
 struct ipcache_key {
 	__u32 prefixlen;
 	__u32 ip;
+};
+
+struct ipcache6_key {
+	__u32 prefixlen;
+	struct ip6_addr ip;
 };
 
 struct ipcache_value {
@@ -161,6 +177,17 @@ struct policy_value {
 struct ct_key {
 	__u32 saddr;
 	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 scope;
+	__u8 pad[2];
+};
+
+/* The same for IPv6 (conntrack6.h); ct_value is shared, its Service fields unused. */
+struct ct6_key {
+	struct ip6_addr saddr;
+	struct ip6_addr daddr;
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
@@ -267,6 +294,15 @@ struct frag_key {
 	__u16 id;
 	__u8 proto;
 	__u8 pad;
+};
+
+/* An IPv6 fragment header's identification is 32 bits; proto is the upper layer's. */
+struct frag6_key {
+	struct ip6_addr saddr;
+	struct ip6_addr daddr;
+	__u32 id;
+	__u8 proto;
+	__u8 pad[3];
 };
 
 struct frag_value {
@@ -393,7 +429,11 @@ struct flow_event {
 	__u32 len;
 	__u32 service_id; /* the Service it went through (lb_value.service_id), 0 when none */
 	__u32 frontend_addr; /* the address the client sent it to, 0 when none */
-	__u32 pad2;
+	/* FAMILY_IPV4: the addresses are saddr, daddr; FAMILY_IPV6: saddr6, daddr6 (which
+	 * an IPv4 event leaves as the memory held them: read them only for IPv6). */
+	__u32 family;
+	struct ip6_addr saddr6;
+	struct ip6_addr daddr6;
 };
 
 /* A flow as flow_aggregates counts it: under AGG_MAX sport is 0. */
@@ -406,6 +446,13 @@ struct flow_agg_key {
 	__u8 reason;
 	__u8 direction;
 	__u8 hook;
+};
+
+/* An IPv6 flow as flow_aggregates6 counts it: flow's saddr and daddr are 0. */
+struct flow_agg6_key {
+	struct flow_agg_key flow;
+	struct ip6_addr saddr6;
+	struct ip6_addr daddr6;
 };
 
 /* The first packet's event, and the totals since: packets and bytes only grow (atomic

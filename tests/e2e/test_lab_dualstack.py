@@ -1,9 +1,11 @@
 """A dual-stack lab (`podwire lab up --ip-family dual`): every pod gets an address per
 family, the API holds both, and IPv4 works exactly as in an IPv4 lab.
 
-The datapath forwards IPv4 only so far: a pod's IPv6 packets reach the host veth and
-the program drops them as UNSUPPORTED_L3 (counted), which this test checks too, so the
-day the IPv6 datapath lands this is the test that changes.
+IPv6 goes through the IPv6 datapath with what the agents programmed (endpoints6 and
+ipcache6 from the pods' and nodes' IPv6 addresses and IPv6 ipBlocks): pods reach each
+other over IPv6 on the same node and across nodes, and a NetworkPolicy's namespace
+selectors and IPv6 ipBlocks hold over IPv6. The lab's echo servers and probes are IPv4 (no `--family` yet): these
+tests open their own IPv6 sockets in the pods' namespaces.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from waiting import wait_for
 
 PREFIX = "pwtds"
 
@@ -99,7 +100,7 @@ def test_ipv4_policy_matrix_holds(lab: cluster.LabState) -> None:
                stdin=samples.to_yaml([policy]))
 
 
-def unsupported_drops(node: int) -> float:
+def dropped(node: int, reason: str) -> float:
     layout = LabLayout(PREFIX).node(node)
     url = f"http://{layout.underlay_ip}:9962/metrics"
     with in_netns(layout.netns), urllib.request.urlopen(url, timeout=5) as resp:
@@ -107,18 +108,54 @@ def unsupported_drops(node: int) -> float:
     return sum(s.value for family in text_string_to_metric_families(text)
                for s in family.samples
                if s.name == "podwire_dropped_packets_total"
-               and s.labels.get("reason") == "UNSUPPORTED_L3")
+               and s.labels.get("reason") == reason)
 
 
-def test_ipv6_leaves_the_pod_and_is_dropped_as_unsupported(lab: cluster.LabState) -> None:
+def udp6_reaches(source: dict[str, Any], target: dict[str, Any], port: int) -> bool:
+    """A datagram from source to target's IPv6 address arrives (within a second)."""
+    layout = LabLayout(PREFIX)
+    with in_netns(layout.pod_netns(target["metadata"]["uid"])):
+        server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    with in_netns(layout.pod_netns(source["metadata"]["uid"])):
+        client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    with server, client:
+        server.bind((target["status"]["podIPs"][1]["ip"], port))
+        server.settimeout(1)
+        client.sendto(b"v6", (target["status"]["podIPs"][1]["ip"], port))
+        try:
+            return server.recvfrom(16)[0] == b"v6"
+        except TimeoutError:
+            return False
+
+
+def test_ipv6_between_pods_and_policy_over_ipv6(lab: cluster.LabState) -> None:
     by_ref = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in grid_pods()}
-    source, target = by_ref["x/a"], by_ref["x/b"]
-    node = int(source["spec"]["nodeName"][4:])
-    before = unsupported_drops(node)
-    with in_netns(LabLayout(PREFIX).pod_netns(source["metadata"]["uid"])):
-        sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    sent = 20  # far more than the pod's own multicast listener reports could add
-    with sender:
-        for _ in range(sent):
-            sender.sendto(b"v6", (target["status"]["podIPs"][1]["ip"], 81))
-    wait_for(lambda: unsupported_drops(node) >= before + sent, "the IPv6 datagrams' drops")
+    target = by_ref["x/b"]
+    # Same node and across nodes (pods are placed round-robin over the two nodes).
+    same = [r for r, p in by_ref.items() if r != "x/b"
+            and p["spec"]["nodeName"] == target["spec"]["nodeName"]]
+    other = [r for r, p in by_ref.items() if p["spec"]["nodeName"] != target["spec"]["nodeName"]]
+    assert same and other
+    for ref in (same[0], other[0]):
+        assert udp6_reaches(by_ref[ref], target, 7081), f"{ref} -> x/b over IPv6"
+    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "metadata": {"name": "x-from-y6", "namespace": "x"},
+              "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+                       "ingress": [{"from": [{"namespaceSelector": {
+                           "matchLabels": {"ns": "y"}}}]}]}}
+    node = int(target["spec"]["nodeName"][4:])
+    cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml([policy]))
+    try:
+        before = dropped(node, "POLICY_DENIED")
+        for ref, allowed in (("y/a", True), ("y/c", True), ("z/a", False), ("z/c", False)):
+            assert udp6_reaches(by_ref[ref], target, 7082) == allowed, ref
+        assert dropped(node, "POLICY_DENIED") > before
+        # An ipBlock written with an IPv6 prefix: the other node's IPv6 pod CIDR.
+        other_node = LabLayout(PREFIX).node(3 - node)
+        policy["spec"]["ingress"] = [{"from": [{"ipBlock": {"cidr": other_node.pod_cidr6}}]}]
+        cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml([policy]))
+        assert udp6_reaches(by_ref[other[0]], target, 7083)
+        assert not udp6_reaches(by_ref[same[0]], target, 7083)
+    finally:
+        cli_ok(PREFIX, "delete", "-f", "-", "--ignore-not-found",
+               stdin=samples.to_yaml([policy]))

@@ -3,7 +3,11 @@
 Node: a netns with an address on lo (the node's own IP). Pod: a netns whose eth0
 has a /32, `169.254.1.1 dev eth0 scope link`, `default via 169.254.1.1` and a
 permanent neighbour for 169.254.1.1 = the host veth's MAC; the node routes
-`<pod IP>/32 dev <host veth>`. Everything is removed by Topology.cleanup().
+`<pod IP>/32 dev <host veth>`. A pod given an IPv6 address too is wired as
+cni/veth.py does: the /128 without duplicate detection, no link-local address nor
+router advertisements, `default via fe80::1` with a permanent neighbour, and on the
+node `<pod IPv6>/128 dev <host veth>` with a permanent neighbour for the pod.
+Everything is removed by Topology.cleanup().
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from podwire.common.netns import in_netns
 T = TypeVar("T")
 Socket = socket.socket  # Pod.socket() shadows the module name inside the class
 GATEWAY = "169.254.1.1"
+GATEWAY6 = "fe80::1"
 
 
 def sh(*args: str) -> str:
@@ -74,15 +79,16 @@ class Pod:
     host_mac: str
     ep_id: int
     identity: int
+    ip6: str | None = None
 
     def endpoint(self, flags: int = 0) -> structs.EndpointInfo:
         return structs.EndpointInfo.make(self.host_ifindex, self.ep_id, self.identity, flags,
                                          self.mac, self.host_mac)
 
-    def socket(self, kind: int, proto: int = 0) -> Socket:
+    def socket(self, kind: int, proto: int = 0, family: int = socket.AF_INET) -> Socket:
         """A socket living in the pod's netns (usable from this thread afterwards)."""
         with in_netns(self.netns):
-            return socket.socket(socket.AF_INET, kind, proto)
+            return socket.socket(family, kind, proto)
 
     def raw_l2(self) -> Socket:
         with in_netns(self.netns):
@@ -99,25 +105,35 @@ class Topology:
     pin_dirs: list[Path] = field(default_factory=list)
     datapaths: list[Datapath] = field(default_factory=list)
 
-    def add_node(self, name: str, node_ip: str) -> str:
+    def add_node(self, name: str, node_ip: str, node_ip6: str | None = None) -> str:
         netns = f"{self.prefix}-{name}"
         sh("ip", "netns", "add", netns)
         self.nodes.append(netns)
         nsexec(netns, "ip", "link", "set", "lo", "up")
         nsexec(netns, "ip", "addr", "add", f"{node_ip}/32", "dev", "lo")
         nsexec(netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        if node_ip6:
+            nsexec(netns, "ip", "addr", "add", f"{node_ip6}/128", "dev", "lo", "nodad")
+            nsexec(netns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
         return netns
 
-    def add_pod(self, node: str, name: str, ip: str, ep_id: int, identity: int) -> Pod:
+    def add_pod(self, node: str, name: str, ip: str, ep_id: int, identity: int,
+                ip6: str | None = None) -> Pod:
         netns = f"{self.prefix}-{name}"
         host_if = f"h{name}"
         sh("ip", "netns", "add", netns)
         self.nodes.append(netns)
-        nsexec(netns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
-        nsexec(netns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
+        if ip6 is None:
+            nsexec(netns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+            nsexec(netns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
         nsexec(node, "ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
                "netns", netns)
-        nsexec(node, "sysctl", "-qw", f"net.ipv6.conf.{host_if}.disable_ipv6=1")
+        if ip6 is None:
+            nsexec(node, "sysctl", "-qw", f"net.ipv6.conf.{host_if}.disable_ipv6=1")
+        else:
+            for where, ifname in ((node, host_if), (netns, "eth0")):
+                for knob in ("addr_gen_mode=1", "accept_ra=0", "disable_ipv6=0"):
+                    nsexec(where, "sysctl", "-qw", f"net.ipv6.conf.{ifname}.{knob}")
         nsexec(node, "ip", "link", "set", host_if, "up")
         host_ifindex, host_mac = link_info(node, host_if)
         _, mac = link_info(netns, "eth0")
@@ -130,7 +146,16 @@ class Topology:
                      "nud", "permanent")):
             nsexec(netns, *cmd)
         nsexec(node, "ip", "route", "add", f"{ip}/32", "dev", host_if)
-        pod = Pod(name, netns, ip, mac, host_if, host_ifindex, host_mac, ep_id, identity)
+        if ip6 is not None:
+            for cmd in (("ip", "addr", "add", f"{ip6}/128", "dev", "eth0", "nodad"),
+                        ("ip", "-6", "route", "add", "default", "via", GATEWAY6, "dev", "eth0"),
+                        ("ip", "-6", "neigh", "add", GATEWAY6, "lladdr", host_mac, "dev",
+                         "eth0", "nud", "permanent")):
+                nsexec(netns, *cmd)
+            nsexec(node, "ip", "-6", "route", "add", f"{ip6}/128", "dev", host_if)
+            nsexec(node, "ip", "-6", "neigh", "add", ip6, "lladdr", mac, "dev", host_if,
+                   "nud", "permanent")
+        pod = Pod(name, netns, ip, mac, host_if, host_ifindex, host_mac, ep_id, identity, ip6)
         self.pods.append(pod)
         return pod
 
@@ -165,8 +190,10 @@ def serve_pods(dp: Datapath, pods: tuple[Pod, ...]) -> None:
     """Make the datapath serve local pods as the agent would: endpoint entry, the pod's
     identity in the ipcache, programs on its host veth."""
     for pod in pods:
-        dp.set_endpoint(pod.ip, pod.endpoint())
-        dp.set_ipcache(pod.ip, ipcache_value(pod.identity))
+        for ip in (pod.ip, pod.ip6):
+            if ip:
+                dp.set_endpoint(ip, pod.endpoint())
+                dp.set_ipcache(ip, ipcache_value(pod.identity))
         dp.attach_endpoint(pod.host_ifindex)
 
 
@@ -174,11 +201,14 @@ def open_datapath(dp: Datapath, pods: tuple[Pod, ...]) -> None:
     """Back to the open state every datapath test starts from: no pod isolated, no
     policy entry, empty conntrack, no pending events."""
     for pod in pods:
-        dp.set_endpoint(pod.ip, pod.endpoint(0))
+        for ip in (pod.ip, pod.ip6):
+            if ip:
+                dp.set_endpoint(ip, pod.endpoint(0))
     for key in list(dp.policy.keys()):
         dp.delete_policy(key)
-    for key in list(dp.conntrack.keys()):
-        dp.conntrack.delete(key)
+    for ct_map in (dp.conntrack, dp.conntrack6):
+        for key in list(ct_map.keys()):
+            ct_map.delete(key)
     drain_events(dp)
 
 
@@ -216,4 +246,8 @@ def ipcache_value(identity: int, cidr_identity: int = 0, tunnel_ip: str | None =
 
 def ct_count(dp: Datapath) -> int:
     return sum(1 for _ in dp.conntrack_entries())
+
+
+def ct6_count(dp: Datapath) -> int:
+    return len(dp.conntrack6)
 

@@ -1,5 +1,6 @@
 """Cross-node delivery: two node namespaces joined by an underlay veth, a vxlan
-device (collect_md) in each, one datapath per node with its own pins.
+device (collect_md) in each, one datapath per node with its own pins. Dual-stack pods:
+each test runs for IPv4 and for IPv6 inner packets (the underlay stays IPv4).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from datapath_topo import (
 from podwire.agent import structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
+from podwire.agent.flows import event_addresses
 from podwire.agent.nodesetup import ensure_vxlan_device
 from podwire.bpf.constants import (
     EP_F_INGRESS_ISOLATED,
@@ -36,6 +38,9 @@ from podwire.bpf.constants import (
 PREFIX = f"pwth1o{os.getpid() % 10000}"
 UNDERLAY = {"n1": "10.198.7.1", "n2": "10.198.7.2"}
 POD_CIDR = {"n1": "10.201.1.0/24", "n2": "10.201.2.0/24"}
+POD_CIDR6 = {"n1": "fd00:201:1::/64", "n2": "fd00:201:2::/64"}
+FAMILIES = pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6],
+                                   ids=["ipv4", "ipv6"])
 # Identities are node-local: n2 numbers pod a differently from n1.
 ID_A_ON_N1, ID_A_ON_N2, ID_C_ON_N1, ID_C_ON_N2 = 500, 900, 501, 901
 
@@ -60,8 +65,10 @@ def nodes() -> Iterator[TwoNodes]:
         for ns, dev, name in ((n1, "u1", "n1"), (n2, "u2", "n2")):
             nsexec(ns, "ip", "addr", "add", f"{UNDERLAY[name]}/24", "dev", dev)
             nsexec(ns, "ip", "link", "set", dev, "up")
-        a = topo.add_pod(n1, "a", "10.201.1.2", ep_id=31, identity=ID_A_ON_N1)
-        c = topo.add_pod(n2, "c", "10.201.2.2", ep_id=41, identity=ID_C_ON_N2)
+        a = topo.add_pod(n1, "a", "10.201.1.2", ep_id=31, identity=ID_A_ON_N1,
+                         ip6="fd00:201:1::2")
+        c = topo.add_pod(n2, "c", "10.201.2.2", ep_id=41, identity=ID_C_ON_N2,
+                         ip6="fd00:201:2::2")
         dps = {}
         for name, ns, pod in (("n1", n1, a), ("n2", n2, c)):
             config = AgentConfig(node_name=name, pin_dir=topo.pin_dir(name),
@@ -71,38 +78,60 @@ def nodes() -> Iterator[TwoNodes]:
             vx = ensure_vxlan_device("pwvx", UNDERLAY[name], 8472, 1450, netns=ns)
             assert ensure_vxlan_device("pwvx", UNDERLAY[name], 8472, 1450, netns=ns) == vx
             dp.attach_overlay(vx)
-            dp.set_endpoint(pod.ip, pod.endpoint())
+            for ip in (pod.ip, addr(pod, socket.AF_INET6)):
+                dp.set_endpoint(ip, pod.endpoint())
             dp.attach_endpoint(pod.host_ifindex)
             dp.set_ipcache(UNDERLAY[name], ipcache_value(ReservedIdentity.HOST))
             dps[name] = dp
         # Each node: its own pod, the other node's pod (/32) and pod CIDR via the tunnel.
-        dps["n1"].set_ipcache(a.ip, ipcache_value(ID_A_ON_N1))
-        dps["n1"].set_ipcache(c.ip, ipcache_value(ID_C_ON_N1, tunnel_ip=UNDERLAY["n2"]))
-        dps["n1"].set_ipcache(POD_CIDR["n2"], ipcache_value(ReservedIdentity.WORLD,
-                                                            tunnel_ip=UNDERLAY["n2"]))
-        dps["n2"].set_ipcache(c.ip, ipcache_value(ID_C_ON_N2))
-        dps["n2"].set_ipcache(a.ip, ipcache_value(ID_A_ON_N2, tunnel_ip=UNDERLAY["n1"]))
+        for family, cidrs in ((socket.AF_INET, POD_CIDR), (socket.AF_INET6, POD_CIDR6)):
+            dps["n1"].set_ipcache(addr(a, family), ipcache_value(ID_A_ON_N1))
+            dps["n1"].set_ipcache(addr(c, family), ipcache_value(ID_C_ON_N1,
+                                                                 tunnel_ip=UNDERLAY["n2"]))
+            dps["n1"].set_ipcache(cidrs["n2"], ipcache_value(ReservedIdentity.WORLD,
+                                                             tunnel_ip=UNDERLAY["n2"]))
+            dps["n2"].set_ipcache(addr(c, family), ipcache_value(ID_C_ON_N2))
+            dps["n2"].set_ipcache(addr(a, family), ipcache_value(ID_A_ON_N2,
+                                                                 tunnel_ip=UNDERLAY["n1"]))
         yield TwoNodes(dps["n1"], dps["n2"], a, c)
     finally:
         topo.cleanup()
 
 
-def test_cross_node_tcp_with_overlay_ingress_policy(nodes: TwoNodes) -> None:
+def addr(pod: Pod, family: int) -> str:
+    """The pod's address of that family."""
+    ip = pod.ip6 if family == socket.AF_INET6 else pod.ip
+    assert ip is not None
+    return ip
+
+
+def source(ev: structs.FlowEvent) -> str:
+    return event_addresses(ev)[0]
+
+
+@FAMILIES
+def test_cross_node_tcp_with_overlay_ingress_policy(nodes: TwoNodes, family: int) -> None:
     a, c, dp1, dp2 = nodes.a, nodes.c, nodes.dp1, nodes.dp2
+    for ct_map in (dp1.conntrack, dp1.conntrack6, dp2.conntrack, dp2.conntrack6):
+        for key in list(ct_map.keys()):
+            ct_map.delete(key)
+    drain_events(dp1)
+    drain_events(dp2)
     # c accepts TCP 8080 only from a, as n2 identifies a.
-    dp2.set_endpoint(c.ip, c.endpoint(EP_F_INGRESS_ISOLATED))
+    dp2.set_endpoint(addr(c, family), c.endpoint(EP_F_INGRESS_ISOLATED))
     dp2.set_policy(policy_key(c.ep_id, Direction.INGRESS, ID_A_ON_N2, socket.IPPROTO_TCP,
                               8080), structs.PolicyValue(policy_ref=12))
-    listener = c.socket(socket.SOCK_STREAM)
-    listener.bind((c.ip, 8080))
+    listener = c.socket(socket.SOCK_STREAM, family=family)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((addr(c, family), 8080))
     listener.listen(1)
     listener.settimeout(5)
-    client = a.socket(socket.SOCK_STREAM)
+    client = a.socket(socket.SOCK_STREAM, family=family)
     client.settimeout(5)
     try:
-        client.connect((c.ip, 8080))
+        client.connect((addr(c, family), 8080))
         server, peer = listener.accept()
-        assert peer[0] == a.ip  # no NAT on the way
+        assert peer[0] == addr(a, family)  # no NAT on the way
         server.settimeout(5)
         payload = os.urandom(200_000)  # several MTU-sized segments through the tunnel
         client.sendall(payload)
@@ -125,41 +154,45 @@ def test_cross_node_tcp_with_overlay_ingress_policy(nodes: TwoNodes) -> None:
 
     # Another port: n1 sends it (a's egress is open), n2's from_overlay drops it.
     before = counter(dp2, "POLICY_DENIED", "ingress")
-    other = a.socket(socket.SOCK_STREAM)
+    other = a.socket(socket.SOCK_STREAM, family=family)
     other.settimeout(0.5)
     with pytest.raises(TimeoutError):
-        other.connect((c.ip, 8081))
+        other.connect((addr(c, family), 8081))
     other.close()
     assert counter(dp2, "POLICY_DENIED", "ingress") > before
     drops = [ev for ev in drain_events(dp2) if ev.type == EventType.DROP]
     assert any(ev.hook == Hook.FROM_OVERLAY and ev.reason == 1
-               and structs.ip_str(ev.saddr) == a.ip for ev in drops)
+               and source(ev) == addr(a, family) for ev in drops)
 
 
-def test_unknown_overlay_destination_dropped(nodes: TwoNodes) -> None:
+@FAMILIES
+def test_unknown_overlay_destination_dropped(nodes: TwoNodes, family: int) -> None:
     a, dp2 = nodes.a, nodes.dp2
+    nobody = "10.201.2.99" if family == socket.AF_INET else "fd00:201:2::99"
     before = counter(dp2, "UNKNOWN_DESTINATION", "ingress")
-    s = a.socket(socket.SOCK_DGRAM)
+    s = a.socket(socket.SOCK_DGRAM, family=family)
     try:
-        s.sendto(b"nobody", ("10.201.2.99", 9))  # in n2's pod CIDR, no such pod
+        s.sendto(b"nobody", (nobody, 9))  # in n2's pod CIDR, no such pod
     finally:
         s.close()
     wait_for("UNKNOWN_DESTINATION on n2",
              lambda: counter(dp2, "UNKNOWN_DESTINATION", "ingress") > before)
 
 
-def test_overlay_sender_must_come_from_its_node(nodes: TwoNodes) -> None:
+@FAMILIES
+def test_overlay_sender_must_come_from_its_node(nodes: TwoNodes, family: int) -> None:
     a, c, dp2 = nodes.a, nodes.c, nodes.dp2
     # n2 now believes a lives behind another node: a's packets from n1 are spoofed.
-    dp2.set_ipcache(a.ip, ipcache_value(ID_A_ON_N2, tunnel_ip="10.198.7.9"))
+    dp2.set_ipcache(addr(a, family), ipcache_value(ID_A_ON_N2, tunnel_ip="10.198.7.9"))
     try:
         before = counter(dp2, "INVALID_SOURCE", "ingress")
-        s = a.socket(socket.SOCK_DGRAM)
+        s = a.socket(socket.SOCK_DGRAM, family=family)
         try:
-            s.sendto(b"spoof?", (c.ip, 9))
+            s.sendto(b"spoof?", (addr(c, family), 9))
         finally:
             s.close()
         wait_for("INVALID_SOURCE on n2",
                  lambda: counter(dp2, "INVALID_SOURCE", "ingress") > before)
     finally:
-        dp2.set_ipcache(a.ip, ipcache_value(ID_A_ON_N2, tunnel_ip=UNDERLAY["n1"]))
+        dp2.set_ipcache(addr(a, family), ipcache_value(ID_A_ON_N2,
+                                                       tunnel_ip=UNDERLAY["n1"]))

@@ -25,12 +25,13 @@ def pin_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def pin_with_value_size(pin_dir: Path, name: str, value_size: int) -> None:
-    """Pin map `name` as an older build would have made it: another value size."""
+def pin_with_value_size(pin_dir: Path, name: str, value_size: int,
+                        max_entries: int | None = None) -> None:
+    """Pin map `name` as an older build would have made it: another value size (or size)."""
     spec = next(s for s in map_specs(SIZES) if s.name == name)
     pin_dir.mkdir(parents=True, exist_ok=True)
-    fd = bpfsys.map_create(spec.type, spec.key_size, value_size, spec.max_entries, name,
-                           spec.flags)
+    fd = bpfsys.map_create(spec.type, spec.key_size, value_size,
+                           max_entries or spec.max_entries, name, spec.flags)
     try:
         bpfsys.obj_pin(fd, str(pin_dir / name))
     finally:
@@ -43,6 +44,26 @@ def value_size(path: Path) -> int:
         return bpfsys.map_info(fd).value_size
     finally:
         os.close(fd)
+
+
+def max_entries(path: Path) -> int:
+    fd = bpfsys.obj_get(str(path))
+    try:
+        return bpfsys.map_info(fd).max_entries
+    finally:
+        os.close(fd)
+
+
+def test_counters_of_another_layout_or_size_are_recreated(pin_dir: Path) -> None:
+    # IPv6 grew the flow events (and so the aggregates' values) and the reason codes
+    # (so the metrics array): an upgraded agent starts with fresh counters.
+    specs = {s.name: s for s in map_specs(SIZES)}
+    pin_with_value_size(pin_dir, "flow_aggregates", specs["flow_aggregates"].value_size - 32)
+    metrics = specs["metrics"]
+    pin_with_value_size(pin_dir, "metrics", metrics.value_size, metrics.max_entries // 2)
+    ensure_maps(pin_dir, SIZES)
+    assert value_size(pin_dir / "flow_aggregates") == specs["flow_aggregates"].value_size
+    assert max_entries(pin_dir / "metrics") == metrics.max_entries
 
 
 @pytest.mark.parametrize("name", ["config", "policy"])

@@ -83,7 +83,9 @@ def test_metrics_index_matches_the_map_size() -> None:
 
 def test_map_declarations_are_read_whole() -> None:
     assert list(MAPS) == ["endpoints", "ipcache", "policy", "conntrack", "fragments",
-                          "metrics", "events_lost", "flow_aggregates", "event_rate",
+                          "endpoints6", "ipcache6", "conntrack6", "fragments6", "progs6",
+                          "metrics", "events_lost", "flow_aggregates", "flow_aggregates6",
+                          "event_rate",
                           "flow_agg_scratch", "config",
                           "lb_services", "lb_backends", "lb_affinity", "lb_sock_revnat",
                           "trace_tags", "trace_live", "events", "trace_events"]
@@ -101,6 +103,16 @@ def test_map_declarations_are_read_whole() -> None:
     aggregates = MAPS["flow_aggregates"]
     assert (aggregates.type, aggregates.key, aggregates.value, aggregates.size_macro) == (
         "hash", "struct flow_agg_key", "struct flow_agg_value", "FLOW_AGGREGATES_MAX")
+    # IPv6's own maps: 128-bit keys, the IPv4 maps' values; the IPv6 programs by hook.
+    ipcache6 = MAPS["ipcache6"]
+    assert (ipcache6.type, ipcache6.key, ipcache6.value) == (
+        "lpm_trie", "struct ipcache6_key", "struct ipcache_value")
+    assert (MAPS["conntrack6"].key, MAPS["conntrack6"].value) == ("struct ct6_key",
+                                                                  "struct ct_value")
+    assert (MAPS["endpoints6"].key, MAPS["endpoints6"].value) == ("struct ip6_addr",
+                                                                  "struct endpoint_info")
+    assert MAPS["flow_aggregates6"].key == "struct flow_agg6_key"
+    assert (MAPS["progs6"].type, MAPS["progs6"].max_entries) == ("prog", max(Hook) + 1)
 
 
 def test_aggregation_modes_are_the_c_values_and_settings_name_them() -> None:

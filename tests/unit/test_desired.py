@@ -28,7 +28,7 @@ WORLD_IP = "10.98.0.250"
 
 
 def lpm(table: dict, ip: str):  # type: ignore[no-untyped-def]
-    address = ipaddress.IPv4Address(ip)
+    address = ipaddress.ip_address(ip)  # a prefix of the other family holds it not
     best = None
     for prefix, entry in table.items():
         if address in prefix and (best is None or prefix.prefixlen > best[0].prefixlen):

@@ -93,8 +93,9 @@ def test_node_info_keeps_pod_cidrs_per_family() -> None:
     info = node_info(dual)
     assert (info.pod_cidr, info.pod_cidrs) == ("10.244.2.0/24",
                                                ("10.244.2.0/24", "fd00:10:244:2::/64"))
-    # The ipcache keeps IPv4 prefixes only until the datapath speaks IPv6.
-    assert [str(p) for p in info.prefixes()] == ["10.0.0.2/32", "10.244.2.0/24"]
+    # Both families' pod CIDRs go to the ipcache (IPv6 ones to ipcache6).
+    assert [str(p) for p in info.prefixes()] == ["10.0.0.2/32", "10.244.2.0/24",
+                                                 "fd00:10:244:2::/64"]
     only6 = node_info({**NODE, "spec": {"podCIDRs": ["fd00:10:244:2::/64"]}})
     assert (only6.pod_cidr, only6.pod_cidrs) == ("fd00:10:244:2::/64", ("fd00:10:244:2::/64",))
-    assert [str(p) for p in only6.prefixes()] == ["10.0.0.2/32"]
+    assert [str(p) for p in only6.prefixes()] == ["10.0.0.2/32", "fd00:10:244:2::/64"]

@@ -14,6 +14,7 @@ from podwire.policy import (
     ANY_TRAFFIC,
     Cluster,
     ContainerPort,
+    IPBlock,
     Namespace,
     NetworkPolicy,
     Pod,
@@ -77,8 +78,7 @@ def test_egress_names_ports_by_each_destination() -> None:
         want = ResolvedRule(Direction.EGRESS, 1, (numbers[pod],), [PortRange(TCP, port, port)])
         assert want in resolved
     # Towards the block: db by the /32 identity of its own address.
-    own = prefixes.host_identity(DB)
-    assert own is not None
+    (own,) = prefixes.host_identities(DB, IPBlock(ipaddress.IPv4Network("10.244.2.0/24")))
     assert resolved[-1] == ResolvedRule(Direction.EGRESS, 1, (own,), [PortRange(TCP, 9090, 9090)])
     assert set(rules.named_egress_namespaces()) == {"x"}
 

@@ -21,7 +21,8 @@ def test_nodes_are_found_by_address_and_pod_cidr() -> None:
     assert nodes.with_address(NET("10.98.0.12/32")) == nodes.get("n2")
     assert nodes.with_pod_cidr(NET("10.244.1.0/24")) == nodes.get("n1")
     assert nodes.with_address(NET("10.98.0.13/32")) is None
-    assert NodeInfo("n3", "fd00::1", "fd00:1::/64").prefixes() == []
+    assert NodeInfo("n3", "fd00::1", "fd00:1::/64").prefixes() == [
+        ipaddress.IPv6Network("fd00::1/128"), ipaddress.IPv6Network("fd00:1::/64")]
     n2 = nodes.get("n2")
     assert n2 is not None and n2.prefixes() == [NET("10.98.0.12/32"), NET("10.244.2.0/24")]
 

@@ -63,7 +63,21 @@ def test_a_block_names_the_identities_inside_it_but_not_in_its_excepts() -> None
         number["10.0.0.0/8"], number["10.1.0.0/16"]}
     assert table.identities_within(block("10.1.0.0/16")) == {
         number["10.1.0.0/16"], number["10.1.2.0/24"]}
+    # Another family's block holds none of them.
     assert table.identities_within(IPBlock(ipaddress.IPv6Network("fd00::/8"))) == set()
+
+
+def test_ipv6_prefixes_are_matched_within_their_family() -> None:
+    table = PrefixTable()
+    v6 = [ipaddress.IPv6Network("fd00:10::/32"), ipaddress.IPv6Network("fd00:10:1::/48")]
+    table.use("p", [NET("10.0.0.0/8"), *v6])
+    wide, narrow = (table.longest_identity(p) for p in v6)
+    assert 0 not in (wide, narrow) and wide != narrow
+    assert table.longest_identity(ipaddress.IPv6Network("fd00:10:1:2::5/128")) == narrow
+    assert table.longest_identity(ipaddress.IPv6Network("fd00:10:2::5/128")) == wide
+    # An IPv6 address whose low 32 bits spell 10.x.x.x is in no IPv4 block.
+    assert table.longest_identity(ipaddress.IPv6Network("fd00:99::a00:1/128")) == 0
+    assert table.identities_within(IPBlock(v6[0], (v6[1],))) == {wide}
 
 
 def test_pods_inside_named_port_blocks_get_their_own_slash_32() -> None:
@@ -71,12 +85,13 @@ def test_pods_inside_named_port_blocks_get_their_own_slash_32() -> None:
     inside = Pod("x", "a", ip="10.1.0.5")
     outside = Pod("x", "b", ip="10.2.0.5")
     assert not table.pods_moved()  # no block names ports: nothing to follow
-    table.set_named_blocks("x/p", [block("10.1.0.0/16")])
+    named = block("10.1.0.0/16")
+    table.set_named_blocks("x/p", [named])
     assert table.refresh_pod_hosts([inside, outside])
-    assert table.host_identity(inside) is not None and table.host_identity(outside) is None
+    assert table.host_identities(inside, named) and not table.host_identities(outside, named)
     assert not table.refresh_pod_hosts([inside, outside])  # nothing moved since
     assert table.pods_moved()
     assert table.refresh_pod_hosts([outside])
-    assert table.host_identity(inside) is None
+    assert not table.host_identities(inside, named)
     table.drop_named_blocks("x/p")
     assert not table.refresh_pod_hosts([inside, outside])  # stale, but nothing to add
