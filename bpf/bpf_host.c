@@ -8,7 +8,9 @@
  * to the address it reached, as kube-proxy masquerades it; a backend here then sees this
  * node (allowed, as the node's own traffic is), one on another node sees this node's
  * address (remote-node, and an ipBlock holding it), and its replies come back through
- * the tunnel. Replies leave through the uplink again (lb_deliver_reply). */
+ * the tunnel. Replies leave through the uplink again (lb_deliver_reply), and the client's
+ * ICMP errors about them (a router's frag-needed on a narrower way to it) go on to the
+ * backend that sent them. */
 #include "lib/conntrack.h"
 #include "lib/entry.h"
 #include "lib/lb.h"
@@ -30,15 +32,21 @@ int from_netdev(struct __sk_buff *skb)
 	__u64 now;
 
 	/* The node's own traffic is not this program's to judge: whatever is no IPv4 packet
-	 * it can read goes on as it came, uncounted. */
+	 * it can read goes on as it came, uncounted. An ICMP error may be about a NodePort's
+	 * reply (lb_frontend_icmp). */
 	cfg = config.lookup(&zero);
 	if (!cfg || skb->protocol != ETH_P_IP_BE || parse_ipv4(skb, &p) < 0 ||
-	    !lb_proto(p.proto))
+	    !(lb_proto(p.proto) || is_icmp_error(&p)))
 		return TC_ACT_OK;
 
 	peer = ipcache_lookup(p.saddr);
 	c.src_identity = peer ? peer->identity : IDENTITY_WORLD;
 	now = bpf_ktime_get_ns();
+	ret = lb_frontend_icmp(skb, cfg, &p, &c, LB_SCOPE_EXTERNAL, now);
+	if (ret == LB_RELATED)
+		return deliver(skb, cfg, &p, &c);
+	if (ret < 0)
+		return drop(skb, cfg, &p, &c, ret);
 	ret = lb_frontend(skb, cfg, &p, &c, LB_SCOPE_EXTERNAL, now);
 	if (!c.service_id)
 		return TC_ACT_OK; /* no NodePort's */

@@ -7,8 +7,9 @@
 #include "lib/policy.h"
 
 /* What a pod sends: anti-spoofing, Service translation, conntrack (replies of
- * Service connections reverse-translated), the sender's egress policy, then the
- * receiver's ingress policy when it is local, then delivery. */
+ * Service connections reverse-translated, and ICMP errors about them sent on to the
+ * backend), the sender's egress policy, then the receiver's ingress policy when it is
+ * local, then delivery. */
 int from_pod(struct __sk_buff *skb)
 {
 	struct flow_ctx c = { .direction = DIR_EGRESS, .hook = HOOK_FROM_POD };
@@ -52,6 +53,12 @@ int from_pod(struct __sk_buff *skb)
 			return drop(skb, cfg, &p, &c, ret);
 		return lb_deliver_reply(skb, cfg, &p, &c, status, ct);
 	}
+	/* An ICMP error about a Service's reply, sent to its frontend: on to the backend. */
+	ret = lb_frontend_icmp(skb, cfg, &p, &c, LB_SCOPE_INTERNAL, now);
+	if (ret == LB_RELATED)
+		return deliver(skb, cfg, &p, &c);
+	if (ret < 0)
+		return drop(skb, cfg, &p, &c, ret);
 
 	dst_ep = endpoints.lookup(&p.daddr);
 	peer = ipcache_lookup(p.daddr);

@@ -27,6 +27,9 @@
 #define LB_L4_SPORT 0
 #define LB_L4_DPORT 2
 #define LB_SCTP_CSUM 8 /* the CRC32c in the SCTP common header */
+/* lb_frontend_icmp's answer for an ICMP error it sent on to a backend: the hook delivers
+ * it as it is. */
+#define LB_RELATED 1
 /* Random source ports tried for a SNATed NodePort client before giving up. */
 #define LB_SNAT_TRIES 8
 
@@ -204,6 +207,162 @@ static __always_inline int lb_backend_of(const struct node_config *cfg, const st
 	return ct_create(p, CT_SCOPE_SERVICE, now, &fresh);
 }
 
+/* The packet an ICMP error quotes, after the error's 8-byte header: where its IP header
+ * and its ports lie, and its tuple (scope 0). */
+struct lb_quote {
+	__u32 ip_off;
+	__u32 ports_off;
+	struct ct_key tuple;
+};
+
+static __always_inline int lb_quote_of(struct __sk_buff *skb, const struct pkt *p,
+				       struct lb_quote *q)
+{
+	struct iphdr ip;
+	__u16 ports[2];
+
+	q->ip_off = p->l4_off + 8;
+	if (bpf_skb_load_bytes(skb, q->ip_off, &ip, sizeof(ip)) < 0 || ip.version != 4 ||
+	    ip.ihl < 5)
+		return DROP_MALFORMED;
+	q->ports_off = q->ip_off + ip.ihl * 4;
+	if (bpf_skb_load_bytes(skb, q->ports_off, ports, sizeof(ports)) < 0)
+		return DROP_MALFORMED;
+	q->tuple.saddr = ip.saddr;
+	q->tuple.daddr = ip.daddr;
+	q->tuple.sport = ports[0];
+	q->tuple.dport = ports[1];
+	q->tuple.proto = ip.protocol;
+	return 0;
+}
+
+/* Give the quoted packet the tuple to. The quoted IP header's checksum follows its
+ * addresses, and the two changes cancel out in the ICMP checksum, which so only
+ * follows the ports. The quoted L4 checksum is left as it is: receivers do not check
+ * what an error quotes. */
+static __always_inline int lb_requote(struct __sk_buff *skb, const struct pkt *p,
+				      const struct lb_quote *q, const struct ct_key *to)
+{
+	__u32 icmp_csum = p->l4_off + 2, ip_csum = q->ip_off + 10;
+
+	if (to->saddr != q->tuple.saddr &&
+	    (bpf_l3_csum_replace(skb, ip_csum, q->tuple.saddr, to->saddr, sizeof(to->saddr)) < 0 ||
+	     bpf_skb_store_bytes(skb, q->ip_off + 12, &to->saddr, sizeof(to->saddr), 0) < 0))
+		return DROP_MALFORMED;
+	if (to->daddr != q->tuple.daddr &&
+	    (bpf_l3_csum_replace(skb, ip_csum, q->tuple.daddr, to->daddr, sizeof(to->daddr)) < 0 ||
+	     bpf_skb_store_bytes(skb, q->ip_off + 16, &to->daddr, sizeof(to->daddr), 0) < 0))
+		return DROP_MALFORMED;
+	if (to->sport != q->tuple.sport &&
+	    (bpf_l4_csum_replace(skb, icmp_csum, q->tuple.sport, to->sport, sizeof(to->sport)) < 0 ||
+	     bpf_skb_store_bytes(skb, q->ports_off + LB_L4_SPORT, &to->sport, sizeof(to->sport),
+				 0) < 0))
+		return DROP_MALFORMED;
+	if (to->dport != q->tuple.dport &&
+	    (bpf_l4_csum_replace(skb, icmp_csum, q->tuple.dport, to->dport, sizeof(to->dport)) < 0 ||
+	     bpf_skb_store_bytes(skb, q->ports_off + LB_L4_DPORT, &to->dport, sizeof(to->dport),
+				 0) < 0))
+		return DROP_MALFORMED;
+	return 0;
+}
+
+/* One address of the outer IP header (at off: LB_IP_SADDR_OFF or LB_IP_DADDR_OFF) with
+ * the header's checksum; ICMP has no pseudo-header. */
+static __always_inline int lb_readdress(struct __sk_buff *skb, __u32 off, __u32 old_addr,
+					__u32 new_addr)
+{
+	if (old_addr == new_addr)
+		return 0;
+	if (bpf_l3_csum_replace(skb, LB_IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)) < 0 ||
+	    bpf_skb_store_bytes(skb, off, &new_addr, sizeof(new_addr), 0) < 0)
+		return DROP_MALFORMED;
+	return 0;
+}
+
+/* An ICMP error about a reply a Service connection's client got, on its way to the
+ * frontend that reply came from: a port unreachable from a client whose socket is gone,
+ * a frag-needed from a router on a narrower way to the client. It goes on to the backend
+ * that sent the reply, quoting the reply as the backend sent it (backend -> client, or
+ * -> the node's SNAT address and port), so the backend's socket finds it: without this
+ * a NodePort client behind a link narrower than the backend's is a PMTU black hole. A
+ * SNATed client's error comes from the node's address then, as netfilter's NAT makes
+ * it for an error related to a masqueraded connection. c is given the Service and the
+ * SNAT as lb_frontend gives them; an error about anything else leaves p and c as they
+ * are. LB_RELATED when translated (conntrack's CT_RELATED: the connection was found
+ * here), 0 when left alone, or a drop reason. The hook asks where the verifier meets
+ * fewest states (from_pod: once conntrack knows nothing of the error) and delivers a
+ * translated error at once. */
+static __always_inline int lb_frontend_icmp(struct __sk_buff *skb, const struct node_config *cfg,
+					    struct pkt *p, struct flow_ctx *c, __u8 scope,
+					    __u64 now)
+{
+	struct ct_key client = {}, backend_side = {}, to;
+	struct lb_quote q = {};
+	struct lb_backend *be;
+	struct ct_value *sv, *fv;
+	struct lb_value *svc;
+	struct lb_key k = {};
+	bool snat;
+	int ret;
+
+	if (!is_icmp_error(p) || lb_quote_of(skb, p, &q) < 0 || !lb_proto(q.tuple.proto) ||
+	    q.tuple.saddr != p->daddr)
+		return 0;
+	k.address = q.tuple.saddr;
+	k.port = q.tuple.sport;
+	k.proto = q.tuple.proto;
+	k.scope = scope;
+	svc = lb_services.lookup(&k);
+	if (!svc)
+		return 0;
+	/* The client's connection to the frontend names its backend ... */
+	ct_reverse(&q.tuple, &client);
+	client.scope = CT_SCOPE_SERVICE;
+	sv = conntrack.lookup(&client);
+	if (!sv || !ct_alive(cfg, sv, client.proto, now))
+		return 0;
+	be = lb_backends.lookup(&sv->backend_id);
+	if (!be)
+		return 0;
+	/* ... and the connection as the backend has it must still be this client's. */
+	backend_side.saddr = sv->nat_port ? k.address : client.saddr;
+	backend_side.sport = sv->nat_port ? sv->nat_port : client.sport;
+	backend_side.daddr = be->address;
+	backend_side.dport = be->port;
+	backend_side.proto = client.proto;
+	backend_side.scope = CT_SCOPE_FLOW;
+	fv = conntrack.lookup(&backend_side);
+	if (!fv || !ct_alive(cfg, fv, client.proto, now) || fv->service_id != svc->service_id)
+		return 0;
+	snat = fv->flags & CT_F_SNAT;
+	if (snat && (fv->nat_addr != client.saddr || fv->nat_port != client.sport))
+		return 0;
+
+	ct_reverse(&backend_side, &to);
+	ret = lb_requote(skb, p, &q, &to);
+	if (ret < 0)
+		return ret;
+	ret = lb_readdress(skb, LB_IP_DADDR_OFF, p->daddr, be->address);
+	if (ret < 0)
+		return ret;
+	p->daddr = be->address;
+	c->service_id = svc->service_id;
+	c->frontend_addr = k.address;
+	c->frontend_port = k.port;
+	if (snat) {
+		ret = lb_readdress(skb, LB_IP_SADDR_OFF, p->saddr, k.address);
+		if (ret < 0)
+			return ret;
+		p->saddr = k.address;
+		c->nat_addr = client.saddr;
+		c->nat_port = client.sport;
+		c->ct_flags |= CT_F_SNAT;
+	}
+	c->ct_status = CT_RELATED;
+	c->ct_known = 1;
+	return LB_RELATED;
+}
+
 /* At a client's hook, before conntrack: 0 when the packet is no frontend's or was
  * translated to a backend (p then holds the translated tuple and c the frontend), else
  * a drop reason; DROP_NO_SERVICE_BACKEND is answered with lb_refuse. */
@@ -303,60 +462,41 @@ static __always_inline int lb_rev_nat(struct __sk_buff *skb, struct pkt *p,
  * address and port from the SNAT range, becomes the client's own address and port
  * again, and the error is addressed to the client instead of the node, as Cilium's
  * nat.h does for ICMP errors about a SNATed tuple (frag-needed reaches the client's
- * PMTU, port unreachable its socket). The quoted L4 checksum is left as it is:
- * receivers do not check what an error quotes. */
+ * PMTU, port unreachable its socket). */
 static __always_inline int lb_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p,
 					   const struct ct_value *v)
 {
-	__u32 inner_off = p->l4_off + 8, icmp_csum = p->l4_off + 2, l4_off;
-	__u16 old_check, new_check, backend_port, snat_port = 0;
-	bool snat = v->flags & CT_F_SNAT;
-	struct iphdr inner;
-	__u32 backend;
+	struct lb_quote q = {};
+	struct ct_key to;
+	int ret;
 
 	/* After a hairpin the client quoted its own address: nothing the pod cannot match. */
 	if (v->flags & CT_F_HAIRPIN)
 		return 0;
-	if (bpf_skb_load_bytes(skb, inner_off, &inner, sizeof(inner)) < 0)
-		return DROP_MALFORMED;
-	l4_off = inner_off + inner.ihl * 4;
-	if (bpf_skb_load_bytes(skb, l4_off + LB_L4_DPORT, &backend_port, sizeof(backend_port)) < 0 ||
-	    (snat && bpf_skb_load_bytes(skb, l4_off + LB_L4_SPORT, &snat_port,
-					sizeof(snat_port)) < 0))
-		return DROP_MALFORMED;
-	backend = inner.daddr;
-	old_check = inner.check;
-	/* The quoted IP header's checksum, then the ICMP checksum over every changed field. */
-	if (bpf_l3_csum_replace(skb, inner_off + 10, backend, v->rev_addr, sizeof(backend)) < 0 ||
-	    (snat && bpf_l3_csum_replace(skb, inner_off + 10, inner.saddr, v->nat_addr,
-					 sizeof(inner.saddr)) < 0) ||
-	    bpf_skb_load_bytes(skb, inner_off + 10, &new_check, sizeof(new_check)) < 0 ||
-	    bpf_l4_csum_replace(skb, icmp_csum, old_check, new_check, sizeof(new_check)) < 0 ||
-	    bpf_l4_csum_replace(skb, icmp_csum, backend, v->rev_addr, sizeof(backend)) < 0 ||
-	    bpf_l4_csum_replace(skb, icmp_csum, backend_port, v->rev_port,
-				sizeof(backend_port)) < 0 ||
-	    bpf_skb_store_bytes(skb, inner_off + 16, &v->rev_addr, sizeof(v->rev_addr), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, l4_off + LB_L4_DPORT, &v->rev_port, sizeof(v->rev_port),
-				0) < 0)
-		return DROP_MALFORMED;
-	if (snat &&
-	    (bpf_l4_csum_replace(skb, icmp_csum, inner.saddr, v->nat_addr,
-				 sizeof(inner.saddr)) < 0 ||
-	     bpf_l4_csum_replace(skb, icmp_csum, snat_port, v->nat_port, sizeof(snat_port)) < 0 ||
-	     bpf_skb_store_bytes(skb, inner_off + 12, &v->nat_addr, sizeof(v->nat_addr), 0) < 0 ||
-	     bpf_skb_store_bytes(skb, l4_off + LB_L4_SPORT, &v->nat_port, sizeof(v->nat_port),
-				 0) < 0 ||
-	     bpf_l3_csum_replace(skb, LB_IP_CSUM_OFF, p->daddr, v->nat_addr,
-				 sizeof(p->daddr)) < 0 ||
-	     bpf_skb_store_bytes(skb, LB_IP_DADDR_OFF, &v->nat_addr, sizeof(v->nat_addr), 0) < 0))
-		return DROP_MALFORMED;
-	if (snat)
+	ret = lb_quote_of(skb, p, &q);
+	if (ret < 0)
+		return ret;
+	to = q.tuple;
+	to.daddr = v->rev_addr;
+	to.dport = v->rev_port;
+	if (v->flags & CT_F_SNAT) {
+		to.saddr = v->nat_addr;
+		to.sport = v->nat_port;
+	}
+	ret = lb_requote(skb, p, &q, &to);
+	if (ret < 0)
+		return ret;
+	if (v->flags & CT_F_SNAT) {
+		ret = lb_readdress(skb, LB_IP_DADDR_OFF, p->daddr, v->nat_addr);
+		if (ret < 0)
+			return ret;
 		p->daddr = v->nat_addr;
-	if (p->saddr != backend)
+	}
+	if (p->saddr != q.tuple.daddr)
 		return 0; /* from a router on the way: its own address stays */
-	if (bpf_l3_csum_replace(skb, LB_IP_CSUM_OFF, backend, v->rev_addr, sizeof(backend)) < 0 ||
-	    bpf_skb_store_bytes(skb, LB_IP_SADDR_OFF, &v->rev_addr, sizeof(v->rev_addr), 0) < 0)
-		return DROP_MALFORMED;
+	ret = lb_readdress(skb, LB_IP_SADDR_OFF, p->saddr, v->rev_addr);
+	if (ret < 0)
+		return ret;
 	p->saddr = v->rev_addr;
 	return 0;
 }

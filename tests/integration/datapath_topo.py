@@ -16,6 +16,7 @@ import errno
 import json
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -37,6 +38,11 @@ T = TypeVar("T")
 Socket = socket.socket  # Pod.socket() shadows the module name inside the class
 GATEWAY = "169.254.1.1"
 GATEWAY6 = "fe80::1"
+# linux/in.h and linux/socket.h, not in Python's socket module.
+IP_RECVERR = 11  # a socket queues the ICMP errors it gets, with who sent them
+IP_MTU = 14  # a connected socket's path MTU
+MSG_ERRQUEUE = 0x2000
+SO_EE_ORIGIN_ICMP = 2
 
 
 def sh(*args: str) -> str:
@@ -242,6 +248,43 @@ def ipcache_value(identity: int, cidr_identity: int = 0, tunnel_ip: str | None =
                   ) -> structs.IpcacheValue:
     return structs.IpcacheValue(identity=identity, cidr_identity=cidr_identity or identity,
                                 tunnel_ip=structs.ip_be(tunnel_ip) if tunnel_ip else 0)
+
+
+@dataclass(frozen=True)
+class IcmpError:
+    """An ICMP error as a socket's error queue tells it (linux/errqueue.h)."""
+
+    errno: int
+    icmp_type: int
+    icmp_code: int
+    info: int  # frag-needed: the next hop's MTU
+    offender: str  # who sent the error
+    about: tuple[str, int]  # where the packet it quotes was going: the socket's peer
+
+
+def queued_icmp_error(sock: Socket) -> IcmpError:
+    """Wait for the next ICMP error on sock's error queue (IP_RECVERR on)."""
+    timeout = sock.gettimeout()
+
+    def read() -> IcmpError | None:
+        try:
+            _, ancillary, _, about = sock.recvmsg(0, 512, MSG_ERRQUEUE)
+        except BlockingIOError:
+            return None
+        for level, kind, data in ancillary:
+            if level == socket.IPPROTO_IP and kind == IP_RECVERR:
+                code, origin, icmp_type, icmp_code, _, info = struct.unpack_from("=IBBBBI", data)
+                assert origin == SO_EE_ORIGIN_ICMP, f"error of origin {origin}, not ICMP"
+                # struct sock_extended_err (16 bytes), then the offender's sockaddr_in
+                return IcmpError(code, icmp_type, icmp_code, info,
+                                 socket.inet_ntoa(data[20:24]), about)
+        raise AssertionError(f"an error queue message without IP_RECVERR: {ancillary}")
+
+    sock.setblocking(False)
+    try:
+        return wait_for("an ICMP error on the socket's error queue", read)
+    finally:
+        sock.settimeout(timeout)
 
 
 def ct_count(dp: Datapath) -> int:

@@ -4,11 +4,13 @@ request came. Real namespaces on one underlay bridge (n1, n2 and an external cli
 real sockets; the load balancer's maps are written through the programmer as the agent
 writes them.
 
-n1 holds the backend b, n2 the backend c; ext is the world.
+n1 holds the backend b, n2 the backend c; ext is the world, and so is far, behind the
+router rt whose way on to far is narrower (route MTU 1300) than the rest.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ from typing import Self
 
 import pytest
 from datapath_topo import (
+    IP_MTU,
+    IP_RECVERR,
     Pod,
     Topology,
     counter,
@@ -26,6 +30,7 @@ from datapath_topo import (
     nsexec,
     open_datapath,
     policy_key,
+    queued_icmp_error,
     serve_pods,
     sh,
     wait_for,
@@ -51,6 +56,7 @@ from podwire.common.netns import in_netns
 PREFIX = f"pwnp{os.getpid() % 10000}"
 NODE_IP = {"n1": "10.198.19.1", "n2": "10.198.19.2"}
 EXT_IP = "10.198.19.250"
+RT_IP, FAR_NET, FAR_GW, FAR_IP = "10.198.19.253", "10.198.29.0/24", "10.198.29.1", "10.198.29.2"
 POD_CIDR = {"n1": "10.203.21.0/24", "n2": "10.203.22.0/24"}
 ID = {"n1": {"b": 600, "c": 602}, "n2": {"b": 700, "c": 702}}
 # The external client's /32 as an ipBlock would give it (a CIDR identity).
@@ -69,6 +75,7 @@ class Lab:
     b: Pod
     c: Pod
     ext: str
+    far: str
 
     @property
     def datapaths(self) -> tuple[Datapath, Datapath]:
@@ -93,9 +100,9 @@ class Lab:
         open_datapath(self.dp1, (self.b,))
         open_datapath(self.dp2, (self.c,))
 
-    def socket(self, kind: int) -> socket.socket:
+    def socket(self, kind: int, proto: int = 0) -> socket.socket:
         with in_netns(self.ext):
-            return socket.socket(socket.AF_INET, kind)
+            return socket.socket(socket.AF_INET, kind, proto)
 
 
 def node_port(node: str, *backends: int, local: bool = False, proto: int = TCP,
@@ -116,12 +123,13 @@ def lab() -> Iterator[Lab]:
         nsexec(ul, "ip", "link", "set", "br0", "up")
         n1 = topo.add_node("n1", NODE_IP["n1"])
         n2 = topo.add_node("n2", NODE_IP["n2"])
-        ext = f"{PREFIX}-ext"
-        sh("ip", "netns", "add", ext)
-        topo.nodes.append(ext)
+        ext, rt, far = f"{PREFIX}-ext", f"{PREFIX}-rt", f"{PREFIX}-far"
+        for ns in (ext, rt, far):
+            sh("ip", "netns", "add", ns)
+            topo.nodes.append(ns)
         for ns, port, address in ((n1, "v1", NODE_IP["n1"]), (n2, "v2", NODE_IP["n2"]),
-                                  (ext, "ve", EXT_IP)):
-            if ns != ext:
+                                  (ext, "ve", EXT_IP), (rt, "vr", RT_IP)):
+            if ns in (n1, n2):
                 nsexec(ns, "ip", "addr", "del", f"{address}/32", "dev", "lo")
             nsexec(ul, "ip", "link", "add", port, "type", "veth", "peer", "name", "ul0",
                    "netns", ns)
@@ -129,6 +137,16 @@ def lab() -> Iterator[Lab]:
             nsexec(ns, "ip", "addr", "add", f"{address}/24", "dev", "ul0")
             nsexec(ns, "ip", "link", "set", "ul0", "up")
             nsexec(ns, "ip", "link", "set", "lo", "up")
+        nsexec(rt, "ip", "link", "add", "rf", "type", "veth", "peer", "name", "eth0", "netns", far)
+        nsexec(rt, "ip", "addr", "add", f"{FAR_GW}/24", "dev", "rf")
+        nsexec(rt, "ip", "link", "set", "rf", "up")
+        nsexec(rt, "ip", "route", "replace", FAR_NET, "dev", "rf", "src", FAR_GW, "mtu", "1300")
+        nsexec(rt, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        nsexec(far, "ip", "addr", "add", f"{FAR_IP}/24", "dev", "eth0")
+        nsexec(far, "ip", "link", "set", "eth0", "up")
+        nsexec(far, "ip", "route", "add", "default", "via", FAR_GW)
+        for ns in (n1, n2):
+            nsexec(ns, "ip", "route", "add", FAR_NET, "via", RT_IP)
         b = topo.add_pod(n1, "b", "10.203.21.2", ep_id=51, identity=ID["n1"]["b"])
         c = topo.add_pod(n2, "c", "10.203.22.2", ep_id=61, identity=ID["n2"]["c"])
         dps = {}
@@ -147,7 +165,7 @@ def lab() -> Iterator[Lab]:
             dps[name] = dp
         dps["n1"].set_ipcache(c.ip, ipcache_value(ID["n1"]["c"], tunnel_ip=NODE_IP["n2"]))
         dps["n2"].set_ipcache(b.ip, ipcache_value(ID["n2"]["b"], tunnel_ip=NODE_IP["n1"]))
-        yield Lab(dps["n1"], dps["n2"], b, c, ext)
+        yield Lab(dps["n1"], dps["n2"], b, c, ext, far)
     finally:
         topo.cleanup()
 
@@ -331,8 +349,6 @@ def test_another_node_reaches_a_node_port_served_back_on_itself(np: Lab) -> None
     assert peer[0] == NODE_IP["n1"]
 
 
-IP_MTU = 14  # linux/in.h: a connected socket's path MTU (not in Python's socket module)
-
 
 @pytest.mark.parametrize("backend", ["b", "c"])
 def test_a_backend_s_port_unreachable_reaches_the_snated_client(np: Lab, backend: str) -> None:
@@ -380,3 +396,80 @@ def test_frag_needed_about_a_snated_node_port_flow_sets_the_client_s_path_mtu(np
         for sock in (server, raw, client):
             sock.close()
         nsexec(np.ext, "ip", "route", "flush", "cache")
+
+
+@pytest.mark.parametrize(("backend", "local"), [("b", False), ("c", False), ("b", True)])
+def test_an_outside_client_s_icmp_errors_about_a_reply_reach_the_backend(
+        np: Lab, backend: str, local: bool) -> None:
+    """The outside client's ICMP errors about a NodePort's reply (quoting n1:30053 ->
+    client) go on to the backend that sent it, quoting the reply as it was sent: to the
+    node's SNAT address and port, and from the node (externalTrafficPolicy Cluster, a
+    backend on n1 or across the overlay on n2), or to the client and from it (Local). A
+    frag-needed lowers the backend socket's path MTU, a port unreachable refuses it.
+    Left to n1's host stack, they would reach no socket."""
+    pod = np.b if backend == "b" else np.c
+    np.program(node_port("n1", B_UDP if backend == "b" else C_UDP, local=local, proto=UDP,
+                         port=30053))
+    server = pod.socket(socket.SOCK_DGRAM)
+    client = np.socket(socket.SOCK_DGRAM)
+    raw = np.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+    node = NODE_IP["n1"]
+    try:
+        server.bind((pod.ip, 5353))
+        server.settimeout(5)
+        server.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        client.settimeout(5)
+        client.connect((node, 30053))
+        client.send(b"query")
+        _, peer = server.recvfrom(100)
+        assert peer[0] == (EXT_IP if local else node)
+        server.connect(peer)
+        mtu = server.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        server.send(b"answer")
+        assert client.recv(100) == b"answer"
+        reply = IP(src=node, dst=EXT_IP) / SUDP(sport=30053, dport=client.getsockname()[1]) / \
+            b"answer"
+        for icmp in (ICMP(type=3, code=4, nexthopmtu=1300), ICMP(type=3, code=3)):
+            raw.sendto(bytes(IP(src=EXT_IP, dst=node) / icmp / bytes(reply)[:28]), (node, 0))
+        frag, unreachable = queued_icmp_error(server), queued_icmp_error(server)
+        sender = EXT_IP if local else node
+        assert (frag.errno, frag.icmp_code, frag.info, frag.offender, frag.about) == \
+            (errno.EMSGSIZE, 4, 1300, sender, peer)
+        assert (unreachable.errno, unreachable.offender, unreachable.about) == \
+            (errno.ECONNREFUSED, sender, peer)
+        assert mtu > 1300 and server.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
+    finally:
+        for sock in (server, client, raw):
+            sock.close()
+        nsexec(pod.netns, "ip", "route", "flush", "cache")
+
+
+@pytest.mark.parametrize(("backend", "local"), [("b", False), ("c", False), ("b", True)])
+def test_a_router_s_frag_needed_reaches_the_backend_so_a_large_reply_gets_through(
+        np: Lab, backend: str, local: bool) -> None:
+    """far is behind rt, whose way on to it takes 1300 bytes at most, while far's own
+    link and the backend's take 1500 (far asks for 1460-byte segments). rt's kernel
+    answers the backend's full-sized segments with frag-needed, addressed to n1 (the
+    segments' source after reverse translation); forwarded to the backend, its TCP
+    lowers the segment size and 300 kB reach far. Left to n1's host stack, the error
+    would reach no socket and every full-sized segment be lost: a PMTU black hole."""
+    pod = np.b if backend == "b" else np.c
+    np.program(node_port("n1", B if backend == "b" else C, local=local))
+    with in_netns(np.far):
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.settimeout(10)
+    try:
+        with Listener(pod) as listener, client:
+            client.connect((NODE_IP["n1"], NODE_PORT))
+            server, _ = listener.sock.accept()
+            with server:
+                server.settimeout(10)
+                payload = os.urandom(300_000)
+                server.sendall(payload)
+                received = b""
+                while len(received) < len(payload):
+                    received += client.recv(65536)
+                assert received == payload
+                assert server.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
+    finally:
+        nsexec(pod.netns, "ip", "route", "flush", "cache")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 from datapath_topo import (
+    IP_MTU,
+    IP_RECVERR,
     Pod,
     Topology,
     counter,
@@ -25,11 +27,13 @@ from datapath_topo import (
     nsexec,
     open_datapath,
     policy_key,
+    queued_icmp_error,
     recv_nowait,
     serve_pods,
     wait_for,
 )
-from scapy.layers.inet import IP
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.inet import UDP as SUDP
 from scapy.layers.l2 import Ether
 from scapy.layers.sctp import SCTP, SCTPChunkData, SCTPChunkInit, SCTPChunkInitAck, crc32c
 from scapy.packet import Raw
@@ -721,3 +725,74 @@ def test_backend_icmp_error_reaches_the_client_reverse_translated(lb: Lab) -> No
                 client.recv(100)
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("backend", ["b", "c"])
+def test_a_backend_s_frag_needed_sets_the_client_s_path_mtu(lb: Lab, backend: str) -> None:
+    """A frag-needed (mtu 1300) from the backend about the datagram it got (a -> backend)
+    reaches the client translated (quoting a -> VIP:53, from the ClusterIP): the
+    client's socket, connected to the ClusterIP, is told EMSGSIZE and its path MTU
+    drops; on one node and across the overlay."""
+    pod = lb.b if backend == "b" else lb.c
+    lb.program({frontend(53, UDP): service(B_UDP if backend == "b" else C_UDP)})
+    server = udp_server(pod)
+    raw = pod.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+    client = lb.a.socket(socket.SOCK_DGRAM)
+    try:
+        client.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        client.connect((VIP, 53))
+        mtu = client.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        client.send(b"query")
+        _, peer = server.recvfrom(100)
+        assert peer[0] == lb.a.ip
+        quoted = IP(src=lb.a.ip, dst=pod.ip) / SUDP(sport=peer[1], dport=UDP_BACKEND_PORT) / \
+            b"query"
+        error = IP(src=pod.ip, dst=lb.a.ip) / ICMP(type=3, code=4, nexthopmtu=1300) / \
+            bytes(quoted)[:28]
+        raw.sendto(bytes(error), (lb.a.ip, 0))
+        got = queued_icmp_error(client)
+        assert (got.errno, got.icmp_code, got.info, got.offender, got.about) == \
+            (errno.EMSGSIZE, 4, 1300, VIP, (VIP, 53))
+        assert mtu > 1300 and client.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
+    finally:
+        for sock in (server, raw, client):
+            sock.close()
+        nsexec(lb.a.netns, "ip", "route", "flush", "cache")
+
+
+@pytest.mark.parametrize("backend", ["b", "c"])
+def test_the_client_s_icmp_errors_about_a_reply_reach_the_backend(lb: Lab, backend: str
+                                                                   ) -> None:
+    """The client's ICMP errors about a reply it got from the ClusterIP (quoting
+    VIP:53 -> a) go on to the backend that sent the reply, quoting it as it was sent
+    (backend -> a): a frag-needed lowers the backend socket's path MTU, a port
+    unreachable refuses it; on one node and across the overlay. Addressed to the
+    ClusterIP as the client sent them, they would reach no socket at all."""
+    pod = lb.b if backend == "b" else lb.c
+    lb.program({frontend(53, UDP): service(B_UDP if backend == "b" else C_UDP)})
+    server = udp_server(pod)
+    client = lb.a.socket(socket.SOCK_DGRAM)
+    raw = lb.a.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        server.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        client.settimeout(5)
+        client.connect((VIP, 53))
+        client.send(b"query")
+        _, peer = server.recvfrom(100)
+        server.connect(peer)
+        mtu = server.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        server.send(b"answer")
+        assert client.recv(100) == b"answer"
+        reply = IP(src=VIP, dst=lb.a.ip) / SUDP(sport=53, dport=peer[1]) / b"answer"
+        for icmp in (ICMP(type=3, code=4, nexthopmtu=1300), ICMP(type=3, code=3)):
+            raw.sendto(bytes(IP(src=lb.a.ip, dst=VIP) / icmp / bytes(reply)[:28]), (VIP, 0))
+        frag, unreachable = queued_icmp_error(server), queued_icmp_error(server)
+        assert (frag.errno, frag.icmp_code, frag.info, frag.offender, frag.about) == \
+            (errno.EMSGSIZE, 4, 1300, lb.a.ip, peer)
+        assert (unreachable.errno, unreachable.icmp_code, unreachable.about) == \
+            (errno.ECONNREFUSED, 3, peer)
+        assert mtu > 1300 and server.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
+    finally:
+        for sock in (server, client, raw):
+            sock.close()
+        nsexec(pod.netns, "ip", "route", "flush", "cache")
