@@ -306,6 +306,29 @@ def lookup_and_delete(fd: int, key: ctypes._CData, value: ctypes._CData) -> bool
     return True
 
 
+def lookup_and_delete_each(fd: int, keys: ctypes._CData, key_size: int,
+                           values: ctypes._CData, value_size: int, count: int) -> list[bool]:
+    """lookup_and_delete for `count` keys laid end to end in keys, each value written to
+    its place in values: one system call a key (no batch command takes chosen keys of a
+    hash map), each entry read and deleted in one step so no count that lands on it in
+    between is lost. Whether each key had an entry."""
+    attr = _ElemAttr(map_fd=fd)
+    ref, size = ctypes.byref(attr), ctypes.sizeof(attr)
+    key, value = ctypes.addressof(keys), ctypes.addressof(values)
+    found: list[bool] = []
+    for i in range(count):
+        attr.key, attr.value = key + i * key_size, value + i * value_size
+        if _libc.syscall(_SYS_BPF, BPF_MAP_LOOKUP_AND_DELETE_ELEM, ref, size) == 0:
+            found.append(True)
+            continue
+        err = ctypes.get_errno()
+        if err != errno.ENOENT:
+            raise BpfError(err, f"bpf cmd {BPF_MAP_LOOKUP_AND_DELETE_ELEM} on map fd {fd}: "
+                                f"{os.strerror(err)}")
+        found.append(False)
+    return found
+
+
 def next_key(fd: int, key: ctypes._CData | None, out: ctypes._CData) -> bool:
     """Fill out with the key after key (the first key when key is None); False at the end."""
     attr = _ElemAttr(map_fd=fd, key=_addr(key) if key is not None else 0, value=_addr(out))
@@ -318,14 +341,15 @@ def next_key(fd: int, key: ctypes._CData | None, out: ctypes._CData) -> bool:
     return True
 
 
-def lookup_batch(fd: int, keys: ctypes.Array, values: ctypes.Array,
+def lookup_batch(fd: int, keys: ctypes._CData, values: ctypes._CData, count: int,
                  token: ctypes.Array | None, out_token: ctypes.Array) -> tuple[int, bool]:
-    """One BPF_MAP_LOOKUP_BATCH step (hash maps): (entries read, more remain).
+    """One BPF_MAP_LOOKUP_BATCH step (hash maps) of up to `count` entries into keys and
+    values (each laid end to end): (entries read, more remain).
 
     token is None for the first step, then the out_token of the previous step.
     """
     attr = _BatchAttr(in_batch=_addr(token), out_batch=_addr(out_token), keys=_addr(keys),
-                      values=_addr(values), count=len(keys), map_fd=fd)
+                      values=_addr(values), count=count, map_fd=fd)
     ret = _libc.syscall(_SYS_BPF, BPF_MAP_LOOKUP_BATCH, ctypes.byref(attr),
                         ctypes.sizeof(attr))
     if ret < 0:
