@@ -26,6 +26,7 @@ BPF_OBJ_GET = 7
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
 BPF_MAP_UPDATE_BATCH = 26
 BPF_MAP_DELETE_BATCH = 27
 BPF_LINK_CREATE = 28
@@ -342,21 +343,25 @@ def next_key(fd: int, key: ctypes._CData | None, out: ctypes._CData) -> bool:
 
 
 def lookup_batch(fd: int, keys: ctypes._CData, values: ctypes._CData, count: int,
-                 token: ctypes.Array | None, out_token: ctypes.Array) -> tuple[int, bool]:
+                 token: ctypes.Array | None, out_token: ctypes.Array,
+                 delete: bool = False) -> tuple[int, bool]:
     """One BPF_MAP_LOOKUP_BATCH step (hash maps) of up to `count` entries into keys and
-    values (each laid end to end): (entries read, more remain).
+    values (each laid end to end): (entries read, more remain). With `delete`,
+    BPF_MAP_LOOKUP_AND_DELETE_BATCH: each entry read is deleted with it, bucket by bucket
+    under the bucket's lock, so nothing counted on it between is lost.
 
     token is None for the first step, then the out_token of the previous step.
     """
     attr = _BatchAttr(in_batch=_addr(token), out_batch=_addr(out_token), keys=_addr(keys),
                       values=_addr(values), count=count, map_fd=fd)
-    ret = _libc.syscall(_SYS_BPF, BPF_MAP_LOOKUP_BATCH, ctypes.byref(attr),
-                        ctypes.sizeof(attr))
+    cmd = BPF_MAP_LOOKUP_AND_DELETE_BATCH if delete else BPF_MAP_LOOKUP_BATCH
+    ret = _libc.syscall(_SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
     if ret < 0:
         err = ctypes.get_errno()
         if err == errno.ENOENT:
             return attr.count, False
-        raise BpfError(err, f"bpf lookup batch on map fd {fd}: {os.strerror(err)}")
+        raise BpfError(err, f"bpf lookup{' and delete' if delete else ''} batch on map fd "
+                            f"{fd}: {os.strerror(err)}")
     return attr.count, True
 
 

@@ -132,7 +132,15 @@ class BpfMap(Generic[K, V]):
         """Every entry of a hash map as raw bytes, keys and values each laid end to end, by
         BPF_MAP_LOOKUP_BATCH into buffers of the map's size: one system call for the whole
         table and no object per entry (a full 16k-entry table: 29 ms as ctypes pairs).
-        The views are over buffers the next snapshot overwrites."""
+        The views are over buffers the next snapshot (or drain) overwrites."""
+        return self._batch_read(delete=False)
+
+    def drain(self) -> RawEntries:
+        """As snapshot, every entry deleted as it is read (BPF_MAP_LOOKUP_AND_DELETE_BATCH):
+        the table emptied in one system call, each value exact."""
+        return self._batch_read(delete=True)
+
+    def _batch_read(self, delete: bool) -> RawEntries:
         key_size, value_size = ctypes.sizeof(self.key_type), ctypes.sizeof(self.value_type)
         if self._batch is None:
             self._batch = ((ctypes.c_char * (key_size * self.max_entries))(),
@@ -146,7 +154,7 @@ class BpfMap(Generic[K, V]):
             room_v = (ctypes.c_char * (step * value_size)).from_buffer(values,
                                                                       count * value_size)
             got, more = bpfsys.lookup_batch(self.fd, room_k, room_v, step,
-                                            None if first else token_in, token_out)
+                                            None if first else token_in, token_out, delete)
             count, first = count + got, False
             if not more:
                 break

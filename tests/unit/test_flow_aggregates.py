@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from podwire.agent import structs
+from podwire.agent import aggregates, structs
 from podwire.agent.aggregates import AggregateReporter
 from podwire.agent.datapath import rate_limit_ns
 from podwire.agent.maps import RawEntries
@@ -42,6 +42,7 @@ class Table:
     def __init__(self, entries: Sequence[Entry]) -> None:
         self.entries = {bytes(key): value for key, value in entries}
         self.taken: list[bytes] = []
+        self.drained = False
 
     def snapshot(self) -> RawEntries:
         return raw([(structs.FlowAggKey.from_buffer_copy(key), value)
@@ -50,6 +51,12 @@ class Table:
     def take_many(self, keys: Sequence[bytes]) -> list[structs.FlowAggValue | None]:
         self.taken += keys
         return [self.entries.pop(key, None) for key in keys]
+
+    def drain(self) -> RawEntries:
+        self.drained = True
+        out = self.snapshot()
+        self.entries.clear()
+        return out
 
 
 def test_a_burst_is_one_report_once_the_flow_is_quiet() -> None:
@@ -132,6 +139,34 @@ def test_a_walk_takes_out_only_quiet_flows_and_reports_only_due_ones() -> None:
     (report,) = [r for r in reports if r.first.sport == 300]
     assert report.packets == 5 and report.since_ns == 2000 * MS
     assert len(reports) == 101 and list(table.entries) == [bytes(long[0])]
+
+
+def test_a_table_a_flood_filled_and_left_quiet_is_emptied_in_one_batch() -> None:
+    """Mostly quiet and large: drained whole, each flow's count exact, the flows still
+    going on reported too (and counted afresh in a new entry)."""
+    reporter = AggregateReporter(idle_ns=500 * MS, interval_ns=1000 * MS)
+    quiet = [entry(port, created=100 * MS, last=200 * MS, packets=1)
+             for port in range(aggregates.DRAIN_AT_LEAST)]
+    going = [entry(60000 + port, created=0, last=1990 * MS, packets=7) for port in range(10)]
+    (early,) = reporter.tick(Table([going[0]]), now_ns=1500 * MS)  # reported part way
+    assert early.packets == 7
+    going[0][1].packets = 9
+    table = Table([*quiet, *going])
+    reports = reporter.tick(table, now_ns=2000 * MS)
+    assert table.drained and table.taken == [] and not table.entries
+    assert len(reports) == len(quiet) + len(going) and len(reporter) == 0
+    assert sum(r.packets for r in reports) == len(quiet) + 9 * 7 + 2
+
+
+def test_a_small_or_mostly_busy_table_has_its_quiet_flows_taken_one_by_one() -> None:
+    reporter = AggregateReporter(idle_ns=500 * MS, interval_ns=1000 * MS)
+    quiet = [entry(port, created=100 * MS, last=200 * MS, packets=1)
+             for port in range(aggregates.DRAIN_AT_LEAST)]
+    busy = [entry(30000 + port, created=1900 * MS, last=1990 * MS, packets=1)
+            for port in range(aggregates.DRAIN_AT_LEAST)]
+    table = Table([*quiet, *busy])
+    assert len(reporter.tick(table, now_ns=2000 * MS)) == len(quiet)
+    assert not table.drained and len(table.entries) == len(busy)
 
 
 def test_a_flow_gone_between_the_walk_and_its_taking_reports_nothing() -> None:
