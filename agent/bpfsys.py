@@ -294,23 +294,11 @@ def delete(fd: int, key: ctypes._CData) -> bool:
     return True
 
 
-def lookup_and_delete(fd: int, key: ctypes._CData, value: ctypes._CData) -> bool:
-    """Fill value from key's entry and delete it in one step (hash maps, Linux 5.14);
-    False when there was none."""
-    attr = _ElemAttr(map_fd=fd, key=_addr(key), value=_addr(value))
-    try:
-        _bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr, f"map fd {fd}")
-    except BpfError as exc:
-        if exc.errno == errno.ENOENT:
-            return False
-        raise
-    return True
-
-
 def lookup_and_delete_each(fd: int, keys: ctypes._CData, key_size: int,
                            values: ctypes._CData, value_size: int, count: int) -> list[bool]:
-    """lookup_and_delete for `count` keys laid end to end in keys, each value written to
-    its place in values: one system call a key (no batch command takes chosen keys of a
+    """Fill each value from its key's entry and delete the entry in one step (hash maps,
+    Linux 5.14), for `count` keys laid end to end in keys, each value written to its
+    place in values: one system call a key (no batch command takes chosen keys of a
     hash map), each entry read and deleted in one step so no count that lands on it in
     between is lost. Whether each key had an entry."""
     attr = _ElemAttr(map_fd=fd)

@@ -2,8 +2,9 @@
 events cost forwarding (on versus off), an aggregated flood's record, and the agent's
 memory with a full history, side by side in one run.
 
-Run as root: `.venv/bin/python -m podwire.bench.flows_bench`. It brings up its own
-one-node lab (prefix pwbfl, a real agent and datapath), measures, and takes it down.
+Run as root: `.venv/bin/python -m podwire.bench.flows_bench` (`--only ingest`, `cost`,
+`flood` or `memory`, repeatable, for one part). It brings up its own one-node lab
+(prefix pwbfl, a real agent and datapath), measures, and takes it down.
 
 - Ingest, with aggregation `none` (one ring buffer event a packet): pod `flood` may not
   send (an egress deny-all policy), so every packet it sends is one event. Our own
