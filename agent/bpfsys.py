@@ -26,6 +26,7 @@ BPF_OBJ_GET = 7
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
 BPF_MAP_UPDATE_BATCH = 26
 BPF_MAP_DELETE_BATCH = 27
 BPF_LINK_CREATE = 28
@@ -293,17 +294,28 @@ def delete(fd: int, key: ctypes._CData) -> bool:
     return True
 
 
-def lookup_and_delete(fd: int, key: ctypes._CData, value: ctypes._CData) -> bool:
-    """Fill value from key's entry and delete it in one step (hash maps, Linux 5.14);
-    False when there was none."""
-    attr = _ElemAttr(map_fd=fd, key=_addr(key), value=_addr(value))
-    try:
-        _bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr, f"map fd {fd}")
-    except BpfError as exc:
-        if exc.errno == errno.ENOENT:
-            return False
-        raise
-    return True
+def lookup_and_delete_each(fd: int, keys: ctypes._CData, key_size: int,
+                           values: ctypes._CData, value_size: int, count: int) -> list[bool]:
+    """Fill each value from its key's entry and delete the entry in one step (hash maps,
+    Linux 5.14), for `count` keys laid end to end in keys, each value written to its
+    place in values: one system call a key (no batch command takes chosen keys of a
+    hash map), each entry read and deleted in one step so no count that lands on it in
+    between is lost. Whether each key had an entry."""
+    attr = _ElemAttr(map_fd=fd)
+    ref, size = ctypes.byref(attr), ctypes.sizeof(attr)
+    key, value = ctypes.addressof(keys), ctypes.addressof(values)
+    found: list[bool] = []
+    for i in range(count):
+        attr.key, attr.value = key + i * key_size, value + i * value_size
+        if _libc.syscall(_SYS_BPF, BPF_MAP_LOOKUP_AND_DELETE_ELEM, ref, size) == 0:
+            found.append(True)
+            continue
+        err = ctypes.get_errno()
+        if err != errno.ENOENT:
+            raise BpfError(err, f"bpf cmd {BPF_MAP_LOOKUP_AND_DELETE_ELEM} on map fd {fd}: "
+                                f"{os.strerror(err)}")
+        found.append(False)
+    return found
 
 
 def next_key(fd: int, key: ctypes._CData | None, out: ctypes._CData) -> bool:
@@ -318,21 +330,26 @@ def next_key(fd: int, key: ctypes._CData | None, out: ctypes._CData) -> bool:
     return True
 
 
-def lookup_batch(fd: int, keys: ctypes.Array, values: ctypes.Array,
-                 token: ctypes.Array | None, out_token: ctypes.Array) -> tuple[int, bool]:
-    """One BPF_MAP_LOOKUP_BATCH step (hash maps): (entries read, more remain).
+def lookup_batch(fd: int, keys: ctypes._CData, values: ctypes._CData, count: int,
+                 token: ctypes.Array | None, out_token: ctypes.Array,
+                 delete: bool = False) -> tuple[int, bool]:
+    """One BPF_MAP_LOOKUP_BATCH step (hash maps) of up to `count` entries into keys and
+    values (each laid end to end): (entries read, more remain). With `delete`,
+    BPF_MAP_LOOKUP_AND_DELETE_BATCH: each entry read is deleted with it, bucket by bucket
+    under the bucket's lock, so nothing counted on it between is lost.
 
     token is None for the first step, then the out_token of the previous step.
     """
     attr = _BatchAttr(in_batch=_addr(token), out_batch=_addr(out_token), keys=_addr(keys),
-                      values=_addr(values), count=len(keys), map_fd=fd)
-    ret = _libc.syscall(_SYS_BPF, BPF_MAP_LOOKUP_BATCH, ctypes.byref(attr),
-                        ctypes.sizeof(attr))
+                      values=_addr(values), count=count, map_fd=fd)
+    cmd = BPF_MAP_LOOKUP_AND_DELETE_BATCH if delete else BPF_MAP_LOOKUP_BATCH
+    ret = _libc.syscall(_SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
     if ret < 0:
         err = ctypes.get_errno()
         if err == errno.ENOENT:
             return attr.count, False
-        raise BpfError(err, f"bpf lookup batch on map fd {fd}: {os.strerror(err)}")
+        raise BpfError(err, f"bpf lookup{' and delete' if delete else ''} batch on map fd "
+                            f"{fd}: {os.strerror(err)}")
     return attr.count, True
 
 

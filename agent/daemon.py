@@ -336,11 +336,7 @@ class Agent:
         while not self.stopping.wait(tick):
             for table, reporter in tables:
                 try:
-                    reports, idle = reporter.scan(table.read_all(), time.monotonic_ns())
-                    for key in idle:
-                        final = reporter.final(key, table.take(key))
-                        if final is not None:
-                            reports.append(final)
+                    reports = reporter.tick(table, time.monotonic_ns())
                 except OSError as err:
                     log.warning("event=flow_aggregates_failed error=%r", str(err))
                     continue

@@ -140,8 +140,8 @@ def _gc_map(cfg: structs.NodeConfig, ct_map: BpfMap[_CtKey, structs.CtValue],
     expired: list[_CtKey] = []
     first = True
     while True:
-        count, more = bpfsys.lookup_batch(fd, keys, values, None if first else token_in,
-                                          token_out)
+        count, more = bpfsys.lookup_batch(fd, keys, values, _GC_BATCH,
+                                          None if first else token_in, token_out)
         first = False
         expired.extend(key_type.from_buffer_copy(keys[i]) for i in range(count)
                        if ct_expired(cfg, keys[i], values[i], now))

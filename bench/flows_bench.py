@@ -2,8 +2,9 @@
 events cost forwarding (on versus off), an aggregated flood's record, and the agent's
 memory with a full history, side by side in one run.
 
-Run as root: `.venv/bin/python -m podwire.bench.flows_bench`. It brings up its own
-one-node lab (prefix pwbfl, a real agent and datapath), measures, and takes it down.
+Run as root: `.venv/bin/python -m podwire.bench.flows_bench` (`--only ingest`, `cost`,
+`flood` or `memory`, repeatable, for one part). It brings up its own one-node lab
+(prefix pwbfl, a real agent and datapath), measures, and takes it down.
 
 - Ingest, with aggregation `none` (one ring buffer event a packet): pod `flood` may not
   send (an egress deny-all policy), so every packet it sends is one event. Our own
@@ -354,45 +355,82 @@ def _spread(values: list[float]) -> str:
     return f"{min(values):.0f}-{max(values):.0f}"
 
 
+PARTS = ("ingest", "cost", "flood", "memory")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per run")
     parser.add_argument("--runs", type=int, default=3, help="on/off pairs")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="measure only this part (repeatable; default: all)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    if args.json and args.only:
+        parser.error("--json writes every part's figures: not with --only")
+    parts = set(args.only or PARTS)
     tools.require(TOOLS)
     layout = LabLayout(PREFIX)
+    runs: list[IngestRun] = []
+    cost: dict[str, dict[str, list[float]]] = {}
     try:
         node = Node(layout, up(layout))
         rss_before = node.agent_rss_bytes()
-        node.datapath.set_node_config(aggregation=Aggregation.NONE)
-        try:
-            # The offered rate printed is the one the datapath counted, not the one asked.
-            paced = [ingest(node, f"paced {rate // 1000}k/s", rate, args.seconds)
-                     for rate in PACED_RATES]
-            flood = ingest(node, "flat out", 0, args.seconds)
-        finally:
-            node.datapath.set_node_config(aggregation=Aggregation.CONNECTION)
-        cost = forwarding_cost(node, args.runs, args.seconds)
-        one_flow = aggregated_flood(node, args.seconds)
-        memory = memory_with_full_history(node, rss_before)
+        if "ingest" in parts:
+            runs = ingest_runs(node, args.seconds)
+        if "cost" in parts:
+            cost = forwarding_cost(node, args.runs, args.seconds)
+        one_flow = aggregated_flood(node, args.seconds) if "flood" in parts else None
+        memory = memory_with_full_history(node, rss_before) if "memory" in parts else None
         node.datapath.close()
     finally:
         cluster.down(layout)
+    print(f"load average at the end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    lossless = [r.offered_per_s for r in runs if r.lost == 0]
+    if runs:
+        print_ingest(runs, lossless)
+    if cost:
+        print_cost(cost, args.runs)
+    if one_flow is not None:
+        print(f"one flow flooded {args.seconds:g} s under aggregation connection: "
+              f"{one_flow.packets} packets dropped, {one_flow.records} record(s), counts "
+              f"adding up to {one_flow.counted}")
+    if memory is not None:
+        print(f"agent RSS {memory.rss_before / 2**20:.1f} MiB with an empty history, "
+              f"{memory.rss_full / 2**20:.1f} MiB with a full one ({memory.history_entries} "
+              f"entries, {memory.history_bytes / 2**20:.2f} MiB by the history's own count)")
+    if args.json:
+        assert one_flow is not None and memory is not None
+        write_figures(args.json, runs, lossless, cost, one_flow, memory)
+    return 0
 
+
+def ingest_runs(node: Node, seconds: float) -> list[IngestRun]:
+    """Aggregation `none`: paced at each rate, then flat out. The offered rate printed is
+    the one the datapath counted, not the one asked."""
+    node.datapath.set_node_config(aggregation=Aggregation.NONE)
+    try:
+        return [*(ingest(node, f"paced {rate // 1000}k/s", rate, seconds)
+                  for rate in PACED_RATES),
+                ingest(node, "flat out", 0, seconds)]
+    finally:
+        node.datapath.set_node_config(aggregation=Aggregation.CONNECTION)
+
+
+def print_ingest(runs: list[IngestRun], lossless: list[float]) -> None:
     print(f"{'ingest run':<16} {'offered/s':>10} {'emitted':>9} {'read':>9} {'lost':>8} "
           f"{'read/s':>9} {'agent us/event':>15}  lost at")
-    for run in [*paced, flood]:
+    for run in runs:
         print(f"{run.label:<16} {run.offered_per_s:>10.0f} {run.emitted:>9} {run.ingested:>9} "
               f"{run.lost:>8} {run.ingest_per_s:>9.0f} {run.agent_us_per_event:>15.2f}  "
               f"{run.lost_at}")
-    lossless = [r.offered_per_s for r in [*paced, flood] if r.lost == 0]
-    if args.json:
-        write_figures(args.json, [*paced, flood], lossless, cost, one_flow, memory)
     print(f"highest offered rate read without loss: "
           f"{max(lossless):.0f} events/s" if lossless else "every run lost events")
     print()
-    print(f"{'forwarding (median of ' + str(args.runs) + ')':<30} {'events off':>11} "
+
+
+def print_cost(cost: dict[str, dict[str, list[float]]], runs: int) -> None:
+    print(f"{'forwarding (median of ' + str(runs) + ')':<30} {'events off':>11} "
           f"{'events on':>10} {'on/off':>7}  {'spread off':>15} {'spread on':>15} "
           f"{'on/off of each pair':>20}")
     for metric, modes in cost.items():
@@ -404,13 +442,6 @@ def main() -> int:
         print(f"{label:<30} {off:>11.0f} {on:>10.0f} {ratio:>7}  "
               f"{_spread(modes['off']):>15} {_spread(modes['on']):>15}  {pairs}")
     print()
-    print(f"one flow flooded {args.seconds:g} s under aggregation connection: "
-          f"{one_flow.packets} packets dropped, {one_flow.records} record(s), counts adding "
-          f"up to {one_flow.counted}")
-    print(f"agent RSS {memory.rss_before / 2**20:.1f} MiB with an empty history, "
-          f"{memory.rss_full / 2**20:.1f} MiB with a full one ({memory.history_entries} "
-          f"entries, {memory.history_bytes / 2**20:.2f} MiB by the history's own count)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from podwire.common.netns import in_netns
 
@@ -79,39 +81,51 @@ class Sender:
         return done
 
 
-def flood(netns: str, ip: str, port: int, rate: float, count: int, seconds: float) -> Sent:
-    """Send `count` datagrams (or for `seconds`, whichever ends first) at `rate`/s (0:
-    as fast as possible) from netns to ip:port."""
+class Batches(Protocol):
+    def send(self, n: int) -> int: ...
+
+
+def send_paced(sender: Batches, rate: float, count: int, seconds: float,
+               clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep) -> Sent:
+    """Send `count` datagrams (or for `seconds`, whichever ends first) at `rate`/s (0: as
+    fast as possible): at each wake-up every datagram due by then, never one early."""
+    sent, started = 0, clock()
+    deadline = started + seconds
+    while sent < count:
+        now = clock()
+        if now >= deadline:
+            break
+        due = count - sent if not rate else min(count, int((now - started) * rate)) - sent
+        if due <= 0:
+            sleep(max(_SLEEP_FLOOR, (sent + 1) / rate - (now - started)))
+            continue
+        sent += sender.send(due)
+    return Sent(sent, clock() - started)
+
+
+def flood(netns: str | None, ip: str, port: int, rate: float, count: int,
+          seconds: float) -> Sent:
+    """send_paced from netns (None: this one) to ip:port."""
     with in_netns(netns):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.connect((ip, port))
-        sender = Sender(sock)
-        sent, started = 0, time.monotonic()
-        deadline = started + seconds
-        while sent < count:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            due = count - sent if not rate else min(count, int((now - started) * rate)) - sent
-            if due <= 0:
-                time.sleep(max(_SLEEP_FLOOR, (sent + 1) / rate - (now - started)))
-                continue
-            sent += sender.send(due)
-        return Sent(sent, time.monotonic() - started)
+        return send_paced(Sender(sock), rate, count, seconds)
     finally:
         sock.close()
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--netns", required=True, help="a netns name or path to send from")
+    parser.add_argument("--netns", help="a netns name or path to send from (default: this "
+                                        "process's)")
     parser.add_argument("--to", required=True, help="destination IPv4 address")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--rate", type=float, default=0.0, help="packets/s, 0: flat out")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=30.0, help="at most this long")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.rate < 0 or args.count < 0:
         parser.error("--rate and --count must not be negative")
     result = flood(args.netns, args.to, args.port, args.rate, args.count, args.seconds)

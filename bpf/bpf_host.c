@@ -38,6 +38,9 @@ int from_netdev(struct __sk_buff *skb)
 	if (!cfg || skb->protocol != ETH_P_IP_BE || parse_ipv4(skb, &p) < 0 ||
 	    !(lb_proto(p.proto) || is_icmp_error(&p)))
 		return TC_ACT_OK;
+	/* A traced packet from outside (bpf/lib/trace.h) reports this hop and the ones after
+	 * it: what the NodePort translated it to, the backend's verdict, where it went. */
+	trace_arm(&p, &c);
 
 	peer = ipcache_lookup(p.saddr);
 	c.src_identity = peer ? peer->identity : IDENTITY_WORLD;

@@ -15,6 +15,9 @@ cmd/observe/flows_filter.go), so a hubble user gets the same answer:
 - `--not` sends the next flag into a second pair (the denylist): a flow matching it is
   not shown. All `--not` flags share that one pair, as in hubble, so `--not --from-ip A
   --not --to-ip B` hides flows from A to B.
+- `-4`/`-6` keep one IP version (both given: either); `--ip`, `--from-ip`, `--to-ip`
+  take addresses and prefixes of either family, and a prefix never matches an address
+  of the other family (10.0.0.0/8 is not ::ffff:10.0.0.0/104).
 - Combinations hubble refuses (`--label` with `--from-label`, `--port` with `--to-port`,
   ...) are refused with hubble's message.
 
@@ -41,8 +44,11 @@ from podwire.policy import PortlessProtocol, Protocol
 VERDICTS = ("FORWARDED", "DROPPED", "AUDIT")
 TYPES = ("policy-verdict", "drop", "trace")
 DIRECTIONS = ("ingress", "egress")
-# What the IPv4 datapath names in a record (ICMPv6 needs IPv6).
-PROTOCOLS = (Protocol.TCP, Protocol.UDP, PortlessProtocol.ICMP, Protocol.SCTP)
+# What the datapath names in a record (agent/flows.py), as hubble's --protocol takes them.
+PROTOCOLS = (Protocol.TCP, Protocol.UDP, PortlessProtocol.ICMP, PortlessProtocol.ICMPV6,
+             Protocol.SCTP)
+# hubble's -4/--ipv4 and -6/--ipv6: flags without a value, each one IP version.
+IP_VERSION_FLAGS = {"ipv4": 4, "ipv6": 6}
 TCP_FLAG_NAMES = ("SYN", "FIN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS")
 _LABEL_KEY = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_./]*)?[A-Za-z0-9]$")
 _SET_TERM = re.compile(r"^\s*([^\s!=(),]+)\s+(in|notin)\s+\(([^()]*)\)\s*$")
@@ -289,6 +295,7 @@ class FlowFilter:
     tcp_flags: tuple[frozenset[str], ...] = ()
     traffic_direction: tuple[str, ...] = ()
     drop_reason: tuple[str, ...] = ()
+    ip_version: tuple[int, ...] = ()
 
     def with_values(self, name: str, values: Iterable[Any]) -> FlowFilter:
         extended: dict[str, Any] = {name: (*getattr(self, name), *values)}
@@ -321,14 +328,23 @@ def _has_flags(record: FlowRecord, wanted: tuple[frozenset[str], ...]) -> bool:
     return str(record.get("protocol", "")).upper() == "TCP" and any(w <= have for w in wanted)
 
 
+def _ip_version(record: FlowRecord) -> int | None:
+    """A record's IP version, as its source address reads (both ends share a family)."""
+    try:
+        return ipaddress.ip_address(record["source"].get("ip", "")).version
+    except (KeyError, ValueError):
+        return None
+
+
 _RECORD_MATCHERS: dict[str, Callable[[FlowRecord, Any], bool]] = {
-    "protocol": lambda r, v: str(r.get("protocol", "")).upper() in v,
+    "protocol": lambda r, v: str(r.get("protocol", "")).upper() in {p.upper() for p in v},
     "verdict": lambda r, v: r.get("verdict") in v,
     "type": lambda r, v: r.get("type") in v,
     "node_name": lambda r, v: any(fnmatch.fnmatchcase(str(r.get("node", "")), p) for p in v),
     "tcp_flags": _has_flags,
     "traffic_direction": lambda r, v: r.get("direction") in v,
     "drop_reason": lambda r, v: r.get("drop_reason") in v,
+    "ip_version": lambda r, v: _ip_version(r) in v,
 }
 
 
@@ -439,7 +455,7 @@ _RECORD_FLAGS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 FILTER_FLAGS = (*_END_FLAGS, *(f"from-{k}" for k in _END_FLAGS),
                 *(f"to-{k}" for k in _END_FLAGS),
-                *NAMESPACE_FLAGS, *_RECORD_FLAGS, "drop-reason")
+                *NAMESPACE_FLAGS, *_RECORD_FLAGS, "drop-reason", *IP_VERSION_FLAGS)
 NOT = "not"
 
 
@@ -459,6 +475,8 @@ def _apply(tracker: _Tracker, name: str, text: str, parsers: Parsers) -> None:
         tracker.both(field_name, [parse(text)])
     elif name == "drop-reason":
         tracker.both("drop_reason", [parsers.drop_reason(text)])
+    elif name in IP_VERSION_FLAGS:
+        tracker.both("ip_version", [IP_VERSION_FLAGS[name]])
     else:
         raise ValueError(f"--{name} is not a flow filter")
     _check_namespaces(tracker)

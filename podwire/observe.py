@@ -75,7 +75,7 @@ FILTER_FLAGS: list[tuple[str, str | None, str | None, str]] = [
      "replies from a Service (the source its frontend stands for)"),
     ("to-service", None, "NS/NAME", "flows through a Service (sent to one of its frontends)"),
     ("service", None, "NS/NAME", "either end's Service"),
-    ("from-ip", None, "CIDR", "source address or prefix"),
+    ("from-ip", None, "CIDR", "source address or prefix, IPv4 or IPv6"),
     ("to-ip", None, "CIDR", "destination address or prefix"),
     ("ip", None, "CIDR", "either end's address or prefix"),
     ("from-port", None, "PORT", "source port"),
@@ -87,13 +87,15 @@ FILTER_FLAGS: list[tuple[str, str | None, str | None, str]] = [
     ("from-identity", None, "ID", "source identity: a number, host, world, remote-node"),
     ("to-identity", None, "ID", "destination identity"),
     ("identity", None, "ID", "either end's identity"),
-    ("protocol", None, "PROTO", "TCP, UDP, ICMP, SCTP"),
+    ("protocol", None, "PROTO", "TCP, UDP, ICMP, ICMPv6, SCTP"),
     ("verdict", None, "VERDICT", "FORWARDED, DROPPED or AUDIT"),
     ("type", "-t", "TYPE", "policy-verdict, drop, trace"),
     ("node-name", None, "PATTERN", "the node that reported it, e.g. node1, 'node*'"),
     ("tcp-flags", None, "FLAGS", "TCP flags all set, e.g. SYN or syn,ack (repeat: any)"),
     ("traffic-direction", None, "DIR", "ingress or egress: the side the verdict is about"),
     ("drop-reason", None, "REASON", "a drop reason of bpf/lib/drop.h, e.g. POLICY_DENIED"),
+    ("ipv4", "-4", None, "IPv4 flows only"),
+    ("ipv6", "-6", None, "IPv6 flows only"),
 ]
 OUTPUTS = ("compact", "table", "json", "jsonpb", "dict")
 

@@ -428,7 +428,7 @@ def test_metrics_scrape_parses_and_moves_with_traffic(lab: Lab) -> None:
 def test_bad_input_is_named_without_a_traceback(lab: Lab) -> None:
     for flags, message in ((["--port", "http"], "port 'http' is not a number"),
                            (["--since", "soon"], "--since 'soon'"),
-                           (["--last", "-1"], "--last -1"),
+                           (["--last=-1"], "--last -1"),
                            (["--first", "1", "--last", "1"], "cannot set both --first and"),
                            (["--not"], "trailing --not")):
         proc = observe(*flags, check=False)

@@ -92,13 +92,7 @@ def flood(e: Env, count: int, sports: range | None = None) -> None:
 def reports(e: Env, reporter: AggregateReporter) -> list[AggregateReport]:
     """What the agent reports once every counted flow has been quiet for the idle time:
     its scan with the clock past it (the reporter takes the time as an argument)."""
-    now = time.monotonic_ns() + IDLE_NS
-    out, idle = reporter.scan(e.dp.flow_aggregates.read_all(), now)
-    for key in idle:
-        final = reporter.final(key, e.dp.flow_aggregates.take(key))
-        if final is not None:
-            out.append(final)
-    return out
+    return reporter.tick(e.dp.flow_aggregates, time.monotonic_ns() + IDLE_NS)
 
 
 def test_a_flood_of_one_denied_flow_is_one_record_with_its_exact_count(env: Env) -> None:

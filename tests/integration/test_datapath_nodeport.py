@@ -10,6 +10,7 @@ router rt whose way on to far is narrower (route MTU 1300) than the rest.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
@@ -36,20 +37,25 @@ from datapath_topo import (
     wait_for,
 )
 from scapy.layers.inet import ICMP, IP
+from scapy.layers.inet import TCP as STCP
 from scapy.layers.inet import UDP as SUDP
 
 from podwire.agent import programmer, structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.agent.entries import BackendEntry, FrontendKey, LbScope, Protocol, ServiceEntry
+from podwire.agent.maps import BpfMap
 from podwire.agent.nodesetup import ensure_vxlan_device
 from podwire.agent.reconcile import Delete, MapName, Operation, Upsert
+from podwire.agent.ringbuf import RingBuffer
 from podwire.bpf.constants import (
     EP_F_INGRESS_ISOLATED,
+    TRACE_F_CONSUME,
     Direction,
     EventType,
     Hook,
     ReservedIdentity,
+    TraceOutcome,
 )
 from podwire.common.netns import in_netns
 
@@ -473,3 +479,68 @@ def test_a_router_s_frag_needed_reaches_the_backend_so_a_large_reply_gets_throug
                 assert server.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
     finally:
         nsexec(pod.netns, "ip", "route", "flush", "cache")
+
+
+TRACE_TAG, TRACE_ID, TRACE_IP_ID = 9, 4711, 0x5151
+
+
+def traced_syn(lab: Lab, node: str, sport: int) -> list[structs.TraceEvent]:
+    """One SYN from outside to the node's NodePort carrying an armed trace tag (DSCP) and
+    ip id, as `podwire trace` marks an injected packet; the hops each node reported (a
+    new source port a call: conntrack keeps a client's tuple on its first backend)."""
+    rings = [RingBuffer(str(dp.pin_dir / "trace_events")) for dp in lab.datapaths]
+    tags = [BpfMap(dp.pin_dir, "trace_tags", ctypes.c_uint32, structs.TraceTag)
+            for dp in lab.datapaths]
+    try:
+        for ring in rings:
+            ring.read(4096)
+        for table in tags:
+            table.update(ctypes.c_uint32(TRACE_TAG), structs.TraceTag(
+                trace_id=TRACE_ID, flags=TRACE_F_CONSUME, ip_id=TRACE_IP_ID))
+        packet = bytes(IP(src=EXT_IP, dst=NODE_IP[node], tos=TRACE_TAG << 2, id=TRACE_IP_ID)
+                       / STCP(sport=sport, dport=NODE_PORT, flags="S"))
+        raw = lab.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+        try:
+            raw.sendto(packet, (NODE_IP[node], 0))
+        finally:
+            raw.close()
+        hops: list[structs.TraceEvent] = []
+
+        def delivered() -> bool | None:
+            hops.extend(structs.TraceEvent.from_buffer_copy(r) for ring in rings
+                        for r in ring.read(64))
+            return any(h.outcome == TraceOutcome.TO_POD for h in hops) or None
+
+        wait_for("the traced packet's last hop", delivered)
+        return sorted(hops, key=lambda h: h.timestamp)
+    finally:
+        for table in tags:
+            table.update(ctypes.c_uint32(TRACE_TAG), structs.TraceTag())
+            table.close()
+        for ring in rings:
+            ring.close()
+
+
+def test_a_traced_packet_from_outside_reports_its_from_netdev_hop(np: Lab) -> None:
+    """from_netdev is a hop of a trace: the NodePort it reached, the backend it was
+    translated to, where it went; the injected packet reaches no backend."""
+    np.program(node_port("n1", B, local=True))
+    with Listener(np.b) as listener:
+        (hop,) = traced_syn(np, "n1", 40404)
+        assert (hop.hook, hop.outcome, hop.trace_id) == (Hook.FROM_NETDEV,
+                                                          TraceOutcome.TO_POD, TRACE_ID)
+        assert (hop.service_id, structs.ip_str(hop.frontend_addr), hop.frontend_port) == (
+            SERVICE_ID, NODE_IP["n1"], socket.htons(NODE_PORT))
+        assert (structs.ip_str(hop.saddr), structs.ip_str(hop.daddr)) == (EXT_IP, np.b.ip)
+        assert hop.src_identity == ReservedIdentity.WORLD and hop.dst_ep_id == np.b.ep_id
+        listener.sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            listener.sock.accept()
+
+    np.program(node_port("n1", C))
+    first, last = traced_syn(np, "n1", 40405)
+    assert (first.hook, first.outcome, structs.ip_str(first.tunnel_ip)) == (
+        Hook.FROM_NETDEV, TraceOutcome.TO_TUNNEL, NODE_IP["n2"])
+    assert structs.ip_str(first.saddr) == NODE_IP["n1"], "SNATed to the node it reached"
+    assert (last.hook, last.outcome, structs.ip_str(last.daddr)) == (
+        Hook.FROM_OVERLAY, TraceOutcome.TO_POD, np.c.ip)

@@ -178,7 +178,7 @@ def test_negated_flags_share_one_filter_as_in_hubble() -> None:
     (["--from-ip", "10.0.0.300"], "'10.0.0.300' is not an IP address or CIDR"),
     (["--port", "http"], "port 'http' is not a number"),
     (["--to-port", "70000"], "port '70000'"),
-    (["--protocol", "GRE"], "protocol 'GRE' is not one of TCP, UDP, ICMP, SCTP"),
+    (["--protocol", "GRE"], "protocol 'GRE' is not one of TCP, UDP, ICMP, ICMPv6, SCTP"),
     (["--verdict", "ALLOWED"], "verdict 'ALLOWED' is not one of FORWARDED, DROPPED"),
     (["--type", "l7"], "type 'l7'"),
     (["-l", "=x"], "has no valid label key"),
@@ -247,7 +247,9 @@ def test_first_last_and_all_choose_the_window(argv: list[str], want: observe.Win
     (["--first", "1", "--all"], "cannot set both --first and --all"),
     (["--first", "1", "-f"], "cannot set both --first and --follow"),
     (["--last", "1", "--all"], "cannot set both --last and --all"),
-    (["--last", "-1"], "--last -1: expected 0 or more"),
+    # -4/-6 are flags, so argparse reads "-1" as one too: a negative count is given as
+    # --last=-1.
+    (["--last=-1"], "--last -1: expected 0 or more"),
 ])
 def test_window_flags_that_exclude_each_other(argv: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -16,27 +16,32 @@ from podwire import cli, observe
 from podwire.common import flowfilter
 
 DATA = Path(__file__).parent / "data"
-SNAPSHOTS = json.loads((DATA / "observe_snapshots.json").read_text())
-RECORDS = DATA / SNAPSHOTS["records"]
-LINES = [json.loads(line) for line in RECORDS.read_text().splitlines()]
-BY_KEY = {(r["node"], r["seq"]): number for number, r in enumerate(LINES)}
+# Each file: a recorded set of records and the selections over it; the second is a
+# dual-stack set (-4/-6, IPv6 addresses and prefixes).
+SNAPSHOT_FILES = ("observe_snapshots.json", "observe_snapshots_dual.json")
+SETS = {name: json.loads((DATA / name).read_text()) for name in SNAPSHOT_FILES}
+CASES = [(name, snapshot) for name, data in SETS.items() for snapshot in data["selections"]]
+RECORDS = DATA / SETS["observe_snapshots.json"]["records"]
 
 
-def replay(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    code = cli.main(["observe", "--input-file", str(RECORDS), *argv])
+def replay(capsys: pytest.CaptureFixture[str], *argv: str, records: Path = RECORDS) -> str:
+    code = cli.main(["observe", "--input-file", str(records), *argv])
     out, err = capsys.readouterr()
     assert code == 0, err
     return out
 
 
-@pytest.mark.parametrize("snapshot", SNAPSHOTS["selections"],
-                         ids=[" ".join(s["argv"]) for s in SNAPSHOTS["selections"]])
-def test_each_flag_shows_exactly_its_snapshot(snapshot: dict[str, list[object]],
+@pytest.mark.parametrize(("name", "snapshot"), CASES,
+                         ids=[f"{name.split('.')[0]}: {' '.join(s['argv'])}" for name, s in CASES])
+def test_each_flag_shows_exactly_its_snapshot(name: str, snapshot: dict[str, list[object]],
                                              capsys: pytest.CaptureFixture[str]) -> None:
+    records = DATA / SETS[name]["records"]
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    by_key = {(r["node"], r["seq"]): number for number, r in enumerate(lines)}
     argv = [str(a) for a in snapshot["argv"]]
     window = [] if {"--first", "--last"} & set(argv) else ["--all"]
-    out = replay(capsys, "-o", "json", *window, *argv)
-    shown = [BY_KEY[(r["node"], r["seq"])] for r in map(json.loads, out.splitlines())]
+    out = replay(capsys, "-o", "json", *window, *argv, records=records)
+    shown = [by_key[(r["node"], r["seq"])] for r in map(json.loads, out.splitlines())]
     want = snapshot["lines"]
     assert not sorted(set(shown) - set(want)), f"leaked lines {sorted(set(shown) - set(want))}"
     assert not sorted(set(want) - set(shown)), f"missed lines {sorted(set(want) - set(shown))}"
@@ -44,12 +49,12 @@ def test_each_flag_shows_exactly_its_snapshot(snapshot: dict[str, list[object]],
 
 
 def test_the_snapshots_cover_every_flag() -> None:
-    used = {a.lstrip("-") for s in SNAPSHOTS["selections"] for a in s["argv"]
-            if str(a).startswith("-")}
-    short = {"n": "namespace", "A": "all-namespaces", "l": "label", "t": "type"}
+    used = {a.lstrip("-") for _, s in CASES for a in s["argv"] if str(a).startswith("-")}
+    short = {"n": "namespace", "A": "all-namespaces", "l": "label", "t": "type", "4": "ipv4",
+             "6": "ipv6"}
     used |= {short[u] for u in used if u in short}
     wanted = {*flowfilter.FILTER_FLAGS, "all-namespaces", "since", "until", "first", "last"}
-    wanted -= {"from-service", "ip", "from-ip", "to-ip", "pod", "from-pod", "label", "type",
+    wanted -= {"from-service", "pod", "from-pod", "label", "type",
                "verdict"}  # the flags podwire had before: tests/unit/test_observe_filter.py
     assert not sorted(wanted - used)
     assert {name for name, *_ in observe.FILTER_FLAGS} == set(flowfilter.FILTER_FLAGS) | {"not"}
