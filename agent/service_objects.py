@@ -11,6 +11,7 @@ are left out without a problem.
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -177,7 +178,11 @@ def _slice_endpoint(raw: ApiObject, where: str, problems: list[str]) -> SliceEnd
     conditions = raw.get("conditions") or {}
     # The API's defaults: ready unset means ready, serving unset follows ready.
     ready = _condition(conditions, "ready", True)
-    return SliceEndpoint(str(address), raw.get("nodeName"), ready,
+    node = raw.get("nodeName")
+    # Interned: a few node names stand for every endpoint's, and the string the API's
+    # JSON gave would keep its decoding's memory pinned.
+    return SliceEndpoint(str(address), sys.intern(node) if isinstance(node, str) else None,
+                         ready,
                          _condition(conditions, "serving", ready),
                          _condition(conditions, "terminating", False))
 
@@ -205,7 +210,7 @@ def parse_endpoint_slice(obj: ApiObject) -> tuple[EndpointSlice | None, list[str
             problems.append(f"ports[{index}].port: {port.get('port')!r} is not a port; "
                             "port skipped")
         else:
-            ports.append(SlicePort(str(port.get("name") or ""), protocol, number))
+            ports.append(SlicePort(sys.intern(str(port.get("name") or "")), protocol, number))
     endpoints = []
     for index, raw in enumerate(obj.get("endpoints") or []):
         endpoint = _slice_endpoint(raw, f"endpoints[{index}]", problems)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, pods: int, policies: int, local_pods: int) -> None:
+    """A node netns, the lab API server serving the state `build` writes, the agent.
+    `build` defaults to `build_state` of this cluster of pods and policies."""
+
+    def __init__(self, pods: int, policies: int, local_pods: int,
+                 build: Callable[[Path], None] | None = None) -> None:
+        self.build = build or (lambda path: build_state(path, pods, policies, local_pods))
         self.tag = f"pwbs{secrets.token_hex(2)}"
         self.node_ns = f"{self.tag}-n"
         self.work = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
@@ -120,7 +126,7 @@ class Bench:
             subprocess.run(["ip", "-n", self.node_ns, *cmd], check=True)
         state = self.work / "state.json"
         started = time.perf_counter()
-        build_state(state, self.pods, self.policies, self.local_pods)
+        self.build(state)
         print(f"built API state in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         self.api_proc = subprocess.Popen(
             [PYTHON, "-m", "podwire.lab.api", "--listen", "127.0.0.1:0",
