@@ -235,7 +235,12 @@ def collect(runs: int, seconds: float, stream_seconds: int,
         scalars={"runs": runs, "seconds_per_run": seconds, "stream_seconds": stream_seconds,
                  "connrate_parallel": connrate.PARALLEL,
                  "bare_veth_conn_per_s": statistics.median(ceiling),
-                 "connrate_client_user_cpu_share_max": max(client_user)})
+                 "connrate_client_user_cpu_share_max": max(client_user),
+                 # The client's time per connection beyond the bare veth's (medians): what
+                 # the Service translation costs, whatever the generator's ceiling.
+                 **{f"{name}_added_us_per_conn_at_{count}": 1e6 / statistics.median(
+                     conn[name][i]) - 1e6 / statistics.median(ceiling)
+                    for name in conn for i, count in enumerate(counts)}})
 
 
 def main() -> int:
@@ -262,6 +267,10 @@ def main() -> int:
         print(f"{x:>9.0f} {_spread(pw):>38} {_spread(ipt):>38} {ratio:>6.2f}")
         print(f"{'':>9} per-round ratios: "
               + ", ".join(f"{a / b:.2f}" for a, b in zip(pw, ipt, strict=True)))
+    added = {k: v for k, v in figures.scalars.items() if "_added_us_per_conn_at_" in k}
+    print("time per connection beyond the bare veth's: "
+          + ", ".join(f"{k.replace('_added_us_per_conn_at_', ' at ')} {v:.1f} us"
+                      for k, v in added.items()))
     print(f"bare veth, no Service (the same generator's ceiling): "
           f"{_spread(figures.comparisons[2].samples['bare veth (no Service)'])}; connrate's "
           f"own user CPU at most {figures.scalars['connrate_client_user_cpu_share_max']:.1%} "
