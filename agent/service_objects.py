@@ -11,6 +11,7 @@ are left out without a problem.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,6 +105,15 @@ def _port_number(value: Any) -> int | None:
 
 def ipv4(value: Any) -> str | None | bool:
     """The normalised IPv4 address; False for IPv6 (valid, not ours); None for garbage."""
+    if isinstance(value, str):
+        # The common case, an address already written as inet_ntop writes it, without
+        # ipaddress's parse (a resync reads 60,000 of them).
+        try:
+            if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, value)) \
+                    == value:
+                return value
+        except OSError:
+            pass
     try:
         address = ipaddress.ip_address(str(value))
     except ValueError:

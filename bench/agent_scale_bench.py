@@ -154,7 +154,7 @@ class Bench:
             ["nsenter", f"--net=/run/netns/{self.node_ns}", PYTHON, "-m", "podwire.agent",
              "--config", str(self.work / "agent.json"), "--log-level", "WARNING"],
             stdout=subprocess.DEVNULL, stderr=open(self.work / "agent.log", "ab"))  # noqa: SIM115
-        while not self.status().get("ready"):
+        while not self.status("healthz").get("ready"):  # not /status: it lists everything
             if self.agent.poll() is not None:
                 raise RuntimeError(f"agent exited; see {self.work / 'agent.log'}")
             time.sleep(0.01)
@@ -165,18 +165,19 @@ class Bench:
         self.agent.send_signal(signal.SIGTERM)
         self.agent.wait(30)
 
-    def status(self) -> dict[str, Any]:
-        proc = subprocess.run(["curl", "-s", "--unix-socket", str(self.socket), "http://a/status"],
-                              capture_output=True, check=False)
+    def status(self, route: str = "status") -> dict[str, Any]:
+        proc = subprocess.run(["curl", "-s", "--unix-socket", str(self.socket),
+                               f"http://a/{route}"], capture_output=True, check=False)
         try:
             return json.loads(proc.stdout) if proc.returncode == 0 else {}
         except ValueError:
             return {}
 
-    def rss_mb(self) -> float:
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        """The agent's resident memory now (VmRSS) or at its highest (VmHWM)."""
         assert self.agent is not None
         for line in Path(f"/proc/{self.agent.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
         return 0.0
 

@@ -9,7 +9,8 @@ address on a node. Measured:
   - cold start to ready (datapath compile, list and watch of every kind, full compute,
     every map written) and restart to ready (pins adopted, full resync against the live
     maps), with the agent's own resync part;
-  - agent RSS after sync;
+  - agent RSS once ready, its high-water mark, and after serving one `/status` (which
+    lists every Service);
   - EndpointSlice change to enforced: one endpoint of a random slice turns not ready (the
     next change to that slice turns it ready again), written at the API, until the
     Service's frontend in the pinned lb_services map lists one backend fewer (more);
@@ -142,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench.setup()
         cold = bench.start_agent()
-        rss = bench.rss_mb()
+        rss, peak = bench.rss_mb(), bench.rss_mb("VmHWM")
         status = bench.status()
+        rss_status = bench.rss_mb()
         latencies = change_latencies(bench, layout, args.changes, args.seed)
         bench.stop_agent()
         warm = bench.start_agent()
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         "cold_start_to_ready_s": cold, "restart_to_ready_s": warm,
         "cold_resync_s": float(status.get("startup", {}).get("resync_seconds", 0.0)),
         "restart_resync_s": float(restart_status.get("startup", {}).get("resync_seconds", 0.0)),
-        "rss_mb": rss, "rss_after_restart_mb": rss_restart,
+        "rss_mb": rss, "peak_rss_mb": peak, "rss_after_status_mb": rss_status,
+        "rss_after_restart_mb": rss_restart,
         "change_to_enforced_ms_p50": percentile(ms, 0.50),
         "change_to_enforced_ms_p99": percentile(ms, 0.99),
         **{f"{name} map entries": float(usage["entries"]) for name, usage in maps.items()
