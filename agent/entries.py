@@ -177,7 +177,8 @@ def prefix_of(network: str | ipaddress.IPv4Network) -> ipaddress.IPv4Network:
 # ClientIP affinity remembers).
 
 
-@dataclass(frozen=True, order=True)
+# Slotted: a cluster of 10,000 Services holds tens of thousands of each (no __dict__).
+@dataclass(frozen=True, order=True, slots=True)
 class FrontendKey:
     address: str  # ClusterIP, or a node address for a NodePort
     port: int  # the Service port (or nodePort)
@@ -185,7 +186,7 @@ class FrontendKey:
     scope: LbScope = LbScope.INTERNAL
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceEntry:
     # Index into the agent's table of "namespace/name" (NodeState.service_name), so a
     # flow names the Service it went through.
@@ -202,7 +203,7 @@ class ServiceEntry:
     node_port: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendEntry:
     address: str  # the backend pod's IP
     port: int  # its target port (a named targetPort resolved for this pod)

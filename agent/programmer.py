@@ -20,7 +20,6 @@ from podwire.agent import lbslots, structs
 from podwire.agent.addresses import IPNet
 from podwire.agent.datapath import Datapath
 from podwire.agent.entries import (
-    BackendEntry,
     EndpointEntry,
     FrontendKey,
     IpcacheEntry,
@@ -95,6 +94,7 @@ def policy_key(key: PolicyKey) -> structs.PolicyKey:
 _POLICY_KEY = struct.Struct("=IIBIBH")
 if _POLICY_KEY.size != ctypes.sizeof(structs.PolicyKey):
     raise ImportError("programmer's policy key layout differs from structs.PolicyKey")
+_BACKEND_ID = struct.Struct("=I")  # lb_backends' key: a __u32 backend id, host order
 
 
 def policy_key_bytes(key: PolicyKey) -> bytes:
@@ -110,11 +110,12 @@ def policy_value_bytes(value: PolicyValue) -> bytes:
 
 
 def apply(datapath: Datapath, ops: list[Operation]) -> None:
-    """Write the operations in order; each is one bpf(2) call, but a frontend's, which
-    is its slots in the order lbslots.frontend_writes gives, and a run of policy writes
-    (or of policy deletes), which is one batch call that the kernel carries out entry by
-    entry in the same order (a packet sees the same states between entries as between
-    single calls).
+    """Write the operations in order; each is one bpf(2) call, but a run of policy or
+    backend writes (or deletes), which is one batch call that the kernel carries out
+    entry by entry in the same order (a packet sees the same states between entries as
+    between single calls), and a run of frontends, whose slots (in the order
+    lbslots.frontend_writes gives, each frontend's after its slot 0 was read) go in a
+    batch call for each stretch of writes or of deletes.
 
     Keys and values are those of agent/entries.py for the map an operation names:
     endpoints by pod IP string, ipcache by IPv4Network or IPv6Network (each family's map),
@@ -131,6 +132,20 @@ def apply(datapath: Datapath, ops: list[Operation]) -> None:
                     policy_value_bytes(cast(Upsert, op).value) for op in group))
             else:
                 datapath.policy.delete_batch(keys)
+            continue
+        if name is MapName.LB_BACKENDS:
+            group = list(run)
+            keys = b"".join(_BACKEND_ID.pack(cast(int, op.key)) for op in group)
+            if upsert:
+                datapath.lb_backends.update_batch(keys, b"".join(
+                    bytes(lbslots.backend_value(cast(Upsert, op).value)) for op in group))
+            else:
+                datapath.lb_backends.delete_batch(keys)
+            continue
+        if name is MapName.LB_SERVICES:
+            _apply_frontends(datapath, [(cast(FrontendKey, op.key),
+                                         cast(Upsert, op).value if upsert else None)
+                                        for op in run])
             continue
         for op in run:
             _APPLY[op.map](datapath, op.key, cast(Upsert, op).value if upsert else None)
@@ -150,30 +165,38 @@ def _apply_ipcache(datapath: Datapath, key: object, value: IpcacheEntry | None) 
         datapath.set_ipcache(str(key), ipcache_value(value))
 
 
-def _apply_frontend(datapath: Datapath, key: object, value: ServiceEntry | None) -> None:
-    frontend = cast(FrontendKey, key)
-    head = datapath.lb_services.lookup(lbslots.slot_key(frontend, 0))
-    for write in lbslots.frontend_writes(frontend, value, head.count if head else 0):
-        if write.value is None:
-            datapath.lb_services.delete(write.key)
+def _apply_frontends(datapath: Datapath,
+                     frontends: list[tuple[FrontendKey, ServiceEntry | None]]) -> None:
+    """Each frontend's slot writes, from the count its slot 0 holds, in order: a stretch
+    of updates is one batch call, a stretch of deletes another. A frontend named twice
+    reads its slot 0 after the writes before it are made."""
+    pending: list[lbslots.SlotWrite] = []
+    seen: set[FrontendKey] = set()
+    for frontend, value in frontends:
+        if frontend in seen:
+            _write_slots(datapath, pending)
+            pending, seen = [], set()
+        seen.add(frontend)
+        head = datapath.lb_services.lookup(lbslots.slot_key(frontend, 0))
+        pending += lbslots.frontend_writes(frontend, value, head.count if head else 0)
+    _write_slots(datapath, pending)
+
+
+def _write_slots(datapath: Datapath, writes: list[lbslots.SlotWrite]) -> None:
+    for deleting, run in itertools.groupby(writes, key=lambda w: w.value is None):
+        stretch = list(run)
+        keys = b"".join(bytes(w.key) for w in stretch)
+        if deleting:
+            datapath.lb_services.delete_batch(keys)
         else:
-            datapath.lb_services.update(write.key, write.value)
+            datapath.lb_services.update_batch(keys, b"".join(bytes(cast(structs.LbValue, w.value))
+                                                             for w in stretch))
 
 
-def _apply_backend(datapath: Datapath, key: object, value: BackendEntry | None) -> None:
-    backend_id = ctypes.c_uint32(cast(int, key))
-    if value is None:
-        datapath.lb_backends.delete(backend_id)
-    else:
-        datapath.lb_backends.update(backend_id, lbslots.backend_value(value))
-
-
-# The policy map's writes are batched in apply().
+# The policy and load balancer maps' writes are batched in apply().
 _APPLY: dict[MapName, Callable[[Datapath, Any, Any], None]] = {
     MapName.ENDPOINTS: _apply_endpoint,
     MapName.IPCACHE: _apply_ipcache,
-    MapName.LB_SERVICES: _apply_frontend,
-    MapName.LB_BACKENDS: _apply_backend,
 }
 
 

@@ -155,6 +155,9 @@ class WatchSettings:
     read_timeout: float = 60.0
     connect_timeout: float = 5.0
     backoff: Backoff = field(default_factory=Backoff)
+    # Objects a list request asks for (client-go's default page): a relist decodes one
+    # page at a time, not 50,000 endpoints at once, whose memory the heap kept.
+    list_page: int = 500
 
 
 def api_client(kubeconfig: str | None,
@@ -383,44 +386,59 @@ class Informer:
                 "metadata": {"resourceVersion": str(rv)}}
 
     def _relist(self) -> None:
-        """List everything and hand over the difference against the cache, then a BOOKMARK
-        at the list's RV: the RV advances only once every difference has been handled."""
-        response = self._call()
-        self._response = response
-        try:
-            body = json.loads(response.data)
-        finally:
-            self._response = None
-            response.release_conn()
-        list_rv = int(body["metadata"]["resourceVersion"])
-        if self.absent:
-            log.info("event=kind_present kind=%s", self.kind.name)
-            self.absent = False
-        fresh: dict[Key, dict[str, Any]] = {}
-        for obj in body.get("items") or []:
-            obj.setdefault("kind", self.kind.name)
-            obj.setdefault("apiVersion", self.kind.api_version)
-            fresh[object_key(obj)] = obj
+        """List everything, a page at a time, handing over each object that differs from
+        the cache as its page comes, then the deletions, then a BOOKMARK at the list's RV
+        (the first page's, which every page reports): the RV advances only once every
+        difference has been handled. An expired continuation (410) relists anew."""
         with self._lock:
-            old, self._cache = self._cache, {k: self._kept(o) for k, o in fresh.items()}
+            old = dict(self._cache)
+        seen: set[Key] = set()
+        list_rv: int | None = None
+        token = ""
         added = modified = deleted = 0
-        for key, obj in fresh.items():
-            before = old.get(key)
-            if before is None:
-                added += 1
-                self._deliver(EventType.ADDED, obj)
-            elif self._version(before) != obj["metadata"].get("resourceVersion"):
-                modified += 1
-                self._deliver(EventType.MODIFIED, obj)
-        for key, value in old.items():
-            if key not in fresh:
-                deleted += 1
-                self._deliver(EventType.DELETED, self._object(key, value))
+        while True:
+            response = self._call(limit=self.settings.list_page,
+                                  **({"_continue": token} if token else {}))
+            self._response = response
+            try:
+                body = json.loads(response.data)
+            finally:
+                self._response = None
+                response.release_conn()
+            if list_rv is None:
+                list_rv = int(body["metadata"]["resourceVersion"])
+                if self.absent:
+                    log.info("event=kind_present kind=%s", self.kind.name)
+                    self.absent = False
+            for obj in body.pop("items", None) or []:
+                obj.setdefault("kind", self.kind.name)
+                obj.setdefault("apiVersion", self.kind.api_version)
+                key = object_key(obj)
+                seen.add(key)
+                with self._lock:
+                    self._cache[key] = self._kept(obj)
+                before = old.get(key)
+                if before is None:
+                    added += 1
+                    self._deliver(EventType.ADDED, obj)
+                elif self._version(before) != obj["metadata"].get("resourceVersion"):
+                    modified += 1
+                    self._deliver(EventType.MODIFIED, obj)
+            token = body["metadata"].get("continue") or ""
+            if not token:
+                break
+        with self._lock:
+            gone = {k: v for k, v in self._cache.items() if k not in seen}
+            for key in gone:
+                del self._cache[key]
+        for key, value in gone.items():
+            deleted += 1
+            self._deliver(EventType.DELETED, self._object(key, value))
         self._last_rv = list_rv
         self._synced.set()
         self.relists += 1
         log.info("event=listed kind=%s resource_version=%d items=%d added=%d modified=%d "
-                 "deleted=%d", self.kind.name, list_rv, len(fresh), added, modified, deleted)
+                 "deleted=%d", self.kind.name, list_rv, len(seen), added, modified, deleted)
         self._deliver(EventType.BOOKMARK, self._bookmark(list_rv))
 
     def _watch(self) -> bool:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, pods: int, policies: int, local_pods: int) -> None:
+    """A node netns, the lab API server serving the state `build` writes, the agent.
+    `build` defaults to `build_state` of this cluster of pods and policies."""
+
+    def __init__(self, pods: int, policies: int, local_pods: int,
+                 build: Callable[[Path], None] | None = None) -> None:
+        self.build = build or (lambda path: build_state(path, pods, policies, local_pods))
         self.tag = f"pwbs{secrets.token_hex(2)}"
         self.node_ns = f"{self.tag}-n"
         self.work = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
@@ -120,7 +126,7 @@ class Bench:
             subprocess.run(["ip", "-n", self.node_ns, *cmd], check=True)
         state = self.work / "state.json"
         started = time.perf_counter()
-        build_state(state, self.pods, self.policies, self.local_pods)
+        self.build(state)
         print(f"built API state in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         self.api_proc = subprocess.Popen(
             [PYTHON, "-m", "podwire.lab.api", "--listen", "127.0.0.1:0",
@@ -148,7 +154,7 @@ class Bench:
             ["nsenter", f"--net=/run/netns/{self.node_ns}", PYTHON, "-m", "podwire.agent",
              "--config", str(self.work / "agent.json"), "--log-level", "WARNING"],
             stdout=subprocess.DEVNULL, stderr=open(self.work / "agent.log", "ab"))  # noqa: SIM115
-        while not self.status().get("ready"):
+        while not self.status("healthz").get("ready"):  # not /status: it lists everything
             if self.agent.poll() is not None:
                 raise RuntimeError(f"agent exited; see {self.work / 'agent.log'}")
             time.sleep(0.01)
@@ -159,18 +165,19 @@ class Bench:
         self.agent.send_signal(signal.SIGTERM)
         self.agent.wait(30)
 
-    def status(self) -> dict[str, Any]:
-        proc = subprocess.run(["curl", "-s", "--unix-socket", str(self.socket), "http://a/status"],
-                              capture_output=True, check=False)
+    def status(self, route: str = "status") -> dict[str, Any]:
+        proc = subprocess.run(["curl", "-s", "--unix-socket", str(self.socket),
+                               f"http://a/{route}"], capture_output=True, check=False)
         try:
             return json.loads(proc.stdout) if proc.returncode == 0 else {}
         except ValueError:
             return {}
 
-    def rss_mb(self) -> float:
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        """The agent's resident memory now (VmRSS) or at its highest (VmHWM)."""
         assert self.agent is not None
         for line in Path(f"/proc/{self.agent.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
         return 0.0
 

@@ -14,7 +14,14 @@ Run as root: `.venv/bin/python -m podwire.bench.lb_bench`. Namespaces prefix pwb
   with `statistic --mode random`, each KUBE-SEP marking hairpin traffic and DNATing.
   The measured Service sits in the middle of KUBE-SERVICES (the average of a linear walk).
   Goal: flat from 1 to 10,000, >= 5x iptables at 10,000.
-Settings are measured round-robin, repeated `--runs` times.
+  Both sides are connrate (bench/connrate.c, compiled with gcc here; C on epoll, 64
+  connects in flight): a connection counted is a full handshake (SYN, SYN-ACK, ACK: the
+  client's connect completed) closed by the client with RST (SO_LINGER 0), accepted and
+  closed by the server. The same generator between two namespaces over a bare veth pair
+  (no BPF, no netfilter) is measured in every round too: the ceiling of this machine's
+  kernel for one client process, which is where its CPU goes (the client's own user time
+  is printed beside, a few per cent).
+Settings are measured round-robin, repeated `--runs` times, the order turned each round.
 """
 
 from __future__ import annotations
@@ -30,13 +37,14 @@ from podwire.agent import programmer
 from podwire.agent.datapath import Datapath
 from podwire.agent.entries import BackendEntry, FrontendKey, Protocol, ServiceEntry
 from podwire.agent.reconcile import Delete, MapName, Operation, Upsert
-from podwire.bench import tools, traffic
+from podwire.bench import connrate, tools
 from podwire.bench.datapath_bench import (
     CONN_PORT,
     IPERF_PORT,
     SOCKPERF_PORT,
     Lab,
     Pair,
+    bare_veth,
     iperf3_gbps,
     load_policy,
     podwire_pair,
@@ -47,7 +55,7 @@ from podwire.bench.figures import Comparison, Curve, Expectation, Figures
 from podwire.bench.policyscale_bench import iptables_pair
 
 # The programs it runs (checked before it starts: bench/tools.py).
-TOOLS = ("nsenter", "ip", "sysctl", "iptables-restore", "iperf3", "sockperf")
+TOOLS = ("nsenter", "ip", "sysctl", "iptables-restore", "iperf3", "sockperf", "gcc")
 
 PREFIX = "pwbh11"
 COUNTS = (1, 1_000, 10_000)
@@ -148,9 +156,14 @@ def _ratio(samples: dict[str, list[float]], subject: str, baseline: str) -> floa
     return statistics.median(samples[subject]) / statistics.median(samples[baseline])
 
 
-def _conn_rate(pair: Pair, vip: str, seconds: float) -> float:
-    return traffic.connections_per_s(pair.server[0], pair.server[1], pair.client[0], CONN_PORT,
-                                     seconds, connect_to=(vip, SERVICE_PORT))
+def _conn_rate(pair: Pair, vip: str, seconds: float) -> connrate.ConnRate:
+    return connrate.connections_per_s(pair.server[0], pair.server[1], pair.client[0],
+                                      CONN_PORT, seconds, connect_to=(vip, SERVICE_PORT))
+
+
+def _spread(values: list[float]) -> str:
+    return (f"median {statistics.median(values):.0f} ({min(values):.0f}..{max(values):.0f}, "
+            f"{len(values)} runs)")
 
 
 def collect(runs: int, seconds: float, stream_seconds: int,
@@ -158,6 +171,8 @@ def collect(runs: int, seconds: float, stream_seconds: int,
     lab = Lab(PREFIX)
     conn: dict[str, list[list[float]]] = {"podwire": [[] for _ in counts],
                                           "iptables": [[] for _ in counts]}
+    ceiling: list[float] = []
+    client_user: list[float] = []
     gbps: dict[str, list[float]] = {"ClusterIP": [], "pod IP": []}
     rr: dict[str, list[float]] = {"ClusterIP": [], "pod IP": []}
     try:
@@ -165,6 +180,7 @@ def collect(runs: int, seconds: float, stream_seconds: int,
         dp.set_node_config(flow_events=False)  # events have their own benchmark
         load_policy(dp, server_ep, 1)
         ipt = iptables_pair(lab)
+        veth = bare_veth(lab)
         node = f"{PREFIX}-in"
         installed: tuple[dict[FrontendKey, ServiceEntry], dict[int, BackendEntry]] = ({}, {})
         installed = load_services(dp, 1, pw.server[1], installed)
@@ -174,14 +190,21 @@ def collect(runs: int, seconds: float, stream_seconds: int,
             gbps["pod IP"].append(iperf3_gbps(pw, stream_seconds))
             rr["ClusterIP"].append(sockperf_rr(pw, stream_seconds, dial=vip))
             rr["pod IP"].append(sockperf_rr(pw, stream_seconds))
-        for _ in range(runs):
+        for run in range(runs):
+            ceiling_run = connrate.connections_per_s(
+                veth.server[0], veth.server[1], veth.client[0], CONN_PORT, seconds)
+            ceiling.append(ceiling_run.per_s)
+            client_user.append(ceiling_run.client_user_share)
             for i, count in enumerate(counts):
                 installed = load_services(dp, count, pw.server[1], installed)
                 dp.conntrack_gc(time.monotonic_ns() + 10**15)
-                vip = service_ip(target_index(count))
-                conn["podwire"][i].append(_conn_rate(pw, vip, seconds))
                 sh("iptables-restore", netns=node, stdin=iptables_services(count, ipt.server[1]))
-                conn["iptables"][i].append(_conn_rate(ipt, vip, seconds))
+                vip = service_ip(target_index(count))
+                order = ("podwire", "iptables") if run % 2 == 0 else ("iptables", "podwire")
+                for name in order:
+                    measured = _conn_rate(pw if name == "podwire" else ipt, vip, seconds)
+                    conn[name][i].append(measured.per_s)
+                    client_user.append(measured.client_user_share)
     finally:
         lab.close()
     top = len(counts) - 1
@@ -193,8 +216,9 @@ def collect(runs: int, seconds: float, stream_seconds: int,
             Comparison("TCP request/response through a ClusterIP (sockperf)", "trans/s", True,
                        "ClusterIP", rr, "bar"),
             Comparison(f"new TCP connections/s through a Service, {counts[top]} Services "
-                       "loaded", "conn/s", True, "podwire",
-                       {"podwire": conn["podwire"][top], "iptables": conn["iptables"][top]},
+                       "loaded (connrate)", "conn/s", True, "podwire",
+                       {"podwire": conn["podwire"][top], "iptables": conn["iptables"][top],
+                        "bare veth (no Service)": ceiling},
                        "bar")],
         curves=[Curve("new TCP connections/s through a Service against Services loaded",
                       "conn/s", "Services", [float(c) for c in counts], conn)],
@@ -208,7 +232,15 @@ def collect(runs: int, seconds: float, stream_seconds: int,
             Expectation("Services loaded", f"podwire / iptables conn/s at {counts[top]}",
                         statistics.median(conn["podwire"][top])
                         / statistics.median(conn["iptables"][top]), ">=", 5.0, "x")],
-        scalars={"runs": runs, "seconds_per_run": seconds, "stream_seconds": stream_seconds})
+        scalars={"runs": runs, "seconds_per_run": seconds, "stream_seconds": stream_seconds,
+                 "connrate_parallel": connrate.PARALLEL,
+                 "bare_veth_conn_per_s": statistics.median(ceiling),
+                 "connrate_client_user_cpu_share_max": max(client_user),
+                 # The client's time per connection beyond the bare veth's (medians): what
+                 # the Service translation costs, whatever the generator's ceiling.
+                 **{f"{name}_added_us_per_conn_at_{count}": 1e6 / statistics.median(
+                     conn[name][i]) - 1e6 / statistics.median(ceiling)
+                    for name in conn for i, count in enumerate(counts)}})
 
 
 def main() -> int:
@@ -228,11 +260,21 @@ def main() -> int:
         medians = {k: statistics.median(v) for k, v in comparison.samples.items()}
         print(comparison.metric + ": " + ", ".join(f"{k} {v:.1f}" for k, v in medians.items()))
     (curve,) = figures.curves
-    print(f"{'Services':>9} {'podwire conn/s':>15} {'iptables conn/s':>16} {'ratio':>6}")
+    print(f"{'Services':>9} {'podwire conn/s':>38} {'iptables conn/s':>38} {'ratio':>6}")
     for i, x in enumerate(curve.x):
-        pw = statistics.median(curve.samples["podwire"][i])
-        ipt = statistics.median(curve.samples["iptables"][i])
-        print(f"{x:>9.0f} {pw:>15.0f} {ipt:>16.0f} {pw / ipt:>6.2f}")
+        pw, ipt = curve.samples["podwire"][i], curve.samples["iptables"][i]
+        ratio = statistics.median(pw) / statistics.median(ipt)
+        print(f"{x:>9.0f} {_spread(pw):>38} {_spread(ipt):>38} {ratio:>6.2f}")
+        print(f"{'':>9} per-round ratios: "
+              + ", ".join(f"{a / b:.2f}" for a, b in zip(pw, ipt, strict=True)))
+    added = {k: v for k, v in figures.scalars.items() if "_added_us_per_conn_at_" in k}
+    print("time per connection beyond the bare veth's: "
+          + ", ".join(f"{k.replace('_added_us_per_conn_at_', ' at ')} {v:.1f} us"
+                      for k, v in added.items()))
+    print(f"bare veth, no Service (the same generator's ceiling): "
+          f"{_spread(figures.comparisons[2].samples['bare veth (no Service)'])}; connrate's "
+          f"own user CPU at most {figures.scalars['connrate_client_user_cpu_share_max']:.1%} "
+          "of its run")
     for e in figures.expectations:
         print(f"{'met' if e.met else 'NOT met'}: {e.scenario}, {e.figure} {e.op} {e.bound} "
               f"(measured {e.value:.2f})")

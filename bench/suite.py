@@ -103,6 +103,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                          "--kernel"],
                "full": ["--services", "10000", "--endpoints", "50000", "--changes", "2000",
                         "--kernel"]}),
+    Benchmark("service-agent", "services_agent_bench",
+              "The real agent at 10,000 Services and 50,000 endpoints: start to ready, "
+              "restart to ready, RSS, EndpointSlice change to enforced in the pinned maps",
+              {"quick": ["--services", "2000", "--endpoints", "10000", "--changes", "20"],
+               "full": ["--services", "10000", "--endpoints", "50000", "--changes", "200"]}),
     Benchmark("tiers", "tiers_bench",
               "Cluster policy tiers: new conn/s with 100 cluster policies x 25 rules + 1,000 "
               "NetworkPolicies vs none (and the datapath's ns per connection); a cluster "

@@ -288,7 +288,9 @@ static __always_inline int lb_readdress(struct __sk_buff *skb, __u32 off, __u32 
  * SNATed client's error comes from the node's address then, as netfilter's NAT makes
  * it for an error related to a masqueraded connection. c is given the Service and the
  * SNAT as lb_frontend gives them; an error about anything else leaves p and c as they
- * are. LB_RELATED when translated (conntrack's CT_RELATED: the connection was found
+ * are. A pod that reached itself (hairpin) is told as its backend side knows the
+ * client: quoting backend -> LB_HAIRPIN_IP, from LB_HAIRPIN_IP (its kernel takes nothing
+ * from its own address). LB_RELATED when translated (conntrack's CT_RELATED: the connection was found
  * here), 0 when left alone, or a drop reason. The hook asks where the verifier meets
  * fewest states (from_pod: once conntrack knows nothing of the error) and delivers a
  * translated error at once. */
@@ -302,7 +304,8 @@ static __always_inline int lb_frontend_icmp(struct __sk_buff *skb, const struct 
 	struct ct_value *sv, *fv;
 	struct lb_value *svc;
 	struct lb_key k = {};
-	bool snat;
+	__u32 from = 0;
+	bool snat, hairpin;
 	int ret;
 
 	if (!is_icmp_error(p) || lb_quote_of(skb, p, &q) < 0 || !lb_proto(q.tuple.proto) ||
@@ -325,7 +328,12 @@ static __always_inline int lb_frontend_icmp(struct __sk_buff *skb, const struct 
 	if (!be)
 		return 0;
 	/* ... and the connection as the backend has it must still be this client's. */
-	backend_side.saddr = sv->nat_port ? k.address : client.saddr;
+	hairpin = !sv->nat_port && be->address == client.saddr;
+	if (sv->nat_port)
+		from = k.address;
+	else if (hairpin)
+		from = bpf_htonl(LB_HAIRPIN_IP);
+	backend_side.saddr = from ? from : client.saddr;
 	backend_side.sport = sv->nat_port ? sv->nat_port : client.sport;
 	backend_side.daddr = be->address;
 	backend_side.dport = be->port;
@@ -336,6 +344,8 @@ static __always_inline int lb_frontend_icmp(struct __sk_buff *skb, const struct 
 		return 0;
 	snat = fv->flags & CT_F_SNAT;
 	if (snat && (fv->nat_addr != client.saddr || fv->nat_port != client.sport))
+		return 0;
+	if (hairpin != !!(fv->flags & CT_F_HAIRPIN))
 		return 0;
 
 	ct_reverse(&backend_side, &to);
@@ -349,15 +359,19 @@ static __always_inline int lb_frontend_icmp(struct __sk_buff *skb, const struct 
 	c->service_id = svc->service_id;
 	c->frontend_addr = k.address;
 	c->frontend_port = k.port;
-	if (snat) {
-		ret = lb_readdress(skb, LB_IP_SADDR_OFF, p->saddr, k.address);
+	if (snat || hairpin) {
+		ret = lb_readdress(skb, LB_IP_SADDR_OFF, p->saddr, from);
 		if (ret < 0)
 			return ret;
-		p->saddr = k.address;
+		p->saddr = from;
+	}
+	if (snat) {
 		c->nat_addr = client.saddr;
 		c->nat_port = client.sport;
 		c->ct_flags |= CT_F_SNAT;
 	}
+	if (hairpin)
+		c->ct_flags |= CT_F_HAIRPIN;
 	c->ct_status = CT_RELATED;
 	c->ct_known = 1;
 	return LB_RELATED;
@@ -462,7 +476,8 @@ static __always_inline int lb_rev_nat(struct __sk_buff *skb, struct pkt *p,
  * address and port from the SNAT range, becomes the client's own address and port
  * again, and the error is addressed to the client instead of the node, as Cilium's
  * nat.h does for ICMP errors about a SNATed tuple (frag-needed reaches the client's
- * PMTU, port unreachable its socket). */
+ * PMTU, port unreachable its socket). After a hairpin the error, addressed to
+ * LB_HAIRPIN_IP, goes to the pod itself, quoting its own address as the source. */
 static __always_inline int lb_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p,
 					   const struct ct_value *v)
 {
@@ -470,9 +485,6 @@ static __always_inline int lb_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p,
 	struct ct_key to;
 	int ret;
 
-	/* After a hairpin the client quoted its own address: nothing the pod cannot match. */
-	if (v->flags & CT_F_HAIRPIN)
-		return 0;
 	ret = lb_quote_of(skb, p, &q);
 	if (ret < 0)
 		return ret;
@@ -482,15 +494,17 @@ static __always_inline int lb_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p,
 	if (v->flags & CT_F_SNAT) {
 		to.saddr = v->nat_addr;
 		to.sport = v->nat_port;
+	} else if (v->flags & CT_F_HAIRPIN) {
+		to.saddr = q.tuple.daddr; /* the client is its own backend */
 	}
 	ret = lb_requote(skb, p, &q, &to);
 	if (ret < 0)
 		return ret;
-	if (v->flags & CT_F_SNAT) {
-		ret = lb_readdress(skb, LB_IP_DADDR_OFF, p->daddr, v->nat_addr);
+	if (to.saddr != q.tuple.saddr) {
+		ret = lb_readdress(skb, LB_IP_DADDR_OFF, p->daddr, to.saddr);
 		if (ret < 0)
 			return ret;
-		p->daddr = v->nat_addr;
+		p->daddr = to.saddr;
 	}
 	if (p->saddr != q.tuple.daddr)
 		return 0; /* from a router on the way: its own address stays */

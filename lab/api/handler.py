@@ -7,6 +7,7 @@ resource verb, which becomes a store call. Watches stay open and relay their sub
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -92,6 +93,39 @@ def _strict(query: dict[str, str]) -> bool:
     """fieldValidation=Strict: unknown fields are refused rather than pruned (kubectl sends
     it by default); Warn and Ignore prune them."""
     return query.get("fieldValidation") == "Strict"
+
+
+def _limit(query: dict[str, str]) -> int | None:
+    """A list's `limit`: at most that many items a page (0 or none: all of them)."""
+    text = query.get("limit") or "0"
+    if not text.isdigit():
+        raise bad_request(f"limit: {text!r} is not a non-negative integer")
+    return int(text) or None
+
+
+def _continue_token(rv: int, last: tuple[str, str]) -> str:
+    """Where the next page starts. Like the real server's, opaque to clients: the RV of
+    the first page, which every page reports, and the last key served. Unlike the real
+    server's, later pages show the objects as they are when asked, not as they were at
+    that RV; a client watching from it sees every change since again, which is how an
+    informer converges either way."""
+    data = json.dumps({"rv": rv, "start": list(last)}).encode()
+    return base64.urlsafe_b64encode(data).decode()
+
+
+def _continuation(query: dict[str, str]) -> tuple[int, tuple[str, str] | None]:
+    """The first page's RV and the last key served, from a list's `continue` (0, None
+    when there is none)."""
+    token = query.get("continue")
+    if not token:
+        return 0, None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        rv, (namespace, name) = int(data["rv"]), data["start"]
+        return rv, (str(namespace), str(name))
+    except (ValueError, KeyError, TypeError) as err:
+        raise bad_request(f"continue: {token!r} is not a continuation this server gave"
+                          ) from err
 
 
 def _told(query: dict[str, str]) -> int:
@@ -289,16 +323,21 @@ class _Handler(BaseHTTPRequestHandler):
         if watching:
             self._open_watch(route.res, namespace, selector, query)
         else:
-            self._list(route.res, namespace, selector)
+            self._list(route.res, namespace, selector, query)
 
-    def _list(self, res: ResourceType, namespace: str | None, selector: Selector) -> None:
+    def _list(self, res: ResourceType, namespace: str | None, selector: Selector,
+              query: dict[str, str]) -> None:
         if res.definition and tables.wants_table(self.headers.get("Accept", "")):
             rv, objects = self.server.backend.store.list_objects(res, namespace, selector)
             self._send(200, encode(tables.table(res.columns, objects, rv)))
             return
-        rv, items = self.server.backend.store.list_encoded(res, namespace, selector)
-        head = encode({"kind": res.list_kind, "apiVersion": res.api_version,
-                       "metadata": {"resourceVersion": str(rv)}})
+        limit, (first_rv, after) = _limit(query), _continuation(query)
+        rv, items, last = self.server.backend.store.list_page(res, namespace, selector,
+                                                              after, limit)
+        meta: dict[str, Any] = {"resourceVersion": str(first_rv or rv)}
+        if last is not None:
+            meta["continue"] = _continue_token(first_rv or rv, last)
+        head = encode({"kind": res.list_kind, "apiVersion": res.api_version, "metadata": meta})
         self._send(200, head[:-1] + b',"items":[' + b",".join(items) + b"]}")
 
     def _create(self, res: ResourceType, namespace: str, strict: bool) -> None:

@@ -94,16 +94,31 @@ class ApiStore:
     def list_encoded(self, res: ResourceType, namespace: str | None,
                      selector: Selector) -> tuple[int, list[bytes]]:
         """The current RV and the matching objects, encoded, in (namespace, name) order."""
+        rv, page, _ = self.list_page(res, namespace, selector)
+        return rv, page
+
+    def list_page(self, res: ResourceType, namespace: str | None, selector: Selector,
+                  after: Key | None = None, limit: int | None = None
+                  ) -> tuple[int, list[bytes], Key | None]:
+        """The current RV and, in (namespace, name) order, up to `limit` matching objects
+        (encoded) whose key comes after `after`, and the key of the last one when more
+        match past it (a list's continuation)."""
         with self._lock:
             table = self._table(res)
-            out = []
+            out: list[bytes] = []
+            last: Key | None = None
             for key in sorted(table):
+                if after is not None and key <= after:
+                    continue
                 obj, data = table[key]
                 if namespace is not None and key[0] != namespace:
                     continue
                 if selector.empty or selector.matches(obj):
+                    if limit is not None and len(out) == limit:
+                        return self._rv, out, last
                     out.append(data)
-            return self._rv, out
+                    last = key
+            return self._rv, out, None
 
     def list_objects(self, res: ResourceType, namespace: str | None,
                      selector: Selector) -> tuple[int, list[dict[str, Any]]]:

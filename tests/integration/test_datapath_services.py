@@ -796,3 +796,84 @@ def test_the_client_s_icmp_errors_about_a_reply_reach_the_backend(lb: Lab, backe
         for sock in (server, client, raw):
             sock.close()
         nsexec(pod.netns, "ip", "route", "flush", "cache")
+
+
+def test_icmp_errors_about_a_hairpin_flow_reach_the_pod_translated(lb: Lab) -> None:
+    """b reaching itself through its Service (hairpin): the errors its backend side
+    sends about the client's datagram (quoting LB_HAIRPIN_IP -> b, to LB_HAIRPIN_IP)
+    reach its client socket as from the ClusterIP, quoting b -> VIP: its own kernel's
+    port unreachable refuses it, a frag-needed (mtu 1300) is EMSGSIZE with the path
+    MTU lowered. Addressed to LB_HAIRPIN_IP as sent, they would reach no socket."""
+    b = lb.b
+    silent = 5399
+    lb.program({frontend(53, UDP): service(B_UDP), frontend(54, UDP): service(7)},
+               {B_UDP: BackendEntry(b.ip, UDP_BACKEND_PORT), 7: BackendEntry(b.ip, silent)})
+    client = b.socket(socket.SOCK_DGRAM)
+    try:
+        client.settimeout(5)
+        client.connect((VIP, 54))
+        client.send(b"nobody home")
+        with pytest.raises(ConnectionRefusedError):
+            client.recv(100)
+    finally:
+        client.close()
+    server = udp_server(b)
+    raw = b.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+    client = b.socket(socket.SOCK_DGRAM)
+    try:
+        client.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        client.connect((VIP, 53))
+        mtu = client.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        client.send(b"query")
+        _, peer = server.recvfrom(100)
+        assert peer[0] == LB_HAIRPIN_IP
+        quoted = IP(src=LB_HAIRPIN_IP, dst=b.ip) / SUDP(sport=peer[1], dport=UDP_BACKEND_PORT) \
+            / b"query"
+        error = IP(src=b.ip, dst=LB_HAIRPIN_IP) / ICMP(type=3, code=4, nexthopmtu=1300) / \
+            bytes(quoted)[:28]
+        raw.sendto(bytes(error), (LB_HAIRPIN_IP, 0))
+        got = queued_icmp_error(client)
+        assert (got.errno, got.icmp_code, got.info, got.offender, got.about) == \
+            (errno.EMSGSIZE, 4, 1300, VIP, (VIP, 53))
+        assert mtu > 1300 and client.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
+    finally:
+        for sock in (server, raw, client):
+            sock.close()
+        nsexec(b.netns, "ip", "route", "flush", "cache")
+
+
+def test_a_hairpin_client_s_icmp_errors_about_a_reply_reach_its_backend_side(lb: Lab
+                                                                             ) -> None:
+    """b's client errors about a reply it got from the ClusterIP through its own Service
+    (quoting VIP:53 -> b) go on to its backend side, quoting the reply as that sent it
+    (b -> LB_HAIRPIN_IP), from LB_HAIRPIN_IP: a frag-needed lowers the backend socket's
+    path MTU, a port unreachable refuses it."""
+    b = lb.b
+    lb.program({frontend(53, UDP): service(B_UDP)})
+    server = udp_server(b)
+    client = b.socket(socket.SOCK_DGRAM)
+    raw = b.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        server.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        client.settimeout(5)
+        client.connect((VIP, 53))
+        client.send(b"query")
+        _, peer = server.recvfrom(100)
+        assert peer[0] == LB_HAIRPIN_IP
+        server.connect(peer)
+        mtu = server.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        server.send(b"answer")
+        assert client.recv(100) == b"answer"
+        reply = IP(src=VIP, dst=b.ip) / SUDP(sport=53, dport=peer[1]) / b"answer"
+        for icmp in (ICMP(type=3, code=4, nexthopmtu=1300), ICMP(type=3, code=3)):
+            raw.sendto(bytes(IP(src=b.ip, dst=VIP) / icmp / bytes(reply)[:28]), (VIP, 0))
+        frag, unreachable = queued_icmp_error(server), queued_icmp_error(server)
+        assert (frag.errno, frag.icmp_code, frag.info, frag.offender, frag.about) == \
+            (errno.EMSGSIZE, 4, 1300, LB_HAIRPIN_IP, peer)
+        assert (unreachable.errno, unreachable.icmp_code, unreachable.about) == \
+            (errno.ECONNREFUSED, 3, peer)
+        assert mtu > 1300 and server.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
+    finally:
+        for sock in (server, client, raw):
+            sock.close()
+        nsexec(b.netns, "ip", "route", "flush", "cache")

@@ -309,6 +309,36 @@ def test_list_and_selectors(core: client.CoreV1Api, server: LabApiServer) -> Non
     assert raw(server, "GET", "/api/v1/pods")[1]["kind"] == "PodList"
 
 
+def test_list_in_pages(core: client.CoreV1Api, server: LabApiServer) -> None:
+    """limit and continue: pages in order, each at the first page's resourceVersion, the
+    last without a continuation; a selector applies before the limit."""
+    setup_ns(core)
+    for i in range(5):
+        core.create_namespaced_pod("a", pod(f"p{i}", {"app": "web" if i % 2 else "db"}))
+    first_rv = str(server.store.resource_version)
+    pages, token = [], None
+    while True:
+        listed = core.list_namespaced_pod("a", limit=2, **({"_continue": token} if token else {}))
+        pages.append([p.metadata.name for p in listed.items])
+        assert listed.metadata.resource_version == first_rv
+        token = listed.metadata._continue
+        if not token:
+            break
+        # Made after a page, past its last key: a later page has them.
+        core.create_namespaced_pod("a", pod(f"z{len(pages)}"))
+    assert pages == [["p0", "p1"], ["p2", "p3"], ["p4", "z1"], ["z2", "z3"]]
+    web = core.list_namespaced_pod("a", label_selector="app=web", limit=1)
+    assert [p.metadata.name for p in web.items] == ["p1"]
+    rest = core.list_namespaced_pod("a", label_selector="app=web", limit=5,
+                                    _continue=web.metadata._continue)
+    assert ([p.metadata.name for p in rest.items], rest.metadata._continue) == (["p3"], None)
+    for query, word in (("limit=-1", "limit"), ("limit=x", "limit"),
+                        ("continue=garbage", "continue")):
+        code, body = raw(server, "GET", f"/api/v1/namespaces/a/pods?{query}")
+        assert (code, body["reason"]) == (400, "BadRequest")
+        assert body["message"].startswith(f"{word}: ")
+
+
 # ---- watch ----------------------------------------------------------------------------
 
 

@@ -67,7 +67,7 @@ def test_the_report_lists_curves_scalars_charts_and_failures() -> None:
 def test_selection_covers_every_benchmark_in_quick_and_rejects_unknown_names() -> None:
     quick = {b.name for b in suite.select("quick", None)}
     assert {"same-node", "cross-node", "policy-scale", "cni", "control-plane", "agent-scale",
-            "flows", "faults", "service-lb", "service-model",
+            "flows", "faults", "service-lb", "service-model", "service-agent",
             "tiers"} <= quick
     assert [b.name for b in suite.select("full", ["cni"])] == ["cni"]
     with pytest.raises(ValueError, match="--only nosuch: unknown benchmark"):

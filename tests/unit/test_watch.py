@@ -4,6 +4,7 @@ events after dropped connections, a compaction (410) and API server restarts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -181,6 +182,37 @@ def test_compaction_relists_and_synthesises_the_difference(
         assert kept == {"kind": "Pod", "apiVersion": "v1", "metadata": {
             "name": "change", "namespace": "a",
             "resourceVersion": server_names(server, PODS)["change"]}}
+
+
+def test_a_relist_comes_a_page_at_a_time(server: LabApiServer, api: client.ApiClient,
+                                         informers: list[Informer]) -> None:
+    """Pages of two objects: every object is listed once, a relist after a compaction
+    hands over exactly the difference, and the cache is the server's."""
+    store = server.store
+    store.create(NAMESPACES, "", namespace("a"))
+    for i in range(7):
+        store.create(PODS, "a", pod(f"p{i}"))
+    rec = Recorder()
+    inf = Informer(api, "Pod", rec, dataclasses.replace(FAST, list_page=2), seed=1,
+                   keep_objects=False)
+    informers.append(inf)
+    inf.start()
+    wait_for(lambda: inf.has_synced, "Pod informer sync")
+    assert rec.events[-1] == ("BOOKMARK", None, str(store.resource_version))
+    assert sorted(rec.take()) == [("ADDED", f"p{i}") for i in range(7)]
+    server.stop()
+    store.delete(PODS, "a", "p0")
+    store.delete(PODS, "a", "p6")
+    store.patch(PODS, "a", "p3", "application/merge-patch+json",
+                {"metadata": {"labels": {"v": "2"}}})
+    store.create(PODS, "a", pod("p7"))
+    server.compact()
+    server.start()
+    wait_for(lambda: caught_up(inf, server), "the informer to relist")
+    assert sorted(rec.take()) == [("ADDED", "p7"), ("DELETED", "p0"), ("DELETED", "p6"),
+                                  ("MODIFIED", "p3")]
+    assert inf.relists == 2
+    assert cache_names(inf) == server_names(server, PODS)
 
 
 def test_restart_resumes_from_history(server: LabApiServer, api: client.ApiClient,
