@@ -34,11 +34,15 @@ from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
 from podwire.lab.probes import address_of
 from podwire.policy import evaluate
+from podwire.policy.admin import GROUP, KINDS, AdminPolicy
+from podwire.policy.nodes import Node
+from podwire.policy.tiers import Tiers, tiered_truth_table
 
 PREFIX = "pwtlp"
 SCTP_PROTO = 132
 # Every NetworkPolicy scenario runs over each address family of the one dual-stack lab.
 FAMILIES = pytest.mark.parametrize("family", [4, 6])
+POLICY_KINDS = {"NetworkPolicy", *KINDS}
 
 
 def policy(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -58,13 +62,13 @@ def applied(lab: cluster.LabState) -> Iterator[list[dict[str, Any]]]:
     """Objects a test applies; its policies are deleted and labels restored afterwards."""
     objects: list[dict[str, Any]] = []
     yield objects
-    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    policies = [o for o in objects if o["kind"] in POLICY_KINDS]
     if policies:
         cli_ok(PREFIX, "delete", "-f", "-", "--ignore-not-found",
                stdin=samples.to_yaml(policies))
     originals = samples.grid()
     touched = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects
-               if o["kind"] != "NetworkPolicy"}
+               if o["kind"] not in POLICY_KINDS}
     restore = [o for o in originals
                if (o["metadata"].get("namespace"), o["metadata"]["name"]) in touched]
     if restore:
@@ -217,6 +221,30 @@ def test_a_block_of_one_family_leaves_the_other_closed(lab: cluster.LabState,
     over4, over6 = check(lab, 80, "TCP", 4), check(lab, 80, "TCP", 6)
     assert over4["z/a"]["x/b"] and not over6["z/a"]["x/b"]
     assert over6["z/a"]["y/b"] and not over4["z/a"]["y/b"]
+
+
+@FAMILIES
+def test_a_cluster_policy_network_in_the_family_probed(lab: cluster.LabState, family: int,
+                                                      applied: list[dict[str, Any]]) -> None:
+    """A ClusterNetworkPolicy's `networks` peer written in one family (node2's pod CIDR of
+    it) denies x's egress there over that family alone, as the tier evaluator has it."""
+    node2 = LabLayout(PREFIX).node(2)
+    admin = {"apiVersion": f"{GROUP}/v1alpha2", "kind": "ClusterNetworkPolicy",
+             "metadata": {"name": "x-not-to-node2"},
+             "spec": {"tier": "Admin", "priority": 10,
+                      "subject": {"namespaces": {"matchLabels": {"ns": "x"}}},
+                      "egress": [{"name": "node2-pods", "action": "Deny", "to": [{"networks": [
+                          node2.pod_cidr if family == 4 else node2.pod_cidr6]}]}]}}
+    apply(applied, admin)
+    nodes = [Node.from_api(n) for n in Kube(Path(lab.kubeconfig)).list_nodes()["items"]]
+    tiers = Tiers.of([AdminPolicy.from_api(admin)], nodes)
+    for over in (family, 10 - family):
+        got = matrix(PREFIX, 80, "TCP", over)
+        want = tiered_truth_table(model(lab).in_family(over), tiers, 80, "TCP")
+        diff = differences(got, want)
+        assert not diff, f"IPv{over}: probes and tier evaluator disagree:\n" + "\n".join(diff)
+        # x/b is on node2, x/c on node1 with x/a.
+        assert got["x/a"]["x/c"] and got["x/a"]["x/b"] == (over != family)
 
 
 def test_egress_to_the_world_by_ip_block(lab: cluster.LabState,
