@@ -456,7 +456,7 @@ class NodeState:
 
 
 def _addresses(endpoint: LocalEndpoint) -> tuple[str, ...]:
-    """Every address of an endpoint, its IPv4 key first."""
+    """Every address of an endpoint, its key first."""
     return (endpoint.ip, *(ip for ip in endpoint.ips if ip != endpoint.ip))
 
 
