@@ -77,8 +77,10 @@ def one(kube: Kube, layout: LabLayout, source: str, target: str | None, to_ip: s
         port: int, protocol: str, timeout: float, family: int | None = None,
         ) -> tuple[ProbeResult, str]:
     """Probe from pod `source` to pod `target` (its address of `family`) or to address
-    `to_ip`."""
+    `to_ip`. A source without an address of `family` cannot connect over it (ValueError)."""
     src = running_pod(kube, source)
+    if family is not None:
+        pod_address(src, family)
     if target is not None:
         dst = running_pod(kube, target)
         goal = ProbeTarget(pod_address(dst, family), port, protocol, expect_name=target)

@@ -32,7 +32,7 @@ from podwire.lab.clusterdns import candidates
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
 from podwire.lab.probe import ProbeResult, ProbeTarget, probe
-from podwire.lab.probes import SYSTEM_NAMESPACE, address_of, running_pod
+from podwire.lab.probes import SYSTEM_NAMESPACE, address_of, pod_address, running_pod
 
 EXTERNAL = "external"
 # Services the matrix leaves out: the cluster's own, whose servers do not answer probes.
@@ -136,6 +136,8 @@ def to_service(kube: Kube, layout: LabLayout, source: str, ref: str, port: int, 
         raise ValueError(f"service {ref} does not exist")
     goal = service_target(service, kube.list_endpoint_slices()["items"], port, protocol,
                           family)
+    if family is not None and source != EXTERNAL:
+        pod_address(running_pod(kube, source), family)  # one it can connect from
     src = source_netns(kube, layout, source)
     result = check_backend(probe(src, goal.target, timeout), goal)
     return result, f"{ref} ({goal.target.ip})"

@@ -118,6 +118,6 @@ def test_probing_a_family_the_pods_lack_names_it(
     proc = cli(PREFIX, "probe", "--from", "y/a", "--to", "x/b", "--port", "80", "--family",
                "4")
     assert proc.returncode == 2
-    assert "pod x/b has no IPv4 address (its addresses: fd00:10:244:" in proc.stderr
+    assert "pod y/a has no IPv4 address (its addresses: fd00:10:244:" in proc.stderr
     # A matrix over IPv4 has no pod to probe.
     assert matrix(PREFIX, 80, "TCP", 4) == {}
