@@ -29,14 +29,6 @@ def host_prefix(ip: str) -> IPNet:
     return prefix
 
 
-def host_prefix4(ip: str) -> IPv4Net:
-    """The /32 of an IPv4 address (where only IPv4 is kept: ipBlock prefixes)."""
-    prefix = host_prefix(ip)
-    if not isinstance(prefix, IPv4Net):
-        raise TypeError(f"not an IPv4 address: {ip!r}")
-    return prefix
-
-
 def forget_host_prefix(ip: str) -> None:
     """Drop the parsed /32 of an address the model no longer holds (a later use reparses)."""
     _HOST_PREFIXES.pop(ip, None)

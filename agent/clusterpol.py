@@ -11,8 +11,9 @@ first match. Peers become identities as NetworkPolicy peers do:
   come and go (`identity_added` / `identity_removed`);
 - `networks`: their CIDRs are prefixes of the prefix table, so an address's CIDR
   identity says which it falls in (pod addresses included, as the API says);
-- `nodes`: every address of each selected node is a /32 prefix of the prefix table,
-  followed as nodes and their labels change (`nodes_changed`).
+- `nodes`: every address of each selected node, of either family, is a host prefix
+  (/32, /128) of the prefix table, followed as nodes and their labels change
+  (`nodes_changed`).
 
 A Deny of a policy in audit mode is AUDIT: forwarded and reported.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from podwire.agent.addresses import IPNet, IPv4Net, host_prefix4, is_v4
+from podwire.agent.addresses import IPNet, host_prefix
 from podwire.agent.entries import TierVerdict, datapath_direction
 from podwire.agent.nodes import NodeTable
 from podwire.agent.policy_compiler import PolicyRefs, ResolvedRule, RuleName
@@ -62,7 +63,7 @@ class ClusterPolicyRules:
         self._ordinals: dict[str, int] = {}
         self._pod_peers: dict[PeerKey, PodSet] = {}
         self._members: dict[PeerKey, set[int]] = {}
-        self._node_hosts: dict[str, list[IPv4Net]] = {}
+        self._node_hosts: dict[str, list[IPNet]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._policies)
@@ -149,9 +150,10 @@ class ClusterPolicyRules:
                      if isinstance(peer, NodePeer)]
         if not selectors and policy.key not in self._node_hosts:
             return False
-        hosts = sorted({host_prefix4(address) for node in self._nodes
+        hosts = sorted({host_prefix(address) for node in self._nodes
                         if any(s.matches(dict(node.labels)) for s in selectors)
-                        for address in _node_addresses(node.ip, node.addresses)})
+                        for address in _node_addresses(node.ip, node.addresses)},
+                       key=_prefix_order)
         if self._node_hosts.get(policy.key) == hosts:
             return False
         self._node_hosts[policy.key] = hosts
@@ -236,8 +238,8 @@ class ClusterPolicyRules:
                     identities |= self._prefixes.identities_within(IPBlock(host))
         return identities
 
-    def _hosts_of(self, selector: LabelSelector) -> list[IPv4Net]:
-        return [host_prefix4(address) for node in self._nodes
+    def _hosts_of(self, selector: LabelSelector) -> list[IPNet]:
+        return [host_prefix(address) for node in self._nodes
                 if selector.matches(dict(node.labels))
                 for address in _node_addresses(node.ip, node.addresses)]
 
@@ -280,7 +282,12 @@ def stable_ordinals(ordered: list[str], previous: dict[str, int]) -> dict[str, i
 
 
 def _node_addresses(ip: str | None, addresses: Iterable[str]) -> set[str]:
-    return {a for a in (*addresses, *([ip] if ip else [])) if is_v4(a)}
+    return {a for a in (*addresses, *([ip] if ip else [])) if a}
+
+
+def _prefix_order(prefix: IPNet) -> tuple[int, IPNet]:
+    """IPv4 before IPv6 (the two do not compare), each in address order."""
+    return prefix.version, prefix
 
 
 def _named(ports: Iterable[AdminPort], destination: Pod) -> list[PortRange]:

@@ -238,10 +238,8 @@ class Agent:
                 log.warning("event=endpoint_stale pod=%s ifname=%s error=%r", endpoint.pod,
                             endpoint.host_ifname, str(err))
                 continue
-            local = _local(endpoint)
-            if local is not None:
-                with self.lock:
-                    self.state.add_endpoint(local)
+            with self.lock:
+                self.state.add_endpoint(_local(endpoint))
 
     # ------------------------------------------------------------ reconcile
 
@@ -285,25 +283,16 @@ class Agent:
         # Attaching touches only this pod's veth, so concurrent ADDs do it in parallel
         # and only the model and the maps wait for the lock.
         self.datapath.attach_endpoint(endpoint.host_ifindex)
-        local = _local(endpoint)
-        if local is not None:
-            with self.lock:
-                self.state.add_endpoint(local)
-                self._reconcile()
-        else:
-            # The programs are attached and drop its IPv6 packets (UNSUPPORTED_L3):
-            # nothing to program until the datapath speaks IPv6.
-            log.warning("event=endpoint_ipv6_only pod=%s ips=%s ifname=%s", endpoint.pod,
-                        ",".join(endpoint.ips), endpoint.host_ifname)
+        with self.lock:
+            self.state.add_endpoint(_local(endpoint))
+            self._reconcile()
         log.info("event=endpoint_added pod=%s ip=%s ifname=%s", endpoint.pod,
                  ",".join(endpoint.ips), endpoint.host_ifname)
 
     def _endpoint_removed(self, endpoint: Endpoint) -> None:
-        local = _local(endpoint)
-        if local is not None:
-            with self.lock:
-                self.state.remove_endpoint(local.ip)
-                self._reconcile()
+        with self.lock:
+            self.state.remove_endpoint(_local(endpoint).ip)
+            self._reconcile()
         log.info("event=endpoint_removed pod=%s ip=%s", endpoint.pod, ",".join(endpoint.ips))
 
     # ------------------------------------------------------------ flows
@@ -451,15 +440,12 @@ def watched_kinds(config: AgentConfig) -> tuple[str, ...]:
     return WatchSet.DEFAULT_KINDS + (WatchSet.SERVICE_KINDS if config.services else ())
 
 
-def _local(endpoint: Endpoint) -> LocalEndpoint | None:
-    """The endpoint as the model keys it, by its IPv4 address (the maps are IPv4 only);
-    None for an IPv6-only one."""
-    ip = endpoint.address(4)
-    if ip is None:
-        return None
+def _local(endpoint: Endpoint) -> LocalEndpoint:
+    """The endpoint as the model keys it: by its first address (IPv4 when it has one,
+    so an IPv6-only pod is keyed by its IPv6 address)."""
     # The host veth's ifindex is unique on the node for the pod's lifetime: it serves
     # as the endpoint id the policy map is keyed by.
-    return LocalEndpoint(ip=ip, ep_id=endpoint.host_ifindex,
+    return LocalEndpoint(ip=endpoint.ip, ep_id=endpoint.host_ifindex,
                          ifindex=endpoint.host_ifindex, pod_mac=endpoint.pod_mac,
                          host_mac=endpoint.host_mac, namespace=endpoint.pod_namespace,
                          name=endpoint.pod_name, ips=endpoint.ips)

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from podwire.agent.addresses import forget_host_prefix, host_prefix, is_v4
+from podwire.agent.addresses import forget_host_prefix, host_prefix
 from podwire.agent.changes import ChangeSet
 from podwire.agent.clusterpol import ClusterPolicyRules
 from podwire.agent.entries import EndpointEntry, PolicyKey, policy_direction
@@ -63,8 +63,9 @@ log = logging.getLogger("podwire.agent")
 
 @dataclass(frozen=True)
 class LocalEndpoint:
-    """A pod the CNI plugin wired on this node, keyed by its IPv4 address `ip`; `ips`
-    is every address it has: each IPv6 one gets the same endpoint entry (endpoints6)."""
+    """A pod the CNI plugin wired on this node, keyed by its first address `ip` (IPv4
+    when it has one, IPv6 on an IPv6-only node); `ips` is every address it has: each
+    other one gets the same endpoint entry (in endpoints or endpoints6 by its family)."""
 
     ip: str
     ep_id: int
@@ -93,8 +94,8 @@ class NodeState:
         self.endpoints: dict[str, LocalEndpoint] = {}
         # Every address of every local endpoint (IPv6 ones too), for the ipcache.
         self._wired: dict[str, LocalEndpoint] = {}
-        # The IPv6 endpoint keys written for each endpoint (by its IPv4 key).
-        self._v6_keys: dict[str, tuple[str, ...]] = {}
+        # The endpoint keys written for each endpoint's other addresses (by its key).
+        self._extra_keys: dict[str, tuple[str, ...]] = {}
         # Events name namespaces and pods, many per change: their endpoints, found fast.
         self._endpoints_in: dict[str, set[str]] = defaultdict(set)
         self.policy_problems: dict[str, PolicyProblem] = {}
@@ -329,21 +330,23 @@ class NodeState:
         else:
             for prefix in change.ipcache:
                 self._ipcache.update(self.desired.ipcache, prefix)
-        # Endpoints are keyed by their IPv4 address; each carries its IPv6 keys along.
-        known = set(self.endpoints) | {ip for ip in self.desired.endpoints if is_v4(ip)}
+        # Endpoints are keyed by their first address; each carries its others' keys along.
+        # Those the maps still hold for a departed endpoint count too.
+        extra = {key for keys in self._extra_keys.values() for key in keys}
+        known = set(self.endpoints) | {ip for ip in self.desired.endpoints if ip not in extra}
         for ip in change.endpoints_to_redo(known):
-            old_v6 = self._v6_keys.get(ip, ())
+            old_extra = self._extra_keys.get(ip, ())
             self._compute_endpoint(ip, scope.policy)
-            if scope.endpoints is not None:  # the IPv6 keys it had and has
-                scope.endpoints.update((*old_v6, *self._v6_keys.get(ip, ())))
+            if scope.endpoints is not None:  # the other addresses' keys it had and has
+                scope.endpoints.update((*old_extra, *self._extra_keys.get(ip, ())))
         lb = self._services.compute()
         scope.lb_services, scope.lb_backends = lb.services, lb.backends
         return self.desired, scope
 
     def _compute_endpoint(self, ip: str, changed_keys: set[PolicyKey] | None) -> None:
         endpoint = self.endpoints.get(ip)
-        for v6 in self._v6_keys.pop(ip, ()):
-            self.desired.endpoints.pop(v6, None)
+        for other in self._extra_keys.pop(ip, ()):
+            self.desired.endpoints.pop(other, None)
         if endpoint is None:
             self._policy_map.remove(ip, changed_keys)
             self.desired.endpoints.pop(ip, None)
@@ -373,12 +376,12 @@ class NodeState:
             ingress_audit=audit[PolicyDirection.INGRESS],
             egress_audit=audit[PolicyDirection.EGRESS],
         )
-        # The pod's IPv6 addresses are the same endpoint (policy is keyed by ep_id).
-        v6_keys = tuple(address for address in endpoint.ips if not is_v4(address))
-        for v6 in v6_keys:
-            self.desired.endpoints[v6] = self.desired.endpoints[ip]
-        if v6_keys:
-            self._v6_keys[ip] = v6_keys
+        # The pod's other addresses are the same endpoint (policy is keyed by ep_id).
+        extra_keys = tuple(address for address in endpoint.ips if address != ip)
+        for other in extra_keys:
+            self.desired.endpoints[other] = self.desired.endpoints[ip]
+        if extra_keys:
+            self._extra_keys[ip] = extra_keys
         if pod is None:
             self._policy_map.remove(ip, changed_keys)
         else:
@@ -453,7 +456,7 @@ class NodeState:
 
 
 def _addresses(endpoint: LocalEndpoint) -> tuple[str, ...]:
-    """Every address of an endpoint, its IPv4 key first."""
+    """Every address of an endpoint, its key first."""
     return (endpoint.ip, *(ip for ip in endpoint.ips if ip != endpoint.ip))
 
 

@@ -18,7 +18,7 @@ class ModelNames:
     def pod(self, ip: str) -> PeerNames:
         """The pod with this address: a local endpoint first, else any pod of the cluster."""
         for endpoint in self.state.endpoints.values():
-            if endpoint.ip == ip:
+            if ip == endpoint.ip or ip in endpoint.ips:
                 pod = self.state.cluster.pod(endpoint.namespace, endpoint.name)
                 return PeerNames(endpoint.namespace, endpoint.name,
                                  pod.labels if pod is not None else {})

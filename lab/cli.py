@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 from podwire.lab.layout import DEFAULT_PREFIX, EXTERNAL_IP, IP_FAMILIES
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# `lab probe --family`: IP versions.
+PROBE_FAMILIES = (4, 6)
 # `lab get` resources and the Kube listing of each.
 GET_RESOURCES = {"pods": "list_pods", "nodes": "list_nodes", "services": "list_services",
                  "endpointslices": "list_endpoint_slices"}
@@ -37,8 +40,8 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     up.add_argument("--network", choices=["podwire", "bridge"], default="podwire",
                     help="podwire (default), or the reference bridge plugin as a baseline")
     up.add_argument("--ip-family", choices=IP_FAMILIES, default="ipv4",
-                    help="the pods' address families: ipv4 (default), ipv6 or dual; the "
-                    "datapath forwards IPv4 only so far (IPv6 packets are dropped)")
+                    help="the pods' address families: ipv4 (default), ipv6 or dual (the "
+                    "underlay stays IPv4)")
     up.set_defaults(handler=cmd_up)
 
     down = cmds.add_parser("down", help="remove everything the lab made (safe to repeat)")
@@ -81,12 +84,19 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        default="TCP")
     probe.add_argument("--timeout", type=float, default=1.5, help="seconds (default: 1.5)")
     probe.add_argument("--matrix", action="store_true", help="every pod to every pod")
+    probe.add_argument("--family", type=int, choices=PROBE_FAMILIES,
+                       help="connect to the target's IPv4 (4) or IPv6 (6) address, or a "
+                       "Service's ClusterIP of that family (default: the primary address, "
+                       "IPv4 wherever pods have one); a --matrix leaves out pods without one")
     probe.add_argument("-o", "--output", choices=["table", "json"], default="table")
     _add_service_probe_flags(probe)
     probe.set_defaults(handler=cmd_probe)
 
     demo = cmds.add_parser("demo", help="up, pods, a policy, probe matrices before/after")
     demo.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    demo.add_argument("--ip-family", choices=IP_FAMILIES, default="ipv4",
+                      help="the lab's address families (default: %(default)s); the "
+                      "matrices probe IPv6 in an ipv6 lab")
     demo.set_defaults(handler=cmd_demo)
 
 
@@ -235,6 +245,22 @@ def cmd_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def check_probe_family(args: argparse.Namespace) -> None:
+    """What `--family` cannot go with, found before the lab is asked (ValueError)."""
+    if args.to_ip:
+        from podwire.lab.probe import family_of
+
+        version = 6 if family_of(args.to_ip) == socket.AF_INET6 else 4
+        if args.family is not None and args.family != version:
+            raise ValueError(f"--to-ip {args.to_ip} is an IPv{version} address and "
+                             f"--family {args.family} asks for IPv{args.family}: give one "
+                             "of them, or both the same")
+    if args.to_host and args.family == 6:
+        raise ValueError("--to-host resolves A records (the lab's cluster DNS answers no "
+                         "AAAA): no --family 6; --to-service NS/NAME --family 6 probes a "
+                         "Service's IPv6 ClusterIP")
+
+
 def _service_probe_wanted(args: argparse.Namespace) -> bool:
     return bool(args.to_service or args.to_host or args.services or args.source == "external")
 
@@ -250,7 +276,7 @@ def _probe_services(args: argparse.Namespace) -> int:
                              "no --from/--to/--to-ip/--to-service/--to-host")
         state, kube = _state_and_kube(args)
         table = serviceprobes.service_matrix(kube, state.layout, args.port, args.protocol,
-                                             args.timeout)
+                                             args.timeout, args.family)
         return _print_matrix(args, table)
     if args.services:
         raise ValueError("--services goes with --matrix")
@@ -265,7 +291,8 @@ def _probe_services(args: argparse.Namespace) -> int:
     layout = state.layout
     if args.to_service:
         result, label = serviceprobes.to_service(kube, layout, args.source, args.to_service,
-                                                 args.port, args.protocol, args.timeout)
+                                                 args.port, args.protocol, args.timeout,
+                                                 args.family)
     elif args.to_host:
         result, label = serviceprobes.to_host(kube, layout, args.source, args.to_host,
                                               args.port, args.protocol, args.timeout)
@@ -284,7 +311,8 @@ def _print_matrix(args: argparse.Namespace, table: dict[str, dict[str, bool]]) -
     else:
         from podwire.lab import views
 
-        views.print_matrix(table, f"{args.protocol}/{args.port}")
+        family = f" IPv{args.family}" if args.family else ""
+        views.print_matrix(table, f"{args.protocol}/{args.port}{family}")
     return EXIT_OK
 
 
@@ -303,22 +331,25 @@ def _print_probe(args: argparse.Namespace, result: Any, label: str) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from podwire.lab import probes
 
+    check_probe_family(args)
     if _service_probe_wanted(args):
         return _probe_services(args)
-    state, kube = _state_and_kube(args)
     if args.matrix:
         if args.source or args.target or args.to_ip:
             raise ValueError("--matrix probes every pod to every pod: no --from/--to/--to-ip")
-        table = probes.pod_matrix(kube, state.layout, args.port, args.protocol, args.timeout)
+        state, kube = _state_and_kube(args)
+        table = probes.pod_matrix(kube, state.layout, args.port, args.protocol, args.timeout,
+                                  args.family)
         return _print_matrix(args, table)
     if not args.source or not (args.target or args.to_ip) or (args.target and args.to_ip):
         raise ValueError("probe needs --from NS/POD and one of --to NS/POD or --to-ip IP")
+    state, kube = _state_and_kube(args)
     result, label = probes.one(kube, state.layout, args.source, args.target, args.to_ip,
-                               args.port, args.protocol, args.timeout)
+                               args.port, args.protocol, args.timeout, args.family)
     return _print_probe(args, result, label)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from podwire.lab import demo
 
-    return demo.run(_layout(args), keep=args.keep)
+    return demo.run(_layout(args), keep=args.keep, ip_family=args.ip_family)

@@ -2,7 +2,8 @@
 
 Two nodes, pods a/b/c in namespaces x/y/z spread over them, the probe matrix with no
 policy (everything connects), one policy (x admits only namespace y on port 80), the
-matrix again, then the flows the agents recorded, and the lab goes down again.
+matrix again, then the flows the agents recorded, and the lab goes down again. With
+`--ip-family ipv6` the lab and its matrices are IPv6 only; a dual lab probes IPv4.
 """
 
 from __future__ import annotations
@@ -32,26 +33,27 @@ POLICY: dict[str, Any] = {
 }
 
 
-def run(layout: LabLayout, keep: bool = False) -> int:
+def run(layout: LabLayout, keep: bool = False, ip_family: str = "ipv4") -> int:
     console = Console()
     console.rule("podwire lab demo")
-    state = cluster.up(layout, 2)
+    state = cluster.up(layout, 2, ip_family=ip_family)
+    family = 6 if ip_family == "ipv6" else 4
     try:
         kube = Kube(layout.host_kubeconfig)
-        console.print(f"lab up: 2 nodes, kubeconfig {state.kubeconfig}")
+        console.print(f"lab up: 2 nodes ({ip_family}), kubeconfig {state.kubeconfig}")
         grid = manifests.parse(samples.to_yaml(samples.grid()), "demo workload")
         for line in workload.apply(kube, state, grid):
             console.print(f"  {line}")
         views.print_listing("pods", kube.list_pods())
-        views.print_matrix(probes.pod_matrix(kube, layout, 80, "TCP", 1.5),
-                           "TCP/80 without policy")
+        views.print_matrix(probes.pod_matrix(kube, layout, 80, "TCP", 1.5, family),
+                           f"TCP/80 IPv{family} without policy")
 
         console.print(f"applying NetworkPolicy x/{POLICY['metadata']['name']}: "
                       "pods in x admit only namespace y, on TCP 80")
         for line in workload.apply(kube, state, [manifests.check(POLICY, "demo policy")]):
             console.print(f"  {line}")
-        views.print_matrix(probes.pod_matrix(kube, layout, 80, "TCP", 1.5),
-                           "TCP/80 with x-from-y-on-80")
+        views.print_matrix(probes.pod_matrix(kube, layout, 80, "TCP", 1.5, family),
+                           f"TCP/80 IPv{family} with x-from-y-on-80")
         show_flows(console, state)
     finally:
         if not keep:

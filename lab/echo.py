@@ -5,10 +5,12 @@ socket is created inside its namespace (setns on the calling thread) and keeps i
 The answer names the server, so a prober can tell a real answer from anything else,
 and the peer address it saw, so masquerading can be checked from the client side.
 
-SCTP ports are served by a raw socket each (this kernel has no SCTP sockets): it answers
-an INIT to its port with an INIT-ACK whose state cookie is the answer line
-(`podwire.lab.sctp`); every raw socket of a namespace sees every SCTP packet, and each
-answers only its own port.
+Every port is served on both address families, by a socket each (an IPv6 one that takes
+IPv6 only), so a dual-stack pod answers on both of its addresses and the peer it names
+is the address the client really used. SCTP ports are served by a raw socket each per
+family (this kernel has no SCTP sockets): it answers an INIT to its port with an INIT-ACK
+whose state cookie is the answer line (`podwire.lab.sctp`); every raw socket of a
+namespace sees every SCTP packet of its family, and each answers only its own port.
 
 Run as a program it serves the lab's external namespace:
 `python -m podwire.lab.echo --name external --ports 80/TCP,80/UDP`.
@@ -33,6 +35,7 @@ log = logging.getLogger("podwire.lab.echo")
 
 BANNER = "podwire-lab"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,15 @@ class Port:
 
 
 def answer(name: str, protocol: str, port: int, peer: tuple[str, int]) -> bytes:
-    """The line a server sends back."""
-    return f"{BANNER} name={name} proto={protocol} port={port} peer={peer[0]}:{peer[1]}\n".encode()
+    """The line a server sends back; an IPv6 peer is written `[IP]:PORT`."""
+    host = f"[{peer[0]}]" if ":" in peer[0] else peer[0]
+    return f"{BANNER} name={name} proto={protocol} port={port} peer={host}:{peer[1]}\n".encode()
+
+
+def peer_ip(fields: dict[str, str]) -> str:
+    """The address an answer says the server saw (either family), "" when it names none."""
+    host = fields.get("peer", "").rpartition(":")[0]
+    return host[1:-1] if host.startswith("[") else host
 
 
 def parse_answer(line: str) -> dict[str, str]:
@@ -68,6 +78,7 @@ class _Listener:
     key: str
     name: str
     port: Port
+    family: int
 
 
 class EchoServer:
@@ -78,32 +89,34 @@ class EchoServer:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._pending: queue.Queue[tuple[str, list[socket.socket], str, list[Port]]] = (
-            queue.Queue())
+        self._pending: queue.Queue[
+            tuple[str, list[tuple[socket.socket, Port, int]], str]] = queue.Queue()
         self._sockets: dict[str, list[socket.socket]] = {}
         self._stopping = False
 
     def add(self, key: str, ns_name: str | None, name: str, ports: list[Port]) -> None:
-        """Listen on `ports` inside namespace `ns_name` (None: ours), answering as `name`.
+        """Listen on `ports` inside namespace `ns_name` (None: ours), answering as `name`,
+        on IPv4 and IPv6 alike.
 
         Raises OSError when a port cannot be bound, before anything is served.
         """
-        made: list[socket.socket] = []
+        made: list[tuple[socket.socket, Port, int]] = []
         try:
             for p in ports:
-                sock = _listening_socket(ns_name, p)
-                made.append(sock)
-                sock.setblocking(False)
+                for family in FAMILIES:
+                    sock = _listening_socket(ns_name, p, family)
+                    made.append((sock, p, family))
+                    sock.setblocking(False)
         except OSError:
-            for sock in made:
+            for sock, _, _ in made:
                 sock.close()
             raise
-        self._pending.put((key, made, name, ports))
+        self._pending.put((key, made, name))
         os.write(self._wake_w, b"a")
 
     def remove(self, key: str) -> None:
         """Stop serving the sockets added under `key` (absent is fine)."""
-        self._pending.put((key, [], "", []))
+        self._pending.put((key, [], ""))
         os.write(self._wake_w, b"r")
 
     def stop(self) -> None:
@@ -113,16 +126,17 @@ class EchoServer:
     def _apply_pending(self) -> None:
         while True:
             try:
-                key, sockets, name, ports = self._pending.get_nowait()
+                key, made, name = self._pending.get_nowait()
             except queue.Empty:
                 return
             for old in self._sockets.pop(key, []):
                 self._selector.unregister(old)
                 old.close()
-            if sockets:
-                self._sockets[key] = sockets
-                for sock, port in zip(sockets, ports):
-                    self._selector.register(sock, selectors.EVENT_READ, _Listener(key, name, port))
+            if made:
+                self._sockets[key] = [sock for sock, _, _ in made]
+                for sock, port, family in made:
+                    self._selector.register(sock, selectors.EVENT_READ,
+                                            _Listener(key, name, port, family))
 
     def serve_forever(self) -> None:
         while not self._stopping:
@@ -146,29 +160,32 @@ class EchoServer:
                 with conn:
                     conn.setblocking(True)
                     conn.settimeout(1.0)
-                    conn.sendall(answer(listener.name, "TCP", listener.port.port, peer))
+                    conn.sendall(answer(listener.name, "TCP", listener.port.port, peer[:2]))
             else:
                 _, peer = sock.recvfrom(2048)
-                sock.sendto(answer(listener.name, "UDP", listener.port.port, peer), peer)
+                sock.sendto(answer(listener.name, "UDP", listener.port.port, peer[:2]), peer)
         except OSError as exc:
             # A peer that went away must not stop the loop that serves everyone.
             log.warning("event=serve_error name=%s port=%s error=%s", listener.name,
                         listener.port.port, exc)
 
 
-def _listening_socket(ns_name: str | None, port: Port) -> socket.socket:
-    """A bound socket for `port` (a raw one for SCTP, which binds to no port)."""
+def _listening_socket(ns_name: str | None, port: Port, family: int) -> socket.socket:
+    """A bound socket for `port` in `family` (a raw one for SCTP, which binds to no port;
+    an IPv6 one takes IPv6 only, its IPv4 twin serving IPv4)."""
     if port.protocol == "SCTP":
         kind, proto = socket.SOCK_RAW, sctp.PROTO
     else:
         kind, proto = (socket.SOCK_STREAM if port.protocol == "TCP" else socket.SOCK_DGRAM), 0
-    sock = (netns.socket_in(ns_name, socket.AF_INET, kind, proto) if ns_name
-            else socket.socket(socket.AF_INET, kind, proto))
+    sock = (netns.socket_in(ns_name, family, kind, proto) if ns_name
+            else socket.socket(family, kind, proto))
     if port.protocol == "SCTP":
         return sock
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("0.0.0.0", port.port))
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port.port))
         if port.protocol == "TCP":
             sock.listen(64)
     except OSError:
@@ -184,11 +201,11 @@ def _serve_sctp(sock: socket.socket, listener: _Listener) -> None:
     cookie the answer line. Nothing is kept: a real server keeps nothing until the
     COOKIE-ECHO either, and the prober aborts instead of sending one.
     """
-    datagram, _ = sock.recvfrom(65535)
-    decoded = sctp.decode_ipv4(datagram)
+    datagram, sender = sock.recvfrom(65535)
+    decoded = sctp.decode_raw(datagram, sender, listener.family)
     if decoded is None:
         return
-    source, _, packet = decoded
+    source, packet = decoded
     chunk = packet.first(sctp.CHUNK_INIT)
     if packet.dport != listener.port.port or packet.vtag != 0 or chunk is None:
         return

@@ -2,12 +2,14 @@
 
 A probe succeeds only when the answer line names the expected server: a reply from
 anything else (a wrong pod, a stray listener) is not a working connection. An SCTP probe
-is an INIT from a raw socket: the INIT-ACK's state cookie carries the answer line.
+is an INIT from a raw socket: the INIT-ACK's state cookie carries the answer line. The
+target's address says the family: an IPv6 one is probed from an IPv6 socket.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import random
 import secrets
 import socket
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from podwire.lab import netns, sctp
 from podwire.lab.echo import parse_answer
@@ -39,6 +42,15 @@ class ProbeTarget:
     expect_name: str | None = None
 
 
+def family_of(ip: str) -> int:
+    """The socket family of an address (AF_INET or AF_INET6); ValueError when it is none."""
+    try:
+        version = ipaddress.ip_address(ip).version
+    except ValueError:
+        raise ValueError(f"{ip!r} is not an IPv4 or IPv6 address") from None
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     ok: bool
@@ -50,7 +62,7 @@ def probe(src_netns: str, target: ProbeTarget, timeout: float = DEFAULT_TIMEOUT)
     """Connect from namespace `src_netns` to `target`; never raises for network errors."""
     kind, proto, exchange = _EXCHANGES[target.protocol]
     try:
-        sock = netns.socket_in(src_netns, socket.AF_INET, kind, proto)
+        sock = netns.socket_in(src_netns, family_of(target.ip), kind, proto)
     except OSError as exc:
         return ProbeResult(False, f"cannot enter {src_netns}: {exc}", {})
     with sock:
@@ -134,25 +146,25 @@ def _sctp(sock: socket.socket, target: ProbeTarget, timeout: float) -> str:
                 resend_at = now + _SCTP_RESEND
             sock.settimeout(max(min(deadline, resend_at) - now, 0.001))
             try:
-                datagram = sock.recv(65535)
+                datagram, sender = sock.recvfrom(65535)
             except TimeoutError:
                 continue
-            info = _init_ack(datagram, target, sport, tag)
+            info = _init_ack(datagram, sender, sock.family, target, sport, tag)
             if info is not None:
                 sock.sendto(sctp.abort(sport, target.port, info.initiate_tag), destination)
                 return (info.cookie or b"").decode(errors="replace")
 
 
-def _init_ack(datagram: bytes, target: ProbeTarget, sport: int,
-              tag: int) -> sctp.InitInfo | None:
+def _init_ack(datagram: bytes, sender: tuple[Any, ...], family: int, target: ProbeTarget,
+              sport: int, tag: int) -> sctp.InitInfo | None:
     """The INIT-ACK answering our INIT, or None for any other packet the raw socket saw
-    (it sees every SCTP packet reaching the namespace)."""
-    decoded = sctp.decode_ipv4(datagram)
+    (it sees every SCTP packet of its family reaching the namespace)."""
+    decoded = sctp.decode_raw(datagram, sender, family)
     if decoded is None:
         return None
-    source, _, packet = decoded
+    source, packet = decoded
     chunk = packet.first(sctp.CHUNK_INIT_ACK)
-    if (source != target.ip or packet.sport != target.port or packet.dport != sport
+    if (ipaddress.ip_address(source) != ipaddress.ip_address(target.ip) or packet.sport != target.port or packet.dport != sport
             or packet.vtag != tag or chunk is None):
         return None
     return sctp.init_info(chunk)

@@ -10,8 +10,10 @@ so conntrack closes it. Every packet carries the CRC32c checksum a real stack ch
 from __future__ import annotations
 
 import secrets
+import socket
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 PROTO = 132
 COMMON_HLEN = 12
@@ -153,6 +155,17 @@ def decode_ipv4(datagram: bytes) -> tuple[str, str, Packet] | None:
     source = ".".join(str(b) for b in datagram[12:16])
     destination = ".".join(str(b) for b in datagram[16:20])
     return source, destination, packet
+
+
+def decode_raw(datagram: bytes, sender: tuple[Any, ...], family: int,
+               ) -> tuple[str, Packet] | None:
+    """(source, packet) of what a raw SCTP socket of `family` read: an IPv4 one reads the
+    IP header too, an IPv6 one the SCTP packet alone (its source is `sender`'s)."""
+    if family == socket.AF_INET:
+        decoded = decode_ipv4(datagram)
+        return None if decoded is None else (decoded[0], decoded[2])
+    packet = decode(datagram)
+    return None if packet is None else (str(sender[0]), packet)
 
 
 def init_info(chunk: Chunk) -> InitInfo | None:

@@ -6,10 +6,15 @@ only when a pod the Service's EndpointSlices list answers: a reply from anything
 is not the Service working. A name is resolved inside the source pod as its resolver
 would: the pod's resolv.conf (written by the lab kubelet), its search path and ndots,
 queries over UDP from the pod's namespace to its nameserver.
+
+`family` (4 or 6) picks the Service's ClusterIP of that family (`spec.clusterIPs`); None
+its primary one (`spec.clusterIP`). A Service without a ClusterIP of the family asked
+for is a ValueError naming it, in a single probe as in the matrix.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +32,7 @@ from podwire.lab.clusterdns import candidates
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
 from podwire.lab.probe import ProbeResult, ProbeTarget, probe
-from podwire.lab.probes import SYSTEM_NAMESPACE, running_pod
+from podwire.lab.probes import SYSTEM_NAMESPACE, address_of, pod_address, running_pod
 
 EXTERNAL = "external"
 # Services the matrix leaves out: the cluster's own, whose servers do not answer probes.
@@ -75,14 +80,32 @@ def backends(slices: list[dict[str, Any]], ref: str) -> frozenset[str]:
         for e in s.get("endpoints") or [] if e.get("targetRef"))
 
 
-def service_target(service: dict[str, Any], slices: list[dict[str, Any]], port: int,
-                   protocol: str) -> ServiceTarget:
-    """The ClusterIP:port of `service` for `port`, or ValueError saying why there is none."""
+def cluster_ip(service: dict[str, Any], family: int | None) -> str:
+    """The Service's ClusterIP of `family` (None: its primary one), or ValueError saying
+    why there is none."""
     ref = _ref(service)
-    ip = service["spec"].get("clusterIP")
-    if not ip or ip == "None":
+    spec = service["spec"]
+    primary = spec.get("clusterIP")
+    if not primary or primary == "None":
         raise ValueError(f"service {ref} has no ClusterIP (headless or ExternalName): "
                          "probe its pods, or its name with --to-host")
+    if family is None:
+        return str(primary)
+    listed = spec.get("clusterIPs") or [primary]
+    found = next((ip for ip in listed if ipaddress.ip_address(ip).version == family), None)
+    if found is None:
+        raise ValueError(f"service {ref} has no IPv{family} ClusterIP (its clusterIPs: "
+                         f"{', '.join(listed)}; ipFamilies: "
+                         f"{', '.join(spec.get('ipFamilies') or ['IPv4'])})")
+    return str(found)
+
+
+def service_target(service: dict[str, Any], slices: list[dict[str, Any]], port: int,
+                   protocol: str, family: int | None = None) -> ServiceTarget:
+    """The ClusterIP:port of `service` for `port` in `family`, or ValueError saying why
+    there is none."""
+    ref = _ref(service)
+    ip = cluster_ip(service, family)
     if service_port(service, port, protocol) is None:
         ports = ", ".join(f"{p['port']}/{p.get('protocol', 'TCP')}"
                           for p in service["spec"].get("ports") or []) or "none"
@@ -106,12 +129,15 @@ def source_netns(kube: Kube, layout: LabLayout, source: str) -> str:
 
 
 def to_service(kube: Kube, layout: LabLayout, source: str, ref: str, port: int, protocol: str,
-               timeout: float) -> tuple[ProbeResult, str]:
+               timeout: float, family: int | None = None) -> tuple[ProbeResult, str]:
     namespace, name = _split(ref, "SERVICE")
     service = kube.read("Service", name, namespace)
     if service is None:
         raise ValueError(f"service {ref} does not exist")
-    goal = service_target(service, kube.list_endpoint_slices()["items"], port, protocol)
+    goal = service_target(service, kube.list_endpoint_slices()["items"], port, protocol,
+                          family)
+    if family is not None and source != EXTERNAL:
+        pod_address(running_pod(kube, source), family)  # one it can connect from
     src = source_netns(kube, layout, source)
     result = check_backend(probe(src, goal.target, timeout), goal)
     return result, f"{ref} ({goal.target.ip})"
@@ -199,7 +225,7 @@ def to_host(kube: Kube, layout: LabLayout, source: str, name: str, port: int, pr
 
 
 def matrix_targets(services: list[dict[str, Any]], slices: list[dict[str, Any]], port: int,
-                   protocol: str) -> dict[str, ServiceTarget]:
+                   protocol: str, family: int | None = None) -> dict[str, ServiceTarget]:
     """The matrix's columns: see SERVICE_MATRIX_HELP."""
     out = {}
     for service in services:
@@ -208,19 +234,21 @@ def matrix_targets(services: list[dict[str, Any]], slices: list[dict[str, Any]],
                 or service_port(service, port, protocol) is None
                 or service["spec"].get("clusterIP") in (None, "", "None")):
             continue
-        out[ref] = service_target(service, slices, port, protocol)
+        out[ref] = service_target(service, slices, port, protocol, family)
     return out
 
 
 def service_matrix(kube: Kube, layout: LabLayout, port: int, protocol: str, timeout: float,
-                   workers: int = 32) -> dict[str, dict[str, bool]]:
-    """`{"ns/pod": {"ns/service": connected}}` from every pod the pod matrix probes from."""
+                   family: int | None = None, workers: int = 32) -> dict[str, dict[str, bool]]:
+    """`{"ns/pod": {"ns/service": connected}}` from every pod the pod matrix probes from
+    (over `family`: those with an address of it)."""
     pods = [p for p in kube.list_pods()["items"]
             if p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")
-            and p["metadata"]["namespace"] not in SYSTEM_NAMESPACES]
+            and p["metadata"]["namespace"] not in SYSTEM_NAMESPACES
+            and address_of(p, family) is not None]
     sources = {_ref(p): layout.pod_netns(p["metadata"]["uid"]) for p in pods}
     targets = matrix_targets(kube.list_services()["items"],
-                             kube.list_endpoint_slices()["items"], port, protocol)
+                             kube.list_endpoint_slices()["items"], port, protocol, family)
     pairs = [(s, t) for s in sorted(sources) for t in sorted(targets)]
 
     def one(pair: tuple[str, str]) -> bool:

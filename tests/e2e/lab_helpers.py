@@ -59,12 +59,14 @@ def cli_ok(prefix: str, *args: str, stdin: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def lab_up(prefix: str, nodes: int, network: str) -> Iterator[cluster.LabState]:
+def lab_up(prefix: str, nodes: int, network: str, ip_family: str = "ipv4",
+           ) -> Iterator[cluster.LabState]:
     """A lab for a module fixture, down afterwards even on failure."""
     layout = LabLayout(prefix)
     cluster.down(layout)  # a previous run that was killed may have left one
     try:
-        proc = cli(prefix, "up", "--nodes", str(nodes), "--network", network)
+        proc = cli(prefix, "up", "--nodes", str(nodes), "--network", network, "--ip-family",
+                   ip_family)
         assert proc.returncode == 0, proc.stderr
         yield cluster.load(layout)
     finally:
@@ -90,11 +92,13 @@ def pods(prefix: str) -> list[dict[str, Any]]:
     return Kube(Path(state.kubeconfig)).list_pods()["items"]  # type: ignore[no-any-return]
 
 
-def matrix(prefix: str, port: int, protocol: str = "TCP") -> dict[str, dict[str, bool]]:
-    """The probe matrix; 2 s a probe, so a busy shared machine never turns a working
-    connection into a "blocked" verdict."""
+def matrix(prefix: str, port: int, protocol: str = "TCP", family: int | None = None,
+           ) -> dict[str, dict[str, bool]]:
+    """The probe matrix (over `family`, else the pods' primary addresses); 2 s a probe, so
+    a busy shared machine never turns a working connection into a "blocked" verdict."""
+    chosen = ("--family", str(family)) if family else ()
     out = cli_ok(prefix, "probe", "--matrix", "--port", str(port), "--protocol", protocol,
-                 "--timeout", "2", "-o", "json")
+                 *chosen, "--timeout", "2", "-o", "json")
     return json.loads(out)  # type: ignore[no-any-return]
 
 
@@ -110,10 +114,10 @@ def model(state: cluster.LabState) -> Cluster:
     )
 
 
-def expected(state: cluster.LabState, port: int, protocol: str = "TCP",
+def expected(state: cluster.LabState, port: int, protocol: str = "TCP", family: int = 4,
              ) -> dict[str, dict[str, bool]]:
-    """The reference evaluator's truth table over what the API holds now."""
-    return truth_table(model(state), port, protocol)
+    """The reference evaluator's truth table over what the API holds now, in `family`."""
+    return truth_table(model(state), port, protocol, family=family)
 
 
 def differences(got: dict[str, dict[str, bool]], want: dict[str, dict[str, bool]]) -> list[str]:

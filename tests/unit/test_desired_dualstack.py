@@ -149,12 +149,12 @@ def test_ipv4_maps_still_match_the_evaluator_over_ipv4() -> None:
         assert not datapath_allows(states, x_a.ip, WORLD_IP, Protocol.TCP, 80)
 
 
-def test_the_agent_keys_an_endpoint_by_its_ipv4_address() -> None:
+def test_the_agent_keys_an_endpoint_by_its_first_address() -> None:
     base = Endpoint("c1", "eth0", "/run/netns/x", "net", "pw0123456789a", 7,
                     "aa:aa:aa:aa:aa:aa", "bb:bb:bb:bb:bb:bb", "10.244.1.5", 1450, "x", "a",
                     ips=("10.244.1.5", "fd00:10:244:1::5"))
     local = _local(base)
-    assert local is not None and local.ip == "10.244.1.5"
+    assert local.ip == "10.244.1.5"
     assert local.ips == ("10.244.1.5", "fd00:10:244:1::5")
     only6 = dataclasses.replace(base, ip="fd00:10:244:1::5", ips=("fd00:10:244:1::5",))
-    assert _local(only6) is None
+    assert _local(only6).ip == "fd00:10:244:1::5"  # an IPv6-only pod is served too

@@ -38,7 +38,7 @@ LOCAL_NODE_IP = "10.1.0.1"
 
 
 def lpm(table: dict[Any, Any], ip: str) -> Any:
-    address = ipaddress.IPv4Address(ip)
+    address = ipaddress.ip_address(ip)  # a prefix of the other family holds it not
     best = None
     for prefix, entry in table.items():
         if address in prefix and (best is None or prefix.prefixlen > best[0].prefixlen):
