@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
-from cni_agent import SHIM
+from podwire.cni import executable
 
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
 APPLETS = ("sh", "ip", "ping", "sleep", "cat", "hostname", "nc")
@@ -37,9 +35,10 @@ def busybox_rootfs_tar(path: Path) -> Path:
 
 
 def cni_bin_dir(path: Path) -> Path:
-    """A node's CNI bin dir: podwire linked in as `podwire`, plus loopback."""
+    """A node's CNI bin dir: podwire written as on a host (cni/executable.py), plus
+    loopback."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "podwire").symlink_to(SHIM)
+    executable.install(path / "podwire")
     (path / "loopback").symlink_to("/usr/lib/cni/loopback")
     return path
 
