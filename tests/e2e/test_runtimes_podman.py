@@ -3,6 +3,7 @@ dual-stack node."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -116,17 +117,29 @@ def test_podman_container_gets_both_families_and_reaches_a_pod_over_ipv6(
     with netns() as peer_ns:
         peer = agent.cni("ADD", agent.conf(), "c-podman-peer6", peer_ns)
         assert peer.code == 0, peer.stdout
-        peer_v4, peer_v6 = (str(ip["address"]).split("/")[0] for ip in peer.json["ips"])
-        run = podman("run", "--rm", "--cap-add", "NET_RAW", "--network", NETWORK, IMAGE,
-                     "sh", "-c", "ip -o addr show eth0 && ip -6 route && "
-                     f"ping -c1 -W5 {peer_v4} && ping -6 -c1 -W5 {peer_v6}", check=False)
-        assert run.returncode == 0, run.stdout + run.stderr
-        added = [c for c in agent.hook_calls() if c["network"] == NETWORK]
-        assert [c["event"] for c in added] == ["added", "removed"]
-        v4, v6 = added[0]["ips"]
-        assert f"inet {v4}/32" in run.stdout and f"inet6 {v6}/128" in run.stdout
-        assert "default via fe80::1 dev eth0" in run.stdout
-        assert run.stdout.count("1 packets received") == 2
+        peer_v4, peer_v6 = agent.hook_calls()[-1]["ips"]
+        podman("run", "-d", "--name", "pwtc-dual", "--cap-add", "NET_RAW", "--network",
+               NETWORK, IMAGE, "sleep", "120")
+        try:
+            # What podman took from podwire's result, as `podman inspect` reports it.
+            network = json.loads(podman("inspect", "pwtc-dual").stdout)[0][
+                "NetworkSettings"]["Networks"][NETWORK]
+            added = [c for c in agent.hook_calls() if c["network"] == NETWORK]
+            assert [c["event"] for c in added] == ["added"]
+            assert [network["IPAddress"], network["GlobalIPv6Address"]] == added[0]["ips"]
+            v4, v6 = added[0]["ips"]
+            inside = podman("exec", "pwtc-dual", "sh", "-c",
+                            "ip -o addr show eth0 && ip -6 route && "
+                            f"ping -c1 -W5 {peer_v4} && ping -6 -c1 -W5 {peer_v6}", check=False)
+            assert inside.returncode == 0, inside.stdout + inside.stderr
+            assert f"inet {v4}/32" in inside.stdout and f"inet6 {v6}/128" in inside.stdout
+            assert "default via fe80::1 dev eth0" in inside.stdout
+            assert inside.stdout.count("1 packets received") == 2
+        finally:
+            podman("rm", "-f", "pwtc-dual", check=False)
+        # podman's DEL freed everything it had.
+        assert [c["event"] for c in agent.hook_calls() if c["network"] == NETWORK] == \
+            ["added", "removed"]
         assert agent.host_veths() == [peer.json["interfaces"][0]["name"]]
         assert sorted(agent.allocations()) == sorted([peer_v4, peer_v6])
         assert agent.cni("DEL", agent.conf(), "c-podman-peer6", peer_ns).code == 0
