@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from podwire.agent.config import AgentConfig
+from podwire.cni import executable
 from podwire.common.agentapi import DEFAULT_SOCKET, AgentError, fetch
+from podwire.common.files import write_atomically
 
 log = logging.getLogger("podwire.agent.install")
 
@@ -56,8 +58,8 @@ class InstallSettings:
 
     cni_bin_dir: Path = Path("/host/opt/cni/bin")
     cni_conf_dir: Path = Path("/host/etc/cni/net.d")
-    # The plugin executable shipped beside the running interpreter (the venv's bin).
-    plugin_source: Path = Path(sys.executable).parent / "podwire-cni"
+    # The host's interpreter the plugin's shebang names (cni/executable.py).
+    interpreter: str = executable.INTERPRETER
     uninstall_on_exit: bool = False
 
     @property
@@ -125,30 +127,11 @@ def kernel_headers_env(release: str, modules_dir: Path = Path("/lib/modules"),
 # ------------------------------------------------------------------ file steps
 
 
-def write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` with `data` so a reader sees the old file or the new, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.podwire-tmp")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(partial, path)
-
-
 def install(settings: InstallSettings, config: AgentConfig) -> None:
     """Put the plugin in the CNI bin dir, then the conflist that names it."""
     try:
-        plugin = settings.plugin_source.read_bytes()
-    except OSError as err:
-        raise InstallError(f"cannot read the plugin {settings.plugin_source}: "
-                           f"{err.strerror}") from err
-    try:
         # The plugin first: a conflist naming a missing plugin fails every pod ADD.
-        write_atomically(settings.plugin_path, plugin, 0o755)
+        executable.install(settings.plugin_path, settings.interpreter)
         text = json.dumps(conflist(config), indent=2) + "\n"
         write_atomically(settings.conflist_path, text.encode(), 0o644)
     except OSError as err:
@@ -159,11 +142,11 @@ def install(settings: InstallSettings, config: AgentConfig) -> None:
 
 def uninstall(settings: InstallSettings) -> None:
     """Remove the conflist, then the plugin (the reverse order of install)."""
-    for path in (settings.conflist_path, settings.plugin_path):
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as err:
-            raise InstallError(f"cannot remove {path}: {err.strerror}") from err
+    try:
+        settings.conflist_path.unlink(missing_ok=True)
+        executable.uninstall(settings.plugin_path)
+    except OSError as err:
+        raise InstallError(f"cannot remove {err.filename}: {err.strerror}") from err
     log.info("event=cni_uninstalled plugin=%s conflist=%s", settings.plugin_path,
              settings.conflist_path)
 
@@ -237,8 +220,8 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--api-server", default="",
                          help="the API server as host:port or https://host:port; empty: "
                               "KUBERNETES_SERVICE_HOST/PORT (needs kube-proxy)")
-        cmd.add_argument("--plugin-source", type=Path, default=InstallSettings().plugin_source,
-                         help="the plugin executable to install (default: %(default)s)")
+        cmd.add_argument("--interpreter", default=executable.INTERPRETER,
+                         help="the host's python3 the plugin runs with (default: %(default)s)")
 
     run = cmds.add_parser("run", help="install, run the agent until SIGTERM")
     install_flags(run)
@@ -271,7 +254,7 @@ def _load(args: argparse.Namespace) -> tuple[InstallSettings, AgentConfig]:
         raise TypeError(f"{args.config}: {err}") from err
     install_settings = InstallSettings(
         cni_bin_dir=args.cni_bin_dir, cni_conf_dir=args.cni_conf_dir,
-        plugin_source=args.plugin_source,
+        interpreter=args.interpreter,
         uninstall_on_exit=getattr(args, "uninstall_on_exit", False))
     return install_settings, config
 

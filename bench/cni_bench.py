@@ -1,16 +1,22 @@
 """CNI latency and throughput: podwire vs Debian's reference bridge + host-local.
 
 Both plugins are executed exactly as a runtime does (env, stdin, exit code) from a
-process that sits in a throw-away node netns, so neither pays for an nsenter. podwire
-is served by the same stand-in agent the CNI tests use (tests/integration/cni_agent.py).
+process that sits in a throw-away node netns, so neither pays for an nsenter. podwire's
+plugin is the executable as a host gets it (cni/executable.py: the launcher and the
+shim's cached bytecode), served by the real agent (`--agent real`, the default:
+tests/integration/agent_node.py, the daemon with its datapath compiled and pinned and
+the lab API server, so each ADD attaches the programs and reconciles the maps) or by the
+stand-in agent the CNI tests use (`--agent stand-in`: the same CNI commands, no datapath).
 
     .venv/bin/python bench/cni_bench.py [--pods 50] [--concurrency 8 64] [--runs 3]
+                                        [--agent real|stand-in]
 
 Prints ADD and DEL latency (median, p95) for sequential pods, concurrent ADD throughput
 at each concurrency, the CPU one sequential ADD costs (the plugin processes, and for
 podwire the agent's share too: on a busy node that, not the wall time, is what
-concurrent ADDs queue for), and the shim's start time against a console-script style
-start.
+concurrent ADDs queue for), and the CPU and wall time of one plugin start (VERSION):
+as installed, the same shim run as a script (compiled at every start), as main ran it
+before (a /bin/sh line in front), the bare interpreter, and the bridge binary.
 Every figure is measured `runs` times, podwire and the reference alternating within
 each run so load from elsewhere on the machine falls on both; the table gives the
 spread beside each median and says where the spreads overlap, which is where this
@@ -30,19 +36,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 # The stand-in agent and its helpers live with the tests (tests/ is not a package).
 sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "tests")]
-from cni_agent import PYTHON, SHIM, NodeAgent, netns, node_agent
+from agent_node import AgentNode
+from cni_agent import SHIM, netns, node_agent
 
 from podwire.bench import tools
 from podwire.bench.figures import Comparison, Figures, ratio
+from podwire.cni.executable import INTERPRETER
 from podwire.common.netns import in_netns
 
 REFERENCE = Path("/usr/lib/cni")
@@ -112,16 +121,43 @@ def concurrent(call: Invoke, spaces: list[str], tag: str) -> float:
     return rate
 
 
-def start_time(cmd: list[str], runs: int = 30) -> float:
-    """Median milliseconds for `cmd` to answer VERSION."""
+def start_costs(commands: dict[str, list[str]], rounds: int = 15, batch: int = 10
+                ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """CPU and wall milliseconds per start of each command answering VERSION: `rounds`
+    batches of `batch` starts each, the commands alternating batch by batch so load from
+    elsewhere falls on all of them; one sample per batch."""
     env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "VERSION"}
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(cmd, input='{"cniVersion": "1.1.0"}', env=env, capture_output=True,
-                       text=True, check=True)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
+    wall: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, cmd in commands.items():
+            before, started = children_cpu_ms(), time.perf_counter()
+            for _ in range(batch):
+                subprocess.run(cmd, input='{"cniVersion": "1.1.0"}', env=env,
+                               capture_output=True, text=True, check=True)
+            wall[name].append((time.perf_counter() - started) * 1000 / batch)
+            cpu[name].append((children_cpu_ms() - before) / batch)
+    return cpu, wall
+
+
+INSTALLED = "podwire-cni as installed"
+START_VARIANTS = (INSTALLED, "shim as a #!python3 -IS script", "shim behind a /bin/sh line",
+                  "python3 -IS -c pass", "bridge binary")
+# The first line of main's plugin before: a sh/Python polyglot execing python3 -I -S.
+SH_POLYGLOT = f"#!/bin/sh\n''''exec {INTERPRETER} -I -S \"$0\" \"$@\" # '''\n"
+
+
+def start_commands(work: Path) -> dict[str, list[str]]:
+    """The plugin as installed; the same shim as a script (compiled at every start); as
+    main installed it before (behind the /bin/sh line); the interpreter alone; and the
+    reference plugin's Go binary."""
+    source = (REPO / "cni/shim.py").read_text() + "\nmain()\n"
+    for name, head in (("script", f"#!{INTERPRETER} -IS\n"), ("polyglot", SH_POLYGLOT)):
+        (work / name).write_text(head + source)
+        (work / name).chmod(0o755)
+    return dict(zip(START_VARIANTS, (
+        [str(SHIM)], [str(work / "script")], [str(work / "polyglot")],
+        [INTERPRETER, "-IS", "-c", "pass"], [str(REFERENCE / "bridge")]), strict=True))
 
 
 def main() -> None:
@@ -129,30 +165,58 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=50)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--agent", choices=("real", "stand-in"), default="real",
+                        help="what serves podwire's plugin (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     tools.require(TOOLS)
-    figures = collect(args.pods, args.concurrency, args.runs)
+    figures = collect(args.pods, args.concurrency, args.runs, args.agent)
     if args.json:
         figures.write(args.json)
-    print_table(figures, args.pods, args.runs)
+    print_table(figures, args.pods, args.runs, args.agent)
 
 
-def collect(pods: int, concurrency: list[int], runs: int) -> Figures:
+@dataclass(frozen=True)
+class Served:
+    """An agent serving podwire's plugin: its socket, its node netns, its process."""
+
+    socket: Path
+    node_path: str
+    pid: int
+
+
+@contextmanager
+def serving_agent(kind: str, work: Path) -> Iterator[Served]:
+    if kind == "stand-in":
+        with node_agent(work / "agent", pod_cidr="10.77.0.0/24") as agent:
+            assert agent.proc is not None  # nsenter execs the agent: the same process
+            yield Served(agent.socket, agent.node_path, agent.proc.pid)
+        return
+    node = AgentNode()
+    try:
+        node.start()
+        assert node.agent is not None
+        yield Served(node.socket, f"/run/netns/{node.node_ns}", node.agent.pid)
+    finally:
+        node.close()
+
+
+def collect(pods: int, concurrency: list[int], runs: int, agent_kind: str) -> Figures:
     # The stand-in agent runs cni_agent.py as a script; its helpers import from tests/.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
     work = Path(tempfile.mkdtemp(prefix="pwtc-bench-"))
     try:
-        with node_agent(work / "agent", pod_cidr="10.77.0.0/24") as agent:
+        with serving_agent(agent_kind, work) as agent:
             return run_bench(agent, work, pods, concurrency, runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: list[int],
+def run_bench(agent: Served, work: Path, pods: int, concurrency: list[int],
               runs: int) -> Figures:
-    podwire_conf = agent.conf(VERSION)
+    podwire_conf = {"cniVersion": VERSION, "name": "pwtc-net", "type": "podwire",
+                    "agentSocket": str(agent.socket)}
     reference_conf = {"cniVersion": VERSION, "name": "pwtc-ref", "type": "bridge",
                       "bridge": "pwtcref0", "isGateway": True,
                       "ipam": {"type": "host-local", "subnet": "10.79.0.0/24",
@@ -165,9 +229,7 @@ def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: list[int],
         return invoke(REFERENCE / "bridge", reference_conf, command, cid, ns)
 
     plugins = (("podwire", podwire), (REFERENCE_NAME, reference))
-    assert agent.proc is not None
-    agent_pid = agent.proc.pid  # nsenter execs the agent: the same process
-    server_cpu = {"podwire": lambda: process_cpu_ms(agent_pid), REFERENCE_NAME: lambda: 0.0}
+    server_cpu = {"podwire": lambda: process_cpu_ms(agent.pid), REFERENCE_NAME: lambda: 0.0}
     adds: dict[str, list[float]] = {name: [] for name, _ in plugins}
     cpu: dict[str, list[float]] = {name: [] for name, _ in plugins}
     agent_cpu: list[float] = []  # podwire's share of `cpu` spent in the agent
@@ -193,8 +255,7 @@ def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: list[int],
                 for level in concurrency:
                     rates[level][name].append(
                         concurrent(call, spaces[:level], f"par{level}-{tag}"))
-    shim_ms = start_time([str(SHIM)])
-    wrapper_ms = start_time([str(PYTHON), "-c", "from podwire.cni.shim import main; main()"])
+    start_cpu, start_wall = start_costs(start_commands(work))
     return Figures(
         comparisons=[
             Comparison("CNI ADD latency", "ms", False, "podwire", adds, "distribution"),
@@ -202,9 +263,12 @@ def run_bench(agent: NodeAgent, work: Path, pods: int, concurrency: list[int],
             Comparison("CNI ADD CPU per pod (plugin processes + agent)", "ms", False, "podwire",
                        cpu),
             *(Comparison(f"CNI ADD throughput, {level}-way concurrent", "pods/s", True,
-                         "podwire", rates[level]) for level in concurrency)],
-        scalars={"shim_start_ms": shim_ms, "venv_start_ms": wrapper_ms, "pods": pods,
-                 "runs": runs, "agent_cpu_per_add_ms": statistics.median(agent_cpu),
+                         "podwire", rates[level]) for level in concurrency),
+            Comparison("CNI plugin start (VERSION), CPU", "ms", False, INSTALLED, start_cpu),
+            Comparison("CNI plugin start (VERSION), wall", "ms", False, INSTALLED,
+                       start_wall)],
+        scalars={"pods": pods, "runs": runs,
+                 "agent_cpu_per_add_ms": statistics.median(agent_cpu),
                  **_paired_ratios(adds, dels, cpu, rates, runs)})
 
 
@@ -234,11 +298,11 @@ def _verdict(comparison: Comparison, medians_of: dict[str, list[float]]) -> str:
     return f"{ratio(comparison, REFERENCE_NAME):.2f}x{noise}"
 
 
-def print_table(figures: Figures, pods: int, runs: int) -> None:
-    add, dele, cpu, *throughputs = figures.comparisons
+def print_table(figures: Figures, pods: int, runs: int, agent_kind: str) -> None:
+    add, dele, cpu, *throughputs, start_cpu, start_wall = figures.comparisons
     print(f"\nCNI benchmark: {runs} runs of {pods} pods sequential, then concurrent ADD "
-          f"(cniVersion {VERSION}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}); "
-          f"median (min..max over runs)\n")
+          f"(cniVersion {VERSION}, {agent_kind} agent, {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.1f}); median (min..max over runs)\n")
     per_run = {c.metric: {name: [statistics.median(chunk) for chunk in _runs(values, runs)]
                           for name, values in c.samples.items()} for c in (add, dele)}
     for comparison in (add, dele):
@@ -260,10 +324,12 @@ def print_table(figures: Figures, pods: int, runs: int) -> None:
     print(f"\npodwire/ref of each run's own pair, min..max over {runs} runs: " + ", ".join(
         f"{name} {figures.scalars[f'{name}_ratio_min']:.2f}.."
         f"{figures.scalars[f'{name}_ratio_max']:.2f}" for name in paired))
-    shim_ms, wrapper_ms = figures.scalars["shim_start_ms"], figures.scalars["venv_start_ms"]
-    print(f"\nshim start (VERSION, median of 30): {shim_ms:.1f} ms as installed "
-          f"(python3 -I -S script) vs {wrapper_ms:.1f} ms via the venv + editable finder "
-          f"({wrapper_ms / shim_ms:.2f}x)")
+    rounds = len(start_cpu.samples[INSTALLED])
+    print(f"\nplugin start (VERSION), per start, median (min..max) of {rounds} alternating "
+          f"batches of 10:")
+    for name in start_cpu.samples:
+        print(f"  {name:<34} CPU {_spread(start_cpu.samples[name]):>20}   wall "
+              f"{_spread(start_wall.samples[name]):>20}")
 
 
 def _runs(values: list[float], runs: int) -> list[list[float]]:

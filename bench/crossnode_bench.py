@@ -7,7 +7,8 @@ static fdb and neighbour entry for the other node), a bridge per node holding it
 (MTU 1450 veths), a route to the other node's pod /24 over the vxlan device. podwire runs
 as a real lab (prefix pwbh9x: API server, agents, CNI) with one pod per node. Measured
 pod to pod across nodes, round-robin over the two paths: iperf3 throughput and
-sockperf TCP request/response rate.
+sockperf TCP request/response rate, printed as median (min..max) over the rounds with each
+round's own ratio to the baseline (min..max: the two paths of a round saw the same load).
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ import statistics
 from pathlib import Path
 
 from podwire.bench import tools
-from podwire.bench.datapath_bench import Lab, Pair, iperf3_gbps, link, sh, sockperf_rr
+from podwire.bench.datapath_bench import (
+    Lab,
+    Pair,
+    iperf3_gbps,
+    link,
+    paired_ratio,
+    sh,
+    sockperf_rr,
+    spread,
+)
 from podwire.bench.figures import Comparison, Figures
 from podwire.lab import cluster, manifests, samples, workload
 from podwire.lab.kube import Kube
@@ -124,6 +134,13 @@ def main() -> int:
         figures.write(args.json)
     print(json.dumps({c.metric: {name: statistics.median(v) for name, v in c.samples.items()}
                       for c in figures.comparisons}, indent=2))
+    print(f"{args.runs} rounds, median (min..max); ratio: each round's own to vxlan+bridge; "
+          f"load {os.getloadavg()[0]:.1f}")
+    for comparison, fmt in zip(figures.comparisons, (".1f", ".0f"), strict=True):
+        print(f"{comparison.metric} [{comparison.unit}]")
+        for name, values in comparison.samples.items():
+            print(f"  {name:<14} {spread(values, fmt):>24}   ratio "
+                  f"{paired_ratio(comparison.samples, name, 'vxlan+bridge')}")
     return 0
 
 

@@ -5,7 +5,11 @@ namespaces (prefix pwbh1-), measures, prints a table and removes everything.
 
 - iperf3 throughput and TCP request/response rate (sockperf ping-pong), pod to pod on
   one node: podwire with 1,000 policy entries loaded, a bare veth pair, and the
-  reference `bridge` + `host-local` plugins invoked per the CNI protocol; medians of 3.
+  reference `bridge` + `host-local` plugins invoked per the CNI protocol; `runs` rounds,
+  the paths alternating within each, printed as median (min..max) with each round's
+  own ratio to the bare veth (min..max over the rounds: the two saw the same load).
+- Where podwire's time goes on those runs: each host-veth program's ns per run and runs
+  per request/response, from the kernel's BPF run-time statistics (bench/bpfstats.py).
 - New TCP connections/s through podwire with 1 vs 10,000 policy entries, and with
   flow events on vs off (a reader thread drains the ring meanwhile).
 """
@@ -32,6 +36,7 @@ from podwire.agent import structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.bench import tools, traffic
+from podwire.bench.bpfstats import RunTime, per_run
 from podwire.bench.figures import Comparison, Figures
 from podwire.bpf import constants
 from podwire.common.netns import in_netns
@@ -233,7 +238,10 @@ def collect(seconds: int, runs: int) -> Figures:
     elsewhere on the machine spreads over all of them instead of biasing one."""
     lab = Lab()
     try:
-        pw, dp, server_ep = podwire_pair(lab, Path(f"/sys/fs/bpf/{PREFIX}-bench"))
+        pin_dir = Path(f"/sys/fs/bpf/{PREFIX}-bench")
+        pw, dp, server_ep = podwire_pair(lab, pin_dir)
+        run_time = RunTime(pin_dir)
+        lab.cleanups.append(run_time.close)
         pairs = [pw, bare_veth(lab), cni_bridge(lab)]
         load_policy(dp, server_ep, 1000)
         stop = threading.Event()
@@ -241,10 +249,20 @@ def collect(seconds: int, runs: int) -> Figures:
         drainer.start()
         gbps: dict[str, list[float]] = {p.name: [] for p in pairs}
         rr: dict[str, list[float]] = {p.name: [] for p in pairs}
+        # Per podwire program and traffic kind: ns per run and runs per unit of traffic
+        # (per request/response; per gigabit for iperf3), one sample per round.
+        cost: dict[str, list[float]] = {}
         for _ in range(runs):
             for pair in pairs:
+                before = run_time.snapshot()
                 gbps[pair.name].append(iperf3_gbps(pair, seconds))
+                middle = run_time.snapshot()
                 rr[pair.name].append(sockperf_rr(pair, seconds))
+                if pair is pw:
+                    _add_cost(cost, "iperf3", per_run(before, middle),
+                              gbps[pair.name][-1] * seconds)
+                    _add_cost(cost, "sockperf", per_run(middle, run_time.snapshot()),
+                              rr[pair.name][-1] * seconds)
         conn: dict[str, list[float]] = {}
         for _ in range(runs):
             for entries, events in CONN_SETTINGS:
@@ -270,7 +288,25 @@ def collect(seconds: int, runs: int) -> Figures:
             # 1 entry and with flow events off.
             Comparison("same-node new TCP connections (podwire, policy size, events)",
                        "conn/s", True, "10000 entries, events on", conn, "bar")],
-        scalars={"events_lost": float(lost), "iperf3_seconds": seconds, "runs": runs})
+        scalars={"events_lost": float(lost), "iperf3_seconds": seconds, "runs": runs,
+                 **{key: statistics.median(values) for key, values in cost.items()}})
+
+
+def _add_cost(cost: dict[str, list[float]], traffic_kind: str,
+              programs: dict[str, tuple[float, int]], units: float) -> None:
+    for program, (ns, count) in programs.items():
+        cost.setdefault(f"{program}_{traffic_kind}_ns_per_run", []).append(ns)
+        cost.setdefault(f"{program}_{traffic_kind}_runs_per_unit", []).append(count / units)
+
+
+def spread(values: list[float], fmt: str) -> str:
+    return (f"{statistics.median(values):{fmt}} ({min(values):{fmt}}..{max(values):{fmt}})")
+
+
+def paired_ratio(samples: dict[str, list[float]], name: str, base: str) -> str:
+    """Each round's own ratio to the baseline, min..max over the rounds."""
+    ratios = [a / b for a, b in zip(samples[name], samples[base], strict=True)]
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}..{max(ratios):.2f})"
 
 
 def main() -> int:
@@ -286,11 +322,21 @@ def main() -> int:
     if args.json:
         figures.write(args.json)
     tp, rr, conn = figures.comparisons
-    print(f"{'path':<12} {'iperf3 Gbit/s':>14} {'ratio':>6} {'TCP_RR/s':>10} {'ratio':>6}")
+    print(f"{args.runs} rounds, median (min..max); ratio: each round's own to the bare veth; "
+          f"load {os.getloadavg()[0]:.1f}")
+    print(f"{'path':<12} {'iperf3 Gbit/s':>20} {'ratio':>18} {'TCP_RR/s':>24} {'ratio':>18}")
     for name in tp.samples:
-        g, r = statistics.median(tp.samples[name]), statistics.median(rr.samples[name])
-        print(f"{name:<12} {g:>14.2f} {g / statistics.median(tp.samples['bare veth']):>6.2f} "
-              f"{r:>10.0f} {r / statistics.median(rr.samples['bare veth']):>6.2f}")
+        print(f"{name:<12} {spread(tp.samples[name], '.1f'):>20} "
+              f"{paired_ratio(tp.samples, name, 'bare veth'):>18} "
+              f"{spread(rr.samples[name], '.0f'):>24} "
+              f"{paired_ratio(rr.samples, name, 'bare veth'):>18}")
+    print("\npodwire's programs (kernel BPF run-time stats), median of the rounds:")
+    for program in ("from_pod", "to_pod"):
+        scalars = figures.scalars
+        print(f"  {program:<9} sockperf {scalars[f'{program}_sockperf_ns_per_run']:6.0f} ns/run, "
+              f"{scalars[f'{program}_sockperf_runs_per_unit']:.2f} runs per request/response; "
+              f"iperf3 {scalars[f'{program}_iperf3_ns_per_run']:6.0f} ns/run, "
+              f"{scalars[f'{program}_iperf3_runs_per_unit']:.0f} runs per Gbit")
     print()
     first = statistics.median(next(iter(conn.samples.values())))
     print(f"{'podwire new connections/s':<36} {'conn/s':>8} {'ratio':>6}")

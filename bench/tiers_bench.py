@@ -34,12 +34,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podwire.agent import bpfsys, heap, programmer
+from podwire.agent import heap, programmer
 from podwire.agent.desired import LocalEndpoint, NodeState
-from podwire.agent.loader import prog_pin
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, apply_to, plan
 from podwire.bench import tools, traffic
+from podwire.bench.bpfstats import RunTime
 from podwire.bench.datapath_bench import CONN_PORT, Lab, Pair, podwire_pair
 from podwire.bench.figures import Comparison, Expectation, Figures
 from podwire.bench.services_bench import NODE, Kernel
@@ -191,25 +191,6 @@ def tiered_maps(installed: MapContents, cluster_policies: int = 100) -> MapConte
 def _conn_rate(pair: Pair, seconds: float) -> float:
     return traffic.connections_per_s(pair.server[0], pair.server[1], pair.client[0],
                                      CONN_PORT, seconds)
-
-
-class RunTime:
-    """The datapath's own time per connection: the kernel's run time of the pair's TC
-    programs (bpf_stats), which the load of other processes on the client's and
-    server's Python loops does not reach, summed over a run and divided by its
-    connections."""
-
-    def __init__(self, pin_dir: Path) -> None:
-        self._stats = bpfsys.enable_run_time_stats()
-        self._progs = [bpfsys.obj_get(str(pin_dir / prog_pin(name)))
-                       for name in ("from_pod", "to_pod")]
-
-    def total_ns(self) -> int:
-        return sum(bpfsys.prog_run_stats(fd)[0] for fd in self._progs)
-
-    def close(self) -> None:
-        for fd in [*self._progs, self._stats]:
-            os.close(fd)
 
 
 def run_conns(runs: int, seconds: float

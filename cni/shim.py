@@ -1,14 +1,12 @@
-#!/bin/sh
-''''exec /usr/bin/python3 -I -S "$0" "$@" # '''
 """podwire-cni: the executable a container runtime runs for every pod.
 
 A thin client: VERSION is answered here; every other command is forwarded to the
 node's agent over its unix socket (``POST /cni``) and the agent's stdout and exit code
 are relayed unchanged. The runtime starts this once per pod operation, so it imports
-only a few stdlib modules and runs under ``python3 -I -S`` (no site, no editable
-finder), which halves the start time of a console-script wrapper. The first two lines
-are a sh/Python polyglot because installers drop interpreter flags from a ``#!python``
-shebang; the script therefore has to stay a single, standalone, stdlib-only file.
+only a few stdlib modules: it is installed (cni/executable.py) as a module beside a
+launcher whose shebang runs ``/usr/bin/python3 -IS`` (no site, no editable finder, no
+environment) and calls `main`, from cached bytecode. It must therefore stay a single,
+standalone, stdlib-only file.
 """
 
 import _json
@@ -215,7 +213,3 @@ def main() -> None:
     if err:
         sys.stderr.write(err)
     _exit(code)
-
-
-if __name__ == "__main__":
-    main()

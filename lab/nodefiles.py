@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from podwire.cni import executable
 from podwire.lab.layout import MTU, LabLayout, NodeLayout
 
 
@@ -79,11 +79,6 @@ def bridge_conflist(node: NodeLayout) -> dict[str, Any]:
     }
 
 
-def plugin_source() -> Path:
-    """The installed CNI plugin executable, next to the running interpreter."""
-    return Path(sys.executable).parent / "podwire-cni"
-
-
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
 
 
@@ -93,14 +88,14 @@ def write_kubeconfig(path: Path, server: str) -> None:
 
 
 def write_bin_dir(layout: LabLayout) -> None:
-    """The CNI bin dir: podwire's plugin under its type name, and the reference plugins."""
+    """The CNI bin dir: podwire's plugin under its type name, written as the DaemonSet
+    writes it on a host (cni/executable.py), and links to the reference plugins."""
     layout.bin_dir.mkdir(parents=True, exist_ok=True)
-    links = {"podwire": plugin_source()}
-    links.update({name: REFERENCE_PLUGINS / name for name in ("bridge", "host-local")})
-    for name, target in links.items():
+    executable.install(layout.bin_dir / "podwire")
+    for name in ("bridge", "host-local"):
         link = layout.bin_dir / name
         link.unlink(missing_ok=True)
-        os.symlink(target, link)
+        os.symlink(REFERENCE_PLUGINS / name, link)
 
 
 def write_node_files(layout: LabLayout, node: NodeLayout, network: str,

@@ -9,10 +9,14 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from podwire.cni import executable
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
-from cni_agent import SHIM
+from cni_agent import NodeAgent
 
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
+# A dual-stack node's pod CIDRs (the stand-in agent's --pod-cidr, one per family).
+DUAL_STACK_CIDRS = "10.77.0.0/24,fd00:77::/64"
 APPLETS = ("sh", "ip", "ping", "sleep", "cat", "hostname", "nc")
 
 
@@ -37,11 +41,19 @@ def busybox_rootfs_tar(path: Path) -> Path:
 
 
 def cni_bin_dir(path: Path) -> Path:
-    """A node's CNI bin dir: podwire linked in as `podwire`, plus loopback."""
+    """A node's CNI bin dir: podwire written as on a host (cni/executable.py), plus
+    loopback."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "podwire").symlink_to(SHIM)
+    executable.install(path / "podwire")
     (path / "loopback").symlink_to("/usr/lib/cni/loopback")
     return path
+
+
+def forward_ipv6(agent: NodeAgent) -> None:
+    """IPv6 forwarding in the node netns. The real agent's datapath redirects from pod to
+    pod without the node's stack; the stand-in agent has no datapath, so pod to pod goes
+    through the node's routes, which for IPv6 forward only with forwarding on for all."""
+    agent.in_node(["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"])
 
 
 def write_conflist(conf_dir: Path, name: str, socket: Path, version: str = "1.0.0") -> Path:

@@ -28,6 +28,7 @@ import pytest
 import yaml
 from waiting import wait_for
 
+from podwire.cni import executable
 from podwire.lab import netns
 from podwire.lab.api.kinds import NAMESPACES, NODES, PODS
 from podwire.lab.api.server import LabApiServer
@@ -213,14 +214,17 @@ def test_entrypoint_installs_runs_in_cluster_and_uninstalls(node: Node) -> None:
     assert node.run_probe("livenessProbe").returncode == 0
     assert node.run_probe("startupProbe").returncode == 0
 
-    # Installed: the plugin as shipped, executable; the conflist naming it and the agent.
-    assert plugin.read_bytes() == (REPO / ".venv/bin/podwire-cni").read_bytes()
+    # Installed: the plugin's launcher and its module, the shim as shipped; the conflist
+    # naming it and the agent.
+    assert plugin.read_bytes() == executable.launcher()
     assert plugin.stat().st_mode & 0o777 == 0o755
+    assert (executable.module_dir(plugin) / f"{executable.MODULE}.py").read_bytes() == \
+        (REPO / "cni/shim.py").read_bytes()
     conflist = json.loads(conf_file.read_text())
     settings = json.loads(manifest("ConfigMap")["data"]["agent.json"])
     assert conflist["plugins"] == [{"type": "podwire", "agentSocket": str(node.socket),
                                     "mtu": settings["mtu"]}]
-    assert sorted(p.name for p in bin_dir.iterdir()) == ["podwire"]
+    assert sorted(p.name for p in bin_dir.iterdir()) == ["podwire", "podwire.d"]
     assert sorted(p.name for p in conf_dir.iterdir()) == ["05-podwire.conflist"]
 
     # The agent watches the cluster through the in-cluster config: a pod created now is

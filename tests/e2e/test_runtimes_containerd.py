@@ -1,4 +1,5 @@
-"""containerd's CRI, driven as the kubelet drives it, runs pod sandboxes wired by podwire."""
+"""containerd's CRI, driven as the kubelet drives it, runs pod sandboxes wired by podwire,
+IPv4-only and on a dual-stack node."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -17,7 +19,14 @@ from cri_api.v1 import api_pb2 as cri
 from cri_api.v1.api_pb2_grpc import RuntimeServiceStub
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runtimes_support import busybox_rootfs_tar, cni_bin_dir, unmount_under, write_conflist
+from runtimes_support import (
+    DUAL_STACK_CIDRS,
+    busybox_rootfs_tar,
+    cni_bin_dir,
+    forward_ipv6,
+    unmount_under,
+    write_conflist,
+)
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from cni_agent import NodeAgent, node_agent, run, wait_for
@@ -81,11 +90,12 @@ def shim_pids(root: Path) -> list[int]:
     return pids
 
 
-@pytest.fixture
-def cri_node() -> Iterator[tuple[NodeAgent, RuntimeServiceStub]]:
+@contextmanager
+def containerd_node(pod_cidrs: str) -> Iterator[tuple[NodeAgent, RuntimeServiceStub]]:
     root = Path(tempfile.mkdtemp(prefix="pwtc-ctrd-"))
     try:
-        with node_agent(root / "agent") as agent:
+        with node_agent(root / "agent", pod_cidrs) as agent:
+            forward_ipv6(agent)
             bin_dir = cni_bin_dir(root / "bin")
             conf_dir = root / "net.d"
             write_conflist(conf_dir, NETWORK, agent.socket)
@@ -119,6 +129,18 @@ def cri_node() -> Iterator[tuple[NodeAgent, RuntimeServiceStub]]:
         run(["rm", "-rf", str(root)], check=False)
 
 
+@pytest.fixture
+def cri_node() -> Iterator[tuple[NodeAgent, RuntimeServiceStub]]:
+    with containerd_node("10.77.0.0/24") as node:
+        yield node
+
+
+@pytest.fixture
+def dual_stack() -> Iterator[tuple[NodeAgent, RuntimeServiceStub]]:
+    with containerd_node(DUAL_STACK_CIDRS) as node:
+        yield node
+
+
 def run_sandbox(runtime: RuntimeServiceStub, name: str) -> str:
     config = cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="pwtc",
@@ -128,12 +150,30 @@ def run_sandbox(runtime: RuntimeServiceStub, name: str) -> str:
                                  timeout=120).pod_sandbox_id
 
 
-def sandbox_ip_and_netns(runtime: RuntimeServiceStub, sandbox_id: str) -> tuple[str, str]:
+def sandbox_ips_and_netns(runtime: RuntimeServiceStub,
+                          sandbox_id: str) -> tuple[list[str], str]:
+    """The addresses the CRI reports for a sandbox (its `ip`, then `additional_ips`, as
+    the kubelet reads them into status.podIPs) and the path of its netns."""
     status = runtime.PodSandboxStatus(
         cri.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True), timeout=30)
     spec = json.loads(status.info["info"])["runtimeSpec"]
     netns_path = next(ns["path"] for ns in spec["linux"]["namespaces"] if ns["type"] == "network")
-    return status.status.network.ip, netns_path
+    network = status.status.network
+    return [network.ip, *(extra.ip for extra in network.additional_ips)], netns_path
+
+
+def sandbox_ip_and_netns(runtime: RuntimeServiceStub, sandbox_id: str) -> tuple[str, str]:
+    ips, netns_path = sandbox_ips_and_netns(runtime, sandbox_id)
+    assert len(ips) == 1, ips
+    return ips[0], netns_path
+
+
+def remove_sandboxes(runtime: RuntimeServiceStub, *sandboxes: str) -> None:
+    """As the kubelet ends a pod: StopPodSandbox (DEL with the netns), then
+    RemovePodSandbox (DEL again, without it)."""
+    for sandbox in sandboxes:
+        runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox), timeout=60)
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox), timeout=60)
 
 
 def test_cri_sandboxes_get_addresses_and_reach_each_other(
@@ -152,9 +192,26 @@ def test_cri_sandboxes_get_addresses_and_reach_each_other(
         assert reach.returncode == 0, reach.stdout + reach.stderr
         assert agent.ping(ip_a) and agent.ping(ip_b)
     finally:
-        for sandbox in (first, second):
-            runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox), timeout=60)
-            runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox),
-                                     timeout=60)
+        remove_sandboxes(runtime, first, second)
     assert agent.host_veths() == [] and agent.allocations() == [] and agent.endpoints() == []
     assert [c["event"] for c in agent.hook_calls()].count("removed") == 2
+
+
+def test_cri_sandboxes_get_both_families_and_reach_each_other_over_ipv6(
+        dual_stack: tuple[NodeAgent, RuntimeServiceStub]) -> None:
+    agent, runtime = dual_stack
+    first, second = run_sandbox(runtime, "web6"), run_sandbox(runtime, "db6")
+    try:
+        ips_a, netns_a = sandbox_ips_and_netns(runtime, first)
+        ips_b, _ = sandbox_ips_and_netns(runtime, second)
+        # Both families, IPv4 first, as the hook recorded them and IPAM holds them.
+        added = {c["pod_name"]: c for c in agent.hook_calls() if c["event"] == "added"}
+        assert (ips_a, ips_b) == (added["web6"]["ips"], added["db6"]["ips"])
+        assert [":" in ip for ip in ips_a + ips_b] == [False, True, False, True]
+        assert sorted(agent.allocations()) == sorted(ips_a + ips_b)
+        reach = run(["nsenter", f"--net={netns_a}", "ping", "-6", "-c1", "-W5", ips_b[1]],
+                    check=False)
+        assert reach.returncode == 0, reach.stdout + reach.stderr
+    finally:
+        remove_sandboxes(runtime, first, second)
+    assert agent.host_veths() == [] and agent.allocations() == [] and agent.endpoints() == []

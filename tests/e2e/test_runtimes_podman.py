@@ -1,18 +1,28 @@
-"""podman (CNI backend) runs a busybox container on a podwire network."""
+"""podman (CNI backend) runs a busybox container on a podwire network, IPv4-only and on a
+dual-stack node."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runtimes_support import busybox_rootfs_tar, cni_bin_dir, unmount_under, write_conflist
+from runtimes_support import (
+    DUAL_STACK_CIDRS,
+    busybox_rootfs_tar,
+    cni_bin_dir,
+    forward_ipv6,
+    unmount_under,
+    write_conflist,
+)
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from cni_agent import NodeAgent, netns, node_agent, pod_ip
@@ -47,11 +57,12 @@ class Podman:
         return done
 
 
-@pytest.fixture
-def setup() -> Iterator[tuple[NodeAgent, Podman]]:
+@contextmanager
+def podman_node(pod_cidrs: str) -> Iterator[tuple[NodeAgent, Podman]]:
     root = Path(tempfile.mkdtemp(prefix="pwtc-podman-"))
     try:
-        with node_agent(root / "agent") as agent:
+        with node_agent(root / "agent", pod_cidrs) as agent:
+            forward_ipv6(agent)
             podman = Podman(root, agent)
             try:
                 podman("import", "--change", 'CMD ["/bin/sh"]',
@@ -64,6 +75,18 @@ def setup() -> Iterator[tuple[NodeAgent, Podman]]:
         # Also when the agent failed to start: nothing stays behind.
         unmount_under(root)
         subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture
+def setup() -> Iterator[tuple[NodeAgent, Podman]]:
+    with podman_node("10.77.0.0/24") as node:
+        yield node
+
+
+@pytest.fixture
+def dual_stack() -> Iterator[tuple[NodeAgent, Podman]]:
+    with podman_node(DUAL_STACK_CIDRS) as node:
+        yield node
 
 
 def test_podman_container_gets_an_address_and_reaches_a_pod(
@@ -86,3 +109,37 @@ def test_podman_container_gets_an_address_and_reaches_a_pod(
         assert agent.host_veths() == [peer.json["interfaces"][0]["name"]]
         assert agent.allocations() == [peer_ip]
         assert agent.cni("DEL", agent.conf(), "c-podman-peer", peer_ns).code == 0
+
+
+def test_podman_container_gets_both_families_and_reaches_a_pod_over_ipv6(
+        dual_stack: tuple[NodeAgent, Podman]) -> None:
+    agent, podman = dual_stack
+    with netns() as peer_ns:
+        peer = agent.cni("ADD", agent.conf(), "c-podman-peer6", peer_ns)
+        assert peer.code == 0, peer.stdout
+        peer_v4, peer_v6 = agent.hook_calls()[-1]["ips"]
+        podman("run", "-d", "--name", "pwtc-dual", "--cap-add", "NET_RAW", "--network",
+               NETWORK, IMAGE, "sleep", "120")
+        try:
+            # What podman took from podwire's result, as `podman inspect` reports it.
+            network = json.loads(podman("inspect", "pwtc-dual").stdout)[0][
+                "NetworkSettings"]["Networks"][NETWORK]
+            added = [c for c in agent.hook_calls() if c["network"] == NETWORK]
+            assert [c["event"] for c in added] == ["added"]
+            assert [network["IPAddress"], network["GlobalIPv6Address"]] == added[0]["ips"]
+            v4, v6 = added[0]["ips"]
+            inside = podman("exec", "pwtc-dual", "sh", "-c",
+                            "ip -o addr show eth0 && ip -6 route && "
+                            f"ping -c1 -W5 {peer_v4} && ping -6 -c1 -W5 {peer_v6}", check=False)
+            assert inside.returncode == 0, inside.stdout + inside.stderr
+            assert f"inet {v4}/32" in inside.stdout and f"inet6 {v6}/128" in inside.stdout
+            assert "default via fe80::1 dev eth0" in inside.stdout
+            assert inside.stdout.count("1 packets received") == 2
+        finally:
+            podman("rm", "-f", "pwtc-dual", check=False)
+        # podman's DEL freed everything it had.
+        assert [c["event"] for c in agent.hook_calls() if c["network"] == NETWORK] == \
+            ["added", "removed"]
+        assert agent.host_veths() == [peer.json["interfaces"][0]["name"]]
+        assert sorted(agent.allocations()) == sorted([peer_v4, peer_v6])
+        assert agent.cni("DEL", agent.conf(), "c-podman-peer6", peer_ns).code == 0

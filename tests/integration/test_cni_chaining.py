@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cni_agent import SHIM, NodeAgent, netns, node_agent, pod_ip, run, run_conflist
+from cni_agent import NodeAgent, netns, node_agent, pod_ip, run, run_conflist
+
+from podwire.cni import executable
 
 REFERENCE = Path("/usr/lib/cni")
 
@@ -23,10 +25,10 @@ def agent() -> Iterator[NodeAgent]:
 
 @pytest.fixture
 def bin_dir(tmp_path: Path) -> Path:
-    """A node's CNI bin dir: podwire linked in as `podwire`, reference plugins beside."""
+    """A node's CNI bin dir: podwire written as on a host, reference plugins beside."""
     path = tmp_path / "bin"
     path.mkdir()
-    (path / "podwire").symlink_to(SHIM)
+    executable.install(path / "podwire")
     for name in ("portmap", "bandwidth"):
         (path / name).symlink_to(REFERENCE / name)
     return path

@@ -15,6 +15,7 @@ import pytest
 from podwire.agent import install
 from podwire.agent.config import AgentConfig
 from podwire.agent.localapi import LocalApi, Response
+from podwire.cni import executable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,25 +89,25 @@ def test_write_atomically_replaces_the_file_as_a_whole(tmp_path: Path) -> None:
 
 
 def test_install_then_uninstall(tmp_path: Path) -> None:
-    plugin = tmp_path / "podwire-cni"
-    plugin.write_bytes(b"#!/bin/sh\n")
     settings = install.InstallSettings(cni_bin_dir=tmp_path / "bin",
-                                       cni_conf_dir=tmp_path / "conf", plugin_source=plugin)
+                                       cni_conf_dir=tmp_path / "conf",
+                                       interpreter="/opt/python3")
     config = AgentConfig(node_name="n")
     install.install(settings, config)
-    assert settings.plugin_path.read_bytes() == b"#!/bin/sh\n"
+    assert settings.plugin_path.read_bytes().startswith(b"#!/opt/python3 -IS\n")
     assert os.access(settings.plugin_path, os.X_OK)
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["podwire", "podwire.d"]
     assert json.loads(settings.conflist_path.read_text()) == install.conflist(config)
     install.uninstall(settings)
     assert list((tmp_path / "bin").iterdir()) == [] and list((tmp_path / "conf").iterdir()) == []
     install.uninstall(settings)  # again: nothing to do, no error
 
 
-def test_install_without_the_plugin_names_it(tmp_path: Path) -> None:
+def test_install_into_an_unwritable_bin_dir_names_it(tmp_path: Path) -> None:
+    (tmp_path / "bin").write_text("a file where the bin dir should be")
     settings = install.InstallSettings(cni_bin_dir=tmp_path / "bin",
-                                       cni_conf_dir=tmp_path / "conf",
-                                       plugin_source=tmp_path / "missing")
-    with pytest.raises(install.InstallError, match="cannot read the plugin .*missing"):
+                                       cni_conf_dir=tmp_path / "conf")
+    with pytest.raises(install.InstallError, match="cannot install into .*bin"):
         install.install(settings, AgentConfig(node_name="n"))
     assert not (tmp_path / "conf").exists()
 
@@ -122,8 +123,7 @@ def test_cli_install_and_uninstall(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     conflist = json.loads((tmp_path / "conf/05-podwire.conflist").read_text())
     assert conflist["plugins"][0]["mtu"] == 1400
-    assert (tmp_path / "bin/podwire").read_bytes() == install.InstallSettings().plugin_source \
-        .read_bytes()
+    assert (tmp_path / "bin/podwire").read_bytes() == executable.launcher()
     assert run_cli("uninstall", *dirs).returncode == 0
     assert not (tmp_path / "conf/05-podwire.conflist").exists()
     assert not (tmp_path / "bin/podwire").exists()
