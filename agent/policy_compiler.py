@@ -98,13 +98,29 @@ class PolicyRefs:
 
 def compile_rules(ep_id: int, rules: Iterable[ResolvedRule]) -> dict[PolicyKey, PolicyValue]:
     """The policy-map entries of one endpoint, wider keys pushed into narrower ones."""
-    entries: dict[PolicyKey, PolicyValue] = {}
+    return finish(rule_entries(ep_id, rules))
+
+
+def rule_entries(ep_id: int, rules: Iterable[ResolvedRule],
+                 entries: dict[PolicyKey, PolicyValue] | None = None
+                 ) -> dict[PolicyKey, PolicyValue]:
+    """The keys `rules` produce, each with what they say there, merged into `entries`
+    (whose keys came from earlier rules); nothing pushed down yet. Merging is the same
+    in any order but for the NetworkPolicy allow (the first names it), so an endpoint's
+    NetworkPolicy keys made once take its cluster policy rules after them."""
+    if entries is None:
+        entries = {}
     for rule in rules:
         blocks = [block for ports in rule.ports for block in _blocks(ports)]
         for identity in rule.identities:
             for protocol, port, bits in blocks:
                 key = PolicyKey(ep_id, rule.direction, identity, protocol, port, bits)
                 entries[key] = merge(entries.get(key), rule)
+    return entries
+
+
+def finish(entries: dict[PolicyKey, PolicyValue]) -> dict[PolicyKey, PolicyValue]:
+    """`rule_entries`' keys as the map holds them: wider keys pushed into narrower ones."""
     if any(value.admin or value.baseline for value in entries.values()):
         return _push_down(entries)
     # NetworkPolicy alone: every key allows, so a longest match can hide nothing.
