@@ -25,7 +25,7 @@ from typing import Any
 
 from podwire.agent.addresses import forget_host_prefix, host_prefix, is_v4
 from podwire.agent.changes import ChangeSet
-from podwire.agent.clusterpol import ClusterPolicyRules
+from podwire.agent.clusterpol import ClusterPolicyRules, SharedRules
 from podwire.agent.entries import EndpointEntry, PolicyKey, PolicyValue, policy_direction
 from podwire.agent.flows import PeerNames
 from podwire.agent.identity import PodIdentityKey
@@ -345,9 +345,10 @@ class NodeState:
                 self._ipcache.update(self.desired.ipcache, prefix)
         # Endpoints are keyed by their IPv4 address; each carries its IPv6 keys along.
         known = set(self.endpoints) | {ip for ip in self.desired.endpoints if is_v4(ip)}
+        shared: SharedRules = {}  # the cluster policy rules every endpoint has alike
         for ip in change.endpoints_to_redo(known):
             old_v6 = self._v6_keys.get(ip, ())
-            self._compute_endpoint(ip, scope.policy, change.netpol_changed(ip))
+            self._compute_endpoint(ip, scope.policy, change.netpol_changed(ip), shared)
             if scope.endpoints is not None:  # the IPv6 keys it had and has
                 scope.endpoints.update((*old_v6, *self._v6_keys.get(ip, ())))
         lb = self._services.compute()
@@ -355,7 +356,7 @@ class NodeState:
         return self.desired, scope
 
     def _compute_endpoint(self, ip: str, changed_keys: set[PolicyKey] | None,
-                          netpol_changed: bool) -> None:
+                          netpol_changed: bool, shared: SharedRules) -> None:
         endpoint = self.endpoints.get(ip)
         for v6 in self._v6_keys.pop(ip, ()):
             self.desired.endpoints.pop(v6, None)
@@ -371,7 +372,7 @@ class NodeState:
             self._netpol[ip] = netpol
         isolated, audit = netpol.isolated, netpol.audit
         tiered = dict.fromkeys(PolicyDirection, False)
-        cluster_rules = list(self._cluster_rules.rules_for(pod)) \
+        cluster_rules = list(self._cluster_rules.rules_for(pod, shared)) \
             if pod is not None and self._cluster_rules else []
         for rule in cluster_rules:
             tiered[policy_direction(rule.direction)] = True
