@@ -99,8 +99,12 @@ if _POLICY_KEY.size != ctypes.sizeof(structs.PolicyKey):
 
 def policy_key_bytes(key: PolicyKey) -> bytes:
     """bytes(policy_key(key)), faster."""
-    return _POLICY_KEY.pack(key.prefixlen, key.ep_id, key.direction, key.identity,
-                            key.protocol, socket.htons(key.port))
+    ep_id, direction, identity, protocol, port, bits = key
+    prefixlen = POLICY_PREFIX_ANY_PORT + bits if protocol else POLICY_PREFIX_ANY_PROTO
+    return _pack_key(prefixlen, ep_id, direction, identity, protocol, socket.htons(port))
+
+
+_pack_key = _POLICY_KEY.pack
 
 
 @functools.lru_cache(maxsize=4096)
@@ -125,7 +129,7 @@ def apply(datapath: Datapath, ops: list[Operation]) -> None:
             ops, key=lambda op: (op.map, isinstance(op, Upsert))):
         if name is MapName.POLICY:
             group = list(run)
-            keys = b"".join(policy_key_bytes(cast(PolicyKey, op.key)) for op in group)
+            keys = b"".join([policy_key_bytes(cast(PolicyKey, op.key)) for op in group])
             if upsert:
                 datapath.policy.update_batch(keys, b"".join(
                     policy_value_bytes(cast(Upsert, op).value) for op in group))

@@ -443,9 +443,9 @@ def tightest(old: EndpointEntry, new: EndpointEntry) -> EndpointEntry:
 
 def apply_to(contents: MapContents, ops: list[Operation]) -> None:
     """Record operations in a MapContents (the agent's mirror of what is installed)."""
+    tables = {name: getattr(contents, name.value) for name in MapName}
     for op in ops:
-        table = getattr(contents, op.map.value)
         if isinstance(op, Upsert):
-            table[op.key] = op.value
+            tables[op.map][op.key] = op.value
         else:
-            table.pop(op.key, None)
+            tables[op.map].pop(op.key, None)
