@@ -286,7 +286,7 @@ class _Covers:
             return True, 0
         if value.policy_ref:
             return True, value.policy_ref
-        if identity != ReservedIdentity.ANY:
+        if identity != _ANY_PEER:
             # The any-peer lookup of the same ports answers for every peer (a compiled
             # state's narrower keys keep a wider key's allow, policy_compiler.py).
             ports = (ep_id, direction, protocol, port, bits)
@@ -365,6 +365,7 @@ def _narrowest_first(item: tuple[PolicyKey, Any]) -> int:
 
 
 _NO_VALUE = PolicyValue()
+_ANY_PEER = int(ReservedIdentity.ANY)
 # PolicyValue from a tuple without the named tuple's Python-level __new__: the middle
 # pass makes one a changing key.
 _value = functools.partial(tuple.__new__, PolicyValue)
@@ -376,18 +377,19 @@ def _middle_effective(middle: Mapping[PolicyKey, PolicyValue | None],
                       lengths: Iterable[int]) -> PolicyValue:
     """What a lookup of `key`'s ports gets at the middle from `key`'s wider keys."""
     ep_id, direction, identity, protocol, port, bits = key
-    if protocol is Protocol.ANY:
+    if not protocol:
         return _NO_VALUE
-    # Plain tuples hash and compare as the PolicyKeys they spell.
-    candidates = [(ep_id, direction, identity, protocol, port & PORT_MASKS[fixed], fixed)
-                  for fixed in lengths if fixed < bits]
-    candidates.append((ep_id, direction, identity, Protocol.ANY, 0, 0))
-    for candidate in candidates:
-        found = middle.get(candidate, _ABSENT)  # type: ignore[call-overload]
-        if found is _ABSENT:
-            found = installed.get(candidate)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
+    # Plain tuples hash and compare as the PolicyKeys they spell; the any-protocol key
+    # (port bits 0, below every port length) comes last.
+    for fixed in (*lengths, -1):
+        if fixed < bits:
+            candidate = (ep_id, direction, identity, protocol, port & PORT_MASKS[fixed],
+                         fixed) if fixed >= 0 else (ep_id, direction, identity, 0, 0, 0)
+            found = middle.get(candidate, _ABSENT)  # type: ignore[call-overload]
+            if found is _ABSENT:
+                found = installed.get(candidate)
+            if found is not None:
+                return found  # type: ignore[no-any-return]
     return _NO_VALUE
 
 
