@@ -49,8 +49,8 @@ from podwire.bpf import constants
 from podwire.lab import cluster
 from podwire.lab.layout import LabLayout
 
-# The programs it runs (checked before it starts: bench/tools.py).
-TOOLS = ("nsenter", "ip", "sysctl", "iperf3")
+# The programs it and the benches it builds on run (checked before it starts: bench/tools.py).
+TOOLS = ("nsenter", "ip", "sysctl", "bridge", "iperf3", "sockperf")
 
 SAME_NODE_PREFIX, LAB_PREFIX = "pwbh6s", "pwbh6x"
 RR_PORT = 11112
