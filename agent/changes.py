@@ -14,7 +14,10 @@ from podwire.agent.reconcile import Scope
 
 @dataclass
 class ChangeSet:
-    endpoints: set[str] = field(default_factory=set)  # local endpoint IPs
+    endpoints: set[str] = field(default_factory=set)  # local endpoint IPs, redone whole
+    # Local endpoint IPs whose cluster policy rules alone may differ: their NetworkPolicy
+    # part (isolation, audit, entries) is reused as it was computed.
+    tiers: set[str] = field(default_factory=set)
     ipcache: set[IPNet] = field(default_factory=set)
     all_endpoints: bool = False
     all_ipcache: bool = False
@@ -30,10 +33,14 @@ class ChangeSet:
 
     def endpoints_to_redo(self, known: set[str]) -> set[str]:
         """Of the endpoints the model or the maps know, those to recompute."""
-        return known if self.all_endpoints else known & self.endpoints
+        return known if self.all_endpoints else known & (self.endpoints | self.tiers)
+
+    def netpol_changed(self, endpoint: str) -> bool:
+        """Whether an endpoint's NetworkPolicy part may differ (not only its tiers)."""
+        return self.all_endpoints or endpoint in self.endpoints
 
     def scope(self) -> Scope:
         """The keys the plan compares; policy keys are added as endpoints are redone."""
-        return Scope(endpoints=None if self.all_endpoints else self.endpoints,
+        return Scope(endpoints=None if self.all_endpoints else self.endpoints | self.tiers,
                      ipcache=None if self.all_ipcache else self.ipcache,
                      policy=None if self.all_endpoints else set())

@@ -44,6 +44,10 @@ from podwire.policy.selectors import LabelSelector
 from podwire.policy.tiers import Tiers
 
 PeerKey = tuple[str, PolicyDirection, int, int]  # (policy key, direction, rule, peer)
+# By (policy key, direction, rule index): its verdict, peer identities and the
+# ResolvedRules that do not depend on the subject pod (ClusterPolicyRules.rules_for).
+SharedRules = dict[tuple[str, PolicyDirection, int],
+                   tuple[TierVerdict, set[int], list[ResolvedRule]]]
 
 _ACTIONS = {Action.ACCEPT: PolicyAction.ACCEPT, Action.DENY: PolicyAction.DENY,
             Action.PASS: PolicyAction.PASS}
@@ -162,14 +166,33 @@ class ClusterPolicyRules:
 
     # ----------------------------------------------------------------- rules
 
-    def rules_for(self, pod: Pod) -> Iterator[ResolvedRule]:
-        """Every rule of every cluster policy selecting the pod, with its verdict."""
+    def rules_for(self, pod: Pod, shared: SharedRules | None = None
+                  ) -> Iterator[ResolvedRule]:
+        """Every rule of every cluster policy selecting the pod, with its verdict.
+
+        `shared` keeps what of each rule no subject pod changes (its verdict, peers, and
+        all its ResolvedRules but named ingress ports) for the other pods asked about
+        while the model stays as it is (a policy selecting every pod is asked about for
+        every local pod): a fresh one each time the model may have changed."""
+        if shared is None:
+            shared = {}
         ranks = self._rank_table()
         for policy in self.selecting(pod):
             for direction in PolicyDirection:
                 for index, rule in enumerate(policy.rules(direction)):
-                    verdict = self._verdict(policy, direction, index, rule, ranks)
-                    yield from self._resolve(pod, policy, direction, index, rule, verdict)
+                    place = (policy.key, direction, index)
+                    found = shared.get(place)
+                    if found is None:
+                        verdict = self._verdict(policy, direction, index, rule, ranks)
+                        peers = self._identities(policy, direction, index, rule)
+                        found = shared[place] = (verdict, peers, list(
+                            self._resolve(policy, direction, rule, verdict, peers)))
+                    verdict, peers, resolved = found
+                    yield from resolved
+                    named = [p for p in rule.ports if p.name is not None]
+                    if named and peers and direction is PolicyDirection.INGRESS:
+                        yield ResolvedRule(datapath_direction(direction), 0, peers,
+                                           _named(named, pod), policy.tier, verdict)
 
     def _rank_table(self) -> dict[tuple[str, PolicyDirection, int], int]:
         """A rule's rank is its policy's ordinal, then its index. Ordinals follow the
@@ -198,10 +221,10 @@ class ClusterPolicyRules:
                                            policy.rule_label(direction, index), word))
         return TierVerdict(ranks[(policy.key, direction, index)], action, ref)
 
-    def _resolve(self, pod: Pod, policy: AdminPolicy, direction: PolicyDirection,
-                 index: int, rule: AdminRule, verdict: TierVerdict) -> Iterator[ResolvedRule]:
+    def _resolve(self, policy: AdminPolicy, direction: PolicyDirection, rule: AdminRule,
+                 verdict: TierVerdict, peers: set[int]) -> Iterator[ResolvedRule]:
+        """What a rule does whatever pod it is for (all but named ingress ports)."""
         map_direction = datapath_direction(direction)
-        peers = self._identities(policy, direction, index, rule)
         if not peers:
             return
         numbered = [p for p in rule.ports if p.name is None]
@@ -209,11 +232,7 @@ class ClusterPolicyRules:
         if not rule.ports or numbered:
             ports = [PortRange(p.protocol, p.start, p.end) for p in numbered] or [ANY_TRAFFIC]
             yield ResolvedRule(map_direction, 0, peers, ports, policy.tier, verdict)
-        if not named:
-            return
-        if direction is PolicyDirection.INGRESS:
-            yield ResolvedRule(map_direction, 0, peers, _named(named, pod), policy.tier,
-                               verdict)
+        if not named or direction is PolicyDirection.INGRESS:
             return
         # Egress to named ports: pod peers only (the API refuses them towards networks
         # and nodes), each destination identity naming its own numbers.

@@ -25,8 +25,8 @@ from typing import Any
 
 from podwire.agent.addresses import forget_host_prefix, host_prefix
 from podwire.agent.changes import ChangeSet
-from podwire.agent.clusterpol import ClusterPolicyRules
-from podwire.agent.entries import EndpointEntry, PolicyKey, policy_direction
+from podwire.agent.clusterpol import ClusterPolicyRules, SharedRules
+from podwire.agent.entries import EndpointEntry, PolicyKey, PolicyValue, policy_direction
 from podwire.agent.flows import PeerNames
 from podwire.agent.identity import PodIdentityKey
 from podwire.agent.ipcache import (
@@ -40,7 +40,7 @@ from podwire.agent.namejournal import NameJournal
 from podwire.agent.netpol import NetworkPolicyRules
 from podwire.agent.nodes import NodeInfo, NodeTable
 from podwire.agent.pod_identities import PodIdentities
-from podwire.agent.policy_compiler import PolicyMapState, PolicyRefs, compile_rules
+from podwire.agent.policy_compiler import PolicyMapState, PolicyRefs, finish, rule_entries
 from podwire.agent.prefixes import PrefixTable
 from podwire.agent.reconcile import MapContents, Scope
 from podwire.agent.selection import PeerIndex
@@ -77,6 +77,18 @@ class LocalEndpoint:
     ips: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class NetpolPart:
+    """What the NetworkPolicies make of one local endpoint: its isolation and audit mode
+    per direction, and its policy-map keys before the cluster policies' rules join them.
+    Kept while no NetworkPolicy input of the endpoint changes, so a cluster policy change
+    redoes the tiers alone (a 10,000-pod cluster's resolution is most of a change)."""
+
+    isolated: dict[PolicyDirection, bool]
+    audit: dict[PolicyDirection, bool]
+    entries: dict[PolicyKey, PolicyValue]
+
+
 @dataclass
 class PolicyProblem:
     key: str
@@ -98,6 +110,8 @@ class NodeState:
         self._extra_keys: dict[str, tuple[str, ...]] = {}
         # Events name namespaces and pods, many per change: their endpoints, found fast.
         self._endpoints_in: dict[str, set[str]] = defaultdict(set)
+        # Each endpoint's NetworkPolicy part as last computed (by its IPv4 key).
+        self._netpol: dict[str, NetpolPart] = {}
         self.policy_problems: dict[str, PolicyProblem] = {}
 
         self._identities = PodIdentities()
@@ -334,31 +348,34 @@ class NodeState:
         # Those the maps still hold for a departed endpoint count too.
         extra = {key for keys in self._extra_keys.values() for key in keys}
         known = set(self.endpoints) | {ip for ip in self.desired.endpoints if ip not in extra}
+        shared: SharedRules = {}  # the cluster policy rules every endpoint has alike
         for ip in change.endpoints_to_redo(known):
             old_extra = self._extra_keys.get(ip, ())
-            self._compute_endpoint(ip, scope.policy)
+            self._compute_endpoint(ip, scope.policy, change.netpol_changed(ip), shared)
             if scope.endpoints is not None:  # the other addresses' keys it had and has
                 scope.endpoints.update((*old_extra, *self._extra_keys.get(ip, ())))
         lb = self._services.compute()
         scope.lb_services, scope.lb_backends = lb.services, lb.backends
         return self.desired, scope
 
-    def _compute_endpoint(self, ip: str, changed_keys: set[PolicyKey] | None) -> None:
+    def _compute_endpoint(self, ip: str, changed_keys: set[PolicyKey] | None,
+                          netpol_changed: bool, shared: SharedRules) -> None:
         endpoint = self.endpoints.get(ip)
         for other in self._extra_keys.pop(ip, ()):
             self.desired.endpoints.pop(other, None)
         if endpoint is None:
+            self._netpol.pop(ip, None)
             self._policy_map.remove(ip, changed_keys)
             self.desired.endpoints.pop(ip, None)
             return
         pod = self._pod_of(endpoint)
-        isolating = {d: [] if pod is None else policies_selecting(self.cluster, pod, d)
-                     for d in PolicyDirection}
-        isolated = {d: pod is None or bool(isolating[d]) for d in PolicyDirection}
-        audit = {d: bool(isolating[d]) and all(self.is_audited(p.key) for p in isolating[d])
-                 for d in PolicyDirection}
+        netpol = None if netpol_changed else self._netpol.get(ip)
+        if netpol is None:
+            netpol = self._netpol_part(endpoint, pod)
+            self._netpol[ip] = netpol
+        isolated, audit = netpol.isolated, netpol.audit
         tiered = dict.fromkeys(PolicyDirection, False)
-        cluster_rules = list(self._cluster_rules.rules_for(pod)) \
+        cluster_rules = list(self._cluster_rules.rules_for(pod, shared)) \
             if pod is not None and self._cluster_rules else []
         for rule in cluster_rules:
             tiered[policy_direction(rule.direction)] = True
@@ -385,9 +402,18 @@ class NodeState:
         if pod is None:
             self._policy_map.remove(ip, changed_keys)
         else:
-            entries = compile_rules(endpoint.ep_id,
-                                    [*self._policies.rules_for(pod), *cluster_rules])
-            self._policy_map.set(ip, entries, changed_keys)
+            entries = rule_entries(endpoint.ep_id, cluster_rules, dict(netpol.entries))
+            self._policy_map.set(ip, finish(entries), changed_keys)
+
+    def _netpol_part(self, endpoint: LocalEndpoint, pod: Pod | None) -> NetpolPart:
+        isolating = {d: [] if pod is None else policies_selecting(self.cluster, pod, d)
+                     for d in PolicyDirection}
+        return NetpolPart(
+            isolated={d: pod is None or bool(isolating[d]) for d in PolicyDirection},
+            audit={d: bool(isolating[d]) and all(self.is_audited(p.key) for p in isolating[d])
+                   for d in PolicyDirection},
+            entries={} if pod is None else rule_entries(endpoint.ep_id,
+                                                        self._policies.rules_for(pod)))
 
     def _pod_of(self, endpoint: LocalEndpoint) -> Pod | None:
         """The API's pod for an endpoint, with the address the CNI gave it."""
@@ -448,8 +474,9 @@ class NodeState:
             self._touch_namespace(namespace)
 
     def _touch_all_endpoints(self) -> None:
-        # A cluster policy's subjects and peers span namespaces: every local endpoint.
-        self._pending.endpoints.update(self.endpoints)
+        # A cluster policy's subjects and peers span namespaces: every local endpoint,
+        # its tiers alone (whatever moves a NetworkPolicy's inputs touches it itself).
+        self._pending.tiers.update(self.endpoints)
 
     def _touch_namespace(self, namespace: str) -> None:
         self._pending.endpoints.update(self._endpoints_in.get(namespace, ()))

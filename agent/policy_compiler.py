@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from podwire.agent.entries import (
+    PORT_MASKS,
     PolicyKey,
     PolicyValue,
     Protocol,
@@ -98,13 +99,37 @@ class PolicyRefs:
 
 def compile_rules(ep_id: int, rules: Iterable[ResolvedRule]) -> dict[PolicyKey, PolicyValue]:
     """The policy-map entries of one endpoint, wider keys pushed into narrower ones."""
-    entries: dict[PolicyKey, PolicyValue] = {}
+    return finish(rule_entries(ep_id, rules))
+
+
+def rule_entries(ep_id: int, rules: Iterable[ResolvedRule],
+                 entries: dict[PolicyKey, PolicyValue] | None = None
+                 ) -> dict[PolicyKey, PolicyValue]:
+    """The keys `rules` produce, each with what they say there, merged into `entries`
+    (whose keys came from earlier rules); nothing pushed down yet. Merging is the same
+    in any order but for the NetworkPolicy allow (the first names it), so an endpoint's
+    NetworkPolicy keys made once take its cluster policy rules after them."""
+    if entries is None:
+        entries = {}
     for rule in rules:
         blocks = [block for ports in rule.ports for block in _blocks(ports)]
+        direction, fresh = rule.direction, merge(None, rule)
         for identity in rule.identities:
             for protocol, port, bits in blocks:
-                key = PolicyKey(ep_id, rule.direction, identity, protocol, port, bits)
-                entries[key] = merge(entries.get(key), rule)
+                key = _key((ep_id, direction, identity, protocol, port, bits))
+                value = entries.get(key)
+                entries[key] = fresh if value is None else merge(value, rule)
+    return entries
+
+
+# Keys and values made from tuples in C (a named tuple's own __new__ is Python): a
+# cluster policy change compiles tens of thousands.
+_key = functools.partial(tuple.__new__, PolicyKey)
+_value = functools.partial(tuple.__new__, PolicyValue)
+
+
+def finish(entries: dict[PolicyKey, PolicyValue]) -> dict[PolicyKey, PolicyValue]:
+    """`rule_entries`' keys as the map holds them: wider keys pushed into narrower ones."""
     if any(value.admin or value.baseline for value in entries.values()):
         return _push_down(entries)
     # NetworkPolicy alone: every key allows, so a longest match can hide nothing.
@@ -118,12 +143,12 @@ def merge(value: PolicyValue | None, rule: ResolvedRule) -> PolicyValue:
     if value is None:
         value = _EMPTY
     if rule.verdict is None:
-        return value if value.policy_ref else PolicyValue(rule.policy_ref, value.admin,
-                                                          value.baseline)
+        return value if value.policy_ref else _value((rule.policy_ref, value.admin,
+                                                      value.baseline))
     if rule.tier is Tier.ADMIN:
-        return PolicyValue(value.policy_ref, _earliest(value.admin, rule.verdict),
-                           value.baseline)
-    return PolicyValue(value.policy_ref, value.admin, _earliest(value.baseline, rule.verdict))
+        return _value((value.policy_ref, _earliest(value.admin, rule.verdict),
+                       value.baseline))
+    return _value((value.policy_ref, value.admin, _earliest(value.baseline, rule.verdict)))
 
 
 _EMPTY = PolicyValue()
@@ -139,29 +164,29 @@ def _earliest(a: TierVerdict | None, b: TierVerdict | None) -> TierVerdict | Non
 
 def combine(narrow: PolicyValue, wide: PolicyValue) -> PolicyValue:
     """What a key says once a wider key of its identity is pushed into it."""
-    return PolicyValue(narrow.policy_ref or wide.policy_ref,
-                       _earliest(narrow.admin, wide.admin),
-                       _earliest(narrow.baseline, wide.baseline))
+    return _value((narrow.policy_ref or wide.policy_ref,
+                   _earliest(narrow.admin, wide.admin),
+                   _earliest(narrow.baseline, wide.baseline)))
 
 
 def _push_down(entries: dict[PolicyKey, PolicyValue]) -> dict[PolicyKey, PolicyValue]:
     # Only the prefix lengths in use for each (direction, identity, protocol) can hold a
     # wider key: a few, against the 17 a port has.
-    lengths: dict[tuple[Direction, int, Protocol], set[int]] = {}
+    lengths: dict[tuple[int, int, int], set[int]] = {}
     for key in entries:
-        lengths.setdefault((key.direction, key.identity, key.protocol), set()).add(key.port_bits)
+        lengths.setdefault(key[1:4], set()).add(key[5])
     merged: dict[PolicyKey, PolicyValue] = {}
     for key, value in entries.items():
-        if key.protocol is not Protocol.ANY:
-            group = (key.direction, key.identity)
-            wider = entries.get(PolicyKey(key.ep_id, *group)) \
-                if (*group, Protocol.ANY) in lengths else None
+        ep_id, direction, identity, protocol, port, bits = key
+        if protocol:
+            # Plain tuples hash and compare as the PolicyKeys they spell.
+            wider = entries.get((ep_id, direction, identity, 0, 0, 0))  # type: ignore[call-overload]
             if wider is not None:
                 value = combine(value, wider)
-            for bits in lengths[(*group, key.protocol)]:
-                if bits < key.port_bits:
-                    wider = entries.get(PolicyKey(key.ep_id, *group, key.protocol,
-                                                  port_mask(key.port, bits), bits))
+            for fixed in lengths[(direction, identity, protocol)]:
+                if fixed < bits:
+                    wider = entries.get((ep_id, direction, identity, protocol,  # type: ignore[call-overload]
+                                         port & PORT_MASKS[fixed], fixed))
                     if wider is not None:
                         value = combine(value, wider)
         merged[key] = value

@@ -99,8 +99,12 @@ _BACKEND_ID = struct.Struct("=I")  # lb_backends' key: a __u32 backend id, host 
 
 def policy_key_bytes(key: PolicyKey) -> bytes:
     """bytes(policy_key(key)), faster."""
-    return _POLICY_KEY.pack(key.prefixlen, key.ep_id, key.direction, key.identity,
-                            key.protocol, socket.htons(key.port))
+    ep_id, direction, identity, protocol, port, bits = key
+    prefixlen = POLICY_PREFIX_ANY_PORT + bits if protocol else POLICY_PREFIX_ANY_PROTO
+    return _pack_key(prefixlen, ep_id, direction, identity, protocol, socket.htons(port))
+
+
+_pack_key = _POLICY_KEY.pack
 
 
 @functools.lru_cache(maxsize=4096)
@@ -122,14 +126,18 @@ def apply(datapath: Datapath, ops: list[Operation]) -> None:
     policy by PolicyKey, lb_services
     by FrontendKey (ServiceEntry), lb_backends by backend id (BackendEntry).
     """
+    # A tiered change writes most of its keys twice (the changing deny, then the final
+    # value): each packed once.
+    packed: dict[PolicyKey, bytes] = {}
     for (name, upsert), run in itertools.groupby(
             ops, key=lambda op: (op.map, isinstance(op, Upsert))):
         if name is MapName.POLICY:
-            group = list(run)
-            keys = b"".join(policy_key_bytes(cast(PolicyKey, op.key)) for op in group)
+            group: list[Any] = list(run)
+            keys = b"".join([packed.get(op.key) or packed.setdefault(
+                op.key, policy_key_bytes(op.key)) for op in group])
             if upsert:
                 datapath.policy.update_batch(keys, b"".join(
-                    policy_value_bytes(cast(Upsert, op).value) for op in group))
+                    [policy_value_bytes(op.value) for op in group]))
             else:
                 datapath.policy.delete_batch(keys)
             continue

@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -80,7 +81,6 @@ from podwire.agent.entries import (
     PolicyKey,
     PolicyValue,
     Protocol,
-    TierVerdict,
 )
 from podwire.bpf.constants import Direction, ReservedIdentity
 
@@ -107,6 +107,9 @@ class Delete(NamedTuple):
 
 
 Operation = Upsert | Delete
+# An Upsert made from a tuple in C (the named tuple's own __new__ is Python): a tiered
+# change writes tens of thousands.
+_upsert = functools.partial(tuple.__new__, Upsert)
 
 
 @dataclass
@@ -167,10 +170,9 @@ def plan(installed: MapContents, desired: MapContents, scope: Scope = FULL) -> l
     for key, value in middle.items():
         if value is not None and installed.policy.get(key) != value:
             (allowing if value.policy_ref else tightening).append(
-                Upsert(MapName.POLICY, key, value))
+                _upsert((MapName.POLICY, key, value)))
     # Widest first: a narrower key that goes still answers for its ports meanwhile.
-    gone_early = sorted((k for k in stale_policy if middle[k] is None),
-                        key=lambda k: k.prefixlen)
+    gone_early = sorted((k for k in stale_policy if middle[k] is None), key=_prefix_order)
     ops: list[Operation] = allowing
     loosened: list[Operation] = []
     for ip, entry in changed_endpoints:
@@ -192,8 +194,8 @@ def plan(installed: MapContents, desired: MapContents, scope: Scope = FULL) -> l
     ops += [Upsert(MapName.LB_SERVICES, k, v)
             for k, v in _changed(installed.lb_services, desired.lb_services, scope.lb_services)]
     # Narrowest first: a key still absent answers from a wider one that is not final yet.
-    ops += [Upsert(MapName.POLICY, k, v) for k, v in sorted(
-        changed_policy, key=lambda item: -item[0].prefixlen) if middle[k] != v]
+    ops += [_upsert((MapName.POLICY, k, v)) for k, v in sorted(
+        changed_policy, key=_narrowest_first) if middle[k] != v]
     ops += loosened
     ops += [Delete(MapName.LB_SERVICES, k)
             for k in _stale(installed.lb_services, desired.lb_services, scope.lb_services)]
@@ -217,16 +219,21 @@ class _Sides:
         self._by_ep: tuple[dict[int, EndpointEntry], dict[int, EndpointEntry]] | None = None
         # Only an identity that an address takes or leaves in this plan can be one that
         # no address resolves to at one end: the others are not looked at.
+        # (An entry rewritten for its flags or tunnel keeps its identities.)
         moving: set[int] = set()
         for ip, entry in changed_endpoints:
-            moving.add(entry.identity)
             old = installed.endpoints.get(ip)
-            if old is not None:
-                moving.add(old.identity)
-        for entry in [v for _, v in changed_ipcache] + [
-                installed.ipcache[k] for k in stale_ipcache] + [
-                installed.ipcache[k] for k, _ in changed_ipcache if k in installed.ipcache]:
-            moving.update((entry.identity, entry.cidr_identity))
+            if old is None or old.identity != entry.identity:
+                moving.add(entry.identity)
+                if old is not None:
+                    moving.add(old.identity)
+        for k in stale_ipcache:
+            gone = installed.ipcache[k]
+            moving.update((gone.identity, gone.cidr_identity))
+        for k, entry in changed_ipcache:
+            now = {entry.identity, entry.cidr_identity}
+            was = installed.ipcache.get(k)
+            moving.update(now if was is None else now ^ {was.identity, was.cidr_identity})
         self._moving = moving - {0, ReservedIdentity.ANY, ReservedIdentity.WORLD}
         self._members: tuple[set[int], set[int]] | None = None
 
@@ -279,7 +286,7 @@ class _Covers:
             return True, 0
         if value.policy_ref:
             return True, value.policy_ref
-        if identity != ReservedIdentity.ANY:
+        if identity != _ANY_PEER:
             # The any-peer lookup of the same ports answers for every peer (a compiled
             # state's narrower keys keep a wider key's allow, policy_compiler.py).
             ports = (ep_id, direction, protocol, port, bits)
@@ -320,44 +327,70 @@ def _middle_policy(installed: Mapping[Any, Any], desired: Mapping[Any, Any],
     old_lengths = port_lengths(installed, count)
     new_lengths = port_lengths(desired, count)
     both_lengths = sorted({*old_lengths, *new_lengths}, reverse=True)
-    keys = [(k, installed.get(k) or effective(installed, k, old_lengths) or PolicyValue(), v)
-            for k, v in changed]
-    keys += [(k, installed[k], effective(desired, k, new_lengths) or PolicyValue())
+    # (key, its value at each end, whether it is in the map at both ends)
+    keys = [(k, installed.get(k) or effective(installed, k, old_lengths) or _NO_VALUE, v,
+             k in installed) for k, v in changed]
+    keys += [(k, installed[k], effective(desired, k, new_lengths) or _NO_VALUE, False)
              for k in stale]
-    keys.sort(key=lambda item: item[0].prefixlen)  # wider keys first
+    keys.sort(key=_widest_first)
     old_covers = _Covers(sides, 0, installed, old_lengths)
     new_covers = _Covers(sides, 1, desired, new_lengths)
-    for key, old, new in keys:
+    for key, old, new, kept in keys:
         old_ok, old_ref = old_covers(key, old)
         new_ok, new_ref = new_covers(key, new) if old_ok else (False, 0)
-        ref = (new.policy_ref or old.policy_ref or new_ref or old_ref) if old_ok and new_ok else 0
-        value = PolicyValue(ref, _tier_interim(new.admin, old.admin),
-                            _tier_interim(new.baseline, old.baseline))
-        if (key not in installed or key not in desired) \
-                and value == _middle_effective(middle, installed, key, both_lengths):
+        ref = (new[0] or old[0] or new_ref or old_ref) if old_ok and new_ok else 0
+        admin, baseline = new[1], new[2]
+        value = _value((ref, admin if admin == old[1] else CHANGING,
+                        baseline if baseline == old[2] else CHANGING))
+        if not kept and value == _middle_effective(middle, installed, key, both_lengths):
             middle[key] = None
         else:
             middle[key] = value
     return middle
 
 
+def _prefix_order(key: PolicyKey) -> int:
+    """A sort key in the order of prefixlen (ANY protocol, then by port bits), one call."""
+    return key[5] if key[3] else -1
+
+
+def _widest_first(item: tuple[PolicyKey, Any, Any, bool]) -> int:
+    key = item[0]
+    return key[5] if key[3] else -1
+
+
+def _narrowest_first(item: tuple[PolicyKey, Any]) -> int:
+    key = item[0]
+    return -key[5] if key[3] else 1
+
+
+_NO_VALUE = PolicyValue()
+_ANY_PEER = int(ReservedIdentity.ANY)
+# PolicyValue from a tuple without the named tuple's Python-level __new__: the middle
+# pass makes one a changing key.
+_value = functools.partial(tuple.__new__, PolicyValue)
+_ABSENT = object()
+
+
 def _middle_effective(middle: Mapping[PolicyKey, PolicyValue | None],
                       installed: Mapping[Any, Any], key: PolicyKey,
                       lengths: Iterable[int]) -> PolicyValue:
     """What a lookup of `key`'s ports gets at the middle from `key`'s wider keys."""
-    if key.protocol is Protocol.ANY:
-        return PolicyValue()
     ep_id, direction, identity, protocol, port, bits = key
-    wider = [PolicyKey(ep_id, direction, identity, protocol, port & PORT_MASKS[fixed], fixed)
-             for fixed in lengths if fixed < bits]
-    for candidate in [*wider, PolicyKey(ep_id, direction, identity)]:
-        if candidate in middle:
-            found = middle[candidate]
+    if not protocol:
+        return _NO_VALUE
+    # Plain tuples hash and compare as the PolicyKeys they spell; the any-protocol key
+    # (port bits 0, below every port length) comes last.
+    for fixed in (*lengths, -1):
+        if fixed < bits:
+            candidate = (ep_id, direction, identity, protocol, port & PORT_MASKS[fixed],
+                         fixed) if fixed >= 0 else (ep_id, direction, identity, 0, 0, 0)
+            found = middle.get(candidate, _ABSENT)  # type: ignore[call-overload]
+            if found is _ABSENT:
+                found = installed.get(candidate)
             if found is not None:
-                return found
-        elif candidate in installed:
-            return installed[candidate]  # type: ignore[no-any-return]
-    return PolicyValue()
+                return found  # type: ignore[no-any-return]
+    return _NO_VALUE
 
 
 def effective(policy: Mapping[Any, Any], key: PolicyKey,
@@ -387,10 +420,6 @@ def port_lengths(policy: Mapping[Any, Any], lookups: int) -> Iterable[int]:
     return sorted({key.port_bits for key in policy}, reverse=True)
 
 
-def _tier_interim(a: TierVerdict | None, b: TierVerdict | None) -> TierVerdict | None:
-    return a if a == b else CHANGING
-
-
 def tightest(old: EndpointEntry, new: EndpointEntry) -> EndpointEntry:
     """The endpoint at the middle of a change from `old` to `new`: isolated and tiered
     where either is, audit only where each end forwards what no allow covers (it audits,
@@ -416,9 +445,9 @@ def tightest(old: EndpointEntry, new: EndpointEntry) -> EndpointEntry:
 
 def apply_to(contents: MapContents, ops: list[Operation]) -> None:
     """Record operations in a MapContents (the agent's mirror of what is installed)."""
+    tables = {name: getattr(contents, name.value) for name in MapName}
     for op in ops:
-        table = getattr(contents, op.map.value)
         if isinstance(op, Upsert):
-            table[op.key] = op.value
+            tables[op.map][op.key] = op.value
         else:
-            table.pop(op.key, None)
+            tables[op.map].pop(op.key, None)

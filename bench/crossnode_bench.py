@@ -87,23 +87,33 @@ def vxlan_bridge(lab: Lab) -> Pair:
     return Pair("vxlan+bridge", pods[0], pods[1])
 
 
-def podwire_lab(layout: LabLayout) -> Pair:
-    """A 2-node podwire lab with pod a on node1 and pod b on node2."""
+def podwire_lab(layout: LabLayout, ip_family: str = "ipv4") -> dict[int, Pair]:
+    """A 2-node podwire lab with pod a on node1 and pod b on node2: the pair over each
+    address family the lab has (4, 6)."""
     cluster.down(layout)
-    state = cluster.up(layout, 2, "podwire")
+    state = cluster.up(layout, 2, "podwire", ip_family)
     kube = Kube(Path(state.kubeconfig))
     objects = [samples.namespace("bench"), samples.pod("bench", "a", (80,), node="node1"),
                samples.pod("bench", "b", (80,), node="node2")]
     workload.apply(kube, state, manifests.parse(samples.to_yaml(objects)))
-    pods = {p["metadata"]["name"]: (layout.pod_netns(p["metadata"]["uid"]), p["status"]["podIP"])
+    pods = {p["metadata"]["name"]: (layout.pod_netns(p["metadata"]["uid"]),
+                                    [entry["ip"] for entry in p["status"]["podIPs"]])
             for p in kube.list_pods()["items"] if p["metadata"]["namespace"] == "bench"}
-    return Pair("podwire", pods["a"], pods["b"])
+    (a_netns, a_ips), (b_netns, b_ips) = pods["a"], pods["b"]
+    pairs = {}
+    for family in (4, 6):
+        a_ip = next((ip for ip in a_ips if (":" in ip) == (family == 6)), None)
+        b_ip = next((ip for ip in b_ips if (":" in ip) == (family == 6)), None)
+        if a_ip and b_ip:
+            pairs[family] = Pair("podwire" if family == 4 else "podwire IPv6",
+                                 (a_netns, a_ip), (b_netns, b_ip))
+    return pairs
 
 
 def collect(seconds: int, runs: int) -> Figures:
     lab, layout = Lab(BASELINE_PREFIX), LabLayout(LAB_PREFIX)
     try:
-        pairs = [podwire_lab(layout), vxlan_bridge(lab)]
+        pairs = [podwire_lab(layout)[4], vxlan_bridge(lab)]
         gbps: dict[str, list[float]] = {p.name: [] for p in pairs}
         rr: dict[str, list[float]] = {p.name: [] for p in pairs}
         for _ in range(runs):

@@ -116,6 +116,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                          "--kernel"],
                "full": ["--pods", "10000", "--changes", "40", "--runs", "5", "--seconds", "2",
                         "--kernel"]}),
+    Benchmark("ipv6", "ipv6_bench",
+              "IPv6 against IPv4 on the same pods: same-node and cross-node TCP throughput "
+              "and request/response, new conn/s over IPv6 with 10,000 policy entries vs 1",
+              {"quick": ["--runs", "1", "--seconds", "1", "--conn-seconds", "1"],
+               "full": ["--runs", "3", "--seconds", "3", "--conn-seconds", "2"]}),
     Benchmark("flows", "flows_bench",
               "Flow events/s read without loss; forwarding cost with events on vs off",
               {"quick": ["--seconds", "1", "--runs", "1"],

@@ -118,8 +118,17 @@ def test_compiled_entries_decide_every_side_as_the_evaluator(
     audited_namespaces = data.draw(audit_choices(["one", "two"]))
     state = node_state(cluster, networkpolicies, cluster_policies, audited, audited_namespaces)
     maps, _ = state.compute()
-    tiers = Tiers.of(cluster_policies, NODES)
     in_audit = audited | {p.key for p in networkpolicies if p.namespace in audited_namespaces}
+    assert_decides_as_evaluator(state, maps, cluster, cluster_policies, in_audit, port,
+                                protocol)
+
+
+def assert_decides_as_evaluator(state: NodeState, maps: MapContents, cluster: Cluster,
+                                cluster_policies: list[AdminPolicy], in_audit: set[str],
+                                port: int | None, protocol: str) -> None:
+    """Every side of every connection of the cluster's pods, and from outside to them,
+    decided from `maps` as the datapath does, is the tier evaluator's verdict."""
+    tiers = Tiers.of(cluster_policies, NODES)
     pods = sorted(cluster.pods(), key=lambda p: p.key)
     for src in pods:
         assert src.ip is not None
