@@ -41,8 +41,7 @@ from podwire.common.flow import Decider, FlowEnd, FlowRecord, Frontend
 from podwire.policy import PortlessProtocol
 from podwire.policy import Protocol as TrafficProtocol
 
-# The protocols a record names; others print as their number. The datapath parses IPv4
-# only, so ICMPv6 cannot occur.
+# The protocols a record names (ICMPv6 among them); others print as their number.
 PROTOCOLS = {p.number: str(p) for p in (*TrafficProtocol, *PortlessProtocol)}
 TCP_FLAGS = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"))
 # The labels of the datapath's values, looked up per event (a dict, not an enum call).
