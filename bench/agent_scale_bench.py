@@ -249,6 +249,15 @@ class Bench:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+def unwind_on_sigterm() -> None:
+    """Make SIGTERM unwind to the caller's cleanup, but only in this process: pyroute2's
+    netns.create forks helpers it ends with SIGTERM, and a forked copy of the stack must
+    not run the cleanup (it removed the namespaces the parent had just made)."""
+    parent = os.getpid()
+    signal.signal(signal.SIGTERM,
+                  lambda *_: sys.exit(1) if os.getpid() == parent else os._exit(0))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=10_000)
@@ -259,12 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tools.require(TOOLS)
     bench = Bench(args.pods, args.policies, args.local_pods)
-    # SIGTERM unwinds to the cleanup below, but only in this process: pyroute2's
-    # netns.create forks helpers it ends with SIGTERM, and a forked copy of this stack
-    # must not run the cleanup (it removed the namespaces the parent had just made).
-    parent = os.getpid()
-    signal.signal(signal.SIGTERM,
-                  lambda *_: sys.exit(1) if os.getpid() == parent else os._exit(0))
+    unwind_on_sigterm()
     try:
         bench.setup()
         cold = bench.start_agent()

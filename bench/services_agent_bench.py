@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from podwire.agent import lbslots, structs
 from podwire.agent.entries import FrontendKey, Protocol
 from podwire.agent.maps import BpfMap
 from podwire.bench import tools
-from podwire.bench.agent_scale_bench import Bench, percentile
+from podwire.bench.agent_scale_bench import Bench, percentile, unwind_on_sigterm
 from podwire.bench.figures import Comparison, Expectation, Figures
 from podwire.bench.services_bench import NODES, cluster
 from podwire.lab.api.kinds import ENDPOINT_SLICES, NAMESPACES, SERVICES
@@ -137,9 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout()
     bench = Bench(0, 0, 0,
                   build=lambda path: build_state(path, args.services, args.endpoints, layout))
-    parent = os.getpid()  # as agent_scale_bench: the clean-up runs in this process only
-    signal.signal(signal.SIGTERM,
-                  lambda *_: sys.exit(1) if os.getpid() == parent else os._exit(0))
+    unwind_on_sigterm()
     try:
         bench.setup()
         cold = bench.start_agent()

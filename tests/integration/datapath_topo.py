@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from podwire.agent import structs
+from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.bpf.constants import (
     POLICY_PREFIX_ANY_PORT,
@@ -177,6 +180,20 @@ class Topology:
             subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
         for path in self.pin_dirs:
             shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def loaded_datapath(tag: str, node_ip: str) -> Iterator[Datapath]:
+    """A datapath loaded and pinned for tests that program its maps without pods; its pins
+    removed after, also when the test fails."""
+    pin_dir = Path(f"/sys/fs/bpf/{tag}{os.getpid() % 10000}")
+    datapath = Datapath.load(AgentConfig(node_name="n1", pin_dir=pin_dir, node_ip=node_ip,
+                                         conntrack_max=1024, flow_aggregation="none"))
+    try:
+        yield datapath
+    finally:
+        datapath.close()
+        shutil.rmtree(pin_dir, ignore_errors=True)
 
 
 def counter(dp: Datapath, reason: str, direction: str) -> int:

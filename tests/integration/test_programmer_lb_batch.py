@@ -5,15 +5,12 @@ ids among them; what the maps read back is what the plan says, slot for slot."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from datapath_topo import loaded_datapath
 
 from podwire.agent import programmer, structs
-from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.agent.entries import BackendEntry, FrontendKey, Protocol, ServiceEntry
 from podwire.agent.reconcile import Delete, MapName, Operation, Upsert
@@ -23,14 +20,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def dp() -> Iterator[Datapath]:
-    pin_dir = Path(f"/sys/fs/bpf/pwtlb{os.getpid() % 10000}")
-    datapath = Datapath.load(AgentConfig(node_name="n1", pin_dir=pin_dir, node_ip="10.198.13.1",
-                                         conntrack_max=1024, flow_aggregation="none"))
-    try:
+    with loaded_datapath("pwtlb", "10.198.13.1") as datapath:
         yield datapath
-    finally:
-        datapath.close()
-        shutil.rmtree(pin_dir, ignore_errors=True)
 
 
 def frontend(n: int) -> FrontendKey:

@@ -4,15 +4,12 @@ that are absent, and what the map reads back is what the plan says."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from datapath_topo import loaded_datapath
 
 from podwire.agent import programmer
-from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.agent.entries import (
     CHANGING,
@@ -30,14 +27,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def dp() -> Iterator[Datapath]:
-    pin_dir = Path(f"/sys/fs/bpf/pwtpb{os.getpid() % 10000}")
-    datapath = Datapath.load(AgentConfig(node_name="n1", pin_dir=pin_dir, node_ip="10.198.12.1",
-                                         conntrack_max=1024, flow_aggregation="none"))
-    try:
+    with loaded_datapath("pwtpb", "10.198.12.1") as datapath:
         yield datapath
-    finally:
-        datapath.close()
-        shutil.rmtree(pin_dir, ignore_errors=True)
 
 
 def key(n: int) -> PolicyKey:
