@@ -125,10 +125,10 @@ class Agent:
             # Into the model as they come: queued until every kind has synced, a large
             # cluster's objects were all decoded at once (10,000 Services and 50,000
             # endpoints: tens of MB the heap kept after they were freed).
-            self._drain_events(block=True)
+            self._drain_events(wait=0.05)  # has_synced is looked at again as often as before
             if self.stopping.is_set():
                 return
-        self._drain_events(block=False)
+        self._drain_events(wait=0.0)
 
         node = self._own_node()
         self._set_up_node(node)
@@ -201,7 +201,7 @@ class Agent:
                                      f"{'address' if node_ip is None else 'spec.podCIDR'} yet")
             if self.stopping.wait(0.2):
                 raise SystemExit(0)
-            self._drain_events(block=False)
+            self._drain_events(wait=0.0)
 
     def _set_up_node(self, node: NodeInfo) -> None:
         assert self.datapath is not None and node.ip and node.pod_cidr
@@ -259,11 +259,12 @@ class Agent:
 
     def _watch_loop(self) -> None:
         while not self.stopping.is_set():
-            self._drain_events(block=True)
+            self._drain_events(wait=0.5)
 
-    def _drain_events(self, block: bool) -> None:
+    def _drain_events(self, wait: float) -> None:
+        """Apply the events queued, waiting up to `wait` seconds for the first."""
         assert self.watches is not None
-        batch = list(self.watches.events(timeout=0.5 if block else 0.0))
+        batch = list(self.watches.events(timeout=wait))
         if not batch:
             return
         with self.lock:
