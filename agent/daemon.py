@@ -231,15 +231,21 @@ class Agent:
     def _restore_endpoints(self) -> None:
         """Endpoints wired before a restart: re-attach the (possibly new) programs."""
         assert self.datapath is not None
-        for endpoint in self.cni.endpoints.all():
-            try:
-                self.datapath.attach_endpoint(endpoint.host_ifindex)
-            except (OSError, NetlinkError) as err:  # the veth is gone: GC releases the rest
-                log.warning("event=endpoint_stale pod=%s ifname=%s error=%r", endpoint.pod,
-                            endpoint.host_ifname, str(err))
-                continue
-            with self.lock:
-                self.state.add_endpoint(_local(endpoint))
+        for listed in self.cni.endpoints.all():
+            # The CNI API serves DEL while the agent starts: under the attachment's lock
+            # the record is read again, so a pod a DEL has just taken is not restored.
+            with self.cni.attachment_lock(listed.host_ifname):
+                endpoint = self.cni.endpoints.get(listed.host_ifname)
+                if endpoint is None:
+                    continue
+                try:
+                    self.datapath.attach_endpoint(endpoint.host_ifindex)
+                except (OSError, NetlinkError) as err:  # the veth is gone: GC releases the rest
+                    log.warning("event=endpoint_stale pod=%s ifname=%s error=%r", endpoint.pod,
+                                endpoint.host_ifname, str(err))
+                    continue
+                with self.lock:
+                    self.state.add_endpoint(_local(endpoint))
 
     # ------------------------------------------------------------ reconcile
 

@@ -192,7 +192,8 @@ class CniChaos:
                 self.progress.notify_all()
             killer.join()
         if self.killer_error is not None:
-            raise RuntimeError("killing and restarting the agent failed") from self.killer_error
+            raise RuntimeError("killing and restarting the agent failed: "
+                               f"{self.killer_error}") from self.killer_error
         seconds = time.monotonic() - started
         before_gc = self.leftovers()
         valid = [{"containerID": cid, "ifname": "eth0"} for cid in [*self.live, *self.kept_owners]]

@@ -66,11 +66,13 @@ class Lab:
     def wait_ready(self, node: NodeLayout) -> None:
         def ready() -> bool:
             if self.agent_pid(node) is None:
-                raise RuntimeError(f"the agent of {node.name} exited; see {node.agent_log}")
+                raise RuntimeError(f"the agent of {node.name} exited\n"
+                                   + cluster.log_tail(node.agent_log, 40))
             return agentapi.ready(node.socket_path)
 
         if not procs.wait_for(ready, AGENT_READY_TIMEOUT, interval=0.1):
-            raise RuntimeError(f"the agent of {node.name} was not ready in time")
+            raise RuntimeError(f"the agent of {node.name} was not ready in time\n"
+                               + cluster.log_tail(node.agent_log, 40))
 
     def status(self, node: NodeLayout) -> dict[str, Any]:
         code, body = agentapi.get_json(node.socket_path, "/status", timeout=10.0)

@@ -81,7 +81,7 @@ def load(layout: LabLayout) -> LabState:
         raise LabError(f"{layout.state_file} is damaged ({exc}); run `podwire lab down`") from exc
 
 
-def _tail(path: Path, lines: int = 12) -> str:
+def log_tail(path: Path, lines: int = 12) -> str:
     """The end of a log, for error messages: `up` removes the run dir when it fails."""
     try:
         text = path.read_text(errors="replace").rstrip().splitlines()[-lines:]
@@ -194,7 +194,7 @@ def _start_apiserver(layout: LabLayout, port: int, nodes: list[NodeLayout]) -> N
 
     def answers() -> bool:
         if procs.running(layout.pidfile("apiserver")) is None:
-            raise LabError("the API server exited\n" + _tail(layout.logfile("apiserver")))
+            raise LabError("the API server exited\n" + log_tail(layout.logfile("apiserver")))
         try:
             api.list_nodes()
         except Exception:  # noqa: BLE001 - not listening yet
@@ -203,7 +203,7 @@ def _start_apiserver(layout: LabLayout, port: int, nodes: list[NodeLayout]) -> N
 
     if not procs.wait_for(answers, API_READY_TIMEOUT, interval=0.1):
         raise LabError(f"the API server did not answer within {API_READY_TIMEOUT:.0f}s\n"
-                       + _tail(layout.logfile("apiserver")))
+                       + log_tail(layout.logfile("apiserver")))
 
 
 # uname's machine names -> GOARCH, the spelling of the kubelet's kubernetes.io/arch.
@@ -264,12 +264,12 @@ def _start_agent(node: NodeLayout, prefix: str) -> None:
 def _wait_agent(node: NodeLayout) -> None:
     def healthy() -> bool:
         if procs.running(node.agent_pidfile) is None:
-            raise LabError(f"the agent of {node.name} exited\n" + _tail(node.agent_log))
+            raise LabError(f"the agent of {node.name} exited\n" + log_tail(node.agent_log))
         return agentapi.ready(node.socket_path)
 
     if not procs.wait_for(healthy, AGENT_READY_TIMEOUT, interval=0.2):
         raise LabError(f"the agent of {node.name} was not ready within "
-                       f"{AGENT_READY_TIMEOUT:.0f}s\n" + _tail(node.agent_log))
+                       f"{AGENT_READY_TIMEOUT:.0f}s\n" + log_tail(node.agent_log))
     log.info("event=agent_ready node=%s socket=%s", node.name, node.socket_path)
 
 

@@ -35,3 +35,15 @@ def test_dual_stack_record_round_trip_and_older_records(tmp_path: Path) -> None:
     (tmp_path / "eps" / "pw0123456789a.json").write_text(json.dumps(old))
     older = store.get(ep.host_ifname)
     assert older is not None and older.ips == ("10.0.0.2",) and older.address(6) is None
+
+
+def test_a_record_removed_while_all_reads_is_left_out(tmp_path: Path) -> None:
+    # A DEL served while the agent starts removes a record between the directory listing
+    # and the read (the fault bench's agent crashed on it): a link to no file stands for
+    # that record, listed by glob and gone when read.
+    store = EndpointStore(tmp_path / "eps")
+    ep = Endpoint("c1", "eth0", "/run/netns/x", "net", "pw0123456789a", 7, "aa:aa:aa:aa:aa:aa",
+                  "bb:bb:bb:bb:bb:bb", "10.0.0.2", 1450)
+    store.put(ep)
+    (tmp_path / "eps" / "pw0000000000b.json").symlink_to(tmp_path / "eps" / "gone.json")
+    assert store.all() == [ep]
