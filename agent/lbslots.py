@@ -10,7 +10,7 @@ the programmer (agent/programmer.py) performs the writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from podwire.agent import structs
@@ -100,3 +100,13 @@ def read_frontends(slots: Iterable[tuple[structs.LbKey, structs.LbValue]]
             keep_client_address=bool(head.flags & LB_F_KEEP_CLIENT),
             node_port=bool(head.flags & LB_F_NODE_PORT))
     return out
+
+
+def stray_slots(slots: Sequence[tuple[structs.LbKey, structs.LbValue]]
+                ) -> list[structs.LbKey]:
+    """The slots no frontend counts: past their slot 0's count, or with no slot 0 at all.
+    Only a write cut short by a crash leaves them (a frontend grown before its slot 0, or
+    created without it); no packet reads them, and no plan would delete them."""
+    counts = {(k.address, k.port, k.proto, k.scope): v.count for k, v in slots if k.slot == 0}
+    return [k for k, _ in slots
+            if k.slot > counts.get((k.address, k.port, k.proto, k.scope), 0)]

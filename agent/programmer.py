@@ -209,7 +209,8 @@ _APPLY: dict[MapName, Callable[[Datapath, Any, Any], None]] = {
 
 
 def read_installed(datapath: Datapath) -> MapContents:
-    """What the pinned maps hold now, as entries (for adopting them after a restart)."""
+    """What the pinned maps hold now, as entries (for adopting them after a restart).
+    Load balancer slots a crash left outside every frontend are deleted on the way."""
     contents = MapContents()
     endpoints = [(structs.ip_str(_int(raw_ip)), info)
                  for raw_ip, info in datapath.endpoints.items()]
@@ -241,7 +242,10 @@ def read_installed(datapath: Datapath) -> MapContents:
             port_bits=port_bits,
         )
         contents.policy[entry_key] = policy_entry(value)
-    contents.lb_services = lbslots.read_frontends(datapath.lb_services.items())
+    slots = list(datapath.lb_services.items())
+    contents.lb_services = lbslots.read_frontends(slots)
+    if strays := lbslots.stray_slots(slots):
+        datapath.lb_services.delete_batch(b"".join(bytes(k) for k in strays))
     contents.lb_backends = {_int(backend_id): lbslots.backend_entry(backend)
                             for backend_id, backend in datapath.lb_backends.items()}
     return contents

@@ -243,7 +243,8 @@ class LbAffinityValue(ctypes.Structure):
     _fields_ = [
         ("last_used", ctypes.c_uint64),
         ("backend_id", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("slot", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
     ]
 
 

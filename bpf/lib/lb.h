@@ -110,7 +110,9 @@ static __always_inline int lb_rewrite(struct __sk_buff *skb, const struct pkt *p
 }
 
 /* A backend for a new connection: the one ClientIP affinity remembers while it is
- * fresh and still exists, else a slot at random (recorded for affinity). */
+ * fresh and the frontend still holds it in the slot it was chosen from (a backend that
+ * left the Service, or was only moved by a change, is forgotten: one lookup, whatever
+ * the count), else a slot at random (recorded for affinity). */
 static __always_inline int lb_select(const struct lb_key *frontend, const struct lb_value *svc,
 				     __u32 client, __u64 now, __u32 *backend_id)
 {
@@ -122,10 +124,14 @@ static __always_inline int lb_select(const struct lb_key *frontend, const struct
 		struct lb_affinity_value *av = lb_affinity.lookup(&ak);
 
 		if (av && now - av->last_used <= (__u64)svc->affinity_timeout * CT_NSEC_PER_SEC &&
-		    lb_backends.lookup(&av->backend_id)) {
-			*backend_id = av->backend_id;
-			av->last_used = now;
-			return 0;
+		    av->slot && av->slot <= svc->count) {
+			k.slot = av->slot;
+			slot = lb_services.lookup(&k);
+			if (slot && slot->backend_id == av->backend_id) {
+				*backend_id = av->backend_id;
+				av->last_used = now;
+				return 0;
+			}
 		}
 	}
 	k.slot = bpf_get_prandom_u32() % svc->count + 1;
@@ -134,7 +140,8 @@ static __always_inline int lb_select(const struct lb_key *frontend, const struct
 		return DROP_NO_SERVICE_BACKEND; /* the agent is shrinking it: slot 0 went first */
 	*backend_id = slot->backend_id;
 	if (svc->affinity_timeout) {
-		struct lb_affinity_value av = { .last_used = now, .backend_id = slot->backend_id };
+		struct lb_affinity_value av = { .last_used = now, .backend_id = slot->backend_id,
+						.slot = k.slot };
 
 		lb_affinity.update(&ak, &av);
 	}

@@ -284,7 +284,8 @@ struct lb_sock_value {
 struct lb_affinity_value {
 	__u64 last_used; /* bpf_ktime_get_ns() */
 	__u32 backend_id;
-	__u32 pad;
+	__u16 slot; /* the frontend slot that held backend_id: still its, or forgotten */
+	__u16 pad;
 };
 
 /* Fragments: the first fragment records its ports so later ones share its verdict. */

@@ -327,16 +327,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _list(self, res: ResourceType, namespace: str | None, selector: Selector,
               query: dict[str, str]) -> None:
-        if res.definition and tables.wants_table(self.headers.get("Accept", "")):
-            rv, objects = self.server.backend.store.list_objects(res, namespace, selector)
-            self._send(200, encode(tables.table(res.columns, objects, rv)))
-            return
         limit, (first_rv, after) = _limit(query), _continuation(query)
         rv, items, last = self.server.backend.store.list_page(res, namespace, selector,
                                                               after, limit)
         meta: dict[str, Any] = {"resourceVersion": str(first_rv or rv)}
         if last is not None:
             meta["continue"] = _continue_token(first_rv or rv, last)
+        if res.definition and tables.wants_table(self.headers.get("Accept", "")):
+            # kubectl get pages its Table by `limit` and `continue` (500 rows a page).
+            page = tables.table(res.columns, [json.loads(item) for item in items], rv)
+            self._send(200, encode({**page, "metadata": meta}))
+            return
         head = encode({"kind": res.list_kind, "apiVersion": res.api_version, "metadata": meta})
         self._send(200, head[:-1] + b',"items":[' + b",".join(items) + b"]}")
 

@@ -120,13 +120,6 @@ class ApiStore:
                     last = key
             return self._rv, out, None
 
-    def list_objects(self, res: ResourceType, namespace: str | None,
-                     selector: Selector) -> tuple[int, list[dict[str, Any]]]:
-        """The current RV and copies of the matching objects, in (namespace, name) order."""
-        with self._lock:
-            rv, encoded = self.list_encoded(res, namespace, selector)
-            return rv, [json.loads(data) for data in encoded]
-
     # ---- writes ------------------------------------------------------------------------
 
     def _commit(self, res: ResourceType, event_type: str, obj: dict[str, Any],

@@ -342,7 +342,23 @@ def test_client_ip_affinity_holds_a_client_on_one_backend(lb: Lab) -> None:
     assert len(set(reached)) == 1, reached
     remembered = [(structs.ip_str(k.client), k.service_id, v.backend_id)
                   for k, v in lb.dp1.lb_affinity.items()]
-    assert remembered == [(lb.a.ip, SERVICE_ID, B_TCP if reached[0] == "b" else C_TCP)]
+    held, other = (B_TCP, C_TCP) if reached[0] == "b" else (C_TCP, B_TCP)
+    assert remembered == [(lb.a.ip, SERVICE_ID, held)]
+
+    # The backend leaves the Service but stays a backend (of another Service, or
+    # terminating): the client is no longer held on it.
+    lb.program({frontend(80): service(other, affinity=60),
+                frontend(81): service(held, service_id=18)})
+    listeners = Listeners(lb.b, lb.c)
+    try:
+        client = connect(lb.a, 80)
+        pod, server, _ = listeners.accept()
+        server.close()
+        client.close()
+    finally:
+        listeners.close()
+    assert pod.name == ("c" if reached[0] == "b" else "b")
+    assert [v.backend_id for _, v in lb.dp1.lb_affinity.items()] == [other]
 
 
 def test_egress_policy_is_judged_against_the_backend(lb: Lab) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from datapath_topo import loaded_datapath
 
-from podwire.agent import programmer, structs
+from podwire.agent import lbslots, programmer, structs
 from podwire.agent.datapath import Datapath
 from podwire.agent.entries import BackendEntry, FrontendKey, Protocol, ServiceEntry
 from podwire.agent.reconcile import Delete, MapName, Operation, Upsert
@@ -56,6 +56,14 @@ def test_runs_of_frontend_and_backend_writes_land_slot_for_slot(dp: Datapath) ->
     assert slots(dp) == expected(frontends)
     assert programmer.read_installed(dp).lb_backends == backends
     assert programmer.read_installed(dp).lb_services == frontends
+
+    # What a crash mid-write leaves (a slot past its frontend's count, slots of a frontend
+    # with no slot 0) reads as no frontend, and the read that adopts the maps deletes it.
+    stray = [lbslots.slot_key(frontend(0), 9), lbslots.slot_key(frontend(999), 1)]
+    for key in stray:
+        dp.lb_services.update(key, structs.LbValue(backend_id=1, service_id=77))
+    assert programmer.read_installed(dp).lb_services == frontends
+    assert slots(dp) == expected(frontends)
 
     # Shrunk, grown, emptied and deleted in one run, one frontend twice (the last wins).
     changed = {frontend(1): ServiceEntry(2, (7,)), frontend(2): ServiceEntry(3, tuple(

@@ -419,6 +419,28 @@ def test_kubectl_get_is_answered_with_the_crds_printer_columns(
     assert get_json(server, path)[1]["kind"] == "ClusterNetworkPolicyList"  # no Table asked
 
 
+def test_a_table_is_paged_by_limit_and_continue_as_kubectl_get_asks(
+        server: LabApiServer, custom: client.CustomObjectsApi,  # noqa: F811
+        installed: list[str]) -> None:
+    for n in range(5):
+        create(custom, CNP, cnp(f"deny-{n}", priority=n + 1))
+    path = f"/apis/{GROUP}/v1alpha2/clusternetworkpolicies?limit=2"
+    names: list[str] = []
+    pages = 0
+    token = ""
+    while True:
+        req = urllib.request.Request(server.url + path + token, headers={"Accept": TABLE})
+        with urllib.request.urlopen(req) as answer:
+            got = json.loads(answer.read())
+        pages += 1
+        assert got["kind"] == "Table" and len(got["rows"]) <= 2
+        names += [row["cells"][0] for row in got["rows"]]
+        if not got["metadata"].get("continue"):
+            break
+        token = "&continue=" + got["metadata"]["continue"]
+    assert names == [f"deny-{n}" for n in range(5)] and pages == 3
+
+
 @pytest.mark.parametrize(("seconds", "shown"), [
     (5, "5s"), (119, "119s"), (200, "3m20s"), (600, "10m"), (3 * 3600 + 120, "3h2m"),
     (30 * 3600, "30h"), (3 * 86400 + 4 * 3600, "3d4h"), (40 * 86400, "40d"),

@@ -77,3 +77,20 @@ def test_keys_are_in_network_order() -> None:
     assert (key.address, key.port) == (structs.ip_be("10.96.0.10"), structs.port_be(53))
     assert lbslots.backend_entry(lbslots.backend_value(
         lbslots.BackendEntry("10.0.0.5", 8053))) == lbslots.BackendEntry("10.0.0.5", 8053)
+
+
+def test_slots_a_crash_left_outside_every_frontend_are_stray() -> None:
+    # Grown from 1 to 3 backends, cut short before slot 0 raised the count; and a new
+    # frontend whose slot 0 was never written.
+    old = ServiceEntry(service_id=9, backend_ids=(4,))
+    grown = ServiceEntry(service_id=9, backend_ids=(4, 2, 8))
+    new = FrontendKey("10.96.0.10", 53, Protocol.UDP, LbScope.EXTERNAL)
+    head = lbslots.slot_key(FRONTEND, 0), lbslots.service_value(old)
+    slots = [head] + [(w.key, w.value) for w in lbslots.frontend_writes(FRONTEND, grown, 1)
+                      if w.key.slot != 0]
+    slots += [(w.key, w.value) for w in lbslots.frontend_writes(new, grown, 0)
+              if w.value is not None and w.key.slot != 0]
+    assert {(k.scope, k.slot) for k in lbslots.stray_slots(slots)} == {
+        (new.scope, 1), (new.scope, 2), (new.scope, 3), (FRONTEND.scope, 2),
+        (FRONTEND.scope, 3)}
+    assert lbslots.read_frontends(slots) == {FRONTEND: old}
