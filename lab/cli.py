@@ -85,9 +85,10 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     probe.add_argument("--timeout", type=float, default=1.5, help="seconds (default: 1.5)")
     probe.add_argument("--matrix", action="store_true", help="every pod to every pod")
     probe.add_argument("--family", type=int, choices=PROBE_FAMILIES,
-                       help="connect to the target's IPv4 (4) or IPv6 (6) address, or a "
-                       "Service's ClusterIP of that family (default: the primary address, "
-                       "IPv4 wherever pods have one); a --matrix leaves out pods without one")
+                       help="connect to the target's IPv4 (4) or IPv6 (6) address, a "
+                       "Service's ClusterIP of that family, or a --to-host name's A (4) or "
+                       "AAAA (6) record (default: the primary address, IPv4 wherever pods "
+                       "have one); a --matrix leaves out pods without one")
     probe.add_argument("-o", "--output", choices=["table", "json"], default="table")
     _add_service_probe_flags(probe)
     probe.set_defaults(handler=cmd_probe)
@@ -255,10 +256,6 @@ def check_probe_family(args: argparse.Namespace) -> None:
             raise ValueError(f"--to-ip {args.to_ip} is an IPv{version} address and "
                              f"--family {args.family} asks for IPv{args.family}: give one "
                              "of them, or both the same")
-    if args.to_host and args.family == 6:
-        raise ValueError("--to-host resolves A records (the lab's cluster DNS answers no "
-                         "AAAA): no --family 6; --to-service NS/NAME --family 6 probes a "
-                         "Service's IPv6 ClusterIP")
 
 
 def _service_probe_wanted(args: argparse.Namespace) -> bool:
@@ -295,7 +292,8 @@ def _probe_services(args: argparse.Namespace) -> int:
                                                  args.family)
     elif args.to_host:
         result, label = serviceprobes.to_host(kube, layout, args.source, args.to_host,
-                                              args.port, args.protocol, args.timeout)
+                                              args.port, args.protocol, args.timeout,
+                                              args.family)
     else:
         from podwire.lab.probe import ProbeTarget, probe
 

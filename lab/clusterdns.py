@@ -1,10 +1,12 @@
 """Cluster DNS names: what `<service>.<namespace>.svc.cluster.local` answers. Pure.
 
-As the Kubernetes DNS specification (and CoreDNS's kubernetes plugin) says for A
-records: a Service with a ClusterIP answers that address; a headless one answers the
-addresses of its ready endpoints (from its EndpointSlices), and each endpoint with a
-hostname also has `<hostname>.<service>.<namespace>.svc.cluster.local`. Every other name
-in the cluster domain, and every name outside it (the lab has no upstream), is NXDOMAIN.
+As the Kubernetes DNS specification (and CoreDNS's kubernetes plugin) says for A and
+AAAA records: a Service with ClusterIPs answers them (A its IPv4 one, AAAA its IPv6 one:
+`spec.clusterIPs`, one per family of a dual-stack Service); a headless one answers the
+addresses of its ready endpoints (from its EndpointSlices of either address type), and
+each endpoint with a hostname also has `<hostname>.<service>.<namespace>.svc.cluster.local`.
+Every other name in the cluster domain, and every name outside it (the lab has no
+upstream), is NXDOMAIN; a name with no address of the family asked has no data.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def candidates(name: str, search: list[str], ndots: int = 5) -> list[str]:
 
 @dataclass
 class Zone:
-    """The A records of the cluster domain, rebuilt from Services and EndpointSlices."""
+    """The addresses (A and AAAA records) of the cluster domain, rebuilt from Services and
+    EndpointSlices."""
 
     domain: str = CLUSTER_DOMAIN
     records: dict[str, list[str]] = field(default_factory=dict)
@@ -64,8 +67,11 @@ class Zone:
                 headless.add(key)
                 zone.records.setdefault(service_name(key[1], key[0], domain), [])
             else:
-                zone.records[service_name(key[1], key[0], domain)] = [ip]
+                zone.records[service_name(key[1], key[0], domain)] = list(
+                    spec.get("clusterIPs") or [ip])
         for slice_ in slices:
+            if slice_.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
+                continue  # FQDN slices name no address
             owner = (slice_["metadata"]["namespace"],
                      (slice_["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL, ""))
             if owner in headless:
@@ -84,6 +90,10 @@ class Zone:
             if endpoint.get("hostname"):
                 self.records.setdefault(f"{endpoint['hostname']}.{base}", []).extend(addresses)
 
-    def lookup(self, name: str) -> list[str] | None:
-        """The A records of `name` (no trailing dot, any case); None when it does not exist."""
-        return self.records.get(name.rstrip(".").lower())
+    def lookup(self, name: str, version: int | None = None) -> list[str] | None:
+        """The addresses of `name` (no trailing dot, any case), those of IP `version` (4:
+        A records, 6: AAAA) when given; None when the name does not exist."""
+        found = self.records.get(name.rstrip(".").lower())
+        if found is None or version is None:
+            return found
+        return [ip for ip in found if (":" in ip) == (version == 6)]

@@ -54,13 +54,15 @@ def answer(zone: Zone, wire: bytes) -> bytes | None:
         return response.to_wire()
     question = query.question[0]
     name = question.name.to_text(omit_final_dot=True)
-    found = zone.lookup(name)
-    if found is None:
+    if zone.lookup(name) is None:
         response.set_rcode(dns.rcode.NXDOMAIN)
-    elif question.rdtype in (dns.rdatatype.A, dns.rdatatype.ANY) and found:
-        response.answer.append(dns.rrset.from_text_list(
-            question.name, TTL, dns.rdataclass.IN, dns.rdatatype.A, found))
-    return response.to_wire()  # an existing name without A records: NOERROR, no data
+        return response.to_wire()
+    for rdtype, version in ((dns.rdatatype.A, 4), (dns.rdatatype.AAAA, 6)):
+        found = zone.lookup(name, version)
+        if question.rdtype in (rdtype, dns.rdatatype.ANY) and found:
+            response.answer.append(dns.rrset.from_text_list(
+                question.name, TTL, dns.rdataclass.IN, rdtype, found))
+    return response.to_wire()  # an existing name without records of the type: no data
 
 
 # How long the keeper waits for an event before it reports a revision bookmarks moved.

@@ -31,7 +31,7 @@ from podwire.lab import netns
 from podwire.lab.clusterdns import candidates
 from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout
-from podwire.lab.probe import ProbeResult, ProbeTarget, probe
+from podwire.lab.probe import ProbeResult, ProbeTarget, family_of, probe
 from podwire.lab.probes import SYSTEM_NAMESPACE, address_of, pod_address, running_pod
 
 EXTERNAL = "external"
@@ -172,26 +172,33 @@ def parse_resolv_conf(text: str) -> ResolvConf:
     return ResolvConf(nameserver, search, ndots)
 
 
-def _query(src_netns: str, server: str, name: str, timeout: float) -> tuple[int, list[str]]:
-    query = dns.message.make_query(name, dns.rdatatype.A)
-    sock = netns.socket_in(src_netns, socket.AF_INET, socket.SOCK_DGRAM)
+_RECORD_TYPES = {4: dns.rdatatype.A, 6: dns.rdatatype.AAAA}
+
+
+def _query(src_netns: str, server: str, name: str, version: int, timeout: float,
+           ) -> tuple[int, list[str]]:
+    """The rcode and the addresses of IP `version` (A or AAAA records) the server gives."""
+    rdtype = _RECORD_TYPES[version]
+    query = dns.message.make_query(name, rdtype)
+    sock = netns.socket_in(src_netns, family_of(server), socket.SOCK_DGRAM)
     # dnspython waits on a given socket with its own timeout only if it does not block.
     sock.setblocking(False)
     with sock:
         reply = dns.query.udp(query, server, timeout=timeout, sock=sock)
-    addresses = [r.to_text() for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A
+    addresses = [r.to_text() for rrset in reply.answer if rrset.rdtype == rdtype
                  for r in rrset]
     return reply.rcode(), addresses
 
 
 def resolve(src_netns: str, conf: ResolvConf, name: str, timeout: float = DNS_TIMEOUT,
-            ) -> tuple[str, str]:
-    """(the name that answered, its first address), trying the search path as a stub
-    resolver does; ValueError when no candidate resolves or the server is silent."""
+            version: int = 4) -> tuple[str, str]:
+    """(the name that answered, its first address of IP `version`), trying the search
+    path as a stub resolver does; ValueError when no candidate resolves or the server is
+    silent."""
     tried = []
     for candidate in candidates(name, conf.search, conf.ndots):
         try:
-            rcode, addresses = _query(src_netns, conf.nameserver, candidate, timeout)
+            rcode, addresses = _query(src_netns, conf.nameserver, candidate, version, timeout)
         except dns.exception.Timeout:
             raise ValueError(f"the nameserver {conf.nameserver} did not answer for "
                              f"{candidate} within {timeout:.1f}s") from None
@@ -199,12 +206,17 @@ def resolve(src_netns: str, conf: ResolvConf, name: str, timeout: float = DNS_TI
             raise ValueError(f"cannot ask {conf.nameserver}: {exc.strerror or exc}") from None
         if rcode == dns.rcode.NOERROR and addresses:
             return candidate, addresses[0]
-        tried.append(f"{candidate} ({dns.rcode.to_text(dns.rcode.Rcode(rcode))})")
+        if rcode == dns.rcode.NOERROR:
+            tried.append(f"{candidate} (no {dns.rdatatype.to_text(_RECORD_TYPES[version])})")
+        else:
+            tried.append(f"{candidate} ({dns.rcode.to_text(dns.rcode.Rcode(rcode))})")
     raise ValueError(f"{name} does not resolve: tried {', '.join(tried)}")
 
 
 def to_host(kube: Kube, layout: LabLayout, source: str, name: str, port: int, protocol: str,
-            timeout: float) -> tuple[ProbeResult, str]:
+            timeout: float, family: int | None = None) -> tuple[ProbeResult, str]:
+    """Resolve `name` through the source pod's resolv.conf (AAAA with family 6, else A)
+    and probe the address."""
     if source == EXTERNAL:
         raise ValueError("--to-host resolves through a pod's cluster DNS: --from NS/POD")
     pod = running_pod(kube, source)
@@ -215,7 +227,8 @@ def to_host(kube: Kube, layout: LabLayout, source: str, name: str, port: int, pr
         raise ValueError(f"pod {source} has no resolv.conf (started before the lab wrote "
                          "them?)") from None
     started = time.monotonic()
-    answered, ip = resolve(layout.pod_netns(uid), conf, name, min(timeout, DNS_TIMEOUT))
+    answered, ip = resolve(layout.pod_netns(uid), conf, name, min(timeout, DNS_TIMEOUT),
+                           family or 4)
     left = max(timeout - (time.monotonic() - started), 0.2)
     return probe(layout.pod_netns(uid), ProbeTarget(ip, port, protocol), left), (
         f"{answered} ({ip})")

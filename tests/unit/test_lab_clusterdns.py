@@ -61,6 +61,26 @@ def test_resolv_conf_and_search_order() -> None:
         "web.x.svc.cluster.local"]
 
 
+def test_a_dual_stack_service_answers_a_and_aaaa_and_headless_slices_of_both_types() -> None:
+    web = service("web", "x", "10.96.1.1")
+    web["spec"]["clusterIPs"] = ["10.96.1.1", "fd00:10:96::1:1"]
+    db6 = {**slice_of("db", "x", [{"addresses": ["fd00:10:244:1::5"], "hostname": "db-0"}]),
+           "addressType": "IPv6"}
+    db4 = {**slice_of("db", "x", [{"addresses": ["10.244.1.5"], "hostname": "db-0"}]),
+           "addressType": "IPv4"}
+    fqdn = {**slice_of("db", "x", [{"addresses": ["db.example.com"]}]), "addressType": "FQDN"}
+    zone = clusterdns.Zone.build([web, service("db", "x", "None")], [db6, db4, fqdn])
+    assert zone.lookup("web.x.svc.cluster.local", 4) == ["10.96.1.1"]
+    assert zone.lookup("web.x.svc.cluster.local", 6) == ["fd00:10:96::1:1"]
+    assert zone.lookup("db-0.db.x.svc.cluster.local", 6) == ["fd00:10:244:1::5"]
+    assert zone.lookup("db.x.svc.cluster.local") == ["10.244.1.5", "fd00:10:244:1::5"]
+    for rdtype, expected in (("A", [["10.96.1.1"]]), ("AAAA", [["fd00:10:96::1:1"]]),
+                             ("ANY", [["10.96.1.1"], ["fd00:10:96::1:1"]])):
+        reply = dns.message.from_wire(answer(zone, dns.message.make_query(
+            "web.x.svc.cluster.local", rdtype).to_wire()) or b"")
+        assert [[r.to_text() for r in rrset] for rrset in reply.answer] == expected, rdtype
+
+
 def test_answers_are_dns_messages() -> None:
     zone = clusterdns.Zone.build([service("web", "x", "10.96.1.1")], [])
     query = dns.message.make_query("web.x.svc.cluster.local", "A")
