@@ -2,13 +2,17 @@
 
 Run as root: `.venv/bin/python -m podwire.bench.crossnode_bench`. The baseline is built
 the way flannel's vxlan backend wires a node (namespaces prefix pwbh9c-): two node
-namespaces joined by an underlay veth, a vxlan device each (MTU 1450, no learning, a
-static fdb and neighbour entry for the other node), a bridge per node holding its pods
-(MTU 1450 veths), a route to the other node's pod /24 over the vxlan device. podwire runs
-as a real lab (prefix pwbh9x: API server, agents, CNI) with one pod per node. Measured
-pod to pod across nodes, round-robin over the two paths: iperf3 throughput and
-sockperf TCP request/response rate, printed as median (min..max) over the rounds with each
-round's own ratio to the baseline (min..max: the two paths of a round saw the same load).
+namespaces joined to an underlay bridge as the lab's nodes are, a vxlan device each
+(MTU 1450, no learning, a static fdb and neighbour entry for the other node), a bridge
+per node holding its pods (MTU 1450 veths), a route to the other node's pod /24 over
+the vxlan device. podwire runs as a real lab (prefix pwbh9x: API server, agents, CNI)
+with one pod per node. Measured pod to pod across nodes, round-robin over the two paths:
+iperf3 throughput and sockperf TCP request/response rate, printed as median (min..max)
+over the rounds with each round's own ratio to the baseline (min..max: the two paths of
+a round saw the same load).
+Where podwire's time goes on those runs: the ns per run and the runs per unit of traffic
+of the programs on the path (from_pod of the sender's node, from_overlay of the
+receiver's, both ways), from the kernel's BPF run-time stats (bench/bpfstats.py).
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ import statistics
 from pathlib import Path
 
 from podwire.bench import tools
+from podwire.bench.bpfstats import RunTime, per_run
 from podwire.bench.datapath_bench import (
     Lab,
     Pair,
+    add_cost,
     iperf3_gbps,
     link,
     paired_ratio,
+    print_program_costs,
     sh,
     sockperf_rr,
     spread,
@@ -41,6 +48,8 @@ TOOLS = ("nsenter", "ip", "bridge", "sysctl", "iperf3", "sockperf")
 BASELINE_PREFIX = "pwbh9c"
 LAB_PREFIX = "pwbh9x"
 VNI, VXLAN_PORT = 42, 4789
+# The programs a cross-node packet meets, on each node: out of the pod, in from the tunnel.
+PATH_PROGRAMS = ("from_pod", "from_overlay")
 
 
 def underlay_ip(node: int) -> str:
@@ -48,9 +57,16 @@ def underlay_ip(node: int) -> str:
 
 
 def vxlan_bridge(lab: Lab) -> Pair:
-    """Two nodes, one pod each, flannel-style; returns the pod pair (node 1 -> node 2)."""
-    n1, n2 = lab.ns("n1"), lab.ns("n2")
-    sh("ip", "link", "add", "ul", "type", "veth", "peer", "name", "ul", "netns", n2, netns=n1)
+    """Two nodes, one pod each, flannel-style; returns the pod pair (node 1 -> node 2).
+    The nodes' underlay is the lab's (lab/topology.py): each node's uplink is a veth to a
+    bridge in an underlay namespace, so both paths cross the same wires between nodes."""
+    underlay, n1, n2 = lab.ns("ul"), lab.ns("n1"), lab.ns("n2")
+    sh("ip", "link", "add", "br0", "type", "bridge", netns=underlay)
+    sh("ip", "link", "set", "br0", "up", netns=underlay)
+    for n, node in ((1, n1), (2, n2)):
+        sh("ip", "link", "add", f"n{n}", "type", "veth", "peer", "name", "ul", "netns", node,
+           netns=underlay)
+        sh("ip", "link", "set", f"n{n}", "master", "br0", "up", netns=underlay)
     pods = []
     cmd: tuple[str, ...]
     for n, node in ((1, n1), (2, n2)):
@@ -112,22 +128,47 @@ def podwire_lab(layout: LabLayout, ip_family: str = "ipv4") -> dict[int, Pair]:
 
 def collect(seconds: int, runs: int) -> Figures:
     lab, layout = Lab(BASELINE_PREFIX), LabLayout(LAB_PREFIX)
+    run_times: list[RunTime] = []
     try:
-        pairs = [podwire_lab(layout)[4], vxlan_bridge(lab)]
+        pw = podwire_lab(layout)[4]
+        pairs = [pw, vxlan_bridge(lab)]
+        # Both nodes' programs as one: each node runs both, one per direction.
+        run_times = [RunTime(layout.node(n).pin_dir, PATH_PROGRAMS) for n in (1, 2)]
         gbps: dict[str, list[float]] = {p.name: [] for p in pairs}
         rr: dict[str, list[float]] = {p.name: [] for p in pairs}
+        cost: dict[str, list[float]] = {}
         for _ in range(runs):
             for pair in pairs:
+                before = _snapshot(run_times)
                 gbps[pair.name].append(iperf3_gbps(pair, seconds))
+                middle = _snapshot(run_times)
                 rr[pair.name].append(sockperf_rr(pair, seconds))
+                if pair is pw:
+                    add_cost(cost, "iperf3", per_run(before, middle),
+                             gbps[pair.name][-1] * seconds)
+                    add_cost(cost, "sockperf", per_run(middle, _snapshot(run_times)),
+                             rr[pair.name][-1] * seconds)
     finally:
+        for run_time in run_times:
+            run_time.close()
         lab.close()
         cluster.down(layout)
     return Figures(comparisons=[
         Comparison("cross-node TCP throughput (iperf3)", "Gbit/s", True, "podwire", gbps, "bar"),
         Comparison("cross-node TCP request/response (sockperf)", "trans/s", True, "podwire", rr,
                    "bar")],
-        scalars={"iperf3_seconds": seconds, "runs": runs, "mtu": MTU})
+        scalars={"iperf3_seconds": seconds, "runs": runs, "mtu": MTU,
+                 **{key: statistics.median(values) for key, values in cost.items()}})
+
+
+def _snapshot(run_times: list[RunTime]) -> dict[str, tuple[int, int]]:
+    """Each program's (ns, runs) summed over the nodes."""
+    total: dict[str, tuple[int, int]] = {}
+    for run_time in run_times:
+        for name, (ns, count) in run_time.snapshot().items():
+            ns0, count0 = total.get(name, (0, 0))
+            total[name] = (ns0 + ns, count0 + count)
+    return total
 
 
 def main() -> int:
@@ -151,6 +192,7 @@ def main() -> int:
         for name, values in comparison.samples.items():
             print(f"  {name:<14} {spread(values, fmt):>24}   ratio "
                   f"{paired_ratio(comparison.samples, name, 'vxlan+bridge')}")
+    print_program_costs(figures.scalars, PATH_PROGRAMS)
     return 0
 
 

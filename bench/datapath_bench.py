@@ -259,10 +259,10 @@ def collect(seconds: int, runs: int) -> Figures:
                 middle = run_time.snapshot()
                 rr[pair.name].append(sockperf_rr(pair, seconds))
                 if pair is pw:
-                    _add_cost(cost, "iperf3", per_run(before, middle),
-                              gbps[pair.name][-1] * seconds)
-                    _add_cost(cost, "sockperf", per_run(middle, run_time.snapshot()),
-                              rr[pair.name][-1] * seconds)
+                    add_cost(cost, "iperf3", per_run(before, middle),
+                             gbps[pair.name][-1] * seconds)
+                    add_cost(cost, "sockperf", per_run(middle, run_time.snapshot()),
+                             rr[pair.name][-1] * seconds)
         conn: dict[str, list[float]] = {}
         for _ in range(runs):
             for entries, events in CONN_SETTINGS:
@@ -292,11 +292,23 @@ def collect(seconds: int, runs: int) -> Figures:
                  **{key: statistics.median(values) for key, values in cost.items()}})
 
 
-def _add_cost(cost: dict[str, list[float]], traffic_kind: str,
-              programs: dict[str, tuple[float, int]], units: float) -> None:
+def add_cost(cost: dict[str, list[float]], traffic_kind: str,
+             programs: dict[str, tuple[float, int]], units: float) -> None:
+    """One round's ns per run and runs per unit of traffic (per request/response; per
+    gigabit for iperf3) of each program, added to its samples in cost."""
     for program, (ns, count) in programs.items():
         cost.setdefault(f"{program}_{traffic_kind}_ns_per_run", []).append(ns)
         cost.setdefault(f"{program}_{traffic_kind}_runs_per_unit", []).append(count / units)
+
+
+def print_program_costs(scalars: dict[str, float], programs: tuple[str, ...]) -> None:
+    """The figures add_cost collected, as medians of the rounds."""
+    print("\npodwire's programs (kernel BPF run-time stats), median of the rounds:")
+    for program in programs:
+        print(f"  {program:<12} sockperf {scalars[f'{program}_sockperf_ns_per_run']:6.0f} ns/run, "
+              f"{scalars[f'{program}_sockperf_runs_per_unit']:.2f} runs per request/response; "
+              f"iperf3 {scalars[f'{program}_iperf3_ns_per_run']:6.0f} ns/run, "
+              f"{scalars[f'{program}_iperf3_runs_per_unit']:.0f} runs per Gbit")
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -330,13 +342,7 @@ def main() -> int:
               f"{paired_ratio(tp.samples, name, 'bare veth'):>18} "
               f"{spread(rr.samples[name], '.0f'):>24} "
               f"{paired_ratio(rr.samples, name, 'bare veth'):>18}")
-    print("\npodwire's programs (kernel BPF run-time stats), median of the rounds:")
-    for program in ("from_pod", "to_pod"):
-        scalars = figures.scalars
-        print(f"  {program:<9} sockperf {scalars[f'{program}_sockperf_ns_per_run']:6.0f} ns/run, "
-              f"{scalars[f'{program}_sockperf_runs_per_unit']:.2f} runs per request/response; "
-              f"iperf3 {scalars[f'{program}_iperf3_ns_per_run']:6.0f} ns/run, "
-              f"{scalars[f'{program}_iperf3_runs_per_unit']:.0f} runs per Gbit")
+    print_program_costs(figures.scalars, ("from_pod", "to_pod"))
     print()
     first = statistics.median(next(iter(conn.samples.values())))
     print(f"{'podwire new connections/s':<36} {'conn/s':>8} {'ratio':>6}")

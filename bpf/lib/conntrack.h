@@ -155,6 +155,21 @@ static __always_inline enum ct_status ct_hit_reply(struct ct_value *v, const str
 	return CT_REPLY;
 }
 
+/* Which tuple to look up first. A responder's port is most often the lower one (a
+ * server's port against its client's ephemeral one), so a TCP or UDP packet from the
+ * lower port is taken for a reply and its reversed tuple is tried first: then every
+ * packet of such a connection finds its entry with one lookup, where forward first
+ * cost each reply a miss. The order changes only the cost: the two tuples of a TCP or
+ * UDP connection are never both alive (a packet of a live entry's reversed tuple is
+ * its reply, never a new connection), so the tuple that hits is the one the other
+ * order finds too. SCTP (a responder's INIT opens an association of the reversed
+ * tuple beside the live one) and ICMP keep forward first. */
+static __always_inline bool ct_reply_likely(const struct pkt *p)
+{
+	return (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) &&
+	       bpf_ntohs(p->sport) < bpf_ntohs(p->dport);
+}
+
 /* Is this packet part of a live connection? Refreshes the entry it hits, and hands it
  * back in *entry for CT_ESTABLISHED, CT_REPLY and a CT_RELATED error about the
  * initiator's packet (NULL otherwise): a reply or an error travelling to the client of
@@ -163,18 +178,21 @@ static __always_inline enum ct_status ct_lookup(struct __sk_buff *skb, const str
 				     const struct pkt *p, __u64 now, struct ct_value **entry)
 {
 	struct ct_key fwd = {}, rev = {};
+	bool reply = ct_reply_likely(p);
 	struct ct_value *v;
 
 	*entry = NULL;
 	ct_key_of(p, &fwd);
-	v = conntrack.lookup(&fwd);
-	if (v && ct_alive(cfg, v, p->proto, now))
-		return ct_hit_forward(v, p, now, entry);
-
 	ct_reverse(&fwd, &rev);
-	v = conntrack.lookup(&rev);
-	if (v && ct_alive(cfg, v, p->proto, now))
-		return ct_hit_reply(v, p, now, entry);
+	v = conntrack.lookup(reply ? &rev : &fwd);
+	if (!v || !ct_alive(cfg, v, p->proto, now)) {
+		reply = !reply;
+		v = conntrack.lookup(reply ? &rev : &fwd);
+		if (v && !ct_alive(cfg, v, p->proto, now))
+			v = NULL;
+	}
+	if (v)
+		return reply ? ct_hit_reply(v, p, now, entry) : ct_hit_forward(v, p, now, entry);
 
 	if (is_icmp_error(p)) {
 		struct ct_key inner = {};

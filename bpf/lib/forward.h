@@ -37,8 +37,12 @@ static __always_inline int deliver_local_family(struct __sk_buff *skb,
 						const struct pkt *p, const struct flow_ctx *c,
 						struct endpoint_info *ep, bool v6)
 {
-	if (bpf_skb_store_bytes(skb, 0, ep->pod_mac, 6, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, 6, ep->host_mac, 6, 0) < 0)
+	/* Both MACs in one write: the frame's destination then its source, as
+	 * endpoint_info holds them. */
+	_Static_assert(__builtin_offsetof(struct endpoint_info, host_mac) ==
+		       __builtin_offsetof(struct endpoint_info, pod_mac) + ETH_ALEN,
+		       "endpoint_info: host_mac must follow pod_mac");
+	if (bpf_skb_store_bytes(skb, 0, ep->pod_mac, 2 * ETH_ALEN, 0) < 0)
 		return drop_family(skb, cfg, p, c, DROP_MALFORMED, v6);
 	if (skb->pkt_type != PACKET_HOST)
 		bpf_skb_change_type(skb, PACKET_HOST);

@@ -87,6 +87,7 @@ struct endpoint_info {
 	__u32 ep_id;
 	__u32 identity;
 	__u32 flags;
+	/* In a frame's order, destination then source: delivery writes both at once. */
 	__u8 pod_mac[6];
 	__u8 host_mac[6];
 };

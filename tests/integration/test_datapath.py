@@ -229,6 +229,10 @@ def test_replies_of_allowed_connections_pass(e: Env) -> None:
     for s in (listener, client, server):
         s.close()
     assert udp_roundtrip(e.a, e.b, 5008) == b"pong:ping"
+    # From a port lower than the server's: conntrack tries the reversed tuple first
+    # for a's packets and the forward one first for b's reply, which must still find
+    # the connection a opened.
+    assert udp_roundtrip(e.a, e.b, 40208, sport=5009) == b"pong:ping"
     # ...while b cannot open a connection to a.
     assert not ping(e.b.netns, e.a.ip)
 
