@@ -39,9 +39,9 @@ log = logging.getLogger("podwire.agent")
 
 # History entries named under one hold of the model's lock.
 _NAMING_CHUNK = 256
-# The flow reader reads the ring every FLOW_READ_INTERVAL seconds, FLOW_READ_BATCH
-# records a read at most. The default ring (2 MiB, 26k events) holds 10 ms of 2.6M
-# events/s, ten times what this node's datapath can emit.
+# The flow reader reads the rings (one per CPU) every FLOW_READ_INTERVAL seconds,
+# FLOW_READ_BATCH records a ring a read at most. A default ring (2 MiB, 18.7k events) holds
+# 10 ms of 1.9M events/s from its CPU, several times what one CPU's datapath emits.
 FLOW_READ_BATCH = 4096
 FLOW_READ_INTERVAL = 0.01
 
@@ -305,8 +305,8 @@ class Agent:
     # ------------------------------------------------------------ flows
 
     def _read_flows(self) -> None:
-        """Ingestion: every FLOW_READ_INTERVAL takes what the ring holds as one batch (or
-        several, FLOW_READ_BATCH each, until it is empty), counts it in the metrics and
+        """Ingestion: every FLOW_READ_INTERVAL takes what the rings hold as one batch in
+        time order (or several, until they are empty), counts it in the metrics and
         keeps it raw; names are looked up only when a reader asks. The datapath never
         wakes this reader (bpf/lib/events.h): reading on a clock costs a hundred wake-ups
         a second where waking at each event cost one per event."""

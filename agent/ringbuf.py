@@ -24,11 +24,21 @@ _U32 = struct.Struct("<I")
 
 
 class RingBuffer:
-    """Consumer side of one ring buffer map, opened from its pin."""
+    """Consumer side of one ring buffer map, opened from its pin (or `adopt`ed by fd)."""
 
     def __init__(self, path: str) -> None:
+        self._open(bpfsys.obj_get(path), path)
+
+    @classmethod
+    def adopt(cls, fd: int, name: str) -> RingBuffer:
+        """The ring of an open fd, which it owns from now on."""
+        ring = cls.__new__(cls)
+        ring._open(fd, name)
+        return ring
+
+    def _open(self, fd: int, path: str) -> None:
         self.path = path
-        self.fd = bpfsys.obj_get(path)
+        self.fd = fd
         try:
             self.size = bpfsys.map_info(self.fd).max_entries
             self._consumer = mmap.mmap(self.fd, PAGE_SIZE, mmap.MAP_SHARED,
@@ -89,3 +99,19 @@ class RingBuffer:
             self._producer.close()
             os.close(self.fd)
             self.fd = -1
+
+
+def per_cpu(path: str) -> list[RingBuffer]:
+    """Every ring of a pinned ring buffer per CPU (bpf/lib/maps.h), by CPU."""
+    outer = bpfsys.obj_get(path)
+    rings: list[RingBuffer] = []
+    try:
+        for cpu in range(bpfsys.map_info(outer).max_entries):
+            rings.append(RingBuffer.adopt(bpfsys.inner_map_fd(outer, cpu), f"{path}[{cpu}]"))
+    except OSError:
+        for ring in rings:
+            ring.close()
+        raise
+    finally:
+        os.close(outer)
+    return rings

@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from podwire.agent import structs
-from podwire.agent.flows import ExpiringCache, FlowEnricher, FlowHistory, PeerNames
+from podwire.agent.flows import (
+    ExpiringCache,
+    FlowEnricher,
+    FlowHistory,
+    PeerNames,
+    in_time_order,
+)
 from podwire.agent.policy_compiler import PolicyRefs, RuleName
 from podwire.agent.reasons import reason_code
 from podwire.bpf.constants import REASON_AUDIT, Direction, EventType, Hook, ReservedIdentity
@@ -199,6 +205,23 @@ def test_records_are_numbered_and_followers_resume_after_a_seq() -> None:
     named = [made.from_raw(r) for r in recent]
     assert [json.loads(line)["seq"] for line in history.as_lines(iter(named))] == [2, 3]
     assert history.lost == 0 and len(history) == 3 and history.memory_bytes() > 3 * 72
+
+
+def test_the_rings_of_each_cpu_are_merged_by_event_time() -> None:
+    def at(*times: int) -> list[bytes]:
+        made = []
+        for when in times:
+            e = event(Hook.FROM_POD)
+            e.timestamp = when
+            made.append(bytes(e))
+        return made
+
+    # Times that differ only past their lowest byte, or only in it: the order is numeric.
+    cpu0, cpu1 = at(5, 256, 2**40), at(1, 255, 257, 2**40 + 1)
+    merged = in_time_order([cpu0, [], cpu1])
+    assert [structs.FlowEvent.from_buffer_copy(r).timestamp for r in merged] == [
+        1, 5, 255, 256, 257, 2**40, 2**40 + 1]
+    assert in_time_order([[], cpu1]) is cpu1 and in_time_order([[], []]) == []
 
 
 def test_a_follower_that_falls_behind_the_history_is_told_what_it_missed() -> None:
