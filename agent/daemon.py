@@ -23,7 +23,7 @@ from podwire.agent.datapath import Datapath
 from podwire.agent.desired import LocalEndpoint, NodeState
 from podwire.agent.dispatch import apply_event
 from podwire.agent.flownames import ModelNames
-from podwire.agent.flows import EVENT_SIZE, FlowEnricher, FlowHistory, RawFlow
+from podwire.agent.flows import EVENT_V4_SIZE, FlowEnricher, FlowHistory, RawFlow
 from podwire.agent.localapi import LocalApi, ObserveApi, Request, Response, cni_route
 from podwire.agent.maps import BpfMap
 from podwire.agent.metrics import AgentMetrics
@@ -62,7 +62,7 @@ class Agent:
         self.datapath: Datapath | None = None
         self.installed = MapContents()
         self.flows = FlowHistory(config.history_size)
-        self.flows_short = 0  # ring records shorter than a flow_event: not kept
+        self.flows_short = 0  # ring records shorter than an IPv4 flow_event: not kept
         self.api = LocalApi(config.socket_path)
         self.observe_api = (ObserveApi(config.observe_address, config.observe_port)
                             if config.observe_port else None)
@@ -314,7 +314,7 @@ class Agent:
         reader = self.datapath.events()
         while not self.stopping.wait(FLOW_READ_INTERVAL):
             while batch := reader.read_raw(FLOW_READ_BATCH):
-                kept = [raw for raw in batch if len(raw) >= EVENT_SIZE]
+                kept = [raw for raw in batch if len(raw) >= EVENT_V4_SIZE]
                 self.flows_short += len(batch) - len(kept)
                 self.metrics.count_events(kept)
                 self.flows.add(kept)

@@ -33,7 +33,7 @@ from pyroute2 import IPRoute
 
 from podwire.agent import bpfsys, ringbuf, structs, tc
 from podwire.agent.config import AgentConfig, ConntrackTimeouts
-from podwire.agent.flows import in_time_order
+from podwire.agent.flows import EVENT_V4_SIZE, decode_event, in_time_order
 from podwire.agent.loader import SOCK_PROGRAMS, DatapathSizes, prog_pin, run_loader
 from podwire.agent.maps import BpfMap, PerCpuArray
 from podwire.agent.reasons import reason_name
@@ -177,9 +177,8 @@ class FlowReader:
             self._epoll.register(ring.fd, select.EPOLLIN)
 
     def read(self, max_records: int = 1024) -> list[structs.FlowEvent]:
-        size = ctypes.sizeof(structs.FlowEvent)
-        return [structs.FlowEvent.from_buffer_copy(raw[:size])
-                for raw in self.read_raw(max_records) if len(raw) >= size]
+        return [decode_event(raw) for raw in self.read_raw(max_records)
+                if len(raw) >= EVENT_V4_SIZE]
 
     def read_raw(self, max_records: int = 4096) -> list[bytes]:
         """Records as the rings hold them (each a struct flow_event), undecoded, up to

@@ -83,6 +83,9 @@ class RawFlow(NamedTuple):
 
 
 EVENT_SIZE = ctypes.sizeof(structs.FlowEvent)
+# An IPv4 event in the ring ends before the IPv6 addresses (bpf/lib/types.h
+# FLOW_EVENT_V4_SIZE): the shortest record the datapath writes.
+EVENT_V4_SIZE = structs.FlowEvent.saddr6.offset
 # Wall clock of bpf_ktime_get_ns() == 0, to print event times as dates: taken once, so
 # a record read twice (records are made when read) reads the same.
 BOOT_OFFSET = time.time() - time.monotonic()
@@ -104,9 +107,13 @@ def in_time_order(batches: list[list[bytes]]) -> list[bytes]:
     return sorted(itertools.chain.from_iterable(filled), key=_BY_TIME)
 
 
+def decode_event(event: bytes) -> structs.FlowEvent:
+    """A raw event as the struct, an IPv4 one's IPv6 addresses zero."""
+    return structs.FlowEvent.from_buffer_copy(event[:EVENT_SIZE].ljust(EVENT_SIZE, b"\0"))
+
+
 def decode(raw: RawFlow) -> structs.FlowEvent:
-    return structs.FlowEvent.from_buffer_copy(raw.event[:EVENT_SIZE].ljust(EVENT_SIZE,
-                                                                           b"\0"))
+    return decode_event(raw.event)
 
 
 RuleLookup = Callable[[int], "RuleLike | None"]  # ref -> the cluster policy rule it names

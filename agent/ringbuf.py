@@ -23,6 +23,34 @@ _HDR = 8
 _U32 = struct.Struct("<I")
 
 
+def uniform_run(pending: memoryview, max_records: int) -> tuple[int, int]:
+    """(length, count): how many records at the start of `pending` (the ring's unread
+    bytes, headers and all) are committed and as long as the first, at most max_records.
+    Their headers are taken side by side in one strided copy and compared at once."""
+    if len(pending) < _HDR:
+        return 0, 0
+    (length,) = _U32.unpack_from(pending, 0)
+    stride = (length + _HDR + 7) & ~7
+    if length & (_BUSY | _DISCARD):
+        return 0, 0
+    count = min(len(pending) // stride, max_records)
+    # Each record's first u32: its length, with the BUSY and DISCARD bits.
+    with pending[:count * stride].cast("I") as words:
+        headers = words[::stride // 4].tobytes()
+    same = _U32.pack(length)
+    if headers == same * count:
+        return length, count
+    # The run ends before the first header that differs: the longest matching prefix.
+    low, high = 1, count - 1
+    while low < high:
+        mid = (low + high + 1) // 2
+        if headers[:4 * mid] == same * mid:
+            low = mid
+        else:
+            high = mid - 1
+    return length, low
+
+
 class RingBuffer:
     """Consumer side of one ring buffer map, opened from its pin (or `adopt`ed by fd)."""
 
@@ -64,15 +92,29 @@ class RingBuffer:
     def read(self, max_records: int = 1024) -> list[bytes]:
         """Up to max_records committed records, oldest first, freeing their space.
 
-        The consumer position is written once for the batch, not once a record: the
-        kernel reuses the space a moment later, and the reader saves a store a record.
+        A run of committed records of one length, the common case (one kind of event),
+        is found by comparing their headers at once and copied out of the mapping in one
+        slice (the data area is mapped twice, so it is one even where it wraps), then cut
+        by stride; records after the run are read one by one. Headers are read before the
+        data they describe, as the kernel writes the data before it clears BUSY. The
+        consumer position is written once for the batch: the kernel reuses the space a
+        moment later, and the reader saves a store a record.
         """
-        out: list[bytes] = []
         data = self._producer
         mask = self.size - 1
-        unpack = _U32.unpack_from
         consumer, producer = self._positions()
         start = consumer
+        off = PAGE_SIZE + (consumer & mask)
+        with memoryview(data) as view:
+            length, count = uniform_run(view[off: off + producer - consumer], max_records)
+        stride = (length + _HDR + 7) & ~7
+        if count:
+            chunk = data[off: off + count * stride]
+            out = [chunk[at: at + length] for at in range(_HDR, count * stride, stride)]
+            consumer += count * stride
+        else:
+            out = []
+        unpack = _U32.unpack_from
         while consumer < producer and len(out) < max_records:
             off = PAGE_SIZE + (consumer & mask)
             (header,) = unpack(data, off)

@@ -109,16 +109,21 @@ static __always_inline void send_event(struct __sk_buff *skb, const struct node_
 		lost(EVENTS_LOST_RATE);
 		return;
 	}
-	/* This CPU's own ring (maps.h). With one ring for all, a reserve failed now and then
-	 * with the ring far from full (6.18, 25k to 300k events/s: a few per 100k, in bursts),
-	 * only while both CPUs produced: with every producer on one CPU no run lost one. */
+	/* This CPU's own ring (maps.h): producers on other CPUs never wait for its lock. A
+	 * reserve still fails now and then with the ring far from full (6.18, 25k to 300k
+	 * events/s: a few per 100k, also with a ring per CPU, where a diagnostic build that
+	 * asked the ring's fill at each failure found room in about a quarter of them); a
+	 * second try a moment later takes about half of those (seen with one ring). What
+	 * still fails is counted lost at the ring. */
 	cpu = bpf_get_smp_processor_id();
 	ring = events.lookup(&cpu);
 	if (!ring) {
 		lost(EVENTS_LOST_RING);
 		return;
 	}
-	e = bpf_ringbuf_reserve(ring, sizeof(*e), 0);
+	e = bpf_ringbuf_reserve(ring, v6 ? sizeof(*e) : FLOW_EVENT_V4_SIZE, 0);
+	if (!e)
+		e = bpf_ringbuf_reserve(ring, v6 ? sizeof(*e) : FLOW_EVENT_V4_SIZE, 0);
 	if (!e) {
 		lost(EVENTS_LOST_RING);
 		return;
