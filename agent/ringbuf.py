@@ -30,9 +30,9 @@ def uniform_run(pending: memoryview, max_records: int) -> tuple[int, int]:
     if len(pending) < _HDR:
         return 0, 0
     (length,) = _U32.unpack_from(pending, 0)
-    stride = (length + _HDR + 7) & ~7
     if length & (_BUSY | _DISCARD):
         return 0, 0
+    stride = (length + _HDR + 7) & ~7
     count = min(len(pending) // stride, max_records)
     # Each record's first u32: its length, with the BUSY and DISCARD bits.
     with pending[:count * stride].cast("I") as words:
