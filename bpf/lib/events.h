@@ -101,7 +101,6 @@ static __always_inline void send_event(struct __sk_buff *skb, const struct node_
 				       __u8 code, __u64 now, bool v6)
 {
 	struct flow_event *e;
-
 	void *ring;
 	__u32 cpu;
 
