@@ -23,6 +23,7 @@ BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
+BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 BPF_MAP_LOOKUP_BATCH = 24
@@ -51,6 +52,7 @@ MAP_TYPES = {
     "percpu_array": 6,
     "lru_hash": 9,
     "lpm_trie": 11,
+    "array_of_maps": 12,
     "ringbuf": 27,
 }
 PERCPU_TYPES = {5, 6}
@@ -188,13 +190,14 @@ def possible_cpus() -> int:
 
 
 def map_create(map_type: str, key_size: int, value_size: int, max_entries: int,
-               name: str, flags: int = 0) -> int:
-    """Create a map and return its fd."""
+               name: str, flags: int = 0, inner_map_fd: int = 0) -> int:
+    """Create a map and return its fd; a map of maps takes its inner maps' kind from
+    `inner_map_fd`, one of them."""
     if map_type not in MAP_TYPES:
         raise ValueError(f"unknown map type {map_type!r}")
     attr = _MapCreateAttr(map_type=MAP_TYPES[map_type], key_size=key_size,
                           value_size=value_size, max_entries=max_entries, map_flags=flags,
-                          map_name=name.encode()[:15])
+                          inner_map_fd=inner_map_fd, map_name=name.encode()[:15])
     return _bpf(BPF_MAP_CREATE, attr, f"map {name}")
 
 
@@ -221,6 +224,16 @@ def obj_get(path: str) -> int:
     """Open a pinned object; raises FileNotFoundError-like BpfError (ENOENT) if absent."""
     raw = ctypes.create_string_buffer(os.fsencode(path))
     return _bpf(BPF_OBJ_GET, _ObjAttr(pathname=_addr(raw)), path)
+
+
+class _IdAttr(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
+                ("open_flags", ctypes.c_uint32)]
+
+
+def map_fd_by_id(map_id: int) -> int:
+    """Open a map by its id (what a map of maps holds for each inner map)."""
+    return _bpf(BPF_MAP_GET_FD_BY_ID, _IdAttr(id=map_id), f"map id {map_id}")
 
 
 def map_info(fd: int) -> MapInfo:
@@ -276,6 +289,14 @@ def lookup(fd: int, key: ctypes._CData, value: ctypes._CData) -> bool:
             return False
         raise
     return True
+
+
+def inner_map_fd(outer_fd: int, index: int) -> int:
+    """Open the map at `index` of a map of maps (read from user space, it holds map ids)."""
+    map_id = ctypes.c_uint32()
+    if not lookup(outer_fd, ctypes.c_uint32(index), map_id):
+        raise BpfError(errno.ENOENT, f"map fd {outer_fd} holds no map at {index}")
+    return map_fd_by_id(map_id.value)
 
 
 def update(fd: int, key: ctypes._CData, value: ctypes._CData, flags: int = BPF_ANY) -> None:

@@ -23,7 +23,7 @@ from podwire.agent.datapath import Datapath
 from podwire.agent.desired import LocalEndpoint, NodeState
 from podwire.agent.dispatch import apply_event
 from podwire.agent.flownames import ModelNames
-from podwire.agent.flows import EVENT_SIZE, FlowEnricher, FlowHistory, RawFlow
+from podwire.agent.flows import EVENT_V4_SIZE, FlowEnricher, FlowHistory, RawFlow
 from podwire.agent.localapi import LocalApi, ObserveApi, Request, Response, cni_route
 from podwire.agent.maps import BpfMap
 from podwire.agent.metrics import AgentMetrics
@@ -39,9 +39,9 @@ log = logging.getLogger("podwire.agent")
 
 # History entries named under one hold of the model's lock.
 _NAMING_CHUNK = 256
-# The flow reader reads the ring every FLOW_READ_INTERVAL seconds, FLOW_READ_BATCH
-# records a read at most. The default ring (2 MiB, 26k events) holds 10 ms of 2.6M
-# events/s, ten times what this node's datapath can emit.
+# The flow reader reads the rings (one per CPU) every FLOW_READ_INTERVAL seconds,
+# FLOW_READ_BATCH records a ring a read at most. A default ring (2 MiB, 18.7k events) holds
+# 10 ms of 1.9M events/s from its CPU, several times what one CPU's datapath emits.
 FLOW_READ_BATCH = 4096
 FLOW_READ_INTERVAL = 0.01
 
@@ -62,7 +62,7 @@ class Agent:
         self.datapath: Datapath | None = None
         self.installed = MapContents()
         self.flows = FlowHistory(config.history_size)
-        self.flows_short = 0  # ring records shorter than a flow_event: not kept
+        self.flows_short = 0  # ring records shorter than an IPv4 flow_event: not kept
         self.api = LocalApi(config.socket_path)
         self.observe_api = (ObserveApi(config.observe_address, config.observe_port)
                             if config.observe_port else None)
@@ -305,8 +305,8 @@ class Agent:
     # ------------------------------------------------------------ flows
 
     def _read_flows(self) -> None:
-        """Ingestion: every FLOW_READ_INTERVAL takes what the ring holds as one batch (or
-        several, FLOW_READ_BATCH each, until it is empty), counts it in the metrics and
+        """Ingestion: every FLOW_READ_INTERVAL takes what the rings hold as one batch in
+        time order (or several, until they are empty), counts it in the metrics and
         keeps it raw; names are looked up only when a reader asks. The datapath never
         wakes this reader (bpf/lib/events.h): reading on a clock costs a hundred wake-ups
         a second where waking at each event cost one per event."""
@@ -314,7 +314,7 @@ class Agent:
         reader = self.datapath.events()
         while not self.stopping.wait(FLOW_READ_INTERVAL):
             while batch := reader.read_raw(FLOW_READ_BATCH):
-                kept = [raw for raw in batch if len(raw) >= EVENT_SIZE]
+                kept = [raw for raw in batch if len(raw) >= EVENT_V4_SIZE]
                 self.flows_short += len(batch) - len(kept)
                 self.metrics.count_events(kept)
                 self.flows.add(kept)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -30,8 +31,9 @@ from typing import TypeVar
 
 from pyroute2 import IPRoute
 
-from podwire.agent import bpfsys, structs, tc
+from podwire.agent import bpfsys, ringbuf, structs, tc
 from podwire.agent.config import AgentConfig, ConntrackTimeouts
+from podwire.agent.flows import EVENT_V4_SIZE, decode_event, in_time_order
 from podwire.agent.loader import SOCK_PROGRAMS, DatapathSizes, prog_pin, run_loader
 from podwire.agent.maps import BpfMap, PerCpuArray
 from podwire.agent.reasons import reason_name
@@ -165,23 +167,39 @@ class Counter:
 
 
 class FlowReader:
-    """Flow events from the ring buffer, decoded as structs.FlowEvent."""
+    """Flow events from the rings, one per CPU (bpf/lib/maps.h), as raw records or decoded
+    as structs.FlowEvent."""
 
-    def __init__(self, ring: RingBuffer) -> None:
-        self._ring = ring
+    def __init__(self, rings: list[RingBuffer]) -> None:
+        self._rings = rings
+        self._epoll = select.epoll()
+        for ring in rings:
+            self._epoll.register(ring.fd, select.EPOLLIN)
 
     def read(self, max_records: int = 1024) -> list[structs.FlowEvent]:
-        size = ctypes.sizeof(structs.FlowEvent)
-        return [structs.FlowEvent.from_buffer_copy(raw[:size])
-                for raw in self._ring.read(max_records) if len(raw) >= size]
+        return [decode_event(raw) for raw in self.read_raw(max_records)
+                if len(raw) >= EVENT_V4_SIZE]
 
     def read_raw(self, max_records: int = 4096) -> list[bytes]:
-        """Records as the ring holds them (each a struct flow_event), undecoded: the
-        agent's ingestion keeps them so and decodes only what a reader asks for."""
-        return self._ring.read(max_records)
+        """Records as the rings hold them (each a struct flow_event), undecoded, up to
+        max_records from each ring: the agent's ingestion keeps them so and decodes only
+        what a reader asks for. Each ring is in time order, and so is what it returns."""
+        return in_time_order([ring.read(max_records) for ring in self._rings])
+
+    def pending(self) -> int:
+        """Bytes written to the rings and not read yet."""
+        return sum(ring.pending() for ring in self._rings)
 
     def wait(self, timeout: float | None) -> bool:
-        return self._ring.wait(timeout)
+        """Block until a ring has data (or timeout seconds); True if one has."""
+        if self.pending():
+            return True
+        return bool(self._epoll.poll(-1 if timeout is None else timeout))
+
+    def close(self) -> None:
+        self._epoll.close()
+        for ring in self._rings:
+            ring.close()
 
 
 class Datapath:
@@ -211,7 +229,7 @@ class Datapath:
                                       structs.FlowAggValue)
         self.flow_aggregates6 = BpfMap(pin_dir, "flow_aggregates6", structs.FlowAgg6Key,
                                        structs.FlowAggValue)
-        self._ring: RingBuffer | None = None
+        self._events: FlowReader | None = None
         self._ipr: IPRoute | None = None
 
     @classmethod
@@ -437,9 +455,9 @@ class Datapath:
         return out
 
     def events(self) -> FlowReader:
-        if self._ring is None:
-            self._ring = RingBuffer(str(self.pin_dir / "events"))
-        return FlowReader(self._ring)
+        if self._events is None:
+            self._events = FlowReader(ringbuf.per_cpu(str(self.pin_dir / "events")))
+        return self._events
 
     def map_usage(self) -> dict[str, dict[str, int]]:
         """{name: {"entries", "max"}} for the agent's /status."""
@@ -456,9 +474,9 @@ class Datapath:
                   self.lb_services, self.lb_backends, self.lb_affinity, self.metrics,
                   self.events_lost, self.flow_aggregates, self.flow_aggregates6):
             m.close()
-        if self._ring is not None:
-            self._ring.close()
-            self._ring = None
+        if self._events is not None:
+            self._events.close()
+            self._events = None
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None

@@ -70,8 +70,8 @@ class DatapathSizes:
     lb_backends: int = 65536
     lb_affinity: int = 65536
     lb_sock_revnat: int = 65536
-    # 512 pages (2 MiB) hold about 29,000 flow events: room for a burst while the
-    # agent's reader catches up.
+    # Each CPU's flow events ring (bpf/lib/maps.h): 512 pages (2 MiB) hold about 18,700
+    # events, room for a burst while the agent's reader catches up.
     events_pages: int = 512
     # Flows counted per flow (AgentConfig.flow_aggregation) until the agent reports them:
     # active flows, since the agent removes each once it is reported and idle.
@@ -103,6 +103,9 @@ class MapSpec:
     value_size: int
     max_entries: int
     flags: int = 0
+    # A ring buffer per CPU (MapDecl.inner): the bytes of each inner ring, the map one
+    # entry per possible CPU.
+    ring_bytes: int = 0
 
 
 # A one-entry map holding the fingerprint of the build the pinned programs came from.
@@ -123,7 +126,45 @@ def _spec(decl: MapDecl, sizes: DatapathSizes) -> MapSpec:
     for flag in decl.flags:
         flags |= bpfsys.MAP_FLAGS[flag]
     entries = sizes.max_entries(decl.name) if decl.max_entries is None else decl.max_entries
+    if decl.inner == "ringbuf":
+        return MapSpec(decl.name, decl.type, size(decl.key), size(decl.value),
+                       bpfsys.possible_cpus(), flags, ring_bytes=entries)
+    if decl.inner:
+        raise LoaderError(f"map {decl.name}: maps of {decl.inner} maps are not supported")
     return MapSpec(decl.name, decl.type, size(decl.key), size(decl.value), entries, flags)
+
+
+def _create(spec: MapSpec) -> int:
+    """A new map's fd; a ring buffer per CPU comes with its rings in place."""
+    if not spec.ring_bytes:
+        return bpfsys.map_create(spec.type, spec.key_size, spec.value_size, spec.max_entries,
+                                 spec.name, spec.flags)
+    rings: list[int] = []
+    try:
+        for _ in range(spec.max_entries):
+            rings.append(bpfsys.map_create("ringbuf", 0, 0, spec.ring_bytes,
+                                           f"{spec.name}_cpu"))
+        fd = bpfsys.map_create(spec.type, spec.key_size, spec.value_size, spec.max_entries,
+                               spec.name, spec.flags, inner_map_fd=rings[0])
+        try:
+            for cpu, ring in enumerate(rings):
+                bpfsys.update(fd, ctypes.c_uint32(cpu), ctypes.c_uint32(ring))
+        except OSError:
+            os.close(fd)
+            raise
+        return fd  # the map holds the rings now
+    finally:
+        for ring in rings:
+            os.close(ring)
+
+
+def _ring_bytes(fd: int) -> int:
+    """The size of the first ring of a ring buffer per CPU (all are alike)."""
+    ring = bpfsys.inner_map_fd(fd, 0)
+    try:
+        return bpfsys.map_info(ring).max_entries
+    finally:
+        os.close(ring)
 
 
 def map_specs(sizes: DatapathSizes) -> list[MapSpec]:
@@ -145,19 +186,25 @@ REWRITTEN_AT_START = frozenset({"config", "policy", "ipcache", "endpoints", "ipc
 # Counts the agent reads: a build that changes their layout (flow events grew IPv6
 # addresses), or the fixed size of the metrics array (more reason codes), recreates them.
 # What was not read yet is lost once, at that upgrade; Prometheus sees a counter reset.
-RESET_AT_UPGRADE = frozenset({"metrics", "flow_aggregates", "flow_agg_scratch"})
+# The flow events' rings too (one ring became one a CPU): what they held unread is lost.
+RESET_AT_UPGRADE = frozenset({"metrics", "flow_aggregates", "flow_agg_scratch", "events"})
 
 
 def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
-    """Create and pin missing maps, adopt existing ones; name -> max_entries in force."""
+    """Create and pin missing maps, adopt existing ones; name -> max_entries in force (for
+    a ring buffer per CPU, the bytes of each ring)."""
     pin_dir.mkdir(parents=True, exist_ok=True)
     in_force: dict[str, int] = {}
     for spec in map_specs(sizes):
         path = str(pin_dir / spec.name)
         if os.path.exists(path):
             fd = bpfsys.obj_get(path)
-            info = bpfsys.map_info(fd)
-            os.close(fd)
+            try:
+                info = bpfsys.map_info(fd)
+                kept_ring_bytes = _ring_bytes(fd) if spec.ring_bytes and info.type == \
+                    bpfsys.MAP_TYPES[spec.type] else 0
+            finally:
+                os.close(fd)
             have = (bpfsys.MAP_TYPES[spec.type], spec.key_size, spec.value_size)
             changed = (info.type, info.key_size, info.value_size) != have
             resized = (spec.name in RESET_AT_UPGRADE and MAPS[spec.name].max_entries is not None
@@ -174,15 +221,14 @@ def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
                                   f"{info.type}/{info.key_size}/{info.value_size}, want "
                                   f"{have[0]}/{have[1]}/{have[2]}); remove the pin dir")
             else:
-                in_force[spec.name] = info.max_entries
+                in_force[spec.name] = kept_ring_bytes or info.max_entries
                 continue
-        fd = bpfsys.map_create(spec.type, spec.key_size, spec.value_size, spec.max_entries,
-                               spec.name, spec.flags)
+        fd = _create(spec)
         try:
             bpfsys.obj_pin(fd, path)
         finally:
             os.close(fd)
-        in_force[spec.name] = spec.max_entries
+        in_force[spec.name] = spec.ring_bytes or spec.max_entries
     return in_force
 
 

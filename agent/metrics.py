@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIServer
@@ -35,6 +36,8 @@ RECONCILE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 _TYPE_AT = structs.FlowEvent.type.offset
 _REASON_AT = structs.FlowEvent.reason.offset
 _DIRECTION_AT = structs.FlowEvent.direction.offset
+# (type, reason, direction) of a raw event, read in C.
+_EVENT_KEY = operator.itemgetter(_TYPE_AT, _REASON_AT, _DIRECTION_AT)
 _POLICY_DENIED = reason_code("POLICY_DENIED")
 _DIRECTIONS = {int(d): d.label for d in Direction}
 
@@ -181,8 +184,7 @@ class AgentMetrics:
     def count_events(self, events: Sequence[bytes]) -> None:
         """Count a batch of raw ring buffer events (struct flow_event each) by reading
         three bytes of each: no decoding on the ingestion path."""
-        tally = collections.Counter(
-            (e[_TYPE_AT], e[_REASON_AT], e[_DIRECTION_AT]) for e in events)
+        tally = collections.Counter(map(_EVENT_KEY, events))
         for key, n in tally.items():
             self._count(*_labels(*key), n)
 

@@ -15,7 +15,8 @@ Run as root: `.venv/bin/python -m podwire.bench.flows_bench` (`--only ingest`, `
 - Forwarding cost, with the agent's aggregation (`connection`): new TCP connections/s
   from pod `client` to pod `server` (connect, RST-close), and denied packets/s under an
   hping3 flood of one flow and of a new flow a packet, with the datapath's flow events
-  switched on and off (Datapath.set_node_config(flow_events=...)), alternating runs.
+  switched on and off (Datapath.set_node_config(flow_events=...)), alternating runs;
+  beside each, the agent's CPU and the datapath's ns per from_pod run (bench/bpfstats.py).
 - The aggregated flood: one flow flooded for a while is how many records, and do their
   counts add up to the datapath's counter.
 - Memory: the agent's RSS and its history's own count of bytes, once the history is full.
@@ -40,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from podwire.agent.datapath import Datapath
 from podwire.bench import tools, traffic
+from podwire.bench.bpfstats import RunTime, per_run
 from podwire.bench.figures import Comparison, Figures
 from podwire.bpf.constants import Aggregation
 from podwire.common import agentapi
@@ -146,6 +148,19 @@ def cpu_of(metric: str) -> str:
     return f"{CPU_OF}{metric.split(',')[-1].strip()}"
 
 
+BPF_OF = "from_pod ns/run, "
+
+
+def bpf_of(metric: str) -> str:
+    """The name of the datapath's own time per from_pod run while a metric's run went on
+    (the kernel's BPF run-time stats): what emitting its events costs the packet path,
+    which the machine's other load hardly moves."""
+    return f"{BPF_OF}{metric.split(',')[-1].strip()}"
+
+
+DERIVED = (CPU_OF, BPF_OF)
+
+
 ONE_FLOW = ["-s", "5000", "-k"]  # hping3: keep source port 5000, one flow
 
 
@@ -230,7 +245,9 @@ def forwarding_cost(node: Node, runs: int, seconds: float) -> dict[str, dict[str
         "denied pkt/s, a flow a packet": lambda: denied_per_s(node, seconds, []),
     }
     results: dict[str, dict[str, list[float]]] = {
-        name: {"on": [], "off": []} for metric in runners for name in (metric, cpu_of(metric))}
+        name: {"on": [], "off": []} for metric in runners
+        for name in (metric, cpu_of(metric), bpf_of(metric))}
+    run_time = RunTime(node.layout.pin_dir, ("from_pod",))
     try:
         for _ in range(runs):
             for mode in ("off", "on"):
@@ -239,10 +256,14 @@ def forwarding_cost(node: Node, runs: int, seconds: float) -> dict[str, dict[str
                 node.datapath.conntrack_gc(now_ns=time.monotonic_ns() + 10**13)
                 for metric, run in runners.items():
                     cpu, started = node.agent_cpu_seconds(), time.monotonic()
+                    programs = run_time.snapshot()
                     results[metric][mode].append(run())
                     results[cpu_of(metric)][mode].append(
                         100 * (node.agent_cpu_seconds() - cpu) / (time.monotonic() - started))
+                    results[bpf_of(metric)][mode].append(
+                        per_run(programs, run_time.snapshot())["from_pod"][0])
     finally:
+        run_time.close()
         node.datapath.set_node_config(flow_events=True)
     return results
 
@@ -339,7 +360,7 @@ def write_figures(path: Path, runs: list[IngestRun], lossless: list[float],
         scalars[f"{run.label}: lost"] = float(run.lost)
         scalars[f"{run.label}: agent CPU us/event"] = run.agent_us_per_event
     for metric, modes in cost.items():
-        if metric.startswith(CPU_OF):
+        if metric.startswith(DERIVED):
             for mode in ("on", "off"):
                 scalars[f"{metric}, events {mode} (median)"] = statistics.median(
                     modes[mode])
@@ -347,7 +368,7 @@ def write_figures(path: Path, runs: list[IngestRun], lossless: list[float],
                                     "events on", {"events on": modes["on"],
                                                   "events off": modes["off"]}, "bar")
                          for metric, modes in cost.items()
-                         if not metric.startswith(CPU_OF)],
+                         if not metric.startswith(DERIVED)],
             scalars=scalars).write(path)
 
 
@@ -438,7 +459,7 @@ def print_cost(cost: dict[str, dict[str, list[float]]], runs: int) -> None:
         pairs = " ".join(f"{a / b:.2f}" if b else "-" for a, b in zip(modes["on"], modes["off"],
                                                                         strict=True))
         ratio = f"{on / off:.3f}" if off else "-"
-        label = f"  {metric}" if metric.startswith(CPU_OF) else metric
+        label = f"  {metric}" if metric.startswith(DERIVED) else metric
         print(f"{label:<30} {off:>11.0f} {on:>10.0f} {ratio:>7}  "
               f"{_spread(modes['off']):>15} {_spread(modes['on']):>15}  {pairs}")
     print()

@@ -97,10 +97,15 @@ class MapDecl:
     max_entries: int | None  # None: sized by the loader through size_macro
     size_macro: str | None
     flags: tuple[str, ...] = ()  # kernel map flags by name, e.g. BPF_F_NO_PREALLOC
+    # A map of maps: the kind of its inner maps ("ringbuf": one ring buffer per CPU,
+    # each sized by size_macro, the outer map one entry per possible CPU).
+    inner: str = ""
 
 
 _TABLE = re.compile(r"\bBPF_TABLE_PINNED\s*\((.*?)\)\s*;", re.DOTALL)
 _RINGBUF = re.compile(r"^\s*BPF_RINGBUF_PINNED\s*\(\s*(\w+)\s*,\s*(\w+)\s*\)\s*;", re.MULTILINE)
+_RINGBUF_PER_CPU = re.compile(
+    r"^\s*BPF_RINGBUF_PER_CPU_PINNED\s*\(\s*(\w+)\s*,\s*(\w+)\s*\)\s*;", re.MULTILINE)
 
 
 def _arguments(text: str) -> list[str]:
@@ -142,4 +147,8 @@ def map_decls(text: str, known: dict[str, int]) -> dict[str, MapDecl]:
     for name, size in _RINGBUF.findall(body):
         entries, macro = _sized(name, size, known)
         decls[name] = MapDecl(name, "ringbuf", "", "", entries, macro)
+    for name, size in _RINGBUF_PER_CPU.findall(body):
+        entries, macro = _sized(name, size, known)
+        decls[name] = MapDecl(name, "array_of_maps", "__u32", "__u32", entries, macro,
+                              inner="ringbuf")
     return decls

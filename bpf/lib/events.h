@@ -101,20 +101,28 @@ static __always_inline void send_event(struct __sk_buff *skb, const struct node_
 				       __u8 code, __u64 now, bool v6)
 {
 	struct flow_event *e;
+	void *ring;
+	__u32 cpu;
 
 	if (!rate_allows(cfg, now)) {
 		lost(EVENTS_LOST_RATE);
 		return;
 	}
-	/* A reserve fails now and then with the ring far from full (seen on 6.18 at 25k to
-	 * 300k events/s, the reader 10 ms behind at most: a few per 100k, in bursts), and
-	 * only while both CPUs produce: with every producer on one CPU (the flows bench
-	 * under taskset) no run lost one. A second try a moment later takes about half of
-	 * them (a diagnostic run counting first tries apart: 49 failed, 25 taken by the
-	 * second). What still fails is counted lost at the ring. */
-	e = events.ringbuf_reserve(sizeof(*e));
+	/* This CPU's own ring (maps.h): producers on other CPUs never wait for its lock. A
+	 * reserve still fails now and then with the ring far from full (6.18, 25k to 300k
+	 * events/s: a few per 100k, also with a ring per CPU, where a diagnostic build that
+	 * asked the ring's fill at each failure found room in about a quarter of them); a
+	 * second try a moment later takes about half of those (seen with one ring). What
+	 * still fails is counted lost at the ring. */
+	cpu = bpf_get_smp_processor_id();
+	ring = events.lookup(&cpu);
+	if (!ring) {
+		lost(EVENTS_LOST_RING);
+		return;
+	}
+	e = bpf_ringbuf_reserve(ring, v6 ? sizeof(*e) : FLOW_EVENT_V4_SIZE, 0);
 	if (!e)
-		e = events.ringbuf_reserve(sizeof(*e));
+		e = bpf_ringbuf_reserve(ring, v6 ? sizeof(*e) : FLOW_EVENT_V4_SIZE, 0);
 	if (!e) {
 		lost(EVENTS_LOST_RING);
 		return;
@@ -126,7 +134,7 @@ static __always_inline void send_event(struct __sk_buff *skb, const struct node_
 	 * 10k connections/s paid 10k of both a second. A wake-up every so many events would
 	 * cost the verifier a branch on every path that emits, and from_pod is within 1% of
 	 * its 1M-instruction limit. */
-	events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 /* Count the packet in its flow's aggregate. The first packet's event is kept whole, so

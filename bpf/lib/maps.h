@@ -32,6 +32,13 @@
 	__attribute__((section("maps/ringbuf:" PINNED(_name))))         \
 	struct _name##_table_t _name = { .max_entries = _bytes }
 
+/* One ring buffer per CPU, each _bytes long: an array of ring buffer maps indexed by CPU,
+ * which the loader creates (one inner ring per possible CPU) and fills before bcc opens
+ * the pin (as BPF_TABLE_PINNED does), so the 1 entry declared here is never used. A program reserves in its own
+ * CPU's ring (events_ring), so producers on two CPUs never contend for one ring. */
+#define BPF_RINGBUF_PER_CPU_PINNED(_name, _bytes)                       \
+	BPF_TABLE("array_of_maps:" PINNED(_name), __u32, __u32, _name, 1)
+
 BPF_TABLE_PINNED("hash", __u32, struct endpoint_info, endpoints, EP_MAX,
 		 PINNED(endpoints));
 BPF_TABLE_PINNED("lpm_trie", struct ipcache_key, struct ipcache_value, ipcache,
@@ -90,7 +97,7 @@ BPF_TABLE_PINNED("lru_hash", struct lb_affinity_key, struct lb_affinity_value, l
 		 LB_AFFINITY_MAX, PINNED(lb_affinity));
 BPF_TABLE_PINNED("lru_hash", struct lb_sock_key, struct lb_sock_value, lb_sock_revnat,
 		 LB_SOCK_REVNAT_MAX, PINNED(lb_sock_revnat));
-BPF_RINGBUF_PINNED(events, EVENTS_BYTES);
+BPF_RINGBUF_PER_CPU_PINNED(events, EVENTS_BYTES);
 /* podwire trace: armed tags by DSCP, --live marks by endpoint, the hops seen. */
 BPF_TABLE_PINNED("array", __u32, struct trace_tag, trace_tags, TRACE_TAGS,
 		 PINNED(trace_tags));

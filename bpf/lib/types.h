@@ -431,12 +431,16 @@ struct flow_event {
 	__u32 len;
 	__u32 service_id; /* the Service it went through (lb_value.service_id), 0 when none */
 	__u32 frontend_addr; /* the address the client sent it to, 0 when none */
-	/* FAMILY_IPV4: the addresses are saddr, daddr; FAMILY_IPV6: saddr6, daddr6 (which
-	 * an IPv4 event leaves as the memory held them: read them only for IPv6). */
+	/* FAMILY_IPV4: the addresses are saddr, daddr; FAMILY_IPV6: saddr6, daddr6. An
+	 * IPv4 event in the ring ends before saddr6 (FLOW_EVENT_V4_SIZE): a third fewer
+	 * bytes a record, so a ring holds 40% more of them. */
 	__u32 family;
 	struct ip6_addr saddr6;
 	struct ip6_addr daddr6;
 };
+
+/* The bytes of an IPv4 event in the ring: the struct up to its IPv6 addresses. */
+#define FLOW_EVENT_V4_SIZE __builtin_offsetof(struct flow_event, saddr6)
 
 /* A flow as flow_aggregates counts it: under AGG_MAX sport is 0. */
 struct flow_agg_key {

@@ -34,11 +34,11 @@ from scapy.layers.inet import UDP as SUDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from podwire.agent import structs
+from podwire.agent import bpfsys, ringbuf, structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
+from podwire.agent.flows import EVENT_V4_SIZE, decode_event
 from podwire.agent.loader import BUILD_MAP, DatapathSizes
-from podwire.agent.ringbuf import RingBuffer
 from podwire.bpf.constants import (
     EP_F_EGRESS_ISOLATED,
     EP_F_INGRESS_ISOLATED,
@@ -453,17 +453,23 @@ def test_an_event_does_not_wake_the_reader(e: Env) -> None:
     on a clock: an event that finds the reader caught up wakes nobody, where the ring's
     default would wake it, an interrupt on the packet path and a switch each event."""
     drain_events(e.dp)
-    ring = RingBuffer(str(e.dp.pin_dir / "events"))
+    rings = ringbuf.per_cpu(str(e.dp.pin_dir / "events"))
     waiter = select.epoll()
     try:
-        waiter.register(ring.fd, select.EPOLLIN)  # the ring empty: nothing ready yet
+        assert len(rings) == bpfsys.possible_cpus()
+        for ring in rings:
+            waiter.register(ring.fd, select.EPOLLIN)  # the rings empty: nothing ready yet
         assert udp_roundtrip(e.a, e.b, 6410) == b"pong:ping"
-        assert ring.pending() > 0, "the round trip's events are in the ring"
+        assert sum(ring.pending() for ring in rings) > 0, "the round trip's events are in"
         assert not waiter.poll(0), "and they woke no reader"
+        raw = [record for ring in rings for record in ring.read()]
     finally:
         waiter.close()
-        ring.close()
-    assert [ev for ev in drain_events(e.dp) if ev.type == EventType.FLOW]
+        for ring in rings:
+            ring.close()
+    assert [ev for ev in map(decode_event, raw) if ev.type == EventType.FLOW]
+    # IPv4 events leave the IPv6 addresses out of the ring.
+    assert {len(record) for record in raw} == {EVENT_V4_SIZE}
 
 
 def test_ring_buffer_overflow_is_counted_and_reads_are_bounded(e: Env) -> None:
@@ -471,8 +477,10 @@ def test_ring_buffer_overflow_is_counted_and_reads_are_bounded(e: Env) -> None:
     drops_before = counter(e.dp, "INVALID_SOURCE", "egress")
     frame = bytes(Ether(src=e.a.mac, dst=e.a.host_mac) / IP(src="10.200.0.98", dst=e.b.ip)
                   / SUDP(sport=1, dport=9) / b"flood")
-    # More records (the event and an 8-byte header) than the ring holds.
-    total = DatapathSizes().events_pages * 4096 // (ctypes.sizeof(structs.FlowEvent) + 8) + 2000
+    # More records (the event and an 8-byte header) than the rings hold, one per CPU,
+    # wherever the sender runs.
+    total = (DatapathSizes().events_pages * 4096 // (EVENT_V4_SIZE + 8)
+             * bpfsys.possible_cpus() + 2000)
     raw = e.a.raw_l2()
     try:
         for _ in range(total):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from podwire.agent import bpfsys
+from podwire.agent import bpfsys, ringbuf
 from podwire.agent.loader import DatapathSizes, LoaderError, ensure_maps, map_specs
 
 SIZES = DatapathSizes(endpoints=16, ipcache=64, policy=64, conntrack=64, fragments=16,
@@ -61,9 +61,25 @@ def test_counters_of_another_layout_or_size_are_recreated(pin_dir: Path) -> None
     pin_with_value_size(pin_dir, "flow_aggregates", specs["flow_aggregates"].value_size - 32)
     metrics = specs["metrics"]
     pin_with_value_size(pin_dir, "metrics", metrics.value_size, metrics.max_entries // 2)
-    ensure_maps(pin_dir, SIZES)
+    # The flow events were one ring for every CPU: now a ring per CPU.
+    fd = bpfsys.map_create("ringbuf", 0, 0, specs["events"].ring_bytes, "events")
+    try:
+        bpfsys.obj_pin(fd, str(pin_dir / "events"))
+    finally:
+        os.close(fd)
+    in_force = ensure_maps(pin_dir, SIZES)
     assert value_size(pin_dir / "flow_aggregates") == specs["flow_aggregates"].value_size
     assert max_entries(pin_dir / "metrics") == metrics.max_entries
+    rings = ringbuf.per_cpu(str(pin_dir / "events"))
+    try:
+        assert len(rings) == bpfsys.possible_cpus() == max_entries(pin_dir / "events")
+        assert {ring.size for ring in rings} == {SIZES.max_entries("events")}
+    finally:
+        for ring in rings:
+            ring.close()
+    # Adopted as they are at the next start, each ring's bytes in force.
+    assert ensure_maps(pin_dir, SIZES)["events"] == in_force["events"] == SIZES.max_entries(
+        "events")
 
 
 @pytest.mark.parametrize("name", ["config", "policy"])

@@ -88,14 +88,16 @@ def test_map_declarations_are_read_whole() -> None:
                           "event_rate",
                           "flow_agg_scratch", "config",
                           "lb_services", "lb_backends", "lb_affinity", "lb_sock_revnat",
-                          "trace_tags", "trace_live", "events", "trace_events"]
+                          "trace_tags", "trace_live", "trace_events", "events"]
     ipcache = MAPS["ipcache"]
     assert (ipcache.type, ipcache.key, ipcache.value) == (
         "lpm_trie", "struct ipcache_key", "struct ipcache_value")
     assert (ipcache.max_entries, ipcache.size_macro, ipcache.flags) == (
         None, "IPCACHE_MAX", ("BPF_F_NO_PREALLOC",))
     events = MAPS["events"]
-    assert (events.type, events.size_macro) == ("ringbuf", "EVENTS_BYTES")
+    # A ring per CPU: an array of ring buffers, each EVENTS_BYTES.
+    assert (events.type, events.inner, events.size_macro) == ("array_of_maps", "ringbuf",
+                                                              "EVENTS_BYTES")
     assert MAPS["config"].max_entries == 1
     # The trace ring is small and fixed: one traced packet is a handful of hops.
     assert (MAPS["trace_events"].type, MAPS["trace_events"].max_entries) == ("ringbuf", 65536)

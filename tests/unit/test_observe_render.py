@@ -7,15 +7,23 @@ import io
 import json
 import re
 import socket
+import struct
 import threading
 from typing import Any
 
 import pytest
 
 from podwire.agent import structs
-from podwire.agent.flows import ExpiringCache, FlowEnricher, FlowHistory, PeerNames
+from podwire.agent.flows import (
+    ExpiringCache,
+    FlowEnricher,
+    FlowHistory,
+    PeerNames,
+    in_time_order,
+)
 from podwire.agent.policy_compiler import PolicyRefs, RuleName
 from podwire.agent.reasons import reason_code
+from podwire.agent.ringbuf import uniform_run
 from podwire.bpf.constants import REASON_AUDIT, Direction, EventType, Hook, ReservedIdentity
 from podwire.common import flowtext
 from podwire.observe import Printer
@@ -199,6 +207,48 @@ def test_records_are_numbered_and_followers_resume_after_a_seq() -> None:
     named = [made.from_raw(r) for r in recent]
     assert [json.loads(line)["seq"] for line in history.as_lines(iter(named))] == [2, 3]
     assert history.lost == 0 and len(history) == 3 and history.memory_bytes() > 3 * 72
+
+
+def test_the_rings_of_each_cpu_are_merged_by_event_time() -> None:
+    def at(*times: int) -> list[bytes]:
+        made = []
+        for when in times:
+            e = event(Hook.FROM_POD)
+            e.timestamp = when
+            made.append(bytes(e))
+        return made
+
+    # Times that differ only past their lowest byte, or only in it: the order is numeric.
+    cpu0, cpu1 = at(5, 256, 2**40), at(1, 255, 257, 2**40 + 1)
+    merged = in_time_order([cpu0, [], cpu1])
+    assert [structs.FlowEvent.from_buffer_copy(r).timestamp for r in merged] == [
+        1, 5, 255, 256, 257, 2**40, 2**40 + 1]
+    assert in_time_order([[], cpu1]) is cpu1 and in_time_order([[], []]) == []
+
+
+def ring_record(length: int, flags: int = 0) -> bytes:
+    """A ring buffer record as the kernel lays it out: u32 length and flags, u32 page
+    offset, the data, padding to 8 bytes."""
+    return (struct.pack("<II", length | flags, 0) + bytes(length)
+            + bytes(-(length + 8) % 8))
+
+
+BUSY, DISCARD = 1 << 31, 1 << 30
+
+
+@pytest.mark.parametrize(("records", "max_records", "run"), [
+    ([ring_record(104)] * 10, 100, (104, 10)),
+    ([ring_record(104)] * 10, 4, (104, 4)),
+    ([ring_record(104)] * 7 + [ring_record(104, BUSY)] + [ring_record(104)] * 2, 100, (104, 7)),
+    ([ring_record(104), ring_record(72), ring_record(104)], 100, (104, 1)),
+    ([ring_record(104, DISCARD), ring_record(104)], 100, (0, 0)),
+    ([ring_record(104, BUSY), ring_record(104)], 100, (0, 0)),
+    ([ring_record(13)] * 5, 100, (13, 5)),
+    ([], 100, (0, 0)),
+])
+def test_a_ring_read_takes_the_committed_records_of_one_length_at_once(
+        records: list[bytes], max_records: int, run: tuple[int, int]) -> None:
+    assert uniform_run(memoryview(b"".join(records)), max_records) == run
 
 
 def test_a_follower_that_falls_behind_the_history_is_told_what_it_missed() -> None:

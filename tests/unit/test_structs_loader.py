@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from podwire.agent import structs
+from podwire.agent import bpfsys, structs
 from podwire.agent.config import ConntrackTimeouts
 from podwire.agent.datapath import ct_expired, ct_timeout_s
 from podwire.agent.loader import BPF_DIR, BUILD_MAP, DatapathSizes, datapath_source, map_specs
@@ -32,14 +32,17 @@ def test_map_specs_follow_the_structs() -> None:
     assert specs["conntrack"].key_size == ctypes.sizeof(structs.CtKey)
     assert specs["policy"].key_size == 16 and specs["policy"].flags == 1
     assert set(specs) == declared_maps() | {BUILD_MAP}
+    # The flow events: a ring of DatapathSizes' bytes per possible CPU.
+    assert (specs["events"].type, specs["events"].max_entries, specs["events"].ring_bytes) == (
+        "array_of_maps", bpfsys.possible_cpus(), DatapathSizes().max_entries("events"))
 
 
 def declared_maps() -> set[str]:
     """The map names of bpf/lib/maps.h, read from its declarations (the 4th argument of
-    BPF_TABLE_PINNED, the 1st of BPF_RINGBUF_PINNED)."""
+    BPF_TABLE_PINNED, the 1st of BPF_RINGBUF_PINNED and BPF_RINGBUF_PER_CPU_PINNED)."""
     text = (BPF_DIR / "lib" / "maps.h").read_text()
     tables = re.findall(r"^BPF_TABLE_PINNED\((?:[^,]*,){3}\s*(\w+)", text, re.MULTILINE)
-    rings = re.findall(r"^BPF_RINGBUF_PINNED\((\w+)", text, re.MULTILINE)
+    rings = re.findall(r"^BPF_RINGBUF(?:_PER_CPU)?_PINNED\((\w+)", text, re.MULTILINE)
     assert tables and rings
     return {*tables, *rings}
 
