@@ -281,6 +281,16 @@ class Lb6AffinityKey(ctypes.Structure):
     _fields_ = [("client", Ip6Addr), ("service_id", ctypes.c_uint32)]
 
 
+class Lb6Translated(ctypes.Structure):
+    """What lb6_frontend hands back to from_pod6 (the datapath's own; sized here only)."""
+
+    _fields_ = [
+        ("service_id", ctypes.c_uint32),
+        ("frontend_port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
 class FragKey(ctypes.Structure):
     _fields_ = [
         ("saddr", ctypes.c_uint32),
@@ -462,6 +472,7 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "lb6_backend": Lb6Backend,
     "lb6_revnat_key": Lb6RevnatKey,
     "lb6_affinity_key": Lb6AffinityKey,
+    "lb6_translated": Lb6Translated,
     "frag_key": FragKey,
     "frag6_key": Frag6Key,
     "frag_value": FragValue,

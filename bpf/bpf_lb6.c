@@ -6,15 +6,17 @@
 
 /* From from_pod6, for a packet to an IPv6 frontend: the backend's address and port put in,
  * then from_pod6 again, which judges the translated packet (conntrack, egress policy
- * against the backend) with the Service in skb->cb. A frontend without backends is
+ * against the backend) with the Service in lb6_translated. A frontend without backends is
  * answered at once. */
 int lb6_frontend(struct __sk_buff *skb)
 {
 	struct flow_ctx c = { .direction = DIR_EGRESS, .hook = HOOK_FROM_POD };
+	struct lb6_translated *handed;
 	struct endpoint_info *src;
 	struct node_config *cfg;
 	struct ip6_addr addr;
 	struct pkt p = {};
+	__u32 zero = 0;
 	int verdict, ret;
 
 	if (!entry6_prologue(skb, &cfg, &p, &c, true, &verdict))
@@ -32,10 +34,14 @@ int lb6_frontend(struct __sk_buff *skb)
 	}
 	if (ret < 0)
 		return drop6(skb, cfg, &p, &c, ret);
-	skb->cb[LB6_CB_SERVICE] = c.service_id;
-	skb->cb[LB6_CB_PORT] = c.frontend_port;
+	handed = lb6_translated.lookup(&zero);
+	if (!handed)
+		return drop6(skb, cfg, &p, &c, DROP_NO_CONFIG);
+	handed->service_id = c.service_id;
+	handed->frontend_port = c.frontend_port;
 	progs6.call(skb, HOOK_FROM_POD);
-	return drop6(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3); /* no from_pod6 to go on with */
+	handed->service_id = 0; /* no from_pod6 to go on with */
+	return drop6(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3);
 }
 
 /* From from_pod6 or from_overlay6 (skb->cb's hook), for a reply of a connection made

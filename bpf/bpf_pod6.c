@@ -10,12 +10,13 @@
 
 /* What a pod sends: neighbour discovery passes; anti-spoofing (the source must be the
  * pod's own IPv6 address), Service translation (lb6_frontend, which comes back here with
- * the translated packet and its Service in skb->cb), conntrack (a Service connection's
+ * the translated packet and its Service in lb6_translated), conntrack (a Service connection's
  * replies to lb6_reply), the sender's egress policy, the receiver's ingress policy when
  * it is local, then delivery. */
 int from_pod6(struct __sk_buff *skb)
 {
 	struct flow_ctx c = { .direction = DIR_EGRESS, .hook = HOOK_FROM_POD };
+	struct lb6_translated *handed;
 	struct endpoint_info *src, *dst_ep;
 	struct ipcache_value *peer, *self;
 	struct node_config *cfg;
@@ -23,7 +24,7 @@ int from_pod6(struct __sk_buff *skb)
 	struct ct_value *ct;
 	struct ip6_addr addr;
 	struct pkt p = {};
-	__u32 cidr = 0;
+	__u32 cidr = 0, zero = 0;
 	int verdict, ret;
 	bool audit;
 	__u64 now;
@@ -38,9 +39,11 @@ int from_pod6(struct __sk_buff *skb)
 	c.src_identity = src->identity;
 	c.src_ep_id = src->ep_id;
 
-	c.service_id = skb->cb[LB6_CB_SERVICE];
-	if (c.service_id) {
-		c.frontend_port = skb->cb[LB6_CB_PORT];
+	handed = lb6_translated.lookup(&zero);
+	if (handed && handed->service_id) {
+		c.service_id = handed->service_id;
+		c.frontend_port = handed->frontend_port;
+		handed->service_id = 0;
 	} else if (lb6_frontend_of(&p)) {
 		lb6_progs.call(skb, LB6_PROG_FRONTEND);
 		return drop6(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3); /* no lb6_frontend */

@@ -26,10 +26,8 @@ static __always_inline bool entry_prologue(struct __sk_buff *skb, struct node_co
 
 	/* First, before this program's state grows: the tail call returns only when there
 	 * is no IPv6 program for the hook. */
-	if (skb->protocol == ETH_P_IPV6_BE) {
-		skb->cb[LB6_CB_SERVICE] = 0; /* not translated (yet): lb6.h */
+	if (skb->protocol == ETH_P_IPV6_BE)
 		progs6.call(skb, c->hook);
-	}
 	*cfg = config.lookup(&zero);
 	if (!*cfg) {
 		/* Counted only: without the config there is no telling whether events are on. */

@@ -102,6 +102,8 @@ BPF_TABLE_PINNED("hash", struct lb6_revnat_key, struct ip6_addr, lb6_revnat, LB6
 BPF_TABLE_PINNED("lru_hash", struct lb6_affinity_key, struct lb_affinity_value, lb6_affinity,
 		 LB6_AFFINITY_MAX, PINNED(lb6_affinity));
 BPF_TABLE_PINNED("prog", __u32, __u32, lb6_progs, LB6_PROG_MAX, PINNED(lb6_progs));
+BPF_TABLE_PINNED("percpu_array", __u32, struct lb6_translated, lb6_translated, 1,
+		 PINNED(lb6_translated));
 BPF_RINGBUF_PINNED(events, EVENTS_BYTES);
 /* podwire trace: armed tags by DSCP, --live marks by endpoint, the hops seen. */
 BPF_TABLE_PINNED("array", __u32, struct trace_tag, trace_tags, TRACE_TAGS,

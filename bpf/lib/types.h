@@ -300,13 +300,22 @@ struct lb6_affinity_key {
 #define LB6_PROG_REPLY 1
 #define LB6_PROG_MAX 2
 
-/* skb->cb words the IPv6 load balancer's tail calls pass on. SERVICE: the packet was
- * translated (FRONTEND, then from_pod6 again) or is a reply to translate back (REPLY):
- * its service_id, 0 for neither (every IPv4 entry program clears it before the IPv6 tail
- * call, entry.h). PORT: the frontend's port, network order. HOOK: REPLY's caller. */
+/* skb->cb words from_pod6 and from_overlay6 pass to lb6_reply, written just before the
+ * tail call: the connection's service_id, its rev_port (network order), the caller's hook. */
 #define LB6_CB_SERVICE 0
 #define LB6_CB_PORT 1
 #define LB6_CB_HOOK 2
+
+/* What lb6_frontend hands back to from_pod6 with the translated packet, in the per-CPU
+ * lb6_translated: a tail call runs on the CPU of its caller with nothing in between, and
+ * from_pod6 clears it once read. Not skb->cb: a packet arrives with what the layers before
+ * left there, so every IPv4 entry program would have to clear it for every IPv6 packet;
+ * this way only the two programs that pass it touch it. service_id 0: not translated. */
+struct lb6_translated {
+	__u32 service_id;
+	__u16 frontend_port; /* network order */
+	__u16 pad;
+};
 
 /* ClientIP session affinity: which backend a client last used for a service. */
 struct lb_affinity_key {

@@ -150,6 +150,48 @@ def test_a_probe_connects_to_the_address_of_its_family(lab: cluster.LabState, pr
     assert peer_ip(json.loads(proc.stdout)["answer"]) == ip_of(by_ref()["y/a"], family)
 
 
+SERVICE_PORT = 1080
+
+
+def dual_stack_service(namespace: str, pod: str) -> dict[str, Any]:
+    """One grid pod behind a Service with a ClusterIP of each family (RequireDualStack)."""
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": pod, "namespace": namespace},
+            "spec": {"selector": {"pod": pod}, "ipFamilyPolicy": "RequireDualStack",
+                     "ports": [{"name": proto.lower(), "port": SERVICE_PORT, "targetPort": 80,
+                                "protocol": proto} for proto in ("TCP", "UDP")]}}
+
+
+def test_services_of_both_families_give_the_pod_matrices(lab: cluster.LabState,
+                                                         applied: list[dict[str, Any]]) -> None:
+    """Each pod behind a dual-stack Service: probed through its ClusterIP of either family,
+    under an ingress policy, the matrix is the evaluator's for the pods themselves (the
+    backend's policy sees the client pod's own address of that family). The Services'
+    slices are per family, each listing the pods' addresses of its family."""
+    services = [dual_stack_service(ns, pod) for ns in "xyz" for pod in "abc"]
+    cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml(services))
+    try:
+        apply(applied, policy("x-from-y", "x", {
+            "podSelector": {}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}],
+                         "ports": [{"protocol": "TCP", "port": 80}]}]}))
+        made = Kube(Path(lab.kubeconfig)).read("Service", "a", "x")
+        assert made is not None
+        assert [ipaddress.ip_address(ip).version for ip in made["spec"]["clusterIPs"]] == [4, 6]
+        for family in (4, 6):
+            for protocol in ("TCP", "UDP"):
+                out = cli_ok(PREFIX, "probe", "--matrix", "--services", "--port",
+                             str(SERVICE_PORT), "--protocol", protocol, "--family", str(family),
+                             "--timeout", "2", "-o", "json")
+                got = json.loads(out)
+                diff = differences(got, expected(lab, 80, protocol, family))
+                assert not diff, (f"{protocol}/{SERVICE_PORT} IPv{family}: Service probes and "
+                                  "evaluator disagree:\n" + "\n".join(diff))
+    finally:
+        cli_ok(PREFIX, "delete", "-f", "-", "--ignore-not-found",
+               stdin=samples.to_yaml(services))
+
+
 def dropped(node: int, reason: str) -> float:
     layout = LabLayout(PREFIX).node(node)
     url = f"http://{layout.underlay_ip}:9962/metrics"

@@ -426,13 +426,19 @@ def test_ipv6_no_backend_is_refused_at_once_with_its_drop_reason(lb: Lab) -> Non
     assert {event_addresses(ev) for ev in drops} == {(address(lb.a, 6), VIP6)}
 
 
-def test_connections_spread_over_two_backends(lb: Lab) -> None:
-    lb.program({frontend(80): service(B_TCP, C_TCP)})
-    listeners = Listeners(lb.b, lb.c)
+FAMILIES = pytest.mark.parametrize("family", [4, 6])
+# The TCP backends b and c of each family.
+TCP_BACKENDS = {4: (B_TCP, C_TCP), 6: (B6_TCP, C6_TCP)}
+
+
+@FAMILIES
+def test_connections_spread_over_two_backends(lb: Lab, family: int) -> None:
+    lb.program({frontend(80, family=family): service(*TCP_BACKENDS[family])})
+    listeners = Listeners(lb.b, lb.c, family=family)
     reached = []
     try:
         for _ in range(40):
-            client = connect(lb.a, 80)
+            client = connect(lb.a, 80, family=family)
             pod, server, _ = listeners.accept()
             reached.append(pod.name)
             tcp_exchange(client, server, pod.name.encode() * 20)
@@ -444,13 +450,15 @@ def test_connections_spread_over_two_backends(lb: Lab) -> None:
     assert set(reached) == {"b", "c"}, reached
 
 
-def test_client_ip_affinity_holds_a_client_on_one_backend(lb: Lab) -> None:
-    lb.program({frontend(80): service(B_TCP, C_TCP, affinity=60)})
-    listeners = Listeners(lb.b, lb.c)
+@FAMILIES
+def test_client_ip_affinity_holds_a_client_on_one_backend(lb: Lab, family: int) -> None:
+    b_id, c_id = TCP_BACKENDS[family]
+    lb.program({frontend(80, family=family): service(b_id, c_id, affinity=60)})
+    listeners = Listeners(lb.b, lb.c, family=family)
     reached = []
     try:
         for _ in range(20):
-            client = connect(lb.a, 80)
+            client = connect(lb.a, 80, family=family)
             pod, server, _ = listeners.accept()
             reached.append(pod.name)
             server.close()
@@ -458,9 +466,12 @@ def test_client_ip_affinity_holds_a_client_on_one_backend(lb: Lab) -> None:
     finally:
         listeners.close()
     assert len(set(reached)) == 1, reached
-    remembered = [(structs.ip_str(k.client), k.service_id, v.backend_id)
-                  for k, v in lb.dp1.lb_affinity.items()]
-    assert remembered == [(lb.a.ip, SERVICE_ID, B_TCP if reached[0] == "b" else C_TCP)]
+    affinities = lb.dp1.lb_affinity if family == 4 else lb.dp1.lb6_affinity
+    client_str = structs.ip_str if family == 4 else structs.ip6_str
+    remembered = [(client_str(k.client), k.service_id, v.backend_id)
+                  for k, v in affinities.items()]
+    assert remembered == [(address(lb.a, family), SERVICE_ID,
+                           b_id if reached[0] == "b" else c_id)]
 
 
 def test_egress_policy_is_judged_against_the_backend(lb: Lab) -> None:
