@@ -41,7 +41,8 @@ def is_ipv6_backend(backend_id: int) -> bool:
 
 @dataclass(frozen=True)
 class SlotWrite:
-    """One bpf(2) call on lb_services: value None deletes the slot."""
+    """One bpf(2) call on lb_services (lb6_services for an IPv6 key): value None deletes
+    the slot."""
 
     key: SlotKey
     value: structs.LbValue | None

@@ -73,7 +73,7 @@ class DatapathSizes:
     lb_backends: int = 65536
     lb_affinity: int = 65536
     lb_sock_revnat: int = 65536
-    # IPv6's (maps.h): slots and backends as IPv4's, one reverse translation a Service.
+    # IPv6's (maps.h): slots and backends as IPv4's, a reverse translation a frontend.
     lb6_services: int = 65536
     lb6_backends: int = 65536
     lb6_revnat: int = 65536
