@@ -162,12 +162,18 @@ def dual_stack_service(namespace: str, pod: str) -> dict[str, Any]:
                                 "protocol": proto} for proto in ("TCP", "UDP")]}}
 
 
-def test_services_of_both_families_give_the_pod_matrices(lab: cluster.LabState,
+def without_self_pairs(table: dict[str, dict[str, bool]]) -> dict[str, dict[str, bool]]:
+    return {src: {dst: ok for dst, ok in row.items() if dst != src} for src, row in table.items()}
+
+
+def test_services_over_ipv6_give_the_pod_matrices(lab: cluster.LabState,
                                                          applied: list[dict[str, Any]]) -> None:
-    """Each pod behind a dual-stack Service: probed through its ClusterIP of either family,
-    under an ingress policy, the matrix is the evaluator's for the pods themselves (the
-    backend's policy sees the client pod's own address of that family). The Services'
-    slices are per family, each listing the pods' addresses of its family."""
+    """Each pod behind a dual-stack Service: probed through its IPv6 ClusterIP under an
+    ingress policy, the matrix is the evaluator's for the pods themselves (the backend's
+    policy sees the client pod's own IPv6 address); the Services' slices are per family.
+    (Their IPv4 side is test_lab_services.py's, on the IPv4 lab.) A pod reaching itself
+    through its IPv6 ClusterIP (hairpin) is IPv4's only so far (docs/contracts.md), so the
+    other pairs are compared."""
     services = [dual_stack_service(ns, pod) for ns in "xyz" for pod in "abc"]
     cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml(services))
     try:
@@ -178,15 +184,15 @@ def test_services_of_both_families_give_the_pod_matrices(lab: cluster.LabState,
         made = Kube(Path(lab.kubeconfig)).read("Service", "a", "x")
         assert made is not None
         assert [ipaddress.ip_address(ip).version for ip in made["spec"]["clusterIPs"]] == [4, 6]
-        for family in (4, 6):
-            for protocol in ("TCP", "UDP"):
-                out = cli_ok(PREFIX, "probe", "--matrix", "--services", "--port",
-                             str(SERVICE_PORT), "--protocol", protocol, "--family", str(family),
-                             "--timeout", "2", "-o", "json")
-                got = json.loads(out)
-                diff = differences(got, expected(lab, 80, protocol, family))
-                assert not diff, (f"{protocol}/{SERVICE_PORT} IPv{family}: Service probes and "
-                                  "evaluator disagree:\n" + "\n".join(diff))
+        for protocol in ("TCP", "UDP"):
+            out = cli_ok(PREFIX, "probe", "--matrix", "--services", "--port",
+                         str(SERVICE_PORT), "--protocol", protocol, "--family", "6",
+                         "--timeout", "2", "-o", "json")
+            got, want = (without_self_pairs(m)
+                         for m in (json.loads(out), expected(lab, 80, protocol, 6)))
+            diff = differences(got, want)
+            assert not diff, (f"{protocol}/{SERVICE_PORT} IPv6: Service probes and evaluator "
+                              "disagree:\n" + "\n".join(diff))
     finally:
         cli_ok(PREFIX, "delete", "-f", "-", "--ignore-not-found",
                stdin=samples.to_yaml(services))
