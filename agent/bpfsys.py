@@ -245,7 +245,8 @@ def map_info(fd: int) -> MapInfo:
 
 
 class _ProgInfo(ctypes.Structure):
-    """struct bpf_prog_info up to run_cnt (uapi/linux/bpf.h); the kernel fills what fits."""
+    """struct bpf_prog_info up to verified_insns (uapi/linux/bpf.h); the kernel fills what
+    fits."""
 
     _fields_ = [
         ("type", ctypes.c_uint32),
@@ -259,15 +260,28 @@ class _ProgInfo(ctypes.Structure):
         ("rest", ctypes.c_uint8 * 112),  # ifindex .. prog_tags
         ("run_time_ns", ctypes.c_uint64),
         ("run_cnt", ctypes.c_uint64),
+        ("recursion_misses", ctypes.c_uint64),
+        ("verified_insns", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
     ]
+
+
+def _prog_info(fd: int) -> _ProgInfo:
+    info = _ProgInfo()
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"fd {fd}")
+    return info
+
+
+def prog_verified_insns(fd: int) -> int:
+    """The instructions the verifier processed loading the program (its limit is 1M)."""
+    return int(_prog_info(fd).verified_insns)
 
 
 def prog_run_stats(fd: int) -> tuple[int, int]:
     """A program's (run_time_ns, run_cnt) so far: counted only while run time stats are
     on (enable_run_time_stats)."""
-    info = _ProgInfo()
-    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info))
-    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"fd {fd}")
+    info = _prog_info(fd)
     return info.run_time_ns, info.run_cnt
 
 

@@ -223,6 +223,14 @@ class Datapath:
         self.lb_backends = BpfMap(pin_dir, "lb_backends", ctypes.c_uint32, structs.LbBackend)
         self.lb_affinity = BpfMap(pin_dir, "lb_affinity", structs.LbAffinityKey,
                                   structs.LbAffinityValue)
+        # IPv6's (maps.h): slots, backends, each internal frontend's address by its
+        # Service, port and protocol (the reverse translation).
+        self.lb6_services = BpfMap(pin_dir, "lb6_services", structs.Lb6Key, structs.LbValue)
+        self.lb6_backends = BpfMap(pin_dir, "lb6_backends", ctypes.c_uint32, structs.Lb6Backend)
+        self.lb6_revnat = BpfMap(pin_dir, "lb6_revnat", structs.Lb6RevnatKey,
+                                 structs.Ip6Addr)
+        self.lb6_affinity = BpfMap(pin_dir, "lb6_affinity", structs.Lb6AffinityKey,
+                                   structs.LbAffinityValue)
         self.metrics = PerCpuArray(pin_dir, "metrics", structs.MetricsValue)
         self.events_lost = PerCpuArray(pin_dir, "events_lost", ctypes.c_uint64)
         self.flow_aggregates = BpfMap(pin_dir, "flow_aggregates", structs.FlowAggKey,
@@ -246,14 +254,20 @@ class Datapath:
                         lb_services=config.lb_services_max,
                         lb_backends=config.lb_backends_max,
                         lb_affinity=config.lb_affinity_max,
+                        lb6_services=config.lb_services_max,
+                        lb6_backends=config.lb_backends_max,
+                        lb6_revnat=config.lb_services_max,
+                        lb6_affinity=config.lb_affinity_max,
                         flow_aggregates=config.flow_aggregates_max,
                         flow_aggregates6=config.flow_aggregates_max)
         summary = run_loader(config.pin_dir, sizes)
         if summary.get("adopted"):
             log.info("event=datapath_adopted pin_dir=%s reason=same_build", config.pin_dir)
         else:
-            log.info("event=datapath_loaded pin_dir=%s maps=%s", config.pin_dir,
-                     ",".join(f"{k}:{v}" for k, v in summary["maps"].items()))
+            # The verifier's work per program: each must stay well below its 1M limit.
+            log.info("event=datapath_loaded pin_dir=%s maps=%s verified_insns=%s",
+                     config.pin_dir, ",".join(f"{k}:{v}" for k, v in summary["maps"].items()),
+                     ",".join(f"{k}:{v}" for k, v in summary["verified_insns"].items()))
         dp = cls(config.pin_dir, netns)
         dp.set_node_config(node_ip=config.node_ip, flow_events=config.flow_events,
                            timeouts=config.conntrack_timeouts,
@@ -464,14 +478,15 @@ class Datapath:
         return {m.name: {"entries": len(m), "max": m.max_entries}
                 for m in (self.endpoints, self.ipcache, self.policy, self.conntrack,
                           self.endpoints6, self.ipcache6, self.conntrack6,
-                          self.lb_services, self.lb_backends, self.flow_aggregates,
-                          self.flow_aggregates6)}
+                          self.lb_services, self.lb_backends, self.lb6_services,
+                          self.lb6_backends, self.flow_aggregates, self.flow_aggregates6)}
 
     def close(self) -> None:
         """Release fds and sockets; pins, programs and attachments stay."""
         for m in (self.endpoints, self.ipcache, self.policy, self.conntrack, self.config,
                   self.endpoints6, self.ipcache6, self.conntrack6,
-                  self.lb_services, self.lb_backends, self.lb_affinity, self.metrics,
+                  self.lb_services, self.lb_backends, self.lb_affinity, self.lb6_services,
+                  self.lb6_backends, self.lb6_revnat, self.lb6_affinity, self.metrics,
                   self.events_lost, self.flow_aggregates, self.flow_aggregates6):
             m.close()
         if self._events is not None:

@@ -6,6 +6,12 @@ in 1..count, so the order of the single writes that change a frontend decides wh
 packet can see in between: `frontend_writes` puts every slot a new count names in place
 before slot 0 raises the count, and lowers the count before the slots beyond it go. Pure:
 the programmer (agent/programmer.py) performs the writes.
+
+IPv6 frontends and backends live in maps of their own (lb6_services, lb6_backends) with the
+same values; a frontend's family is its address's, a backend's is told by its id (IPv6
+ones are numbered from BACKEND6_ID_BASE, agent/services.py), so a delete that carries only
+the id finds its map. An IPv6 internal frontend also has its address in lb6_revnat under
+(service id, port, protocol), where its connections' replies find it.
 """
 
 from __future__ import annotations
@@ -14,25 +20,50 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from podwire.agent import structs
-from podwire.agent.entries import BackendEntry, FrontendKey, Protocol, ServiceEntry
-from podwire.bpf.constants import LB_F_KEEP_CLIENT, LB_F_NODE_PORT, LbScope
+from podwire.agent.entries import BackendEntry, FrontendKey, LbScope, Protocol, ServiceEntry
+from podwire.bpf.constants import LB_F_KEEP_CLIENT, LB_F_NODE_PORT
 
 # lb_value.count is 16 bits, and slot numbers with it.
 MAX_BACKENDS = 0xFFFF
+# Backend ids of IPv6 backends start here; IPv4 ones lie below (both are __u32, 0 is none).
+BACKEND6_ID_BASE = 1 << 31
+
+SlotKey = structs.LbKey | structs.Lb6Key
+
+
+def is_ipv6(address: str) -> bool:
+    return ":" in address
+
+
+def is_ipv6_backend(backend_id: int) -> bool:
+    return backend_id >= BACKEND6_ID_BASE
 
 
 @dataclass(frozen=True)
 class SlotWrite:
-    """One bpf(2) call on lb_services: value None deletes the slot."""
+    """One bpf(2) call on lb_services (lb6_services for an IPv6 key): value None deletes
+    the slot."""
 
-    key: structs.LbKey
+    key: SlotKey
     value: structs.LbValue | None
 
 
-def slot_key(frontend: FrontendKey, slot: int) -> structs.LbKey:
-    return structs.LbKey(address=structs.ip_be(frontend.address),
-                         port=structs.port_be(frontend.port), proto=int(frontend.protocol),
-                         scope=int(frontend.scope), slot=slot)
+def slot_key(frontend: FrontendKey, slot: int) -> SlotKey:
+    """The key of one slot in the frontend's family's map."""
+    fields = {"port": structs.port_be(frontend.port), "proto": int(frontend.protocol),
+              "scope": int(frontend.scope), "slot": slot}
+    if is_ipv6(frontend.address):
+        return structs.Lb6Key(address=structs.ip6_addr(frontend.address), **fields)
+    return structs.LbKey(address=structs.ip_be(frontend.address), **fields)
+
+
+def revnat_key(frontend: FrontendKey, service_id: int) -> structs.Lb6RevnatKey | None:
+    """Where an IPv6 internal frontend's address is kept for its replies; None for a
+    frontend that has no such entry (IPv4's connections keep it in conntrack)."""
+    if not is_ipv6(frontend.address) or frontend.scope != LbScope.INTERNAL:
+        return None
+    return structs.Lb6RevnatKey(service_id=service_id, port=structs.port_be(frontend.port),
+                                proto=int(frontend.protocol))
 
 
 def service_value(entry: ServiceEntry) -> structs.LbValue:
@@ -64,25 +95,34 @@ def frontend_writes(frontend: FrontendKey, entry: ServiceEntry | None,
     return writes
 
 
-def backend_value(entry: BackendEntry) -> structs.LbBackend:
+def backend_value(entry: BackendEntry) -> structs.LbBackend | structs.Lb6Backend:
+    if is_ipv6(entry.address):
+        return structs.Lb6Backend(address=structs.ip6_addr(entry.address),
+                                  port=structs.port_be(entry.port))
     return structs.LbBackend(address=structs.ip_be(entry.address),
                              port=structs.port_be(entry.port))
 
 
-def backend_entry(value: structs.LbBackend) -> BackendEntry:
-    return BackendEntry(address=structs.ip_str(value.address),
-                        port=structs.port_host(value.port))
+def backend_entry(value: structs.LbBackend | structs.Lb6Backend) -> BackendEntry:
+    address = (structs.ip6_str(value.address) if isinstance(value, structs.Lb6Backend)
+               else structs.ip_str(value.address))
+    return BackendEntry(address=address, port=structs.port_host(value.port))
 
 
-def read_frontends(slots: Iterable[tuple[structs.LbKey, structs.LbValue]]
+def _address_str(key: SlotKey) -> str:
+    return (structs.ip6_str(key.address) if isinstance(key, structs.Lb6Key)
+            else structs.ip_str(key.address))
+
+
+def read_frontends(slots: Iterable[tuple[SlotKey, structs.LbValue]]
                    ) -> dict[FrontendKey, ServiceEntry]:
     """The frontends a dump of lb_services holds. A slot 0 whose slots are not all there
     (a write interrupted by a crash) reads with the backends that are, so the next plan
     rewrites it; slots without a slot 0 are not a frontend."""
-    heads: dict[tuple[int, int, int, int], structs.LbValue] = {}
-    backends: dict[tuple[int, int, int, int], dict[int, int]] = {}
+    heads: dict[tuple[str, int, int, int], structs.LbValue] = {}
+    backends: dict[tuple[str, int, int, int], dict[int, int]] = {}
     for key, value in slots:
-        ident = (key.address, key.port, key.proto, key.scope)
+        ident = (_address_str(key), key.port, key.proto, key.scope)
         if key.slot == 0:
             heads[ident] = value
         else:
@@ -92,7 +132,7 @@ def read_frontends(slots: Iterable[tuple[structs.LbKey, structs.LbValue]]
         address, port, proto, scope = ident
         have = backends.get(ident, {})
         ids = tuple(have[slot] for slot in range(1, head.count + 1) if slot in have)
-        frontend = FrontendKey(address=structs.ip_str(address), port=structs.port_host(port),
+        frontend = FrontendKey(address=address, port=structs.port_host(port),
                                protocol=Protocol(proto), scope=LbScope(scope))
         out[frontend] = ServiceEntry(
             service_id=head.service_id, backend_ids=ids,
@@ -102,11 +142,12 @@ def read_frontends(slots: Iterable[tuple[structs.LbKey, structs.LbValue]]
     return out
 
 
-def stray_slots(slots: Sequence[tuple[structs.LbKey, structs.LbValue]]
-                ) -> list[structs.LbKey]:
+def stray_slots(slots: Sequence[tuple[SlotKey, structs.LbValue]]) -> list[SlotKey]:
     """The slots no frontend counts: past their slot 0's count, or with no slot 0 at all.
     Only a write cut short by a crash leaves them (a frontend grown before its slot 0, or
     created without it); no packet reads them, and no plan would delete them."""
-    counts = {(k.address, k.port, k.proto, k.scope): v.count for k, v in slots if k.slot == 0}
-    return [k for k, _ in slots
-            if k.slot > counts.get((k.address, k.port, k.proto, k.scope), 0)]
+    def ident(k: SlotKey) -> tuple[str, int, int, int]:
+        return _address_str(k), k.port, k.proto, k.scope
+
+    counts = {ident(k): v.count for k, v in slots if k.slot == 0}
+    return [k for k, _ in slots if k.slot > counts.get(ident(k), 0)]

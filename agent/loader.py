@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podwire.agent import bpfsys, structs
-from podwire.bpf.constants import MAPS, Hook
+from podwire.bpf.constants import LB6_PROG_FRONTEND, LB6_PROG_REPLY, MAPS, Hook
 from podwire.bpf.header import MapDecl
 
 log = logging.getLogger("podwire.loader")
@@ -35,6 +35,9 @@ TC_PROGRAMS = ("from_pod", "to_pod", "from_overlay", "from_netdev")
 TAIL_PROGRAMS6 = {"from_pod6": Hook.FROM_POD, "to_pod6": Hook.TO_POD,
                   "from_overlay6": Hook.FROM_OVERLAY}
 PROG_ARRAY6 = "progs6"
+# The IPv6 load balancer's programs, by their slot of lb6_progs (bpf_lb6.c).
+LB6_PROGRAMS = {"lb6_frontend": LB6_PROG_FRONTEND, "lb6_reply": LB6_PROG_REPLY}
+LB6_PROG_ARRAY = "lb6_progs"
 # The node's own sockets (bpf_sock.c): cgroup sock_addr programs by the hook they serve.
 SOCK_PROGRAMS = {
     "sock_connect4": "cgroup_inet4_connect",
@@ -42,10 +45,10 @@ SOCK_PROGRAMS = {
     "sock_recvmsg4": "cgroup_udp4_recvmsg",
     "sock_getpeername4": "cgroup_inet4_getpeername",
 }
-PROGRAMS = (*TC_PROGRAMS, *TAIL_PROGRAMS6, *SOCK_PROGRAMS)
+PROGRAMS = (*TC_PROGRAMS, *TAIL_PROGRAMS6, *LB6_PROGRAMS, *SOCK_PROGRAMS)
 # Entry files, compiled as one unit so the programs share one set of maps.
 ENTRY_FILES = ("bpf_pod.c", "bpf_overlay.c", "bpf_host.c", "bpf_sock.c", "bpf_pod6.c",
-               "bpf_overlay6.c")
+               "bpf_overlay6.c", "bpf_lb6.c")
 _LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -70,6 +73,11 @@ class DatapathSizes:
     lb_backends: int = 65536
     lb_affinity: int = 65536
     lb_sock_revnat: int = 65536
+    # IPv6's (maps.h): slots and backends as IPv4's, a reverse translation a frontend.
+    lb6_services: int = 65536
+    lb6_backends: int = 65536
+    lb6_revnat: int = 65536
+    lb6_affinity: int = 65536
     # Each CPU's flow events ring (bpf/lib/maps.h): 512 pages (2 MiB) hold about 18,700
     # events, room for a burst while the agent's reader catches up.
     events_pages: int = 512
@@ -273,6 +281,7 @@ def compile_and_pin(pin_dir: Path, sizes: DatapathSizes) -> dict[str, object]:
 
     in_force = ensure_maps(pin_dir, sizes)
     bpf = BPF(text=datapath_source(), cflags=cflags(pin_dir, in_force))
+    verified: dict[str, int] = {}
     for name in PROGRAMS:
         if name in SOCK_PROGRAMS:
             # bcc 0.26 loads a sock_addr program only when told its attach type.
@@ -280,6 +289,7 @@ def compile_and_pin(pin_dir: Path, sizes: DatapathSizes) -> dict[str, object]:
                                attach_type=bpfsys.ATTACH_TYPES[SOCK_PROGRAMS[name]])
         else:
             fn = bpf.load_func(name, BPF.SCHED_CLS)
+        verified[name] = bpfsys.prog_verified_insns(fn.fd)
         final = pin_dir / prog_pin(name)
         staging = pin_dir / f"{prog_pin(name)}_staging"  # bpffs refuses names with a dot
         if staging.exists():
@@ -289,18 +299,22 @@ def compile_and_pin(pin_dir: Path, sizes: DatapathSizes) -> dict[str, object]:
         # the old program or the new one, never no program.
         os.replace(staging, final)
         if name in TAIL_PROGRAMS6:
-            _set_tail_program(pin_dir, TAIL_PROGRAMS6[name], fn.fd)
+            _set_tail_program(pin_dir, PROG_ARRAY6, TAIL_PROGRAMS6[name], fn.fd)
+        if name in LB6_PROGRAMS:
+            _set_tail_program(pin_dir, LB6_PROG_ARRAY, LB6_PROGRAMS[name], fn.fd)
     # Last, once every program is pinned: a crash before this leaves no matching build.
     _write_build_id(pin_dir, build_id(pin_dir, sizes))
-    return {"pin_dir": str(pin_dir), "maps": in_force, "programs": list(PROGRAMS)}
+    return {"pin_dir": str(pin_dir), "maps": in_force, "programs": list(PROGRAMS),
+            "verified_insns": verified}
 
 
-def _set_tail_program(pin_dir: Path, hook: int, prog_fd: int) -> None:
-    """Point the hook's slot of progs6 at a freshly loaded IPv6 program: the IPv4 entry
-    programs tail-call the new one from the next packet on."""
-    fd = bpfsys.obj_get(str(pin_dir / PROG_ARRAY6))
+def _set_tail_program(pin_dir: Path, array: str, slot: int, prog_fd: int) -> None:
+    """Point a slot of a prog array at a freshly loaded program (progs6: the hook's IPv6
+    program; lb6_progs: the IPv6 load balancer's): its callers tail-call the new one from
+    the next packet on."""
+    fd = bpfsys.obj_get(str(pin_dir / array))
     try:
-        bpfsys.update(fd, ctypes.c_uint32(hook), ctypes.c_uint32(prog_fd))
+        bpfsys.update(fd, ctypes.c_uint32(slot), ctypes.c_uint32(prog_fd))
     finally:
         os.close(fd)
 

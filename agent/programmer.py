@@ -29,6 +29,7 @@ from podwire.agent.entries import (
     ServiceEntry,
     TierVerdict,
 )
+from podwire.agent.maps import BpfMap
 from podwire.agent.reconcile import MapContents, MapName, Operation, Upsert
 from podwire.bpf.constants import (
     EP_F_EGRESS_AUDIT,
@@ -142,13 +143,17 @@ def apply(datapath: Datapath, ops: list[Operation]) -> None:
                 datapath.policy.delete_batch(keys)
             continue
         if name is MapName.LB_BACKENDS:
-            group = list(run)
-            keys = b"".join(_BACKEND_ID.pack(cast(int, op.key)) for op in group)
-            if upsert:
-                datapath.lb_backends.update_batch(keys, b"".join(
-                    bytes(lbslots.backend_value(cast(Upsert, op).value)) for op in group))
-            else:
-                datapath.lb_backends.delete_batch(keys)
+            # One batch call for each family's stretch (lbslots: the id tells it).
+            for v6, stretch in itertools.groupby(
+                    run, key=lambda op: lbslots.is_ipv6_backend(cast(int, op.key))):
+                group = list(stretch)
+                backends = datapath.lb6_backends if v6 else datapath.lb_backends
+                keys = b"".join(_BACKEND_ID.pack(cast(int, op.key)) for op in group)
+                if upsert:
+                    backends.update_batch(keys, b"".join(
+                        bytes(lbslots.backend_value(cast(Upsert, op).value)) for op in group))
+                else:
+                    backends.delete_batch(keys)
             continue
         if name is MapName.LB_SERVICES:
             _apply_frontends(datapath, [(cast(FrontendKey, op.key),
@@ -177,28 +182,47 @@ def _apply_frontends(datapath: Datapath,
                      frontends: list[tuple[FrontendKey, ServiceEntry | None]]) -> None:
     """Each frontend's slot writes, from the count its slot 0 holds, in order: a stretch
     of updates is one batch call, a stretch of deletes another. A frontend named twice
-    reads its slot 0 after the writes before it are made."""
+    reads its slot 0 after the writes before it are made. An IPv6 internal frontend's
+    reverse translation (lb6_revnat) is in place before its slots and goes after them."""
     pending: list[lbslots.SlotWrite] = []
+    gone: list[structs.Lb6RevnatKey] = []
     seen: set[FrontendKey] = set()
     for frontend, value in frontends:
         if frontend in seen:
-            _write_slots(datapath, pending)
-            pending, seen = [], set()
+            _write_slots(datapath, pending, gone)
+            pending, gone, seen = [], [], set()
         seen.add(frontend)
-        head = datapath.lb_services.lookup(lbslots.slot_key(frontend, 0))
+        head = _slots_of(datapath, frontend).lookup(lbslots.slot_key(frontend, 0))
+        if value is not None:
+            revnat = lbslots.revnat_key(frontend, value.service_id)
+            if revnat is not None:
+                datapath.lb6_revnat.update(revnat, structs.ip6_addr(frontend.address))
+        elif head is not None:
+            revnat = lbslots.revnat_key(frontend, head.service_id)
+            if revnat is not None:
+                gone.append(revnat)
         pending += lbslots.frontend_writes(frontend, value, head.count if head else 0)
-    _write_slots(datapath, pending)
+    _write_slots(datapath, pending, gone)
 
 
-def _write_slots(datapath: Datapath, writes: list[lbslots.SlotWrite]) -> None:
-    for deleting, run in itertools.groupby(writes, key=lambda w: w.value is None):
+def _slots_of(datapath: Datapath, frontend: FrontendKey) -> BpfMap[Any, structs.LbValue]:
+    return datapath.lb6_services if lbslots.is_ipv6(frontend.address) else datapath.lb_services
+
+
+def _write_slots(datapath: Datapath, writes: list[lbslots.SlotWrite],
+                 revnat_gone: list[structs.Lb6RevnatKey]) -> None:
+    for (v6, deleting), run in itertools.groupby(
+            writes, key=lambda w: (isinstance(w.key, structs.Lb6Key), w.value is None)):
+        slots = datapath.lb6_services if v6 else datapath.lb_services
         stretch = list(run)
         keys = b"".join(bytes(w.key) for w in stretch)
         if deleting:
-            datapath.lb_services.delete_batch(keys)
+            slots.delete_batch(keys)
         else:
-            datapath.lb_services.update_batch(keys, b"".join(bytes(cast(structs.LbValue, w.value))
-                                                             for w in stretch))
+            slots.update_batch(keys, b"".join(bytes(cast(structs.LbValue, w.value))
+                                              for w in stretch))
+    for key in revnat_gone:
+        datapath.lb6_revnat.delete(key)
 
 
 # The policy and load balancer maps' writes are batched in apply().
@@ -242,12 +266,15 @@ def read_installed(datapath: Datapath) -> MapContents:
             port_bits=port_bits,
         )
         contents.policy[entry_key] = policy_entry(value)
-    slots = list(datapath.lb_services.items())
-    contents.lb_services = lbslots.read_frontends(slots)
-    if strays := lbslots.stray_slots(slots):
-        datapath.lb_services.delete_batch(b"".join(bytes(k) for k in strays))
+    slots4: list[tuple[lbslots.SlotKey, structs.LbValue]] = list(datapath.lb_services.items())
+    slots6: list[tuple[lbslots.SlotKey, structs.LbValue]] = list(datapath.lb6_services.items())
+    contents.lb_services = lbslots.read_frontends(slots4 + slots6)
+    for lb, slots in ((datapath.lb_services, slots4), (datapath.lb6_services, slots6)):
+        if strays := lbslots.stray_slots(slots):
+            lb.delete_batch(b"".join(bytes(k) for k in strays))
     contents.lb_backends = {_int(backend_id): lbslots.backend_entry(backend)
-                            for backend_id, backend in datapath.lb_backends.items()}
+                            for backends in (datapath.lb_backends, datapath.lb6_backends)
+                            for backend_id, backend in backends.items()}
     return contents
 
 

@@ -4,8 +4,9 @@ from the API's objects, and what of them had to be skipped.
 Like kopf's typed bodies: agent/services.py never reads a raw dict. A parser keeps what it
 can use and says, with the field path, what it skipped (an unknown protocol, a port out
 of range, an address that is not one), so one bad port never costs a Service its other
-ports; IPv6 addresses and slices are valid input the IPv4 datapath does not serve, and
-are left out without a problem.
+ports. ClusterIPs and slices of either family are kept (a slice's endpoints take its
+`addressType`'s addresses); FQDN slices are valid input no datapath serves, and are left
+out without a problem.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 DEFAULT_AFFINITY_TIMEOUT = 10800  # kube-proxy's default, sessionAffinityConfig's default
 NODE_PORT_TYPES = frozenset({"NodePort", "LoadBalancer"})
 LB_PROTOCOLS = frozenset({Protocol.TCP, Protocol.UDP, Protocol.SCTP})
+# EndpointSlice addressType -> the IP version of its addresses.
+SLICE_FAMILIES = {"IPv4": 4, "IPv6": 6}
 
 ApiObject = Mapping[str, Any]
 
@@ -38,7 +41,7 @@ class ServicePort:
 @dataclass(frozen=True, slots=True)
 class Service:
     key: str  # namespace/name
-    cluster_ips: tuple[str, ...]  # IPv4 only; empty for headless and ExternalName
+    cluster_ips: tuple[str, ...]  # one per family; empty for headless and ExternalName
     ports: tuple[ServicePort, ...]
     node_ports: bool  # type NodePort or LoadBalancer
     internal_local: bool
@@ -68,6 +71,7 @@ class EndpointSlice:
     service: str  # namespace/name of its Service
     ports: tuple[SlicePort, ...]
     endpoints: tuple[SliceEndpoint, ...]
+    family: int = 4  # its addressType's IP version: the family of every endpoint address
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,21 @@ def _port_number(value: Any) -> int | None:
         and 0 < value <= 0xFFFF else None
 
 
+def ip_family(address: str) -> int:
+    """4 or 6, of an address as ip_address() gives it."""
+    return 6 if ":" in address else 4
+
+
+def ip_address(value: Any) -> str | None:
+    """The normalised address of either family; None for garbage."""
+    address = ipv4(value)
+    if address is False:
+        return str(ipaddress.ip_address(str(value)))
+    return address if isinstance(address, str) else None
+
+
 def ipv4(value: Any) -> str | None | bool:
-    """The normalised IPv4 address; False for IPv6 (valid, not ours); None for garbage."""
+    """The normalised IPv4 address; False for IPv6; None for garbage."""
     if isinstance(value, str):
         # The common case, an address already written as inet_ntop writes it, without
         # ipaddress's parse (a resync reads 60,000 of them).
@@ -132,11 +149,11 @@ def parse_service(obj: ApiObject) -> tuple[Service, list[str]]:
         for raw in spec.get("clusterIPs") or [spec.get("clusterIP")]:
             if raw in (None, "", "None"):
                 continue
-            address = ipv4(raw)
+            address = ip_address(raw)
             if address is None:
                 problems.append(f"spec.clusterIPs: {raw!r} is not an IP address")
-            elif address:
-                cluster_ips.append(str(address))
+            else:
+                cluster_ips.append(address)
     ports: list[ServicePort] = []
     for index, port in enumerate(spec.get("ports") or []):
         where = f"spec.ports[{index}]"
@@ -177,12 +194,13 @@ def _condition(conditions: Mapping[str, Any], name: str, default: bool) -> bool:
     return default if value is None else bool(value)
 
 
-def _slice_endpoint(raw: ApiObject, where: str, problems: list[str]) -> SliceEndpoint | None:
+def _slice_endpoint(raw: ApiObject, where: str, family: int, problems: list[str]
+                    ) -> SliceEndpoint | None:
     addresses = raw.get("addresses") or []
     # kube-proxy uses the first address: the others are the same endpoint.
-    address = ipv4(addresses[0]) if addresses else None
-    if not address:
-        problems.append(f"{where}.addresses: {addresses!r} has no IPv4 address; "
+    address = ip_address(addresses[0]) if addresses else None
+    if not address or ip_family(address) != family:
+        problems.append(f"{where}.addresses: {addresses!r} has no IPv{family} address; "
                         "endpoint skipped")
         return None
     conditions = raw.get("conditions") or {}
@@ -198,16 +216,17 @@ def _slice_endpoint(raw: ApiObject, where: str, problems: list[str]) -> SliceEnd
 
 
 def parse_endpoint_slice(obj: ApiObject) -> tuple[EndpointSlice | None, list[str]]:
-    """A slice as the model keeps it (None when it names no Service or is not IPv4), and
-    what of it had to be skipped."""
+    """A slice as the model keeps it (None when it names no Service or is of addressType
+    FQDN), and what of it had to be skipped."""
     namespace, name, _ = meta(obj)
     labels = (obj.get("metadata") or {}).get("labels") or {}
     service = labels.get(SERVICE_NAME_LABEL)
     if not service:
         missing = f"metadata.labels: no {SERVICE_NAME_LABEL} label names its Service"
         return None, [f"{missing}; slice skipped"]
-    if obj.get("addressType", "IPv4") != "IPv4":
-        return None, []  # IPv6 and FQDN slices are valid, and not ours
+    family = SLICE_FAMILIES.get(obj.get("addressType", "IPv4"))
+    if family is None:
+        return None, []  # FQDN slices are valid, and not ours
     problems: list[str] = []
     ports: list[SlicePort] = []
     for index, port in enumerate(obj.get("ports") or []):
@@ -223,8 +242,8 @@ def parse_endpoint_slice(obj: ApiObject) -> tuple[EndpointSlice | None, list[str
             ports.append(SlicePort(sys.intern(str(port.get("name") or "")), protocol, number))
     endpoints = []
     for index, raw in enumerate(obj.get("endpoints") or []):
-        endpoint = _slice_endpoint(raw, f"endpoints[{index}]", problems)
+        endpoint = _slice_endpoint(raw, f"endpoints[{index}]", family, problems)
         if endpoint is not None:
             endpoints.append(endpoint)
     return EndpointSlice(f"{namespace}/{name}", f"{namespace}/{service}", tuple(ports),
-                         tuple(endpoints)), problems
+                         tuple(endpoints), family), problems

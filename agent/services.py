@@ -5,9 +5,11 @@ Service, joined by the `kubernetes.io/service-name` label) and keeps the desired
 `lb_services` (FrontendKey -> ServiceEntry) and `lb_backends` (backend id ->
 BackendEntry) of agent/entries.py. Its rules are kube-proxy's:
 
-- a ClusterIP frontend for every IPv4 `spec.clusterIPs` entry and Service port, scope
-  INTERNAL; a NodePort (or LoadBalancer) Service adds `<node address>:nodePort` frontends
-  in both scopes. Headless and ExternalName Services have no frontend.
+- a ClusterIP frontend for every `spec.clusterIPs` entry (one per family) and Service
+  port, scope INTERNAL, whose backends are those of the slices of the ClusterIP's family
+  (`addressType`); a NodePort (or LoadBalancer) Service adds `<node address>:nodePort`
+  frontends in both scopes, with the IPv4 backends (the node addresses are IPv4).
+  Headless and ExternalName Services have no frontend.
 - A Service port takes its backends from the slice ports of the same name and protocol,
   so a named targetPort arrives resolved per slice. Only ready endpoints take new
   connections; serving-but-terminating ones only when none is ready.
@@ -19,7 +21,8 @@ BackendEntry) of agent/entries.py. Its rules are kube-proxy's:
 It works incrementally: an event marks its Service, and `compute()` redoes only those,
 returning the keys that may differ so the reconcile diff compares only them. Backend ids
 are stable per (address, port) while any Service uses the pair, and a released id is
-reused only after the reconcile that removed it (agent/identity.py's allocator). Bad
+reused only after the reconcile that removed it (agent/identity.py's allocator); IPv6
+backends are numbered from lbslots.BACKEND6_ID_BASE, so an id names its map. Bad
 input (an unknown protocol, a slice naming no Service, an address that is not one) is
 skipped by the parsers (agent/service_objects.py), recorded as a problem for `/status`,
 and disturbs nothing else; a malformed object leaves its last good version in use.
@@ -34,6 +37,7 @@ from typing import Any
 
 from podwire.agent.entries import BackendEntry, FrontendKey, LbScope, ServiceEntry
 from podwire.agent.identity import IdentityAllocator
+from podwire.agent.lbslots import BACKEND6_ID_BASE, is_ipv6
 from podwire.agent.service_objects import (
     ApiObject,
     EndpointSlice,
@@ -41,6 +45,7 @@ from podwire.agent.service_objects import (
     ServicePort,
     ServiceProblem,
     SliceEndpoint,
+    ip_family,
     ipv4,
     meta,
     parse_endpoint_slice,
@@ -100,26 +105,57 @@ def frontends(service: Service, slices: Iterable[EndpointSlice], node_name: str,
               node_addresses: Iterable[str]) -> dict[FrontendKey, tuple[list[BackendAddr],
                                                                          bool, bool]]:
     """Each frontend of the Service: (its backends, keep_client_address, node_port)."""
-    pieces = list(slices)
+    by_family: dict[int, list[EndpointSlice]] = {4: [], 6: []}
+    for piece in slices:
+        by_family[piece.family].append(piece)
     addresses = tuple(node_addresses)
     out: dict[FrontendKey, tuple[list[BackendAddr], bool, bool]] = {}
     for port in service.ports:
-        candidates = port_candidates(port, pieces)
-        internal = pick(candidates, service.internal_local, node_name)
+        candidates = {family: port_candidates(port, pieces)
+                      for family, pieces in by_family.items() if pieces}
+        internal = {family: pick(found, service.internal_local, node_name)
+                    for family, found in candidates.items()}
         for ip in service.cluster_ips:
             out[FrontendKey(ip, port.port, port.protocol, LbScope.INTERNAL)] = \
-                (internal, False, False)
+                (internal.get(ip_family(ip), []), False, False)
         if service.node_ports and port.node_port:
-            external = pick(candidates, service.external_local, node_name)
+            external = pick(candidates.get(4, {}), service.external_local, node_name)
             for ip in addresses:
                 out[FrontendKey(ip, port.node_port, port.protocol, LbScope.EXTERNAL)] = \
                     (external, service.external_local, True)
                 out[FrontendKey(ip, port.node_port, port.protocol, LbScope.INTERNAL)] = \
-                    (internal, False, True)
+                    (internal.get(4, []), False, True)
     return out
 
 
 # ------------------------------------------------------------------ the table
+
+
+class BackendIds:
+    """Backend ids by (address, port), from one allocator per family: IPv4 backends below
+    BACKEND6_ID_BASE, IPv6 ones from it (the programmer tells their maps apart by it)."""
+
+    def __init__(self) -> None:
+        self._v4: IdentityAllocator[BackendAddr] = IdentityAllocator(BACKEND_ID_BASE,
+                                                                     BACKEND6_ID_BASE)
+        self._v6: IdentityAllocator[BackendAddr] = IdentityAllocator(BACKEND6_ID_BASE,
+                                                                     BACKEND_ID_LIMIT)
+
+    def _of(self, addr: BackendAddr) -> IdentityAllocator[BackendAddr]:
+        return self._v6 if is_ipv6(addr[0]) else self._v4
+
+    def acquire(self, addr: BackendAddr, prefer: int | None = None) -> tuple[int, bool]:
+        return self._of(addr).acquire(addr, prefer)
+
+    def release(self, addr: BackendAddr) -> tuple[int, bool]:
+        return self._of(addr).release(addr)
+
+    def get(self, addr: BackendAddr) -> int | None:
+        return self._of(addr).get(addr)
+
+    def recycle(self) -> None:
+        self._v4.recycle()
+        self._v6.recycle()
 
 
 class ServiceIds:
@@ -174,8 +210,7 @@ class ServiceTable:
         self._lb_backends = lb_backends
         self._slices_of: dict[str, set[str]] = defaultdict(set)
         self._ids = ServiceIds()
-        self._backend_ids: IdentityAllocator[BackendAddr] = IdentityAllocator(
-            BACKEND_ID_BASE, BACKEND_ID_LIMIT)
+        self._backend_ids = BackendIds()
         # Per Service, as tuples (a set costs several times more, 10,000 times over).
         self._frontends_of: dict[str, tuple[FrontendKey, ...]] = {}
         self._backends_of: dict[str, tuple[BackendAddr, ...]] = {}

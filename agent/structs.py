@@ -248,6 +248,50 @@ class LbAffinityValue(ctypes.Structure):
     ]
 
 
+class Lb6Key(ctypes.Structure):
+    """An IPv6 frontend's slot (lb6_services), as LbKey."""
+
+    _fields_ = [
+        ("address", Ip6Addr),
+        ("port", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("scope", ctypes.c_uint8),
+        ("slot", ctypes.c_uint16),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+
+class Lb6Backend(ctypes.Structure):
+    _fields_ = [
+        ("address", Ip6Addr),
+        ("port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+
+class Lb6RevnatKey(ctypes.Structure):
+    _fields_ = [
+        ("service_id", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
+class Lb6AffinityKey(ctypes.Structure):
+    _fields_ = [("client", Ip6Addr), ("service_id", ctypes.c_uint32)]
+
+
+class Lb6Translated(ctypes.Structure):
+    """What lb6_frontend hands back to from_pod6 (the datapath's own; sized here only)."""
+
+    _fields_ = [
+        ("service_id", ctypes.c_uint32),
+        ("frontend_port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
 class FragKey(ctypes.Structure):
     _fields_ = [
         ("saddr", ctypes.c_uint32),
@@ -425,6 +469,11 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "lb_sock_value": LbSockValue,
     "lb_affinity_key": LbAffinityKey,
     "lb_affinity_value": LbAffinityValue,
+    "lb6_key": Lb6Key,
+    "lb6_backend": Lb6Backend,
+    "lb6_revnat_key": Lb6RevnatKey,
+    "lb6_affinity_key": Lb6AffinityKey,
+    "lb6_translated": Lb6Translated,
     "frag_key": FragKey,
     "frag6_key": Frag6Key,
     "frag_value": FragValue,

@@ -13,6 +13,7 @@ int from_overlay6(struct __sk_buff *skb)
 	struct ipcache_value *peer;
 	struct node_config *cfg;
 	enum ct_status status;
+	struct ct_value *ct;
 	struct ip6_addr addr;
 	struct pkt p = {};
 	int verdict, ret;
@@ -41,13 +42,18 @@ int from_overlay6(struct __sk_buff *skb)
 	}
 
 	now = bpf_ktime_get_ns();
-	status = ct6_lookup(skb, cfg, &p, now);
+	status = ct6_lookup(skb, cfg, &p, now, &ct);
 	c.ct_status = status;
 	c.ct_known = 1;
 	if (!dst_ep)
 		return drop6(skb, cfg, &p, &c, DROP_UNKNOWN_DESTINATION);
-	if (status != CT_NEW)
+	if (status != CT_NEW) {
+		/* A reply to a local client of a Service whose backend is on that node. */
+		ret = lb6_reply_of(skb, status, ct, HOOK_FROM_OVERLAY);
+		if (ret < 0)
+			return drop6(skb, cfg, &p, &c, ret);
 		return deliver_local_family(skb, cfg, &p, &c, dst_ep, true);
+	}
 
 	ret = policy_check(dst_ep, DIR_INGRESS, c.src_identity, peer ? peer->cidr_identity : 0,
 			   &p, &c.ingress_ref, &audit);

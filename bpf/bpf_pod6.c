@@ -1,24 +1,30 @@
 /* The IPv6 programs of a pod's host-side veth, tail-called by from_pod and to_pod
  * (entry.h) for an IPv6 packet: the same steps as IPv4 (bpf_pod.c) on the IPv6 maps.
- * No Service translation: Services are IPv4 only so far. */
+ * Service translation and its replies' reverse run in programs of their own
+ * (bpf_lb6.c), tail-called from here. */
 #include "lib/conntrack6.h"
 #include "lib/entry6.h"
 #include "lib/forward6.h"
+#include "lib/lb6.h"
 #include "lib/policy.h"
 
 /* What a pod sends: neighbour discovery passes; anti-spoofing (the source must be the
- * pod's own IPv6 address), conntrack, the sender's egress policy, the receiver's ingress
- * policy when it is local, then delivery. */
+ * pod's own IPv6 address), Service translation (lb6_frontend, which comes back here with
+ * the translated packet and its Service in lb6_translated), conntrack (a Service connection's
+ * replies to lb6_reply), the sender's egress policy, the receiver's ingress policy when
+ * it is local, then delivery. */
 int from_pod6(struct __sk_buff *skb)
 {
 	struct flow_ctx c = { .direction = DIR_EGRESS, .hook = HOOK_FROM_POD };
+	struct lb6_translated *handed;
 	struct endpoint_info *src, *dst_ep;
 	struct ipcache_value *peer, *self;
 	struct node_config *cfg;
 	enum ct_status status;
+	struct ct_value *ct;
 	struct ip6_addr addr;
 	struct pkt p = {};
-	__u32 cidr = 0;
+	__u32 cidr = 0, zero = 0;
 	int verdict, ret;
 	bool audit;
 	__u64 now;
@@ -33,12 +39,26 @@ int from_pod6(struct __sk_buff *skb)
 	c.src_identity = src->identity;
 	c.src_ep_id = src->ep_id;
 
+	handed = lb6_translated.lookup(&zero);
+	if (handed && handed->service_id) {
+		c.service_id = handed->service_id;
+		c.frontend_port = handed->frontend_port;
+		handed->service_id = 0;
+	} else if (lb6_frontend_of(&p)) {
+		lb6_progs.call(skb, LB6_PROG_FRONTEND);
+		return drop6(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3); /* no lb6_frontend */
+	}
+
 	now = bpf_ktime_get_ns();
-	status = ct6_lookup(skb, cfg, &p, now);
+	status = ct6_lookup(skb, cfg, &p, now, &ct);
 	c.ct_status = status;
 	c.ct_known = 1;
-	if (status != CT_NEW)
+	if (status != CT_NEW) {
+		ret = lb6_reply_of(skb, status, ct, HOOK_FROM_POD);
+		if (ret < 0)
+			return drop6(skb, cfg, &p, &c, ret);
 		return deliver6(skb, cfg, &p, &c);
+	}
 
 	addr = p.daddr6;
 	dst_ep = endpoints6.lookup(&addr);
@@ -83,6 +103,7 @@ int to_pod6(struct __sk_buff *skb)
 	struct ipcache_value *peer;
 	struct node_config *cfg;
 	enum ct_status status;
+	struct ct_value *ct;
 	struct ip6_addr addr;
 	struct pkt p = {};
 	int verdict, ret;
@@ -100,7 +121,7 @@ int to_pod6(struct __sk_buff *skb)
 	c.dst_ep_id = dst_ep->ep_id;
 
 	now = bpf_ktime_get_ns();
-	status = ct6_lookup(skb, cfg, &p, now);
+	status = ct6_lookup(skb, cfg, &p, now, &ct);
 	c.ct_status = status;
 	c.ct_known = 1;
 	if (status != CT_NEW)

@@ -188,6 +188,10 @@ class LbScope(enum.IntEnum):
     EXTERNAL = _C["LB_SCOPE_EXTERNAL"]
 
 
+# The IPv6 load balancer's programs by their slot of lb6_progs (types.h).
+LB6_PROG_FRONTEND: Final = _C["LB6_PROG_FRONTEND"]
+LB6_PROG_REPLY: Final = _C["LB6_PROG_REPLY"]
+
 # lb_value.flags, ct_value.flags
 LB_F_KEEP_CLIENT: Final = _C["LB_F_KEEP_CLIENT"]
 LB_F_NODE_PORT: Final = _C["LB_F_NODE_PORT"]

@@ -8,6 +8,7 @@ and is safe to run twice.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import platform
@@ -25,6 +26,8 @@ from podwire.lab.layout import (
     API_UNDERLAY_PORT,
     EXTERNAL_PORTS,
     IP_FAMILIES,
+    SERVICE_CIDR,
+    SERVICE_CIDR6,
     LabLayout,
     NodeLayout,
 )
@@ -135,7 +138,7 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str,
     nodefiles.write_kubeconfig(layout.host_kubeconfig, f"http://127.0.0.1:{port}")
     nodefiles.write_kubeconfig(layout.node_kubeconfig,
                                f"http://{API_UNDERLAY_IP}:{API_UNDERLAY_PORT}")
-    _start_apiserver(layout, port, nodes)
+    _start_apiserver(layout, port, nodes, ip_family)
     api = kube.Kube(layout.host_kubeconfig)
     # As a cluster with the network-policy-api installed: the agents find the cluster
     # policy kinds when they start.
@@ -180,11 +183,20 @@ def _build(layout: LabLayout, nodes: list[NodeLayout], network: str,
     return state
 
 
-def _start_apiserver(layout: LabLayout, port: int, nodes: list[NodeLayout]) -> None:
+def service_cidrs(ip_family: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The API server's service CIDRs for a lab of `ip_family`. An IPv6-only lab keeps the
+    IPv4 one: its underlay, where Service default/kubernetes points, stays IPv4."""
+    return (SERVICE_CIDR, SERVICE_CIDR6) if ip_family == "dual" else (SERVICE_CIDR,)
+
+
+def _start_apiserver(layout: LabLayout, port: int, nodes: list[NodeLayout],
+                     ip_family: str) -> None:
     """One API server process: the host reaches it on loopback, nodes on the underlay;
-    pods/portforward reaches a node's hostNetwork pods (its agent) in its namespace."""
+    pods/portforward reaches a node's hostNetwork pods (its agent) in its namespace. A
+    dual-stack lab's Services get a ClusterIP per family they ask for (IPv4 primary)."""
     procs.start([_python(), "-m", "podwire.lab.api",
                  "--listen", f"127.0.0.1:{port}",
+                 "--service-cluster-ip-range", ",".join(map(str, service_cidrs(ip_family))),
                  "--listen-netns",
                  f"{netns.path(layout.underlay_netns)}={API_UNDERLAY_IP}:{API_UNDERLAY_PORT}",
                  "--advertise-address", f"{API_UNDERLAY_IP}:{API_UNDERLAY_PORT}",

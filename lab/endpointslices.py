@@ -7,8 +7,11 @@ resolved against that pod (a named targetPort is the pod's containerPort of that
 and protocol, so pods that number a name differently land in different slices; a port
 a pod cannot resolve is left out for that pod); at most 100 endpoints a slice; every
 slice labelled with the Service's name and the controller as its manager, owned by the
-Service. Endpoints stay in the slice they are in while they exist, so a change rewrites
-only the slices it touches, and a Service without endpoints keeps one empty slice.
+Service. Slices are per address family: one set of `addressType` IPv4 and one of IPv6 for
+each family in the Service's `spec.ipFamilies`, each holding the pods' addresses of that
+family. Endpoints stay in the slice they are in while they exist, so a change rewrites
+only the slices it touches, and a Service without endpoints keeps one empty slice of each
+family.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 CONTROLLER_NAME = "endpointslice-controller.k8s.io"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
+ADDRESS_TYPES = ("IPv4", "IPv6")
 MAX_ENDPOINTS_PER_SLICE = 100
 
 
@@ -42,19 +46,36 @@ def _pod_ready(pod: Object) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
-def ipv4_address(pod: Object) -> str | None:
-    """The pod's IPv4 address (podIP, or its IPv4 podIPs entry on an IPv6-first pod): the
-    lab's Services and slices are IPv4 only."""
+def address_types(service: Object) -> list[str]:
+    """The slices' address types a Service gets: its spec.ipFamilies (the server fills
+    them), else the family of its ClusterIP, as the real controller's
+    getAddressTypesForService."""
+    spec = service.get("spec") or {}
+    families = [f for f in spec.get("ipFamilies") or [] if f in ADDRESS_TYPES]
+    if families:
+        return families
+    ips = [ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip and ip != "None"]
+    return [_family_of(ips[0])] if ips else ["IPv4"]
+
+
+def _family_of(ip: str) -> str:
+    return "IPv6" if ":" in ip else "IPv4"
+
+
+def pod_address(pod: Object, address_type: str) -> str | None:
+    """The pod's address of `address_type` (IPv4 or IPv6): podIP or a podIPs entry."""
     status = pod.get("status") or {}
     candidates = [status.get("podIP"), *(e.get("ip") for e in status.get("podIPs") or [])]
-    return next((ip for ip in candidates if isinstance(ip, str) and "." in ip), None)
+    return next((ip for ip in candidates
+                 if isinstance(ip, str) and ip and _family_of(ip) == address_type), None)
 
 
-def in_endpoints(pod: Object) -> bool:
-    """podutil.ShouldPodBeInEndpoints with terminating pods included: an IP (of the slice's
-    family, IPv4), not finished."""
+def in_endpoints(pod: Object, address_type: str = "IPv4") -> bool:
+    """podutil.ShouldPodBeInEndpoints with terminating pods included: an IP of the slice's
+    family, not finished."""
     status = pod.get("status") or {}
-    return ipv4_address(pod) is not None and status.get("phase") not in ("Succeeded", "Failed")
+    return (pod_address(pod, address_type) is not None
+            and status.get("phase") not in ("Succeeded", "Failed"))
 
 
 def find_port(pod: Object, service_port: Object) -> int | None:
@@ -88,13 +109,13 @@ def endpoint_ports(service: Object, pod: Object) -> list[Object]:
     return sorted(ports, key=lambda p: (p["name"], p["protocol"], p["port"]))
 
 
-def pod_endpoint(service: Object, pod: Object) -> Object:
+def pod_endpoint(service: Object, pod: Object, address_type: str = "IPv4") -> Object:
     meta = pod["metadata"]
     terminating = bool(meta.get("deletionTimestamp"))
     ready = _pod_ready(pod)
     publish = bool(service["spec"].get("publishNotReadyAddresses"))
     endpoint: Object = {
-        "addresses": [ipv4_address(pod)],
+        "addresses": [pod_address(pod, address_type)],
         "conditions": {"ready": (ready or publish) and not terminating, "serving": ready,
                        "terminating": terminating},
         "targetRef": {"kind": "Pod", "namespace": meta["namespace"], "name": meta["name"],
@@ -119,19 +140,21 @@ def _uid_of(endpoint: Object) -> str:
     return str(ref.get("uid") or endpoint["addresses"][0])
 
 
-def desired_endpoints(service: Object, pods: list[Object]) -> dict[str, dict[str, Object]]:
-    """ports key -> {pod uid: endpoint} for every pod the Service selects."""
+def desired_endpoints(service: Object, pods: list[Object], address_type: str = "IPv4"
+                      ) -> dict[str, dict[str, Object]]:
+    """ports key -> {pod uid: endpoint} for every pod the Service selects that has an
+    address of `address_type`."""
     ns = service["metadata"]["namespace"]
     selector = service["spec"]["selector"]
     groups: dict[str, dict[str, Object]] = {}
     for pod in pods:
         meta = pod["metadata"]
-        if meta.get("namespace") != ns or not in_endpoints(pod):
+        if meta.get("namespace") != ns or not in_endpoints(pod, address_type):
             continue
         if not selects(selector, meta.get("labels") or {}):
             continue
         groups.setdefault(ports_key(endpoint_ports(service, pod)), {})[meta["uid"]] = (
-            pod_endpoint(service, pod))
+            pod_endpoint(service, pod, address_type))
     return groups
 
 
@@ -153,13 +176,14 @@ def owner_reference(service: Object) -> Object:
             "controller": True, "blockOwnerDeletion": True}
 
 
-def new_slice(service: Object, ports: list[Object], endpoints: list[Object]) -> Object:
+def new_slice(service: Object, ports: list[Object], endpoints: list[Object],
+              address_type: str = "IPv4") -> Object:
     name = service["metadata"]["name"]
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"generateName": f"{name}-", "namespace": service["metadata"]["namespace"],
                          "labels": slice_labels(service),
                          "ownerReferences": [owner_reference(service)]},
-            "addressType": "IPv4", "endpoints": endpoints, "ports": ports}
+            "addressType": address_type, "endpoints": endpoints, "ports": ports}
 
 
 def is_managed(slice_: Object) -> bool:
@@ -184,7 +208,7 @@ class SlicePlan:
 
 
 def _fill(service: Object, ports: list[Object], wanted: dict[str, Object],
-          slices: list[Object], plan: SlicePlan) -> None:
+          slices: list[Object], address_type: str, plan: SlicePlan) -> None:
     """Keep each wanted endpoint in the slice that holds it, put the rest where there is
     room, then in new slices; slices left with nothing are deleted."""
     placed: set[str] = set()
@@ -204,7 +228,8 @@ def _fill(service: Object, ports: list[Object], wanted: dict[str, Object],
             endpoints += waiting[:room]
             waiting = waiting[room:]
     while waiting:
-        plan.create.append(new_slice(service, ports, waiting[:MAX_ENDPOINTS_PER_SLICE]))
+        plan.create.append(new_slice(service, ports, waiting[:MAX_ENDPOINTS_PER_SLICE],
+                                     address_type))
         waiting = waiting[MAX_ENDPOINTS_PER_SLICE:]
     for existing, endpoints in kept:
         if not endpoints:
@@ -230,7 +255,8 @@ def _update_if_changed(service: Object, existing: Object, ports: list[Object],
 
 def plan_service(service: Object, pods: list[Object], slices: list[Object]) -> SlicePlan:
     """The creates, updates and deletes for `service`, given all pods and the slices this
-    controller manages for it."""
+    controller manages for it: those of each of its address types, and the removal of
+    slices of a type it no longer has."""
     plan = SlicePlan()
     if not wants_slices(service):
         return plan
@@ -238,12 +264,23 @@ def plan_service(service: Object, pods: list[Object], slices: list[Object]) -> S
     mine = [s for s in slices
             if any(o.get("uid") == uid for o in s["metadata"].get("ownerReferences") or [])]
     plan.delete += [s for s in slices if s not in mine]  # left by an earlier Service
-    groups = desired_endpoints(service, pods)
+    types = address_types(service)
+    plan.delete += [s for s in mine if s.get("addressType", "IPv4") not in types]
+    for address_type in types:
+        _plan_address_type(service, pods, [s for s in mine
+                                           if s.get("addressType", "IPv4") == address_type],
+                           address_type, plan)
+    return plan
+
+
+def _plan_address_type(service: Object, pods: list[Object], mine: list[Object],
+                       address_type: str, plan: SlicePlan) -> None:
+    groups = desired_endpoints(service, pods, address_type)
     by_key: dict[str, list[Object]] = {}
     for existing in sorted(mine, key=lambda s: s["metadata"]["name"]):
         by_key.setdefault(ports_key(existing.get("ports")), []).append(existing)
     for key, wanted in sorted(groups.items()):
-        _fill(service, json.loads(key), wanted, by_key.pop(key, []), plan)
+        _fill(service, json.loads(key), wanted, by_key.pop(key, []), address_type, plan)
     leftovers = [s for group in by_key.values() for s in group]
     if not groups:
         # As the real controller: a Service with no endpoints keeps one empty slice.
@@ -251,10 +288,9 @@ def plan_service(service: Object, pods: list[Object], slices: list[Object]) -> S
             _update_if_changed(service, leftovers[0], [], [], plan)
             plan.delete += leftovers[1:]
         else:
-            plan.create.append(new_slice(service, [], []))
-        return plan
+            plan.create.append(new_slice(service, [], [], address_type))
+        return
     plan.delete += leftovers
-    return plan
 
 
 def orphaned(slices: list[Object], services: dict[tuple[str, str], Object]) -> list[Object]:

@@ -22,6 +22,8 @@ EXTERNAL_PORTS = (80, 81, 443)
 SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/16")
 KUBERNETES_SERVICE_IP = str(SERVICE_CIDR.network_address + 1)
 DNS_SERVICE_IP = str(SERVICE_CIDR.network_address + 10)
+# The IPv6 service CIDR of a lab whose pods have IPv6 (kubeadm's example size, /112).
+SERVICE_CIDR6 = ipaddress.IPv6Network("fd00:10:96::/112")
 NODE_PORT_RANGE = range(30000, 32768)
 CLUSTER_DOMAIN = "cluster.local"
 BPFFS_ROOT = Path("/sys/fs/bpf/podwire")

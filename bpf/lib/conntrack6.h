@@ -1,6 +1,6 @@
 /* Connection tracking of IPv6 packets: the conntrack6 map, keyed by 128-bit addresses,
- * with the same states, timeouts and per-entry steps as IPv4 (conntrack.h). IPv6 has no
- * Services yet, so no entry carries a reverse translation. */
+ * with the same states, timeouts and per-entry steps as IPv4 (conntrack.h). A connection
+ * made through a Service keeps its service_id and rev_port (lb6.h). */
 #ifndef PODWIRE_CONNTRACK6_H
 #define PODWIRE_CONNTRACK6_H
 
@@ -33,23 +33,26 @@ static __always_inline void ct6_reverse(const struct ct6_key *k, struct ct6_key 
 }
 
 /* ct_lookup for IPv6: an ICMPv6 error about a live connection (either direction of
- * it) is CT_RELATED, as an ICMP error is for IPv4. */
+ * it) is CT_RELATED, as an ICMP error is for IPv4. *entry is the entry an
+ * ESTABLISHED or REPLY packet hit, NULL otherwise. */
 static __always_inline enum ct_status ct6_lookup(struct __sk_buff *skb,
 						 const struct node_config *cfg,
-						 const struct pkt *p, __u64 now)
+						 const struct pkt *p, __u64 now,
+						 struct ct_value **entry)
 {
 	struct ct6_key fwd = {}, rev = {};
-	struct ct_value *v, *entry;
+	struct ct_value *v;
 
+	*entry = NULL;
 	ct6_key_of(p, &fwd);
 	v = conntrack6.lookup(&fwd);
 	if (v && ct_alive(cfg, v, ct6_timeout_proto(p->proto), now))
-		return ct_hit_forward(v, p, now, &entry);
+		return ct_hit_forward(v, p, now, entry);
 
 	ct6_reverse(&fwd, &rev);
 	v = conntrack6.lookup(&rev);
 	if (v && ct_alive(cfg, v, ct6_timeout_proto(p->proto), now))
-		return ct_hit_reply(v, p, now, &entry);
+		return ct_hit_reply(v, p, now, entry);
 
 	if (is_icmp6_error(p)) {
 		struct ct6_key inner = {};

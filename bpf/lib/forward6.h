@@ -1,6 +1,7 @@
 /* Delivery of an allowed IPv6 packet: into a local pod, into the tunnel (the underlay
  * stays IPv4: ipcache_value.tunnel_ip), or up the host stack; and the tail of a new
- * IPv6 connection (conntrack6, then the flow report both families share). */
+ * IPv6 connection (conntrack6, then the flow report both families share). A reply of a
+ * connection made through a Service is handed to lb6_reply first (lb6_reply_of). */
 #ifndef PODWIRE_FORWARD6_H
 #define PODWIRE_FORWARD6_H
 
@@ -31,7 +32,24 @@ static __always_inline int deliver6(struct __sk_buff *skb, const struct node_con
 	return pass_on(skb, p, c);
 }
 
-/* new_flow_commit for IPv6. */
+/* A packet conntrack found, at a hook where a Service connection's client is (from_pod6,
+ * from_overlay6): a reply of such a connection goes to lb6_reply, which translates and
+ * delivers it; anything else returns 0 and goes on. A reply that finds no lb6_reply is
+ * DROP_UNSUPPORTED_L3: untranslated, the client could only reset it. */
+static __always_inline int lb6_reply_of(struct __sk_buff *skb, enum ct_status status,
+					const struct ct_value *ct, __u8 hook)
+{
+	if (status != CT_REPLY || !ct || !ct->service_id)
+		return 0;
+	skb->cb[LB6_CB_SERVICE] = ct->service_id;
+	skb->cb[LB6_CB_PORT] = ct->rev_port;
+	skb->cb[LB6_CB_HOOK] = hook;
+	lb6_progs.call(skb, LB6_PROG_REPLY);
+	return DROP_UNSUPPORTED_L3;
+}
+
+/* new_flow_commit for IPv6: a connection translated by lb6_frontend (c->service_id) keeps
+ * what its replies get back (lb6_reply). */
 static __always_inline int new_flow_commit6(struct __sk_buff *skb,
 					    const struct node_config *cfg, const struct pkt *p,
 					    const struct flow_ctx *c, __u64 now)
@@ -40,6 +58,8 @@ static __always_inline int new_flow_commit6(struct __sk_buff *skb,
 		.egress_ref = c->egress_ref,
 		.ingress_ref = c->ingress_ref,
 		.flags = c->ct_flags,
+		.service_id = c->service_id,
+		.rev_port = c->frontend_port,
 	};
 	int ret = ct6_create(p, now, &v);
 

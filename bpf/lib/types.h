@@ -261,6 +261,63 @@ struct lb_backend {
 	__u8 pad[2];
 };
 
+/* The IPv6 load balancer (lb6.h): the same slots, values and backend ids as IPv4's, keyed
+ * by 128-bit addresses in maps of their own. ct_value.rev_addr (32 bits) cannot hold a
+ * frontend's address, so lb6_revnat keeps it by what the connection's entry does hold:
+ * service_id, rev_port and the protocol. A Service has at most one IPv6 ClusterIP
+ * (spec.clusterIPs holds one address per family), so that names one frontend. */
+struct lb6_revnat_key {
+	__u32 service_id;
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct lb6_key {
+	struct ip6_addr address;
+	__u16 port;
+	__u8 proto;
+	__u8 scope;
+	__u16 slot;
+	__u8 pad[2];
+};
+
+struct lb6_backend {
+	struct ip6_addr address;
+	__u16 port;
+	__u8 pad[2];
+};
+
+struct lb6_affinity_key {
+	struct ip6_addr client;
+	__u32 service_id;
+};
+
+/* The IPv6 load balancer's programs (bpf_lb6.c), by their slot of lb6_progs: from_pod6
+ * tail-calls FRONTEND for a packet to an IPv6 frontend, and from_pod6 and from_overlay6
+ * tail-call REPLY for a reply of a connection made through one. Each verifies alone, so
+ * none of the three carries the other's 16-byte rewrites. */
+#define LB6_PROG_FRONTEND 0
+#define LB6_PROG_REPLY 1
+#define LB6_PROG_MAX 2
+
+/* skb->cb words from_pod6 and from_overlay6 pass to lb6_reply, written just before the
+ * tail call: the connection's service_id, its rev_port (network order), the caller's hook. */
+#define LB6_CB_SERVICE 0
+#define LB6_CB_PORT 1
+#define LB6_CB_HOOK 2
+
+/* What lb6_frontend hands back to from_pod6 with the translated packet, in the per-CPU
+ * lb6_translated: a tail call runs on the CPU of its caller with nothing in between, and
+ * from_pod6 clears it once read. Not skb->cb: a packet arrives with what the layers before
+ * left there, so every IPv4 entry program would have to clear it for every IPv6 packet;
+ * this way only the two programs that pass it touch it. service_id 0: not translated. */
+struct lb6_translated {
+	__u32 service_id;
+	__u16 frontend_port; /* network order */
+	__u16 pad;
+};
+
 /* ClientIP session affinity: which backend a client last used for a service. */
 struct lb_affinity_key {
 	__u32 client;

@@ -5,7 +5,6 @@ process, until SIGTERM or SIGINT, saving its state on the way out when given a f
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import signal
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from podwire.lab.api.bootstrap import bootstrap
 from podwire.lab.api.portforward import pod_netns_by_node
-from podwire.lab.api.resource import ServiceRanges
+from podwire.lab.api.resource import ServiceRanges, parse_service_cidrs
 from podwire.lab.api.server import LabApiServer
 from podwire.lab.layout import NODE_PORT_RANGE, SERVICE_CIDR
 
@@ -48,9 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", help="require this bearer token")
     parser.add_argument("--tls-cert-file", type=Path, help="serve HTTPS with this certificate")
     parser.add_argument("--tls-private-key-file", type=Path, help="the certificate's key")
-    parser.add_argument("--service-cluster-ip-range", type=ipaddress.IPv4Network,
-                        default=SERVICE_CIDR, help="ClusterIPs come from here "
-                        "(default: %(default)s)")
+    parser.add_argument("--service-cluster-ip-range", type=parse_service_cidrs,
+                        default=(SERVICE_CIDR,), metavar="CIDR[,CIDR]",
+                        help="ClusterIPs come from here: one CIDR, or one per family for "
+                        f"dual-stack Services, the primary first (default: {SERVICE_CIDR})")
     parser.add_argument("--service-node-port-range", type=_port_range,
                         default=NODE_PORT_RANGE, metavar="FIRST-LAST",
                         help="node ports come from here (default: 30000-32767)")

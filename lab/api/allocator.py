@@ -15,7 +15,7 @@ from itertools import chain
 from typing import Any
 
 from podwire.lab.api.errors import ApiError, field_invalid
-from podwire.lab.api.resource import Object, ServiceRanges
+from podwire.lab.api.resource import IP_FAMILY_NAMES, Object, ServiceRanges
 
 HEADLESS = "None"
 # Types that get node ports, and the one that gets no ClusterIP at all.
@@ -60,9 +60,9 @@ class ServiceAllocator:
     def load(self, obj: Object) -> None:
         """Count a stored Service's allocations (at start, from a saved state)."""
         spec = obj.get("spec") or {}
-        ip = _cluster_ip(spec)
-        if ip and ip != HEADLESS:
-            self._ips[ip] = _owner(obj)
+        for ip in spec.get("clusterIPs") or [_cluster_ip(spec)]:
+            if ip and ip != HEADLESS:
+                self._ips[ip] = _owner(obj)
         for port in _node_ports(spec):
             self._ports[port] = _owner(obj)
 
@@ -75,51 +75,102 @@ class ServiceAllocator:
         """Fill in and reserve what `new` needs (keeping what `old` held); 422 if taken."""
         spec = new["spec"]
         old_spec = (old or {}).get("spec") or {}
-        ip = self._want_ip(new, old_spec)
+        ips = self._want_ips(new, old_spec)
         ports = self._want_node_ports(new, old_spec)
         owner = _owner(new)
         if old is not None:
             self.release(old)
-        if ip is not None:
-            spec["clusterIP"] = ip
-            spec["clusterIPs"] = [ip]
-            if ip != HEADLESS:
-                self._ips[ip] = owner
+        if ips is not None:
+            spec["clusterIP"] = ips[0]
+            spec["clusterIPs"] = ips
+            for ip in ips:
+                if ip != HEADLESS:
+                    self._ips[ip] = owner
         for index, port in ports.items():
             spec["ports"][index]["nodePort"] = port
             self._ports[(port, spec["ports"][index].get("protocol", "TCP"))] = owner
 
-    # ---- ClusterIP -------------------------------------------------------------------
+    # ---- ClusterIPs ------------------------------------------------------------------
 
-    def _want_ip(self, new: Object, old_spec: dict[str, Any]) -> str | None:
+    def _want_ips(self, new: Object, old_spec: dict[str, Any]) -> list[str] | None:
+        """spec.clusterIPs, one per family of spec.ipFamilies (which this fills in, with
+        ipFamilyPolicy, as the real server's initIPFamilyFields does); None for none."""
         spec = new["spec"]
         if spec.get("type") == EXTERNAL_NAME:
-            spec.pop("clusterIP", None)
-            spec.pop("clusterIPs", None)
+            for field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+                spec.pop(field, None)
             return None
-        asked = _cluster_ip(spec) or ((spec.get("clusterIPs") or [""])[0])
-        held = _cluster_ip(old_spec)
-        if held:
-            if asked and asked != held:
-                raise field_invalid("Service", _name(new), "spec.clusterIPs[0]",
-                                    "FieldValueInvalid", [asked], "may not change once set")
-            return held
-        if asked == HEADLESS:
-            return HEADLESS
-        if not asked:
-            return self._next_ip(new)
-        return self._check_ip(new, asked)
+        asked = list(spec.get("clusterIPs") or [])
+        if not asked and _cluster_ip(spec):
+            asked = [_cluster_ip(spec)]
+        elif asked and _cluster_ip(spec) and _cluster_ip(spec) != asked[0]:
+            raise field_invalid("Service", _name(new), "spec.clusterIPs", "FieldValueInvalid",
+                                asked, "element [0] must match clusterIP")
+        families = self._families(new, asked)
+        if asked == [HEADLESS]:
+            return [HEADLESS]
+        held = list(old_spec.get("clusterIPs") or ([_cluster_ip(old_spec)]
+                                                   if _cluster_ip(old_spec) else []))
+        if held and held[0] != HEADLESS and asked and asked[0] != held[0]:
+            raise field_invalid("Service", _name(new), "spec.clusterIPs[0]",
+                                "FieldValueInvalid", asked, "may not change once set")
+        ips = []
+        for index, family in enumerate(families):
+            ip = asked[index] if index < len(asked) else ""
+            if ip and ip in held:
+                ips.append(ip)
+            elif ip:
+                ips.append(self._check_ip(new, index, family, ip))
+            else:
+                ips.append(self._next_ip(new, family, ips))
+        return ips
 
-    def _check_ip(self, new: Object, asked: str) -> str:
+    def _families(self, new: Object, asked: list[str]) -> list[str]:
+        """spec.ipFamilies and spec.ipFamilyPolicy as the Service is stored with them: the
+        families its clusterIPs name, those it asks for, and for a dual-stack policy the
+        cluster's other family when it has one; 422 for what the cluster cannot give."""
+        spec, name = new["spec"], _name(new)
+        families = _families_of_ips(name, asked, list(spec.get("ipFamilies") or []))
+        policy = spec.get("ipFamilyPolicy")
+        if policy is None and (len(asked) == 2 or len(families) == 2):
+            policy = "RequireDualStack"
+        if asked == [HEADLESS] and not spec.get("selector"):
+            # A selectorless headless Service takes every family the cluster has.
+            policy = policy or "RequireDualStack"
+            families = families or list(self.ranges.families)
+        policy = policy or "SingleStack"
+        self._check_policy(name, policy, len(asked), families)
+        if not families:
+            families = [self.ranges.families[0]]
+        if policy != "SingleStack" and len(self.ranges.cidrs) == 2 and len(families) == 1:
+            families += [f for f in self.ranges.families if f != families[0]]
+        spec["ipFamilies"] = families
+        spec["ipFamilyPolicy"] = policy
+        return families
+
+    def _check_policy(self, name: str, policy: str, ip_count: int, families: list[str]) -> None:
+        for count, what in ((ip_count, "cluster IPs"), (len(families), "IP families")):
+            if policy == "SingleStack" and count == 2:
+                raise field_invalid("Service", name, "spec.ipFamilyPolicy", "FieldValueInvalid",
+                                    policy, "must be 'RequireDualStack' or 'PreferDualStack' "
+                                    f"when multiple {what} are specified")
+        if len(self.ranges.cidrs) == 1 and (policy == "RequireDualStack" or len(families) == 2):
+            raise field_invalid("Service", name, "spec.ipFamilyPolicy", "FieldValueInvalid",
+                                policy, "this cluster is not configured for dual-stack "
+                                "services")
+        for index, family in enumerate(families):
+            if family not in self.ranges.families:
+                raise field_invalid("Service", name, f"spec.ipFamilies[{index}]",
+                                    "FieldValueInvalid", families,
+                                    f"ipfamily {family} is not configured on cluster")
+
+    def _check_ip(self, new: Object, index: int, family: str, asked: str) -> str:
         fail = f"failed to allocate IP {asked}: "
-        try:
-            address = ipaddress.ip_address(asked)
-        except ValueError:
-            raise field_invalid("Service", _name(new), "spec.clusterIPs[0]", "FieldValueInvalid",
-                                asked, "must be a valid IP address, (e.g. 10.9.8.7 or "
-                                       "2001:db8::ffff)") from None
-        cidr = self.ranges.cidr
-        if (address not in cidr or address in (cidr.network_address, cidr.broadcast_address)):
+        address = ipaddress.ip_address(asked)
+        cidr = self.ranges.cidr_of(family)
+        assert cidr is not None  # _families refused a family the cluster lacks
+        last = cidr.broadcast_address if isinstance(cidr, ipaddress.IPv4Network) else None
+        if address not in cidr or address in (cidr.network_address, last):
             raise field_invalid("Service", _name(new), "spec.clusterIPs", "FieldValueInvalid",
                                 [asked], fail + f"the provided IP ({asked}) is not in the valid "
                                 f"range. The range of valid IPs is {cidr}")
@@ -128,16 +179,19 @@ class ServiceAllocator:
                                 [asked], fail + "provided IP is already allocated")
         return asked
 
-    def _next_ip(self, new: Object) -> str:
-        cidr = self.ranges.cidr
-        size = cidr.num_addresses - 2
+    def _next_ip(self, new: Object, family: str, chosen: list[str]) -> str:
+        cidr = self.ranges.cidr_of(family)
+        assert cidr is not None
+        # IPv4 loses the network and broadcast addresses, IPv6 only the network's (the
+        # real allocator's range sizes).
+        size = min(cidr.num_addresses, 1 << 24) - (2 if cidr.version == 4 else 1)
         # As the real allocator (ServiceIPStaticSubrange): dynamic addresses come from the
         # upper band first, so the lower one stays for fixed ones (kube-dns's .10).
         static = min(max(16, size // 16), 256, size)
         for offset in chain(_random_order(self._rng, static, size),
                             _random_order(self._rng, 0, static)):
             candidate = str(cidr.network_address + 1 + offset)
-            if candidate not in self._ips:
+            if candidate not in self._ips and candidate not in chosen:
                 return candidate
         raise ApiError(500, "InternalError", f'Internal error occurred: failed to allocate a '
                        f'serviceIP: range is full (Service "{_name(new)}")')
@@ -189,6 +243,31 @@ class ServiceAllocator:
                 return span[offset]
         raise ApiError(500, "InternalError", "Internal error occurred: failed to allocate a "
                        f'nodePort: range is full (Service "{_name(new)}")')
+
+
+def _families_of_ips(name: str, asked: list[str], families: list[str]) -> list[str]:
+    """`families` completed with the family of each ClusterIP asked for beyond them; 422
+    for an address that is none, or one whose family differs from the one listed."""
+    for index, ip in enumerate(asked):
+        if ip == HEADLESS:
+            if index:
+                raise field_invalid("Service", name, f"spec.clusterIPs[{index}]",
+                                    "FieldValueInvalid", asked,
+                                    "'None' must be the first and only value")
+            continue
+        try:
+            family = IP_FAMILY_NAMES[ipaddress.ip_address(ip).version]
+        except ValueError:
+            raise field_invalid("Service", name, f"spec.clusterIPs[{index}]",
+                                "FieldValueInvalid", ip, "must be a valid IP address, "
+                                "(e.g. 10.9.8.7 or 2001:db8::ffff)") from None
+        if index >= len(families):
+            families.append(family)
+        elif families[index] != family:
+            raise field_invalid("Service", name, f"spec.ipFamilies[{index}]",
+                                "FieldValueInvalid", families,
+                                f"must be consistent with clusterIPs[{index}]")
+    return families
 
 
 def _random_order(rng: random.Random, first: int, stop: int) -> Iterator[int]:

@@ -49,7 +49,7 @@ def bootstrap(store: ApiStore, advertise: tuple[str, int]) -> None:
     """Make the system namespaces and Service default/kubernetes pointing at `advertise`."""
     for name in SYSTEM_NAMESPACES:
         _ensure(store, NAMESPACES, "", {"metadata": {"name": name}})
-    cluster_ip = str(store.ranges.cidr.network_address + 1)
+    cluster_ip = str(store.ranges.cidrs[0].network_address + 1)  # of the primary family
     _ensure(store, SERVICES, "default", kubernetes_service(cluster_ip))
     host, port = advertise
     ipaddress.IPv4Address(host)

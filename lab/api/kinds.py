@@ -42,7 +42,8 @@ def _new_pod(obj: Object) -> None:
 
 def _service_defaults(obj: Object) -> None:
     """The fields the real server fills in a Service it stores (pkg/apis/core/v1/defaults.go
-    and the registry's strategy); the ClusterIP and node ports come from the allocator."""
+    and the registry's strategy); the ClusterIPs, their families and node ports come from
+    the allocator."""
     spec = obj.setdefault("spec", {})
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
@@ -56,8 +57,6 @@ def _service_defaults(obj: Object) -> None:
         spec.setdefault("externalTrafficPolicy", "Cluster")
     if spec["type"] == "LoadBalancer":
         spec.setdefault("allocateLoadBalancerNodePorts", True)
-    spec.setdefault("ipFamilies", ["IPv4"])
-    spec.setdefault("ipFamilyPolicy", "SingleStack")
     for port in spec.get("ports") or []:
         port.setdefault("protocol", "TCP")
         port.setdefault("targetPort", port["port"])
@@ -76,6 +75,10 @@ def _updated_service(new: Object, old: Object) -> None:
     if not spec.get("clusterIP") and old_spec.get("clusterIP"):
         spec["clusterIP"] = old_spec["clusterIP"]
         spec["clusterIPs"] = list(old_spec.get("clusterIPs") or [old_spec["clusterIP"]])
+        # ...and the families they were given, so a PreferDualStack Service stays one.
+        for field in ("ipFamilies", "ipFamilyPolicy"):
+            if field not in spec and field in old_spec:
+                spec[field] = copy.deepcopy(old_spec[field])
 
 
 def _updated_slice(new: Object, old: Object) -> None:

@@ -19,12 +19,43 @@ Object = dict[str, Any]
 NameFormat = Literal["dns-label", "dns-subdomain"]
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# spec.ipFamilies' names by IP version.
+IP_FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
+
+
 @dataclass(frozen=True)
 class ServiceRanges:
-    """The server's --service-cluster-ip-range and --service-node-port-range."""
+    """The server's --service-cluster-ip-range and --service-node-port-range. `cidrs` holds
+    one CIDR per family, the primary (the family a single-stack Service gets) first; two
+    make the cluster dual-stack."""
 
-    cidr: ipaddress.IPv4Network
+    cidrs: tuple[IPNetwork, ...]
     node_ports: range
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.cidrs) <= 2:
+            raise ValueError("--service-cluster-ip-range: one CIDR, or two of different "
+                             f"families (got {len(self.cidrs)})")
+        if len({c.version for c in self.cidrs}) != len(self.cidrs):
+            raise ValueError("--service-cluster-ip-range: the two CIDRs must be of different "
+                             f"IP families (got {', '.join(map(str, self.cidrs))})")
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """spec.ipFamilies names of the configured CIDRs, the primary first."""
+        return tuple(IP_FAMILY_NAMES[c.version] for c in self.cidrs)
+
+    def cidr_of(self, family: str) -> IPNetwork | None:
+        return next((c for c in self.cidrs if IP_FAMILY_NAMES[c.version] == family), None)
+
+
+def parse_service_cidrs(text: str) -> tuple[IPNetwork, ...]:
+    """`--service-cluster-ip-range`'s value: CIDRs separated by commas."""
+    try:
+        return tuple(ipaddress.ip_network(part.strip()) for part in text.split(","))
+    except ValueError as err:
+        raise ValueError(f"--service-cluster-ip-range {text!r}: {err}") from None
 
 
 class Allocator(Protocol):

@@ -37,7 +37,7 @@ from podwire.lab.api.watch import (
 )
 from podwire.lab.layout import NODE_PORT_RANGE, SERVICE_CIDR
 
-DEFAULT_RANGES = ServiceRanges(SERVICE_CIDR, NODE_PORT_RANGE)
+DEFAULT_RANGES = ServiceRanges((SERVICE_CIDR,), NODE_PORT_RANGE)
 
 Key = tuple[str, str]  # (namespace or "", name)
 

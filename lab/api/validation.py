@@ -252,17 +252,21 @@ def check_service_spec(name: str, spec: dict[str, Any]) -> None:
     if spec.get("clusterIP") == "None" and kind_of in ("NodePort", "LoadBalancer"):
         raise field_invalid("Service", name, "spec.clusterIPs[0]", "FieldValueInvalid", "None",
                             f"may not be set to 'None' for {kind_of} services")
-    for i, family in enumerate(spec.get("ipFamilies") or []):
+    families = spec.get("ipFamilies") or []
+    if len(families) > 2:
+        raise field_invalid("Service", name, "spec.ipFamilies", "FieldValueTooMany",
+                            len(families), "must have at most 2 items")
+    for i, family in enumerate(families):
         _one_of("Service", name, f"spec.ipFamilies[{i}]", family, ("IPv4", "IPv6"))
-        if family != "IPv4":
-            raise field_invalid("Service", name, f"spec.ipFamilies[{i}]", "FieldValueInvalid",
-                                family, "not configured on this cluster")
-    policy = spec.get("ipFamilyPolicy")
-    _one_of("Service", name, "spec.ipFamilyPolicy", policy,
+        if family in families[:i]:
+            raise field_invalid("Service", name, f"spec.ipFamilies[{i}]",
+                                "FieldValueDuplicate", family)
+    if len(spec.get("clusterIPs") or []) > 2:
+        raise field_invalid("Service", name, "spec.clusterIPs", "FieldValueTooMany",
+                            len(spec["clusterIPs"]), "must have at most 2 items")
+    # Whether the cluster has the families asked for is the allocator's to say.
+    _one_of("Service", name, "spec.ipFamilyPolicy", spec.get("ipFamilyPolicy"),
             ("SingleStack", "PreferDualStack", "RequireDualStack"))
-    if policy == "RequireDualStack":
-        raise field_invalid("Service", name, "spec.ipFamilyPolicy", "FieldValueInvalid", policy,
-                            "this cluster is not configured for dual-stack services")
 
 
 ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")

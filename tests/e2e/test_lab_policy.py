@@ -7,6 +7,8 @@ their addresses. Each test applies policies (and label changes) through `podwire
 apply`, which returns once every agent has caught up, then compares the full probe matrix
 over IPv4 or IPv6 (`lab probe --matrix --family`) with `podwire.policy.truth_table` of
 that family: the same expectations hold over both, ipBlocks written in the family probed.
+Each pod is also behind a dual-stack Service, through whose IPv6 ClusterIPs the ingress
+scenario is probed too (`lab probe --matrix --services --family 6`).
 One lab serves the module (and stands for an IPv4 lab too: its IPv4 side is the same).
 """
 
@@ -49,10 +51,27 @@ def policy(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
+SERVICE_PORT = 1080
+
+
+def dual_stack_service(namespace: str, pod: str) -> dict[str, Any]:
+    """One grid pod behind a Service with a ClusterIP of each family (RequireDualStack)."""
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": pod, "namespace": namespace},
+            "spec": {"selector": {"pod": pod}, "ipFamilyPolicy": "RequireDualStack",
+                     "ports": [{"name": proto.lower(), "port": SERVICE_PORT, "targetPort": 80,
+                                "protocol": proto} for proto in ("TCP", "UDP")]}}
+
+
+def without_self_pairs(table: dict[str, dict[str, bool]]) -> dict[str, dict[str, bool]]:
+    return {src: {dst: ok for dst, ok in row.items() if dst != src} for src, row in table.items()}
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[cluster.LabState]:
     with lab_up(PREFIX, 2, "podwire", "dual") as state:
-        cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml(samples.grid()))
+        services = [dual_stack_service(ns, pod) for ns in "xyz" for pod in "abc"]
+        cli_ok(PREFIX, "apply", "-f", "-", stdin=samples.to_yaml(samples.grid() + services))
         yield state
 
 
@@ -182,6 +201,27 @@ def test_ingress_from_a_namespace_on_one_port(lab: cluster.LabState, family: int
     assert sctp81["y/a"]["x/b"] and sctp81["y/b"]["x/a"] and not sctp81["z/a"]["x/b"]
     sctp80 = check(lab, 80, "SCTP", family)
     assert not sctp80["y/a"]["x/b"]
+    if family == 6:
+        check_ipv6_services(lab)
+
+
+def check_ipv6_services(lab: cluster.LabState) -> None:
+    """Each pod behind a dual-stack Service (the module's): probed through its IPv6
+    ClusterIP, the matrix is the evaluator's for the pods themselves (the backend's policy
+    sees the client pod's own IPv6 address; the slices are per family). Their IPv4 side is
+    test_lab_services.py's. A pod reaching itself through its IPv6 ClusterIP (hairpin) is
+    IPv4's only so far (docs/contracts.md), so the other pairs are compared."""
+    made = Kube(Path(lab.kubeconfig)).read("Service", "a", "x")
+    assert made is not None
+    assert [ipaddress.ip_address(ip).version for ip in made["spec"]["clusterIPs"]] == [4, 6]
+    for protocol in ("TCP", "UDP"):
+        out = cli_ok(PREFIX, "probe", "--matrix", "--services", "--port", str(SERVICE_PORT),
+                     "--protocol", protocol, "--family", "6", "--timeout", "2", "-o", "json")
+        got, want = (without_self_pairs(m)
+                     for m in (json.loads(out), expected(lab, 80, protocol, 6)))
+        diff = differences(got, want)
+        assert not diff, (f"{protocol}/{SERVICE_PORT} IPv6: Service probes and evaluator "
+                          "disagree:\n" + "\n".join(diff))
 
 
 @FAMILIES

@@ -1,8 +1,10 @@
 """Services in the datapath: ClusterIP frontends translated at from_pod, replies
-reverse-translated, on one node and across the overlay. Real pods, real sockets; the
-load balancer's maps are written through the programmer as the agent writes them.
+reverse-translated, on one node and across the overlay, for IPv4 and for IPv6 (lb6_* and
+its tail-called programs). Real pods, real sockets; the load balancer's maps are written
+through the programmer as the agent writes them.
 
-n1 holds the client a and the backend b, n2 the backend c.
+n1 holds the client a and the backend b, n2 the backend c; every pod has an address of
+each family.
 """
 
 from __future__ import annotations
@@ -42,12 +44,15 @@ from podwire.agent import programmer, structs
 from podwire.agent.config import AgentConfig
 from podwire.agent.datapath import Datapath
 from podwire.agent.entries import BackendEntry, FrontendKey, Protocol, ServiceEntry
+from podwire.agent.flows import event_addresses
+from podwire.agent.lbslots import BACKEND6_ID_BASE
 from podwire.agent.nodesetup import ensure_vxlan_device
 from podwire.agent.reasons import reason_code
 from podwire.agent.reconcile import Delete, MapName, Operation, Upsert
 from podwire.bpf.constants import (
     EP_F_EGRESS_ISOLATED,
     EP_F_INGRESS_ISOLATED,
+    FAMILY_IPV6,
     LB_HAIRPIN_IP,
     CtScope,
     Direction,
@@ -61,13 +66,17 @@ PREFIX = f"pwth1s{os.getpid() % 10000}"
 UNDERLAY = {"n1": "10.198.9.1", "n2": "10.198.9.2"}
 POD_CIDR = {"n1": "10.203.1.0/24", "n2": "10.203.2.0/24"}
 VIP = "10.96.7.10"
+VIP6 = "fd00:10:96::7:a"
+POD_CIDR6 = {"n1": "fd00:10:203:1::/64", "n2": "fd00:10:203:2::/64"}
 # Identities are node-local: each node numbers every pod its own way.
 ID = {"n1": {"a": 600, "b": 601, "c": 602}, "n2": {"a": 700, "b": 701, "c": 702}}
 TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
 BACKEND_PORT, UDP_BACKEND_PORT = 8080, 5353
 # Backend ids: b and c on the TCP and on the UDP target port.
 B_TCP, C_TCP, B_UDP, C_UDP = 1, 2, 3, 4
+B6_TCP, C6_TCP, B6_UDP, C6_UDP = (BACKEND6_ID_BASE + i for i in range(4))
 SERVICE_ID = 17
+AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
 @dataclass
@@ -86,7 +95,11 @@ class Lab:
         return {B_TCP: BackendEntry(self.b.ip, BACKEND_PORT),
                 C_TCP: BackendEntry(self.c.ip, BACKEND_PORT),
                 B_UDP: BackendEntry(self.b.ip, UDP_BACKEND_PORT),
-                C_UDP: BackendEntry(self.c.ip, UDP_BACKEND_PORT)}
+                C_UDP: BackendEntry(self.c.ip, UDP_BACKEND_PORT),
+                B6_TCP: BackendEntry(address(self.b, 6), BACKEND_PORT),
+                C6_TCP: BackendEntry(address(self.c, 6), BACKEND_PORT),
+                B6_UDP: BackendEntry(address(self.b, 6), UDP_BACKEND_PORT),
+                C6_UDP: BackendEntry(address(self.c, 6), UDP_BACKEND_PORT)}
 
     def program(self, services: dict[FrontendKey, ServiceEntry],
                 backends: dict[int, BackendEntry] | None = None) -> None:
@@ -110,12 +123,20 @@ class Lab:
         open_datapath(self.dp1, (self.a, self.b))
         open_datapath(self.dp2, (self.c,))
         for dp in self.datapaths:
-            for key in list(dp.lb_affinity.keys()):
-                dp.lb_affinity.delete(key)
+            for affinity in (dp.lb_affinity, dp.lb6_affinity):
+                for key in list(affinity.keys()):
+                    affinity.delete(key)
 
 
-def frontend(port: int, proto: int = TCP) -> FrontendKey:
-    return FrontendKey(VIP, port, Protocol(proto))
+def address(pod: Pod, family: int = 4) -> str:
+    if family == 4:
+        return pod.ip
+    assert pod.ip6 is not None
+    return pod.ip6
+
+
+def frontend(port: int, proto: int = TCP, family: int = 4) -> FrontendKey:
+    return FrontendKey(VIP if family == 4 else VIP6, port, Protocol(proto))
 
 
 def service(*backend_ids: int, affinity: int = 0, service_id: int = SERVICE_ID) -> ServiceEntry:
@@ -135,9 +156,12 @@ def lab() -> Iterator[Lab]:
         for ns, dev, name in ((n1, "u1", "n1"), (n2, "u2", "n2")):
             nsexec(ns, "ip", "addr", "add", f"{UNDERLAY[name]}/24", "dev", dev)
             nsexec(ns, "ip", "link", "set", dev, "up")
-        a = topo.add_pod(n1, "a", "10.203.1.2", ep_id=51, identity=ID["n1"]["a"])
-        b = topo.add_pod(n1, "b", "10.203.1.3", ep_id=52, identity=ID["n1"]["b"])
-        c = topo.add_pod(n2, "c", "10.203.2.2", ep_id=61, identity=ID["n2"]["c"])
+        a = topo.add_pod(n1, "a", "10.203.1.2", ep_id=51, identity=ID["n1"]["a"],
+                         ip6="fd00:10:203:1::2")
+        b = topo.add_pod(n1, "b", "10.203.1.3", ep_id=52, identity=ID["n1"]["b"],
+                         ip6="fd00:10:203:1::3")
+        c = topo.add_pod(n2, "c", "10.203.2.2", ep_id=61, identity=ID["n2"]["c"],
+                         ip6="fd00:10:203:2::2")
         dps = {}
         for name, ns, pods in (("n1", n1, (a, b)), ("n2", n2, (c,))):
             config = AgentConfig(node_name=name, pin_dir=topo.pin_dir(name),
@@ -149,12 +173,15 @@ def lab() -> Iterator[Lab]:
             serve_pods(dp, pods)
             dp.set_ipcache(UNDERLAY[name], ipcache_value(ReservedIdentity.HOST))
             dps[name] = dp
-        dps["n1"].set_ipcache(c.ip, ipcache_value(ID["n1"]["c"], tunnel_ip=UNDERLAY["n2"]))
-        dps["n1"].set_ipcache(POD_CIDR["n2"], ipcache_value(ReservedIdentity.WORLD,
-                                                            tunnel_ip=UNDERLAY["n2"]))
-        for pod in (a, b):
-            dps["n2"].set_ipcache(pod.ip, ipcache_value(ID["n2"][pod.name],
-                                                        tunnel_ip=UNDERLAY["n1"]))
+        for family in (4, 6):
+            dps["n1"].set_ipcache(address(c, family), ipcache_value(ID["n1"]["c"],
+                                                                    tunnel_ip=UNDERLAY["n2"]))
+            for pod in (a, b):
+                dps["n2"].set_ipcache(address(pod, family), ipcache_value(
+                    ID["n2"][pod.name], tunnel_ip=UNDERLAY["n1"]))
+        for cidrs in (POD_CIDR, POD_CIDR6):
+            dps["n1"].set_ipcache(cidrs["n2"], ipcache_value(ReservedIdentity.WORLD,
+                                                             tunnel_ip=UNDERLAY["n2"]))
         yield Lab(dps["n1"], dps["n2"], a, b, c)
     finally:
         topo.cleanup()
@@ -171,12 +198,12 @@ class Listeners:
     """A TCP listener on the backend port of each backend pod; tells which one a
     connection reached."""
 
-    def __init__(self, *pods: Pod, port: int = BACKEND_PORT) -> None:
+    def __init__(self, *pods: Pod, port: int = BACKEND_PORT, family: int = 4) -> None:
         self.by_fd: dict[int, tuple[Pod, socket.socket]] = {}
         for pod in pods:
-            sock = pod.socket(socket.SOCK_STREAM)
+            sock = pod.socket(socket.SOCK_STREAM, family=AF[family])
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((pod.ip, port))
+            sock.bind((address(pod, family), port))
             sock.listen(64)
             self.by_fd[sock.fileno()] = (pod, sock)
 
@@ -193,10 +220,10 @@ class Listeners:
             sock.close()
 
 
-def connect(client: Pod, port: int, timeout: float = 5) -> socket.socket:
-    sock = client.socket(socket.SOCK_STREAM)
+def connect(client: Pod, port: int, timeout: float = 5, family: int = 4) -> socket.socket:
+    sock = client.socket(socket.SOCK_STREAM, family=AF[family])
     sock.settimeout(timeout)
-    sock.connect((VIP, port))
+    sock.connect((frontend(port, family=family).address, port))
     return sock
 
 
@@ -210,9 +237,9 @@ def tcp_exchange(client: socket.socket, server: socket.socket, payload: bytes) -
     assert client.recv(100) == b"reply:" + payload[:10]
 
 
-def udp_server(pod: Pod) -> socket.socket:
-    sock = pod.socket(socket.SOCK_DGRAM)
-    sock.bind((pod.ip, UDP_BACKEND_PORT))
+def udp_server(pod: Pod, family: int = 4) -> socket.socket:
+    sock = pod.socket(socket.SOCK_DGRAM, family=AF[family])
+    sock.bind((address(pod, family), UDP_BACKEND_PORT))
     sock.settimeout(5)
     return sock
 
@@ -308,13 +335,110 @@ def test_cross_node_tcp_and_udp_reverse_translated_at_the_client_node(lb: Lab) -
             for ev in received} == {(a.ip, c.ip, 0)}
 
 
-def test_connections_spread_over_two_backends(lb: Lab) -> None:
-    lb.program({frontend(80): service(B_TCP, C_TCP)})
-    listeners = Listeners(lb.b, lb.c)
+@pytest.mark.parametrize("backend", ["b", "c"])
+def test_ipv6_tcp_and_udp_through_a_cluster_ip_same_node_and_cross_node(lb: Lab, backend: str
+                                                                        ) -> None:
+    """b is on the client's node, c across the overlay: the reply is reverse-translated at
+    the client's hook (from_pod6, from_overlay6) by lb6_reply."""
+    a, pod = lb.a, getattr(lb, backend)
+    tcp_id, udp_id = {"b": (B6_TCP, B6_UDP), "c": (C6_TCP, C6_UDP)}[backend]
+    services = {frontend(80, family=6): service(tcp_id),
+                frontend(53, UDP, family=6): service(udp_id, service_id=19)}
+    lb.program(services)
+    assert programmer.read_installed(lb.dp1).lb_services == services
+
+    listeners = Listeners(pod, family=6)
+    client = connect(a, 80, family=6)
+    try:
+        reached, server, peer = listeners.accept()
+        assert (reached.name, peer[0]) == (backend, address(a, 6))
+        assert client.getpeername()[:2] == (VIP6, 80)
+        tcp_exchange(client, server, os.urandom(300_000))  # MTU-sized segments
+        server.close()
+    finally:
+        client.close()
+        listeners.close()
+
+    server_udp = udp_server(pod, family=6)
+    client_udp = a.socket(socket.SOCK_DGRAM, family=socket.AF_INET6)
+    client_udp.settimeout(5)
+    try:
+        client_udp.connect((VIP6, 53))
+        for i in range(3):
+            name, peer = udp_via_service(client_udp, {backend: server_udp}, b"q%d" % i)
+            assert (name, peer[0]) == (backend, address(a, 6))
+    finally:
+        client_udp.close()
+        server_udp.close()
+
+    sent = [ev for ev in flows(lb.dp1) if ev.hook == Hook.FROM_POD and ev.family == FAMILY_IPV6]
+    assert {(ev.proto, ev.service_id, structs.port_host(ev.frontend_port)) for ev in sent} == \
+        {(TCP, SERVICE_ID, 80), (UDP, 19, 53)}
+    # Egress was judged against the backend (its identity and address), not the ClusterIP.
+    assert {(event_addresses(ev), ev.dst_identity) for ev in sent} == \
+        {((address(a, 6), address(pod, 6)), ID["n1"][backend])}
+
+
+def test_ipv6_egress_policy_is_judged_against_the_backend(lb: Lab) -> None:
+    a = lb.a
+    lb.dp1.set_endpoint(address(a, 6), a.endpoint(EP_F_EGRESS_ISOLATED))
+    lb.dp1.set_policy(policy_key(a.ep_id, Direction.EGRESS, ID["n1"]["b"], TCP, BACKEND_PORT),
+                      structs.PolicyValue(policy_ref=31))
+    lb.program({frontend(80, family=6): service(B6_TCP),
+                frontend(81, family=6): service(C6_TCP, service_id=18)})
+    listeners = Listeners(lb.b, lb.c, family=6)
+    try:
+        client = connect(a, 80, family=6)
+        pod, server, _ = listeners.accept()
+        assert pod.name == "b"
+        server.close()
+        client.close()
+        with pytest.raises(TimeoutError):
+            connect(a, 81, timeout=0.5, family=6)
+    finally:
+        listeners.close()
+    drops = [ev for ev in drain_events(lb.dp1) if ev.type == EventType.DROP]
+    assert drops and {(ev.reason, ev.service_id, ev.dst_identity) for ev in drops} == \
+        {(reason_code("POLICY_DENIED"), 18, ID["n1"]["c"])}
+
+
+def test_ipv6_no_backend_is_refused_at_once_with_its_drop_reason(lb: Lab) -> None:
+    lb.program({frontend(82, family=6): service(),
+                frontend(83, UDP, family=6): service(service_id=19)})
+    before = counter(lb.dp1, "NO_SERVICE_BACKEND", "egress")
+    # A timeout would raise TimeoutError: only the ICMPv6 answer gives ECONNREFUSED.
+    with pytest.raises(ConnectionRefusedError):
+        connect(lb.a, 82, family=6)
+    client = lb.a.socket(socket.SOCK_DGRAM, family=socket.AF_INET6)
+    client.settimeout(5)
+    try:
+        client.connect((VIP6, 83))
+        client.send(b"anyone?")
+        with pytest.raises(ConnectionRefusedError):
+            client.recv(100)
+    finally:
+        client.close()
+    assert counter(lb.dp1, "NO_SERVICE_BACKEND", "egress") >= before + 2
+    drops = [ev for ev in drain_events(lb.dp1) if ev.type == EventType.DROP]
+    assert {(ev.service_id, structs.port_host(ev.frontend_port), ev.proto) for ev in drops} == \
+        {(SERVICE_ID, 82, TCP), (19, 83, UDP)}
+    assert {ev.reason for ev in drops} == {reason_code("NO_SERVICE_BACKEND")}
+    assert {event_addresses(ev) for ev in drops} == {(address(lb.a, 6), VIP6)}
+
+
+FAMILIES = pytest.mark.parametrize("family", [4, 6])
+# The TCP backends b and c of each family.
+TCP_BACKENDS = {4: (B_TCP, C_TCP), 6: (B6_TCP, C6_TCP)}
+
+
+@FAMILIES
+def test_connections_spread_over_two_backends(lb: Lab, family: int) -> None:
+    lb.program({frontend(80, family=family): service(*TCP_BACKENDS[family])})
+    listeners = Listeners(lb.b, lb.c, family=family)
     reached = []
     try:
         for _ in range(40):
-            client = connect(lb.a, 80)
+            client = connect(lb.a, 80, family=family)
             pod, server, _ = listeners.accept()
             reached.append(pod.name)
             tcp_exchange(client, server, pod.name.encode() * 20)
@@ -326,13 +450,15 @@ def test_connections_spread_over_two_backends(lb: Lab) -> None:
     assert set(reached) == {"b", "c"}, reached
 
 
-def test_client_ip_affinity_holds_a_client_on_one_backend(lb: Lab) -> None:
-    lb.program({frontend(80): service(B_TCP, C_TCP, affinity=60)})
-    listeners = Listeners(lb.b, lb.c)
+@FAMILIES
+def test_client_ip_affinity_holds_a_client_on_one_backend(lb: Lab, family: int) -> None:
+    b_id, c_id = TCP_BACKENDS[family]
+    lb.program({frontend(80, family=family): service(b_id, c_id, affinity=60)})
+    listeners = Listeners(lb.b, lb.c, family=family)
     reached = []
     try:
         for _ in range(20):
-            client = connect(lb.a, 80)
+            client = connect(lb.a, 80, family=family)
             pod, server, _ = listeners.accept()
             reached.append(pod.name)
             server.close()
@@ -340,25 +466,27 @@ def test_client_ip_affinity_holds_a_client_on_one_backend(lb: Lab) -> None:
     finally:
         listeners.close()
     assert len(set(reached)) == 1, reached
-    remembered = [(structs.ip_str(k.client), k.service_id, v.backend_id)
-                  for k, v in lb.dp1.lb_affinity.items()]
-    held, other = (B_TCP, C_TCP) if reached[0] == "b" else (C_TCP, B_TCP)
-    assert remembered == [(lb.a.ip, SERVICE_ID, held)]
+    affinities = lb.dp1.lb_affinity if family == 4 else lb.dp1.lb6_affinity
+    client_str = structs.ip_str if family == 4 else structs.ip6_str
+    remembered = [(client_str(k.client), k.service_id, v.backend_id)
+                  for k, v in affinities.items()]
+    held, other = (b_id, c_id) if reached[0] == "b" else (c_id, b_id)
+    assert remembered == [(address(lb.a, family), SERVICE_ID, held)]
 
     # The backend leaves the Service but stays a backend (of another Service, or
     # terminating): the client is no longer held on it.
-    lb.program({frontend(80): service(other, affinity=60),
-                frontend(81): service(held, service_id=18)})
-    listeners = Listeners(lb.b, lb.c)
+    lb.program({frontend(80, family=family): service(other, affinity=60),
+                frontend(81, family=family): service(held, service_id=18)})
+    listeners = Listeners(lb.b, lb.c, family=family)
     try:
-        client = connect(lb.a, 80)
+        client = connect(lb.a, 80, family=family)
         pod, server, _ = listeners.accept()
         server.close()
         client.close()
     finally:
         listeners.close()
     assert pod.name == ("c" if reached[0] == "b" else "b")
-    assert [v.backend_id for _, v in lb.dp1.lb_affinity.items()] == [other]
+    assert [v.backend_id for _, v in affinities.items()] == [other]
 
 
 def test_egress_policy_is_judged_against_the_backend(lb: Lab) -> None:

@@ -78,7 +78,7 @@ def test_pod_ips_from_a_result_one_per_family_ipv4_first() -> None:
         cniexec.pod_ips({"ips": []})
 
 
-def test_slices_take_the_ipv4_address_of_a_pod() -> None:
+def test_slices_take_the_pod_s_address_of_their_family() -> None:
     service = {"metadata": {"name": "s", "namespace": "x"}, "spec": {"selector": {"a": "b"}}}
 
     def pod(ips: list[str]) -> dict[str, object]:
@@ -89,7 +89,10 @@ def test_slices_take_the_ipv4_address_of_a_pod() -> None:
     dual = pod(["10.244.1.5", "fd00:10:244:1::5"])
     assert endpointslices.in_endpoints(dual)
     assert endpointslices.pod_endpoint(service, dual)["addresses"] == ["10.244.1.5"]
+    assert endpointslices.pod_endpoint(service, dual, "IPv6")["addresses"] == [
+        "fd00:10:244:1::5"]
     assert not endpointslices.in_endpoints(pod(["fd00:10:244:1::5"]))
+    assert endpointslices.in_endpoints(pod(["fd00:10:244:1::5"]), "IPv6")
 
 
 def test_an_ipv6_only_lab_has_no_cluster_dns_yet() -> None:

@@ -54,13 +54,34 @@ def test_slot_zero_is_written_after_the_new_slots_and_deleted_first() -> None:
     assert [w.key.slot for w in lbslots.frontend_writes(FRONTEND, None, 2)] == [0, 1, 2]
 
 
-def test_read_back_gives_the_entries_written() -> None:
+FRONTEND6 = FrontendKey("fd00:10:96::a", 53, Protocol.UDP, LbScope.INTERNAL)
+
+
+def test_read_back_gives_the_entries_written_in_either_family() -> None:
     entry = ServiceEntry(service_id=9, backend_ids=(4, 2, 8), affinity_timeout=10800,
                          keep_client_address=True, node_port=True)
     other = FrontendKey("10.96.0.10", 53, Protocol.TCP, LbScope.EXTERNAL)
-    slots = [(w.key, w.value) for f in (FRONTEND, other)
+    slots = [(w.key, w.value) for f in (FRONTEND, other, FRONTEND6)
              for w in lbslots.frontend_writes(f, entry, 0) if w.value is not None]
-    assert lbslots.read_frontends(slots) == {FRONTEND: entry, other: entry}
+    assert lbslots.read_frontends(slots) == {FRONTEND: entry, other: entry, FRONTEND6: entry}
+
+
+def test_an_ipv6_frontend_has_ipv6_keys_and_a_reverse_translation_entry() -> None:
+    key = lbslots.slot_key(FRONTEND6, 0)
+    assert isinstance(key, structs.Lb6Key)
+    assert structs.ip6_str(key.address) == "fd00:10:96::a"
+    revnat = lbslots.revnat_key(FRONTEND6, 9)
+    assert revnat is not None
+    assert (revnat.service_id, revnat.port, revnat.proto) == (9, structs.port_be(53), 17)
+    # IPv4 frontends keep the reverse in conntrack; a NodePort's scope EXTERNAL has none.
+    assert lbslots.revnat_key(FRONTEND, 9) is None
+    assert lbslots.revnat_key(FrontendKey("fd00::1", 30080, Protocol.TCP,
+                                          LbScope.EXTERNAL), 9) is None
+    backend = lbslots.BackendEntry("fd00:10:244:1::5", 8080)
+    assert isinstance(lbslots.backend_value(backend), structs.Lb6Backend)
+    assert lbslots.backend_entry(lbslots.backend_value(backend)) == backend
+    assert not lbslots.is_ipv6_backend(lbslots.BACKEND6_ID_BASE - 1)
+    assert lbslots.is_ipv6_backend(lbslots.BACKEND6_ID_BASE)
 
 
 def test_an_interrupted_write_reads_back_as_different() -> None:

@@ -13,6 +13,7 @@ from podwire.agent.daemon import watched_kinds
 from podwire.agent.desired import NodeState
 from podwire.agent.entries import BackendEntry, FrontendKey, LbScope, Protocol, ServiceEntry
 from podwire.agent.identity import IdentityAllocator
+from podwire.agent.lbslots import BACKEND6_ID_BASE
 from podwire.agent.nodes import NodeInfo
 from podwire.agent.reconcile import MapContents, Scope, apply_to, plan
 from podwire.agent.service_objects import DEFAULT_AFFINITY_TIMEOUT
@@ -91,7 +92,7 @@ def test_cluster_ip_frontend_lists_ready_backends_of_every_slice() -> None:
                                                                                    False)
 
 
-def test_every_ipv4_cluster_ip_and_every_port_and_protocol_is_a_frontend() -> None:
+def test_every_cluster_ip_and_every_port_and_protocol_is_a_frontend() -> None:
     svc, maps = table()
     svc.set_service(service(ports=[
         {"name": "dns", "port": 53, "protocol": "UDP"},
@@ -102,61 +103,12 @@ def test_every_ipv4_cluster_ip_and_every_port_and_protocol_is_a_frontend() -> No
         {"name": "dns-tcp", "port": 5354, "protocol": "TCP"}]))
     svc.compute()
     assert set(maps.lb_services) == {
-        fe(53, CIP, Protocol.UDP), fe(53, CIP, Protocol.TCP),
-        fe(53, "10.96.0.11", Protocol.UDP), fe(53, "10.96.0.11", Protocol.TCP)}
+        fe(53, ip, proto) for ip in (CIP, "fd00::10", "10.96.0.11")
+        for proto in (Protocol.UDP, Protocol.TCP)}
     assert backends(maps, fe(53, CIP, Protocol.UDP)) == [("10.244.1.5", 5353)]
     assert backends(maps, fe(53, CIP, Protocol.TCP)) == [("10.244.1.5", 5354)]
-
-
-def test_named_target_port_resolves_per_slice() -> None:
-    # Two slices for pods that number "http" differently: each slice carries its own port.
-    svc, maps = table()
-    svc.set_service(service())
-    svc.set_endpoint_slice(slice_("web-a", endpoints=[ep("10.244.1.5")],
-                                  ports=[{"name": "http", "port": 8080, "protocol": "TCP"}]))
-    svc.set_endpoint_slice(slice_("web-b", endpoints=[ep("10.244.1.6")],
-                                  ports=[{"name": "http", "port": 9090, "protocol": "TCP"}]))
-    svc.compute()
-    assert backends(maps, fe()) == [("10.244.1.5", 8080), ("10.244.1.6", 9090)]
-
-
-def test_a_slice_port_of_another_name_or_protocol_is_not_this_ports() -> None:
-    svc, maps = table()
-    svc.set_service(service())
-    svc.set_endpoint_slice(slice_("web-a", endpoints=[ep("10.244.1.5")], ports=[
-        {"name": "metrics", "port": 9100, "protocol": "TCP"},
-        {"name": "http", "port": 8080, "protocol": "UDP"}]))
-    svc.compute()
-    assert maps.lb_services[fe()].backend_ids == ()
-
-
-def test_unnamed_single_port_matches_the_unnamed_slice_port() -> None:
-    svc, maps = table()
-    svc.set_service(service(ports=[{"port": 80, "targetPort": 8080}]))
-    svc.set_endpoint_slice(slice_("web-a", endpoints=[ep("10.244.1.5")],
-                                  ports=[{"port": 8080, "protocol": "TCP"}]))
-    svc.compute()
-    assert backends(maps, fe()) == [("10.244.1.5", 8080)]
-
-
-def test_no_slice_means_a_frontend_with_no_backend() -> None:
-    # The datapath refuses such a frontend at once, so it must be there, empty.
-    svc, maps = table()
-    svc.set_service(service())
-    svc.compute()
-    assert maps.lb_services[fe()].backend_ids == ()
-    assert maps.lb_backends == {}
-
-
-def test_headless_and_external_name_services_have_no_frontend() -> None:
-    svc, maps = table()
-    svc.set_service(service("headless", cluster_ip="None"))
-    svc.set_service(service("ext", cluster_ip=None, type="ExternalName",
-                            externalName="example.org"))
-    svc.set_endpoint_slice(slice_("headless-a", "headless", endpoints=[ep("10.244.1.5")]))
-    svc.compute()
-    assert maps.lb_services == {} and maps.lb_backends == {}
-    assert svc.problems == {}
+    # No IPv6 slice: the IPv6 ClusterIP has no backend (and is refused at once).
+    assert backends(maps, fe(53, "fd00::10", Protocol.UDP)) == []
 
 
 # ------------------------------------------------------------------ conditions
@@ -476,12 +428,28 @@ def test_garbage_endpoint_addresses_and_slice_ports_are_skipped_and_reported() -
         assert part in message
 
 
-def test_ipv6_and_fqdn_slices_are_not_ours_and_no_problem() -> None:
+def test_a_cluster_ip_takes_backends_only_from_the_slices_of_its_family() -> None:
     svc, maps = table()
-    svc.set_service(service())
-    svc.set_endpoint_slice(slice_("web-6", endpoints=[ep("fd00::5")], address_type="IPv6"))
+    svc.set_service(service(clusterIPs=[CIP, "fd00:10:96::a"], ipFamilies=["IPv4", "IPv6"],
+                            type="NodePort", ports=[{"name": "http", "port": 80,
+                                                     "protocol": "TCP", "nodePort": 30080}]))
+    svc.set_endpoint_slice(slice_("web-4", endpoints=[ep("10.244.1.5")]))
+    svc.set_endpoint_slice(slice_("web-6", endpoints=[ep("fd00:10:244:1::5"),
+                                                      ep("10.244.1.9")], address_type="IPv6"))
+    svc.set_endpoint_slice(slice_("web-n", endpoints=[ep("x.example")], address_type="FQDN"))
     svc.compute()
-    assert maps.lb_services[fe()].backend_ids == () and svc.problems == {}
+    assert backends(maps, fe()) == [("10.244.1.5", 8080)]
+    v6 = maps.lb_services[fe(80, "fd00:10:96::a")]
+    assert [(maps.lb_backends[i].address, maps.lb_backends[i].port) for i in v6.backend_ids] \
+        == [("fd00:10:244:1::5", 8080)]
+    # IPv6 backends are numbered apart, so their id names their map (lbslots).
+    assert all(i >= BACKEND6_ID_BASE for i in v6.backend_ids)
+    assert all(i < BACKEND6_ID_BASE for i in maps.lb_services[fe()].backend_ids)
+    # The node's addresses are IPv4: its NodePort takes the IPv4 backends.
+    assert backends(maps, fe(30080, NODE_IP)) == [("10.244.1.5", 8080)]
+    # An IPv4 address in an IPv6 slice is skipped and said; an FQDN slice is no problem.
+    assert set(svc.problems) == {("EndpointSlice", "default/web-6")}
+    assert "has no IPv6 address" in svc.problems[("EndpointSlice", "default/web-6")].message
 
 
 def test_a_frontend_two_services_claim_goes_to_the_first_and_the_second_is_told() -> None:
