@@ -254,6 +254,10 @@ def collect(runs: int, seconds: float, stream_seconds: int,
                  "connrate_parallel": connrate.PARALLEL,
                  "connrate_clients": connrate.CLIENTS,
                  "bare_veth_conn_per_s": statistics.median(ceiling),
+                 # Both ends' own handshake work shares the machine with the datapath, so
+                 # no datapath can beat iptables by more than the bare veth pair does.
+                 f"bare_veth_over_iptables_at_{counts[top]}":
+                     statistics.median(ceiling) / statistics.median(conn["iptables"][top]),
                  "connrate_client_user_cpu_share_max": max(client_user),
                  # The client's time per connection beyond the bare veth's (medians): what
                  # the Service translation costs, whatever the generator's ceiling.
@@ -299,6 +303,9 @@ def main() -> int:
           f"{_spread(figures.comparisons[2].samples['bare veth (no Service)'])}; "
           f"{figures.scalars['connrate_clients']:.0f} connrate clients, their own user CPU at "
           f"most {figures.scalars['connrate_client_user_cpu_share_max']:.2f} CPUs")
+    top = f"bare_veth_over_iptables_at_{curve.x[-1]:.0f}"
+    print(f"the most any datapath can show here: a bare veth pair (no Service, no BPF) / "
+          f"iptables at {curve.x[-1]:.0f} = {figures.scalars[top]:.2f}x")
     for e in figures.expectations:
         print(f"{'met' if e.met else 'NOT met'}: {e.scenario}, {e.figure} {e.op} {e.bound} "
               f"(measured {e.value:.2f})")
