@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import resource
 import shutil
 import signal
@@ -14,17 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("connrate.c")
-# Connects kept in flight: enough that the client never waits on one round trip (1, 8
-# and 256 measured within 10 % of 64 here: the kernel's handshake work is the limit).
+# Connects kept in flight by each client process: enough that it never waits on one
+# round trip (1, 8 and 256 measured within 10 % of 64 here: the kernel's handshake work
+# is the limit).
 PARALLEL = 64
+# Client processes, one per CPU this process may use, each pinned to its own
+# (connrate.c): the handshake's kernel work runs on the client's CPU, so one client
+# left the other CPUs idle and measured one core, not the machine.
+CLIENTS = len(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True)
 class ConnRate:
-    """One connrate run: connections completed by the client (handshake done, then RST)
-    per second of its run, its counts, what the server accepted meanwhile, and the
-    client's user and system CPU time as shares of its run (the kernel's handshake work
-    is system time; the generator's own is user time)."""
+    """One connrate run: connections completed by the clients (handshake done, then RST)
+    per second of their run, their counts, what the server accepted meanwhile, and the
+    clients' user and system CPU time in CPUs' worth of their run (up to one a client;
+    the kernel's handshake work is system time, the generator's own user time)."""
 
     per_s: float
     completed: int
@@ -50,11 +56,11 @@ def binary() -> str:
 
 def connections_per_s(server_netns: str, server_ip: str, client_netns: str, port: int,
                       seconds: float, connect_to: tuple[str, int] | None = None,
-                      parallel: int = PARALLEL) -> ConnRate:
+                      parallel: int = PARALLEL, clients: int = CLIENTS) -> ConnRate:
     """New TCP connections/s from `client_netns` to a listener in `server_netns`, both
-    sides connrate (C, epoll): the client keeps `parallel` connects in flight, each
-    counted once its handshake completes and then closed with RST; the server accepts
-    and closes. `connect_to` is the address the client dials when it is not the
+    sides connrate (C, epoll): `clients` processes each keep `parallel` connects in
+    flight, each counted once its handshake completes and then reset (RST); the server
+    accepts and closes. `connect_to` is the address the client dials when it is not the
     listener's own (a Service's frontend). Raises when more than 1 % of the connects
     failed or the server accepted fewer than the client completed."""
     program = binary()
@@ -69,7 +75,7 @@ def connections_per_s(server_netns: str, server_ip: str, client_netns: str, port
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         client = subprocess.run(["nsenter", f"--net=/run/netns/{client_netns}", program,
                                  "connect", target[0], str(target[1]), str(seconds),
-                                 str(parallel)],
+                                 str(parallel), str(clients)],
                                 capture_output=True, text=True, check=False,
                                 timeout=seconds + 60)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the client's, now waited for

@@ -10,17 +10,21 @@ Run as root: `.venv/bin/python -m podwire.bench.lb_bench`. Namespaces prefix pwb
   with five backends elsewhere, so 10,000 Services hold 50,000 endpoints): podwire's
   maps (one hash lookup whatever N) against the rules kube-proxy's iptables mode writes
   for the same Services in a node namespace the pods are routed through: KUBE-SERVICES
-  with one rule per Service port, a KUBE-SVC chain per Service choosing a KUBE-SEP chain
-  with `statistic --mode random`, each KUBE-SEP marking hairpin traffic and DNATing.
+  with one rule per Service port, a KUBE-SVC chain per Service that marks traffic from
+  outside the cluster CIDR for masquerade and chooses a KUBE-SEP chain with
+  `statistic --mode random`, each KUBE-SEP marking hairpin traffic and DNATing.
   The measured Service sits in the middle of KUBE-SERVICES (the average of a linear walk).
   Goal: flat from 1 to 10,000, >= 5x iptables at 10,000.
-  Both sides are connrate (bench/connrate.c, compiled with gcc here; C on epoll, 64
-  connects in flight): a connection counted is a full handshake (SYN, SYN-ACK, ACK: the
-  client's connect completed) closed by the client with RST (SO_LINGER 0), accepted and
-  closed by the server. The same generator between two namespaces over a bare veth pair
-  (no BPF, no netfilter) is measured in every round too: the ceiling of this machine's
-  kernel for one client process, which is where its CPU goes (the client's own user time
-  is printed beside, a few per cent).
+  Both sides are connrate (bench/connrate.c, compiled with gcc here; C on epoll), with
+  the same settings: one client process per CPU, pinned, each with 64 connects in
+  flight, so the machine's CPUs, not one client, are what runs out. A connection counted
+  is a full handshake (SYN, SYN-ACK, ACK: the client's connect completed), then reset by
+  the client (RST, its socket connected again to a new source port), accepted by the
+  server in millisecond batches and closed once the RST is in: four packets and no
+  TIME_WAIT, so the handshake, not teardown or the generator, is what each connection
+  costs. The same generator between two namespaces over a bare veth pair (no BPF, no
+  netfilter) is measured in every round too: this machine's ceiling. Beside the rates,
+  podwire's own share: its programs' run time per connection (bench/bpfstats.py).
 Settings are measured round-robin, repeated `--runs` times, the order turned each round.
 """
 
@@ -38,6 +42,7 @@ from podwire.agent.datapath import Datapath
 from podwire.agent.entries import BackendEntry, FrontendKey, Protocol, ServiceEntry
 from podwire.agent.reconcile import Delete, MapName, Operation, Upsert
 from podwire.bench import connrate, tools
+from podwire.bench.bpfstats import RunTime, per_run
 from podwire.bench.datapath_bench import (
     CONN_PORT,
     IPERF_PORT,
@@ -64,6 +69,8 @@ SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/16")
 SERVICE_PORT = 80
 # Backends of the other Services: addresses no packet goes to.
 OTHER_BACKEND_NET = ipaddress.IPv4Network("10.216.0.0/14")
+# kube-proxy's --cluster-cidr on the iptables side: the pods of iptables_pair.
+CLUSTER_CIDR = "10.219.0.0/16"
 
 
 def service_ip(index: int) -> str:
@@ -133,8 +140,10 @@ def iptables_services(count: int, server_ip: str) -> str:
     for i in range(count):
         vip, svc = service_ip(i), f"KUBE-SVC-{i:016X}"
         chains.append(f":{svc} - [0:0]")
-        rules.append(f"-A KUBE-SERVICES -d {vip}/32 -p tcp -m comment --comment \"ns/svc-{i}:http"
-                     f" cluster IP\" -m tcp --dport {SERVICE_PORT} -j {svc}")
+        portal = (f"-d {vip}/32 -p tcp -m comment --comment \"ns/svc-{i}:http cluster IP\" "
+                  f"-m tcp --dport {SERVICE_PORT}")
+        rules.append(f"-A KUBE-SERVICES {portal} -j {svc}")
+        rules.append(f"-A {svc} ! -s {CLUSTER_CIDR} {portal} -j KUBE-MARK-MASQ")
         endpoints = ([(server_ip, CONN_PORT)] if i == target else
                      [(other_backend(i, s), 8080) for s in range(OTHER_BACKENDS)])
         for slot, (ip, port) in enumerate(endpoints):
@@ -173,10 +182,12 @@ def collect(runs: int, seconds: float, stream_seconds: int,
                                           "iptables": [[] for _ in counts]}
     ceiling: list[float] = []
     client_user: list[float] = []
+    datapath_ns: list[list[float]] = [[] for _ in counts]  # podwire's programs, per conn
+    pin_dir = Path(f"/sys/fs/bpf/{PREFIX}-bench")
     gbps: dict[str, list[float]] = {"ClusterIP": [], "pod IP": []}
     rr: dict[str, list[float]] = {"ClusterIP": [], "pod IP": []}
     try:
-        pw, dp, server_ep = podwire_pair(lab, Path(f"/sys/fs/bpf/{PREFIX}-bench"))
+        pw, dp, server_ep = podwire_pair(lab, pin_dir)
         dp.set_node_config(flow_events=False)  # events have their own benchmark
         load_policy(dp, server_ep, 1)
         ipt = iptables_pair(lab)
@@ -190,6 +201,8 @@ def collect(runs: int, seconds: float, stream_seconds: int,
             gbps["pod IP"].append(iperf3_gbps(pw, stream_seconds))
             rr["ClusterIP"].append(sockperf_rr(pw, stream_seconds, dial=vip))
             rr["pod IP"].append(sockperf_rr(pw, stream_seconds))
+        run_time = RunTime(pin_dir)
+        lab.cleanups.append(run_time.close)
         for run in range(runs):
             ceiling_run = connrate.connections_per_s(
                 veth.server[0], veth.server[1], veth.client[0], CONN_PORT, seconds)
@@ -202,8 +215,13 @@ def collect(runs: int, seconds: float, stream_seconds: int,
                 vip = service_ip(target_index(count))
                 order = ("podwire", "iptables") if run % 2 == 0 else ("iptables", "podwire")
                 for name in order:
+                    before = run_time.snapshot()
                     measured = _conn_rate(pw if name == "podwire" else ipt, vip, seconds)
                     conn[name][i].append(measured.per_s)
+                    if name == "podwire":
+                        datapath_ns[i].append(sum(
+                            ns * n for ns, n in per_run(before, run_time.snapshot()).values())
+                            / measured.completed)
                     client_user.append(measured.client_user_share)
     finally:
         lab.close()
@@ -234,13 +252,20 @@ def collect(runs: int, seconds: float, stream_seconds: int,
                         / statistics.median(conn["iptables"][top]), ">=", 5.0, "x")],
         scalars={"runs": runs, "seconds_per_run": seconds, "stream_seconds": stream_seconds,
                  "connrate_parallel": connrate.PARALLEL,
+                 "connrate_clients": connrate.CLIENTS,
                  "bare_veth_conn_per_s": statistics.median(ceiling),
+                 # Both ends' own handshake work shares the machine with the datapath, so
+                 # no datapath can beat iptables by more than the bare veth pair does.
+                 f"bare_veth_over_iptables_at_{counts[top]}":
+                     statistics.median(ceiling) / statistics.median(conn["iptables"][top]),
                  "connrate_client_user_cpu_share_max": max(client_user),
                  # The client's time per connection beyond the bare veth's (medians): what
                  # the Service translation costs, whatever the generator's ceiling.
                  **{f"{name}_added_us_per_conn_at_{count}": 1e6 / statistics.median(
                      conn[name][i]) - 1e6 / statistics.median(ceiling)
-                    for name in conn for i, count in enumerate(counts)}})
+                    for name in conn for i, count in enumerate(counts)},
+                 **{f"podwire_bpf_ns_per_conn_at_{count}": statistics.median(datapath_ns[i])
+                    for i, count in enumerate(counts)}})
 
 
 def main() -> int:
@@ -271,10 +296,16 @@ def main() -> int:
     print("time per connection beyond the bare veth's: "
           + ", ".join(f"{k.replace('_added_us_per_conn_at_', ' at ')} {v:.1f} us"
                       for k, v in added.items()))
+    print("podwire's programs per connection (bpf_stats run time, median): "
+          + ", ".join(f"at {k.rsplit('_', 1)[1]} {v / 1000:.1f} us"
+                      for k, v in figures.scalars.items() if "_bpf_ns_per_conn_at_" in k))
     print(f"bare veth, no Service (the same generator's ceiling): "
-          f"{_spread(figures.comparisons[2].samples['bare veth (no Service)'])}; connrate's "
-          f"own user CPU at most {figures.scalars['connrate_client_user_cpu_share_max']:.1%} "
-          "of its run")
+          f"{_spread(figures.comparisons[2].samples['bare veth (no Service)'])}; "
+          f"{figures.scalars['connrate_clients']:.0f} connrate clients, their own user CPU at "
+          f"most {figures.scalars['connrate_client_user_cpu_share_max']:.2f} CPUs")
+    top = f"bare_veth_over_iptables_at_{curve.x[-1]:.0f}"
+    print(f"the most any datapath can show here: a bare veth pair (no Service, no BPF) / "
+          f"iptables at {curve.x[-1]:.0f} = {figures.scalars[top]:.2f}x")
     for e in figures.expectations:
         print(f"{'met' if e.met else 'NOT met'}: {e.scenario}, {e.figure} {e.op} {e.bound} "
               f"(measured {e.value:.2f})")

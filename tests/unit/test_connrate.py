@@ -1,5 +1,5 @@
 """bench/connrate.c, compiled as the benchmarks compile it, on loopback: every connection
-the client counts completed its handshake and was accepted by the server, and bad
+the clients count completed its handshake and was accepted by the server, and bad
 arguments are refused with the usage."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def test_the_client_counts_only_what_the_server_accepted() -> None:
                               text=True)
     try:
         assert server.stdout is not None and server.stdout.readline() == "listening\n"
-        done = subprocess.run([program, "connect", "127.0.0.1", port, "0.3", "8"],
+        done = subprocess.run([program, "connect", "127.0.0.1", port, "0.3", "8", "2"],
                               capture_output=True, text=True, check=True, timeout=30)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -43,7 +43,7 @@ def test_a_closed_port_counts_as_failed() -> None:
 
 def test_bad_arguments_get_the_usage() -> None:
     for args in (["serve", "nowhere", "80"], ["connect", "127.0.0.1", "80", "0", "1"],
-                 ["listen"]):
+                 ["connect", "127.0.0.1", "80", "1", "1", "0"], ["listen"]):
         done = subprocess.run([connrate.binary(), *args], capture_output=True, text=True,
                               check=False, timeout=30)
         assert done.returncode == 2
