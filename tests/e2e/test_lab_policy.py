@@ -169,6 +169,23 @@ def test_a_probe_connects_to_the_address_of_its_family(lab: cluster.LabState, pr
     assert peer_ip(json.loads(proc.stdout)["answer"]) == ip_of(by_ref()["y/a"], family)
 
 
+@FAMILIES
+def test_a_name_resolves_to_the_service_address_of_its_family(lab: cluster.LabState,
+                                                              family: int) -> None:
+    """The cluster DNS answers A and AAAA from a dual-stack Service's clusterIPs: the
+    name reaches the Service over the family asked, and its backend sees the client."""
+    made = Kube(Path(lab.kubeconfig)).read("Service", "b", "x")
+    assert made is not None
+    (cluster_ip,) = [ip for ip in made["spec"]["clusterIPs"]
+                     if ipaddress.ip_address(ip).version == family]
+    proc = cli(PREFIX, "probe", "--from", "y/a", "--to-host", "b.x", "--port",
+               str(SERVICE_PORT), "--family", str(family), "-o", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    body = json.loads(proc.stdout)
+    assert body["to"] == f"b.x.svc.cluster.local ({cluster_ip})"
+    assert peer_ip(body["answer"]) == ip_of(by_ref()["y/a"], family)
+
+
 def dropped(node: int, reason: str) -> float:
     layout = LabLayout(PREFIX).node(node)
     url = f"http://{layout.underlay_ip}:9962/metrics"
