@@ -76,7 +76,8 @@ static __always_inline int lb6_rewrite(struct __sk_buff *skb, const struct pkt *
 }
 
 /* A backend for a new connection: the one ClientIP affinity remembers while it is fresh
- * and still exists, else a slot at random (recorded for affinity), as lb_select. */
+ * and its frontend still holds it in the remembered slot, else a slot at random (recorded
+ * for affinity), as lb_select. */
 static __always_inline int lb6_select(const struct lb6_key *frontend,
 				      const struct lb_value *svc, const struct ip6_addr *client,
 				      __u64 now, __u32 *backend_id)
@@ -88,7 +89,6 @@ static __always_inline int lb6_select(const struct lb6_key *frontend,
 	if (svc->affinity_timeout) {
 		struct lb_affinity_value *av = lb6_affinity.lookup(&ak);
 
-		/* Held only where the frontend still holds it (lb_select). */
 		if (av && now - av->last_used <= (__u64)svc->affinity_timeout * CT_NSEC_PER_SEC &&
 		    av->slot && av->slot <= svc->count) {
 			k.slot = av->slot;
