@@ -104,13 +104,14 @@ class Agent:
         self.datapath = Datapath.load(self.config)
         self.startup["datapath_seconds"] = time.perf_counter() - started
         self._attach_host_sockets(self.datapath)
+        stray_slots = programmer.delete_stray_slots(self.datapath)
         self.installed = programmer.read_installed(self.datapath)
         with self.lock:
             self.state.adopt(self.installed)
         log.info("event=adopted endpoints=%d ipcache=%d policy=%d lb_services=%d "
-                 "lb_backends=%d", len(self.installed.endpoints), len(self.installed.ipcache),
-                 len(self.installed.policy), len(self.installed.lb_services),
-                 len(self.installed.lb_backends))
+                 "lb_backends=%d stray_lb_slots_deleted=%d", len(self.installed.endpoints),
+                 len(self.installed.ipcache), len(self.installed.policy),
+                 len(self.installed.lb_services), len(self.installed.lb_backends), stray_slots)
 
         self.watches = WatchSet(api_client(self.config.kubeconfig,
                                            self.config.service_account_dir,

@@ -234,7 +234,7 @@ _APPLY: dict[MapName, Callable[[Datapath, Any, Any], None]] = {
 
 def read_installed(datapath: Datapath) -> MapContents:
     """What the pinned maps hold now, as entries (for adopting them after a restart).
-    Load balancer slots a crash left outside every frontend are deleted on the way."""
+    Only reads: tests, benches and tools call it while an agent writes."""
     contents = MapContents()
     endpoints = [(structs.ip_str(_int(raw_ip)), info)
                  for raw_ip, info in datapath.endpoints.items()]
@@ -266,16 +266,25 @@ def read_installed(datapath: Datapath) -> MapContents:
             port_bits=port_bits,
         )
         contents.policy[entry_key] = policy_entry(value)
-    slots4: list[tuple[lbslots.SlotKey, structs.LbValue]] = list(datapath.lb_services.items())
-    slots6: list[tuple[lbslots.SlotKey, structs.LbValue]] = list(datapath.lb6_services.items())
-    contents.lb_services = lbslots.read_frontends(slots4 + slots6)
-    for lb, slots in ((datapath.lb_services, slots4), (datapath.lb6_services, slots6)):
-        if strays := lbslots.stray_slots(slots):
-            lb.delete_batch(b"".join(bytes(k) for k in strays))
+    contents.lb_services = lbslots.read_frontends(
+        list(datapath.lb_services.items()) + list(datapath.lb6_services.items()))
     contents.lb_backends = {_int(backend_id): lbslots.backend_entry(backend)
                             for backends in (datapath.lb_backends, datapath.lb6_backends)
                             for backend_id, backend in backends.items()}
     return contents
+
+
+def delete_stray_slots(datapath: Datapath) -> int:
+    """Delete the load balancer slots a crash left outside every frontend, and say how many.
+    Only the agent that owns the maps calls it, before it writes: a write in progress
+    (slots grown before their slot 0) looks exactly like a crash's leftovers."""
+    deleted = 0
+    for lb in (datapath.lb_services, datapath.lb6_services):
+        slots: list[tuple[lbslots.SlotKey, structs.LbValue]] = list(lb.items())
+        if strays := lbslots.stray_slots(slots):
+            lb.delete_batch(b"".join(bytes(k) for k in strays))
+            deleted += len(strays)
+    return deleted
 
 
 def _int(value: object) -> int:

@@ -58,10 +58,14 @@ def test_runs_of_frontend_and_backend_writes_land_slot_for_slot(dp: Datapath) ->
     assert programmer.read_installed(dp).lb_services == frontends
 
     # What a crash mid-write leaves (a slot past its frontend's count, slots of a frontend
-    # with no slot 0) reads as no frontend, and the read that adopts the maps deletes it.
+    # with no slot 0) reads as no frontend; reading leaves it (a write in progress looks
+    # the same), and only the adopting agent's delete_stray_slots removes it.
     stray = [lbslots.slot_key(frontend(0), 9), lbslots.slot_key(frontend(999), 1)]
     for key in stray:
         dp.lb_services.update(key, structs.LbValue(backend_id=1, service_id=77))
+    assert programmer.read_installed(dp).lb_services == frontends
+    assert len(slots(dp)) == len(expected(frontends)) + len(stray)
+    assert programmer.delete_stray_slots(dp) == len(stray)
     assert programmer.read_installed(dp).lb_services == frontends
     assert slots(dp) == expected(frontends)
 
