@@ -10,6 +10,7 @@ each family.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import select
 import socket
@@ -67,6 +68,8 @@ UNDERLAY = {"n1": "10.198.9.1", "n2": "10.198.9.2"}
 # n1's own IPv6 address (the underlay stays IPv4): what its IPv6 sockets send from.
 NODE1_IP6 = "fd00:10:198:9::1"
 NODE_IP = {4: UNDERLAY["n1"], 6: NODE1_IP6}
+NODE_AFFINITY_CLIENT = {4: UNDERLAY["n1"],
+                        6: str(ipaddress.IPv6Address(f"::ffff:{UNDERLAY['n1']}"))}
 POD_CIDR = {"n1": "10.203.1.0/24", "n2": "10.203.2.0/24"}
 VIP = "10.96.7.10"
 VIP6 = "fd00:10:96::7:a"
@@ -805,7 +808,7 @@ def test_the_node_itself_reaches_cluster_ips_through_its_socket_programs(lb: Lab
     af, family, vip = NODE_SOCKET_CASES[case]
     n1, n2 = f"{PREFIX}-n1", f"{PREFIX}-n2"
     b_tcp, b_udp = (B_TCP, B_UDP) if family == 4 else (B6_TCP, B6_UDP)
-    lb.program({frontend(80, family=family): service(b_tcp),
+    lb.program({frontend(80, family=family): service(b_tcp, affinity=60),
                 frontend(53, UDP, family=family): service(b_udp),
                 frontend(82, family=family): service(),
                 frontend(82, UDP, family=family): service(service_id=19)})
@@ -826,6 +829,13 @@ def test_the_node_itself_reaches_cluster_ips_through_its_socket_programs(lb: Lab
         pod, server, peer = listeners.accept()
         assert (pod.name, peer[0]) == ("b", NODE_IP[family])
         assert client.getpeername()[:2] == (vip, 80)
+        # ClientIP affinity holds the node by its address; over IPv6 by the IPv4 one
+        # mapped (a node may have no IPv6 address, and no pod has a mapped one).
+        if family == 4:
+            clients = [structs.ip_str(k.client) for k in lb.dp1.lb_affinity.keys()]
+        else:
+            clients = [structs.ip6_str(k.client) for k in lb.dp1.lb6_affinity.keys()]
+        assert clients == [NODE_AFFINITY_CLIENT[family]]
         tcp_exchange(client, server, b"from the node")
         server.close()
         client.close()
