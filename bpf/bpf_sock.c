@@ -132,10 +132,13 @@ static __always_inline void sock6_set_address(struct bpf_sock_addr *ctx,
 	ctx->user_ip6[3] = a->w[3];
 }
 
-/* ::ffff:a.b.c.d: an IPv4 address on an IPv6 socket (RFC 4291 2.5.5.2). */
+/* ::ffff:a.b.c.d, an IPv4 address on an IPv6 socket (RFC 4291 2.5.5.2): its third word
+ * (host order), after two zero words. */
+#define SOCK6_V4_MAPPED_WORD 0xffff
+
 static __always_inline bool sock6_v4_mapped(const struct ip6_addr *a)
 {
-	return !a->w[0] && !a->w[1] && a->w[2] == bpf_htonl(0xffff);
+	return !a->w[0] && !a->w[1] && a->w[2] == bpf_htonl(SOCK6_V4_MAPPED_WORD);
 }
 
 /* The node's IPv6 identity for ClientIP affinity: its IPv4 address, mapped (the node may
@@ -145,7 +148,7 @@ static __always_inline void sock6_node_client(const struct node_config *cfg,
 {
 	client->w[0] = 0;
 	client->w[1] = 0;
-	client->w[2] = bpf_htonl(0xffff);
+	client->w[2] = bpf_htonl(SOCK6_V4_MAPPED_WORD);
 	client->w[3] = cfg->node_ip;
 }
 

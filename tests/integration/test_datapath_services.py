@@ -821,7 +821,7 @@ def test_the_node_itself_reaches_cluster_ips_through_its_socket_programs(lb: Lab
     server_udp = udp_server(lb.b, family)
     lb.dp1.attach_host_sockets()
     try:
-        n2_listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the last case's
+        n2_listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
         n2_listener.bind((held, 80))
         n2_listener.listen(1)
         client = _node_socket(n1, socket.SOCK_STREAM, af)
@@ -832,9 +832,9 @@ def test_the_node_itself_reaches_cluster_ips_through_its_socket_programs(lb: Lab
         # ClientIP affinity holds the node by its address; over IPv6 by the IPv4 one
         # mapped (a node may have no IPv6 address, and no pod has a mapped one).
         if family == 4:
-            clients = [structs.ip_str(k.client) for k in lb.dp1.lb_affinity.keys()]
+            clients = [structs.ip_str(k.client) for k, _ in lb.dp1.lb_affinity.items()]
         else:
-            clients = [structs.ip6_str(k.client) for k in lb.dp1.lb6_affinity.keys()]
+            clients = [structs.ip6_str(k.client) for k, _ in lb.dp1.lb6_affinity.items()]
         assert clients == [NODE_AFFINITY_CLIENT[family]]
         tcp_exchange(client, server, b"from the node")
         server.close()
