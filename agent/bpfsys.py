@@ -63,6 +63,10 @@ ATTACH_TYPES = {
     "cgroup_udp4_sendmsg": 14,
     "cgroup_udp4_recvmsg": 19,
     "cgroup_inet4_getpeername": 29,
+    "cgroup_inet6_connect": 11,
+    "cgroup_udp6_sendmsg": 15,
+    "cgroup_udp6_recvmsg": 20,
+    "cgroup_inet6_getpeername": 30,
 }
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)

@@ -44,6 +44,10 @@ SOCK_PROGRAMS = {
     "sock_sendmsg4": "cgroup_udp4_sendmsg",
     "sock_recvmsg4": "cgroup_udp4_recvmsg",
     "sock_getpeername4": "cgroup_inet4_getpeername",
+    "sock_connect6": "cgroup_inet6_connect",
+    "sock_sendmsg6": "cgroup_udp6_sendmsg",
+    "sock_recvmsg6": "cgroup_udp6_recvmsg",
+    "sock_getpeername6": "cgroup_inet6_getpeername",
 }
 PROGRAMS = (*TC_PROGRAMS, *TAIL_PROGRAMS6, *LB6_PROGRAMS, *SOCK_PROGRAMS)
 # Entry files, compiled as one unit so the programs share one set of maps.
@@ -78,6 +82,7 @@ class DatapathSizes:
     lb6_backends: int = 65536
     lb6_revnat: int = 65536
     lb6_affinity: int = 65536
+    lb6_sock_revnat: int = 65536
     # Each CPU's flow events ring (bpf/lib/maps.h): 512 pages (2 MiB) hold about 18,700
     # events, room for a burst while the agent's reader catches up.
     events_pages: int = 512

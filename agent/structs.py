@@ -269,6 +269,23 @@ class Lb6Backend(ctypes.Structure):
     ]
 
 
+class Lb6SockKey(ctypes.Structure):
+    _fields_ = [
+        ("cookie", ctypes.c_uint64),
+        ("address", Ip6Addr),
+        ("port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint8 * 6),
+    ]
+
+
+class Lb6SockValue(ctypes.Structure):
+    _fields_ = [
+        ("address", Ip6Addr),
+        ("port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+
 class Lb6RevnatKey(ctypes.Structure):
     _fields_ = [
         ("service_id", ctypes.c_uint32),
@@ -471,6 +488,8 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "lb_affinity_value": LbAffinityValue,
     "lb6_key": Lb6Key,
     "lb6_backend": Lb6Backend,
+    "lb6_sock_key": Lb6SockKey,
+    "lb6_sock_value": Lb6SockValue,
     "lb6_revnat_key": Lb6RevnatKey,
     "lb6_affinity_key": Lb6AffinityKey,
     "lb6_translated": Lb6Translated,

@@ -98,8 +98,8 @@ BPF_TABLE_PINNED("lru_hash", struct lb_affinity_key, struct lb_affinity_value, l
 BPF_TABLE_PINNED("lru_hash", struct lb_sock_key, struct lb_sock_value, lb_sock_revnat,
 		 LB_SOCK_REVNAT_MAX, PINNED(lb_sock_revnat));
 /* The IPv6 load balancer (types.h lb6_key): frontend slots, backends, each internal
- * frontend's address by its Service and port (the reverse translation), affinities, and
- * its programs. */
+ * frontend's address by its Service and port (the reverse translation), affinities, the
+ * node's own sockets' frontends (as lb_sock_revnat), and its programs. */
 BPF_TABLE_PINNED("hash", struct lb6_key, struct lb_value, lb6_services, LB6_SERVICES_MAX,
 		 PINNED(lb6_services), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", __u32, struct lb6_backend, lb6_backends, LB6_BACKENDS_MAX,
@@ -108,6 +108,8 @@ BPF_TABLE_PINNED("hash", struct lb6_revnat_key, struct ip6_addr, lb6_revnat, LB6
 		 PINNED(lb6_revnat), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lru_hash", struct lb6_affinity_key, struct lb_affinity_value, lb6_affinity,
 		 LB6_AFFINITY_MAX, PINNED(lb6_affinity));
+BPF_TABLE_PINNED("lru_hash", struct lb6_sock_key, struct lb6_sock_value, lb6_sock_revnat,
+		 LB6_SOCK_REVNAT_MAX, PINNED(lb6_sock_revnat));
 BPF_TABLE_PINNED("prog", __u32, __u32, lb6_progs, LB6_PROG_MAX, PINNED(lb6_progs));
 BPF_TABLE_PINNED("percpu_array", __u32, struct lb6_translated, lb6_translated, 1,
 		 PINNED(lb6_translated));

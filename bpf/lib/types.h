@@ -339,6 +339,22 @@ struct lb_sock_value {
 	__u8 pad[2];
 };
 
+/* The same for an IPv6 socket sent to an IPv6 backend (connect6, sendmsg6). An IPv6
+ * socket sent to an IPv4 backend through an IPv4-mapped address (::ffff:a.b.c.d) is
+ * remembered in IPv4's: the address it reads back holds the IPv4 one. */
+struct lb6_sock_key {
+	__u64 cookie;
+	struct ip6_addr address;
+	__u16 port;
+	__u8 pad[6];
+};
+
+struct lb6_sock_value {
+	struct ip6_addr address;
+	__u16 port;
+	__u8 pad[2];
+};
+
 struct lb_affinity_value {
 	__u64 last_used; /* bpf_ktime_get_ns() */
 	__u32 backend_id;

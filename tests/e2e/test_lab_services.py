@@ -353,16 +353,18 @@ def test_backends_on_both_nodes_share_the_load_and_affinity_holds(
 def test_hairpin_and_the_nodes_own_processes_reach_cluster_ips(
         lab: cluster.LabState, shared: dict[str, str]) -> None:
     """z/a through its own Service reaches itself and sees the hairpin address as its
-    peer; a process in each node's netns (no pod) reaches `share`'s backends."""
+    peer; a process in each node's netns (no pod) reaches `share`'s backends, also from an
+    IPv6 socket through the ClusterIP IPv4-mapped (::ffff:a.b.c.d, IPv4's maps)."""
     own = read(lab, "Service", "a", "z")["spec"]["clusterIP"]
     result = probe_from(pod_netns(lab, "z/a"), ProbeTarget(own, NUMBERED, "TCP", "z/a"),
                         timeout=2)
     assert result.ok, result
     assert result.answer["peer"].split(":")[0] == LB_HAIRPIN_IP, result.answer
     for node in lab.layout.nodes(2):
-        got = names(answers(node.netns, shared["share"], 20))
-        assert set(got) <= SHARED and got.count(None) == 0, (node.name, got)
-        assert len(set(got)) == 2, (node.name, got)  # both backends, from each node
+        for ip in (shared["share"], f"::ffff:{shared['share']}"):
+            got = names(answers(node.netns, ip, 20))
+            assert set(got) <= SHARED, (node.name, ip, got)
+            assert len(set(got)) == 2, (node.name, ip, got)  # both backends, from each node
 
 
 class Loop:

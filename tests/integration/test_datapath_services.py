@@ -10,6 +10,7 @@ each family.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import select
 import socket
@@ -64,6 +65,11 @@ from podwire.common.netns import in_netns
 
 PREFIX = f"pwth1s{os.getpid() % 10000}"
 UNDERLAY = {"n1": "10.198.9.1", "n2": "10.198.9.2"}
+# n1's own IPv6 address (the underlay stays IPv4): what its IPv6 sockets send from.
+NODE1_IP6 = "fd00:10:198:9::1"
+NODE_IP = {4: UNDERLAY["n1"], 6: NODE1_IP6}
+NODE_AFFINITY_CLIENT = {4: UNDERLAY["n1"],
+                        6: str(ipaddress.IPv6Address(f"::ffff:{UNDERLAY['n1']}"))}
 POD_CIDR = {"n1": "10.203.1.0/24", "n2": "10.203.2.0/24"}
 VIP = "10.96.7.10"
 VIP6 = "fd00:10:96::7:a"
@@ -148,7 +154,7 @@ def service(*backend_ids: int, affinity: int = 0, service_id: int = SERVICE_ID) 
 def lab() -> Iterator[Lab]:
     topo = Topology(PREFIX)
     try:
-        n1 = topo.add_node("n1", UNDERLAY["n1"])
+        n1 = topo.add_node("n1", UNDERLAY["n1"], NODE1_IP6)
         n2 = topo.add_node("n2", UNDERLAY["n2"])
         for ns, name in ((n1, "n1"), (n2, "n2")):
             nsexec(ns, "ip", "addr", "del", f"{UNDERLAY[name]}/32", "dev", "lo")
@@ -173,6 +179,7 @@ def lab() -> Iterator[Lab]:
             serve_pods(dp, pods)
             dp.set_ipcache(UNDERLAY[name], ipcache_value(ReservedIdentity.HOST))
             dps[name] = dp
+        dps["n1"].set_ipcache(NODE1_IP6, ipcache_value(ReservedIdentity.HOST))
         for family in (4, 6):
             dps["n1"].set_ipcache(address(c, family), ipcache_value(ID["n1"]["c"],
                                                                     tunnel_ip=UNDERLAY["n2"]))
@@ -779,54 +786,82 @@ def test_lb_maps_are_sized_and_listed(lb: Lab) -> None:
     assert (usage["lb_services"]["entries"], usage["lb_backends"]["entries"]) == (3, 4)
 
 
-def _node_socket(netns: str, kind: int) -> socket.socket:
+# How a node's own process names a ClusterIP: IPv4, IPv6, or IPv4 on an IPv6 socket
+# (IPv4-mapped, translated through IPv4's maps to an IPv4 backend).
+NODE_SOCKET_CASES = {"ipv4": (socket.AF_INET, 4, VIP), "ipv6": (socket.AF_INET6, 6, VIP6),
+                     "ipv4-mapped": (socket.AF_INET6, 4, f"::ffff:{VIP}")}
+
+
+def _node_socket(netns: str, kind: int, family: int = socket.AF_INET) -> socket.socket:
     with in_netns(netns):
-        sock = socket.socket(socket.AF_INET, kind)
+        sock = socket.socket(family, kind)
     sock.settimeout(5)
     return sock
 
 
-def test_the_node_itself_reaches_cluster_ips_through_its_socket_programs(lb: Lab) -> None:
-    """connect4/sendmsg4/recvmsg4/getpeername4 on the shared cgroup, acting only for n1's
-    netns; their links are pinned, so a restarted agent finds them and removing the pins
-    detaches them."""
+@pytest.mark.parametrize("case", list(NODE_SOCKET_CASES))
+def test_the_node_itself_reaches_cluster_ips_through_its_socket_programs(lb: Lab, case: str
+                                                                         ) -> None:
+    """connect, sendmsg, recvmsg and getpeername programs of each family on the shared
+    cgroup, acting only for n1's netns; their links are pinned, so a restarted agent finds
+    them and removing the pins detaches them."""
+    af, family, vip = NODE_SOCKET_CASES[case]
     n1, n2 = f"{PREFIX}-n1", f"{PREFIX}-n2"
-    lb.program({frontend(80): service(B_TCP), frontend(53, UDP): service(B_UDP),
-                frontend(82): service()})
+    b_tcp, b_udp = (B_TCP, B_UDP) if family == 4 else (B6_TCP, B6_UDP)
+    lb.program({frontend(80, family=family): service(b_tcp, affinity=60),
+                frontend(53, UDP, family=family): service(b_udp),
+                frontend(82, family=family): service(),
+                frontend(82, UDP, family=family): service(service_id=19)})
     # n2 holds the VIP itself: its sockets must reach it untranslated.
-    nsexec(n2, "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
-    listeners, n2_listener = Listeners(lb.b), _node_socket(n2, socket.SOCK_STREAM)
-    server_udp = udp_server(lb.b)
+    held = VIP if family == 4 else VIP6
+    held_prefix = f"{held}/{32 if family == 4 else 128}"
+    nsexec(n2, "ip", "addr", "add", held_prefix, "dev", "lo")
+    listeners = Listeners(lb.b, family=family)
+    n2_listener = _node_socket(n2, socket.SOCK_STREAM, AF[family])
+    server_udp = udp_server(lb.b, family)
     lb.dp1.attach_host_sockets()
     try:
-        n2_listener.bind((VIP, 80))
+        n2_listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+        n2_listener.bind((held, 80))
         n2_listener.listen(1)
-        client = _node_socket(n1, socket.SOCK_STREAM)
-        client.connect((VIP, 80))
+        client = _node_socket(n1, socket.SOCK_STREAM, af)
+        client.connect((vip, 80))
         pod, server, peer = listeners.accept()
-        assert (pod.name, peer[0]) == ("b", UNDERLAY["n1"])
-        assert client.getpeername() == (VIP, 80)
+        assert (pod.name, peer[0]) == ("b", NODE_IP[family])
+        assert client.getpeername()[:2] == (vip, 80)
+        # ClientIP affinity holds the node by its address; over IPv6 by the IPv4 one
+        # mapped (a node may have no IPv6 address, and no pod has a mapped one).
+        if family == 4:
+            clients = [structs.ip_str(k.client) for k, _ in lb.dp1.lb_affinity.items()]
+        else:
+            clients = [structs.ip6_str(k.client) for k, _ in lb.dp1.lb6_affinity.items()]
+        assert clients == [NODE_AFFINITY_CLIENT[family]]
         tcp_exchange(client, server, b"from the node")
         server.close()
         client.close()
 
-        unconnected = _node_socket(n1, socket.SOCK_DGRAM)
-        unconnected.sendto(b"probe", (VIP, 53))
+        unconnected = _node_socket(n1, socket.SOCK_DGRAM, af)
+        unconnected.sendto(b"probe", (vip, 53))
         got, peer = server_udp.recvfrom(100)
         server_udp.sendto(b"pong:" + got, peer)
-        assert unconnected.recvfrom(100) == (b"pong:probe", (VIP, 53))
+        answer, answered_by = unconnected.recvfrom(100)
+        assert (answer, answered_by[:2]) == (b"pong:probe", (vip, 53))
         unconnected.close()
-        connected = _node_socket(n1, socket.SOCK_DGRAM)
-        connected.connect((VIP, 53))
+        connected = _node_socket(n1, socket.SOCK_DGRAM, af)
+        connected.connect((vip, 53))
         assert udp_via_service(connected, {"b": server_udp}, b"again")[0] == "b"
-        assert connected.getpeername() == (VIP, 53)
+        assert connected.getpeername()[:2] == (vip, 53)
         connected.close()
 
+        # No backends: connect (TCP, UDP) and an unconnected send are refused at once.
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with pytest.raises(ConnectionRefusedError):
+                _node_socket(n1, kind, af).connect((vip, 82))
         with pytest.raises(ConnectionRefusedError):
-            _node_socket(n1, socket.SOCK_STREAM).connect((VIP, 82))
+            _node_socket(n1, socket.SOCK_DGRAM, af).sendto(b"anyone?", (vip, 82))
 
-        other = _node_socket(n2, socket.SOCK_STREAM)
-        other.connect((VIP, 80))  # n2's own address: n1's programs left it alone
+        other = _node_socket(n2, socket.SOCK_STREAM, af)
+        other.connect((vip, 80))  # n2's own address: n1's programs left it alone
         n2_listener.accept()[0].close()
         other.close()
 
@@ -835,8 +870,8 @@ def test_the_node_itself_reaches_cluster_ips_through_its_socket_programs(lb: Lab
         restarted = Datapath(lb.dp1.pin_dir, lb.dp1.netns)
         restarted.attach_host_sockets()
         restarted.close()
-        again = _node_socket(n1, socket.SOCK_STREAM)
-        again.connect((VIP, 80))
+        again = _node_socket(n1, socket.SOCK_STREAM, af)
+        again.connect((vip, 80))
         listeners.accept()[1].close()
         again.close()
     finally:
@@ -844,11 +879,11 @@ def test_the_node_itself_reaches_cluster_ips_through_its_socket_programs(lb: Lab
         listeners.close()
         n2_listener.close()
         server_udp.close()
-        nsexec(n2, "ip", "addr", "del", f"{VIP}/32", "dev", "lo")
+        nsexec(n2, "ip", "addr", "del", held_prefix, "dev", "lo")
     assert not lb.dp1.host_sockets_attached()
     # Detached: n1 has no route to the VIP, so an untranslated connect fails at once.
     with pytest.raises(OSError) as refused:
-        _node_socket(n1, socket.SOCK_STREAM).connect((VIP, 80))
+        _node_socket(n1, socket.SOCK_STREAM, af).connect((vip, 80))
     assert refused.value.errno == errno.ENETUNREACH
 
 

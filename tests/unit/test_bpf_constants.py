@@ -89,8 +89,8 @@ def test_map_declarations_are_read_whole() -> None:
                           "flow_agg_scratch", "config",
                           "lb_services", "lb_backends", "lb_affinity", "lb_sock_revnat",
                           "lb6_services", "lb6_backends", "lb6_revnat", "lb6_affinity",
-                          "lb6_progs", "lb6_translated", "trace_tags", "trace_live",
-                          "trace_events", "events"]
+                          "lb6_sock_revnat", "lb6_progs", "lb6_translated", "trace_tags",
+                          "trace_live", "trace_events", "events"]
     ipcache = MAPS["ipcache"]
     assert (ipcache.type, ipcache.key, ipcache.value) == (
         "lpm_trie", "struct ipcache_key", "struct ipcache_value")
