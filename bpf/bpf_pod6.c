@@ -38,6 +38,7 @@ int from_pod6(struct __sk_buff *skb)
 		return drop6(skb, cfg, &p, &c, DROP_INVALID_SOURCE);
 	c.src_identity = src->identity;
 	c.src_ep_id = src->ep_id;
+	trace_mark_live_family(skb, &p, &c, src->ep_id, true);
 
 	handed = lb6_translated.lookup(&zero);
 	if (handed && handed->service_id) {
@@ -125,7 +126,7 @@ int to_pod6(struct __sk_buff *skb)
 	c.ct_status = status;
 	c.ct_known = 1;
 	if (status != CT_NEW)
-		return pass_on(skb, &p, &c);
+		return pass_on6(skb, &p, &c);
 
 	addr = p.saddr6;
 	peer = ipcache6_lookup(&addr);
@@ -141,5 +142,5 @@ int to_pod6(struct __sk_buff *skb)
 	ret = new_flow_commit6(skb, cfg, &p, &c, now);
 	if (ret < 0)
 		return drop6(skb, cfg, &p, &c, ret);
-	return pass_on(skb, &p, &c);
+	return pass_on6(skb, &p, &c);
 }

@@ -31,9 +31,10 @@ static __always_inline bool entry6_prologue(struct __sk_buff *skb, struct node_c
 		return false;
 	}
 	if (pass_nd && is_link_control6(p)) {
-		*verdict = pass_on(skb, p, c);
+		*verdict = pass_on6(skb, p, c);
 		return false;
 	}
+	trace_arm(p, c);
 	return true;
 }
 

@@ -148,6 +148,10 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p)
 	p->daddr6 = ip.daddr;
 	p->hop_limit = ip.hop_limit;
 	p->len = skb->len;
+	/* podwire trace's tag and id (trace.h): the traffic class's DSCP, and the flow
+	 * label's low 16 bits in IPv4's id's place. */
+	p->dscp = ((ip.version_tc & 0x0f) << 2) | (ip.tc_flow >> 6);
+	p->ip_id = ip.flow;
 
 	nh = ip.nexthdr;
 #pragma unroll
