@@ -176,16 +176,17 @@ def test_through_a_service_shows_the_translation(lab: Lab, family: int) -> None:
     assert report["hops"][1]["ingress"]["policy"] == "x/b-http"
 
 
-def test_live_traces_the_pods_own_next_packet_and_delivers_it(lab: Lab) -> None:
+@FAMILIES
+def test_live_traces_the_pods_own_next_packet_and_delivers_it(lab: Lab, family: int) -> None:
     live = subprocess.Popen([*PODWIRE, "trace", "--lab", PREFIX, "--from", "x/a", "--to",
                              "x/b", "--port", "80", "--live", "--timeout", "20", "-o",
-                             "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "json", "--family", str(family)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         # Until the mark is armed the probes go untraced; the trace ends on the first one
         # marked. Each probe is a real connection, which must succeed while traced.
         def traced() -> bool:
-            assert probe(lab.netns("x/a"), ProbeTarget(lab.ip("x/b"), 80, "TCP",
+            assert probe(lab.netns("x/a"), ProbeTarget(lab.ip("x/b", family), 80, "TCP",
                                                        expect_name="x/b"), timeout=2.0).ok
             return live.poll() is not None
         wait_for(traced, "the live trace to see a probe", 30)
@@ -200,6 +201,7 @@ def test_live_traces_the_pods_own_next_packet_and_delivers_it(lab: Lab) -> None:
     assert path(report) == [("node1", "from-pod", "to-tunnel"),
                             ("node2", "from-overlay", "to-pod")]
     assert report["hops"][0]["tcp_flags"] == ["SYN"]
+    assert report["hops"][0]["destination"]["ip"] == lab.ip("x/b", family)
 
 
 def test_hops_are_flow_records_of_type_trace(lab: Lab) -> None:
@@ -276,4 +278,7 @@ def test_bad_input_is_named(lab: Lab) -> None:
     assert missing.returncode == 1 and "pod x/nope was found on no node" in missing.stderr
     no_service = trace("--from", "x/a", "--to-service", "x/web", "--port", "9")
     assert no_service.returncode == 1
-    assert "service x/web has no ClusterIP port 9/TCP" in no_service.stderr
+    assert "service x/web has no IPv4 ClusterIP port 9/TCP" in no_service.stderr
+    other_family = trace("--from", "x/a", "--to-ip", "fd00::1", "--family", "4", "--port", "80")
+    assert other_family.returncode == 2
+    assert "--to-ip fd00::1 is an IPv6 address and --family 4" in other_family.stderr
