@@ -16,12 +16,11 @@ FIRST = 1 << 40  # every value stored is above it: a torn or zeroed word reads b
 WRITE_SECONDS = 0.1
 
 
-def _watch(page: mmap.mmap, cpu: int | None, report: int) -> None:
+def _watch(position: Position, stop: memoryview, cpu: int | None, report: int) -> None:
     """In the child: load the position until told to stop; report (reads, values that
     went backwards)."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    position, stop = Position(page), memoryview(page)[8:16].cast("Q")
     reads = backwards = 0
     last = position.load()
     while not stop[0]:
@@ -35,6 +34,7 @@ def _watch(page: mmap.mmap, cpu: int | None, report: int) -> None:
 
 def test_a_position_store_is_never_seen_half_done() -> None:
     page = mmap.mmap(-1, PAGE_SIZE)  # shared with the child across fork
+    # The position, and a word after it that tells the watcher to stop.
     position, stop = Position(page), memoryview(page)[8:16].cast("Q")
     position.store(FIRST)
     cpus = sorted(os.sched_getaffinity(0))
@@ -47,7 +47,7 @@ def test_a_position_store_is_never_seen_half_done() -> None:
     if pid == 0:  # the watcher
         try:
             os.close(read_end)
-            _watch(page, watcher_cpu, write_end)
+            _watch(position, stop, watcher_cpu, write_end)
         finally:
             os._exit(0)
     os.close(write_end)
