@@ -73,10 +73,9 @@ class DatapathSizes:
     lb_backends: int = 65536
     lb_affinity: int = 65536
     lb_sock_revnat: int = 65536
-    # IPv6's (maps.h): slots and backends as IPv4's, a reverse translation a frontend.
+    # IPv6's (maps.h): slots and backends as IPv4's.
     lb6_services: int = 65536
     lb6_backends: int = 65536
-    lb6_revnat: int = 65536
     lb6_affinity: int = 65536
     # Each CPU's flow events ring (bpf/lib/maps.h): 512 pages (2 MiB) hold about 18,700
     # events, room for a burst while the agent's reader catches up.

@@ -10,9 +10,9 @@
 
 /* What a pod sends: neighbour discovery passes; anti-spoofing (the source must be the
  * pod's own IPv6 address), Service translation (lb6_frontend, which comes back here with
- * the translated packet and its Service in lb6_translated), conntrack (a Service connection's
- * replies to lb6_reply), the sender's egress policy, the receiver's ingress policy when
- * it is local, then delivery. */
+ * the translated packet, its Service and frontend in lb6_translated), conntrack (a
+ * Service connection's replies to lb6_reply), the sender's egress policy, the receiver's
+ * ingress policy when it is local, then delivery. */
 int from_pod6(struct __sk_buff *skb)
 {
 	struct flow_ctx c = { .direction = DIR_EGRESS, .hook = HOOK_FROM_POD };
@@ -22,7 +22,7 @@ int from_pod6(struct __sk_buff *skb)
 	struct node_config *cfg;
 	enum ct_status status;
 	struct ct_value *ct;
-	struct ip6_addr addr;
+	struct ip6_addr addr, frontend = {};
 	struct pkt p = {};
 	__u32 cidr = 0, zero = 0;
 	int verdict, ret;
@@ -43,6 +43,7 @@ int from_pod6(struct __sk_buff *skb)
 	if (handed && handed->service_id) {
 		c.service_id = handed->service_id;
 		c.frontend_port = handed->frontend_port;
+		frontend = handed->frontend_addr;
 		handed->service_id = 0;
 	} else if (lb6_frontend_of(&p)) {
 		lb6_progs.call(skb, LB6_PROG_FRONTEND);
@@ -88,7 +89,7 @@ int from_pod6(struct __sk_buff *skb)
 		c.direction = DIR_EGRESS;
 	}
 
-	ret = new_flow_commit6(skb, cfg, &p, &c, now);
+	ret = new_flow_commit6(skb, cfg, &p, &c, &frontend, now);
 	if (ret < 0)
 		return drop6(skb, cfg, &p, &c, ret);
 	return deliver6(skb, cfg, &p, &c);
@@ -138,7 +139,7 @@ int to_pod6(struct __sk_buff *skb)
 		flow_audit(&c, DIR_INGRESS, audit);
 	}
 
-	ret = new_flow_commit6(skb, cfg, &p, &c, now);
+	ret = new_flow_commit6(skb, cfg, &p, &c, NULL, now);
 	if (ret < 0)
 		return drop6(skb, cfg, &p, &c, ret);
 	return pass_on(skb, &p, &c);

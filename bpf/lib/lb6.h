@@ -2,9 +2,10 @@
  * in the order of IPv4's (lb.h) and of Cilium's lb6_* (bpf/lib/lb.h): the backend a
  * connection was given is kept in a CT_SCOPE_SERVICE entry of conntrack6 under the tuple
  * the client sent, the hook goes on with the translated tuple (conntrack, policy against
- * the backend), and the connection's entry keeps what its replies get back (service_id:
- * the address, lb6_revnat; rev_port). A frontend without backends is refused at once
- * with an ICMPv6 port unreachable (lb6_refuse).
+ * the backend), and the connection's entry keeps what its replies get back (rev_addr6 and
+ * rev_port of its ct6_value), so they are reverse-translated for as long as it lives,
+ * whatever becomes of the frontend. A frontend without backends is refused at once with
+ * an ICMPv6 port unreachable (lb6_refuse).
  *
  * These steps run in programs of their own (bpf_lb6.c), tail-called through lb6_progs:
  * inlined, the 16-byte rewrites took from_pod6 past the verifier's million instructions.
@@ -122,17 +123,17 @@ static __always_inline int lb6_backend_of(const struct node_config *cfg, const s
 					  struct lb6_backend **backend)
 {
 	struct ct6_key sk = { .scope = CT_SCOPE_SERVICE };
-	struct ct_value *sv, fresh = { .service_id = svc->service_id };
+	struct ct6_value *sv, fresh = { .ct = { .service_id = svc->service_id } };
 	__u32 backend_id = 0;
 	int ret;
 
 	ct6_key_of(p, &sk);
 	sv = conntrack6.lookup(&sk);
-	if (sv && ct_alive(cfg, sv, p->proto, now) && !ct_reopens(sv, p)) {
-		*backend = lb6_backends.lookup(&sv->backend_id);
+	if (sv && ct_alive(cfg, &sv->ct, p->proto, now) && !ct_reopens(&sv->ct, p)) {
+		*backend = lb6_backends.lookup(&sv->ct.backend_id);
 		if (*backend) {
-			ct_update_service(sv, p);
-			ct_touch(sv, now);
+			ct_update_service(&sv->ct, p);
+			ct_touch(&sv->ct, now);
 			return 0;
 		}
 	}
@@ -142,8 +143,8 @@ static __always_inline int lb6_backend_of(const struct node_config *cfg, const s
 	*backend = lb6_backends.lookup(&backend_id);
 	if (!*backend)
 		return DROP_NO_SERVICE_BACKEND;
-	fresh.backend_id = backend_id;
-	ct_fill_new(p, now, &fresh);
+	fresh.ct.backend_id = backend_id;
+	ct_fill_new(p, now, &fresh.ct);
 	if (conntrack6.update(&sk, &fresh) < 0)
 		return DROP_CT_FULL;
 	return 0;
@@ -184,26 +185,31 @@ static __always_inline int lb6_translate(struct __sk_buff *skb, const struct nod
 	return 0;
 }
 
-/* A reply of a connection made through Service service_id: back from its ClusterIP and
- * the frontend's port. DROP_NO_SERVICE_BACKEND when the frontend is gone (and its
- * lb6_revnat entry with it): the client would only reset an untranslated reply. */
-static __always_inline int lb6_rev_nat(struct __sk_buff *skb, struct pkt *p, __u32 service_id,
-				       __u16 rev_port)
+/* The entry of the connection a reply (p) belongs to, as from_pod6 and from_overlay6 found
+ * it (ct6_lookup), or NULL when it was collected since. */
+static __always_inline struct ct6_value *lb6_reply_entry(const struct pkt *p)
 {
-	struct lb6_revnat_key rk = { .service_id = service_id, .port = rev_port,
-				     .proto = p->proto };
-	struct ip6_addr *frontend = lb6_revnat.lookup(&rk);
-	struct ip6_addr from, old = p->saddr6;
+	struct ct6_key fwd = {}, k = { .scope = CT_SCOPE_FLOW };
+
+	ct6_key_of(p, &fwd);
+	ct6_reverse(&fwd, &k);
+	return conntrack6.lookup(&k);
+}
+
+/* A reply of a connection made through a Service (its entry v): back from the frontend's
+ * address and port. */
+static __always_inline int lb6_rev_nat(struct __sk_buff *skb, struct pkt *p,
+				       const struct ct6_value *v)
+{
+	struct ip6_addr from = v->rev_addr6, old = p->saddr6;
 	int ret;
 
-	if (!frontend)
-		return DROP_NO_SERVICE_BACKEND;
-	from = *frontend;
-	ret = lb6_rewrite(skb, p, LB6_SADDR_OFF, &old, &from, LB_L4_SPORT, p->sport, rev_port);
+	ret = lb6_rewrite(skb, p, LB6_SADDR_OFF, &old, &from, LB_L4_SPORT, p->sport,
+			  v->ct.rev_port);
 	if (ret < 0)
 		return ret;
 	p->saddr6 = from;
-	p->sport = rev_port;
+	p->sport = v->ct.rev_port;
 	return 0;
 }
 

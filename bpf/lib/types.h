@@ -185,7 +185,7 @@ struct ct_key {
 	__u8 pad[2];
 };
 
-/* The same for IPv6 (conntrack6.h); ct_value is shared, its Service fields unused. */
+/* The same for IPv6 (conntrack6.h); its entries are ct6_value. */
 struct ct6_key {
 	struct ip6_addr saddr;
 	struct ip6_addr daddr;
@@ -216,6 +216,15 @@ struct ct_value {
 	 * port, which replies get back as destination. Both 0: no SNAT. */
 	__u16 nat_port;
 	__u32 nat_addr;
+};
+
+/* conntrack6's value: ct_value, whose rev_addr (32 bits) cannot hold an IPv6 frontend, and
+ * that frontend's address, which a Service connection's replies get as source (lb6.h). In
+ * the entry itself, as IPv4's rev_addr: the replies of an open connection keep it after
+ * its frontend is deleted. */
+struct ct6_value {
+	struct ct_value ct;
+	struct ip6_addr rev_addr6;
 };
 
 /* The load balancer (bpf/lib/lb.h). A frontend is an address:port/protocol seen from a
@@ -262,17 +271,7 @@ struct lb_backend {
 };
 
 /* The IPv6 load balancer (lb6.h): the same slots, values and backend ids as IPv4's, keyed
- * by 128-bit addresses in maps of their own. ct_value.rev_addr (32 bits) cannot hold a
- * frontend's address, so lb6_revnat keeps it by what the connection's entry does hold:
- * service_id, rev_port and the protocol. A Service has at most one IPv6 ClusterIP
- * (spec.clusterIPs holds one address per family), so that names one frontend. */
-struct lb6_revnat_key {
-	__u32 service_id;
-	__u16 port;
-	__u8 proto;
-	__u8 pad;
-};
-
+ * by 128-bit addresses in maps of their own. */
 struct lb6_key {
 	struct ip6_addr address;
 	__u16 port;
@@ -301,11 +300,9 @@ struct lb6_affinity_key {
 #define LB6_PROG_REPLY 1
 #define LB6_PROG_MAX 2
 
-/* skb->cb words from_pod6 and from_overlay6 pass to lb6_reply, written just before the
- * tail call: the connection's service_id, its rev_port (network order), the caller's hook. */
-#define LB6_CB_SERVICE 0
-#define LB6_CB_PORT 1
-#define LB6_CB_HOOK 2
+/* skb->cb word from_pod6 and from_overlay6 pass to lb6_reply, written just before the
+ * tail call: the caller's hook. lb6_reply finds the connection's entry itself. */
+#define LB6_CB_HOOK 0
 
 /* What lb6_frontend hands back to from_pod6 with the translated packet, in the per-CPU
  * lb6_translated: a tail call runs on the CPU of its caller with nothing in between, and
@@ -316,6 +313,7 @@ struct lb6_translated {
 	__u32 service_id;
 	__u16 frontend_port; /* network order */
 	__u16 pad;
+	struct ip6_addr frontend_addr;
 };
 
 /* ClientIP session affinity: which backend a client last used for a service. */

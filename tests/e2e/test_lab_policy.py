@@ -412,7 +412,7 @@ def test_an_sctp_probe_opens_an_association_and_aborts_it(lab: cluster.LabState,
     dp = Datapath(node.pin_dir)
     try:
         table, address = ((dp.conntrack_entries(), structs.ip_str) if family == 4
-                          else (dp.conntrack6.items(), structs.ip6_str))
+                          else (((k, v.ct) for k, v in dp.conntrack6.items()), structs.ip6_str))
         entries = [v for k, v in table
                    if k.proto == SCTP_PROTO and address(k.saddr) == seen_ip
                    and structs.port_host(k.sport) == seen_port

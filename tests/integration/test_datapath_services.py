@@ -339,7 +339,10 @@ def test_cross_node_tcp_and_udp_reverse_translated_at_the_client_node(lb: Lab) -
 def test_ipv6_tcp_and_udp_through_a_cluster_ip_same_node_and_cross_node(lb: Lab, backend: str
                                                                         ) -> None:
     """b is on the client's node, c across the overlay: the reply is reverse-translated at
-    the client's hook (from_pod6, from_overlay6) by lb6_reply."""
+    the client's hook (from_pod6, from_overlay6) by lb6_reply, from what the connection's
+    conntrack6 entry keeps: once the frontends are deleted, the connections still open
+    through them go on getting their replies from the ClusterIP (what the client sends
+    is no longer translated, as for IPv4)."""
     a, pod = lb.a, getattr(lb, backend)
     tcp_id, udp_id = {"b": (B6_TCP, B6_UDP), "c": (C6_TCP, C6_UDP)}[backend]
     services = {frontend(80, family=6): service(tcp_id),
@@ -348,30 +351,37 @@ def test_ipv6_tcp_and_udp_through_a_cluster_ip_same_node_and_cross_node(lb: Lab,
     assert programmer.read_installed(lb.dp1).lb_services == services
 
     listeners = Listeners(pod, family=6)
+    server_udp = udp_server(pod, family=6)
     client = connect(a, 80, family=6)
+    client_udp = a.socket(socket.SOCK_DGRAM, family=socket.AF_INET6)
+    client_udp.settimeout(5)
     try:
         reached, server, peer = listeners.accept()
         assert (reached.name, peer[0]) == (backend, address(a, 6))
         assert client.getpeername()[:2] == (VIP6, 80)
         tcp_exchange(client, server, os.urandom(300_000))  # MTU-sized segments
-        server.close()
-    finally:
-        client.close()
-        listeners.close()
-
-    server_udp = udp_server(pod, family=6)
-    client_udp = a.socket(socket.SOCK_DGRAM, family=socket.AF_INET6)
-    client_udp.settimeout(5)
-    try:
         client_udp.connect((VIP6, 53))
         for i in range(3):
             name, peer = udp_via_service(client_udp, {backend: server_udp}, b"q%d" % i)
             assert (name, peer[0]) == (backend, address(a, 6))
-    finally:
-        client_udp.close()
-        server_udp.close()
+        sent = [ev for ev in flows(lb.dp1)
+                if ev.hook == Hook.FROM_POD and ev.family == FAMILY_IPV6]
 
-    sent = [ev for ev in flows(lb.dp1) if ev.hook == Hook.FROM_POD and ev.family == FAMILY_IPV6]
+        lb.program({})
+        assert not programmer.read_installed(lb.dp1).lb_services
+        server.sendall(b"after the frontend went")
+        assert client.recv(100) == b"after the frontend went"
+        server_udp.sendto(b"late answer", peer)
+        assert client_udp.recv(100) == b"late answer"  # only taken from VIP6:53
+        # What the client sends now leaves untranslated, unanswered (its ACKs too): resets,
+        # sent once, end the connection, where FINs would be sent again into the next test.
+        for sock in (server, client):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        server.close()
+    finally:
+        for sock in (client, client_udp, server_udp):
+            sock.close()
+        listeners.close()
     assert {(ev.proto, ev.service_id, structs.port_host(ev.frontend_port)) for ev in sent} == \
         {(TCP, SERVICE_ID, 80), (UDP, 19, 53)}
     # Egress was judged against the backend (its identity and address), not the ClusterIP.
