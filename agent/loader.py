@@ -194,7 +194,9 @@ REWRITTEN_AT_START = frozenset({"config", "policy", "ipcache", "endpoints", "ipc
 # addresses), or the fixed size of the metrics array (more reason codes), recreates them.
 # What was not read yet is lost once, at that upgrade; Prometheus sees a counter reset.
 # The flow events' rings too (one ring became one a CPU): what they held unread is lost.
-RESET_AT_UPGRADE = frozenset({"metrics", "flow_aggregates", "flow_agg_scratch", "events"})
+# And the per-CPU scratch a packet's programs pass between them, which outlives no packet.
+RESET_AT_UPGRADE = frozenset({"metrics", "flow_aggregates", "flow_agg_scratch", "events",
+                              "lb6_translated"})
 
 
 def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:

@@ -286,7 +286,8 @@ class Lb6Translated(ctypes.Structure):
     _fields_ = [
         ("service_id", ctypes.c_uint32),
         ("frontend_port", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
+        ("ct_flags", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
         ("frontend_addr", Ip6Addr),
     ]
 

@@ -41,6 +41,7 @@ int lb6_frontend(struct __sk_buff *skb)
 	handed->service_id = c.service_id;
 	handed->frontend_port = c.frontend_port;
 	handed->frontend_addr = frontend;
+	handed->ct_flags = c.ct_flags;
 	progs6.call(skb, HOOK_FROM_POD);
 	handed->service_id = 0; /* no from_pod6 to go on with */
 	return drop6(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3);

@@ -32,20 +32,22 @@ int from_pod6(struct __sk_buff *skb)
 	if (!entry6_prologue(skb, &cfg, &p, &c, true, &verdict))
 		return verdict;
 
-	addr = p.saddr6;
+	handed = lb6_translated.lookup(&zero);
+	if (handed && handed->service_id) {
+		c.service_id = handed->service_id;
+		c.frontend_port = handed->frontend_port;
+		c.ct_flags = handed->ct_flags;
+		frontend = handed->frontend_addr;
+		handed->service_id = 0;
+	}
+	/* After a hairpin the source is the hairpin address: the pod is the destination. */
+	addr = c.ct_flags & CT_F_HAIRPIN ? p.daddr6 : p.saddr6;
 	src = endpoints6.lookup(&addr);
 	if (!src || src->ifindex != skb->ingress_ifindex)
 		return drop6(skb, cfg, &p, &c, DROP_INVALID_SOURCE);
 	c.src_identity = src->identity;
 	c.src_ep_id = src->ep_id;
-
-	handed = lb6_translated.lookup(&zero);
-	if (handed && handed->service_id) {
-		c.service_id = handed->service_id;
-		c.frontend_port = handed->frontend_port;
-		frontend = handed->frontend_addr;
-		handed->service_id = 0;
-	} else if (lb6_frontend_of(&p)) {
+	if (!c.service_id && lb6_frontend_of(&p)) {
 		lb6_progs.call(skb, LB6_PROG_FRONTEND);
 		return drop6(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3); /* no lb6_frontend */
 	}
@@ -72,6 +74,10 @@ int from_pod6(struct __sk_buff *skb)
 	}
 	if (peer)
 		cidr = peer->cidr_identity;
+	/* A pod reaching itself through a Service is its own loopback, which no policy
+	 * judges (as from_pod). */
+	if (c.ct_flags & CT_F_HAIRPIN)
+		goto commit;
 	ret = policy_check(src, DIR_EGRESS, c.dst_identity, cidr, &p, &c.egress_ref, &audit);
 	if (ret < 0)
 		return drop6(skb, cfg, &p, &c, ret);
@@ -89,6 +95,7 @@ int from_pod6(struct __sk_buff *skb)
 		c.direction = DIR_EGRESS;
 	}
 
+commit:
 	ret = new_flow_commit6(skb, cfg, &p, &c, &frontend, now);
 	if (ret < 0)
 		return drop6(skb, cfg, &p, &c, ret);

@@ -198,6 +198,8 @@ LB_F_NODE_PORT: Final = _C["LB_F_NODE_PORT"]
 CT_F_HAIRPIN: Final = _C["CT_F_HAIRPIN"]
 # The source a pod reaching itself through a Service is given.
 LB_HAIRPIN_IP: Final = str(ipaddress.IPv4Address(_C["LB_HAIRPIN_IP"]))
+LB6_HAIRPIN_IP: Final = str(ipaddress.IPv6Address(
+    _C["LB6_HAIRPIN_IP_HIGH"] << 96 | _C["LB_HAIRPIN_IP"]))
 
 # endpoint_info.flags and node_config.flags
 EP_F_INGRESS_ISOLATED: Final = _C["EP_F_INGRESS_ISOLATED"]

@@ -9,8 +9,8 @@
  *
  * These steps run in programs of their own (bpf_lb6.c), tail-called through lb6_progs:
  * inlined, the 16-byte rewrites took from_pod6 past the verifier's million instructions.
- * TCP and UDP frontends; SCTP, hairpin and ICMPv6 errors about a Service connection are
- * IPv4's only so far. */
+ * TCP and UDP frontends; a pod reaching itself (hairpin) as IPv4 (lb.h). SCTP and ICMPv6
+ * errors about a Service connection are IPv4's only so far. */
 #ifndef PODWIRE_LB6_H
 #define PODWIRE_LB6_H
 
@@ -26,6 +26,21 @@
 static __always_inline bool lb6_proto(__u8 proto)
 {
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
+}
+
+static __always_inline bool ip6_equal(const struct ip6_addr *a, const struct ip6_addr *b)
+{
+	return !((a->w[0] ^ b->w[0]) | (a->w[1] ^ b->w[1]) | (a->w[2] ^ b->w[2]) |
+		 (a->w[3] ^ b->w[3]));
+}
+
+/* The source a pod reaching itself through a Service is given (types.h). */
+static __always_inline struct ip6_addr lb6_hairpin_ip(void)
+{
+	struct ip6_addr a = { .w = { bpf_htonl(LB6_HAIRPIN_IP_HIGH), 0, 0,
+				     bpf_htonl(LB_HAIRPIN_IP) } };
+
+	return a;
 }
 
 /* Slot 0 of the internal frontend p is sent to, or NULL. */
@@ -150,8 +165,9 @@ static __always_inline int lb6_backend_of(const struct node_config *cfg, const s
 	return 0;
 }
 
-/* A packet to an internal frontend, DNATed to its connection's backend: 0 (p then holds
- * the translated tuple, c the Service and frontend port) or a drop reason;
+/* A packet to an internal frontend, DNATed to its connection's backend, and SNATed to the
+ * hairpin address when that is the client itself (CT_F_HAIRPIN in c): 0 (p then holds the
+ * translated tuple, c the Service and frontend port) or a drop reason;
  * DROP_NO_SERVICE_BACKEND is answered with lb6_refuse. */
 static __always_inline int lb6_translate(struct __sk_buff *skb, const struct node_config *cfg,
 					 struct pkt *p, struct flow_ctx *c, __u64 now)
@@ -159,7 +175,7 @@ static __always_inline int lb6_translate(struct __sk_buff *skb, const struct nod
 	struct lb6_key k = { .address = p->daddr6, .port = p->dport, .proto = p->proto,
 			     .scope = LB_SCOPE_INTERNAL };
 	struct lb6_backend *be = NULL;
-	struct ip6_addr backend;
+	struct ip6_addr backend, client, hairpin;
 	struct lb_value *svc;
 	int ret;
 
@@ -182,6 +198,17 @@ static __always_inline int lb6_translate(struct __sk_buff *skb, const struct nod
 		return ret;
 	p->daddr6 = backend;
 	p->dport = be->port;
+	client = p->saddr6;
+	if (!ip6_equal(&backend, &client))
+		return 0;
+	/* Hairpin: the pod's kernel would drop a packet from its own address. */
+	hairpin = lb6_hairpin_ip();
+	ret = lb6_rewrite(skb, p, LB6_SADDR_OFF, &client, &hairpin, LB_L4_SPORT, p->sport,
+			  p->sport);
+	if (ret < 0)
+		return ret;
+	p->saddr6 = hairpin;
+	c->ct_flags |= CT_F_HAIRPIN;
 	return 0;
 }
 
@@ -197,12 +224,23 @@ static __always_inline struct ct6_value *lb6_reply_entry(const struct pkt *p)
 }
 
 /* A reply of a connection made through a Service (its entry v): back from the frontend's
- * address and port. */
+ * address and port, and to the pod's own address after a hairpin (client and backend are
+ * one pod there). */
 static __always_inline int lb6_rev_nat(struct __sk_buff *skb, struct pkt *p,
 				       const struct ct6_value *v)
 {
 	struct ip6_addr from = v->rev_addr6, old = p->saddr6;
 	int ret;
+
+	if (v->ct.flags & CT_F_HAIRPIN) {
+		struct ip6_addr hairpin = p->daddr6;
+
+		ret = lb6_rewrite(skb, p, LB6_DADDR_OFF, &hairpin, &old, LB_L4_DPORT, p->dport,
+				  p->dport);
+		if (ret < 0)
+			return ret;
+		p->daddr6 = old;
+	}
 
 	ret = lb6_rewrite(skb, p, LB6_SADDR_OFF, &old, &from, LB_L4_SPORT, p->sport,
 			  v->ct.rev_port);

@@ -240,6 +240,11 @@ struct ct6_value {
 /* A pod reaching itself through a Service is given this source (host byte order here),
  * as Cilium does: its own address as source would be dropped by its kernel. */
 #define LB_HAIRPIN_IP 0xa9fe2a01 /* 169.254.42.1 */
+/* IPv6's: 100::a9fe:2a01, LB_HAIRPIN_IP in the last word of the discard-only prefix
+ * 100::/64 (RFC 6666), which is no one's address and which a router drops. Not link-local:
+ * the pod would solicit a neighbour for that instead of replying through its gateway.
+ * The first word (host byte order), the middle two are 0. */
+#define LB6_HAIRPIN_IP_HIGH 0x01000000
 
 /* The source ports a NodePort client SNATed to the node is given (host byte order): above
  * Linux's default ephemeral range (32768-60999), so the node's own sockets keep theirs. */
@@ -312,7 +317,8 @@ struct lb6_affinity_key {
 struct lb6_translated {
 	__u32 service_id;
 	__u16 frontend_port; /* network order */
-	__u16 pad;
+	__u8 ct_flags; /* CT_F_HAIRPIN: the source is LB6_HAIRPIN_IP_HIGH's address */
+	__u8 pad;
 	struct ip6_addr frontend_addr;
 };
 

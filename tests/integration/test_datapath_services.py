@@ -53,6 +53,7 @@ from podwire.bpf.constants import (
     EP_F_EGRESS_ISOLATED,
     EP_F_INGRESS_ISOLATED,
     FAMILY_IPV6,
+    LB6_HAIRPIN_IP,
     LB_HAIRPIN_IP,
     CtScope,
     Direction,
@@ -584,26 +585,38 @@ def test_no_backend_is_refused_at_once_with_its_drop_reason(lb: Lab) -> None:
     assert {structs.ip_str(ev.daddr) for ev in drops} == {VIP}
 
 
-def test_hairpin_a_pod_reaches_itself_through_its_service(lb: Lab) -> None:
+HAIRPIN_IP = {4: LB_HAIRPIN_IP, 6: LB6_HAIRPIN_IP}
+
+
+@FAMILIES
+def test_hairpin_a_pod_reaches_itself_through_its_service(lb: Lab, family: int) -> None:
+    """From the hairpin address, which it can answer (its own would be dropped), and
+    judged by no policy: b is isolated both ways with nothing allowed."""
     b = lb.b
-    lb.program({frontend(80): service(B_TCP), frontend(53, UDP): service(B_UDP)})
-    listeners = Listeners(b)
-    client = connect(b, 80)
+    lb.dp1.set_endpoint(address(b, family),
+                        b.endpoint(EP_F_INGRESS_ISOLATED | EP_F_EGRESS_ISOLATED))
+    tcp_id, udp_id = (B_TCP, B_UDP) if family == 4 else (B6_TCP, B6_UDP)
+    lb.program({frontend(80, family=family): service(tcp_id),
+                frontend(53, UDP, family=family): service(udp_id)})
+    vip = frontend(80, family=family).address
+    listeners = Listeners(b, family=family)
+    client = connect(b, 80, family=family)
     try:
         pod, server, peer = listeners.accept()
-        assert (pod.name, peer[0]) == ("b", LB_HAIRPIN_IP)
-        assert client.getpeername() == (VIP, 80)
+        assert (pod.name, peer[0]) == ("b", HAIRPIN_IP[family])
+        assert client.getpeername()[:2] == (vip, 80)
         tcp_exchange(client, server, os.urandom(50_000))
         server.close()
     finally:
         client.close()
         listeners.close()
-    server_udp = udp_server(b)
-    client_udp = b.socket(socket.SOCK_DGRAM)
+    server_udp = udp_server(b, family)
+    client_udp = b.socket(socket.SOCK_DGRAM, family=AF[family])
     client_udp.settimeout(5)
     try:
-        client_udp.connect((VIP, 53))
-        assert udp_via_service(client_udp, {"b": server_udp}, b"self")[1][0] == LB_HAIRPIN_IP
+        client_udp.connect((vip, 53))
+        assert udp_via_service(client_udp, {"b": server_udp}, b"self")[1][0] == \
+            HAIRPIN_IP[family]
     finally:
         client_udp.close()
         server_udp.close()
