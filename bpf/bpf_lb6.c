@@ -74,3 +74,35 @@ int lb6_reply(struct __sk_buff *skb)
 		return drop6(skb, cfg, &p, &c, ret);
 	return deliver6(skb, cfg, &p, &c);
 }
+
+/* From from_pod6 or from_overlay6 (skb->cb's hook), for an ICMPv6 error about what a
+ * Service connection's client sent: translated back to what the client sent, then
+ * delivered as the hook delivers a reply. */
+int lb6_related(struct __sk_buff *skb)
+{
+	__u32 hook = skb->cb[LB6_CB_HOOK];
+	struct flow_ctx c = {
+		.direction = hook == HOOK_FROM_POD ? DIR_EGRESS : DIR_INGRESS,
+		.hook = hook, .ct_status = CT_RELATED, .ct_known = 1,
+	};
+	struct ct6_key quoted = { .scope = CT_SCOPE_FLOW };
+	struct node_config *cfg;
+	struct ct6_value *ct;
+	struct pkt p = {};
+	int verdict, ret;
+
+	if (!entry6_prologue(skb, &cfg, &p, &c, false, &verdict))
+		return verdict;
+	ret = parse_icmp6_inner(skb, &p, &quoted);
+	if (ret < 0)
+		return drop6(skb, cfg, &p, &c, ret);
+	ct = conntrack6.lookup(&quoted);
+	if (!ct)
+		return drop6(skb, cfg, &p, &c, DROP_UNKNOWN_DESTINATION); /* collected since */
+	c.service_id = ct->ct.service_id;
+	c.frontend_port = ct->ct.rev_port;
+	ret = lb6_rev_nat_icmp(skb, &p, ct);
+	if (ret < 0)
+		return drop6(skb, cfg, &p, &c, ret);
+	return deliver6(skb, cfg, &p, &c);
+}

@@ -191,6 +191,7 @@ class LbScope(enum.IntEnum):
 # The IPv6 load balancer's programs by their slot of lb6_progs (types.h).
 LB6_PROG_FRONTEND: Final = _C["LB6_PROG_FRONTEND"]
 LB6_PROG_REPLY: Final = _C["LB6_PROG_REPLY"]
+LB6_PROG_RELATED: Final = _C["LB6_PROG_RELATED"]
 
 # lb_value.flags, ct_value.flags
 LB_F_KEEP_CLIENT: Final = _C["LB_F_KEEP_CLIENT"]

@@ -35,7 +35,9 @@ static __always_inline void ct6_reverse(const struct ct6_key *k, struct ct6_key 
 
 /* ct_lookup for IPv6: an ICMPv6 error about a live connection (either direction of
  * it) is CT_RELATED, as an ICMP error is for IPv4. *entry is the entry an
- * ESTABLISHED or REPLY packet hit, NULL otherwise. */
+ * ESTABLISHED or REPLY packet hit, or the one of the initiator's packet a RELATED error
+ * quotes (so one about a Service connection's client is translated, lb6.h); NULL
+ * otherwise. */
 static __always_inline enum ct_status ct6_lookup(struct __sk_buff *skb,
 						 const struct node_config *cfg,
 						 const struct pkt *p, __u64 now,
@@ -61,8 +63,10 @@ static __always_inline enum ct_status ct6_lookup(struct __sk_buff *skb,
 		if (parse_icmp6_inner(skb, p, &inner) < 0)
 			return CT_NEW;
 		v = conntrack6.lookup(&inner);
-		if (v && ct_alive(cfg, &v->ct, ct6_timeout_proto(inner.proto), now))
+		if (v && ct_alive(cfg, &v->ct, ct6_timeout_proto(inner.proto), now)) {
+			*entry = &v->ct;
 			return CT_RELATED;
+		}
 		ct6_reverse(&inner, &rev);
 		v = conntrack6.lookup(&rev);
 		if (v && ct_alive(cfg, &v->ct, ct6_timeout_proto(inner.proto), now))

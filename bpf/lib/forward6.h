@@ -33,16 +33,17 @@ static __always_inline int deliver6(struct __sk_buff *skb, const struct node_con
 }
 
 /* A packet conntrack found, at a hook where a Service connection's client is (from_pod6,
- * from_overlay6): a reply of such a connection goes to lb6_reply, which finds its entry,
- * translates and delivers it; anything else returns 0 and goes on. A reply that finds no
- * lb6_reply is DROP_UNSUPPORTED_L3: untranslated, the client could only reset it. */
+ * from_overlay6): a reply of such a connection goes to lb6_reply, an ICMPv6 error about
+ * what its client sent to lb6_related, which find its entry, translate and deliver it;
+ * anything else returns 0 and goes on. One that finds no program is
+ * DROP_UNSUPPORTED_L3: untranslated, the client could only reset it or not know it. */
 static __always_inline int lb6_reply_of(struct __sk_buff *skb, enum ct_status status,
 					const struct ct_value *ct, __u8 hook)
 {
-	if (status != CT_REPLY || !ct || !ct->service_id)
+	if ((status != CT_REPLY && status != CT_RELATED) || !ct || !ct->service_id)
 		return 0;
 	skb->cb[LB6_CB_HOOK] = hook;
-	lb6_progs.call(skb, LB6_PROG_REPLY);
+	lb6_progs.call(skb, status == CT_REPLY ? LB6_PROG_REPLY : LB6_PROG_RELATED);
 	return DROP_UNSUPPORTED_L3;
 }
 

@@ -9,8 +9,9 @@
  *
  * These steps run in programs of their own (bpf_lb6.c), tail-called through lb6_progs:
  * inlined, the 16-byte rewrites took from_pod6 past the verifier's million instructions.
- * TCP and UDP frontends; a pod reaching itself (hairpin) as IPv4 (lb.h). SCTP and ICMPv6
- * errors about a Service connection are IPv4's only so far. */
+ * TCP and UDP frontends; a pod reaching itself (hairpin) and ICMPv6 errors about what a
+ * client sent as IPv4 (lb.h). SCTP, and the client's errors about a reply, are IPv4's
+ * only so far. */
 #ifndef PODWIRE_LB6_H
 #define PODWIRE_LB6_H
 
@@ -70,6 +71,8 @@ static __always_inline int lb6_rewrite(struct __sk_buff *skb, const struct pkt *
 		/* No L4 header here; the first fragment's carried the checksum. */
 	} else if (p->proto == IPPROTO_TCP) {
 		csum_off = p->l4_off + 16;
+	} else if (p->proto == IPPROTO_ICMPV6) {
+		csum_off = p->l4_off + 2; /* an error's own addresses: no ports to change */
 	} else {
 		csum_off = p->l4_off + 6;
 		l4_flags |= BPF_F_MARK_MANGLED_0; /* a zero UDP checksum means none: keep it */
@@ -248,6 +251,78 @@ static __always_inline int lb6_rev_nat(struct __sk_buff *skb, struct pkt *p,
 		return ret;
 	p->saddr6 = from;
 	p->sport = v->ct.rev_port;
+	return 0;
+}
+
+/* Where the packet an ICMPv6 error quotes lies (parse_icmp6_inner reads its tuple): its
+ * IPv6 header right after the error's 8 bytes, its ports right after that. */
+#define LB6_QUOTE_OFF(p) ((p)->l4_off + 8)
+#define LB6_QUOTE_PORTS_OFF(p) (LB6_QUOTE_OFF(p) + IPV6_HLEN)
+
+/* One address (at off in the quoted header) and a port (at port_off in its ports) of the
+ * quoted packet: the ICMPv6 checksum covers them as message bytes, no pseudo header. The
+ * quoted L4 checksum is left as it is: receivers do not check what an error quotes. */
+static __always_inline int lb6_requote(struct __sk_buff *skb, const struct pkt *p, __u32 off,
+				       struct ip6_addr *old_addr, struct ip6_addr *new_addr,
+				       __u32 port_off, __u16 old_port, __u16 new_port)
+{
+	__u32 csum_off = p->l4_off + 2;
+	__s64 diff;
+
+	diff = bpf_csum_diff((__be32 *)old_addr, sizeof(*old_addr), (__be32 *)new_addr,
+			     sizeof(*new_addr), 0);
+	if (diff < 0 || bpf_l4_csum_replace(skb, csum_off, 0, diff, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, LB6_QUOTE_OFF(p) + off, new_addr, sizeof(*new_addr), 0) < 0)
+		return DROP_MALFORMED;
+	if (old_port != new_port &&
+	    (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, sizeof(new_port)) < 0 ||
+	     bpf_skb_store_bytes(skb, LB6_QUOTE_PORTS_OFF(p) + port_off, &new_port,
+				 sizeof(new_port), 0) < 0))
+		return DROP_MALFORMED;
+	return 0;
+}
+
+/* An ICMPv6 error about a packet a Service connection's client sent (quoting client ->
+ * backend; v the connection's entry), on its way to the client: the quoted packet is
+ * given the frontend as destination again, so the client's socket finds it (a UDP socket
+ * connected to a ClusterIP gets ECONNREFUSED from a backend's port unreachable, a packet
+ * too big lowers its path MTU), and the error comes from the frontend when the backend
+ * sent it (a router on the way keeps its own address). After a hairpin the error,
+ * addressed to the hairpin address, goes to the pod itself, quoting its own address as
+ * the source. As lb_rev_nat_icmp for IPv4. */
+static __always_inline int lb6_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p,
+					    const struct ct6_value *v)
+{
+	struct ip6_addr frontend = v->rev_addr6, old;
+	struct ct6_key q = {};
+	int ret;
+
+	ret = parse_icmp6_inner(skb, p, &q);
+	if (ret < 0)
+		return ret;
+	old = q.daddr;
+	ret = lb6_requote(skb, p, LB6_DADDR_OFF - ETH_HLEN, &old, &frontend, LB_L4_DPORT,
+			  q.dport, v->ct.rev_port);
+	if (ret < 0)
+		return ret;
+	if (v->ct.flags & CT_F_HAIRPIN) {
+		struct ip6_addr hairpin = q.saddr, self = q.daddr; /* its own backend */
+
+		ret = lb6_requote(skb, p, LB6_SADDR_OFF - ETH_HLEN, &hairpin, &self,
+				  LB_L4_SPORT, 0, 0);
+		if (ret < 0)
+			return ret;
+		ret = lb6_rewrite(skb, p, LB6_DADDR_OFF, &hairpin, &self, 0, 0, 0);
+		if (ret < 0)
+			return ret;
+		p->daddr6 = self;
+	}
+	if (!ip6_equal(&p->saddr6, &q.daddr))
+		return 0; /* from a router on the way: its own address stays */
+	ret = lb6_rewrite(skb, p, LB6_SADDR_OFF, &old, &frontend, 0, 0, 0);
+	if (ret < 0)
+		return ret;
+	p->saddr6 = frontend;
 	return 0;
 }
 

@@ -21,6 +21,8 @@ import pytest
 from datapath_topo import (
     IP_MTU,
     IP_RECVERR,
+    IPV6_MTU,
+    IPV6_RECVERR,
     Pod,
     Topology,
     counter,
@@ -36,6 +38,7 @@ from datapath_topo import (
 )
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.inet import UDP as SUDP
+from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
 from scapy.layers.l2 import Ether
 from scapy.layers.sctp import SCTP, SCTPChunkData, SCTPChunkInit, SCTPChunkInitAck, crc32c
 from scapy.packet import Raw
@@ -591,13 +594,17 @@ HAIRPIN_IP = {4: LB_HAIRPIN_IP, 6: LB6_HAIRPIN_IP}
 @FAMILIES
 def test_hairpin_a_pod_reaches_itself_through_its_service(lb: Lab, family: int) -> None:
     """From the hairpin address, which it can answer (its own would be dropped), and
-    judged by no policy: b is isolated both ways with nothing allowed."""
+    judged by no policy: b is isolated both ways with nothing allowed. Its own kernel's
+    port unreachable about the hairpin reaches its client socket as from the ClusterIP."""
     b = lb.b
     lb.dp1.set_endpoint(address(b, family),
                         b.endpoint(EP_F_INGRESS_ISOLATED | EP_F_EGRESS_ISOLATED))
     tcp_id, udp_id = (B_TCP, B_UDP) if family == 4 else (B6_TCP, B6_UDP)
+    silent_id = udp_id + 100
     lb.program({frontend(80, family=family): service(tcp_id),
-                frontend(53, UDP, family=family): service(udp_id)})
+                frontend(53, UDP, family=family): service(udp_id),
+                frontend(54, UDP, family=family): service(silent_id, service_id=18)},
+               {**lb.backends(), silent_id: BackendEntry(address(b, family), 5399)})
     vip = frontend(80, family=family).address
     listeners = Listeners(b, family=family)
     client = connect(b, 80, family=family)
@@ -617,6 +624,10 @@ def test_hairpin_a_pod_reaches_itself_through_its_service(lb: Lab, family: int) 
         client_udp.connect((vip, 53))
         assert udp_via_service(client_udp, {"b": server_udp}, b"self")[1][0] == \
             HAIRPIN_IP[family]
+        client_udp.connect((vip, 54))
+        client_udp.send(b"nobody home")
+        with pytest.raises(ConnectionRefusedError):
+            client_udp.recv(100)
     finally:
         client_udp.close()
         server_udp.close()
@@ -875,18 +886,22 @@ def test_the_node_itself_reaches_cluster_ips_through_its_socket_programs(lb: Lab
     assert refused.value.errno == errno.ENETUNREACH
 
 
-def test_backend_icmp_error_reaches_the_client_reverse_translated(lb: Lab) -> None:
-    """A backend with nothing on the port answers ICMP port unreachable about the
-    translated datagram; reverse-translated, the client's socket (connected to the
+@FAMILIES
+def test_backend_icmp_error_reaches_the_client_reverse_translated(lb: Lab, family: int) -> None:
+    """A backend with nothing on the port answers (ICMP, ICMPv6) port unreachable about
+    the translated datagram; reverse-translated, the client's socket (connected to the
     ClusterIP) takes it: ECONNREFUSED, on one node and across the overlay."""
     silent = 5399
-    lb.program({frontend(54, UDP): service(7), frontend(55, UDP): service(8)},
-               {7: BackendEntry(lb.b.ip, silent), 8: BackendEntry(lb.c.ip, silent)})
+    first = BACKEND6_ID_BASE if family == 6 else 0
+    lb.program({frontend(54, UDP, family): service(first + 7),
+                frontend(55, UDP, family): service(first + 8)},
+               {first + 7: BackendEntry(address(lb.b, family), silent),
+                first + 8: BackendEntry(address(lb.c, family), silent)})
     for port in (54, 55):
-        client = lb.a.socket(socket.SOCK_DGRAM)
+        client = lb.a.socket(socket.SOCK_DGRAM, family=AF[family])
         client.settimeout(5)
         try:
-            client.connect((VIP, port))
+            client.connect((frontend(port, family=family).address, port))
             client.send(b"nobody home")
             with pytest.raises(ConnectionRefusedError):
                 client.recv(100)
@@ -895,36 +910,51 @@ def test_backend_icmp_error_reaches_the_client_reverse_translated(lb: Lab) -> No
 
 
 @pytest.mark.parametrize("backend", ["b", "c"])
-def test_a_backend_s_frag_needed_sets_the_client_s_path_mtu(lb: Lab, backend: str) -> None:
-    """A frag-needed (mtu 1300) from the backend about the datagram it got (a -> backend)
-    reaches the client translated (quoting a -> VIP:53, from the ClusterIP): the
-    client's socket, connected to the ClusterIP, is told EMSGSIZE and its path MTU
-    drops; on one node and across the overlay."""
+@FAMILIES
+def test_a_backend_s_frag_needed_sets_the_client_s_path_mtu(lb: Lab, backend: str,
+                                                            family: int) -> None:
+    """A frag-needed (ICMPv6: packet too big), mtu 1300, from the backend about the
+    datagram it got (a -> backend) reaches the client translated (quoting a -> VIP:53,
+    from the ClusterIP): the client's socket, connected to the ClusterIP, is told EMSGSIZE
+    and its path MTU drops; on one node and across the overlay."""
     pod = lb.b if backend == "b" else lb.c
-    lb.program({frontend(53, UDP): service(B_UDP if backend == "b" else C_UDP)})
-    server = udp_server(pod)
-    raw = pod.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
-    client = lb.a.socket(socket.SOCK_DGRAM)
+    ids = {4: {"b": B_UDP, "c": C_UDP}, 6: {"b": B6_UDP, "c": C6_UDP}}[family]
+    lb.program({frontend(53, UDP, family): service(ids[backend])})
+    vip, client_ip, backend_ip = (frontend(53, family=family).address, address(lb.a, family),
+                                  address(pod, family))
+    level, recverr, mtu_opt = ((socket.IPPROTO_IP, IP_RECVERR, IP_MTU) if family == 4
+                               else (socket.IPPROTO_IPV6, IPV6_RECVERR, IPV6_MTU))
+    server = udp_server(pod, family)
+    raw = pod.socket(socket.SOCK_RAW, socket.IPPROTO_RAW) if family == 4 else pod.raw_l2()
+    client = lb.a.socket(socket.SOCK_DGRAM, family=AF[family])
     try:
-        client.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-        client.connect((VIP, 53))
-        mtu = client.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        client.setsockopt(level, recverr, 1)
+        client.connect((vip, 53))
+        mtu = client.getsockopt(level, mtu_opt)
         client.send(b"query")
         _, peer = server.recvfrom(100)
-        assert peer[0] == lb.a.ip
-        quoted = IP(src=lb.a.ip, dst=pod.ip) / SUDP(sport=peer[1], dport=UDP_BACKEND_PORT) / \
-            b"query"
-        error = IP(src=pod.ip, dst=lb.a.ip) / ICMP(type=3, code=4, nexthopmtu=1300) / \
-            bytes(quoted)[:28]
-        raw.sendto(bytes(error), (lb.a.ip, 0))
+        assert peer[0] == client_ip
+        if family == 4:
+            quoted = IP(src=client_ip, dst=backend_ip) / SUDP(sport=peer[1],
+                                                             dport=UDP_BACKEND_PORT) / b"query"
+            error = IP(src=backend_ip, dst=client_ip) / ICMP(type=3, code=4, nexthopmtu=1300) \
+                / bytes(quoted)[:28]
+            raw.sendto(bytes(error), (client_ip, 0))
+        else:
+            quoted = IPv6(src=client_ip, dst=backend_ip) / SUDP(
+                sport=peer[1], dport=UDP_BACKEND_PORT) / b"query"
+            raw.send(bytes(Ether(src=pod.mac, dst=pod.host_mac)
+                           / IPv6(src=backend_ip, dst=client_ip)
+                           / ICMPv6PacketTooBig(mtu=1300) / bytes(quoted)))
         got = queued_icmp_error(client)
+        too_big = (errno.EMSGSIZE, 4, 1300) if family == 4 else (errno.EMSGSIZE, 0, 1300)
         assert (got.errno, got.icmp_code, got.info, got.offender, got.about) == \
-            (errno.EMSGSIZE, 4, 1300, VIP, (VIP, 53))
-        assert mtu > 1300 and client.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
+            (*too_big, vip, (vip, 53))
+        assert mtu > 1300 and client.getsockopt(level, mtu_opt) == 1300
     finally:
         for sock in (server, raw, client):
             sock.close()
-        nsexec(lb.a.netns, "ip", "route", "flush", "cache")
+        nsexec(lb.a.netns, "ip", "-6" if family == 6 else "-4", "route", "flush", "cache")
 
 
 @pytest.mark.parametrize("backend", ["b", "c"])
