@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podwire.agent import bpfsys, structs
-from podwire.bpf.constants import LB6_PROG_FRONTEND, LB6_PROG_RELATED, LB6_PROG_REPLY, MAPS, Hook
+from podwire.bpf.constants import (
+    LB6_PROG_FRONTEND,
+    LB6_PROG_FRONTEND_ICMP,
+    LB6_PROG_RELATED,
+    LB6_PROG_REPLY,
+    MAPS,
+    Hook,
+)
 from podwire.bpf.header import MapDecl
 
 log = logging.getLogger("podwire.loader")
@@ -37,7 +44,7 @@ TAIL_PROGRAMS6 = {"from_pod6": Hook.FROM_POD, "to_pod6": Hook.TO_POD,
 PROG_ARRAY6 = "progs6"
 # The IPv6 load balancer's programs, by their slot of lb6_progs (bpf_lb6.c).
 LB6_PROGRAMS = {"lb6_frontend": LB6_PROG_FRONTEND, "lb6_reply": LB6_PROG_REPLY,
-                "lb6_related": LB6_PROG_RELATED}
+                "lb6_related": LB6_PROG_RELATED, "lb6_frontend_icmp": LB6_PROG_FRONTEND_ICMP}
 LB6_PROG_ARRAY = "lb6_progs"
 # The node's own sockets (bpf_sock.c): cgroup sock_addr programs by the hook they serve.
 SOCK_PROGRAMS = {

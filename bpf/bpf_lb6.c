@@ -75,6 +75,32 @@ int lb6_reply(struct __sk_buff *skb)
 	return deliver6(skb, cfg, &p, &c);
 }
 
+/* From from_pod6, for the client's ICMPv6 error about a reply it got from a frontend, sent
+ * to that frontend: on to the backend that sent the reply (lb6_to_backend_icmp). */
+int lb6_frontend_icmp(struct __sk_buff *skb)
+{
+	struct flow_ctx c = { .direction = DIR_EGRESS, .hook = HOOK_FROM_POD,
+			      .ct_status = CT_RELATED, .ct_known = 1 };
+	struct endpoint_info *src;
+	struct node_config *cfg;
+	struct ip6_addr addr;
+	struct pkt p = {};
+	int verdict, ret;
+
+	if (!entry6_prologue(skb, &cfg, &p, &c, true, &verdict))
+		return verdict;
+	addr = p.saddr6;
+	src = endpoints6.lookup(&addr);
+	if (src) {
+		c.src_identity = src->identity;
+		c.src_ep_id = src->ep_id;
+	}
+	ret = lb6_to_backend_icmp(skb, cfg, &p, &c, bpf_ktime_get_ns());
+	if (ret < 0)
+		return drop6(skb, cfg, &p, &c, ret);
+	return deliver6(skb, cfg, &p, &c);
+}
+
 /* From from_pod6 or from_overlay6 (skb->cb's hook), for an ICMPv6 error about what a
  * Service connection's client sent: translated back to what the client sent, then
  * delivered as the hook delivers a reply. */

@@ -62,6 +62,11 @@ int from_pod6(struct __sk_buff *skb)
 			return drop6(skb, cfg, &p, &c, ret);
 		return deliver6(skb, cfg, &p, &c);
 	}
+	/* An ICMPv6 error about a Service's reply, sent to its frontend: on to the backend. */
+	if (lb6_frontend_icmp_of(skb, &p)) {
+		lb6_progs.call(skb, LB6_PROG_FRONTEND_ICMP);
+		return drop6(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3); /* no lb6_frontend_icmp */
+	}
 
 	addr = p.daddr6;
 	dst_ep = endpoints6.lookup(&addr);

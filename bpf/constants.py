@@ -192,6 +192,7 @@ class LbScope(enum.IntEnum):
 LB6_PROG_FRONTEND: Final = _C["LB6_PROG_FRONTEND"]
 LB6_PROG_REPLY: Final = _C["LB6_PROG_REPLY"]
 LB6_PROG_RELATED: Final = _C["LB6_PROG_RELATED"]
+LB6_PROG_FRONTEND_ICMP: Final = _C["LB6_PROG_FRONTEND_ICMP"]
 
 # lb_value.flags, ct_value.flags
 LB_F_KEEP_CLIENT: Final = _C["LB_F_KEEP_CLIENT"]

@@ -9,9 +9,8 @@
  *
  * These steps run in programs of their own (bpf_lb6.c), tail-called through lb6_progs:
  * inlined, the 16-byte rewrites took from_pod6 past the verifier's million instructions.
- * TCP and UDP frontends; a pod reaching itself (hairpin) and ICMPv6 errors about what a
- * client sent as IPv4 (lb.h). SCTP, and the client's errors about a reply, are IPv4's
- * only so far. */
+ * TCP and UDP frontends; a pod reaching itself (hairpin) and ICMPv6 errors about a
+ * Service connection, both ways, as IPv4 (lb.h). SCTP is IPv4's only so far. */
 #ifndef PODWIRE_LB6_H
 #define PODWIRE_LB6_H
 
@@ -323,6 +322,101 @@ static __always_inline int lb6_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p
 	if (ret < 0)
 		return ret;
 	p->saddr6 = frontend;
+	return 0;
+}
+
+/* Whether p, an ICMPv6 error, is the client's about a reply of an internal frontend, sent
+ * to it (quoting frontend -> client): from_pod6 then hands it to lb6_frontend_icmp. */
+static __always_inline bool lb6_frontend_icmp_of(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct ct6_key q = {};
+	struct lb6_key k = { .scope = LB_SCOPE_INTERNAL };
+
+	if (!is_icmp6_error(p) || parse_icmp6_inner(skb, p, &q) < 0 || !lb6_proto(q.proto) ||
+	    !ip6_equal(&q.saddr, &p->daddr6))
+		return false;
+	k.address = q.saddr;
+	k.port = q.sport;
+	k.proto = q.proto;
+	return lb6_services.lookup(&k) != NULL;
+}
+
+/* That error, on to the backend that sent the reply, quoting the reply as the backend sent
+ * it (backend -> client, or -> the hairpin address after a hairpin, then also from it), so
+ * the backend's socket finds it: a packet too big lowers its path MTU, a port unreachable
+ * refuses it. Only while the connection as the backend has it is still this client's, as
+ * lb_frontend_icmp for IPv4; else DROP_UNKNOWN_DESTINATION: addressed to a ClusterIP, it
+ * would reach no socket. c is given the Service as lb6_frontend gives it. */
+static __always_inline int lb6_to_backend_icmp(struct __sk_buff *skb,
+					       const struct node_config *cfg, struct pkt *p,
+					       struct flow_ctx *c, __u64 now)
+{
+	struct ct6_key q = {}, client = {}, backend_side = { .scope = CT_SCOPE_FLOW };
+	struct ip6_addr frontend, backend, hairpin = lb6_hairpin_ip();
+	struct lb6_key k = { .scope = LB_SCOPE_INTERNAL };
+	struct ct6_value *sv, *fv;
+	struct lb6_backend *be;
+	struct lb_value *svc;
+	bool is_hairpin;
+	int ret;
+
+	ret = parse_icmp6_inner(skb, p, &q);
+	if (ret < 0)
+		return ret;
+	k.address = q.saddr;
+	k.port = q.sport;
+	k.proto = q.proto;
+	svc = lb6_services.lookup(&k);
+	if (!svc)
+		return DROP_UNKNOWN_DESTINATION;
+	/* The client's connection to the frontend names its backend ... */
+	ct6_reverse(&q, &client);
+	client.scope = CT_SCOPE_SERVICE;
+	sv = conntrack6.lookup(&client);
+	if (!sv || !ct_alive(cfg, &sv->ct, client.proto, now))
+		return DROP_UNKNOWN_DESTINATION;
+	be = lb6_backends.lookup(&sv->ct.backend_id);
+	if (!be)
+		return DROP_UNKNOWN_DESTINATION;
+	/* ... and the connection as the backend has it must still be this client's. */
+	backend = be->address;
+	is_hairpin = ip6_equal(&backend, &client.saddr);
+	backend_side.saddr = client.saddr;
+	if (is_hairpin)
+		backend_side.saddr = hairpin;
+	backend_side.sport = client.sport;
+	backend_side.daddr = backend;
+	backend_side.dport = be->port;
+	backend_side.proto = client.proto;
+	fv = conntrack6.lookup(&backend_side);
+	if (!fv || !ct_alive(cfg, &fv->ct, client.proto, now) ||
+	    fv->ct.service_id != svc->service_id || is_hairpin != !!(fv->ct.flags & CT_F_HAIRPIN))
+		return DROP_UNKNOWN_DESTINATION;
+
+	frontend = q.saddr;
+	ret = lb6_requote(skb, p, LB6_SADDR_OFF - ETH_HLEN, &frontend, &backend, LB_L4_SPORT,
+			  q.sport, be->port);
+	if (ret < 0)
+		return ret;
+	ret = lb6_rewrite(skb, p, LB6_DADDR_OFF, &frontend, &backend, 0, 0, 0);
+	if (ret < 0)
+		return ret;
+	p->daddr6 = backend;
+	if (is_hairpin) {
+		struct ip6_addr self = client.saddr;
+
+		ret = lb6_requote(skb, p, LB6_DADDR_OFF - ETH_HLEN, &self, &hairpin, LB_L4_DPORT,
+				  0, 0);
+		if (ret < 0)
+			return ret;
+		ret = lb6_rewrite(skb, p, LB6_SADDR_OFF, &self, &hairpin, 0, 0, 0);
+		if (ret < 0)
+			return ret;
+		p->saddr6 = hairpin;
+		c->ct_flags |= CT_F_HAIRPIN;
+	}
+	c->service_id = svc->service_id;
+	c->frontend_port = k.port;
 	return 0;
 }
 

@@ -300,12 +300,14 @@ struct lb6_affinity_key {
 /* The IPv6 load balancer's programs (bpf_lb6.c), by their slot of lb6_progs: from_pod6
  * tail-calls FRONTEND for a packet to an IPv6 frontend, and from_pod6 and from_overlay6
  * tail-call REPLY for a reply of a connection made through one, RELATED for an ICMPv6
- * error about what its client sent. Each verifies alone, so none of them carries the
- * others' 16-byte rewrites. */
+ * error about what its client sent; from_pod6 tail-calls FRONTEND_ICMP for the client's
+ * ICMPv6 error about a reply, sent to the frontend. Each verifies alone, so none of them
+ * carries the others' 16-byte rewrites. */
 #define LB6_PROG_FRONTEND 0
 #define LB6_PROG_REPLY 1
 #define LB6_PROG_RELATED 2
-#define LB6_PROG_MAX 3
+#define LB6_PROG_FRONTEND_ICMP 3
+#define LB6_PROG_MAX 4
 
 /* skb->cb word from_pod6 and from_overlay6 pass to lb6_reply, written just before the
  * tail call: the caller's hook. lb6_reply finds the connection's entry itself. */

@@ -38,7 +38,7 @@ from datapath_topo import (
 )
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.inet import UDP as SUDP
-from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
+from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6PacketTooBig, IPv6
 from scapy.layers.l2 import Ether
 from scapy.layers.sctp import SCTP, SCTPChunkData, SCTPChunkInit, SCTPChunkInitAck, crc32c
 from scapy.packet import Raw
@@ -957,42 +957,75 @@ def test_a_backend_s_frag_needed_sets_the_client_s_path_mtu(lb: Lab, backend: st
         nsexec(lb.a.netns, "ip", "-6" if family == 6 else "-4", "route", "flush", "cache")
 
 
+def client_errors(client: Pod, frontend_ip: str, reply_dport: int, reply: bytes,
+                  family: int) -> None:
+    """The client's frag-needed (mtu 1300) and port unreachable about a reply it got from
+    frontend_ip:53 (ICMPv6: packet too big and port unreachable), sent to the frontend."""
+    if family == 4:
+        quoted = bytes(IP(src=frontend_ip, dst=client.ip) / SUDP(sport=53, dport=reply_dport)
+                       / reply)[:28]
+        raw = client.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+        try:
+            for icmp in (ICMP(type=3, code=4, nexthopmtu=1300), ICMP(type=3, code=3)):
+                raw.sendto(bytes(IP(src=client.ip, dst=frontend_ip) / icmp / quoted),
+                           (frontend_ip, 0))
+        finally:
+            raw.close()
+        return
+    own = address(client, 6)
+    quoted = bytes(IPv6(src=frontend_ip, dst=own) / SUDP(sport=53, dport=reply_dport) / reply)
+    raw = client.raw_l2()
+    try:
+        for icmp in (ICMPv6PacketTooBig(mtu=1300), ICMPv6DestUnreach(code=4)):
+            raw.send(bytes(Ether(src=client.mac, dst=client.host_mac)
+                           / IPv6(src=own, dst=frontend_ip) / icmp / quoted))
+    finally:
+        raw.close()
+
+
+# What a socket's error queue says of each of client_errors' two errors, by family.
+TOO_BIG = {4: (errno.EMSGSIZE, 4, 1300), 6: (errno.EMSGSIZE, 0, 1300)}
+PORT_UNREACHABLE = {4: (errno.ECONNREFUSED, 3), 6: (errno.ECONNREFUSED, 4)}
+RECVERR = {4: (socket.IPPROTO_IP, IP_RECVERR, IP_MTU),
+           6: (socket.IPPROTO_IPV6, IPV6_RECVERR, IPV6_MTU)}
+
+
 @pytest.mark.parametrize("backend", ["b", "c"])
-def test_the_client_s_icmp_errors_about_a_reply_reach_the_backend(lb: Lab, backend: str
-                                                                   ) -> None:
+@FAMILIES
+def test_the_client_s_icmp_errors_about_a_reply_reach_the_backend(lb: Lab, backend: str,
+                                                                   family: int) -> None:
     """The client's ICMP errors about a reply it got from the ClusterIP (quoting
     VIP:53 -> a) go on to the backend that sent the reply, quoting it as it was sent
     (backend -> a): a frag-needed lowers the backend socket's path MTU, a port
     unreachable refuses it; on one node and across the overlay. Addressed to the
     ClusterIP as the client sent them, they would reach no socket at all."""
     pod = lb.b if backend == "b" else lb.c
-    lb.program({frontend(53, UDP): service(B_UDP if backend == "b" else C_UDP)})
-    server = udp_server(pod)
-    client = lb.a.socket(socket.SOCK_DGRAM)
-    raw = lb.a.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+    ids = {4: {"b": B_UDP, "c": C_UDP}, 6: {"b": B6_UDP, "c": C6_UDP}}[family]
+    lb.program({frontend(53, UDP, family): service(ids[backend])})
+    vip, level, recverr, mtu_opt = frontend(53, family=family).address, *RECVERR[family]
+    server = udp_server(pod, family)
+    client = lb.a.socket(socket.SOCK_DGRAM, family=AF[family])
     try:
-        server.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        server.setsockopt(level, recverr, 1)
         client.settimeout(5)
-        client.connect((VIP, 53))
+        client.connect((vip, 53))
         client.send(b"query")
         _, peer = server.recvfrom(100)
         server.connect(peer)
-        mtu = server.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        mtu = server.getsockopt(level, mtu_opt)
         server.send(b"answer")
         assert client.recv(100) == b"answer"
-        reply = IP(src=VIP, dst=lb.a.ip) / SUDP(sport=53, dport=peer[1]) / b"answer"
-        for icmp in (ICMP(type=3, code=4, nexthopmtu=1300), ICMP(type=3, code=3)):
-            raw.sendto(bytes(IP(src=lb.a.ip, dst=VIP) / icmp / bytes(reply)[:28]), (VIP, 0))
+        client_errors(lb.a, vip, peer[1], b"answer", family)
         frag, unreachable = queued_icmp_error(server), queued_icmp_error(server)
         assert (frag.errno, frag.icmp_code, frag.info, frag.offender, frag.about) == \
-            (errno.EMSGSIZE, 4, 1300, lb.a.ip, peer)
+            (*TOO_BIG[family], address(lb.a, family), peer[:2])
         assert (unreachable.errno, unreachable.icmp_code, unreachable.about) == \
-            (errno.ECONNREFUSED, 3, peer)
-        assert mtu > 1300 and server.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
+            (*PORT_UNREACHABLE[family], peer[:2])
+        assert mtu > 1300 and server.getsockopt(level, mtu_opt) == 1300
     finally:
-        for sock in (server, client, raw):
+        for sock in (server, client):
             sock.close()
-        nsexec(pod.netns, "ip", "route", "flush", "cache")
+        nsexec(pod.netns, "ip", "-6" if family == 6 else "-4", "route", "flush", "cache")
 
 
 def test_icmp_errors_about_a_hairpin_flow_reach_the_pod_translated(lb: Lab) -> None:
@@ -1039,38 +1072,37 @@ def test_icmp_errors_about_a_hairpin_flow_reach_the_pod_translated(lb: Lab) -> N
         nsexec(b.netns, "ip", "route", "flush", "cache")
 
 
-def test_a_hairpin_client_s_icmp_errors_about_a_reply_reach_its_backend_side(lb: Lab
-                                                                             ) -> None:
+@FAMILIES
+def test_a_hairpin_client_s_icmp_errors_about_a_reply_reach_its_backend_side(
+        lb: Lab, family: int) -> None:
     """b's client errors about a reply it got from the ClusterIP through its own Service
     (quoting VIP:53 -> b) go on to its backend side, quoting the reply as that sent it
-    (b -> LB_HAIRPIN_IP), from LB_HAIRPIN_IP: a frag-needed lowers the backend socket's
-    path MTU, a port unreachable refuses it."""
+    (b -> the hairpin address), from the hairpin address: a frag-needed lowers the
+    backend socket's path MTU, a port unreachable refuses it."""
     b = lb.b
-    lb.program({frontend(53, UDP): service(B_UDP)})
-    server = udp_server(b)
-    client = b.socket(socket.SOCK_DGRAM)
-    raw = b.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+    lb.program({frontend(53, UDP, family): service(B_UDP if family == 4 else B6_UDP)})
+    vip, level, recverr, mtu_opt = frontend(53, family=family).address, *RECVERR[family]
+    server = udp_server(b, family)
+    client = b.socket(socket.SOCK_DGRAM, family=AF[family])
     try:
-        server.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        server.setsockopt(level, recverr, 1)
         client.settimeout(5)
-        client.connect((VIP, 53))
+        client.connect((vip, 53))
         client.send(b"query")
         _, peer = server.recvfrom(100)
-        assert peer[0] == LB_HAIRPIN_IP
+        assert peer[0] == HAIRPIN_IP[family]
         server.connect(peer)
-        mtu = server.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        mtu = server.getsockopt(level, mtu_opt)
         server.send(b"answer")
         assert client.recv(100) == b"answer"
-        reply = IP(src=VIP, dst=b.ip) / SUDP(sport=53, dport=peer[1]) / b"answer"
-        for icmp in (ICMP(type=3, code=4, nexthopmtu=1300), ICMP(type=3, code=3)):
-            raw.sendto(bytes(IP(src=b.ip, dst=VIP) / icmp / bytes(reply)[:28]), (VIP, 0))
+        client_errors(b, vip, peer[1], b"answer", family)
         frag, unreachable = queued_icmp_error(server), queued_icmp_error(server)
         assert (frag.errno, frag.icmp_code, frag.info, frag.offender, frag.about) == \
-            (errno.EMSGSIZE, 4, 1300, LB_HAIRPIN_IP, peer)
+            (*TOO_BIG[family], HAIRPIN_IP[family], peer[:2])
         assert (unreachable.errno, unreachable.icmp_code, unreachable.about) == \
-            (errno.ECONNREFUSED, 3, peer)
-        assert mtu > 1300 and server.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
+            (*PORT_UNREACHABLE[family], peer[:2])
+        assert mtu > 1300 and server.getsockopt(level, mtu_opt) == 1300
     finally:
-        for sock in (server, client, raw):
+        for sock in (server, client):
             sock.close()
-        nsexec(b.netns, "ip", "route", "flush", "cache")
+        nsexec(b.netns, "ip", "-6" if family == 6 else "-4", "route", "flush", "cache")
