@@ -325,20 +325,30 @@ static __always_inline int lb6_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p
 	return 0;
 }
 
+/* The internal frontend whose reply an ICMPv6 error quotes (q, its tuple: frontend ->
+ * client), or NULL. */
+static __always_inline struct lb_value *lb6_quoted_frontend(struct __sk_buff *skb,
+							    const struct pkt *p,
+							    struct ct6_key *q)
+{
+	struct lb6_key k = { .scope = LB_SCOPE_INTERNAL };
+
+	if (parse_icmp6_inner(skb, p, q) < 0 || !lb6_proto(q->proto))
+		return NULL;
+	k.address = q->saddr;
+	k.port = q->sport;
+	k.proto = q->proto;
+	return lb6_services.lookup(&k);
+}
+
 /* Whether p, an ICMPv6 error, is the client's about a reply of an internal frontend, sent
- * to it (quoting frontend -> client): from_pod6 then hands it to lb6_frontend_icmp. */
+ * to it: from_pod6 then hands it to lb6_frontend_icmp. */
 static __always_inline bool lb6_frontend_icmp_of(struct __sk_buff *skb, const struct pkt *p)
 {
 	struct ct6_key q = {};
-	struct lb6_key k = { .scope = LB_SCOPE_INTERNAL };
 
-	if (!is_icmp6_error(p) || parse_icmp6_inner(skb, p, &q) < 0 || !lb6_proto(q.proto) ||
-	    !ip6_equal(&q.saddr, &p->daddr6))
-		return false;
-	k.address = q.saddr;
-	k.port = q.sport;
-	k.proto = q.proto;
-	return lb6_services.lookup(&k) != NULL;
+	return is_icmp6_error(p) && lb6_quoted_frontend(skb, p, &q) &&
+	       ip6_equal(&q.saddr, &p->daddr6);
 }
 
 /* That error, on to the backend that sent the reply, quoting the reply as the backend sent
@@ -353,20 +363,13 @@ static __always_inline int lb6_to_backend_icmp(struct __sk_buff *skb,
 {
 	struct ct6_key q = {}, client = {}, backend_side = { .scope = CT_SCOPE_FLOW };
 	struct ip6_addr frontend, backend, hairpin = lb6_hairpin_ip();
-	struct lb6_key k = { .scope = LB_SCOPE_INTERNAL };
 	struct ct6_value *sv, *fv;
 	struct lb6_backend *be;
 	struct lb_value *svc;
 	bool is_hairpin;
 	int ret;
 
-	ret = parse_icmp6_inner(skb, p, &q);
-	if (ret < 0)
-		return ret;
-	k.address = q.saddr;
-	k.port = q.sport;
-	k.proto = q.proto;
-	svc = lb6_services.lookup(&k);
+	svc = lb6_quoted_frontend(skb, p, &q);
 	if (!svc)
 		return DROP_UNKNOWN_DESTINATION;
 	/* The client's connection to the frontend names its backend ... */
@@ -416,7 +419,7 @@ static __always_inline int lb6_to_backend_icmp(struct __sk_buff *skb,
 		c->ct_flags |= CT_F_HAIRPIN;
 	}
 	c->service_id = svc->service_id;
-	c->frontend_port = k.port;
+	c->frontend_port = q.sport;
 	return 0;
 }
 

@@ -443,6 +443,7 @@ def test_ipv6_no_backend_is_refused_at_once_with_its_drop_reason(lb: Lab) -> Non
 FAMILIES = pytest.mark.parametrize("family", [4, 6])
 # The TCP backends b and c of each family.
 TCP_BACKENDS = {4: (B_TCP, C_TCP), 6: (B6_TCP, C6_TCP)}
+UDP_BACKENDS = {4: (B_UDP, C_UDP), 6: (B6_UDP, C6_UDP)}
 
 
 @FAMILIES
@@ -909,6 +910,11 @@ def test_backend_icmp_error_reaches_the_client_reverse_translated(lb: Lab, famil
             client.close()
 
 
+def flush_route_cache(pod: Pod, family: int) -> None:
+    """Forget the path MTU a test's error taught the pod."""
+    nsexec(pod.netns, "ip", f"-{family}", "route", "flush", "cache")
+
+
 @pytest.mark.parametrize("backend", ["b", "c"])
 @FAMILIES
 def test_a_backend_s_frag_needed_sets_the_client_s_path_mtu(lb: Lab, backend: str,
@@ -918,8 +924,7 @@ def test_a_backend_s_frag_needed_sets_the_client_s_path_mtu(lb: Lab, backend: st
     from the ClusterIP): the client's socket, connected to the ClusterIP, is told EMSGSIZE
     and its path MTU drops; on one node and across the overlay."""
     pod = lb.b if backend == "b" else lb.c
-    ids = {4: {"b": B_UDP, "c": C_UDP}, 6: {"b": B6_UDP, "c": C6_UDP}}[family]
-    lb.program({frontend(53, UDP, family): service(ids[backend])})
+    lb.program({frontend(53, UDP, family): service(UDP_BACKENDS[family]["bc".index(backend)])})
     vip, client_ip, backend_ip = (frontend(53, family=family).address, address(lb.a, family),
                                   address(pod, family))
     level, recverr, mtu_opt = ((socket.IPPROTO_IP, IP_RECVERR, IP_MTU) if family == 4
@@ -954,7 +959,7 @@ def test_a_backend_s_frag_needed_sets_the_client_s_path_mtu(lb: Lab, backend: st
     finally:
         for sock in (server, raw, client):
             sock.close()
-        nsexec(lb.a.netns, "ip", "-6" if family == 6 else "-4", "route", "flush", "cache")
+        flush_route_cache(lb.a, family)
 
 
 def client_errors(client: Pod, frontend_ip: str, reply_dport: int, reply: bytes,
@@ -1000,8 +1005,7 @@ def test_the_client_s_icmp_errors_about_a_reply_reach_the_backend(lb: Lab, backe
     unreachable refuses it; on one node and across the overlay. Addressed to the
     ClusterIP as the client sent them, they would reach no socket at all."""
     pod = lb.b if backend == "b" else lb.c
-    ids = {4: {"b": B_UDP, "c": C_UDP}, 6: {"b": B6_UDP, "c": C6_UDP}}[family]
-    lb.program({frontend(53, UDP, family): service(ids[backend])})
+    lb.program({frontend(53, UDP, family): service(UDP_BACKENDS[family]["bc".index(backend)])})
     vip, level, recverr, mtu_opt = frontend(53, family=family).address, *RECVERR[family]
     server = udp_server(pod, family)
     client = lb.a.socket(socket.SOCK_DGRAM, family=AF[family])
@@ -1025,7 +1029,7 @@ def test_the_client_s_icmp_errors_about_a_reply_reach_the_backend(lb: Lab, backe
     finally:
         for sock in (server, client):
             sock.close()
-        nsexec(pod.netns, "ip", "-6" if family == 6 else "-4", "route", "flush", "cache")
+        flush_route_cache(pod, family)
 
 
 def test_icmp_errors_about_a_hairpin_flow_reach_the_pod_translated(lb: Lab) -> None:
@@ -1105,4 +1109,4 @@ def test_a_hairpin_client_s_icmp_errors_about_a_reply_reach_its_backend_side(
     finally:
         for sock in (server, client):
             sock.close()
-        nsexec(b.netns, "ip", "-6" if family == 6 else "-4", "route", "flush", "cache")
+        flush_route_cache(b, family)
