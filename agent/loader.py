@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podwire.agent import bpfsys, structs
-from podwire.bpf.constants import LB6_PROG_FRONTEND, LB6_PROG_REPLY, MAPS, Hook
+from podwire.bpf.constants import (
+    LB6_PROG_FRONTEND,
+    LB6_PROG_FRONTEND_ICMP,
+    LB6_PROG_RELATED,
+    LB6_PROG_REPLY,
+    MAPS,
+    Hook,
+)
 from podwire.bpf.header import MapDecl
 
 log = logging.getLogger("podwire.loader")
@@ -36,7 +43,8 @@ TAIL_PROGRAMS6 = {"from_pod6": Hook.FROM_POD, "to_pod6": Hook.TO_POD,
                   "from_overlay6": Hook.FROM_OVERLAY}
 PROG_ARRAY6 = "progs6"
 # The IPv6 load balancer's programs, by their slot of lb6_progs (bpf_lb6.c).
-LB6_PROGRAMS = {"lb6_frontend": LB6_PROG_FRONTEND, "lb6_reply": LB6_PROG_REPLY}
+LB6_PROGRAMS = {"lb6_frontend": LB6_PROG_FRONTEND, "lb6_reply": LB6_PROG_REPLY,
+                "lb6_related": LB6_PROG_RELATED, "lb6_frontend_icmp": LB6_PROG_FRONTEND_ICMP}
 LB6_PROG_ARRAY = "lb6_progs"
 # The node's own sockets (bpf_sock.c): cgroup sock_addr programs by the hook they serve.
 SOCK_PROGRAMS = {
@@ -77,10 +85,9 @@ class DatapathSizes:
     lb_backends: int = 65536
     lb_affinity: int = 65536
     lb_sock_revnat: int = 65536
-    # IPv6's (maps.h): slots and backends as IPv4's, a reverse translation a frontend.
+    # IPv6's (maps.h): slots and backends as IPv4's.
     lb6_services: int = 65536
     lb6_backends: int = 65536
-    lb6_revnat: int = 65536
     lb6_affinity: int = 65536
     lb6_sock_revnat: int = 65536
     # Each CPU's flow events ring (bpf/lib/maps.h): 512 pages (2 MiB) hold about 18,700
@@ -200,7 +207,9 @@ REWRITTEN_AT_START = frozenset({"config", "policy", "ipcache", "endpoints", "ipc
 # addresses), or the fixed size of the metrics array (more reason codes), recreates them.
 # What was not read yet is lost once, at that upgrade; Prometheus sees a counter reset.
 # The flow events' rings too (one ring became one a CPU): what they held unread is lost.
-RESET_AT_UPGRADE = frozenset({"metrics", "flow_aggregates", "flow_agg_scratch", "events"})
+# And the per-CPU scratch a packet's programs pass between them, which outlives no packet.
+RESET_AT_UPGRADE = frozenset({"metrics", "flow_aggregates", "flow_agg_scratch", "events",
+                              "lb6_translated"})
 
 
 def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
