@@ -120,8 +120,9 @@ def rate_limit_ns(rate: int, burst: int, cpus: int) -> tuple[int, int]:
 
 
 def ct_expired(cfg: structs.NodeConfig, key: structs.CtKey | structs.Ct6Key,
-               value: structs.CtValue, now_ns: int) -> bool:
-    return now_ns - value.last_seen > ct_timeout_s(cfg, key.proto, value.state) * _NSEC
+               value: structs.CtValue | structs.Ct6Value, now_ns: int) -> bool:
+    ct = value.ct if isinstance(value, structs.Ct6Value) else value
+    return now_ns - ct.last_seen > ct_timeout_s(cfg, key.proto, ct.state) * _NSEC
 
 
 def _is_v6(address: str) -> bool:
@@ -129,14 +130,15 @@ def _is_v6(address: str) -> bool:
 
 
 _CtKey = TypeVar("_CtKey", structs.CtKey, structs.Ct6Key)
+_CtEntry = TypeVar("_CtEntry", structs.CtValue, structs.Ct6Value)
 
 
-def _gc_map(cfg: structs.NodeConfig, ct_map: BpfMap[_CtKey, structs.CtValue],
-            key_type: type[_CtKey], now: int) -> int:
+def _gc_map(cfg: structs.NodeConfig, ct_map: BpfMap[_CtKey, _CtEntry],
+            key_type: type[_CtKey], value_type: type[_CtEntry], now: int) -> int:
     """Delete the expired entries of one conntrack map, in batches."""
     fd = ct_map.fd
     keys = (key_type * _GC_BATCH)()
-    values = (structs.CtValue * _GC_BATCH)()
+    values = (value_type * _GC_BATCH)()
     token_in = (ctypes.c_uint8 * 8)()
     token_out = (ctypes.c_uint8 * 8)()
     expired: list[_CtKey] = []
@@ -215,7 +217,7 @@ class Datapath:
         # IPv6's own (maps.h): endpoints and ipcache by 128-bit address, conntrack6.
         self.endpoints6 = BpfMap(pin_dir, "endpoints6", structs.Ip6Addr, structs.EndpointInfo)
         self.ipcache6 = BpfMap(pin_dir, "ipcache6", structs.Ipcache6Key, structs.IpcacheValue)
-        self.conntrack6 = BpfMap(pin_dir, "conntrack6", structs.Ct6Key, structs.CtValue)
+        self.conntrack6 = BpfMap(pin_dir, "conntrack6", structs.Ct6Key, structs.Ct6Value)
         self.config = BpfMap(pin_dir, "config", ctypes.c_uint32, structs.NodeConfig)
         # The load balancer: frontend slots, backends by id, ClientIP affinity (the
         # datapath's own; the agent only reads it).
@@ -223,12 +225,9 @@ class Datapath:
         self.lb_backends = BpfMap(pin_dir, "lb_backends", ctypes.c_uint32, structs.LbBackend)
         self.lb_affinity = BpfMap(pin_dir, "lb_affinity", structs.LbAffinityKey,
                                   structs.LbAffinityValue)
-        # IPv6's (maps.h): slots, backends, each internal frontend's address by its
-        # Service, port and protocol (the reverse translation).
+        # IPv6's (maps.h): slots and backends.
         self.lb6_services = BpfMap(pin_dir, "lb6_services", structs.Lb6Key, structs.LbValue)
         self.lb6_backends = BpfMap(pin_dir, "lb6_backends", ctypes.c_uint32, structs.Lb6Backend)
-        self.lb6_revnat = BpfMap(pin_dir, "lb6_revnat", structs.Lb6RevnatKey,
-                                 structs.Ip6Addr)
         self.lb6_affinity = BpfMap(pin_dir, "lb6_affinity", structs.Lb6AffinityKey,
                                    structs.LbAffinityValue)
         self.metrics = PerCpuArray(pin_dir, "metrics", structs.MetricsValue)
@@ -256,7 +255,6 @@ class Datapath:
                         lb_affinity=config.lb_affinity_max,
                         lb6_services=config.lb_services_max,
                         lb6_backends=config.lb_backends_max,
-                        lb6_revnat=config.lb_services_max,
                         lb6_affinity=config.lb_affinity_max,
                         flow_aggregates=config.flow_aggregates_max,
                         flow_aggregates6=config.flow_aggregates_max)
@@ -435,8 +433,8 @@ class Datapath:
         CLOCK_MONOTONIC like bpf_ktime_get_ns (a test may pass a future time)."""
         now = time.monotonic_ns() if now_ns is None else now_ns
         cfg = self.node_config()
-        deleted = (_gc_map(cfg, self.conntrack, structs.CtKey, now)
-                   + _gc_map(cfg, self.conntrack6, structs.Ct6Key, now))
+        deleted = (_gc_map(cfg, self.conntrack, structs.CtKey, structs.CtValue, now)
+                   + _gc_map(cfg, self.conntrack6, structs.Ct6Key, structs.Ct6Value, now))
         log.info("event=conntrack_gc deleted=%d", deleted)
         return deleted
 
@@ -486,7 +484,7 @@ class Datapath:
         for m in (self.endpoints, self.ipcache, self.policy, self.conntrack, self.config,
                   self.endpoints6, self.ipcache6, self.conntrack6,
                   self.lb_services, self.lb_backends, self.lb_affinity, self.lb6_services,
-                  self.lb6_backends, self.lb6_revnat, self.lb6_affinity, self.metrics,
+                  self.lb6_backends, self.lb6_affinity, self.metrics,
                   self.events_lost, self.flow_aggregates, self.flow_aggregates6):
             m.close()
         if self._events is not None:

@@ -10,8 +10,8 @@ the programmer (agent/programmer.py) performs the writes.
 IPv6 frontends and backends live in maps of their own (lb6_services, lb6_backends) with the
 same values; a frontend's family is its address's, a backend's is told by its id (IPv6
 ones are numbered from BACKEND6_ID_BASE, agent/services.py), so a delete that carries only
-the id finds its map. An IPv6 internal frontend also has its address in lb6_revnat under
-(service id, port, protocol), where its connections' replies find it.
+the id finds its map. Neither family's frontend has more entries: its connections' replies
+find the frontend's address in their own conntrack entries.
 """
 
 from __future__ import annotations
@@ -55,15 +55,6 @@ def slot_key(frontend: FrontendKey, slot: int) -> SlotKey:
     if is_ipv6(frontend.address):
         return structs.Lb6Key(address=structs.ip6_addr(frontend.address), **fields)
     return structs.LbKey(address=structs.ip_be(frontend.address), **fields)
-
-
-def revnat_key(frontend: FrontendKey, service_id: int) -> structs.Lb6RevnatKey | None:
-    """Where an IPv6 internal frontend's address is kept for its replies; None for a
-    frontend that has no such entry (IPv4's connections keep it in conntrack)."""
-    if not is_ipv6(frontend.address) or frontend.scope != LbScope.INTERNAL:
-        return None
-    return structs.Lb6RevnatKey(service_id=service_id, port=structs.port_be(frontend.port),
-                                proto=int(frontend.protocol))
 
 
 def service_value(entry: ServiceEntry) -> structs.LbValue:

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podwire.agent import bpfsys, structs
-from podwire.bpf.constants import LB6_PROG_FRONTEND, LB6_PROG_REPLY, MAPS, Hook
+from podwire.bpf.constants import (
+    LB6_PROG_FRONTEND,
+    LB6_PROG_FRONTEND_ICMP,
+    LB6_PROG_RELATED,
+    LB6_PROG_REPLY,
+    MAPS,
+    Hook,
+)
 from podwire.bpf.header import MapDecl
 
 log = logging.getLogger("podwire.loader")
@@ -36,7 +43,8 @@ TAIL_PROGRAMS6 = {"from_pod6": Hook.FROM_POD, "to_pod6": Hook.TO_POD,
                   "from_overlay6": Hook.FROM_OVERLAY}
 PROG_ARRAY6 = "progs6"
 # The IPv6 load balancer's programs, by their slot of lb6_progs (bpf_lb6.c).
-LB6_PROGRAMS = {"lb6_frontend": LB6_PROG_FRONTEND, "lb6_reply": LB6_PROG_REPLY}
+LB6_PROGRAMS = {"lb6_frontend": LB6_PROG_FRONTEND, "lb6_reply": LB6_PROG_REPLY,
+                "lb6_related": LB6_PROG_RELATED, "lb6_frontend_icmp": LB6_PROG_FRONTEND_ICMP}
 LB6_PROG_ARRAY = "lb6_progs"
 # The node's own sockets (bpf_sock.c): cgroup sock_addr programs by the hook they serve.
 SOCK_PROGRAMS = {
@@ -77,10 +85,9 @@ class DatapathSizes:
     lb_backends: int = 65536
     lb_affinity: int = 65536
     lb_sock_revnat: int = 65536
-    # IPv6's (maps.h): slots and backends as IPv4's, a reverse translation a frontend.
+    # IPv6's (maps.h): slots and backends as IPv4's.
     lb6_services: int = 65536
     lb6_backends: int = 65536
-    lb6_revnat: int = 65536
     lb6_affinity: int = 65536
     lb6_sock_revnat: int = 65536
     # Each CPU's flow events ring (bpf/lib/maps.h): 512 pages (2 MiB) hold about 18,700
@@ -200,7 +207,46 @@ REWRITTEN_AT_START = frozenset({"config", "policy", "ipcache", "endpoints", "ipc
 # addresses), or the fixed size of the metrics array (more reason codes), recreates them.
 # What was not read yet is lost once, at that upgrade; Prometheus sees a counter reset.
 # The flow events' rings too (one ring became one a CPU): what they held unread is lost.
-RESET_AT_UPGRADE = frozenset({"metrics", "flow_aggregates", "flow_agg_scratch", "events"})
+# And the per-CPU scratch a packet's programs pass between them, which outlives no packet.
+RESET_AT_UPGRADE = frozenset({"metrics", "flow_aggregates", "flow_agg_scratch", "events",
+                              "lb6_translated"})
+
+
+# Connection state whose value a build grew by fields at its end, by the value size of
+# the build before: its entries are copied into the new layout with those fields zeroed,
+# so an upgrade keeps every connection. conntrack6 grew the IPv6 frontend of a Service
+# connection (ct6_value.rev_addr6); the build before made no IPv6 Service connections,
+# so no entry it left needs one.
+GROWN_AT_END = {"conntrack6": ctypes.sizeof(structs.CtValue)}
+
+
+def _copy_grown(path: str, spec: MapSpec, old_fd: int, old_value_size: int) -> None:
+    """Replace the pinned map at `path` (open as old_fd) by one of spec's layout holding
+    its entries, each value followed by zeros. The new map is pinned beside it and renamed
+    over it (bpffs takes no dot in a name): a crash leaves the old map or the new, whole. Entries the old build's
+    programs add between the copy and their replacement are not carried over."""
+    batch = 4096
+    keys = ctypes.create_string_buffer(spec.key_size * batch)
+    values = ctypes.create_string_buffer(old_value_size * batch)
+    token, out_token = None, ctypes.create_string_buffer(spec.key_size)
+    grown = b"\0" * (spec.value_size - old_value_size)
+    new_fd = _create(spec)
+    try:
+        more = True
+        while more:
+            got, more = bpfsys.lookup_batch(old_fd, keys, values, batch, token, out_token)
+            if got:
+                old = values.raw
+                padded = b"".join(old[i * old_value_size:(i + 1) * old_value_size] + grown
+                                  for i in range(got))
+                bpfsys.update_batch(new_fd, keys, ctypes.create_string_buffer(padded), got)
+            token, out_token = out_token, ctypes.create_string_buffer(spec.key_size)
+        if os.path.exists(path + "_grown"):  # a copy a crash cut short
+            os.unlink(path + "_grown")
+        bpfsys.obj_pin(new_fd, path + "_grown")
+    finally:
+        os.close(new_fd)
+    os.rename(path + "_grown", path)
 
 
 def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
@@ -222,6 +268,18 @@ def ensure_maps(pin_dir: Path, sizes: DatapathSizes) -> dict[str, int]:
             changed = (info.type, info.key_size, info.value_size) != have
             resized = (spec.name in RESET_AT_UPGRADE and MAPS[spec.name].max_entries is not None
                        and info.max_entries != spec.max_entries)
+            if (changed and info.type == have[0] and info.key_size == have[1]
+                    and GROWN_AT_END.get(spec.name) == info.value_size):
+                fd = bpfsys.obj_get(path)
+                try:
+                    _copy_grown(path, dataclasses.replace(spec, max_entries=info.max_entries),
+                                fd, info.value_size)
+                finally:
+                    os.close(fd)
+                log.warning("event=map_grown map=%s old_value_size=%d new_value_size=%d "
+                            "entries=kept", spec.name, info.value_size, spec.value_size)
+                in_force[spec.name] = info.max_entries
+                continue
             if (changed and spec.name in REWRITTEN_AT_START | RESET_AT_UPGRADE) or resized:
                 # Programs still attached keep the old map through their own reference
                 # until the new build replaces them; the agent fills the new one.

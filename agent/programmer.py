@@ -182,35 +182,24 @@ def _apply_frontends(datapath: Datapath,
                      frontends: list[tuple[FrontendKey, ServiceEntry | None]]) -> None:
     """Each frontend's slot writes, from the count its slot 0 holds, in order: a stretch
     of updates is one batch call, a stretch of deletes another. A frontend named twice
-    reads its slot 0 after the writes before it are made. An IPv6 internal frontend's
-    reverse translation (lb6_revnat) is in place before its slots and goes after them."""
+    reads its slot 0 after the writes before it are made."""
     pending: list[lbslots.SlotWrite] = []
-    gone: list[structs.Lb6RevnatKey] = []
     seen: set[FrontendKey] = set()
     for frontend, value in frontends:
         if frontend in seen:
-            _write_slots(datapath, pending, gone)
-            pending, gone, seen = [], [], set()
+            _write_slots(datapath, pending)
+            pending, seen = [], set()
         seen.add(frontend)
         head = _slots_of(datapath, frontend).lookup(lbslots.slot_key(frontend, 0))
-        if value is not None:
-            revnat = lbslots.revnat_key(frontend, value.service_id)
-            if revnat is not None:
-                datapath.lb6_revnat.update(revnat, structs.ip6_addr(frontend.address))
-        elif head is not None:
-            revnat = lbslots.revnat_key(frontend, head.service_id)
-            if revnat is not None:
-                gone.append(revnat)
         pending += lbslots.frontend_writes(frontend, value, head.count if head else 0)
-    _write_slots(datapath, pending, gone)
+    _write_slots(datapath, pending)
 
 
 def _slots_of(datapath: Datapath, frontend: FrontendKey) -> BpfMap[Any, structs.LbValue]:
     return datapath.lb6_services if lbslots.is_ipv6(frontend.address) else datapath.lb_services
 
 
-def _write_slots(datapath: Datapath, writes: list[lbslots.SlotWrite],
-                 revnat_gone: list[structs.Lb6RevnatKey]) -> None:
+def _write_slots(datapath: Datapath, writes: list[lbslots.SlotWrite]) -> None:
     for (v6, deleting), run in itertools.groupby(
             writes, key=lambda w: (isinstance(w.key, structs.Lb6Key), w.value is None)):
         slots = datapath.lb6_services if v6 else datapath.lb_services
@@ -221,8 +210,6 @@ def _write_slots(datapath: Datapath, writes: list[lbslots.SlotWrite],
         else:
             slots.update_batch(keys, b"".join(bytes(cast(structs.LbValue, w.value))
                                               for w in stretch))
-    for key in revnat_gone:
-        datapath.lb6_revnat.delete(key)
 
 
 # The policy and load balancer maps' writes are batched in apply().

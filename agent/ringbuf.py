@@ -5,6 +5,11 @@ page 1 the producer position, then the data area mapped twice in a row so a reco
 that wraps reads as one contiguous slice. Each record starts with an 8-byte header:
 u32 length with BUSY (still being written) and DISCARD bits, u32 page offset.
 Memory is bounded by the ring itself plus at most `max_records` copies per poll.
+
+The positions are read and written whole, one 8-byte access each (Position): the kernel
+reads the consumer position at every reserve, and struct.pack_into zeroes its target
+before it writes the value, so a reserve that came in between saw the ring full (all it
+ever produced unread) and the event was lost with the ring nearly empty.
 """
 
 from __future__ import annotations
@@ -21,6 +26,25 @@ _BUSY = 1 << 31
 _DISCARD = 1 << 30
 _HDR = 8
 _U32 = struct.Struct("<I")
+
+
+class Position:
+    """A ring position: the u64 at the start of a page shared with the kernel, loaded
+    and stored in one aligned 8-byte access (a memoryview of format Q copies it with one
+    memcpy of 8 bytes, never a byte at a time nor through zero)."""
+
+    def __init__(self, page: mmap.mmap) -> None:
+        self._word = memoryview(page)[:8].cast("Q")
+
+    def load(self) -> int:
+        return int(self._word[0])
+
+    def store(self, value: int) -> None:
+        self._word[0] = value
+
+    def release(self) -> None:
+        """Let go of the page, so that it can be closed."""
+        self._word.release()
 
 
 def uniform_run(pending: memoryview, max_records: int) -> tuple[int, int]:
@@ -73,6 +97,8 @@ class RingBuffer:
                                        mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
             self._producer = mmap.mmap(self.fd, PAGE_SIZE + 2 * self.size, mmap.MAP_SHARED,
                                        mmap.PROT_READ, offset=PAGE_SIZE)
+            self._consumer_pos = Position(self._consumer)
+            self._producer_pos = Position(self._producer)
             self._epoll = select.epoll()
             self._epoll.register(self.fd, select.EPOLLIN)
         except OSError:
@@ -80,9 +106,7 @@ class RingBuffer:
             raise
 
     def _positions(self) -> tuple[int, int]:
-        (consumer,) = struct.unpack_from("<Q", self._consumer, 0)
-        (producer,) = struct.unpack_from("<Q", self._producer, 0)
-        return consumer, producer
+        return self._consumer_pos.load(), self._producer_pos.load()
 
     def pending(self) -> int:
         """Bytes the producer has written that we have not consumed."""
@@ -125,7 +149,7 @@ class RingBuffer:
                 out.append(data[off + _HDR: off + _HDR + length])
             consumer += (length + _HDR + 7) & ~7
         if consumer != start:
-            struct.pack_into("<Q", self._consumer, 0, consumer)
+            self._consumer_pos.store(consumer)
         return out
 
     def wait(self, timeout: float | None) -> bool:
@@ -137,6 +161,8 @@ class RingBuffer:
     def close(self) -> None:
         if self.fd >= 0:
             self._epoll.close()
+            self._consumer_pos.release()
+            self._producer_pos.release()
             self._consumer.close()
             self._producer.close()
             os.close(self.fd)

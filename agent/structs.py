@@ -186,6 +186,13 @@ class CtValue(ctypes.Structure):
     ]
 
 
+class Ct6Value(ctypes.Structure):
+    """conntrack6's value: a CtValue and the IPv6 frontend a Service connection's replies
+    come from."""
+
+    _fields_ = [("ct", CtValue), ("rev_addr6", Ip6Addr)]
+
+
 class LbKey(ctypes.Structure):
     """A frontend's slot: slot 0 is the service, 1..count its backends."""
 
@@ -286,15 +293,6 @@ class Lb6SockValue(ctypes.Structure):
     ]
 
 
-class Lb6RevnatKey(ctypes.Structure):
-    _fields_ = [
-        ("service_id", ctypes.c_uint32),
-        ("port", ctypes.c_uint16),
-        ("proto", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8),
-    ]
-
-
 class Lb6AffinityKey(ctypes.Structure):
     _fields_ = [("client", Ip6Addr), ("service_id", ctypes.c_uint32)]
 
@@ -305,7 +303,9 @@ class Lb6Translated(ctypes.Structure):
     _fields_ = [
         ("service_id", ctypes.c_uint32),
         ("frontend_port", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
+        ("ct_flags", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("frontend_addr", Ip6Addr),
     ]
 
 
@@ -482,6 +482,7 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "ct_key": CtKey,
     "ct6_key": Ct6Key,
     "ct_value": CtValue,
+    "ct6_value": Ct6Value,
     "lb_key": LbKey,
     "lb_value": LbValue,
     "lb_backend": LbBackend,
@@ -493,7 +494,6 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "lb6_backend": Lb6Backend,
     "lb6_sock_key": Lb6SockKey,
     "lb6_sock_value": Lb6SockValue,
-    "lb6_revnat_key": Lb6RevnatKey,
     "lb6_affinity_key": Lb6AffinityKey,
     "lb6_translated": Lb6Translated,
     "frag_key": FragKey,

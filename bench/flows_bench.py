@@ -13,7 +13,7 @@ Run as root: `.venv/bin/python -m podwire.bench.flows_bench` (`--only ingest`, `
   the agent's metrics say how many events it read and how many were lost, at each stage.
   The datapath's POLICY_DENIED counter says how many were emitted.
 - Forwarding cost, with the agent's aggregation (`connection`): new TCP connections/s
-  from pod `client` to pod `server` (connect, RST-close), and denied packets/s under an
+  from pod `client` to pod `server` (bench/connrate.c: connect, then RST), and denied packets/s under an
   hping3 flood of one flow and of a new flow a packet, with the datapath's flow events
   switched on and off (Datapath.set_node_config(flow_events=...)), alternating runs;
   beside each, the agent's CPU and the datapath's ns per from_pod run (bench/bpfstats.py).
@@ -40,7 +40,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from podwire.agent.datapath import Datapath
-from podwire.bench import tools, traffic
+from podwire.bench import connrate, tools
 from podwire.bench.bpfstats import RunTime, per_run
 from podwire.bench.figures import Comparison, Figures
 from podwire.bpf.constants import Aggregation
@@ -51,7 +51,7 @@ from podwire.lab.kube import Kube
 from podwire.lab.layout import LabLayout, NodeLayout
 
 # The programs it runs (checked before it starts: bench/tools.py).
-TOOLS = ("nsenter", "hping3")
+TOOLS = ("nsenter", "hping3", "gcc")
 
 PREFIX = "pwbfl"
 CONN_PORT = 12100
@@ -238,9 +238,11 @@ def forwarding_cost(node: Node, runs: int, seconds: float) -> dict[str, dict[str
     """{metric: {"on"/"off": [per run]}}, runs alternating so drift hits both alike; with
     each metric, the agent's CPU while it ran."""
     runners: dict[str, Callable[[], float]] = {
-        "conn/s": lambda: traffic.connections_per_s(
+        # connrate (C on both sides): the Python connector's own spread (20-37 % a mode)
+        # hid a 5 % difference.
+        "conn/s": lambda: connrate.connections_per_s(
             node.pod_ns["server"], node.pod_ip["server"], node.pod_ns["client"], CONN_PORT,
-            seconds),
+            seconds).per_s,
         "denied pkt/s, one flow": lambda: denied_per_s(node, seconds, ONE_FLOW),
         "denied pkt/s, a flow a packet": lambda: denied_per_s(node, seconds, []),
     }

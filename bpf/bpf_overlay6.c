@@ -21,7 +21,7 @@ int from_overlay6(struct __sk_buff *skb)
 	__u64 now;
 
 	/* No neighbour discovery across the overlay: the programs route pods at L3. */
-	if (!entry6_prologue(skb, &cfg, &p, &c, false, &verdict))
+	if (!entry6_prologue(skb, &cfg, &p, &c, false, true, &verdict))
 		return verdict;
 
 	addr = p.saddr6;
@@ -60,7 +60,7 @@ int from_overlay6(struct __sk_buff *skb)
 	if (ret < 0)
 		return drop6(skb, cfg, &p, &c, ret);
 	flow_audit(&c, DIR_INGRESS, audit);
-	ret = new_flow_commit6(skb, cfg, &p, &c, now);
+	ret = new_flow_commit6(skb, cfg, &p, &c, NULL, now);
 	if (ret < 0)
 		return drop6(skb, cfg, &p, &c, ret);
 	return deliver_local_family(skb, cfg, &p, &c, dst_ep, true);

@@ -10,9 +10,9 @@
 
 /* What a pod sends: neighbour discovery passes; anti-spoofing (the source must be the
  * pod's own IPv6 address), Service translation (lb6_frontend, which comes back here with
- * the translated packet and its Service in lb6_translated), conntrack (a Service connection's
- * replies to lb6_reply), the sender's egress policy, the receiver's ingress policy when
- * it is local, then delivery. */
+ * the translated packet, its Service and frontend in lb6_translated), conntrack (a
+ * Service connection's replies to lb6_reply), the sender's egress policy, the receiver's
+ * ingress policy when it is local, then delivery. */
 int from_pod6(struct __sk_buff *skb)
 {
 	struct flow_ctx c = { .direction = DIR_EGRESS, .hook = HOOK_FROM_POD };
@@ -22,30 +22,33 @@ int from_pod6(struct __sk_buff *skb)
 	struct node_config *cfg;
 	enum ct_status status;
 	struct ct_value *ct;
-	struct ip6_addr addr;
+	struct ip6_addr addr, frontend = {};
 	struct pkt p = {};
 	__u32 cidr = 0, zero = 0;
 	int verdict, ret;
 	bool audit;
 	__u64 now;
 
-	if (!entry6_prologue(skb, &cfg, &p, &c, true, &verdict))
+	if (!entry6_prologue(skb, &cfg, &p, &c, true, true, &verdict))
 		return verdict;
 
-	addr = p.saddr6;
+	handed = lb6_translated.lookup(&zero);
+	if (handed && handed->service_id) {
+		c.service_id = handed->service_id;
+		c.frontend_port = handed->frontend_port;
+		c.ct_flags = handed->ct_flags;
+		frontend = handed->frontend_addr;
+		handed->service_id = 0;
+	}
+	/* After a hairpin the source is the hairpin address: the pod is the destination. */
+	addr = c.ct_flags & CT_F_HAIRPIN ? p.daddr6 : p.saddr6;
 	src = endpoints6.lookup(&addr);
 	if (!src || src->ifindex != skb->ingress_ifindex)
 		return drop6(skb, cfg, &p, &c, DROP_INVALID_SOURCE);
 	c.src_identity = src->identity;
 	c.src_ep_id = src->ep_id;
 	trace_mark_live_family(skb, &p, &c, src->ep_id, true);
-
-	handed = lb6_translated.lookup(&zero);
-	if (handed && handed->service_id) {
-		c.service_id = handed->service_id;
-		c.frontend_port = handed->frontend_port;
-		handed->service_id = 0;
-	} else if (lb6_frontend_of(&p)) {
+	if (!c.service_id && lb6_frontend_of(&p)) {
 		lb6_progs.call(skb, LB6_PROG_FRONTEND);
 		return drop6(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3); /* no lb6_frontend */
 	}
@@ -60,6 +63,11 @@ int from_pod6(struct __sk_buff *skb)
 			return drop6(skb, cfg, &p, &c, ret);
 		return deliver6(skb, cfg, &p, &c);
 	}
+	/* An ICMPv6 error about a Service's reply, sent to its frontend: on to the backend. */
+	if (lb6_frontend_icmp_of(skb, &p)) {
+		lb6_progs.call(skb, LB6_PROG_FRONTEND_ICMP);
+		return drop6(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3); /* no lb6_frontend_icmp */
+	}
 
 	addr = p.daddr6;
 	dst_ep = endpoints6.lookup(&addr);
@@ -72,6 +80,10 @@ int from_pod6(struct __sk_buff *skb)
 	}
 	if (peer)
 		cidr = peer->cidr_identity;
+	/* A pod reaching itself through a Service is its own loopback, which no policy
+	 * judges (as from_pod). */
+	if (c.ct_flags & CT_F_HAIRPIN)
+		goto commit;
 	ret = policy_check(src, DIR_EGRESS, c.dst_identity, cidr, &p, &c.egress_ref, &audit);
 	if (ret < 0)
 		return drop6(skb, cfg, &p, &c, ret);
@@ -89,7 +101,8 @@ int from_pod6(struct __sk_buff *skb)
 		c.direction = DIR_EGRESS;
 	}
 
-	ret = new_flow_commit6(skb, cfg, &p, &c, now);
+commit:
+	ret = new_flow_commit6(skb, cfg, &p, &c, &frontend, now);
 	if (ret < 0)
 		return drop6(skb, cfg, &p, &c, ret);
 	return deliver6(skb, cfg, &p, &c);
@@ -111,7 +124,7 @@ int to_pod6(struct __sk_buff *skb)
 	bool audit;
 	__u64 now;
 
-	if (!entry6_prologue(skb, &cfg, &p, &c, true, &verdict))
+	if (!entry6_prologue(skb, &cfg, &p, &c, true, true, &verdict))
 		return verdict;
 
 	addr = p.daddr6;
@@ -139,7 +152,7 @@ int to_pod6(struct __sk_buff *skb)
 		flow_audit(&c, DIR_INGRESS, audit);
 	}
 
-	ret = new_flow_commit6(skb, cfg, &p, &c, now);
+	ret = new_flow_commit6(skb, cfg, &p, &c, NULL, now);
 	if (ret < 0)
 		return drop6(skb, cfg, &p, &c, ret);
 	return pass_on6(skb, &p, &c);

@@ -193,6 +193,8 @@ class LbScope(enum.IntEnum):
 # The IPv6 load balancer's programs by their slot of lb6_progs (types.h).
 LB6_PROG_FRONTEND: Final = _C["LB6_PROG_FRONTEND"]
 LB6_PROG_REPLY: Final = _C["LB6_PROG_REPLY"]
+LB6_PROG_RELATED: Final = _C["LB6_PROG_RELATED"]
+LB6_PROG_FRONTEND_ICMP: Final = _C["LB6_PROG_FRONTEND_ICMP"]
 
 # lb_value.flags, ct_value.flags
 LB_F_KEEP_CLIENT: Final = _C["LB_F_KEEP_CLIENT"]
@@ -200,6 +202,8 @@ LB_F_NODE_PORT: Final = _C["LB_F_NODE_PORT"]
 CT_F_HAIRPIN: Final = _C["CT_F_HAIRPIN"]
 # The source a pod reaching itself through a Service is given.
 LB_HAIRPIN_IP: Final = str(ipaddress.IPv4Address(_C["LB_HAIRPIN_IP"]))
+LB6_HAIRPIN_IP: Final = str(ipaddress.IPv6Address(
+    _C["LB6_HAIRPIN_IP_HIGH"] << 96 | _C["LB_HAIRPIN_IP"]))
 
 # endpoint_info.flags and node_config.flags
 EP_F_INGRESS_ISOLATED: Final = _C["EP_F_INGRESS_ISOLATED"]

@@ -109,11 +109,9 @@ static __always_inline void send_event(struct __sk_buff *skb, const struct node_
 		return;
 	}
 	/* This CPU's own ring (maps.h): producers on other CPUs never wait for its lock. A
-	 * reserve still fails now and then with the ring far from full (6.18, 25k to 300k
-	 * events/s: a few per 100k, also with a ring per CPU, where a diagnostic build that
-	 * asked the ring's fill at each failure found room in about a quarter of them); a
-	 * second try a moment later takes about half of those (seen with one ring). What
-	 * still fails is counted lost at the ring. */
+	 * reserve fails only when the ring is full, and is counted lost at the ring. (The
+	 * failures once seen with the ring nearly empty were the reader's: it zeroed the
+	 * consumer position for a moment at each read, agent/ringbuf.py.) */
 	cpu = bpf_get_smp_processor_id();
 	ring = events.lookup(&cpu);
 	if (!ring) {
@@ -121,8 +119,6 @@ static __always_inline void send_event(struct __sk_buff *skb, const struct node_
 		return;
 	}
 	e = bpf_ringbuf_reserve(ring, v6 ? sizeof(*e) : FLOW_EVENT_V4_SIZE, 0);
-	if (!e)
-		e = bpf_ringbuf_reserve(ring, v6 ? sizeof(*e) : FLOW_EVENT_V4_SIZE, 0);
 	if (!e) {
 		lost(EVENTS_LOST_RING);
 		return;

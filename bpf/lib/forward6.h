@@ -33,36 +33,42 @@ static __always_inline int deliver6(struct __sk_buff *skb, const struct node_con
 }
 
 /* A packet conntrack found, at a hook where a Service connection's client is (from_pod6,
- * from_overlay6): a reply of such a connection goes to lb6_reply, which translates and
- * delivers it; anything else returns 0 and goes on. A reply that finds no lb6_reply is
- * DROP_UNSUPPORTED_L3: untranslated, the client could only reset it. */
+ * from_overlay6): a reply of such a connection goes to lb6_reply, an ICMPv6 error about
+ * what its client sent to lb6_related, which find its entry, translate and deliver it;
+ * anything else returns 0 and goes on. One that finds no program is
+ * DROP_UNSUPPORTED_L3: untranslated, the client could only reset it or not know it. */
 static __always_inline int lb6_reply_of(struct __sk_buff *skb, enum ct_status status,
 					const struct ct_value *ct, __u8 hook)
 {
-	if (status != CT_REPLY || !ct || !ct->service_id)
+	if ((status != CT_REPLY && status != CT_RELATED) || !ct || !ct->service_id)
 		return 0;
-	skb->cb[LB6_CB_SERVICE] = ct->service_id;
-	skb->cb[LB6_CB_PORT] = ct->rev_port;
 	skb->cb[LB6_CB_HOOK] = hook;
-	lb6_progs.call(skb, LB6_PROG_REPLY);
+	lb6_progs.call(skb, status == CT_REPLY ? LB6_PROG_REPLY : LB6_PROG_RELATED);
 	return DROP_UNSUPPORTED_L3;
 }
 
 /* new_flow_commit for IPv6: a connection translated by lb6_frontend (c->service_id) keeps
- * what its replies get back (lb6_reply). */
+ * what its replies get back (lb6_reply): the frontend's port, and its address
+ * (frontend, NULL for a connection made through none). */
 static __always_inline int new_flow_commit6(struct __sk_buff *skb,
 					    const struct node_config *cfg, const struct pkt *p,
-					    const struct flow_ctx *c, __u64 now)
+					    const struct flow_ctx *c,
+					    const struct ip6_addr *frontend, __u64 now)
 {
-	struct ct_value v = {
-		.egress_ref = c->egress_ref,
-		.ingress_ref = c->ingress_ref,
-		.flags = c->ct_flags,
-		.service_id = c->service_id,
-		.rev_port = c->frontend_port,
+	struct ct6_value v = {
+		.ct = {
+			.egress_ref = c->egress_ref,
+			.ingress_ref = c->ingress_ref,
+			.flags = c->ct_flags,
+			.service_id = c->service_id,
+			.rev_port = c->frontend_port,
+		},
 	};
-	int ret = ct6_create(p, now, &v);
+	int ret;
 
+	if (frontend)
+		v.rev_addr6 = *frontend;
+	ret = ct6_create(p, now, &v);
 	if (ret < 0)
 		return ret;
 	new_flow_report(skb, cfg, p, c, true);

@@ -2,14 +2,15 @@
  * in the order of IPv4's (lb.h) and of Cilium's lb6_* (bpf/lib/lb.h): the backend a
  * connection was given is kept in a CT_SCOPE_SERVICE entry of conntrack6 under the tuple
  * the client sent, the hook goes on with the translated tuple (conntrack, policy against
- * the backend), and the connection's entry keeps what its replies get back (service_id:
- * the address, lb6_revnat; rev_port). A frontend without backends is refused at once
- * with an ICMPv6 port unreachable (lb6_refuse).
+ * the backend), and the connection's entry keeps what its replies get back (rev_addr6 and
+ * rev_port of its ct6_value), so they are reverse-translated for as long as it lives,
+ * whatever becomes of the frontend. A frontend without backends is refused at once with
+ * an ICMPv6 port unreachable (lb6_refuse).
  *
  * These steps run in programs of their own (bpf_lb6.c), tail-called through lb6_progs:
  * inlined, the 16-byte rewrites took from_pod6 past the verifier's million instructions.
- * TCP and UDP frontends; SCTP, hairpin and ICMPv6 errors about a Service connection are
- * IPv4's only so far. */
+ * TCP and UDP frontends; a pod reaching itself (hairpin) and ICMPv6 errors about a
+ * Service connection, both ways, as IPv4 (lb.h). SCTP is IPv4's only so far. */
 #ifndef PODWIRE_LB6_H
 #define PODWIRE_LB6_H
 
@@ -25,6 +26,15 @@
 static __always_inline bool lb6_proto(__u8 proto)
 {
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
+}
+
+/* The source a pod reaching itself through a Service is given (types.h). */
+static __always_inline struct ip6_addr lb6_hairpin_ip(void)
+{
+	struct ip6_addr a = { .w = { bpf_htonl(LB6_HAIRPIN_IP_HIGH), 0, 0,
+				     bpf_htonl(LB_HAIRPIN_IP) } };
+
+	return a;
 }
 
 /* Slot 0 of the internal frontend p is sent to, or NULL. */
@@ -54,6 +64,8 @@ static __always_inline int lb6_rewrite(struct __sk_buff *skb, const struct pkt *
 		/* No L4 header here; the first fragment's carried the checksum. */
 	} else if (p->proto == IPPROTO_TCP) {
 		csum_off = p->l4_off + 16;
+	} else if (p->proto == IPPROTO_ICMPV6) {
+		csum_off = p->l4_off + 2; /* an error's own addresses: no ports to change */
 	} else {
 		csum_off = p->l4_off + 6;
 		l4_flags |= BPF_F_MARK_MANGLED_0; /* a zero UDP checksum means none: keep it */
@@ -122,17 +134,17 @@ static __always_inline int lb6_backend_of(const struct node_config *cfg, const s
 					  struct lb6_backend **backend)
 {
 	struct ct6_key sk = { .scope = CT_SCOPE_SERVICE };
-	struct ct_value *sv, fresh = { .service_id = svc->service_id };
+	struct ct6_value *sv, fresh = { .ct = { .service_id = svc->service_id } };
 	__u32 backend_id = 0;
 	int ret;
 
 	ct6_key_of(p, &sk);
 	sv = conntrack6.lookup(&sk);
-	if (sv && ct_alive(cfg, sv, p->proto, now) && !ct_reopens(sv, p)) {
-		*backend = lb6_backends.lookup(&sv->backend_id);
+	if (sv && ct_alive(cfg, &sv->ct, p->proto, now) && !ct_reopens(&sv->ct, p)) {
+		*backend = lb6_backends.lookup(&sv->ct.backend_id);
 		if (*backend) {
-			ct_update_service(sv, p);
-			ct_touch(sv, now);
+			ct_update_service(&sv->ct, p);
+			ct_touch(&sv->ct, now);
 			return 0;
 		}
 	}
@@ -142,15 +154,16 @@ static __always_inline int lb6_backend_of(const struct node_config *cfg, const s
 	*backend = lb6_backends.lookup(&backend_id);
 	if (!*backend)
 		return DROP_NO_SERVICE_BACKEND;
-	fresh.backend_id = backend_id;
-	ct_fill_new(p, now, &fresh);
+	fresh.ct.backend_id = backend_id;
+	ct_fill_new(p, now, &fresh.ct);
 	if (conntrack6.update(&sk, &fresh) < 0)
 		return DROP_CT_FULL;
 	return 0;
 }
 
-/* A packet to an internal frontend, DNATed to its connection's backend: 0 (p then holds
- * the translated tuple, c the Service and frontend port) or a drop reason;
+/* A packet to an internal frontend, DNATed to its connection's backend, and SNATed to the
+ * hairpin address when that is the client itself (CT_F_HAIRPIN in c): 0 (p then holds the
+ * translated tuple, c the Service and frontend port) or a drop reason;
  * DROP_NO_SERVICE_BACKEND is answered with lb6_refuse. */
 static __always_inline int lb6_translate(struct __sk_buff *skb, const struct node_config *cfg,
 					 struct pkt *p, struct flow_ctx *c, __u64 now)
@@ -158,7 +171,7 @@ static __always_inline int lb6_translate(struct __sk_buff *skb, const struct nod
 	struct lb6_key k = { .address = p->daddr6, .port = p->dport, .proto = p->proto,
 			     .scope = LB_SCOPE_INTERNAL };
 	struct lb6_backend *be = NULL;
-	struct ip6_addr backend;
+	struct ip6_addr backend, client, hairpin;
 	struct lb_value *svc;
 	int ret;
 
@@ -181,29 +194,226 @@ static __always_inline int lb6_translate(struct __sk_buff *skb, const struct nod
 		return ret;
 	p->daddr6 = backend;
 	p->dport = be->port;
+	client = p->saddr6;
+	if (!ip6_equal(&backend, &client))
+		return 0;
+	/* Hairpin: the pod's kernel would drop a packet from its own address. */
+	hairpin = lb6_hairpin_ip();
+	ret = lb6_rewrite(skb, p, LB6_SADDR_OFF, &client, &hairpin, LB_L4_SPORT, p->sport,
+			  p->sport);
+	if (ret < 0)
+		return ret;
+	p->saddr6 = hairpin;
+	c->ct_flags |= CT_F_HAIRPIN;
 	return 0;
 }
 
-/* A reply of a connection made through Service service_id: back from its ClusterIP and
- * the frontend's port. DROP_NO_SERVICE_BACKEND when the frontend is gone (and its
- * lb6_revnat entry with it): the client would only reset an untranslated reply. */
-static __always_inline int lb6_rev_nat(struct __sk_buff *skb, struct pkt *p, __u32 service_id,
-				       __u16 rev_port)
+/* The entry of the connection a reply (p) belongs to, as from_pod6 and from_overlay6 found
+ * it (ct6_lookup), or NULL when it was collected since. */
+static __always_inline struct ct6_value *lb6_reply_entry(const struct pkt *p)
 {
-	struct lb6_revnat_key rk = { .service_id = service_id, .port = rev_port,
-				     .proto = p->proto };
-	struct ip6_addr *frontend = lb6_revnat.lookup(&rk);
-	struct ip6_addr from, old = p->saddr6;
+	struct ct6_key fwd = {}, k = { .scope = CT_SCOPE_FLOW };
+
+	ct6_key_of(p, &fwd);
+	ct6_reverse(&fwd, &k);
+	return conntrack6.lookup(&k);
+}
+
+/* A reply of a connection made through a Service (its entry v): back from the frontend's
+ * address and port, and to the pod's own address after a hairpin (client and backend are
+ * one pod there). */
+static __always_inline int lb6_rev_nat(struct __sk_buff *skb, struct pkt *p,
+				       const struct ct6_value *v)
+{
+	struct ip6_addr from = v->rev_addr6, old = p->saddr6;
 	int ret;
 
-	if (!frontend)
-		return DROP_NO_SERVICE_BACKEND;
-	from = *frontend;
-	ret = lb6_rewrite(skb, p, LB6_SADDR_OFF, &old, &from, LB_L4_SPORT, p->sport, rev_port);
+	if (v->ct.flags & CT_F_HAIRPIN) {
+		struct ip6_addr hairpin = p->daddr6;
+
+		ret = lb6_rewrite(skb, p, LB6_DADDR_OFF, &hairpin, &old, LB_L4_DPORT, p->dport,
+				  p->dport);
+		if (ret < 0)
+			return ret;
+		p->daddr6 = old;
+	}
+
+	ret = lb6_rewrite(skb, p, LB6_SADDR_OFF, &old, &from, LB_L4_SPORT, p->sport,
+			  v->ct.rev_port);
 	if (ret < 0)
 		return ret;
 	p->saddr6 = from;
-	p->sport = rev_port;
+	p->sport = v->ct.rev_port;
+	return 0;
+}
+
+/* Where the packet an ICMPv6 error quotes lies (parse_icmp6_inner reads its tuple): its
+ * IPv6 header right after the error's 8 bytes, its ports right after that. */
+#define LB6_QUOTE_OFF(p) ((p)->l4_off + 8)
+#define LB6_QUOTE_PORTS_OFF(p) (LB6_QUOTE_OFF(p) + IPV6_HLEN)
+
+/* One address (at off in the quoted header) and a port (at port_off in its ports) of the
+ * quoted packet: the ICMPv6 checksum covers them as message bytes, no pseudo header. The
+ * quoted L4 checksum is left as it is: receivers do not check what an error quotes. */
+static __always_inline int lb6_requote(struct __sk_buff *skb, const struct pkt *p, __u32 off,
+				       struct ip6_addr *old_addr, struct ip6_addr *new_addr,
+				       __u32 port_off, __u16 old_port, __u16 new_port)
+{
+	__u32 csum_off = p->l4_off + 2;
+	__s64 diff;
+
+	diff = bpf_csum_diff((__be32 *)old_addr, sizeof(*old_addr), (__be32 *)new_addr,
+			     sizeof(*new_addr), 0);
+	if (diff < 0 || bpf_l4_csum_replace(skb, csum_off, 0, diff, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, LB6_QUOTE_OFF(p) + off, new_addr, sizeof(*new_addr), 0) < 0)
+		return DROP_MALFORMED;
+	if (old_port != new_port &&
+	    (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, sizeof(new_port)) < 0 ||
+	     bpf_skb_store_bytes(skb, LB6_QUOTE_PORTS_OFF(p) + port_off, &new_port,
+				 sizeof(new_port), 0) < 0))
+		return DROP_MALFORMED;
+	return 0;
+}
+
+/* An ICMPv6 error about a packet a Service connection's client sent (quoting client ->
+ * backend; v the connection's entry), on its way to the client: the quoted packet is
+ * given the frontend as destination again, so the client's socket finds it (a UDP socket
+ * connected to a ClusterIP gets ECONNREFUSED from a backend's port unreachable, a packet
+ * too big lowers its path MTU), and the error comes from the frontend when the backend
+ * sent it (a router on the way keeps its own address). After a hairpin the error,
+ * addressed to the hairpin address, goes to the pod itself, quoting its own address as
+ * the source. As lb_rev_nat_icmp for IPv4. */
+static __always_inline int lb6_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p,
+					    const struct ct6_value *v)
+{
+	struct ip6_addr frontend = v->rev_addr6, old;
+	struct ct6_key q = {};
+	int ret;
+
+	ret = parse_icmp6_inner(skb, p, &q);
+	if (ret < 0)
+		return ret;
+	old = q.daddr;
+	ret = lb6_requote(skb, p, LB6_DADDR_OFF - ETH_HLEN, &old, &frontend, LB_L4_DPORT,
+			  q.dport, v->ct.rev_port);
+	if (ret < 0)
+		return ret;
+	if (v->ct.flags & CT_F_HAIRPIN) {
+		struct ip6_addr hairpin = q.saddr, self = q.daddr; /* its own backend */
+
+		ret = lb6_requote(skb, p, LB6_SADDR_OFF - ETH_HLEN, &hairpin, &self,
+				  LB_L4_SPORT, 0, 0);
+		if (ret < 0)
+			return ret;
+		ret = lb6_rewrite(skb, p, LB6_DADDR_OFF, &hairpin, &self, 0, 0, 0);
+		if (ret < 0)
+			return ret;
+		p->daddr6 = self;
+	}
+	if (!ip6_equal(&p->saddr6, &q.daddr))
+		return 0; /* from a router on the way: its own address stays */
+	ret = lb6_rewrite(skb, p, LB6_SADDR_OFF, &old, &frontend, 0, 0, 0);
+	if (ret < 0)
+		return ret;
+	p->saddr6 = frontend;
+	return 0;
+}
+
+/* The internal frontend whose reply an ICMPv6 error quotes (q, its tuple: frontend ->
+ * client), or NULL. */
+static __always_inline struct lb_value *lb6_quoted_frontend(struct __sk_buff *skb,
+							    const struct pkt *p,
+							    struct ct6_key *q)
+{
+	struct lb6_key k = { .scope = LB_SCOPE_INTERNAL };
+
+	if (parse_icmp6_inner(skb, p, q) < 0 || !lb6_proto(q->proto))
+		return NULL;
+	k.address = q->saddr;
+	k.port = q->sport;
+	k.proto = q->proto;
+	return lb6_services.lookup(&k);
+}
+
+/* Whether p, an ICMPv6 error, is the client's about a reply of an internal frontend, sent
+ * to it: from_pod6 then hands it to lb6_frontend_icmp. */
+static __always_inline bool lb6_frontend_icmp_of(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct ct6_key q = {};
+
+	return is_icmp6_error(p) && lb6_quoted_frontend(skb, p, &q) &&
+	       ip6_equal(&q.saddr, &p->daddr6);
+}
+
+/* That error, on to the backend that sent the reply, quoting the reply as the backend sent
+ * it (backend -> client, or -> the hairpin address after a hairpin, then also from it), so
+ * the backend's socket finds it: a packet too big lowers its path MTU, a port unreachable
+ * refuses it. Only while the connection as the backend has it is still this client's, as
+ * lb_frontend_icmp for IPv4; else DROP_UNKNOWN_DESTINATION: addressed to a ClusterIP, it
+ * would reach no socket. c is given the Service as lb6_frontend gives it. */
+static __always_inline int lb6_to_backend_icmp(struct __sk_buff *skb,
+					       const struct node_config *cfg, struct pkt *p,
+					       struct flow_ctx *c, __u64 now)
+{
+	struct ct6_key q = {}, client = {}, backend_side = { .scope = CT_SCOPE_FLOW };
+	struct ip6_addr frontend, backend, hairpin = lb6_hairpin_ip();
+	struct ct6_value *sv, *fv;
+	struct lb6_backend *be;
+	struct lb_value *svc;
+	bool is_hairpin;
+	int ret;
+
+	svc = lb6_quoted_frontend(skb, p, &q);
+	if (!svc)
+		return DROP_UNKNOWN_DESTINATION;
+	/* The client's connection to the frontend names its backend ... */
+	ct6_reverse(&q, &client);
+	client.scope = CT_SCOPE_SERVICE;
+	sv = conntrack6.lookup(&client);
+	if (!sv || !ct_alive(cfg, &sv->ct, client.proto, now))
+		return DROP_UNKNOWN_DESTINATION;
+	be = lb6_backends.lookup(&sv->ct.backend_id);
+	if (!be)
+		return DROP_UNKNOWN_DESTINATION;
+	/* ... and the connection as the backend has it must still be this client's. */
+	backend = be->address;
+	is_hairpin = ip6_equal(&backend, &client.saddr);
+	backend_side.saddr = client.saddr;
+	if (is_hairpin)
+		backend_side.saddr = hairpin;
+	backend_side.sport = client.sport;
+	backend_side.daddr = backend;
+	backend_side.dport = be->port;
+	backend_side.proto = client.proto;
+	fv = conntrack6.lookup(&backend_side);
+	if (!fv || !ct_alive(cfg, &fv->ct, client.proto, now) ||
+	    fv->ct.service_id != svc->service_id || is_hairpin != !!(fv->ct.flags & CT_F_HAIRPIN))
+		return DROP_UNKNOWN_DESTINATION;
+
+	frontend = q.saddr;
+	ret = lb6_requote(skb, p, LB6_SADDR_OFF - ETH_HLEN, &frontend, &backend, LB_L4_SPORT,
+			  q.sport, be->port);
+	if (ret < 0)
+		return ret;
+	ret = lb6_rewrite(skb, p, LB6_DADDR_OFF, &frontend, &backend, 0, 0, 0);
+	if (ret < 0)
+		return ret;
+	p->daddr6 = backend;
+	if (is_hairpin) {
+		struct ip6_addr self = client.saddr;
+
+		ret = lb6_requote(skb, p, LB6_DADDR_OFF - ETH_HLEN, &self, &hairpin, LB_L4_DPORT,
+				  0, 0);
+		if (ret < 0)
+			return ret;
+		ret = lb6_rewrite(skb, p, LB6_SADDR_OFF, &self, &hairpin, 0, 0, 0);
+		if (ret < 0)
+			return ret;
+		p->saddr6 = hairpin;
+		c->ct_flags |= CT_F_HAIRPIN;
+	}
+	c->service_id = svc->service_id;
+	c->frontend_port = q.sport;
 	return 0;
 }
 

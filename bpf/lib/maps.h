@@ -52,12 +52,13 @@ BPF_TABLE_PINNED("hash", struct ct_key, struct ct_value, conntrack, CT_MAX,
 BPF_TABLE_PINNED("lru_hash", struct frag_key, struct frag_value, fragments, FRAG_MAX,
 		 PINNED(fragments));
 /* IPv6 keeps maps of its own (as Cilium's cilium_ipcache v6 and ct6): the IPv4 keys stay
- * small, and each family's programs look up only its own. The values are shared. */
+ * small, and each family's programs look up only its own. The values are shared, but
+ * conntrack6's, which also holds an IPv6 frontend's address (ct6_value). */
 BPF_TABLE_PINNED("hash", struct ip6_addr, struct endpoint_info, endpoints6, EP6_MAX,
 		 PINNED(endpoints6));
 BPF_TABLE_PINNED("lpm_trie", struct ipcache6_key, struct ipcache_value, ipcache6,
 		 IPCACHE6_MAX, PINNED(ipcache6), BPF_F_NO_PREALLOC);
-BPF_TABLE_PINNED("hash", struct ct6_key, struct ct_value, conntrack6, CT6_MAX,
+BPF_TABLE_PINNED("hash", struct ct6_key, struct ct6_value, conntrack6, CT6_MAX,
 		 PINNED(conntrack6));
 BPF_TABLE_PINNED("lru_hash", struct frag6_key, struct frag_value, fragments6, FRAG6_MAX,
 		 PINNED(fragments6));
@@ -97,15 +98,12 @@ BPF_TABLE_PINNED("lru_hash", struct lb_affinity_key, struct lb_affinity_value, l
 		 LB_AFFINITY_MAX, PINNED(lb_affinity));
 BPF_TABLE_PINNED("lru_hash", struct lb_sock_key, struct lb_sock_value, lb_sock_revnat,
 		 LB_SOCK_REVNAT_MAX, PINNED(lb_sock_revnat));
-/* The IPv6 load balancer (types.h lb6_key): frontend slots, backends, each internal
- * frontend's address by its Service and port (the reverse translation), affinities, the
+/* The IPv6 load balancer (types.h lb6_key): frontend slots, backends, affinities, the
  * node's own sockets' frontends (as lb_sock_revnat), and its programs. */
 BPF_TABLE_PINNED("hash", struct lb6_key, struct lb_value, lb6_services, LB6_SERVICES_MAX,
 		 PINNED(lb6_services), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", __u32, struct lb6_backend, lb6_backends, LB6_BACKENDS_MAX,
 		 PINNED(lb6_backends), BPF_F_NO_PREALLOC);
-BPF_TABLE_PINNED("hash", struct lb6_revnat_key, struct ip6_addr, lb6_revnat, LB6_REVNAT_MAX,
-		 PINNED(lb6_revnat), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lru_hash", struct lb6_affinity_key, struct lb_affinity_value, lb6_affinity,
 		 LB6_AFFINITY_MAX, PINNED(lb6_affinity));
 BPF_TABLE_PINNED("lru_hash", struct lb6_sock_key, struct lb6_sock_value, lb6_sock_revnat,

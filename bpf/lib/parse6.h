@@ -69,6 +69,12 @@ struct ip6_hdr {
 	struct ip6_addr daddr;
 };
 
+static __always_inline bool ip6_equal(const struct ip6_addr *a, const struct ip6_addr *b)
+{
+	return !((a->w[0] ^ b->w[0]) | (a->w[1] ^ b->w[1]) | (a->w[2] ^ b->w[2]) |
+		 (a->w[3] ^ b->w[3]));
+}
+
 static __always_inline bool ip6_ext_unknown(__u8 nh)
 {
 	return nh == NEXTHDR_NONE || nh == NEXTHDR_MOBILITY || nh == NEXTHDR_HIP ||

@@ -21,6 +21,7 @@
 #include "flowctx.h"
 #include "maps.h"
 #include "parse.h"
+#include "parse6.h"
 
 #define IPV4_CSUM_OFF (ETH_HLEN + 10)
 
@@ -59,12 +60,6 @@ static __always_inline int trace_set_dscp(struct __sk_buff *skb, __u8 dscp, bool
 	if (bpf_l3_csum_replace(skb, IPV4_CSUM_OFF, old, word, 2) < 0)
 		return -1;
 	return bpf_skb_store_bytes(skb, ETH_HLEN, &word, 2, 0);
-}
-
-static __always_inline bool ip6_equal(const struct ip6_addr *a, const struct ip6_addr *b)
-{
-	return !((a->w[0] ^ b->w[0]) | (a->w[1] ^ b->w[1]) | (a->w[2] ^ b->w[2]) |
-		 (a->w[3] ^ b->w[3]));
 }
 
 /* --live: the first packet endpoint ep_id sends to the armed address, port and protocol

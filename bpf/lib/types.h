@@ -185,7 +185,7 @@ struct ct_key {
 	__u8 pad[2];
 };
 
-/* The same for IPv6 (conntrack6.h); ct_value is shared, its Service fields unused. */
+/* The same for IPv6 (conntrack6.h); its entries are ct6_value. */
 struct ct6_key {
 	struct ip6_addr saddr;
 	struct ip6_addr daddr;
@@ -218,6 +218,15 @@ struct ct_value {
 	__u32 nat_addr;
 };
 
+/* conntrack6's value: ct_value, whose rev_addr (32 bits) cannot hold an IPv6 frontend, and
+ * that frontend's address, which a Service connection's replies get as source (lb6.h). In
+ * the entry itself, as IPv4's rev_addr: the replies of an open connection keep it after
+ * its frontend is deleted. */
+struct ct6_value {
+	struct ct_value ct;
+	struct ip6_addr rev_addr6;
+};
+
 /* The load balancer (bpf/lib/lb.h). A frontend is an address:port/protocol seen from a
  * scope; its entries are Cilium's slots: slot 0 is the service (count of backends, its
  * id, affinity timeout, flags), slots 1..count name one backend each. */
@@ -231,6 +240,11 @@ struct ct_value {
 /* A pod reaching itself through a Service is given this source (host byte order here),
  * as Cilium does: its own address as source would be dropped by its kernel. */
 #define LB_HAIRPIN_IP 0xa9fe2a01 /* 169.254.42.1 */
+/* IPv6's: 100::a9fe:2a01, LB_HAIRPIN_IP in the last word of the discard-only prefix
+ * 100::/64 (RFC 6666), which is no one's address and which a router drops. Not link-local:
+ * the pod would solicit a neighbour for that instead of replying through its gateway.
+ * The first word (host byte order), the middle two are 0. */
+#define LB6_HAIRPIN_IP_HIGH 0x01000000
 
 /* The source ports a NodePort client SNATed to the node is given (host byte order): above
  * Linux's default ephemeral range (32768-60999), so the node's own sockets keep theirs. */
@@ -262,17 +276,7 @@ struct lb_backend {
 };
 
 /* The IPv6 load balancer (lb6.h): the same slots, values and backend ids as IPv4's, keyed
- * by 128-bit addresses in maps of their own. ct_value.rev_addr (32 bits) cannot hold a
- * frontend's address, so lb6_revnat keeps it by what the connection's entry does hold:
- * service_id, rev_port and the protocol. A Service has at most one IPv6 ClusterIP
- * (spec.clusterIPs holds one address per family), so that names one frontend. */
-struct lb6_revnat_key {
-	__u32 service_id;
-	__u16 port;
-	__u8 proto;
-	__u8 pad;
-};
-
+ * by 128-bit addresses in maps of their own. */
 struct lb6_key {
 	struct ip6_addr address;
 	__u16 port;
@@ -295,17 +299,19 @@ struct lb6_affinity_key {
 
 /* The IPv6 load balancer's programs (bpf_lb6.c), by their slot of lb6_progs: from_pod6
  * tail-calls FRONTEND for a packet to an IPv6 frontend, and from_pod6 and from_overlay6
- * tail-call REPLY for a reply of a connection made through one. Each verifies alone, so
- * none of the three carries the other's 16-byte rewrites. */
+ * tail-call REPLY for a reply of a connection made through one, RELATED for an ICMPv6
+ * error about what its client sent; from_pod6 tail-calls FRONTEND_ICMP for the client's
+ * ICMPv6 error about a reply, sent to the frontend. Each verifies alone, so none of them
+ * carries the others' 16-byte rewrites. */
 #define LB6_PROG_FRONTEND 0
 #define LB6_PROG_REPLY 1
-#define LB6_PROG_MAX 2
+#define LB6_PROG_RELATED 2
+#define LB6_PROG_FRONTEND_ICMP 3
+#define LB6_PROG_MAX 4
 
-/* skb->cb words from_pod6 and from_overlay6 pass to lb6_reply, written just before the
- * tail call: the connection's service_id, its rev_port (network order), the caller's hook. */
-#define LB6_CB_SERVICE 0
-#define LB6_CB_PORT 1
-#define LB6_CB_HOOK 2
+/* skb->cb word from_pod6 and from_overlay6 pass to lb6_reply, written just before the
+ * tail call: the caller's hook. lb6_reply finds the connection's entry itself. */
+#define LB6_CB_HOOK 0
 
 /* What lb6_frontend hands back to from_pod6 with the translated packet, in the per-CPU
  * lb6_translated: a tail call runs on the CPU of its caller with nothing in between, and
@@ -315,7 +321,9 @@ struct lb6_affinity_key {
 struct lb6_translated {
 	__u32 service_id;
 	__u16 frontend_port; /* network order */
-	__u16 pad;
+	__u8 ct_flags; /* CT_F_HAIRPIN: the source is LB6_HAIRPIN_IP_HIGH's address */
+	__u8 pad;
+	struct ip6_addr frontend_addr;
 };
 
 /* ClientIP session affinity: which backend a client last used for a service. */

@@ -46,6 +46,10 @@ IP_RECVERR = 11  # a socket queues the ICMP errors it gets, with who sent them
 IP_MTU = 14  # a connected socket's path MTU
 MSG_ERRQUEUE = 0x2000
 SO_EE_ORIGIN_ICMP = 2
+# linux/in6.h's and errqueue.h's for IPv6 sockets.
+IPV6_RECVERR = 25
+IPV6_MTU = 24
+SO_EE_ORIGIN_ICMP6 = 3
 
 
 def sh(*args: str) -> str:
@@ -280,22 +284,27 @@ class IcmpError:
 
 
 def queued_icmp_error(sock: Socket) -> IcmpError:
-    """Wait for the next ICMP error on sock's error queue (IP_RECVERR on)."""
+    """Wait for the next ICMP error on sock's error queue (IP_RECVERR on; IPV6_RECVERR
+    for an IPv6 socket's ICMPv6 errors)."""
     timeout = sock.gettimeout()
+    v6 = sock.family == socket.AF_INET6
+    level, kind, wanted_origin = ((socket.IPPROTO_IPV6, IPV6_RECVERR, SO_EE_ORIGIN_ICMP6)
+                                  if v6 else (socket.IPPROTO_IP, IP_RECVERR, SO_EE_ORIGIN_ICMP))
 
     def read() -> IcmpError | None:
         try:
             _, ancillary, _, about = sock.recvmsg(0, 512, MSG_ERRQUEUE)
         except BlockingIOError:
             return None
-        for level, kind, data in ancillary:
-            if level == socket.IPPROTO_IP and kind == IP_RECVERR:
+        for got_level, got_kind, data in ancillary:
+            if (got_level, got_kind) == (level, kind):
                 code, origin, icmp_type, icmp_code, _, info = struct.unpack_from("=IBBBBI", data)
-                assert origin == SO_EE_ORIGIN_ICMP, f"error of origin {origin}, not ICMP"
-                # struct sock_extended_err (16 bytes), then the offender's sockaddr_in
-                return IcmpError(code, icmp_type, icmp_code, info,
-                                 socket.inet_ntoa(data[20:24]), about)
-        raise AssertionError(f"an error queue message without IP_RECVERR: {ancillary}")
+                assert origin == wanted_origin, f"error of origin {origin}, not ICMP"
+                # struct sock_extended_err (16 bytes), then the offender's sockaddr_in(6)
+                offender = (socket.inet_ntop(socket.AF_INET6, data[24:40]) if v6
+                            else socket.inet_ntoa(data[20:24]))
+                return IcmpError(code, icmp_type, icmp_code, info, offender, about[:2])
+        raise AssertionError(f"an error queue message without {kind}: {ancillary}")
 
     sock.setblocking(False)
     try:

@@ -437,8 +437,8 @@ def test_conntrack6_entries_expire_in_datapath_and_are_collected(e: Env) -> None
     assert len(entries) == 1
     key, value = entries[0]
     assert (structs.ip6_str(key.saddr), structs.ip6_str(key.daddr)) == (ip6(e.a), ip6(e.b))
-    assert value.ingress_ref == 3 and value.seen_reply == 1
-    value.last_seen -= (e.config.conntrack_timeouts.udp + 1) * 1_000_000_000
+    assert value.ct.ingress_ref == 3 and value.ct.seen_reply == 1
+    value.ct.last_seen -= (e.config.conntrack_timeouts.udp + 1) * 1_000_000_000
     e.dp.conntrack6.update(key, value)
     with pytest.raises(TimeoutError):
         udp_roundtrip(e.a, e.b, 6100, sport=40100, timeout=0.5)

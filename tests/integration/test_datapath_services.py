@@ -22,6 +22,8 @@ import pytest
 from datapath_topo import (
     IP_MTU,
     IP_RECVERR,
+    IPV6_MTU,
+    IPV6_RECVERR,
     Pod,
     Topology,
     counter,
@@ -37,6 +39,7 @@ from datapath_topo import (
 )
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.inet import UDP as SUDP
+from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6PacketTooBig, IPv6
 from scapy.layers.l2 import Ether
 from scapy.layers.sctp import SCTP, SCTPChunkData, SCTPChunkInit, SCTPChunkInitAck, crc32c
 from scapy.packet import Raw
@@ -54,6 +57,7 @@ from podwire.bpf.constants import (
     EP_F_EGRESS_ISOLATED,
     EP_F_INGRESS_ISOLATED,
     FAMILY_IPV6,
+    LB6_HAIRPIN_IP,
     LB_HAIRPIN_IP,
     CtScope,
     Direction,
@@ -346,7 +350,10 @@ def test_cross_node_tcp_and_udp_reverse_translated_at_the_client_node(lb: Lab) -
 def test_ipv6_tcp_and_udp_through_a_cluster_ip_same_node_and_cross_node(lb: Lab, backend: str
                                                                         ) -> None:
     """b is on the client's node, c across the overlay: the reply is reverse-translated at
-    the client's hook (from_pod6, from_overlay6) by lb6_reply."""
+    the client's hook (from_pod6, from_overlay6) by lb6_reply, from what the connection's
+    conntrack6 entry keeps: once the frontends are deleted, the connections still open
+    through them go on getting their replies from the ClusterIP (what the client sends
+    is no longer translated, as for IPv4)."""
     a, pod = lb.a, getattr(lb, backend)
     tcp_id, udp_id = {"b": (B6_TCP, B6_UDP), "c": (C6_TCP, C6_UDP)}[backend]
     services = {frontend(80, family=6): service(tcp_id),
@@ -355,30 +362,37 @@ def test_ipv6_tcp_and_udp_through_a_cluster_ip_same_node_and_cross_node(lb: Lab,
     assert programmer.read_installed(lb.dp1).lb_services == services
 
     listeners = Listeners(pod, family=6)
+    server_udp = udp_server(pod, family=6)
     client = connect(a, 80, family=6)
+    client_udp = a.socket(socket.SOCK_DGRAM, family=socket.AF_INET6)
+    client_udp.settimeout(5)
     try:
         reached, server, peer = listeners.accept()
         assert (reached.name, peer[0]) == (backend, address(a, 6))
         assert client.getpeername()[:2] == (VIP6, 80)
         tcp_exchange(client, server, os.urandom(300_000))  # MTU-sized segments
-        server.close()
-    finally:
-        client.close()
-        listeners.close()
-
-    server_udp = udp_server(pod, family=6)
-    client_udp = a.socket(socket.SOCK_DGRAM, family=socket.AF_INET6)
-    client_udp.settimeout(5)
-    try:
         client_udp.connect((VIP6, 53))
         for i in range(3):
             name, peer = udp_via_service(client_udp, {backend: server_udp}, b"q%d" % i)
             assert (name, peer[0]) == (backend, address(a, 6))
-    finally:
-        client_udp.close()
-        server_udp.close()
+        sent = [ev for ev in flows(lb.dp1)
+                if ev.hook == Hook.FROM_POD and ev.family == FAMILY_IPV6]
 
-    sent = [ev for ev in flows(lb.dp1) if ev.hook == Hook.FROM_POD and ev.family == FAMILY_IPV6]
+        lb.program({})
+        assert not programmer.read_installed(lb.dp1).lb_services
+        server.sendall(b"after the frontend went")
+        assert client.recv(100) == b"after the frontend went"
+        server_udp.sendto(b"late answer", peer)
+        assert client_udp.recv(100) == b"late answer"  # only taken from VIP6:53
+        # What the client sends now leaves untranslated, unanswered (its ACKs too): resets,
+        # sent once, end the connection, where FINs would be sent again into the next test.
+        for sock in (server, client):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        server.close()
+    finally:
+        for sock in (client, client_udp, server_udp):
+            sock.close()
+        listeners.close()
     assert {(ev.proto, ev.service_id, structs.port_host(ev.frontend_port)) for ev in sent} == \
         {(TCP, SERVICE_ID, 80), (UDP, 19, 53)}
     # Egress was judged against the backend (its identity and address), not the ClusterIP.
@@ -436,6 +450,7 @@ def test_ipv6_no_backend_is_refused_at_once_with_its_drop_reason(lb: Lab) -> Non
 FAMILIES = pytest.mark.parametrize("family", [4, 6])
 # The TCP backends b and c of each family.
 TCP_BACKENDS = {4: (B_TCP, C_TCP), 6: (B6_TCP, C6_TCP)}
+UDP_BACKENDS = {4: (B_UDP, C_UDP), 6: (B6_UDP, C6_UDP)}
 
 
 @FAMILIES
@@ -581,26 +596,46 @@ def test_no_backend_is_refused_at_once_with_its_drop_reason(lb: Lab) -> None:
     assert {structs.ip_str(ev.daddr) for ev in drops} == {VIP}
 
 
-def test_hairpin_a_pod_reaches_itself_through_its_service(lb: Lab) -> None:
+HAIRPIN_IP = {4: LB_HAIRPIN_IP, 6: LB6_HAIRPIN_IP}
+
+
+@FAMILIES
+def test_hairpin_a_pod_reaches_itself_through_its_service(lb: Lab, family: int) -> None:
+    """From the hairpin address, which it can answer (its own would be dropped), and
+    judged by no policy: b is isolated both ways with nothing allowed. Its own kernel's
+    port unreachable about the hairpin reaches its client socket as from the ClusterIP."""
     b = lb.b
-    lb.program({frontend(80): service(B_TCP), frontend(53, UDP): service(B_UDP)})
-    listeners = Listeners(b)
-    client = connect(b, 80)
+    lb.dp1.set_endpoint(address(b, family),
+                        b.endpoint(EP_F_INGRESS_ISOLATED | EP_F_EGRESS_ISOLATED))
+    tcp_id, udp_id = (B_TCP, B_UDP) if family == 4 else (B6_TCP, B6_UDP)
+    silent_id = udp_id + 100
+    lb.program({frontend(80, family=family): service(tcp_id),
+                frontend(53, UDP, family=family): service(udp_id),
+                frontend(54, UDP, family=family): service(silent_id, service_id=18)},
+               {**lb.backends(), silent_id: BackendEntry(address(b, family), 5399)})
+    vip = frontend(80, family=family).address
+    listeners = Listeners(b, family=family)
+    client = connect(b, 80, family=family)
     try:
         pod, server, peer = listeners.accept()
-        assert (pod.name, peer[0]) == ("b", LB_HAIRPIN_IP)
-        assert client.getpeername() == (VIP, 80)
+        assert (pod.name, peer[0]) == ("b", HAIRPIN_IP[family])
+        assert client.getpeername()[:2] == (vip, 80)
         tcp_exchange(client, server, os.urandom(50_000))
         server.close()
     finally:
         client.close()
         listeners.close()
-    server_udp = udp_server(b)
-    client_udp = b.socket(socket.SOCK_DGRAM)
+    server_udp = udp_server(b, family)
+    client_udp = b.socket(socket.SOCK_DGRAM, family=AF[family])
     client_udp.settimeout(5)
     try:
-        client_udp.connect((VIP, 53))
-        assert udp_via_service(client_udp, {"b": server_udp}, b"self")[1][0] == LB_HAIRPIN_IP
+        client_udp.connect((vip, 53))
+        assert udp_via_service(client_udp, {"b": server_udp}, b"self")[1][0] == \
+            HAIRPIN_IP[family]
+        client_udp.connect((vip, 54))
+        client_udp.send(b"nobody home")
+        with pytest.raises(ConnectionRefusedError):
+            client_udp.recv(100)
     finally:
         client_udp.close()
         server_udp.close()
@@ -887,18 +922,22 @@ def test_the_node_itself_reaches_cluster_ips_through_its_socket_programs(lb: Lab
     assert refused.value.errno == errno.ENETUNREACH
 
 
-def test_backend_icmp_error_reaches_the_client_reverse_translated(lb: Lab) -> None:
-    """A backend with nothing on the port answers ICMP port unreachable about the
-    translated datagram; reverse-translated, the client's socket (connected to the
+@FAMILIES
+def test_backend_icmp_error_reaches_the_client_reverse_translated(lb: Lab, family: int) -> None:
+    """A backend with nothing on the port answers (ICMP, ICMPv6) port unreachable about
+    the translated datagram; reverse-translated, the client's socket (connected to the
     ClusterIP) takes it: ECONNREFUSED, on one node and across the overlay."""
     silent = 5399
-    lb.program({frontend(54, UDP): service(7), frontend(55, UDP): service(8)},
-               {7: BackendEntry(lb.b.ip, silent), 8: BackendEntry(lb.c.ip, silent)})
+    first = BACKEND6_ID_BASE if family == 6 else 0
+    lb.program({frontend(54, UDP, family): service(first + 7),
+                frontend(55, UDP, family): service(first + 8)},
+               {first + 7: BackendEntry(address(lb.b, family), silent),
+                first + 8: BackendEntry(address(lb.c, family), silent)})
     for port in (54, 55):
-        client = lb.a.socket(socket.SOCK_DGRAM)
+        client = lb.a.socket(socket.SOCK_DGRAM, family=AF[family])
         client.settimeout(5)
         try:
-            client.connect((VIP, port))
+            client.connect((frontend(port, family=family).address, port))
             client.send(b"nobody home")
             with pytest.raises(ConnectionRefusedError):
                 client.recv(100)
@@ -906,75 +945,126 @@ def test_backend_icmp_error_reaches_the_client_reverse_translated(lb: Lab) -> No
             client.close()
 
 
+def flush_route_cache(pod: Pod, family: int) -> None:
+    """Forget the path MTU a test's error taught the pod."""
+    nsexec(pod.netns, "ip", f"-{family}", "route", "flush", "cache")
+
+
 @pytest.mark.parametrize("backend", ["b", "c"])
-def test_a_backend_s_frag_needed_sets_the_client_s_path_mtu(lb: Lab, backend: str) -> None:
-    """A frag-needed (mtu 1300) from the backend about the datagram it got (a -> backend)
-    reaches the client translated (quoting a -> VIP:53, from the ClusterIP): the
-    client's socket, connected to the ClusterIP, is told EMSGSIZE and its path MTU
-    drops; on one node and across the overlay."""
+@FAMILIES
+def test_a_backend_s_frag_needed_sets_the_client_s_path_mtu(lb: Lab, backend: str,
+                                                            family: int) -> None:
+    """A frag-needed (ICMPv6: packet too big), mtu 1300, from the backend about the
+    datagram it got (a -> backend) reaches the client translated (quoting a -> VIP:53,
+    from the ClusterIP): the client's socket, connected to the ClusterIP, is told EMSGSIZE
+    and its path MTU drops; on one node and across the overlay."""
     pod = lb.b if backend == "b" else lb.c
-    lb.program({frontend(53, UDP): service(B_UDP if backend == "b" else C_UDP)})
-    server = udp_server(pod)
-    raw = pod.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
-    client = lb.a.socket(socket.SOCK_DGRAM)
+    lb.program({frontend(53, UDP, family): service(UDP_BACKENDS[family]["bc".index(backend)])})
+    vip, client_ip, backend_ip = (frontend(53, family=family).address, address(lb.a, family),
+                                  address(pod, family))
+    level, recverr, mtu_opt = ((socket.IPPROTO_IP, IP_RECVERR, IP_MTU) if family == 4
+                               else (socket.IPPROTO_IPV6, IPV6_RECVERR, IPV6_MTU))
+    server = udp_server(pod, family)
+    raw = pod.socket(socket.SOCK_RAW, socket.IPPROTO_RAW) if family == 4 else pod.raw_l2()
+    client = lb.a.socket(socket.SOCK_DGRAM, family=AF[family])
     try:
-        client.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-        client.connect((VIP, 53))
-        mtu = client.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        client.setsockopt(level, recverr, 1)
+        client.connect((vip, 53))
+        mtu = client.getsockopt(level, mtu_opt)
         client.send(b"query")
         _, peer = server.recvfrom(100)
-        assert peer[0] == lb.a.ip
-        quoted = IP(src=lb.a.ip, dst=pod.ip) / SUDP(sport=peer[1], dport=UDP_BACKEND_PORT) / \
-            b"query"
-        error = IP(src=pod.ip, dst=lb.a.ip) / ICMP(type=3, code=4, nexthopmtu=1300) / \
-            bytes(quoted)[:28]
-        raw.sendto(bytes(error), (lb.a.ip, 0))
+        assert peer[0] == client_ip
+        if family == 4:
+            quoted = IP(src=client_ip, dst=backend_ip) / SUDP(sport=peer[1],
+                                                             dport=UDP_BACKEND_PORT) / b"query"
+            error = IP(src=backend_ip, dst=client_ip) / ICMP(type=3, code=4, nexthopmtu=1300) \
+                / bytes(quoted)[:28]
+            raw.sendto(bytes(error), (client_ip, 0))
+        else:
+            quoted = IPv6(src=client_ip, dst=backend_ip) / SUDP(
+                sport=peer[1], dport=UDP_BACKEND_PORT) / b"query"
+            raw.send(bytes(Ether(src=pod.mac, dst=pod.host_mac)
+                           / IPv6(src=backend_ip, dst=client_ip)
+                           / ICMPv6PacketTooBig(mtu=1300) / bytes(quoted)))
         got = queued_icmp_error(client)
+        too_big = (errno.EMSGSIZE, 4, 1300) if family == 4 else (errno.EMSGSIZE, 0, 1300)
         assert (got.errno, got.icmp_code, got.info, got.offender, got.about) == \
-            (errno.EMSGSIZE, 4, 1300, VIP, (VIP, 53))
-        assert mtu > 1300 and client.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
+            (*too_big, vip, (vip, 53))
+        assert mtu > 1300 and client.getsockopt(level, mtu_opt) == 1300
     finally:
         for sock in (server, raw, client):
             sock.close()
-        nsexec(lb.a.netns, "ip", "route", "flush", "cache")
+        flush_route_cache(lb.a, family)
+
+
+def client_errors(client: Pod, frontend_ip: str, reply_dport: int, reply: bytes,
+                  family: int) -> None:
+    """The client's frag-needed (mtu 1300) and port unreachable about a reply it got from
+    frontend_ip:53 (ICMPv6: packet too big and port unreachable), sent to the frontend."""
+    if family == 4:
+        quoted = bytes(IP(src=frontend_ip, dst=client.ip) / SUDP(sport=53, dport=reply_dport)
+                       / reply)[:28]
+        raw = client.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+        try:
+            for icmp in (ICMP(type=3, code=4, nexthopmtu=1300), ICMP(type=3, code=3)):
+                raw.sendto(bytes(IP(src=client.ip, dst=frontend_ip) / icmp / quoted),
+                           (frontend_ip, 0))
+        finally:
+            raw.close()
+        return
+    own = address(client, 6)
+    quoted = bytes(IPv6(src=frontend_ip, dst=own) / SUDP(sport=53, dport=reply_dport) / reply)
+    raw = client.raw_l2()
+    try:
+        for icmp in (ICMPv6PacketTooBig(mtu=1300), ICMPv6DestUnreach(code=4)):
+            raw.send(bytes(Ether(src=client.mac, dst=client.host_mac)
+                           / IPv6(src=own, dst=frontend_ip) / icmp / quoted))
+    finally:
+        raw.close()
+
+
+# What a socket's error queue says of each of client_errors' two errors, by family.
+TOO_BIG = {4: (errno.EMSGSIZE, 4, 1300), 6: (errno.EMSGSIZE, 0, 1300)}
+PORT_UNREACHABLE = {4: (errno.ECONNREFUSED, 3), 6: (errno.ECONNREFUSED, 4)}
+RECVERR = {4: (socket.IPPROTO_IP, IP_RECVERR, IP_MTU),
+           6: (socket.IPPROTO_IPV6, IPV6_RECVERR, IPV6_MTU)}
 
 
 @pytest.mark.parametrize("backend", ["b", "c"])
-def test_the_client_s_icmp_errors_about_a_reply_reach_the_backend(lb: Lab, backend: str
-                                                                   ) -> None:
+@FAMILIES
+def test_the_client_s_icmp_errors_about_a_reply_reach_the_backend(lb: Lab, backend: str,
+                                                                   family: int) -> None:
     """The client's ICMP errors about a reply it got from the ClusterIP (quoting
     VIP:53 -> a) go on to the backend that sent the reply, quoting it as it was sent
     (backend -> a): a frag-needed lowers the backend socket's path MTU, a port
     unreachable refuses it; on one node and across the overlay. Addressed to the
     ClusterIP as the client sent them, they would reach no socket at all."""
     pod = lb.b if backend == "b" else lb.c
-    lb.program({frontend(53, UDP): service(B_UDP if backend == "b" else C_UDP)})
-    server = udp_server(pod)
-    client = lb.a.socket(socket.SOCK_DGRAM)
-    raw = lb.a.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+    lb.program({frontend(53, UDP, family): service(UDP_BACKENDS[family]["bc".index(backend)])})
+    vip, level, recverr, mtu_opt = frontend(53, family=family).address, *RECVERR[family]
+    server = udp_server(pod, family)
+    client = lb.a.socket(socket.SOCK_DGRAM, family=AF[family])
     try:
-        server.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        server.setsockopt(level, recverr, 1)
         client.settimeout(5)
-        client.connect((VIP, 53))
+        client.connect((vip, 53))
         client.send(b"query")
         _, peer = server.recvfrom(100)
         server.connect(peer)
-        mtu = server.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        mtu = server.getsockopt(level, mtu_opt)
         server.send(b"answer")
         assert client.recv(100) == b"answer"
-        reply = IP(src=VIP, dst=lb.a.ip) / SUDP(sport=53, dport=peer[1]) / b"answer"
-        for icmp in (ICMP(type=3, code=4, nexthopmtu=1300), ICMP(type=3, code=3)):
-            raw.sendto(bytes(IP(src=lb.a.ip, dst=VIP) / icmp / bytes(reply)[:28]), (VIP, 0))
+        client_errors(lb.a, vip, peer[1], b"answer", family)
         frag, unreachable = queued_icmp_error(server), queued_icmp_error(server)
         assert (frag.errno, frag.icmp_code, frag.info, frag.offender, frag.about) == \
-            (errno.EMSGSIZE, 4, 1300, lb.a.ip, peer)
+            (*TOO_BIG[family], address(lb.a, family), peer[:2])
         assert (unreachable.errno, unreachable.icmp_code, unreachable.about) == \
-            (errno.ECONNREFUSED, 3, peer)
-        assert mtu > 1300 and server.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
+            (*PORT_UNREACHABLE[family], peer[:2])
+        assert mtu > 1300 and server.getsockopt(level, mtu_opt) == 1300
     finally:
-        for sock in (server, client, raw):
+        for sock in (server, client):
             sock.close()
-        nsexec(pod.netns, "ip", "route", "flush", "cache")
+        flush_route_cache(pod, family)
 
 
 def test_icmp_errors_about_a_hairpin_flow_reach_the_pod_translated(lb: Lab) -> None:
@@ -1021,38 +1111,37 @@ def test_icmp_errors_about_a_hairpin_flow_reach_the_pod_translated(lb: Lab) -> N
         nsexec(b.netns, "ip", "route", "flush", "cache")
 
 
-def test_a_hairpin_client_s_icmp_errors_about_a_reply_reach_its_backend_side(lb: Lab
-                                                                             ) -> None:
+@FAMILIES
+def test_a_hairpin_client_s_icmp_errors_about_a_reply_reach_its_backend_side(
+        lb: Lab, family: int) -> None:
     """b's client errors about a reply it got from the ClusterIP through its own Service
     (quoting VIP:53 -> b) go on to its backend side, quoting the reply as that sent it
-    (b -> LB_HAIRPIN_IP), from LB_HAIRPIN_IP: a frag-needed lowers the backend socket's
-    path MTU, a port unreachable refuses it."""
+    (b -> the hairpin address), from the hairpin address: a frag-needed lowers the
+    backend socket's path MTU, a port unreachable refuses it."""
     b = lb.b
-    lb.program({frontend(53, UDP): service(B_UDP)})
-    server = udp_server(b)
-    client = b.socket(socket.SOCK_DGRAM)
-    raw = b.socket(socket.SOCK_RAW, socket.IPPROTO_RAW)
+    lb.program({frontend(53, UDP, family): service(B_UDP if family == 4 else B6_UDP)})
+    vip, level, recverr, mtu_opt = frontend(53, family=family).address, *RECVERR[family]
+    server = udp_server(b, family)
+    client = b.socket(socket.SOCK_DGRAM, family=AF[family])
     try:
-        server.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        server.setsockopt(level, recverr, 1)
         client.settimeout(5)
-        client.connect((VIP, 53))
+        client.connect((vip, 53))
         client.send(b"query")
         _, peer = server.recvfrom(100)
-        assert peer[0] == LB_HAIRPIN_IP
+        assert peer[0] == HAIRPIN_IP[family]
         server.connect(peer)
-        mtu = server.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        mtu = server.getsockopt(level, mtu_opt)
         server.send(b"answer")
         assert client.recv(100) == b"answer"
-        reply = IP(src=VIP, dst=b.ip) / SUDP(sport=53, dport=peer[1]) / b"answer"
-        for icmp in (ICMP(type=3, code=4, nexthopmtu=1300), ICMP(type=3, code=3)):
-            raw.sendto(bytes(IP(src=b.ip, dst=VIP) / icmp / bytes(reply)[:28]), (VIP, 0))
+        client_errors(b, vip, peer[1], b"answer", family)
         frag, unreachable = queued_icmp_error(server), queued_icmp_error(server)
         assert (frag.errno, frag.icmp_code, frag.info, frag.offender, frag.about) == \
-            (errno.EMSGSIZE, 4, 1300, LB_HAIRPIN_IP, peer)
+            (*TOO_BIG[family], HAIRPIN_IP[family], peer[:2])
         assert (unreachable.errno, unreachable.icmp_code, unreachable.about) == \
-            (errno.ECONNREFUSED, 3, peer)
-        assert mtu > 1300 and server.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1300
+            (*PORT_UNREACHABLE[family], peer[:2])
+        assert mtu > 1300 and server.getsockopt(level, mtu_opt) == 1300
     finally:
-        for sock in (server, client, raw):
+        for sock in (server, client):
             sock.close()
-        nsexec(b.netns, "ip", "route", "flush", "cache")
+        flush_route_cache(b, family)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 from collections.abc import Iterator
@@ -10,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from podwire.agent import bpfsys, ringbuf
-from podwire.agent.loader import DatapathSizes, LoaderError, ensure_maps, map_specs
+from podwire.agent.loader import (
+    GROWN_AT_END,
+    DatapathSizes,
+    LoaderError,
+    ensure_maps,
+    map_specs,
+)
 
 SIZES = DatapathSizes(endpoints=16, ipcache=64, policy=64, conntrack=64, fragments=16,
                       events_pages=1)
@@ -90,6 +97,34 @@ def test_a_map_the_agent_recomputes_is_recreated_in_another_layout(pin_dir: Path
     pin_with_value_size(pin_dir, name, 8 if name == "policy" else want - 8)
     ensure_maps(pin_dir, SIZES)
     assert value_size(pin_dir / name) == want
+
+
+def test_connection_state_grown_at_its_end_keeps_every_entry(pin_dir: Path) -> None:
+    # conntrack6's value grew the IPv6 frontend of a Service connection (ct6_value): the
+    # connections an older build tracked are carried over, the new field zeroed.
+    spec = next(s for s in map_specs(SIZES) if s.name == "conntrack6")
+    old_size = GROWN_AT_END["conntrack6"]
+    pin_with_value_size(pin_dir, "conntrack6", old_size, max_entries=spec.max_entries + 8)
+    fd = bpfsys.obj_get(str(pin_dir / "conntrack6"))
+    entries = {bytes([n]) * spec.key_size: bytes([n + 100]) * old_size for n in range(1, 41)}
+    try:
+        for key, value in entries.items():
+            bpfsys.update(fd, ctypes.create_string_buffer(key, spec.key_size),
+                          ctypes.create_string_buffer(value, old_size))
+    finally:
+        os.close(fd)
+    in_force = ensure_maps(pin_dir, SIZES)
+    assert value_size(pin_dir / "conntrack6") == spec.value_size > old_size
+    assert in_force["conntrack6"] == max_entries(pin_dir / "conntrack6") == spec.max_entries + 8
+    fd = bpfsys.obj_get(str(pin_dir / "conntrack6"))
+    try:
+        for key, value in entries.items():
+            out = ctypes.create_string_buffer(spec.value_size)
+            assert bpfsys.lookup(fd, ctypes.create_string_buffer(key, spec.key_size), out)
+            assert out.raw == value + bytes(spec.value_size - old_size)
+    finally:
+        os.close(fd)
+    assert not (pin_dir / "conntrack6_grown").exists()
 
 
 def test_state_map_of_another_layout_is_refused_and_kept(pin_dir: Path) -> None:

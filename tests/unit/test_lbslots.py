@@ -66,17 +66,10 @@ def test_read_back_gives_the_entries_written_in_either_family() -> None:
     assert lbslots.read_frontends(slots) == {FRONTEND: entry, other: entry, FRONTEND6: entry}
 
 
-def test_an_ipv6_frontend_has_ipv6_keys_and_a_reverse_translation_entry() -> None:
+def test_an_ipv6_frontend_and_backend_have_ipv6_keys_and_values() -> None:
     key = lbslots.slot_key(FRONTEND6, 0)
     assert isinstance(key, structs.Lb6Key)
     assert structs.ip6_str(key.address) == "fd00:10:96::a"
-    revnat = lbslots.revnat_key(FRONTEND6, 9)
-    assert revnat is not None
-    assert (revnat.service_id, revnat.port, revnat.proto) == (9, structs.port_be(53), 17)
-    # IPv4 frontends keep the reverse in conntrack; a NodePort's scope EXTERNAL has none.
-    assert lbslots.revnat_key(FRONTEND, 9) is None
-    assert lbslots.revnat_key(FrontendKey("fd00::1", 30080, Protocol.TCP,
-                                          LbScope.EXTERNAL), 9) is None
     backend = lbslots.BackendEntry("fd00:10:244:1::5", 8080)
     assert isinstance(lbslots.backend_value(backend), structs.Lb6Backend)
     assert lbslots.backend_entry(lbslots.backend_value(backend)) == backend
