@@ -296,8 +296,9 @@ def _decider(policy: str, rule: RuleLike | None) -> Decider:
     return {"tier": str(rule.tier), "policy": policy, "rule": rule.rule, "action": rule.action}
 
 
-def event_addresses(event: structs.FlowEvent) -> tuple[str, str]:
-    """The source and destination of an event, of its family (flow_event.family)."""
+def event_addresses(event: structs.FlowEvent | structs.TraceEvent) -> tuple[str, str]:
+    """The source and destination of an event, of its family (flow_event.family,
+    trace_event.family)."""
     if event.family == FAMILY_IPV6:
         return (socket.inet_ntop(socket.AF_INET6, bytes(event.saddr6)),
                 socket.inet_ntop(socket.AF_INET6, bytes(event.daddr6)))

@@ -403,6 +403,7 @@ class TraceLive(ctypes.Structure):
         ("dport", ctypes.c_uint16),
         ("proto", ctypes.c_uint8),
         ("tag", ctypes.c_uint8),
+        ("daddr6", Ip6Addr),
     ]
 
 
@@ -421,7 +422,7 @@ class TraceEvent(ctypes.Structure):
         ("ct_status", ctypes.c_uint8),
         ("direction", ctypes.c_uint8),
         ("tcp_flags", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
         ("src_identity", ctypes.c_uint32),
         ("dst_identity", ctypes.c_uint32),
         ("src_ep_id", ctypes.c_uint32),
@@ -434,6 +435,8 @@ class TraceEvent(ctypes.Structure):
         ("pad2", ctypes.c_uint16),
         ("tunnel_ip", ctypes.c_uint32),
         ("ifindex", ctypes.c_uint32),
+        ("saddr6", Ip6Addr),
+        ("daddr6", Ip6Addr),
     ]
 
 

@@ -2,13 +2,17 @@
 
     POST /trace/arm     {"tag", "trace_id", "flags": ["consume"|"live"], "seconds", "ip_id"}
     POST /trace/disarm  {"tag"}
-    POST /trace/inject  {"tag", "ip_id", "from": "ns/pod", "to": TARGET, "port", "protocol"}
+    POST /trace/inject  {"tag", "ip_id", "from": "ns/pod", "to": TARGET, "port", "protocol",
+                         "family": 4|6}
     POST /trace/live    the same: mark the pod's next matching packet instead
     GET  /trace/hops?trace_id=N&wait=SECONDS  ->  {"node", "hops": [...]}
 
-TARGET is {"pod": "ns/name"}, {"service": "ns/name"} (its ClusterIP on `port`) or
-{"ip": "a.b.c.d"}. inject and live answer 404 when the source pod is not on this node,
-so the CLI can ask every agent until the right one answers.
+TARGET is {"pod": "ns/name"} (its address of `family`), {"service": "ns/name"} (its
+ClusterIP of `family` on `port`) or {"ip": ADDRESS} (IPv4 or IPv6: its own family, which
+`family` must not contradict). `family` defaults to 4 (to an "ip" target's). The packet
+leaves from the source pod's address of that family. inject and live answer 404 when the
+source pod is not on this node, so the CLI can ask every agent until the right one
+answers.
 
 They are served on the agent's unix socket (`podwire trace --socket`) and on its observe
 endpoint (agent/localapi.py ObserveApi), which `--lab` and `--kubeconfig` reach through
@@ -18,8 +22,10 @@ keeps them off the latter (deploy/README.md, "Who may trace").
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from podwire.agent.flownames import ModelNames
@@ -27,6 +33,7 @@ from podwire.agent.localapi import LocalApi, ObserveApi, Request, Response
 from podwire.agent.tracehops import HopNamer, flow_record
 from podwire.agent.tracepacket import TracePacket
 from podwire.agent.tracer import TraceError, Tracer
+from podwire.bpf.constants import LbScope
 from podwire.policy import Protocol
 
 if TYPE_CHECKING:
@@ -55,7 +62,8 @@ class TraceApi:
         agent = self.agent
         names = ModelNames(agent.state)
         namer = HopNamer(agent.config.node_name, names.pod, agent.state.policy_name,
-                         names.isolating, agent.state.service_name, self._node_named)
+                         names.isolating, agent.state.service_name, self._node_named,
+                         self._frontend6)
         self._tracer = Tracer(agent.config.pin_dir, namer, on_hops=lambda hops: (
             agent.flows.add_records([flow_record(hop) for hop in hops])))
 
@@ -102,8 +110,10 @@ class TraceApi:
 
     def _inject(self, request: Request) -> Response:
         body = _body(request)
-        source, netns = self._source(str(body["from"]))
-        packet = TracePacket(source, self._target(body), random.randint(*EPHEMERAL_PORTS),
+        family = _family(body)
+        source, netns = self._source(str(body["from"]), family)
+        packet = TracePacket(source, self._target(body, family),
+                             random.randint(*EPHEMERAL_PORTS),
                              int(body["port"]), _protocol(body), int(body["tag"]))
         self.tracer.inject(netns, packet, int(body["ip_id"]))
         return Response(200, {"node": self.agent.config.node_name,
@@ -114,23 +124,28 @@ class TraceApi:
 
     def _live(self, request: Request) -> Response:
         body = _body(request)
-        source, _ = self._source(str(body["from"]))
-        ep_id = next(e.ep_id for e in self.agent.state.endpoints.values() if e.ip == source)
-        self.tracer.mark_live(ep_id, self._target(body), int(body["port"]),
+        family = _family(body)
+        source, _ = self._source(str(body["from"]), family)
+        ep_id = next(e.ep_id for e in self.agent.state.endpoints.values()
+                     if source in (e.ip, *e.ips))
+        self.tracer.mark_live(ep_id, self._target(body, family), int(body["port"]),
                               _protocol(body).number, int(body["tag"]))
         return Response(200, {"node": self.agent.config.node_name})
 
     # ------------------------------------------------------------ names
 
-    def _source(self, ref: str) -> tuple[str, str]:
-        """The address and netns of a pod on this node."""
+    def _source(self, ref: str, family: int) -> tuple[str, str]:
+        """The address of `family` and the netns of a pod on this node."""
         namespace, name = _ref(ref, "from")
         for endpoint in self.agent.cni.endpoints.all():
             if (endpoint.pod_namespace, endpoint.pod_name) == (namespace, name):
-                return endpoint.ip, endpoint.netns
+                address = endpoint.address(family)
+                if address is None:
+                    raise TraceError(f"pod {ref} has no IPv{family} address")
+                return address, endpoint.netns
         raise TraceError(f"pod {ref} is not on node {self.agent.config.node_name}", 404)
 
-    def _target(self, body: dict[str, Any]) -> str:
+    def _target(self, body: dict[str, Any], family: int) -> str:
         target = body["to"]
         if not isinstance(target, dict) or len(target) != 1:
             raise TraceError('"to" must be one of {"pod": ...}, {"service": ...}, {"ip": ...}')
@@ -144,7 +159,10 @@ class TraceApi:
                 pod = state.cluster.pod(namespace, name)
             if pod is None or pod.ip is None:
                 raise TraceError(f"pod {value} has no address (not found, or not running)", 404)
-            return pod.ip
+            address = _of_family(pod.ips or (pod.ip,), family)
+            if address is None:
+                raise TraceError(f"pod {value} has no IPv{family} address", 404)
+            return address
         if kind == "service":
             port, protocol = int(body["port"]), _protocol(body)
             with self.agent.lock:
@@ -152,13 +170,25 @@ class TraceApi:
             for service in services:
                 if service["name"] != value:
                     continue
-                for frontend in service["frontends"]:
-                    if (frontend["scope"], frontend["port"], frontend["protocol"]) == (
-                            "internal", port, protocol.name):
-                        return str(frontend["ip"])
-                raise TraceError(f"service {value} has no ClusterIP port {port}/{protocol}", 404)
+                address = _of_family(
+                    [str(f["ip"]) for f in service["frontends"]
+                     if (f["scope"], f["port"], f["protocol"]) == ("internal", port,
+                                                                  protocol.name)], family)
+                if address is None:
+                    raise TraceError(f"service {value} has no IPv{family} ClusterIP port "
+                                     f"{port}/{protocol}", 404)
+                return address
             raise TraceError(f"service {value} not found", 404)
         raise TraceError(f'"to" names {kind!r}; expected pod, service or ip')
+
+    def _frontend6(self, service_id: int, port: int, proto: int) -> str | None:
+        """The IPv6 ClusterIP of Service service_id on port/proto (called under the
+        agent's lock, as every HopNamer lookup)."""
+        services = self.agent.state.services
+        name = services.service_name(service_id)
+        return _of_family([f.address for f in services.frontends_of(name or "")
+                           if f.scope == LbScope.INTERNAL and f.port == port
+                           and f.protocol == proto], 6)
 
     def _node_named(self, ip: str) -> str | None:
         for node in self.agent.state.nodes:
@@ -179,6 +209,27 @@ def _ref(ref: str, what: str) -> tuple[str, str]:
     if not sep or not namespace or not name:
         raise TraceError(f"{what}: {ref!r} is not NAMESPACE/NAME")
     return namespace, name
+
+
+def _family(body: dict[str, Any]) -> int:
+    """The request's IP version: "family", else an "ip" target's, else 4."""
+    target = body.get("to")
+    address = target.get("ip") if isinstance(target, dict) else None
+    try:
+        version = ipaddress.ip_address(str(address)).version if address else None
+    except ValueError:
+        raise TraceError(f'"to": {address!r} is not an IP address') from None
+    family = int(body.get("family") or version or 4)
+    if family not in (4, 6):
+        raise TraceError(f"family {family} is not 4 or 6")
+    if version is not None and version != family:
+        raise TraceError(f"{address} is an IPv{version} address, not IPv{family}")
+    return family
+
+
+def _of_family(addresses: Iterable[str], family: int) -> str | None:
+    """The first of `addresses` of IP version `family`."""
+    return next((a for a in addresses if ipaddress.ip_address(a).version == family), None)
 
 
 def _protocol(body: dict[str, Any]) -> Protocol:

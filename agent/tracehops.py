@@ -18,6 +18,7 @@ is part of the CLI contract (docs/contracts.md, "podwire trace"):
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import socket
 import time
@@ -25,14 +26,30 @@ from collections.abc import Callable
 from typing import Any
 
 from podwire.agent import structs
-from podwire.agent.flows import HOOKS, PROTOCOLS, TCP_FLAGS, PeerNames
+from podwire.agent.flows import HOOKS, PROTOCOLS, TCP_FLAGS, PeerNames, event_addresses
 from podwire.agent.reasons import reason_name
-from podwire.bpf.constants import CtStatus, Direction, Hook, ReservedIdentity, TraceOutcome
+from podwire.bpf.constants import (
+    FAMILY_IPV6,
+    CtStatus,
+    Direction,
+    Hook,
+    ReservedIdentity,
+    TraceOutcome,
+)
 from podwire.common.flow import FlowEnd, FlowRecord
 from podwire.policy import Protocol
 
 OUTCOMES = {int(o): o.label for o in TraceOutcome}
 CT_STATUSES = {int(s): s.label for s in CtStatus}
+# An IPv4 hop's record ends before the IPv6 addresses (bpf/lib/types.h TRACE_EVENT_V4_SIZE).
+TRACE_EVENT_V4_SIZE = structs.TraceEvent.saddr6.offset
+_TRACE_EVENT_SIZE = ctypes.sizeof(structs.TraceEvent)
+
+
+def decode_trace_event(raw: bytes) -> structs.TraceEvent:
+    """A record of the trace_events ring, of either family's length."""
+    return structs.TraceEvent.from_buffer_copy(raw[:_TRACE_EVENT_SIZE].ljust(
+        _TRACE_EVENT_SIZE, b"\0"))
 
 
 class HopNamer:
@@ -42,17 +59,20 @@ class HopNamer:
                  policies: Callable[[int], str | None],
                  isolation: Callable[[str, str], list[str]],
                  services: Callable[[int], str | None],
-                 node_of: Callable[[str], str | None]) -> None:
+                 node_of: Callable[[str], str | None],
+                 frontend6: Callable[[int, int, int], str | None]) -> None:
+        """frontend6(service_id, port, protocol number): the Service's IPv6 ClusterIP with
+        that port (an IPv6 hop does not carry the address it was sent to)."""
         self.node = node
         self._pods, self._policies, self._isolation = pods, policies, isolation
-        self._services, self._node_of = services, node_of
+        self._services, self._node_of, self._frontend6 = services, node_of, frontend6
         self._boot_offset = time.time() - time.monotonic()
 
     def hop(self, event: structs.TraceEvent) -> dict[str, Any]:
         outcome = OUTCOMES.get(event.outcome, str(event.outcome))
         dropped = event.outcome == TraceOutcome.DROPPED
         reason = reason_name(event.reason) if dropped else None
-        src, dst = _ip(event.saddr), _ip(event.daddr)
+        src, dst = event_addresses(event)
         protocol = PROTOCOLS.get(event.proto, str(event.proto))
         when = self._boot_offset + event.timestamp / 1e9
         hop: dict[str, Any] = {
@@ -75,9 +95,12 @@ class HopNamer:
             "tunnel": None,
         }
         if event.service_id:
+            port = structs.port_host(event.frontend_port)
             hop["service"] = {"name": self._services(event.service_id),
-                              "frontend": {"ip": _ip(event.frontend_addr),
-                                           "port": structs.port_host(event.frontend_port)}}
+                              "frontend": {"ip": self._frontend6(event.service_id, port,
+                                                                 event.proto)
+                                           if event.family == FAMILY_IPV6
+                                           else _ip(event.frontend_addr), "port": port}}
         if event.outcome == TraceOutcome.TO_TUNNEL:
             tunnel = _ip(event.tunnel_ip)
             hop["tunnel"] = {"ip": tunnel, "node": self._node_of(tunnel)}

@@ -1,5 +1,7 @@
-"""The packet `podwire trace` injects: one IPv4 TCP SYN or UDP datagram whose
-DSCP carries the trace's tag (bpf/lib/trace.h), built byte by byte with correct checksums.
+"""The packet `podwire trace` injects: one IPv4 or IPv6 TCP SYN or UDP datagram whose
+DSCP (IPv4 TOS, IPv6 traffic class) carries the trace's tag and whose IPv4 id or IPv6 flow
+label carries the injected packet's id (bpf/lib/trace.h), built byte by byte with correct
+checksums.
 
 Pure: the agent sends the bytes from inside the source pod (agent/tracer.py).
 """
@@ -14,7 +16,7 @@ from podwire.bpf.constants import TRACE_TAGS
 from podwire.policy import Protocol
 
 PAYLOAD = b"podwire-trace"
-TTL = 64
+TTL = 64  # and the IPv6 hop limit
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,16 @@ class TracePacket:
     tag: int
 
     def __post_init__(self) -> None:
+        versions = []
         for name in ("src", "dst"):
             try:
-                ipaddress.IPv4Address(getattr(self, name))
+                versions.append(ipaddress.ip_address(getattr(self, name)).version)
             except ValueError:
-                raise ValueError(f"trace: {name} {getattr(self, name)!r} is not an IPv4 "
+                raise ValueError(f"trace: {name} {getattr(self, name)!r} is not an IP "
                                  "address") from None
+        if versions[0] != versions[1]:
+            raise ValueError(f"trace: src {self.src} and dst {self.dst} are not of one "
+                             "family")
         for name in ("sport", "dport"):
             if not 1 <= getattr(self, name) <= 0xFFFF:
                 raise ValueError(f"trace: {name} {getattr(self, name)} is not a port (1-65535)")
@@ -41,9 +47,19 @@ class TracePacket:
         if not 1 <= self.tag < TRACE_TAGS:
             raise ValueError(f"trace: tag {self.tag} is not a DSCP value 1-{TRACE_TAGS - 1}")
 
+    @property
+    def version(self) -> int:
+        """4 or 6: the family of both addresses."""
+        return ipaddress.ip_address(self.src).version
+
     def build(self, ident: int) -> bytes:
-        """The whole IPv4 packet (no Ethernet header), with IPv4 id `ident`."""
+        """The whole IP packet (no Ethernet header), with IPv4 id `ident`, or over IPv6
+        `ident` as its flow label (16 bits of its 20: the datapath compares those)."""
         segment = self._segment()
+        if self.version == 6:
+            first_word = 6 << 28 | (self.tag << 2) << 20 | (ident & 0xFFFF)
+            return struct.pack("!IHBB16s16s", first_word, len(segment),
+                               self.protocol.number, TTL, self._src, self._dst) + segment
         total = 20 + len(segment)
         header = struct.pack("!BBHHHBBH4s4s", 0x45, self.tag << 2, total, ident & 0xFFFF, 0,
                              TTL, self.protocol.number, 0, self._src, self._dst)
@@ -52,11 +68,11 @@ class TracePacket:
 
     @property
     def _src(self) -> bytes:
-        return ipaddress.IPv4Address(self.src).packed
+        return ipaddress.ip_address(self.src).packed
 
     @property
     def _dst(self) -> bytes:
-        return ipaddress.IPv4Address(self.dst).packed
+        return ipaddress.ip_address(self.dst).packed
 
     def _segment(self) -> bytes:
         if self.protocol is Protocol.TCP:
@@ -68,6 +84,8 @@ class TracePacket:
         return _with_l4_checksum(segment, 6, self._pseudo(len(segment)), zero_is=0xFFFF)
 
     def _pseudo(self, length: int) -> bytes:
+        if self.version == 6:  # RFC 8200 8.1
+            return self._src + self._dst + struct.pack("!IxxxB", length, self.protocol.number)
         return self._src + self._dst + struct.pack("!BBH", 0, self.protocol.number, length)
 
 

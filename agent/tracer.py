@@ -13,6 +13,7 @@ The datapath side is bpf/lib/trace.h; a hop's shape is agent/tracehops.py's.
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import logging
 import socket
 import threading
@@ -27,7 +28,7 @@ from cachetools import TTLCache
 from podwire.agent import structs
 from podwire.agent.maps import BpfMap
 from podwire.agent.ringbuf import RingBuffer
-from podwire.agent.tracehops import HopNamer
+from podwire.agent.tracehops import TRACE_EVENT_V4_SIZE, HopNamer, decode_trace_event
 from podwire.agent.tracepacket import TracePacket
 from podwire.bpf.constants import TRACE_F_CONSUME, TRACE_F_LIVE, TRACE_TAGS, TraceOutcome
 from podwire.common.netns import in_netns
@@ -82,7 +83,8 @@ class Tracer:
     def arm(self, tag: int, trace_id: int, flags: list[str], seconds: float,
             ip_id: int = 0) -> None:
         """Trace packets tagged `tag` as trace_id for `seconds`; with "consume", only the
-        one with IPv4 id ip_id (the packet the CLI has the source's agent inject)."""
+        one with IPv4 id, or IPv6 flow label, ip_id (the packet the CLI has the source's
+        agent inject)."""
         if not 1 <= tag < TRACE_TAGS:
             raise TraceError(f"tag {tag} is not 1-{TRACE_TAGS - 1}")
         if not 0 < trace_id < 1 << 32:
@@ -128,8 +130,10 @@ class Tracer:
         """Send the packet from inside the source pod: it leaves the pod's eth0 and meets
         from_pod exactly as the pod's own packets do."""
         self._require_armed(packet.tag)
+        family = socket.AF_INET6 if packet.version == 6 else socket.AF_INET
         with in_netns(netns):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            # IPPROTO_RAW: the header is ours, over IPv6 too (its tag and flow label).
+            sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
         with sock:
             sock.sendto(packet.build(ip_id), (packet.dst, 0))
         log.info("event=trace_injected tag=%d %s:%d -> %s:%d %s", packet.tag, packet.src,
@@ -138,9 +142,13 @@ class Tracer:
     def mark_live(self, ep_id: int, dst: str, dport: int, proto: int, tag: int) -> None:
         """Mark the next packet endpoint ep_id sends to dst:dport/proto (--live)."""
         self._require_armed(tag)
-        self._live.update(ctypes.c_uint32(ep_id), structs.TraceLive(
-            daddr=structs.ip_be(dst), dport=structs.port_be(dport) if dport else 0,
-            proto=proto, tag=tag))
+        mark = structs.TraceLive(dport=structs.port_be(dport) if dport else 0, proto=proto,
+                                 tag=tag)
+        if ipaddress.ip_address(dst).version == 6:
+            mark.daddr6 = structs.ip6_addr(dst)
+        else:
+            mark.daddr = structs.ip_be(dst)
+        self._live.update(ctypes.c_uint32(ep_id), mark)
 
     def _require_armed(self, tag: int) -> None:
         with self._cond:
@@ -151,15 +159,14 @@ class Tracer:
 
     def read(self, stop: threading.Event, name_lock: Any) -> None:
         """The reader thread: hops from the ring, named under the agent's model lock."""
-        size = ctypes.sizeof(structs.TraceEvent)
         while not stop.is_set():
             ready = self._ring.wait(0.5)
             with self._cond:
                 self._expire(time.monotonic())
             if not ready:
                 continue
-            events = [structs.TraceEvent.from_buffer_copy(raw[:size])
-                      for raw in self._ring.read() if len(raw) >= size]
+            events = [decode_trace_event(raw) for raw in self._ring.read()
+                      if len(raw) >= TRACE_EVENT_V4_SIZE]
             with name_lock:
                 hops = [self._namer.hop(event) for event in events]
             with self._cond:

@@ -19,7 +19,7 @@ int lb6_frontend(struct __sk_buff *skb)
 	__u32 zero = 0;
 	int verdict, ret;
 
-	if (!entry6_prologue(skb, &cfg, &p, &c, true, &verdict))
+	if (!entry6_prologue(skb, &cfg, &p, &c, true, true, &verdict))
 		return verdict;
 	frontend = p.daddr6;
 	addr = p.saddr6;
@@ -62,7 +62,7 @@ int lb6_reply(struct __sk_buff *skb)
 	struct pkt p = {};
 	int verdict, ret;
 
-	if (!entry6_prologue(skb, &cfg, &p, &c, false, &verdict))
+	if (!entry6_prologue(skb, &cfg, &p, &c, false, false, &verdict))
 		return verdict;
 	ct = lb6_reply_entry(&p);
 	if (!ct)
@@ -87,7 +87,7 @@ int lb6_frontend_icmp(struct __sk_buff *skb)
 	struct pkt p = {};
 	int verdict, ret;
 
-	if (!entry6_prologue(skb, &cfg, &p, &c, true, &verdict))
+	if (!entry6_prologue(skb, &cfg, &p, &c, true, false, &verdict))
 		return verdict;
 	addr = p.saddr6;
 	src = endpoints6.lookup(&addr);
@@ -117,7 +117,7 @@ int lb6_related(struct __sk_buff *skb)
 	struct pkt p = {};
 	int verdict, ret;
 
-	if (!entry6_prologue(skb, &cfg, &p, &c, false, &verdict))
+	if (!entry6_prologue(skb, &cfg, &p, &c, false, false, &verdict))
 		return verdict;
 	ret = parse_icmp6_inner(skb, &p, &quoted);
 	if (ret < 0)

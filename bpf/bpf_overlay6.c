@@ -21,7 +21,7 @@ int from_overlay6(struct __sk_buff *skb)
 	__u64 now;
 
 	/* No neighbour discovery across the overlay: the programs route pods at L3. */
-	if (!entry6_prologue(skb, &cfg, &p, &c, false, &verdict))
+	if (!entry6_prologue(skb, &cfg, &p, &c, false, true, &verdict))
 		return verdict;
 
 	addr = p.saddr6;

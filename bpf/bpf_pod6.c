@@ -29,7 +29,7 @@ int from_pod6(struct __sk_buff *skb)
 	bool audit;
 	__u64 now;
 
-	if (!entry6_prologue(skb, &cfg, &p, &c, true, &verdict))
+	if (!entry6_prologue(skb, &cfg, &p, &c, true, true, &verdict))
 		return verdict;
 
 	handed = lb6_translated.lookup(&zero);
@@ -47,6 +47,7 @@ int from_pod6(struct __sk_buff *skb)
 		return drop6(skb, cfg, &p, &c, DROP_INVALID_SOURCE);
 	c.src_identity = src->identity;
 	c.src_ep_id = src->ep_id;
+	trace_mark_live_family(skb, &p, &c, src->ep_id, true);
 	if (!c.service_id && lb6_frontend_of(&p)) {
 		lb6_progs.call(skb, LB6_PROG_FRONTEND);
 		return drop6(skb, cfg, &p, &c, DROP_UNSUPPORTED_L3); /* no lb6_frontend */
@@ -123,7 +124,7 @@ int to_pod6(struct __sk_buff *skb)
 	bool audit;
 	__u64 now;
 
-	if (!entry6_prologue(skb, &cfg, &p, &c, true, &verdict))
+	if (!entry6_prologue(skb, &cfg, &p, &c, true, true, &verdict))
 		return verdict;
 
 	addr = p.daddr6;
@@ -138,7 +139,7 @@ int to_pod6(struct __sk_buff *skb)
 	c.ct_status = status;
 	c.ct_known = 1;
 	if (status != CT_NEW)
-		return pass_on(skb, &p, &c);
+		return pass_on6(skb, &p, &c);
 
 	addr = p.saddr6;
 	peer = ipcache6_lookup(&addr);
@@ -154,5 +155,5 @@ int to_pod6(struct __sk_buff *skb)
 	ret = new_flow_commit6(skb, cfg, &p, &c, NULL, now);
 	if (ret < 0)
 		return drop6(skb, cfg, &p, &c, ret);
-	return pass_on(skb, &p, &c);
+	return pass_on6(skb, &p, &c);
 }

@@ -83,7 +83,9 @@ class Hook(enum.IntEnum):
         return self.name.lower().replace("_", "-")
 
 
-# flow_event.family of an IPv6 packet's event (its addresses are saddr6, daddr6).
+# flow_event.family and trace_event.family: an IPv4 packet's (addresses saddr, daddr) or
+# an IPv6 one's (saddr6, daddr6).
+FAMILY_IPV4: Final = _C["FAMILY_IPV4"]
 FAMILY_IPV6: Final = _C["FAMILY_IPV6"]
 
 

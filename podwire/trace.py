@@ -3,9 +3,11 @@ decided there (node, hook, Service translation, conntrack, egress and ingress ve
 with the policy, the tunnel to which node, delivered or dropped and why).
 
     podwire trace --from NS/POD (--to NS/POD | --to-service NS/NAME | --to-ip IP)
-                  --port P [--protocol TCP|UDP] [--live] [-o json]
+                  --port P [--protocol TCP|UDP] [--family 4|6] [--live] [-o json]
                   [--lab [PREFIX] | --socket PATH | --kubeconfig PATH [--context NAME]]
 
+`--family` picks the address family (default 4; a `--to-ip` says its own): the pods'
+addresses, or the Service's ClusterIP, of that family, and an IPv4 or IPv6 packet.
 The packet is injected at the source pod (it leaves the pod's eth0 like the pod's own)
 and never reaches the destination's application: the node that would deliver it drops
 it there. With `--live` nothing is injected: the pod's next matching packet is marked
@@ -15,7 +17,7 @@ by node along the tunnels it took. Agents are reached as `podwire observe` reach
 (podwire/agents.py): `--socket` directly, `--lab` and `--kubeconfig` through the API
 server's pods/portforward to each agent's observe endpoint.
 
-`-o json` prints {"trace_id", "from", "to", "port", "protocol", "live", "packet",
+`-o json` prints {"trace_id", "from", "to", "port", "protocol", "family", "live", "packet",
 "result", "drop_reason", "hops": [hop, ...]}, hops in path order, each the shape
 agent/tracehops.py documents. `result` is `delivered`, `to-host`, `dropped`, or
 `incomplete` (the packet was not seen to end: a node that did not answer, or --live and
@@ -42,6 +44,7 @@ from podwire.common.agentapi import AgentError, get_json, post_json
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 TAGS = range(1, 64)  # DSCP values (bpf/lib/types.h TRACE_TAGS)
+FAMILIES = (4, 6)  # IP versions, as `podwire lab probe --family`
 RESULTS = {"to-pod": "delivered", "to-host": "to-host", "dropped": "dropped"}
 
 
@@ -58,6 +61,9 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--port", type=int, required=True, metavar="P",
                    help="destination port (the Service port with --to-service)")
     p.add_argument("--protocol", type=str.upper, choices=["TCP", "UDP"], default="TCP")
+    p.add_argument("--family", type=int, choices=FAMILIES, default=None,
+                   help="trace over IPv4 (4) or IPv6 (6): the pods' addresses or the "
+                   "Service's ClusterIP of that family (default 4, or --to-ip's own)")
     p.add_argument("--live", action="store_true",
                    help="trace the pod's next matching packet instead of injecting one")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
@@ -70,6 +76,7 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 def run(args: argparse.Namespace) -> int:
     try:
         destination = _destination(args)
+        family = _family(args)
         if not 1 <= args.port <= 65535:
             raise ValueError(f"--port {args.port} is not 1-65535")
         _ref(args.source, "--from")
@@ -81,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     timeout = args.timeout if args.timeout is not None else (30.0 if args.live else 3.0)
     try:
         report = trace(nodes, args.source, destination, args.port, args.protocol, args.live,
-                       timeout)
+                       timeout, family)
     except AgentError as err:
         print(f"podwire trace: {err}", file=sys.stderr)
         return EXIT_FAILED
@@ -94,16 +101,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def trace(nodes: Sequence[AgentTarget], source: str, destination: dict[str, str], port: int,
-          protocol: str, live: bool, timeout: float) -> dict[str, Any]:
+          protocol: str, live: bool, timeout: float, family: int = 4) -> dict[str, Any]:
     """Arm every agent, inject (or mark) at the source's, follow the hops, disarm."""
     trace_id = int.from_bytes(os.urandom(4), "little") or 1
     flags = ["live"] if live else ["consume"]
-    # The injected packet's IPv4 id: only it is consumed (bpf/lib/trace.h).
+    # The injected packet's IPv4 id (its IPv6 flow label): only it is consumed
+    # (bpf/lib/trace.h).
     ip_id = random.randrange(1, 0x10000)
     tag = _arm_everywhere(nodes, trace_id, flags, timeout + 5.0, ip_id)
     try:
         request = {"tag": tag, "ip_id": ip_id, "from": source, "to": destination,
-                   "port": port, "protocol": protocol}
+                   "port": port, "protocol": protocol, "family": family}
         first, packet = _start(nodes, "/trace/live" if live else "/trace/inject", request)
         hops = _follow(nodes, first, trace_id, timeout)
     finally:
@@ -115,7 +123,7 @@ def trace(nodes: Sequence[AgentTarget], source: str, destination: dict[str, str]
     last = hops[-1] if hops else None
     result = RESULTS.get(last["outcome"], "incomplete") if last else "incomplete"
     return {"trace_id": trace_id, "from": source, "to": destination, "port": port,
-            "protocol": protocol, "live": live, "packet": packet, "result": result,
+            "protocol": protocol, "family": family, "live": live, "packet": packet, "result": result,
             "drop_reason": last["drop_reason"] if last else None, "hops": hops}
 
 
@@ -193,10 +201,23 @@ def _destination(args: argparse.Namespace) -> dict[str, str]:
         _ref(args.to_service, "--to-service")
         return {"service": args.to_service}
     try:
-        ipaddress.IPv4Address(args.to_ip)
+        ipaddress.ip_address(args.to_ip)
     except ValueError:
-        raise ValueError(f"--to-ip {args.to_ip!r} is not an IPv4 address") from None
+        raise ValueError(f"--to-ip {args.to_ip!r} is not an IPv4 or IPv6 address") from None
     return {"ip": args.to_ip}
+
+
+def _family(args: argparse.Namespace) -> int:
+    """--family, else --to-ip's own family, else 4; a --to-ip of the other family is an
+    error (as `podwire lab probe --family`)."""
+    if not args.to_ip:
+        return args.family or 4
+    version = ipaddress.ip_address(args.to_ip).version
+    if args.family is not None and args.family != version:
+        raise ValueError(f"--to-ip {args.to_ip} is an IPv{version} address and --family "
+                         f"{args.family} asks for IPv{args.family}: give one of them, or "
+                         "both the same")
+    return version
 
 
 def _ref(ref: str, flag: str) -> None:

@@ -11,10 +11,13 @@
 #include "parse6.h"
 
 /* True when the caller goes on with the parsed IPv6 packet; false when the program is
- * done and returns *verdict. */
+ * done and returns *verdict. traced (a constant): the program can see a packet podwire
+ * trace follows (trace.h), the first of a TCP or UDP connection; the load balancer's
+ * programs for replies and ICMPv6 errors cannot, and skip the tracing that would cost
+ * them verifier budget they lack. */
 static __always_inline bool entry6_prologue(struct __sk_buff *skb, struct node_config **cfg,
 					    struct pkt *p, struct flow_ctx *c, bool pass_nd,
-					    int *verdict)
+					    bool traced, int *verdict)
 {
 	__u32 zero = 0;
 	int ret;
@@ -31,9 +34,11 @@ static __always_inline bool entry6_prologue(struct __sk_buff *skb, struct node_c
 		return false;
 	}
 	if (pass_nd && is_link_control6(p)) {
-		*verdict = pass_on(skb, p, c);
+		*verdict = pass_on6(skb, p, c);
 		return false;
 	}
+	if (traced)
+		trace_arm(p, c);
 	return true;
 }
 

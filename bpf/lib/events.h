@@ -236,7 +236,7 @@ static __always_inline int drop_family(struct __sk_buff *skb, const struct node_
 	count(DROP_CODE(reason), c->direction, skb->len);
 	emit_family(skb, cfg, p, c, EVENT_DROP, DROP_CODE(reason), v6);
 	if (c->trace_id)
-		trace_hop(skb, p, c, TRACE_DROPPED, DROP_CODE(reason), 0);
+		trace_hop(skb, p, c, TRACE_DROPPED, DROP_CODE(reason), 0, v6);
 	return TC_ACT_SHOT;
 }
 

@@ -19,13 +19,26 @@ static __always_inline struct ipcache_value *ipcache_lookup(__u32 ip)
 
 /* Let the packet go its way: from a pod up the host stack (the node itself, or the
  * world through its routing and masquerade); into the pod on to_pod's hook. */
-static __always_inline int pass_on(struct __sk_buff *skb, const struct pkt *p,
-				   const struct flow_ctx *c)
+static __always_inline int pass_on_family(struct __sk_buff *skb, const struct pkt *p,
+					  const struct flow_ctx *c, bool v6)
 {
-	if (trace_delivered(skb, p, c, c->hook == HOOK_TO_POD ? TRACE_TO_POD : TRACE_TO_HOST))
+	if (trace_delivered(skb, p, c, c->hook == HOOK_TO_POD ? TRACE_TO_POD : TRACE_TO_HOST,
+			    v6))
 		return TC_ACT_SHOT;
 	count(REASON_FORWARDED, c->direction, skb->len);
 	return TC_ACT_OK;
+}
+
+static __always_inline int pass_on(struct __sk_buff *skb, const struct pkt *p,
+				   const struct flow_ctx *c)
+{
+	return pass_on_family(skb, p, c, false);
+}
+
+static __always_inline int pass_on6(struct __sk_buff *skb, const struct pkt *p,
+				    const struct flow_ctx *c)
+{
+	return pass_on_family(skb, p, c, true);
 }
 
 /* Into a local pod: its MACs, then straight to the veth peer. redirect_peer skips
@@ -46,7 +59,7 @@ static __always_inline int deliver_local_family(struct __sk_buff *skb,
 		return drop_family(skb, cfg, p, c, DROP_MALFORMED, v6);
 	if (skb->pkt_type != PACKET_HOST)
 		bpf_skb_change_type(skb, PACKET_HOST);
-	if (trace_delivered(skb, p, c, TRACE_TO_POD))
+	if (trace_delivered(skb, p, c, TRACE_TO_POD, v6))
 		return TC_ACT_SHOT;
 	count(REASON_FORWARDED, c->direction, skb->len);
 	return bpf_redirect_peer(ep->ifindex, 0);
@@ -75,7 +88,7 @@ static __always_inline int deliver_tunnel_family(struct __sk_buff *skb,
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
 		return drop_family(skb, cfg, p, c, DROP_NO_ROUTE, v6);
 	if (c->trace_id)
-		trace_hop(skb, p, c, TRACE_TO_TUNNEL, REASON_FORWARDED, tunnel_ip);
+		trace_hop(skb, p, c, TRACE_TO_TUNNEL, REASON_FORWARDED, tunnel_ip, v6);
 	count(REASON_FORWARDED, c->direction, skb->len);
 	return bpf_redirect(cfg->vxlan_ifindex, 0);
 }

@@ -29,7 +29,7 @@ static __always_inline int deliver6(struct __sk_buff *skb, const struct node_con
 	dst = ipcache6_lookup(&daddr);
 	if (dst && dst->tunnel_ip && dst->tunnel_ip != cfg->node_ip)
 		return deliver_tunnel_family(skb, cfg, p, c, dst->tunnel_ip, true);
-	return pass_on(skb, p, c);
+	return pass_on6(skb, p, c);
 }
 
 /* A packet conntrack found, at a hook where a Service connection's client is (from_pod6,

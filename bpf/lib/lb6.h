@@ -28,12 +28,6 @@ static __always_inline bool lb6_proto(__u8 proto)
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
 }
 
-static __always_inline bool ip6_equal(const struct ip6_addr *a, const struct ip6_addr *b)
-{
-	return !((a->w[0] ^ b->w[0]) | (a->w[1] ^ b->w[1]) | (a->w[2] ^ b->w[2]) |
-		 (a->w[3] ^ b->w[3]));
-}
-
 /* The source a pod reaching itself through a Service is given (types.h). */
 static __always_inline struct ip6_addr lb6_hairpin_ip(void)
 {

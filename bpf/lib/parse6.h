@@ -69,6 +69,12 @@ struct ip6_hdr {
 	struct ip6_addr daddr;
 };
 
+static __always_inline bool ip6_equal(const struct ip6_addr *a, const struct ip6_addr *b)
+{
+	return !((a->w[0] ^ b->w[0]) | (a->w[1] ^ b->w[1]) | (a->w[2] ^ b->w[2]) |
+		 (a->w[3] ^ b->w[3]));
+}
+
 static __always_inline bool ip6_ext_unknown(__u8 nh)
 {
 	return nh == NEXTHDR_NONE || nh == NEXTHDR_MOBILITY || nh == NEXTHDR_HIP ||
@@ -148,6 +154,10 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p)
 	p->daddr6 = ip.daddr;
 	p->hop_limit = ip.hop_limit;
 	p->len = skb->len;
+	/* podwire trace's tag and id (trace.h): the traffic class's DSCP, and the flow
+	 * label's low 16 bits in IPv4's id's place. */
+	p->dscp = ((ip.version_tc & 0x0f) << 2) | (ip.tc_flow >> 6);
+	p->ip_id = ip.flow;
 
 	nh = ip.nexthdr;
 #pragma unroll

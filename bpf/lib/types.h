@@ -424,8 +424,9 @@ struct node_config {
 	__u64 event_burst_ns;
 };
 
-/* podwire trace (bpf/lib/trace.h). A packet whose IPv4 DSCP is an armed tag reports
- * every hook it crosses, with what was decided there, to the trace_events ring. */
+/* podwire trace (bpf/lib/trace.h). A packet whose DSCP (IPv4 TOS, IPv6 traffic class) is
+ * an armed tag reports every hook it crosses, with what was decided there, to the
+ * trace_events ring. */
 #define TRACE_TAGS 64 /* one slot per DSCP value; 0 is never a tag */
 #define TRACE_EVENTS_BYTES 65536
 /* Injected by the agent: dropped where it would be delivered. Only the packet with the
@@ -436,15 +437,19 @@ struct node_config {
 struct trace_tag {
 	__u32 trace_id; /* 0: the tag is not armed */
 	__u16 flags; /* TRACE_F_* */
-	__u16 ip_id; /* TRACE_F_CONSUME: the injected packet's IPv4 id, network order */
+	/* TRACE_F_CONSUME: the injected packet's IPv4 id, or the low 16 bits of its IPv6
+	 * flow label; network order */
+	__u16 ip_id;
 };
 
-/* Arms --live: the next packet the endpoint sends to daddr:dport/proto is marked. */
+/* Arms --live: the next packet the endpoint sends to daddr:dport/proto (an IPv6 one:
+ * daddr6, daddr 0) is marked. */
 struct trace_live {
 	__u32 daddr;
 	__u16 dport;
 	__u8 proto;
 	__u8 tag;
+	struct ip6_addr daddr6;
 };
 
 /* trace_event.outcome: where the packet went from the hook. */
@@ -474,7 +479,10 @@ struct trace_event {
 	__u8 ct_status; /* CT_STATUS_* */
 	__u8 direction;
 	__u8 tcp_flags;
-	__u8 pad;
+	/* FAMILY_IPV4: the addresses are saddr, daddr (an IPv4 hop's record ends before
+	 * saddr6: TRACE_EVENT_V4_SIZE); FAMILY_IPV6: saddr6, daddr6, and frontend_addr is 0
+	 * (the agent names an IPv6 frontend from service_id and frontend_port). */
+	__u8 family;
 	__u32 src_identity;
 	__u32 dst_identity;
 	__u32 src_ep_id;
@@ -485,9 +493,14 @@ struct trace_event {
 	__u32 frontend_addr;
 	__u16 frontend_port;
 	__u16 pad2;
-	__u32 tunnel_ip; /* TRACE_TO_TUNNEL: the node it was sent to */
+	__u32 tunnel_ip; /* TRACE_TO_TUNNEL: the node it was sent to (the underlay is IPv4) */
 	__u32 ifindex; /* the device the hook runs on */
+	struct ip6_addr saddr6;
+	struct ip6_addr daddr6;
 };
+
+/* The bytes of an IPv4 hop in the ring: the struct up to its IPv6 addresses. */
+#define TRACE_EVENT_V4_SIZE __builtin_offsetof(struct trace_event, saddr6)
 
 struct flow_event {
 	__u64 timestamp; /* bpf_ktime_get_ns() */

@@ -1,6 +1,7 @@
 """`podwire trace` on a running two-node lab, as a user runs it.
 
-x/a and x/c on node1, x/b on node2; x/b admits only app a on TCP 80 (x/b-http); the
+A dual-stack lab: each scenario is traced over IPv4 and over IPv6 (`--family`), with the
+same hops expected. x/a and x/c on node1, x/b on node2; x/b admits only app a on TCP 80 (x/b-http); the
 Service x/web (port 8080) fronts x/b's port 80. Each trace is one packet injected at the
 source pod through the real agents' BPF programs; the CLI is the installed `podwire`.
 `--lab` reaches the agents as a cluster is reached: through the API server's
@@ -9,6 +10,7 @@ pods/portforward to each agent's observe endpoint, never their unix sockets.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import subprocess
@@ -29,12 +31,14 @@ from podwire.lab.probe import ProbeTarget, probe
 pytestmark = pytest.mark.timeout(600)
 
 PREFIX = "pwttr"
+FAMILIES = pytest.mark.parametrize("family", [4, 6])
 HOP_FIELDS = {"node", "hook", "time", "trace_id", "protocol", "tcp_flags", "source",
               "destination", "conntrack", "service", "egress", "ingress", "outcome",
               "drop_reason", "tunnel"}
 SERVICE = {"apiVersion": "v1", "kind": "Service",
            "metadata": {"name": "web", "namespace": "x"},
-           "spec": {"selector": {"pod": "b"},
+           "spec": {"selector": {"pod": "b"}, "ipFamilyPolicy": "RequireDualStack",
+                    "ipFamilies": ["IPv4", "IPv6"],
                     "ports": [{"name": "http", "port": 8080, "targetPort": 80,
                                "protocol": "TCP"}]}}
 POLICY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -50,8 +54,9 @@ class Lab:
         self.pods = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p
                      for p in Kube(Path(kubeconfig)).list_pods()["items"]}
 
-    def ip(self, pod: str) -> str:
-        return str(self.pods[pod]["status"]["podIP"])
+    def ip(self, pod: str, family: int = 4) -> str:
+        return next(str(e["ip"]) for e in self.pods[pod]["status"]["podIPs"]
+                    if ipaddress.ip_address(e["ip"]).version == family)
 
     def netns(self, pod: str) -> str:
         return LabLayout(PREFIX).pod_netns(self.pods[pod]["metadata"]["uid"])
@@ -59,7 +64,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with lab_up(PREFIX, 2, "podwire") as state:
+    with lab_up(PREFIX, 2, "podwire", "dual") as state:
         objects = [samples.namespace("x"), samples.pod("x", "a", (80,), node="node1"),
                    samples.pod("x", "b", (80,), node="node2"),
                    samples.pod("x", "c", (80,), node="node1"), SERVICE, POLICY]
@@ -86,22 +91,25 @@ def path(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [(h["node"], h["hook"], h["outcome"]) for h in report["hops"]]
 
 
-def test_same_node_allowed_is_one_hop_and_never_reaches_the_application(lab: Lab) -> None:
+@FAMILIES
+def test_same_node_allowed_is_one_hop_and_never_reaches_the_application(lab: Lab,
+                                                                        family: int) -> None:
     # A UDP socket of our own in x/c: the traced datagram must not reach it, an ordinary
     # datagram to the same port must (so the socket would have seen the traced one).
+    af = socket.AF_INET6 if family == 6 else socket.AF_INET
     with in_netns(lab.netns("x/c")):
-        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink = socket.socket(af, socket.SOCK_DGRAM)
     with sink:
-        sink.bind(("0.0.0.0", 9999))
+        sink.bind(("::" if family == 6 else "0.0.0.0", 9999))
         sink.setblocking(False)
         report = trace_json("--from", "x/a", "--to", "x/c", "--port", "9999", "--protocol",
-                            "UDP")
+                            "UDP", "--family", str(family))
         with pytest.raises(BlockingIOError):
             sink.recv(100)
         with in_netns(lab.netns("x/a")):
-            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sender = socket.socket(af, socket.SOCK_DGRAM)
         with sender:
-            sender.sendto(b"ordinary", (lab.ip("x/c"), 9999))
+            sender.sendto(b"ordinary", (lab.ip("x/c", family), 9999))
         sink.setblocking(True)
         sink.settimeout(5)
         assert sink.recv(100) == b"ordinary"
@@ -112,13 +120,16 @@ def test_same_node_allowed_is_one_hop_and_never_reaches_the_application(lab: Lab
     assert hop["egress"] == {"verdict": "allowed", "policy": None, "isolated_by": []}
     assert hop["ingress"] == {"verdict": "allowed", "policy": None, "isolated_by": []}
     assert (hop["source"]["pod"], hop["destination"]["pod"]) == ("a", "c")
-    assert hop["destination"] == {"ip": lab.ip("x/c"), "port": 9999, "identity":
+    assert hop["destination"] == {"ip": lab.ip("x/c", family), "port": 9999, "identity":
                                   hop["destination"]["identity"], "namespace": "x", "pod": "c"}
-    assert report["packet"]["destination"] == {"ip": lab.ip("x/c"), "port": 9999}
+    assert report["packet"]["destination"] == {"ip": lab.ip("x/c", family), "port": 9999}
+    assert hop["source"]["ip"] == lab.ip("x/a", family)
 
 
-def test_cross_node_allowed_crosses_the_tunnel(lab: Lab) -> None:
-    report = trace_json("--from", "x/a", "--to", "x/b", "--port", "80")
+@FAMILIES
+def test_cross_node_allowed_crosses_the_tunnel(lab: Lab, family: int) -> None:
+    report = trace_json("--from", "x/a", "--to", "x/b", "--port", "80", "--family",
+                        str(family))
     assert report["result"] == "delivered"
     assert path(report) == [("node1", "from-pod", "to-tunnel"),
                             ("node2", "from-overlay", "to-pod")]
@@ -129,45 +140,53 @@ def test_cross_node_allowed_crosses_the_tunnel(lab: Lab) -> None:
     assert received["ingress"] == {"verdict": "allowed", "policy": "x/b-http",
                                    "isolated_by": []}
     assert received["egress"] is None and received["conntrack"] == "new"
-    assert received["source"]["ip"] == lab.ip("x/a")
+    assert received["source"]["ip"] == lab.ip("x/a", family)
+    assert received["destination"]["ip"] == lab.ip("x/b", family)
 
 
-def test_cross_node_denied_by_ingress_names_the_policy(lab: Lab) -> None:
-    report = trace_json("--from", "x/c", "--to", "x/b", "--port", "80")
+@FAMILIES
+def test_cross_node_denied_by_ingress_names_the_policy(lab: Lab, family: int) -> None:
+    report = trace_json("--from", "x/c", "--to", "x/b", "--port", "80", "--family",
+                        str(family))
     assert report["result"] == "dropped" and report["drop_reason"] == "POLICY_DENIED"
     assert path(report) == [("node1", "from-pod", "to-tunnel"),
                             ("node2", "from-overlay", "dropped")]
     denied = report["hops"][1]
     assert denied["ingress"] == {"verdict": "denied", "policy": None,
                                  "isolated_by": ["x/b-http"]}
-    text = trace("--from", "x/c", "--to", "x/b", "--port", "80")
+    text = trace("--from", "x/c", "--to", "x/b", "--port", "80", "--family", str(family))
     assert text.returncode == 0, text.stderr
     assert "result: dropped (POLICY_DENIED)" in text.stdout
     assert "isolated by x/b-http" in text.stdout
 
 
-def test_through_a_service_shows_the_translation(lab: Lab) -> None:
-    report = trace_json("--from", "x/a", "--to-service", "x/web", "--port", "8080")
+@FAMILIES
+def test_through_a_service_shows_the_translation(lab: Lab, family: int) -> None:
+    report = trace_json("--from", "x/a", "--to-service", "x/web", "--port", "8080",
+                        "--family", str(family))
     assert report["result"] == "delivered"
     assert path(report) == [("node1", "from-pod", "to-tunnel"),
                             ("node2", "from-overlay", "to-pod")]
     sent = report["hops"][0]
     assert sent["service"]["name"] == "x/web"
     assert sent["service"]["frontend"]["port"] == 8080
-    assert sent["destination"]["ip"] == lab.ip("x/b") and sent["destination"]["port"] == 80
+    assert ipaddress.ip_address(sent["service"]["frontend"]["ip"]).version == family
+    assert sent["destination"]["ip"] == lab.ip("x/b", family)
+    assert sent["destination"]["port"] == 80
     assert report["hops"][1]["ingress"]["policy"] == "x/b-http"
 
 
-def test_live_traces_the_pods_own_next_packet_and_delivers_it(lab: Lab) -> None:
+@FAMILIES
+def test_live_traces_the_pods_own_next_packet_and_delivers_it(lab: Lab, family: int) -> None:
     live = subprocess.Popen([*PODWIRE, "trace", "--lab", PREFIX, "--from", "x/a", "--to",
                              "x/b", "--port", "80", "--live", "--timeout", "20", "-o",
-                             "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "json", "--family", str(family)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         # Until the mark is armed the probes go untraced; the trace ends on the first one
         # marked. Each probe is a real connection, which must succeed while traced.
         def traced() -> bool:
-            assert probe(lab.netns("x/a"), ProbeTarget(lab.ip("x/b"), 80, "TCP",
+            assert probe(lab.netns("x/a"), ProbeTarget(lab.ip("x/b", family), 80, "TCP",
                                                        expect_name="x/b"), timeout=2.0).ok
             return live.poll() is not None
         wait_for(traced, "the live trace to see a probe", 30)
@@ -182,6 +201,7 @@ def test_live_traces_the_pods_own_next_packet_and_delivers_it(lab: Lab) -> None:
     assert path(report) == [("node1", "from-pod", "to-tunnel"),
                             ("node2", "from-overlay", "to-pod")]
     assert report["hops"][0]["tcp_flags"] == ["SYN"]
+    assert report["hops"][0]["destination"]["ip"] == lab.ip("x/b", family)
 
 
 def test_hops_are_flow_records_of_type_trace(lab: Lab) -> None:
@@ -250,11 +270,15 @@ def test_socket_traces_one_agent_directly(lab: Lab) -> None:
 
 def test_bad_input_is_named(lab: Lab) -> None:
     bad_ip = trace("--from", "x/a", "--to-ip", "10.0.0", "--port", "80")
-    assert bad_ip.returncode == 2 and "--to-ip '10.0.0' is not an IPv4 address" in bad_ip.stderr
+    assert bad_ip.returncode == 2
+    assert "--to-ip '10.0.0' is not an IPv4 or IPv6 address" in bad_ip.stderr
     bad_ref = trace("--from", "a", "--to", "x/b", "--port", "80")
     assert bad_ref.returncode == 2 and "--from 'a' is not NAMESPACE/NAME" in bad_ref.stderr
     missing = trace("--from", "x/nope", "--to", "x/b", "--port", "80")
     assert missing.returncode == 1 and "pod x/nope was found on no node" in missing.stderr
     no_service = trace("--from", "x/a", "--to-service", "x/web", "--port", "9")
     assert no_service.returncode == 1
-    assert "service x/web has no ClusterIP port 9/TCP" in no_service.stderr
+    assert "service x/web has no IPv4 ClusterIP port 9/TCP" in no_service.stderr
+    other_family = trace("--from", "x/a", "--to-ip", "fd00::1", "--family", "4", "--port", "80")
+    assert other_family.returncode == 2
+    assert "--to-ip fd00::1 is an IPv6 address and --family 4" in other_family.stderr

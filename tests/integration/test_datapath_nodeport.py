@@ -48,6 +48,7 @@ from podwire.agent.maps import BpfMap
 from podwire.agent.nodesetup import ensure_vxlan_device
 from podwire.agent.reconcile import Delete, MapName, Operation, Upsert
 from podwire.agent.ringbuf import RingBuffer
+from podwire.agent.tracehops import decode_trace_event
 from podwire.bpf.constants import (
     EP_F_INGRESS_ISOLATED,
     TRACE_F_CONSUME,
@@ -507,7 +508,7 @@ def traced_syn(lab: Lab, node: str, sport: int) -> list[structs.TraceEvent]:
         hops: list[structs.TraceEvent] = []
 
         def delivered() -> bool | None:
-            hops.extend(structs.TraceEvent.from_buffer_copy(r) for ring in rings
+            hops.extend(decode_trace_event(r) for ring in rings
                         for r in ring.read(64))
             return any(h.outcome == TraceOutcome.TO_POD for h in hops) or None
 

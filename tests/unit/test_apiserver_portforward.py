@@ -163,7 +163,7 @@ def test_a_trace_goes_through_pods_portforward_node_by_node(api: client.ApiClien
     (_, armed), (_, injected) = routes["node1"].asked[:2]
     assert armed["trace_id"] == report["trace_id"] and armed["flags"] == ["consume"]
     assert injected == {"tag": armed["tag"], "ip_id": armed["ip_id"], "from": "x/a",
-                        "to": {"pod": "x/b"}, "port": 80, "protocol": "TCP"}
+                        "to": {"pod": "x/b"}, "port": 80, "protocol": "TCP", "family": 4}
 
 
 def test_an_observe_endpoint_without_trace_is_named(api: client.ApiClient,
