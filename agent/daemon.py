@@ -413,7 +413,8 @@ class Agent:
         names = ModelNames(self.state)
         enricher = FlowEnricher(self.config.node_name, names.pod, self.state.policy_name,
                                 names.isolating, services=self.state.service_name,
-                                past=names.at, rules=self.state.refs.rule)
+                                past=names.at, rules=self.state.refs.rule,
+                                cluster_ip6=self.state.services.cluster_ip6)
         for batch in batches:
             for start in range(0, len(batch), _NAMING_CHUNK):
                 with self.lock:

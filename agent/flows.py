@@ -38,7 +38,7 @@ from podwire.bpf.constants import (
     Hook,
     ReservedIdentity,
 )
-from podwire.common.flow import Decider, FlowEnd, FlowRecord, Frontend
+from podwire.common.flow import Decider, FlowEnd, FlowRecord
 from podwire.policy import PortlessProtocol
 from podwire.policy import Protocol as TrafficProtocol
 
@@ -63,6 +63,8 @@ PodLookup = Callable[[str], PeerNames]
 PolicyLookup = Callable[[int], str | None]
 IsolationLookup = Callable[[str, str], list[str]]  # (pod ip, direction) -> policy names
 ServiceLookup = Callable[[int], str | None]  # service_id -> "namespace/name"
+# (service_id, port, protocol) -> the Service's IPv6 ClusterIP on that port
+ClusterIp6Lookup = Callable[[int, int, int], str | None]
 # (ip, event time) -> who had the address then, when that is not its present holder.
 PastLookup = Callable[[str, int], PeerNames | None]
 
@@ -168,8 +170,10 @@ class FlowEnricher:
                  isolation: IsolationLookup, cache_size: int = 8192, cache_ttl: float = 5.0,
                  services: ServiceLookup = lambda _: None,
                  past: PastLookup = lambda ip, when: None,
-                 rules: RuleLookup = lambda _: None):
+                 rules: RuleLookup = lambda _: None,
+                 cluster_ip6: ClusterIp6Lookup = lambda service_id, port, proto: None):
         self.node = node
+        self._cluster_ip6 = cluster_ip6
         self._past = past
         self._service_name = services
         self._rule = rules
@@ -264,14 +268,16 @@ class FlowEnricher:
         """The Service and frontend of a packet that went through one (common/flow.py)."""
         if not event.service_id:
             return
-        frontend: Frontend = {"ip": _ip_str(event.frontend_addr),
-                              "port": structs.port_host(event.frontend_port)}
-        record["frontend"] = frontend
+        port = structs.port_host(event.frontend_port)
+        # An IPv6 event names its frontend by Service and port (32 bits cannot hold it).
+        ip = (self._cluster_ip6(event.service_id, port, event.proto)
+              if event.family == FAMILY_IPV6 else _ip_str(event.frontend_addr))
         source = record["source"]
+        if ip is not None:
+            record["frontend"] = {"ip": ip, "port": port}
         # A reply given the frontend's address comes from the Service; anything else
         # was sent to it.
-        end = source if (source["ip"], source["port"]) == (frontend["ip"],
-                                                           frontend["port"]) \
+        end = source if (source["ip"], source["port"]) == (ip, port) \
             else record["destination"]
         end["service"] = self._service_name(event.service_id)
 

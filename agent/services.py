@@ -295,6 +295,14 @@ class ServiceTable:
     def frontends_of(self, key: str) -> list[FrontendKey]:
         return sorted(self._frontends_of.get(key, ()))
 
+    def cluster_ip6(self, service_id: int, port: int, protocol: int) -> str | None:
+        """The IPv6 ClusterIP Service `service_id` serves `port`/`protocol` on, None when
+        it has none. The datapath's IPv6 flow and trace events name a Service connection's
+        frontend by service id and port only (their frontend field is 32 bits)."""
+        return next((f.address for f in self.frontends_of(self._ids.name(service_id) or "")
+                     if f.scope == LbScope.INTERNAL and f.port == port
+                     and f.protocol == protocol and is_ipv6(f.address)), None)
+
     def backend_ids_of(self, key: str) -> dict[int, BackendAddr]:
         """The backend ids the Service's frontends name."""
         ids: dict[int, BackendAddr] = {}

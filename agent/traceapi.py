@@ -33,7 +33,6 @@ from podwire.agent.localapi import LocalApi, ObserveApi, Request, Response
 from podwire.agent.tracehops import HopNamer, flow_record
 from podwire.agent.tracepacket import TracePacket
 from podwire.agent.tracer import TraceError, Tracer
-from podwire.bpf.constants import LbScope
 from podwire.policy import Protocol
 
 if TYPE_CHECKING:
@@ -182,13 +181,8 @@ class TraceApi:
         raise TraceError(f'"to" names {kind!r}; expected pod, service or ip')
 
     def _frontend6(self, service_id: int, port: int, proto: int) -> str | None:
-        """The IPv6 ClusterIP of Service service_id on port/proto (called under the
-        agent's lock, as every HopNamer lookup)."""
-        services = self.agent.state.services
-        name = services.service_name(service_id)
-        return _of_family([f.address for f in services.frontends_of(name or "")
-                           if f.scope == LbScope.INTERNAL and f.port == port
-                           and f.protocol == proto], 6)
+        """(called under the agent's lock, as every HopNamer lookup)"""
+        return self.agent.state.services.cluster_ip6(service_id, port, proto)
 
     def _node_named(self, ip: str) -> str | None:
         for node in self.agent.state.nodes:

@@ -24,7 +24,14 @@ from podwire.agent.flows import (
 from podwire.agent.policy_compiler import PolicyRefs, RuleName
 from podwire.agent.reasons import reason_code
 from podwire.agent.ringbuf import uniform_run
-from podwire.bpf.constants import REASON_AUDIT, Direction, EventType, Hook, ReservedIdentity
+from podwire.bpf.constants import (
+    FAMILY_IPV6,
+    REASON_AUDIT,
+    Direction,
+    EventType,
+    Hook,
+    ReservedIdentity,
+)
 from podwire.common import flowtext
 from podwire.observe import Printer
 from podwire.policy.admin import Tier
@@ -302,6 +309,32 @@ def test_a_flow_through_a_service_names_it_at_the_destination_and_the_frontend()
     assert reply["source"]["service"] == "x/web" and reply["destination"]["service"] is None
     assert enricher().record(event(Hook.FROM_POD))["destination"]["service"] is None
     assert "x/b:80 (service x/web)" in flowtext.compact(record).plain
+
+
+def test_an_ipv6_flow_through_a_service_names_its_ipv6_cluster_ip() -> None:
+    # The IPv6 event's frontend field is 32 bits: the agent finds the ClusterIP of the
+    # event's family from the Service and port.
+    cluster_ips = {(3, 8080, socket.IPPROTO_TCP): "fd00:10:96::a"}
+    with_services = FlowEnricher("node1", lambda ip: PeerNames(None, None), POLICIES.get,
+                                 lambda ip, direction: [], services={3: "x/web"}.get,
+                                 cluster_ip6=lambda *key: cluster_ips.get(key))
+
+    def v6(src: str, dst: str, port: int) -> structs.FlowEvent:
+        base = through_service(event(Hook.FROM_POD), "0.0.0.0", port)
+        base.family = FAMILY_IPV6
+        base.saddr6 = type(base.saddr6).from_buffer_copy(socket.inet_pton(socket.AF_INET6, src))
+        base.daddr6 = type(base.daddr6).from_buffer_copy(socket.inet_pton(socket.AF_INET6, dst))
+        return base
+
+    record = with_services.record(v6("fd00:10:244:1::2", "fd00:10:244:2::2", 8080))
+    assert record["frontend"] == {"ip": "fd00:10:96::a", "port": 8080}
+    assert record["destination"]["service"] == "x/web"
+    reply = v6("fd00:10:96::a", "fd00:10:244:1::2", 8080)
+    reply.sport, reply.dport = socket.htons(8080), socket.htons(40000)
+    assert with_services.record(reply)["source"]["service"] == "x/web"
+    # A port the Service no longer has: no frontend to name, the Service still named.
+    gone = with_services.record(v6("fd00:10:244:1::2", "fd00:10:244:2::2", 9090))
+    assert gone["frontend"] is None and gone["destination"]["service"] == "x/web"
 
 
 def test_cluster_policy_rules_are_named_with_tier_and_rule_and_audit_is_its_own_verdict(

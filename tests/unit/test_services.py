@@ -447,6 +447,11 @@ def test_a_cluster_ip_takes_backends_only_from_the_slices_of_its_family() -> Non
     assert all(i < BACKEND6_ID_BASE for i in maps.lb_services[fe()].backend_ids)
     # The node's addresses are IPv4: its NodePort takes the IPv4 backends.
     assert backends(maps, fe(30080, NODE_IP)) == [("10.244.1.5", 8080)]
+    # IPv6 flow events name the frontend by Service and port: the ClusterIP of that family.
+    service_id = v6.service_id
+    assert svc.cluster_ip6(service_id, 80, Protocol.TCP) == "fd00:10:96::a"
+    assert svc.cluster_ip6(service_id, 81, Protocol.TCP) is None
+    assert svc.cluster_ip6(service_id, 80, Protocol.UDP) is None
     # An IPv4 address in an IPv6 slice is skipped and said; an FQDN slice is no problem.
     assert set(svc.problems) == {("EndpointSlice", "default/web-6")}
     assert "has no IPv6 address" in svc.problems[("EndpointSlice", "default/web-6")].message
