@@ -90,8 +90,8 @@ class DatapathSizes:
     lb6_backends: int = 65536
     lb6_affinity: int = 65536
     lb6_sock_revnat: int = 65536
-    # Each CPU's flow events ring (bpf/lib/maps.h): 512 pages (2 MiB) hold about 18,700
-    # events, room for a burst while the agent's reader catches up.
+    # Each CPU's flow events ring (bpf/lib/maps.h): 512 pages (2 MiB) hold about 26,200
+    # IPv4 events (18,700 IPv6), room for a burst while the agent's reader catches up.
     events_pages: int = 512
     # Flows counted per flow (AgentConfig.flow_aggregation) until the agent reports them:
     # active flows, since the agent removes each once it is reported and idle.
